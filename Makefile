@@ -1,0 +1,64 @@
+# mss: make run (install + start on ./var), make test (install test deps + run the suite)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MSS := $(VENV)/bin/mss
+DATA ?= var
+DEMO_DOMAIN ?= demo.mssante.fr
+DEMO_MAILBOX ?= demo@$(DEMO_DOMAIN)
+WHITELIST_DIR ?= ../shared/data/liste-blanche
+DEBIAN_TEST_PACKAGES := swaks
+
+.PHONY: run test lint install install-test system-deps bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test system-deps
+
+# Debian packages of real peers used by the tests (installed when running as root).
+system-deps:
+	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: not root, cannot install:$$missing (tests needing them skip)"; fi; \
+	fi
+
+run: $(VENV)/.installed
+	@if [ ! -f $(DATA)/mss.toml ]; then \
+	  set -e; \
+	  $(MSS) init --data-dir $(DATA) --domain $(DEMO_DOMAIN); \
+	  pw=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))'); \
+	  echo "$$pw" | $(MSS) --config $(DATA)/mss.toml mailbox add $(DEMO_MAILBOX) --type PER \
+	    --rpps 10000000001 --password-stdin; \
+	  wl=$$(ls $(WHITELIST_DIR)/*.xml 2>/dev/null | sort | tail -n 1); \
+	  if [ -n "$$wl" ]; then $(MSS) --config $(DATA)/mss.toml whitelist import "$$wl"; \
+	  else echo "no national whitelist found under $(WHITELIST_DIR): remote domains refused"; fi; \
+	  echo; echo "demo mailbox: $(DEMO_MAILBOX)   password: $$pw   (shown once)"; echo; \
+	fi
+	exec $(MSS) --config $(DATA)/mss.toml serve
+
+test: install-test
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check mss proxy trustspace directory audit tests bench
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed
+	$(PY) bench/smtp_ingest.py --sessions 20 --messages 2000 --size-kb 5
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""``mss audit ...``: read the audit trail."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from audit.journal import AuditRecord, append, query
+from mss.cli_support import actor, fail, node
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+
+
+def _since(value: str) -> str:
+    """ISO 8601 date or date-time -> the journal's UTC text form (sortable as text)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--since: not an ISO 8601 date or time: {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", help="Only this mailbox.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List audit records, oldest first."""
+    since_text = _since(since) if since else None
+    with node(ctx) as app:
+        with app.reader.connect() as conn:
+            rows = list(query(conn, mailbox=mailbox, since=since_text))
+        with app.engine.begin() as conn:  # reading the trail is itself traced (ATNA)
+            append(conn, [AuditRecord("audit.read", actor=actor(), mailbox=mailbox,
+                                      detail={"since": since_text, "rows": len(rows)})])
+    for row in rows:
+        if as_json:
+            print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+        else:
+            parts = [row["ts"], row["event"], str(row["outcome"]), row["actor"] or "-"]
+            for key in ("remote_addr", "mail_from", "rcpt", "mailbox", "message_id", "reason",
+                        "whitelist_version"):
+                if row[key] is not None:
+                    parts.append(f"{key}={row[key]}")
+            print("  ".join(parts))

@@ -1,0 +1,130 @@
+"""The audit event catalogue: every event kind mss emits, with its DICOM/IHE coding.
+
+Each kind maps to a DICOM PS3.15 A.5 ``EventID`` (DCM code), an ``EventTypeCode`` (DCM when
+one fits, else our own code system ``urn:oid:mss:audit``) and an ``EventActionCode``
+(C create, R read, U update, D delete, E execute). ``docs/audit-events.md`` lists the same
+table; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Outcome(IntEnum):
+    """DICOM EventOutcomeIndicator."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4  # refused by policy, the request was well-formed
+    SERIOUS_FAILURE = 8  # failed: bad input, authentication failure
+    MAJOR_FAILURE = 12  # failed on our side: tampered ciphertext, internal error
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    system: str  # codeSystemName
+    display: str
+
+
+def dcm(code: str, display: str) -> Code:
+    return Code(code, "DCM", display)
+
+
+def own(code: str, display: str) -> Code:
+    return Code(code, "MSS", display)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    name: str
+    event_id: Code
+    type_code: Code
+    action: str
+    description: str
+
+
+APPLICATION_ACTIVITY = dcm("110100", "Application Activity")
+AUDIT_LOG_USED = dcm("110101", "Audit Log Used")
+EXPORT = dcm("110106", "Export")
+IMPORT = dcm("110107", "Import")
+NETWORK_ENTRY = dcm("110108", "Network Entry")
+SECURITY_ALERT = dcm("110113", "Security Alert")
+USER_AUTHENTICATION = dcm("110114", "User Authentication")
+
+
+def _kinds(*kinds: EventKind) -> dict[str, EventKind]:
+    return {k.name: k for k in kinds}
+
+
+CATALOGUE: dict[str, EventKind] = _kinds(
+    # server life
+    EventKind("server.start", APPLICATION_ACTIVITY, dcm("110120", "Application Start"), "E",
+              "mss serve started its listeners"),
+    EventKind("server.stop", APPLICATION_ACTIVITY, dcm("110121", "Application Stop"), "E",
+              "mss serve stopped"),
+    # SMTP sessions
+    EventKind("smtp.connect", NETWORK_ENTRY, dcm("110124", "Attach"), "E",
+              "an SMTP client connected to a listener"),
+    EventKind("smtp.tls", NETWORK_ENTRY, own("MSS-SMTP-TLS", "TLS established"), "E",
+              "STARTTLS or implicit TLS handshake done (protocol and cipher in detail)"),
+    EventKind("smtp.auth", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
+              "SMTP AUTH success (0) or failure (8) on submission"),
+    EventKind("smtp.sender.refused", IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
+              "MAIL FROM refused by policy (reason and whitelist version recorded)"),
+    EventKind("smtp.recipient.refused", IMPORT,
+              own("MSS-RCPT-REFUSED", "Recipient refused"), "C",
+              "RCPT TO refused by policy (reason and whitelist version recorded)"),
+    EventKind("smtp.message.refused", IMPORT,
+              own("MSS-MSG-REFUSED", "Message refused"), "C",
+              "DATA refused: too large, bare CR/LF, storage failure"),
+    EventKind("smtp.message.accepted", IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
+              "a message was accepted (250) for all its valid recipients"),
+    EventKind("delivery.local", IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
+              "a message copy was stored, encrypted, in a hosted mailbox"),
+    EventKind("delivery.queued", EXPORT, own("MSS-QUEUED", "Queued for an operator"), "C",
+              "a message copy was queued, encrypted, for a whitelisted remote domain"),
+    EventKind("store.tampered", SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "R",
+              "a stored ciphertext failed authentication; it was not served"),
+    # administration (mss CLI)
+    EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "C",
+              "mss init created a data dir, keys and development PKI"),
+    EventKind("admin.domain.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "C",
+              "a hosted domain was added"),
+    EventKind("admin.mailbox.add", SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "C",
+              "a mailbox was created"),
+    EventKind("admin.mailbox.disable", SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "U",
+              "a mailbox was disabled"),
+    EventKind("admin.keys.rotate", SECURITY_ALERT, dcm("110129", "Security Configuration"), "U",
+              "a new master key version was added and mailbox keys re-wrapped"),
+    EventKind("whitelist.import", SECURITY_ALERT, dcm("110129", "Security Configuration"), "U",
+              "a whitelist version was imported (0) or an import refused (4/8)"),
+    EventKind("audit.read", AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
+              "an operator listed the audit trail"),
+)
+
+
+def kind(name: str) -> EventKind:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise ValueError(f"audit event {name!r} is not in the catalogue") from None
+
+
+def catalogue_table() -> str:
+    """The Markdown table of ``docs/audit-events.md`` (a test keeps the doc equal to it)."""
+    lines = ["| event | EventID | EventTypeCode | action | when |",
+             "|---|---|---|---|---|"]
+    for k in CATALOGUE.values():
+        lines.append(
+            f"| `{k.name}` | {k.event_id.code} {k.event_id.display} | "
+            f"{k.type_code.system} {k.type_code.code} {k.type_code.display} | {k.action} | "
+            f"{k.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(catalogue_table(), end="")

@@ -1,0 +1,109 @@
+"""The audit journal: append-only, hash-chained rows written inside the caller's transaction.
+
+A record is written in the same SQL transaction as the exchange it describes, so an
+acknowledged message always has its audit record and a rolled-back one never does. Each row
+carries ``prev_hash`` and ``hash = sha256(prev_hash || canonical JSON of the row)``; the
+audit issue adds signed checkpoints and ``mss audit verify`` on top.
+
+A record never holds message content or a subject: only envelope data, ids and reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from audit.events import Outcome, kind
+from mss import db
+
+GENESIS = "0" * 64
+
+
+@dataclass
+class AuditRecord:
+    event: str
+    outcome: Outcome = Outcome.SUCCESS
+    actor: str | None = None
+    remote_addr: str | None = None
+    session: str | None = None
+    listener: str | None = None
+    message_id: str | None = None
+    mail_from: str | None = None
+    rcpt: str | None = None
+    mailbox: str | None = None
+    reason: str | None = None
+    whitelist_version: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    ts: str = ""
+
+    def __post_init__(self) -> None:
+        kind(self.event)  # refuse an event the catalogue does not list
+        if not self.ts:
+            self.ts = now_iso()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_FIELDS = ("ts", "event", "outcome", "actor", "remote_addr", "session", "listener",
+           "message_id", "mail_from", "rcpt", "mailbox", "reason", "whitelist_version")
+
+
+def _row_of(record: AuditRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _FIELDS}
+    row["outcome"] = int(record.outcome)
+    row["detail"] = json.dumps(record.detail, sort_keys=True, separators=(",", ":")) \
+        if record.detail else None
+    return row
+
+
+def chain_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    canonical = json.dumps({k: row.get(k) for k in (*_FIELDS, "detail")}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
+
+
+def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
+    """Insert *records* in order, chained to the newest row; the caller commits."""
+    rows = [_row_of(r) for r in records]
+    if not rows:
+        return
+    last = conn.execute(
+        select(db.audit_log.c.hash).order_by(db.audit_log.c.id.desc()).limit(1)
+    ).scalar()
+    prev = last or GENESIS
+    for row in rows:
+        row["prev_hash"] = prev
+        row["hash"] = prev = chain_hash(prev, row)
+    conn.execute(insert(db.audit_log), rows)
+
+
+def query(conn: Connection, *, mailbox: str | None = None, since: str | None = None,
+          limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, oldest first, filtered by mailbox (as mailbox, actor, sender or
+    recipient) and by time."""
+    t = db.audit_log
+    stmt = select(t).order_by(t.c.id)
+    if mailbox:
+        m = mailbox.lower()
+        stmt = stmt.where((t.c.mailbox == m) | (t.c.actor == m) | (t.c.mail_from == m)
+                          | (t.c.rcpt == m))
+    if since:
+        stmt = stmt.where(t.c.ts >= since)
+    if limit:
+        stmt = stmt.limit(limit)
+    for row in conn.execute(stmt):
+        out = dict(row._mapping)
+        out["detail"] = json.loads(out["detail"]) if out["detail"] else {}
+        yield out
+
+
+def record_dict(record: AuditRecord) -> dict[str, Any]:
+    return asdict(record)

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""SMTP ingest benchmark (a script, not a test).
+
+Creates a throw-away node (``mss init`` in a temp dir, a whitelist with the sender's
+domain, 10 hosted mailboxes), starts ``mss serve``, then N concurrent client threads send M
+messages of S KB over STARTTLS to hosted mailboxes, one connection per message like
+smtp-source and ``../shared/anchors/anchor_smtp_load.py``. Prints accepted msg/s, p50/p99
+latency (connect to 250 after DATA), server CPU seconds, and checks the stored count.
+
+    .venv/bin/python bench/smtp_ingest.py --sessions 20 --messages 2000 --size-kb 5
+Loopback only; bounded by --messages and --max-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.whitelist_fixtures import make_whitelist_xml  # noqa: E402
+
+DOMAIN = "bench.mssante.fr"
+SENDER = "dr.bench@operator-a.mssante.fr"
+MSS = [sys.executable, "-m", "mss"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def setup(base: Path, mailboxes: int) -> tuple[Path, dict[str, int]]:
+    data = base / "node"
+    subprocess.run([*MSS, "init", "--data-dir", str(data), "--domain", DOMAIN], check=True,
+                   cwd=REPO, capture_output=True)
+    config = data / "mss.toml"
+    text = config.read_text()
+    ports = {}
+    for name in ("mx", "submission", "submissions"):
+        ports[name] = port = free_port()
+        text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
+                      rf"\g<1>{port}", text)
+    text = text.replace('level = "info"', 'level = "warning"')
+    config.write_text(text)
+    wl = base / "wl.xml"
+    wl.write_bytes(make_whitelist_xml([("operator-a.mssante.fr", "CN=mx.operator-a.fr,C=FR")]))
+    cli = [*MSS, "--config", str(config)]
+    subprocess.run([*cli, "whitelist", "import", str(wl)], check=True, cwd=REPO,
+                   capture_output=True)
+    for i in range(1, mailboxes + 1):
+        subprocess.run([*cli, "mailbox", "add", f"bench{i}@{DOMAIN}", "--type", "PER"],
+                       check=True, cwd=REPO, capture_output=True)
+    return config, ports
+
+
+def body(size: int, i: int, rcpt: str) -> bytes:
+    lines, total, n = [], 0, 0
+    while total < size:
+        n += 1
+        line = f"{n}" + "X" * (78 - len(str(n))) + "\r\n"
+        lines.append(line)
+        total += len(line)
+    head = (f"From: <{SENDER}>\r\nTo: <{rcpt}>\r\nDate: "
+            f"{time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+            f"Message-Id: <{i}.{os.getpid()}@bench>\r\nSubject: bench {i}\r\n\r\n")
+    return (head + "".join(lines)).encode()
+
+
+def stored_count(config: Path) -> int:
+    from sqlalchemy import func, select
+
+    from mss import db
+    from mss.config import load_config
+
+    engine = db.make_engine(load_config(config).database_url, writer=False)
+    with engine.connect() as conn:
+        count = int(conn.execute(select(func.count()).select_from(db.messages)).scalar() or 0)
+    engine.dispose()
+    return count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--size-kb", type=float, default=5)
+    ap.add_argument("--mailboxes", type=int, default=10)
+    ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--no-tls", action="store_true", help="plain SMTP (needs a config change)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
+        config, ports = setup(Path(tmp), args.mailboxes)
+        log = open(Path(tmp) / "serve.log", "wb")
+        server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", ports["mx"]), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            rcpts = [f"bench{i % args.mailboxes + 1}@{DOMAIN}" for i in range(args.messages)]
+            size = int(args.size_kb * 1024)
+            payloads = [body(size, i, rcpts[i]) for i in range(args.messages)]
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            lock = threading.Lock()
+            state = {"next": 0, "ok": 0, "err": 0}
+            latencies: list[float] = []
+            errors: list[str] = []
+            stop_at = time.monotonic() + args.max_seconds
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        i = state["next"]
+                        if i >= args.messages or time.monotonic() > stop_at:
+                            return
+                        state["next"] += 1
+                    t0 = time.perf_counter()
+                    try:
+                        client = smtplib.SMTP("127.0.0.1", ports["mx"], timeout=60,
+                                              local_hostname="mx.operator-a.fr")
+                        if not args.no_tls:
+                            client.starttls(context=ctx)
+                        client.sendmail(SENDER, [rcpts[i]], payloads[i])
+                        elapsed = time.perf_counter() - t0
+                        client.quit()
+                        with lock:
+                            state["ok"] += 1
+                            latencies.append(elapsed)
+                    except (OSError, smtplib.SMTPException) as exc:
+                        with lock:
+                            state["err"] += 1
+                            if len(errors) < 5:
+                                errors.append(repr(exc))
+
+            cpu0 = _proc_cpu(server.pid)
+            t0 = time.time()
+            threads = [threading.Thread(target=worker) for _ in range(args.sessions)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.time() - t0
+            cpu1 = _proc_cpu(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+            log.close()
+        latencies.sort()
+        result = {
+            "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
+            "tls": not args.no_tls, "accepted": state["ok"], "errors": state["err"],
+            "elapsed_s": round(elapsed, 3), "accepted_msg_s": round(state["ok"] / elapsed, 1),
+            "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
+            "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)
+            if latencies else None,
+            "server_cpu_s": round(cpu1 - cpu0, 2), "stored": stored_count(config),
+            "first_errors": errors,
+        }
+        print(json.dumps(result))
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()

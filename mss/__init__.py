@@ -1,0 +1,3 @@
+"""mss: a secure health messaging node (MSSanté-style trust space)."""
+
+__version__ = "0.1.0"

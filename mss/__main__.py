@@ -1,0 +1,5 @@
+"""``python -m mss`` runs the admin CLI."""
+
+from mss.cli import main
+
+main()

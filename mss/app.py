@@ -1,0 +1,46 @@
+"""Opening a node's state: configuration, database engines, master key and keyring.
+
+Shared by the CLI and ``mss serve``; a wrong or missing master key raises
+:class:`mss.crypto.MasterKeyError` here, before anything else happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from audit.journal import AuditRecord, append
+from mss import crypto
+from mss.config import Config, load_config
+from mss.db import create_schema, make_engine
+
+
+@dataclass
+class App:
+    config: Config
+    engine: Engine  # writer: BEGIN IMMEDIATE transactions
+    reader: Engine  # readers: autocommit statements
+    keyring: crypto.Keyring
+
+    def audit(self, *records: AuditRecord) -> None:
+        """Write audit records in a transaction of their own (CLI refusals)."""
+        with self.engine.begin() as conn:
+            append(conn, records)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.reader.dispose()
+
+
+def open_app(config_path: Path | str) -> App:
+    config = load_config(config_path)
+    provider = crypto.FileKeyProvider(config.master_key_file)
+    engine = make_engine(config.database_url)
+    reader = make_engine(config.database_url, writer=False)
+    create_schema(engine)
+    keyring = crypto.Keyring(reader, provider)
+    with reader.connect() as conn:
+        keyring.verify_master(conn)
+    return App(config, engine, reader, keyring)

@@ -1,0 +1,237 @@
+"""The admin CLI: ``mss [--config PATH] COMMAND ...``.
+
+Each package owns its sub-commands (``trustspace.cli`` gives ``mss whitelist``,
+``audit.cli`` gives ``mss audit``); this module mounts them and holds the core ones. Bad
+input: one line on stderr, exit status 2, nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from audit.cli import audit_app
+from audit.events import Outcome
+from audit.journal import AuditRecord, append
+from mss import crypto, store
+from mss.app import open_app
+from mss.cli_support import HANDLED, CliError, actor, fail, node, report
+from mss.config import DEFAULT_CONFIG_NAME, render_default_config
+from mss.passwords import hash_password
+from trustspace.cli import whitelist_app
+from trustspace.pki import generate_dev_pki
+from trustspace.whitelist import normalize_domain
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="mss: secure health messaging node (MSSanté).")
+domain_app = typer.Typer(no_args_is_help=True, help="Hosted domains.")
+mailbox_app = typer.Typer(no_args_is_help=True, help="Hosted mailboxes.")
+keys_app = typer.Typer(no_args_is_help=True, help="Master key and mailbox keys.")
+app.add_typer(domain_app, name="domain")
+app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(keys_app, name="keys")
+app.add_typer(whitelist_app, name="whitelist")
+app.add_typer(audit_app, name="audit")
+
+
+@app.callback()
+def _global(ctx: typer.Context,
+            config: Annotated[Path | None, typer.Option(
+                "--config", envvar="MSS_CONFIG",
+                help="Configuration file (default ./var/mss.toml).")] = None) -> None:
+    ctx.obj = {"config": config}
+
+
+# --------------------------------------------------------------------------- init / serve
+
+@app.command()
+def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to create.")],
+         domain: Annotated[str, typer.Option("--domain", help="First hosted domain.")],
+         force: Annotated[bool, typer.Option("--force",
+                                             help="Overwrite existing keys (destroys mail).")]
+         = False) -> None:
+    """Create a data dir: config, SQLite DB, master key, development PKI, hosted domain."""
+    try:
+        domain = normalize_domain(domain)
+    except ValueError as exc:
+        fail(f"invalid domain {domain!r}: {exc}")
+    key_file = data_dir / "keys" / "master.key"
+    if key_file.exists() and not force:
+        fail(f"{data_dir} already holds keys ({key_file}); use --force to replace them "
+             "(mail stored with them becomes unreadable)")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if force:
+        for name in ("mss.db", "mss.db-wal", "mss.db-shm"):
+            (data_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(data_dir / "keys", ignore_errors=True)
+        shutil.rmtree(data_dir / "pki", ignore_errors=True)
+    config_path = data_dir / DEFAULT_CONFIG_NAME
+    config_path.write_text(render_default_config(domain), encoding="utf-8")
+    crypto.new_master_key_file(key_file)
+    generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
+    node_app = open_app(config_path)
+    try:
+        with node_app.engine.begin() as conn:
+            node_app.keyring.register_current_master(conn)
+            node_app.keyring.create_key(conn, crypto.QUEUE_KEY_ID)
+            store.add_domain(conn, domain)
+            append(conn, [
+                AuditRecord("admin.init", actor=actor(), detail={"data_dir": str(data_dir)}),
+                AuditRecord("admin.domain.add", actor=actor(), detail={"domain": domain}),
+            ])
+    finally:
+        node_app.close()
+    print(f"initialised {data_dir} for {domain}")
+    print(f"  config:     {config_path}")
+    print(f"  master key: {key_file} (mode 0600; back it up apart from the database)")
+    print(f"  TLS:        {data_dir / 'pki'} (DEVELOPMENT ONLY certificates)")
+    print(f"next: export MSS_CONFIG={config_path}; mss serve")
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Start the listeners from the configuration (SIGTERM: finish in-flight, exit 0)."""
+    from mss.logs import configure
+    from mss.server import serve as run
+
+    with node(ctx) as node_app:
+        configure(node_app.config.log_level)
+        asyncio.run(run(node_app))
+
+
+# --------------------------------------------------------------------------- domains
+
+@domain_app.command("add")
+def domain_add(ctx: typer.Context, name: str) -> None:
+    """Host a domain."""
+    with node(ctx) as node_app, node_app.engine.begin() as conn:
+        domain = store.add_domain(conn, name)
+        append(conn, [AuditRecord("admin.domain.add", actor=actor(),
+                                  detail={"domain": domain})])
+    print(f"domain {domain} added")
+
+
+@domain_app.command("list")
+def domain_list(ctx: typer.Context) -> None:
+    """List hosted domains."""
+    with node(ctx) as node_app, node_app.reader.connect() as conn:
+        for name in store.list_domains(conn):
+            print(name)
+
+
+# --------------------------------------------------------------------------- mailboxes
+
+@mailbox_app.command("add")
+def mailbox_add(
+    ctx: typer.Context,
+    address: str,
+    mailbox_type: Annotated[str, typer.Option("--type", help="PER, ORG or APP.")],
+    rpps: Annotated[str | None, typer.Option("--rpps", help="RPPS number (PER).")] = None,
+    finess: Annotated[str | None, typer.Option("--finess", help="FINESS (ORG/APP).")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+) -> None:
+    """Create a mailbox (with its own encryption key and default folders)."""
+    password_hash = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 8:
+            fail("password from stdin is shorter than 8 characters")
+        password_hash = hash_password(password)
+    with node(ctx) as node_app, node_app.engine.begin() as conn:
+        mailbox = store.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
+                                    finess=finess, password_hash=password_hash)
+        append(conn, [AuditRecord("admin.mailbox.add", actor=actor(), mailbox=mailbox.address,
+                                  detail={"type": mailbox.type})])
+    print(f"mailbox {mailbox.address} ({mailbox.type}) created")
+
+
+@mailbox_app.command("list")
+def mailbox_list(ctx: typer.Context) -> None:
+    """List mailboxes: address, type, state."""
+    with node(ctx) as node_app, node_app.reader.connect() as conn:
+        for m in store.list_mailboxes(conn):
+            print(f"{m.address}\t{m.type}\t{'enabled' if m.enabled else 'disabled'}")
+
+
+@mailbox_app.command("show")
+def mailbox_show(ctx: typer.Context, address: str) -> None:
+    """Show one mailbox."""
+    import datetime as dt
+
+    with node(ctx) as node_app, node_app.reader.connect() as conn:
+        m = store.require_mailbox(conn, address)
+        count, size = store.mailbox_counts(conn, m.id)
+    created = dt.datetime.fromtimestamp(m.created_at, dt.UTC).isoformat(timespec="seconds")
+    print(f"address:  {m.address}\ntype:     {m.type}\nrpps:     {m.rpps or '-'}\n"
+          f"finess:   {m.finess or '-'}\nstate:    {'enabled' if m.enabled else 'disabled'}\n"
+          f"password: {'set' if m.password_hash else 'none'}\ncreated:  {created}\n"
+          f"messages: {count} ({size} bytes)")
+
+
+@mailbox_app.command("disable")
+def mailbox_disable(ctx: typer.Context, address: str) -> None:
+    """Disable a mailbox: no more logins, no more mail accepted for it."""
+    with node(ctx) as node_app, node_app.engine.begin() as conn:
+        m = store.disable_mailbox(conn, address)
+        append(conn, [AuditRecord("admin.mailbox.disable", actor=actor(), mailbox=m.address)])
+    print(f"mailbox {m.address} disabled")
+
+
+# --------------------------------------------------------------------------- keys
+
+@keys_app.command("rotate")
+def keys_rotate(ctx: typer.Context) -> None:
+    """Add a master key version and re-wrap every mailbox key (messages untouched)."""
+    with node(ctx) as node_app:
+        try:
+            with node_app.engine.begin() as conn:
+                version, count = node_app.keyring.rotate(conn)
+                append(conn, [AuditRecord("admin.keys.rotate", actor=actor(),
+                                          detail={"version": version, "keys": count})])
+        except (crypto.KeyringError, crypto.TamperedError) as exc:
+            node_app.audit(AuditRecord("admin.keys.rotate", Outcome.SERIOUS_FAILURE,
+                                       actor=actor(), reason=str(exc)))
+            raise
+    print(f"master key version {version}; {count} keys re-wrapped")
+
+
+@keys_app.command("status")
+def keys_status(ctx: typer.Context) -> None:
+    """Show master key versions and how many keys each wraps."""
+    with node(ctx) as node_app, node_app.reader.connect() as conn:
+        status = node_app.keyring.status(conn)
+    print(f"current master version: {status.current_version}")
+    print(f"versions in key file:   {', '.join(map(str, status.file_versions))}")
+    for version, count in sorted(status.wrapped_by_version.items()):
+        print(f"  version {version}: wraps {count} keys")
+
+
+# --------------------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="mss", standalone_mode=False)
+    except Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Abort:
+        print("mss: aborted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except TyperException as exc:  # usage errors: one line, not a help page
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise SystemExit(2) from None
+        print(f"mss: error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except HANDLED as exc:
+        report(exc)
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+__all__ = ["app", "main", "CliError"]

@@ -1,0 +1,139 @@
+"""Group commit: one writer thread turns many concurrent transactions into one fsync.
+
+Sessions hand a *job* (a function of an open SQL connection) to :meth:`GroupCommitter.run`
+and await its result. The writer thread takes every job waiting, runs each in its own
+SAVEPOINT inside one transaction, commits once (one WAL fsync), then wakes the callers. A
+failing job rolls back alone; a failing commit fails every job of the batch. A caller is
+only woken after the commit returned, so a 250 never precedes durability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Connection, Engine
+
+log = structlog.get_logger("mss.committer")
+T = TypeVar("T")
+
+Work = Callable[[Connection], Any]
+
+
+@dataclass
+class _Job:
+    work: Work
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[Any] | None = None
+    result: Any = None
+    error: BaseException | None = None
+    done: threading.Event | None = field(default=None)
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(self, engine: Engine, max_batch: int = 512) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mss-committer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit everything already submitted, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(work, loop, future))
+        return await future
+
+    def submit(self, work: Work) -> None:
+        """Commit *work* soon without waiting (audit of refusals); errors are logged."""
+        self._queue.put(_Job(work))
+
+    def run_sync(self, work: Callable[[Connection], T]) -> T:
+        job = _Job(work, done=threading.Event())
+        self._queue.put(job)
+        assert job.done is not None
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Job] = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                for job in batch:
+                    try:
+                        with conn.begin_nested():
+                            job.result = job.work(conn)
+                    except Exception as exc:  # this job rolls back alone
+                        job.error = exc
+        except Exception as exc:  # the commit failed: nothing of the batch is durable
+            log.error("group commit failed", error=repr(exc), jobs=len(batch))
+            for job in batch:
+                job.error = job.error or exc
+        self.batches += 1
+        self.jobs += len(batch)
+        for job in batch:
+            self._wake(job)
+
+    @staticmethod
+    def _wake(job: _Job) -> None:
+        if job.done is not None:
+            job.done.set()
+            return
+        if job.future is None or job.loop is None:
+            if job.error is not None:
+                log.error("background commit failed", error=repr(job.error))
+            return
+        future = job.future
+
+        def deliver() -> None:
+            if future.done():
+                return
+            if job.error is not None:
+                future.set_exception(job.error)
+            else:
+                future.set_result(job.result)
+
+        try:
+            job.loop.call_soon_threadsafe(deliver)
+        except RuntimeError:  # loop closed: the caller is gone
+            pass

@@ -1,0 +1,250 @@
+"""Typed configuration loaded from one TOML file.
+
+Every key is documented in ``config/mss.toml``. Relative paths are resolved against the
+directory that holds the configuration file, so a data dir can be moved as a whole. An
+invalid value raises :class:`ConfigError` naming the key and what is wrong; ``mss serve``
+stops on it before opening any socket.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_NAME = "mss.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    name: str
+    host: str
+    port: int
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    hostname: str
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    session_timeout: float = 300.0
+    data_timeout: float = 600.0
+    line_length_limit: int = 1000  # RFC 5321 §4.5.3.1.6 text line incl. CRLF
+    max_errors: int = 20  # bad commands before the session is closed
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True)
+class WhitelistConfig:
+    max_shrink_ratio: float = 0.10
+    reload_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    database_url: str
+    master_key_file: Path
+    tls: TlsConfig
+    smtp: SmtpConfig
+    listeners: dict[str, ListenerConfig]
+    whitelist: WhitelistConfig = field(default_factory=WhitelistConfig)
+    log_level: str = "info"
+    log_file: Path | None = None
+
+
+DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
+
+
+def _get(table: dict[str, Any], key: str, prefix: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    name = f"{prefix}.{key}" if prefix else key
+    if value is None:
+        raise ConfigError(f"config: {name} is required")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"config: {name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive(value: float, name: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"config: {name}: must be > 0, got {value!r}")
+
+
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: [{key}] must be a table")
+    return value
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config file to use: ``--config``, then ``$MSS_CONFIG``, then ``./var/mss.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MSS_CONFIG")
+    if env:
+        return Path(env)
+    return Path("var") / DEFAULT_CONFIG_NAME
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    cfg_path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config: {cfg_path} not found (run 'mss init' or pass --config)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {cfg_path}: invalid TOML: {exc}") from None
+    return parse_config(raw, cfg_path)
+
+
+def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
+    base = cfg_path.parent
+    server = _table(raw, "server")
+    data_dir = base / _get(server, "data_dir", "server", str, ".")
+
+    def path_of(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else (data_dir / p)
+
+    db = _table(raw, "database")
+    url = _get(db, "url", "database", str, "sqlite:///mss.db")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = "sqlite:///" + str(path_of(url[len("sqlite:///"):]))
+    elif not url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError(f"config: database.url: unsupported scheme in {url!r}")
+
+    keys = _table(raw, "keys")
+    master_key_file = path_of(_get(keys, "master_key_file", "keys", str, "keys/master.key"))
+
+    tls_raw = _table(raw, "tls")
+    tls = TlsConfig(
+        cert_file=path_of(_get(tls_raw, "cert_file", "tls", str, "pki/server.crt")),
+        key_file=path_of(_get(tls_raw, "key_file", "tls", str, "pki/server.key")),
+        ca_file=path_of(_get(tls_raw, "ca_file", "tls", str, "pki/ca.crt")),
+    )
+
+    smtp_raw = _table(raw, "smtp")
+    hostname = _get(smtp_raw, "hostname", "smtp", str, "localhost")
+    smtp = SmtpConfig(
+        hostname=hostname,
+        max_message_size=_get(smtp_raw, "max_message_size", "smtp", int, 50 * 1024 * 1024),
+        max_recipients=_get(smtp_raw, "max_recipients", "smtp", int, 100),
+        session_timeout=_get(smtp_raw, "session_timeout", "smtp", float, 300.0),
+        data_timeout=_get(smtp_raw, "data_timeout", "smtp", float, 600.0),
+        line_length_limit=_get(smtp_raw, "line_length_limit", "smtp", int, 1000),
+        max_errors=_get(smtp_raw, "max_errors", "smtp", int, 20),
+    )
+    for key in ("max_message_size", "max_recipients", "session_timeout", "data_timeout",
+                "max_errors"):
+        _positive(getattr(smtp, key), f"smtp.{key}")
+    if smtp.line_length_limit < 1000:
+        raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
+
+    listeners_raw = _table(raw, "listeners")
+    unknown = set(listeners_raw) - set(DEFAULT_LISTENERS)
+    if unknown:
+        raise ConfigError(f"config: [listeners.{sorted(unknown)[0]}]: unknown listener")
+    listeners: dict[str, ListenerConfig] = {}
+    for name, default_port in DEFAULT_LISTENERS.items():
+        section = listeners_raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"config: [listeners.{name}] must be a table")
+        prefix = f"listeners.{name}"
+        port = _get(section, "port", prefix, int, default_port)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"config: {prefix}.port: out of range: {port}")
+        listeners[name] = ListenerConfig(
+            name=name,
+            host=_get(section, "host", prefix, str, "127.0.0.1"),
+            port=port,
+            enabled=_get(section, "enabled", prefix, bool, True),
+        )
+
+    wl_raw = _table(raw, "whitelist")
+    whitelist = WhitelistConfig(
+        max_shrink_ratio=_get(wl_raw, "max_shrink_ratio", "whitelist", float, 0.10),
+        reload_interval=_get(wl_raw, "reload_interval", "whitelist", float, 5.0),
+    )
+    if not 0.0 <= whitelist.max_shrink_ratio <= 1.0:
+        raise ConfigError("config: whitelist.max_shrink_ratio: must be between 0 and 1")
+    _positive(whitelist.reload_interval, "whitelist.reload_interval")
+
+    log_raw = _table(raw, "logging")
+    level = _get(log_raw, "level", "logging", str, "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"config: logging.level: unknown level {level!r}")
+    log_file_raw = log_raw.get("file")
+    if log_file_raw is not None and not isinstance(log_file_raw, str):
+        raise ConfigError("config: logging.file: expected str")
+
+    return Config(
+        path=cfg_path,
+        data_dir=data_dir,
+        database_url=url,
+        master_key_file=master_key_file,
+        tls=tls,
+        smtp=smtp,
+        listeners=listeners,
+        whitelist=whitelist,
+        log_level=level,
+        log_file=path_of(log_file_raw) if log_file_raw else None,
+    )
+
+
+def render_default_config(domain: str) -> str:
+    """The ``mss.toml`` that ``mss init`` writes (paths relative to the data dir)."""
+    return f"""# mss configuration written by 'mss init' (see config/mss.toml for every key)
+[server]
+data_dir = "."
+
+[database]
+url = "sqlite:///mss.db"
+
+[keys]
+master_key_file = "keys/master.key"
+
+[tls]
+# DEVELOPMENT-ONLY certificates generated by 'mss init'; replace with IGC-Santé ones.
+cert_file = "pki/server.crt"
+key_file = "pki/server.key"
+ca_file = "pki/ca.crt"
+
+[smtp]
+hostname = "mx.{domain}"
+max_message_size = 52428800
+
+[listeners.mx]
+host = "127.0.0.1"
+port = 2525
+
+[listeners.submission]
+host = "127.0.0.1"
+port = 2587
+
+[listeners.submissions]
+host = "127.0.0.1"
+port = 2465
+
+[logging]
+level = "info"
+"""

@@ -1,0 +1,206 @@
+"""Database schema and engine (SQLAlchemy Core).
+
+Plain columns hold only what a server needs to answer without content (ids, sizes, dates,
+flags, envelope routing); every message byte lives in ``*_blob`` columns as AES-256-GCM
+ciphertext (see :mod:`mss.crypto`). SQLite runs in WAL mode with ``synchronous=FULL`` so that
+a commit is on disk (fsync'd) before it returns: a 250 is only sent after that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+domains = Table(
+    "domains", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),  # IDNA ascii, lower case
+    Column("created_at", Float, nullable=False),
+)
+
+mailboxes = Table(
+    "mailboxes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("address", String(320), nullable=False, unique=True),  # lower case
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
+    Column("type", String(3), nullable=False),  # PER | ORG | APP
+    Column("rpps", String(11)),
+    Column("finess", String(9)),
+    Column("password_hash", String(255)),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float),
+)
+
+master_keys = Table(
+    "master_keys", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("check_value", LargeBinary, nullable=False),  # HMAC proving the right key
+    Column("created_at", Float, nullable=False),
+)
+
+# Mailbox keys (and the queue key) wrapped by a master key version.
+keyring = Table(
+    "keyring", metadata,
+    Column("key_id", String(64), primary_key=True),  # "mailbox:<id>" | "queue"
+    Column("master_version", Integer, ForeignKey("master_keys.version"), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("rewrapped_at", Float),
+)
+
+folders = Table(
+    "folders", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("special_use", String(16)),
+    Column("uidvalidity", Integer, nullable=False),
+    Column("uidnext", Integer, nullable=False, default=1),
+    Column("highestmodseq", Integer, nullable=False, default=1),
+    Column("subscribed", Boolean, nullable=False, default=True),
+    UniqueConstraint("mailbox_id", "name"),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", String(32), primary_key=True),  # random, bound into the AEAD data
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("folder_id", Integer, ForeignKey("folders.id"), nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("internal_date", Float, nullable=False),
+    Column("flags", Text, nullable=False, default=""),
+    Column("modseq", Integer, nullable=False, default=1),
+    Column("key_blob", LargeBinary, nullable=False),  # data key wrapped by the mailbox key
+    Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
+    UniqueConstraint("folder_id", "uid"),
+)
+
+outbound_queue = Table(
+    "outbound_queue", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("mail_from", String(320), nullable=False),
+    Column("rcpt", String(320), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("message_id", String(998)),
+    Column("size", Integer, nullable=False),
+    Column("status", String(16), nullable=False, default="queued"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("last_error", Text),
+    Column("key_blob", LargeBinary, nullable=False),
+    Column("body_blob", LargeBinary, nullable=False),
+    Index("ix_queue_due", "status", "next_attempt_at"),
+)
+
+whitelist_versions = Table(
+    "whitelist_versions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("generated_at", String(40)),
+    Column("imported_at", Float, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("domains", Integer, nullable=False),
+    Column("warnings", Text, nullable=False, default=""),
+    Column("active", Boolean, nullable=False, default=False),
+)
+
+whitelist_entries = Table(
+    "whitelist_entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_id", Integer, ForeignKey("whitelist_versions.id"), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("dn", Text, nullable=False),
+    Column("description", Text),
+    Column("responsable_contact", Text),
+    Column("support_contact", Text),
+    Column("updated_at", String(40)),
+    Index("ix_whitelist_entries_version", "version_id"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts", String(32), nullable=False),  # ISO 8601 UTC, microseconds
+    Column("event", String(64), nullable=False),
+    Column("outcome", Integer, nullable=False),  # DICOM EventOutcomeIndicator 0/4/8/12
+    Column("actor", String(320)),
+    Column("remote_addr", String(64)),
+    Column("session", String(32)),
+    Column("listener", String(16)),
+    Column("message_id", String(998)),
+    Column("mail_from", String(320)),
+    Column("rcpt", String(320)),
+    Column("mailbox", String(320)),
+    Column("reason", Text),
+    Column("whitelist_version", Integer),
+    Column("detail", Text),  # JSON object; never content, never a secret
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_mailbox", "mailbox"),
+    Index("ix_audit_ts", "ts"),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's implicit BEGIN is
+    # deferred, which turns writer contention into SQLITE_BUSY mid-transaction).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, writer: bool = True) -> Engine:
+    """An engine for ``url``. On SQLite, a *writer* engine opens every transaction with
+    ``BEGIN IMMEDIATE``; a reader engine runs each statement on its own (autocommit), which
+    never blocks the writer under WAL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        if writer:
+            event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_size=8, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)

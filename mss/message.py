@@ -1,0 +1,59 @@
+"""Byte-level helpers on RFC 5322 messages (no full MIME parse on the SMTP hot path)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from email.utils import formatdate
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+
+
+def header_block(data: bytes) -> bytes:
+    """The header section including its final CRLF (the whole message if no body)."""
+    if data.startswith(b"\r\n"):
+        return b""
+    match = _HEADER_END.search(data)
+    return data[: match.start() + 2] if match else data
+
+
+def find_header(data: bytes, name: str) -> str | None:
+    """First value of header *name*, unfolded (RFC 5322 §2.2.3), or None."""
+    wanted = name.lower().encode("ascii") + b":"
+    lines = header_block(data).split(b"\r\n")
+    for i, line in enumerate(lines):
+        if line[: len(wanted)].lower() == wanted:
+            value = line[len(wanted):]
+            for cont in lines[i + 1:]:
+                if cont[:1] in (b" ", b"\t"):
+                    value += cont
+                else:
+                    break
+            return value.decode("utf-8", "replace").strip()
+    return None
+
+
+def message_id(data: bytes) -> str | None:
+    value = find_header(data, "Message-ID")
+    return value[:998] if value else None
+
+
+def has_bare_cr_or_lf(data: bytes) -> bool:
+    """True when CR or LF occurs outside a CRLF pair (RFC 5321 §2.3.8)."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+def new_message_id(hostname: str) -> str:
+    return f"<{int(time.time())}.{secrets.token_hex(8)}@{hostname}>"
+
+
+def received_header(*, helo: str, peer_ip: str, hostname: str, protocol: str, queue_id: str,
+                    recipient: str | None) -> bytes:
+    """RFC 5321 §4.4 trace header (RFC 3848 protocol names: ESMTPS, ESMTPSA)."""
+    for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
+    helo_clean = re.sub(r"[^A-Za-z0-9.\-\[\]:_]", "?", helo)[:255]
+    return (f"Received: from {helo_clean} ([{peer_ip}])\r\n\tby {hostname} (mss) with "
+            f"{protocol} id {queue_id}{for_clause};\r\n\t{formatdate(usegmt=True)}\r\n"
+            ).encode("ascii")

@@ -1,0 +1,2 @@
+"""Protocol front ends (SMTP now, IMAP next). Imports flow one way: proxy uses the other
+packages; none of them imports proxy."""

@@ -1,0 +1,1 @@
+"""SMTP listeners: MX (other operators), submission and submissions (professionals)."""

@@ -1,0 +1,262 @@
+"""SMTP policy and delivery for the MX and submission listeners.
+
+Each SMTP verb asks :mod:`trustspace.policy` for a decision, answers with the decision's
+public reply and records its private reason. An accepted message is encrypted per
+recipient and committed with its audit records by the group committer before ``250``.
+The order of checks is described, step by step, in ``docs/flow.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+import structlog
+from aiosmtpd.smtp import Envelope, LoginPassword
+from sqlalchemy import Connection
+
+from audit.events import Outcome
+from audit.journal import AuditRecord, append
+from mss import message as rfc5322
+from mss import store
+from mss.app import App
+from mss.committer import GroupCommitter
+from mss.passwords import verify_password
+from proxy.smtp.protocol import MssSession, MssSMTP
+from trustspace import policy
+from trustspace.cache import LiveWhitelist
+from trustspace.whitelist import normalize_domain
+
+log = structlog.get_logger("mss.smtp")
+
+Mode = Literal["mx", "submission"]
+_SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
+
+
+class MssEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.local: dict[str, int] = {}  # recipient address -> mailbox id
+        self.remote: list[str] = []  # whitelisted remote recipients (outbound queue)
+
+
+class SmtpHandler:
+    envelope_factory = MssEnvelope
+
+    def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
+                 mode: Mode) -> None:
+        self.app = app
+        self.committer = committer
+        self.whitelist = whitelist
+        self.mode = mode
+        self.hostname = app.config.smtp.hostname
+        self.max_recipients = app.config.smtp.max_recipients
+        self.sessions: set[MssSMTP] = set()
+
+    # ------------------------------------------------------------------ audit
+    def _record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
+                **fields: Any) -> AuditRecord:
+        return AuditRecord(event=event, outcome=outcome,
+                           actor=fields.pop("actor", session.login or session.remote_addr),
+                           remote_addr=session.remote_addr, session=session.id,
+                           listener=session.listener, **fields)
+
+    def _emit(self, *records: AuditRecord) -> None:
+        """Audit without waiting (refusals: the reply does not wait for the fsync)."""
+        self.committer.submit(lambda conn: append(conn, records))
+
+    # ------------------------------------------------------------------ session
+    def on_connect(self, server: MssSMTP, session: MssSession) -> None:
+        self.sessions.add(server)
+        log.info("connect", session=session.id, listener=session.listener,
+                 remote=session.remote_addr)
+        self._emit(self._record(session, "smtp.connect", actor=session.remote_addr))
+
+    def on_disconnect(self, server: MssSMTP) -> None:
+        self.sessions.discard(server)
+
+    def on_tls(self, server: MssSMTP, session: MssSession, ssl_object: Any) -> None:
+        detail = {}
+        if ssl_object is not None:
+            detail = {"version": ssl_object.version(), "cipher": ssl_object.cipher()[0]}
+        self._emit(self._record(session, "smtp.tls", detail=detail))
+
+    async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        lines = [r for r in responses if server.offer_auth or not r.startswith("250-AUTH")]
+        # RFC 2920: commands are read from one buffer in order, so pipelining is safe
+        lines.insert(-1, "250-PIPELINING")
+        return lines
+
+    # ------------------------------------------------------------------ AUTH
+    async def authenticate(self, server: MssSMTP, session: MssSession, mechanism: str,
+                           credentials: LoginPassword) -> bool:
+        login_text = credentials.login.decode("utf-8", "replace")
+        password = credentials.password.decode("utf-8", "replace")
+        try:
+            address = store.normalize_address(login_text)
+        except store.StoreError:
+            address = None
+        loop = asyncio.get_running_loop()
+
+        def check() -> tuple[bool, str]:
+            mailbox = None
+            if address is not None:
+                with self.app.reader.connect() as conn:
+                    mailbox = store.get_mailbox(conn, address)
+            hashed = mailbox.password_hash if mailbox else None
+            ok = verify_password(password, hashed)  # constant work even when unknown
+            if mailbox is None:
+                return False, "unknown user"
+            if not ok:
+                return False, "wrong password" if hashed else "mailbox has no password"
+            if not mailbox.enabled:
+                return False, "mailbox disabled"
+            return True, "authenticated"
+
+        ok, reason = await loop.run_in_executor(None, check)
+        actor = address or login_text[:320]
+        outcome = Outcome.SUCCESS if ok else Outcome.SERIOUS_FAILURE
+        record = self._record(session, "smtp.auth", outcome, actor=actor, mailbox=address,
+                              reason=reason, detail={"mechanism": mechanism})
+        if ok:
+            assert address is not None
+            session.login = address
+            session.may_send_as = frozenset({address})
+            await self.committer.run(lambda conn: append(conn, [record]))
+        else:
+            self._emit(record)
+            log.info("auth failed", session=session.id, remote=session.remote_addr)
+        return ok
+
+    def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
+                        login: bytes, reason: str) -> None:
+        self._emit(self._record(session, "smtp.auth", Outcome.SERIOUS_FAILURE,
+                                actor=login.decode("utf-8", "replace")[:320], reason=reason,
+                                detail={"mechanism": mechanism}))
+
+    # ------------------------------------------------------------------ MAIL / RCPT
+    async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        whitelist = self.whitelist.current
+        try:
+            sender = store.normalize_address(address) if address else ""
+        except store.StoreError as exc:
+            decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
+        else:
+            if self.mode == "mx":
+                decision = policy.mx_sender(sender, whitelist)
+            else:
+                decision = policy.submission_sender(sender, session.login or "",
+                                                    session.may_send_as)
+        if not decision.accepted:
+            self._emit(self._record(session, "smtp.sender.refused", Outcome.MINOR_FAILURE,
+                                    mail_from=address[:320], reason=decision.reason,
+                                    whitelist_version=decision.whitelist_version))
+            return str(decision.reply)
+        envelope.mail_from = sender
+        envelope.mail_options.extend(mail_options)
+        return str(decision.reply)
+
+    def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
+        domain = address.rsplit("@", 1)[1]
+        hosted = store.is_hosted_domain(conn, domain)
+        mailbox = store.get_mailbox(conn, address) if hosted else None
+        facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
+                                      mailbox_exists=mailbox is not None,
+                                      mailbox_enabled=bool(mailbox and mailbox.enabled))
+        return facts, (mailbox.id if mailbox else None)
+
+    async def handle_RCPT(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        whitelist = self.whitelist.current
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
+        mailbox_id = None
+        try:
+            rcpt = store.normalize_address(address)
+            normalize_domain(rcpt.rsplit("@", 1)[1])
+        except (store.StoreError, ValueError) as exc:
+            decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
+            rcpt = address
+        else:
+            if rcpt in envelope.rcpt_tos:
+                return "250 2.1.5 Recipient OK"  # duplicate: one copy only
+            with self.app.reader.connect() as conn:
+                facts, mailbox_id = self._facts(conn, rcpt)
+            decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
+                        else policy.submission_recipient(facts, whitelist))
+        if not decision.accepted:
+            self._emit(self._record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
+                                    mail_from=envelope.mail_from, rcpt=rcpt[:320],
+                                    reason=decision.reason,
+                                    whitelist_version=decision.whitelist_version))
+            return str(decision.reply)
+        envelope.rcpt_tos.append(rcpt)
+        envelope.rcpt_options.extend(rcpt_options)
+        if mailbox_id is not None:
+            envelope.local[rcpt] = mailbox_id
+        else:
+            envelope.remote.append(rcpt)
+        return str(decision.reply)
+
+    # ------------------------------------------------------------------ DATA
+    def on_data_refused(self, server: MssSMTP, session: MssSession, envelope: Envelope,
+                        reply: str) -> None:
+        self._emit(self._record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+                                mail_from=envelope.mail_from, reason=reply,
+                                rcpt=",".join(envelope.rcpt_tos)[:320]))
+
+    async def handle_DATA(self, server: MssSMTP, session: MssSession,
+                          envelope: MssEnvelope) -> str:
+        data = envelope.content
+        assert isinstance(data, bytes)
+        queue_id = store.new_id()
+        header_msgid = rfc5322.message_id(data)
+        if self.mode == "submission" and header_msgid is None:
+            header_msgid = rfc5322.new_message_id(self.hostname)  # RFC 6409 §8.3
+            data = f"Message-ID: {header_msgid}\r\n".encode("ascii") + data
+        protocol = "ESMTPSA" if session.login else ("ESMTPS" if server.tls_active else "ESMTP")
+        single = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
+        stored = rfc5322.received_header(
+            helo=session.host_name or "unknown", peer_ip=session.remote_addr,
+            hostname=self.hostname, protocol=protocol, queue_id=queue_id[:16],
+            recipient=single) + data
+        mail_from = envelope.mail_from or ""
+        whitelist_version = self.whitelist.current.version_id
+
+        def seal() -> store.Delivery:
+            keyring = self.app.keyring
+            local = [store.seal_local(keyring, mid, addr, stored)
+                     for addr, mid in envelope.local.items()]
+            queued = [store.seal_queued(keyring, rcpt, stored) for rcpt in envelope.remote]
+            base = {"message_id": header_msgid, "mail_from": mail_from,
+                    "whitelist_version": whitelist_version}
+            records = [self._record(session, "smtp.message.accepted",
+                                    detail={"size": len(stored), "queue_id": queue_id,
+                                            "recipients": len(envelope.rcpt_tos)}, **base)]
+            records += [self._record(session, "delivery.local", rcpt=c.address, mailbox=c.address,
+                                     detail={"store_id": c.message_id}, **base) for c in local]
+            records += [self._record(session, "delivery.queued", rcpt=q.rcpt,
+                                     detail={"queue_id": q.queue_id}, **base) for q in queued]
+            return store.Delivery(mail_from=mail_from, local=local, queued=queued,
+                                  audit=records, header_message_id=header_msgid,
+                                  received_at=time.time())
+
+        try:
+            if len(stored) <= _SEAL_INLINE_MAX:
+                delivery = seal()
+            else:
+                delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
+            await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
+        except Exception as exc:
+            log.error("store failed", session=session.id, error=repr(exc))
+            self._emit(self._record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
+                                    mail_from=mail_from, message_id=header_msgid,
+                                    reason=f"storage failure: {type(exc).__name__}"))
+            return "451 4.3.0 Temporary storage failure, try again later"
+        log.info("accepted", session=session.id, queue_id=queue_id,
+                 local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
+        return f"250 2.0.0 OK queued as {queue_id[:16]}"

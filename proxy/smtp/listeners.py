@@ -1,0 +1,55 @@
+"""Start the SMTP listeners a configuration enables."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from mss.app import App
+from mss.committer import GroupCommitter
+from proxy.smtp.handler import SmtpHandler
+from proxy.smtp.protocol import MssSMTP
+from trustspace.cache import LiveWhitelist
+
+# listener name -> (mode, implicit TLS)
+LISTENER_KINDS: dict[str, tuple[str, bool]] = {
+    "mx": ("mx", False),
+    "submission": ("submission", False),
+    "submissions": ("submission", True),
+}
+
+
+async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
+                     tls: dict[str, ssl.SSLContext]) -> tuple[list[asyncio.Server],
+                                                                list[SmtpHandler]]:
+    loop = asyncio.get_running_loop()
+    cfg = app.config.smtp
+    servers: list[asyncio.Server] = []
+    handlers: list[SmtpHandler] = []
+    for name, listener in app.config.listeners.items():
+        if not listener.enabled:
+            continue
+        mode, implicit = LISTENER_KINDS[name]
+        handler = SmtpHandler(app, committer, whitelist, "mx" if mode == "mx" else "submission")
+        context = tls["mx" if mode == "mx" else "submission"]
+
+        def factory(handler: SmtpHandler = handler, name: str = name, mode: str = mode,
+                    implicit: bool = implicit, context: ssl.SSLContext = context) -> MssSMTP:
+            return MssSMTP(
+                handler, listener=name, line_length_limit=cfg.line_length_limit,
+                data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
+                implicit_tls=implicit, offer_auth=mode == "submission",
+                hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
+                tls_context=None if implicit else context,
+                require_starttls=not implicit,  # no mail and no credential in clear text
+                timeout=cfg.session_timeout,
+                auth_required=mode == "submission", auth_require_tls=not implicit,
+                decode_data=False, loop=loop,
+            )
+
+        server = await loop.create_server(factory, listener.host, listener.port,
+                                          ssl=context if implicit else None,
+                                          reuse_address=True)
+        servers.append(server)
+        handlers.append(handler)
+    return servers, handlers

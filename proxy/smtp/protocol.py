@@ -1,0 +1,275 @@
+"""The SMTP protocol engine: aiosmtpd's state machine with mss's DATA reader and AUTH.
+
+aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
+- DATA reading: one buffer scan for CRLF.CRLF instead of a Python loop per line (fast on
+  large messages), the end of data only on CRLF.CRLF (RFC 5321 §4.1.1.4: LF.LF, CR.CR and
+  other smuggling sequences do not end it), bare CR or LF refused (RFC 5321 §2.3.8), the size
+  limit enforced while reading with nothing kept past it (RFC 1870 §6.3), line length checked
+  (RFC 5321 §4.5.3.1.6);
+- AUTH PLAIN/LOGIN: the password check runs off the event loop; LOGIN prompts with
+  ``Username:`` / ``Password:`` (Outlook needs them);
+- a session id, an idle timeout reset per command, and a cap on bad commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import ssl
+from base64 import b64decode
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+
+log = structlog.get_logger("mss.smtp")
+
+END_OF_DATA = b"\r\n.\r\n"
+_DATA_CHUNK = 256 * 1024
+
+
+class MssSession(Session):
+    """aiosmtpd's session plus what mss needs for policy and audit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.id = secrets.token_hex(8)
+        self.listener = ""
+        self.remote_addr = ""
+        self.login: str | None = None  # authenticated mailbox address
+        self.may_send_as: frozenset[str] = frozenset()
+        self.errors = 0
+
+
+class MssSMTP(SMTP):
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
+    def __init__(self, handler: Any, *, listener: str, line_length_limit: int,
+                 data_timeout: float, max_errors: int, implicit_tls: bool,
+                 offer_auth: bool, **kwargs: Any) -> None:
+        # aiosmtpd sizes its command StreamReader from this class attribute; +1 for the
+        # transparency dot (RFC 5321 §4.5.2).
+        self.line_length_limit = line_length_limit + 1
+        super().__init__(handler, **kwargs)
+        self.listener = listener
+        self.data_timeout = data_timeout
+        self.max_errors = max_errors
+        self.implicit_tls = implicit_tls
+        self.offer_auth = offer_auth
+        self._long_line = re.compile(rb"[^\r\n]{%d}" % line_length_limit)
+        self.busy = False  # inside DATA: shutdown waits for it
+
+    # ------------------------------------------------------------------ session
+    def _create_session(self) -> MssSession:
+        session = MssSession(self.loop)
+        session.listener = self.listener
+        return session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        upgrading = self.transport is not None and self._original_transport is not None
+        super().connection_made(transport)
+        session = self.mss_session
+        peer = transport.get_extra_info("peername")
+        session.remote_addr = peer[0] if peer else ""
+        if upgrading:
+            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
+        else:
+            self.event_handler.on_connect(self, session)
+
+    @property
+    def mss_session(self) -> MssSession:
+        assert isinstance(self.session, MssSession)
+        return self.session
+
+    @property
+    def tls_active(self) -> bool:
+        # implicit TLS (RFC 8314 §3) or STARTTLS done (RFC 3207)
+        return self.implicit_tls or self._tls_protocol is not None
+
+    @property
+    def tls_object(self) -> ssl.SSLObject | None:
+        if self.transport is None:
+            return None
+        obj = self.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else None
+
+    async def push(self, status: Any) -> None:
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if text[:1] == "5" and text[:3] not in ("554", "552", "550", "553", "535"):
+            # syntax and sequence errors: close sessions that keep sending garbage
+            session = self.session
+            if isinstance(session, MssSession):
+                session.errors += 1
+                if session.errors > self.max_errors:
+                    await super().push("421 4.7.0 Too many errors, closing connection")
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+        await super().push(status)
+
+    # ------------------------------------------------------------------ EHLO / AUTH
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self.offer_auth:
+            await self.push("502 5.5.1 AUTH not available on this port")
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        # RFC 4616 §2: [authzid] NUL authcid NUL passwd
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split PLAIN credentials")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            await self.push("535 5.7.8 Authentication credentials invalid")
+            self.event_handler.on_auth_failure(self, self.mss_session, "PLAIN", login,
+                                               "authorization identity differs from login")
+            return AuthResult(success=False, handled=True)
+        return await self._verify("PLAIN", login, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._verify("LOGIN", login, password)
+
+    async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        ok: bool = await self.event_handler.authenticate(
+            self, self.mss_session, mechanism, LoginPassword(login, password))
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+        return AuthResult(success=False, handled=False)
+
+    # ------------------------------------------------------------------ DATA
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        if self.require_starttls and not self.tls_active:
+            await self.push("530 5.7.0 Must issue a STARTTLS command first")
+            return
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.busy = True
+        try:
+            await self._data_transaction(envelope)
+        finally:
+            self.busy = False
+
+    async def _data_transaction(self, envelope: Envelope) -> None:
+        result = await self._read_data()
+        if result is None:  # connection lost: nothing stored, nothing acknowledged
+            return
+        if isinstance(result, str):
+            self.event_handler.on_data_refused(self, self.mss_session, envelope, result)
+            self._set_post_data_state()
+            await self.push(result)
+            return
+        envelope.original_content = result
+        envelope.content = result
+        status = await self.event_handler.handle_DATA(self, self.mss_session, envelope)
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _read_data(self) -> bytes | str | None:
+        """Read up to CRLF.CRLF; returns the unstuffed message, a refusal reply, or None."""
+        reader = self._reader
+        limit = self.data_size_limit or 0
+        # The CRLF that ended the DATA line starts the end marker of an empty message:
+        # put it back so one search finds CRLF.CRLF wherever it is (aiosmtpd also reaches
+        # into the reader's buffer, for STARTTLS).
+        reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
+        saved_limit = reader._limit  # type: ignore[attr-defined]
+        reader._limit = (limit or 1 << 30) + 8  # type: ignore[attr-defined]
+        self._reset_timeout(self.data_timeout)
+        try:
+            try:
+                raw = await reader.readuntil(END_OF_DATA)
+            except asyncio.LimitOverrunError:
+                await self._discard_until_end()
+                return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        finally:
+            reader._limit = saved_limit  # type: ignore[attr-defined]
+            self._reset_timeout()
+        # raw = CRLF + stuffed text + CRLF.CRLF ; keep the message's final CRLF
+        body = bytes(raw[2:-3])
+        if limit and len(body) > limit:
+            return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
+        if self._long_line.search(body):
+            return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+        # RFC 5321 §4.5.2: remove the first dot of every line that starts with one
+        if body.startswith(b"."):
+            body = body[1:]
+        body = body.replace(b"\r\n.", b"\r\n")
+        if b"\r" in body or b"\n" in body:
+            from mss.message import has_bare_cr_or_lf
+
+            if has_bare_cr_or_lf(body):
+                return "554 5.6.0 Message refused: bare CR or LF (RFC 5321 2.3.8)"
+        return body
+
+    async def _discard_until_end(self) -> None:
+        """Past the size limit: read and drop chunks until CRLF.CRLF, keep what follows."""
+        reader = self._reader
+        tail = b""
+        while True:
+            self._reset_timeout(self.data_timeout)
+            chunk = await reader.read(_DATA_CHUNK)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", None)
+            window = tail + chunk
+            pos = window.find(END_OF_DATA)
+            if pos >= 0:
+                rest = window[pos + len(END_OF_DATA):]
+                reader._buffer[0:0] = rest  # type: ignore[attr-defined]
+                return
+            tail = window[-4:]
+
+    def _create_envelope(self) -> Envelope:
+        factory = getattr(self.event_handler, "envelope_factory", Envelope)
+        envelope: Envelope = factory()
+        return envelope
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.event_handler.on_disconnect(self)

@@ -1,0 +1,134 @@
+"""A real mss node for tests: initialised with the real CLI, served by the real binary."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.whitelist_fixtures import make_whitelist_xml
+
+REPO = Path(__file__).resolve().parents[1]
+MSS = [sys.executable, "-m", "mss"]
+DOMAIN = "demo.mssante.fr"
+PASSWORD = "correct horse battery"
+# remote operators' domains on the test whitelist
+REMOTE_DOMAINS = [("operator-a.mssante.fr", "CN=mx.operator-a.fr,OU=312345678,O=Operator A,"
+                   "ST=Paris (75),C=FR"),
+                  ("operator-b.mssante.fr", "CN=mx.operator-b.fr,OU=398765432,O=Operator B,"
+                   "ST=Gironde (33),C=FR")]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.data_dir / "mss.toml"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "pki" / "ca.crt"
+
+    def cli(self, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*MSS, "--config", str(self.config), *args], input=input,
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mss {' '.join(args)} failed ({proc.returncode}): "
+                                 f"{proc.stderr}{proc.stdout}")
+        return proc
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.check_hostname = False  # tests connect to 127.0.0.1
+        return ctx
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.process is None
+        self.log_path = self.data_dir / "serve.log"
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
+                                        stdout=log, stderr=log, cwd=REPO)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"mss serve exited: {self.log_path.read_text()}")
+            if '"event": "ready"' in self.log_path.read_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError("mss serve did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
+
+    def audit(self, *args: str) -> list[dict[str, object]]:
+        import json
+
+        out = self.cli("audit", "list", "--json", *args).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_audit(self, predicate: object, timeout: float = 5.0) -> list[dict[str, object]]:
+        """Audit rows matching *predicate*, waiting for background commits."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            rows = [r for r in self.audit() if predicate(r)]  # type: ignore[operator]
+            if rows:
+                return rows
+            time.sleep(0.1)
+        return rows
+
+
+def make_node(base: Path, *, with_whitelist: bool = True) -> Node:
+    data_dir = base / "node"
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", DOMAIN],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    node = Node(data_dir)
+    text = node.config.read_text()
+    for name in ("mx", "submission", "submissions"):
+        node.ports[name] = port = free_port()
+        text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
+                      rf"\g<1>{port}", text)
+    text = text.replace("[logging]", "[whitelist]\nreload_interval = 0.5\n\n[logging]")
+    node.config.write_text(text)
+    for user in ("alice", "bob"):
+        node.cli("mailbox", "add", f"{user}@{DOMAIN}", "--type", "PER", "--rpps",
+                 "10000000001" if user == "alice" else "10000000002", "--password-stdin",
+                 input=PASSWORD + "\n")
+    node.cli("mailbox", "add", f"secretariat@{DOMAIN}", "--type", "ORG", "--finess",
+             "750000001")
+    if with_whitelist:
+        wl = base / "whitelist.xml"
+        wl.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
+        node.cli("whitelist", "import", str(wl))
+    return node
+
+
+def env_without_config() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MSS_CONFIG", None)
+    return env

@@ -1,0 +1,142 @@
+"""The admin CLI as an operator's script sees it: exit codes, one-line errors, no change."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.node import DOMAIN, MSS, REPO, Node, env_without_config, make_node
+from tests.whitelist_fixtures import make_whitelist_xml
+
+REAL_LIST = (Path(__file__).resolve().parents[2] / "shared" / "data" / "liste-blanche"
+             / "listeblanchemssante-2025-03-14.xml")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return make_node(tmp_path_factory.mktemp("cli"), with_whitelist=False)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mss: error: ")
+    return lines[0]
+
+
+def test_init_layout_and_refuses_overwrite(node: Node) -> None:
+    key = node.data_dir / "keys" / "master.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((node.data_dir / "pki" / "server.key").stat().st_mode) == 0o600
+    assert "DEVELOPMENT ONLY" in (node.data_dir / "pki" / "README").read_text()
+    before = key.read_bytes()
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(node.data_dir), "--domain", DOMAIN],
+                          capture_output=True, text=True, cwd=REPO)
+    assert "--force" in one_line_error(proc)
+    assert key.read_bytes() == before
+
+
+def test_config_from_env_and_missing_config() -> None:
+    env = env_without_config()
+    env["MSS_CONFIG"] = "/nonexistent/mss.toml"
+    proc = subprocess.run([*MSS, "domain", "list"], capture_output=True, text=True, cwd=REPO,
+                          env=env)
+    assert "not found" in one_line_error(proc)
+
+
+def test_domains(node: Node) -> None:
+    assert node.cli("domain", "list").stdout.split() == [DOMAIN]
+    node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
+    assert "clinique-exemple.mssante.fr" in node.cli("domain", "list").stdout.split()
+    assert "already hosted" in one_line_error(node.cli("domain", "add", DOMAIN, check=False))
+    assert "invalid domain" in one_line_error(node.cli("domain", "add", "bad..name",
+                                                       check=False))
+
+
+def test_mailboxes(node: Node) -> None:
+    out = node.cli("mailbox", "list").stdout
+    assert f"alice@{DOMAIN}\tPER\tenabled" in out
+    show = node.cli("mailbox", "show", f"alice@{DOMAIN}").stdout
+    assert "rpps:     10000000001" in show and "password: set" in show
+    errors = [
+        (["mailbox", "add", f"x@{DOMAIN}", "--type", "XYZ"], "invalid mailbox type"),
+        (["mailbox", "add", "x@not-hosted.fr", "--type", "PER"], "not hosted"),
+        (["mailbox", "add", f"alice@{DOMAIN}", "--type", "PER"], "already exists"),
+        (["mailbox", "add", "no-at-sign", "--type", "PER"], "invalid address"),
+        (["mailbox", "add", f"y@{DOMAIN}", "--type", "PER", "--rpps", "12"], "invalid RPPS"),
+        (["mailbox", "show", f"ghost@{DOMAIN}"], "no mailbox"),
+        (["mailbox", "add", f"z@{DOMAIN}"], "--type"),
+    ]
+    for args, text in errors:
+        assert text in one_line_error(node.cli(*args, check=False)), args
+    short = node.cli("mailbox", "add", f"w@{DOMAIN}", "--type", "PER", "--password-stdin",
+                     input="short\n", check=False)
+    assert "shorter than 8" in one_line_error(short)
+    assert f"w@{DOMAIN}" not in node.cli("mailbox", "list").stdout
+    node.cli("mailbox", "disable", f"secretariat@{DOMAIN}")
+    assert "already disabled" in one_line_error(
+        node.cli("mailbox", "disable", f"secretariat@{DOMAIN}", check=False))
+    assert "disabled" in node.cli("mailbox", "show", f"secretariat@{DOMAIN}").stdout
+
+
+def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> None:
+    domains = [(f"d{i}.mssante.fr", f"CN=mx{i % 3}.op.fr,O=Op,C=FR") for i in range(100)]
+    full = tmp_path / "full.xml"
+    full.write_bytes(make_whitelist_xml(domains))
+    out = node.cli("whitelist", "import", str(full)).stdout
+    assert "100 domains" in out
+    assert node.cli("whitelist", "check", "D7.MSSante.fr.").returncode == 0
+    absent = node.cli("whitelist", "check", "gmail.com", check=False)
+    assert absent.returncode == 1 and "not whitelisted" in absent.stdout
+    half = tmp_path / "half.xml"
+    half.write_bytes(make_whitelist_xml(domains[:50]))
+    err = one_line_error(node.cli("whitelist", "import", str(half), check=False))
+    assert "--force" in err
+    assert node.cli("whitelist", "check", "d80.mssante.fr").returncode == 0  # still in force
+    show = node.cli("whitelist", "show").stdout
+    assert "domains:   100" in show
+    node.cli("whitelist", "import", str(half), "--force")
+    assert node.cli("whitelist", "check", "d80.mssante.fr", check=False).returncode == 1
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes(b"<html>not a whitelist</html>")
+    one_line_error(node.cli("whitelist", "import", str(broken), check=False))
+    missing = one_line_error(node.cli("whitelist", "import", str(tmp_path / "nope.xml"),
+                                      check=False))
+    assert "cannot read" in missing
+    assert node.cli("whitelist", "check", "d10.mssante.fr").returncode == 0
+    events = [r for r in node.audit() if r["event"] == "whitelist.import"]
+    assert [r["outcome"] for r in events][-4:] == [0, 4, 0, 8]
+
+
+@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
+def test_real_national_list_via_cli(tmp_path: Path) -> None:
+    fresh = make_node(tmp_path, with_whitelist=False)
+    proc = fresh.cli("whitelist", "import", str(REAL_LIST))
+    assert "6554 entries, 5002 domains" in proc.stdout
+    assert "truncated" in proc.stderr
+    assert fresh.cli("whitelist", "check", "zenidoc.mssante.fr").returncode == 0
+    dns = fresh.cli("whitelist", "check", "zenidoc.mssante.fr").stdout
+    assert "CN=smtp-1.mssante.adista.fr" in dns and "CN=smtp-2.mssante.adista.fr" in dns
+
+
+def test_audit_list_filters_and_json(node: Node) -> None:
+    rows = node.audit("--mailbox", f"alice@{DOMAIN}")
+    assert rows and all(f"alice@{DOMAIN}" in (r["mailbox"], r["actor"], r["mail_from"],
+                                              r["rcpt"]) for r in rows)
+    assert rows[0]["event"] == "admin.mailbox.add"
+    future = node.audit("--since", "2999-01-01")
+    assert future == []
+    text = node.cli("audit", "list").stdout
+    assert "admin.init" in text
+    assert "not an ISO 8601" in one_line_error(node.cli("audit", "list", "--since", "yesterday",
+                                                        check=False))
+    # every row chains to the previous one
+    all_rows = node.audit()
+    for prev, row in zip(all_rows, all_rows[1:], strict=False):
+        assert row["prev_hash"] == prev["hash"]
+    json.dumps(all_rows)

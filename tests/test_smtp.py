@@ -1,0 +1,329 @@
+"""SMTP end to end: the real server on loopback driven by smtplib, aiosmtplib and swaks."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from email.message import EmailMessage
+
+import aiosmtplib
+import pytest
+
+from mss import store
+from mss.app import open_app
+from tests.node import DOMAIN, PASSWORD, Node
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+REMOTE = "dr.martin@operator-a.mssante.fr"
+
+
+def message(sender: str, rcpt: str, subject: str = "Compte rendu", body: str = "Bonjour.\n"
+            ) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
+    msg.set_content(body)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def submission(node: Node) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
+    client.starttls(context=node.client_context())
+    client.login(ALICE, PASSWORD)
+    return client
+
+
+def mx(node: Node) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
+    client.ehlo("mx.operator-a.fr")
+    client.starttls(context=node.client_context())
+    client.ehlo("mx.operator-a.fr")
+    return client
+
+
+def inbox_count(node: Node, address: str) -> int:
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+            return store.mailbox_counts(conn, mailbox.id)[0]
+    finally:
+        app.close()
+
+
+# --------------------------------------------------------------------------- MX
+
+def test_mx_accepts_whitelisted_sender_for_hosted_mailbox(running_node: Node) -> None:
+    before = inbox_count(running_node, BOB)
+    with mx(running_node) as client:
+        refused = client.sendmail(REMOTE, [BOB], message(REMOTE, BOB))
+    assert refused == {}
+    assert inbox_count(running_node, BOB) == before + 1
+    rows = running_node.audit("--mailbox", BOB)
+    delivered = [r for r in rows if r["event"] == "delivery.local"]
+    assert delivered and delivered[-1]["mail_from"] == REMOTE
+    assert delivered[-1]["whitelist_version"] is not None
+
+
+def test_mx_refuses_sender_outside_trust_space(running_node: Node) -> None:
+    with mx(running_node) as client:
+        code, reply = client.mail("someone@gmail.com")
+        assert (code, reply[:5]) == (550, b"5.7.1")
+        assert b"gmail" not in reply  # public text names nothing
+        client.rset()
+        # the session stays usable
+        assert client.mail(REMOTE)[0] == 250
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.sender.refused"
+                                   and r["mail_from"] == "someone@gmail.com")
+    assert rows and "gmail.com" in str(rows[-1]["reason"])
+    assert rows[-1]["whitelist_version"] is not None
+
+
+def test_mx_refuses_unknown_and_non_hosted_recipients(running_node: Node) -> None:
+    with mx(running_node) as client:
+        assert client.mail(REMOTE)[0] == 250
+        code, reply = client.rcpt(f"nobody@{DOMAIN}")
+        assert (code, reply[:5]) == (550, b"5.1.1")
+        code, reply = client.rcpt("x@operator-b.mssante.fr")  # no relaying on MX
+        assert (code, reply[:5]) == (550, b"5.1.1")
+        assert client.rcpt(BOB)[0] == 250
+
+
+def test_mx_requires_starttls_before_mail(running_node: Node) -> None:
+    with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10) as client:
+        client.ehlo("mx.operator-a.fr")
+        assert "starttls" in client.esmtp_features
+        assert "auth" not in client.esmtp_features
+        code, _ = client.mail(REMOTE)
+        assert code == 530
+
+
+def test_mx_offers_no_auth(running_node: Node) -> None:
+    with mx(running_node) as client:
+        assert "auth" not in client.esmtp_features
+        code, _ = client.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
+        assert code == 502
+
+
+# --------------------------------------------------------------------------- submission
+
+def test_submission_local_and_remote_delivery(running_node: Node) -> None:
+    before = inbox_count(running_node, BOB)
+    with submission(running_node) as client:
+        refused = client.sendmail(ALICE, [BOB, REMOTE], message(ALICE, BOB))
+    assert refused == {}
+    assert inbox_count(running_node, BOB) == before + 1
+    rows = running_node.audit("--mailbox", REMOTE)
+    assert any(r["event"] == "delivery.queued" and r["rcpt"] == REMOTE for r in rows)
+
+
+def test_submission_refuses_recipient_outside_trust_space(running_node: Node) -> None:
+    with submission(running_node) as client:
+        assert client.mail(ALICE)[0] == 250
+        code, reply = client.rcpt("patient@gmail.com")
+        assert (code, reply[:5]) == (550, b"5.7.1")
+        assert client.rcpt(BOB)[0] == 250  # session kept
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.recipient.refused"
+                                   and r["rcpt"] == "patient@gmail.com")
+    assert rows and rows[-1]["actor"] == ALICE
+
+
+def test_submission_sender_must_be_the_login(running_node: Node) -> None:
+    with submission(running_node) as client:
+        code, reply = client.mail(BOB)
+        assert (code, reply[:5]) == (553, b"5.7.1")
+
+
+def test_auth_before_tls_refused(running_node: Node) -> None:
+    with smtplib.SMTP("127.0.0.1", running_node.ports["submission"], timeout=10) as client:
+        client.ehlo("client.example")
+        assert "auth" not in client.esmtp_features  # RFC 4954 §4: not offered in clear
+        code, _ = client.docmd("AUTH", "PLAIN AGFsaWNlQGRlbW8ubXNzYW50ZS5mcgB4")
+        assert code == 530
+        code, _ = client.mail(ALICE)
+        assert code == 530
+
+
+def test_wrong_password_refused_and_audited(running_node: Node) -> None:
+    client = smtplib.SMTP("127.0.0.1", running_node.ports["submission"], timeout=10)
+    client.starttls(context=running_node.client_context())
+    with pytest.raises(smtplib.SMTPAuthenticationError) as info:
+        client.login(ALICE, "wrong password")
+    assert info.value.smtp_code == 535
+    client.login(ALICE, PASSWORD)  # the session stays usable
+    client.quit()
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.auth" and r["outcome"] == 8
+                                   and r["actor"] == ALICE)
+    assert rows and rows[-1]["reason"] == "wrong password"
+    assert all("wrong password" not in str(v) for r in rows for k, v in r.items()
+               if k != "reason")
+
+
+def test_auth_login_prompts_username_password(running_node: Node) -> None:
+    import base64
+
+    with smtplib.SMTP("127.0.0.1", running_node.ports["submission"], timeout=10) as client:
+        client.starttls(context=running_node.client_context())
+        client.ehlo("outlook.example")
+        code, prompt = client.docmd("AUTH", "LOGIN")
+        assert (code, base64.b64decode(prompt)) == (334, b"Username:")
+        code, prompt = client.docmd(base64.b64encode(ALICE.encode()).decode())
+        assert (code, base64.b64decode(prompt)) == (334, b"Password:")
+        code, _ = client.docmd(base64.b64encode(PASSWORD.encode()).decode())
+        assert code == 235
+
+
+def test_implicit_tls_submissions_port(running_node: Node) -> None:
+    ctx = running_node.client_context()
+    with smtplib.SMTP_SSL("127.0.0.1", running_node.ports["submissions"], context=ctx,
+                          timeout=10) as client:
+        client.login(ALICE, PASSWORD)
+        assert client.sendmail(ALICE, [BOB], message(ALICE, BOB)) == {}
+
+
+async def test_aiosmtplib_submission(running_node: Node) -> None:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = ALICE, BOB, "aiosmtplib"
+    msg.set_content("hello")
+    errors, reply = await aiosmtplib.send(
+        msg, hostname="127.0.0.1", port=running_node.ports["submission"], start_tls=True,
+        tls_context=running_node.client_context(), username=ALICE, password=PASSWORD,
+        timeout=10)
+    assert errors == {} and reply.startswith("2.0.0 OK")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_submission_and_mx(running_node: Node) -> None:
+    before = inbox_count(running_node, BOB)
+    out = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["submission"]),
+         "--tls", "--auth", "PLAIN", "--auth-user", ALICE, "--auth-password", PASSWORD,
+         "--from", ALICE, "--to", BOB, "--header", "Subject: swaks", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["mx"]), "--tls",
+         "--from", REMOTE, "--to", BOB, "--ehlo", "mx.operator-a.fr", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["mx"]), "--tls",
+         "--from", "spam@example.com", "--to", BOB, "--timeout", "20"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "550 5.7.1" in out.stdout
+    assert inbox_count(running_node, BOB) == before + 2
+
+
+# --------------------------------------------------------------------------- DATA rules
+
+def raw_session(node: Node) -> ssl.SSLSocket:
+    """A TLS socket on the MX after EHLO/STARTTLS/EHLO, MAIL and RCPT done."""
+    sock = socket.create_connection(("127.0.0.1", node.ports["mx"]), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    sock.sendall(b"EHLO mx.operator-a.fr\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    sock.sendall(b"STARTTLS\r\n")
+    assert f.readline().startswith(b"220")
+    tls = node.client_context().wrap_socket(sock)
+    return tls
+
+
+def lines_until(tls: ssl.SSLSocket, count: int) -> list[bytes]:
+    buf = b""
+    while buf.count(b"\r\n") < count:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.split(b"\r\n")[:count]
+
+
+def smtp_prelude(tls: ssl.SSLSocket) -> None:
+    tls.sendall(b"EHLO mx.operator-a.fr\r\n")
+    buf = b""
+    while b"250 " not in buf:
+        buf += tls.recv(65536)
+    tls.sendall(f"MAIL FROM:<{REMOTE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n".encode())
+    replies = lines_until(tls, 3)
+    assert [r[:3] for r in replies] == [b"250", b"250", b"354"], replies
+
+
+@pytest.mark.parametrize("smuggle", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"])
+def test_smuggling_sequences_do_not_end_data(running_node: Node, smuggle: bytes) -> None:
+    before_alice = inbox_count(running_node, ALICE)
+    tls = raw_session(running_node)
+    smtp_prelude(tls)
+    injected = (b"Subject: first\r\n\r\nbody" + smuggle
+                + f"MAIL FROM:<{REMOTE}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n".encode()
+                + b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+    tls.sendall(injected)
+    reply = lines_until(tls, 1)[0]
+    # one message, refused as a whole for its bare CR/LF; no second transaction ran
+    assert reply.startswith(b"554 5.6.0"), reply
+    tls.sendall(b"NOOP\r\n")
+    assert lines_until(tls, 1)[0].startswith(b"250")
+    tls.close()
+    assert inbox_count(running_node, ALICE) == before_alice
+
+
+def test_dot_stuffing_and_crlf_dot_crlf(running_node: Node) -> None:
+    tls = raw_session(running_node)
+    smtp_prelude(tls)
+    tls.sendall(b"Subject: dots\r\n\r\n..leading dot\r\n.\r\n")
+    assert lines_until(tls, 1)[0].startswith(b"250 2.0.0")
+    tls.close()
+
+
+def test_oversized_mail_refused_and_nothing_stored(tmp_path: object, fresh_node: Node) -> None:
+    text = fresh_node.config.read_text().replace("max_message_size = 52428800",
+                                                  "max_message_size = 100000")
+    fresh_node.config.write_text(text)
+    fresh_node.start()
+    try:
+        with mx(fresh_node) as client:
+            assert "size" in client.esmtp_features and client.esmtp_features["size"] == "100000"
+            # declared size over the limit: refused at MAIL (RFC 1870 §6.1)
+            code, _ = client.docmd(f"MAIL FROM:<{REMOTE}> SIZE=200000")
+            assert code == 552
+            client.rset()
+            big = message(REMOTE, BOB, body="x" * 70 + "\n") * 2000
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                client.sendmail(REMOTE, [BOB], big)
+            assert info.value.smtp_code == 552
+            assert client.noop()[0] == 250  # the session continues after the refusal
+        assert inbox_count(fresh_node, BOB) == 0
+        rows = fresh_node.wait_audit(lambda r: r["event"] == "smtp.message.refused")
+        assert rows and "552" in str(rows[-1]["reason"])
+    finally:
+        fresh_node.stop()
+
+
+def test_long_line_refused(running_node: Node) -> None:
+    tls = raw_session(running_node)
+    smtp_prelude(tls)
+    tls.sendall(b"Subject: long\r\n\r\n" + b"a" * 1200 + b"\r\n.\r\n")
+    assert lines_until(tls, 1)[0].startswith(b"500 5.5.2")
+    tls.sendall(b"NOOP\r\n")
+    assert lines_until(tls, 1)[0].startswith(b"250")
+    tls.close()
+
+
+def test_malformed_commands_answered_session_kept(running_node: Node) -> None:
+    with mx(running_node) as client:
+        assert client.docmd("FOO")[0] == 500
+        assert client.docmd("MAIL", "TO:<x>")[0] == 501
+        assert client.docmd("RCPT", f"TO:<{BOB}>")[0] == 503  # no MAIL yet
+        assert client.docmd("DATA")[0] == 503
+        assert client.docmd("MAIL FROM:<not an address>")[0] in (501, 553)
+        assert client.docmd("EHLO")[0] == 501
+        assert client.noop()[0] == 250
+        assert client.sendmail(REMOTE, [BOB], message(REMOTE, BOB)) == {}

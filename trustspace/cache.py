@@ -1,0 +1,46 @@
+"""The whitelist in force for a running node: read from the database, cached in memory.
+
+Every node polls the active version id (one indexed query) and reloads only when it
+changed, so an import by ``mss whitelist import`` or by another node takes effect within
+``whitelist.reload_interval`` seconds without a restart (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from sqlalchemy import Engine
+
+from trustspace.registry import active_version_id, load_active
+from trustspace.whitelist import Whitelist
+
+log = structlog.get_logger("mss.whitelist")
+
+
+class LiveWhitelist:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.current: Whitelist = Whitelist.empty()
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Reload when the active version changed; True when it did."""
+        with self.engine.connect() as conn:
+            version = active_version_id(conn)
+            if version == self.current.version_id or (version is None
+                                                      and self.current.version_id == 0):
+                return False
+            self.current = load_active(conn)
+        log.info("whitelist loaded", version=self.current.version_id,
+                 domains=self.current.domain_count)
+        return True
+
+    async def watch(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(None, self.refresh)
+            except Exception as exc:  # keep the last good list
+                log.error("whitelist reload failed", error=repr(exc))

@@ -1,0 +1,80 @@
+"""``mss whitelist ...``: import, show and query the national whitelist."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mss.cli_support import actor, fail, node
+from trustspace.registry import (
+    WhitelistImportError,
+    active_version_info,
+    import_whitelist,
+    load_active,
+)
+
+whitelist_app = typer.Typer(no_args_is_help=True, help="The national whitelist (liste blanche).")
+
+
+@whitelist_app.command("import")
+def whitelist_import(
+    ctx: typer.Context,
+    file: Path,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Import even if more than 10% of the domains disappear.")] = False,
+) -> None:
+    """Import a whitelist file (national XML format) as the new version in force."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    with node(ctx) as app:
+        try:
+            result = import_whitelist(app.engine, data, str(file), force=force,
+                                      max_shrink_ratio=app.config.whitelist.max_shrink_ratio,
+                                      actor=actor())
+        except WhitelistImportError as exc:
+            fail(str(exc))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if result.unchanged:
+        print(f"whitelist unchanged (version {result.version_id}, sha256 {result.sha256[:16]})")
+        return
+    print(f"whitelist version {result.version_id} in force: {result.entries} entries, "
+          f"{result.domains} domains (was {result.previous_domains}), generated "
+          f"{result.generated_at or 'unknown'}, sha256 {result.sha256[:16]}")
+
+
+@whitelist_app.command("show")
+def whitelist_show(ctx: typer.Context) -> None:
+    """Show the version in force."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        info = active_version_info(conn)
+    if info is None:
+        print("no whitelist imported: every remote domain is refused (default deny)")
+        return
+    imported = dt.datetime.fromtimestamp(info["imported_at"], dt.UTC).isoformat(
+        timespec="seconds")
+    print(f"version:   {info['id']}\ngenerated: {info['generated_at']}\nimported:  {imported}\n"
+          f"source:    {info['source']}\nsha256:    {info['sha256']}\n"
+          f"entries:   {info['entries']}\ndomains:   {info['domains']}")
+    if info["warnings"]:
+        for line in str(info["warnings"]).splitlines():
+            print(f"warning:   {line}")
+
+
+@whitelist_app.command("check")
+def whitelist_check(ctx: typer.Context, domain: str) -> None:
+    """Exit 0 when DOMAIN is whitelisted, 1 when not; prints the operator DNs."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        whitelist = load_active(conn)
+    if whitelist.is_whitelisted(domain):
+        print(f"{domain}: whitelisted (version {whitelist.version_id})")
+        for dn in sorted(whitelist.dns_for(domain)):
+            print(f"  {dn}")
+        return
+    print(f"{domain}: not whitelisted (version {whitelist.version_id})")
+    raise typer.Exit(1)
