@@ -107,9 +107,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
         config, ports = setup(Path(tmp), args.mailboxes)
-        log = open(Path(tmp) / "serve.log", "wb")
-        server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        with open(Path(tmp) / "serve.log", "wb") as log:
+            server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
+                                      stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -167,7 +167,6 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
-            log.close()
         latencies.sort()
         result = {
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,

@@ -10,6 +10,7 @@ only woken after the commit returned, so a 250 never precedes durability.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -133,7 +134,5 @@ class GroupCommitter:
             else:
                 future.set_result(job.result)
 
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed: the caller is gone
             job.loop.call_soon_threadsafe(deliver)
-        except RuntimeError:  # loop closed: the caller is gone
-            pass

@@ -12,7 +12,8 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure(level: str = "info") -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(name)s: %(message)s", force=True)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's own chatter
     structlog.configure(
         processors=[

@@ -54,9 +54,11 @@ async def serve(app: App) -> None:
             await asyncio.sleep(0.02)
         for handler in handlers:
             for proto in list(handler.sessions):
-                if proto.transport is not None and not proto.transport.is_closing():
-                    proto.transport.write(b"421 4.3.2 Service shutting down\r\n")
-                    proto.transport.close()
+                transport = proto.transport
+                if isinstance(transport, asyncio.WriteTransport) \
+                        and not transport.is_closing():
+                    transport.write(b"421 4.3.2 Service shutting down\r\n")
+                    transport.close()
         watcher.cancel()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
     finally:

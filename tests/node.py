@@ -64,10 +64,9 @@ class Node:
     def start(self, timeout: float = 30.0) -> None:
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
-                                        stdout=log, stderr=log, cwd=REPO)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
+                                            stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -37,7 +37,8 @@ class Reply:
 
 # RFC 3463 enhanced codes; public texts name no domain, DN, list or version.
 REPLIES: dict[Verdict, Reply] = {
-    Verdict.SENDER_OUTSIDE_TRUST_SPACE: Reply(550, "5.7.1", "Sender outside the MSSante trust space"),
+    Verdict.SENDER_OUTSIDE_TRUST_SPACE: Reply(
+        550, "5.7.1", "Sender outside the MSSante trust space"),
     Verdict.SENDER_NOT_OWNED: Reply(553, "5.7.1", "Sender address not allowed for this login"),
     Verdict.NULL_SENDER_REFUSED: Reply(550, "5.7.1", "Null sender not accepted here"),
     Verdict.RECIPIENT_OUTSIDE_TRUST_SPACE: Reply(

@@ -232,8 +232,8 @@ class SmtpHandler:
             local = [store.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
             queued = [store.seal_queued(keyring, rcpt, stored) for rcpt in envelope.remote]
-            base = {"message_id": header_msgid, "mail_from": mail_from,
-                    "whitelist_version": whitelist_version}
+            base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
+                                    "whitelist_version": whitelist_version}
             records = [self._record(session, "smtp.message.accepted",
                                     detail={"size": len(stored), "queue_id": queue_id,
                                             "recipients": len(envelope.rcpt_tos)}, **base)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import ssl
 from base64 import b64decode
 from typing import Any
 
@@ -52,12 +51,12 @@ class MssSMTP(SMTP):
         # aiosmtpd sizes its command StreamReader from this class attribute; +1 for the
         # transparency dot (RFC 5321 §4.5.2).
         self.line_length_limit = line_length_limit + 1
-        super().__init__(handler, **kwargs)
         self.listener = listener
         self.data_timeout = data_timeout
         self.max_errors = max_errors
         self.implicit_tls = implicit_tls
         self.offer_auth = offer_auth
+        super().__init__(handler, **kwargs)
         self._long_line = re.compile(rb"[^\r\n]{%d}" % line_length_limit)
         self.busy = False  # inside DATA: shutdown waits for it
 
@@ -70,7 +69,7 @@ class MssSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgrading = self.transport is not None and self._original_transport is not None
         super().connection_made(transport)
-        session = self.mss_session
+        session = self.mss_session()
         peer = transport.get_extra_info("peername")
         session.remote_addr = peer[0] if peer else ""
         if upgrading:
@@ -78,7 +77,6 @@ class MssSMTP(SMTP):
         else:
             self.event_handler.on_connect(self, session)
 
-    @property
     def mss_session(self) -> MssSession:
         assert isinstance(self.session, MssSession)
         return self.session
@@ -87,13 +85,6 @@ class MssSMTP(SMTP):
     def tls_active(self) -> bool:
         # implicit TLS (RFC 8314 §3) or STARTTLS done (RFC 3207)
         return self.implicit_tls or self._tls_protocol is not None
-
-    @property
-    def tls_object(self) -> ssl.SSLObject | None:
-        if self.transport is None:
-            return None
-        obj = self.transport.get_extra_info("ssl_object")
-        return obj if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else None
 
     async def push(self, status: Any) -> None:
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
@@ -108,6 +99,16 @@ class MssSMTP(SMTP):
                         self.transport.close()
                     return
         await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug in a command handler: log it with the session id, close this connection
+        (never the server), reveal nothing on the wire."""
+        session = self.session
+        log.error("session error", session=getattr(session, "id", None),
+                  error=repr(error), exc_info=error)
+        if self.transport is not None:
+            self.loop.call_soon(self.transport.close)
+        return "421 4.3.0 Internal error, closing connection"
 
     # ------------------------------------------------------------------ EHLO / AUTH
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -141,7 +142,7 @@ class MssSMTP(SMTP):
         authzid, login, password = parts
         if authzid and authzid != login:
             await self.push("535 5.7.8 Authentication credentials invalid")
-            self.event_handler.on_auth_failure(self, self.mss_session, "PLAIN", login,
+            self.event_handler.on_auth_failure(self, self.mss_session(), "PLAIN", login,
                                                "authorization identity differs from login")
             return AuthResult(success=False, handled=True)
         return await self._verify("PLAIN", login, password)
@@ -164,7 +165,7 @@ class MssSMTP(SMTP):
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         ok: bool = await self.event_handler.authenticate(
-            self, self.mss_session, mechanism, LoginPassword(login, password))
+            self, self.mss_session(), mechanism, LoginPassword(login, password))
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         return AuthResult(success=False, handled=False)
@@ -199,14 +200,14 @@ class MssSMTP(SMTP):
         if result is None:  # connection lost: nothing stored, nothing acknowledged
             return
         if isinstance(result, str):
-            self.event_handler.on_data_refused(self, self.mss_session, envelope, result)
-            self._set_post_data_state()
+            self.event_handler.on_data_refused(self, self.mss_session(), envelope, result)
+            self.envelope = self._create_envelope()
             await self.push(result)
             return
         envelope.original_content = result
         envelope.content = result
-        status = await self.event_handler.handle_DATA(self, self.mss_session, envelope)
-        self._set_post_data_state()
+        status = await self.event_handler.handle_DATA(self, self.mss_session(), envelope)
+        self.envelope = self._create_envelope()
         await self.push(status)
 
     async def _read_data(self) -> bytes | str | None:

@@ -1,0 +1,1 @@
+"""Trust space: the national whitelist, policy decisions, PKI."""
