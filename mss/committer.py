@@ -1,10 +1,11 @@
 """Group commit: one writer thread turns many concurrent transactions into one fsync.
 
 Sessions hand a *job* (a function of an open SQL connection) to :meth:`GroupCommitter.run`
-and await its result. The writer thread takes every job waiting, runs each in its own
-SAVEPOINT inside one transaction, commits once (one WAL fsync), then wakes the callers. A
-failing job rolls back alone; a failing commit fails every job of the batch. A caller is
-only woken after the commit returned, so a 250 never precedes durability.
+and await its result. The writer thread takes every job waiting, runs them all in one
+transaction, commits once (one WAL fsync), then wakes the callers. If a job raises, the
+batch is rolled back and each job is run again in a transaction of its own, so a failing job
+fails alone (jobs are pure functions of the connection: running one twice is safe). A
+caller is only woken after the commit returned, so a 250 never precedes durability.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
+
+from audit.journal import CHAIN_CACHE
 
 log = structlog.get_logger("mss.committer")
 T = TypeVar("T")
@@ -97,19 +100,28 @@ class GroupCommitter:
                 batch.append(item)
             self._commit(batch)
 
+    def _transaction(self, jobs: list[_Job]) -> None:
+        with self.engine.begin() as conn:
+            conn.info[CHAIN_CACHE] = {}  # audit.journal keeps the chain head here
+            try:
+                for job in jobs:
+                    job.result = job.work(conn)
+            finally:
+                conn.info.pop(CHAIN_CACHE, None)
+
     def _commit(self, batch: list[_Job]) -> None:
         try:
-            with self.engine.begin() as conn:
+            self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # find the culprit: one transaction per job
                 for job in batch:
                     try:
-                        with conn.begin_nested():
-                            job.result = job.work(conn)
-                    except Exception as exc:  # this job rolls back alone
-                        job.error = exc
-        except Exception as exc:  # the commit failed: nothing of the batch is durable
-            log.error("group commit failed", error=repr(exc), jobs=len(batch))
-            for job in batch:
-                job.error = job.error or exc
+                        self._transaction([job])
+                    except Exception as job_exc:
+                        job.error = job_exc
+            log.error("commit failed", error=repr(exc), jobs=len(batch))
         self.batches += 1
         self.jobs += len(batch)
         for job in batch:

@@ -62,25 +62,40 @@ class SmtpHandler:
                            remote_addr=session.remote_addr, session=session.id,
                            listener=session.listener, **fields)
 
-    def _emit(self, *records: AuditRecord) -> None:
+    def _emit(self, session: MssSession, *records: AuditRecord) -> None:
         """Audit without waiting (refusals: the reply does not wait for the fsync)."""
-        self.committer.submit(lambda conn: append(conn, records))
+        batch = self._take_pending(session, records)
+        if batch:
+            self.committer.submit(lambda conn: append(conn, batch))
+
+    def _emit_record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
+                     **fields: Any) -> None:
+        self._emit(session, self._record(session, event, outcome, **fields))
+
+    @staticmethod
+    def _take_pending(session: MssSession, records: tuple[AuditRecord, ...] | list[AuditRecord]
+                      ) -> list[AuditRecord]:
+        batch = [*session.pending_audit, *records]
+        session.pending_audit = []
+        return batch
 
     # ------------------------------------------------------------------ session
     def on_connect(self, server: MssSMTP, session: MssSession) -> None:
         self.sessions.add(server)
         log.info("connect", session=session.id, listener=session.listener,
                  remote=session.remote_addr)
-        self._emit(self._record(session, "smtp.connect", actor=session.remote_addr))
+        session.pending_audit.append(
+            self._record(session, "smtp.connect", actor=session.remote_addr))
 
     def on_disconnect(self, server: MssSMTP) -> None:
         self.sessions.discard(server)
+        self._emit(server.mss_session())
 
     def on_tls(self, server: MssSMTP, session: MssSession, ssl_object: Any) -> None:
         detail = {}
         if ssl_object is not None:
             detail = {"version": ssl_object.version(), "cipher": ssl_object.cipher()[0]}
-        self._emit(self._record(session, "smtp.tls", detail=detail))
+        session.pending_audit.append(self._record(session, "smtp.tls", detail=detail))
 
     async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -125,17 +140,18 @@ class SmtpHandler:
             assert address is not None
             session.login = address
             session.may_send_as = frozenset({address})
-            await self.committer.run(lambda conn: append(conn, [record]))
+            batch = self._take_pending(session, [record])
+            await self.committer.run(lambda conn: append(conn, batch))
         else:
-            self._emit(record)
+            self._emit(session, record)
             log.info("auth failed", session=session.id, remote=session.remote_addr)
         return ok
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
-        self._emit(self._record(session, "smtp.auth", Outcome.SERIOUS_FAILURE,
-                                actor=login.decode("utf-8", "replace")[:320], reason=reason,
-                                detail={"mechanism": mechanism}))
+        self._emit_record(session, "smtp.auth", Outcome.SERIOUS_FAILURE,
+                          actor=login.decode("utf-8", "replace")[:320], reason=reason,
+                          detail={"mechanism": mechanism})
 
     # ------------------------------------------------------------------ MAIL / RCPT
     async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
@@ -152,9 +168,9 @@ class SmtpHandler:
                 decision = policy.submission_sender(sender, session.login or "",
                                                     session.may_send_as)
         if not decision.accepted:
-            self._emit(self._record(session, "smtp.sender.refused", Outcome.MINOR_FAILURE,
-                                    mail_from=address[:320], reason=decision.reason,
-                                    whitelist_version=decision.whitelist_version))
+            self._emit_record(session, "smtp.sender.refused", Outcome.MINOR_FAILURE,
+                              mail_from=address[:320], reason=decision.reason,
+                              whitelist_version=decision.whitelist_version)
             return str(decision.reply)
         envelope.mail_from = sender
         envelope.mail_options.extend(mail_options)
@@ -162,8 +178,8 @@ class SmtpHandler:
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
-        hosted = store.is_hosted_domain(conn, domain)
-        mailbox = store.get_mailbox(conn, address) if hosted else None
+        mailbox = store.get_mailbox(conn, address)
+        hosted = mailbox is not None or store.is_hosted_domain(conn, domain)
         facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
                                       mailbox_exists=mailbox is not None,
                                       mailbox_enabled=bool(mailbox and mailbox.enabled))
@@ -189,10 +205,10 @@ class SmtpHandler:
             decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
                         else policy.submission_recipient(facts, whitelist))
         if not decision.accepted:
-            self._emit(self._record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
-                                    mail_from=envelope.mail_from, rcpt=rcpt[:320],
-                                    reason=decision.reason,
-                                    whitelist_version=decision.whitelist_version))
+            self._emit_record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
+                              mail_from=envelope.mail_from, rcpt=rcpt[:320],
+                              reason=decision.reason,
+                              whitelist_version=decision.whitelist_version)
             return str(decision.reply)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
@@ -205,9 +221,9 @@ class SmtpHandler:
     # ------------------------------------------------------------------ DATA
     def on_data_refused(self, server: MssSMTP, session: MssSession, envelope: Envelope,
                         reply: str) -> None:
-        self._emit(self._record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
-                                mail_from=envelope.mail_from, reason=reply,
-                                rcpt=",".join(envelope.rcpt_tos)[:320]))
+        self._emit_record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+                          mail_from=envelope.mail_from, reason=reply,
+                          rcpt=",".join(envelope.rcpt_tos)[:320])
 
     async def handle_DATA(self, server: MssSMTP, session: MssSession,
                           envelope: MssEnvelope) -> str:
@@ -242,7 +258,8 @@ class SmtpHandler:
             records += [self._record(session, "delivery.queued", rcpt=q.rcpt,
                                      detail={"queue_id": q.queue_id}, **base) for q in queued]
             return store.Delivery(mail_from=mail_from, local=local, queued=queued,
-                                  audit=records, header_message_id=header_msgid,
+                                  audit=[*session.pending_audit, *records],
+                                  header_message_id=header_msgid,
                                   received_at=time.time())
 
         try:
@@ -251,11 +268,12 @@ class SmtpHandler:
             else:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
             await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
+            session.pending_audit = []
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
-            self._emit(self._record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
-                                    mail_from=mail_from, message_id=header_msgid,
-                                    reason=f"storage failure: {type(exc).__name__}"))
+            self._emit_record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
+                              mail_from=mail_from, message_id=header_msgid,
+                              reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
         log.info("accepted", session=session.id, queue_id=queue_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
