@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db
@@ -81,8 +81,7 @@ def list_domains(conn: Connection) -> list[str]:
 
 
 def is_hosted_domain(conn: Connection, domain: str) -> bool:
-    return conn.execute(select(db.domains.c.id).where(db.domains.c.name == domain)).first() \
-        is not None
+    return conn.execute(_DOMAIN_BY_NAME, {"name": domain}).first() is not None
 
 
 # --------------------------------------------------------------------------- mailboxes
@@ -128,9 +127,19 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
     return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash)
 
 
+# Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.
+_MAILBOX_BY_ADDRESS = select(db.mailboxes).where(db.mailboxes.c.address == bindparam("address"))
+_DOMAIN_BY_NAME = select(db.domains.c.id).where(db.domains.c.name == bindparam("name"))
+_NEXT_INBOX_UID = (
+    update(db.folders)
+    .where((db.folders.c.mailbox_id == bindparam("mailbox")) & (db.folders.c.name == "INBOX"))
+    .values(uidnext=db.folders.c.uidnext + 1, highestmodseq=db.folders.c.highestmodseq + 1)
+    .returning(db.folders.c.id, db.folders.c.uidnext, db.folders.c.highestmodseq)
+)
+
+
 def get_mailbox(conn: Connection, address: str) -> Mailbox | None:
-    row = conn.execute(select(db.mailboxes).where(db.mailboxes.c.address == address.lower())
-                       ).first()
+    row = conn.execute(_MAILBOX_BY_ADDRESS, {"address": address.lower()}).first()
     return _mailbox_of(row) if row else None
 
 
@@ -217,13 +226,7 @@ def write_delivery(conn: Connection, delivery: Delivery) -> list[int]:
     uids: list[int] = []
     message_rows = []
     for copy in delivery.local:
-        folder = conn.execute(
-            update(db.folders)
-            .where((db.folders.c.mailbox_id == copy.mailbox_id) & (db.folders.c.name == "INBOX"))
-            .values(uidnext=db.folders.c.uidnext + 1,
-                    highestmodseq=db.folders.c.highestmodseq + 1)
-            .returning(db.folders.c.id, db.folders.c.uidnext, db.folders.c.highestmodseq)
-        ).one()
+        folder = conn.execute(_NEXT_INBOX_UID, {"mailbox": copy.mailbox_id}).one()
         uid = folder.uidnext - 1
         uids.append(uid)
         message_rows.append({
