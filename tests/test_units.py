@@ -76,6 +76,12 @@ def test_bare_cr_lf_detection(data: bytes) -> None:
     assert rfc5322.has_bare_cr_or_lf(data) == expected
 
 
+@given(st.lists(st.integers(min_value=0, max_value=1200), min_size=1, max_size=8))
+def test_longest_line(lengths: list[int]) -> None:
+    data = b"".join(b"a" * n + b"\r\n" for n in lengths)
+    assert rfc5322.longest_line(data) == max(lengths) + 2
+
+
 def test_received_header_is_ascii_and_sanitised() -> None:
     header = rfc5322.received_header(helo="evil\r\nX: y", peer_ip="127.0.0.1",
                                      hostname="mx.demo", protocol="ESMTPS", queue_id="q1",
