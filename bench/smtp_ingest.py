@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def setup(base: Path, mailboxes: int) -> tuple[Path, dict[str, int]]:
+def setup(base: Path, mailboxes: int, workers: int = 1) -> tuple[Path, dict[str, int]]:
     data = base / "node"
     subprocess.run([*MSS, "init", "--data-dir", str(data), "--domain", DOMAIN], check=True,
                    cwd=REPO, capture_output=True)
@@ -57,6 +57,7 @@ def setup(base: Path, mailboxes: int) -> tuple[Path, dict[str, int]]:
         text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
                       rf"\g<1>{port}", text)
     text = text.replace('level = "info"', 'level = "warning"')
+    text = text.replace('data_dir = "."', f'data_dir = "."\nworkers = {workers}')
     config.write_text(text)
     wl = base / "wl.xml"
     wl.write_bytes(make_whitelist_xml([("operator-a.mssante.fr", "CN=mx.operator-a.fr,C=FR")]))
@@ -102,11 +103,11 @@ def main() -> None:
     ap.add_argument("--size-kb", type=float, default=5)
     ap.add_argument("--mailboxes", type=int, default=10)
     ap.add_argument("--max-seconds", type=float, default=600)
-    ap.add_argument("--no-tls", action="store_true", help="plain SMTP (needs a config change)")
+    ap.add_argument("--workers", type=int, default=1, help="server.workers (SO_REUSEPORT)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
-        config, ports = setup(Path(tmp), args.mailboxes)
+        config, ports = setup(Path(tmp), args.mailboxes, args.workers)
         with open(Path(tmp) / "serve.log", "wb") as log:
             server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT)
@@ -141,8 +142,7 @@ def main() -> None:
                     try:
                         client = smtplib.SMTP("127.0.0.1", ports["mx"], timeout=60,
                                               local_hostname="mx.operator-a.fr")
-                        if not args.no_tls:
-                            client.starttls(context=ctx)
+                        client.starttls(context=ctx)
                         client.sendmail(SENDER, [rcpts[i]], payloads[i])
                         elapsed = time.perf_counter() - t0
                         client.quit()
@@ -155,6 +155,7 @@ def main() -> None:
                             if len(errors) < 5:
                                 errors.append(repr(exc))
 
+            time.sleep(1.0)  # every worker listening
             cpu0 = _proc_cpu(server.pid)
             t0 = time.time()
             threads = [threading.Thread(target=worker) for _ in range(args.sessions)]
@@ -170,7 +171,7 @@ def main() -> None:
         latencies.sort()
         result = {
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
-            "tls": not args.no_tls, "accepted": state["ok"], "errors": state["err"],
+            "workers": args.workers, "accepted": state["ok"], "errors": state["err"],
             "elapsed_s": round(elapsed, 3), "accepted_msg_s": round(state["ok"] / elapsed, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)
@@ -182,8 +183,16 @@ def main() -> None:
 
 
 def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of *pid* and its children (the workers)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 if __name__ == "__main__":

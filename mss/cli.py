@@ -99,10 +99,16 @@ def serve(ctx: typer.Context) -> None:
     """Start the listeners from the configuration (SIGTERM: finish in-flight, exit 0)."""
     from mss.logs import configure
     from mss.server import serve as run
+    from mss.server import serve_workers
 
-    with node(ctx) as node_app:
+    with node(ctx) as node_app:  # checks config and master key before any fork
         configure(node_app.config.log_level)
-        asyncio.run(run(node_app))
+        workers = node_app.config.workers
+        if workers == 1:
+            asyncio.run(run(node_app))
+            return
+        config_path = node_app.config.path
+    raise typer.Exit(serve_workers(config_path, workers))
 
 
 # --------------------------------------------------------------------------- domains

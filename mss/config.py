@@ -65,6 +65,7 @@ class Config:
     whitelist: WhitelistConfig = field(default_factory=WhitelistConfig)
     log_level: str = "info"
     log_file: Path | None = None
+    workers: int = 1
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
@@ -197,7 +198,12 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
     if log_file_raw is not None and not isinstance(log_file_raw, str):
         raise ConfigError("config: logging.file: expected str")
 
+    workers = _get(server, "workers", "server", int, 1)
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
+
     return Config(
+        workers=workers,
         path=cfg_path,
         data_dir=data_dir,
         database_url=url,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import time
+from pathlib import Path
 
 import structlog
 
 from audit.journal import AuditRecord, append
-from mss.app import App
+from mss.app import App, open_app
 from mss.committer import GroupCommitter
 from proxy.smtp.listeners import start_smtp
 from trustspace.cache import LiveWhitelist
@@ -19,7 +22,38 @@ log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
 
 
-async def serve(app: App) -> None:
+def serve_workers(config_path: Path, workers: int) -> int:
+    """Fork *workers* serving processes sharing the ports (SO_REUSEPORT); forward SIGTERM
+    and SIGINT to them; exit status 0 when every worker stopped cleanly."""
+    children: list[int] = []
+    for index in range(workers):
+        pid = os.fork()
+        if pid == 0:  # child: its own engines, committer and event loop
+            code = 0
+            try:
+                app = open_app(config_path)
+                asyncio.run(serve(app, worker=index))
+            except BaseException as exc:  # noqa: BLE001 - report and exit non-zero
+                log.error("worker failed", worker=index, error=repr(exc))
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+async def serve(app: App, worker: int = 0) -> None:
     cfg = app.config
     committer = GroupCommitter(app.engine)
     committer.start()
@@ -35,8 +69,9 @@ async def serve(app: App) -> None:
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}
         await committer.run(lambda conn: append(conn, [AuditRecord(
-            "server.start", actor="mss", detail={"listeners": listening})]))
-        log.info("ready", listeners=listening, whitelist_version=whitelist.current.version_id)
+            "server.start", actor="mss", detail={"listeners": listening, "worker": worker})]))
+        log.info("ready", listeners=listening, worker=worker,
+                 whitelist_version=whitelist.current.version_id)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -176,3 +176,23 @@ def test_sigterm_exits_zero_and_audits_stop(fresh_node: Node) -> None:
     assert fresh_node.stop() == 0
     events = [r["event"] for r in fresh_node.audit()]
     assert events.count("server.start") == 1 and events.count("server.stop") == 1
+
+
+def test_two_workers_share_the_ports(fresh_node: Node) -> None:
+    text = fresh_node.config.read_text().replace('data_dir = "."', 'data_dir = "."\nworkers = 2')
+    fresh_node.config.write_text(text)
+    fresh_node.start()
+    deadline = time.monotonic() + 15
+    assert fresh_node.log_path is not None
+    while fresh_node.log_path.read_text().count('"event": "ready"') < 2:
+        assert time.monotonic() < deadline, "second worker not ready"
+        time.sleep(0.05)
+    for _ in range(6):
+        send_marker_mail(fresh_node)
+    assert fresh_node.stop() == 0
+    assert len(read_all(fresh_node, BOB)) == 6
+    events = [r["event"] for r in fresh_node.audit()]
+    assert events.count("server.start") == 2 and events.count("server.stop") == 2
+    rows = fresh_node.audit()
+    for prev, row in zip(rows, rows[1:], strict=False):  # one chain across processes
+        assert row["prev_hash"] == prev["hash"]

@@ -49,7 +49,8 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
 
         server = await loop.create_server(factory, listener.host, listener.port,
                                           ssl=context if implicit else None,
-                                          reuse_address=True)
+                                          reuse_address=True,
+                                          reuse_port=app.config.workers > 1)
         servers.append(server)
         handlers.append(handler)
     return servers, handlers
