@@ -196,3 +196,71 @@ def test_two_workers_share_the_ports(fresh_node: Node) -> None:
     rows = fresh_node.audit()
     for prev, row in zip(rows, rows[1:], strict=False):  # one chain across processes
         assert row["prev_hash"] == prev["hash"]
+
+
+def test_sigterm_finishes_data_in_flight(fresh_node: Node) -> None:
+    import socket
+
+    fresh_node.start()
+    sock = socket.create_connection(("127.0.0.1", fresh_node.ports["mx"]), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    sock.sendall(b"EHLO mx.operator-a.fr\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    sock.sendall(b"STARTTLS\r\n")
+    assert f.readline().startswith(b"220")
+    tls = fresh_node.client_context().wrap_socket(sock)
+    tf = tls.makefile("rb")
+    tls.sendall(b"EHLO mx.operator-a.fr\r\n")
+    while not tf.readline().startswith(b"250 "):
+        pass
+    tls.sendall(f"MAIL FROM:<{REMOTE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n".encode())
+    assert [tf.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+    tls.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    assert fresh_node.process is not None
+    fresh_node.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the server is stopping, the transaction is still open
+    tls.sendall(b"second half\r\n.\r\n")
+    assert tf.readline().startswith(b"250 2.0.0")
+    tls.close()
+    assert fresh_node.process.wait(timeout=30) == 0
+    fresh_node.process = None
+    assert any(b"second half" in m for m in read_all(fresh_node, BOB))
+
+
+def test_idle_session_times_out(fresh_node: Node) -> None:
+    import socket
+
+    text = fresh_node.config.read_text().replace("max_message_size = 52428800",
+                                                  "max_message_size = 52428800\n"
+                                                  "session_timeout = 1.0")
+    fresh_node.config.write_text(text)
+    fresh_node.start()
+    sock = socket.create_connection(("127.0.0.1", fresh_node.ports["mx"]), timeout=10)
+    assert sock.recv(1024).startswith(b"220")
+    t0 = time.monotonic()
+    assert sock.recv(1024) == b""  # closed by the server
+    assert 0.5 < time.monotonic() - t0 < 5
+    sock.close()
+    fresh_node.stop()
+
+
+def test_disabled_mailbox_cannot_login_or_receive(fresh_node: Node) -> None:
+    fresh_node.cli("mailbox", "disable", ALICE)
+    fresh_node.start()
+    client = smtplib.SMTP("127.0.0.1", fresh_node.ports["submission"], timeout=10)
+    client.starttls(context=fresh_node.client_context())
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login(ALICE, PASSWORD)
+    client.quit()
+    client = smtplib.SMTP("127.0.0.1", fresh_node.ports["mx"], timeout=10)
+    client.starttls(context=fresh_node.client_context())
+    client.ehlo("mx.operator-a.fr")
+    assert client.mail(REMOTE)[0] == 250
+    code, reply = client.rcpt(ALICE)
+    assert (code, reply[:5]) == (550, b"5.1.1")
+    client.quit()
+    rows = fresh_node.wait_audit(lambda r: r["event"] == "smtp.auth" and r["outcome"] == 8)
+    assert rows and rows[-1]["reason"] == "mailbox disabled"
+    fresh_node.stop()
