@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         print("mss: aborted", file=sys.stderr)
         raise SystemExit(130) from None
     except TyperException as exc:  # usage errors: one line, not a help page
-        if type(exc).__name__ == "NoArgsIsHelpError":
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'mss' or 'mss GROUP': help
+            print(exc.format_message(), file=sys.stderr)
             raise SystemExit(2) from None
         print(f"mss: error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(2) from None
