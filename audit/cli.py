@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from audit.dicom import Source, to_xml
 from audit.journal import AuditRecord, append, query
+from audit.verify import verify_chain
 from mss.cli_support import actor, fail, node
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
@@ -50,3 +52,33 @@ def audit_list(
                 if row[key] is not None:
                     parts.append(f"{key}={row[key]}")
             print("  ".join(parts))
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Check the hash chain; name the first modified, deleted, inserted or reordered record."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        result = verify_chain(conn)
+    print(result.message)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="dicom-xml or jsonl.")] = "jsonl",
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start time.")] = None,
+) -> None:
+    """Export records, one per line: DICOM PS3.15 A.5 AuditMessage XML, or JSON."""
+    if fmt not in ("dicom-xml", "jsonl"):
+        fail(f"--format: unknown format {fmt!r} (dicom-xml, jsonl)")
+    since_text = _since(since) if since else None
+    with node(ctx) as app, app.reader.connect() as conn:
+        domain = app.config.smtp.hostname.partition(".")[2] or app.config.smtp.hostname
+        source = Source(source_id=app.config.smtp.hostname, site_id=domain)
+        for row in query(conn, since=since_text):
+            if fmt == "jsonl":
+                print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            else:
+                print(to_xml(row, source).decode("utf-8"))

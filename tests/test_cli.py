@@ -140,3 +140,25 @@ def test_audit_list_filters_and_json(node: Node) -> None:
     for prev, row in zip(all_rows, all_rows[1:], strict=False):
         assert row["prev_hash"] == prev["hash"]
     json.dumps(all_rows)
+
+
+def test_audit_verify_and_export(node: Node) -> None:
+    from xml.etree.ElementTree import fromstring
+
+    from tests.test_audit import check_audit_message
+
+    out = node.cli("audit", "verify")
+    assert out.returncode == 0 and "chain intact" in out.stdout
+    lines = node.cli("audit", "export", "--format", "dicom-xml").stdout.splitlines()
+    assert lines
+    for line in lines:
+        check_audit_message(fromstring(line))
+    assert "unknown format" in one_line_error(node.cli("audit", "export", "--format", "pdf",
+                                                       check=False))
+    db_path = node.data_dir / "mss.db"
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = 2")
+    bad = node.cli("audit", "verify", check=False)
+    assert bad.returncode == 1 and "record 2 was modified" in bad.stdout

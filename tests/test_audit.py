@@ -1,0 +1,184 @@
+"""The audit trail: tamper evidence and the DICOM audit message shape."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element, fromstring
+
+import pytest
+from sqlalchemy import Engine, delete, insert, select, update
+
+from audit.dicom import Source, to_xml
+from audit.events import CATALOGUE, Outcome
+from audit.journal import AuditRecord, append, query
+from audit.verify import verify_chain
+from mss import db
+
+SOURCE = Source("mx.demo.mssante.fr", "demo.mssante.fr")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/audit.db")
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        append(conn, [AuditRecord("smtp.connect", actor=f"10.0.0.{i}", remote_addr="127.0.0.1")
+                      for i in range(10)])
+    return engine
+
+
+def rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(db.audit_log)
+                                                          .order_by(db.audit_log.c.id))]
+
+
+def verdict(engine: Engine) -> tuple[str | None, int | None]:
+    with engine.connect() as conn:
+        result = verify_chain(conn)
+    return result.problem, result.record_id
+
+
+def test_intact_chain(engine: Engine) -> None:
+    with engine.connect() as conn:
+        result = verify_chain(conn)
+    assert result.ok and result.records == 10 and "intact" in result.message
+
+
+def test_modified_record_is_named(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(db.audit_log).where(db.audit_log.c.id == 4).values(actor="evil"))
+    assert verdict(engine) == ("modified", 4)
+
+
+def test_deleted_record_is_named(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(db.audit_log).where(db.audit_log.c.id == 6))
+    assert verdict(engine) == ("deleted", 7)
+
+
+def test_deleted_first_and_last(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(db.audit_log).where(db.audit_log.c.id == 1))
+    assert verdict(engine) == ("deleted", 2)
+
+
+def test_inserted_record_is_named(engine: Engine) -> None:
+    # a forger computes a correct hash for the new row, chained to its predecessor
+    from audit.journal import chain_hash
+
+    all_rows = rows(engine)
+    forged = {k: v for k, v in all_rows[4].items() if k != "id"}
+    forged["actor"] = "forged"
+    forged["prev_hash"] = all_rows[4]["hash"]
+    forged["hash"] = chain_hash(forged["prev_hash"], forged)
+    with engine.begin() as conn:
+        # make room: shift ids 6.. up by one, then insert at 6
+        for r in reversed(all_rows[5:]):
+            conn.execute(update(db.audit_log).where(db.audit_log.c.id == r["id"])
+                         .values(id=r["id"] + 100))
+        conn.execute(insert(db.audit_log).values(id=6, **forged))
+        for r in all_rows[5:]:
+            conn.execute(update(db.audit_log).where(db.audit_log.c.id == r["id"] + 100)
+                         .values(id=r["id"] + 1))
+    assert verdict(engine) == ("inserted", 6)
+
+
+def test_unchained_insertion_is_named(engine: Engine) -> None:
+    from audit.journal import chain_hash
+
+    # a row with a made-up prev_hash slipped between records 3 and 4
+    all_rows = rows(engine)
+    forged = {k: v for k, v in all_rows[2].items() if k != "id"}
+    forged["actor"] = "forged"
+    forged["prev_hash"] = "f" * 64
+    forged["hash"] = chain_hash(forged["prev_hash"], forged)
+    with engine.begin() as conn:
+        for r in reversed(all_rows[3:]):
+            conn.execute(update(db.audit_log).where(db.audit_log.c.id == r["id"])
+                         .values(id=r["id"] + 1))
+        conn.execute(insert(db.audit_log).values(id=4, **forged))
+    assert verdict(engine) == ("inserted", 4)
+
+
+def test_reordered_records_are_named(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(db.audit_log).where(db.audit_log.c.id == 5).values(id=500))
+        conn.execute(update(db.audit_log).where(db.audit_log.c.id == 6).values(id=5))
+        conn.execute(update(db.audit_log).where(db.audit_log.c.id == 500).values(id=6))
+    assert verdict(engine) == ("reordered", 5)
+
+
+# --------------------------------------------------------------------------- DICOM shape
+
+CODED = ("csd-code", "codeSystemName", "originalText")
+ORDER = ["EventIdentification", "ActiveParticipant", "AuditSourceIdentification",
+         "ParticipantObjectIdentification"]
+
+
+def check_audit_message(root: Element) -> None:
+    """An independent structural check of PS3.15 A.5.1 (our reading of the standard)."""
+    assert root.tag == "AuditMessage"
+    tags = [child.tag for child in root]
+    ranks = [ORDER.index(t) for t in tags]
+    assert ranks == sorted(ranks), tags
+    assert tags.count("EventIdentification") == 1 and tags.count("AuditSourceIdentification") == 1
+    assert tags.count("ActiveParticipant") >= 1
+    ident = root.find("EventIdentification")
+    assert ident is not None
+    assert ident.get("EventActionCode") in ("C", "R", "U", "D", "E")
+    assert ident.get("EventOutcomeIndicator") in ("0", "4", "8", "12")
+    assert str(ident.get("EventDateTime")).endswith("Z")
+    inner = [c.tag for c in ident]
+    assert inner[0] == "EventID"
+    assert all(t in ("EventTypeCode", "EventOutcomeDescription", "PurposeOfUse")
+               for t in inner[1:])
+    for coded in [*ident.findall("EventID"), *ident.findall("EventTypeCode")]:
+        assert all(coded.get(a) for a in CODED)
+    for participant in root.findall("ActiveParticipant"):
+        assert participant.get("UserID")
+        assert participant.get("UserIsRequestor") in ("true", "false")
+        assert participant.get("NetworkAccessPointTypeCode") in (None, "1", "2", "3", "4", "5")
+        assert all(c.tag in ("RoleIDCode", "MediaIdentifier") for c in participant)
+    source = root.find("AuditSourceIdentification")
+    assert source is not None and source.get("AuditSourceID")
+    for obj in root.findall("ParticipantObjectIdentification"):
+        children = [c.tag for c in obj]
+        assert children[0] == "ParticipantObjectIDTypeCode"
+        assert children[1] in ("ParticipantObjectName", "ParticipantObjectQuery")
+        assert all(t in ("ParticipantObjectDetail", "ParticipantObjectDescription")
+                   for t in children[2:])
+        assert obj.get("ParticipantObjectTypeCode") in ("1", "2", "3", "4")
+        for detail in obj.findall("ParticipantObjectDetail"):
+            assert detail.get("type")
+            base64.b64decode(str(detail.get("value")), validate=True)
+
+
+@pytest.mark.parametrize("event", sorted(CATALOGUE))
+def test_every_event_kind_serialises_to_a_valid_audit_message(tmp_path: Path, event: str
+                                                              ) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/a.db")
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        append(conn, [AuditRecord(event, Outcome.MINOR_FAILURE, actor="alice@demo.mssante.fr",
+                                  remote_addr="127.0.0.1", session="s1", listener="mx",
+                                  message_id="<m@x>", mail_from="a@b.fr", rcpt="c@d.fr",
+                                  mailbox="c@d.fr", reason="why <not> & \"so\"",
+                                  whitelist_version=3, detail={"patient": "p-123"}),
+                      AuditRecord(event, actor="cli:root")])
+    with engine.connect() as conn:
+        records = list(query(conn))
+    for record in records:
+        xml = to_xml(record, SOURCE)
+        assert b"<?xml" not in xml  # the syslog body is the bare element
+        check_audit_message(fromstring(xml))
+    full = fromstring(to_xml(records[0], SOURCE))
+    ident = full.find("EventIdentification")
+    assert ident is not None
+    event_id = ident.find("EventID")
+    assert event_id is not None and event_id.get("csd-code") == CATALOGUE[event].event_id.code
+    assert ident.findtext("EventOutcomeDescription") == 'why <not> & "so"'
+    ids = {o.get("ParticipantObjectID") for o in full.findall("ParticipantObjectIdentification")}
+    assert ids == {"<m@x>", "c@d.fr", "3", "p-123"}
