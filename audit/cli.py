@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from audit.dicom import Source, to_xml
+from audit.dicom import audit_source, to_xml
 from audit.journal import AuditRecord, append, query
+from audit.shipper import Outbox
 from audit.verify import verify_chain
 from mss.cli_support import actor, fail, node
 
@@ -75,10 +76,32 @@ def audit_export(
         fail(f"--format: unknown format {fmt!r} (dicom-xml, jsonl)")
     since_text = _since(since) if since else None
     with node(ctx) as app, app.reader.connect() as conn:
-        domain = app.config.smtp.hostname.partition(".")[2] or app.config.smtp.hostname
-        source = Source(source_id=app.config.smtp.hostname, site_id=domain)
+        source = audit_source(app.config)
         for row in query(conn, since=since_text):
             if fmt == "jsonl":
                 print(json.dumps(row, ensure_ascii=False, sort_keys=True))
             else:
                 print(to_xml(row, source).decode("utf-8"))
+
+
+@audit_app.command("status")
+def audit_status(ctx: typer.Context) -> None:
+    """Per configured destination: backlog, last record shipped, last success, last error."""
+    with node(ctx) as app:
+        names = [d.name for d in app.config.audit.destinations]
+        if not names:
+            print("no audit destination configured ([[audit.destinations]])")
+            return
+        rows = Outbox(app.engine, app.reader).status(names)
+
+    def when(value: float | None) -> str:
+        if value is None:
+            return "never"
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+
+    for dest, row in zip(app.config.audit.destinations, rows, strict=True):
+        print(f"{dest.name} ({dest.transport} {dest.host}:{dest.port}): backlog {row['backlog']}"
+              f", shipped up to {row['last_id']} of {row['newest_id']}, last success "
+              f"{when(row.get('last_success_at'))}"
+              + (f", last error {when(row.get('last_error_at'))}: {row['last_error']}"
+                 if row.get("last_error") else ""))

@@ -17,6 +17,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 from audit.events import Code, kind
+from mss.config import Config
 
 # DCM role codes (PS3.16 CID 402 "Audit Active Participant Role ID")
 SOURCE_ROLE = Code("110153", "DCM", "Source Role ID")
@@ -35,6 +36,12 @@ class Source:
 
     source_id: str  # the node's host name
     site_id: str  # the operator's site (hosted domain)
+
+
+def audit_source(cfg: Config) -> Source:
+    """This node's host name and its operator's site (the host name's parent domain)."""
+    host = cfg.smtp.hostname
+    return Source(source_id=host, site_id=host.partition(".")[2] or host)
 
 
 def _coded(parent: Element, tag: str, code: Code) -> Element:

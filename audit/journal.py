@@ -112,5 +112,14 @@ def query(conn: Connection, *, mailbox: str | None = None, since: str | None = N
         yield out
 
 
+def query_after(conn: Connection, after_id: int, limit: int) -> Iterator[dict[str, Any]]:
+    """Rows with id > *after_id*, oldest first (the audit outbox)."""
+    t = db.audit_log
+    for row in conn.execute(select(t).where(t.c.id > after_id).order_by(t.c.id).limit(limit)):
+        out = dict(row._mapping)
+        out["detail"] = json.loads(out["detail"]) if out["detail"] else {}
+        yield out
+
+
 def record_dict(record: AuditRecord) -> dict[str, Any]:
     return asdict(record)

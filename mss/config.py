@@ -54,6 +54,27 @@ class WhitelistConfig:
 
 
 @dataclass(frozen=True)
+class AuditDestination:
+    """A syslog receiver of the audit trail (an ATNA audit record repository)."""
+
+    name: str
+    transport: str  # "tls" (RFC 5425) | "udp" (RFC 5426)
+    host: str
+    port: int
+    ca_file: Path | None = None  # trust anchors for the receiver's certificate
+    cert_file: Path | None = None  # our client certificate (ATNA node authentication)
+    key_file: Path | None = None
+    server_name: str | None = None  # expected name in the receiver's certificate
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    destinations: tuple[AuditDestination, ...] = ()
+    ship_interval: float = 1.0  # seconds between polls of the outbox when idle
+    batch: int = 500
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -66,6 +87,7 @@ class Config:
     log_level: str = "info"
     log_file: Path | None = None
     workers: int = 1
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
@@ -198,11 +220,14 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
     if log_file_raw is not None and not isinstance(log_file_raw, str):
         raise ConfigError("config: logging.file: expected str")
 
+    audit = _audit_config(_table(raw, "audit"), path_of, tls)
+
     workers = _get(server, "workers", "server", int, 1)
     if not 1 <= workers <= 64:
         raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     return Config(
+        audit=audit,
         workers=workers,
         path=cfg_path,
         data_dir=data_dir,
@@ -215,6 +240,54 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         log_level=level,
         log_file=path_of(log_file_raw) if log_file_raw else None,
     )
+
+
+def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditConfig:
+    destinations = []
+    items = raw.get("destinations", [])
+    if not isinstance(items, list):
+        raise ConfigError("config: [[audit.destinations]] must be an array of tables")
+    names = set()
+    for index, item in enumerate(items):
+        prefix = f"audit.destinations[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"config: {prefix} must be a table")
+        name = _get(item, "name", prefix, str, f"destination{index}")
+        if name in names:
+            raise ConfigError(f"config: {prefix}.name: duplicate name {name!r}")
+        names.add(name)
+        transport = _get(item, "transport", prefix, str, "tls")
+        if transport not in ("tls", "udp"):
+            raise ConfigError(f"config: {prefix}.transport: 'tls' or 'udp', got {transport!r}")
+        port = _get(item, "port", prefix, int, 6514 if transport == "tls" else 514)
+        if not 0 < port <= 65535:
+            raise ConfigError(f"config: {prefix}.port: out of range: {port}")
+
+        def optional_path(key: str, default: Path | None, item: dict[str, Any] = item,
+                          prefix: str = prefix) -> Path | None:
+            value = item.get(key)
+            if value is None:
+                return default
+            if not isinstance(value, str):
+                raise ConfigError(f"config: {prefix}.{key}: expected str")
+            return Path(path_of(value))
+
+        server_name = item.get("server_name")
+        if server_name is not None and not isinstance(server_name, str):
+            raise ConfigError(f"config: {prefix}.server_name: expected str")
+        destinations.append(AuditDestination(
+            name=name, transport=transport, host=_get(item, "host", prefix, str, "127.0.0.1"),
+            port=port, ca_file=optional_path("ca_file", tls.ca_file),
+            cert_file=optional_path("cert_file", tls.cert_file),
+            key_file=optional_path("key_file", tls.key_file), server_name=server_name))
+    config = AuditConfig(
+        destinations=tuple(destinations),
+        ship_interval=_get(raw, "ship_interval", "audit", float, 1.0),
+        batch=_get(raw, "batch", "audit", int, 500),
+    )
+    _positive(config.ship_interval, "audit.ship_interval")
+    _positive(config.batch, "audit.batch")
+    return config
 
 
 def render_default_config(domain: str) -> str:

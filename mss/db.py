@@ -171,6 +171,17 @@ audit_log = Table(
 )
 
 
+# Transactional outbox of the audit trail: per destination, the last record shipped.
+audit_ship_cursor = Table(
+    "audit_ship_cursor", metadata,
+    Column("destination", String(64), primary_key=True),
+    Column("last_id", Integer, nullable=False, default=0),
+    Column("last_success_at", Float),
+    Column("last_error", Text),
+    Column("last_error_at", Float),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's implicit BEGIN is
     # deferred, which turns writer contention into SQLITE_BUSY mid-transaction).

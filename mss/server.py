@@ -11,7 +11,9 @@ from pathlib import Path
 
 import structlog
 
+from audit.dicom import audit_source
 from audit.journal import AuditRecord, append
+from audit.shipper import Outbox, Shipper
 from mss.app import App, open_app
 from mss.committer import GroupCommitter
 from proxy.smtp.listeners import start_smtp
@@ -78,6 +80,11 @@ async def serve(app: App, worker: int = 0) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
+        shipper = None
+        if cfg.audit.destinations and worker == 0:  # one shipper per node
+            shipper = asyncio.create_task(Shipper(
+                Outbox(app.engine, app.reader), cfg.audit.destinations, audit_source(cfg),
+                cfg.audit.ship_interval, cfg.audit.batch).run())
         await stop.wait()
 
         log.info("stopping")
@@ -95,6 +102,8 @@ async def serve(app: App, worker: int = 0) -> None:
                     transport.write(b"421 4.3.2 Service shutting down\r\n")
                     transport.close()
         watcher.cancel()
+        if shipper is not None:
+            shipper.cancel()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
     finally:
         committer.stop()

@@ -87,6 +87,33 @@ def generate_dev_pki(directory: Path, domain: str, hostnames: list[str]) -> None
         "certificates before joining the trust space.\n")
 
 
+def issue_certificate(pki_dir: Path, name: str, hostnames: list[str]) -> tuple[Path, Path]:
+    """A certificate for *hostnames* signed by the dev CA of *pki_dir* (tests, peers)."""
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hostnames[0], f"mss development peer {name}"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
+    _write_private(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def server_context(cert_file: Path, key_file: Path, ca_file: Path | None = None,
                    *, request_client_cert: bool = False) -> ssl.SSLContext:
     """Server-side TLS: TLS 1.2+, no compression, optional client certificate request."""
