@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
+from audit.checkpoints import CheckpointError, purge, signing_key, verify_all, write_checkpoint
 from audit.dicom import audit_source, to_xml
+from audit.events import Outcome
 from audit.journal import AuditRecord, append, query
 from audit.shipper import Outbox
-from audit.verify import verify_chain
 from mss.cli_support import actor, fail, node
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
@@ -57,12 +58,52 @@ def audit_list(
 
 @audit_app.command("verify")
 def audit_verify(ctx: typer.Context) -> None:
-    """Check the hash chain; name the first modified, deleted, inserted or reordered record."""
-    with node(ctx) as app, app.reader.connect() as conn:
-        result = verify_chain(conn)
+    """Check the hash chain and the signed checkpoints; name the first modified, deleted,
+    inserted or reordered record. Exit 0 when intact, 1 when not."""
+    with node(ctx) as app:
+        key = signing_key(app.config.audit.signing_key_file)
+        with app.reader.connect() as conn:
+            result = verify_all(conn, key)
     print(result.message)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(ctx: typer.Context) -> None:
+    """Sign a checkpoint on the newest record now (mss serve does it periodically)."""
+    with node(ctx) as app:
+        key = signing_key(app.config.audit.signing_key_file)
+        with app.engine.begin() as conn:
+            record = write_checkpoint(conn, key)
+    print(f"checkpoint on record {record}" if record else "audit trail is empty")
+
+
+@audit_app.command("purge")
+def audit_purge(
+    ctx: typer.Context,
+    before: Annotated[str | None, typer.Option(
+        "--before", help="ISO 8601 time; default: now minus audit.retention_days.")] = None,
+) -> None:
+    """Delete records older than the retention period, keeping the chain verifiable."""
+    now = datetime.now(UTC)
+    with node(ctx) as app:
+        days = app.config.audit.retention_days
+        cutoff = _since(before) if before else _since(
+            (now - timedelta(days=days)).isoformat())
+        key = signing_key(app.config.audit.signing_key_file)
+        try:
+            with app.engine.begin() as conn:
+                result = purge(conn, key, cutoff, _since(now.isoformat()), days)
+                append(conn, [AuditRecord("audit.purge", actor=actor(),
+                                          detail={"before": cutoff, **result})])
+        except CheckpointError as exc:
+            app.audit(AuditRecord("audit.purge", Outcome.MINOR_FAILURE, actor=actor(),
+                                  reason=str(exc), detail={"before": cutoff}))
+            fail(str(exc))
+    print(f"{result['deleted']} records before {cutoff} deleted; chain now starts after "
+          f"signed checkpoint on record {result['checkpoint']}" if result["deleted"]
+          else f"no record before {cutoff}")
 
 
 @audit_app.command("export")

@@ -104,6 +104,8 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind("audit.read", AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
+    EventKind("audit.purge", AUDIT_LOG_USED, own("MSS-AUDIT-PURGE", "Audit trail purged"), "D",
+              "records older than the retention period were deleted after a checkpoint"),
 )
 
 

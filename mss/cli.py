@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
+from audit.checkpoints import signing_key
 from audit.cli import audit_app
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
@@ -75,6 +76,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     config_path.write_text(render_default_config(domain), encoding="utf-8")
     crypto.new_master_key_file(key_file)
     generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
+    signing_key(data_dir / "keys" / "audit-signing.key")  # audit checkpoints (Ed25519)
     node_app = open_app(config_path)
     try:
         with node_app.engine.begin() as conn:

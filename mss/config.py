@@ -72,6 +72,9 @@ class AuditConfig:
     destinations: tuple[AuditDestination, ...] = ()
     ship_interval: float = 1.0  # seconds between polls of the outbox when idle
     batch: int = 500
+    retention_days: int = 365
+    checkpoint_interval: float = 300.0
+    signing_key_file: Path = Path("keys/audit-signing.key")
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,14 @@ def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditCon
         destinations=tuple(destinations),
         ship_interval=_get(raw, "ship_interval", "audit", float, 1.0),
         batch=_get(raw, "batch", "audit", int, 500),
+        retention_days=_get(raw, "retention_days", "audit", int, 365),
+        checkpoint_interval=_get(raw, "checkpoint_interval", "audit", float, 300.0),
+        signing_key_file=Path(path_of(_get(raw, "signing_key_file", "audit", str,
+                                           "keys/audit-signing.key"))),
     )
+    if config.retention_days < 183:
+        raise ConfigError("config: audit.retention_days: at least 183 (six months of traces)")
+    _positive(config.checkpoint_interval, "audit.checkpoint_interval")
     _positive(config.ship_interval, "audit.ship_interval")
     _positive(config.batch, "audit.batch")
     return config

@@ -182,6 +182,17 @@ audit_ship_cursor = Table(
 )
 
 
+# Ed25519-signed checkpoints of the audit chain (record id, record hash, time).
+audit_checkpoints = Table(
+    "audit_checkpoints", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("record_id", Integer, nullable=False),
+    Column("record_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's implicit BEGIN is
     # deferred, which turns writer contention into SQLITE_BUSY mid-transaction).

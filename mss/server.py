@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from audit.checkpoints import signing_key, write_checkpoint
 from audit.dicom import audit_source
 from audit.journal import AuditRecord, append
 from audit.shipper import Outbox, Shipper
@@ -22,6 +23,23 @@ from trustspace.pki import server_context
 
 log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
+
+
+async def checkpoint_loop(app: App) -> None:
+    """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds."""
+    key = signing_key(app.config.audit.signing_key_file)
+    loop = asyncio.get_running_loop()
+
+    def once() -> None:
+        with app.engine.begin() as conn:
+            write_checkpoint(conn, key)
+
+    while True:
+        await asyncio.sleep(app.config.audit.checkpoint_interval)
+        try:
+            await loop.run_in_executor(None, once)
+        except Exception as exc:  # try again next time; verification still works
+            log.error("audit checkpoint failed", error=repr(exc))
 
 
 def serve_workers(config_path: Path, workers: int) -> int:
@@ -80,6 +98,9 @@ async def serve(app: App, worker: int = 0) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
+        checkpoints = None
+        if worker == 0:
+            checkpoints = asyncio.create_task(checkpoint_loop(app))
         shipper = None
         if cfg.audit.destinations and worker == 0:  # one shipper per node
             shipper = asyncio.create_task(Shipper(
@@ -102,8 +123,9 @@ async def serve(app: App, worker: int = 0) -> None:
                     transport.write(b"421 4.3.2 Service shutting down\r\n")
                     transport.close()
         watcher.cancel()
-        if shipper is not None:
-            shipper.cancel()
+        for task in (shipper, checkpoints):
+            if task is not None:
+                task.cancel()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
     finally:
         committer.stop()

@@ -182,3 +182,80 @@ def test_every_event_kind_serialises_to_a_valid_audit_message(tmp_path: Path, ev
     assert ident.findtext("EventOutcomeDescription") == 'why <not> & "so"'
     ids = {o.get("ParticipantObjectID") for o in full.findall("ParticipantObjectIdentification")}
     assert ids == {"<m@x>", "c@d.fr", "3", "p-123"}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_catches_a_rewritten_chain_and_a_cut_tail(engine: Engine,
+                                                            tmp_path: Path) -> None:
+    from audit.checkpoints import signing_key, verify_all, write_checkpoint
+    from audit.journal import chain_hash
+
+    key = signing_key(tmp_path / "sign.key")
+    with engine.begin() as conn:
+        assert write_checkpoint(conn, key) == 10
+        assert write_checkpoint(conn, key) == 10  # nothing new: no second checkpoint
+    with engine.connect() as conn:
+        assert verify_all(conn, key).ok
+    # a forger rewrites record 3 and re-chains everything after it: the chain alone is fine
+    all_rows = rows(engine)
+    prev = all_rows[1]["hash"]
+    with engine.begin() as conn:
+        for r in all_rows[2:]:
+            r = dict(r)
+            if r["id"] == 3:
+                r["actor"] = "rewritten"
+            r["prev_hash"] = prev
+            r["hash"] = prev = chain_hash(prev, r)
+            conn.execute(update(db.audit_log).where(db.audit_log.c.id == r["id"])
+                         .values(actor=r["actor"], prev_hash=r["prev_hash"], hash=r["hash"]))
+    with engine.connect() as conn:
+        assert verify_chain(conn).ok
+        result = verify_all(conn, key)
+    assert not result.ok and "rewritten" in result.message
+    # cutting the tail below the checkpoint is seen too
+    with engine.begin() as conn:
+        conn.execute(delete(db.audit_log).where(db.audit_log.c.id >= 9))
+    with engine.connect() as conn:
+        result = verify_all(conn, key)
+    assert not result.ok
+
+
+def test_forged_checkpoint_signature(engine: Engine, tmp_path: Path) -> None:
+    from audit.checkpoints import signing_key, verify_all, write_checkpoint
+
+    key = signing_key(tmp_path / "sign.key")
+    with engine.begin() as conn:
+        write_checkpoint(conn, key)
+        conn.execute(update(db.audit_checkpoints).values(signature=b"\x00" * 64))
+    with engine.connect() as conn:
+        result = verify_all(conn, key)
+    assert not result.ok and "bad signature" in result.message
+
+
+def test_purge_keeps_chain_verifiable_and_respects_retention(tmp_path: Path) -> None:
+    from audit.checkpoints import CheckpointError, purge, signing_key, verify_all
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/p.db")
+    db.create_schema(engine)
+    key = signing_key(tmp_path / "sign.key")
+    with engine.begin() as conn:
+        append(conn, [AuditRecord("smtp.connect", ts=f"2025-0{m}-01T00:00:00.000000Z")
+                      for m in range(1, 7)])
+        append(conn, [AuditRecord("smtp.connect", ts="2026-11-01T00:00:00.000000Z")])
+    now = "2026-11-23T00:00:00.000000Z"
+    with engine.begin() as conn, pytest.raises(CheckpointError, match="kept"):
+        purge(conn, key, "2026-10-01T00:00:00.000000Z", now, 365)
+    with engine.begin() as conn:
+        result = purge(conn, key, "2025-04-15T00:00:00.000000Z", now, 365)
+    assert result == {"deleted": 4, "checkpoint": 4}
+    with engine.connect() as conn:
+        outcome = verify_all(conn, key)
+        assert outcome.ok, outcome.message
+        assert outcome.chain.records == 3
+    # without the checkpoint, the purge looks like a deletion
+    with engine.begin() as conn:
+        conn.execute(delete(db.audit_checkpoints))
+    with engine.connect() as conn:
+        outcome = verify_all(conn, key)
+    assert not outcome.ok and "deleted before record 5" in outcome.message

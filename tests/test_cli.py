@@ -142,6 +142,17 @@ def test_audit_list_filters_and_json(node: Node) -> None:
     json.dumps(all_rows)
 
 
+def test_audit_checkpoint_and_purge(node: Node) -> None:
+    out = node.cli("audit", "checkpoint").stdout
+    assert out.startswith("checkpoint on record ")
+    assert "signed checkpoints valid" in node.cli("audit", "verify").stdout
+    assert "no record before" in node.cli("audit", "purge").stdout
+    err = one_line_error(node.cli("audit", "purge", "--before", "2100-01-01", check=False))
+    assert "are kept" in err
+    events = [r["event"] for r in node.audit()]
+    assert events.count("audit.purge") == 2
+
+
 def test_audit_verify_and_export(node: Node) -> None:
     from xml.etree.ElementTree import fromstring
 
