@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from audit.checkpoints import CheckpointError, purge, signing_key, verify_all, write_checkpoint
 from audit.dicom import audit_source, to_xml
-from audit.events import Outcome
+from audit.events import CATALOGUE, Outcome
+from audit.fhir import to_audit_event
 from audit.journal import AuditRecord, append, query
 from audit.shipper import Outbox
 from mss.cli_support import actor, fail, node
@@ -29,21 +30,45 @@ def _since(value: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+MailboxOpt = Annotated[str | None, typer.Option("--mailbox", help="Only this mailbox.")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO 8601 start time.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO 8601 end time (excluded).")]
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this actor.")]
+EventOpt = Annotated[str | None, typer.Option(
+    "--event", help="An event kind, or a prefix such as 'smtp.'.")]
+OutcomeOpt = Annotated[int | None, typer.Option("--outcome", help="0, 4, 8 or 12.")]
+MessageOpt = Annotated[str | None, typer.Option("--message-id", help="RFC 5322 Message-ID.")]
+PatientOpt = Annotated[str | None, typer.Option("--patient", help="Patient pseudonym.")]
+
+
+def _filters(mailbox: str | None, since: str | None, until: str | None, actor: str | None,
+             event: str | None, outcome: int | None, message_id: str | None,
+             patient: str | None) -> dict[str, Any]:
+    if outcome is not None and outcome not in (0, 4, 8, 12):
+        fail(f"--outcome: {outcome} is not 0, 4, 8 or 12")
+    if event and not event.endswith(".") and event not in CATALOGUE:
+        fail(f"--event: unknown event kind {event!r} (see docs/audit-events.md)")
+    return {"mailbox": mailbox, "since": _since(since) if since else None,
+            "until": _since(until) if until else None, "actor": actor, "event": event,
+            "outcome": outcome, "message_id": message_id, "patient": patient}
+
+
 @audit_app.command("list")
 def audit_list(
-    ctx: typer.Context,
-    mailbox: Annotated[str | None, typer.Option("--mailbox", help="Only this mailbox.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start time.")] = None,
+    ctx: typer.Context, mailbox: MailboxOpt = None, since: SinceOpt = None,
+    until: UntilOpt = None, actor_name: ActorOpt = None, event: EventOpt = None,
+    outcome: OutcomeOpt = None, message_id: MessageOpt = None, patient: PatientOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List audit records, oldest first."""
-    since_text = _since(since) if since else None
+    filters = _filters(mailbox, since, until, actor_name, event, outcome, message_id, patient)
     with node(ctx) as app:
         with app.reader.connect() as conn:
-            rows = list(query(conn, mailbox=mailbox, since=since_text))
+            rows = list(query(conn, **filters))
         with app.engine.begin() as conn:  # reading the trail is itself traced (ATNA)
+            used = {k: v for k, v in filters.items() if v is not None}
             append(conn, [AuditRecord("audit.read", actor=actor(), mailbox=mailbox,
-                                      detail={"since": since_text, "rows": len(rows)})])
+                                      detail={**used, "rows": len(rows)})])
     for row in rows:
         if as_json:
             print(json.dumps(row, ensure_ascii=False, sort_keys=True))
@@ -109,18 +134,21 @@ def audit_purge(
 @audit_app.command("export")
 def audit_export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help="dicom-xml or jsonl.")] = "jsonl",
-    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start time.")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="dicom-xml, fhir-json (BALP AuditEvent) or jsonl.")] = "jsonl",
+    since: SinceOpt = None, until: UntilOpt = None,
 ) -> None:
-    """Export records, one per line: DICOM PS3.15 A.5 AuditMessage XML, or JSON."""
-    if fmt not in ("dicom-xml", "jsonl"):
-        fail(f"--format: unknown format {fmt!r} (dicom-xml, jsonl)")
-    since_text = _since(since) if since else None
+    """Export records, one per line: DICOM AuditMessage XML, FHIR AuditEvent JSON, or raw."""
+    if fmt not in ("dicom-xml", "fhir-json", "jsonl"):
+        fail(f"--format: unknown format {fmt!r} (dicom-xml, fhir-json, jsonl)")
+    filters = _filters(None, since, until, None, None, None, None, None)
     with node(ctx) as app, app.reader.connect() as conn:
         source = audit_source(app.config)
-        for row in query(conn, since=since_text):
+        for row in query(conn, since=filters["since"], until=filters["until"]):
             if fmt == "jsonl":
                 print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            elif fmt == "fhir-json":
+                print(json.dumps(to_audit_event(row, source), ensure_ascii=False))
             else:
                 print(to_xml(row, source).decode("utf-8"))
 

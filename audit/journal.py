@@ -93,9 +93,11 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
 
 
 def query(conn: Connection, *, mailbox: str | None = None, since: str | None = None,
-          limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Rows as dicts, oldest first, filtered by mailbox (as mailbox, actor, sender or
-    recipient) and by time."""
+          until: str | None = None, actor: str | None = None, event: str | None = None,
+          outcome: int | None = None, message_id: str | None = None,
+          patient: str | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, oldest first. *mailbox* matches the mailbox, actor, sender or
+    recipient; *event* matches a kind or a prefix ending in '.'; times are ISO 8601 UTC."""
     t = db.audit_log
     stmt = select(t).order_by(t.c.id)
     if mailbox:
@@ -104,6 +106,19 @@ def query(conn: Connection, *, mailbox: str | None = None, since: str | None = N
                           | (t.c.rcpt == m))
     if since:
         stmt = stmt.where(t.c.ts >= since)
+    if until:
+        stmt = stmt.where(t.c.ts < until)
+    if actor:
+        stmt = stmt.where(t.c.actor == actor)
+    if event:
+        stmt = stmt.where(t.c.event.startswith(event) if event.endswith(".")
+                          else t.c.event == event)
+    if outcome is not None:
+        stmt = stmt.where(t.c.outcome == outcome)
+    if message_id:
+        stmt = stmt.where(t.c.message_id == message_id)
+    if patient:
+        stmt = stmt.where(t.c.detail.contains(f'"patient":"{patient}"'))
     if limit:
         stmt = stmt.limit(limit)
     for row in conn.execute(stmt):

@@ -259,3 +259,43 @@ def test_purge_keeps_chain_verifiable_and_respects_retention(tmp_path: Path) -> 
     with engine.connect() as conn:
         outcome = verify_all(conn, key)
     assert not outcome.ok and "deleted before record 5" in outcome.message
+
+
+# --------------------------------------------------------------------------- FHIR, filters
+
+def test_fhir_audit_event_shape(engine: Engine) -> None:
+    from audit.fhir import to_audit_event
+
+    with engine.begin() as conn:
+        append(conn, [AuditRecord("delivery.local", actor="a@b.fr", remote_addr="127.0.0.2",
+                                  message_id="<m@x>", mailbox="c@d.fr", whitelist_version=2,
+                                  detail={"patient": "p-9"})])
+    with engine.connect() as conn:
+        record = list(query(conn, event="delivery.local"))[0]
+    resource = to_audit_event(record, SOURCE)
+    assert resource["resourceType"] == "AuditEvent"
+    assert resource["type"]["code"] == CATALOGUE["delivery.local"].event_id.code
+    assert resource["action"] == "C" and resource["outcome"] == "0"
+    assert [a["requestor"] for a in resource["agent"]] == [True, False]
+    assert resource["agent"][0]["network"] == {"address": "127.0.0.2", "type": "2"}
+    values = [e["what"]["identifier"]["value"] for e in resource["entity"]]
+    assert values == ["<m@x>", "c@d.fr", "2", "p-9"]
+
+
+def test_query_filters(engine: Engine) -> None:
+    with engine.begin() as conn:
+        append(conn, [
+            AuditRecord("smtp.auth", Outcome.SERIOUS_FAILURE, actor="x@y.fr",
+                        ts="2026-01-01T00:00:00.000000Z"),
+            AuditRecord("smtp.message.accepted", message_id="<k@x>",
+                        detail={"patient": "pp1"}, ts="2026-02-01T00:00:00.000000Z"),
+        ])
+    with engine.connect() as conn:
+        assert [r["event"] for r in query(conn, outcome=8)] == ["smtp.auth"]
+        assert len(list(query(conn, event="smtp."))) == 12
+        assert [r["message_id"] for r in query(conn, message_id="<k@x>")] == ["<k@x>"]
+        assert [r["event"] for r in query(conn, patient="pp1")] == ["smtp.message.accepted"]
+        assert [r["actor"] for r in query(conn, actor="x@y.fr")] == ["x@y.fr"]
+        window = list(query(conn, since="2025-12-31T00:00:00.000000Z",
+                            until="2026-01-15T00:00:00.000000Z"))
+        assert [r["event"] for r in window] == ["smtp.auth"]

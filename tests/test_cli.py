@@ -166,6 +166,15 @@ def test_audit_verify_and_export(node: Node) -> None:
         check_audit_message(fromstring(line))
     assert "unknown format" in one_line_error(node.cli("audit", "export", "--format", "pdf",
                                                        check=False))
+    fhir = [json.loads(line) for line in
+            node.cli("audit", "export", "--format", "fhir-json").stdout.splitlines()]
+    assert len(fhir) >= len(lines) and all(r["resourceType"] == "AuditEvent" for r in fhir)
+    admin = node.audit("--event", "admin.", "--outcome", "0")
+    assert admin and all(r["event"].startswith("admin.") for r in admin)
+    assert "unknown event kind" in one_line_error(node.cli("audit", "list", "--event", "nope",
+                                                           check=False))
+    assert "not 0, 4, 8 or 12" in one_line_error(node.cli("audit", "list", "--outcome", "3",
+                                                          check=False))
     db_path = node.data_dir / "mss.db"
     import sqlite3
 
