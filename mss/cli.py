@@ -20,6 +20,7 @@ from audit.checkpoints import signing_key
 from audit.cli import audit_app
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
+from audit.patient import pseudonym_key
 from mss import crypto, store
 from mss.app import open_app
 from mss.cli_support import HANDLED, CliError, actor, fail, node, report
@@ -77,6 +78,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     crypto.new_master_key_file(key_file)
     generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
     signing_key(data_dir / "keys" / "audit-signing.key")  # audit checkpoints (Ed25519)
+    pseudonym_key(data_dir / "keys" / "pseudonym.key")  # patient pseudonyms in the trail
     node_app = open_app(config_path)
     try:
         with node_app.engine.begin() as conn:

@@ -75,6 +75,7 @@ class AuditConfig:
     retention_days: int = 365
     checkpoint_interval: float = 300.0
     signing_key_file: Path = Path("keys/audit-signing.key")
+    pseudonym_key_file: Path = Path("keys/pseudonym.key")
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,8 @@ def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditCon
         checkpoint_interval=_get(raw, "checkpoint_interval", "audit", float, 300.0),
         signing_key_file=Path(path_of(_get(raw, "signing_key_file", "audit", str,
                                            "keys/audit-signing.key"))),
+        pseudonym_key_file=Path(path_of(_get(raw, "pseudonym_key_file", "audit", str,
+                                             "keys/pseudonym.key"))),
     )
     if config.retention_days < 183:
         raise ConfigError("config: audit.retention_days: at least 183 (six months of traces)")

@@ -299,3 +299,42 @@ def test_query_filters(engine: Engine) -> None:
         window = list(query(conn, since="2025-12-31T00:00:00.000000Z",
                             until="2026-01-15T00:00:00.000000Z"))
         assert [r["event"] for r in window] == ["smtp.auth"]
+
+
+# --------------------------------------------------------------------------- patient
+
+def xdm_message(patient_id: str) -> bytes:
+    import io
+    import zipfile
+    from email.message import EmailMessage
+
+    metadata = (
+        '<rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">'
+        '<rim:ExtrinsicObject id="doc1"><rim:ExternalIdentifier id="ei1" '
+        'identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" '
+        f'value="{patient_id}" registryObject="doc1"/></rim:ExtrinsicObject>'
+        '</rim:RegistryObjectList>')
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("IHE_XDM/SUBSET01/METADATA.XML", metadata)
+        archive.writestr("IHE_XDM/SUBSET01/DOC0001.PDF", b"%PDF-1.4 secret report")
+    msg = EmailMessage()
+    msg["Subject"] = "Compte rendu"
+    msg.set_content("see attachment")
+    msg.add_attachment(buf.getvalue(), maintype="application", subtype="zip",
+                       filename="IHE_XDM.ZIP")
+    return msg.as_bytes()
+
+
+def test_patient_pseudonym_from_header_and_xdm(tmp_path: Path) -> None:
+    from audit.patient import patient_pseudonym, pseudonym, pseudonym_key
+
+    key = pseudonym_key(tmp_path / "k")
+    assert pseudonym_key(tmp_path / "k") == key  # created once, then read
+    ins = "1850575123456"
+    by_header = patient_pseudonym(key, f"X-MSS-INS: {ins}\r\nSubject: x\r\n\r\nbody".encode())
+    by_xdm = patient_pseudonym(key, xdm_message(f"{ins}^^^&1.2.250.1.213.1.4.8&ISO"))
+    assert by_header == by_xdm == pseudonym(key, ins)
+    assert by_header is not None and ins not in by_header and by_header.startswith("pp-")
+    assert pseudonym(pseudonym_key(tmp_path / "other"), ins) != by_header  # keyed
+    assert patient_pseudonym(key, b"Subject: nothing\r\n\r\nIHE_XDM but no zip") is None

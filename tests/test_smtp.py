@@ -328,3 +328,19 @@ def test_malformed_commands_answered_session_kept(running_node: Node) -> None:
         assert client.docmd("EHLO")[0] == 501
         assert client.noop()[0] == 250
         assert client.sendmail(REMOTE, [BOB], message(REMOTE, BOB)) == {}
+
+
+def test_patient_is_audited_as_pseudonym_only(running_node: Node) -> None:
+    from audit.patient import pseudonym, pseudonym_key
+
+    ins = "2790699123456"
+    body = (f"From: {ALICE}\r\nTo: {BOB}\r\nX-MSS-INS: {ins}\r\nSubject: resultats\r\n\r\n"
+            "ok\r\n").encode()
+    with submission(running_node) as client:
+        assert client.sendmail(ALICE, [BOB], body) == {}
+    alias = pseudonym(pseudonym_key(running_node.data_dir / "keys" / "pseudonym.key"), ins)
+    rows = running_node.audit("--patient", alias)
+    assert {r["event"] for r in rows} >= {"smtp.message.accepted", "delivery.local"}
+    leaked = [p for p in running_node.data_dir.rglob("*")
+              if p.is_file() and ins.encode() in p.read_bytes()]
+    assert leaked == []

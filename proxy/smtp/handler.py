@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
+from audit.patient import patient_pseudonym, pseudonym_key
 from mss import message as rfc5322
 from mss import store
 from mss.app import App
@@ -53,6 +54,7 @@ class SmtpHandler:
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
         self.sessions: set[MssSMTP] = set()
+        self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
 
     # ------------------------------------------------------------------ audit
     def _record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
@@ -250,13 +252,18 @@ class SmtpHandler:
             queued = [store.seal_queued(keyring, rcpt, stored) for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
+            patient = patient_pseudonym(self.pseudonym_key, data)
+            about = {"patient": patient} if patient else {}
             records = [self._record(session, "smtp.message.accepted",
                                     detail={"size": len(stored), "queue_id": queue_id,
-                                            "recipients": len(envelope.rcpt_tos)}, **base)]
+                                            "recipients": len(envelope.rcpt_tos), **about},
+                                    **base)]
             records += [self._record(session, "delivery.local", rcpt=c.address, mailbox=c.address,
-                                     detail={"store_id": c.message_id}, **base) for c in local]
+                                     detail={"store_id": c.message_id, **about}, **base)
+                        for c in local]
             records += [self._record(session, "delivery.queued", rcpt=q.rcpt,
-                                     detail={"queue_id": q.queue_id}, **base) for q in queued]
+                                     detail={"queue_id": q.queue_id, **about}, **base)
+                        for q in queued]
             return store.Delivery(mail_from=mail_from, local=local, queued=queued,
                                   audit=[*session.pending_audit, *records],
                                   header_message_id=header_msgid,
