@@ -43,6 +43,7 @@ class Receiver:
     ca: Path
     cert: Path
     key: Path
+    transport: str = "tls"  # or "udp"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,9 +60,7 @@ global(workDirectory="{work}"
        defaultNetstreamDriverCAFile="{self.ca}"
        defaultNetstreamDriverCertFile="{self.cert}"
        defaultNetstreamDriverKeyFile="{self.key}")
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1"
-       streamDriver.authMode="x509/certvalid")
-input(type="imtcp" address="127.0.0.1" port="{self.port}")
+{self._input()}
 template(name="audit" type="string" string="{TEMPLATE}")
 *.* action(type="omfile" file="{self.output}" template="audit")
 ''')
@@ -70,6 +69,12 @@ template(name="audit" type="string" string="{TEMPLATE}")
                 [RSYSLOGD, "-n", "-f", str(conf), "-i", str(self.directory / "rsyslogd.pid")],
                 stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 15
+        if self.transport == "udp":  # nothing to connect to: wait for the pid file
+            while not (self.directory / "rsyslogd.pid").exists():
+                assert time.monotonic() < deadline, "rsyslogd did not start"
+                time.sleep(0.1)
+            time.sleep(0.3)
+            return
 
         while time.monotonic() < deadline:
             try:
@@ -79,6 +84,14 @@ template(name="audit" type="string" string="{TEMPLATE}")
                 time.sleep(0.1)
         raise AssertionError("rsyslogd did not listen: "
                              + (self.directory / "rsyslogd.err").read_text())
+
+    def _input(self) -> str:
+        if self.transport == "udp":
+            return (f'module(load="imudp")\n'
+                    f'input(type="imudp" address="127.0.0.1" port="{self.port}")')
+        return ('module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1"\n'
+                '       streamDriver.authMode="x509/certvalid")\n'
+                f'input(type="imtcp" address="127.0.0.1" port="{self.port}")')
 
     def stop(self) -> None:
         if self.process is not None:

@@ -99,3 +99,29 @@ def test_receiver_down_during_burst_loses_nothing(shipped: tuple[Node, rsyslog.R
     # at least once: duplicates allowed, but every record is there
     sequences = [m.sequence for m in receiver.messages()]
     assert len(set(sequences)) <= len(sequences)
+
+
+def test_udp_destination(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    pki = node.data_dir / "pki"
+    receiver = rsyslog.Receiver(tmp_path / "rsyslog-udp", free_port("127.0.0.1"), pki / "ca.crt",
+                                pki / "server.crt", pki / "server.key", transport="udp")
+    receiver.start()
+    node.config.write_text(node.config.read_text() + f'''
+[audit]
+ship_interval = 0.2
+
+[[audit.destinations]]
+name = "udp-collector"
+transport = "udp"
+host = "127.0.0.1"
+port = {receiver.port}
+''')
+    node.start()
+    try:
+        send(node, 2)
+        assert wait_for_all(node, receiver) == set()
+        assert all(m.msgid == "IHE+RFC-3881" for m in receiver.messages())
+    finally:
+        node.stop()
+        receiver.stop()
