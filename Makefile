@@ -59,6 +59,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(PY) bench/smtp_ingest.py --sessions 20 --messages 2000 --size-kb 5
+	$(PY) bench/audit_overhead.py --messages 2000 --verify-records 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
