@@ -8,7 +8,7 @@ DATA ?= var
 DEMO_DOMAIN ?= demo.mssante.fr
 DEMO_MAILBOX ?= demo@$(DEMO_DOMAIN)
 WHITELIST_DIR ?= ../shared/data/liste-blanche
-DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls
+DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils
 
 .PHONY: run test lint install install-test system-deps bench clean
 
@@ -32,6 +32,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
+	    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
 	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	  else echo "note: not root, cannot install:$$missing (tests needing them skip)"; fi; \
 	fi

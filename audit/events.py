@@ -87,6 +87,9 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a message copy was queued, encrypted, for a whitelisted remote domain"),
     EventKind("store.tampered", SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "R",
               "a stored ciphertext failed authentication; it was not served"),
+    # directory
+    EventKind("directory.sync", IMPORT, own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "U",
+              "a directory sync run ended (counts in detail) or failed (8, last good kept)"),
     # administration (mss CLI)
     EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "C",
               "mss init created a data dir, keys and development PKI"),

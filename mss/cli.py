@@ -21,6 +21,7 @@ from audit.cli import audit_app
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import pseudonym_key
+from directory.cli import directory_app
 from mss import crypto, store
 from mss.app import open_app
 from mss.cli_support import HANDLED, CliError, actor, fail, node, report
@@ -40,6 +41,7 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(audit_app, name="audit")
+app.add_typer(directory_app, name="directory")
 
 
 @app.callback()

@@ -78,6 +78,51 @@ class AuditConfig:
     pseudonym_key_file: Path = Path("keys/pseudonym.key")
 
 
+DIRECTORY_FIELDS = ("mail", "type", "id_nat", "display_name", "given_name", "surname",
+                    "profession", "structure_id", "service", "city", "liste_rouge")
+DEFAULT_ATTRIBUTES = {
+    "mail": "mail", "type": "mssMailboxType", "id_nat": "mssIdNat", "display_name": "cn",
+    "given_name": "givenName", "surname": "sn", "profession": "mssProfession",
+    "structure_id": "mssStructureId", "service": "mssService", "city": "l",
+    "liste_rouge": "mssListeRouge",
+}
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """LDAP source of the professional directory (absent: no sync, no recipient check)."""
+
+    urls: tuple[str, ...]
+    base_dn: str
+    bind_dn: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    filter: str = "(objectClass=mssMailbox)"
+    tls: str = "none"  # none | starttls | ldaps
+    ca_file: Path | None = None
+    page_size: int = 1000
+    timeout: float = 30.0
+    interval: float = 3600.0  # seconds between syncs in mss serve (0: off)
+    full_every: float = 86400.0  # a full sync at least this often
+    reject_invalid: bool = False  # True: a bad entry fails the run
+    check_recipients: bool = True  # submission: remote recipients must be in the directory
+    unpublished_domains: tuple[str, ...] = ()
+    attributes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"config: directory.password_env: ${self.password_env} unset")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"config: directory.password_file: {exc.strerror}") from None
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -92,6 +137,7 @@ class Config:
     log_file: Path | None = None
     workers: int = 1
     audit: AuditConfig = field(default_factory=AuditConfig)
+    directory: DirectoryConfig | None = None
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
@@ -231,6 +277,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     return Config(
+        directory=_directory_config(raw.get("directory"), path_of),
         audit=audit,
         workers=workers,
         path=cfg_path,
@@ -300,6 +347,56 @@ def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditCon
     _positive(config.checkpoint_interval, "audit.checkpoint_interval")
     _positive(config.ship_interval, "audit.ship_interval")
     _positive(config.batch, "audit.batch")
+    return config
+
+
+def _directory_config(raw: Any, path_of: Any) -> DirectoryConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("config: [directory] must be a table")
+    p = "directory"
+    urls = raw.get("urls", raw.get("url"))
+    if isinstance(urls, str):
+        urls = [urls]
+    if not urls or not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ConfigError("config: directory.urls: a list of ldap:// or ldaps:// URLs")
+    for url in urls:
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise ConfigError(f"config: directory.urls: not an LDAP URL: {url!r}")
+    tls = _get(raw, "tls", p, str, "none")
+    if tls not in ("none", "starttls", "ldaps"):
+        raise ConfigError(f"config: directory.tls: none, starttls or ldaps, got {tls!r}")
+    attributes = dict(DEFAULT_ATTRIBUTES)
+    mapping = raw.get("attributes", {})
+    if not isinstance(mapping, dict):
+        raise ConfigError("config: [directory.attributes] must be a table")
+    for key, value in mapping.items():
+        if key not in DIRECTORY_FIELDS or not isinstance(value, str):
+            raise ConfigError(f"config: directory.attributes.{key}: unknown field or not a str")
+        attributes[key] = value
+    password_file = raw.get("password_file")
+    unpublished = raw.get("unpublished_domains", [])
+    if not isinstance(unpublished, list):
+        raise ConfigError("config: directory.unpublished_domains: a list of domains")
+    config = DirectoryConfig(
+        urls=tuple(urls), base_dn=_get(raw, "base_dn", p, str, None),
+        bind_dn=raw.get("bind_dn"),
+        password_file=Path(path_of(password_file)) if password_file else None,
+        password_env=raw.get("password_env"),
+        filter=_get(raw, "filter", p, str, "(objectClass=mssMailbox)"), tls=tls,
+        ca_file=Path(path_of(raw["ca_file"])) if raw.get("ca_file") else None,
+        page_size=_get(raw, "page_size", p, int, 1000),
+        timeout=_get(raw, "timeout", p, float, 30.0),
+        interval=_get(raw, "interval", p, float, 3600.0),
+        full_every=_get(raw, "full_every", p, float, 86400.0),
+        reject_invalid=_get(raw, "reject_invalid", p, bool, False),
+        check_recipients=_get(raw, "check_recipients", p, bool, True),
+        unpublished_domains=tuple(str(d).lower() for d in unpublished),
+        attributes=attributes,
+    )
+    _positive(config.page_size, "directory.page_size")
+    _positive(config.timeout, "directory.timeout")
     return config
 
 

@@ -193,6 +193,49 @@ audit_checkpoints = Table(
 )
 
 
+# The synchronised professional directory (DESIGN.md §2 "Directory sync").
+_DIRECTORY_COLUMNS = (
+    ("mail", 320), ("type", 8), ("id_nat", 32), ("display_name", 256), ("given_name", 128),
+    ("surname", 128), ("profession", 128), ("structure_id", 32), ("service", 256),
+    ("city", 128),
+)
+
+
+def _directory_table(name: str, *extra: Column[Any]) -> Table:
+    return Table(
+        name, metadata,
+        Column("dn", Text, primary_key=True),
+        *(Column(col, String(size)) for col, size in _DIRECTORY_COLUMNS),
+        Column("liste_rouge", Boolean, nullable=False, default=False),
+        Column("digest", String(32), nullable=False),  # change detection between runs
+        *extra,
+    )
+
+
+directory_entries = _directory_table(
+    "directory_entries", Column("updated_at", Float, nullable=False))
+Index("ix_directory_mail", directory_entries.c.mail, unique=True)
+directory_staging = _directory_table("directory_staging")
+Index("ix_directory_staging_mail", directory_staging.c.mail)
+
+directory_runs = Table(
+    "directory_runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # full | incremental
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", String(16), nullable=False),  # running | ok | failed
+    Column("server", Text),
+    Column("entries", Integer, nullable=False, default=0),
+    Column("added", Integer, nullable=False, default=0),
+    Column("changed", Integer, nullable=False, default=0),
+    Column("removed", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("high_water", String(32)),  # newest modifyTimestamp seen
+    Column("error", Text),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's implicit BEGIN is
     # deferred, which turns writer contention into SQLITE_BUSY mid-transaction).

@@ -1,0 +1,126 @@
+"""``mss directory ...``: synchronise and query the professional directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import func, or_, select
+
+from directory.sync import DirectorySync, RunReport, SyncError
+from mss import db
+from mss.cli_support import actor, fail, node
+
+directory_app = typer.Typer(no_args_is_help=True, help="The professional directory (LDAP).")
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+def _report(report: RunReport) -> None:
+    print(f"{report.kind} sync from {report.server}: {report.entries} entries, "
+          f"{report.added} added, {report.changed} changed, {report.removed} removed, "
+          f"{report.rejected} rejected, {report.seconds:.1f} s")
+    for problem in report.rejects:
+        print(f"rejected: {problem}", file=sys.stderr)
+
+
+@directory_app.command("sync")
+def directory_sync(
+    ctx: typer.Context,
+    full: Annotated[bool, typer.Option("--full", help="Full sync (detects deletions).")] = False,
+) -> None:
+    """Synchronise now: incremental (modifyTimestamp) unless --full or a full one is due."""
+    with node(ctx) as app:
+        if app.config.directory is None:
+            fail("no [directory] section in the configuration")
+        sync = DirectorySync(app.engine, app.config.directory, actor=actor())
+        do_full = full or sync.needs_full()
+        try:
+            if sys.stderr.isatty():
+                from rich.progress import Progress, SpinnerColumn, TextColumn
+
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                              TextColumn("{task.completed} entries"), transient=True) as bar:
+                    task = bar.add_task("full sync" if do_full else "incremental sync")
+
+                    def tick(count: int) -> None:
+                        bar.update(task, completed=count)
+
+                    report = sync.full(tick) if do_full else sync.incremental(tick)
+            else:
+                def line(count: int) -> None:
+                    print(f"... {count} entries", file=sys.stderr)
+
+                report = sync.full(line) if do_full else sync.incremental(line)
+        except SyncError as exc:
+            fail(f"directory sync failed, last good directory kept: {exc}")
+    _report(report)
+
+
+@directory_app.command("status")
+def directory_status(ctx: typer.Context) -> None:
+    """Last runs, counts and age of the directory in force."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(db.directory_entries)).scalar()
+        runs = conn.execute(select(db.directory_runs).order_by(db.directory_runs.c.id.desc())
+                            .limit(5)).all()
+    print(f"entries in force: {count}")
+    ok = [r for r in runs if r.status == "ok"]
+    if ok:
+        import time
+
+        age = time.time() - (ok[0].finished_at or ok[0].started_at)
+        print(f"last good run: {ok[0].kind} at {_when(ok[0].finished_at)} ({age:.0f} s ago)")
+    for r in runs:
+        print(f"run {r.id}: {r.kind} {r.status} started {_when(r.started_at)}: {r.entries} "
+              f"entries, +{r.added} ~{r.changed} -{r.removed}, {r.rejected} rejected"
+              + (f" ({r.error})" if r.error else ""))
+
+
+def _row_line(row: Any) -> str:
+    return "\t".join(str(getattr(row, c) or "-") for c in
+                     ("mail", "type", "display_name", "id_nat", "profession", "city"))
+
+
+@directory_app.command("search")
+def directory_search(ctx: typer.Context, text: str,
+                     limit: Annotated[int, typer.Option("--limit")] = 50) -> None:
+    """Find entries by name, mail, idNat, profession or city; prints a table."""
+    e = db.directory_entries
+    pattern = f"%{text.lower()}%"
+    with node(ctx) as app, app.reader.connect() as conn:
+        rows = conn.execute(select(e).where(or_(
+            e.c.mail.like(pattern), e.c.display_name.ilike(pattern), e.c.id_nat.like(pattern),
+            e.c.profession.ilike(pattern), e.c.city.ilike(pattern), e.c.surname.ilike(pattern)
+        )).order_by(e.c.mail).limit(limit)).all()
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("mail", "type", "name", "idNat", "profession", "city")
+        for r in rows:
+            table.add_row(*_row_line(r).split("\t"))
+        Console().print(table)
+    else:
+        for r in rows:
+            print(_row_line(r))
+
+
+@directory_app.command("show")
+def directory_show(ctx: typer.Context, address: str) -> None:
+    """Show the directory entry of one address."""
+    e = db.directory_entries
+    with node(ctx) as app, app.reader.connect() as conn:
+        row = conn.execute(select(e).where(e.c.mail == address.lower())).first()
+    if row is None:
+        fail(f"{address} is not in the directory")
+    for column in e.columns:
+        if column.name != "digest":
+            value = getattr(row, column.name)
+            print(f"{column.name}: {_when(value) if column.name == 'updated_at' else value}")

@@ -1,0 +1,168 @@
+"""Directory sync against a real OpenLDAP slapd: paging, validation, changes, failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap3
+import pytest
+from sqlalchemy import func, select
+
+from directory.sync import DirectorySync, SyncError
+from mss import db
+from mss.config import DirectoryConfig
+from tests import slapd
+from tests.node import free_port
+
+pytestmark = pytest.mark.skipif(not slapd.available(), reason="slapd not installed")
+
+ENTRIES = 100_000
+PEOPLE = f"ou=people,{slapd.SUFFIX}"
+
+
+def bad_entries() -> Iterator[str]:
+    yield slapd.person_ldif(900001, mail="")  # no mail
+    yield slapd.person_ldif(900002, mail="not-an-address")
+    yield slapd.person_ldif(900003, mail="twice@annuaire.mssante.fr")
+    yield slapd.person_ldif(900004, mail="twice@annuaire.mssante.fr")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slapd.Slapd]:
+    directory = tmp_path_factory.mktemp("slapd")
+    instance = slapd.Slapd(directory, free_port(), sizelimit=500)  # paging is mandatory
+    instance.configure()
+    instance.load(e for gen in (
+        (slapd.person_ldif(i) for i in range(ENTRIES)), bad_entries()) for e in gen)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def config_for(server: slapd.Slapd, tmp_path: Path, **extra: object) -> DirectoryConfig:
+    password = tmp_path / "ldap.password"
+    password.write_text(slapd.PASSWORD + "\n")
+    return DirectoryConfig(urls=(server.url,), base_dn=PEOPLE, bind_dn=slapd.READER_DN,
+                           password_file=password, page_size=500, **extra)  # type: ignore[arg-type]
+
+
+def engine_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(f"sqlite:///{tmp_path}/dir.db")
+    db.create_schema(engine)
+    return engine
+
+
+def count(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(db.directory_entries))
+                   .scalar() or 0)
+
+
+def admin(server: slapd.Slapd) -> ldap3.Connection:
+    return ldap3.Connection(ldap3.Server(server.url), slapd.ROOT_DN, slapd.PASSWORD,
+                            auto_bind=True, raise_exceptions=True)
+
+
+def test_full_sync_pages_past_the_size_limit_and_reports_bad_entries(
+        server: slapd.Slapd, tmp_path: Path) -> None:
+    engine = engine_for(tmp_path)
+    report = DirectorySync(engine, config_for(server, tmp_path)).full()
+    assert report.status == "ok"
+    assert report.entries == ENTRIES and count(engine) == ENTRIES
+    assert report.added == ENTRIES and report.removed == 0
+    assert report.rejected == 4
+    text = "\n".join(report.rejects)
+    assert "no mail" in text and "not-an-address" in text and "held by 2 entries" in text
+    with engine.connect() as conn:
+        row = conn.execute(select(db.directory_entries).where(
+            db.directory_entries.c.mail == "pro42@annuaire.mssante.fr")).one()
+        assert (row.type, row.id_nat, row.city) == ("PER", "810000000042", "Ville42")
+        audit = conn.execute(select(db.audit_log).where(
+            db.audit_log.c.event == "directory.sync")).one()
+    detail = json.loads(audit.detail)
+    assert (detail["added"], detail["rejected"], detail["kind"]) == (ENTRIES, 4, "full")
+    # reject_invalid turns bad entries into a failed run, the directory untouched
+    strict = DirectorySync(engine, config_for(server, tmp_path, reject_invalid=True))
+    with pytest.raises(SyncError, match="4 invalid entries"):
+        strict.full()
+    assert count(engine) == ENTRIES
+
+
+def test_changes_incremental_then_full(server: slapd.Slapd, tmp_path: Path) -> None:
+    engine = engine_for(tmp_path)
+    sync = DirectorySync(engine, config_for(server, tmp_path))
+    sync.full()
+    time.sleep(1.1)  # modifyTimestamp has a one-second resolution
+    ldap = admin(server)
+    for i in range(10):
+        ldap.modify(f"uid=p{i},{PEOPLE}", {"l": [(ldap3.MODIFY_REPLACE, ["Lyon"])]})
+    for i in range(10, 15):
+        ldap.delete(f"uid=p{i},{PEOPLE}")
+    for i in range(3):
+        ldap.add(f"uid=n{i},{PEOPLE}", ["inetOrgPerson", "mssMailbox"],
+                 {"uid": f"n{i}", "cn": f"New {i}", "sn": "New", "mssMailboxType": "PER",
+                  "mail": f"new{i}@annuaire.mssante.fr"})
+    ldap.unbind()
+    incremental = sync.incremental()
+    assert (incremental.kind, incremental.changed, incremental.added) == ("incremental", 10, 3)
+    assert count(engine) == ENTRIES + 3  # deletions wait for a full sync
+    full = sync.full()
+    assert (full.added, full.changed, full.removed) == (0, 0, 5)
+    assert count(engine) == ENTRIES - 2
+    with engine.connect() as conn:
+        city = conn.execute(select(db.directory_entries.c.city).where(
+            db.directory_entries.c.mail == "pro3@annuaire.mssante.fr")).scalar()
+    assert city == "Lyon"
+
+
+def test_server_stopped_mid_sync_keeps_last_good(tmp_path: Path) -> None:
+    instance = slapd.Slapd(tmp_path / "ldap", free_port())
+    instance.configure()
+    instance.load(slapd.person_ldif(i) for i in range(30_000))
+    instance.start()
+    engine = engine_for(tmp_path)
+    sync = DirectorySync(engine, config_for(instance, tmp_path, timeout=5.0))
+    try:
+        sync.full()
+        assert count(engine) == 30_000
+        stopped = threading.Event()
+
+        def stop_midway(entries: int) -> None:
+            if entries >= 10_000 and not stopped.is_set():
+                stopped.set()
+                instance.stop()
+
+        with pytest.raises(SyncError):
+            sync.full(stop_midway)
+        assert stopped.is_set()
+        assert count(engine) == 30_000  # last good directory in force
+        with engine.connect() as conn:
+            runs = conn.execute(select(db.directory_runs.c.status).order_by(
+                db.directory_runs.c.id)).scalars().all()
+            staging = conn.execute(select(func.count()).select_from(db.directory_staging)
+                                   ).scalar()
+        assert runs == ["ok", "failed"] and staging == 0
+        # nothing reachable at all: failed at once, still the last good directory
+        with pytest.raises(SyncError, match="no directory server reachable"):
+            sync.full()
+        assert count(engine) == 30_000
+    finally:
+        instance.stop()
+
+
+def test_server_truncating_paged_results_fails_the_run(tmp_path: Path) -> None:
+    instance = slapd.Slapd(tmp_path / "ldap", free_port(), sizelimit=500, paged_total=500)
+    instance.configure()
+    instance.load(slapd.person_ldif(i) for i in range(1200))
+    instance.start()
+    engine = engine_for(tmp_path)
+    try:
+        with pytest.raises(SyncError, match="ended the search early"):
+            DirectorySync(engine, config_for(instance, tmp_path)).full()
+        assert count(engine) == 0
+    finally:
+        instance.stop()
