@@ -15,6 +15,7 @@ from audit.checkpoints import signing_key, write_checkpoint
 from audit.dicom import audit_source
 from audit.journal import AuditRecord, append
 from audit.shipper import Outbox, Shipper
+from directory.sync import DirectorySync
 from mss.app import App, open_app
 from mss.committer import GroupCommitter
 from proxy.smtp.listeners import start_smtp
@@ -40,6 +41,26 @@ async def checkpoint_loop(app: App) -> None:
             await loop.run_in_executor(None, once)
         except Exception as exc:  # try again next time; verification still works
             log.error("audit checkpoint failed", error=repr(exc))
+
+
+async def directory_loop(app: App) -> None:
+    """Synchronise the directory every directory.interval seconds (full when due)."""
+    assert app.config.directory is not None
+    sync = DirectorySync(app.engine, app.config.directory, actor="mss")
+    loop = asyncio.get_running_loop()
+
+    def once() -> None:
+        report = sync.full() if sync.needs_full() else sync.incremental()
+        log.info("directory synchronised", kind=report.kind, entries=report.entries,
+                 added=report.added, changed=report.changed, removed=report.removed,
+                 rejected=report.rejected)
+
+    while True:
+        try:
+            await loop.run_in_executor(None, once)
+        except Exception as exc:  # recorded as a failed run; the last good one stays
+            log.error("directory sync failed", error=str(exc))
+        await asyncio.sleep(app.config.directory.interval)
 
 
 def serve_workers(config_path: Path, workers: int) -> int:
@@ -98,9 +119,11 @@ async def serve(app: App, worker: int = 0) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
-        checkpoints = None
+        checkpoints = directory = None
         if worker == 0:
             checkpoints = asyncio.create_task(checkpoint_loop(app))
+            if cfg.directory is not None and cfg.directory.interval > 0:
+                directory = asyncio.create_task(directory_loop(app))
         shipper = None
         if cfg.audit.destinations and worker == 0:  # one shipper per node
             shipper = asyncio.create_task(Shipper(
@@ -123,7 +146,7 @@ async def serve(app: App, worker: int = 0) -> None:
                     transport.write(b"421 4.3.2 Service shutting down\r\n")
                     transport.close()
         watcher.cancel()
-        for task in (shipper, checkpoints):
+        for task in (shipper, checkpoints, directory):
             if task is not None:
                 task.cancel()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))

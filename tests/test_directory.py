@@ -166,3 +166,53 @@ def test_server_truncating_paged_results_fails_the_run(tmp_path: Path) -> None:
         assert count(engine) == 0
     finally:
         instance.stop()
+
+
+def test_submission_checks_remote_recipients_against_the_directory(tmp_path: Path) -> None:
+    import smtplib
+
+    from tests.node import DOMAIN, PASSWORD, make_node
+
+    instance = slapd.Slapd(tmp_path / "ldap", free_port())
+    instance.configure()
+    instance.load([slapd.person_ldif(1, mail="dr.martin@operator-a.mssante.fr"),
+                   slapd.person_ldif(2, mail="Dr.Durand@operator-b.mssante.fr")])
+    instance.start()
+    node = make_node(tmp_path / "mss")
+    password = node.data_dir / "keys" / "ldap.password"
+    password.write_text(slapd.PASSWORD)
+    password.chmod(0o600)
+    node.config.write_text(node.config.read_text() + f"""
+[directory]
+urls = ["{instance.url}"]
+base_dn = "{PEOPLE}"
+bind_dn = "{slapd.READER_DN}"
+password_file = "keys/ldap.password"
+interval = 0
+unpublished_domains = ["operator-b.mssante.fr"]
+""")
+    try:
+        out = node.cli("directory", "sync", "--full")
+        assert "full sync from" in out.stdout and "2 entries" in out.stdout
+        assert "entries in force: 2" in node.cli("directory", "status").stdout
+        assert "dr.martin@operator-a.mssante.fr" in node.cli("directory", "search",
+                                                             "martin").stdout
+        assert "type: PER" in node.cli("directory", "show",
+                                       "dr.martin@operator-a.mssante.fr").stdout
+        node.start()
+        client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
+        client.starttls(context=node.client_context())
+        client.login(f"alice@{DOMAIN}", PASSWORD)
+        assert client.mail(f"alice@{DOMAIN}")[0] == 250
+        assert client.rcpt("dr.martin@operator-a.mssante.fr")[0] == 250
+        code, reply = client.rcpt("nobody@operator-a.mssante.fr")
+        assert (code, reply[:5]) == (550, b"5.1.1")
+        assert client.rcpt("anyone@operator-b.mssante.fr")[0] == 250  # not published
+        client.quit()
+        rows = node.wait_audit(lambda r: r["event"] == "smtp.recipient.refused"
+                               and r["rcpt"] == "nobody@operator-a.mssante.fr")
+        assert rows and "directory" in str(rows[-1]["reason"])
+    finally:
+        if node.process is not None:
+            node.stop()
+        instance.stop()

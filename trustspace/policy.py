@@ -88,6 +88,7 @@ class RecipientFacts:
     domain_hosted: bool
     mailbox_exists: bool
     mailbox_enabled: bool
+    in_directory: bool | None = None  # None: the directory check does not apply
 
 
 def mx_sender(mail_from: str, whitelist: Whitelist) -> Decision:
@@ -136,6 +137,9 @@ def submission_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decisio
     if facts.domain_hosted:
         return mx_recipient(facts, whitelist)
     if whitelist.is_whitelisted(facts.domain):
+        if facts.in_directory is False:
+            return refuse(Verdict.RECIPIENT_UNKNOWN,
+                          f"{facts.address} is not in the professional directory", whitelist)
         return accept(f"remote domain {facts.domain} whitelisted", whitelist, RECIPIENT_OK)
     return refuse(Verdict.RECIPIENT_OUTSIDE_TRUST_SPACE,
                   f"recipient domain {facts.domain} is not on whitelist version "

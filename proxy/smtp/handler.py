@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import patient_pseudonym, pseudonym_key
+from directory.lookup import directory_has
 from mss import message as rfc5322
 from mss import store
 from mss.app import App
@@ -182,10 +183,20 @@ class SmtpHandler:
         domain = address.rsplit("@", 1)[1]
         mailbox = store.get_mailbox(conn, address)
         hosted = mailbox is not None or store.is_hosted_domain(conn, domain)
+        in_directory = None
+        if not hosted and self.mode == "submission" and self._directory_applies(domain):
+            in_directory = directory_has(conn, address)
         facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
                                       mailbox_exists=mailbox is not None,
-                                      mailbox_enabled=bool(mailbox and mailbox.enabled))
+                                      mailbox_enabled=bool(mailbox and mailbox.enabled),
+                                      in_directory=in_directory)
         return facts, (mailbox.id if mailbox else None)
+
+    def _directory_applies(self, domain: str) -> bool:
+        """The directory recipient check: configured, on, and not an unpublished domain."""
+        cfg = self.app.config.directory
+        return (cfg is not None and cfg.check_recipients
+                and domain not in cfg.unpublished_domains)
 
     async def handle_RCPT(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
