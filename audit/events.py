@@ -90,6 +90,8 @@ CATALOGUE: dict[str, EventKind] = _kinds(
     # directory
     EventKind("directory.sync", IMPORT, own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "U",
               "a directory sync run ended (counts in detail) or failed (8, last good kept)"),
+    EventKind("directory.publish", EXPORT, own("MSS-DIRECTORY-PUBLISH", "Mailboxes published"),
+              "U", "our mailboxes were published to the directory (counts in detail)"),
     # administration (mss CLI)
     EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "C",
               "mss init created a data dir, keys and development PKI"),

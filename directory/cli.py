@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy import func, or_, select
 
+from directory.publish import desired_entries, publish, to_ldif
 from directory.sync import DirectorySync, RunReport, SyncError
 from mss import db
 from mss.cli_support import actor, fail, node
+from mss.config import DEFAULT_ATTRIBUTES, read_secret
 
 directory_app = typer.Typer(no_args_is_help=True, help="The professional directory (LDAP).")
 
@@ -124,3 +127,42 @@ def directory_show(ctx: typer.Context, address: str) -> None:
         if column.name != "digest":
             value = getattr(row, column.name)
             print(f"{column.name}: {_when(value) if column.name == 'updated_at' else value}")
+
+
+@directory_app.command("export")
+def directory_export(ctx: typer.Context, ldif: Annotated[Path, typer.Option(
+        "--ldif", help="File to write (RFC 2849).")]) -> None:
+    """Write our publishable mailboxes as LDIF (liste rouge and disabled ones left out)."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        directory = app.config.directory
+        mapping = directory.attributes if directory else dict(DEFAULT_ATTRIBUTES)
+        base = directory.publish.base_dn if directory and directory.publish else \
+            "ou=mssante," + ",".join(f"dc={p}" for p in
+                                     app.config.smtp.hostname.split(".")[1:])
+        entries = list(desired_entries(conn).values())
+    try:
+        ldif.write_text(to_ldif(entries, base, mapping), encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {ldif}: {exc.strerror}")
+    print(f"{len(entries)} mailboxes written to {ldif}")
+
+
+@directory_app.command("publish")
+def directory_publish(ctx: typer.Context) -> None:
+    """Add, update and remove our mailboxes under [directory.publish] base_dn."""
+    with node(ctx) as app:
+        directory = app.config.directory
+        if directory is None or directory.publish is None:
+            fail("no [directory.publish] section in the configuration")
+        target = directory.publish
+        password = read_secret("directory.publish", target.password_env, target.password_file)
+        try:
+            report = publish(app.engine, directory, target.url, target.bind_dn,
+                             password or "", target.base_dn, actor())
+        except SyncError as exc:
+            fail(str(exc))
+    print(f"published: {report.added} added, {report.updated} updated, {report.removed} "
+          f"removed, {len(report.retyped)} re-created with a new type, {report.unchanged} "
+          "unchanged")
+    for address in report.retyped:
+        print(f"type changed: {address} deleted and added again", file=sys.stderr)

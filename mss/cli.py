@@ -148,6 +148,8 @@ def mailbox_add(
     finess: Annotated[str | None, typer.Option("--finess", help="FINESS (ORG/APP).")] = None,
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+    liste_rouge: Annotated[bool, typer.Option(
+        "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
 ) -> None:
     """Create a mailbox (with its own encryption key and default folders)."""
     password_hash = None
@@ -158,7 +160,8 @@ def mailbox_add(
         password_hash = hash_password(password)
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = store.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
-                                    finess=finess, password_hash=password_hash)
+                                    finess=finess, password_hash=password_hash,
+                                    liste_rouge=liste_rouge)
         append(conn, [AuditRecord("admin.mailbox.add", actor=actor(), mailbox=mailbox.address,
                                   detail={"type": mailbox.type})])
     print(f"mailbox {mailbox.address} ({mailbox.type}) created")

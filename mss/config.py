@@ -89,6 +89,17 @@ DEFAULT_ATTRIBUTES = {
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    """Where our mailboxes are published (a writable LDAP subtree)."""
+
+    url: str
+    bind_dn: str
+    base_dn: str
+    password_file: Path | None = None
+    password_env: str | None = None
+
+
+@dataclass(frozen=True)
 class DirectoryConfig:
     """LDAP source of the professional directory (absent: no sync, no recipient check)."""
 
@@ -108,19 +119,25 @@ class DirectoryConfig:
     check_recipients: bool = True  # submission: remote recipients must be in the directory
     unpublished_domains: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+    publish: PublishConfig | None = None
 
     def password(self) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"config: directory.password_env: ${self.password_env} unset")
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"config: directory.password_file: {exc.strerror}") from None
-        return None
+        return read_secret("directory", self.password_env, self.password_file)
+
+
+def read_secret(key: str, env: str | None, path: Path | None) -> str | None:
+    """A password from an environment variable or a file (never from the TOML itself)."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"config: {key}.password_env: ${env} is not set")
+        return value
+    if path:
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"config: {key}.password_file: {exc.strerror}") from None
+    return None
 
 
 @dataclass(frozen=True)
@@ -350,6 +367,20 @@ def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditCon
     return config
 
 
+def _publish_config(raw: Any, path_of: Any) -> PublishConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("config: [directory.publish] must be a table")
+    p = "directory.publish"
+    password_file = raw.get("password_file")
+    return PublishConfig(url=_get(raw, "url", p, str, None),
+                         bind_dn=_get(raw, "bind_dn", p, str, None),
+                         base_dn=_get(raw, "base_dn", p, str, None),
+                         password_file=Path(path_of(password_file)) if password_file else None,
+                         password_env=raw.get("password_env"))
+
+
 def _directory_config(raw: Any, path_of: Any) -> DirectoryConfig | None:
     if raw is None:
         return None
@@ -394,6 +425,7 @@ def _directory_config(raw: Any, path_of: Any) -> DirectoryConfig | None:
         check_recipients=_get(raw, "check_recipients", p, bool, True),
         unpublished_domains=tuple(str(d).lower() for d in unpublished),
         attributes=attributes,
+        publish=_publish_config(raw.get("publish"), path_of),
     )
     _positive(config.page_size, "directory.page_size")
     _positive(config.timeout, "directory.timeout")

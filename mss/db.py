@@ -55,6 +55,7 @@ mailboxes = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
     Column("disabled_at", Float),
+    Column("liste_rouge", Boolean, nullable=False, default=False),  # never published
 )
 
 master_keys = Table(

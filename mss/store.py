@@ -41,6 +41,7 @@ class Mailbox:
     finess: str | None
     created_at: float
     password_hash: str | None = field(default=None, repr=False)
+    liste_rouge: bool = False
 
 
 def normalize_address(address: str) -> str:
@@ -90,12 +91,12 @@ def _mailbox_of(row: object) -> Mailbox:
     m = row._mapping  # type: ignore[attr-defined]
     return Mailbox(id=m["id"], address=m["address"], type=m["type"], enabled=bool(m["enabled"]),
                    rpps=m["rpps"], finess=m["finess"], created_at=m["created_at"],
-                   password_hash=m["password_hash"])
+                   password_hash=m["password_hash"], liste_rouge=bool(m["liste_rouge"]))
 
 
 def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox_type: str,
                 *, rpps: str | None = None, finess: str | None = None,
-                password_hash: str | None = None) -> Mailbox:
+                password_hash: str | None = None, liste_rouge: bool = False) -> Mailbox:
     address = normalize_address(address)
     mailbox_type = mailbox_type.upper()
     if mailbox_type not in MAILBOX_TYPES:
@@ -115,7 +116,7 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
     now = time.time()
     mailbox_id = conn.execute(insert(db.mailboxes).values(
         address=address, domain_id=domain_id, type=mailbox_type, rpps=rpps, finess=finess,
-        password_hash=password_hash, enabled=True, created_at=now,
+        password_hash=password_hash, enabled=True, created_at=now, liste_rouge=liste_rouge,
     )).inserted_primary_key[0]  # type: ignore[index]
     keyring.create_key(conn, crypto.mailbox_key_id(mailbox_id))
     uidvalidity = int(now) & 0x7FFFFFFF
@@ -124,7 +125,8 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
          "uidnext": 1, "highestmodseq": 1, "subscribed": True}
         for name, use in DEFAULT_FOLDERS
     ])
-    return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash)
+    return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash,
+                   liste_rouge)
 
 
 # Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.

@@ -216,3 +216,54 @@ unpublished_domains = ["operator-b.mssante.fr"]
         if node.process is not None:
             node.stop()
         instance.stop()
+
+
+def test_publish_round_trip_and_export(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.node import DOMAIN, make_node
+
+    instance = slapd.Slapd(tmp_path / "ldap", free_port())
+    instance.configure()
+    instance.load([])
+    instance.start()
+    node = make_node(tmp_path / "mss", with_whitelist=False)
+    node.cli("mailbox", "add", f"cachee@{DOMAIN}", "--type", "PER", "--liste-rouge")
+    secret = node.data_dir / "keys" / "publish.password"
+    secret.write_text(slapd.PASSWORD)
+    node.config.write_text(node.config.read_text() + f"""
+[directory]
+urls = ["{instance.url}"]
+base_dn = "{PEOPLE}"
+interval = 0
+
+[directory.publish]
+url = "{instance.url}"
+bind_dn = "{slapd.ROOT_DN}"
+password_file = "keys/publish.password"
+base_dn = "{PEOPLE}"
+""")
+    try:
+        first = node.cli("directory", "publish").stdout
+        assert "3 added, 0 updated, 0 removed" in first  # alice, bob, secretariat
+        again = node.cli("directory", "publish").stdout
+        assert "0 added, 0 updated, 0 removed, 0 re-created with a new type, 3 unchanged" in again
+        if shutil.which("ldapsearch"):
+            out = subprocess.run(
+                ["ldapsearch", "-x", "-LLL", "-H", instance.url, "-D", slapd.ROOT_DN, "-w",
+                 slapd.PASSWORD, "-b", PEOPLE, "(objectClass=mssMailbox)", "mail",
+                 "mssMailboxType", "mssIdNat"], capture_output=True, text=True, check=True)
+            assert f"mail: alice@{DOMAIN}" in out.stdout and "mssIdNat: 810000000001" in out.stdout
+            assert "cachee" not in out.stdout  # liste rouge
+        node.cli("mailbox", "disable", f"bob@{DOMAIN}")
+        third = node.cli("directory", "publish").stdout
+        assert "0 added, 0 updated, 1 removed" in third
+        ldif = tmp_path / "export.ldif"
+        node.cli("directory", "export", "--ldif", str(ldif))
+        text = ldif.read_text()
+        assert f"mail: alice@{DOMAIN}" in text and "cachee" not in text and "bob@" not in text
+        events = [r for r in node.audit() if r["event"] == "directory.publish"]
+        assert len(events) == 3 and all(r["outcome"] == 0 for r in events)
+    finally:
+        instance.stop()
