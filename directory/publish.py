@@ -101,8 +101,8 @@ def publish(engine: Engine, config: DirectoryConfig, publish_url: str, bind_dn: 
                     base, "(objectClass=mssMailbox)", search_scope=ldap3.LEVEL,
                     attributes=wanted, paged_size=500, generator=True):
                 if item.get("type") == "searchResEntry":
-                    attrs = item["attributes"]
-                    mail = attrs.get(mapping["mail"])
+                    attrs = {k.lower(): v for k, v in item["attributes"].items()}
+                    mail = attrs.get(mapping["mail"].lower())
                     mail = (mail[0] if isinstance(mail, list) and mail else mail) or ""
                     present[str(mail).lower()] = (item["dn"], attrs)
             for address, entry in desired.items():
@@ -112,7 +112,7 @@ def publish(engine: Engine, config: DirectoryConfig, publish_url: str, bind_dn: 
                     report.added += 1
                     continue
                 dn, attrs = present[address]
-                current = {k: _one(attrs.get(k)) for k in target}
+                current = {k: _one(attrs.get(k.lower())) for k in target}
                 if current.get(mapping["type"]) != entry["type"]:
                     ldap.delete(dn)  # a type never changes in place: delete, then add
                     _add(ldap, entry, base, target)
@@ -121,7 +121,7 @@ def publish(engine: Engine, config: DirectoryConfig, publish_url: str, bind_dn: 
                 changes = {k: [(ldap3.MODIFY_REPLACE, [v])] for k, v in target.items()
                            if k not in (mapping[i] for i in IMMUTABLE) and current.get(k) != v}
                 gone = [mapping[k] for k in ("id_nat", "structure_id")
-                        if k not in entry and _one(attrs.get(mapping[k]))]
+                        if k not in entry and _one(attrs.get(mapping[k].lower()))]
                 changes.update({k: [(ldap3.MODIFY_DELETE, [])] for k in gone})
                 if changes:
                     ldap.modify(dn, changes)
