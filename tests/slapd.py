@@ -53,6 +53,7 @@ class Slapd:
     port: int
     sizelimit: int | None = None  # per search (a paged search must get past it)
     paged_total: int | None = None  # total a paged search may return (None: unlimited)
+    tls: tuple[Path, Path, Path] | None = None  # (CA, certificate, key): StartTLS offered
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +72,10 @@ class Slapd:
         size = self.sizelimit or "unlimited"
         total = self.paged_total or "unlimited"
         limits = f"sizelimit size.soft={size} size.hard={size} size.prtotal={total}\n"
-        self.conf.write_text(f"""
+        tls = "" if self.tls is None else (f"TLSCACertificateFile {self.tls[0]}\n"
+                                          f"TLSCertificateFile {self.tls[1]}\n"
+                                          f"TLSCertificateKeyFile {self.tls[2]}\n")
+        self.conf.write_text(f"""{tls}
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema

@@ -267,3 +267,29 @@ base_dn = "{PEOPLE}"
         assert len(events) == 3 and all(r["outcome"] == 0 for r in events)
     finally:
         instance.stop()
+
+
+def test_starttls_with_certificate_verification(tmp_path: Path) -> None:
+    from trustspace.pki import generate_dev_pki, issue_certificate
+
+    pki = tmp_path / "pki"
+    generate_dev_pki(pki, "ldap.test", ["mx.ldap.test"])
+    cert, key = issue_certificate(pki, "ldap", ["localhost"])
+    instance = slapd.Slapd(tmp_path / "ldap", free_port(), tls=(pki / "ca.crt", cert, key))
+    instance.configure()
+    instance.load(slapd.person_ldif(i) for i in range(50))
+    instance.start()
+    engine = engine_for(tmp_path)
+    url = f"ldap://localhost:{instance.port}"
+    try:
+        good = config_for(instance, tmp_path, tls="starttls", ca_file=pki / "ca.crt")
+        good = DirectoryConfig(**{**good.__dict__, "urls": (url,)})
+        assert DirectorySync(engine, good).full().entries == 50
+        other = tmp_path / "other"
+        generate_dev_pki(other, "other.test", ["mx.other.test"])
+        bad = DirectoryConfig(**{**good.__dict__, "ca_file": other / "ca.crt"})
+        with pytest.raises(SyncError, match="no directory server reachable"):
+            DirectorySync(engine, bad).full()  # an untrusted server gets no password
+        assert count(engine) == 50
+    finally:
+        instance.stop()
