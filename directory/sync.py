@@ -10,6 +10,7 @@ the last run's high-water mark are upserted; deletions wait for the next full sy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ssl
 import time
@@ -223,11 +224,22 @@ class DirectorySync:
         return last_full is None or time.time() - last_full >= self.config.full_every
 
     # ------------------------------------------------------------------ full
+    @contextlib.contextmanager
+    def _failures(self, report: RunReport, t0: float) -> Iterator[None]:
+        """Any failure of a run: record it as failed, keep the last good directory."""
+        try:
+            yield
+        except SyncError as exc:
+            raise self._fail(report, str(exc), t0) from None
+        except (LDAPException, OSError) as exc:
+            raise self._fail(report, f"directory read failed: {type(exc).__name__}: {exc}",
+                             t0) from None
+
     def full(self, progress: Progress | None = None) -> RunReport:
         report = self._start("full")
         t0 = time.monotonic()
         started = time.time()
-        try:
+        with self._failures(report, t0):
             conn_ldap, report.server = self.source.connect()
             with self.engine.begin() as conn:
                 conn.execute(delete(db.directory_staging))
@@ -260,11 +272,6 @@ class DirectorySync:
             if report.rejected and self.config.reject_invalid:
                 raise SyncError(f"{report.rejected} invalid entries (directory.reject_invalid)")
             self._swap(report, t0)
-        except SyncError as exc:
-            raise self._fail(report, str(exc), t0) from None
-        except (LDAPException, OSError) as exc:
-            raise self._fail(report, f"directory read failed: {type(exc).__name__}: {exc}",
-                             t0) from None
         return report
 
     def _reject(self, report: RunReport, problem: str) -> None:
@@ -323,7 +330,7 @@ class DirectorySync:
         # strictly after the mark: LDAP has no '>', so NOT '<=' (RFC 4515)
         search = f"(&{self.config.filter}(!(modifyTimestamp<={since})))"
         high = since
-        try:
+        with self._failures(report, t0):
             conn_ldap, report.server = self.source.connect()
             e = db.directory_entries
             try:
@@ -364,9 +371,4 @@ class DirectorySync:
                     append(conn, [self._audit(report, Outcome.SUCCESS)])
             finally:
                 conn_ldap.unbind()
-        except SyncError as exc:
-            raise self._fail(report, str(exc), t0) from None
-        except (LDAPException, OSError) as exc:
-            raise self._fail(report, f"directory read failed: {type(exc).__name__}: {exc}",
-                             t0) from None
         return report

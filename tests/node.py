@@ -61,6 +61,18 @@ class Node:
         ctx.check_hostname = False  # tests connect to 127.0.0.1
         return ctx
 
+    def mx_tls_socket(self) -> ssl.SSLSocket:
+        """A raw TLS socket on the MX after greeting, EHLO and STARTTLS (for exact bytes)."""
+        sock = socket.create_connection(("127.0.0.1", self.ports["mx"]), timeout=10)
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220")
+        sock.sendall(b"EHLO mx.operator-a.fr\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+        return self.client_context().wrap_socket(sock)
+
     def start(self, timeout: float = 30.0) -> None:
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
@@ -223,20 +222,6 @@ def test_swaks_submission_and_mx(running_node: Node) -> None:
 
 # --------------------------------------------------------------------------- DATA rules
 
-def raw_session(node: Node) -> ssl.SSLSocket:
-    """A TLS socket on the MX after EHLO/STARTTLS/EHLO, MAIL and RCPT done."""
-    sock = socket.create_connection(("127.0.0.1", node.ports["mx"]), timeout=10)
-    f = sock.makefile("rb")
-    assert f.readline().startswith(b"220")
-    sock.sendall(b"EHLO mx.operator-a.fr\r\n")
-    while not f.readline().startswith(b"250 "):
-        pass
-    sock.sendall(b"STARTTLS\r\n")
-    assert f.readline().startswith(b"220")
-    tls = node.client_context().wrap_socket(sock)
-    return tls
-
-
 def lines_until(tls: ssl.SSLSocket, count: int) -> list[bytes]:
     buf = b""
     while buf.count(b"\r\n") < count:
@@ -260,7 +245,7 @@ def smtp_prelude(tls: ssl.SSLSocket) -> None:
 @pytest.mark.parametrize("smuggle", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"])
 def test_smuggling_sequences_do_not_end_data(running_node: Node, smuggle: bytes) -> None:
     before_alice = inbox_count(running_node, ALICE)
-    tls = raw_session(running_node)
+    tls = running_node.mx_tls_socket()
     smtp_prelude(tls)
     injected = (b"Subject: first\r\n\r\nbody" + smuggle
                 + f"MAIL FROM:<{REMOTE}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n".encode()
@@ -276,7 +261,7 @@ def test_smuggling_sequences_do_not_end_data(running_node: Node, smuggle: bytes)
 
 
 def test_dot_stuffing_and_crlf_dot_crlf(running_node: Node) -> None:
-    tls = raw_session(running_node)
+    tls = running_node.mx_tls_socket()
     smtp_prelude(tls)
     tls.sendall(b"Subject: dots\r\n\r\n..leading dot\r\n.\r\n")
     assert lines_until(tls, 1)[0].startswith(b"250 2.0.0")
@@ -309,7 +294,7 @@ def test_oversized_mail_refused_and_nothing_stored(tmp_path: object, fresh_node:
 
 
 def test_long_line_refused(running_node: Node) -> None:
-    tls = raw_session(running_node)
+    tls = running_node.mx_tls_socket()
     smtp_prelude(tls)
     tls.sendall(b"Subject: long\r\n\r\n" + b"a" * 1200 + b"\r\n.\r\n")
     assert lines_until(tls, 1)[0].startswith(b"500 5.5.2")

@@ -199,18 +199,8 @@ def test_two_workers_share_the_ports(fresh_node: Node) -> None:
 
 
 def test_sigterm_finishes_data_in_flight(fresh_node: Node) -> None:
-    import socket
-
     fresh_node.start()
-    sock = socket.create_connection(("127.0.0.1", fresh_node.ports["mx"]), timeout=10)
-    f = sock.makefile("rb")
-    assert f.readline().startswith(b"220")
-    sock.sendall(b"EHLO mx.operator-a.fr\r\n")
-    while not f.readline().startswith(b"250 "):
-        pass
-    sock.sendall(b"STARTTLS\r\n")
-    assert f.readline().startswith(b"220")
-    tls = fresh_node.client_context().wrap_socket(sock)
+    tls = fresh_node.mx_tls_socket()
     tf = tls.makefile("rb")
     tls.sendall(b"EHLO mx.operator-a.fr\r\n")
     while not tf.readline().startswith(b"250 "):
