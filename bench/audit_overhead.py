@@ -16,7 +16,6 @@ import argparse
 import json
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,7 +27,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.smtp_ingest import DOMAIN, MSS, SENDER, body, free_port, setup  # noqa: E402
+from bench.smtp_ingest import (  # noqa: E402
+    DOMAIN,
+    MSS,
+    SENDER,
+    body,
+    free_port,
+    setup,
+    wait_listening,
+)
 from tests import rsyslog  # noqa: E402
 from trustspace.pki import issue_certificate  # noqa: E402
 
@@ -85,13 +92,7 @@ server_name = "audit.bench"
     server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", ports["mx"]), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(ports["mx"])
         rate = ingest(config, ports["mx"], messages, sessions, size)
         result: dict[str, object] = {"ship": ship, "accepted_msg_s": round(rate, 1)}
         if receiver is not None:

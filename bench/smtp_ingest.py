@@ -45,6 +45,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listening on 127.0.0.1:{port}")
+
+
 def setup(base: Path, mailboxes: int, workers: int = 1) -> tuple[Path, dict[str, int]]:
     data = base / "node"
     subprocess.run([*MSS, "init", "--data-dir", str(data), "--domain", DOMAIN], check=True,
@@ -112,13 +123,7 @@ def main() -> None:
             server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", ports["mx"]), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_listening(ports["mx"])
             rcpts = [f"bench{i % args.mailboxes + 1}@{DOMAIN}" for i in range(args.messages)]
             size = int(args.size_kb * 1024)
             payloads = [body(size, i, rcpts[i]) for i in range(args.messages)]
