@@ -329,3 +329,32 @@ def test_patient_is_audited_as_pseudonym_only(running_node: Node) -> None:
     leaked = [p for p in running_node.data_dir.rglob("*")
               if p.is_file() and ins.encode() in p.read_bytes()]
     assert leaked == []
+
+
+
+def test_mx_client_certificate_dn_must_be_listed_for_the_domain(running_node: Node) -> None:
+    from trustspace.pki import issue_certificate
+
+    pki = running_node.data_dir / "pki"
+    # the whitelist lists "CN=mx.operator-a.fr,OU=312345678,O=Operator A,ST=Paris (75),C=FR";
+    # the same DN in another order, case and spacing must match
+    listed, listed_key = issue_certificate(
+        pki, "operator-a", ["mx.operator-a.fr"],
+        subject="C=FR,ST=Paris  (75),O=operator a,OU=312345678,CN=MX.Operator-A.fr")
+    other, other_key = issue_certificate(
+        pki, "intruder", ["mx.intruder.fr"],
+        subject="CN=mx.intruder.fr,OU=399999999,O=Intruder,ST=Paris (75),C=FR")
+    for cert, key, expected in ((listed, listed_key, 250), (other, other_key, 550)):
+        ctx = running_node.client_context()
+        ctx.load_cert_chain(cert, key)
+        with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10) as client:
+            client.ehlo("mx.operator-a.fr")
+            client.starttls(context=ctx)
+            client.ehlo("mx.operator-a.fr")
+            code, reply = client.mail(REMOTE)
+            assert code == expected, reply
+            if code == 550:
+                assert reply.startswith(b"5.7.1") and b"intruder" not in reply.lower()
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.sender.refused"
+                                   and "not listed" in str(r["reason"]))
+    assert rows and "CN=mx.intruder.fr" in str(rows[-1]["reason"])

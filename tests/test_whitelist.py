@@ -181,3 +181,35 @@ def test_shrink_guard_ratio(engine: Engine) -> None:
     refused = audit_rows(engine)[-1]
     assert refused["outcome"] == int(Outcome.MINOR_FAILURE)
     assert "drops 11 of 90" in str(refused["reason"])
+
+
+
+def test_dn_comparison_ignores_order_spacing_and_case() -> None:
+    from trustspace.dn import DNError, parse_dn
+
+    a = parse_dn("CN=smtp-1.mssante.adista.fr,OU=332315971500305,O=ADISTA,"
+                 "ST=Meurthe-et-Moselle (54),C=FR")
+    b = parse_dn("c=fr, st=meurthe-et-moselle  (54) , o=Adista,ou=332315971500305,"
+                 "cn=SMTP-1.mssante.adista.fr")
+    assert a == b
+    assert parse_dn("S=Paris,2.5.4.3=x") == parse_dn("ST=paris,CN=X")
+    assert parse_dn(r"O=A\, B,CN=x") == parse_dn("CN=x,O=a\\2C b")
+    assert a != parse_dn("CN=smtp-2.mssante.adista.fr,OU=332315971500305,O=ADISTA,C=FR")
+    for bad in ("", "CN", "CN=x,,O=y", "CN=x\\"):
+        with pytest.raises(DNError):
+            parse_dn(bad)
+
+
+@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
+def test_every_real_dn_parses_and_variants_collapse() -> None:
+    from trustspace.dn import parse_dn
+
+    parsed = parse_whitelist(REAL_LIST.read_bytes())
+    texts = {e.dn for e in parsed.entries}
+    canonical = {parse_dn(t) for t in texts}
+    assert len(texts) == 392 and len(canonical) == 391  # one DN published in two spellings
+    wl = Whitelist(1, parsed.entries)
+    dn = parse_dn("C=FR,ST=Meurthe-et-Moselle (54),O=ADISTA,OU=332315971500305,"
+                  "CN=smtp-2.mssante.adista.fr")
+    assert wl.dn_listed("zenidoc.mssante.fr", dn)
+    assert not wl.dn_listed("adsea29.mssante.fr", dn)

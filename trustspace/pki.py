@@ -87,8 +87,10 @@ def generate_dev_pki(directory: Path, domain: str, hostnames: list[str]) -> None
         "certificates before joining the trust space.\n")
 
 
-def issue_certificate(pki_dir: Path, name: str, hostnames: list[str]) -> tuple[Path, Path]:
-    """A certificate for *hostnames* signed by the dev CA of *pki_dir* (tests, peers)."""
+def issue_certificate(pki_dir: Path, name: str, hostnames: list[str],
+                      subject: str | None = None) -> tuple[Path, Path]:
+    """A certificate for *hostnames* signed by the dev CA of *pki_dir* (tests, peers);
+    *subject* is an RFC 4514 DN such as an operator's SERV SSL subject."""
     ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
     assert isinstance(ca_key, rsa.RSAPrivateKey)
@@ -96,7 +98,8 @@ def issue_certificate(pki_dir: Path, name: str, hostnames: list[str]) -> tuple[P
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(hostnames[0], f"mss development peer {name}"))
+        .subject_name(x509.Name.from_rfc4514_string(subject) if subject
+                      else _name(hostnames[0], f"mss development peer {name}"))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

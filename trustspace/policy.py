@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from trustspace.dn import CanonicalDN
 from trustspace.whitelist import Whitelist
 
 
@@ -91,11 +92,20 @@ class RecipientFacts:
     in_directory: bool | None = None  # None: the directory check does not apply
 
 
-def mx_sender(mail_from: str, whitelist: Whitelist) -> Decision:
-    """MX MAIL FROM: the sender's domain must be on the whitelist (DESIGN.md §2).
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The client certificate an operator presented (already verified by TLS)."""
 
-    The trust-space issue adds here the comparison of the client certificate DN with the
-    DNs the whitelist lists for that domain: it is the one place an MX sender is judged.
+    subject: str  # RFC 4514 text, for the audit record
+    dn: CanonicalDN
+
+
+def mx_sender(mail_from: str, whitelist: Whitelist,
+              peer: PeerCertificate | None = None) -> Decision:
+    """MX MAIL FROM: the sender's domain must be on the whitelist (DESIGN.md §2) and, when
+    the peer presented a certificate, its subject DN must be one the whitelist lists for
+    that domain. This is the one place an MX sender is judged; requiring the certificate
+    comes with the trust-space issue.
     """
     if not mail_from:
         return refuse(Verdict.NULL_SENDER_REFUSED,
@@ -106,6 +116,13 @@ def mx_sender(mail_from: str, whitelist: Whitelist) -> Decision:
         return refuse(Verdict.SENDER_OUTSIDE_TRUST_SPACE,
                       f"sender domain {domain} is not on whitelist version "
                       f"{whitelist.version_id}", whitelist)
+    if peer is not None and not whitelist.dn_listed(domain, peer.dn):
+        return refuse(Verdict.SENDER_OUTSIDE_TRUST_SPACE,
+                      f"certificate DN {peer.subject} is not listed for {domain} in whitelist "
+                      f"version {whitelist.version_id}", whitelist)
+    if peer is not None:
+        return accept(f"sender domain {domain} whitelisted, certificate DN listed",
+                      whitelist, SENDER_OK)
     return accept(f"sender domain {domain} whitelisted", whitelist, SENDER_OK)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
+from trustspace.dn import CanonicalDN, DNError, parse_dn
+
 NAMESPACE = "https://listeblanche.mssante.fr/schema"
 ROOT = "ListeBlancheMSSante"
 _CHUNK = 64 * 1024
@@ -192,6 +194,7 @@ class Whitelist:
             count += 1
         self._dns = {domain: frozenset(dns) for domain, dns in index.items()}
         self._entry_count = count
+        self._parsed: dict[str, frozenset[CanonicalDN]] = {}  # filled on first use
 
     @classmethod
     def empty(cls) -> Whitelist:
@@ -223,3 +226,21 @@ class Whitelist:
     def dns_for(self, domain: str) -> frozenset[str]:
         key = self._key(domain)
         return self._dns.get(key, frozenset()) if key else frozenset()
+
+    def dn_listed(self, domain: str, dn: CanonicalDN) -> bool:
+        """Is *dn* (parsed) one of the operator DNs listed for *domain*? (RFC 4514 values)"""
+        key = self._key(domain)
+        if key is None:
+            return False
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = frozenset(_parse_or_none(text) for text in self._dns.get(key, ()))
+            self._parsed[key] = parsed
+        return dn in parsed
+
+
+def _parse_or_none(text: str) -> CanonicalDN:
+    try:
+        return parse_dn(text)
+    except DNError:
+        return frozenset()  # an unparsable listed DN matches no certificate

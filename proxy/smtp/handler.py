@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import structlog
 from aiosmtpd.smtp import Envelope, LoginPassword
+from cryptography import x509
 from sqlalchemy import Connection
 
 from audit.events import Outcome
@@ -28,6 +29,7 @@ from mss.passwords import verify_password
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
+from trustspace.dn import canonical_name
 from trustspace.whitelist import normalize_domain
 
 log = structlog.get_logger("mss.smtp")
@@ -98,6 +100,12 @@ class SmtpHandler:
         detail = {}
         if ssl_object is not None:
             detail = {"version": ssl_object.version(), "cipher": ssl_object.cipher()[0]}
+            der = ssl_object.getpeercert(binary_form=True)
+            if der:  # only a certificate that verified against the trust anchors gets here
+                subject = x509.load_der_x509_certificate(der).subject
+                session.peer_certificate = policy.PeerCertificate(subject.rfc4514_string(),
+                                                      canonical_name(subject))
+                detail["peer_dn"] = session.peer_certificate.subject
         session.pending_audit.append(self._record(session, "smtp.tls", detail=detail))
 
     async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: Envelope,
@@ -166,7 +174,7 @@ class SmtpHandler:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
         else:
             if self.mode == "mx":
-                decision = policy.mx_sender(sender, whitelist)
+                decision = policy.mx_sender(sender, whitelist, session.peer_certificate)
             else:
                 decision = policy.submission_sender(sender, session.login or "",
                                                     session.may_send_as)

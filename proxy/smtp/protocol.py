@@ -39,6 +39,7 @@ class MssSession(Session):
         self.remote_addr = ""
         self.login: str | None = None  # authenticated mailbox address
         self.may_send_as: frozenset[str] = frozenset()
+        self.peer_certificate: Any = None  # policy.PeerCertificate once TLS verified one
         self.errors = 0
         # audit records of the session not yet committed: written with the next
         # transaction of the session (or at disconnect), saving a commit per connection

@@ -1,0 +1,107 @@
+"""Distinguished names compared as parsed values, never as strings (RFC 4514, RFC 4518).
+
+The whitelist writes operator DNs as RFC 4514 strings, with variations in attribute order,
+spacing and case for the same certificate. A DN is reduced to the set of its (attribute,
+value) pairs: attribute types mapped to one name (OIDs and aliases such as S for ST), values
+unescaped (RFC 4514 §3), Unicode-normalised (NFKC), case-folded and with inner spaces
+collapsed (the spirit of RFC 4518's caseIgnoreMatch preparation).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from cryptography import x509
+
+CanonicalDN = frozenset[tuple[str, str]]
+
+_TYPES = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "S": "ST",
+    "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.9": "STREET", "2.5.4.5": "SERIALNUMBER",
+    "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
+    "1.2.840.113549.1.9.1": "EMAIL", "E": "EMAIL", "EMAILADDRESS": "EMAIL",
+    "2.5.4.97": "ORGANIZATIONIDENTIFIER",
+}
+_HEX_PAIR = re.compile(r"\\([0-9A-Fa-f]{2})")
+_SPACES = re.compile(r"\s+")
+
+
+class DNError(ValueError):
+    """Not a parsable RFC 4514 distinguished name."""
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """Split on *separator* where it is not escaped with a backslash."""
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append("\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        raise DNError("DN ends with a lone backslash")
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(value: str) -> str:
+    # RFC 4514 §3: \HH pairs are UTF-8 octets; \<char> is the char itself
+    raw = _HEX_PAIR.sub(lambda m: f"\\x{m.group(1)}", value)
+    if "\\x" in raw:
+        out = bytearray()
+        i = 0
+        while i < len(raw):
+            if raw.startswith("\\x", i):
+                out.append(int(raw[i + 2:i + 4], 16))
+                i += 4
+            elif raw[i] == "\\" and i + 1 < len(raw):
+                out += raw[i + 1].encode()
+                i += 2
+            else:
+                out += raw[i].encode()
+                i += 1
+        return out.decode("utf-8", "replace")
+    return re.sub(r"\\(.)", r"\1", raw)
+
+
+def _attribute_type(name: str) -> str:
+    key = name.strip().upper()
+    if key.startswith("OID."):
+        key = key[4:]
+    return _TYPES.get(key, key)
+
+
+def _value(text: str) -> str:
+    value = unicodedata.normalize("NFKC", text)
+    return _SPACES.sub(" ", value).strip().casefold()
+
+
+def parse_dn(text: str) -> CanonicalDN:
+    pairs = set()
+    for rdn in _split(text.strip(), ","):
+        if not rdn.strip():
+            raise DNError(f"empty RDN in {text!r}")
+        for ava in _split(rdn, "+"):
+            name, sep, value = ava.partition("=")
+            if not sep or not name.strip():
+                raise DNError(f"not type=value: {ava.strip()!r}")
+            pairs.add((_attribute_type(name), _value(_unescape(value.strip()))))
+    return frozenset(pairs)
+
+
+def canonical_name(name: x509.Name) -> CanonicalDN:
+    """A certificate subject in the same canonical form."""
+    pairs = set()
+    for attribute in name:
+        oid = attribute.oid.dotted_string
+        value = attribute.value if isinstance(attribute.value, str) else \
+            attribute.value.decode("utf-8", "replace")
+        pairs.add((_TYPES.get(oid, oid), _value(value)))
+    return frozenset(pairs)
