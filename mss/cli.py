@@ -27,7 +27,7 @@ from mss.app import open_app
 from mss.cli_support import HANDLED, CliError, actor, fail, node, report
 from mss.config import DEFAULT_CONFIG_NAME, render_default_config
 from mss.passwords import hash_password
-from trustspace.cli import whitelist_app
+from trustspace.cli import pki_app, whitelist_app
 from trustspace.pki import generate_dev_pki
 from trustspace.whitelist import normalize_domain
 
@@ -42,6 +42,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(audit_app, name="audit")
 app.add_typer(directory_app, name="directory")
+app.add_typer(pki_app, name="pki")
 
 
 @app.callback()

@@ -78,3 +78,23 @@ def whitelist_check(ctx: typer.Context, domain: str) -> None:
         return
     print(f"{domain}: not whitelisted (version {whitelist.version_id})")
     raise typer.Exit(1)
+
+
+pki_app = typer.Typer(no_args_is_help=True, help="PKI helpers.")
+
+
+@pki_app.command("init-test")
+def pki_init_test(directory: Annotated[Path, typer.Option(
+        "--dir", help="Directory to write the test PKI into.")]) -> None:
+    """A TEST PKI shaped like IGC-Santé: root, ORGANISATIONS CA, operator certs, CRL."""
+    from trustspace.testpki import DEFAULT_SERVERS, init_test_pki
+
+    if (directory / "root.key").exists():
+        fail(f"{directory} already holds a test PKI (root.key)")
+    paths = init_test_pki(directory)
+    print(f"test PKI written to {directory}: root.crt, organisations.crt, chain.pem, "
+          "organisations.crl.pem")
+    for spec in DEFAULT_SERVERS:
+        state = " (expired)" if spec.not_after_days < 0 else \
+            " (revoked in the CRL)" if spec.revoked else ""
+        print(f"  {paths[spec.name].name}: {spec.subject}{state}")
