@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEV_LABEL = "DEVELOPMENT ONLY - NOT FOR PRODUCTION"
 
 
-def _write_private(path: Path, key: rsa.RSAPrivateKey) -> None:
+def write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    """PEM (PKCS#8), created with mode 0600."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -76,8 +77,8 @@ def generate_dev_pki(directory: Path, domain: str, hostnames: list[str]) -> None
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(directory / "ca.key", ca_key)
-    _write_private(directory / "server.key", key)
+    write_private_key(directory / "ca.key", ca_key)
+    write_private_key(directory / "server.key", key)
     (directory / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     (directory / "server.crt").write_bytes(
         cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
@@ -112,7 +113,7 @@ def issue_certificate(pki_dir: Path, name: str, hostnames: list[str],
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
-    _write_private(key_path, key)
+    write_private_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 

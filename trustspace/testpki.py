@@ -7,7 +7,6 @@ and a CRL. For tests and interoperability trials only: every name says TEST.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from trustspace.pki import write_private_key
 
 ROOT_SUBJECT = "CN=TEST AC RACINE IGC-SANTE ELEMENTAIRE,OU=TEST IGC-SANTE,O=mss test PKI,C=FR"
 ORGANISATIONS_SUBJECT = ("CN=TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS,OU=TEST IGC-SANTE,"
@@ -50,16 +51,6 @@ DEFAULT_SERVERS = (
 
 def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -99,8 +90,8 @@ def init_test_pki(directory: Path, servers: tuple[ServerSpec, ...] = DEFAULT_SER
     paths["root"].write_bytes(_pem(root))
     paths["organisations"].write_bytes(_pem(inter))
     paths["chain"].write_bytes(_pem(inter) + _pem(root))
-    _write_key(directory / "root.key", root_key)
-    _write_key(directory / "organisations.key", inter_key)
+    write_private_key(directory / "root.key", root_key)
+    write_private_key(directory / "organisations.key", inter_key)
     revoked: list[x509.RevokedCertificate] = []
     for spec in servers:
         key = _key()
@@ -123,7 +114,7 @@ def init_test_pki(directory: Path, servers: tuple[ServerSpec, ...] = DEFAULT_SER
         )
         cert_path, key_path = directory / f"{spec.name}.crt", directory / f"{spec.name}.key"
         cert_path.write_bytes(_pem(cert) + _pem(inter))  # leaf + intermediate, as served
-        _write_key(key_path, key)
+        write_private_key(key_path, key)
         paths[spec.name] = cert_path
         paths[f"{spec.name}.key"] = key_path
         if spec.revoked:
