@@ -9,9 +9,11 @@ NAMESPACE = "https://listeblanche.mssante.fr/schema"
 
 def make_whitelist_xml(domains: list[tuple[str, str]],
                        generated: str = "2025-03-13T14:54:10Z",
-                       truncated: bool = False) -> bytes:
-    """One ``Domaine`` per (domain, operator certificate DN) pair."""
-    parts = [f'<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="{NAMESPACE}">',
+                       truncated: bool = False, namespace: str | None = NAMESPACE) -> bytes:
+    """One ``Domaine`` per (domain, operator certificate DN) pair; *truncated* leaves out the
+    closing tags (like the 2025-03-14 publication), *namespace* None writes no xmlns."""
+    xmlns = f' xmlns="{namespace}"' if namespace else ""
+    parts = [f'<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante{xmlns}>',
              f"\n    <DateDeGeneration>{generated}</DateDeGeneration>\n    <ListeDomaines>"]
     for name, dn in domains:
         parts.append(

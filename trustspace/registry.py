@@ -7,6 +7,7 @@ previous version stays in force.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,6 @@ from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 from trustspace.whitelist import (
-    ParsedWhitelist,
     Whitelist,
     WhitelistEntry,
     WhitelistFormatError,
@@ -25,6 +25,7 @@ from trustspace.whitelist import (
 )
 
 _INSERT_CHUNK = 2000
+_EVENT = "whitelist.import"
 
 
 class WhitelistImportError(Exception):
@@ -45,16 +46,20 @@ class ImportResult:
 
 def active_version_id(conn: Connection) -> int | None:
     v = db.whitelist_versions
-    return conn.execute(select(v.c.id).where(v.c.active.is_(True))).scalar()
+    return conn.execute(select(v.c.id).where(v.c.active.is_(True))
+                        .order_by(v.c.id.desc()).limit(1)).scalar()
 
 
 def active_version_info(conn: Connection) -> dict[str, Any] | None:
+    """The version row in force, or None when no list was ever imported."""
     v = db.whitelist_versions
-    row = conn.execute(select(v).where(v.c.active.is_(True))).first()
+    row = conn.execute(select(v).where(v.c.active.is_(True))
+                       .order_by(v.c.id.desc()).limit(1)).first()
     return dict(row._mapping) if row else None
 
 
 def list_versions(conn: Connection) -> list[dict[str, Any]]:
+    """Every version row, newest first."""
     v = db.whitelist_versions
     return [dict(r._mapping) for r in conn.execute(select(v).order_by(v.c.id.desc()))]
 
@@ -66,6 +71,7 @@ def _domains_of(conn: Connection, version_id: int) -> set[str]:
 
 
 def load_active(conn: Connection) -> Whitelist:
+    """The version in force as an in-memory index; :meth:`Whitelist.empty` (deny all) if none."""
     version = active_version_id(conn)
     if version is None:
         return Whitelist.empty()
@@ -77,61 +83,82 @@ def load_active(conn: Connection) -> Whitelist:
 def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = False,
                      max_shrink_ratio: float = 0.10, actor: str | None = None
                      ) -> ImportResult:
+    """Parse *data* and make it the version in force, or raise :class:`WhitelistImportError`.
+
+    Refused (nothing of the list written, the audit record only) when the document is not a
+    usable whitelist, or when it drops more than *max_shrink_ratio* of the domains in force
+    and *force* is false. Re-importing the list in force changes nothing (``unchanged``).
+    """
+    if not 0.0 <= max_shrink_ratio <= 1.0:
+        raise ValueError(f"max_shrink_ratio must be within [0, 1], not {max_shrink_ratio}")
     who = actor or "cli"
 
-    def refuse(outcome: Outcome, reason: str, detail: dict[str, Any]) -> WhitelistImportError:
-        with engine.begin() as conn:
-            append(conn, [AuditRecord("whitelist.import", outcome, actor=who, reason=reason,
-                                      whitelist_version=active_version_id(conn),
-                                      detail={"source": source, **detail})])
-        return WhitelistImportError(reason)
-
     try:
-        parsed: ParsedWhitelist = parse_whitelist(data)
+        parsed = parse_whitelist(data)
     except WhitelistFormatError as exc:
-        raise refuse(Outcome.SERIOUS_FAILURE, f"{source}: {exc}", {}) from None
+        reason = f"cannot import {source}: {exc}"
+        with engine.begin() as conn:
+            append(conn, [AuditRecord(
+                _EVENT, Outcome.SERIOUS_FAILURE, actor=who, reason=reason,
+                whitelist_version=active_version_id(conn),
+                detail={"source": source, "sha256": hashlib.sha256(data).hexdigest(),
+                        "bytes": len(data)})])
+        raise WhitelistImportError(reason) from None
 
     new_domains = parsed.domains
-    detail = {"source": source, "sha256": parsed.sha256, "entries": len(parsed.entries),
-              "domains": len(new_domains), "truncated": parsed.truncated,
-              "warnings": len(parsed.warnings)}
+    entries = len(parsed.entries)
+    detail: dict[str, Any] = {
+        "sha256": parsed.sha256, "entries": entries, "domains": len(new_domains),
+        "source": source, "truncated": parsed.truncated, "warnings": len(parsed.warnings)}
+    refusal: str | None = None
+    # BEGIN IMMEDIATE: the comparison with the version in force and the switch are atomic.
     with engine.begin() as conn:
         current = active_version_info(conn)
         current_domains = _domains_of(conn, current["id"]) if current else set()
-        if current and current["sha256"] == parsed.sha256:
-            append(conn, [AuditRecord("whitelist.import", actor=who,
+        if current is not None and current["sha256"] == parsed.sha256:
+            append(conn, [AuditRecord(_EVENT, Outcome.SUCCESS, actor=who,
                                       whitelist_version=current["id"],
                                       detail={**detail, "unchanged": True})])
-            return ImportResult(current["id"], parsed.sha256, parsed.generated_at,
-                                len(parsed.entries), len(new_domains), len(current_domains),
-                                parsed.warnings, unchanged=True)
+            return ImportResult(current["id"], parsed.sha256, parsed.generated_at, entries,
+                                len(new_domains), len(current_domains), parsed.warnings,
+                                unchanged=True)
         dropped = len(current_domains - new_domains)
-        too_many = current_domains and dropped > max_shrink_ratio * len(current_domains)
-        if too_many and not force:
-            reason = (f"refused: the new list drops {dropped} of {len(current_domains)} "
-                      f"domains ({100 * dropped / len(current_domains):.1f}% > "
-                      f"{100 * max_shrink_ratio:.0f}%); use --force to import it anyway")
+        shrinks = bool(current_domains) and dropped > max_shrink_ratio * len(current_domains)
+        if shrinks and not force:
+            # Only the audit record is written (in this otherwise empty transaction).
+            refusal = (f"refused: the new list drops {dropped} of {len(current_domains)} "
+                       f"domains ({100 * dropped / len(current_domains):.1f}% > "
+                       f"{100 * max_shrink_ratio:g}%); use --force to import it anyway")
+            append(conn, [AuditRecord(
+                _EVENT, Outcome.MINOR_FAILURE, actor=who, reason=refusal,
+                whitelist_version=current["id"] if current else None,
+                detail={**detail, "dropped": dropped, "previous_domains": len(current_domains)})])
         else:
-            reason = ""
-            v = db.whitelist_versions
-            version_id = conn.execute(insert(v).values(
-                sha256=parsed.sha256, generated_at=parsed.generated_at,
-                imported_at=time.time(), source=source, entries=len(parsed.entries),
-                domains=len(new_domains), warnings="\n".join(parsed.warnings), active=False,
-            )).inserted_primary_key[0]  # type: ignore[index]
-            rows = [{"version_id": version_id, "domain": e.domain, "dn": e.dn,
-                     "description": e.description, "responsable_contact": e.responsable_contact,
-                     "support_contact": e.support_contact, "updated_at": e.updated_at}
-                    for e in parsed.entries]
-            for start in range(0, len(rows), _INSERT_CHUNK):
-                conn.execute(insert(db.whitelist_entries), rows[start:start + _INSERT_CHUNK])
-            conn.execute(update(v).where(v.c.active.is_(True)).values(active=False))
-            conn.execute(update(v).where(v.c.id == version_id).values(active=True))
-            append(conn, [AuditRecord("whitelist.import", actor=who,
-                                      whitelist_version=version_id,
-                                      detail={**detail, "forced": bool(too_many and force),
-                                              "dropped": dropped})])
-            return ImportResult(version_id, parsed.sha256, parsed.generated_at,
-                                len(parsed.entries), len(new_domains), len(current_domains),
-                                parsed.warnings, unchanged=False)
-    raise refuse(Outcome.MINOR_FAILURE, reason, {**detail, "dropped": dropped})
+            version_id = _store(conn, parsed.sha256, parsed.generated_at, source, entries,
+                                len(new_domains), parsed.warnings, parsed.entries)
+            append(conn, [AuditRecord(
+                _EVENT, Outcome.SUCCESS, actor=who, whitelist_version=version_id,
+                detail={**detail, "dropped": dropped, "forced": shrinks and force})])
+            return ImportResult(version_id, parsed.sha256, parsed.generated_at, entries,
+                                len(new_domains), len(current_domains), parsed.warnings,
+                                unchanged=False)
+    raise WhitelistImportError(refusal)
+
+
+def _store(conn: Connection, sha256: str, generated_at: str | None, source: str, entries: int,
+           domains: int, warnings: list[str], rows: list[WhitelistEntry]) -> int:
+    """Insert a version and its entries, then make it the only active one; its id."""
+    v = db.whitelist_versions
+    version_id = int(conn.execute(insert(v).values(
+        sha256=sha256, generated_at=generated_at, imported_at=time.time(), source=source,
+        entries=entries, domains=domains, warnings="\n".join(warnings), active=False,
+    ).returning(v.c.id)).scalar_one())
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        conn.execute(insert(db.whitelist_entries), [
+            {"version_id": version_id, "domain": e.domain, "dn": e.dn,
+             "description": e.description, "responsable_contact": e.responsable_contact,
+             "support_contact": e.support_contact, "updated_at": e.updated_at}
+            for e in rows[start:start + _INSERT_CHUNK]])
+    conn.execute(update(v).where(v.c.active.is_(True)).values(active=False))
+    conn.execute(update(v).where(v.c.id == version_id).values(active=True))
+    return version_id

@@ -1,11 +1,15 @@
 """The national whitelist (liste blanche MSSanté): parser and in-memory index.
 
-Format: root ``ListeBlancheMSSante`` in namespace ``https://listeblanche.mssante.fr/schema``,
-``DateDeGeneration``, then ``ListeDomaines/Domaine`` with ``Nom``, ``Description``,
-``DNCertificatOperateur``, ``ResponsableContact``, ``SupportContact``, ``DateMAJ``. A domain
-appears once per operator certificate DN allowed to send for it. The list is parsed as a
-stream (bounded memory); a document that stops early keeps every complete ``Domaine`` and
-says so in a warning: the 2025-03-14 publication lacks its closing tags.
+Format: root ``ListeBlancheMSSante`` in namespace ``https://listeblanche.mssante.fr/schema``
+(a document without namespace is accepted too), ``DateDeGeneration``, then
+``ListeDomaines/Domaine`` with ``Nom``, ``Description``, ``DNCertificatOperateur``,
+``ResponsableContact``, ``SupportContact``, ``DateMAJ``. A domain appears once per operator
+certificate DN allowed to send for it.
+
+The document is parsed as a stream: every finished ``Domaine`` is detached from the tree, so
+memory holds one entry at a time besides the results. A document that stops early keeps every
+complete ``Domaine`` and says so in a warning (the 2025-03-14 publication lacks its closing
+tags). DTDs and entity declarations are refused before parsing.
 """
 
 from __future__ import annotations
@@ -23,31 +27,56 @@ NAMESPACE = "https://listeblanche.mssante.fr/schema"
 ROOT = "ListeBlancheMSSante"
 _CHUNK = 64 * 1024
 _MAX_ENTRY_WARNINGS = 20
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAX_STORED_NAME = 255  # width of whitelist_entries.domain
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # RFC 3490 §3.1
+# Any DTD (internal subset, external reference, entity declarations) is refused.
+_FORBIDDEN = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_FIELDS = frozenset({"Nom", "Description", "DNCertificatOperateur", "ResponsableContact",
+                     "SupportContact", "DateMAJ"})
 
 
 class WhitelistFormatError(ValueError):
     """The document is not a usable whitelist; the message is one line."""
 
 
+def _show(text: str, limit: int = 80) -> str:
+    """*text* quoted for a message, shortened when long."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def normalize_domain(name: str) -> str:
-    """Lower-case ASCII (IDNA) form of *name*, without a trailing dot; ValueError if invalid."""
-    text = name.strip()
+    """Lower-case ASCII (IDNA) form of *name* without its trailing dot; ValueError if invalid.
+
+    Labels that are already ASCII (including ``xn--`` ones) are kept as they are, others are
+    IDNA-encoded; every resulting label must be a letter-digit-hyphen host label.
+    """
+    if not isinstance(name, str):
+        raise ValueError("domain name must be a string")
+    text = name.strip().translate(_IDNA_DOTS)
     if text.endswith("."):
         text = text[:-1]
     if not text:
         raise ValueError("empty domain name")
-    try:
-        ascii_name = text.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise ValueError(f"not a valid domain name ({exc.__class__.__name__})") from None
-    if len(ascii_name) > 253:
-        raise ValueError("domain name longer than 253 characters")
-    labels = ascii_name.split(".")
-    for label in labels:
-        if not _LABEL.match(label):
-            raise ValueError(f"invalid label {label!r}")
-    return ascii_name
+    labels: list[str] = []
+    for label in text.lower().split("."):
+        if not label:
+            raise ValueError(f"empty label in domain name {_show(name)}")
+        if not label.isascii():
+            try:
+                label = label.encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise ValueError(f"label {_show(label)} is not valid IDNA ({exc})") from None
+        if len(label) > 63:
+            raise ValueError(f"label {_show(label)} is longer than 63 characters")
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"invalid label {_show(label)} (letters, digits and inner "
+                             "hyphens only)")
+        labels.append(label)
+    result = ".".join(labels)
+    if len(result) > 253:
+        raise ValueError(f"domain name longer than 253 characters ({len(result)})")
+    return result
 
 
 @dataclass(frozen=True)
@@ -73,113 +102,151 @@ class ParsedWhitelist:
         return {e.domain for e in self.entries}
 
 
-def _local(tag: str) -> tuple[str | None, str]:
+def _split_tag(tag: str) -> tuple[str | None, str]:
     if tag.startswith("{"):
         ns, _, local = tag[1:].partition("}")
         return ns, local
     return None, tag
 
 
-def _text(element: Element, name: str, ns: str | None) -> str:
-    child = element.find(f"{{{ns}}}{name}" if ns else name)
-    return (child.text or "").strip() if child is not None else ""
+class _Reader:
+    """Consumes the pull parser's events; keeps only what the result needs."""
+
+    def __init__(self) -> None:
+        self.stack: list[Element] = []
+        self.ns: str | None = None
+        self.seen_root = False
+        self.closed = False
+        self.generated_at: str | None = None
+        self.entries: list[WhitelistEntry] = []
+        self.complete = 0  # complete Domaine elements, usable or not
+        self.notes: list[str] = []  # per-entry warnings, capped
+        self.note_count = 0
+        self.skipped = 0
+        self.kept_invalid = 0
+
+    def note(self, text: str) -> None:
+        self.note_count += 1
+        if self.note_count <= _MAX_ENTRY_WARNINGS:
+            self.notes.append(text)
+
+    def handle(self, events: Iterable[tuple[Any, ...]]) -> None:
+        for event, element in events:
+            if event == "start":
+                if not self.stack:
+                    self._root(element)
+                self.stack.append(element)
+                continue
+            self.stack.pop()
+            if not self.stack:
+                self.closed = True
+                continue
+            depth = len(self.stack)  # ancestors of this element
+            parent = self.stack[-1]
+            ns, local = _split_tag(element.tag)
+            if depth == 1 and local == "DateDeGeneration" and ns == self.ns:
+                self.generated_at = (element.text or "").strip() or None
+            elif depth == 2 and local == "Domaine" and ns == self.ns \
+                    and _split_tag(parent.tag) == (self.ns, "ListeDomaines"):
+                self.complete += 1
+                self._domaine(element)
+            if depth <= 2:  # detach finished children of the root and of ListeDomaines
+                element.clear()
+                parent.remove(element)
+
+    def _root(self, element: Element) -> None:
+        ns, local = _split_tag(element.tag)
+        if local != ROOT:
+            raise WhitelistFormatError(f"root element is {_show(local)}, expected {ROOT!r}")
+        if ns not in (None, NAMESPACE):
+            raise WhitelistFormatError(
+                f"unexpected namespace {_show(ns or '')} (expected {NAMESPACE})")
+        self.ns, self.seen_root = ns, True
+
+    def _domaine(self, element: Element) -> None:
+        values: dict[str, str] = {}
+        for child in element:
+            ns, local = _split_tag(child.tag)
+            if ns == self.ns and local in _FIELDS and local not in values:
+                values[local] = (child.text or "").strip()
+        where = f"Domaine #{self.complete}"
+        name, dn = values.get("Nom", ""), values.get("DNCertificatOperateur", "")
+        if not name:
+            self.skipped += 1
+            self.note(f"{where} skipped: no Nom")
+            return
+        if not dn:
+            self.skipped += 1
+            self.note(f"{where} skipped: {name}: no DNCertificatOperateur")
+            return
+        try:
+            domain = normalize_domain(name)
+        except ValueError as exc:
+            domain = name.strip().lower()
+            if len(domain) > _MAX_STORED_NAME:
+                self.skipped += 1
+                self.note(f"{where} skipped: invalid domain name {_show(name)} ({exc})")
+                return
+            # The national list does publish such names (2025-03-14: one with an '@'). It
+            # is kept so the counts match the publication; since every lookup is normalised
+            # first, no address can ever match it.
+            self.kept_invalid += 1
+            self.note(f"{where}: invalid domain name kept as published, it matches no "
+                      f"address: {_show(name)} ({exc})")
+        self.entries.append(WhitelistEntry(
+            domain=domain, dn=dn, description=values.get("Description", ""),
+            responsable_contact=values.get("ResponsableContact", ""),
+            support_contact=values.get("SupportContact", ""),
+            updated_at=values.get("DateMAJ", "")))
+
+
+def _check_safe(data: bytes) -> None:
+    # NUL never occurs in an ASCII-compatible XML document; refusing it rules out UTF-16/32,
+    # where the DTD scan below could not see a DOCTYPE.
+    if b"\x00" in data:
+        raise WhitelistFormatError("not a UTF-8 document (NUL bytes; UTF-16/32 is refused)")
+    if _FORBIDDEN.search(data):
+        raise WhitelistFormatError("DOCTYPE not allowed (no DTD or entity declarations)")
 
 
 def parse_whitelist(data: bytes) -> ParsedWhitelist:
     """Parse the national XML; raises :class:`WhitelistFormatError` when unusable."""
-    head = data[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in data.lower():
-        raise WhitelistFormatError("DOCTYPE and entity declarations are not allowed")
+    _check_safe(data)
     parser: XMLPullParser[Element] = XMLPullParser(events=("start", "end"))
-    entries: list[WhitelistEntry] = []
-    warnings: list[str] = []
-    invalid_names: list[str] = []
-    skipped = 0
-    generated_at: str | None = None
-    root_ns: str | None = None
-    depth = 0
-    truncated = False
-    seen_root = False
-    closed = False
-
-    def skip(reason: str) -> None:
-        nonlocal skipped
-        skipped += 1
-        if skipped <= _MAX_ENTRY_WARNINGS:
-            warnings.append(f"Domaine #{len(entries) + skipped} skipped: {reason}")
-
-    def handle(events: Iterable[tuple[Any, ...]]) -> None:
-        nonlocal depth, root_ns, seen_root, generated_at, closed
-        for event, element in events:
-            ns, local = _local(element.tag)
-            if event == "start":
-                depth += 1
-                if depth == 1:
-                    if local != ROOT:
-                        raise WhitelistFormatError(
-                            f"root element is {local!r}, expected {ROOT!r}")
-                    if ns not in (None, NAMESPACE):
-                        raise WhitelistFormatError(f"unexpected namespace {ns!r}")
-                    root_ns, seen_root = ns, True
-                continue
-            depth -= 1
-            if local == "DateDeGeneration" and depth == 1:
-                generated_at = (element.text or "").strip() or None
-            elif local == "Domaine" and depth == 2:
-                name = _text(element, "Nom", root_ns)
-                dn = _text(element, "DNCertificatOperateur", root_ns)
-                if not name:
-                    skip("no Nom")
-                elif not dn:
-                    skip(f"{name}: no DNCertificatOperateur")
-                else:
-                    try:
-                        domain = normalize_domain(name)
-                    except ValueError as exc:
-                        # kept as published (the national list holds such names); no
-                        # valid address can ever match it
-                        domain = name.strip().lower()
-                        invalid_names.append(f"{name!r} ({exc})")
-                    entries.append(WhitelistEntry(
-                        domain=domain, dn=dn,
-                        description=_text(element, "Description", root_ns),
-                        responsable_contact=_text(element, "ResponsableContact", root_ns),
-                        support_contact=_text(element, "SupportContact", root_ns),
-                        updated_at=_text(element, "DateMAJ", root_ns)))
-                element.clear()
-            elif local == "ListeDomaines" and depth == 1:
-                element.clear()
-            elif depth == 0:
-                closed = True
-
+    reader = _Reader()
+    error: ParseError | None = None
     try:
         for start in range(0, len(data), _CHUNK):
             parser.feed(data[start:start + _CHUNK])
-            handle(parser.read_events())
+            reader.handle(parser.read_events())
         parser.close()
-        handle(parser.read_events())
-    except ParseError as exc:
-        if not entries:
-            raise WhitelistFormatError(f"not well-formed XML: {exc}") from None
-        truncated = True
-        reason = "missing closing tags" if "no element found" in str(exc) else str(exc)
-        warnings.insert(0, f"document truncated after {len(entries)} complete Domaine "
-                           f"entries ({reason})")
-    if not seen_root:
+        reader.handle(parser.read_events())
+    except ParseError as exc:  # events before the error were handled: entries are complete
+        error = exc
+    warnings: list[str] = []
+    truncated = error is not None or not reader.closed
+    if error is not None and not reader.entries:
+        if reader.complete:
+            raise WhitelistFormatError(
+                f"no usable Domaine entry before an XML error: {error}") from None
+        raise WhitelistFormatError(f"not well-formed XML: {error}") from None
+    if not reader.seen_root:
         raise WhitelistFormatError("empty document")
-    if not truncated and not closed:
-        truncated = True
-        warnings.insert(0, f"document truncated after {len(entries)} complete Domaine entries")
-    for text in invalid_names[:_MAX_ENTRY_WARNINGS]:
-        warnings.append(f"invalid domain name kept as published, it matches no address: {text}")
-    if len(invalid_names) > _MAX_ENTRY_WARNINGS:
-        warnings.append(f"{len(invalid_names) - _MAX_ENTRY_WARNINGS} more invalid domain names")
-    if skipped > _MAX_ENTRY_WARNINGS:
-        warnings.append(f"{skipped - _MAX_ENTRY_WARNINGS} more Domaine entries skipped")
-    if not entries:
-        raise WhitelistFormatError("no usable Domaine entry")
-    return ParsedWhitelist(hashlib.sha256(data).hexdigest(), generated_at, entries, warnings,
-                           truncated)
+    if truncated:
+        reason = "missing closing tags" if error is None or "no element found" in str(error) \
+            else str(error)
+        warnings.append(f"document truncated after {reader.complete} complete Domaine "
+                        f"entries ({reason})")
+    warnings.extend(reader.notes)
+    if reader.note_count > _MAX_ENTRY_WARNINGS:
+        warnings.append(f"{reader.note_count - _MAX_ENTRY_WARNINGS} more entry warnings "
+                        f"({reader.skipped} Domaine entries skipped, {reader.kept_invalid} "
+                        "invalid names kept in all)")
+    if not reader.entries:
+        raise WhitelistFormatError(f"no usable Domaine entry ({reader.complete} found, "
+                                   f"{reader.skipped} skipped)")
+    return ParsedWhitelist(hashlib.sha256(data).hexdigest(), reader.generated_at,
+                           reader.entries, warnings, truncated)
 
 
 class Whitelist:
@@ -194,7 +261,7 @@ class Whitelist:
             count += 1
         self._dns = {domain: frozenset(dns) for domain, dns in index.items()}
         self._entry_count = count
-        self._parsed: dict[str, frozenset[CanonicalDN]] = {}  # filled on first use
+        self._parsed: dict[str, frozenset[CanonicalDN]] = {}  # listed domains, on first use
 
     @classmethod
     def empty(cls) -> Whitelist:
@@ -213,34 +280,37 @@ class Whitelist:
     def entry_count(self) -> int:
         return self._entry_count
 
-    def _key(self, domain: str) -> str | None:
+    @staticmethod
+    def _key(domain: str) -> str | None:
         try:
             return normalize_domain(domain)
         except ValueError:
             return None
 
     def is_whitelisted(self, domain: str) -> bool:
+        """Is *domain* (any case, Unicode or ``xn--``, trailing dot) listed? Never raises."""
         key = self._key(domain)
         return key is not None and key in self._dns
 
     def dns_for(self, domain: str) -> frozenset[str]:
+        """The operator certificate DNs listed for *domain*, as published."""
         key = self._key(domain)
         return self._dns.get(key, frozenset()) if key else frozenset()
 
     def dn_listed(self, domain: str, dn: CanonicalDN) -> bool:
         """Is *dn* (parsed) one of the operator DNs listed for *domain*? (RFC 4514 values)"""
         key = self._key(domain)
-        if key is None:
+        if key is None or key not in self._dns:
             return False
         parsed = self._parsed.get(key)
         if parsed is None:
-            parsed = frozenset(_parse_or_none(text) for text in self._dns.get(key, ()))
+            parsed = frozenset(c for c in map(_parse_or_none, self._dns[key]) if c)
             self._parsed[key] = parsed
-        return dn in parsed
+        return bool(dn) and dn in parsed
 
 
-def _parse_or_none(text: str) -> CanonicalDN:
+def _parse_or_none(text: str) -> CanonicalDN | None:
     try:
         return parse_dn(text)
     except DNError:
-        return frozenset()  # an unparsable listed DN matches no certificate
+        return None  # an unparsable listed DN matches no certificate
