@@ -1,0 +1,48 @@
+"""What the IMAP command parser produces, and what message metadata the content side sees.
+
+A command's arguments are a list of :data:`Token`: an :class:`Atom`, ``bytes`` for a quoted
+string or a literal (RFC 3501 §4.3: both are strings, the content only), or a ``list`` of
+tokens for a parenthesised list. An "astring" argument may arrive as an Atom or as bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+class ImapParseError(ValueError):
+    """Input that is not valid syntax for the command: answered ``BAD`` with this text."""
+
+
+@dataclass(frozen=True)
+class Atom:
+    """An atom as sent (case preserved): ``UID``, ``\\Seen``, ``1:*``, ``NIL``, ``BODY.PEEK``.
+
+    A fetch attribute with a section keeps what was inside the brackets as tokens:
+    ``BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100>`` is ``Atom("BODY.PEEK",
+    section=(Atom("HEADER.FIELDS"), [Atom("FROM"), Atom("TO")]), partial=(0, 100))``;
+    ``BODY[]`` has ``section=()``; ``BODY[1.2.MIME]`` has ``section=(Atom("1.2.MIME"),)``.
+    """
+
+    value: str
+    section: tuple[Token, ...] | None = None
+    partial: tuple[int, int] | None = None  # <offset.length>
+
+    def upper(self) -> str:
+        return self.value.upper()
+
+
+Token: TypeAlias = "Atom | bytes | list[Token]"
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What the server knows of a message without decrypting it."""
+
+    seq: int
+    uid: int
+    flags: tuple[str, ...]  # system flags with backslash (\\Seen) and keywords, as stored
+    internal_date: float  # POSIX seconds
+    size: int  # RFC822.SIZE: octets of the message as stored
+    modseq: int  # RFC 7162
