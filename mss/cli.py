@@ -27,6 +27,8 @@ from mss.app import open_app
 from mss.cli_support import HANDLED, CliError, actor, fail, node, report
 from mss.config import DEFAULT_CONFIG_NAME, render_default_config
 from mss.passwords import hash_password
+from proxy.outbound.cli import queue_app
+from proxy.outbound.mx import parse_next_hop
 from trustspace.cli import pki_app, whitelist_app
 from trustspace.pki import generate_dev_pki
 from trustspace.whitelist import normalize_domain
@@ -43,6 +45,7 @@ app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(audit_app, name="audit")
 app.add_typer(directory_app, name="directory")
 app.add_typer(pki_app, name="pki")
+app.add_typer(queue_app, name="queue")
 
 
 @app.callback()
@@ -121,21 +124,35 @@ def serve(ctx: typer.Context) -> None:
 # --------------------------------------------------------------------------- domains
 
 @domain_app.command("add")
-def domain_add(ctx: typer.Context, name: str) -> None:
+def domain_add(ctx: typer.Context, name: str,
+               relay_to: Annotated[str | None, typer.Option(
+                   "--relay-to", help="HOST:PORT of the institution's own server: mail for "
+                   "the domain is queued to it instead of stored here.")] = None) -> None:
     """Host a domain."""
+    if relay_to is not None:
+        try:
+            host, port = parse_next_hop(relay_to)
+        except ValueError as exc:
+            fail(str(exc))
+        relay_to = f"{host}:{port}"
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         domain = store.add_domain(conn, name)
         append(conn, [AuditRecord("admin.domain.add", actor=actor(),
                                   detail={"domain": domain})])
-    print(f"domain {domain} added")
+        if relay_to is not None:
+            store.set_relay(conn, domain, relay_to)
+            append(conn, [AuditRecord("admin.domain.relay", actor=actor(),
+                                      detail={"domain": domain, "relay_to": relay_to})])
+    print(f"domain {domain} added" + (f", mail relayed to {relay_to}" if relay_to else ""))
 
 
 @domain_app.command("list")
 def domain_list(ctx: typer.Context) -> None:
     """List hosted domains."""
     with node(ctx) as node_app, node_app.reader.connect() as conn:
+        relays = store.list_relays(conn)
         for name in store.list_domains(conn):
-            print(name)
+            print(f"{name}\trelay to {relays[name]}" if name in relays else name)
 
 
 # --------------------------------------------------------------------------- mailboxes

@@ -141,6 +141,30 @@ def read_secret(key: str, env: str | None, path: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """The outbound queue worker (DESIGN.md §2 "Outbound queue"); every key in mss.toml."""
+
+    enabled: bool = True
+    nameservers: tuple[str, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
+    dns_port: int = 53
+    dns_timeout: float = 5.0
+    port: int = 25  # SMTP port of the peers' MX hosts (RFC 5321 §4.5.4.1)
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2 (DATA end: 10 minutes max)
+    max_attempts: int = 8
+    retry_base: float = 1200.0  # first retry after about this many seconds
+    retry_factor: float = 2.0  # each next wait multiplied by this
+    retry_max: float = 43200.0  # no wait longer than this
+    jitter: float = 0.2  # +/- this fraction of each wait, at random
+    max_age: float = 172800.0  # a message not delivered after this is expired (DSN)
+    lease: float = 900.0  # a claimed row is reclaimed by any worker after this
+    poll_interval: float = 1.0
+    batch: int = 50  # rows claimed at once
+    max_concurrency: int = 20  # deliveries in flight per worker process
+    max_per_destination: int = 4  # of which to one destination domain
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -155,6 +179,7 @@ class Config:
     workers: int = 1
     audit: AuditConfig = field(default_factory=AuditConfig)
     directory: DirectoryConfig | None = None
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
@@ -294,6 +319,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     return Config(
+        delivery=_delivery_config(_table(raw, "delivery")),
         directory=_directory_config(raw.get("directory"), path_of),
         audit=audit,
         workers=workers,
@@ -364,6 +390,34 @@ def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditCon
     _positive(config.checkpoint_interval, "audit.checkpoint_interval")
     _positive(config.ship_interval, "audit.ship_interval")
     _positive(config.batch, "audit.batch")
+    return config
+
+
+def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
+    p = "delivery"
+    d = DeliveryConfig()
+    nameservers = raw.get("nameservers", [])
+    if not isinstance(nameservers, list) or not all(isinstance(n, str) for n in nameservers):
+        raise ConfigError("config: delivery.nameservers: a list of IP addresses")
+    values: dict[str, Any] = {"nameservers": tuple(nameservers)}
+    for key, kind in (("enabled", bool), ("dns_port", int), ("dns_timeout", float),
+                      ("port", int), ("connect_timeout", float), ("command_timeout", float),
+                      ("max_attempts", int), ("retry_base", float), ("retry_factor", float),
+                      ("retry_max", float), ("jitter", float), ("max_age", float),
+                      ("lease", float), ("poll_interval", float), ("batch", int),
+                      ("max_concurrency", int), ("max_per_destination", int)):
+        values[key] = _get(raw, key, p, kind, getattr(d, key))
+    config = DeliveryConfig(**values)
+    for key in ("dns_port", "port", "dns_timeout", "connect_timeout", "command_timeout",
+                "max_attempts", "retry_base", "retry_max", "max_age", "lease",
+                "poll_interval", "batch", "max_concurrency", "max_per_destination"):
+        _positive(getattr(config, key), f"delivery.{key}")
+    if config.retry_factor < 1.0:
+        raise ConfigError("config: delivery.retry_factor: must be >= 1")
+    if not 0.0 <= config.jitter < 1.0:
+        raise ConfigError("config: delivery.jitter: must be in [0, 1)")
+    if config.port > 65535 or config.dns_port > 65535:
+        raise ConfigError("config: delivery.port/dns_port: out of range")
     return config
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
 
 metadata = MetaData()
@@ -41,6 +42,7 @@ domains = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(255), nullable=False, unique=True),  # IDNA ascii, lower case
     Column("created_at", Float, nullable=False),
+    Column("relay_to", String(300)),  # "host:port": inbound mail queued to this next hop
 )
 
 mailboxes = Table(
@@ -119,6 +121,9 @@ outbound_queue = Table(
     Column("last_error", Text),
     Column("key_blob", LargeBinary, nullable=False),
     Column("body_blob", LargeBinary, nullable=False),
+    Column("lease_owner", String(32)),  # the worker holding the claim until lease_until
+    Column("updated_at", Float),  # last status change (delivered, deferred, bounced)
+    Column("remote_reply", Text),  # the peer's final reply (250 ... or 5xx ...)
     Index("ix_queue_due", "status", "next_attempt_at"),
 )
 
@@ -270,3 +275,20 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Additive upgrade of an existing database: ``ALTER TABLE ... ADD COLUMN`` for every
+    nullable column the schema has and the table lacks (create_all never alters a table)."""
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not existing.has_table(table.name):
+                continue
+            present = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(
+                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')

@@ -18,6 +18,7 @@ from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App, open_app
 from mss.committer import GroupCommitter
+from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
 from trustspace.cache import LiveWhitelist
 from trustspace.pki import server_context
@@ -129,6 +130,10 @@ async def serve(app: App, worker: int = 0) -> None:
             shipper = asyncio.create_task(Shipper(
                 Outbox(app.engine, app.reader), cfg.audit.destinations, audit_source(cfg),
                 cfg.audit.ship_interval, cfg.audit.batch).run())
+        delivery = delivery_task = None
+        if cfg.delivery.enabled:  # every worker process: claims are leased per row
+            delivery = DeliveryWorker(app, committer, whitelist)
+            delivery_task = asyncio.create_task(delivery.run())
         await stop.wait()
 
         log.info("stopping")
@@ -149,6 +154,9 @@ async def serve(app: App, worker: int = 0) -> None:
         for task in (shipper, checkpoints, directory):
             if task is not None:
                 task.cancel()
+        if delivery is not None and delivery_task is not None:
+            delivery_task.cancel()
+            await delivery.stop()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
     finally:
         committer.stop()

@@ -81,6 +81,26 @@ def list_domains(conn: Connection) -> list[str]:
     return list(conn.execute(select(db.domains.c.name).order_by(db.domains.c.name)).scalars())
 
 
+def set_relay(conn: Connection, domain: str, relay_to: str | None) -> None:
+    """Send inbound mail for hosted *domain* to ``host:port`` (None: store it here)."""
+    done = conn.execute(update(db.domains).where(db.domains.c.name == domain)
+                        .values(relay_to=relay_to)).rowcount
+    if not done:
+        raise StoreError(f"domain {domain} is not hosted here")
+
+
+def relay_of(conn: Connection, domain: str) -> str | None:
+    """The next hop of a hosted domain, None when its mail is stored here."""
+    value = conn.execute(_RELAY_BY_NAME, {"name": domain}).scalar()
+    return str(value) if value else None
+
+
+def list_relays(conn: Connection) -> dict[str, str]:
+    rows = conn.execute(select(db.domains.c.name, db.domains.c.relay_to)
+                        .where(db.domains.c.relay_to.is_not(None)))
+    return {r.name: r.relay_to for r in rows}
+
+
 def is_hosted_domain(conn: Connection, domain: str) -> bool:
     return conn.execute(_DOMAIN_BY_NAME, {"name": domain}).first() is not None
 
@@ -132,6 +152,7 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
 # Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.
 _MAILBOX_BY_ADDRESS = select(db.mailboxes).where(db.mailboxes.c.address == bindparam("address"))
 _DOMAIN_BY_NAME = select(db.domains.c.id).where(db.domains.c.name == bindparam("name"))
+_RELAY_BY_NAME = select(db.domains.c.relay_to).where(db.domains.c.name == bindparam("name"))
 _NEXT_INBOX_UID = (
     update(db.folders)
     .where((db.folders.c.mailbox_id == bindparam("mailbox")) & (db.folders.c.name == "INBOX"))

@@ -90,6 +90,7 @@ class RecipientFacts:
     mailbox_exists: bool
     mailbox_enabled: bool
     in_directory: bool | None = None  # None: the directory check does not apply
+    relayed: bool = False  # hosted domain with a next hop: its server knows its mailboxes
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ def mx_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decision:
     if not facts.domain_hosted:
         return refuse(Verdict.RECIPIENT_UNKNOWN,
                       f"domain {facts.domain} is not hosted here (no relaying on MX)", whitelist)
+    if facts.relayed:
+        return accept(f"domain {facts.domain} goes to its next hop", whitelist, RECIPIENT_OK)
     if not facts.mailbox_exists:
         return refuse(Verdict.RECIPIENT_UNKNOWN, f"no mailbox {facts.address}", whitelist)
     if not facts.mailbox_enabled:

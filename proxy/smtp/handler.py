@@ -194,10 +194,11 @@ class SmtpHandler:
         in_directory = None
         if not hosted and self.mode == "submission" and self._directory_applies(domain):
             in_directory = directory_has(conn, address)
+        relayed = mailbox is None and hosted and store.relay_of(conn, domain) is not None
         facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
                                       mailbox_exists=mailbox is not None,
                                       mailbox_enabled=bool(mailbox and mailbox.enabled),
-                                      in_directory=in_directory)
+                                      in_directory=in_directory, relayed=relayed)
         return facts, (mailbox.id if mailbox else None)
 
     def _directory_applies(self, domain: str) -> bool:

@@ -1,0 +1,147 @@
+"""Queue rows: leased claims and the recording of each attempt's result (SQL only).
+
+A worker claims due rows in one write transaction: the UPDATE repeats the "due and not
+leased" condition, so two workers (processes or nodes) never hold the same row; a worker
+that dies leaves its lease to expire and any worker reclaims the row then. Every result is
+written with its audit record in one transaction; a row becomes ``delivered`` only after
+the peer's 250 (a crash in between can deliver twice: RFC 5321 §6.1 allows duplicates,
+never loss).
+
+Row statuses: ``queued`` (waiting or leased), ``delivered``, ``bounced`` (permanent
+failure, or bounced by an operator), ``expired`` (attempts or max_age used up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, or_, select, update
+
+from audit.events import Outcome
+from audit.journal import AuditRecord, append
+from mss import db
+
+Q = db.outbound_queue
+FINAL = ("delivered", "bounced", "expired")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    mail_from: str
+    rcpt: str
+    domain: str
+    message_id: str | None
+    size: int
+    attempts: int
+    created_at: float
+
+
+def _due(now: float) -> Any:
+    return and_(Q.c.status == "queued", Q.c.next_attempt_at <= now,
+                or_(Q.c.lease_until.is_(None), Q.c.lease_until < now))
+
+
+def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) -> list[Claim]:
+    """Lease up to *limit* due rows to *owner* until now + lease."""
+    ids = list(conn.execute(select(Q.c.id).where(_due(now)).order_by(Q.c.next_attempt_at)
+                            .limit(limit)).scalars())
+    if not ids:
+        return []
+    conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))
+                 .values(lease_owner=owner, lease_until=now + lease))
+    rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
+                               Q.c.size, Q.c.attempts, Q.c.created_at)
+                        .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
+                               & (Q.c.lease_until == now + lease)))
+    return [Claim(**r._mapping) for r in rows]
+
+
+def release(conn: Connection, owner: str) -> int:
+    """Give back every lease of *owner* (clean stop): the rows are due again at once."""
+    return conn.execute(update(Q).where((Q.c.lease_owner == owner) & (Q.c.status == "queued"))
+                        .values(lease_owner=None, lease_until=None)).rowcount
+
+
+def _record(event: str, c: Claim, outcome: Outcome, reason: str | None,
+            detail: dict[str, Any], actor: str = "mss") -> AuditRecord:
+    return AuditRecord(event, outcome, actor=actor, message_id=c.message_id,
+                       mail_from=c.mail_from, rcpt=c.rcpt, reason=reason,
+                       detail={"queue_id": c.id, **detail})
+
+
+def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float) -> None:
+    conn.execute(update(Q).where(Q.c.id == c.id).values(
+        status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
+        last_error=None, remote_reply=reply, updated_at=now))
+    append(conn, [_record("queue.delivered", c, Outcome.SUCCESS, reply,
+                          {"host": host, "attempt": c.attempts + 1, "size": c.size})])
+
+
+def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at: float,
+             now: float) -> None:
+    conn.execute(update(Q).where(Q.c.id == c.id).values(
+        attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None, last_error=reason,
+        remote_reply=reply, next_attempt_at=next_at, updated_at=now))
+    append(conn, [_record("queue.deferred", c, Outcome.MINOR_FAILURE, reason,
+                          {"attempt": c.attempts + 1, "next_attempt_at": round(next_at, 3)})])
+
+
+def failed(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
+           now: float, *, counts_attempt: bool = True, actor: str = "mss") -> bool:
+    """Mark the row ``bounced`` or ``expired`` (*status*); False when it was final already."""
+    event = "queue.bounced" if status == "bounced" else "queue.expired"
+    done = conn.execute(update(Q).where((Q.c.id == c.id) & Q.c.status.notin_(FINAL)).values(
+        status=status, attempts=Q.c.attempts + (1 if counts_attempt else 0),
+        lease_owner=None, lease_until=None, last_error=reason, remote_reply=reply,
+        updated_at=now)).rowcount
+    if done:
+        append(conn, [_record(event, c, Outcome.SERIOUS_FAILURE, reason,
+                              {"attempts": c.attempts + (1 if counts_attempt else 0)}, actor)])
+    return bool(done)
+
+
+# --------------------------------------------------------------------------- operator views
+
+def get(conn: Connection, queue_id: str) -> dict[str, Any] | None:
+    """One row without its ciphertext; *queue_id* may be a unique prefix (>= 8 chars)."""
+    columns = [c for c in Q.c if c.name not in ("key_blob", "body_blob")]
+    rows = conn.execute(select(*columns).where(Q.c.id.startswith(queue_id, autoescape=True))
+                        .limit(2)).all() if len(queue_id) >= 8 else []
+    return dict(rows[0]._mapping) if len(rows) == 1 else None
+
+
+def as_claim(row: dict[str, Any]) -> Claim:
+    return Claim(id=row["id"], mail_from=row["mail_from"], rcpt=row["rcpt"],
+                 domain=row["domain"], message_id=row["message_id"], size=row["size"],
+                 attempts=row["attempts"], created_at=row["created_at"])
+
+
+def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
+    columns = [c for c in Q.c if c.name not in ("key_blob", "body_blob")]
+    query = select(*columns).order_by(Q.c.created_at).limit(limit)
+    if status:
+        query = query.where(Q.c.status == status)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
+    """Make one row (or every waiting row) due now; a bounced or expired row is queued
+    again with its attempts reset. Returns the rows changed."""
+    columns = [c for c in Q.c if c.name not in ("key_blob", "body_blob")]
+    where = Q.c.status != "delivered"
+    if queue_id is not None:
+        where = where & (Q.c.id == queue_id)
+    rows = [dict(r._mapping) for r in conn.execute(select(*columns).where(where))]
+    for row in rows:
+        values: dict[str, Any] = {"next_attempt_at": now, "updated_at": now}
+        if row["status"] != "queued":
+            values.update(status="queued", attempts=0, created_at=now, lease_owner=None,
+                          lease_until=None)
+        conn.execute(update(Q).where(Q.c.id == row["id"]).values(**values))
+    return [as_claim(r) for r in rows]
+
+
+def purge(conn: Connection, statuses: tuple[str, ...]) -> int:
+    return conn.execute(delete(Q).where(Q.c.status.in_(statuses))).rowcount

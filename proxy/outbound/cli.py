@@ -1,0 +1,131 @@
+"""``mss queue``: the outbound queue for operators. Never prints a message body: only the
+envelope, sizes, attempts and errors. Every change is audited in its own transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+import typer
+
+from audit.journal import AuditRecord, append
+from mss import store
+from mss.cli_support import actor, fail, node
+from proxy.outbound import claims
+from proxy.outbound.notify import dsn_copy
+from proxy.outbound.worker import write_final
+
+queue_app = typer.Typer(no_args_is_help=True, help="Outbound queue (delivery to operators).")
+STATUSES = ("queued", "delivered", "bounced", "expired")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def _row(conn: Any, queue_id: str) -> dict[str, Any]:
+    row = claims.get(conn, queue_id)
+    if row is None:
+        fail(f"no queue row {queue_id!r} (give the id shown by 'mss queue list', "
+             "at least 8 characters)")
+    return row
+
+
+@queue_app.command("list")
+def queue_list(ctx: typer.Context,
+               status: Annotated[str | None, typer.Option(
+                   "--status", help="queued, delivered, bounced or expired.")] = None,
+               limit: Annotated[int, typer.Option("--limit")] = 200) -> None:
+    """Queue rows, oldest first: id, status, recipient, attempts, next attempt, last error."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if status is not None and status not in STATUSES:
+        fail(f"unknown status {status!r}: use {', '.join(STATUSES)}")
+    with node(ctx) as app, app.reader.connect() as conn:
+        rows = claims.listing(conn, status, limit)
+    table = Table("id", "status", "from", "to", "size", "attempts", "next attempt",
+                  "last error")
+    for r in rows:
+        table.add_row(r["id"][:16], r["status"], r["mail_from"] or "<>", r["rcpt"],
+                      str(r["size"]), str(r["attempts"]),
+                      _when(r["next_attempt_at"]) if r["status"] == "queued" else "-",
+                      (r["last_error"] or "")[:80])
+    Console(width=200).print(table)
+    print(f"{len(rows)} row(s)")
+
+
+@queue_app.command("show")
+def queue_show(ctx: typer.Context, queue_id: str) -> None:
+    """One row: envelope, size, attempts, dates, last error and remote reply (no body)."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        r = _row(conn, queue_id)
+        relay = store.relay_of(conn, r["domain"])
+    leased = r["lease_until"] is not None and r["lease_until"] > time.time()
+    for label, value in (
+            ("id", r["id"]), ("status", r["status"] + (" (being delivered)" if leased else "")),
+            ("from", r["mail_from"] or "<>"), ("to", r["rcpt"]), ("domain", r["domain"]),
+            ("next hop", relay or "MX of the domain"), ("message-id", r["message_id"] or "-"),
+            ("size", f"{r['size']} bytes"), ("attempts", str(r["attempts"])),
+            ("queued at", _when(r["created_at"])),
+            ("next attempt", _when(r["next_attempt_at"]) if r["status"] == "queued" else "-"),
+            ("updated at", _when(r["updated_at"])), ("last error", r["last_error"] or "-"),
+            ("remote reply", r["remote_reply"] or "-")):
+        print(f"{label + ':':14}{value}")
+
+
+@queue_app.command("retry")
+def queue_retry(ctx: typer.Context, queue_id: Annotated[str | None, typer.Argument()] = None,
+                all_rows: Annotated[bool, typer.Option(
+                    "--all", help="Every row not delivered.")] = False) -> None:
+    """Try a row again now (a bounced or expired one is queued again, attempts reset)."""
+    if (queue_id is None) == (not all_rows):
+        fail("give one queue id or --all")
+    with node(ctx) as app, app.engine.begin() as conn:
+        full_id = _row(conn, queue_id)["id"] if queue_id else None
+        changed = claims.retry(conn, full_id, time.time())
+        append(conn, [AuditRecord("admin.queue.retry", actor=actor(), rcpt=c.rcpt,
+                                  mail_from=c.mail_from, message_id=c.message_id,
+                                  detail={"queue_id": c.id}) for c in changed])
+    print(f"{len(changed)} row(s) due now")
+
+
+@queue_app.command("bounce")
+def queue_bounce(ctx: typer.Context, queue_id: str) -> None:
+    """Give up on a queued row: bounced, DSN to its local sender."""
+    with node(ctx) as app:
+        with app.reader.connect() as conn:
+            row = _row(conn, queue_id)
+            if row["status"] != "queued":
+                fail(f"queue row {row['id'][:16]} is {row['status']}, not queued")
+            c = claims.as_claim(row)
+            data = store.read_queued(conn, app.keyring, c.id)
+            reason = f"bounced by the operator ({actor()})"
+            copy, why = dsn_copy(conn, app.keyring, app.config.smtp.hostname, c, data,
+                                 "5.0.0", reason, None, None)
+        with app.engine.begin() as conn:
+            if not write_final(conn, c, "bounced", f"{reason} ({why})", None, copy,
+                               time.time(), False, actor()):
+                fail(f"queue row {c.id[:16]} is no longer queued")
+    print(f"queue row {c.id[:16]} bounced ({why})")
+
+
+@queue_app.command("purge")
+def queue_purge(ctx: typer.Context,
+                delivered: Annotated[bool, typer.Option("--delivered")] = False,
+                bounced: Annotated[bool, typer.Option(
+                    "--bounced", help="Bounced and expired rows.")] = False) -> None:
+    """Delete finished rows (both kinds when no option is given); never queued ones."""
+    statuses: tuple[str, ...] = ()
+    if delivered or not bounced:
+        statuses += ("delivered",)
+    if bounced or not delivered:
+        statuses += ("bounced", "expired")
+    with node(ctx) as app, app.engine.begin() as conn:
+        count = claims.purge(conn, statuses)
+        append(conn, [AuditRecord("admin.queue.purge", actor=actor(),
+                                  detail={"statuses": list(statuses), "rows": count})])
+    print(f"{count} row(s) purged")

@@ -1,0 +1,199 @@
+"""The delivery worker of ``mss serve``: claim due rows, send each, record the result.
+
+Every serving process runs one; claims carry a lease (see :mod:`claims`) so any number of
+workers on any number of nodes share one queue. Concurrency is bounded per process
+(delivery.max_concurrency) and per destination domain (delivery.max_per_destination).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets
+import time
+from collections import defaultdict
+
+import structlog
+from sqlalchemy import Connection, select
+
+from mss import db, store
+from mss.app import App
+from mss.committer import GroupCommitter
+from proxy.outbound import claims, client, mx
+from proxy.outbound.backoff import gives_up, retry_delay
+from proxy.outbound.claims import Claim
+from proxy.outbound.notify import dsn_copy, dsn_delivery
+from proxy.outbound.result import Delivered, DeliveryFailure
+from trustspace.cache import LiveWhitelist
+from trustspace.dn import CanonicalDN
+
+log = structlog.get_logger("mss.delivery")
+STOP_GRACE = 10.0  # seconds given to deliveries in flight at stop
+
+
+class DeliveryWorker:
+    def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist) -> None:
+        self.app = app
+        self.cfg = app.config.delivery
+        self.committer = committer
+        self.whitelist = whitelist
+        self.owner = secrets.token_hex(8)
+        self.resolver = mx.make_resolver(self.cfg)
+        self.ctx = client.client_context(app.config.tls)
+        self.hostname = app.config.smtp.hostname
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.per_domain: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(self.cfg.max_per_destination))
+        self.wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        cfg = self.cfg
+        while True:
+            room = cfg.max_concurrency - len(self.in_flight)
+            batch: list[Claim] = []
+            if room > 0:
+                try:
+                    batch = await self.committer.run(functools.partial(
+                        claims.claim, owner=self.owner, now=time.time(), lease=cfg.lease,
+                        limit=min(room, cfg.batch)))
+                except Exception as exc:  # database busy or gone: try again later
+                    log.error("queue claim failed", error=repr(exc))
+            for c in batch:
+                task = asyncio.create_task(self._deliver(c))
+                self.in_flight.add(task)
+                task.add_done_callback(self._done)
+            if not batch or len(self.in_flight) >= cfg.max_concurrency:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), cfg.poll_interval)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.wake.set()
+
+    async def stop(self) -> None:
+        """Let deliveries in flight finish (bounded), then give back the leases left."""
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=STOP_GRACE)
+        for task in list(self.in_flight):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.committer.run(lambda conn: claims.release(conn, self.owner))
+
+    # ------------------------------------------------------------------ one row
+    async def _deliver(self, c: Claim) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            data, relay_to = await loop.run_in_executor(None, self._load, c)
+        except Exception as exc:  # tampered or unreadable ciphertext: keep it, alert
+            log.error("queue row unreadable", queue_id=c.id, error=repr(exc))
+            await self._record_failure(c, None, DeliveryFailure(
+                f"queued copy unreadable: {type(exc).__name__}", permanent=False))
+            return
+        async with self.per_domain[c.domain]:
+            try:
+                result = await self._attempt(c, data, relay_to)
+            except DeliveryFailure as failure:
+                await self._record_failure(c, data, failure)
+                return
+            except Exception as exc:  # a bug must not lose the row: defer it
+                log.error("delivery crashed", queue_id=c.id, error=repr(exc))
+                await self._record_failure(c, data, DeliveryFailure(
+                    f"internal error: {type(exc).__name__}", permanent=False))
+                return
+        now = time.time()
+        await self.committer.run(
+            lambda conn: claims.delivered(conn, c, result.host, result.reply, now))
+        log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
+
+    def _load(self, c: Claim) -> tuple[bytes, str | None]:
+        with self.app.reader.connect() as conn:
+            relay_to = conn.execute(select(db.domains.c.relay_to)
+                                    .where(db.domains.c.name == c.domain)).scalar()
+            return store.read_queued(conn, self.app.keyring, c.id), relay_to
+
+    async def _attempt(self, c: Claim, data: bytes, relay_to: str | None) -> Delivered:
+        if relay_to:  # our institution's own server: anchors verified, no whitelist DN
+            host, port = mx.parse_next_hop(relay_to)
+            hops = [mx.Hop(host, port, verify_dn=False)]
+        else:
+            hops = await mx.mx_hosts(self.resolver, c.domain, self.cfg.port)
+        envelope = client.Envelope(c.mail_from, c.rcpt, data)
+        errors: list[DeliveryFailure] = []
+        for hop in hops:  # RFC 5321 §5.1: in preference order until one answers
+            addresses = await mx.addresses(self.resolver, hop.host)
+            if not addresses:
+                errors.append(DeliveryFailure(f"{hop.host}: no address", permanent=False))
+            for address in addresses:
+                try:
+                    return await client.send(
+                        address, hop.host, hop.port, self.ctx, self.hostname, envelope,
+                        self._dn_check(c.domain) if hop.verify_dn else None,
+                        connect_timeout=self.cfg.connect_timeout,
+                        command_timeout=self.cfg.command_timeout)
+                except DeliveryFailure as failure:
+                    if failure.permanent:
+                        raise
+                    errors.append(failure)
+        if not errors:
+            raise DeliveryFailure(f"no host to try for {c.domain}", permanent=False)
+        raise DeliveryFailure("; ".join(e.reason for e in errors)[:2000], permanent=False,
+                              reply=errors[-1].reply, host=errors[-1].host)
+
+    def _dn_check(self, domain: str) -> client.DnCheck:
+        whitelist = self.whitelist.current
+
+        def check(dn: CanonicalDN, subject: str) -> str | None:
+            if whitelist.dn_listed(domain, dn):
+                return None
+            return (f"certificate DN {subject} is not listed for {domain} in whitelist "
+                    f"version {whitelist.version_id}")
+        return check
+
+    async def _record_failure(self, c: Claim, data: bytes | None,
+                              failure: DeliveryFailure) -> None:
+        now = time.time()
+        attempts = c.attempts + 1
+        next_at = now + retry_delay(attempts, self.cfg)
+        if not failure.permanent and not gives_up(attempts, c.created_at, next_at, self.cfg):
+            await self.committer.run(lambda conn: claims.deferred(
+                conn, c, failure.reason, failure.reply, next_at, now))
+            log.info("deferred", queue_id=c.id, attempt=attempts, reason=failure.reason)
+            return
+        status = "bounced" if failure.permanent else "expired"
+        dsn_status = failure.status if failure.permanent else "4.4.7"  # RFC 3463: expired
+        reason = failure.reason if failure.permanent else \
+            f"gave up after {attempts} attempts: {failure.reason}"
+        await self.finish(c, data, status, dsn_status, reason, failure.reply, failure.host)
+        log.info(status, queue_id=c.id, attempt=attempts, reason=reason)
+
+    async def finish(self, c: Claim, data: bytes | None, status: str, dsn_status: str,
+                     reason: str, reply: str | None, host: str | None, *,
+                     counts_attempt: bool = True, actor: str = "mss") -> None:
+        await finish(self.app, self.committer, c, data, status, dsn_status, reason, reply,
+                     host, counts_attempt=counts_attempt, actor=actor)
+
+
+async def finish(app: App, committer: GroupCommitter, c: Claim, data: bytes | None,
+                 status: str, dsn_status: str, reason: str, reply: str | None,
+                 host: str | None, *, counts_attempt: bool = True, actor: str = "mss") -> None:
+    """Mark *c* bounced/expired and store the DSN for its sender, in one transaction."""
+    with app.reader.connect() as conn:
+        copy, why = dsn_copy(conn, app.keyring, app.config.smtp.hostname, c, data,
+                             dsn_status, reason, reply, host)
+    now = time.time()
+    await committer.run(lambda conn: write_final(conn, c, status, f"{reason} ({why})", reply,
+                                                 copy, now, counts_attempt, actor))
+
+
+def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
+                copy: store.LocalCopy | None, now: float, counts_attempt: bool,
+                actor: str) -> bool:
+    """The final status and the DSN copy (if any), in the caller's transaction."""
+    done = claims.failed(conn, c, status, reason, reply, now, counts_attempt=counts_attempt,
+                         actor=actor)
+    if done and copy is not None:
+        store.write_delivery(conn, dsn_delivery(copy, c))
+    return done
