@@ -154,7 +154,7 @@ class DeliveryConfig:
     max_attempts: int = 8
     retry_base: float = 1200.0  # first retry after about this many seconds
     retry_factor: float = 2.0  # each next wait multiplied by this
-    retry_max: float = 43200.0  # no wait longer than this
+    retry_max: float = 86400.0  # no wait longer than this
     jitter: float = 0.2  # +/- this fraction of each wait, at random
     max_age: float = 172800.0  # a message not delivered after this is expired (DSN)
     lease: float = 900.0  # a claimed row is reclaimed by any worker after this

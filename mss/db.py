@@ -281,8 +281,8 @@ def create_schema(engine: Engine) -> None:
 def add_missing_columns(engine: Engine) -> None:
     """Additive upgrade of an existing database: ``ALTER TABLE ... ADD COLUMN`` for every
     nullable column the schema has and the table lacks (create_all never alters a table)."""
-    existing = inspect(engine)
     with engine.begin() as conn:
+        existing = inspect(conn)
         for table in metadata.sorted_tables:
             if not existing.has_table(table.name):
                 continue

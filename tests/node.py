@@ -38,6 +38,8 @@ class Node:
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    host: str = "127.0.0.1"  # listeners' address (two-operator tests use 127.0.0.2/.3)
+    domain: str = DOMAIN
 
     @property
     def config(self) -> Path:
@@ -76,6 +78,7 @@ class Node:
     def start(self, timeout: float = 30.0) -> None:
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
                                             stdout=log, stderr=log, cwd=REPO)
@@ -83,7 +86,7 @@ class Node:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"mss serve exited: {self.log_path.read_text()}")
-            if '"event": "ready"' in self.log_path.read_text():
+            if b'"event": "ready"' in self.log_path.read_bytes()[offset:]:
                 return
             time.sleep(0.05)
         raise AssertionError("mss serve did not become ready")
@@ -113,24 +116,30 @@ class Node:
         return rows
 
 
-def make_node(base: Path, *, with_whitelist: bool = True) -> Node:
+def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
+              host: str = "127.0.0.1", ports: dict[str, int] | None = None,
+              tls: dict[str, Path] | None = None, extra_config: str = "") -> Node:
+    """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
+    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests."""
     data_dir = base / "node"
-    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", DOMAIN],
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    node = Node(data_dir)
+    node = Node(data_dir, host=host, domain=domain)
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions"):
-        node.ports[name] = port = free_port()
-        text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
-                      rf"\g<1>{port}", text)
+        node.ports[name] = port = (ports or {}).get(name) or free_port(host)
+        text = re.sub(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
+                      rf'\g<1>"{host}"\g<2>{port}', text)
     text = text.replace("[logging]", "[whitelist]\nreload_interval = 0.5\n\n[logging]")
-    node.config.write_text(text)
+    for key, path in (tls or {}).items():
+        text = re.sub(rf'(?m)^{key} = ".*"$', f'{key} = "{path}"', text)
+    node.config.write_text(text + extra_config)
     for user in ("alice", "bob"):
-        node.cli("mailbox", "add", f"{user}@{DOMAIN}", "--type", "PER", "--rpps",
+        node.cli("mailbox", "add", f"{user}@{domain}", "--type", "PER", "--rpps",
                  "10000000001" if user == "alice" else "10000000002", "--password-stdin",
                  input=PASSWORD + "\n")
-    node.cli("mailbox", "add", f"secretariat@{DOMAIN}", "--type", "ORG", "--finess",
+    node.cli("mailbox", "add", f"secretariat@{domain}", "--type", "ORG", "--finess",
              "750000001")
     if with_whitelist:
         wl = base / "whitelist.xml"

@@ -1,0 +1,125 @@
+"""Two independent mss operators on 127.0.0.2 and 127.0.0.3 with test-PKI certificates,
+each other's domain on their whitelists, and a real DNS server serving their MX records.
+Shared by tests/test_outbound.py and bench/relay.py."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mss import store
+from mss.app import open_app
+from tests.dnsserver import DnsServer
+from tests.node import MSS, PASSWORD, REPO, Node, free_port, make_node
+from tests.whitelist_fixtures import make_whitelist_xml
+from trustspace.testpki import DEFAULT_SERVERS
+
+A_DOMAIN, B_DOMAIN = "a.mssante.test", "b.mssante.test"
+WRONG_DN_DOMAIN = "wrong-dn.test"  # MX is B, but the whitelist lists another DN for it
+RELAYED_DOMAIN = "clinique.test"  # hosted by A, relayed to the clinic's server (B here)
+SUBJECTS = {s.name: s.subject for s in DEFAULT_SERVERS}
+
+
+@dataclass
+class Pair:
+    a: Node
+    b: Node
+    dns: DnsServer
+    pki: Path
+
+    def nodes(self) -> tuple[Node, Node]:
+        return self.a, self.b
+
+
+def delivery_config(dns_port: int, mx_port: int, **overrides: object) -> str:
+    values: dict[str, object] = {
+        "nameservers": '["127.0.0.1"]', "dns_port": dns_port, "dns_timeout": 2.0,
+        "port": mx_port, "connect_timeout": 5.0, "command_timeout": 30.0,
+        "max_attempts": 8, "retry_base": 0.5, "retry_factor": 1.5, "retry_max": 5.0,
+        "jitter": 0.1, "lease": 10.0, "poll_interval": 0.2, **overrides}
+    return "\n[delivery]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+
+
+def make_pair(base: Path, **delivery: object) -> Pair:
+    pki = base / "pki"
+    subprocess.run([*MSS, "pki", "init-test", "--dir", str(pki)], check=True, cwd=REPO,
+                   capture_output=True, timeout=120)
+    dns = DnsServer().start()
+    mx_port = free_port("127.0.0.2")
+    for name, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
+        dns.set(f"{name}.mssante.test", "MX", [f"10 mx.{name}.mssante.test."])
+        dns.set(f"mx.{name}.mssante.test", "A", [host])
+    dns.set(WRONG_DN_DOMAIN, "MX", ["10 mx.b.mssante.test."])
+    whitelist = base / "whitelist.xml"
+    whitelist.write_bytes(make_whitelist_xml([
+        (A_DOMAIN, SUBJECTS["operator-a"]), (B_DOMAIN, SUBJECTS["operator-b"]),
+        (WRONG_DN_DOMAIN, SUBJECTS["revoked"])]))
+    nodes = []
+    for name, host, domain in (("a", "127.0.0.2", A_DOMAIN), ("b", "127.0.0.3", B_DOMAIN)):
+        (base / name).mkdir()
+        tls = {"cert_file": pki / f"operator-{name}.crt", "key_file": pki / f"operator-{name}.key",
+               "ca_file": pki / "root.crt"}
+        node = make_node(base / name, with_whitelist=False, domain=domain, host=host,
+                         ports={"mx": mx_port}, tls=tls,
+                         extra_config=delivery_config(dns.port, mx_port, **delivery))
+        node.cli("whitelist", "import", str(whitelist))
+        nodes.append(node)
+    a, b = nodes
+    # A hosts clinique.test but relays it to the clinic's own server (played by B)
+    a.cli("domain", "add", RELAYED_DOMAIN, "--relay-to", f"127.0.0.3:{mx_port}")
+    b.cli("domain", "add", RELAYED_DOMAIN)
+    b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
+          "10000000009")
+    return Pair(a, b, dns, pki)
+
+
+def submit(node: Node, pki: Path, rcpts: list[str], data: bytes,
+           sender: str | None = None) -> None:
+    ctx = ssl.create_default_context(cafile=str(pki / "root.crt"))
+    ctx.check_hostname = False
+    sender = sender or f"alice@{node.domain}"
+    with smtplib.SMTP(node.host, node.ports["submission"], timeout=30) as client:
+        client.starttls(context=ctx)
+        client.login(sender, PASSWORD)
+        assert client.sendmail(sender, rcpts, data) == {}
+
+
+def message(sender: str, rcpt: str, tag: str, size: int = 0) -> bytes:
+    body = ("x" * 70 + "\r\n") * (size // 72) if size else "Bonjour.\r\n"
+    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: test {tag}\r\n"
+            f"Message-ID: <{tag}@test.example>\r\nDate: Mon, 23 Nov 2026 05:00:00 +0000\r\n"
+            f"\r\n{body}").encode()
+
+
+def read_all(node: Node, address: str) -> list[bytes]:
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+            return [store.read_message(conn, app.keyring, mailbox.id, uid)
+                    for uid in store.list_uids(conn, mailbox.id)]
+    finally:
+        app.close()
+
+
+def inbox_count(node: Node, address: str) -> int:
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+            return store.mailbox_counts(conn, mailbox.id)[0]
+    finally:
+        app.close()
+
+
+def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(step)
+    return False

@@ -1,0 +1,250 @@
+"""Outbound delivery between two real operators (127.0.0.2 and 127.0.0.3) over mutual TLS,
+MX records served by a real DNS server on loopback, queue claims, retries, DSNs, restarts."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mss.config import DeliveryConfig
+from proxy.outbound.backoff import gives_up, retry_delay
+from proxy.outbound.dsn import build_dsn, is_report
+from proxy.outbound.mx import parse_next_hop
+from tests.node import Node
+from tests.outbound_pair import (
+    A_DOMAIN,
+    B_DOMAIN,
+    RELAYED_DOMAIN,
+    WRONG_DN_DOMAIN,
+    Pair,
+    inbox_count,
+    make_pair,
+    message,
+    read_all,
+    submit,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    p = make_pair(tmp_path_factory.mktemp("pair"), max_attempts=4)
+    for node in p.nodes():
+        node.start()
+    yield p
+    for node in p.nodes():
+        if node.process is not None:
+            node.process.kill()
+            node.process.wait()
+    p.dns.stop()
+
+
+def queue_rows(node: Node) -> list[str]:
+    return node.cli("queue", "list").stdout.splitlines()
+
+
+def audit_events(node: Node, event: str) -> list[dict[str, object]]:
+    return node.audit("--event", event)
+
+
+def with_tag(messages: list[bytes], tag: str) -> list[bytes]:
+    return [m for m in messages if f"<{tag}@test.example>".encode() in m]
+
+
+# --------------------------------------------------------------------------- both ways
+
+def test_a_to_b_and_b_to_a_over_mutual_tls(pair: Pair) -> None:
+    a, b = pair.nodes()
+    tag_ab, tag_ba = f"ab{time.time_ns()}", f"ba{time.time_ns()}"
+    submit(a, pair.pki, [f"bob@{B_DOMAIN}"], message(f"alice@{A_DOMAIN}", f"bob@{B_DOMAIN}",
+                                                      tag_ab))
+    submit(b, pair.pki, [f"bob@{A_DOMAIN}"], message(f"alice@{B_DOMAIN}", f"bob@{A_DOMAIN}",
+                                                      tag_ba))
+    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag_ab))
+    assert wait_for(lambda: with_tag(read_all(a, f"bob@{A_DOMAIN}"), tag_ba))
+    # B accepted A's client certificate: its DN is recorded on B's TLS audit record
+    tls = [r for r in audit_events(b, "smtp.tls") if r.get("listener") == "mx"]
+    assert any("O=OPERATEUR A" in json.dumps(r.get("detail")) for r in tls)
+    delivered = [r for r in audit_events(a, "queue.delivered") if r["rcpt"] == f"bob@{B_DOMAIN}"]
+    assert delivered and str(delivered[-1]["reason"]).startswith("250")
+    show = a.cli("queue", "show", str(delivered[-1]["detail"]["queue_id"])).stdout  # type: ignore[index]
+    assert "status:       delivered" in show and "remote reply: 250" in show
+    assert "Bonjour" not in show and "Subject" not in show  # never the body or subject
+
+
+def test_relay_to_next_hop_without_mx(pair: Pair) -> None:
+    a, b = pair.nodes()
+    assert f"{RELAYED_DOMAIN}\trelay to 127.0.0.3:" in a.cli("domain", "list").stdout
+    tag = f"relay{time.time_ns()}"
+    rcpt = f"dr.house@{RELAYED_DOMAIN}"  # no DNS record at all: only the next hop is used
+    submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+    assert wait_for(lambda: with_tag(read_all(b, rcpt), tag))
+
+
+# --------------------------------------------------------------------------- failures
+
+def test_permanent_refusal_bounces_with_dsn_to_sender(pair: Pair) -> None:
+    a, _ = pair.nodes()
+    tag = f"perm{time.time_ns()}"
+    rcpt = f"nobody@{B_DOMAIN}"
+    before = inbox_count(a, f"alice@{A_DOMAIN}")
+    submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+    assert wait_for(lambda: inbox_count(a, f"alice@{A_DOMAIN}") > before)
+    dsn = read_all(a, f"alice@{A_DOMAIN}")[-1]
+    parsed = email.message_from_bytes(dsn, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    parts = list(parsed.iter_parts())
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    status = parts[1].as_string()
+    assert f"Final-Recipient: rfc822; {rcpt}" in status and "Action: failed" in status
+    assert "Status: 5.1.1" in status and "Diagnostic-Code: smtp; 550 5.1.1" in status
+    original = parts[2].get_payload() if not parts[2].is_multipart() else ""
+    assert f"<{tag}@test.example>" in str(original) and "Bonjour" not in dsn.decode()
+    bounced = [r for r in audit_events(a, "queue.bounced") if r["rcpt"] == rcpt]
+    assert bounced and "550 5.1.1" in str(bounced[-1]["reason"])
+
+
+def test_wrong_peer_dn_is_never_delivered(pair: Pair) -> None:
+    a, _ = pair.nodes()
+    rcpt = f"bob@{WRONG_DN_DOMAIN}"
+    submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"dn{time.time_ns()}"))
+    rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt, 20)
+    assert rows and "is not listed for wrong-dn.test" in str(rows[0]["reason"])
+    assert "OPERATEUR B" in str(rows[0]["reason"])
+    # after max_attempts (4 in this module): expired, DSN to the sender, never delivered
+    expired = a.wait_audit(lambda r: r["event"] == "queue.expired" and r["rcpt"] == rcpt, 40)
+    assert expired and not [r for r in audit_events(a, "queue.delivered") if r["rcpt"] == rcpt]
+    dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {rcpt}".encode() in m]
+    assert dsns and b"Status: 4.4.7" in dsns[-1]
+
+
+def test_peer_down_then_up_is_delivered_after_retry(pair: Pair) -> None:
+    a, b = pair.nodes()
+    b.stop()
+    tag = f"down{time.time_ns()}"
+    try:
+        submit(a, pair.pki, [f"bob@{B_DOMAIN}"],
+               message(f"alice@{A_DOMAIN}", f"bob@{B_DOMAIN}", tag))
+        deferred = a.wait_audit(lambda r: r["event"] == "queue.deferred"
+                                and r["rcpt"] == f"bob@{B_DOMAIN}", 20)
+        assert deferred and "ConnectError" in str(deferred[-1]["reason"]) or \
+            "refused" in str(deferred[-1]["reason"]).lower()
+    finally:
+        b.start()
+    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag), 40)
+
+
+def test_kill_9_with_messages_queued_then_restart_delivers_all(pair: Pair) -> None:
+    a, b = pair.nodes()
+    rcpt = f"secretariat@{B_DOMAIN}"
+    b.stop()
+    tags = [f"k9q{i}x{time.time_ns()}" for i in range(8)]
+    for tag in tags:
+        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+    a.stop(signal.SIGKILL)  # queued rows, some leased by the dead worker
+    b.start()
+    a.start()
+    # then a kill -9 while deliveries are in flight
+    live = [f"k9f{i}x{time.time_ns()}" for i in range(12)]
+    for tag in live:
+        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+    a.stop(signal.SIGKILL)
+    a.start()
+
+    def arrived() -> bool:
+        stored = read_all(b, rcpt)
+        return all(with_tag(stored, t) for t in tags + live)
+
+    assert wait_for(arrived, 60)
+    stored = read_all(b, rcpt)
+    # queued while B was down: exactly once
+    assert all(len(with_tag(stored, t)) == 1 for t in tags)
+    # killed mid-delivery: at least once; a duplicate only for a row whose 250 came in
+    # just before the kill (RFC 5321 §6.1), so at most the rows in flight
+    duplicates = sum(len(with_tag(stored, t)) - 1 for t in live)
+    assert duplicates <= 4
+    assert "queued" not in "".join(queue_rows(a)[3:-1]).split()
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_queue_cli_retry_bounce_purge(pair: Pair, tmp_path: Path) -> None:
+    a, b = pair.nodes()
+    b.stop()
+    try:
+        rcpt = f"bob@{B_DOMAIN}"
+        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"cli{time.time_ns()}"))
+        row = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt, 20)
+        a.stop()  # no worker: the CLI alone acts on the queue (deterministic states)
+        queue_id = str(row[-1]["detail"]["queue_id"])  # type: ignore[index]
+        assert queue_id[:16] in a.cli("queue", "list", "--status", "queued").stdout
+        assert "1 row(s) due now" in a.cli("queue", "retry", queue_id).stdout
+        out = a.cli("queue", "bounce", queue_id).stdout
+        assert "bounced (DSN stored)" in out
+        bad = a.cli("queue", "bounce", queue_id, check=False)
+        assert bad.returncode == 2 and bad.stderr.startswith("mss: error: ")
+        assert "status:       bounced" in a.cli("queue", "show", queue_id).stdout
+        missing = a.cli("queue", "show", "deadbeefdeadbeef", check=False)
+        assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1
+        assert a.cli("queue", "retry", check=False).returncode == 2
+        assert "row(s) purged" in a.cli("queue", "purge", "--bounced").stdout
+        assert a.cli("queue", "show", queue_id, check=False).returncode == 2
+        assert a.audit("--event", "admin.queue.retry")
+        assert a.audit("--event", "admin.queue.purge")
+        assert [r for r in audit_events(a, "queue.bounced")
+                if r["detail"]["queue_id"] == queue_id  # type: ignore[index]
+                and str(r["actor"]).startswith("cli:")]
+    finally:
+        b.start()
+        if a.process is None:
+            a.start()
+
+
+def test_relay_to_must_be_host_port(pair: Pair) -> None:
+    bad = pair.a.cli("domain", "add", "other.test", "--relay-to", "nohost", check=False)
+    assert bad.returncode == 2 and bad.stderr == "mss: error: next hop 'nohost': expected " \
+        "HOST:PORT\n"
+
+
+# --------------------------------------------------------------------------- units
+
+def test_backoff_grows_with_jitter_and_gives_up() -> None:
+    cfg = DeliveryConfig()
+    rng = random.Random(4)
+    waits = [retry_delay(n, cfg, rng) for n in range(1, 8)]
+    assert 0.8 * 1200 <= waits[0] <= 1.2 * 1200
+    assert all(w <= cfg.retry_max * 1.2 for w in waits)
+    total = sum(retry_delay(n, DeliveryConfig(jitter=0.0)) for n in range(1, 8))
+    assert 1.5 * 86400 < total < 2 * 86400  # defaults: 8 attempts over about 2 days
+    assert gives_up(8, 0.0, 10.0, cfg) and not gives_up(7, 0.0, 10.0, cfg)
+    assert gives_up(2, 0.0, cfg.max_age + 1, cfg)
+
+
+def test_dsn_shape_and_no_dsn_for_dsn() -> None:
+    original = b"From: <a@x.test>\r\nSubject: s\r\nMessage-ID: <1@x>\r\n\r\nsecret body\r\n"
+    dsn = build_dsn(reporting_mta="mx.x.test", mail_from="a@x.test", rcpt="b@y.test",
+                    original=original, action="failed", status="5.1.1",
+                    diagnostic="550 5.1.1 unknown\r\nuser", remote_mta="mx.y.test",
+                    arrival=0.0, explanation="no such user")
+    assert b"secret body" not in dsn and b"Message-ID: <1@x>" in dsn
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 unknown user\r\n" in dsn
+    assert is_report(dsn) and not is_report(original)
+
+
+@pytest.mark.parametrize("text,expected", [("mx.clinique.fr:25", ("mx.clinique.fr", 25)),
+                                           ("[127.0.0.3]:2525", ("127.0.0.3", 2525))])
+def test_parse_next_hop(text: str, expected: tuple[str, int]) -> None:
+    assert parse_next_hop(text) == expected
+    for bad in ("host", "host:0", "host:99999", ":25", "a b:25"):
+        with pytest.raises(ValueError):
+            parse_next_hop(bad)
