@@ -21,6 +21,10 @@ from trustspace.testpki import DEFAULT_SERVERS
 A_DOMAIN, B_DOMAIN = "a.mssante.test", "b.mssante.test"
 WRONG_DN_DOMAIN = "wrong-dn.test"  # MX is B, but the whitelist lists another DN for it
 RELAYED_DOMAIN = "clinique.test"  # hosted by A, relayed to the clinic's server (B here)
+NULL_MX_DOMAIN = "null-mx.test"  # RFC 7505 "0 ."
+IMPLICIT_DOMAIN = "implicit.test"  # no MX, an A record: B's address (RFC 5321 §5.1)
+PLAIN_DOMAIN = "plain.test"  # MX on 127.0.0.4: a server without STARTTLS
+UNTRUSTED_DOMAIN = "untrusted.test"  # MX on 127.0.0.5: STARTTLS with a certificate of another CA
 SUBJECTS = {s.name: s.subject for s in DEFAULT_SERVERS}
 
 
@@ -30,6 +34,7 @@ class Pair:
     b: Node
     dns: DnsServer
     pki: Path
+    mx_port: int
 
     def nodes(self) -> tuple[Node, Node]:
         return self.a, self.b
@@ -54,10 +59,18 @@ def make_pair(base: Path, **delivery: object) -> Pair:
         dns.set(f"{name}.mssante.test", "MX", [f"10 mx.{name}.mssante.test."])
         dns.set(f"mx.{name}.mssante.test", "A", [host])
     dns.set(WRONG_DN_DOMAIN, "MX", ["10 mx.b.mssante.test."])
+    dns.set(NULL_MX_DOMAIN, "MX", ["0 ."])
+    dns.set(IMPLICIT_DOMAIN, "A", ["127.0.0.3"])
+    dns.set(PLAIN_DOMAIN, "MX", [f"10 mx.{PLAIN_DOMAIN}."])
+    dns.set(f"mx.{PLAIN_DOMAIN}", "A", ["127.0.0.4"])
+    dns.set(UNTRUSTED_DOMAIN, "MX", [f"10 mx.{UNTRUSTED_DOMAIN}."])
+    dns.set(f"mx.{UNTRUSTED_DOMAIN}", "A", ["127.0.0.5"])
     whitelist = base / "whitelist.xml"
     whitelist.write_bytes(make_whitelist_xml([
         (A_DOMAIN, SUBJECTS["operator-a"]), (B_DOMAIN, SUBJECTS["operator-b"]),
-        (WRONG_DN_DOMAIN, SUBJECTS["revoked"])]))
+        (WRONG_DN_DOMAIN, SUBJECTS["revoked"]),
+        *((d, SUBJECTS["operator-b"]) for d in (NULL_MX_DOMAIN, IMPLICIT_DOMAIN, PLAIN_DOMAIN,
+                                                 UNTRUSTED_DOMAIN))]))
     nodes = []
     for name, host, domain in (("a", "127.0.0.2", A_DOMAIN), ("b", "127.0.0.3", B_DOMAIN)):
         (base / name).mkdir()
@@ -74,7 +87,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     b.cli("domain", "add", RELAYED_DOMAIN)
     b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
           "10000000009")
-    return Pair(a, b, dns, pki)
+    return Pair(a, b, dns, pki, mx_port)
 
 
 def submit(node: Node, pki: Path, rcpts: list[str], data: bytes,

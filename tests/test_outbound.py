@@ -8,6 +8,7 @@ import email.policy
 import json
 import random
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ from tests.node import Node
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
+    IMPLICIT_DOMAIN,
+    NULL_MX_DOMAIN,
+    PLAIN_DOMAIN,
+    UNTRUSTED_DOMAIN,
     RELAYED_DOMAIN,
     WRONG_DN_DOMAIN,
     Pair,
@@ -174,6 +179,109 @@ def test_kill_9_with_messages_queued_then_restart_delivers_all(pair: Pair) -> No
     duplicates = sum(len(with_tag(stored, t)) - 1 for t in live)
     assert duplicates <= 4
     assert "queued" not in "".join(queue_rows(a)[3:-1]).split()
+
+
+def test_null_mx_bounces_and_no_mx_falls_back_to_the_a_record(pair: Pair) -> None:
+    a, _ = pair.nodes()
+    null_rcpt, implicit_rcpt = f"x@{NULL_MX_DOMAIN}", f"x@{IMPLICIT_DOMAIN}"
+    submit(a, pair.pki, [null_rcpt, implicit_rcpt],
+           message(f"alice@{A_DOMAIN}", null_rcpt, f"mx{time.time_ns()}"))
+    null = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == null_rcpt, 20)
+    assert null and "null MX, RFC 7505" in str(null[0]["reason"])
+    # implicit MX: the A record is B, whose MX answers for itself: 550 (domain not hosted)
+    implicit = a.wait_audit(lambda r: r["event"] == "queue.bounced"
+                            and r["rcpt"] == implicit_rcpt, 20)
+    assert implicit and f"{IMPLICIT_DOMAIN}[127.0.0.3]" in str(implicit[0]["reason"])
+    assert "550 5.1.1" in str(implicit[0]["reason"])
+    dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {null_rcpt}".encode() in m]
+    assert dsns and b"Status: 5.1.10" in dsns[-1]
+
+
+class Recorder:
+    """aiosmtpd handler keeping every envelope a test peer receives."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[object] = []
+        self.mail_from: list[str] = []
+
+    async def handle_MAIL(self, server: object, session: object, envelope: object,
+                          address: str, options: list[str]) -> str:
+        self.mail_from.append(address)
+        envelope.mail_from = address  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def test_no_starttls_or_untrusted_certificate_never_sends(pair: Pair) -> None:
+    from aiosmtpd.controller import Controller
+
+    a, b = pair.nodes()
+    plain, untrusted = Recorder(), Recorder()
+    other_ca = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other_ca.load_cert_chain(b.data_dir / "pki" / "server.crt", b.data_dir / "pki" / "server.key")
+    servers = [Controller(plain, hostname="127.0.0.4", port=pair.mx_port),
+               Controller(untrusted, hostname="127.0.0.5", port=pair.mx_port,
+                          tls_context=other_ca)]
+    for server in servers:
+        server.start()
+    try:
+        rcpts = [f"x@{PLAIN_DOMAIN}", f"x@{UNTRUSTED_DOMAIN}"]
+        submit(a, pair.pki, rcpts, message(f"alice@{A_DOMAIN}", rcpts[0], f"tls{time.time_ns()}"))
+        no_tls = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[0])
+        assert no_tls and "does not offer STARTTLS" in str(no_tls[0]["reason"])
+        bad = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[1])
+        assert bad and "certificate not trusted" in str(bad[0]["reason"])
+        assert a.wait_audit(lambda r: r["event"] == "queue.expired" and r["rcpt"] in rcpts, 40)
+    finally:
+        for server in servers:
+            server.stop()
+    assert plain.mail_from == [] and untrusted.mail_from == []  # nothing ever sent
+    assert plain.envelopes == [] and untrusted.envelopes == []
+
+
+def test_two_serving_workers_share_the_queue_without_double_sending(tmp_path: Path) -> None:
+    p = make_pair(tmp_path, batch=3)
+    a, b = p.nodes()
+    a.config.write_text(a.config.read_text().replace('data_dir = "."',
+                                                     'data_dir = "."\nworkers = 2'))
+    rcpt = f"bob@{B_DOMAIN}"
+    try:
+        b.start()
+        a.start()
+        assert wait_for(lambda: a.log_path is not None
+                        and a.log_path.read_text().count('"event": "ready"') == 2)
+        tags = [f"w2x{i}x{time.time_ns()}" for i in range(30)]
+        for tag in tags:
+            submit(a, p.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+        assert wait_for(lambda: len(audit_events(a, "queue.delivered")) >= 30, 60)
+        stored = read_all(b, rcpt)
+        assert all(len(with_tag(stored, t)) == 1 for t in tags)
+        delivered = audit_events(a, "queue.delivered")
+        ids = [r["detail"]["queue_id"] for r in delivered]  # type: ignore[index]
+        assert len(ids) == len(set(ids)) == 30
+    finally:
+        for node in (a, b):
+            if node.process is not None:
+                node.stop()
+        p.dns.stop()
+
+
+def test_delivery_config_errors_name_the_key(tmp_path: Path) -> None:
+    from mss.config import ConfigError, parse_config
+
+    for table, message_part in (({"retry_factor": 0.5}, "delivery.retry_factor"),
+                                ({"jitter": 1.5}, "delivery.jitter"),
+                                ({"port": 0}, "delivery.port"),
+                                ({"nameservers": "127.0.0.1"}, "delivery.nameservers"),
+                                ({"max_attempts": "8"}, "delivery.max_attempts")):
+        with pytest.raises(ConfigError, match=message_part):
+            parse_config({"delivery": table}, tmp_path / "mss.toml")
+    cfg = parse_config({"delivery": {"nameservers": ["10.0.0.53"], "dns_port": 5353}},
+                       tmp_path / "mss.toml").delivery
+    assert cfg.nameservers == ("10.0.0.53",) and cfg.dns_port == 5353 and cfg.max_attempts == 8
 
 
 # --------------------------------------------------------------------------- CLI
