@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--per-destination", type=int, default=20,
                     help="delivery.max_per_destination on A (all mail goes to one domain)")
     ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--drain", action="store_true",
+                    help="B down while submitting, then started: times the queue drain alone")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-relay-") as tmp:
@@ -57,8 +59,9 @@ def main() -> None:
                          max_per_destination=args.per_destination, poll_interval=0.05,
                          batch=50)
         a, b = pair.nodes()
-        for node in (a, b):
-            node.start()
+        a.start()
+        if not args.drain:
+            b.start()
         try:
             rcpts = [f"{u}@{B_DOMAIN}" for u in ("alice", "bob", "secretariat")]
             size = int(args.size_kb * 1024)
@@ -70,7 +73,7 @@ def main() -> None:
             state = {"next": 0, "ok": 0, "err": 0}
             errors: list[str] = []
             stop_at = time.monotonic() + args.max_seconds
-            base = stored(b)
+            base = 0 if args.drain else stored(b)
 
             def worker() -> None:
                 while True:
@@ -99,6 +102,10 @@ def main() -> None:
             for t in threads:
                 t.join()
             submitted = time.time() - t0
+            if args.drain:  # every row deferred once; make them due and let B in
+                a.cli("queue", "retry", "--all")
+                b.start()
+                t0 = time.time()
             arrived = 0
             while time.monotonic() < stop_at:
                 arrived = stored(b) - base
@@ -116,7 +123,7 @@ def main() -> None:
             "per_destination": args.per_destination, "submitted": state["ok"],
             "errors": state["err"], "stored_in_b": arrived,
             "submission_msg_s": round(state["ok"] / submitted, 1),
-            "end_to_end_s": round(elapsed, 2),
+            "drain": args.drain, "end_to_end_s": round(elapsed, 2),
             "relay_msg_s": round(arrived / elapsed, 1), "first_errors": errors}))
 
 

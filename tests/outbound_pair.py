@@ -21,6 +21,7 @@ from trustspace.testpki import DEFAULT_SERVERS
 A_DOMAIN, B_DOMAIN = "a.mssante.test", "b.mssante.test"
 WRONG_DN_DOMAIN = "wrong-dn.test"  # MX is B, but the whitelist lists another DN for it
 RELAYED_DOMAIN = "clinique.test"  # hosted by A, relayed to the clinic's server (B here)
+HOSPITAL_DOMAIN = "hopital.test"  # hosted by A, relayed to the hospital's server, 127.0.0.6
 NULL_MX_DOMAIN = "null-mx.test"  # RFC 7505 "0 ."
 IMPLICIT_DOMAIN = "implicit.test"  # no MX, an A record: B's address (RFC 5321 §5.1)
 PLAIN_DOMAIN = "plain.test"  # MX on 127.0.0.4: a server without STARTTLS
@@ -60,6 +61,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
         dns.set(f"mx.{name}.mssante.test", "A", [host])
     dns.set(WRONG_DN_DOMAIN, "MX", ["10 mx.b.mssante.test."])
     dns.set(NULL_MX_DOMAIN, "MX", ["0 ."])
+    dns.set(HOSPITAL_DOMAIN, "MX", ["10 mx.a.mssante.test."])
     dns.set(IMPLICIT_DOMAIN, "A", ["127.0.0.3"])
     dns.set(PLAIN_DOMAIN, "MX", [f"10 mx.{PLAIN_DOMAIN}."])
     dns.set(f"mx.{PLAIN_DOMAIN}", "A", ["127.0.0.4"])
@@ -68,7 +70,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     whitelist = base / "whitelist.xml"
     whitelist.write_bytes(make_whitelist_xml([
         (A_DOMAIN, SUBJECTS["operator-a"]), (B_DOMAIN, SUBJECTS["operator-b"]),
-        (WRONG_DN_DOMAIN, SUBJECTS["revoked"]),
+        (WRONG_DN_DOMAIN, SUBJECTS["revoked"]), (HOSPITAL_DOMAIN, SUBJECTS["operator-a"]),
         *((d, SUBJECTS["operator-b"]) for d in (NULL_MX_DOMAIN, IMPLICIT_DOMAIN, PLAIN_DOMAIN,
                                                  UNTRUSTED_DOMAIN))]))
     nodes = []
@@ -84,6 +86,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     a, b = nodes
     # A hosts clinique.test but relays it to the clinic's own server (played by B)
     a.cli("domain", "add", RELAYED_DOMAIN, "--relay-to", f"127.0.0.3:{mx_port}")
+    a.cli("domain", "add", HOSPITAL_DOMAIN, "--relay-to", f"127.0.0.6:{mx_port}")
     b.cli("domain", "add", RELAYED_DOMAIN)
     b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
           "10000000009")

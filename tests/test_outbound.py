@@ -23,6 +23,7 @@ from tests.node import Node
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
+    HOSPITAL_DOMAIN,
     IMPLICIT_DOMAIN,
     NULL_MX_DOMAIN,
     PLAIN_DOMAIN,
@@ -92,6 +93,37 @@ def test_relay_to_next_hop_without_mx(pair: Pair) -> None:
     rcpt = f"dr.house@{RELAYED_DOMAIN}"  # no DNS record at all: only the next hop is used
     submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
     assert wait_for(lambda: with_tag(read_all(b, rcpt), tag))
+
+
+def test_mx_mail_for_a_relayed_domain_goes_to_its_server_with_our_certificate(
+        pair: Pair) -> None:
+    """B's user writes to the hospital A hosts; A's MX queues it for the hospital's own
+    server (a TLS server requiring a client certificate): A presents its certificate; the
+    hospital's DN is listed nowhere, and no whitelist DN check applies to a next hop."""
+    from aiosmtpd.controller import Controller
+
+    a, b = pair.nodes()
+    hospital = Recorder()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pair.pki / "root.crt"))
+    ctx.load_cert_chain(pair.pki / "operator-b.crt", pair.pki / "operator-b.key")
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the hospital requires our client certificate
+    server = Controller(hospital, hostname="127.0.0.6", port=pair.mx_port, tls_context=ctx,
+                        require_starttls=True)
+    server.start()
+    try:
+        rcpt = f"dr.grey@{HOSPITAL_DOMAIN}"
+        tag = f"hosp{time.time_ns()}"
+        submit(b, pair.pki, [rcpt], message(f"alice@{B_DOMAIN}", rcpt, tag))
+        assert wait_for(lambda: len(hospital.envelopes) == 1, 30)
+    finally:
+        server.stop()
+    envelope = hospital.envelopes[0]
+    assert envelope.rcpt_tos == [rcpt]  # type: ignore[attr-defined]
+    assert envelope.mail_from == f"alice@{B_DOMAIN}"  # type: ignore[attr-defined]
+    assert f"<{tag}@test.example>".encode() in envelope.content  # type: ignore[attr-defined]
+    assert "organizationName=OPERATEUR A" in hospital.peer_dns[0]
+    queued = [r for r in audit_events(a, "delivery.queued") if r["rcpt"] == rcpt]
+    assert queued and queued[0]["listener"] == "mx"
 
 
 # --------------------------------------------------------------------------- failures
@@ -203,6 +235,7 @@ class Recorder:
     def __init__(self) -> None:
         self.envelopes: list[object] = []
         self.mail_from: list[str] = []
+        self.peer_dns: list[str] = []
 
     async def handle_MAIL(self, server: object, session: object, envelope: object,
                           address: str, options: list[str]) -> str:
@@ -212,6 +245,11 @@ class Recorder:
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.envelopes.append(envelope)
+        transport = server.transport  # type: ignore[attr-defined]
+        cert = transport.get_extra_info("peercert") if transport else None
+        if cert:
+            self.peer_dns.append(",".join(f"{k}={v}" for rdn in cert["subject"]
+                                          for k, v in rdn))
         return "250 OK"
 
 
