@@ -414,6 +414,9 @@ def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
         _positive(getattr(config, key), f"delivery.{key}")
     if config.retry_factor < 1.0:
         raise ConfigError("config: delivery.retry_factor: must be >= 1")
+    if config.lease * 0.8 <= 2 * config.connect_timeout:
+        raise ConfigError("config: delivery.lease: must exceed 2.5 x delivery.connect_timeout "
+                          "(an attempt must end within 80 % of its lease)")
     if not 0.0 <= config.jitter < 1.0:
         raise ConfigError("config: delivery.jitter: must be in [0, 1)")
     if config.port > 65535 or config.dns_port > 65535:

@@ -44,7 +44,7 @@ class Pair:
 def delivery_config(dns_port: int, mx_port: int, **overrides: object) -> str:
     values: dict[str, object] = {
         "nameservers": '["127.0.0.1"]', "dns_port": dns_port, "dns_timeout": 2.0,
-        "port": mx_port, "connect_timeout": 5.0, "command_timeout": 30.0,
+        "port": mx_port, "connect_timeout": 2.0, "command_timeout": 30.0,
         "max_attempts": 8, "retry_base": 0.5, "retry_factor": 1.5, "retry_max": 5.0,
         "jitter": 0.1, "lease": 10.0, "poll_interval": 0.2, **overrides}
     return "\n[delivery]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())

@@ -313,6 +313,7 @@ def test_delivery_config_errors_name_the_key(tmp_path: Path) -> None:
     for table, message_part in (({"retry_factor": 0.5}, "delivery.retry_factor"),
                                 ({"jitter": 1.5}, "delivery.jitter"),
                                 ({"port": 0}, "delivery.port"),
+                                ({"lease": 60.0}, "delivery.lease"),
                                 ({"nameservers": "127.0.0.1"}, "delivery.nameservers"),
                                 ({"max_attempts": "8"}, "delivery.max_attempts")):
         with pytest.raises(ConfigError, match=message_part):

@@ -58,9 +58,13 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
     return [Claim(**r._mapping) for r in rows]
 
 
-def release(conn: Connection, owner: str) -> int:
-    """Give back every lease of *owner* (clean stop): the rows are due again at once."""
-    return conn.execute(update(Q).where((Q.c.lease_owner == owner) & (Q.c.status == "queued"))
+def release(conn: Connection, owner: str, queue_id: str | None = None) -> int:
+    """Give back the leases of *owner* (all, at a clean stop, or one row not attempted):
+    the rows are due again at once."""
+    where = (Q.c.lease_owner == owner) & (Q.c.status == "queued")
+    if queue_id is not None:
+        where = where & (Q.c.id == queue_id)
+    return conn.execute(update(Q).where(where)
                         .values(lease_owner=None, lease_until=None)).rowcount
 
 

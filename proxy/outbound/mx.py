@@ -71,11 +71,15 @@ async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str, port: int,
 
 
 async def addresses(resolver: dns.asyncresolver.Resolver, host: str) -> list[str]:
-    """IPv4 addresses of *host* (an IP literal is returned as is); [] when none resolve."""
+    """Addresses of *host*, IPv4 first then IPv6 (an IP literal is returned as is); []
+    when none resolve (RFC 5321 §5.1: every address of a host is tried in turn)."""
     if host.replace(".", "").isdigit() or ":" in host:
         return [host]
-    try:
-        answer = await resolver.resolve(host, "A")
-    except dns.exception.DNSException:
-        return []
-    return [r.to_text() for r in answer]
+    found: list[str] = []
+    for rtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(host, rtype)
+        except dns.exception.DNSException:
+            continue
+        found += [r.to_text() for r in answer]
+    return found

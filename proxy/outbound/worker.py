@@ -85,6 +85,9 @@ class DeliveryWorker:
     # ------------------------------------------------------------------ one row
     async def _deliver(self, c: Claim) -> None:
         loop = asyncio.get_running_loop()
+        # every attempt ends well within the lease taken at claim time, so that no other
+        # worker can take the row while this one may still be talking to the peer
+        deadline = loop.time() + self.cfg.lease * 0.8
         try:
             data, relay_to = await loop.run_in_executor(None, self._load, c)
         except Exception as exc:  # tampered or unreadable ciphertext: keep it, alert
@@ -93,8 +96,16 @@ class DeliveryWorker:
                 f"queued copy unreadable: {type(exc).__name__}", permanent=False))
             return
         async with self.per_domain[c.domain]:
+            if deadline - loop.time() < self.cfg.connect_timeout:  # waited too long for a slot
+                await self.committer.run(lambda conn: claims.release(conn, self.owner, c.id))
+                return
             try:
-                result = await self._attempt(c, data, relay_to)
+                async with asyncio.timeout_at(deadline):
+                    result = await self._attempt(c, data, relay_to)
+            except TimeoutError:
+                await self._record_failure(c, data, DeliveryFailure(
+                    "attempt outlasted 80 % of delivery.lease", permanent=False))
+                return
             except DeliveryFailure as failure:
                 await self._record_failure(c, data, failure)
                 return
