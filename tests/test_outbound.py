@@ -86,6 +86,23 @@ def test_a_to_b_and_b_to_a_over_mutual_tls(pair: Pair) -> None:
     assert "Bonjour" not in show and "Subject" not in show  # never the body or subject
 
 
+def test_recipients_of_one_message_share_one_transaction(pair: Pair) -> None:
+    a, b = pair.nodes()
+    tag = f"group{time.time_ns()}"
+    rcpts = [f"bob@{B_DOMAIN}", f"secretariat@{B_DOMAIN}", f"ghost@{B_DOMAIN}"]
+    submit(a, pair.pki, rcpts, message(f"alice@{A_DOMAIN}", rcpts[0], tag))
+    assert wait_for(lambda: all(with_tag(read_all(b, r), tag) for r in rcpts[:2]))
+    accepted = [r for r in audit_events(b, "smtp.message.accepted")
+                if r["message_id"] == f"<{tag}@test.example>"]
+    assert len(accepted) == 1 and accepted[0]["detail"]["recipients"] == 2  # type: ignore[index]
+    # the refused recipient is settled on its own: bounced with B's RCPT reply
+    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpts[2])
+    assert bounced and "answered RCPT TO with 550 5.1.1" in str(bounced[0]["reason"])
+    delivered = {r["rcpt"] for r in audit_events(a, "queue.delivered")
+                 if r["message_id"] == f"<{tag}@test.example>"}
+    assert delivered == set(rcpts[:2])
+
+
 def test_relay_to_next_hop_without_mx(pair: Pair) -> None:
     a, b = pair.nodes()
     assert f"{RELAYED_DOMAIN}\trelay to 127.0.0.3:" in a.cli("domain", "list").stdout

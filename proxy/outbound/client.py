@@ -36,8 +36,11 @@ def client_context(tls: TlsConfig) -> ssl.SSLContext:
 @dataclass(frozen=True)
 class Envelope:
     mail_from: str
-    rcpt: str
+    rcpts: tuple[str, ...]  # one message's recipients in one domain: one transaction
     data: bytes
+
+
+Results = dict[str, Delivered | DeliveryFailure]  # per recipient
 
 
 DnCheck = Callable[[CanonicalDN, str], str | None]  # (dn, subject text) -> refusal or None
@@ -56,9 +59,11 @@ def _failure(where: str, exc: aiosmtplib.SMTPResponseException, peer: str) -> De
 
 async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
                local_hostname: str, envelope: Envelope, dn_check: DnCheck | None, *,
-               connect_timeout: float, command_timeout: float) -> Delivered:
-    """Deliver *envelope* through one host; returns the final reply or raises
-    DeliveryFailure (permanent only on a 5yz reply)."""
+               connect_timeout: float, command_timeout: float) -> Results:
+    """Deliver *envelope* through one host in one transaction; returns each recipient's
+    result (its RCPT refusal, or the reply to the end of DATA). A failure of the whole
+    session (connection, TLS, DN, MAIL FROM) raises DeliveryFailure, permanent only on a
+    5yz reply."""
     peer = f"{server_name}[{address}]:{port}"
     smtp = aiosmtplib.SMTP(hostname=address, port=port, local_hostname=local_hostname,
                            timeout=command_timeout, start_tls=False, use_tls=False,
@@ -93,18 +98,26 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
             await smtp.mail(envelope.mail_from)
         except aiosmtplib.SMTPResponseException as exc:
             raise _failure("MAIL FROM", exc, peer) from None
-        try:
-            await smtp.rcpt(envelope.rcpt)
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _failure("RCPT TO", exc, peer) from None
-        try:
-            response = await smtp.data(envelope.data)
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _failure("DATA", exc, peer) from None
-        reply = f"{response.code} {' '.join(response.message.split())}"[:500]
+        results: Results = {}
+        accepted: list[str] = []
+        for rcpt in envelope.rcpts:
+            try:
+                await smtp.rcpt(rcpt)
+                accepted.append(rcpt)
+            except aiosmtplib.SMTPResponseException as exc:
+                results[rcpt] = _failure("RCPT TO", exc, peer)  # this recipient only
+        if accepted:
+            try:
+                response = await smtp.data(envelope.data)
+            except aiosmtplib.SMTPResponseException as exc:
+                failure = _failure("DATA", exc, peer)
+                results.update((rcpt, failure) for rcpt in accepted)
+            else:
+                reply = f"{response.code} {' '.join(response.message.split())}"[:500]
+                results.update((rcpt, Delivered(peer, reply)) for rcpt in accepted)
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit()  # delivered already: the 250 is what counts
-        return Delivered(peer, reply)
+            await smtp.quit()  # the replies are in: what follows does not change them
+        return results
     except DeliveryFailure:
         raise
     except ssl.SSLCertVerificationError as exc:

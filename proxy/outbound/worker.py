@@ -60,8 +60,11 @@ class DeliveryWorker:
                         limit=min(room, cfg.batch)))
                 except Exception as exc:  # database busy or gone: try again later
                     log.error("queue claim failed", error=repr(exc))
-            for c in batch:
-                task = asyncio.create_task(self._deliver(c))
+            groups: dict[tuple[object, ...], list[Claim]] = defaultdict(list)
+            for c in batch:  # one message's copies for one domain: one SMTP transaction
+                groups[(c.domain, c.mail_from, c.message_id, c.created_at)].append(c)
+            for group in groups.values():
+                task = asyncio.create_task(self._deliver(group))
                 self.in_flight.add(task)
                 task.add_done_callback(self._done)
             if not batch or len(self.in_flight) >= cfg.max_concurrency:
@@ -83,75 +86,116 @@ class DeliveryWorker:
             await self.committer.run(lambda conn: claims.release(conn, self.owner))
 
     # ------------------------------------------------------------------ one row
-    async def _deliver(self, c: Claim) -> None:
+    async def _deliver(self, group: list[Claim]) -> None:
         loop = asyncio.get_running_loop()
         # every attempt ends well within the lease taken at claim time, so that no other
-        # worker can take the row while this one may still be talking to the peer
+        # worker can take a row while this one may still be talking to the peer
         deadline = loop.time() + self.cfg.lease * 0.8
         try:
-            data, relay_to = await loop.run_in_executor(None, self._load, c)
+            bodies, relay_to = await loop.run_in_executor(None, self._load, group)
         except Exception as exc:  # tampered or unreadable ciphertext: keep it, alert
-            log.error("queue row unreadable", queue_id=c.id, error=repr(exc))
-            await self._record_failure(c, None, DeliveryFailure(
-                f"queued copy unreadable: {type(exc).__name__}", permanent=False))
+            log.error("queue rows unreadable", queue_ids=[c.id for c in group],
+                      error=repr(exc))
+            for c in group:
+                await self._record_failure(c, None, DeliveryFailure(
+                    f"queued copy unreadable: {type(exc).__name__}", permanent=False))
             return
-        async with self.per_domain[c.domain]:
-            if deadline - loop.time() < self.cfg.connect_timeout:  # waited too long for a slot
-                await self.committer.run(lambda conn: claims.release(conn, self.owner, c.id))
-                return
-            try:
-                async with asyncio.timeout_at(deadline):
-                    result = await self._attempt(c, data, relay_to)
-            except TimeoutError:
-                await self._record_failure(c, data, DeliveryFailure(
-                    "attempt outlasted 80 % of delivery.lease", permanent=False))
-                return
-            except DeliveryFailure as failure:
-                await self._record_failure(c, data, failure)
-                return
-            except Exception as exc:  # a bug must not lose the row: defer it
-                log.error("delivery crashed", queue_id=c.id, error=repr(exc))
-                await self._record_failure(c, data, DeliveryFailure(
-                    f"internal error: {type(exc).__name__}", permanent=False))
-                return
-        now = time.time()
-        await self.committer.run(
-            lambda conn: claims.delivered(conn, c, result.host, result.reply, now))
-        log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
+        same: dict[bytes, list[Claim]] = defaultdict(list)
+        for c in group:  # the copies of one message are equal; group only equal bytes
+            same[bodies[c.id]].append(c)
+        async with self.per_domain[group[0].domain]:
+            for data, rows in same.items():
+                await self._deliver_rows(rows, data, relay_to, deadline)
 
-    def _load(self, c: Claim) -> tuple[bytes, str | None]:
+    async def _deliver_rows(self, rows: list[Claim], data: bytes, relay_to: str | None,
+                            deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if deadline - loop.time() < self.cfg.connect_timeout:  # waited too long for a slot
+            for c in rows:
+                await self.committer.run(
+                    functools.partial(claims.release, owner=self.owner, queue_id=c.id))
+            return
+        everyone: DeliveryFailure | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                results = await self._attempt(rows, data, relay_to)
+        except TimeoutError:
+            everyone = DeliveryFailure("attempt outlasted 80 % of delivery.lease",
+                                       permanent=False)
+        except DeliveryFailure as failure:  # DNS: no such domain, null MX, lookup failed
+            everyone = failure
+        except Exception as exc:  # a bug must not lose the rows: defer them
+            log.error("delivery crashed", queue_ids=[c.id for c in rows], error=repr(exc))
+            everyone = DeliveryFailure(f"internal error: {type(exc).__name__}",
+                                       permanent=False)
+        if everyone is not None:
+            results = {c.rcpt: everyone for c in rows}
+        for c in rows:
+            result = results[c.rcpt]
+            if isinstance(result, DeliveryFailure):
+                await self._record_failure(c, data, result)
+                continue
+            now = time.time()
+            await self.committer.run(functools.partial(
+                claims.delivered, c=c, host=result.host, reply=result.reply, now=now))
+            log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
+
+    def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
         with self.app.reader.connect() as conn:
             relay_to = conn.execute(select(db.domains.c.relay_to)
-                                    .where(db.domains.c.name == c.domain)).scalar()
-            return store.read_queued(conn, self.app.keyring, c.id), relay_to
+                                    .where(db.domains.c.name == group[0].domain)).scalar()
+            return {c.id: store.read_queued(conn, self.app.keyring, c.id)
+                    for c in group}, relay_to
 
-    async def _attempt(self, c: Claim, data: bytes, relay_to: str | None) -> Delivered:
+    async def _attempt(self, rows: list[Claim], data: bytes, relay_to: str | None
+                       ) -> client.Results:
+        """Each recipient's result: hosts in preference order (RFC 5321 §5.1); recipients
+        with a temporary failure go on to the next host, the others are settled."""
+        domain = rows[0].domain
         if relay_to:  # our institution's own server: anchors verified, no whitelist DN
             host, port = mx.parse_next_hop(relay_to)
             hops = [mx.Hop(host, port, verify_dn=False)]
         else:
-            hops = await mx.mx_hosts(self.resolver, c.domain, self.cfg.port)
-        envelope = client.Envelope(c.mail_from, c.rcpt, data)
-        errors: list[DeliveryFailure] = []
-        for hop in hops:  # RFC 5321 §5.1: in preference order until one answers
-            addresses = await mx.addresses(self.resolver, hop.host)
-            if not addresses:
-                errors.append(DeliveryFailure(f"{hop.host}: no address", permanent=False))
+            hops = await mx.mx_hosts(self.resolver, domain, self.cfg.port)
+        pending = [c.rcpt for c in rows]
+        settled: client.Results = {}
+        errors: dict[str, list[DeliveryFailure]] = defaultdict(list)
+        for hop in hops:
+            addresses = await mx.addresses(self.resolver, hop.host) if pending else []
+            if pending and not addresses:
+                for rcpt in pending:
+                    errors[rcpt].append(DeliveryFailure(f"{hop.host}: no address",
+                                                        permanent=False))
             for address in addresses:
+                if not pending:
+                    break
+                envelope = client.Envelope(rows[0].mail_from, tuple(pending), data)
                 try:
-                    return await client.send(
+                    results = await client.send(
                         address, hop.host, hop.port, self.ctx, self.hostname, envelope,
-                        self._dn_check(c.domain) if hop.verify_dn else None,
+                        self._dn_check(domain) if hop.verify_dn else None,
                         connect_timeout=self.cfg.connect_timeout,
                         command_timeout=self.cfg.command_timeout)
                 except DeliveryFailure as failure:
-                    if failure.permanent:
-                        raise
-                    errors.append(failure)
-        if not errors:
-            raise DeliveryFailure(f"no host to try for {c.domain}", permanent=False)
-        raise DeliveryFailure("; ".join(e.reason for e in errors)[:2000], permanent=False,
-                              reply=errors[-1].reply, host=errors[-1].host)
+                    if failure.permanent:  # e.g. 5yz to MAIL FROM: every recipient
+                        results = dict.fromkeys(pending, failure)
+                    else:
+                        for rcpt in pending:
+                            errors[rcpt].append(failure)
+                        continue
+                for rcpt, result in results.items():
+                    if isinstance(result, Delivered) or result.permanent:
+                        settled[rcpt] = result
+                    else:
+                        errors[rcpt].append(result)
+                pending = [rcpt for rcpt in pending if rcpt not in settled]
+        for rcpt in pending:
+            tried = errors.get(rcpt) or [DeliveryFailure(f"no host to try for {domain}",
+                                                         permanent=False)]
+            settled[rcpt] = DeliveryFailure("; ".join(e.reason for e in tried)[:2000],
+                                            permanent=False, reply=tried[-1].reply,
+                                            host=tried[-1].host)
+        return settled
 
     def _dn_check(self, domain: str) -> client.DnCheck:
         whitelist = self.whitelist.current
