@@ -22,6 +22,7 @@ A_DOMAIN, B_DOMAIN = "a.mssante.test", "b.mssante.test"
 WRONG_DN_DOMAIN = "wrong-dn.test"  # MX is B, but the whitelist lists another DN for it
 RELAYED_DOMAIN = "clinique.test"  # hosted by A, relayed to the clinic's server (B here)
 HOSPITAL_DOMAIN = "hopital.test"  # hosted by A, relayed to the hospital's server, 127.0.0.6
+LOOP_DOMAIN = "loop.test"  # hosted by A with a next hop pointing back to A: a mail loop
 NULL_MX_DOMAIN = "null-mx.test"  # RFC 7505 "0 ."
 IMPLICIT_DOMAIN = "implicit.test"  # no MX, an A record: B's address (RFC 5321 §5.1)
 PLAIN_DOMAIN = "plain.test"  # MX on 127.0.0.4: a server without STARTTLS
@@ -87,6 +88,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     # A hosts clinique.test but relays it to the clinic's own server (played by B)
     a.cli("domain", "add", RELAYED_DOMAIN, "--relay-to", f"127.0.0.3:{mx_port}")
     a.cli("domain", "add", HOSPITAL_DOMAIN, "--relay-to", f"127.0.0.6:{mx_port}")
+    a.cli("domain", "add", LOOP_DOMAIN, "--relay-to", f"127.0.0.2:{mx_port}")
     b.cli("domain", "add", RELAYED_DOMAIN)
     b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
           "10000000009")

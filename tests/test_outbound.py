@@ -25,6 +25,7 @@ from tests.outbound_pair import (
     B_DOMAIN,
     HOSPITAL_DOMAIN,
     IMPLICIT_DOMAIN,
+    LOOP_DOMAIN,
     NULL_MX_DOMAIN,
     PLAIN_DOMAIN,
     RELAYED_DOMAIN,
@@ -244,6 +245,16 @@ def test_null_mx_bounces_and_no_mx_falls_back_to_the_a_record(pair: Pair) -> Non
     assert "550 5.1.1" in str(implicit[0]["reason"])
     dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {null_rcpt}".encode() in m]
     assert dsns and b"Status: 5.1.10" in dsns[-1]
+
+
+def test_a_next_hop_pointing_back_here_is_a_loop_bounced_after_100_hops(pair: Pair) -> None:
+    a, _ = pair.nodes()
+    rcpt = f"x@{LOOP_DOMAIN}"
+    submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"loop{time.time_ns()}"))
+    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpt, 90)
+    assert bounced and "mail loop: 101 Received headers" in str(bounced[0]["reason"])
+    dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {rcpt}".encode() in m]
+    assert len(dsns) == 1 and b"Status: 5.4.6" in dsns[0]
 
 
 class Recorder:

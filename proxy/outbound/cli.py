@@ -101,6 +101,8 @@ def queue_bounce(ctx: typer.Context, queue_id: str) -> None:
             row = _row(conn, queue_id)
             if row["status"] != "queued":
                 fail(f"queue row {row['id'][:16]} is {row['status']}, not queued")
+            if row["lease_until"] is not None and row["lease_until"] > time.time():
+                fail(f"queue row {row['id'][:16]} is being delivered; try again in a moment")
             c = claims.as_claim(row)
             data = store.read_queued(conn, app.keyring, c.id)
             reason = f"bounced by the operator ({actor()})"

@@ -17,7 +17,10 @@ from collections import defaultdict
 import structlog
 from sqlalchemy import Connection, select
 
+from audit.events import Outcome
+from audit.journal import AuditRecord, append
 from mss import db, store
+from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from proxy.outbound import claims, client, mx
@@ -30,6 +33,7 @@ from trustspace.dn import CanonicalDN
 
 log = structlog.get_logger("mss.delivery")
 STOP_GRACE = 10.0  # seconds given to deliveries in flight at stop
+MAX_HOPS = 100  # Received headers beyond which a message is looping (RFC 5321 §6.3)
 
 
 class DeliveryWorker:
@@ -96,6 +100,11 @@ class DeliveryWorker:
         except Exception as exc:  # tampered or unreadable ciphertext: keep it, alert
             log.error("queue rows unreadable", queue_ids=[c.id for c in group],
                       error=repr(exc))
+            alerts = [AuditRecord("store.tampered", Outcome.MAJOR_FAILURE, actor="mss",
+                                  rcpt=c.rcpt, message_id=c.message_id,
+                                  reason=f"queued copy unreadable: {type(exc).__name__}",
+                                  detail={"queue_id": c.id}) for c in group]
+            await self.committer.run(lambda conn: append(conn, alerts))
             for c in group:
                 await self._record_failure(c, None, DeliveryFailure(
                     f"queued copy unreadable: {type(exc).__name__}", permanent=False))
@@ -116,9 +125,15 @@ class DeliveryWorker:
                     functools.partial(claims.release, owner=self.owner, queue_id=c.id))
             return
         everyone: DeliveryFailure | None = None
+        hops = rfc5322.header_block(data).lower().count(b"\nreceived:") + \
+            data[:9].lower().startswith(b"received:")
+        if hops > MAX_HOPS:  # RFC 5321 §6.3: a loop (e.g. a next hop pointing back here)
+            everyone = DeliveryFailure(f"mail loop: {hops} Received headers (RFC 5321 §6.3)",
+                                       permanent=True, reply="554 5.4.6 routing loop")
         try:
-            async with asyncio.timeout_at(deadline):
-                results = await self._attempt(rows, data, relay_to)
+            if everyone is None:
+                async with asyncio.timeout_at(deadline):
+                    results = await self._attempt(rows, data, relay_to)
         except TimeoutError:
             everyone = DeliveryFailure("attempt outlasted 80 % of delivery.lease",
                                        permanent=False)
