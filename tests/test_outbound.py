@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mss.config import DeliveryConfig
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.dsn import build_dsn, is_report
 from proxy.outbound.mx import parse_next_hop
+from tests.dnsserver import DnsServer
 from tests.node import Node
 from tests.outbound_pair import (
     A_DOMAIN,
@@ -423,3 +426,37 @@ def test_parse_next_hop(text: str, expected: tuple[str, int]) -> None:
     for bad in ("host", "host:0", "host:99999", ":25", "a b:25"):
         with pytest.raises(ValueError):
             parse_next_hop(bad)
+
+
+@given(host=st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{1,10}){0,3}",
+                          fullmatch=True),
+       port=st.integers(min_value=1, max_value=65535))
+def test_parse_next_hop_round_trips(host: str, port: int) -> None:
+    assert parse_next_hop(f"{host.upper()}:{port}") == (host, port)
+
+
+@given(text=st.text(max_size=40))
+def test_parse_next_hop_never_crashes(text: str) -> None:
+    try:
+        host, port = parse_next_hop(text)
+    except ValueError:
+        return
+    assert host and 0 < port < 65536 and " " not in host
+
+
+async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:
+    import dns.asyncquery
+    import dns.message
+
+    server = DnsServer().start()
+    try:
+        server.set("b.test", "MX", ["10 mx.b.test."])
+        query = dns.message.make_query("b.test", "MX")
+        for ask in (dns.asyncquery.udp, dns.asyncquery.tcp):
+            answer = await ask(query, "127.0.0.1", timeout=2, port=server.port)
+            assert [r.to_text() for r in answer.answer[0]] == ["10 mx.b.test."]
+        missing = await dns.asyncquery.udp(dns.message.make_query("c.test", "A"), "127.0.0.1",
+                                           timeout=2, port=server.port)
+        assert missing.rcode() == dns.rcode.NXDOMAIN
+    finally:
+        server.stop()
