@@ -134,6 +134,8 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     text = text.replace("[logging]", "[whitelist]\nreload_interval = 0.5\n\n[logging]")
     for key, path in (tls or {}).items():
         text = re.sub(rf'(?m)^{key} = ".*"$', f'{key} = "{path}"', text)
+    if "[delivery]" not in extra_config:  # never real DNS or port 25 from a test node
+        extra_config += "\n[delivery]\nenabled = false\n"
     node.config.write_text(text + extra_config)
     for user in ("alice", "bob"):
         node.cli("mailbox", "add", f"{user}@{domain}", "--type", "PER", "--rpps",
