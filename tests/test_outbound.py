@@ -460,3 +460,20 @@ async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:
         assert missing.rcode() == dns.rcode.NXDOMAIN
     finally:
         server.stop()
+
+
+def test_no_dsn_for_a_null_sender_or_for_a_report() -> None:
+    from proxy.outbound.claims import Claim
+    from proxy.outbound.notify import dsn_copy
+
+    row = Claim(id="0" * 32, mail_from="", rcpt="b@y.test", domain="y.test",
+                message_id=None, size=1, attempts=0, created_at=0.0)
+    copy, why = dsn_copy(None, None, "mx.x.test", row, b"", "5.0.0", "r", None, None)  # type: ignore[arg-type]
+    assert copy is None and "null reverse-path" in why
+    report = build_dsn(reporting_mta="mx.y.test", mail_from="a@x.test", rcpt="b@y.test",
+                       original=b"Subject: s\r\n\r\n", action="failed", status="5.1.1",
+                       diagnostic=None, remote_mta=None, arrival=0.0, explanation="x")
+    row = Claim(id="0" * 32, mail_from="a@x.test", rcpt="b@y.test", domain="y.test",
+                message_id=None, size=1, attempts=0, created_at=0.0)
+    copy, why = dsn_copy(None, None, "mx.x.test", row, report, "5.0.0", "r", None, None)  # type: ignore[arg-type]
+    assert copy is None and "no DSN for a DSN" in why
