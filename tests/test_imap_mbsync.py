@@ -14,9 +14,11 @@ import os
 import re
 import shutil
 import smtplib
+import ssl
 import subprocess
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -86,14 +88,32 @@ def deliver(node: Node, count: int, sessions: int = 4) -> None:
     assert not errors, errors
 
 
-def imap(node: Node) -> imaplib.IMAP4_SSL:
-    m = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=node.client_context(),
-                          timeout=60)
-    m.login(USER, PASSWORD)
-    return m
+@dataclass
+class Endpoint:
+    """Where mbsync and imaplib connect: implicit TLS, or STARTTLS when *starttls*."""
+    port: int
+    user: str
+    password: str
+    cert_pem: str  # the server's own certificate, pinned in mbsyncrc
+    ctx: ssl.SSLContext
+    starttls: bool = False
+
+    def imap(self) -> imaplib.IMAP4:
+        if self.starttls:
+            m = imaplib.IMAP4("127.0.0.1", self.port, timeout=60)
+            m.starttls(ssl_context=self.ctx)
+        else:
+            m = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=self.ctx, timeout=60)
+        m.login(self.user, self.password)
+        return m
 
 
-def server_state(m: imaplib.IMAP4_SSL, folders: list[str]) -> dict[str, dict[str, set[str]]]:
+def node_endpoint(node: Node) -> Endpoint:
+    return Endpoint(node.ports["imaps"], USER, PASSWORD,
+                    (node.data_dir / "pki" / "server.crt").read_text(), node.client_context())
+
+
+def server_state(m: imaplib.IMAP4, folders: list[str]) -> dict[str, dict[str, set[str]]]:
     """{folder: {message-id: flags}} read through IMAP; asserts no Message-ID twice."""
     state: dict[str, dict[str, set[str]]] = {}
     for folder in folders:
@@ -140,13 +160,13 @@ def local_state(root: Path, folders: list[str]) -> dict[str, dict[str, set[str]]
     return state
 
 
-def write_config(node: Node, base: Path) -> Path:
-    """An mbsyncrc: implicit TLS, the node's own certificate trusted, password via PassCmd."""
-    leaf = (node.data_dir / "pki" / "server.crt").read_text()
+def write_config(ep: Endpoint, base: Path) -> Path:
+    """An mbsyncrc: TLS, the server's own certificate pinned, password via PassCmd."""
+    leaf = ep.cert_pem
     cert = base / "server-leaf.pem"
     cert.write_text(leaf[: leaf.index("-----END CERTIFICATE-----") + 25] + "\n")
     pw = base / "password"
-    pw.write_text(PASSWORD)
+    pw.write_text(ep.password)
     pw.chmod(0o600)
     maildir = base / "Maildir"
     maildir.mkdir()
@@ -154,10 +174,10 @@ def write_config(node: Node, base: Path) -> Path:
     rc.write_text(f"""\
 IMAPAccount mss
 Host 127.0.0.1
-Port {node.ports["imaps"]}
-User {USER}
+Port {ep.port}
+User {ep.user}
 PassCmd "cat {pw}"
-SSLType IMAPS
+SSLType {"STARTTLS" if ep.starttls else "IMAPS"}
 CertificateFile {cert}
 AuthMechs PLAIN
 
@@ -188,18 +208,22 @@ def mbsync(rc: Path, base: Path, label: str) -> None:
 
 
 def test_mbsync_two_way_sync_of_1000_messages(imap_node: Node, tmp_path: Path) -> None:
-    node = imap_node
-    folders = ["INBOX", "Archive"]
-    deliver(node, N_MESSAGES)
-    m = imap(node)
-    typ, data = m.select("INBOX")
-    assert typ == "OK" and int(data[0] or 0) == N_MESSAGES
+    deliver(imap_node, N_MESSAGES)
+    two_way_sync(node_endpoint(imap_node), tmp_path, N_MESSAGES)
 
-    rc = write_config(node, tmp_path)
+
+def two_way_sync(ep: Endpoint, tmp_path: Path, n_messages: int) -> None:
+    """Full sync, changes on both sides, second sync, then both sides compared."""
+    folders = ["INBOX", "Archive"]
+    m = ep.imap()
+    typ, data = m.select("INBOX")
+    assert typ == "OK" and int(data[0] or 0) == n_messages
+
+    rc = write_config(ep, tmp_path)
     mbsync(rc, tmp_path, "1-full")
     maildir = tmp_path / "Maildir"
     first = local_state(maildir, folders)
-    assert len(first["INBOX"]) == N_MESSAGES
+    assert len(first["INBOX"]) == n_messages
     assert first == server_state(m, folders)
 
     # server side: flag 10, move 10 to Archive, delete 10 (RFC 3501 §6.4.6, §6.4.3, RFC 6851)
@@ -238,7 +262,7 @@ def test_mbsync_two_way_sync_of_1000_messages(imap_node: Node, tmp_path: Path) -
     all_ids = set(first["INBOX"])
     kept = set(after_local["INBOX"]) | set(after_local["Archive"])
     assert not set(after_local["INBOX"]) & set(after_local["Archive"])
-    assert len(kept) == N_MESSAGES - 20  # 10 deleted on each side, nothing else lost
+    assert len(kept) == n_messages - 20  # 10 deleted on each side, nothing else lost
     assert kept <= all_ids
     # the local moves arrived on the server under the same Message-ID, once
     assert expected_local_ids["Archive"] <= set(after_server["Archive"])
