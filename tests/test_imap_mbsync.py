@@ -97,6 +97,9 @@ class Endpoint:
     cert_pem: str  # the server's own certificate, pinned in mbsyncrc
     ctx: ssl.SSLContext
     starttls: bool = False
+    # mbsync 1.4 checks the certificate's DNS names only, never an IP address SAN: connect by
+    # a name the certificate carries (the dev certificate has DNS:localhost)
+    host: str = "localhost"
 
     def imap(self) -> imaplib.IMAP4:
         if self.starttls:
@@ -173,7 +176,7 @@ def write_config(ep: Endpoint, base: Path) -> Path:
     rc = base / "mbsyncrc"
     rc.write_text(f"""\
 IMAPAccount mss
-Host 127.0.0.1
+Host {ep.host}
 Port {ep.port}
 User {ep.user}
 PassCmd "cat {pw}"
