@@ -24,6 +24,7 @@ runs the rounds interleaved (mss, dovecot, mss, dovecot, ...) and prints the rat
 ``--port/--user/--password`` instead of creating a node measures any running server (e.g.
 Dovecot alone). The anchor's own client (anchors/anchor_imap_bench.py) can point at the mss
 node too: the script prints the command line while the node is up (``--hold`` keeps it up).
+``--py-spy OUT.svg`` records a flame graph of the server process during the timed rounds.
 Loopback only.
 """
 
@@ -34,9 +35,11 @@ import imaplib
 import json
 import os
 import re
+import shutil
 import smtplib
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -227,6 +230,8 @@ def main() -> None:
     ap.add_argument("--compare-password", default="bench2")
     ap.add_argument("--compare-label", default="dovecot")
     ap.add_argument("--hold", type=float, default=0, help="keep the node up N s at the end")
+    ap.add_argument("--py-spy", metavar="OUT.svg", help="record the mss server with py-spy "
+                    "(`pip install py-spy`, needs ptrace rights) during the timed rounds")
     a = ap.parse_args()
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("loopback only")
@@ -264,6 +269,13 @@ def main() -> None:
         if a.compare_port:
             targets.append(Target(a.compare_label, a.host, a.compare_port, a.compare_user,
                                   a.compare_password, insecure))
+        spy: subprocess.Popen[bytes] | None = None
+        if a.py_spy and node is not None and node.process is not None:
+            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            if not Path(exe).exists():
+                sys.exit("py-spy not found: pip install py-spy")
+            spy = subprocess.Popen([exe, "record", "--pid", str(node.process.pid), "--rate",
+                                    "200", "--output", a.py_spy, "--nonblocking"])
         load = os.getloadavg()
         results: dict[str, dict[str, list[float]]] = {t.label: {op: [] for op in OPS}
                                                       for t in targets}
@@ -274,6 +286,9 @@ def main() -> None:
                 for op, s in sec.items():
                     results[t.label][op].append(s)
                 infos[t.label] = info
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
+            spy.wait(60)
         report(results, infos, load, a.rounds)
         if a.hold and node is not None:
             time.sleep(a.hold)
