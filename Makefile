@@ -8,7 +8,7 @@ DATA ?= var
 DEMO_DOMAIN ?= demo.mssante.fr
 DEMO_MAILBOX ?= demo@$(DEMO_DOMAIN)
 WHITELIST_DIR ?= ../shared/data/liste-blanche
-DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils
+DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils isync
 
 .PHONY: run test lint install install-test system-deps bench clean
 

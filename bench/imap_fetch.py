@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""IMAP fetch/search benchmark (a script, not a test).
+
+Creates a throw-away node (tests/node.py: ``mss init``, mailboxes alice and bob), starts
+``mss serve``, fills bob's INBOX with --messages messages of --size-kb KB over SMTP
+submission (alice -> bob, --sessions connections, bounded), a few of them (every
+--marker-every-th) carrying a rare word in the body. Then, each round in a FRESH session
+(connect + STARTTLS + LOGIN), times:
+
+    SELECT INBOX
+    UID FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)
+    UID FETCH 1:* BODY.PEEK[]
+    UID SEARCH TEXT "<word>"
+
+and prints medians as one JSON line and as plain text.
+
+Side by side with Dovecot (../shared/anchors/measure_postfix_dovecot.sh start + imap fills
+bench2@bench.mssante.fr on 127.0.0.1:10143 with the same shape of mailbox)::
+
+    .venv/bin/python bench/imap_fetch.py --rounds 3 \\
+        --compare-port 10143 --compare-user bench2@bench.mssante.fr --compare-password bench2
+
+runs the rounds interleaved (mss, dovecot, mss, dovecot, ...) and prints the ratios.
+``--port/--user/--password`` instead of creating a node measures any running server (e.g.
+Dovecot alone). The anchor's own client (anchors/anchor_imap_bench.py) can point at the mss
+node too: the script prints the command line while the node is up (``--hold`` keeps it up).
+``--py-spy OUT.svg`` records a flame graph of the server process during the timed rounds.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import json
+import os
+import re
+import shutil
+import smtplib
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.node import DOMAIN, PASSWORD, Node, free_port, make_node  # noqa: E402
+
+OPS = ("login", "select", "fetch_envelope", "fetch_body", "search_text")
+WORDS = ("patient", "consultation", "ordonnance", "resultat", "analyse", "radiologie",
+         "cardiologie", "traitement", "suivi", "compte", "rendu", "dossier", "medical")
+
+
+@dataclass
+class Target:
+    label: str
+    host: str
+    port: int
+    user: str
+    password: str
+    ctx: ssl.SSLContext
+    implicit_tls: bool = False
+
+
+def imap_listener_ports(node: Node) -> dict[str, int]:
+    """Give the node's IMAP listeners ([listeners.imap*] in mss.toml) free ports."""
+    text = node.config.read_text()
+    ports: dict[str, int] = {}
+    for name in re.findall(r"^\[listeners\.(imaps?)\]", text, flags=re.M):
+        ports[name] = port = free_port()
+        text = re.sub(rf"(\[listeners\.{name}\]\n(?:[^\[\n][^\n]*\n)*?port = )\d+",
+                      rf"\g<1>{port}", text)
+    node.config.write_text(text)
+    node.ports.update(ports)
+    return ports
+
+
+def body_text(i: int, size: int, marker: str | None) -> str:
+    """A deterministic plain-text body of about *size* bytes."""
+    words: list[str] = []
+    n = 0
+    k = i
+    while n < size:
+        w = WORDS[k % len(WORDS)]
+        k = (k * 7 + 3) % 1009
+        words.append(w)
+        n += len(w) + 1
+    if marker:
+        words.insert(len(words) // 2, marker)
+    lines = [" ".join(words[j:j + 12]) for j in range(0, len(words), 12)]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def fill(node: Node, count: int, size: int, sessions: int, marker: str, every: int,
+         max_seconds: float) -> int:
+    """Submit *count* messages alice -> bob over *sessions* connections; bounded."""
+    sender, rcpt = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+    deadline = time.monotonic() + max_seconds
+    sent = [0] * sessions
+    errors: list[str] = []
+
+    def worker(w: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=60) as c:
+                c.starttls(context=node.client_context())
+                c.login(sender, PASSWORD)
+                for i in range(w, count, sessions):
+                    if time.monotonic() > deadline:
+                        return
+                    m = EmailMessage()
+                    m["From"], m["To"] = sender, rcpt
+                    m["Subject"] = f"bench message {i}"
+                    m["Message-ID"] = make_msgid(f"b{i}", DOMAIN)
+                    m.set_content(body_text(i, size, marker if i % every == 0 else None))
+                    c.send_message(m)
+                    sent[w] += 1
+        except (OSError, smtplib.SMTPException) as e:
+            errors.append(f"worker {w}: {e!r}")
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 60)
+    if errors:
+        print("fill errors:", *errors[:5], sep="\n  ", file=sys.stderr)
+    return sum(sent)
+
+
+def connect(t: Target) -> imaplib.IMAP4:
+    if t.implicit_tls:
+        return imaplib.IMAP4_SSL(t.host, t.port, ssl_context=t.ctx, timeout=600)
+    m = imaplib.IMAP4(t.host, t.port, timeout=600)
+    m.starttls(ssl_context=t.ctx)
+    return m
+
+
+def one_round(t: Target, marker: str) -> tuple[dict[str, float], dict[str, int]]:
+    """Login, SELECT, envelope fetch, body fetch, body search; each timed, fresh session."""
+    sec: dict[str, float] = {}
+    info: dict[str, int] = {}
+    t0 = time.perf_counter()
+    m = connect(t)
+    m.login(t.user, t.password)
+    sec["login"] = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        typ, data = m.select("INBOX")
+        sec["select"] = time.perf_counter() - t0
+        assert typ == "OK", data
+        info["exists"] = int(data[0] or 0)
+
+        t0 = time.perf_counter()
+        typ, data = m.uid("FETCH", "1:*", "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)")
+        sec["fetch_envelope"] = time.perf_counter() - t0
+        assert typ == "OK", data
+        info["envelope_items"] = sum(1 for d in data if d is not None and d != b")")
+
+        t0 = time.perf_counter()
+        typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        sec["fetch_body"] = time.perf_counter() - t0
+        assert typ == "OK", data
+        info["body_bytes"] = sum(len(d[1]) for d in data if isinstance(d, tuple))
+        del data
+
+        t0 = time.perf_counter()
+        typ, data = m.uid("SEARCH", "TEXT", f'"{marker}"')
+        sec["search_text"] = time.perf_counter() - t0
+        assert typ == "OK", data
+        hits = data[0] if data else None
+        info["search_hits"] = len(hits.split()) if isinstance(hits, bytes) else 0
+    finally:
+        m.logout()
+    return sec, info
+
+
+def report(results: dict[str, dict[str, list[float]]], infos: dict[str, dict[str, int]],
+           load: tuple[float, float, float], rounds: int) -> None:
+    med = {label: {op: statistics.median(v) for op, v in ops.items() if v}
+           for label, ops in results.items()}
+    out: dict[str, object] = {"rounds": rounds, "seconds": results, "median_s": med,
+                              "info": infos, "loadavg_start": load,
+                              "loadavg_end": os.getloadavg()}
+    labels = list(results)
+    if len(labels) == 2:
+        a, b = labels
+        out["ratio"] = {op: med[a][op] / med[b][op] for op in OPS
+                        if med[b].get(op) and op in med[a]}
+    print(json.dumps(out))
+    print()
+    print(f"medians over {rounds} fresh sessions (seconds); load average "
+          f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    print(f"{'operation':<16}" + "".join(f"{lab:>12}" for lab in labels)
+          + (f"{'ratio':>10}" if len(labels) == 2 else ""))
+    for op in OPS:
+        row = f"{op:<16}" + "".join(f"{med[lab].get(op, float('nan')):>12.4f}" for lab in labels)
+        if len(labels) == 2 and "ratio" in out:
+            r = out["ratio"].get(op)  # type: ignore[attr-defined]
+            row += f"{r:>10.3f}" if r is not None else ""
+        print(row)
+    for lab in labels:
+        print(f"{lab}: {infos.get(lab)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--size-kb", type=int, default=5)
+    ap.add_argument("--sessions", type=int, default=8, help="SMTP connections for the fill")
+    ap.add_argument("--marker", default="ANCHORMARKER", help="the rare word searched")
+    ap.add_argument("--marker-every", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-seconds", type=float, default=900, help="bound on the fill")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, help="measure a running server instead of a node")
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    ap.add_argument("--label", default="mss")
+    ap.add_argument("--compare-port", type=int, help="interleave rounds with this server "
+                    "(STARTTLS, certificate not checked), e.g. Dovecot on 10143")
+    ap.add_argument("--compare-user", default="bench2@bench.mssante.fr")
+    ap.add_argument("--compare-password", default="bench2")
+    ap.add_argument("--compare-label", default="dovecot")
+    ap.add_argument("--hold", type=float, default=0, help="keep the node up N s at the end")
+    ap.add_argument("--py-spy", metavar="OUT.svg", help="record the mss server with py-spy "
+                    "(`pip install py-spy`, needs ptrace rights) during the timed rounds")
+    a = ap.parse_args()
+    if a.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit("loopback only")
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+
+    node: Node | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    targets: list[Target] = []
+    try:
+        if a.port:
+            targets.append(Target(a.label, a.host, a.port, a.user or "", a.password or "",
+                                  insecure))
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
+            node = make_node(Path(tmp.name))
+            ports = imap_listener_ports(node)
+            if "imap" not in ports and "imaps" not in ports:
+                sys.exit("this mss has no [listeners.imap] / [listeners.imaps] in mss.toml")
+            node.start()
+            t0 = time.perf_counter()
+            n = fill(node, a.messages, a.size_kb * 1024, a.sessions, a.marker,
+                     a.marker_every, a.max_seconds)
+            dt = time.perf_counter() - t0
+            print(f"filled {n} messages in {dt:.1f} s ({n / dt:.0f} msg/s)", file=sys.stderr)
+            implicit = "imap" not in ports
+            targets.append(Target(a.label, a.host, ports["imap" if not implicit else "imaps"],
+                                  f"bob@{DOMAIN}", PASSWORD, node.client_context(), implicit))
+            if not implicit:
+                print("anchor client against this node: python3 ../shared/anchors/"
+                      f"anchor_imap_bench.py --port {ports['imap']} --user bob@{DOMAIN} "
+                      f"--password '{PASSWORD}' --marker {a.marker} --server-comm python3",
+                      file=sys.stderr)
+        if a.compare_port:
+            targets.append(Target(a.compare_label, a.host, a.compare_port, a.compare_user,
+                                  a.compare_password, insecure))
+        spy: subprocess.Popen[bytes] | None = None
+        if a.py_spy and node is not None and node.process is not None:
+            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            if not Path(exe).exists():
+                sys.exit("py-spy not found: pip install py-spy")
+            spy = subprocess.Popen([exe, "record", "--pid", str(node.process.pid), "--rate",
+                                    "200", "--output", a.py_spy, "--nonblocking"])
+        load = os.getloadavg()
+        results: dict[str, dict[str, list[float]]] = {t.label: {op: [] for op in OPS}
+                                                      for t in targets}
+        infos: dict[str, dict[str, int]] = {}
+        for _ in range(a.rounds):  # bounded; interleaved so both see the same load
+            for t in targets:
+                sec, info = one_round(t, a.marker)
+                for op, s in sec.items():
+                    results[t.label][op].append(s)
+                infos[t.label] = info
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
+            spy.wait(60)
+        report(results, infos, load, a.rounds)
+        if a.hold and node is not None:
+            time.sleep(a.hold)
+    finally:
+        if node is not None and node.process is not None:
+            node.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
