@@ -8,7 +8,7 @@ DATA ?= var
 DEMO_DOMAIN ?= demo.mssante.fr
 DEMO_MAILBOX ?= demo@$(DEMO_DOMAIN)
 WHITELIST_DIR ?= ../shared/data/liste-blanche
-DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils isync
+DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils isync postfix
 
 .PHONY: run test lint install install-test system-deps bench clean
 
@@ -33,6 +33,7 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	  else echo "note: not root, cannot install:$$missing (tests needing them skip)"; fi; \
 	fi

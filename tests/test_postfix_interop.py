@@ -1,0 +1,193 @@
+"""Postfix (the Debian package) as a third operator of the trust space.
+
+Our node (127.0.0.2) and a private Postfix instance (127.0.0.4, tests/postfix.py) share
+a test PKI (trustspace/testpki.py) and a whitelist listing each one's certificate DN for
+its domain; a DNS server on loopback serves Postfix's MX record. Postfix relays to our MX
+presenting its client certificate (TLS level ``secure`` against the test root), and our
+outbound queue delivers to Postfix, which requires and verifies our client certificate.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.dnsserver import DnsServer
+from tests.node import Node, make_node, read_all
+from tests.outbound_pair import delivery_config, message, submit, wait_for
+from tests.postfix import PeerRoute, Postfix, make_base, remove_base, skip_unless_usable
+from tests.whitelist_fixtures import make_whitelist_xml
+from trustspace.testpki import DEFAULT_SERVERS, ServerSpec, init_test_pki
+
+OUR_DOMAIN = "a.mssante.test"
+PF_DOMAIN = "pf.mssante.test"
+OUR_HOST, PF_HOST = "127.0.0.2", "127.0.0.4"
+# Postfix's certificate, listed for its domain, and one from the same PKI listed nowhere
+PF_SPEC = ServerSpec("postfix", f"mx.{PF_DOMAIN}", "1750000005", "OPERATEUR POSTFIX",
+                     "Paris (75)")
+STRANGER_SPEC = ServerSpec("stranger", "mx.stranger.test", "1590000006", "OPERATEUR INCONNU",
+                           "Nord (59)")
+OUR_SPEC = next(s for s in DEFAULT_SERVERS if s.name == "operator-a")
+# mail from Postfix to this address leaves through its transport presenting STRANGER_SPEC
+STRANGER_RCPT = f"secretariat@{OUR_DOMAIN}"
+
+
+@dataclass
+class Peers:
+    node: Node
+    postfix: Postfix
+    dns: DnsServer
+    pki: Path
+    port: int
+
+
+def port_free_on(*hosts: str) -> int:
+    """One port free on every host (our queue uses one [delivery] port for all peers)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no port free on all of " + ", ".join(hosts))
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    skip_unless_usable()
+    base = tmp_path_factory.mktemp("postfix-interop")
+    pki = base / "pki"
+    init_test_pki(pki, (*DEFAULT_SERVERS, PF_SPEC, STRANGER_SPEC))
+    dns = DnsServer().start()
+    port = port_free_on(OUR_HOST, PF_HOST)
+    for domain, host in ((OUR_DOMAIN, OUR_HOST), (PF_DOMAIN, PF_HOST)):
+        dns.set(domain, "MX", [f"10 mx.{domain}."])
+        dns.set(f"mx.{domain}", "A", [host])
+    whitelist = base / "whitelist.xml"
+    whitelist.write_bytes(make_whitelist_xml([(OUR_DOMAIN, OUR_SPEC.subject),
+                                              (PF_DOMAIN, PF_SPEC.subject)]))
+    (base / "a").mkdir()
+    tls = {"cert_file": pki / "operator-a.crt", "key_file": pki / "operator-a.key",
+           "ca_file": pki / "root.crt"}
+    node = make_node(base / "a", with_whitelist=False, domain=OUR_DOMAIN, host=OUR_HOST,
+                     ports={"mx": port}, tls=tls,
+                     extra_config=delivery_config(dns.port, port, max_attempts=30))
+    node.cli("whitelist", "import", str(whitelist))
+    postfix = Postfix(base=make_base(), domain=PF_DOMAIN, host=PF_HOST, port=port, pki=pki,
+                      cert="postfix",
+                      routes=[PeerRoute(OUR_DOMAIN, OUR_HOST, port, OUR_SPEC.fqdn)],
+                      alt_transports={"stranger": "stranger"},
+                      address_transports={STRANGER_RCPT: "stranger"})
+    try:
+        node.start()
+        postfix.start()
+        yield Peers(node, postfix, dns, pki, port)
+    finally:
+        postfix.stop()
+        if node.process is not None:
+            node.process.kill()
+            node.process.wait()
+        dns.stop()
+        remove_base(postfix.base)
+
+
+def with_tag(messages: list[bytes], tag: str) -> list[bytes]:
+    return [m for m in messages if f"<{tag}@test.example>".encode() in m]
+
+
+def log_lines(postfix: Postfix, needle: str) -> list[str]:
+    return [line for line in postfix.log().splitlines() if needle in line]
+
+
+# --------------------------------------------------------------------------- Postfix -> us
+
+def test_postfix_relays_to_our_mx_with_its_client_certificate(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    tag = f"pf2mss{time.time_ns()}"
+    rcpt = f"bob@{OUR_DOMAIN}"
+    postfix.sendmail(f"alice@{PF_DOMAIN}", [rcpt], message(f"alice@{PF_DOMAIN}", rcpt, tag))
+    assert wait_for(lambda: with_tag(read_all(node, rcpt), tag), 60), postfix.log_tail()
+    # Postfix verified our certificate (level "secure", test root) and its mail was sent
+    assert log_lines(postfix, f"Verified TLS connection established to {OUR_HOST}")
+    sent = [line for line in log_lines(postfix, "status=sent") if rcpt in line]
+    assert sent and "250 2.0.0" in sent[-1]
+    # our MX accepted it from the session whose TLS record carries Postfix's DN
+    accepted = [r for r in node.audit("--event", "smtp.message.accepted")
+                if r["message_id"] == f"<{tag}@test.example>"]
+    assert accepted and accepted[0]["listener"] == "mx"
+    session = accepted[0]["session"]
+    tls = [r for r in node.audit("--event", "smtp.tls") if r["session"] == session]
+    assert tls and "CN=mx.pf.mssante.test" in str(tls[0]["detail"])
+    assert "O=OPERATEUR POSTFIX" in str(tls[0]["detail"])
+    stored = with_tag(read_all(node, rcpt), tag)[0]
+    assert stored.startswith(b"Received: from mx.pf.mssante.test")  # our trace header
+    assert b"\r\nReceived: by mx.pf.mssante.test (Postfix" in stored  # Postfix's own
+
+
+def test_postfix_with_a_certificate_not_listed_is_refused_and_bounces(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    tag = f"stranger{time.time_ns()}"
+    sender = f"alice@{PF_DOMAIN}"
+    postfix.sendmail(sender, [STRANGER_RCPT], message(sender, STRANGER_RCPT, tag))
+    # Postfix got 550 5.7.1 and bounced the message to its sender (a mailbox of its own)
+    assert wait_for(lambda: with_tag(postfix.messages("alice"), tag), 60), postfix.log_tail()
+    bounced = [line for line in log_lines(postfix, "status=bounced") if STRANGER_RCPT in line]
+    assert bounced and "550 5.7.1" in bounced[-1]
+    report = email.message_from_bytes(with_tag(postfix.messages("alice"), tag)[-1],
+                                      policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert "5.7.1" in report.as_string()
+    # the refusal is audited with the precise reason; nothing was stored
+    refused = node.wait_audit(lambda r: r["event"] == "smtp.sender.refused"
+                              and r["mail_from"] == sender
+                              and "OPERATEUR INCONNU" in str(r["reason"]), 10)
+    assert refused and f"is not listed for {PF_DOMAIN}" in str(refused[0]["reason"])
+    assert not with_tag(read_all(node, STRANGER_RCPT), tag)
+
+
+# --------------------------------------------------------------------------- us -> Postfix
+
+def test_our_queue_delivers_to_postfix_over_mutual_tls(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    tag = f"mss2pf{time.time_ns()}"
+    rcpt = f"bob@{PF_DOMAIN}"
+    submit(node, peers.pki, [rcpt], message(f"alice@{OUR_DOMAIN}", rcpt, tag))
+    assert wait_for(lambda: with_tag(postfix.messages("bob"), tag), 60), postfix.log_tail()
+    delivered = node.wait_audit(lambda r: r["event"] == "queue.delivered" and r["rcpt"] == rcpt)
+    assert delivered and str(delivered[0]["reason"]).startswith("250")
+    got = email.message_from_bytes(with_tag(postfix.messages("bob"), tag)[0],
+                                   policy=email.policy.default)
+    received = [str(h) for h in got.get_all("Received", [])]
+    # Postfix's trace header: it required and verified our client certificate
+    assert 'Client CN "mx.operator-a.test"' in received[0]
+    assert "(verified OK)" in received[0]
+    assert any("(mss)" in h for h in received[1:])  # ours, from submission
+    assert log_lines(postfix, "Trusted TLS connection established from")
+
+
+def test_postfix_down_then_up_is_delivered_after_retry(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    rcpt = f"alice@{PF_DOMAIN}"
+    tag = f"pfdown{time.time_ns()}"
+    postfix.stop()
+    try:
+        submit(node, peers.pki, [rcpt], message(f"alice@{OUR_DOMAIN}", rcpt, tag))
+        deferred = node.wait_audit(lambda r: r["event"] == "queue.deferred"
+                                   and r["rcpt"] == rcpt, 20)
+        assert deferred
+    finally:
+        postfix.start()
+    assert wait_for(lambda: with_tag(postfix.messages("alice"), tag), 60), postfix.log_tail()
+    assert node.wait_audit(lambda r: r["event"] == "queue.delivered" and r["rcpt"] == rcpt)
