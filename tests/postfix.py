@@ -98,6 +98,10 @@ class Postfix:
     # extra transports: name -> client certificate stem, and address -> transport name
     alt_transports: dict[str, str] = field(default_factory=dict)
     address_transports: dict[str, str] = field(default_factory=dict)
+    # raw transport(5) entries, e.g. {"x@domain": "error:5.2.1 mailbox disabled"}
+    transport_entries: dict[str, str] = field(default_factory=dict)
+    # virtual(5) aliases, rewritten by cleanup after smtpd accepted the recipient
+    virtual_aliases: dict[str, str] = field(default_factory=dict)
     started: bool = False
 
     # ------------------------------------------------------------------ paths
@@ -154,6 +158,7 @@ virtual_mailbox_base = {self.base}/mail
 virtual_uid_maps = static:{nobody}
 virtual_gid_maps = static:{nogroup}
 virtual_transport = virtual
+virtual_alias_maps = texthash:{etc}/virtual_alias
 
 # --- as an MSSante peer: the server side (our operator's mail arrives here)
 smtpd_tls_cert_file = {pki}/{self.cert}.crt
@@ -186,13 +191,15 @@ smtp_tls_loglevel = 1
         return "\n".join(lines) + "\n"
 
     def maps(self) -> dict[str, str]:
-        transport = [f"{a} {t}:[{r.host}]:{r.port}" for a, t in self.address_transports.items()
+        transport = [f"{a} {t}" for a, t in self.transport_entries.items()]
+        transport += [f"{a} {t}:[{r.host}]:{r.port}" for a, t in self.address_transports.items()
                      for r in self.routes if a.endswith("@" + r.domain)]
         transport += [f"{r.domain} smtp:[{r.host}]:{r.port}" for r in self.routes]
         policy = [f"[{r.host}]:{r.port} secure match={r.cert_name}" for r in self.routes]
         boxes = [f"{u}@{self.domain} {self.domain}/{u}/" for u in self.users]
         return {"transport": "\n".join(transport), "tls_policy": "\n".join(policy),
-                "vmailbox": "\n".join(boxes)}
+                "vmailbox": "\n".join(boxes),
+                "virtual_alias": "\n".join(f"{a} {t}" for a, t in self.virtual_aliases.items())}
 
     def write_config(self) -> None:
         for sub in ("etc", "spool", "data", "mail"):

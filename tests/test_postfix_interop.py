@@ -37,6 +37,12 @@ STRANGER_SPEC = ServerSpec("stranger", "mx.stranger.test", "1590000006", "OPERAT
 OUR_SPEC = next(s for s in DEFAULT_SERVERS if s.name == "operator-a")
 # mail from Postfix to this address leaves through its transport presenting STRANGER_SPEC
 STRANGER_RCPT = f"secretariat@{OUR_DOMAIN}"
+# a domain whose MX is Postfix, but whose whitelist entry lists another operator's DN
+MISLISTED_DOMAIN = "mislisted.mssante.test"
+# a Postfix address accepted at RCPT, then aliased to a destination that fails: Postfix
+# sends a delivery report (MAIL FROM:<>) to the sender
+BROKEN_RCPT = f"broken@{PF_DOMAIN}"
+LOST_DOMAIN = "lost.invalid"
 
 
 @dataclass
@@ -75,9 +81,11 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     for domain, host in ((OUR_DOMAIN, OUR_HOST), (PF_DOMAIN, PF_HOST)):
         dns.set(domain, "MX", [f"10 mx.{domain}."])
         dns.set(f"mx.{domain}", "A", [host])
+    dns.set(MISLISTED_DOMAIN, "MX", [f"10 mx.{PF_DOMAIN}."])
     whitelist = base / "whitelist.xml"
     whitelist.write_bytes(make_whitelist_xml([(OUR_DOMAIN, OUR_SPEC.subject),
-                                              (PF_DOMAIN, PF_SPEC.subject)]))
+                                              (PF_DOMAIN, PF_SPEC.subject),
+                                              (MISLISTED_DOMAIN, STRANGER_SPEC.subject)]))
     (base / "a").mkdir()
     tls = {"cert_file": pki / "operator-a.crt", "key_file": pki / "operator-a.key",
            "ca_file": pki / "root.crt"}
@@ -89,7 +97,9 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
                       cert="postfix",
                       routes=[PeerRoute(OUR_DOMAIN, OUR_HOST, port, OUR_SPEC.fqdn)],
                       alt_transports={"stranger": "stranger"},
-                      address_transports={STRANGER_RCPT: "stranger"})
+                      address_transports={STRANGER_RCPT: "stranger"},
+                      virtual_aliases={BROKEN_RCPT: f"gone@{LOST_DOMAIN}"},
+                      transport_entries={LOST_DOMAIN: "error:5.2.1 mailbox disabled"})
     try:
         node.start()
         postfix.start()
@@ -175,6 +185,62 @@ def test_our_queue_delivers_to_postfix_over_mutual_tls(peers: Peers) -> None:
     assert "(verified OK)" in received[0]
     assert any("(mss)" in h for h in received[1:])  # ours, from submission
     assert log_lines(postfix, "Trusted TLS connection established from")
+
+
+def test_postfix_refusing_a_recipient_bounces_with_its_reply(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    sender, rcpt = f"alice@{OUR_DOMAIN}", f"nobody@{PF_DOMAIN}"
+    tag = f"pfunknown{time.time_ns()}"
+    before = len(read_all(node, sender))
+    submit(node, peers.pki, [rcpt], message(sender, rcpt, tag))
+    bounced = node.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpt, 30)
+    assert bounced and "550 5.1.1" in str(bounced[0]["reason"])  # Postfix's RCPT reply
+    assert wait_for(lambda: len(read_all(node, sender)) > before)
+    dsn = [m for m in read_all(node, sender) if f"rfc822; {rcpt}".encode() in m]
+    assert dsn and b"Status: 5.1.1" in dsn[-1] and b"User unknown" in dsn[-1]
+    assert log_lines(postfix, "User unknown in virtual mailbox table")
+
+
+def test_postfix_with_a_dn_not_listed_for_the_domain_gets_nothing(peers: Peers) -> None:
+    """MISLISTED_DOMAIN's MX is Postfix, whose certificate verifies, but the whitelist lists
+    another DN for that domain: our queue closes the session before MAIL FROM."""
+    node, postfix = peers.node, peers.postfix
+    rcpt = f"bob@{MISLISTED_DOMAIN}"
+    tag = f"mislisted{time.time_ns()}"
+    submit(node, peers.pki, [rcpt], message(f"alice@{OUR_DOMAIN}", rcpt, tag))
+    deferred = node.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt,
+                               30)
+    assert deferred and f"is not listed for {MISLISTED_DOMAIN}" in str(deferred[0]["reason"])
+    assert "OPERATEUR POSTFIX" in str(deferred[0]["reason"])
+    assert not [line for line in postfix.log().splitlines() if rcpt in line]  # no RCPT seen
+    queue_id = str(deferred[0]["detail"]["queue_id"])  # type: ignore[index]
+    node.cli("queue", "bounce", queue_id)  # settle it (it would retry until it expires)
+
+
+@pytest.mark.xfail(reason="needs the trust-inbound branch: the MX accepts the null "
+                   "reverse-path (RFC 3464 DSNs) from a listed operator certificate; "
+                   "remove this marker once merged", strict=False)
+def test_postfix_delivery_report_reaches_our_sender(peers: Peers) -> None:
+    """Postfix accepts the recipient, then fails delivery: its DSN, sent with MAIL FROM:<>
+    and its operator certificate, must reach our sender's mailbox (RFC 5321 §6.1)."""
+    node, postfix = peers.node, peers.postfix
+    sender = f"bob@{OUR_DOMAIN}"
+    tag = f"pfdsn{time.time_ns()}"
+    submit(node, peers.pki, [BROKEN_RCPT], message(sender, BROKEN_RCPT, tag), sender=sender)
+    assert node.wait_audit(lambda r: r["event"] == "queue.delivered"
+                           and r["rcpt"] == BROKEN_RCPT, 30)
+
+    def report() -> list[bytes]:
+        return [m for m in read_all(node, sender)
+                if b"multipart/report" in m and f"<{tag}@test.example>".encode() in m]
+
+    def refused() -> list[str]:  # Postfix gave up on its report: no use waiting longer
+        return [line for line in log_lines(postfix, f"to=<{sender}>")
+                if "status=bounced" in line]
+
+    wait_for(lambda: report() or refused(), 60)
+    assert report(), postfix.log_tail()
+    assert b"5.2.1" in report()[0] and b"MAILER-DAEMON@pf.mssante.test" in report()[0]
 
 
 def test_postfix_down_then_up_is_delivered_after_retry(peers: Peers) -> None:
