@@ -137,6 +137,7 @@ def test_postfix_relays_to_our_mx_with_its_client_certificate(peers: Peers) -> N
     accepted = [r for r in node.audit("--event", "smtp.message.accepted")
                 if r["message_id"] == f"<{tag}@test.example>"]
     assert accepted and accepted[0]["listener"] == "mx"
+    assert accepted[0]["remote_addr"] == PF_HOST  # smtp_bind_address
     session = accepted[0]["session"]
     tls = [r for r in node.audit("--event", "smtp.tls") if r["session"] == session]
     assert tls and "CN=mx.pf.mssante.test" in str(tls[0]["detail"])
