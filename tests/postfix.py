@@ -95,7 +95,7 @@ class Postfix:
     cert: str  # test-PKI file stem of its own certificate (server and client)
     users: tuple[str, ...] = ("bob", "alice")
     routes: list[PeerRoute] = field(default_factory=list)
-    # extra transports: name -> client certificate stem, and address -> transport name
+    # extra transports: name -> client certificate stem ("" for none), address -> transport
     alt_transports: dict[str, str] = field(default_factory=dict)
     address_transports: dict[str, str] = field(default_factory=dict)
     # raw transport(5) entries, e.g. {"x@domain": "error:5.2.1 mailbox disabled"}
@@ -184,10 +184,10 @@ smtp_tls_loglevel = 1
 
     def master_cf(self) -> str:
         lines = [f"{self.host}:{self.port} inet n - n - - smtpd", _SERVICES.rstrip()]
-        for name, cert in self.alt_transports.items():
+        for name, cert in self.alt_transports.items():  # cert "": presents none
+            crt, key = (f"{self.pki}/{cert}.crt", f"{self.pki}/{cert}.key") if cert else ("", "")
             lines.append(f"{name} unix - - n - - smtp\n"
-                         f"  -o smtp_tls_cert_file={self.pki}/{cert}.crt\n"
-                         f"  -o smtp_tls_key_file={self.pki}/{cert}.key")
+                         f"  -o smtp_tls_cert_file={crt}\n  -o smtp_tls_key_file={key}")
         return "\n".join(lines) + "\n"
 
     def maps(self) -> dict[str, str]:

@@ -42,6 +42,8 @@ MISLISTED_DOMAIN = "mislisted.mssante.test"
 # a Postfix address accepted at RCPT, then aliased to a destination that fails: Postfix
 # sends a delivery report (MAIL FROM:<>) to the sender
 BROKEN_RCPT = f"broken@{PF_DOMAIN}"
+# mail from Postfix to this address leaves through a transport presenting no certificate
+NOCERT_RCPT = f"alice@{OUR_DOMAIN}"
 LOST_DOMAIN = "lost.invalid"
 
 
@@ -96,8 +98,8 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     postfix = Postfix(base=make_base(), domain=PF_DOMAIN, host=PF_HOST, port=port, pki=pki,
                       cert="postfix",
                       routes=[PeerRoute(OUR_DOMAIN, OUR_HOST, port, OUR_SPEC.fqdn)],
-                      alt_transports={"stranger": "stranger"},
-                      address_transports={STRANGER_RCPT: "stranger"},
+                      alt_transports={"stranger": "stranger", "nocert": ""},
+                      address_transports={STRANGER_RCPT: "stranger", NOCERT_RCPT: "nocert"},
                       virtual_aliases={BROKEN_RCPT: f"gone@{LOST_DOMAIN}"},
                       transport_entries={LOST_DOMAIN: "error:5.2.1 mailbox disabled"})
     try:
@@ -166,6 +168,28 @@ def test_postfix_with_a_certificate_not_listed_is_refused_and_bounces(peers: Pee
                               and "OPERATEUR INCONNU" in str(r["reason"]), 10)
     assert refused and f"is not listed for {PF_DOMAIN}" in str(refused[0]["reason"])
     assert not with_tag(read_all(node, STRANGER_RCPT), tag)
+
+
+@pytest.mark.xfail(reason="needs the trust-inbound branch: the MX requires a client "
+                   "certificate; remove this marker once merged", strict=False)
+def test_postfix_without_a_client_certificate_is_refused(peers: Peers) -> None:
+    """The usual Postfix mistake: smtp_tls_cert_file left empty."""
+    node, postfix = peers.node, peers.postfix
+    tag = f"nocert{time.time_ns()}"
+    sender = f"bob@{PF_DOMAIN}"
+    postfix.sendmail(sender, [NOCERT_RCPT], message(sender, NOCERT_RCPT, tag))
+
+    def outcome() -> list[str]:
+        return [line for line in log_lines(postfix, f"to=<{NOCERT_RCPT}>")
+                if "status=bounced" in line or "status=sent" in line]
+
+    assert wait_for(outcome, 60), postfix.log_tail()
+    assert "status=bounced" in outcome()[-1] and "550 5.7.1" in outcome()[-1]
+    assert wait_for(lambda: with_tag(postfix.messages("bob"), tag), 30)  # Postfix's DSN
+    refused = node.wait_audit(lambda r: r["event"] == "smtp.sender.refused"
+                              and r["mail_from"] == sender, 10)
+    assert refused and "no client certificate" in str(refused[-1]["reason"])
+    assert not with_tag(read_all(node, NOCERT_RCPT), tag)
 
 
 # --------------------------------------------------------------------------- us -> Postfix
