@@ -268,6 +268,39 @@ def test_postfix_delivery_report_reaches_our_sender(peers: Peers) -> None:
     assert b"5.2.1" in report()[0] and b"MAILER-DAEMON@pf.mssante.test" in report()[0]
 
 
+def tricky_message(sender: str, rcpt: str, tag: str) -> bytes:
+    """About 1 MB of 8-bit text with lines a careless SMTP implementation mangles: a lone
+    dot, leading dots (RFC 5321 §4.5.2 transparency), trailing spaces, long lines."""
+    lines = [".", "..", ".leading dot", "é à ç ü ß € 😀", "trailing spaces   ", "",
+             "y" * 998]
+    body = "\r\n".join(lines * 2500) + "\r\n"
+    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: test {tag}\r\n"
+            f"Message-ID: <{tag}@test.example>\r\nDate: Mon, 23 Nov 2026 05:00:00 +0000\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}").encode()
+
+
+def body_of(raw: bytes) -> bytes:
+    """The body with CRLF line ends (Postfix's Maildir files use LF)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    return raw.split(b"\n\n", 1)[1].replace(b"\n", b"\r\n")
+
+
+def test_content_survives_both_ways(peers: Peers) -> None:
+    node, postfix = peers.node, peers.postfix
+    tag_in, tag_out = f"bigin{time.time_ns()}", f"bigout{time.time_ns()}"
+    ours, theirs = f"bob@{OUR_DOMAIN}", f"bob@{PF_DOMAIN}"
+    sent_in = tricky_message(theirs, ours, tag_in)
+    sent_out = tricky_message(ours, theirs, tag_out)
+    assert len(sent_in) > 1_000_000
+    postfix.sendmail(theirs, [ours], sent_in)
+    submit(node, peers.pki, [theirs], sent_out, sender=ours)
+    assert wait_for(lambda: with_tag(read_all(node, ours), tag_in), 60), postfix.log_tail()
+    assert wait_for(lambda: with_tag(postfix.messages("bob"), tag_out), 60), postfix.log_tail()
+    assert body_of(with_tag(read_all(node, ours), tag_in)[0]) == body_of(sent_in)
+    assert body_of(with_tag(postfix.messages("bob"), tag_out)[0]) == body_of(sent_out)
+
+
 def test_postfix_down_then_up_is_delivered_after_retry(peers: Peers) -> None:
     node, postfix = peers.node, peers.postfix
     rcpt = f"alice@{PF_DOMAIN}"
