@@ -16,6 +16,7 @@ which must be able to traverse the path.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -27,8 +28,6 @@ from pathlib import Path
 import pytest
 
 POSTFIX = "/usr/sbin/postfix"
-POSTCONF = "/usr/sbin/postconf"
-POSTQUEUE = "/usr/sbin/postqueue"
 SENDMAIL = "/usr/sbin/sendmail"
 MAILBOX_USER = "nobody"  # owner of the virtual Maildirs (virtual_uid_maps)
 
@@ -67,8 +66,6 @@ def skip_unless_usable() -> None:
     if os.geteuid() != 0:
         pytest.skip("Postfix's master process needs root (CI runs the tests as root)")
     try:
-        import pwd
-
         pwd.getpwnam("postfix")
         pwd.getpwnam(MAILBOX_USER)
     except KeyError as exc:
@@ -262,15 +259,6 @@ smtp_tls_loglevel = 1
                                *recipients], input=data, capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
-    def flush(self) -> None:
-        """Attempt every deferred message now (postqueue -f)."""
-        subprocess.run([POSTQUEUE, "-c", str(self.etc), "-f"], capture_output=True,
-                       timeout=60)
-
-    def queue(self) -> str:
-        return subprocess.run([POSTQUEUE, "-c", str(self.etc), "-p"], capture_output=True,
-                              text=True, timeout=60).stdout
-
     # ------------------------------------------------------------------ reading
     def log(self) -> str:
         try:
@@ -290,14 +278,10 @@ smtp_tls_loglevel = 1
 
 
 def _uid(user: str) -> int:
-    import pwd
-
     return pwd.getpwnam(user).pw_uid
 
 
 def _gid(user: str) -> int:
-    import pwd
-
     return pwd.getpwnam(user).pw_gid
 
 
