@@ -216,7 +216,8 @@ def test_swaks_submission_and_mx(running_node: Node) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     out = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["mx"]), "--tls",
-         "--tls-cert", str(cert), "--tls-key", str(key), "--from", "spam@example.com", "--to", BOB, "--timeout", "20"],
+         "--tls-cert", str(cert), "--tls-key", str(key), "--from", "spam@example.com",
+         "--to", BOB, "--timeout", "20"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "550 5.7.1" in out.stdout
     assert inbox_count(running_node, BOB) == before + 2
