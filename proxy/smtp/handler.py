@@ -39,6 +39,7 @@ from trustspace.whitelist import normalize_domain
 log = structlog.get_logger("mss.smtp")
 
 Mode = Literal["mx", "submission", "relay"]
+NULL_PATH = "<>"  # the null reverse-path in the envelope (stored and queued as "")
 _SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
 
 
@@ -269,7 +270,8 @@ class SmtpHandler:
                           address: str, mail_options: list[str]) -> str:
         whitelist = self.whitelist.current
         try:
-            sender = store.normalize_address(address) if address else ""
+            # the null reverse-path arrives as "<>" (RFC 5321 §4.1.1.2)
+            sender = store.normalize_address(address) if address not in ("", "<>") else ""
         except store.StoreError as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
         else:
@@ -287,7 +289,7 @@ class SmtpHandler:
                               mail_from=address[:320], reason=decision.reason,
                               whitelist_version=decision.whitelist_version, detail=detail)
             return str(decision.reply)
-        envelope.mail_from = sender
+        envelope.mail_from = sender or NULL_PATH  # aiosmtpd needs a true value for RCPT
         envelope.mail_options.extend(mail_options)
         return str(decision.reply)
 
@@ -382,7 +384,7 @@ class SmtpHandler:
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
             hostname=self.hostname, protocol=protocol, queue_id=queue_id[:16],
             recipient=single) + data
-        mail_from = envelope.mail_from or ""
+        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
         def seal() -> store.Delivery:
