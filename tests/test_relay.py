@@ -4,7 +4,6 @@ certificate or by SMTP AUTH, sending as its domains, with submission's recipient
 from __future__ import annotations
 
 import smtplib
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
