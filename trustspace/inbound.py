@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from mss.config import ConfigError, PkiConfig
 from trustspace.chain import ChainResult, PkiCheck, validate
 from trustspace.crl import CrlStore
 
 MAX_CACHE = 10_000
+MAX_LEARNED = 256
 
 
 def load_bundle(path: Path, what: str) -> list[x509.Certificate]:
@@ -44,11 +46,19 @@ class InboundVerifier:
                              config.crl_retry_interval)
         self.fail_open = config.crl_unavailable == "fail-open"
         self._cache: dict[bytes, tuple[float, int, ChainResult]] = {}
+        # intermediates of chains that verified: a resumed TLS session presents the leaf
+        # alone (the server keeps no chain in the session), so they complete its path
+        self._learned: dict[bytes, x509.Certificate] = {}
         self.hits = self.misses = 0
 
     def _validate(self, chain: Sequence[bytes]) -> ChainResult:
-        return validate(chain, self.anchors, self.intermediates, self.crls.lookup,
-                        self.crls.configured)
+        result = validate(chain, self.anchors,
+                          [*self.intermediates, *self._learned.values()], self.crls.lookup,
+                          self.crls.configured)
+        if result.ok and len(self._learned) < MAX_LEARNED:
+            for cert in result.path[1:-1]:
+                self._learned.setdefault(cert.fingerprint(hashes.SHA256()), cert)
+        return result
 
     async def verify(self, chain: Sequence[bytes]) -> ChainResult:
         """The verdict on a presented chain (leaf first, DER); an empty chain is

@@ -55,6 +55,8 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: InboundVerifier | None = None) -> None:
+        if mode != "submission" and verifier is None:  # never an unverified certificate
+            raise ValueError(f"the {mode} listener needs an InboundVerifier")
         self.app = app
         self.verifier = verifier  # client certificates (MX, relay)
         self.committer = committer
@@ -296,10 +298,9 @@ class SmtpHandler:
     async def _sender_decision(self, session: MssSession, sender: str,
                                whitelist: Any) -> policy.Decision:
         if self.mode == "mx":  # the certificate first: no_certificate, untrusted_chain...
-            if self.verifier is not None:
-                _, refusal = await self._certificate(session)
-                if refusal is not None:
-                    return refusal
+            _, refusal = await self._certificate(session)
+            if refusal is not None:
+                return refusal
             return policy.mx_sender(sender, whitelist, session.peer_certificate)
         if self.mode == "relay":
             refusal = await self._relay_identity(session)
