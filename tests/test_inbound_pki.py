@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,3 +324,45 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     config = parse_config({}, tmp_path / "mss.toml")
     assert config.pki is not None and config.pki.anchors == config.tls.ca_file
     assert config.pki.crl_unavailable == "fail-closed" and "relay" in config.listeners
+
+
+def test_pki_verify_and_crl_status_cli(setup: Setup) -> None:
+    pki, node = setup.pki, setup.node
+    out = node.cli("pki", "verify", str(pki / "revoked.crt"), check=False)
+    assert out.returncode == 1 and "chain:   revoked: " in out.stdout
+    out = node.cli("pki", "verify", str(pki / "operator-a.crt"), "--sender", f"dr@{A_DOMAIN}")
+    assert out.stdout.strip().endswith(f"accepted for dr@{A_DOMAIN}")
+    out = node.cli("pki", "verify", str(pki / "operator-a.crt"), "--sender", f"dr@{B_DOMAIN}",
+                   check=False)
+    assert out.returncode == 1 and "550 5.7.1" in out.stdout and "dn_not_listed" in out.stdout
+    out = node.cli("pki", "verify", str(pki / "operator-a.key"), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("mss: error: ")
+    assert len(out.stderr.strip().splitlines()) == 1
+    status = node.cli("pki", "crl-status").stdout
+    assert "organisations.crl.pem\t1 revoked, issuer CN=TEST AC IGC-SANTE" in status
+
+
+def test_crl_store_refresh_schedule_and_retry(setup: Setup, tmp_path: Path) -> None:
+    import asyncio
+
+    from trustspace.crl import CrlStore
+
+    crl = (setup.pki / "organisations.crl.pem").read_bytes()
+    issuer = x509.load_pem_x509_certificate((setup.pki / "organisations.crt").read_bytes())
+    with crl_server(crl) as (url, handler):
+        dead = f"http://127.0.0.1:{free_port()}/x.crl"
+        store = CrlStore([], [url, dead], tmp_path / "cache", fetch_timeout=2,
+                         refresh_interval=600, retry_interval=30)
+        assert store.due_urls() == [url, dead]
+        asyncio.run(store.refresh())
+        assert handler.hits == 1 and store.lookup(issuer) is not None
+        now = time.time()
+        assert store.due_urls(now) == []  # fetched, and the dead one failed just now
+        assert store.due_urls(now + 31) == [dead]  # retried after crl_retry_interval
+        assert set(store.due_urls(now + 601)) == {url, dead}  # refreshed at the interval
+        # a restart reads the disk cache: the CRL is there before any fetch
+        again = CrlStore([], [url], tmp_path / "cache")
+        assert again.lookup(issuer) is not None and handler.hits == 1
+    # past its nextUpdate a CRL is not current (RFC 5280 §6.3.3 (a))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+    assert again.lookup(issuer, later) is None
