@@ -8,12 +8,13 @@ The checks are pure: callers look up facts (mailbox, hosted domain, whitelist) a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import Enum
 
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import CanonicalDN
-from trustspace.whitelist import Whitelist
+from trustspace.whitelist import Whitelist, normalize_domain
 
 
 class Verdict(Enum):
@@ -174,6 +175,8 @@ def relay_sender(mail_from: str, relay: str, domains: frozenset[str]) -> Decisio
         return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
                       f"null reverse-path from relay {relay}", None)
     domain = mail_from.rsplit("@", 1)[1]
+    with contextlib.suppress(ValueError):  # the relay's domains are stored IDNA, lower case
+        domain = normalize_domain(domain)
     if domain not in domains:
         return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
                       f"relay {relay} may not send as {mail_from} (domain {domain} not "
