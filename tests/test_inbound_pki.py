@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.node import MSS, REPO, Node, free_port, make_node
 from tests.whitelist_fixtures import make_whitelist_xml
@@ -366,3 +368,11 @@ def test_crl_store_refresh_schedule_and_retry(setup: Setup, tmp_path: Path) -> N
     # past its nextUpdate a CRL is not current (RFC 5280 §6.3.3 (a))
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
     assert again.lookup(issuer, later) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=3))
+def test_garbage_chains_are_refused_never_raise(chain: list[bytes]) -> None:
+    """Whatever a peer sends as certificates, the answer is a refusal value."""
+    result = validate(chain, [], [], lambda _: None, True)
+    assert result.check is PkiCheck.UNTRUSTED_CHAIN
