@@ -4,6 +4,7 @@ certificate or by SMTP AUTH, sending as its domains, with submission's recipient
 from __future__ import annotations
 
 import smtplib
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,44 @@ def test_relay_cli(node: Node) -> None:
     assert "temp" not in node.cli("relay", "list").stdout
     events = {r["event"] for r in node.audit()}
     assert {"admin.relay.add", "admin.relay.remove"} <= events
+
+
+def test_relay_mail_reaches_another_operator_over_mtls(tmp_path: Path) -> None:
+    """An institution's server sends through operator A's relay listener; A's queue
+    delivers to operator B, whose MX accepts A's certificate for the institution's domain
+    (listed with A's DN) and stores the message."""
+    from tests.outbound_pair import B_DOMAIN, SUBJECTS, make_pair, read_all, wait_for
+    from tests.whitelist_fixtures import make_whitelist_xml
+    from trustspace.whitelist import parse_whitelist
+
+    pair = make_pair(tmp_path)
+    try:
+        labo = "labo.test"
+        listed = [(e.domain, e.dn) for e in
+                  parse_whitelist((tmp_path / "whitelist.xml").read_bytes()).entries]
+        wl = tmp_path / "whitelist-labo.xml"
+        wl.write_bytes(make_whitelist_xml([*listed, (labo, SUBJECTS["operator-a"])]))
+        for n in pair.nodes():
+            n.cli("whitelist", "import", str(wl))
+        pair.a.cli("domain", "add", labo)
+        pair.a.cli("relay", "add", "labo", "--password-stdin", "--domains", labo,
+                   input=LAB_PASSWORD + "\n")
+        for n in pair.nodes():
+            n.start()
+        ctx = ssl.create_default_context(cafile=str(pair.pki / "root.crt"))
+        ctx.check_hostname = False
+        rcpt, sender = f"bob@{B_DOMAIN}", f"automate@{labo}"
+        with smtplib.SMTP(pair.a.host, pair.a.ports["relay"], timeout=30) as client:
+            client.starttls(context=ctx)
+            client.login("labo", LAB_PASSWORD)
+            assert client.sendmail(sender, [rcpt], message(sender, rcpt, "e2e")) == {}
+        assert wait_for(lambda: any(b"relay e2e" in m for m in read_all(pair.b, rcpt)))
+        accepted = pair.b.wait_audit(lambda r: r["event"] == "smtp.message.accepted"
+                                     and r["mail_from"] == sender)
+        assert accepted and accepted[-1]["listener"] == "mx"
+    finally:
+        for n in pair.nodes():
+            if n.process is not None:
+                n.process.kill()
+                n.process.wait()
+        pair.dns.stop()
