@@ -147,7 +147,8 @@ def test_relay_mail_reaches_another_operator_over_mtls(tmp_path: Path) -> None:
     """An institution's server sends through operator A's relay listener; A's queue
     delivers to operator B, whose MX accepts A's certificate for the institution's domain
     (listed with A's DN) and stores the message."""
-    from tests.outbound_pair import B_DOMAIN, SUBJECTS, make_pair, read_all, wait_for
+    from tests.node import read_all
+    from tests.outbound_pair import B_DOMAIN, SUBJECTS, make_pair, wait_for
     from tests.whitelist_fixtures import make_whitelist_xml
     from trustspace.whitelist import parse_whitelist
 
