@@ -79,6 +79,11 @@ CATALOGUE: dict[str, EventKind] = _kinds(
     EventKind("smtp.message.refused", IMPORT,
               own("MSS-MSG-REFUSED", "Message refused"), "C",
               "DATA refused: too large, bare CR/LF, storage failure"),
+    EventKind("smtp.certificate.fail_open", SECURITY_ALERT,
+              own("MSS-CRL-FAIL-OPEN", "Certificate accepted without revocation status"), "E",
+              "a client certificate was accepted with no current CRL, because pki."
+              "crl_unavailable = fail-open (fail-closed answers 454 and audits "
+              "smtp.sender.refused)"),
     EventKind("smtp.message.accepted", IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
               "a message was accepted (250) for all its valid recipients"),
     EventKind("delivery.local", IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
@@ -117,6 +122,11 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind("admin.domain.relay", SECURITY_ALERT, dcm("110128", "Network Configuration"), "U",
               "a hosted domain's next hop (relay_to) was set: its mail goes to that server"),
+    EventKind("admin.relay.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "C",
+              "an institution's mail server was allowed on the relay listener (name, method, "
+              "domains)"),
+    EventKind("admin.relay.remove", SECURITY_ALERT, dcm("110128", "Network Configuration"),
+              "D", "a relay was removed: its server may no longer send"),
     EventKind("admin.queue.retry", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "U",
               "an operator made queued rows due now or re-queued bounced/expired ones"),
     EventKind("admin.queue.purge", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "D",

@@ -46,6 +46,8 @@ def ingest(config: Path, port: int, messages: int, sessions: int, size: int) -> 
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    pki = config.parent / "pki"  # the client certificate the MX requires (setup issued it)
+    ctx.load_cert_chain(pki / "bench-operator.crt", pki / "bench-operator.key")
     lock = threading.Lock()
     state = {"next": 0}
 

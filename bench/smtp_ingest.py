@@ -36,6 +36,7 @@ from tests.whitelist_fixtures import make_whitelist_xml  # noqa: E402
 
 DOMAIN = "bench.mssante.fr"
 SENDER = "dr.bench@operator-a.mssante.fr"
+OPERATOR_DN = "CN=mx.operator-a.fr,C=FR"
 MSS = [sys.executable, "-m", "mss"]
 
 
@@ -63,7 +64,9 @@ def setup(base: Path, mailboxes: int, workers: int = 1) -> tuple[Path, dict[str,
     config = data / "mss.toml"
     text = config.read_text()
     ports = {}
-    for name in ("mx", "submission", "submissions"):
+    for name in ("mx", "submission", "submissions", "relay"):
+        if f"[listeners.{name}]" not in text:
+            continue
         ports[name] = port = free_port()
         text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
                       rf"\g<1>{port}", text)
@@ -71,7 +74,11 @@ def setup(base: Path, mailboxes: int, workers: int = 1) -> tuple[Path, dict[str,
     text = text.replace('data_dir = "."', f'data_dir = "."\nworkers = {workers}')
     config.write_text(text)
     wl = base / "wl.xml"
-    wl.write_bytes(make_whitelist_xml([("operator-a.mssante.fr", "CN=mx.operator-a.fr,C=FR")]))
+    wl.write_bytes(make_whitelist_xml([("operator-a.mssante.fr", OPERATOR_DN)]))
+    # the client certificate the MX requires, issued by the node's CA with the listed DN
+    from trustspace.pki import issue_certificate
+    issue_certificate(data / "pki", "bench-operator", ["mx.operator-a.mssante.fr"],
+                      subject=OPERATOR_DN)
     cli = [*MSS, "--config", str(config)]
     subprocess.run([*cli, "whitelist", "import", str(wl)], check=True, cwd=REPO,
                    capture_output=True)
@@ -130,6 +137,8 @@ def main() -> None:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+            pki = config.parent / "pki"
+            ctx.load_cert_chain(pki / "bench-operator.crt", pki / "bench-operator.key")
             lock = threading.Lock()
             state = {"next": 0, "ok": 0, "err": 0}
             latencies: list[float] = []

@@ -27,6 +27,7 @@ from mss.app import open_app
 from mss.cli_support import HANDLED, CliError, actor, fail, node, report
 from mss.config import DEFAULT_CONFIG_NAME, render_default_config
 from mss.passwords import hash_password
+from mss.relay_cli import relay_app
 from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
 from trustspace.cli import pki_app, whitelist_app
@@ -46,6 +47,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(directory_app, name="directory")
 app.add_typer(pki_app, name="pki")
 app.add_typer(queue_app, name="queue")
+app.add_typer(relay_app, name="relay")
 
 
 @app.callback()

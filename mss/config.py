@@ -178,6 +178,23 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class PkiConfig:
+    """Verification of peers' client certificates on the MX and relay listeners
+    (docs/trust-space.md "Inbound"); every key documented in config/mss.toml."""
+
+    anchors: Path  # PEM bundle of trust anchors (default: tls.ca_file)
+    intermediates: Path | None = None  # PEM bundle of intermediate CAs (optional)
+    crl_files: tuple[Path, ...] = ()
+    crl_urls: tuple[str, ...] = ()
+    crl_unavailable: str = "fail-closed"  # fail-closed (454 4.7.0) | fail-open (accept)
+    crl_fetch_timeout: float = 10.0
+    crl_refresh_interval: float = 3600.0
+    crl_retry_interval: float = 60.0
+    crl_cache_dir: Path = Path("crl-cache")
+    verify_cache_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -193,9 +210,11 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     directory: DirectoryConfig | None = None
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    pki: PkiConfig | None = None  # always set by parse_config (anchors default to tls.ca_file)
 
 
-DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465}
+DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
+                                     "relay": 2526}
 
 
 def _get(table: dict[str, Any], key: str, prefix: str, kind: type, default: Any) -> Any:
@@ -357,6 +376,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
 
     return Config(
         delivery=_delivery_config(_table(raw, "delivery")),
+        pki=_pki_config(_table(raw, "pki"), path_of, tls),
         directory=_directory_config(raw.get("directory"), path_of),
         audit=audit,
         workers=workers,
@@ -461,6 +481,43 @@ def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
     return config
 
 
+def _pki_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> PkiConfig:
+    p = "pki"
+    d = PkiConfig(anchors=tls.ca_file)
+    intermediates = _get(raw, "intermediates", p, str, "")
+    files = raw.get("crl_files", [])
+    urls = raw.get("crl_urls", [])
+    for key, value in (("crl_files", files), ("crl_urls", urls)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config: pki.{key}: a list of strings")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"config: pki.crl_urls: not an http(s) URL: {url!r}")
+    anchors = raw.get("anchors")
+    if anchors is not None and not isinstance(anchors, str):
+        raise ConfigError("config: pki.anchors: expected str")
+    config = PkiConfig(
+        anchors=Path(path_of(anchors)) if anchors else tls.ca_file,
+        intermediates=Path(path_of(intermediates)) if intermediates else None,
+        crl_files=tuple(Path(path_of(f)) for f in files), crl_urls=tuple(urls),
+        crl_unavailable=_get(raw, "crl_unavailable", p, str, d.crl_unavailable),
+        crl_fetch_timeout=_get(raw, "crl_fetch_timeout", p, float, d.crl_fetch_timeout),
+        crl_refresh_interval=_get(raw, "crl_refresh_interval", p, float,
+                                  d.crl_refresh_interval),
+        crl_retry_interval=_get(raw, "crl_retry_interval", p, float, d.crl_retry_interval),
+        crl_cache_dir=Path(path_of(_get(raw, "crl_cache_dir", p, str, "crl-cache"))),
+        verify_cache_ttl=_get(raw, "verify_cache_ttl", p, float, d.verify_cache_ttl),
+    )
+    if config.crl_unavailable not in ("fail-closed", "fail-open"):
+        raise ConfigError("config: pki.crl_unavailable: 'fail-closed' or 'fail-open', got "
+                          f"{config.crl_unavailable!r}")
+    for key in ("crl_fetch_timeout", "crl_refresh_interval", "crl_retry_interval"):
+        _positive(getattr(config, key), f"pki.{key}")
+    if config.verify_cache_ttl < 0:
+        raise ConfigError("config: pki.verify_cache_ttl: must be >= 0")
+    return config
+
+
 def _publish_config(raw: Any, path_of: Any) -> PublishConfig | None:
     if raw is None:
         return None
@@ -559,6 +616,10 @@ port = 2587
 [listeners.submissions]
 host = "127.0.0.1"
 port = 2465
+
+[listeners.relay]
+host = "127.0.0.1"
+port = 2526
 
 [logging]
 level = "info"

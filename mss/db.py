@@ -210,6 +210,18 @@ audit_checkpoints = Table(
 )
 
 
+# Institutions' mail servers allowed on the relay listener (mss relay add).
+relays = Table(
+    "relays", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("cert_dn", Text),  # RFC 4514 subject DN of its client certificate, or
+    Column("password_hash", String(255)),  # scrypt (mss/passwords.py) for SMTP AUTH
+    Column("domains", Text, nullable=False),  # comma-separated, IDNA ascii, lower case
+    Column("created_at", Float, nullable=False),
+)
+
+
 # The synchronised professional directory (DESIGN.md §2 "Directory sync").
 _DIRECTORY_COLUMNS = (
     ("mail", 320), ("type", 8), ("id_nat", 32), ("display_name", 256), ("given_name", 128),

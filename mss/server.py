@@ -21,7 +21,9 @@ from mss.committer import GroupCommitter
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
 from trustspace.cache import LiveWhitelist
+from trustspace.inbound import InboundVerifier
 from trustspace.pki import server_context
+from trustspace.tlshook import accept_any_client_certificate
 
 log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
@@ -135,7 +137,12 @@ async def serve(app: App, worker: int = 0) -> None:
                                  request_client_cert=True),
             "submission": server_context(cfg.tls.cert_file, cfg.tls.key_file),
         }
-        servers, handlers = await start_smtp(app, committer, whitelist, tls)
+        # any certificate passes the handshake; trustspace.chain verifies it after, so
+        # that each refusal is an SMTP reply with an audit reason (docs/trust-space.md)
+        accept_any_client_certificate(tls["mx"])
+        assert cfg.pki is not None
+        verifier = InboundVerifier(cfg.pki)
+        servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier)
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}
         await committer.run(lambda conn: append(conn, [AuditRecord(
@@ -148,6 +155,7 @@ async def serve(app: App, worker: int = 0) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
+        crl_refresh = asyncio.create_task(verifier.crls.run())  # per process: own memory
         checkpoints = directory = fetcher = None
         if worker == 0:
             checkpoints = asyncio.create_task(checkpoint_loop(app))
@@ -181,6 +189,7 @@ async def serve(app: App, worker: int = 0) -> None:
                     transport.write(b"421 4.3.2 Service shutting down\r\n")
                     transport.close()
         watcher.cancel()
+        crl_refresh.cancel()
         for task in (shipper, checkpoints, directory, fetcher):
             if task is not None:
                 task.cancel()

@@ -26,6 +26,7 @@ REMOTE_DOMAINS = [("operator-a.mssante.fr", "CN=mx.operator-a.fr,OU=312345678,O=
                    "ST=Paris (75),C=FR"),
                   ("operator-b.mssante.fr", "CN=mx.operator-b.fr,OU=398765432,O=Operator B,"
                    "ST=Gironde (33),C=FR")]
+OPERATOR_A_DN = REMOTE_DOMAINS[0][1]  # the client certificate tests present on the MX
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,8 +66,27 @@ class Node:
         ctx.check_hostname = False  # tests connect to 127.0.0.1
         return ctx
 
-    def mx_tls_socket(self) -> ssl.SSLSocket:
-        """A raw TLS socket on the MX after greeting, EHLO and STARTTLS (for exact bytes)."""
+    def operator_certificate(self, name: str = "test-operator-a",
+                             subject: str = OPERATOR_A_DN) -> tuple[Path, Path]:
+        """A client certificate issued by this node's CA (the MX's trust anchor) with an
+        operator's subject DN listed on the test whitelist; written once, reused."""
+        from trustspace.pki import issue_certificate
+
+        pki = self.data_dir / "pki"
+        cert, key = pki / f"{name}.crt", pki / f"{name}.key"
+        if not cert.exists():
+            cert, key = issue_certificate(pki, name, [f"{name}.test"], subject=subject)
+        return cert, key
+
+    def mx_client_context(self) -> ssl.SSLContext:
+        """TLS client context of a peer operator: trusts the node, presents a listed DN."""
+        ctx = self.client_context()
+        ctx.load_cert_chain(*self.operator_certificate())
+        return ctx
+
+    def mx_tls_socket(self, client_cert: bool = True) -> ssl.SSLSocket:
+        """A raw TLS socket on the MX after greeting, EHLO and STARTTLS (for exact bytes);
+        presents the operator certificate unless *client_cert* is False."""
         sock = socket.create_connection(("127.0.0.1", self.ports["mx"]), timeout=10)
         f = sock.makefile("rb")
         assert f.readline().startswith(b"220")
@@ -75,7 +95,8 @@ class Node:
             pass
         sock.sendall(b"STARTTLS\r\n")
         assert f.readline().startswith(b"220")
-        return self.client_context().wrap_socket(sock)
+        ctx = self.mx_client_context() if client_cert else self.client_context()
+        return ctx.wrap_socket(sock)
 
     def start(self, timeout: float = 30.0) -> None:
         assert self.process is None
@@ -129,7 +150,7 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     assert proc.returncode == 0, proc.stderr
     node = Node(data_dir, host=host, domain=domain)
     text = node.config.read_text()
-    for name in ("mx", "submission", "submissions"):
+    for name in ("mx", "submission", "submissions", "relay"):
         node.ports[name] = port = (ports or {}).get(name) or free_port(host)
         text = re.sub(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
                       rf'\g<1>"{host}"\g<2>{port}', text)

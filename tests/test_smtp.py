@@ -40,7 +40,7 @@ def submission(node: Node) -> smtplib.SMTP:
 def mx(node: Node) -> smtplib.SMTP:
     client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
     client.ehlo("mx.operator-a.fr")
-    client.starttls(context=node.client_context())
+    client.starttls(context=node.mx_client_context())
     client.ehlo("mx.operator-a.fr")
     return client
 
@@ -196,14 +196,17 @@ def test_swaks_submission_and_mx(running_node: Node) -> None:
          "--from", ALICE, "--to", BOB, "--header", "Subject: swaks", "--timeout", "20"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+    cert, key = running_node.operator_certificate()
     out = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["mx"]), "--tls",
+         "--tls-cert", str(cert), "--tls-key", str(key),
          "--from", REMOTE, "--to", BOB, "--ehlo", "mx.operator-a.fr", "--timeout", "20"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     out = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["mx"]), "--tls",
-         "--from", "spam@example.com", "--to", BOB, "--timeout", "20"],
+         "--tls-cert", str(cert), "--tls-key", str(key), "--from", "spam@example.com",
+         "--to", BOB, "--timeout", "20"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "550 5.7.1" in out.stdout
     assert inbox_count(running_node, BOB) == before + 2

@@ -127,7 +127,7 @@ def test_kill_9_during_burst_loses_no_acknowledged_message(fresh_node: Node) -> 
     stop = threading.Event()
 
     def sender(worker: int) -> None:
-        ctx = fresh_node.client_context()
+        ctx = fresh_node.mx_client_context()
         for i in range(200):  # bounded
             if stop.is_set():
                 return
@@ -235,7 +235,7 @@ def test_disabled_mailbox_cannot_login_or_receive(fresh_node: Node) -> None:
         client.login(ALICE, PASSWORD)
     client.quit()
     client = smtplib.SMTP("127.0.0.1", fresh_node.ports["mx"], timeout=10)
-    client.starttls(context=fresh_node.client_context())
+    client.starttls(context=fresh_node.mx_client_context())
     client.ehlo("mx.operator-a.fr")
     assert client.mail(REMOTE)[0] == 250
     code, reply = client.rcpt(ALICE)

@@ -20,6 +20,7 @@ from mss.committer import GroupCommitter
 from mss.config import ConfigError, parse_config
 from mss.passwords import hash_password, verify_password
 from trustspace import policy
+from trustspace.dn import parse_dn
 from trustspace.whitelist import Whitelist, WhitelistEntry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,11 +103,16 @@ def facts(address: str, hosted: bool, exists: bool = True, enabled: bool = True
 
 def test_policy_decisions_and_reply_table() -> None:
     wl = whitelist()
-    d = policy.mx_sender("x@gmail.com", wl)
+    peer = policy.PeerCertificate("CN=a", parse_dn("cn=A"))  # the certificate's DN, listed
+    d = policy.mx_sender("x@gmail.com", wl, peer)
     assert not d.accepted and str(d.reply) == "550 5.7.1 Sender outside the MSSante trust space"
     assert d.whitelist_version == 7 and "gmail.com" in d.reason
-    assert policy.mx_sender("x@OPERATOR-A.mssante.fr".lower(), wl).accepted
-    assert policy.mx_sender("", wl).reply.code == 550
+    assert policy.mx_sender("x@OPERATOR-A.mssante.fr".lower(), wl, peer).accepted
+    assert policy.mx_sender("", wl, peer).accepted  # delivery report from a listed operator
+    assert str(policy.mx_sender("x@operator-a.mssante.fr", wl).reply) == \
+        "550 5.7.1 Client certificate required"  # the MX requires one
+    stranger = policy.PeerCertificate("CN=b", parse_dn("CN=b"))
+    assert policy.mx_sender("", wl, stranger).reply.code == 550
     assert policy.mx_recipient(facts("a@demo", True, False), wl).reply.enhanced == "5.1.1"
     disabled = policy.mx_recipient(facts("a@demo", True, True, False), wl)
     assert disabled.reply.enhanced == "5.1.1" and "disabled" in disabled.reason

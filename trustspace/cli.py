@@ -142,3 +142,70 @@ def pki_init_test(directory: Annotated[Path, typer.Option(
         state = " (expired)" if spec.not_after_days < 0 else \
             " (revoked in the CRL)" if spec.revoked else ""
         print(f"  {paths[spec.name].name}: {spec.subject}{state}")
+
+
+@pki_app.command("verify")
+def pki_verify(
+    ctx: typer.Context,
+    file: Path,
+    sender: Annotated[str | None, typer.Option(
+        "--sender", help="Also check the DN against the whitelist for this MAIL FROM.")] = None,
+) -> None:
+    """Judge a client certificate (PEM, leaf first, then its chain) as the MX would, with
+    this node's [pki] and whitelist: prints the check and reason; exit 0 accepted, 1 not."""
+    import asyncio
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from trustspace import policy
+    from trustspace.dn import canonical_name
+    from trustspace.inbound import InboundVerifier
+
+    try:
+        certs = x509.load_pem_x509_certificates(file.read_bytes())
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    except ValueError:
+        fail(f"{file}: no PEM certificate")
+    chain = [c.public_bytes(serialization.Encoding.DER) for c in certs]
+    with node(ctx) as app:
+        assert app.config.pki is not None
+        verifier = InboundVerifier(app.config.pki)
+        result = asyncio.run(verifier.verify(chain))
+        decision = policy.certificate_check(result, None, verifier.fail_open)
+        if decision is None and sender is not None:
+            with app.reader.connect() as conn:
+                whitelist = load_active(conn)
+            peer = policy.PeerCertificate(certs[0].subject.rfc4514_string(),
+                                          canonical_name(certs[0].subject))
+            decision = policy.mx_sender(sender.lower(), whitelist, peer)
+            if decision.accepted:
+                decision = None
+    print(f"subject: {result.subject}\nsha256:  {result.fingerprint}\n"
+          f"chain:   {result.reason}")
+    if decision is not None:
+        print(f"refused: {decision.reply} ({decision.reason})")
+        raise typer.Exit(1)
+    print("accepted" + (f" for {sender}" if sender else ""))
+
+
+@pki_app.command("crl-status")
+def pki_crl_status(ctx: typer.Context) -> None:
+    """Fetch the due CRL URLs of [pki] now and show every CRL source."""
+    import asyncio
+
+    from trustspace.inbound import InboundVerifier
+
+    with node(ctx) as app:
+        assert app.config.pki is not None
+        verifier = InboundVerifier(app.config.pki)
+        asyncio.run(verifier.crls.refresh())
+    rows = verifier.crls.status()
+    if not rows:
+        print("no CRL configured: revocation is not checked")
+    for row in rows:
+        state = (f"{row['entries']} revoked, issuer {row['issuer']}, next update "
+                 f"{row['next_update']}") if row["loaded"] else "NOT LOADED"
+        error = f" (last error: {row['error']})" if row["error"] else ""
+        print(f"{row['kind']}\t{row['source']}\t{state}{error}")

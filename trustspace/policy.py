@@ -8,11 +8,13 @@ The checks are pure: callers look up facts (mailbox, hosted domain, whitelist) a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import Enum
 
+from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import CanonicalDN
-from trustspace.whitelist import Whitelist
+from trustspace.whitelist import Whitelist, normalize_domain
 
 
 class Verdict(Enum):
@@ -24,6 +26,11 @@ class Verdict(Enum):
     RECIPIENT_UNKNOWN = "recipient-unknown"
     BAD_ADDRESS = "bad-address"
     TEMPORARY_FAILURE = "temporary-failure"
+    CERTIFICATE_REQUIRED = "certificate-required"
+    CERTIFICATE_REFUSED = "certificate-refused"
+    CERTIFICATE_STATUS_UNAVAILABLE = "certificate-status-unavailable"
+    AUTHENTICATION_REQUIRED = "authentication-required"
+    SENDER_NOT_RELAY_DOMAIN = "sender-not-relay-domain"
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,20 @@ REPLIES: dict[Verdict, Reply] = {
     Verdict.RECIPIENT_UNKNOWN: Reply(550, "5.1.1", "Recipient unknown"),
     Verdict.BAD_ADDRESS: Reply(553, "5.1.3", "Bad address syntax"),
     Verdict.TEMPORARY_FAILURE: Reply(451, "4.3.0", "Temporary failure, try again later"),
+    Verdict.CERTIFICATE_REQUIRED: Reply(550, "5.7.1", "Client certificate required"),
+    Verdict.CERTIFICATE_REFUSED: Reply(550, "5.7.1", "Client certificate not accepted"),
+    # temporary (RFC 5321 §4.2.1 4yz): the sender's MTA retries later
+    Verdict.CERTIFICATE_STATUS_UNAVAILABLE: Reply(
+        454, "4.7.0", "Certificate status unavailable, try again later"),
+    Verdict.AUTHENTICATION_REQUIRED: Reply(530, "5.7.0", "Authentication required"),
+    Verdict.SENDER_NOT_RELAY_DOMAIN: Reply(550, "5.7.1",
+                                           "Sender address not allowed for this relay"),
 }
+
+
+# the first word of a refusal's private reason, also in the audit detail as "check"
+REASON_CODES = frozenset({c.value for c in PkiCheck} | {
+    "domain_not_whitelisted", "dn_not_listed", "dn_not_registered"})
 
 
 @dataclass(frozen=True)
@@ -95,36 +115,73 @@ class RecipientFacts:
 
 @dataclass(frozen=True)
 class PeerCertificate:
-    """The client certificate an operator presented (already verified by TLS)."""
+    """The client certificate a peer presented (verified by :func:`certificate_check`)."""
 
     subject: str  # RFC 4514 text, for the audit record
     dn: CanonicalDN
 
 
+def certificate_check(result: ChainResult, whitelist: Whitelist | None,
+                      fail_open: bool) -> Decision | None:
+    """The presented certificate chain (trustspace/chain.py): None when it may be used,
+    else the refusal. Reasons start with the check's code (``untrusted_chain: ...``)."""
+    if result.ok:
+        return None
+    if result.check is PkiCheck.NO_CERTIFICATE:
+        return refuse(Verdict.CERTIFICATE_REQUIRED, result.reason, whitelist)
+    if result.check is PkiCheck.CRL_UNAVAILABLE:
+        if fail_open:
+            return None  # pki.crl_unavailable = "fail-open": the caller notes it
+        return refuse(Verdict.CERTIFICATE_STATUS_UNAVAILABLE, result.reason, whitelist)
+    return refuse(Verdict.CERTIFICATE_REFUSED, result.reason, whitelist)
+
+
 def mx_sender(mail_from: str, whitelist: Whitelist,
               peer: PeerCertificate | None = None) -> Decision:
-    """MX MAIL FROM: the sender's domain must be on the whitelist (DESIGN.md §2) and, when
-    the peer presented a certificate, its subject DN must be one the whitelist lists for
-    that domain. This is the one place an MX sender is judged; requiring the certificate
-    comes with the trust-space issue.
+    """MX MAIL FROM, once the peer's certificate chain has been accepted: the sender's
+    domain must be on the whitelist (DESIGN.md §2) and the certificate's subject DN one
+    the whitelist lists for that domain. A null reverse-path (delivery reports, RFC 5321
+    §4.5.5) needs a DN the whitelist lists for some domain: an operator of the trust space.
+    *peer* None (no certificate) is refused: the MX requires one.
     """
+    if peer is None:
+        return refuse(Verdict.CERTIFICATE_REQUIRED,
+                      "no_certificate: no client certificate presented", whitelist)
     if not mail_from:
+        if whitelist.dn_known(peer.dn):
+            return accept("null reverse-path from a listed operator certificate",
+                          whitelist, SENDER_OK)
         return refuse(Verdict.NULL_SENDER_REFUSED,
-                      "null reverse-path without an authenticated operator certificate",
-                      whitelist)
+                      f"dn_not_listed: certificate DN {peer.subject} is not listed for any "
+                      f"domain in whitelist version {whitelist.version_id} (null "
+                      "reverse-path)", whitelist)
     domain = mail_from.rsplit("@", 1)[1]
     if not whitelist.is_whitelisted(domain):
         return refuse(Verdict.SENDER_OUTSIDE_TRUST_SPACE,
-                      f"sender domain {domain} is not on whitelist version "
-                      f"{whitelist.version_id}", whitelist)
-    if peer is not None and not whitelist.dn_listed(domain, peer.dn):
-        return refuse(Verdict.SENDER_OUTSIDE_TRUST_SPACE,
-                      f"certificate DN {peer.subject} is not listed for {domain} in whitelist "
+                      f"domain_not_whitelisted: sender domain {domain} is not on whitelist "
                       f"version {whitelist.version_id}", whitelist)
-    if peer is not None:
-        return accept(f"sender domain {domain} whitelisted, certificate DN listed",
-                      whitelist, SENDER_OK)
-    return accept(f"sender domain {domain} whitelisted", whitelist, SENDER_OK)
+    if not whitelist.dn_listed(domain, peer.dn):
+        return refuse(Verdict.SENDER_OUTSIDE_TRUST_SPACE,
+                      f"dn_not_listed: certificate DN {peer.subject} is not listed for "
+                      f"{domain} in whitelist version {whitelist.version_id}", whitelist)
+    return accept(f"sender domain {domain} whitelisted, certificate DN listed",
+                  whitelist, SENDER_OK)
+
+
+def relay_sender(mail_from: str, relay: str, domains: frozenset[str]) -> Decision:
+    """Relay MAIL FROM: an address of one of the domains registered for the relay
+    (``mss relay add --domains``); the null reverse-path is refused like on submission."""
+    if not mail_from:
+        return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
+                      f"null reverse-path from relay {relay}", None)
+    domain = mail_from.rsplit("@", 1)[1]
+    with contextlib.suppress(ValueError):  # the relay's domains are stored IDNA, lower case
+        domain = normalize_domain(domain)
+    if domain not in domains:
+        return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
+                      f"relay {relay} may not send as {mail_from} (domain {domain} not "
+                      f"among {','.join(sorted(domains))})", None)
+    return accept(f"relay {relay} sends for {domain}", None, SENDER_OK)
 
 
 def mx_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decision:

@@ -308,6 +308,16 @@ class Whitelist:
             self._parsed[key] = parsed
         return bool(dn) and dn in parsed
 
+    def dn_known(self, dn: CanonicalDN) -> bool:
+        """Is *dn* listed for any domain (an operator of the trust space)? For senders
+        without a domain: the null reverse-path of delivery reports."""
+        known = self._parsed.get("")  # "" is never a domain: the union, built once
+        if known is None:
+            known = frozenset(c for dns in self._dns.values()
+                              for c in map(_parse_or_none, dns) if c)
+            self._parsed[""] = known
+        return bool(dn) and dn in known
+
 
 def _parse_or_none(text: str) -> CanonicalDN | None:
     try:

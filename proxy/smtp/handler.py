@@ -26,15 +26,20 @@ from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.passwords import verify_password
+from mss.relays import get_relay, relay_by_dn
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
+from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import canonical_name
+from trustspace.inbound import InboundVerifier
+from trustspace.tlshook import presented_chain
 from trustspace.whitelist import normalize_domain
 
 log = structlog.get_logger("mss.smtp")
 
-Mode = Literal["mx", "submission"]
+Mode = Literal["mx", "submission", "relay"]
+NULL_PATH = "<>"  # the null reverse-path in the envelope (stored and queued as "")
 _SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
 
 
@@ -49,8 +54,11 @@ class SmtpHandler:
     envelope_factory = MssEnvelope
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                 mode: Mode) -> None:
+                 mode: Mode, verifier: InboundVerifier | None = None) -> None:
+        if mode != "submission" and verifier is None:  # never an unverified certificate
+            raise ValueError(f"the {mode} listener needs an InboundVerifier")
         self.app = app
+        self.verifier = verifier  # client certificates (MX, relay)
         self.committer = committer
         self.whitelist = whitelist
         self.mode = mode
@@ -100,12 +108,15 @@ class SmtpHandler:
         detail = {}
         if ssl_object is not None:
             detail = {"version": ssl_object.version(), "cipher": ssl_object.cipher()[0]}
-            der = ssl_object.getpeercert(binary_form=True)
-            if der:  # only a certificate that verified against the trust anchors gets here
-                subject = x509.load_der_x509_certificate(der).subject
-                session.peer_certificate = policy.PeerCertificate(subject.rfc4514_string(),
-                                                      canonical_name(subject))
-                detail["peer_dn"] = session.peer_certificate.subject
+            session.peer_chain = presented_chain(ssl_object)
+            if session.peer_chain:  # not verified yet: see _certificate (MAIL FROM)
+                try:
+                    subject = x509.load_der_x509_certificate(session.peer_chain[0]).subject
+                    session.peer_certificate = policy.PeerCertificate(
+                        subject.rfc4514_string(), canonical_name(subject))
+                    detail["peer_dn"] = session.peer_certificate.subject
+                except ValueError:
+                    detail["peer_dn"] = "unparsable certificate"
         session.pending_audit.append(self._record(session, "smtp.tls", detail=detail))
 
     async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: Envelope,
@@ -119,6 +130,8 @@ class SmtpHandler:
     # ------------------------------------------------------------------ AUTH
     async def authenticate(self, server: MssSMTP, session: MssSession, mechanism: str,
                            credentials: LoginPassword) -> bool:
+        if self.mode == "relay":
+            return await self._authenticate_relay(session, mechanism, credentials)
         login_text = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
         try:
@@ -158,6 +171,96 @@ class SmtpHandler:
             log.info("auth failed", session=session.id, remote=session.remote_addr)
         return ok
 
+    async def _authenticate_relay(self, session: MssSession, mechanism: str,
+                                  credentials: LoginPassword) -> bool:
+        """Relay listener: the login is the relay's name (mss relay add NAME)."""
+        name = credentials.login.decode("utf-8", "replace")[:64]
+        password = credentials.password.decode("utf-8", "replace")
+
+        def check() -> tuple[Any, str]:
+            with self.app.reader.connect() as conn:
+                relay = get_relay(conn, name)
+            hashed = relay.password_hash if relay else None
+            ok = verify_password(password, hashed)  # constant work even when unknown
+            if relay is None:
+                return None, "unknown relay"
+            if not ok:
+                return None, "wrong password" if hashed else "relay has no password"
+            return relay, "authenticated"
+
+        relay, reason = await asyncio.get_running_loop().run_in_executor(None, check)
+        outcome = Outcome.SUCCESS if relay else Outcome.SERIOUS_FAILURE
+        record = self._record(session, "smtp.auth", outcome, actor=f"relay:{name}",
+                              reason=reason, detail={"mechanism": mechanism, "relay": name})
+        if relay is None:
+            self._emit(session, record)
+            return False
+        session.login = f"relay:{relay.name}"
+        session.relay = relay
+        batch = self._take_pending(session, [record])
+        await self.committer.run(lambda conn: append(conn, batch))
+        return True
+
+    async def _certificate(self, session: MssSession) -> tuple[ChainResult | None,
+                                                                policy.Decision | None]:
+        """Verify the presented client certificate (cached per chain); the result, and the
+        refusal when it may not be used. Checked once per session when it passes."""
+        if session.certificate_ok:
+            return session.certificate_result, None
+        assert self.verifier is not None
+        result = await self.verifier.verify(session.peer_chain)
+        session.certificate_result = result
+        refusal = policy.certificate_check(result, self.whitelist.current,
+                                           self.verifier.fail_open)
+        if refusal is None:
+            session.certificate_ok = True
+            if result.check is PkiCheck.CRL_UNAVAILABLE:  # fail-open: accepted, on record
+                session.pending_audit.append(self._record(
+                    session, "smtp.certificate.fail_open", Outcome.MINOR_FAILURE,
+                    reason=result.reason, detail=self._pki_detail(result)))
+        return result, refusal
+
+    @staticmethod
+    def _pki_detail(result: ChainResult) -> dict[str, Any]:
+        detail: dict[str, Any] = {"pki": result.check.value}
+        if result.subject:
+            detail["peer_dn"] = result.subject
+        if result.fingerprint:
+            detail["sha256"] = result.fingerprint
+        return detail
+
+    async def _relay_identity(self, session: MssSession) -> policy.Decision | None:
+        """Relay listener: AUTH done, or a verified client certificate whose DN is
+        registered. None when the session has a relay."""
+        if session.relay is not None:
+            return None
+        if not session.peer_chain:
+            return policy.refuse(policy.Verdict.AUTHENTICATION_REQUIRED,
+                                 "no_certificate: neither SMTP AUTH nor a client certificate",
+                                 None)
+        result, refusal = await self._certificate(session)
+        if refusal is not None:
+            return refusal
+        peer = session.peer_certificate
+        assert peer is not None and result is not None
+
+        def find() -> Any:
+            with self.app.reader.connect() as conn:
+                return relay_by_dn(conn, peer.dn)
+
+        relay = await asyncio.get_running_loop().run_in_executor(None, find)
+        if relay is None:
+            return policy.refuse(policy.Verdict.AUTHENTICATION_REQUIRED,
+                                 f"dn_not_registered: certificate DN {peer.subject} is not "
+                                 "registered for any relay", None)
+        session.relay = relay
+        session.login = f"relay:{relay.name}"
+        session.pending_audit.append(self._record(
+            session, "smtp.auth", detail={"mechanism": "certificate", "relay": relay.name,
+                                          **self._pki_detail(result)},
+            reason="client certificate registered for the relay"))
+        return None
+
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
         self._emit_record(session, "smtp.auth", Outcome.SERIOUS_FAILURE,
@@ -169,30 +272,50 @@ class SmtpHandler:
                           address: str, mail_options: list[str]) -> str:
         whitelist = self.whitelist.current
         try:
-            sender = store.normalize_address(address) if address else ""
+            # the null reverse-path arrives as "<>" (RFC 5321 §4.1.1.2)
+            sender = store.normalize_address(address) if address not in ("", "<>") else ""
         except store.StoreError as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
         else:
-            if self.mode == "mx":
-                decision = policy.mx_sender(sender, whitelist, session.peer_certificate)
-            else:
-                decision = policy.submission_sender(sender, session.login or "",
-                                                    session.may_send_as)
+            decision = await self._sender_decision(session, sender, whitelist)
         if not decision.accepted:
+            detail: dict[str, Any] = {}
+            code = decision.reason.split(":", 1)[0]
+            if code in policy.REASON_CODES:  # the precise reason, machine-readable
+                detail["check"] = code
+            if session.certificate_result is not None:
+                detail.update(self._pki_detail(session.certificate_result))
+            elif session.peer_certificate is not None:
+                detail["peer_dn"] = session.peer_certificate.subject
             self._emit_record(session, "smtp.sender.refused", Outcome.MINOR_FAILURE,
                               mail_from=address[:320], reason=decision.reason,
-                              whitelist_version=decision.whitelist_version)
+                              whitelist_version=decision.whitelist_version, detail=detail)
             return str(decision.reply)
-        envelope.mail_from = sender
+        envelope.mail_from = sender or NULL_PATH  # aiosmtpd needs a true value for RCPT
         envelope.mail_options.extend(mail_options)
         return str(decision.reply)
+
+    async def _sender_decision(self, session: MssSession, sender: str,
+                               whitelist: Any) -> policy.Decision:
+        if self.mode == "mx":  # the certificate first: no_certificate, untrusted_chain...
+            _, refusal = await self._certificate(session)
+            if refusal is not None:
+                return refusal
+            return policy.mx_sender(sender, whitelist, session.peer_certificate)
+        if self.mode == "relay":
+            refusal = await self._relay_identity(session)
+            if refusal is not None:
+                return refusal
+            relay = session.relay
+            return policy.relay_sender(sender, relay.name, relay.domains)
+        return policy.submission_sender(sender, session.login or "", session.may_send_as)
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
         mailbox = store.get_mailbox(conn, address)
         hosted = mailbox is not None or store.is_hosted_domain(conn, domain)
         in_directory = None
-        if not hosted and self.mode == "submission" and self._directory_applies(domain):
+        if not hosted and self.mode != "mx" and self._directory_applies(domain):
             in_directory = directory_has(conn, address)
         relayed = mailbox is None and hosted and store.relay_of(conn, domain) is not None
         facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
@@ -225,7 +348,7 @@ class SmtpHandler:
             with self.app.reader.connect() as conn:
                 facts, mailbox_id = self._facts(conn, rcpt)
             decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
-                        else policy.submission_recipient(facts, whitelist))
+                        else policy.submission_recipient(facts, whitelist))  # and relay
         if not decision.accepted:
             self._emit_record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
@@ -253,7 +376,7 @@ class SmtpHandler:
         assert isinstance(data, bytes)
         queue_id = store.new_id()
         header_msgid = rfc5322.message_id(data)
-        if self.mode == "submission" and header_msgid is None:
+        if self.mode != "mx" and header_msgid is None:
             header_msgid = rfc5322.new_message_id(self.hostname)  # RFC 6409 §8.3
             data = f"Message-ID: {header_msgid}\r\n".encode("ascii") + data
         protocol = "ESMTPSA" if session.login else ("ESMTPS" if server.tls_active else "ESMTP")
@@ -262,7 +385,7 @@ class SmtpHandler:
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
             hostname=self.hostname, protocol=protocol, queue_id=queue_id[:16],
             recipient=single) + data
-        mail_from = envelope.mail_from or ""
+        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
         def seal() -> store.Delivery:

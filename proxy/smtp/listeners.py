@@ -10,18 +10,20 @@ from mss.committer import GroupCommitter
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 from trustspace.cache import LiveWhitelist
+from trustspace.inbound import InboundVerifier
 
 # listener name -> (mode, implicit TLS)
 LISTENER_KINDS: dict[str, tuple[str, bool]] = {
     "mx": ("mx", False),
     "submission": ("submission", False),
     "submissions": ("submission", True),
+    "relay": ("relay", False),
 }
 
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                     tls: dict[str, ssl.SSLContext]) -> tuple[list[asyncio.Server],
-                                                                list[SmtpHandler]]:
+                     tls: dict[str, ssl.SSLContext], verifier: InboundVerifier | None = None
+                     ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
     loop = asyncio.get_running_loop()
     cfg = app.config.smtp
     servers: list[asyncio.Server] = []
@@ -30,15 +32,18 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
         if not listener.enabled:
             continue
         mode, implicit = LISTENER_KINDS[name]
-        handler = SmtpHandler(app, committer, whitelist, "mx" if mode == "mx" else "submission")
-        context = tls["mx" if mode == "mx" else "submission"]
+        handler = SmtpHandler(app, committer, whitelist,
+                              "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
+                              verifier=verifier)
+        # MX and relay ask for a client certificate (verified after the handshake)
+        context = tls["submission" if mode == "submission" else "mx"]
 
         def factory(handler: SmtpHandler = handler, name: str = name, mode: str = mode,
                     implicit: bool = implicit, context: ssl.SSLContext = context) -> MssSMTP:
             return MssSMTP(
                 handler, listener=name, line_length_limit=cfg.line_length_limit,
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
-                implicit_tls=implicit, offer_auth=mode == "submission",
+                implicit_tls=implicit, offer_auth=mode in ("submission", "relay"),
                 hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
                 tls_context=None if implicit else context,
                 require_starttls=not implicit,  # no mail and no credential in clear text

@@ -39,7 +39,11 @@ class MssSession(Session):
         self.remote_addr = ""
         self.login: str | None = None  # authenticated mailbox address
         self.may_send_as: frozenset[str] = frozenset()
-        self.peer_certificate: Any = None  # policy.PeerCertificate once TLS verified one
+        self.peer_certificate: Any = None  # policy.PeerCertificate of the presented leaf
+        self.peer_chain: list[bytes] = []  # DER, leaf first, as presented (unverified)
+        self.certificate_ok = False  # the chain passed trustspace.chain (MX, relay)
+        self.certificate_result: Any = None  # its trustspace.chain.ChainResult
+        self.relay: Any = None  # mss.relays.Relay once authenticated on the relay listener
         self.errors = 0
         # audit records of the session not yet committed: written with the next
         # transaction of the session (or at disconnect), saving a commit per connection

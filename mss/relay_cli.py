@@ -1,0 +1,74 @@
+"""``mss relay add|list|remove``: institutions' mail servers on the relay listener."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from audit.journal import AuditRecord, append
+from mss import relays, store
+from mss.cli_support import actor, fail, node
+from mss.passwords import hash_password
+
+relay_app = typer.Typer(no_args_is_help=True,
+                        help="Institutions' mail servers allowed on the relay listener.")
+
+
+@relay_app.command("add")
+def relay_add(
+    ctx: typer.Context,
+    name: str,
+    domains: Annotated[str, typer.Option(
+        "--domains", help="Comma-separated hosted domains the relay may send as.")],
+    cert_dn: Annotated[str | None, typer.Option(
+        "--cert-dn", help="Subject DN (RFC 4514) of the server's client certificate.")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="SMTP AUTH: read the password from the first line of "
+        "stdin (the login is NAME).")] = False,
+) -> None:
+    """Allow an institution's mail server to send as its domains (relay listener)."""
+    if (cert_dn is None) == (not password_stdin):
+        fail("give exactly one of --cert-dn DN or --password-stdin")
+    names = relays.parse_domains(domains)
+    password_hash = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 12:
+            fail("password from stdin is shorter than 12 characters")
+        password_hash = hash_password(password)
+    with node(ctx) as app, app.engine.begin() as conn:
+        for domain in names:
+            if not store.is_hosted_domain(conn, domain):
+                fail(f"domain {domain} is not hosted here (mss domain add {domain} first)")
+        relays.add_relay(conn, name, names, cert_dn, password_hash)
+        method = "certificate" if cert_dn else "password"
+        detail = {"relay": name, "method": method, "domains": names}
+        if cert_dn:
+            detail["cert_dn"] = cert_dn
+        append(conn, [AuditRecord("admin.relay.add", actor=actor(), detail=detail)])
+    print(f"relay {name} added ({method}), may send as {','.join(names)}")
+
+
+@relay_app.command("list")
+def relay_list(ctx: typer.Context) -> None:
+    """List relays: name, method, domains, certificate DN."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        rows = relays.list_relays(conn)
+    if not rows:
+        print("no relay")
+    for relay in rows:
+        print(f"{relay.name}\t{relay.method}\t{','.join(sorted(relay.domains))}"
+              + (f"\t{relay.cert_dn}" if relay.cert_dn else ""))
+
+
+@relay_app.command("remove")
+def relay_remove(ctx: typer.Context, name: str) -> None:
+    """Remove a relay: its server may no longer open sessions (one already authenticated
+    keeps its identity until it ends)."""
+    with node(ctx) as app, app.engine.begin() as conn:
+        relay = relays.remove_relay(conn, name)
+        append(conn, [AuditRecord("admin.relay.remove", actor=actor(),
+                                  detail={"relay": relay.name, "method": relay.method})])
+    print(f"relay {name} removed")
