@@ -90,6 +90,14 @@ folders = Table(
     UniqueConstraint("mailbox_id", "name"),
 )
 
+# IMAP delegation: an ORG/APP mailbox shared with a named user (mss mailbox grant/revoke)
+mailbox_grants = Table(
+    "mailbox_grants", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
+    Column("grantee_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
 messages = Table(
     "messages", metadata,
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data

@@ -26,6 +26,7 @@ from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.passwords import verify_password
+from proxy.imap import notifier as imap_notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
@@ -296,6 +297,8 @@ class SmtpHandler:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
             await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
             session.pending_audit = []
+            for copy in delivery.local:  # wake IMAP sessions (IDLE) watching the mailbox
+                imap_notifier.default().changed(copy.mailbox_id)
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
             self._emit_record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
