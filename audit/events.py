@@ -154,6 +154,9 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
     EventKind("whitelist.import", SECURITY_ALERT, dcm("110129", "Security Configuration"), "U",
               "a whitelist version was imported (0) or an import refused (4/8)"),
+    EventKind("whitelist.fetch", SECURITY_ALERT, dcm("110129", "Security Configuration"), "R",
+              "the published whitelist was fetched: not modified, unchanged or imported (0), "
+              "or the refresh failed (8: HTTP error, checksum mismatch, import refused)"),
     EventKind("audit.read", AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
     EventKind("audit.purge", AUDIT_LOG_USED, own("MSS-AUDIT-PURGE", "Audit trail purged"), "D",

@@ -48,9 +48,22 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class WhitelistFetchConfig:
+    """Where ``mss serve`` fetches the national list from (``[whitelist.fetch]``)."""
+
+    url: str = ""  # http(s):// or file://; "" = no periodic fetch
+    sha256_url: str = ""  # the published checksum of the list, verified when given
+    interval: float = 21600.0  # seconds between conditional GETs (0: off)
+    timeout: float = 60.0
+    max_bytes: int = 64 * 1024 * 1024
+    ca_file: Path | None = None  # trust anchors for an https URL (None: system store)
+
+
+@dataclass(frozen=True)
 class WhitelistConfig:
     max_shrink_ratio: float = 0.10
     reload_interval: float = 5.0
+    fetch: WhitelistFetchConfig = field(default_factory=WhitelistFetchConfig)
 
 
 @dataclass(frozen=True)
@@ -226,6 +239,29 @@ def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _whitelist_fetch(raw: dict[str, Any], path_of: Any) -> WhitelistFetchConfig:
+    prefix = "whitelist.fetch"
+    url = _get(raw, "url", prefix, str, "")
+    sha256_url = _get(raw, "sha256_url", prefix, str, "")
+    for key, value in (("url", url), ("sha256_url", sha256_url)):
+        if value and not value.startswith(("https://", "http://", "file://")):
+            raise ConfigError(f"config: {prefix}.{key}: expected an http(s):// or file:// URL")
+    if sha256_url and not url:
+        raise ConfigError(f"config: {prefix}.sha256_url: given without {prefix}.url")
+    ca_file = _get(raw, "ca_file", prefix, str, "")
+    fetch = WhitelistFetchConfig(
+        url=url, sha256_url=sha256_url,
+        interval=_get(raw, "interval", prefix, float, 21600.0),
+        timeout=_get(raw, "timeout", prefix, float, 60.0),
+        max_bytes=_get(raw, "max_bytes", prefix, int, 64 * 1024 * 1024),
+        ca_file=Path(path_of(ca_file)) if ca_file else None)
+    if fetch.interval < 0:
+        raise ConfigError(f"config: {prefix}.interval: must be >= 0 (0: off)")
+    _positive(fetch.timeout, f"{prefix}.timeout")
+    _positive(fetch.max_bytes, f"{prefix}.max_bytes")
+    return fetch
+
+
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     """The config file to use: ``--config``, then ``$MSS_CONFIG``, then ``./var/mss.toml``."""
     if explicit:
@@ -316,6 +352,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
     whitelist = WhitelistConfig(
         max_shrink_ratio=_get(wl_raw, "max_shrink_ratio", "whitelist", float, 0.10),
         reload_interval=_get(wl_raw, "reload_interval", "whitelist", float, 5.0),
+        fetch=_whitelist_fetch(_table(wl_raw, "fetch"), path_of),
     )
     if not 0.0 <= whitelist.max_shrink_ratio <= 1.0:
         raise ConfigError("config: whitelist.max_shrink_ratio: must be between 0 and 1")

@@ -148,6 +148,17 @@ whitelist_versions = Table(
     Column("active", Boolean, nullable=False, default=False),
 )
 
+# Where the list is fetched from, and the validators of the last document put in force.
+whitelist_sources = Table(
+    "whitelist_sources", metadata,
+    Column("url", String(2048), primary_key=True),
+    Column("etag", String(256)),
+    Column("last_modified", String(64)),
+    Column("checked_at", Float),
+    Column("changed_at", Float),
+    Column("last_error", Text),
+)
+
 whitelist_entries = Table(
     "whitelist_entries", metadata,
     Column("id", Integer, primary_key=True),

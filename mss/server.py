@@ -65,6 +65,34 @@ async def directory_loop(app: App) -> None:
         await asyncio.sleep(app.config.directory.interval)
 
 
+async def whitelist_fetch_loop(app: App) -> None:
+    """Worker 0: fetch the published whitelist now, then every ``whitelist.fetch.interval``.
+
+    A failure is audited and logged by the refresh; the list in force stays (last good)."""
+    from trustspace.fetch import WhitelistFetchError, redact, refresh
+
+    cfg = app.config.whitelist
+    loop = asyncio.get_running_loop()
+
+    def once() -> None:
+        try:
+            result = refresh(app.engine, cfg.fetch.url, sha256_url=cfg.fetch.sha256_url,
+                             timeout=cfg.fetch.timeout, max_bytes=cfg.fetch.max_bytes,
+                             ca_file=cfg.fetch.ca_file,
+                             max_shrink_ratio=cfg.max_shrink_ratio)
+            log.info("whitelist fetched", url=redact(cfg.fetch.url), status=result.status,
+                     version=result.version_id)
+        except WhitelistFetchError as exc:
+            log.error("whitelist fetch failed", error=str(exc))
+
+    while True:
+        try:
+            await loop.run_in_executor(None, once)
+        except Exception as exc:  # e.g. database busy: try again next round
+            log.error("whitelist fetch failed", error=repr(exc))
+        await asyncio.sleep(cfg.fetch.interval)
+
+
 def serve_workers(config_path: Path, workers: int) -> int:
     """Fork *workers* serving processes sharing the ports (SO_REUSEPORT); forward SIGTERM
     and SIGINT to them; exit status 0 when every worker stopped cleanly."""
@@ -123,9 +151,11 @@ async def serve(app: App, worker: int = 0) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
-        checkpoints = directory = None
+        checkpoints = directory = fetcher = None
         if worker == 0:
             checkpoints = asyncio.create_task(checkpoint_loop(app))
+            if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
+                fetcher = asyncio.create_task(whitelist_fetch_loop(app))
             if cfg.directory is not None and cfg.directory.interval > 0:
                 directory = asyncio.create_task(directory_loop(app))
         shipper = None
@@ -157,7 +187,7 @@ async def serve(app: App, worker: int = 0) -> None:
             for imap_session in list(imap_context.sessions):
                 imap_session.shutdown()
         watcher.cancel()
-        for task in (shipper, checkpoints, directory):
+        for task in (shipper, checkpoints, directory, fetcher):
             if task is not None:
                 task.cancel()
         if delivery is not None and delivery_task is not None:

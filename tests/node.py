@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mss import store
+from mss.app import open_app
 from tests.whitelist_fixtures import make_whitelist_xml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +156,25 @@ def env_without_config() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MSS_CONFIG", None)
     return env
+
+
+def read_all(node: Node, address: str) -> list[bytes]:
+    """Every message of *address*'s INBOX, decrypted (read straight from the store)."""
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+            return [store.read_message(conn, app.keyring, mailbox.id, uid)
+                    for uid in store.list_uids(conn, mailbox.id)]
+    finally:
+        app.close()
+
+
+def inbox_count(node: Node, address: str) -> int:
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+            return store.mailbox_counts(conn, mailbox.id)[0]
+    finally:
+        app.close()

@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mss import store
-from mss.app import open_app
 from tests.dnsserver import DnsServer
 from tests.node import MSS, PASSWORD, REPO, Node, free_port, make_node
 from tests.whitelist_fixtures import make_whitelist_xml
@@ -113,25 +111,6 @@ def message(sender: str, rcpt: str, tag: str, size: int = 0) -> bytes:
             f"\r\n{body}").encode()
 
 
-def read_all(node: Node, address: str) -> list[bytes]:
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return [store.read_message(conn, app.keyring, mailbox.id, uid)
-                    for uid in store.list_uids(conn, mailbox.id)]
-    finally:
-        app.close()
-
-
-def inbox_count(node: Node, address: str) -> int:
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return store.mailbox_counts(conn, mailbox.id)[0]
-    finally:
-        app.close()
 
 
 def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:

@@ -22,7 +22,7 @@ from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.dsn import build_dsn, is_report
 from proxy.outbound.mx import parse_next_hop
 from tests.dnsserver import DnsServer
-from tests.node import Node
+from tests.node import Node, inbox_count, read_all
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
@@ -35,10 +35,8 @@ from tests.outbound_pair import (
     UNTRUSTED_DOMAIN,
     WRONG_DN_DOMAIN,
     Pair,
-    inbox_count,
     make_pair,
     message,
-    read_all,
     submit,
     wait_for,
 )

@@ -12,9 +12,7 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from mss import store
-from mss.app import open_app
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import DOMAIN, PASSWORD, Node, inbox_count
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -46,15 +44,6 @@ def mx(node: Node) -> smtplib.SMTP:
     client.ehlo("mx.operator-a.fr")
     return client
 
-
-def inbox_count(node: Node, address: str) -> int:
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return store.mailbox_counts(conn, mailbox.id)[0]
-    finally:
-        app.close()
 
 
 # --------------------------------------------------------------------------- MX

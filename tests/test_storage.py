@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from mss import crypto, db, store
 from mss.app import open_app
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import DOMAIN, PASSWORD, Node, read_all
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -22,16 +22,6 @@ REMOTE = "dr.martin@operator-a.mssante.fr"
 # The Message-ID is recorded in the audit trail on purpose: the marker is everywhere else.
 MARKER = "ZQXJ-MARKER-7f3a9c"
 
-
-def read_all(node: Node, address: str) -> list[bytes]:
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return [store.read_message(conn, app.keyring, mailbox.id, uid)
-                    for uid in store.list_uids(conn, mailbox.id)]
-    finally:
-        app.close()
 
 
 def send_marker_mail(node: Node) -> None:

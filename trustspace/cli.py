@@ -48,6 +48,50 @@ def whitelist_import(
           f"{result.generated_at or 'unknown'}, sha256 {result.sha256[:16]}")
 
 
+@whitelist_app.command("fetch")
+def whitelist_fetch(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Argument(
+        help="The list's URL (default: whitelist.fetch.url).")] = None,
+    sha256_url: Annotated[str | None, typer.Option(
+        "--sha256-url", help="Its published SHA-256, verified before the import.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Fetch in full (no conditional GET) and pass the shrink guard.")
+    ] = False,
+) -> None:
+    """Fetch the published whitelist and put it in force (conditional GET, checksum)."""
+    from trustspace.fetch import WhitelistFetchError, refresh
+
+    with node(ctx) as app:
+        cfg = app.config.whitelist
+        target = url or cfg.fetch.url
+        if not target:
+            fail("no URL given and whitelist.fetch.url is not set")
+        if not target.startswith(("https://", "http://", "file://")):
+            fail(f"{target}: expected an http(s):// or file:// URL")
+        checksum = sha256_url if sha256_url is not None else (
+            cfg.fetch.sha256_url if url is None else "")
+        try:
+            result = refresh(app.engine, target, sha256_url=checksum or "",
+                             timeout=cfg.fetch.timeout, max_bytes=cfg.fetch.max_bytes,
+                             ca_file=cfg.fetch.ca_file, max_shrink_ratio=cfg.max_shrink_ratio,
+                             force=force, actor=actor())
+        except WhitelistFetchError as exc:
+            fail(str(exc))
+    if result.status == "not_modified":
+        print(f"whitelist not modified since the last fetch (version {result.version_id})")
+    elif result.imported is not None and result.status == "unchanged":
+        print(f"whitelist unchanged (version {result.version_id}, "
+              f"sha256 {result.imported.sha256[:16]})")
+    elif result.imported is not None:
+        r = result.imported
+        for warning in r.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        print(f"whitelist version {r.version_id} in force: {r.entries} entries, "
+              f"{r.domains} domains (was {r.previous_domains}), generated "
+              f"{r.generated_at or 'unknown'}, sha256 {r.sha256[:16]}")
+
+
 @whitelist_app.command("show")
 def whitelist_show(ctx: typer.Context) -> None:
     """Show the version in force."""
