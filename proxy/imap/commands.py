@@ -9,6 +9,7 @@ session before the tagged reply.
 from __future__ import annotations
 
 import base64
+import bisect
 import binascii
 import calendar
 import re
@@ -579,17 +580,17 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     sel = _sel(s)
     sset = seq_set(token)
-    out = []
+    rows = sel.rows
+    out: list[tuple[int, backend.Row]] = []
     if by_uid:
-        largest = sel.rows[-1].uid if sel.rows else 0
-        for seq, row in enumerate(sel.rows, 1):
-            if sset.contains(row.uid, largest):
-                out.append((seq, row))
+        uids = [r.uid for r in rows]
+        for low, high in sset.resolved(uids[-1] if uids else 0):
+            start = bisect.bisect_left(uids, low)
+            end = bisect.bisect_right(uids, high)
+            out += [(i + 1, rows[i]) for i in range(start, end)]
     else:
-        largest = len(sel.rows)
-        for seq, row in enumerate(sel.rows, 1):
-            if sset.contains(seq, largest):
-                out.append((seq, row))
+        for low, high in sset.resolved(len(rows)):
+            out += [(i, rows[i - 1]) for i in range(low, high + 1)]
     return out
 
 
