@@ -9,8 +9,8 @@ session before the tagged reply.
 from __future__ import annotations
 
 import base64
-import bisect
 import binascii
+import bisect
 import calendar
 import re
 import time
