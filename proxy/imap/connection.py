@@ -27,7 +27,7 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
 from mss.store import Mailbox
-from proxy.imap import backend
+from proxy.imap import backend, grants
 from proxy.imap.auth import Throttle
 from proxy.imap.notifier import Notifier, Watch
 from proxy.imap.parser import (
@@ -316,8 +316,11 @@ class Session:
         if sel is None:
             return
         state = await self.db(backend.folder_state, sel.folder.id)
+        if sel.delegated and self.user is not None and not await self.db(
+                grants.has_grant, sel.owner.id, self.user.id):
+            state = None  # revoked (mss mailbox revoke): effective at the next command
         if state is None:  # deleted by another session: RFC 3501 §7.1.5
-            self.untagged(b"BYE Selected mailbox was deleted")
+            self.untagged(b"BYE Selected mailbox was deleted or access revoked")
             self.state = LOGOUT
             return
         uidnext, modseq = state
