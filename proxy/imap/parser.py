@@ -228,6 +228,8 @@ class _Scanner:
         char = self.peek()
         if char is None:
             raise ImapParseError("Missing argument")
+        if char == 0x20:
+            raise ImapParseError("Extra space")
         if char == 0x22:
             return self.quoted()
         if char == 0x7B:
