@@ -403,8 +403,8 @@ def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
 
 
 def _all_names(conn: Connection, user: store.Mailbox) -> list[tuple[str, backend.Folder | None]]:
-    names: list[tuple[str, backend.Folder | None]] = [
-        (f.name, f) for f in backend.folders(conn, user.id)]
+    own = sorted(backend.folders(conn, user.id), key=lambda f: (f.name != "INBOX", f.name))
+    names: list[tuple[str, backend.Folder | None]] = [(f.name, f) for f in own]
     shared = _grants(conn, user.id)
     if shared:
         names.append(("Shared", None))
