@@ -112,6 +112,11 @@ messages = Table(
     Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
     UniqueConstraint("folder_id", "uid"),
 )
+# IMAP SELECT reads a folder's message list from this covering index alone (the table rows
+# hold the ciphertext: one page or more each)
+IMAP_FOLDER_INDEX = Index("ix_messages_folder_meta", messages.c.folder_id, messages.c.uid,
+                          messages.c.id, messages.c.flags, messages.c.internal_date,
+                          messages.c.size, messages.c.modseq)
 
 outbound_queue = Table(
     "outbound_queue", metadata,

@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db, store
@@ -111,15 +113,30 @@ def _row(r: object) -> Row:
                m["modseq"])
 
 
+_ROWS_SQL = ("SELECT uid, id, flags, internal_date, size, modseq FROM messages "
+             "INDEXED BY ix_messages_folder_meta WHERE folder_id = ? ORDER BY uid")
+
+
 def rows(conn: Connection, folder_id: int, since_modseq: int | None = None) -> list[Row]:
     """The folder's messages in UID order (only those changed after *since_modseq*)."""
-    if since_modseq is None:
-        result = conn.execute(_ROWS, {"folder": folder_id})
+    result: Iterable[tuple[Any, ...]]
+    if since_modseq is not None:
+        result = conn.execute(_ROWS_SINCE, {"folder": folder_id, "modseq": since_modseq}
+                              ).tuples()
+    elif conn.dialect.name == "sqlite":  # the hot path of SELECT: the driver directly
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        result = cursor.execute(_ROWS_SQL, (folder_id,)).fetchall()
+        cursor.close()
     else:
-        result = conn.execute(_ROWS_SINCE, {"folder": folder_id, "modseq": since_modseq})
-    # tuple unpacking: SELECT of a 5 000-message folder stays within a few milliseconds
+        result = conn.execute(_ROWS, {"folder": folder_id}).tuples()
     return [Row(uid, row_id, tuple(flags.split()) if flags else (), date, size, modseq)
-            for uid, row_id, flags, date, size, modseq in result.tuples()]
+            for uid, row_id, flags, date, size, modseq in result]
+
+
+def ensure_indexes(engine: Engine) -> None:
+    """Create the IMAP covering index on databases created before it existed."""
+    with engine.begin() as conn:  # IF NOT EXISTS: several worker processes start at once
+        conn.execute(CreateIndex(db.IMAP_FOLDER_INDEX, if_not_exists=True))
 
 
 def uids(conn: Connection, folder_id: int) -> list[int]:

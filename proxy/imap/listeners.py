@@ -8,7 +8,7 @@ import ssl
 
 from mss.app import App
 from mss.committer import GroupCommitter
-from proxy.imap import notifier
+from proxy.imap import backend, notifier
 from proxy.imap.auth import Throttle
 from proxy.imap.connection import ServerContext, start_session
 
@@ -19,6 +19,7 @@ IMAP_LISTENERS: dict[str, bool] = {"imap": False, "imaps": True}
 async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext
                      ) -> tuple[list[asyncio.Server], list[ServerContext]]:
     cfg = app.config.imap
+    await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes, app.engine)
     throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
     servers: list[asyncio.Server] = []
     contexts: list[ServerContext] = []
