@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.imap.mime import Section, parse_message
 from proxy.imap.seqset import SequenceSet, format_sequence_set, parse_sequence_set
 from proxy.imap.tokens import ImapParseError
 from proxy.imap.utf7 import decode_mailbox_name, encode_mailbox_name
+from tests.imap_corpus import CORPUS, SECTIONS
+from tests.imap_dovecot_reference import REFERENCE
 
 # ---------------------------------------------------------------- sequence sets (RFC 3501 §9)
 
@@ -173,3 +176,143 @@ def test_utf7_any_input(wire: str) -> None:
     except ImapParseError:
         return
     assert encode_mailbox_name(name) == wire  # only the canonical form is accepted
+
+
+# ------------------------------------------------ MIME: ENVELOPE, BODYSTRUCTURE, sections
+
+# Where mss deliberately differs from Dovecot: an encapsulated message cut short by a boundary
+# right after its blank line keeps the blank line in its header (Dovecot drops it from HEADER).
+_KNOWN_DEVIATIONS = {("folded2", "BODY[2.HEADER]"), ("folded2", "BODY[2.1.MIME]")}
+
+
+def _ours(raw: bytes) -> dict[str, bytes | None]:
+    m = parse_message(raw)
+    out: dict[str, bytes | None] = {
+        "ENVELOPE": m.envelope(), "BODY": m.bodystructure(False),
+        "BODYSTRUCTURE": m.bodystructure(True)}
+    for s in SECTIONS:
+        out[f"BODY[{s}]"] = m.section(s)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_same_as_dovecot(name: str) -> None:
+    raw = CORPUS[name]
+    if name == "bare_lf":  # Dovecot serves a bare-LF message with CRLF: compare that form
+        raw = raw.replace(b"\n", b"\r\n")
+    reference = REFERENCE[name]
+    for key, value in _ours(raw).items():
+        if (name, key) in _KNOWN_DEVIATIONS:
+            continue
+        expected = reference[key]
+        # mss: None for a section that does not exist, served as Dovecot's empty literal
+        assert (b"" if value is None else value) == expected, (name, key)
+
+
+def test_bare_lf_sizes_are_the_stored_octets() -> None:
+    m = parse_message(CORPUS["bare_lf"])
+    assert m.bodystructure(False) == (
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 7 1)'
+        b'("text" "plain" ("charset" "ISO-8859-1") NIL NIL "base64" 32 0) "mixed")')
+    assert m.section("1") == b"one\ntwo"
+    assert m.section("2.MIME") == (b"Content-Type: text/plain; charset=ISO-8859-1\n"
+                                   b"Content-Transfer-Encoding: base64\n\n")
+    assert m.section("HEADER.FIELDS (SUBJECT)") == b"Subject: bare LF\n\r\n"
+    assert "Charlotte et philippe" in m.text_for_search()
+
+
+def test_envelope_exact() -> None:
+    # Hand-checked against RFC 3501 §7.4.2 (group syntax: start (NIL NIL name NIL), end all NIL)
+    assert parse_message(CORPUS["groups"]).envelope() == (
+        b'("Sat, 28 Nov 2026 12:00:00 +0100" "groups" ((NIL NIL "alice" "a.example")) '
+        b'((NIL NIL "alice" "a.example")) ((NIL NIL "alice" "a.example")) '
+        b'((NIL NIL "Equipe soins" NIL)(NIL NIL "bob" "b.example")'
+        b'("Carol" NIL "carol" "c.example")(NIL NIL NIL NIL)(NIL NIL "eve" "e.example")) '
+        b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL)) '
+        b'((NIL NIL "secret" "s.example")) NIL "<6@a.example>")')
+    # raw UTF-8 names and subject are literals; sender and reply-to default to from
+    env = parse_message(CORPUS["raw_utf8"]).envelope()
+    assert env.startswith(b'("Fri, 27 Nov 2026 12:00:00 +0100" {28}\r\nR\xc3\xa9union du comit'
+                          b'\xc3\xa9 "sant\xc3\xa9" (({13}\r\nZo\xc3\xa9 Lef\xc3\xa8vre NIL "zoe"')
+    # missing Date and Message-ID, a mailbox without domain, a source route
+    assert parse_message(CORPUS["no_date"]).envelope() == (
+        b'(NIL "no date, no id" ((NIL NIL "nobody" "MISSING_DOMAIN")) '
+        b'((NIL NIL "sec" "a.example")) ((NIL NIL "replies" "a.example")) '
+        b'((NIL "@route.example" "bob" "b.example")) NIL NIL NIL NIL)')
+
+
+def test_bodystructure_rfc2231_and_extension_data() -> None:
+    m = parse_message(CORPUS["rfc2231"])
+    assert m.bodystructure(True) == (
+        b'(("application" "octet-stream" '
+        b'("name*" "utf-8\'\'compte%20rendu%20d%C3%A9taill%C3%A9.bin") NIL NIL "base64" 8 '
+        b'NIL ("attachment" ("filename" "compte rendu detaille.bin")) NIL NIL) '
+        b'"mixed" ("boundary" "=_b") NIL NIL NIL)')
+    params = parse_message(CORPUS["params"]).bodystructure(True)
+    assert params == (
+        b'("TEXT" "HTML" ("CHARSET" "UTF-8" "Format" "Flowed") "<part1@a.example>" '
+        b'"the report" "QUOTED-PRINTABLE" 25 1 "Q2hlY2sgSW50ZWdyaXR5IQ==" '
+        b'("inline" ("filename" "r.html" "size" "120")) ("fr" "en-GB") '
+        b'"http://a.example/r.html")')
+
+
+def test_sections_of_encapsulated_message() -> None:
+    m = parse_message(CORPUS["rfc822"])
+    assert m.section("2.HEADER.FIELDS (SUBJECT)") == b"Subject: Original\r\n\r\n"
+    assert m.section("2.1") == b"Original text."
+    assert m.section("2.2.MIME") == b"Content-Type: text/html\r\n\r\n"
+    assert m.section("2.3") is None
+    assert m.section("1.HEADER") is None  # HEADER of a non-message part
+    assert m.section(Section((2,), "TEXT")).startswith(b"--b2\r\n")
+    assert m.find_part((2, 2)) is not None
+
+
+def test_header_values_and_search_text() -> None:
+    m = parse_message(CORPUS["encoded"])
+    assert m.header_values("subject") == ["Résultats d'analyse urgents"]
+    assert m.header_values("From") == ["René Dupré <rene@a.example>"]
+    assert m.header_values("to") == ['Françoise <francoise@b.example>, "Élodie" '
+                                     '<elodie@b.example>']
+    assert m.header_values("x-none") == []
+    nested = parse_message(CORPUS["nested"])
+    text = nested.text_for_search()
+    assert "Résultats normaux." in text  # quoted-printable and UTF-8 undone
+    assert "JVBERi" not in text  # not a text part
+    assert "Original text." in parse_message(CORPUS["rfc822"]).text_for_search()
+    assert parse_message(CORPUS["raw_utf8"]).header_values("subject") == [
+        'Réunion du comité "santé"']
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("1.0", "invalid section part number"), ("BOGUS", "invalid section"),
+     ("MIME", "needs a part number"), ("1.", "invalid section"),
+     ("HEADER.FIELDS", "needs a list"), ("TEXT (A)", "takes no field list")],
+)
+def test_section_errors(spec: str, message: str) -> None:
+    with pytest.raises(ImapParseError, match=message):
+        parse_message(b"").section(spec)
+
+
+_LINE = st.sampled_from([
+    "--b", "--b--", "--c", "--c--", "", "Content-Type: multipart/mixed; boundary=c",
+    "Content-Type: message/rfc822", "Content-Type: multipart/digest; boundary=b",
+    "Content-Transfer-Encoding: base64", "Subject: =?utf-8?q?x?=", "From: a@b, (c) <d@e>",
+    "To: g: h@i;", " folded", "text", "=C3=A9", "Content-Type: text/plain; charset=latin1",
+])
+
+
+@given(st.lists(_LINE, max_size=30), st.booleans())
+def test_any_message_parses(lines: list[str], crlf: bool) -> None:
+    raw = (("\r\n" if crlf else "\n").join(
+        ["Content-Type: multipart/mixed; boundary=b", *lines])).encode()
+    m = parse_message(raw)
+    assert m.envelope().startswith(b"(")
+    assert m.bodystructure(True).startswith(b"(")
+    assert m.bodystructure(False).startswith(b"(")
+    m.text_for_search()
+    for part in m.root.walk():
+        assert 0 <= part.start <= part.header_end <= part.body <= part.end <= len(raw)
+    for spec in SECTIONS:
+        value = m.section(spec)
+        assert value is None or isinstance(value, bytes)

@@ -1,0 +1,364 @@
+"""Tricky messages for the IMAP content tests (ENVELOPE, BODYSTRUCTURE, sections, SEARCH).
+
+Written with "\\n" and turned into CRLF unless the name ends in ``_lf`` (bare LF stored).
+"""
+
+from __future__ import annotations
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode()
+
+
+_SIMPLE = """\
+Date: Mon, 23 Nov 2026 09:00:00 +0100
+From: Alice Martin <alice@a.example>
+To: bob@b.example
+Subject: Compte rendu
+Message-ID: <1@a.example>
+
+Bonjour,
+suite au rendez-vous.
+"""
+
+_NESTED = """\
+Date: Tue, 24 Nov 2026 10:11:12 +0000
+From: "Dr. Martin, Alice" <alice@a.example>
+To: Bob <bob@b.example>, carol@c.example (Carol C.)
+Cc: <dave@d.example>
+Subject: Resultats
+Message-ID: <2@a.example>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="outer"
+
+This is a MIME preamble.
+--outer
+Content-Type: multipart/alternative; boundary=inner
+
+--inner
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+R=C3=A9sultats normaux.
+--inner
+Content-Type: text/html; charset=utf-8
+
+<p>R&eacute;sultats normaux.</p>
+--inner--
+--outer
+Content-Type: application/pdf; name="resultats.pdf"
+Content-Disposition: attachment; filename*=utf-8''r%C3%A9sultats.pdf
+Content-Transfer-Encoding: base64
+
+JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K
+eJwrVAhUKOQCAAeDAcsKZW5kc3RyZWFtCmVuZG9iago=
+--outer--
+epilogue text
+"""
+
+_RFC822 = """\
+Date: Wed, 25 Nov 2026 08:00:00 +0100
+From: carol@c.example
+To: alice@a.example
+Subject: Fwd: Resultats
+Message-ID: <3@c.example>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+See the forwarded message.
+--b1
+Content-Type: message/rfc822
+Content-Description: forwarded message
+
+Date: Tue, 24 Nov 2026 10:11:12 +0000
+From: Bob <bob@b.example>
+To: carol@c.example
+Subject: Original
+Message-ID: <orig@b.example>
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b2"
+
+--b2
+Content-Type: text/plain
+
+Original text.
+--b2
+Content-Type: text/html
+
+<b>Original</b>
+--b2--
+
+--b1--
+"""
+
+_ENCODED = """\
+Date: Thu, 26 Nov 2026 12:00:00 +0100
+From: =?UTF-8?Q?Ren=C3=A9_Dupr=C3=A9?= <rene@a.example>
+To: =?iso-8859-1?q?Fran=E7oise?= <francoise@b.example>,
+ "=?UTF-8?B?w4lsb2RpZQ==?=" <elodie@b.example>
+Subject: =?UTF-8?B?UsOpc3VsdGF0cyBkJ2FuYWx5c2U=?=
+ =?UTF-8?Q?_urgents?=
+Message-ID: <4@a.example>
+In-Reply-To: <3@c.example> <2@a.example>
+
+Texte.
+"""
+
+_RAW_UTF8 = """\
+Date: Fri, 27 Nov 2026 12:00:00 +0100
+From: Zoé Lefèvre <zoe@a.example>
+To: "Jérôme \\"Jé\\" Noël" <jerome@b.example>
+Subject: Réunion du comité "santé"
+Message-ID: <5@a.example>
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: 8bit
+
+Ordre du jour : coordination des soins à domicile.
+"""
+
+_GROUPS = """\
+Date: Sat, 28 Nov 2026 12:00:00 +0100
+From: alice@a.example
+To: Equipe soins: bob@b.example, Carol <carol@c.example>;, eve@e.example
+Cc: undisclosed-recipients:;
+Bcc: secret@s.example
+Subject: groups
+Message-ID: <6@a.example>
+
+body
+"""
+
+_NO_DATE = """\
+From: nobody
+To: <@route.example:bob@b.example>
+Sender: sec@a.example
+Reply-To: replies@a.example
+Subject: no date, no id
+
+x"""
+
+_BARE_LF_lf = """\
+From: alice@a.example
+Subject: bare LF
+Content-Type: multipart/mixed; boundary=zz
+
+--zz
+Content-Type: text/plain
+
+one
+two
+--zz
+Content-Type: text/plain; charset=ISO-8859-1
+Content-Transfer-Encoding: base64
+
+Q2hhcmxvdHRlIGV0IHBoaWxpcHBlCg==
+--zz--
+"""
+
+_NO_END = """\
+From: alice@a.example
+Subject: no closing boundary
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="nope"
+
+--nope
+Content-Type: text/plain
+
+first
+--nope
+Content-Type: text/plain
+
+second, never closed
+"""
+
+_DIGEST = """\
+From: list@l.example
+Subject: digest
+MIME-Version: 1.0
+Content-Type: multipart/digest; boundary="d"
+
+--d
+
+From: a@a.example
+Subject: one
+
+one
+--d
+
+From: b@b.example
+Subject: two
+
+two
+--d--
+"""
+
+_PARAMS = """\
+From: alice@a.example
+Subject: params
+MIME-Version: 1.0
+Content-Type: TEXT/HTML; CHARSET="UTF-8"; Format=Flowed
+Content-ID: <part1@a.example>
+Content-Description: the report
+Content-Transfer-Encoding: QUOTED-PRINTABLE
+Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==
+Content-Disposition: inline; filename="r.html"; size=120
+Content-Language: fr, en-GB
+Content-Location: http://a.example/r.html
+
+<p>r=C3=A9sum=C3=A9</p>
+"""
+
+_NO_BOUNDARY = """\
+From: alice@a.example
+Subject: multipart without boundary
+MIME-Version: 1.0
+Content-Type: multipart/mixed
+
+--x
+Content-Type: text/plain
+
+hello
+--x--
+"""
+
+_RFC2231 = """\
+From: alice@a.example
+Subject: continuations
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="=_b"
+
+--=_b
+Content-Type: application/octet-stream;
+ name*0*=utf-8''compte%20rendu%20;
+ name*1*=d%C3%A9taill%C3%A9.bin
+Content-Disposition: attachment;
+ filename*0="compte rendu ";
+ filename*1="detaille.bin"
+Content-Transfer-Encoding: base64
+
+AAECAwQ=
+--=_b--
+"""
+
+_HEADERS_ONLY = """\
+From: alice@a.example
+Subject: headers only
+"""
+
+_EMPTY_MULTIPART = """\
+From: alice@a.example
+Subject: empty multipart
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="e"
+
+no parts at all
+"""
+
+_FOLDED = """\
+Date: Sun, 29 Nov 2026 12:00:00 +0100
+From: alice@a.example (Alice in a comment)
+To: bob@b.example
+Subject: a folded
+\tsubject with "quotes" and \\backslash
+Message-ID:
+ <7@a.example>
+X-Priority: 1
+
+Body with a long line and the word needle.
+"""
+
+_FOLDED2 = """\
+Date: Mon, 30 Nov 2026
+ 12:00:00 +0100
+From: "Alice
+ Martin" <alice@a.example>
+To: bob@b.example,
+\tcarol@c.example
+Subject: first subject
+Subject: second subject
+In-Reply-To: <a@a.example>
+ <b@b.example>
+Message-ID: <8@a.example>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="abc"
+
+--abc
+Content-Type: multipart/alternative; boundary="abcd"
+Content-Description: folded
+ description
+
+--abcd
+Content-Type: text
+Content-Transfer-Encoding: 7BIT
+
+no subtype
+--abcd
+Content-Type: application/x-thing; charset=utf-8
+
+thing
+--abcd--
+--abc
+Content-Type: message/rfc822
+
+From: inner@i.example
+Subject: inner
+
+--abc
+Content-Type: text/plain; charset=""
+
+after an unterminated inner message
+--abc--
+"""
+
+_SAME_BOUNDARY = """\
+From: alice@a.example
+Subject: same boundary twice
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="x"
+
+--x
+Content-Type: multipart/alternative; boundary="x"
+
+--x
+Content-Type: text/plain
+
+a
+--x--
+--x
+Content-Type: text/plain
+
+b
+--x--
+"""
+
+CORPUS: dict[str, bytes] = {
+    "simple": _crlf(_SIMPLE),
+    "nested": _crlf(_NESTED),
+    "rfc822": _crlf(_RFC822),
+    "encoded": _crlf(_ENCODED),
+    "raw_utf8": _crlf(_RAW_UTF8),
+    "groups": _crlf(_GROUPS),
+    "no_date": _crlf(_NO_DATE),
+    "bare_lf": _BARE_LF_lf.encode(),
+    "no_end": _crlf(_NO_END),
+    "digest": _crlf(_DIGEST),
+    "params": _crlf(_PARAMS),
+    "no_boundary": _crlf(_NO_BOUNDARY),
+    "rfc2231": _crlf(_RFC2231),
+    "headers_only": _crlf(_HEADERS_ONLY),
+    "empty_multipart": _crlf(_EMPTY_MULTIPART),
+    "folded": _crlf(_FOLDED),
+    "folded2": _crlf(_FOLDED2),
+    "same_boundary": _crlf(_SAME_BOUNDARY),
+}
+
+# Sections fetched for every message (RFC 3501 §6.4.5), as BODY.PEEK[...]
+SECTIONS = [
+    "", "HEADER", "TEXT", "HEADER.FIELDS (FROM TO)", "HEADER.FIELDS.NOT (SUBJECT FROM)",
+    "HEADER.FIELDS (X-NONE)", "1", "1.MIME", "2", "2.MIME", "3", "1.1", "1.2", "1.1.MIME",
+    "2.HEADER", "2.TEXT", "2.1", "2.2", "2.1.MIME", "2.HEADER.FIELDS (SUBJECT)", "1.HEADER",
+    "1.1.1", "2.1.1",
+]
