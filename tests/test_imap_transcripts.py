@@ -179,6 +179,8 @@ S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 
 S: * 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size} INTERNALDATE "<*>")
 S: a6 OK FETCH completed
 C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)
+S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent \\*)] Flags permitted
 S: * 2 FETCH (FLAGS (\\Deleted $Urgent))
 S: a7 OK STORE completed
 C: a8 UID STORE 1 -FLAGS.SILENT (\\Seen)

@@ -313,11 +313,11 @@ async def select_command(s: Session, cmd: Command) -> Result:
     folder = await _folder(s, target)
     rows = await s.db(backend.rows, folder.id)
     watch = s.ctx.notifier.watch(target.owner.id)
+    keywords = {f for r in rows for f in r.flags if not f.startswith("\\")}
     s.selected = Selected(folder, target.owner, target.delegated, readonly, rows,
-                          folder.highestmodseq, watch, name)
+                          folder.highestmodseq, watch, name, keywords=keywords)
     s.state = SELECTED
-    keywords = sorted({f for r in rows for f in r.flags if not f.startswith("\\")})
-    flags = " ".join([*backend.SYSTEM_FLAGS, *keywords])
+    flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
     s.untagged(f"FLAGS ({flags})".encode())
     s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
@@ -762,6 +762,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
                 row.flags = changes[row.uid]
                 row.modseq = written[row.uid]
         s.ctx.notifier.changed(sel.owner.id)
+    s.announce_keywords(flags)
     if not silent or unchanged_since is not None:
         for seq, row in rows:
             if row.uid in failed or row.uid in sel.gone:

@@ -88,6 +88,7 @@ class Selected:
     watch: Watch
     name: str  # as the client named it (decoded)
     gone: set[int] = field(default_factory=set)  # expunged elsewhere, not yet reported
+    keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
     _index: dict[int, int] | None = None
 
     def seq_of(self, uid: int) -> int | None:
@@ -339,6 +340,7 @@ class Session:
                     continue
                 current = sel.rows[seq - 1]
                 if current.flags != row.flags:
+                    self.announce_keywords(row.flags)
                     current.flags = row.flags
                     current.modseq = row.modseq
                     self.untagged(self.flags_fetch(seq, current, uid=True))
@@ -364,6 +366,18 @@ class Session:
             self.untagged(b"%d EXPUNGE" % seq)
         sel.rows = [r for r in sel.rows if r.uid not in uids]
         sel.changed_order()
+
+    def announce_keywords(self, flags: tuple[str, ...]) -> None:
+        """RFC 3501 §7.2.6: a new keyword in use gets a new untagged FLAGS first."""
+        sel = self.selected
+        new = {f for f in flags if not f.startswith("\\")} - sel.keywords if sel else set()
+        if sel is None or not new:
+            return
+        sel.keywords |= new
+        listed = " ".join([*backend.SYSTEM_FLAGS, *sorted(sel.keywords)])
+        self.untagged(f"FLAGS ({listed})".encode())
+        if not sel.readonly:
+            self.untagged(f"OK [PERMANENTFLAGS ({listed} \\*)] Flags permitted".encode())
 
     def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
         parts = [b"FLAGS (" + " ".join(row.flags).encode() + b")"]
