@@ -453,3 +453,31 @@ def test_tls_only_on_imaps(running_node: Node) -> None:
         data = s.recv(100)
         assert not data.startswith(b"* OK")
         raise ConnectionError("no plaintext greeting")
+
+
+def test_preauth_and_idle_timeouts(tmp_path: object) -> None:
+    """RFC 3501 §5.4 autologout: shortened timeouts on a node of its own."""
+    from pathlib import Path
+
+    from tests.node import make_node
+
+    node = make_node(Path(str(tmp_path)), with_whitelist=False,
+                     extra_config="\n[imap]\npreauth_timeout = 1.0\nsession_timeout = 2.0\n")
+    node.start()
+    try:
+        raw = Raw(node)
+        started = time.monotonic()
+        assert raw.line() == b"* BYE Autologout; idle for too long"
+        assert 0.8 < time.monotonic() - started < 5
+        raw.close()
+        raw = Raw(node)
+        raw.login()
+        raw.send(b"s SELECT INBOX\r\ni IDLE\r\n")
+        raw.until(b"s")
+        assert raw.line() == b"+ idling"
+        started = time.monotonic()
+        assert raw.line() == b"* BYE Autologout; idle for too long"
+        assert 1.5 < time.monotonic() - started < 6
+        raw.close()
+    finally:
+        node.stop()
