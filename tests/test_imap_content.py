@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.imap import mime
 from proxy.imap.mime import Section, parse_message
 from proxy.imap.seqset import SequenceSet, format_sequence_set, parse_sequence_set
 from proxy.imap.tokens import ImapParseError
@@ -316,3 +317,20 @@ def test_any_message_parses(lines: list[str], crlf: bool) -> None:
     for spec in SECTIONS:
         value = m.section(spec)
         assert value is None or isinstance(value, bytes)
+
+
+_ATOM = st.text(alphabet="abcXYZ019!#$%&'*+-/=?^_`{|}~", min_size=1, max_size=5)
+_NAME = st.one_of(
+    st.none(), st.lists(_ATOM, min_size=1, max_size=3).map(" ".join),
+    st.text(alphabet='ab ,.;:<>@()é\\"\t', max_size=8).map(lambda t: '"' + t + '"'))
+_ADDR = st.tuples(_NAME, st.lists(_ATOM, min_size=1, max_size=2).map(".".join),
+                  st.lists(_ATOM, min_size=1, max_size=3).map(".".join))
+
+
+@given(st.lists(_ADDR, min_size=1, max_size=4), st.sampled_from([",", ", ", " ,\t"]))
+def test_address_fast_path_agrees_with_parser(addrs: list[tuple[str | None, str, str]],
+                                              sep: str) -> None:
+    text = sep.join(f"{local}@{domain}" if name is None else f"{name} <{local}@{domain}>"
+                    for name, local, domain in addrs)
+    value = text.encode()
+    assert mime._address_list(value) == mime._address_list_full(value)
