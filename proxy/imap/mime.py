@@ -336,9 +336,7 @@ class _AddressParser:
                 self.i = start
                 self.mailbox(b",")
             self.i = _skip_cfws(s, self.i)
-            if self.i < len(s) and s[self.i] in b",;":
-                self.i += 1
-            elif self.i == start:
+            if self.i < len(s) and s[self.i] in b",;" or self.i == start:
                 self.i += 1
         return self.out
 
