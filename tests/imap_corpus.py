@@ -334,6 +334,16 @@ b
 --x--
 """
 
+_ADDRESSES = """\
+From: Dr. Martin <a@b.c>
+To: Alice   Martin <c@d.e>, Bob.  Smith\t<x@y.z>
+Cc: "A  B" <e@f.g>, h@i.j (x) (y), k@l.m (  sp  ), (pre) n@o.p
+Bcc: a@b (x), "" <q@r.s>, <>, <t@>, @u.v, w, "x y"@z.a
+Reply-To: =?utf-8?q?a?= =?utf-8?q?b?= <c@d.e>, a b.c <d@e.f>
+Sender: x:;, y : a@b.c ;, z: ;
+
+x"""
+
 CORPUS: dict[str, bytes] = {
     "simple": _crlf(_SIMPLE),
     "nested": _crlf(_NESTED),
@@ -353,6 +363,7 @@ CORPUS: dict[str, bytes] = {
     "folded": _crlf(_FOLDED),
     "folded2": _crlf(_FOLDED2),
     "same_boundary": _crlf(_SAME_BOUNDARY),
+    "addresses": _crlf(_ADDRESSES),
 }
 
 # Sections fetched for every message (RFC 3501 §6.4.5), as BODY.PEEK[...]

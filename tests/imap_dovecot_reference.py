@@ -6,7 +6,84 @@ python -m tests.dovecot_reference 127.0.0.1 PORT USER PASSWORD >> this file (aft
 
 # ruff: noqa: E501
 
-REFERENCE = {'bare_lf': {'BODY': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 8 1)("text" "plain" ('
+REFERENCE = {'addresses': {'BODY': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0)',
+               'BODYSTRUCTURE': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0 NIL NI'
+                                b'L NIL NIL)',
+               'BODY[1.1.1]': b'',
+               'BODY[1.1.MIME]': b'',
+               'BODY[1.1]': b'',
+               'BODY[1.2]': b'',
+               'BODY[1.HEADER]': b'',
+               'BODY[1.MIME]': b'From: Dr. Martin <a@b.c>\r\nTo: Alice   Martin <c@d.e>, Bob.  Smit'
+                               b'h\t<x@y.z>\r\nCc: "A  B" <e@f.g>, h@i.j (x) (y), k@l.m (  sp  )'
+                               b', (pre) n@o.p\r\nBcc: a@b (x), "" <q@r.s>, <>, <t@>, @u.v, w, "x y'
+                               b'"@z.a\r\nReply-To: =?utf-8?q?a?= =?utf-8?q?b?= <c@d.e>, a b.c <d@e'
+                               b'.f>\r\nSender: x:;, y : a@b.c ;, z: ;\r\n\r\n',
+               'BODY[1]': b'x',
+               'BODY[2.1.1]': b'',
+               'BODY[2.1.MIME]': b'',
+               'BODY[2.1]': b'',
+               'BODY[2.2]': b'',
+               'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+               'BODY[2.HEADER]': b'',
+               'BODY[2.MIME]': b'',
+               'BODY[2.TEXT]': b'',
+               'BODY[2]': b'',
+               'BODY[3]': b'',
+               'BODY[HEADER.FIELDS (FROM TO)]': b'From: Dr. Martin <a@b.c>\r\nTo: Alice   Martin'
+                                                b' <c@d.e>, Bob.  Smith\t<x@y.z>\r\n\r\n',
+               'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+               'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'To: Alice   Martin <c@d.e>, Bob.  Sm'
+                                                         b'ith\t<x@y.z>\r\nCc: "A  B" <e@f.g>, h@i'
+                                                         b'.j (x) (y), k@l.m (  sp  ), (pre) n@'
+                                                         b'o.p\r\nBcc: a@b (x), "" <q@r.s>, <>, <'
+                                                         b't@>, @u.v, w, "x y"@z.a\r\nReply-To: ='
+                                                         b'?utf-8?q?a?= =?utf-8?q?b?= <c@d.e>, a b.'
+                                                         b'c <d@e.f>\r\nSender: x:;, y : a@b.c ;,'
+                                                         b' z: ;\r\n\r\n',
+               'BODY[HEADER]': b'From: Dr. Martin <a@b.c>\r\nTo: Alice   Martin <c@d.e>, Bob.  Smit'
+                               b'h\t<x@y.z>\r\nCc: "A  B" <e@f.g>, h@i.j (x) (y), k@l.m (  sp  )'
+                               b', (pre) n@o.p\r\nBcc: a@b (x), "" <q@r.s>, <>, <t@>, @u.v, w, "x y'
+                               b'"@z.a\r\nReply-To: =?utf-8?q?a?= =?utf-8?q?b?= <c@d.e>, a b.c <d@e'
+                               b'.f>\r\nSender: x:;, y : a@b.c ;, z: ;\r\n\r\n',
+               'BODY[TEXT]': b'x',
+               'BODY[]': b'From: Dr. Martin <a@b.c>\r\nTo: Alice   Martin <c@d.e>, Bob.  Smith\t<x'
+                         b'@y.z>\r\nCc: "A  B" <e@f.g>, h@i.j (x) (y), k@l.m (  sp  ), (pre) n@o.'
+                         b'p\r\nBcc: a@b (x), "" <q@r.s>, <>, <t@>, @u.v, w, "x y"@z.a\r\nReply-To:'
+                         b' =?utf-8?q?a?= =?utf-8?q?b?= <c@d.e>, a b.c <d@e.f>\r\nSender: x:;, y '
+                         b': a@b.c ;, z: ;\r\n\r\nx',
+               'ENVELOPE': b'(NIL NIL (("Dr. Martin" NIL "a" "b.c")) ((NIL NIL "x" NIL)(NIL NIL N'
+                           b'IL NIL)(NIL NIL "y" NIL)(NIL NIL "a" "b.c")(NIL NIL NIL NIL)(NIL NIL'
+                           b' "z" NIL)(NIL NIL NIL NIL)) (("=?utf-8?q?a?= =?utf-8?q?b?=" NIL "c" '
+                           b'"d.e")("a b.c" NIL "d" "e.f")) (("Alice Martin" NIL "c" "d.e")("Bob.'
+                           b' Smith" NIL "x" "y.z")) (({3}\r\nA B NIL "e" "f.g")("y" NIL "h" "i.j")'
+                           b'({2}\r\nsp NIL "k" "l.m")(NIL NIL "n" "o.p")) (("x" NIL "a" "b")(NIL N'
+                           b'IL "q" "r.s")(NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "t'
+                           b'" "SYNTAX_ERROR")) NIL NIL)',
+               'echo ': b'BODY[]',
+               'echo 1': b'BODY[1]',
+               'echo 1.1': b'BODY[1.1]',
+               'echo 1.1.1': b'BODY[1.1.1]',
+               'echo 1.1.MIME': b'BODY[1.1.MIME]',
+               'echo 1.2': b'BODY[1.2]',
+               'echo 1.HEADER': b'BODY[1.HEADER]',
+               'echo 1.MIME': b'BODY[1.MIME]',
+               'echo 2': b'BODY[2]',
+               'echo 2.1': b'BODY[2.1]',
+               'echo 2.1.1': b'BODY[2.1.1]',
+               'echo 2.1.MIME': b'BODY[2.1.MIME]',
+               'echo 2.2': b'BODY[2.2]',
+               'echo 2.HEADER': b'BODY[2.HEADER]',
+               'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+               'echo 2.MIME': b'BODY[2.MIME]',
+               'echo 2.TEXT': b'BODY[2.TEXT]',
+               'echo 3': b'BODY[3]',
+               'echo HEADER': b'BODY[HEADER]',
+               'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+               'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+               'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]',
+               'echo TEXT': b'BODY[TEXT]'},
+ 'bare_lf': {'BODY': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 8 1)("text" "plain" ('
                      b'"charset" "ISO-8859-1") NIL NIL "base64" 32 0) "mixed")',
              'BODYSTRUCTURE': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 8 1 NIL N'
                               b'IL NIL NIL)("text" "plain" ("charset" "ISO-8859-1") NIL NIL "bas'

@@ -6,9 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.imap import mime
+from proxy.imap.fetch import (
+    UnknownCte,
+    internal_date,
+    needs_content,
+    parse_fetch_items,
+    render_fetch,
+    sets_seen,
+)
 from proxy.imap.mime import Section, parse_message
 from proxy.imap.seqset import SequenceSet, format_sequence_set, parse_sequence_set
-from proxy.imap.tokens import ImapParseError
+from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 from proxy.imap.utf7 import decode_mailbox_name, encode_mailbox_name
 from tests.imap_corpus import CORPUS, SECTIONS
 from tests.imap_dovecot_reference import REFERENCE
@@ -316,3 +325,154 @@ def test_any_message_parses(lines: list[str], crlf: bool) -> None:
     for spec in SECTIONS:
         value = m.section(spec)
         assert value is None or isinstance(value, bytes)
+
+
+_ATOM = st.text(alphabet="abcXYZ019!#$%&'*+-/=?^_`{|}~", min_size=1, max_size=5)
+_NAME = st.one_of(
+    st.none(), st.lists(_ATOM, min_size=1, max_size=3).map(" ".join),
+    st.text(alphabet='ab ,.;:<>@()é\\"\t', max_size=8).map(lambda t: '"' + t + '"'))
+_ADDR = st.tuples(_NAME, st.lists(_ATOM, min_size=1, max_size=2).map(".".join),
+                  st.lists(_ATOM, min_size=1, max_size=3).map(".".join))
+
+
+@given(st.lists(_ADDR, min_size=1, max_size=4), st.sampled_from([",", ", ", " ,\t"]))
+def test_address_fast_path_agrees_with_parser(addrs: list[tuple[str | None, str, str]],
+                                              sep: str) -> None:
+    text = sep.join(f"{local}@{domain}" if name is None else f"{name} <{local}@{domain}>"
+                    for name, local, domain in addrs)
+    value = text.encode()
+    assert mime._address_list(value) == mime._address_list_full(value)
+
+
+# ---------------------------------------------------------------- FETCH items (RFC 3501 §6.4.5)
+
+_META = MessageMeta(seq=3, uid=42, flags=("\\Seen", "$Label1"), internal_date=1795424400.0,
+                    size=len(CORPUS["simple"]), modseq=7)
+
+
+def _fetch(arg: Token, raw: bytes | None = CORPUS["simple"], *, add_uid: bool = False) -> bytes:
+    return render_fetch(parse_fetch_items(arg), _META, raw, add_uid=add_uid)
+
+
+def test_fetch_macros_and_metadata() -> None:
+    assert _fetch(Atom("FAST"), None) == (
+        b'(FLAGS (\\Seen $Label1) INTERNALDATE "23-Nov-2026 09:00:00 +0000" RFC822.SIZE 181)')
+    assert [i.name for i in parse_fetch_items(Atom("full"))] == [
+        "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"]
+    assert _fetch([Atom("MODSEQ"), Atom("UID")], None, add_uid=True) == b"(MODSEQ (7) UID 42)"
+    assert _fetch(Atom("FLAGS"), None, add_uid=True) == b"(UID 42 FLAGS (\\Seen $Label1))"
+    assert internal_date(1794121200.0) == b'"08-Nov-2026 07:00:00 +0000"'
+    assert not needs_content(parse_fetch_items(Atom("FAST")))
+    assert needs_content(parse_fetch_items(Atom("ALL")))
+
+
+def test_fetch_content_items() -> None:
+    body = b"Bonjour,\r\nsuite au rendez-vous.\r\n"
+    assert _fetch(Atom("BODY", section=(Atom("TEXT"),))) == (
+        b"(FLAGS (\\Seen $Label1) BODY[TEXT] {%d}\r\n" % len(body) + body + b")")
+    assert _fetch(Atom("BODY.PEEK", section=(Atom("HEADER.FIELDS"), [Atom("from"), b"To"]),
+                       partial=(0, 10))) == b"(BODY[HEADER.FIELDS (FROM TO)]<0> {10}\r\nFrom: Alic)"
+    assert _fetch(Atom("BODY.PEEK", section=(), partial=(500, 10))) == b"(BODY[]<500> {0}\r\n)"
+    assert _fetch(Atom("BODY.PEEK", section=(Atom("3"),))) == b"(BODY[3] {0}\r\n)"
+    assert _fetch([Atom("RFC822.HEADER"), Atom("UID")]).startswith(
+        b"(RFC822.HEADER {148}\r\nDate: ")
+    assert _fetch(Atom("RFC822.TEXT")).startswith(b"(FLAGS (\\Seen $Label1) RFC822.TEXT {33}")
+    assert _fetch(Atom("BODY")) == (
+        b'(BODY ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 33 2))')
+    assert _fetch(Atom("ENVELOPE")) == b"(ENVELOPE " + REFERENCE["simple"]["ENVELOPE"] + b")"
+
+
+def test_fetch_binary() -> None:
+    raw = CORPUS["nested"]
+    pdf = render_fetch(parse_fetch_items(Atom("BINARY.PEEK", section=(Atom("2"),))), _META, raw,
+                       add_uid=False)
+    assert pdf.startswith(b"(BINARY[2] ~{80}\r\n%PDF-1.4")  # literal8: has NUL
+    size = render_fetch(parse_fetch_items(Atom("BINARY.SIZE", section=(Atom("1.1"),))), _META,
+                        raw, add_uid=False)
+    assert size == b"(BINARY.SIZE[1.1] %d)" % len("Résultats normaux.".encode())
+    nul = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+           b"\r\nAAE=\r\n")
+    assert render_fetch(parse_fetch_items(Atom("BINARY.PEEK", section=(Atom("1"),))), _META, nul,
+                        add_uid=False) == b"(BINARY[1] ~{2}\r\n\x00\x01)"
+    odd = b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n"
+    with pytest.raises(UnknownCte):
+        render_fetch(parse_fetch_items(Atom("BINARY", section=(Atom("1"),))), _META, odd,
+                     add_uid=False)
+
+
+def test_fetch_flags_for_audit() -> None:
+    items = {repr(t): parse_fetch_items(t)[0] for t in [
+        Atom("BODY", section=()), Atom("BODY.PEEK", section=()), Atom("RFC822"),
+        Atom("RFC822.HEADER"), Atom("RFC822.TEXT"), Atom("ENVELOPE"), Atom("BINARY.SIZE",
+                                                                           section=())]}
+    seen = {k for k, v in items.items() if v.sets_seen}
+    assert seen == {repr(Atom("BODY", section=())), repr(Atom("RFC822")),
+                    repr(Atom("RFC822.TEXT"))}
+    content = {k for k, v in items.items() if v.returns_content}
+    assert content == {repr(Atom("BODY", section=())), repr(Atom("BODY.PEEK", section=())),
+                       repr(Atom("RFC822")), repr(Atom("RFC822.HEADER")),
+                       repr(Atom("RFC822.TEXT"))}
+    assert parse_fetch_items(Atom("ENVELOPE"))[0].reveals_headers
+    assert sets_seen(parse_fetch_items([Atom("FLAGS"), Atom("RFC822")]))
+
+
+@pytest.mark.parametrize("section", [s for s in SECTIONS if s])
+def test_fetch_echo_as_dovecot(section: str) -> None:
+    spec, _, flist = section.partition(" ")
+    tokens: tuple[Token, ...] = (Atom(spec.lower()),)
+    if flist:
+        tokens += ([Atom(f.lower()) for f in flist.strip("()").split()],)
+    (item,) = parse_fetch_items(Atom("BODY.PEEK", section=tokens))
+    assert item.response_name() == REFERENCE["simple"][f"echo {section}"]
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        (Atom("BOGUS"), "unknown FETCH item 'BOGUS'"),
+        ([], "empty FETCH item list"),
+        ([Atom("ALL")], "must be used alone"),
+        (Atom("BODY.PEEK"), "needs a section"),
+        (Atom("FLAGS", section=()), "takes no section"),
+        (Atom("RFC822", partial=(0, 1)), "partial needs a section"),
+        (Atom("BINARY", section=(Atom("1.MIME"),)), "only part numbers"),
+        (Atom("BINARY.SIZE", section=(), partial=(0, 1)), "takes no partial"),
+        (Atom("BODY", section=(Atom("HEADER.FIELDS"),)), "needs a list"),
+        (Atom("BODY", section=(Atom("HEADER.FIELDS"), [])), "empty field list"),
+        (Atom("BODY", section=(Atom("HEADER.FIELDS"), [b"a b"])), "invalid header field"),
+        (Atom("BODY", section=(Atom("HEADER.FIELDS"), Atom("A"))), "field list is expected"),
+        (Atom("BODY", section=(b"TEXT",)), "invalid BODY section"),
+        (Atom("BODY", section=(Atom("TEXT"), [Atom("A")])), "takes no field list"),
+        (b"FLAGS", "an atom is expected"),
+    ],
+)
+def test_fetch_errors(arg: Token, message: str) -> None:
+    with pytest.raises(ImapParseError, match=message):
+        parse_fetch_items(arg)
+
+
+_FETCH_ATOM = st.sampled_from(["FLAGS", "BODY", "BODY.PEEK", "BINARY", "BINARY.SIZE", "ALL",
+                               "RFC822", "1", "HEADER.FIELDS", "HEADER", "1.2.MIME", "TEXT",
+                               "0", "x", "UID", "1.HEADER.FIELDS.NOT", "MIME", ""])
+_FETCH_TOKEN = st.recursive(
+    st.one_of(
+        st.builds(Atom, _FETCH_ATOM), st.binary(max_size=4),
+        st.builds(Atom, _FETCH_ATOM,
+                  st.one_of(st.none(), st.lists(st.builds(Atom, _FETCH_ATOM), max_size=2)
+                            .map(tuple)),
+                  st.one_of(st.none(), st.tuples(st.integers(-1, 9), st.integers(-1, 9))))),
+    lambda children: st.lists(children, max_size=3), max_leaves=8)
+
+
+@given(_FETCH_TOKEN)
+def test_fetch_items_any_input(arg: Token) -> None:
+    try:
+        items = parse_fetch_items(arg)
+    except ImapParseError:
+        return
+    for raw in (CORPUS["nested"], CORPUS["rfc822"]):
+        try:
+            out = render_fetch(items, _META, raw, add_uid=True)
+        except UnknownCte:
+            continue
+        assert out.startswith(b"(UID 42") and out.endswith(b")")

@@ -16,6 +16,7 @@ import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from proxy.imap.tokens import ImapParseError
 
@@ -26,29 +27,36 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 # RFC 5322 §2.2: field-name is printable US-ASCII except ":"; unfolded value up to the next
 # line that does not start with white space.
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
+_ENVELOPE_FIELD = re.compile(
+    rb"^(date|subject|from|sender|reply-to|to|cc|bcc|in-reply-to|message-id)[ \t]*:"
+    rb"([^\n]*(?:\n[ \t][^\n]*)*)", re.M | re.I)
 
 
 # ---------------------------------------------------------------- header fields
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderField:
+class HeaderField(NamedTuple):
     name: bytes  # lower case
     start: int  # offset of the first byte of the field
     end: int  # offset after the field's last line ending
     value: bytes  # white space after the colon stripped, folds kept as LF
 
 
+def _field_value(value: bytes) -> bytes:
+    """RFC 5322 §2.2.3 unfolding, keeping the line breaks as LF (as Dovecot does, so that
+    the ENVELOPE quoting can tell a folded value)."""
+    value = value.lstrip(b" \t")
+    if b"\n" in value:
+        value = value.replace(b"\r\n", b"\n")
+    if value.endswith(b"\r"):
+        value = value[:-1]
+    return value
+
+
 def _header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
     fields: list[HeaderField] = []
     for m in _FIELD.finditer(raw, start, end):
-        # RFC 5322 §2.2.3 unfolding; the line breaks are kept as LF, as Dovecot does, so
-        # that the ENVELOPE quoting rules can tell a folded value.
-        value = m.group(2).lstrip(b" \t")
-        if b"\n" in value:
-            value = value.replace(b"\r\n", b"\n")
-        if value.endswith(b"\r"):
-            value = value[:-1]
+        value = _field_value(m.group(2))
         stop = m.end()
         if stop < end and raw[stop] == 0x0A:
             stop += 1
@@ -189,37 +197,46 @@ _MISSING_DOMAIN = b"MISSING_DOMAIN"
 
 
 class _AddressParser:
+    """RFC 5322 §3.4 address-list, lenient like Dovecot's message-address parser."""
+
     def __init__(self, s: bytes) -> None:
         self.s = s
         self.i = 0
         self.out: list[Address] = []
+        self.broken = False
 
-    def words(self, stop: bytes) -> list[bytes]:
-        """Phrase words (atoms, dots, quoted strings) up to a character of ``stop``."""
-        s, words = self.s, list[bytes]()
+    def phrase(self, stop: bytes) -> bytes | None:
+        """Display-name words up to a character of ``stop``: runs of white space and comments
+        between words become one space, "." (obs-phrase) is kept; None if no word."""
+        s, out = self.s, bytearray()
+        seen = False
         while True:
+            before = self.i
             self.i = _skip_cfws(s, self.i)
             if self.i >= len(s) or s[self.i] in stop:
-                return words
+                return bytes(out) if seen else None
+            if seen and self.i > before:
+                out.append(0x20)
             c = s[self.i]
             if c == 0x22:
                 word, self.i = _quoted(s, self.i)
-                words.append(word)
+                out += word
             elif c in _SPECIALS:
-                if c == 0x2E:  # obs-phrase allows "."
-                    words.append(b".")
+                if c == 0x2E:
+                    out.append(c)
                 self.i += 1
             else:
                 word, self.i = _token(s, self.i, _SPECIALS)
-                words.append(word)
+                out += word
+            seen = True
 
     def addr_spec(self, stop: bytes, comments: list[bytes] | None = None) -> (
             tuple[bytes, bytes | None]):
-        """``local-part [@ domain]`` up to ``stop``; comments are collected."""
+        """``local-part [@ domain]`` up to ``stop``; comments after the start are collected."""
         s = self.s
         local = bytearray()
+        self.i = _skip_cfws(s, self.i)
         while True:
-            self.i = _skip_cfws(s, self.i, comments)
             if self.i >= len(s) or s[self.i] in stop or s[self.i] == 0x40:
                 break
             c = s[self.i]
@@ -234,6 +251,7 @@ class _AddressParser:
             else:
                 word, self.i = _token(s, self.i, _SPECIALS)
                 local += word
+            self.i = _skip_cfws(s, self.i, comments)
         if self.i >= len(s) or s[self.i] != 0x40:
             return bytes(local), None
         self.i += 1
@@ -261,10 +279,10 @@ class _AddressParser:
     def mailbox(self, stop: bytes) -> None:
         s, start = self.s, self.i
         comments: list[bytes] = []
-        phrase = self.words(stop + b"<")
+        name = self.phrase(stop + b"<")
+        adl: bytes | None = None
         if self.i < len(s) and s[self.i] == 0x3C:  # name-addr: [phrase] "<" ... ">"
             self.i += 1
-            adl: bytes | None = None
             self.i = _skip_cfws(s, self.i)
             if self.i < len(s) and s[self.i] == 0x40:  # obs-route "@a,@b:" (RFC 5322 §4.4)
                 colon = s.find(b":", self.i)
@@ -275,30 +293,31 @@ class _AddressParser:
             local, domain = self.addr_spec(b">" + stop)
             if self.i < len(s) and s[self.i] == 0x3E:
                 self.i += 1
-            self.i = _skip_cfws(s, self.i, comments)
-            name: bytes | None = b" ".join(phrase) if phrase else None
-        else:  # addr-spec; a trailing comment is the display name (as Dovecot does)
+            self.i = _skip_cfws(s, self.i)
+        else:  # addr-spec; a comment after it is the display name (as Dovecot does)
             self.i = start
-            self.i = _skip_cfws(s, self.i, comments)
             local, domain = self.addr_spec(stop, comments)
             self.i = _skip_cfws(s, self.i, comments)
-            adl = None
             name = comments[-1] if comments else None
-        if not local and domain is None and not name:
+            if not local and domain is None and not name:
+                return
+        if domain == b"":  # "user@" with nothing after: Dovecot stops the list there
+            self.out.append(Address(name or None, adl, local or _MISSING_MAILBOX,
+                                    b"SYNTAX_ERROR"))
+            self.broken = True
             return
         self.out.append(Address(name or None, adl, local or _MISSING_MAILBOX,
                                 domain or _MISSING_DOMAIN))
 
     def parse(self) -> list[Address]:
         s = self.s
-        while self.i < len(s):
+        while self.i < len(s) and not self.broken:
             start = self.i
-            self.words(b",;<:@")
+            group = self.phrase(b",;<:@")
             if self.i < len(s) and s[self.i] == 0x3A:  # group: display-name ":" [list] ";"
-                group = b" ".join(_phrase_of(s[start:self.i]))
                 self.i += 1
-                self.out.append(Address(None, None, group, None))
-                while True:
+                self.out.append(Address(None, None, group or b"", None))
+                while not self.broken:
                     self.i = _skip_cfws(s, self.i)
                     if self.i >= len(s):
                         break
@@ -322,9 +341,14 @@ class _AddressParser:
         return self.out
 
 
-def _phrase_of(s: bytes) -> list[bytes]:
-    p = _AddressParser(s)
-    return p.words(b"")
+# Fast path for the common shapes (``a@b``, ``Name Words <a@b>``, ``"Quoted, Name" <a@b>``,
+# ``<a@b>``), comma separated; anything else goes to the full parser.
+_ATEXT = rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_DOT_ATOM = _ATEXT + rb"(?:\." + _ATEXT + rb")*"
+_FAST_ADDRESS = re.compile(
+    rb'[ \t]*(?:(?:"([^"\\\r\n]*)"|(' + _ATEXT + rb"(?: " + _ATEXT + rb")*))?[ \t]*<(" +
+    _DOT_ATOM + rb")@(" + _DOT_ATOM + rb")>|(" + _DOT_ATOM + rb")@(" + _DOT_ATOM +
+    rb"))[ \t]*(?:,|\Z)")
 
 
 def parse_addresses(value: bytes) -> list[Address]:
@@ -332,9 +356,33 @@ def parse_addresses(value: bytes) -> list[Address]:
 
 
 def _address_list(value: bytes | None) -> bytes:
+    """The ENVELOPE address list of a header value (RFC 3501 §7.4.2)."""
     if value is None:
         return b"NIL"
-    addresses = parse_addresses(value)
+    # Fast path: dot-atoms need no quoting, names made of atoms neither.
+    out = [b"("]
+    pos, n, match = 0, len(value), _FAST_ADDRESS.match
+    while pos < n:
+        m = match(value, pos)
+        if m is None or m.end() == pos:
+            return _address_list_full(value)
+        quoted, atoms, local, domain, local2, domain2 = m.groups()
+        if local2 is not None:
+            out.append(b'(NIL NIL "%s" "%s")' % (local2, domain2))
+        elif atoms is not None:
+            out.append(b'("%s" NIL "%s" "%s")' % (atoms, local, domain))
+        else:
+            out.append(b'(%s NIL "%s" "%s")' % (_humans(quoted) if quoted else b"NIL", local,
+                                                  domain))
+        pos = m.end()
+    if n == 0 or value.endswith(b","):
+        return _address_list_full(value)
+    out.append(b")")
+    return b"".join(out)
+
+
+def _address_list_full(value: bytes) -> bytes:
+    addresses = _AddressParser(value).parse()
     if not addresses:
         return b"NIL"
     out = [b"("]
@@ -780,10 +828,10 @@ _ENVELOPE_FIELDS = (b"date", b"subject", b"from", b"sender", b"reply-to", b"to",
 def _envelope_of(fields: list[HeaderField]) -> bytes:
     """RFC 3501 §7.4.2 ENVELOPE from a header's fields (the last of repeated fields wins,
     as in Dovecot)."""
-    found: dict[bytes, bytes] = {}
-    for f in fields:
-        if f.name in _ENVELOPE_FIELDS:
-            found[f.name] = f.value
+    return _envelope_from({f.name: f.value for f in fields if f.name in _ENVELOPE_FIELDS})
+
+
+def _envelope_from(found: dict[bytes, bytes]) -> bytes:
     get = found.get
     from_ = _address_list(get(b"from"))
     sender = _address_list(get(b"sender"))
@@ -823,7 +871,14 @@ class ParsedMessage:
         return self._top_fields
 
     def envelope(self) -> bytes:
-        return _envelope_of(self._fields())
+        """RFC 3501 §7.4.2 ENVELOPE (only the envelope fields of the top header are read)."""
+        if self._top_fields is not None:
+            return _envelope_of(self._top_fields)
+        raw = self.raw
+        header_end, _ = _header_end(raw, 0, len(raw))
+        found = {m.group(1).lower(): _field_value(m.group(2))
+                 for m in _ENVELOPE_FIELD.finditer(raw, 0, header_end)}
+        return _envelope_from(found)
 
     def header_values(self, name: str) -> list[str]:
         """Decoded, unfolded values of the top-level header fields called ``name``."""
