@@ -24,6 +24,7 @@ from audit.journal import AuditRecord
 from mss import crypto, db, store
 from proxy.imap import backend, wire
 from proxy.imap.auth import check_login
+from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
 from proxy.imap.connection import (
     AUTHENTICATED,
     LOGOUT,
@@ -34,6 +35,7 @@ from proxy.imap.connection import (
     Selected,
     Session,
 )
+from proxy.imap.mime import ParsedMessage
 from proxy.imap.parser import Command
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 
@@ -626,7 +628,7 @@ def _inject(rendered: bytes, extra: bytes) -> bytes:
 
 
 async def fetch(s: Session, cmd: Command) -> Result:
-    from proxy.imap.fetch import needs_content, parse_fetch_items, render_fetch, sets_seen
+    from proxy.imap.fetch import UnknownCte, parse_fetch_items, render_fetch, sets_seen
 
     by_uid = cmd.name == "UID FETCH"
     if len(cmd.args) not in (2, 3):
@@ -644,51 +646,67 @@ async def fetch(s: Session, cmd: Command) -> Result:
     rows = _rows_for(s, cmd.args[0], by_uid)
     if changed_since is not None:
         rows = [(q, r) for q, r in rows if r.modseq > changed_since]
-    names = _item_names(cmd.args[1])
-    wants_modseq = "MODSEQ" in names
-    add_modseq = changed_since is not None and not wants_modseq
-    seen_set: set[int] = set()
+    # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer
+    add_modseq = changed_since is not None and not any(i.name == "MODSEQ" for i in items)
     if sets_seen(items):
-        seen_set = await _set_seen(s, rows)
-    add_flags = bool(seen_set) and not ({"FLAGS", "ALL", "FAST", "FULL"} & names)
-    content = needs_content(items)
-    returns_content = any(getattr(i, "returns_content", False) for i in items)
+        await _set_seen(s, rows)
+    content_names = {i.name for i in items if i.needs_content}
+    envelope_only = content_names == {"ENVELOPE"}  # answerable from the envelope cache
+    audited = any(i.returns_content or i.reveals_headers for i in items)
     broken: list[int] = []
+    unknown_cte: list[int] = []
     served: list[list[Any]] = []
+    cache = ENVELOPES
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
         opened: dict[str, backend.Opened] = {}
-        if content and chunk:
+        cached: dict[str, bytes] = {}
+        if envelope_only:
+            for _, r in chunk:
+                env = cache.get(r.id)
+                if env is not None:
+                    cached[r.id] = env
+        missing = [r.id for _, r in chunk if r.id not in cached]
+        if content_names and missing:
             opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
-                                [r.id for _, r in chunk])
+                                missing)
 
         def render(chunk: list[tuple[int, backend.Row]] = chunk,
-                   opened: dict[str, backend.Opened] = opened) -> bytes:
+                   opened: dict[str, backend.Opened] = opened,
+                   cached: dict[str, bytes] = cached) -> bytes:
             out = bytearray()
             for seq, row in chunk:
+                parsed: ParsedMessage | None = None
                 raw = None
-                if content:
-                    got = opened[row.id]
-                    if got.data is None:
-                        if got.error == "tampered":
-                            broken.append(row.uid)
-                        continue
-                    raw = got.data
-                rendered = render_fetch(items, _meta(seq, row), raw, add_uid=by_uid)
-                if add_flags and row.uid in seen_set:
-                    rendered = _inject(rendered, b"FLAGS (" + " ".join(row.flags).encode()
-                                       + b")")
+                if content_names:
+                    env = cached.get(row.id)
+                    if env is not None:
+                        parsed = CachedEnvelope(env)
+                    else:
+                        got = opened[row.id]
+                        if got.data is None:
+                            if got.error == "tampered":
+                                broken.append(row.uid)
+                            continue
+                        raw = got.data
+                        parsed = RecordingParsed(raw, row.id, cache)
+                try:
+                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=by_uid,
+                                            parsed=parsed)
+                except UnknownCte:
+                    unknown_cte.append(row.uid)
+                    continue
                 if add_modseq:
                     rendered = _inject(rendered, b"MODSEQ (%d)" % row.modseq)
                 out += b"* %d FETCH " % seq + rendered + b"\r\n"
-                if returns_content:
+                if audited:
                     served.append([row.uid, row.id])
             return bytes(out)
 
-        s.send(await s.thread(render) if content else render())
+        s.send(await s.thread(render) if content_names else render())
         await s.maybe_flush()
     records = []
-    if returns_content and served:
+    if audited and served:
         records.append(s.record("imap.fetch", mailbox=sel.owner.address,
                                 detail={"folder": sel.folder.name, "messages": served,
                                         "delegated": sel.delegated}))
@@ -698,14 +716,11 @@ async def fetch(s: Session, cmd: Command) -> Result:
     if broken:
         raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
                  "SERVERBUG")
+    if unknown_cte:  # RFC 3516 §4.3
+        raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
     if any(r.uid in sel.gone for _, r in rows):
         raise No("Some messages were expunged", "EXPUNGEISSUED")  # RFC 5530
     return f"{cmd.name} completed"
-
-
-def _item_names(token: Token) -> set[str]:
-    tokens = token if isinstance(token, list) else [token]
-    return {t.value.upper() for t in tokens if isinstance(t, Atom)}
 
 
 async def store_command(s: Session, cmd: Command) -> Result:
