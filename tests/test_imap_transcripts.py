@@ -46,13 +46,16 @@ def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) ->
             assert reader.readline().startswith(b"L0 OK"), "login"
         lines = [ln for ln in transcript.strip("\n").split("\n") if ln.strip()]
         for number, line in enumerate(lines, 1):
-            kind, _, text = line.partition(": ")
+            kind, text = line[:1], line[3:]
             if kind == "C":
                 sock.sendall(text.encode("utf-8").replace(b"\\r\\n", b"\r\n") + b"\r\n")
             elif kind == "L":  # literal bytes, sent as they are (no CRLF added)
                 sock.sendall(MSG)
             else:
-                got = reader.readline()
+                try:
+                    got = reader.readline()
+                except TimeoutError:
+                    raise AssertionError(f"line {number}: no reply, expected {text!r}") from None
                 assert got.endswith(b"\r\n"), f"line {number}: connection ended: {got!r}"
                 got_text = got[:-2].decode("utf-8", "replace")
                 assert _pattern(text).match(got_text), \
@@ -175,7 +178,7 @@ S: * OK [UIDNEXT 3] Predicted next UID
 S: * OK [HIGHESTMODSEQ <n>] Highest
 S: a5 OK [READ-WRITE] SELECT completed
 C: a6 FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 09:00:00 +0100")
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
 S: * 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size} INTERNALDATE "<*>")
 S: a6 OK FETCH completed
 C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)

@@ -217,14 +217,17 @@ def set_flags(conn: Connection, folder_id: int, changes: dict[int, tuple[str, ..
               ) -> tuple[int, dict[int, int], list[int]]:
     """Write new flags for UIDs; returns (modseq, {uid: modseq}, UIDs refused by
     UNCHANGEDSINCE, RFC 7162 §3.1.3)."""
-    modseq, _ = _bump(conn, folder_id)
     failed: list[int] = []
     written: dict[int, int] = {}
     if unchanged_since is not None:
         current = dict(conn.execute(select(db.messages.c.uid, db.messages.c.modseq).where(
             and_(db.messages.c.folder_id == folder_id,
-                 db.messages.c.uid.in_(list(changes))))).all())
+                 db.messages.c.uid.in_(list(changes))))).tuples().all())
         failed = sorted(u for u in changes if current.get(u, 0) > unchanged_since)
+    if len(failed) == len(changes):
+        append(conn, audit)
+        return 0, written, failed
+    modseq, _ = _bump(conn, folder_id)
     for uid, new in changes.items():
         if uid in failed:
             continue

@@ -4,6 +4,7 @@ and ``imaps`` (implicit TLS, RFC 8314 §3.3). No ALPN is required of clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 from mss.app import App
@@ -32,7 +33,8 @@ async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          ctx: ServerContext = ctx) -> None:
-            await start_session(ctx, reader, writer)
+            with contextlib.suppress(asyncio.CancelledError):  # server stopping
+                await start_session(ctx, reader, writer)
 
         server = await asyncio.start_server(
             handle, listener.host, listener.port, ssl=tls if implicit else None,

@@ -38,7 +38,11 @@ class CommandError(ImapParseError):
 
 
 class LineTooLong(CommandError):
-    pass
+    """*head* is the start of the line (to answer with its tag)."""
+
+    def __init__(self, text: str, tag: str | None = None, head: bytes = b"") -> None:
+        super().__init__(text, tag)
+        self.head = head
 
 
 class LiteralTooLarge(CommandError):
@@ -74,14 +78,16 @@ class LineBuffer:
             end = self.buffer.find(b"\n", start)
             if end >= 0:
                 if end > limit:
+                    head = bytes(self.buffer[:100])
                     del self.buffer[:end + 1]
-                    raise LineTooLong("Command line too long")
+                    raise LineTooLong("Command line too long", head=head)
                 line = bytes(self.buffer[:end])
                 del self.buffer[:end + 1]
                 return line[:-1] if line.endswith(b"\r") else line
             if len(self.buffer) > limit:
+                head = bytes(self.buffer[:100])
                 await self._skip_line()
-                raise LineTooLong("Command line too long")
+                raise LineTooLong("Command line too long", head=head)
             start = len(self.buffer)
             if not await self._fill():
                 return None
@@ -140,7 +146,7 @@ class CommandReader:
             try:
                 line = await self.buffer.readline(self.max_line)
             except LineTooLong as exc:
-                exc.tag = tag
+                exc.tag = tag if parts else _tag_of(exc.head)
                 raise
             if line is None:
                 return None
