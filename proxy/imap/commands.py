@@ -12,6 +12,7 @@ import base64
 import binascii
 import bisect
 import calendar
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from audit.events import Outcome
 from audit.journal import AuditRecord
-from mss import crypto, db, store
+from mss import db, store
 from proxy.imap import backend, wire
 from proxy.imap.auth import check_login
 from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
@@ -827,40 +828,47 @@ async def search(s: Session, cmd: Command) -> Result:
     largest_seq = len(sel.rows)
     largest_uid = sel.rows[-1].uid if sel.rows else 0
     broken: list[int] = []
-    key_id = crypto.mailbox_key_id(sel.owner.id)
 
     def run(conn: Connection) -> list[tuple[int, backend.Row]]:
         hits = []
         for start in range(0, len(rows), _BATCH):
             chunk = rows[start:start + _BATCH]
             opened: dict[str, backend.Opened] = {}
-            if program.needs_content:
-                opened = backend.open_messages(conn, s.ctx.app.keyring, sel.owner.id,
-                                               [r.id for _, r in chunk])
+
+            def load(row: backend.Row, chunk: list[tuple[int, backend.Row]] = chunk,
+                     opened: dict[str, backend.Opened] = opened) -> Any:
+                # the whole chunk is decrypted at its first message that needs content
+                if not opened:
+                    opened.update(backend.open_messages(
+                        conn, s.ctx.app.keyring, sel.owner.id, [r.id for _, r in chunk]))
+                got = opened[row.id]
+                if got.data is None:
+                    if got.error == "tampered":
+                        broken.append(row.uid)
+                    raise LookupError(row.uid)
+                return parse_message(got.data)
+
             for seq, row in chunk:
-                def load(row: backend.Row = row,
-                         opened: dict[str, backend.Opened] = opened) -> Any:
-                    got = opened.get(row.id)
-                    if got is None or got.data is None:
-                        if got is not None and got.error == "tampered":
-                            broken.append(row.uid)
-                        raise LookupError(row.uid)
-                    return parse_message(got.data)
                 try:
                     if program.matches(_meta(seq, row), largest_seq=largest_seq,
-                                       largest_uid=largest_uid, load=load):
+                                       largest_uid=largest_uid,
+                                       load=functools.partial(load, row)):
                         hits.append((seq, row))
                 except LookupError:
                     continue
         return hits
 
-    del key_id
     hits = await s.db(run)
     if broken:
         await s.audit(*_tampered(s, sel, broken))
     numbers = [r.uid if by_uid else q for q, r in hits]
+    # RFC 7162 §3.1.5: with a MODSEQ key, the highest mod-sequence of the matches
+    modseq = max((r.modseq for _, r in hits), default=0) if program.has_modseq else 0
     if returns is None:
-        s.untagged(("SEARCH " + " ".join(map(str, numbers))).strip().encode())
+        line = ("SEARCH " + " ".join(map(str, numbers))).strip()
+        if modseq:
+            line += f" (MODSEQ {modseq})"
+        s.untagged(line.encode())
     else:
         from proxy.imap.seqset import format_sequence_set
         parts = [f'ESEARCH (TAG "{cmd.tag}")']  # RFC 4731 §3.1 (tag quoted)
@@ -874,6 +882,8 @@ async def search(s: Session, cmd: Command) -> Result:
             parts.append(f"COUNT {len(numbers)}")
         if numbers and "ALL" in returns:
             parts.append(f"ALL {format_sequence_set(numbers)}")
+        if modseq:
+            parts.append(f"MODSEQ {modseq}")
         s.untagged(" ".join(parts).encode())
     return f"{cmd.name} completed"
 
