@@ -313,10 +313,23 @@ async def select_command(s: Session, cmd: Command) -> Result:
     name = mailbox_name(cmd.args[0])
     s.close_selected()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
     target = await resolve(s, name, access=cmd.name)
-    folder = await _folder(s, target)
-    rows = await s.db(backend.rows, folder.id)
+
+    def load(conn: Connection) -> tuple[backend.Folder | None, list[backend.Row], set[str],
+                                        int | None]:
+        # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
+        # the rows, so a change in between is reported by the next refresh
+        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        if folder is None:
+            return None, [], set(), None
+        rows = backend.rows(conn, folder.id)
+        keywords = {f for r in rows for f in r.flags if not f.startswith("\\")}
+        unseen = next((i for i, r in enumerate(rows, 1) if "\\Seen" not in r.flags), None)
+        return folder, rows, keywords, unseen
+
+    folder, rows, keywords, unseen = await s.db(load)
+    if folder is None:
+        raise No("No such mailbox", "NONEXISTENT")
     watch = s.ctx.notifier.watch(target.owner.id)
-    keywords = {f for r in rows for f in r.flags if not f.startswith("\\")}
     s.selected = Selected(folder, target.owner, target.delegated, readonly, rows,
                           folder.highestmodseq, watch, name, keywords=keywords)
     s.state = SELECTED
@@ -326,7 +339,6 @@ async def select_command(s: Session, cmd: Command) -> Result:
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
     s.untagged(b"%d EXISTS" % len(rows))
     s.untagged(b"0 RECENT")
-    unseen = next((i for i, r in enumerate(rows, 1) if "\\Seen" not in r.flags), None)
     if unseen is not None:
         s.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)

@@ -308,6 +308,8 @@ class Session:
         return command.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE")
 
     async def updates(self, command: Command | None) -> None:
+        if command is not None and command.name in ("SELECT", "EXAMINE"):
+            return  # the folder was just read: nothing to report yet
         if self.selected is not None:
             await self.refresh(command is None or self.expunge_allowed(command))
 
