@@ -21,7 +21,7 @@ from proxy.imap.parser import (
     parse_command,
 )
 from proxy.imap.tokens import Atom, ImapParseError
-from tests.node import Node
+from tests.node import DOMAIN, PASSWORD, Node
 
 
 def parse(line: bytes, *literals: bytes) -> Command:
@@ -174,3 +174,52 @@ def test_server_answers_every_garbage_line(running_node: Node, lines: list[bytes
         assert reply == b"z OK NOOP completed\r\n"
     finally:
         conn.sock.close()
+
+
+_COMMANDS = st.sampled_from([b"FETCH", b"UID FETCH", b"STORE", b"UID STORE", b"SEARCH",
+                             b"UID SEARCH", b"COPY", b"UID MOVE", b"LIST", b"STATUS",
+                             b"SELECT", b"EXAMINE", b"APPEND", b"EXPUNGE", b"UID EXPUNGE",
+                             b"CREATE", b"RENAME", b"ENABLE", b"NOOP", b"CHECK", b"LSUB",
+                             b"SUBSCRIBE", b"ID", b"NAMESPACE", b"UNSELECT"])
+_ARGS = st.sampled_from([b"1", b"1:*", b"*", b"0", b"4294967296", b"2,1:3", b"x", b"()",
+                         b"(FLAGS)", b"(BODY[])", b"BODY.PEEK[1.2.MIME]<0.5>", b"ENVELOPE",
+                         b"(\\Seen)", b"+FLAGS", b"-FLAGS.SILENT", b"FLAGS", b"(UNCHANGEDSINCE 1)",
+                         b"(CHANGEDSINCE 0)", b"INBOX", b"Fuzz", b'""', b'"*"', b"%", b"ALL",
+                         b"OR", b"NOT", b"TEXT", b"HEADER", b"SINCE", b"1-Jan-2020",
+                         b"CHARSET", b"UTF-8", b"RETURN", b"(MIN MAX)", b"(MESSAGES)",
+                         b"BODY[HEADER.FIELDS (FROM)]", b"BINARY[1]", b"RFC822", b"NIL",
+                         b"{3+}\r\nabc", b"&Jjo!", b"(CONDSTORE)", b"LARGER", b"UID"])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_COMMANDS, st.lists(_ARGS, max_size=5)), min_size=1, max_size=6))
+def test_selected_state_fuzz_never_hits_an_internal_error(
+        running_node: Node, commands: list[tuple[bytes, list[bytes]]]) -> None:
+    """IMAP-shaped commands in the selected state: each gets its tagged reply, never
+    ``NO [SERVERBUG]`` (an unexpected exception), and the session stays usable."""
+    conn = _Conn(running_node)
+    f, sock = conn.file, conn.sock
+
+    def run(tag: bytes, line: bytes) -> bytes:
+        sock.sendall(tag + b" " + line + b"\r\n")
+        while True:
+            reply = f.readline()
+            assert reply.endswith(b"\r\n"), reply
+            if reply.startswith(b"+ ") and b"{" in line:
+                continue
+            if reply.startswith((tag + b" ", b"* BAD", b"* BYE")):
+                return reply
+    try:
+        assert run(b"l", f'LOGIN bob@{DOMAIN} "{PASSWORD}"'.encode()).startswith(b"l OK")
+        run(b"c", b"CREATE Fuzz")
+        run(b"a", b"APPEND Fuzz {12+}\r\nSubject: x\r\n")
+        assert run(b"s", b"SELECT Fuzz").startswith(b"s OK")
+        for i, (name, args) in enumerate(commands):
+            reply = run(b"f%d" % i, b" ".join([name, *args]))
+            assert b"SERVERBUG" not in reply, (name, args, reply)
+            if reply.startswith(b"* BYE"):
+                return
+        assert run(b"z", b"NOOP") == b"z OK NOOP completed\r\n"
+    finally:
+        sock.close()
