@@ -449,6 +449,28 @@ def test_login_throttling_per_address(running_node: Node) -> None:
     ok.logout()
 
 
+def test_login_throttling_per_user(running_node: Node) -> None:
+    """Five failures for one user from five addresses lock the user, not the addresses."""
+    user = f"alice@{DOMAIN}"  # may already have one failure (test_wrong_password_...)
+    failures = 0
+    for i in range(5):
+        raw = Raw(running_node, source=f"127.0.0.{20 + i}")
+        raw.send(f"u{i} LOGIN {user} wrong\r\n".encode())
+        reply = raw.until(b"u%d" % i)[-1]
+        raw.close()
+        if reply.startswith(b"u%d NO [UNAVAILABLE]" % i):
+            break
+        assert reply.startswith(b"u%d NO [AUTHENTICATIONFAILED]" % i)
+        failures += 1
+    assert failures >= 4
+    raw = Raw(running_node, source="127.0.0.30")
+    raw.send(f'u9 LOGIN {user} "{PASSWORD}"\r\n'.encode())
+    assert raw.until(b"u9")[-1] == b"u9 NO [UNAVAILABLE] Too many failed logins, try again later"
+    raw.send(f'u8 LOGIN bob@{DOMAIN} "{PASSWORD}"\r\n'.encode())  # the address is not locked
+    assert raw.until(b"u8")[-1].startswith(b"u8 OK")
+    raw.close()
+
+
 def test_tls_only_on_imaps(running_node: Node) -> None:
     with socket.create_connection(("127.0.0.1", running_node.ports["imaps"]), timeout=5) as s, \
             pytest.raises((ssl.SSLError, ConnectionError, OSError)):
