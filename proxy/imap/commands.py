@@ -203,6 +203,7 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     s.user = mailbox
     s.state = AUTHENTICATED
     s.commands.max_literal = s.ctx.config.max_literal_size
+    s.commands.max_command = s.ctx.config.max_literal_size + 1024 * 1024
     s.tagged(cmd.tag, "OK", "Logged in", f"CAPABILITY {s.capabilities()}")
     raise Responded
 

@@ -123,7 +123,7 @@ class Session:
         self.commands = CommandReader(self.input, self._continue,
                                       max_line=ctx.config.max_line_length,
                                       max_literal=PREAUTH_MAX_LITERAL,
-                                      max_command=ctx.config.max_literal_size + 65536)
+                                      max_command=4 * PREAUTH_MAX_LITERAL)
         self.errors = 0
         self.command_name = ""
 
