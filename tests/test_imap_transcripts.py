@@ -389,3 +389,46 @@ def test_preauth_literal_limit(running_node: Node, line: bytes) -> None:
     reply = reader.readline()
     assert reply.startswith((b"+ ", b"* CAPABILITY"))
     sock.close()
+
+
+def test_fetch_items(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-fetch
+S: a1 OK CREATE completed
+C: a2 APPEND T-fetch {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 SELECT T-fetch
+S: <*>
+S: <*>
+S: * 1 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a3 OK [READ-WRITE] SELECT completed
+C: a4 FETCH 1 (ENVELOPE BODYSTRUCTURE)
+S: * 1 FETCH (ENVELOPE ("Mon, 23 Nov 2026 09:00:00 +0100" "Compte rendu" (("Alice" NIL "alice" "demo.mssante.fr")) (("Alice" NIL "alice" "demo.mssante.fr")) (("Alice" NIL "alice" "demo.mssante.fr")) ((NIL NIL "bob" "demo.mssante.fr")) NIL NIL NIL "<t1@demo.mssante.fr>") BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 27 1 NIL NIL NIL NIL))
+S: a4 OK FETCH completed
+C: a5 FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] BODY.PEEK[TEXT]<0.7>)
+S: * 1 FETCH (BODY[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] {{25}}
+S: Subject: Compte rendu
+S:
+S:  BODY[TEXT]<0> {{7}}
+S: Bonjour)
+S: a5 OK FETCH completed
+C: a6 UID FETCH 1 (RFC822.SIZE BODY[1])
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} BODY[1] {{27}}
+S: Bonjour, resultat normal.
+S: )
+S: a6 OK UID FETCH completed
+C: a7 FETCH 1 BODY[9]
+S: * 1 FETCH (FLAGS (\\Seen) BODY[9] {{0}}
+S: )
+S: a7 OK FETCH completed
+C: a8 FETCH 1 (FLAGS) (CHANGEDSINCE x)
+S: a8 BAD Expected a number
+""")
