@@ -393,6 +393,10 @@ def test_preauth_literal_limit(running_node: Node, line: bytes) -> None:
 
 def test_fetch_items(running_node: Node) -> None:
     size = len(MSG)
+    alice = '(("Alice" NIL "alice" "demo.mssante.fr"))'
+    envelope = (f'("Mon, 23 Nov 2026 09:00:00 +0100" "Compte rendu" {alice} {alice} {alice} '
+                '((NIL NIL "bob" "demo.mssante.fr")) NIL NIL NIL "<t1@demo.mssante.fr>")')
+    structure = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 27 1 NIL NIL NIL NIL)'
     run(running_node, f"""
 C: a1 CREATE T-fetch
 S: a1 OK CREATE completed
@@ -411,7 +415,7 @@ S: <*>
 S: <*>
 S: a3 OK [READ-WRITE] SELECT completed
 C: a4 FETCH 1 (ENVELOPE BODYSTRUCTURE)
-S: * 1 FETCH (ENVELOPE ("Mon, 23 Nov 2026 09:00:00 +0100" "Compte rendu" (("Alice" NIL "alice" "demo.mssante.fr")) (("Alice" NIL "alice" "demo.mssante.fr")) (("Alice" NIL "alice" "demo.mssante.fr")) ((NIL NIL "bob" "demo.mssante.fr")) NIL NIL NIL "<t1@demo.mssante.fr>") BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 27 1 NIL NIL NIL NIL))
+S: * 1 FETCH (ENVELOPE {envelope} BODYSTRUCTURE {structure})
 S: a4 OK FETCH completed
 C: a5 FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] BODY.PEEK[TEXT]<0.7>)
 S: * 1 FETCH (BODY[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] {{25}}
