@@ -415,6 +415,8 @@ class Session:
                 if self.selected is not None and (watch is not None or not done):
                     await self.refresh(allow_expunge=True)
                     await self.flush()
+                    if self.state == LOGOUT:  # folder deleted or access revoked
+                        return
             line = line_task.result()
         except LineTooLong:
             self.bad(tag, "Expected DONE")
