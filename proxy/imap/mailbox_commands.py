@@ -3,7 +3,7 @@ DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS, NAMESPACE, APPEND, IDLE."""
 
 from __future__ import annotations
 
-import calendar
+import datetime as dt
 import re
 import time
 
@@ -244,13 +244,13 @@ def _parse_date_time(text: str) -> float:
         raise ImapParseError("Invalid date-time")
     day, _, year, hh, mm, ss, sign, zh, zm = found.groups()
     try:
-        stamp = calendar.timegm((int(year), _MONTHS[found.group(2).upper()], int(day),
-                                 int(hh), int(mm), int(ss)))
-        time.gmtime(stamp)
-    except (ValueError, OverflowError):
+        zone = dt.timezone((1 if sign == "+" else -1) * dt.timedelta(hours=int(zh),
+                                                                     minutes=int(zm)))
+        when = dt.datetime(int(year), _MONTHS[found.group(2).upper()], int(day), int(hh),
+                           int(mm), int(ss), tzinfo=zone)
+    except ValueError:  # 31-Feb, 25:00, a zone beyond 24 h
         raise ImapParseError("Invalid date-time") from None
-    offset = (int(zh) * 3600 + int(zm) * 60) * (1 if sign == "+" else -1)
-    return float(stamp - offset)
+    return when.timestamp()
 
 
 async def append_command(s: Session, cmd: Command) -> Result:
