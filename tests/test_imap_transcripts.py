@@ -18,7 +18,7 @@ from tests.node import DOMAIN, PASSWORD, Node
 
 BOB = f"bob@{DOMAIN}"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE{auth} NAMESPACE UIDPLUS MOVE SPECIAL-USE "
-        "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH APPENDLIMIT=52428800")
+        "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH BINARY APPENDLIMIT=52428800")
 PLAIN_CAPS = CAPS.format(auth=" STARTTLS LOGINDISABLED")
 TLS_CAPS = CAPS.format(auth=" AUTH=PLAIN")
 AUTHED_CAPS = CAPS.format(auth="")
@@ -48,7 +48,8 @@ def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) ->
         for number, line in enumerate(lines, 1):
             kind, text = line[:1], line[3:]
             if kind == "C":
-                sock.sendall(text.encode("utf-8").replace(b"\\r\\n", b"\r\n") + b"\r\n")
+                sock.sendall(text.encode("utf-8").replace(b"\\r\\n", b"\r\n")
+                             .replace(b"\\0", b"\0") + b"\r\n")
             elif kind == "L":  # literal bytes, sent as they are (no CRLF added)
                 sock.sendall(MSG)
             else:
@@ -435,4 +436,13 @@ S: )
 S: a7 OK FETCH completed
 C: a8 FETCH 1 (FLAGS) (CHANGEDSINCE x)
 S: a8 BAD Expected a number
+C: a9 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])
+S: * 1 FETCH (BINARY[1] {{27}}
+S: Bonjour, resultat normal.
+S:  BINARY.SIZE[1] 27)
+S: a9 OK FETCH completed
+C: b1 APPEND T-fetch ~{{5+}}
+C: a\0b\r\n
+S: * 2 EXISTS
+S: b1 OK [APPENDUID <n> 2] APPEND completed
 """)

@@ -190,7 +190,7 @@ class Session:
             else:  # RFC 3501 §6.2.3, RFC 8314 §4.1: no credential before TLS
                 caps += ["STARTTLS", "LOGINDISABLED"]
         caps += ["NAMESPACE", "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN",
-                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "ESEARCH",
+                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "ESEARCH", "BINARY",
                  f"APPENDLIMIT={self.ctx.config.max_literal_size}"]
         return " ".join(caps)
 

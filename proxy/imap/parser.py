@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from proxy.imap.tokens import Atom, ImapParseError, Token
 
-_LITERAL_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
+# "{n}", "{n+}" (RFC 7888) and the literal8 forms "~{n}", "~{n+}" (RFC 3516 §4.1)
+_LITERAL_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}$")
 # Bytes that end an atom (RFC 3501 §9 atom-specials, minus "%" "*" "\" "]" which appear in
 # list wildcards, sequence sets, flags and astrings; "[" opens a fetch section).
 _ATOM_STOP = frozenset(b'(){ "[') | frozenset(range(0x00, 0x20)) | {0x7F}
@@ -238,7 +239,7 @@ class _Scanner:
             raise ImapParseError("Extra space")
         if char == 0x22:
             return self.quoted()
-        if char == 0x7B:
+        if char == 0x7B or (char == 0x7E and self.line[self.pos + 1:self.pos + 2] == b"{"):
             return self.literal()
         if char == 0x28:
             return self.paren_list(in_section)
