@@ -79,7 +79,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % folder.uidnext)
     s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % folder.highestmodseq)
-    s.audit_later(s.record("imap.select", mailbox=target.owner.address,
+    await s.audit(s.record("imap.select", mailbox=target.owner.address,
                            detail={"folder": target.folder, "readonly": readonly,
                                    "delegated": target.delegated}))
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
