@@ -506,3 +506,25 @@ def test_preauth_and_idle_timeouts(tmp_path: object) -> None:
         raw.close()
     finally:
         node.stop()
+
+
+@pytest.mark.skipif(__import__("shutil").which("mbsync") is None, reason="mbsync not installed")
+def test_mbsync_over_starttls(tmp_path: object) -> None:
+    """The mbsync two-way sync (tests/test_imap_mbsync.py) through the STARTTLS listener."""
+    from pathlib import Path
+
+    from tests.node import make_node
+    from tests.test_imap_mbsync import Endpoint, deliver, two_way_sync
+
+    base = Path(str(tmp_path))
+    node = make_node(base / "n", with_whitelist=False)
+    node.start()
+    try:
+        deliver(node, 100)
+        endpoint = Endpoint(node.ports["imap"], BOB, PASSWORD,
+                            (node.data_dir / "pki" / "server.crt").read_text(),
+                            node.client_context(), starttls=True)
+        (base / "sync").mkdir()
+        two_way_sync(endpoint, base / "sync", 100)
+    finally:
+        node.stop()

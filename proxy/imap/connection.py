@@ -178,10 +178,6 @@ class Session:
         batch = list(records)
         await self.write(lambda conn: append(conn, batch))
 
-    def audit_later(self, *records: AuditRecord) -> None:
-        batch = list(records)
-        self.ctx.committer.submit(lambda conn: append(conn, batch))
-
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state == NOT_AUTHENTICATED:
