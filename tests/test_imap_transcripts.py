@@ -374,6 +374,10 @@ S: a8 BAD <*>
 C: a9 ID NIL
 S: * ID ("name" "mss" "vendor" "mss")
 S: a9 OK ID completed
+C: b1 FETCH 3 FLAGS
+S: b1 BAD Invalid sequence set: no message 3
+C: b2 UID FETCH 3 FLAGS
+S: b2 OK UID FETCH completed
 """)
 
 

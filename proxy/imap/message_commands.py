@@ -26,7 +26,7 @@ from proxy.imap.mime import ParsedMessage, parse_message
 from proxy.imap.names import mailbox_name, resolve
 from proxy.imap.parser import Command
 from proxy.imap.search import BadCharset, parse_search
-from proxy.imap.seqset import format_sequence_set
+from proxy.imap.seqset import STAR, format_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 
 _BATCH = 250  # messages decrypted per worker-thread round trip
@@ -50,6 +50,11 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
             end = bisect.bisect_right(uids, high)
             out += [(i + 1, rows[i]) for i in range(start, end)]
     else:
+        # RFC 3501 §9 seq-number: a number above the message count (other than "*") is an
+        # error, unlike a UID that no longer exists
+        beyond = [n for pair in sset.ranges for n in pair if n != STAR and n > len(rows)]
+        if beyond:
+            raise ImapParseError(f"Invalid sequence set: no message {max(beyond)}")
         for low, high in sset.resolved(len(rows)):
             out += [(i, rows[i - 1]) for i in range(low, high + 1)]
     return out
