@@ -213,6 +213,8 @@ class Session:
                 await self.flush()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:  # a bug must end this connection only, never the server
+            log.exception("session failed", session=self.id, error=repr(exc))
         finally:
             self.ctx.sessions.discard(self)
             self.close_selected()
