@@ -341,7 +341,7 @@ def test_address_fast_path_agrees_with_parser(addrs: list[tuple[str | None, str,
     text = sep.join(f"{local}@{domain}" if name is None else f"{name} <{local}@{domain}>"
                     for name, local, domain in addrs)
     value = text.encode()
-    assert mime._address_list(value) == mime._address_list_full(value)
+    assert mime._address_entries(value) == mime._address_entries_full(value)
 
 
 # ---------------------------------------------------------------- FETCH items (RFC 3501 §6.4.5)
@@ -394,7 +394,7 @@ def test_fetch_binary() -> None:
            b"\r\nAAE=\r\n")
     assert render_fetch(parse_fetch_items(Atom("BINARY.PEEK", section=(Atom("1"),))), _META, nul,
                         add_uid=False) == b"(BINARY[1] ~{2}\r\n\x00\x01)"
-    odd = b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n"
+    odd = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n"
     with pytest.raises(UnknownCte):
         render_fetch(parse_fetch_items(Atom("BINARY", section=(Atom("1"),))), _META, odd,
                      add_uid=False)
