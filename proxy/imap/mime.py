@@ -589,9 +589,10 @@ class Part:
     children: list[Part] = field(default_factory=list)  # multipart/*
     message: Part | None = None  # the encapsulated message of message/rfc822
     multipart: bool = False  # multipart/* with a boundary
+    mime_end: int = -1  # end of the header as MIME/HEADER return it (see _TreeBuilder.parse)
 
     def header_bytes(self) -> bytes:
-        return self.raw[self.start:self.body]
+        return self.raw[self.start:self.body if self.mime_end < 0 else self.mime_end]
 
     def body_bytes(self) -> bytes:
         return self.raw[self.body:self.end]
@@ -687,20 +688,33 @@ class _TreeBuilder:
         raw = self.raw
         self.count += 1
         header_end, body = _header_end(raw, start, limit)
-        # A boundary line inside the header block ends the entity there.
-        line, k, close = self.next_boundary(start, header_end, stack)
-        if k >= 0:
+        # A boundary line inside the header block ends the entity there; the line break
+        # before a boundary belongs to it, even the blank line after a header (as Dovecot:
+        # that is what MIME and HEADER return).
+        line, k, close = self.next_boundary(start, min(body + 2, limit), stack)
+        mime_end = body
+        cut = k >= 0 and line < body
+        if cut:
             header_end = body = line
+            mime_end = self.content_end(raw, line, start)
         fields = _header_fields(raw, start, header_end)
         if root and not any(f.name in (b"mime-version", b"content-type") for f in fields):
             info = ContentInfo()  # not MIME: Content-* fields are ignored (as Dovecot)
         else:
             info = _content_info(raw, fields, default)
-        part = Part(raw, start, header_end, body, limit, info, fields)
-        if k >= 0:
-            part.end = line
-            return part, line, k, close
         ctype = info.type.lower()
+        own_boundary = info.param(b"boundary") if ctype == b"multipart" else None
+        if (k >= 0 and line == body and body > header_end
+                and not (own_boundary and raw.startswith(b"--" + own_boundary, body))):
+            mime_end = header_end  # an empty body right before an enclosing boundary
+        part = Part(raw, start, header_end, body, limit, info, fields, mime_end=mime_end)
+        if cut:  # cut short by a boundary: an empty multipart or message stays one
+            part.end = line
+            if ctype == b"multipart":
+                part.multipart = True
+            elif ctype == b"message" and info.subtype.lower() in (b"rfc822", b"global"):
+                part.message = Part(raw, line, line, line, line, ContentInfo(), [])
+            return part, line, k, close
         boundary = info.param(b"boundary") if ctype == b"multipart" else None
         too_deep = depth >= _MAX_DEPTH or self.count >= _MAX_PARTS
         if ctype == b"multipart":  # without a boundary: a multipart without parts
