@@ -476,3 +476,14 @@ def test_fetch_items_any_input(arg: Token) -> None:
         except UnknownCte:
             continue
         assert out.startswith(b"(UID 42") and out.endswith(b")")
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_parse(raw: bytes) -> None:
+    m = parse_message(raw)
+    m.envelope()
+    m.bodystructure(True)
+    m.text_for_search()
+    m.header_text()
+    for spec in ("", "HEADER", "TEXT", "1", "1.MIME", "2.1", "HEADER.FIELDS.NOT (FROM)"):
+        m.section(spec)

@@ -626,9 +626,10 @@ class Part:
 
 
 class _TreeBuilder:
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, top_fields: list[HeaderField] | None = None) -> None:
         self.raw = raw
         self.count = 0
+        self.top_fields = top_fields  # already parsed fields of the top header
 
     def boundary_at(self, pos: int, stack: list[bytes]) -> tuple[int, bool] | None:
         """If a boundary line of ``stack`` starts at ``pos``: (its index, is close)."""
@@ -697,7 +698,8 @@ class _TreeBuilder:
         if cut:
             header_end = body = line
             mime_end = self.content_end(raw, line, start)
-        fields = _header_fields(raw, start, header_end)
+        fields = (self.top_fields if start == 0 and self.top_fields is not None
+                  else _header_fields(raw, start, header_end))
         if root and not any(f.name in (b"mime-version", b"content-type") for f in fields):
             info = ContentInfo()  # not MIME: Content-* fields are ignored (as Dovecot)
         else:
@@ -967,12 +969,17 @@ class ParsedMessage:
     def header_names(self) -> list[str]:
         return [f.name.decode("ascii", "replace") for f in self._fields()]
 
+    def header_text(self) -> str:
+        """All top-level fields as ``name: decoded value`` lines (for SEARCH TEXT)."""
+        return "\n".join(f"{f.name.decode('ascii', 'replace')}: {decode_header_value(f.value)}"
+                         for f in self._fields())
+
     # -- structure
 
     @property
     def root(self) -> Part:
         if self._root is None:
-            builder = _TreeBuilder(self.raw)
+            builder = _TreeBuilder(self.raw, self._top_fields)
             self._root, _, _, _ = builder.parse(0, len(self.raw), [], (b"text", b"plain"), 0,
                                                 root=True)
         return self._root

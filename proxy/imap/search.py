@@ -167,9 +167,7 @@ class _Context:
     def header(self) -> str:
         if self._header is None:
             assert self.msg is not None
-            msg = self.msg
-            self._header = "\n".join(f"{name}: {value}" for name in msg.header_names()
-                                     for value in msg.header_values(name)).casefold()
+            self._header = self.msg.header_text().casefold()
         return self._header
 
 
