@@ -367,6 +367,26 @@ CORPUS: dict[str, bytes] = {
     "addresses": _crlf(_ADDRESSES),
 }
 
+# SEARCH programs run on the whole corpus (UID SEARCH CHARSET UTF-8 ...): upper-case ASCII
+# words are keys, anything else a string argument (sent as a literal).
+SEARCHES: list[list[str]] = [
+    ["SUBJECT", "résultats"], ["SUBJECT", "RESULTATS"], ["SUBJECT", "urgents"],
+    ["SUBJECT", "santé"], ["FROM", "rené"], ["FROM", "dupré"], ["FROM", "alice"],
+    ["FROM", "Martin, Alice"], ["TO", "élodie"], ["TO", "françoise"], ["CC", "dave"],
+    ["BCC", "secret"], ["TO", "equipe"], ["FROM", "comment"], ["BODY", "résultats normaux"],
+    ["BODY", "original text"], ["BODY", "needle"], ["BODY", "charlotte"], ["BODY", "JVBERi"],
+    ["BODY", "second, never"], ["BODY", "r&eacute;"], ["BODY", "R=C3=A9sultats"],
+    ["BODY", "preamble"], ["BODY", "multipart/alternative"], ["TEXT", "needle"],
+    ["TEXT", "x-priority"], ["TEXT", "inner"], ["TEXT", "quoted-printable"],
+    ["TEXT", "Subject: Original"], ["TEXT", "resultats.pdf"], ["HEADER", "X-Priority", "1"],
+    ["HEADER", "Message-ID", ""], ["HEADER", "content-type", "digest"],
+    ["HEADER", "cc", "undisclosed"], ["SENTBEFORE", "25-Nov-2026"], ["SENTON", "24-Nov-2026"],
+    ["SENTSINCE", "27-Nov-2026"], ["SENTON", "1-Jan-1970"], ["SUBJECT", "folded subject"],
+    ["SUBJECT", "folded\tsubject"], ["SUBJECT", "second"], ["SUBJECT", ""], ["BODY", ""],
+    ["SUBJECT", "d'analyse"], ["FROM", "zoé"], ["TO", "jé"], ["TEXT", "bonjour"],
+    ["OR", "FROM", "bob", "NOT", "BODY", "text"], ["NOT", "TEXT", "a.example"],
+]
+
 # Sections fetched for every message (RFC 3501 §6.4.5), as BODY.PEEK[...]
 SECTIONS = [
     "", "HEADER", "TEXT", "HEADER.FIELDS (FROM TO)", "HEADER.FIELDS.NOT (SUBJECT FROM)",

@@ -858,11 +858,14 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     return data.decode(_codec(charset), "replace")
 
 
+_FOLD = re.compile(rb"\n[ \t]?")
+
+
 def decode_header_value(value: bytes) -> str:
     """RFC 2047 encoded words decoded (white space between adjacent words dropped, §6.2),
     raw 8-bit as UTF-8 (RFC 6532)."""
-    if b"\n" in value:  # folds kept by the header parser
-        value = value.replace(b"\r", b"").replace(b"\n", b"")
+    if b"\n" in value:  # a fold kept by the header parser reads as one space (as Dovecot)
+        value = _FOLD.sub(b" ", value.replace(b"\r", b""))
     if b"=?" not in value:
         return decode_bytes(value)
     value = _BETWEEN_WORDS.sub(rb"\1\2", value)
@@ -969,10 +972,13 @@ class ParsedMessage:
     def header_names(self) -> list[str]:
         return [f.name.decode("ascii", "replace") for f in self._fields()]
 
-    def header_text(self) -> str:
-        """All top-level fields as ``name: decoded value`` lines (for SEARCH TEXT)."""
+    def header_text(self, all_parts: bool = False) -> str:
+        """Header fields as ``name: decoded value`` lines: the top-level ones, or (for SEARCH
+        TEXT, as Dovecot) those of every part and encapsulated message too."""
+        fields = ([f for part in self.root.walk() for f in part.fields] if all_parts
+                  else self._fields())
         return "\n".join(f"{f.name.decode('ascii', 'replace')}: {decode_header_value(f.value)}"
-                         for f in self._fields())
+                         for f in fields)
 
     # -- structure
 
