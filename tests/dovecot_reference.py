@@ -14,7 +14,7 @@ import re
 import socket
 import sys
 
-from tests.imap_corpus import CORPUS, SECTIONS
+from tests.imap_corpus import CORPUS, SEARCHES, SECTIONS
 
 
 class _Client:
@@ -105,7 +105,38 @@ def record(host: str, port: int, user: str, password: str) -> dict[str, dict[str
     return result
 
 
+def record_search(host: str, port: int, user: str, password: str) -> list[list[str]]:
+    """For each program of SEARCHES, the corpus messages Dovecot finds (UID SEARCH CHARSET
+    UTF-8, messages stored with CRLF line ends)."""
+    c = _Client(host, port)
+    c.command(b'LOGIN "%s" "%s"' % (user.encode(), password.encode()))
+    with contextlib.suppress(RuntimeError):
+        c.command(b"DELETE mss-ref")
+    c.command(b"CREATE mss-ref")
+    names = sorted(CORPUS)
+    for name in names:
+        raw = CORPUS[name].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        c.command(b'APPEND mss-ref () "23-Nov-2026 10:00:00 +0000"', raw)
+    c.command(b"EXAMINE mss-ref")
+    found: list[list[str]] = []
+    for program in SEARCHES:
+        line = b"UID SEARCH CHARSET UTF-8"
+        for word in program:
+            data = word.encode()
+            line += b" " + data if word.isupper() and word.isascii() else (
+                b" {%d+}\r\n" % len(data) + data)
+        uids = [int(x) for reply in c.command(line) if reply.startswith(b"* SEARCH")
+                for x in reply.split()[2:]]
+        found.append([names[u - 1] for u in sorted(uids)])
+    c.command(b"CLOSE")
+    c.command(b"DELETE mss-ref")
+    c.command(b"LOGOUT")
+    return found
+
+
 if __name__ == "__main__":
     host, port, user, password = sys.argv[1:5]
     print("REFERENCE = ", end="")
     pprint.pprint(record(host, int(port), user, password), width=100)
+    print("SEARCH_REFERENCE = ", end="")
+    pprint.pprint(record_search(host, int(port), user, password), width=100)

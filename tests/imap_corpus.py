@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Tricky messages for the IMAP content tests (ENVELOPE, BODYSTRUCTURE, sections, SEARCH).
 
 Written with "\\n" and turned into CRLF unless the name ends in ``_lf`` (bare LF stored).
@@ -366,6 +367,26 @@ CORPUS: dict[str, bytes] = {
     "addresses": _crlf(_ADDRESSES),
 }
 
+# SEARCH programs run on the whole corpus (UID SEARCH CHARSET UTF-8 ...): upper-case ASCII
+# words are keys, anything else a string argument (sent as a literal).
+SEARCHES: list[list[str]] = [
+    ["SUBJECT", "résultats"], ["SUBJECT", "RESULTATS"], ["SUBJECT", "urgents"],
+    ["SUBJECT", "santé"], ["FROM", "rené"], ["FROM", "dupré"], ["FROM", "alice"],
+    ["FROM", "Martin, Alice"], ["TO", "élodie"], ["TO", "françoise"], ["CC", "dave"],
+    ["BCC", "secret"], ["TO", "equipe"], ["FROM", "comment"], ["BODY", "résultats normaux"],
+    ["BODY", "original text"], ["BODY", "needle"], ["BODY", "charlotte"], ["BODY", "JVBERi"],
+    ["BODY", "second, never"], ["BODY", "r&eacute;"], ["BODY", "R=C3=A9sultats"],
+    ["BODY", "preamble"], ["BODY", "multipart/alternative"], ["TEXT", "needle"],
+    ["TEXT", "x-priority"], ["TEXT", "inner"], ["TEXT", "quoted-printable"],
+    ["TEXT", "Subject: Original"], ["TEXT", "resultats.pdf"], ["HEADER", "X-Priority", "1"],
+    ["HEADER", "Message-ID", ""], ["HEADER", "content-type", "digest"],
+    ["HEADER", "cc", "undisclosed"], ["SENTBEFORE", "25-Nov-2026"], ["SENTON", "24-Nov-2026"],
+    ["SENTSINCE", "27-Nov-2026"], ["SENTON", "1-Jan-1970"], ["SUBJECT", "folded subject"],
+    ["SUBJECT", "folded\tsubject"], ["SUBJECT", "second"], ["SUBJECT", ""], ["BODY", ""],
+    ["SUBJECT", "d'analyse"], ["FROM", "zoé"], ["TO", "jé"], ["TEXT", "bonjour"],
+    ["OR", "FROM", "bob", "NOT", "BODY", "text"], ["NOT", "TEXT", "a.example"],
+]
+
 # Sections fetched for every message (RFC 3501 §6.4.5), as BODY.PEEK[...]
 SECTIONS = [
     "", "HEADER", "TEXT", "HEADER.FIELDS (FROM TO)", "HEADER.FIELDS.NOT (SUBJECT FROM)",
@@ -373,3 +394,16 @@ SECTIONS = [
     "2.HEADER", "2.TEXT", "2.1", "2.2", "2.1.MIME", "2.HEADER.FIELDS (SUBJECT)", "1.HEADER",
     "1.1.1", "2.1.1",
 ]
+
+# Found by differential fuzzing against Dovecot (tests/dovecot_fuzz.py), malformed on
+# purpose.
+CORPUS.update({
+    'fuzz_repeated_fields': b'Content-Type: multipart/digest; boundary=b\r\n--b\r\nContent-Disposition: attachment; filename="a b.txt"\r\nContent-Transfer-Encoding: base64\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n--b--\r\nContent-Type: text/plain; name*0=a; name*1=b\r\nSubject: =?utf-8?q?x?= y\r\nMessage-ID: <m@x>\r\nReply-To: <>\r\nSubject: caf\xc3\xa9\r\nSubject: =?utf-8?q?x?= y\r\nContent-Type: text/plain; charset=latin1\r\nSubject: =?utf-8?q?x?= y\r\nSubject: =?utf-8?q?x?= y\r\nCc: ,,a@b,,\r\n folded\r\n--b--\r\nContent-Language: fr\r\nSubject: caf\xc3\xa9\r\nContent-Type: ;\r\n',
+    'fuzz_language_fold': b'Content-Type: multipart/digest; boundary=b\r\nContent-Type: multipart/digest; boundary=b\r\nCc: ,,a@b,,\r\nContent-Type: application/octet-stream\r\nContent-Type: text/plain; name*0=a; name*1=b\r\nContent-Language: fr\r\n\tfolded tab\r\nContent-Type: multipart/alternative; boundary="b"\r\nMessage-ID: <m@x>\r\nContent-Type: MESSAGE/RFC822\r\nContent-Type: text/plain; name*0=a; name*1=b\r\nContent-Type: multipart/digest; boundary=b\r\nContent-Type: text/html\r\nContent-Type: text/plain; name*0=a; name*1=b\r\n--b\r\nContent-Disposition: attachment; filename="a b.txt"\r\nFrom: Dr. X <x@y> (com)\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-ID: <x@y>\r\n=C3=A9\r\nContent-Type: MESSAGE/RFC822\r\nFrom: Dr. X <x@y> (com)\r\n--b  \r\nReply-To: <>',
+    'fuzz_name_only': b'Subject: s\r\nFrom: "q\\"x" <a@b>\r\nSender: x\r\n folded\r\nContent-Language: fr\r\nTo: g: h@i;\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n=C3=A9\r\nReply-To: <>\r\nContent-Transfer-Encoding: base64',
+    'fuzz_cut_rfc822': b'Content-Type: multipart/digest; boundary=b\r\nFrom: a@b, (c) <d@e>\r\n\r\nFrom: "q\\"x" <a@b>\r\nFrom: "q\\"x" <a@b>\r\n=C3=A9\r\nReply-To: <>\r\nTo: g: h@i;\r\nCc: ,,a@b,,\r\nContent-Transfer-Encoding: base64\r\n=C3=A9\r\nSubject: caf\xc3\xa9\r\n--b\r\nContent-Type: MESSAGE/RFC822\r\n--b\r\nContent-Type: application/octet-stream\r\nFrom: Dr. X <x@y> (com)',
+    'fuzz_cut_digest': b'Content-Type: multipart/mixed; boundary=b\r\n\r\nSender: x\r\nContent-Transfer-Encoding: base64\r\ntext line\r\nMessage-ID: <m@x>\r\nContent-Type: MESSAGE/RFC822\r\n\tfolded tab\r\ntext line\r\n--b\r\nContent-Type: multipart/digest; boundary=b\r\nContent-Description: d\xc3\xa9\r\nContent-Type: ;\r\n--b\r\nContent-Transfer-Encoding: base64',
+    'fuzz_eof_boundary': b'Content-Type: multipart/mixed; boundary=b\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-Disposition: attachment; filename="a b.txt"\r\nContent-Type: message/rfc822\r\n--b--\r\nTo: g: h@i;\r\n\r\n\r\n\r\nContent-Type: multipart/mixed; boundary=c\r\n folded\r\n\r\nContent-Disposition: attachment; filename="a b.txt"\r\nContent-Type: text/plain; charset=latin1\r\nContent-Type: application/octet-stream\r\n--b  \r\nContent-Type: multipart/digest; boundary=b\r\n--b\r\nContent-Type: text/html\r\nContent-Type: multipart/mixed; boundary=c\r\nBcc: "A, B" <a@b> (c)\r\nFrom: a@b, (c) <d@e>\r\n--b  \r\nContent-Type: text/plain; charset=latin1\r\nContent-Description: d\xc3\xa9',
+    'fuzz_empty_body_mime': b'Content-Type: multipart/digest; boundary=b\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="a b.txt"\r\nX-Foo: bar\r\n\r\n folded\r\nReply-To: <>\r\n--c\r\nFrom: "q\\"x" <a@b>\r\n--b\r\nCc: ,,a@b,,\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--bx\r\nFrom: a@b, (c) <d@e>\r\ntext line\r\nContent-Type: text/html\r\nFrom: a@b, (c) <d@e>\r\nContent-Type: MESSAGE/RFC822\r\nReply-To: <>\r\n--b\r\n--b\r\nFrom: Dr. X <x@y> (com)\r\ntext line\r\n',
+    'fuzz_cut_header': b'Content-Type: multipart/mixed; boundary=b\r\nContent-Type: text/html\r\nSubject: caf\xc3\xa9\r\nMessage-ID: <m@x>\r\nTo: g: h@i;\r\n\tfolded tab\r\n\tfolded tab\r\nContent-Type: ;\r\n--b  \r\n\r\n--c\r\nContent-Type: message/rfc822\r\n--b  \r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-Type: multipart/digest; boundary=b\r\n--b--\r\nFrom: "q\\"x" <a@b>\r\nMessage-ID: <m@x>\r\nContent-Type: text',
+})

@@ -1,6 +1,7 @@
 """Dovecot 2.3.19 answers for tests/imap_corpus.py, recorded with tests/dovecot_reference.py
 (APPEND to a scratch folder of a local Dovecot, then FETCH ENVELOPE, BODY, BODYSTRUCTURE and
-BODY.PEEK[section] of SECTIONS; a section value of b"" is Dovecot's empty literal). Regenerate:
+BODY.PEEK[section] of SECTIONS; a section value of b"" is Dovecot's empty literal; and the
+messages found by each SEARCHES program in SEARCH_REFERENCE). Regenerate:
 python -m tests.dovecot_reference 127.0.0.1 PORT USER PASSWORD >> this file (after this header).
 """
 
@@ -516,6 +517,668 @@ REFERENCE = {'addresses': {'BODY': b'("text" "plain" ("charset" "us-ascii") NIL 
              'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
              'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]',
              'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_cut_digest': {'BODY': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) "digest'
+                             b'")("text" "plain" ("charset" "us-ascii") NIL NIL "base64" 0 0) "mixe'
+                             b'd")',
+                     'BODYSTRUCTURE': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" '
+                                      b'0 0 NIL NIL NIL NIL) "digest" ("boundary" "b") NIL NIL N'
+                                      b'IL)("text" "plain" ("charset" "us-ascii") NIL NIL "base6'
+                                      b'4" 0 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL'
+                                      b' NIL)',
+                     'BODY[1.1.1]': b'',
+                     'BODY[1.1.MIME]': b'',
+                     'BODY[1.1]': b'',
+                     'BODY[1.2]': b'',
+                     'BODY[1.HEADER]': b'',
+                     'BODY[1.MIME]': b'Content-Type: multipart/digest; boundary=b\r\nContent-Desc'
+                                     b'ription: d\xc3\xa9\r\nContent-Type: ;',
+                     'BODY[1]': b'',
+                     'BODY[2.1.1]': b'',
+                     'BODY[2.1.MIME]': b'Content-Transfer-Encoding: base64',
+                     'BODY[2.1]': b'',
+                     'BODY[2.2]': b'',
+                     'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                     'BODY[2.HEADER]': b'',
+                     'BODY[2.MIME]': b'Content-Transfer-Encoding: base64',
+                     'BODY[2.TEXT]': b'',
+                     'BODY[2]': b'',
+                     'BODY[3]': b'',
+                     'BODY[HEADER.FIELDS (FROM TO)]': b'\r\n',
+                     'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                     'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/mixed; b'
+                                                               b'oundary=b\r\n\r\n',
+                     'BODY[HEADER]': b'Content-Type: multipart/mixed; boundary=b\r\n\r\n',
+                     'BODY[TEXT]': b'Sender: x\r\nContent-Transfer-Encoding: base64\r\ntext line\r'
+                                   b'\nMessage-ID: <m@x>\r\nContent-Type: MESSAGE/RFC822\r\n\tfolde'
+                                   b'd tab\r\ntext line\r\n--b\r\nContent-Type: multipart/digest; b'
+                                   b'oundary=b\r\nContent-Description: d\xc3\xa9\r\nContent-Type: ;'
+                                   b'\r\n--b\r\nContent-Transfer-Encoding: base64',
+                     'BODY[]': b'Content-Type: multipart/mixed; boundary=b\r\n\r\nSender: x\r\nCont'
+                               b'ent-Transfer-Encoding: base64\r\ntext line\r\nMessage-ID: <m@x>\r'
+                               b'\nContent-Type: MESSAGE/RFC822\r\n\tfolded tab\r\ntext line\r\n-'
+                               b'-b\r\nContent-Type: multipart/digest; boundary=b\r\nContent-Desc'
+                               b'ription: d\xc3\xa9\r\nContent-Type: ;\r\n--b\r\nContent-Transfer'
+                               b'-Encoding: base64',
+                     'ENVELOPE': b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)',
+                     'echo ': b'BODY[]',
+                     'echo 1': b'BODY[1]',
+                     'echo 1.1': b'BODY[1.1]',
+                     'echo 1.1.1': b'BODY[1.1.1]',
+                     'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                     'echo 1.2': b'BODY[1.2]',
+                     'echo 1.HEADER': b'BODY[1.HEADER]',
+                     'echo 1.MIME': b'BODY[1.MIME]',
+                     'echo 2': b'BODY[2]',
+                     'echo 2.1': b'BODY[2.1]',
+                     'echo 2.1.1': b'BODY[2.1.1]',
+                     'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                     'echo 2.2': b'BODY[2.2]',
+                     'echo 2.HEADER': b'BODY[2.HEADER]',
+                     'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                     'echo 2.MIME': b'BODY[2.MIME]',
+                     'echo 2.TEXT': b'BODY[2.TEXT]',
+                     'echo 3': b'BODY[3]',
+                     'echo HEADER': b'BODY[HEADER]',
+                     'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                     'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                     'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT '
+                                                              b'FROM)]',
+                     'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_cut_header': {'BODY': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) "digest'
+                             b'") "mixed")',
+                     'BODYSTRUCTURE': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" '
+                                      b'0 0 NIL NIL NIL NIL) "digest" ("boundary" "b") NIL NIL N'
+                                      b'IL) "mixed" ("boundary" "b") NIL NIL NIL)',
+                     'BODY[1.1.1]': b'',
+                     'BODY[1.1.MIME]': b'',
+                     'BODY[1.1]': b'',
+                     'BODY[1.2]': b'',
+                     'BODY[1.HEADER]': b'',
+                     'BODY[1.MIME]': b'Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-Type: mult'
+                                     b'ipart/digest; boundary=b',
+                     'BODY[1]': b'',
+                     'BODY[2.1.1]': b'',
+                     'BODY[2.1.MIME]': b'',
+                     'BODY[2.1]': b'',
+                     'BODY[2.2]': b'',
+                     'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                     'BODY[2.HEADER]': b'',
+                     'BODY[2.MIME]': b'',
+                     'BODY[2.TEXT]': b'',
+                     'BODY[2]': b'',
+                     'BODY[3]': b'',
+                     'BODY[HEADER.FIELDS (FROM TO)]': b'To: g: h@i;\r\n\tfolded tab\r\n\tfolded ta'
+                                                      b'b\r\n\r\n',
+                     'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                     'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/mixed; b'
+                                                               b'oundary=b\r\nContent-Type: text/ht'
+                                                               b'ml\r\nMessage-ID: <m@x>\r\nTo: g'
+                                                               b': h@i;\r\n\tfolded tab\r\n\tfolded'
+                                                               b' tab\r\nContent-Type: ;\r\n--b  '
+                                                               b'\r\n\r\n',
+                     'BODY[HEADER]': b'Content-Type: multipart/mixed; boundary=b\r\nContent-Type:'
+                                     b' text/html\r\nSubject: caf\xc3\xa9\r\nMessage-ID: <m@x>\r\nT'
+                                     b'o: g: h@i;\r\n\tfolded tab\r\n\tfolded tab\r\nContent-Type: '
+                                     b';\r\n--b  \r\n\r\n',
+                     'BODY[TEXT]': b'--c\r\nContent-Type: message/rfc822\r\n--b  \r\nDate: Mon, 1 J'
+                                   b'an 2024 00:00:00 +0000\r\nContent-Type: multipart/digest; boun'
+                                   b'dary=b\r\n--b--\r\nFrom: "q\\"x" <a@b>\r\nMessage-ID: <m@x>'
+                                   b'\r\nContent-Type: text',
+                     'BODY[]': b'Content-Type: multipart/mixed; boundary=b\r\nContent-Type: text/ht'
+                               b'ml\r\nSubject: caf\xc3\xa9\r\nMessage-ID: <m@x>\r\nTo: g: h@i;\r\n'
+                               b'\tfolded tab\r\n\tfolded tab\r\nContent-Type: ;\r\n--b  \r\n\r\n'
+                               b'--c\r\nContent-Type: message/rfc822\r\n--b  \r\nDate: Mon, 1 Jan 2'
+                               b'024 00:00:00 +0000\r\nContent-Type: multipart/digest; boundary'
+                               b'=b\r\n--b--\r\nFrom: "q\\"x" <a@b>\r\nMessage-ID: <m@x>\r\nConten'
+                               b't-Type: text',
+                     'ENVELOPE': b'(NIL {5}\r\ncaf\xc3\xa9 NIL NIL NIL ((NIL NIL "g" NIL)(NIL NIL "'
+                                 b'h" "i")(NIL NIL NIL NIL)) NIL NIL NIL "<m@x>")',
+                     'echo ': b'BODY[]',
+                     'echo 1': b'BODY[1]',
+                     'echo 1.1': b'BODY[1.1]',
+                     'echo 1.1.1': b'BODY[1.1.1]',
+                     'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                     'echo 1.2': b'BODY[1.2]',
+                     'echo 1.HEADER': b'BODY[1.HEADER]',
+                     'echo 1.MIME': b'BODY[1.MIME]',
+                     'echo 2': b'BODY[2]',
+                     'echo 2.1': b'BODY[2.1]',
+                     'echo 2.1.1': b'BODY[2.1.1]',
+                     'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                     'echo 2.2': b'BODY[2.2]',
+                     'echo 2.HEADER': b'BODY[2.HEADER]',
+                     'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                     'echo 2.MIME': b'BODY[2.MIME]',
+                     'echo 2.TEXT': b'BODY[2.TEXT]',
+                     'echo 3': b'BODY[3]',
+                     'echo HEADER': b'BODY[HEADER]',
+                     'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                     'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                     'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT '
+                                                              b'FROM)]',
+                     'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_cut_rfc822': {'BODY': b'(("message" "rfc822" NIL NIL NIL "7bit" 0 (NIL NIL NIL NIL NIL NIL N'
+                             b'IL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit'
+                             b'" 0 0) 0)("application" "octet-stream" NIL NIL NIL "7bit" 0) "digest'
+                             b'")',
+                     'BODYSTRUCTURE': b'(("message" "rfc822" NIL NIL NIL "7bit" 0 (NIL NIL NIL N'
+                                      b'IL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "'
+                                      b'us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) 0 NIL NIL'
+                                      b' NIL NIL)("application" "octet-stream" NIL NIL NIL "7bit'
+                                      b'" 0 NIL NIL NIL NIL) "digest" ("boundary" "b") NIL NIL N'
+                                      b'IL)',
+                     'BODY[1.1.1]': b'',
+                     'BODY[1.1.MIME]': b'',
+                     'BODY[1.1]': b'',
+                     'BODY[1.2]': b'',
+                     'BODY[1.HEADER]': b'',
+                     'BODY[1.MIME]': b'Content-Type: MESSAGE/RFC822',
+                     'BODY[1]': b'',
+                     'BODY[2.1.1]': b'',
+                     'BODY[2.1.MIME]': b'Content-Type: application/octet-stream\r\nFrom: Dr. X <x@y'
+                                       b'> (com)',
+                     'BODY[2.1]': b'',
+                     'BODY[2.2]': b'',
+                     'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                     'BODY[2.HEADER]': b'',
+                     'BODY[2.MIME]': b'Content-Type: application/octet-stream\r\nFrom: Dr. X <x@y'
+                                     b'> (com)',
+                     'BODY[2.TEXT]': b'',
+                     'BODY[2]': b'',
+                     'BODY[3]': b'',
+                     'BODY[HEADER.FIELDS (FROM TO)]': b'From: a@b, (c) <d@e>\r\n\r\n',
+                     'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                     'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/digest; '
+                                                               b'boundary=b\r\n\r\n',
+                     'BODY[HEADER]': b'Content-Type: multipart/digest; boundary=b\r\nFrom: a@b, ('
+                                     b'c) <d@e>\r\n\r\n',
+                     'BODY[TEXT]': b'From: "q\\"x" <a@b>\r\nFrom: "q\\"x" <a@b>\r\n=C3=A9\r\nRepl'
+                                   b'y-To: <>\r\nTo: g: h@i;\r\nCc: ,,a@b,,\r\nContent-Transfer-Enc'
+                                   b'oding: base64\r\n=C3=A9\r\nSubject: caf\xc3\xa9\r\n--b\r\nCont'
+                                   b'ent-Type: MESSAGE/RFC822\r\n--b\r\nContent-Type: application'
+                                   b'/octet-stream\r\nFrom: Dr. X <x@y> (com)',
+                     'BODY[]': b'Content-Type: multipart/digest; boundary=b\r\nFrom: a@b, (c) <d@e>'
+                               b'\r\n\r\nFrom: "q\\"x" <a@b>\r\nFrom: "q\\"x" <a@b>\r\n=C3=A9\r\n'
+                               b'Reply-To: <>\r\nTo: g: h@i;\r\nCc: ,,a@b,,\r\nContent-Transfer-Enc'
+                               b'oding: base64\r\n=C3=A9\r\nSubject: caf\xc3\xa9\r\n--b\r\nContent-'
+                               b'Type: MESSAGE/RFC822\r\n--b\r\nContent-Type: application/octet-s'
+                               b'tream\r\nFrom: Dr. X <x@y> (com)',
+                     'ENVELOPE': b'(NIL NIL ((NIL NIL "a" "b")(NIL NIL "d" "e")) ((NIL NIL "a" "b")'
+                                 b'(NIL NIL "d" "e")) ((NIL NIL "a" "b")(NIL NIL "d" "e")) NIL NIL '
+                                 b'NIL NIL NIL)',
+                     'echo ': b'BODY[]',
+                     'echo 1': b'BODY[1]',
+                     'echo 1.1': b'BODY[1.1]',
+                     'echo 1.1.1': b'BODY[1.1.1]',
+                     'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                     'echo 1.2': b'BODY[1.2]',
+                     'echo 1.HEADER': b'BODY[1.HEADER]',
+                     'echo 1.MIME': b'BODY[1.MIME]',
+                     'echo 2': b'BODY[2]',
+                     'echo 2.1': b'BODY[2.1]',
+                     'echo 2.1.1': b'BODY[2.1.1]',
+                     'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                     'echo 2.2': b'BODY[2.2]',
+                     'echo 2.HEADER': b'BODY[2.HEADER]',
+                     'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                     'echo 2.MIME': b'BODY[2.MIME]',
+                     'echo 2.TEXT': b'BODY[2.TEXT]',
+                     'echo 3': b'BODY[3]',
+                     'echo HEADER': b'BODY[HEADER]',
+                     'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                     'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                     'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT '
+                                                              b'FROM)]',
+                     'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_empty_body_mime': {'BODY': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+                                  b' "mixed")("text" "html" ("charset" "us-ascii") NIL NIL "7bit'
+                                  b'" 0 0)("message" "rfc822" NIL NIL NIL "7bit" 0 (NIL NIL NIL '
+                                  b'NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-'
+                                  b'ascii") NIL NIL "7bit" 0 0) 0)("message" "rfc822" NIL NIL NI'
+                                  b'L "7bit" 0 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text"'
+                                  b' "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 0) "dige'
+                                  b'st")',
+                          'BODYSTRUCTURE': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7b'
+                                           b'it" 0 0 NIL NIL NIL NIL) "mixed" ("boundary" "c") NI'
+                                           b'L NIL NIL)("text" "html" ("charset" "us-ascii") NIL '
+                                           b'NIL "7bit" 0 0 NIL NIL NIL NIL)("message" "rfc822" N'
+                                           b'IL NIL NIL "7bit" 0 (NIL NIL NIL NIL NIL NIL NIL NIL'
+                                           b' NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL'
+                                           b' NIL "7bit" 0 0 NIL NIL NIL NIL) 0 NIL NIL NIL NIL)('
+                                           b'"message" "rfc822" NIL NIL NIL "7bit" 0 (NIL NIL NIL'
+                                           b' NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("char'
+                                           b'set" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)'
+                                           b' 0 NIL NIL NIL NIL) "digest" ("boundary" "b") ("atta'
+                                           b'chment" ("filename" "a b.txt")) NIL NIL)',
+                          'BODY[1.1.1]': b'',
+                          'BODY[1.1.MIME]': b'',
+                          'BODY[1.1]': b'',
+                          'BODY[1.2]': b'',
+                          'BODY[1.HEADER]': b'',
+                          'BODY[1.MIME]': b'Cc: ,,a@b,,\r\nContent-Type: multipart/mixed; boundary'
+                                          b'=c\r\n',
+                          'BODY[1]': b'',
+                          'BODY[2.1.1]': b'',
+                          'BODY[2.1.MIME]': b'From: a@b, (c) <d@e>\r\ntext line\r\nContent-Type: t'
+                                            b'ext/html\r\nFrom: a@b, (c) <d@e>\r\nContent-Type: ME'
+                                            b'SSAGE/RFC822\r\nReply-To: <>',
+                          'BODY[2.1]': b'',
+                          'BODY[2.2]': b'',
+                          'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                          'BODY[2.HEADER]': b'',
+                          'BODY[2.MIME]': b'From: a@b, (c) <d@e>\r\ntext line\r\nContent-Type: t'
+                                          b'ext/html\r\nFrom: a@b, (c) <d@e>\r\nContent-Type: ME'
+                                          b'SSAGE/RFC822\r\nReply-To: <>',
+                          'BODY[2.TEXT]': b'',
+                          'BODY[2]': b'',
+                          'BODY[3]': b'',
+                          'BODY[HEADER.FIELDS (FROM TO)]': b'\r\n',
+                          'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                          'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/dige'
+                                                                    b'st; boundary=b\r\nContent-'
+                                                                    b'Transfer-Encoding: base6'
+                                                                    b'4\r\nContent-Disposition: '
+                                                                    b'attachment; filename="a b.tx'
+                                                                    b't"\r\nX-Foo: bar\r\n\r\n',
+                          'BODY[HEADER]': b'Content-Type: multipart/digest; boundary=b\r\nContent-'
+                                          b'Transfer-Encoding: base64\r\nContent-Disposition: atta'
+                                          b'chment; filename="a b.txt"\r\nX-Foo: bar\r\n\r\n',
+                          'BODY[TEXT]': b' folded\r\nReply-To: <>\r\n--c\r\nFrom: "q\\"x" <a@b>\r\n'
+                                        b'--b\r\nCc: ,,a@b,,\r\nContent-Type: multipart/mixed; bou'
+                                        b'ndary=c\r\n\r\n--bx\r\nFrom: a@b, (c) <d@e>\r\ntext line'
+                                        b'\r\nContent-Type: text/html\r\nFrom: a@b, (c) <d@e>\r'
+                                        b'\nContent-Type: MESSAGE/RFC822\r\nReply-To: <>\r\n--b'
+                                        b'\r\n--b\r\nFrom: Dr. X <x@y> (com)\r\ntext line\r\n',
+                          'BODY[]': b'Content-Type: multipart/digest; boundary=b\r\nContent-Tran'
+                                    b'sfer-Encoding: base64\r\nContent-Disposition: attachment; '
+                                    b'filename="a b.txt"\r\nX-Foo: bar\r\n\r\n folded\r\nReply-To:'
+                                    b' <>\r\n--c\r\nFrom: "q\\"x" <a@b>\r\n--b\r\nCc: ,,a@b,,\r\n'
+                                    b'Content-Type: multipart/mixed; boundary=c\r\n\r\n--bx\r\nF'
+                                    b'rom: a@b, (c) <d@e>\r\ntext line\r\nContent-Type: text/html\r'
+                                    b'\nFrom: a@b, (c) <d@e>\r\nContent-Type: MESSAGE/RFC822\r\nRep'
+                                    b'ly-To: <>\r\n--b\r\n--b\r\nFrom: Dr. X <x@y> (com)\r\ntext l'
+                                    b'ine\r\n',
+                          'ENVELOPE': b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)',
+                          'echo ': b'BODY[]',
+                          'echo 1': b'BODY[1]',
+                          'echo 1.1': b'BODY[1.1]',
+                          'echo 1.1.1': b'BODY[1.1.1]',
+                          'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                          'echo 1.2': b'BODY[1.2]',
+                          'echo 1.HEADER': b'BODY[1.HEADER]',
+                          'echo 1.MIME': b'BODY[1.MIME]',
+                          'echo 2': b'BODY[2]',
+                          'echo 2.1': b'BODY[2.1]',
+                          'echo 2.1.1': b'BODY[2.1.1]',
+                          'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                          'echo 2.2': b'BODY[2.2]',
+                          'echo 2.HEADER': b'BODY[2.HEADER]',
+                          'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                          'echo 2.MIME': b'BODY[2.MIME]',
+                          'echo 2.TEXT': b'BODY[2.TEXT]',
+                          'echo 3': b'BODY[3]',
+                          'echo HEADER': b'BODY[HEADER]',
+                          'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                          'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                          'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJ'
+                                                                   b'ECT FROM)]',
+                          'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_eof_boundary': {'BODY': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) "di'
+                               b'gest")("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 0 0)('
+                               b'"text" "plain" ("charset" "latin1") NIL {3}\r\nd\xc3\xa9 "7bit" '
+                               b'0 0) "mixed")',
+                       'BODYSTRUCTURE': b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" '
+                                        b'0 0 NIL NIL NIL NIL) "digest" ("boundary" "b") NIL NIL N'
+                                        b'IL)("text" "html" ("charset" "us-ascii") NIL NIL "7bit" '
+                                        b'0 0 NIL NIL NIL NIL)("text" "plain" ("charset" "latin1")'
+                                        b' NIL {3}\r\nd\xc3\xa9 "7bit" 0 0 NIL NIL NIL NIL) "mixed'
+                                        b'" ("boundary" "b") ("attachment" ("filename" "a b.txt"))'
+                                        b' NIL NIL)',
+                       'BODY[1.1.1]': b'',
+                       'BODY[1.1.MIME]': b'',
+                       'BODY[1.1]': b'',
+                       'BODY[1.2]': b'',
+                       'BODY[1.HEADER]': b'',
+                       'BODY[1.MIME]': b'Content-Type: multipart/digest; boundary=b',
+                       'BODY[1]': b'',
+                       'BODY[2.1.1]': b'',
+                       'BODY[2.1.MIME]': b'Content-Type: text/html\r\nContent-Type: multipart/mix'
+                                         b'ed; boundary=c\r\nBcc: "A, B" <a@b> (c)\r\nFrom: a@b, (c'
+                                         b') <d@e>',
+                       'BODY[2.1]': b'',
+                       'BODY[2.2]': b'',
+                       'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                       'BODY[2.HEADER]': b'',
+                       'BODY[2.MIME]': b'Content-Type: text/html\r\nContent-Type: multipart/mixed; '
+                                       b'boundary=c\r\nBcc: "A, B" <a@b> (c)\r\nFrom: a@b, (c) <d'
+                                       b'@e>',
+                       'BODY[2.TEXT]': b'',
+                       'BODY[2]': b'',
+                       'BODY[3]': b'',
+                       'BODY[HEADER.FIELDS (FROM TO)]': b'To: g: h@i;\r\n\r\n',
+                       'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                       'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/mixed; b'
+                                                                 b'oundary=b\r\nDate: Mon, 1 Jan '
+                                                                 b'2024 00:00:00 +0000\r\nContent'
+                                                                 b'-Disposition: attachment; filena'
+                                                                 b'me="a b.txt"\r\nContent-Type: '
+                                                                 b'message/rfc822\r\n--b--\r\nTo: g'
+                                                                 b': h@i;\r\n\r\n',
+                       'BODY[HEADER]': b'Content-Type: multipart/mixed; boundary=b\r\nDate: Mon, 1 '
+                                       b'Jan 2024 00:00:00 +0000\r\nContent-Disposition: attachment'
+                                       b'; filename="a b.txt"\r\nContent-Type: message/rfc822\r\n'
+                                       b'--b--\r\nTo: g: h@i;\r\n\r\n',
+                       'BODY[TEXT]': b'\r\n\r\nContent-Type: multipart/mixed; boundary=c\r\n fold'
+                                     b'ed\r\n\r\nContent-Disposition: attachment; filename="a b.txt'
+                                     b'"\r\nContent-Type: text/plain; charset=latin1\r\nContent-Typ'
+                                     b'e: application/octet-stream\r\n--b  \r\nContent-Type: multip'
+                                     b'art/digest; boundary=b\r\n--b\r\nContent-Type: text/html'
+                                     b'\r\nContent-Type: multipart/mixed; boundary=c\r\nBcc: "A, B"'
+                                     b' <a@b> (c)\r\nFrom: a@b, (c) <d@e>\r\n--b  \r\nContent-Typ'
+                                     b'e: text/plain; charset=latin1\r\nContent-Description: '
+                                     b'd\xc3\xa9',
+                       'BODY[]': b'Content-Type: multipart/mixed; boundary=b\r\nDate: Mon, 1 Jan '
+                                 b'2024 00:00:00 +0000\r\nContent-Disposition: attachment; filena'
+                                 b'me="a b.txt"\r\nContent-Type: message/rfc822\r\n--b--\r\nTo: g'
+                                 b': h@i;\r\n\r\n\r\n\r\nContent-Type: multipart/mixed; boundar'
+                                 b'y=c\r\n folded\r\n\r\nContent-Disposition: attachment; filenam'
+                                 b'e="a b.txt"\r\nContent-Type: text/plain; charset=latin1\r\nConte'
+                                 b'nt-Type: application/octet-stream\r\n--b  \r\nContent-Type: mult'
+                                 b'ipart/digest; boundary=b\r\n--b\r\nContent-Type: text/html\r\n'
+                                 b'Content-Type: multipart/mixed; boundary=c\r\nBcc: "A, B" <a@b>'
+                                 b' (c)\r\nFrom: a@b, (c) <d@e>\r\n--b  \r\nContent-Type: text/pl'
+                                 b'ain; charset=latin1\r\nContent-Description: d\xc3\xa9',
+                       'ENVELOPE': b'("Mon, 1 Jan 2024 00:00:00 +0000" NIL NIL NIL NIL ((NIL NIL '
+                                   b'"g" NIL)(NIL NIL "h" "i")(NIL NIL NIL NIL)) NIL NIL NIL NIL)',
+                       'echo ': b'BODY[]',
+                       'echo 1': b'BODY[1]',
+                       'echo 1.1': b'BODY[1.1]',
+                       'echo 1.1.1': b'BODY[1.1.1]',
+                       'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                       'echo 1.2': b'BODY[1.2]',
+                       'echo 1.HEADER': b'BODY[1.HEADER]',
+                       'echo 1.MIME': b'BODY[1.MIME]',
+                       'echo 2': b'BODY[2]',
+                       'echo 2.1': b'BODY[2.1]',
+                       'echo 2.1.1': b'BODY[2.1.1]',
+                       'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                       'echo 2.2': b'BODY[2.2]',
+                       'echo 2.HEADER': b'BODY[2.HEADER]',
+                       'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                       'echo 2.MIME': b'BODY[2.MIME]',
+                       'echo 2.TEXT': b'BODY[2.TEXT]',
+                       'echo 3': b'BODY[3]',
+                       'echo HEADER': b'BODY[HEADER]',
+                       'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                       'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                       'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT '
+                                                                b'FROM)]',
+                       'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_language_fold': {'BODY': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) "dig'
+                                b'est")',
+                        'BODYSTRUCTURE': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0'
+                                         b' 0 NIL NIL NIL NIL) "digest" ("boundary" "b") ("attachme'
+                                         b'nt" ("filename" "a b.txt")) ("fr") NIL)',
+                        'BODY[1.1.1]': b'',
+                        'BODY[1.1.MIME]': b'',
+                        'BODY[1.1]': b'',
+                        'BODY[1.2]': b'',
+                        'BODY[1.HEADER]': b'',
+                        'BODY[1.MIME]': b'',
+                        'BODY[1]': b'',
+                        'BODY[2.1.1]': b'',
+                        'BODY[2.1.MIME]': b'',
+                        'BODY[2.1]': b'',
+                        'BODY[2.2]': b'',
+                        'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                        'BODY[2.HEADER]': b'',
+                        'BODY[2.MIME]': b'',
+                        'BODY[2.TEXT]': b'',
+                        'BODY[2]': b'',
+                        'BODY[3]': b'',
+                        'BODY[HEADER.FIELDS (FROM TO)]': b'From: Dr. X <x@y> (com)\r\nFrom: Dr. X'
+                                                         b' <x@y> (com)\r\n\r\n',
+                        'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                        'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/dige'
+                                                                  b'st; boundary=b\r\nContent-Type'
+                                                                  b': multipart/digest; boundary'
+                                                                  b'=b\r\nCc: ,,a@b,,\r\nContent'
+                                                                  b'-Type: application/octet-str'
+                                                                  b'eam\r\nContent-Type: text/plai'
+                                                                  b'n; name*0=a; name*1=b\r\nConte'
+                                                                  b'nt-Language: fr\r\n\tfolded tab'
+                                                                  b'\r\nContent-Type: multipart/al'
+                                                                  b'ternative; boundary="b"\r\nMes'
+                                                                  b'sage-ID: <m@x>\r\nContent-Type'
+                                                                  b': MESSAGE/RFC822\r\nContent-Ty'
+                                                                  b'pe: text/plain; name*0=a; na'
+                                                                  b'me*1=b\r\nContent-Type: multip'
+                                                                  b'art/digest; boundary=b\r\nCont'
+                                                                  b'ent-Type: text/html\r\nContent'
+                                                                  b'-Type: text/plain; name*0=a;'
+                                                                  b' name*1=b\r\n--b\r\nContent-'
+                                                                  b'Disposition: attachment; fil'
+                                                                  b'ename="a b.txt"\r\nDate: Mon, '
+                                                                  b'1 Jan 2024 00:00:00 +0000\r\nC'
+                                                                  b'ontent-ID: <x@y>\r\n=C3=A9'
+                                                                  b'\r\nContent-Type: MESSAGE/RFC8'
+                                                                  b'22\r\n--b  \r\nReply-To: <>',
+                        'BODY[HEADER]': b'Content-Type: multipart/digest; boundary=b\r\nContent-'
+                                        b'Type: multipart/digest; boundary=b\r\nCc: ,,a@b,,\r\nCon'
+                                        b'tent-Type: application/octet-stream\r\nContent-Type: t'
+                                        b'ext/plain; name*0=a; name*1=b\r\nContent-Language: fr\r'
+                                        b'\n\tfolded tab\r\nContent-Type: multipart/alternative; b'
+                                        b'oundary="b"\r\nMessage-ID: <m@x>\r\nContent-Type: MESSAG'
+                                        b'E/RFC822\r\nContent-Type: text/plain; name*0=a; name*1'
+                                        b'=b\r\nContent-Type: multipart/digest; boundary=b\r\nCont'
+                                        b'ent-Type: text/html\r\nContent-Type: text/plain; name*'
+                                        b'0=a; name*1=b\r\n--b\r\nContent-Disposition: attachment;'
+                                        b' filename="a b.txt"\r\nFrom: Dr. X <x@y> (com)\r\nDate: '
+                                        b'Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-ID: <x@y>\r\n='
+                                        b'C3=A9\r\nContent-Type: MESSAGE/RFC822\r\nFrom: Dr. X <x@'
+                                        b'y> (com)\r\n--b  \r\nReply-To: <>',
+                        'BODY[TEXT]': b'',
+                        'BODY[]': b'Content-Type: multipart/digest; boundary=b\r\nContent-Type: mu'
+                                  b'ltipart/digest; boundary=b\r\nCc: ,,a@b,,\r\nContent-Type: a'
+                                  b'pplication/octet-stream\r\nContent-Type: text/plain; name*0=a;'
+                                  b' name*1=b\r\nContent-Language: fr\r\n\tfolded tab\r\nContent-Ty'
+                                  b'pe: multipart/alternative; boundary="b"\r\nMessage-ID: <m@'
+                                  b'x>\r\nContent-Type: MESSAGE/RFC822\r\nContent-Type: text/pla'
+                                  b'in; name*0=a; name*1=b\r\nContent-Type: multipart/digest; boun'
+                                  b'dary=b\r\nContent-Type: text/html\r\nContent-Type: text/plai'
+                                  b'n; name*0=a; name*1=b\r\n--b\r\nContent-Disposition: attachm'
+                                  b'ent; filename="a b.txt"\r\nFrom: Dr. X <x@y> (com)\r\nDate: '
+                                  b'Mon, 1 Jan 2024 00:00:00 +0000\r\nContent-ID: <x@y>\r\n=C3=A'
+                                  b'9\r\nContent-Type: MESSAGE/RFC822\r\nFrom: Dr. X <x@y> (com)'
+                                  b'\r\n--b  \r\nReply-To: <>',
+                        'ENVELOPE': b'("Mon, 1 Jan 2024 00:00:00 +0000" NIL (("Dr. X" NIL "x" "y")'
+                                    b'("Dr. X" NIL "x" "y")) (("Dr. X" NIL "x" "y")("Dr. X" NIL "x'
+                                    b'" "y")) ((NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")) NIL ('
+                                    b'(NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "MISSIN'
+                                    b'G_MAILBOX" "MISSING_DOMAIN")(NIL NIL "a" "b")(NIL NIL "MISSI'
+                                    b'NG_MAILBOX" "MISSING_DOMAIN")) NIL NIL "<m@x>")',
+                        'echo ': b'BODY[]',
+                        'echo 1': b'BODY[1]',
+                        'echo 1.1': b'BODY[1.1]',
+                        'echo 1.1.1': b'BODY[1.1.1]',
+                        'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                        'echo 1.2': b'BODY[1.2]',
+                        'echo 1.HEADER': b'BODY[1.HEADER]',
+                        'echo 1.MIME': b'BODY[1.MIME]',
+                        'echo 2': b'BODY[2]',
+                        'echo 2.1': b'BODY[2.1]',
+                        'echo 2.1.1': b'BODY[2.1.1]',
+                        'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                        'echo 2.2': b'BODY[2.2]',
+                        'echo 2.HEADER': b'BODY[2.HEADER]',
+                        'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                        'echo 2.MIME': b'BODY[2.MIME]',
+                        'echo 2.TEXT': b'BODY[2.TEXT]',
+                        'echo 3': b'BODY[3]',
+                        'echo HEADER': b'BODY[HEADER]',
+                        'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                        'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                        'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT '
+                                                                 b'FROM)]',
+                        'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_name_only': {'BODY': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)',
+                    'BODYSTRUCTURE': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NI'
+                                     b'L NIL NIL NIL)',
+                    'BODY[1.1.1]': b'',
+                    'BODY[1.1.MIME]': b'',
+                    'BODY[1.1]': b'',
+                    'BODY[1.2]': b'',
+                    'BODY[1.HEADER]': b'',
+                    'BODY[1.MIME]': b'Subject: s\r\nFrom: "q\\"x" <a@b>\r\nSender: x\r\n folded\r\n'
+                                    b'Content-Language: fr\r\nTo: g: h@i;\r\nDate: Mon, 1 Jan 2024'
+                                    b' 00:00:00 +0000\r\n=C3=A9\r\nReply-To: <>\r\nContent-Trans'
+                                    b'fer-Encoding: base64',
+                    'BODY[1]': b'',
+                    'BODY[2.1.1]': b'',
+                    'BODY[2.1.MIME]': b'',
+                    'BODY[2.1]': b'',
+                    'BODY[2.2]': b'',
+                    'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                    'BODY[2.HEADER]': b'',
+                    'BODY[2.MIME]': b'',
+                    'BODY[2.TEXT]': b'',
+                    'BODY[2]': b'',
+                    'BODY[3]': b'',
+                    'BODY[HEADER.FIELDS (FROM TO)]': b'From: "q\\"x" <a@b>\r\nTo: g: h@i;\r\n\r\n',
+                    'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                    'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Sender: x\r\n folded\r\nContent-'
+                                                              b'Language: fr\r\nTo: g: h@i;\r\nD'
+                                                              b'ate: Mon, 1 Jan 2024 00:00:00 +0'
+                                                              b'000\r\n=C3=A9\r\nReply-To: <>\r\nC'
+                                                              b'ontent-Transfer-Encoding: base64',
+                    'BODY[HEADER]': b'Subject: s\r\nFrom: "q\\"x" <a@b>\r\nSender: x\r\n folded\r\n'
+                                    b'Content-Language: fr\r\nTo: g: h@i;\r\nDate: Mon, 1 Jan 2024'
+                                    b' 00:00:00 +0000\r\n=C3=A9\r\nReply-To: <>\r\nContent-Trans'
+                                    b'fer-Encoding: base64',
+                    'BODY[TEXT]': b'',
+                    'BODY[]': b'Subject: s\r\nFrom: "q\\"x" <a@b>\r\nSender: x\r\n folded\r\nCont'
+                              b'ent-Language: fr\r\nTo: g: h@i;\r\nDate: Mon, 1 Jan 2024 00:00:0'
+                              b'0 +0000\r\n=C3=A9\r\nReply-To: <>\r\nContent-Transfer-Encoding: ba'
+                              b'se64',
+                    'ENVELOPE': b'("Mon, 1 Jan 2024 00:00:00 +0000" "s" (({3}\r\nq"x NIL "a" "b"'
+                                b')) (("x folded" NIL "MISSING_MAILBOX" "MISSING_DOMAIN")) ((NIL N'
+                                b'IL "MISSING_MAILBOX" "MISSING_DOMAIN")) ((NIL NIL "g" NIL)(NIL N'
+                                b'IL "h" "i")(NIL NIL NIL NIL)) NIL NIL NIL NIL)',
+                    'echo ': b'BODY[]',
+                    'echo 1': b'BODY[1]',
+                    'echo 1.1': b'BODY[1.1]',
+                    'echo 1.1.1': b'BODY[1.1.1]',
+                    'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                    'echo 1.2': b'BODY[1.2]',
+                    'echo 1.HEADER': b'BODY[1.HEADER]',
+                    'echo 1.MIME': b'BODY[1.MIME]',
+                    'echo 2': b'BODY[2]',
+                    'echo 2.1': b'BODY[2.1]',
+                    'echo 2.1.1': b'BODY[2.1.1]',
+                    'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                    'echo 2.2': b'BODY[2.2]',
+                    'echo 2.HEADER': b'BODY[2.HEADER]',
+                    'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                    'echo 2.MIME': b'BODY[2.MIME]',
+                    'echo 2.TEXT': b'BODY[2.TEXT]',
+                    'echo 3': b'BODY[3]',
+                    'echo HEADER': b'BODY[HEADER]',
+                    'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                    'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                    'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT FROM'
+                                                             b')]',
+                    'echo TEXT': b'BODY[TEXT]'},
+ 'fuzz_repeated_fields': {'BODY': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) '
+                                  b'"digest")',
+                          'BODYSTRUCTURE': b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bi'
+                                           b't" 0 0 NIL NIL NIL NIL) "digest" ("boundary" "b") ("'
+                                           b'attachment" ("filename" "a b.txt")) ("fr") NIL)',
+                          'BODY[1.1.1]': b'',
+                          'BODY[1.1.MIME]': b'',
+                          'BODY[1.1]': b'',
+                          'BODY[1.2]': b'',
+                          'BODY[1.HEADER]': b'',
+                          'BODY[1.MIME]': b'',
+                          'BODY[1]': b'',
+                          'BODY[2.1.1]': b'',
+                          'BODY[2.1.MIME]': b'',
+                          'BODY[2.1]': b'',
+                          'BODY[2.2]': b'',
+                          'BODY[2.HEADER.FIELDS (SUBJECT)]': b'',
+                          'BODY[2.HEADER]': b'',
+                          'BODY[2.MIME]': b'',
+                          'BODY[2.TEXT]': b'',
+                          'BODY[2]': b'',
+                          'BODY[3]': b'',
+                          'BODY[HEADER.FIELDS (FROM TO)]': b'\r\n',
+                          'BODY[HEADER.FIELDS (X-NONE)]': b'\r\n',
+                          'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]': b'Content-Type: multipart/dige'
+                                                                    b'st; boundary=b\r\n--b\r\nCon'
+                                                                    b'tent-Disposition: attachment'
+                                                                    b'; filename="a b.txt"\r\nCo'
+                                                                    b'ntent-Transfer-Encoding: bas'
+                                                                    b'e64\r\nDate: Mon, 1 Jan 20'
+                                                                    b'24 00:00:00 +0000\r\n--b--'
+                                                                    b'\r\nContent-Type: text/pla'
+                                                                    b'in; name*0=a; name*1=b\r\n'
+                                                                    b'Message-ID: <m@x>\r\nReply'
+                                                                    b'-To: <>\r\nContent-Type: t'
+                                                                    b'ext/plain; charset=latin'
+                                                                    b'1\r\nCc: ,,a@b,,\r\n folded\r'
+                                                                    b'\n--b--\r\nContent-Language'
+                                                                    b': fr\r\nContent-Type: ;\r\n',
+                          'BODY[HEADER]': b'Content-Type: multipart/digest; boundary=b\r\n--b\r'
+                                          b'\nContent-Disposition: attachment; filename="a b.txt"'
+                                          b'\r\nContent-Transfer-Encoding: base64\r\nDate: Mon, '
+                                          b'1 Jan 2024 00:00:00 +0000\r\n--b--\r\nContent-Type: '
+                                          b'text/plain; name*0=a; name*1=b\r\nSubject: =?utf-8?q?x'
+                                          b'?= y\r\nMessage-ID: <m@x>\r\nReply-To: <>\r\nSubject: '
+                                          b'caf\xc3\xa9\r\nSubject: =?utf-8?q?x?= y\r\nContent-Typ'
+                                          b'e: text/plain; charset=latin1\r\nSubject: =?utf-8?q?x?'
+                                          b'= y\r\nSubject: =?utf-8?q?x?= y\r\nCc: ,,a@b,,\r\n fol'
+                                          b'ded\r\n--b--\r\nContent-Language: fr\r\nSubject: c'
+                                          b'af\xc3\xa9\r\nContent-Type: ;\r\n',
+                          'BODY[TEXT]': b'',
+                          'BODY[]': b'Content-Type: multipart/digest; boundary=b\r\n--b\r\nContent'
+                                    b'-Disposition: attachment; filename="a b.txt"\r\nContent-Tr'
+                                    b'ansfer-Encoding: base64\r\nDate: Mon, 1 Jan 2024 00:00:00 '
+                                    b'+0000\r\n--b--\r\nContent-Type: text/plain; name*0=a; name*1'
+                                    b'=b\r\nSubject: =?utf-8?q?x?= y\r\nMessage-ID: <m@x>\r\nRep'
+                                    b'ly-To: <>\r\nSubject: caf\xc3\xa9\r\nSubject: =?utf-8?q?x?'
+                                    b'= y\r\nContent-Type: text/plain; charset=latin1\r\nSubject: '
+                                    b'=?utf-8?q?x?= y\r\nSubject: =?utf-8?q?x?= y\r\nCc: ,,a@b'
+                                    b',,\r\n folded\r\n--b--\r\nContent-Language: fr\r\nSubject: c'
+                                    b'af\xc3\xa9\r\nContent-Type: ;\r\n',
+                          'ENVELOPE': b'("Mon, 1 Jan 2024 00:00:00 +0000" {5}\r\ncaf\xc3\xa9 NIL'
+                                      b' NIL ((NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")) NIL '
+                                      b'((NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "M'
+                                      b'ISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "a" "b")(NIL N'
+                                      b'IL "MISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "folded" '
+                                      b'"MISSING_DOMAIN")) NIL NIL "<m@x>")',
+                          'echo ': b'BODY[]',
+                          'echo 1': b'BODY[1]',
+                          'echo 1.1': b'BODY[1.1]',
+                          'echo 1.1.1': b'BODY[1.1.1]',
+                          'echo 1.1.MIME': b'BODY[1.1.MIME]',
+                          'echo 1.2': b'BODY[1.2]',
+                          'echo 1.HEADER': b'BODY[1.HEADER]',
+                          'echo 1.MIME': b'BODY[1.MIME]',
+                          'echo 2': b'BODY[2]',
+                          'echo 2.1': b'BODY[2.1]',
+                          'echo 2.1.1': b'BODY[2.1.1]',
+                          'echo 2.1.MIME': b'BODY[2.1.MIME]',
+                          'echo 2.2': b'BODY[2.2]',
+                          'echo 2.HEADER': b'BODY[2.HEADER]',
+                          'echo 2.HEADER.FIELDS (SUBJECT)': b'BODY[2.HEADER.FIELDS (SUBJECT)]',
+                          'echo 2.MIME': b'BODY[2.MIME]',
+                          'echo 2.TEXT': b'BODY[2.TEXT]',
+                          'echo 3': b'BODY[3]',
+                          'echo HEADER': b'BODY[HEADER]',
+                          'echo HEADER.FIELDS (FROM TO)': b'BODY[HEADER.FIELDS (FROM TO)]',
+                          'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
+                          'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJ'
+                                                                   b'ECT FROM)]',
+                          'echo TEXT': b'BODY[TEXT]'},
  'groups': {'BODY': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1)',
             'BODYSTRUCTURE': b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NI'
                              b'L NIL)',
@@ -1372,3 +2035,190 @@ REFERENCE = {'addresses': {'BODY': b'("text" "plain" ("charset" "us-ascii") NIL 
             'echo HEADER.FIELDS (X-NONE)': b'BODY[HEADER.FIELDS (X-NONE)]',
             'echo HEADER.FIELDS.NOT (SUBJECT FROM)': b'BODY[HEADER.FIELDS.NOT (SUBJECT FROM)]',
             'echo TEXT': b'BODY[TEXT]'}}
+SEARCH_REFERENCE = [['encoded'],
+ ['nested', 'rfc822'],
+ ['encoded'],
+ ['raw_utf8'],
+ ['encoded'],
+ ['encoded'],
+ ['bare_lf',
+  'empty_multipart',
+  'folded',
+  'folded2',
+  'groups',
+  'headers_only',
+  'nested',
+  'no_boundary',
+  'no_end',
+  'params',
+  'rfc2231',
+  'same_boundary',
+  'simple'],
+ ['nested'],
+ ['encoded'],
+ ['encoded'],
+ ['nested'],
+ ['groups'],
+ ['groups'],
+ ['folded'],
+ ['nested'],
+ ['rfc822'],
+ ['folded'],
+ ['bare_lf'],
+ [],
+ ['no_end'],
+ ['nested'],
+ [],
+ [],
+ [],
+ ['folded'],
+ ['folded'],
+ ['folded2', 'nested'],
+ ['nested', 'params'],
+ ['rfc822'],
+ ['nested'],
+ ['folded'],
+ ['encoded',
+  'folded',
+  'folded2',
+  'fuzz_cut_header',
+  'fuzz_language_fold',
+  'fuzz_repeated_fields',
+  'groups',
+  'nested',
+  'raw_utf8',
+  'rfc822',
+  'simple'],
+ ['digest',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'fuzz_language_fold',
+  'fuzz_repeated_fields'],
+ ['groups'],
+ ['addresses',
+  'bare_lf',
+  'digest',
+  'empty_multipart',
+  'fuzz_cut_digest',
+  'fuzz_cut_header',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'fuzz_eof_boundary',
+  'fuzz_language_fold',
+  'fuzz_name_only',
+  'fuzz_repeated_fields',
+  'headers_only',
+  'nested',
+  'no_boundary',
+  'no_date',
+  'no_end',
+  'params',
+  'rfc2231',
+  'same_boundary',
+  'simple'],
+ ['nested'],
+ ['folded', 'folded2', 'groups', 'raw_utf8'],
+ ['addresses',
+  'bare_lf',
+  'digest',
+  'empty_multipart',
+  'fuzz_cut_digest',
+  'fuzz_cut_header',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'headers_only',
+  'no_boundary',
+  'no_date',
+  'no_end',
+  'params',
+  'rfc2231',
+  'same_boundary'],
+ ['folded'],
+ [],
+ ['folded2'],
+ ['bare_lf',
+  'digest',
+  'empty_multipart',
+  'encoded',
+  'folded',
+  'folded2',
+  'fuzz_cut_header',
+  'fuzz_name_only',
+  'fuzz_repeated_fields',
+  'groups',
+  'headers_only',
+  'nested',
+  'no_boundary',
+  'no_date',
+  'no_end',
+  'params',
+  'raw_utf8',
+  'rfc2231',
+  'rfc822',
+  'same_boundary',
+  'simple'],
+ ['addresses',
+  'bare_lf',
+  'digest',
+  'empty_multipart',
+  'encoded',
+  'folded',
+  'folded2',
+  'fuzz_cut_digest',
+  'fuzz_cut_header',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'fuzz_eof_boundary',
+  'fuzz_language_fold',
+  'fuzz_name_only',
+  'fuzz_repeated_fields',
+  'groups',
+  'headers_only',
+  'nested',
+  'no_boundary',
+  'no_date',
+  'no_end',
+  'params',
+  'raw_utf8',
+  'rfc2231',
+  'rfc822',
+  'same_boundary',
+  'simple'],
+ ['encoded'],
+ ['raw_utf8'],
+ ['raw_utf8'],
+ ['simple'],
+ ['addresses',
+  'bare_lf',
+  'digest',
+  'empty_multipart',
+  'folded',
+  'folded2',
+  'fuzz_cut_digest',
+  'fuzz_cut_header',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'fuzz_eof_boundary',
+  'fuzz_language_fold',
+  'fuzz_name_only',
+  'fuzz_repeated_fields',
+  'groups',
+  'headers_only',
+  'nested',
+  'no_boundary',
+  'no_date',
+  'no_end',
+  'params',
+  'raw_utf8',
+  'rfc2231',
+  'same_boundary',
+  'simple'],
+ ['addresses',
+  'fuzz_cut_digest',
+  'fuzz_cut_header',
+  'fuzz_cut_rfc822',
+  'fuzz_empty_body_mime',
+  'fuzz_eof_boundary',
+  'fuzz_language_fold',
+  'fuzz_name_only',
+  'fuzz_repeated_fields']]

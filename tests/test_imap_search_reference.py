@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from proxy.imap.mime import parse_message
 from proxy.imap.search import BadCharset, parse_search
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
-from tests.imap_corpus import CORPUS
+from tests.imap_corpus import CORPUS, SEARCHES
+from tests.imap_dovecot_reference import SEARCH_REFERENCE
 
 WORDS = ["alpha", "Bravo", "charlie", "délta", "écho", "foxtrot", "GOLF", "hôtel"]
 FLAGS = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "$Label1"]
@@ -231,10 +232,9 @@ class Reference:
         if key in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
             wanted = dt.datetime.strptime(self.text(), "%d-%b-%Y").date()
             if key.startswith("SENT"):
-                date = self.msg.get("Date")
-                if date is None:
-                    return False
-                day = email.utils.parsedate_to_datetime(date).date()
+                date = self.msg.get("Date")  # none: 1-Jan-1970, as Dovecot
+                day = (dt.date(1970, 1, 1) if date is None
+                       else email.utils.parsedate_to_datetime(date).date())
                 key = key[4:]
             else:
                 day = dt.datetime.fromtimestamp(self.meta.internal_date, dt.UTC).date()
@@ -250,7 +250,8 @@ class Reference:
             return self.text().lower() in self.body().lower()
         if key == "TEXT":
             needle = self.text().lower()
-            header = "\n".join(f"{k}: {_decoded(v)}" for k, v in self.msg.raw_items()).lower()
+            header = "\n".join(f"{k}: {_decoded(v)}" for part in self.msg.walk()
+                               for k, v in part.raw_items()).lower()  # all parts, as Dovecot
             return needle in header or needle in self.body().lower()
         if key == "NOT":
             return not self.one()
@@ -294,6 +295,24 @@ def test_corpus_subjects_found(name: str) -> None:
             prog = parse_search([Atom("SUBJECT"), word.encode()], charset="UTF-8")
             assert prog.matches(ref.meta, largest_seq=1, largest_uid=1,
                                 load=lambda: parse_message(raw))
+
+
+@pytest.mark.parametrize(("program", "expected"), list(zip(SEARCHES, SEARCH_REFERENCE,
+                                                            strict=True)))
+def test_same_as_dovecot(program: list[str], expected: list[str]) -> None:
+    # Dovecot 2.3 answers recorded by tests/dovecot_reference.py on the corpus stored with CRLF
+    tokens: list[Token] = [Atom(w) if w.isupper() and w.isascii() else w.encode()
+                           for w in program]
+    prog = parse_search(tokens, charset="UTF-8")
+    names = sorted(CORPUS)
+    found = []
+    for uid, name in enumerate(names, 1):
+        raw = CORPUS[name].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        meta = MessageMeta(uid, uid, (), 1795428000.0, len(raw), 1)
+        if prog.matches(meta, largest_seq=len(names), largest_uid=len(names),
+                        load=lambda raw=raw: parse_message(raw)):
+            found.append(name)
+    assert found == expected
 
 
 # ---------------------------------------------------------------- parser

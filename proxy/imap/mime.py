@@ -236,21 +236,27 @@ class _AddressParser:
         s = self.s
         local = bytearray()
         self.i = _skip_cfws(s, self.i)
+        want_word = True
         while True:
             if self.i >= len(s) or s[self.i] in stop or s[self.i] == 0x40:
                 break
             c = s[self.i]
-            if c == 0x22:
-                word, self.i = _quoted(s, self.i)
-                local += word
-            elif c == 0x2E:
+            if c == 0x2E:
                 local.append(c)
                 self.i += 1
+                want_word = True
+            elif not want_word:  # a second word without a dot: not a local-part
+                break
+            elif c == 0x22:
+                word, self.i = _quoted(s, self.i)
+                local += word
+                want_word = False
             elif c in _SPECIALS:
                 self.i += 1
             else:
                 word, self.i = _token(s, self.i, _SPECIALS)
                 local += word
+                want_word = False
             self.i = _skip_cfws(s, self.i, comments)
         if self.i >= len(s) or s[self.i] != 0x40:
             return bytes(local), None
@@ -298,9 +304,12 @@ class _AddressParser:
             self.i = start
             local, domain = self.addr_spec(stop, comments)
             self.i = _skip_cfws(s, self.i, comments)
-            name = comments[-1] if comments else None
-            if not local and domain is None and not name:
+            if self.i < len(s) and s[self.i] not in stop:  # words only: a name, no address
+                self.i = start
+                name = self.phrase(stop)
+                self.out.append(Address(name, None, _MISSING_MAILBOX, _MISSING_DOMAIN))
                 return
+            name = comments[-1] if comments else None
         if domain == b"":  # "user@" with nothing after: Dovecot stops the list there
             self.out.append(Address(name or None, adl, local or _MISSING_MAILBOX,
                                     b"SYNTAX_ERROR"))
@@ -310,8 +319,13 @@ class _AddressParser:
                                 domain or _MISSING_DOMAIN))
 
     def parse(self) -> list[Address]:
+        """Like Dovecot: an empty element before a comma is a MISSING_MAILBOX address, and
+        anything but a comma after an address ends the list."""
         s = self.s
-        while self.i < len(s) and not self.broken:
+        while not self.broken:
+            self.i = _skip_cfws(s, self.i)
+            if self.i >= len(s):
+                break
             start = self.i
             group = self.phrase(b",;<:@")
             if self.i < len(s) and s[self.i] == 0x3A:  # group: display-name ":" [list] ";"
@@ -336,8 +350,9 @@ class _AddressParser:
                 self.i = start
                 self.mailbox(b",")
             self.i = _skip_cfws(s, self.i)
-            if self.i < len(s) and s[self.i] in b",;" or self.i == start:
-                self.i += 1
+            if self.i >= len(s) or s[self.i] != 0x2C:
+                break
+            self.i += 1
         return self.out
 
 
@@ -355,17 +370,23 @@ def parse_addresses(value: bytes) -> list[Address]:
     return _AddressParser(value).parse()
 
 
-def _address_list(value: bytes | None) -> bytes:
-    """The ENVELOPE address list of a header value (RFC 3501 §7.4.2)."""
-    if value is None:
+def _address_list(values: list[bytes] | None) -> bytes:
+    """The ENVELOPE address list of a header field (RFC 3501 §7.4.2); the addresses of
+    repeated fields are concatenated (as Dovecot does)."""
+    if not values:
         return b"NIL"
+    entries = b"".join(_address_entries(v) for v in values)
+    return b"(" + entries + b")" if entries else b"NIL"
+
+
+def _address_entries(value: bytes) -> bytes:
     # Fast path: dot-atoms need no quoting, names made of atoms neither.
-    out = [b"("]
+    out = []
     pos, n, match = 0, len(value), _FAST_ADDRESS.match
     while pos < n:
         m = match(value, pos)
         if m is None or m.end() == pos:
-            return _address_list_full(value)
+            return _address_entries_full(value)
         quoted, atoms, local, domain, local2, domain2 = m.groups()
         if local2 is not None:
             out.append(b'(NIL NIL "%s" "%s")' % (local2, domain2))
@@ -376,21 +397,15 @@ def _address_list(value: bytes | None) -> bytes:
                                                   domain))
         pos = m.end()
     if n == 0 or value.endswith(b","):
-        return _address_list_full(value)
-    out.append(b")")
+        return _address_entries_full(value)
     return b"".join(out)
 
 
-def _address_list_full(value: bytes) -> bytes:
-    addresses = _AddressParser(value).parse()
-    if not addresses:
-        return b"NIL"
-    out = [b"("]
-    for a in addresses:
-        out.append(b"(%s %s %s %s)" % (b"NIL" if a.name is None else _humans(a.name),
-                                       _nstring(a.adl), _nstring(a.mailbox), _nstring(a.host)))
-    out.append(b")")
-    return b"".join(out)
+def _address_entries_full(value: bytes) -> bytes:
+    return b"".join(
+        b"(%s %s %s %s)" % (b"NIL" if a.name is None else _humans(a.name), _nstring(a.adl),
+                            _nstring(a.mailbox), _nstring(a.host))
+        for a in _AddressParser(value).parse())
 
 
 # ---------------------------------------------------------------- Content-* parsing (RFC 2045)
@@ -436,7 +451,7 @@ def _mime_params(s: bytes, i: int) -> list[tuple[bytes, bytes]]:
         i = _skip_cfws(s, i + 1)
         name, i = _token(s, i, _TSPECIALS)
         i = _skip_cfws(s, i)
-        if not name or i >= n or s[i] != 0x3D:
+        if i >= n or s[i] != 0x3D:  # (an empty name before "=" is kept, as Dovecot)
             continue
         i = _skip_cfws(s, i + 1)
         if i < n and s[i] == 0x22:
@@ -493,6 +508,24 @@ def _pct_encode(value: bytes) -> bytes:
                     for c in value)
 
 
+def _content_type(v: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    """``type "/" subtype *(";" parameter)`` (RFC 2045 §5.1); a broken value gives empty type
+    and subtype, no parameters (as Dovecot; a lone type gets an empty subtype)."""
+    ctype, i = _token(v, _skip_cfws(v, 0), _TSPECIALS)
+    i = _skip_cfws(v, i)
+    if not ctype:
+        return b"", b"", []
+    sub = b""
+    if i < len(v) and v[i] == 0x2F:
+        sub, i = _token(v, _skip_cfws(v, i + 1), _TSPECIALS)
+        if not sub:
+            return b"", b"", []
+        i = _skip_cfws(v, i)
+    if i < len(v) and v[i] != 0x3B:
+        return b"", b"", []
+    return ctype, sub, _mime_params(v, i)
+
+
 def _content_info(raw: bytes, fields: list[HeaderField], default: tuple[bytes, bytes]) -> (
         ContentInfo):
     info = ContentInfo(type=default[0], subtype=default[1])
@@ -504,18 +537,12 @@ def _content_info(raw: bytes, fields: list[HeaderField], default: tuple[bytes, b
         v = f.value
         name = f.name[8:]
         if name == b"type":
-            i = _skip_cfws(v, 0)
-            ctype, i = _token(v, i, _TSPECIALS)
-            i = _skip_cfws(v, i)
-            if ctype:
-                sub = b""
-                if i < len(v) and v[i] == 0x2F:
-                    sub, i = _token(v, _skip_cfws(v, i + 1), _TSPECIALS)
-                info.type, info.subtype, info.explicit_type = ctype, sub, True
-                info.params = _mime_params(v, i)
+            info.explicit_type = True
+            info.type, info.subtype, info.params = _content_type(v)
         elif name == b"transfer-encoding":
-            token, _ = _token(v, _skip_cfws(v, 0), _TSPECIALS)
-            info.encoding = token or None
+            token, i = _token(v, _skip_cfws(v, 0), _TSPECIALS)
+            if token and _skip_cfws(v, i) == len(v):  # one token and nothing else
+                info.encoding = token
         elif name == b"id":
             info.id = v
         elif name == b"description":
@@ -527,8 +554,18 @@ def _content_info(raw: bytes, fields: list[HeaderField], default: tuple[bytes, b
             if token:
                 info.disposition = token
                 info.disposition_params = _mime_params(v, i)
-        elif name == b"language":
-            langs = [t for t in re.split(rb"[\s,]+", re.sub(rb"\([^)]*\)", b"", v)) if t]
+        elif name == b"language":  # RFC 3282: 1#Language-tag; stops at anything else
+            langs: list[bytes] = []
+            i = _skip_cfws(v, 0)
+            while True:
+                tag, i = _token(v, i, _SPECIALS)
+                if not tag:
+                    break
+                langs.append(tag)
+                i = _skip_cfws(v, i)
+                if i >= len(v) or v[i] != 0x2C:
+                    break
+                i = _skip_cfws(v, i + 1)
             info.language = langs or None
         elif name == b"location":
             info.location = v
@@ -552,9 +589,10 @@ class Part:
     children: list[Part] = field(default_factory=list)  # multipart/*
     message: Part | None = None  # the encapsulated message of message/rfc822
     multipart: bool = False  # multipart/* with a boundary
+    mime_end: int = -1  # end of the header as MIME/HEADER return it (see _TreeBuilder.parse)
 
     def header_bytes(self) -> bytes:
-        return self.raw[self.start:self.body]
+        return self.raw[self.start:self.body if self.mime_end < 0 else self.mime_end]
 
     def body_bytes(self) -> bytes:
         return self.raw[self.body:self.end]
@@ -588,9 +626,10 @@ class Part:
 
 
 class _TreeBuilder:
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, top_fields: list[HeaderField] | None = None) -> None:
         self.raw = raw
         self.count = 0
+        self.top_fields = top_fields  # already parsed fields of the top header
 
     def boundary_at(self, pos: int, stack: list[bytes]) -> tuple[int, bool] | None:
         """If a boundary line of ``stack`` starts at ``pos``: (its index, is close)."""
@@ -643,23 +682,41 @@ class _TreeBuilder:
         return end
 
     def parse(self, start: int, limit: int, stack: list[bytes], default: tuple[bytes, bytes],
-              depth: int) -> tuple[Part, int, int, bool]:
-        """Parse the entity at ``start``; returns it and where it stopped: (part, boundary
-        line start or limit, stack index or -1, close)."""
+              depth: int, root: bool = False) -> tuple[Part, int, int, bool]:
+        """Parse the entity at ``start`` (``root``: a message, not a body part); returns it
+        and where it stopped: (part, boundary line start or limit, stack index or -1, close).
+        """
         raw = self.raw
         self.count += 1
         header_end, body = _header_end(raw, start, limit)
-        # A boundary line inside the header block ends the entity there.
-        line, k, close = self.next_boundary(start, header_end, stack)
-        if k >= 0:
+        # A boundary line inside the header block ends the entity there; the line break
+        # before a boundary belongs to it, even the blank line after a header (as Dovecot:
+        # that is what MIME and HEADER return).
+        line, k, close = self.next_boundary(start, min(body + 2, limit), stack)
+        mime_end = body
+        cut = k >= 0 and line < body
+        if cut:
             header_end = body = line
-        fields = _header_fields(raw, start, header_end)
-        info = _content_info(raw, fields, default)
-        part = Part(raw, start, header_end, body, limit, info, fields)
-        if k >= 0:
-            part.end = line
-            return part, line, k, close
+            mime_end = self.content_end(raw, line, start)
+        fields = (self.top_fields if start == 0 and self.top_fields is not None
+                  else _header_fields(raw, start, header_end))
+        if root and not any(f.name in (b"mime-version", b"content-type") for f in fields):
+            info = ContentInfo()  # not MIME: Content-* fields are ignored (as Dovecot)
+        else:
+            info = _content_info(raw, fields, default)
         ctype = info.type.lower()
+        own_boundary = info.param(b"boundary") if ctype == b"multipart" else None
+        if (k >= 0 and line == body and body > header_end
+                and not (own_boundary and raw.startswith(b"--" + own_boundary, body))):
+            mime_end = header_end  # an empty body right before an enclosing boundary
+        part = Part(raw, start, header_end, body, limit, info, fields, mime_end=mime_end)
+        if cut:  # cut short by a boundary: an empty multipart or message stays one
+            part.end = line
+            if ctype == b"multipart":
+                part.multipart = True
+            elif ctype == b"message" and info.subtype.lower() in (b"rfc822", b"global"):
+                part.message = Part(raw, line, line, line, line, ContentInfo(), [])
+            return part, line, k, close
         boundary = info.param(b"boundary") if ctype == b"multipart" else None
         too_deep = depth >= _MAX_DEPTH or self.count >= _MAX_PARTS
         if ctype == b"multipart":  # without a boundary: a multipart without parts
@@ -670,7 +727,7 @@ class _TreeBuilder:
                 and not too_deep):
             # The enclosing boundaries still end the encapsulated message (as Dovecot).
             inner, line, k, close = self.parse(body, limit, stack, (b"text", b"plain"),
-                                               depth + 1)
+                                               depth + 1, root=True)
             part.message = inner
             part.end = inner.end
             return part, line, k, close
@@ -687,6 +744,9 @@ class _TreeBuilder:
                          else (b"text", b"plain"))
         line, k, close = self.next_boundary(part.body, limit, inner)  # skip the preamble
         while k == me and not close:
+            if self.raw.find(b"\n", line, limit) < 0:  # a last boundary line without line
+                line, k, close = limit, -1, False      # ending starts no part (as Dovecot)
+                break
             child_start = self.line_end(line, limit)
             child, line, k, close = self.parse(child_start, limit, inner, child_default,
                                                depth + 1)
@@ -755,14 +815,21 @@ def parse_section(spec: str, fields: tuple[str, ...] = ()) -> Section:
 
 
 def _field_lines(raw: bytes, fields: list[HeaderField], names: tuple[str, ...], keep: bool,
-                 header_end: int, body: int) -> bytes:
-    """HEADER.FIELDS (keep) / HEADER.FIELDS.NOT: the fields as stored, then a blank line
-    (for .NOT only when the header has one, as Dovecot)."""
+                 start: int, header_end: int, body: int) -> bytes:
+    """HEADER.FIELDS (``keep``): the named fields as stored, then CRLF. HEADER.FIELDS.NOT:
+    the header as stored without the named fields (lines that are not fields stay), then a
+    blank line if the header has one. Both as Dovecot."""
     wanted = {n.lower().encode() for n in names}
-    out = [raw[f.start:f.end] for f in fields if (f.name in wanted) == keep]
-    if out and not out[-1].endswith(b"\n"):
-        out[-1] += b"\r\n"
-    if keep or body > header_end:
+    if keep:
+        return b"".join([raw[f.start:f.end] for f in fields if f.name in wanted] + [b"\r\n"])
+    out: list[bytes] = []
+    pos = start
+    for f in fields:
+        if f.name in wanted:
+            out.append(raw[pos:f.start])
+            pos = f.end
+    out.append(raw[pos:header_end])
+    if body > header_end:
         out.append(b"\r\n")
     return b"".join(out)
 
@@ -791,11 +858,14 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     return data.decode(_codec(charset), "replace")
 
 
+_FOLD = re.compile(rb"\n[ \t]?")
+
+
 def decode_header_value(value: bytes) -> str:
     """RFC 2047 encoded words decoded (white space between adjacent words dropped, §6.2),
     raw 8-bit as UTF-8 (RFC 6532)."""
-    if b"\n" in value:  # folds kept by the header parser
-        value = value.replace(b"\r", b"").replace(b"\n", b"")
+    if b"\n" in value:  # a fold kept by the header parser reads as one space (as Dovecot)
+        value = _FOLD.sub(b" ", value.replace(b"\r", b""))
     if b"=?" not in value:
         return decode_bytes(value)
     value = _BETWEEN_WORDS.sub(rb"\1\2", value)
@@ -826,13 +896,22 @@ _ENVELOPE_FIELDS = (b"date", b"subject", b"from", b"sender", b"reply-to", b"to",
 
 
 def _envelope_of(fields: list[HeaderField]) -> bytes:
-    """RFC 3501 §7.4.2 ENVELOPE from a header's fields (the last of repeated fields wins,
-    as in Dovecot)."""
-    return _envelope_from({f.name: f.value for f in fields if f.name in _ENVELOPE_FIELDS})
+    """RFC 3501 §7.4.2 ENVELOPE from a header's fields."""
+    found: dict[bytes, list[bytes]] = {}
+    for f in fields:
+        if f.name in _ENVELOPE_FIELDS:
+            found.setdefault(f.name, []).append(f.value)
+    return _envelope_from(found)
 
 
-def _envelope_from(found: dict[bytes, bytes]) -> bytes:
+def _envelope_from(found: dict[bytes, list[bytes]]) -> bytes:
+    """Repeated fields: the last string wins, address lists add up (as Dovecot)."""
     get = found.get
+
+    def last(name: bytes) -> bytes | None:
+        values = found.get(name)
+        return values[-1] if values else None
+
     from_ = _address_list(get(b"from"))
     sender = _address_list(get(b"sender"))
     reply_to = _address_list(get(b"reply-to"))
@@ -842,11 +921,11 @@ def _envelope_from(found: dict[bytes, bytes]) -> bytes:
     if reply_to == b"NIL":
         reply_to = from_
     return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        _nstring_nolf(get(b"date")), b"NIL" if (subject := get(b"subject")) is None
+        _nstring_nolf(last(b"date")), b"NIL" if (subject := last(b"subject")) is None
         else _humans(subject), from_, sender,
         reply_to, _address_list(get(b"to")), _address_list(get(b"cc")),
-        _address_list(get(b"bcc")), _nstring_nolf(get(b"in-reply-to")),
-        _nstring_nolf(get(b"message-id")))
+        _address_list(get(b"bcc")), _nstring_nolf(last(b"in-reply-to")),
+        _nstring_nolf(last(b"message-id")))
 
 
 
@@ -876,8 +955,13 @@ class ParsedMessage:
             return _envelope_of(self._top_fields)
         raw = self.raw
         header_end, _ = _header_end(raw, 0, len(raw))
-        found = {m.group(1).lower(): _field_value(m.group(2))
-                 for m in _ENVELOPE_FIELD.finditer(raw, 0, header_end)}
+        found: dict[bytes, list[bytes]] = {}
+        for m in _ENVELOPE_FIELD.finditer(raw, 0, header_end):
+            name = m.group(1).lower()
+            if name in found:
+                found[name].append(_field_value(m.group(2)))
+            else:
+                found[name] = [_field_value(m.group(2))]
         return _envelope_from(found)
 
     def header_values(self, name: str) -> list[str]:
@@ -888,13 +972,22 @@ class ParsedMessage:
     def header_names(self) -> list[str]:
         return [f.name.decode("ascii", "replace") for f in self._fields()]
 
+    def header_text(self, all_parts: bool = False) -> str:
+        """Header fields as ``name: decoded value`` lines: the top-level ones, or (for SEARCH
+        TEXT, as Dovecot) those of every part and encapsulated message too."""
+        fields = ([f for part in self.root.walk() for f in part.fields] if all_parts
+                  else self._fields())
+        return "\n".join(f"{f.name.decode('ascii', 'replace')}: {decode_header_value(f.value)}"
+                         for f in fields)
+
     # -- structure
 
     @property
     def root(self) -> Part:
         if self._root is None:
-            builder = _TreeBuilder(self.raw)
-            self._root, _, _, _ = builder.parse(0, len(self.raw), [], (b"text", b"plain"), 0)
+            builder = _TreeBuilder(self.raw, self._top_fields)
+            self._root, _, _, _ = builder.parse(0, len(self.raw), [], (b"text", b"plain"), 0,
+                                                root=True)
         return self._root
 
     def bodystructure(self, extended: bool) -> bytes:
@@ -908,8 +1001,8 @@ class ParsedMessage:
         """The part named by section numbers (RFC 3501 §6.4.5), None if there is none."""
         part = self.root
         itself = False  # the previous number was 1 of a non-multipart: it named the part itself
-        for n in numbers:
-            if part.message is not None:  # part of an encapsulated message
+        for step, n in enumerate(numbers):
+            if part.message is not None and step:  # into an encapsulated message
                 part = part.message
                 itself = False
             if part.multipart:
@@ -955,14 +1048,14 @@ class ParsedMessage:
                 if spec.text == "HEADER":
                     return raw[:body]
                 return _field_lines(raw, self._fields(), spec.fields,
-                                    spec.text == "HEADER.FIELDS", header_end, body)
+                                    spec.text == "HEADER.FIELDS", 0, header_end, body)
             msg = self.root
         if spec.text == "HEADER":
             return msg.header_bytes()
         if spec.text == "TEXT":
             return msg.body_bytes()
         return _field_lines(raw, msg.fields, spec.fields, spec.text == "HEADER.FIELDS",
-                            msg.header_end, msg.body)
+                            msg.start, msg.header_end, msg.body)
 
     # -- search
 
@@ -1003,7 +1096,7 @@ def _extension(info: ContentInfo, out: list[bytes]) -> None:
         out.append(b" NIL")
     else:
         out.append(b" (" + b" ".join(_nstring(x) for x in info.language) + b")")
-    out.append(b" " + _nstring(info.location))
+    out.append(b" " + _nstring_nolf(info.location))
 
 
 def _write_structure(part: Part, extended: bool, out: list[bytes]) -> None:
@@ -1031,7 +1124,7 @@ def _write_structure(part: Part, extended: bool, out: list[bytes]) -> None:
     if text and info.param(b"charset") is None:
         params = [*params, (b"charset", b"us-ascii")]
     out.append(b" " + _params(params))
-    out.append(b" %s %s %s %d" % (_nstring(info.id), _nstring(info.description),
+    out.append(b" %s %s %s %d" % (_nstring_nolf(info.id), _nstring_nolf(info.description),
                                   _nstring(info.encoding or b"7bit"),
                                   part.end - part.body))
     if text:
@@ -1041,5 +1134,5 @@ def _write_structure(part: Part, extended: bool, out: list[bytes]) -> None:
         _write_structure(part.message, extended, out)
         out.append(b") %d" % part.lines())
     if extended:
-        out.append(b" " + _nstring(info.md5))
+        out.append(b" " + _nstring_nolf(info.md5))
         _extension(info, out)

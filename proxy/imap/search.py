@@ -78,7 +78,7 @@ class Header:
 @dataclass(frozen=True)
 class Body:
     text: str  # case-folded
-    with_header: bool  # TEXT (header and body) rather than BODY
+    with_header: bool  # TEXT (headers of the message and its parts, and body) not BODY
 
 
 @dataclass(frozen=True)
@@ -124,17 +124,20 @@ def _walk(key: Key) -> list[Key]:
 # ---------------------------------------------------------------- evaluation
 
 
-def _sent_date(msg: ParsedMessage) -> dt.date | None:
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _sent_date(msg: ParsedMessage) -> dt.date:
+    """The Date: field's day as written (RFC 3501 ignores time and zone); a missing or
+    unreadable Date: counts as 1-Jan-1970, as Dovecot does."""
     values = msg.header_values("date")
-    if not values:
-        return None
-    parsed = email.utils.parsedate_tz(values[0])
+    parsed = email.utils.parsedate_tz(values[0]) if values else None
     if parsed is None:
-        return None
+        return _EPOCH
     try:
-        return dt.date(parsed[0], parsed[1], parsed[2])  # as written: RFC 3501 ignores zone
+        return dt.date(parsed[0], parsed[1], parsed[2])
     except ValueError:
-        return None
+        return _EPOCH
 
 
 def _compare(op: str, day: dt.date | None, wanted: dt.date) -> bool:
@@ -167,9 +170,7 @@ class _Context:
     def header(self) -> str:
         if self._header is None:
             assert self.msg is not None
-            msg = self.msg
-            self._header = "\n".join(f"{name}: {value}" for name in msg.header_names()
-                                     for value in msg.header_values(name)).casefold()
+            self._header = self.msg.header_text(all_parts=True).casefold()
         return self._header
 
 
