@@ -110,6 +110,21 @@ def test_starttls_listener_hides_credentials_until_tls(running_node: Node) -> No
     m.logout()
 
 
+def test_starttls_discards_commands_pipelined_in_clear(running_node: Node) -> None:
+    """RFC 3501 §6.2.1 / CVE-2011-0411 class: a command sent in clear right behind STARTTLS
+    must not be executed inside the TLS session."""
+    sock = socket.create_connection(("127.0.0.1", running_node.ports["imap"]), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    sock.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
+    assert f.readline() == b"a OK Begin TLS negotiation now\r\n"
+    tls = running_node.client_context().wrap_socket(sock)
+    tls.sendall(b"c NOOP\r\n")
+    tf = tls.makefile("rb")
+    assert tf.readline() == b"c OK NOOP completed\r\n"
+    tls.close()
+
+
 def test_authenticate_plain_with_initial_response(running_node: Node) -> None:
     m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
                           ssl_context=running_node.client_context(), timeout=10)

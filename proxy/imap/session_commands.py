@@ -69,7 +69,12 @@ async def starttls(s: Session, cmd: Command) -> Result:
         raise ImapParseError("TLS already active")
     s.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
     await s.flush()
-    s.input.buffer.clear()  # RFC 3501 §6.2.1: nothing sent before the handshake is kept
+    # RFC 3501 §6.2.1: nothing the client sent in clear behind STARTTLS is kept (ours and
+    # the stream reader's buffers; the latter has no public API for it)
+    s.input.buffer.clear()
+    pending = getattr(s.reader, "_buffer", None)
+    if isinstance(pending, bytearray):
+        pending.clear()
     await s.writer.start_tls(s.ctx.tls)
     s.tls = True
     raise Responded
