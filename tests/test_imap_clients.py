@@ -543,3 +543,16 @@ def test_mbsync_over_starttls(tmp_path: object) -> None:
         two_way_sync(endpoint, base / "sync", 100)
     finally:
         node.stop()
+
+
+def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
+    raw = Raw(running_node, source="127.0.0.40")
+    raw.login()
+    for i in range(19):
+        raw.send(b"e%d NOOP extra\r\n" % i)  # BAD from the handler
+        assert raw.line() == b"e%d BAD Wrong number of arguments" % i
+    raw.send(b"e19 FROB\r\n")
+    assert raw.line() == b"e19 BAD Unknown command"
+    assert raw.line() == b"* BYE Too many invalid commands"
+    assert raw.file.readline() == b""
+    raw.close()

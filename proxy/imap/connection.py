@@ -249,6 +249,7 @@ class Session:
         self.tagged(tag or "*", "BAD", text)
         if self.errors >= self.ctx.config.max_errors:
             self.untagged(b"BYE Too many invalid commands")
+            self.state = LOGOUT
             return False
         return True
 
