@@ -30,6 +30,7 @@ from proxy.imap.seqset import STAR, format_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 
 _BATCH = 250  # messages decrypted per worker-thread round trip
+AUDIT_CHUNK = 100  # messages named per audit record
 
 
 def _sel(s: Session) -> Selected:
@@ -58,6 +59,16 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
         for low, high in sset.resolved(len(rows)):
             out += [(i, rows[i - 1]) for i in range(low, high + 1)]
     return out
+
+
+def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[Any],
+                  **detail: Any) -> list[AuditRecord]:
+    """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
+    transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
+    return [s.record(event, mailbox=sel.owner.address,
+                     detail={"folder": sel.folder.name, "delegated": sel.delegated,
+                             key: items[i:i + AUDIT_CHUNK], **detail})
+            for i in range(0, len(items), AUDIT_CHUNK)]
 
 
 def _meta(seq: int, row: backend.Row) -> MessageMeta:
@@ -169,9 +180,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
         await s.maybe_flush()
     records = []
     if audited and served:
-        records.append(s.record("imap.fetch", mailbox=sel.owner.address,
-                                detail={"folder": sel.folder.name, "messages": served,
-                                        "delegated": sel.delegated}))
+        records += _per_messages(s, "imap.fetch", sel, "messages", served)
     records += _tampered(s, sel, broken)
     if records:
         await s.audit(*records)
@@ -227,9 +236,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
                if "\\Deleted" in f and "\\Deleted" not in _row_flags(rows, u)]
     audit = []
     if deleted:
-        audit.append(s.record("imap.store.deleted", mailbox=sel.owner.address,
-                              detail={"folder": sel.folder.name, "uids": deleted,
-                                      "delegated": sel.delegated}))
+        audit += _per_messages(s, "imap.store.deleted", sel, "uids", deleted)
     failed: list[int] = []
     if changes:
         _, written, failed = await s.write(lambda conn: backend.set_flags(
@@ -354,9 +361,7 @@ async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -
     def audit_for(gone: list[tuple[int, str]]) -> list[AuditRecord]:
         if not gone:
             return []
-        return [s.record("imap.expunge", mailbox=sel.owner.address,
-                         detail={"folder": sel.folder.name, "messages": [list(g) for g in gone],
-                                 "delegated": sel.delegated})]
+        return _per_messages(s, "imap.expunge", sel, "messages", [list(g) for g in gone])
     gone = await s.write(lambda conn: backend.expunge(conn, sel.folder.id, only, audit_for))
     if gone:
         s.ctx.notifier.changed(sel.owner.id)
@@ -409,13 +414,11 @@ async def copy_move(s: Session, cmd: Command) -> Result:
         return f"{cmd.name} completed"
     src_uids = [r.uid for _, r in rows]
     event = "imap.move" if moving else "imap.copy"
-    record = s.record(event, mailbox=sel.owner.address,
-                      detail={"folder": sel.folder.name, "to_mailbox": target.owner.address,
-                              "to_folder": target.folder,
-                              "messages": [[r.uid, r.id] for _, r in rows]})
+    records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
+                            to_mailbox=target.owner.address, to_folder=target.folder)
     if moving and target.owner.id == sel.owner.id:
         validity, new_uids = await s.write(lambda conn: backend.move_messages(
-            conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], [record]))
+            conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], records))
     else:
         opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
                             [r.id for _, r in rows])
@@ -439,7 +442,7 @@ async def copy_move(s: Session, cmd: Command) -> Result:
         sources = await s.thread(reseal)
 
         def work(conn: Connection) -> tuple[int, list[int]]:
-            result = backend.copy_messages(conn, dest.id, target.owner.id, sources, [record])
+            result = backend.copy_messages(conn, dest.id, target.owner.id, sources, records)
             if moving:
                 backend.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
             return result
