@@ -208,9 +208,10 @@ class Session:
                           .encode())
             await self.flush()
             while self.state != LOGOUT:
-                if not await self.step():
+                more = await self.step()
+                await self.flush()  # the last replies too (a BYE before closing)
+                if not more:
                     break
-                await self.flush()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except Exception as exc:  # a bug must end this connection only, never the server
