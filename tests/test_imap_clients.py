@@ -545,6 +545,24 @@ def test_mbsync_over_starttls(tmp_path: object) -> None:
         node.stop()
 
 
+def test_disabled_mailbox_sessions_end(running_node: Node) -> None:
+    carol = f"carol@{DOMAIN}"
+    running_node.cli("mailbox", "add", carol, "--type", "PER", "--rpps", "10000000003",
+                     "--password-stdin", input=PASSWORD + "\n")
+    raw = Raw(running_node)
+    raw.login(carol)
+    running_node.cli("mailbox", "disable", carol)
+    time.sleep(10.5)  # proxy/imap/connection.py ENABLED_CHECK
+    raw.send(b"n NOOP\r\n")
+    assert raw.line() == b"* BYE Mailbox disabled"
+    raw.close()
+    m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
+                          ssl_context=running_node.client_context(), timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        m.login(carol, PASSWORD)
+    m.logout()
+
+
 def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
     raw = Raw(running_node, source="127.0.0.40")
     raw.login()

@@ -143,6 +143,11 @@ def uids(conn: Connection, folder_id: int) -> list[int]:
     return list(conn.execute(_UIDS, {"folder": folder_id}).scalars())
 
 
+def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
+    return bool(conn.execute(select(db.mailboxes.c.enabled)
+                             .where(db.mailboxes.c.id == mailbox_id)).scalar())
+
+
 def folder_counts(conn: Connection, folder_id: int) -> tuple[int, int, int]:
     """(messages, unseen, recent=0) for STATUS."""
     flags = list(conn.execute(select(db.messages.c.flags)

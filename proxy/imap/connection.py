@@ -46,6 +46,7 @@ T = TypeVar("T")
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
+ENABLED_CHECK = 10.0  # seconds between checks that the logged-in mailbox is still enabled
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Session:
                                       max_command=4 * PREAUTH_MAX_LITERAL)
         self.errors = 0
         self.command_name = ""
+        self.enabled_checked = time.monotonic()
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -265,6 +267,8 @@ class Session:
         if self.state not in states:
             self.bad(command.tag, "Command not valid in this state")
             return
+        if not await self.still_enabled():
+            return
         self.command_name = command.name
         try:
             done_text = await handler(self, command)
@@ -293,6 +297,18 @@ class Session:
         await self.updates(command)
         text, code = done_text if isinstance(done_text, tuple) else (done_text, None)
         self.tagged(command.tag, "OK", text, code)
+
+    async def still_enabled(self) -> bool:
+        """A mailbox disabled by the operator (mss mailbox disable) ends its sessions at their
+        next command (checked at most every ENABLED_CHECK seconds)."""
+        if self.user is None or time.monotonic() - self.enabled_checked < ENABLED_CHECK:
+            return True
+        self.enabled_checked = time.monotonic()
+        if await self.db(backend.mailbox_enabled, self.user.id):
+            return True
+        self.untagged(b"BYE Mailbox disabled")
+        self.state = LOGOUT
+        return False
 
     # ------------------------------------------------------------------ selected state
     def close_selected(self) -> None:
@@ -412,6 +428,8 @@ class Session:
                 for task in pending:
                     if task is not line_task:
                         task.cancel()
+                if not await self.still_enabled():
+                    return
                 if self.selected is not None and (watch is not None or not done):
                     await self.refresh(allow_expunge=True)
                     await self.flush()
