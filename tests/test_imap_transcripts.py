@@ -450,3 +450,63 @@ C: a\0b\r\n
 S: * 2 EXISTS
 S: b1 OK [APPENDUID <n> 2] APPEND completed
 """)
+
+
+def test_authenticate_continuation(running_node: Node) -> None:
+    import base64
+
+    response = base64.b64encode(f"\0{BOB}\0{PASSWORD}".encode()).decode()
+    run(running_node, f"""
+C: a1 AUTHENTICATE PLAIN
+S: +\x20
+C: {response}
+S: a1 OK [CAPABILITY {AUTHED_CAPS}] Logged in
+C: a2 AUTHENTICATE PLAIN
+S: a2 BAD Command not valid in this state
+""", login=False)
+
+
+def test_uid_expunge_close_and_modseq_search(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-exp
+S: a1 OK CREATE completed
+C: a2 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a3 OK [APPENDUID <n> 2] APPEND completed
+C: a4 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a4 OK [APPENDUID <n> 3] APPEND completed
+C: a5 SELECT T-exp (CONDSTORE)
+S: <*>
+S: <*>
+S: * 3 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a5 OK [READ-WRITE] SELECT completed
+C: a6 UID SEARCH MODSEQ 3
+S: * SEARCH 2 3 (MODSEQ 4)
+S: a6 OK UID SEARCH completed
+C: a7 UID EXPUNGE 2
+S: * 2 EXPUNGE
+S: a7 OK UID EXPUNGE completed
+C: a8 UID SEARCH RETURN (COUNT) DELETED
+S: * ESEARCH (TAG "a8") UID COUNT 2
+S: a8 OK UID SEARCH completed
+C: a9 CLOSE
+S: a9 OK CLOSE completed
+C: b1 STATUS T-exp (MESSAGES UIDNEXT)
+S: * STATUS T-exp (MESSAGES 0 UIDNEXT 4)
+S: b1 OK STATUS completed
+C: b2 CLOSE
+S: b2 BAD Command not valid in this state
+""")
