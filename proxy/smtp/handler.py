@@ -297,14 +297,14 @@ class SmtpHandler:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
             await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
             session.pending_audit = []
-            for copy in delivery.local:  # wake IMAP sessions (IDLE) watching the mailbox
-                imap_notifier.default().changed(copy.mailbox_id)
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
             self._emit_record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
                               mail_from=mail_from, message_id=header_msgid,
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
+        for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
+            imap_notifier.default().changed(copy.mailbox_id)
         log.info("accepted", session=session.id, queue_id=queue_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
         return f"250 2.0.0 OK queued as {queue_id[:16]}"
