@@ -304,6 +304,35 @@ def test_idle_reports_smtp_delivery_within_one_second(running_node: Node) -> Non
     assert delay < 1.0
 
 
+def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> None:
+    other = imaps(running_node)
+    folder = new_folder(other, "Idle-peer")
+    other.append(folder, None, None, message("peer 1"))
+    other.append(folder, None, None, message("peer 2"))
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(f"s SELECT {folder}\r\n".encode())
+    raw.until(b"s")
+    raw.send(b"i IDLE\r\n")
+    assert raw.line() == b"+ idling"
+    other.select(folder)
+    started = time.monotonic()
+    other.store("1", "+FLAGS", "(\\Flagged)")
+    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    other.store("2", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    line = raw.line()
+    if line.startswith(b"* 2 FETCH"):  # the \\Deleted flag, unless the expunge came first
+        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"
+        line = raw.line()
+    assert line == b"* 2 EXPUNGE"
+    assert time.monotonic() - started < 2.0
+    raw.send(b"DONE\r\n")
+    assert raw.line() == b"i OK IDLE terminated"
+    raw.close()
+    other.logout()
+
+
 def test_commands_pipelined_after_done(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login()
