@@ -219,6 +219,30 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
     print(f"mailbox {m.address} disabled")
 
 
+@mailbox_app.command("grant")
+def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
+    """Share an ORG/APP mailbox with a user over IMAP (seen as Shared/ADDRESS/...)."""
+    from proxy.imap.grants import grant
+
+    with node(ctx) as node_app, node_app.engine.begin() as conn:
+        shared, grantee = grant(conn, address, user)
+        append(conn, [AuditRecord("admin.mailbox.grant", actor=actor(), mailbox=shared.address,
+                                  detail={"grantee": grantee.address})])
+    print(f"{grantee.address} now has access to {shared.address}")
+
+
+@mailbox_app.command("revoke")
+def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
+    """Remove a user's access to a shared mailbox (effective at their next command)."""
+    from proxy.imap.grants import revoke
+
+    with node(ctx) as node_app, node_app.engine.begin() as conn:
+        shared, grantee = revoke(conn, address, user)
+        append(conn, [AuditRecord("admin.mailbox.revoke", actor=actor(),
+                                  mailbox=shared.address, detail={"grantee": grantee.address})])
+    print(f"{grantee.address} no longer has access to {shared.address}")
+
+
 # --------------------------------------------------------------------------- keys
 
 @keys_app.command("rotate")

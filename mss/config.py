@@ -195,6 +195,21 @@ class PkiConfig:
 
 
 @dataclass(frozen=True)
+class ImapConfig:
+    """The IMAP server (proxy/imap); every key in config/mss.toml ``[imap]``."""
+
+    session_timeout: float = 1800.0  # RFC 3501 §5.4: at least 30 minutes once logged in
+    preauth_timeout: float = 60.0  # before login
+    max_line_length: int = 65536  # one command line (literals excluded)
+    max_literal_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889)
+    max_errors: int = 20  # BAD replies before the connection is closed
+    idle_poll: float = 0.5  # IDLE also re-reads the folder this often (other processes)
+    login_failures: int = 5  # failed logins of a user or from an address ...
+    login_window: float = 900.0  # ... within this many seconds ...
+    login_lockout: float = 300.0  # ... refuse further logins for this long
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -211,10 +226,11 @@ class Config:
     directory: DirectoryConfig | None = None
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     pki: PkiConfig | None = None  # always set by parse_config (anchors default to tls.ca_file)
+    imap: ImapConfig = field(default_factory=ImapConfig)
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
-                                     "relay": 2526}
+                                     "relay": 2526, "imap": 2143, "imaps": 2993}
 
 
 def _get(table: dict[str, Any], key: str, prefix: str, kind: type, default: Any) -> Any:
@@ -375,6 +391,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     return Config(
+        imap=_imap_config(_table(raw, "imap"), smtp.max_message_size),
         delivery=_delivery_config(_table(raw, "delivery")),
         pki=_pki_config(_table(raw, "pki"), path_of, tls),
         directory=_directory_config(raw.get("directory"), path_of),
@@ -518,6 +535,20 @@ def _pki_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> PkiConfig:
     return config
 
 
+def _imap_config(raw: dict[str, Any], max_message_size: int) -> ImapConfig:
+    d = ImapConfig(max_literal_size=max_message_size)
+    values: dict[str, Any] = {}
+    for key, kind in (("session_timeout", float), ("preauth_timeout", float),
+                      ("max_line_length", int), ("max_literal_size", int),
+                      ("max_errors", int), ("idle_poll", float), ("login_failures", int),
+                      ("login_window", float), ("login_lockout", float)):
+        values[key] = _get(raw, key, "imap", kind, getattr(d, key))
+        _positive(values[key], f"imap.{key}")
+    if values["max_line_length"] < 1000:
+        raise ConfigError("config: imap.max_line_length: must be >= 1000")
+    return ImapConfig(**values)
+
+
 def _publish_config(raw: Any, path_of: Any) -> PublishConfig | None:
     if raw is None:
         return None
@@ -620,6 +651,14 @@ port = 2465
 [listeners.relay]
 host = "127.0.0.1"
 port = 2526
+
+[listeners.imap]
+host = "127.0.0.1"
+port = 2143
+
+[listeners.imaps]
+host = "127.0.0.1"
+port = 2993
 
 [logging]
 level = "info"

@@ -90,6 +90,14 @@ folders = Table(
     UniqueConstraint("mailbox_id", "name"),
 )
 
+# IMAP delegation: an ORG/APP mailbox shared with a named user (mss mailbox grant/revoke)
+mailbox_grants = Table(
+    "mailbox_grants", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
+    Column("grantee_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
 messages = Table(
     "messages", metadata,
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data
@@ -104,6 +112,11 @@ messages = Table(
     Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
     UniqueConstraint("folder_id", "uid"),
 )
+# IMAP SELECT reads a folder's message list from this covering index alone (the table rows
+# hold the ciphertext: one page or more each)
+IMAP_FOLDER_INDEX = Index("ix_messages_folder_meta", messages.c.folder_id, messages.c.uid,
+                          messages.c.id, messages.c.flags, messages.c.internal_date,
+                          messages.c.size, messages.c.modseq)
 
 outbound_queue = Table(
     "outbound_queue", metadata,

@@ -18,6 +18,7 @@ from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App, open_app
 from mss.committer import GroupCommitter
+from proxy.imap.listeners import start_imap
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
 from trustspace.cache import LiveWhitelist
@@ -143,6 +144,8 @@ async def serve(app: App, worker: int = 0) -> None:
         assert cfg.pki is not None
         verifier = InboundVerifier(cfg.pki)
         servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier)
+        imap_servers, imap_contexts = await start_imap(app, committer, tls["submission"])
+        servers += imap_servers
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}
         await committer.run(lambda conn: append(conn, [AuditRecord(
@@ -188,6 +191,9 @@ async def serve(app: App, worker: int = 0) -> None:
                         and not transport.is_closing():
                     transport.write(b"421 4.3.2 Service shutting down\r\n")
                     transport.close()
+        for imap_context in imap_contexts:  # RFC 3501 §7.1.5
+            for imap_session in list(imap_context.sessions):
+                imap_session.shutdown()
         watcher.cancel()
         crl_refresh.cancel()
         for task in (shipper, checkpoints, directory, fetcher):

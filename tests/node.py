@@ -150,7 +150,7 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     assert proc.returncode == 0, proc.stderr
     node = Node(data_dir, host=host, domain=domain)
     text = node.config.read_text()
-    for name in ("mx", "submission", "submissions", "relay"):
+    for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
         node.ports[name] = port = (ports or {}).get(name) or free_port(host)
         text = re.sub(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
                       rf'\g<1>"{host}"\g<2>{port}', text)

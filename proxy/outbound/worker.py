@@ -23,6 +23,7 @@ from mss import db, store
 from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
+from proxy.imap import notifier as imap_notifier
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
@@ -256,6 +257,8 @@ async def finish(app: App, committer: GroupCommitter, c: Claim, data: bytes | No
     now = time.time()
     await committer.run(lambda conn: write_final(conn, c, status, f"{reason} ({why})", reply,
                                                  copy, now, counts_attempt, actor))
+    if copy is not None:  # the DSN landed in a local INBOX: wake its IMAP sessions
+        imap_notifier.default().changed(copy.mailbox_id)
 
 
 def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,

@@ -27,6 +27,7 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
+from proxy.imap import notifier as imap_notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
@@ -425,6 +426,8 @@ class SmtpHandler:
                               mail_from=mail_from, message_id=header_msgid,
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
+        for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
+            imap_notifier.default().changed(copy.mailbox_id)
         log.info("accepted", session=session.id, queue_id=queue_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
         return f"250 2.0.0 OK queued as {queue_id[:16]}"

@@ -29,7 +29,7 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
     servers: list[asyncio.Server] = []
     handlers: list[SmtpHandler] = []
     for name, listener in app.config.listeners.items():
-        if not listener.enabled:
+        if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap/listeners
             continue
         mode, implicit = LISTENER_KINDS[name]
         handler = SmtpHandler(app, committer, whitelist,

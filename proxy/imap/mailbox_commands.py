@@ -1,0 +1,296 @@
+"""Authenticated-state commands (RFC 3501 §6.3 and extensions): SELECT, EXAMINE, CREATE,
+DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS, NAMESPACE, APPEND, IDLE."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+from sqlalchemy import Connection
+
+from mss import store
+from proxy.imap import backend
+from proxy.imap.args import Result, astring, atom, flag_list, nargs
+from proxy.imap.connection import (
+    SELECTED,
+    No,
+    Responded,
+    Selected,
+    Session,
+)
+from proxy.imap.names import (
+    DELIMITER,
+    all_names,
+    encode_name,
+    list_pattern,
+    mailbox_name,
+    require_folder,
+    resolve,
+)
+from proxy.imap.parser import Command
+from proxy.imap.tokens import Atom, ImapParseError, Token
+from proxy.imap.utf7 import decode_mailbox_name
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+
+
+async def select_command(s: Session, cmd: Command) -> Result:
+    if not 1 <= len(cmd.args) <= 2:
+        raise ImapParseError("Wrong number of arguments")
+    readonly = cmd.name == "EXAMINE"
+    if len(cmd.args) == 2:  # RFC 7162 §3.2.8 SELECT ... (CONDSTORE)
+        params = cmd.args[1]
+        if not isinstance(params, list) or [atom(p).upper() for p in params] != ["CONDSTORE"]:
+            raise ImapParseError("Unknown SELECT parameter")
+        s.condstore = True
+    name = mailbox_name(cmd.args[0])
+    s.close_selected()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+    target = await resolve(s, name, access=cmd.name)
+
+    def load(conn: Connection) -> tuple[backend.Folder | None, list[backend.Row], set[str],
+                                        int | None]:
+        # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
+        # the rows, so a change in between is reported by the next refresh
+        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        if folder is None:
+            return None, [], set(), None
+        rows = backend.rows(conn, folder.id)
+        keywords = {f for r in rows for f in r.flags if not f.startswith("\\")}
+        unseen = next((i for i, r in enumerate(rows, 1) if "\\Seen" not in r.flags), None)
+        return folder, rows, keywords, unseen
+
+    folder, rows, keywords, unseen = await s.db(load)
+    if folder is None:
+        raise No("No such mailbox", "NONEXISTENT")
+    watch = s.ctx.notifier.watch(target.owner.id)
+    s.selected = Selected(folder, target.owner, target.delegated, readonly, rows,
+                          folder.highestmodseq, watch, name, keywords=keywords)
+    s.state = SELECTED
+    flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
+    s.untagged(f"FLAGS ({flags})".encode())
+    s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
+               .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
+    s.untagged(b"%d EXISTS" % len(rows))
+    s.untagged(b"0 RECENT")
+    if unseen is not None:
+        s.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
+    s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
+    s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % folder.uidnext)
+    s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % folder.highestmodseq)
+    await s.audit(s.record("imap.select", mailbox=target.owner.address,
+                           detail={"folder": target.folder, "readonly": readonly,
+                                   "delegated": target.delegated}))
+    return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
+
+
+async def create(s: Session, cmd: Command) -> Result:
+    name = mailbox_name(nargs(cmd, 1)[0])
+    if not name or name == "INBOX":
+        raise No("Mailbox already exists", "ALREADYEXISTS")
+    target = await resolve(s, name, access="CREATE")
+    parts = target.folder.split(DELIMITER)
+    if any(not p for p in parts):
+        raise No("Invalid mailbox name", "CANNOT")
+    record = s.record("imap.folder.create", mailbox=target.owner.address,
+                      detail={"folder": target.folder})
+
+    def work(conn: Connection) -> None:
+        # RFC 3501 §6.3.3: create the missing superiors too
+        for depth in range(1, len(parts)):
+            parent = DELIMITER.join(parts[:depth])
+            if backend.folder_by_name(conn, target.owner.id, parent) is None:
+                backend.create_folder(conn, target.owner.id, parent, [])
+        backend.create_folder(conn, target.owner.id, target.folder, [record])
+    await s.write(work)
+    return "CREATE completed"
+
+
+async def delete_command(s: Session, cmd: Command) -> Result:
+    name = mailbox_name(nargs(cmd, 1)[0])
+    target = await resolve(s, name, access="DELETE")
+    record = s.record("imap.folder.delete", mailbox=target.owner.address,
+                      detail={"folder": target.folder})
+    await s.write(lambda conn: backend.delete_folder(conn, target.owner.id, target.folder,
+                                                     [record]))
+    s.ctx.notifier.changed(target.owner.id)
+    return "DELETE completed"
+
+
+async def rename(s: Session, cmd: Command) -> Result:
+    old_token, new_token = nargs(cmd, 2)
+    old = await resolve(s, mailbox_name(old_token), access="RENAME")
+    new = await resolve(s, mailbox_name(new_token), access="RENAME")
+    if old.owner.id != new.owner.id:
+        raise No("Cannot rename across mailboxes", "CANNOT")
+    record = s.record("imap.folder.rename", mailbox=old.owner.address,
+                      detail={"folder": old.folder, "to": new.folder})
+    await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
+                                                     new.folder, [record]))
+    s.ctx.notifier.changed(old.owner.id)
+    return "RENAME completed"
+
+
+async def subscribe(s: Session, cmd: Command) -> Result:
+    target = await resolve(s, mailbox_name(nargs(cmd, 1)[0]), access=cmd.name)
+    value = cmd.name == "SUBSCRIBE"
+    await s.write(lambda conn: backend.set_subscribed(conn, target.owner.id, target.folder,
+                                                      value))
+    return f"{cmd.name} completed"
+
+
+
+async def list_command(s: Session, cmd: Command) -> Result:
+    assert s.user is not None
+    args = list(cmd.args)
+    selection: list[str] = []
+    returns: list[str] = []
+    status_items: list[Token] = []
+    if args and isinstance(args[0], list):  # RFC 5258 selection options
+        selection = [atom(t).upper() for t in args[0]]
+        args = args[1:]
+    if len(args) >= 2 and isinstance(args[-2], Atom) and args[-2].upper() == "RETURN":
+        ret = args.pop()
+        args.pop()
+        if not isinstance(ret, list):
+            raise ImapParseError("RETURN needs a list")
+        i = 0
+        while i < len(ret):
+            option = atom(ret[i]).upper()
+            if option == "STATUS":  # RFC 5819
+                i += 1
+                if i >= len(ret) or not isinstance(ret[i], list):
+                    raise ImapParseError("STATUS needs a list")
+                status_items = ret[i]  # type: ignore[assignment]
+            returns.append(option)
+            i += 1
+    if len(args) != 2:
+        raise ImapParseError("Wrong number of arguments")
+    reference = mailbox_name(args[0]) if astring(args[0]) else ""
+    if reference and not reference.endswith(DELIMITER):
+        reference += DELIMITER
+    pattern_tokens = args[1] if isinstance(args[1], list) else [args[1]]
+    raw_patterns = [astring(p).decode("utf-8", "replace") for p in pattern_tokens]
+    lsub = cmd.name == "LSUB"
+    if raw_patterns == [""] and not lsub:  # RFC 3501 §6.3.8: the delimiter and root
+        s.untagged(b'LIST (\\Noselect) "/" ""')
+        return "LIST completed"
+    patterns = [list_pattern(reference, decode_mailbox_name(p)) for p in raw_patterns]
+    names = await s.db(all_names, s.user)
+    every_name = [n for n, _ in names]
+    subscribed_only = lsub or "SUBSCRIBED" in selection
+    for name, folder in names:
+        if not any(p.match(name) for p in patterns):
+            continue
+        subscribed = folder is not None and folder.subscribed
+        if subscribed_only and not subscribed:
+            continue
+        attrs: list[str] = []
+        if folder is None:
+            attrs.append("\\Noselect")
+        children = any(n.startswith(name + DELIMITER) for n in every_name)
+        attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+        if folder is not None and folder.special_use:
+            attrs.append(folder.special_use)  # RFC 6154 §2
+        if subscribed and (subscribed_only or "SUBSCRIBED" in returns):
+            attrs.append("\\Subscribed")
+        s.untagged(b"%s (%s) \"/\" %s" % (b"LSUB" if lsub else b"LIST",
+                                           " ".join(attrs).encode(), encode_name(name)))
+        if status_items and folder is not None:
+            s.untagged(await _status_line(s, name, folder, status_items))
+    return f"{cmd.name} completed"
+
+
+async def _status_line(s: Session, name: str, folder: backend.Folder,
+                       items: list[Token]) -> bytes:
+    messages, unseen, recent = await s.db(backend.folder_counts, folder.id)
+    values: list[str] = []
+    for token in items:
+        item = atom(token).upper()
+        value = {"MESSAGES": messages, "RECENT": recent, "UIDNEXT": folder.uidnext,
+                 "UIDVALIDITY": folder.uidvalidity, "UNSEEN": unseen,
+                 "HIGHESTMODSEQ": folder.highestmodseq}.get(item)
+        if item == "SIZE":
+            value = await s.db(backend.folder_size, folder.id)
+        if value is None:
+            raise ImapParseError(f"Unknown STATUS item {item}")
+        values.append(f"{item} {value}")
+    return b"STATUS %s (%s)" % (encode_name(name), " ".join(values).encode())
+
+
+async def status(s: Session, cmd: Command) -> Result:
+    name_token, items = nargs(cmd, 2)
+    if not isinstance(items, list) or not items:
+        raise ImapParseError("STATUS needs a list of items")
+    name = mailbox_name(name_token)
+    target = await resolve(s, name, access="STATUS")
+    folder = await require_folder(s, target)
+    s.untagged(await _status_line(s, name, folder, items))
+    return "STATUS completed"
+
+
+async def namespace(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)  # RFC 2342: personal with no prefix, no other users, shared "Shared/"
+    s.untagged(b'NAMESPACE (("" "/")) NIL (("Shared/" "/"))')
+    return "NAMESPACE completed"
+
+
+def _parse_date_time(text: str) -> float:
+    """RFC 3501 date-time ``"dd-Mon-yyyy hh:mm:ss +zzzz"`` as POSIX seconds."""
+    found = re.fullmatch(
+        r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)", text)
+    if found is None or found.group(2).upper() not in _MONTHS:
+        raise ImapParseError("Invalid date-time")
+    day, _, year, hh, mm, ss, sign, zh, zm = found.groups()
+    try:
+        zone = dt.timezone((1 if sign == "+" else -1) * dt.timedelta(hours=int(zh),
+                                                                     minutes=int(zm)))
+        when = dt.datetime(int(year), _MONTHS[found.group(2).upper()], int(day), int(hh),
+                           int(mm), int(ss), tzinfo=zone)
+    except ValueError:  # 31-Feb, 25:00, a zone beyond 24 h
+        raise ImapParseError("Invalid date-time") from None
+    return when.timestamp()
+
+
+async def append_command(s: Session, cmd: Command) -> Result:
+    if not 2 <= len(cmd.args) <= 4:
+        raise ImapParseError("Wrong number of arguments")
+    name = mailbox_name(cmd.args[0])
+    rest = cmd.args[1:]
+    message = rest.pop()
+    if not isinstance(message, bytes):
+        raise ImapParseError("Message must be a literal")
+    flags: tuple[str, ...] = ()
+    when = time.time()
+    for token in rest:
+        if isinstance(token, list):
+            flags = flag_list(token)
+        elif isinstance(token, bytes):
+            when = _parse_date_time(token.decode("ascii", "replace"))
+        else:
+            raise ImapParseError("Invalid APPEND argument")
+    if not message:
+        raise No("Empty message", "CANNOT")
+    target = await resolve(s, name, access="APPEND")
+    folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    if folder is None:  # RFC 3501 §6.3.11
+        raise No("Mailbox does not exist", "TRYCREATE")
+    copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
+                          target.owner.address, message)
+    record = s.record("imap.append", mailbox=target.owner.address,
+                      detail={"folder": target.folder, "store_id": copy.message_id,
+                              "size": copy.size})
+    validity, uid = await s.write(lambda conn: backend.append_message(
+        conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size, flags,
+        when, [record]))
+    s.ctx.notifier.changed(target.owner.id)
+    return ("APPEND completed", f"APPENDUID {validity} {uid}")  # RFC 4315
+
+
+async def idle(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    await s.idle(cmd.tag)
+    raise Responded
+
+

@@ -1,0 +1,463 @@
+"""Selected-state commands (RFC 3501 §6.4 and extensions): FETCH, STORE, SEARCH, COPY, MOVE,
+EXPUNGE, CLOSE, UNSELECT, CHECK and their UID variants."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+from typing import Any
+
+from sqlalchemy import Connection
+
+from audit.events import Outcome
+from audit.journal import AuditRecord
+from mss import store
+from proxy.imap import backend
+from proxy.imap.args import Result, astring, atom, flag_list, nargs, number, seq_set
+from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
+from proxy.imap.connection import (
+    No,
+    Selected,
+    Session,
+)
+from proxy.imap.fetch import UnknownCte, parse_fetch_items, render_fetch, sets_seen
+from proxy.imap.mime import ParsedMessage, parse_message
+from proxy.imap.names import mailbox_name, resolve
+from proxy.imap.parser import Command
+from proxy.imap.search import BadCharset, parse_search
+from proxy.imap.seqset import STAR, format_sequence_set
+from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
+
+_BATCH = 250  # messages decrypted per worker-thread round trip
+AUDIT_CHUNK = 100  # messages named per audit record
+
+
+def _sel(s: Session) -> Selected:
+    assert s.selected is not None
+    return s.selected
+
+
+def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend.Row]]:
+    """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
+    sel = _sel(s)
+    sset = seq_set(token)
+    rows = sel.rows
+    out: list[tuple[int, backend.Row]] = []
+    if by_uid:
+        uids = [r.uid for r in rows]
+        for low, high in sset.resolved(uids[-1] if uids else 0):
+            start = bisect.bisect_left(uids, low)
+            end = bisect.bisect_right(uids, high)
+            out += [(i + 1, rows[i]) for i in range(start, end)]
+    else:
+        # RFC 3501 §9 seq-number: a number above the message count (other than "*") is an
+        # error, unlike a UID that no longer exists
+        beyond = [n for pair in sset.ranges for n in pair if n != STAR and n > len(rows)]
+        if beyond:
+            raise ImapParseError(f"Invalid sequence set: no message {max(beyond)}")
+        for low, high in sset.resolved(len(rows)):
+            out += [(i, rows[i - 1]) for i in range(low, high + 1)]
+    return out
+
+
+def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[Any],
+                  **detail: Any) -> list[AuditRecord]:
+    """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
+    transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
+    return [s.record(event, mailbox=sel.owner.address,
+                     detail={"folder": sel.folder.name, "delegated": sel.delegated,
+                             key: items[i:i + AUDIT_CHUNK], **detail})
+            for i in range(0, len(items), AUDIT_CHUNK)]
+
+
+def _meta(seq: int, row: backend.Row) -> MessageMeta:
+    return MessageMeta(seq=seq, uid=row.uid, flags=row.flags, internal_date=row.internal_date,
+                       size=row.size, modseq=row.modseq)
+
+
+def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
+    return [s.record("store.tampered", Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
+                     detail={"folder": sel.folder.name, "uid": uid}) for uid in uids]
+
+
+async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]) -> set[int]:
+    """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; returns the UIDs changed."""
+    sel = _sel(s)
+    changes = {r.uid: (*r.flags, "\\Seen") for _, r in rows if "\\Seen" not in r.flags}
+    if not changes or sel.readonly:
+        return set()
+    _, written, _ = await s.write(lambda conn: backend.set_flags(conn, sel.folder.id, changes,
+                                                                []))
+    for _, row in rows:
+        if row.uid in written:
+            row.flags = changes[row.uid]
+            row.modseq = written[row.uid]
+    s.ctx.notifier.changed(sel.owner.id)
+    return set(written)
+
+
+def _inject(rendered: bytes, extra: bytes) -> bytes:
+    """Add items to a rendered ``(...)`` FETCH list."""
+    return rendered[:-1] + b" " + extra + b")"
+
+
+async def fetch(s: Session, cmd: Command) -> Result:
+    by_uid = cmd.name == "UID FETCH"
+    if len(cmd.args) not in (2, 3):
+        raise ImapParseError("Wrong number of arguments")
+    sel = _sel(s)
+    items = parse_fetch_items(cmd.args[1])
+    changed_since: int | None = None
+    if len(cmd.args) == 3:  # RFC 7162 §3.1.4 FETCH modifiers
+        mods = cmd.args[2]
+        if not isinstance(mods, list) or len(mods) != 2 or atom(mods[0]).upper() != \
+                "CHANGEDSINCE":
+            raise ImapParseError("Unknown FETCH modifier")
+        changed_since = number(mods[1])
+        s.condstore = True
+    rows = _rows_for(s, cmd.args[0], by_uid)
+    if changed_since is not None:
+        rows = [(q, r) for q, r in rows if r.modseq > changed_since]
+    # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer
+    add_modseq = changed_since is not None and not any(i.name == "MODSEQ" for i in items)
+    if sets_seen(items):
+        await _set_seen(s, rows)
+    content_names = {i.name for i in items if i.needs_content}
+    envelope_only = content_names == {"ENVELOPE"}  # answerable from the envelope cache
+    audited = any(i.returns_content or i.reveals_headers for i in items)
+    broken: list[int] = []
+    unknown_cte: list[int] = []
+    served: list[list[Any]] = []
+    cache = ENVELOPES
+    for start in range(0, len(rows), _BATCH):
+        chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
+        opened: dict[str, backend.Opened] = {}
+        cached: dict[str, bytes] = {}
+        if envelope_only:
+            for _, r in chunk:
+                env = cache.get(r.id)
+                if env is not None:
+                    cached[r.id] = env
+        missing = [r.id for _, r in chunk if r.id not in cached]
+        if content_names and missing:
+            opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
+                                missing)
+
+        def render(chunk: list[tuple[int, backend.Row]] = chunk,
+                   opened: dict[str, backend.Opened] = opened,
+                   cached: dict[str, bytes] = cached) -> bytes:
+            out = bytearray()
+            for seq, row in chunk:
+                parsed: ParsedMessage | None = None
+                raw = None
+                if content_names:
+                    env = cached.get(row.id)
+                    if env is not None:
+                        parsed = CachedEnvelope(env)
+                    else:
+                        got = opened[row.id]
+                        if got.data is None:
+                            if got.error == "tampered":
+                                broken.append(row.uid)
+                            continue
+                        raw = got.data
+                        parsed = RecordingParsed(raw, row.id, cache)
+                try:
+                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=by_uid,
+                                            parsed=parsed)
+                except UnknownCte:
+                    unknown_cte.append(row.uid)
+                    continue
+                if add_modseq:
+                    rendered = _inject(rendered, b"MODSEQ (%d)" % row.modseq)
+                out += b"* %d FETCH " % seq + rendered + b"\r\n"
+                if audited:
+                    served.append([row.uid, row.id])
+            return bytes(out)
+
+        s.send(await s.thread(render) if content_names else render())
+        await s.maybe_flush()
+    records = []
+    if audited and served:
+        records += _per_messages(s, "imap.fetch", sel, "messages", served)
+    records += _tampered(s, sel, broken)
+    if records:
+        await s.audit(*records)
+    if broken:
+        raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
+                 "SERVERBUG")
+    if unknown_cte:  # RFC 3516 §4.3
+        raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+    if any(r.uid in sel.gone for _, r in rows):
+        raise No("Some messages were expunged", "EXPUNGEISSUED")  # RFC 5530
+    return f"{cmd.name} completed"
+
+
+async def store_command(s: Session, cmd: Command) -> Result:
+    by_uid = cmd.name == "UID STORE"
+    args = list(cmd.args)
+    if len(args) < 3:
+        raise ImapParseError("Wrong number of arguments")
+    sel = _sel(s)
+    unchanged_since: int | None = None
+    mods = args[1]
+    if isinstance(mods, list):  # RFC 7162 §3.1.3 (UNCHANGEDSINCE n)
+        del args[1]
+        if len(mods) != 2 or atom(mods[0]).upper() != "UNCHANGEDSINCE":
+            raise ImapParseError("Unknown STORE modifier")
+        unchanged_since = number(mods[1])
+        s.condstore = True
+    operation = atom(args[1]).upper()
+    found = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", operation)
+    if found is None:
+        raise ImapParseError("Invalid STORE operation")
+    tokens = args[2:]
+    if len(tokens) == 1 and isinstance(tokens[0], list):
+        tokens = tokens[0]
+    flags = flag_list(tokens)
+    if sel.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+    rows = _rows_for(s, args[0], by_uid)
+    sign, silent = found.group(1), bool(found.group(2))
+    changes: dict[int, tuple[str, ...]] = {}
+    for _, row in rows:
+        if row.uid in sel.gone:
+            continue
+        if sign == "+":
+            new = row.flags + tuple(f for f in flags if f not in row.flags)
+        elif sign == "-":
+            new = tuple(f for f in row.flags if f not in flags)
+        else:
+            new = flags
+        if new != row.flags or unchanged_since is not None:
+            changes[row.uid] = new
+    deleted = [u for u, f in changes.items()
+               if "\\Deleted" in f and "\\Deleted" not in _row_flags(rows, u)]
+    audit = []
+    if deleted:
+        audit += _per_messages(s, "imap.store.deleted", sel, "uids", deleted)
+    failed: list[int] = []
+    if changes:
+        _, written, failed = await s.write(lambda conn: backend.set_flags(
+            conn, sel.folder.id, changes, audit, unchanged_since))
+        for _, row in rows:
+            if row.uid in written:
+                row.flags = changes[row.uid]
+                row.modseq = written[row.uid]
+        s.ctx.notifier.changed(sel.owner.id)
+    s.announce_keywords(flags)
+    if not silent or unchanged_since is not None:
+        for seq, row in rows:
+            if row.uid in failed or row.uid in sel.gone:
+                continue
+            if silent and row.uid not in changes:
+                continue
+            s.untagged(s.flags_fetch(seq, row, by_uid))
+    if failed:
+        code = "MODIFIED " + format_sequence_set(
+            failed if by_uid else [q for q, r in rows if r.uid in failed])
+        return (f"Conditional {cmd.name} failed", code)
+    return f"{cmd.name} completed"
+
+
+def _row_flags(rows: list[tuple[int, backend.Row]], uid: int) -> tuple[str, ...]:
+    for _, row in rows:
+        if row.uid == uid:
+            return row.flags
+    return ()
+
+
+async def search(s: Session, cmd: Command) -> Result:
+    by_uid = cmd.name == "UID SEARCH"
+    sel = _sel(s)
+    args = list(cmd.args)
+    returns: list[str] | None = None
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+        if not isinstance(args[1], list):
+            raise ImapParseError("RETURN needs a list")
+        returns = [atom(t).upper() for t in args[1]] or ["ALL"]  # RFC 4731 §3.1
+        if set(returns) - {"MIN", "MAX", "COUNT", "ALL"}:
+            raise ImapParseError("Unknown RETURN option")
+        args = args[2:]
+    charset = None
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
+        charset = astring(args[1]).decode("ascii", "replace")
+        args = args[2:]
+    try:
+        program = parse_search(args, charset=charset)
+    except BadCharset:
+        raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)") from None
+    rows = [(q, r) for q, r in enumerate(sel.rows, 1) if r.uid not in sel.gone]
+    largest_seq = len(sel.rows)
+    largest_uid = sel.rows[-1].uid if sel.rows else 0
+    broken: list[int] = []
+
+    def run(conn: Connection) -> list[tuple[int, backend.Row]]:
+        hits = []
+        for start in range(0, len(rows), _BATCH):
+            chunk = rows[start:start + _BATCH]
+            opened: dict[str, backend.Opened] = {}
+
+            def load(row: backend.Row, chunk: list[tuple[int, backend.Row]] = chunk,
+                     opened: dict[str, backend.Opened] = opened) -> Any:
+                # the whole chunk is decrypted at its first message that needs content
+                if not opened:
+                    opened.update(backend.open_messages(
+                        conn, s.ctx.app.keyring, sel.owner.id, [r.id for _, r in chunk]))
+                got = opened[row.id]
+                if got.data is None:
+                    if got.error == "tampered":
+                        broken.append(row.uid)
+                    raise LookupError(row.uid)
+                return parse_message(got.data)
+
+            for seq, row in chunk:
+                try:
+                    if program.matches(_meta(seq, row), largest_seq=largest_seq,
+                                       largest_uid=largest_uid,
+                                       load=functools.partial(load, row)):
+                        hits.append((seq, row))
+                except LookupError:
+                    continue
+        return hits
+
+    hits = await s.db(run)
+    if broken:
+        await s.audit(*_tampered(s, sel, broken))
+    numbers = [r.uid if by_uid else q for q, r in hits]
+    # RFC 7162 §3.1.5: with a MODSEQ key, the highest mod-sequence of the matches
+    modseq = max((r.modseq for _, r in hits), default=0) if program.has_modseq else 0
+    if returns is None:
+        line = ("SEARCH " + " ".join(map(str, numbers))).strip()
+        if modseq:
+            line += f" (MODSEQ {modseq})"
+        s.untagged(line.encode())
+    else:
+        parts = [f'ESEARCH (TAG "{cmd.tag}")']  # RFC 4731 §3.1 (tag quoted)
+        if by_uid:
+            parts.append("UID")
+        if numbers and "MIN" in returns:
+            parts.append(f"MIN {min(numbers)}")
+        if numbers and "MAX" in returns:
+            parts.append(f"MAX {max(numbers)}")
+        if "COUNT" in returns:
+            parts.append(f"COUNT {len(numbers)}")
+        if numbers and "ALL" in returns:
+            parts.append(f"ALL {format_sequence_set(numbers)}")
+        if modseq:
+            parts.append(f"MODSEQ {modseq}")
+        s.untagged(" ".join(parts).encode())
+    return f"{cmd.name} completed"
+
+
+async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -> None:
+    sel = _sel(s)
+    if sel.readonly:
+        if quiet:
+            return
+        raise No("Mailbox is read-only", "READ-ONLY")
+
+    def audit_for(gone: list[tuple[int, str]]) -> list[AuditRecord]:
+        if not gone:
+            return []
+        return _per_messages(s, "imap.expunge", sel, "messages", [list(g) for g in gone])
+    gone = await s.write(lambda conn: backend.expunge(conn, sel.folder.id, only, audit_for))
+    if gone:
+        s.ctx.notifier.changed(sel.owner.id)
+    if not quiet:
+        s.report_expunged({u for u, _ in gone} | sel.gone)
+        sel.gone = set()
+
+
+async def expunge_command(s: Session, cmd: Command) -> Result:
+    if cmd.name == "UID EXPUNGE":  # RFC 4315 §2.1
+        rows = _rows_for(s, nargs(cmd, 1)[0], True)
+        await _expunge(s, [r.uid for _, r in rows])
+    else:
+        nargs(cmd, 0)
+        await _expunge(s, None)
+    return f"{cmd.name} completed"
+
+
+async def close(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    await _expunge(s, None, quiet=True)  # RFC 3501 §6.4.2: no untagged EXPUNGE
+    s.close_selected()
+    return "CLOSE completed"
+
+
+async def unselect(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)  # RFC 3691
+    s.close_selected()
+    return "UNSELECT completed"
+
+
+async def check(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    return "CHECK completed"
+
+
+async def copy_move(s: Session, cmd: Command) -> Result:
+    by_uid = cmd.name.startswith("UID ")
+    moving = cmd.name.endswith("MOVE")
+    set_token, name_token = nargs(cmd, 2)
+    sel = _sel(s)
+    if moving and sel.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+    rows = [(q, r) for q, r in _rows_for(s, set_token, by_uid) if r.uid not in sel.gone]
+    target = await resolve(s, mailbox_name(name_token), access=cmd.name)
+    dest = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    if dest is None:
+        raise No("Mailbox does not exist", "TRYCREATE")
+    if not rows:
+        return f"{cmd.name} completed"
+    src_uids = [r.uid for _, r in rows]
+    event = "imap.move" if moving else "imap.copy"
+    records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
+                            to_mailbox=target.owner.address, to_folder=target.folder)
+    if moving and target.owner.id == sel.owner.id:
+        validity, new_uids = await s.write(lambda conn: backend.move_messages(
+            conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], records))
+    else:
+        opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
+                            [r.id for _, r in rows])
+        broken = [r.uid for _, r in rows if opened[r.id].error == "tampered"]
+        if broken:
+            await s.audit(*_tampered(s, sel, broken))
+            raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
+                     "SERVERBUG")
+
+        def reseal() -> list[backend.CopySource]:
+            keyring = s.ctx.app.keyring
+            out = []
+            for _, r in rows:
+                data = opened[r.id].data
+                assert data is not None
+                c = store.seal_local(keyring, target.owner.id, target.owner.address, data)
+                flags = r.flags if not moving else r.flags
+                out.append(backend.CopySource(r.uid, c.message_id, c.sealed, c.size, flags,
+                                              r.internal_date))
+            return out
+        sources = await s.thread(reseal)
+
+        def work(conn: Connection) -> tuple[int, list[int]]:
+            result = backend.copy_messages(conn, dest.id, target.owner.id, sources, records)
+            if moving:
+                backend.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
+            return result
+        validity, new_uids = await s.write(work)
+    s.ctx.notifier.changed(target.owner.id)
+    if target.owner.id != sel.owner.id:
+        s.ctx.notifier.changed(sel.owner.id)
+    code = (f"COPYUID {validity} {format_sequence_set(src_uids)} "
+            f"{format_sequence_set(new_uids)}")
+    if not moving:
+        return (f"{cmd.name} completed", code)
+    s.untagged(f"OK [{code}] Moved".encode())  # RFC 6851 §4.3
+    s.report_expunged(set(src_uids) | (sel.gone if by_uid else set()))
+    if by_uid:
+        sel.gone = set()
+    return f"{cmd.name} completed"
+
+

@@ -1,0 +1,154 @@
+"""Commands of any state and of the not-authenticated state (RFC 3501 §6.1, §6.2):
+CAPABILITY, NOOP, LOGOUT, ID, ENABLE, STARTTLS, LOGIN, AUTHENTICATE."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from sqlalchemy import Connection
+
+from audit.events import Outcome
+from proxy.imap import backend
+from proxy.imap.args import Result, astring, atom, nargs
+from proxy.imap.auth import check_login
+from proxy.imap.connection import (
+    AUTHENTICATED,
+    LOGOUT,
+    No,
+    Responded,
+    Session,
+)
+from proxy.imap.parser import Command
+from proxy.imap.tokens import ImapParseError
+
+
+async def capability(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    s.untagged(f"CAPABILITY {s.capabilities()}".encode())
+    return "CAPABILITY completed"
+
+
+async def noop(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    return "NOOP completed"
+
+
+async def logout(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    s.untagged(b"BYE mss IMAP4rev1 server logging out")
+    s.tagged(cmd.tag, "OK", "LOGOUT completed")
+    s.state = LOGOUT
+    await s.flush()
+    raise Responded
+
+
+async def id_command(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 1)  # RFC 2971: the client's parameters are not logged (may identify a user)
+    s.untagged(b'ID ("name" "mss" "vendor" "mss")')
+    return "ID completed"
+
+
+async def enable(s: Session, cmd: Command) -> Result:
+    if not cmd.args:
+        raise ImapParseError("Missing capability")
+    enabled = []
+    for token in cmd.args:
+        if atom(token).upper() == "CONDSTORE":  # RFC 5161; RFC 7162 §3.1
+            s.condstore = True
+            enabled.append("CONDSTORE")
+    s.untagged(("ENABLED " + " ".join(enabled)).strip().encode())
+    return "ENABLE completed"
+
+
+# ------------------------------------------------------------------------------ not authenticated
+
+async def starttls(s: Session, cmd: Command) -> Result:
+    nargs(cmd, 0)
+    if s.tls:
+        raise ImapParseError("TLS already active")
+    s.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
+    await s.flush()
+    # RFC 3501 §6.2.1: nothing the client sent in clear behind STARTTLS is kept (ours and
+    # the stream reader's buffers; the latter has no public API for it)
+    s.input.buffer.clear()
+    pending = getattr(s.reader, "_buffer", None)
+    if isinstance(pending, bytearray):
+        pending.clear()
+    await s.writer.start_tls(s.ctx.tls)
+    s.tls = True
+    raise Responded
+
+
+async def _login(s: Session, cmd: Command, login: str, password: str, mechanism: str) -> None:
+    throttle = s.ctx.throttle
+    if throttle.blocked(login, s.remote_addr):
+        await s.audit(s.record("imap.login", Outcome.MINOR_FAILURE, actor=login[:320],
+                               reason="throttled", detail={"mechanism": mechanism}))
+        raise No("Too many failed logins, try again later", "UNAVAILABLE")
+    mailbox, reason = await s.db(check_login, login, password)
+    if mailbox is None:
+        locked = throttle.failed(login, s.remote_addr)
+        await s.audit(s.record("imap.login", Outcome.SERIOUS_FAILURE, actor=login[:320],
+                               reason=reason + ("; now throttled" if locked else ""),
+                               detail={"mechanism": mechanism}))
+        raise No("Authentication failed", "AUTHENTICATIONFAILED")
+    throttle.succeeded(login, s.remote_addr)
+
+    def setup(conn: Connection) -> None:
+        backend.ensure_default_folders(conn, mailbox.id)
+        from audit.journal import append
+        append(conn, [s.record("imap.login", actor=mailbox.address, mailbox=mailbox.address,
+                               detail={"mechanism": mechanism})])
+    await s.write(setup)
+    s.user = mailbox
+    s.state = AUTHENTICATED
+    s.commands.max_literal = s.ctx.config.max_literal_size
+    s.commands.max_command = s.ctx.config.max_literal_size + 1024 * 1024
+    s.tagged(cmd.tag, "OK", "Logged in", f"CAPABILITY {s.capabilities()}")
+    raise Responded
+
+
+async def login(s: Session, cmd: Command) -> Result:
+    user, password = nargs(cmd, 2)
+    if not s.tls:  # RFC 3501 §6.2.3 LOGINDISABLED
+        raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+    await _login(s, cmd, astring(user).decode("utf-8", "replace"),
+                 astring(password).decode("utf-8", "replace"), "LOGIN")
+    return None
+
+
+async def authenticate(s: Session, cmd: Command) -> Result:
+    args = nargs(cmd, 1, 2)
+    if atom(args[0]).upper() != "PLAIN":
+        raise No("Unsupported mechanism", "CANNOT")
+    if not s.tls:
+        raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+    if len(args) == 2:  # RFC 4959 SASL-IR
+        response = astring(args[1])
+        if response == b"=":
+            response = b""
+    else:
+        s.send(b"+ \r\n")
+        await s.flush()
+        line = await s.input.readline(s.ctx.config.max_line_length)
+        if line is None:
+            s.state = LOGOUT
+            raise Responded
+        response = line.strip()
+    if response == b"*":  # RFC 3501 §6.2.2: the client cancelled
+        s.bad(cmd.tag, "Authentication cancelled")
+        raise Responded
+    try:
+        decoded = base64.b64decode(response, validate=True)
+        _authzid, authcid, password = decoded.split(b"\0")  # RFC 4616
+    except (binascii.Error, ValueError):
+        s.bad(cmd.tag, "Invalid SASL PLAIN response")
+        raise Responded from None
+    if _authzid and _authzid != authcid:
+        raise No("Authorization identity must be empty or the same", "AUTHORIZATIONFAILED")
+    await _login(s, cmd, authcid.decode("utf-8", "replace"),
+                 password.decode("utf-8", "replace"), "PLAIN")
+    return None
+
+

@@ -1,0 +1,605 @@
+"""IMAP end to end: the real server on loopback driven by imaplib, imapclient and aioimaplib.
+
+Each test uses its own folder or its own messages so the module can share one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import smtplib
+import socket
+import sqlite3
+import ssl
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import aioimaplib
+import imapclient
+import pytest
+
+from tests.node import DOMAIN, PASSWORD, Node
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+ORG = f"secretariat@{DOMAIN}"
+
+
+def message(subject: str, body: str = "Bonjour.\n", sender: str = ALICE, rcpt: str = BOB
+            ) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
+    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
+    msg.set_content(body)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def submit(node: Node, data: bytes, rcpt: str = BOB) -> None:
+    with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10) as client:
+        client.starttls(context=node.client_context())
+        client.login(ALICE, PASSWORD)
+        assert client.sendmail(ALICE, [rcpt], data) == {}
+
+
+def imaps(node: Node, user: str = BOB) -> imaplib.IMAP4_SSL:
+    m = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=node.client_context(),
+                          timeout=10)
+    m.login(user, PASSWORD)
+    return m
+
+
+@pytest.fixture
+def bob(running_node: Node) -> Iterator[imaplib.IMAP4_SSL]:
+    m = imaps(running_node)
+    yield m
+    m.logout()
+
+
+def new_folder(m: imaplib.IMAP4, name: str) -> str:
+    assert m.create(name)[0] == "OK"
+    return name
+
+
+class Raw:
+    """A raw TLS client for exact lines (pipelining, literals)."""
+
+    def __init__(self, node: Node, source: str | None = None) -> None:
+        sock = socket.create_connection(("127.0.0.1", node.ports["imaps"]), timeout=10,
+                                        source_address=(source, 0) if source else None)
+        self.sock = node.client_context().wrap_socket(sock)
+        self.file = self.sock.makefile("rb")
+        assert self.line().startswith(b"* OK [CAPABILITY ")
+
+    def line(self) -> bytes:
+        data = self.file.readline()
+        assert data.endswith(b"\r\n"), data
+        return data[:-2]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until(self, tag: bytes) -> list[bytes]:
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    def login(self, user: str = BOB) -> None:
+        self.send(b"l LOGIN " + user.encode() + b' "' + PASSWORD.encode() + b'"\r\n')
+        assert self.until(b"l")[-1].startswith(b"l OK")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- TLS and login
+
+def test_starttls_listener_hides_credentials_until_tls(running_node: Node) -> None:
+    m = imaplib.IMAP4("127.0.0.1", running_node.ports["imap"], timeout=10)
+    assert "STARTTLS" in m.capabilities and "LOGINDISABLED" in m.capabilities
+    assert not any(c.startswith("AUTH=") for c in m.capabilities)
+    typ, data = m._simple_command("LOGIN", BOB, f'"{PASSWORD}"')  # imaplib.login() refuses
+    assert typ == "NO" and data[0].startswith(b"[PRIVACYREQUIRED]")
+    m.starttls(ssl_context=running_node.client_context())
+    assert "LOGINDISABLED" not in m.capabilities and "AUTH=PLAIN" in m.capabilities
+    assert m.login(BOB, PASSWORD)[0] == "OK"
+    m.logout()
+
+
+def test_starttls_discards_commands_pipelined_in_clear(running_node: Node) -> None:
+    """RFC 3501 §6.2.1 / CVE-2011-0411 class: a command sent in clear right behind STARTTLS
+    must not be executed inside the TLS session."""
+    sock = socket.create_connection(("127.0.0.1", running_node.ports["imap"]), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    sock.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
+    assert f.readline() == b"a OK Begin TLS negotiation now\r\n"
+    tls = running_node.client_context().wrap_socket(sock)
+    tls.sendall(b"c NOOP\r\n")
+    tf = tls.makefile("rb")
+    assert tf.readline() == b"c OK NOOP completed\r\n"
+    tls.close()
+
+
+def test_authenticate_plain_with_initial_response(running_node: Node) -> None:
+    m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
+                          ssl_context=running_node.client_context(), timeout=10)
+    typ, _ = m.authenticate("PLAIN", lambda _: f"\0{BOB}\0{PASSWORD}".encode())
+    assert typ == "OK"
+    m.logout()
+    rows = running_node.audit("--mailbox", BOB)
+    assert any(r["event"] == "imap.login" and r["outcome"] == 0 for r in rows)
+
+
+def test_wrong_password_is_refused_and_audited(running_node: Node) -> None:
+    m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
+                          ssl_context=running_node.client_context(), timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        m.login(ALICE, "not the password")
+    m.logout()
+    rows = running_node.audit()
+    assert any(r["event"] == "imap.login" and r["outcome"] == 8 and r["actor"] == ALICE
+               for r in rows)
+
+
+# --------------------------------------------------------------------------- core commands
+
+def test_list_shows_special_use_folders(bob: imaplib.IMAP4_SSL) -> None:
+    typ, data = bob.list()
+    assert typ == "OK"
+    lines = {d.decode() for d in data if isinstance(d, bytes)}
+    for name, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
+                      ("Junk", "\\Junk"), ("Archive", "\\Archive")):
+        assert any(line.endswith(f'"/" {name}') and use in line for line in lines), lines
+    typ, data = bob._simple_command("LIST", '""', "*", "RETURN", "(SPECIAL-USE)")
+    assert typ == "OK"
+
+
+def test_append_select_fetch_store_search_expunge(bob: imaplib.IMAP4_SSL) -> None:
+    folder = new_folder(bob, "Core")
+    raw = message("core test", "a body with the word pancreas\n")
+    typ, data = bob.append(folder, "(\\Flagged)", imaplib.Time2Internaldate(time.time()), raw)
+    assert typ == "OK" and re.match(rb"\[APPENDUID \d+ 1\]", data[0])
+    bob.append(folder, None, None, message("second", "nothing here\n"))
+    typ, data = bob.select(folder)
+    assert typ == "OK" and data == [b"2"]
+    typ, data = bob.uid("FETCH", "1", "(FLAGS RFC822.SIZE BODY.PEEK[])")
+    assert typ == "OK"
+    assert data[0][1] == raw and b"\\Flagged" in data[0][0]
+    assert f"RFC822.SIZE {len(raw)}".encode() in data[0][0]
+    typ, data = bob.fetch("1:*", "(UID ENVELOPE)")
+    assert typ == "OK" and b'"core test"' in data[0]
+    typ, data = bob.search(None, "BODY", "pancreas")
+    assert (typ, data) == ("OK", [b"1"])
+    typ, data = bob.uid("SEARCH", "FLAGGED")
+    assert data == [b"1"]
+    typ, data = bob.store("2", "+FLAGS", "(\\Deleted)")
+    assert typ == "OK" and b"\\Deleted" in data[0]
+    typ, data = bob.expunge()
+    assert (typ, data) == ("OK", [b"2"])
+    typ, data = bob.fetch("1:*", "(UID)")
+    assert data == [b"1 (UID 1)"]
+
+
+def test_fetch_body_sets_seen_and_peek_does_not(bob: imaplib.IMAP4_SSL) -> None:
+    folder = new_folder(bob, "Seen")
+    bob.append(folder, None, None, message("seen"))
+    bob.select(folder)
+    bob.fetch("1", "(BODY.PEEK[HEADER])")
+    assert b"\\Seen" not in bob.fetch("1", "(FLAGS)")[1][0]
+    typ, data = bob.fetch("1", "(BODY[TEXT])")
+    assert typ == "OK" and b"\\Seen" in data[0][0]
+
+
+def test_copy_and_move_with_uidplus(bob: imaplib.IMAP4_SSL) -> None:
+    src, dst = new_folder(bob, "Src"), new_folder(bob, "Dst")
+    for i in range(3):
+        bob.append(src, None, None, message(f"move {i}"))
+    bob.select(src)
+    typ, data = bob.uid("COPY", "1", dst)
+    assert typ == "OK"
+    code, values = bob.response("COPYUID")  # imaplib keeps response codes by name
+    assert re.fullmatch(rb"\d+ 1 1", values[-1])
+    typ, data = bob.uid("MOVE", "2:3", dst)
+    assert typ == "OK"
+    assert bob.select(src)[1] == [b"1"]
+    assert bob.select(dst)[1] == [b"3"]
+    typ, data = bob.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = sorted(d[1].strip() for d in data if isinstance(d, tuple))
+    assert subjects == [b"Subject: move 0", b"Subject: move 1", b"Subject: move 2"]
+
+
+def test_status_and_examine_is_read_only(bob: imaplib.IMAP4_SSL) -> None:
+    folder = new_folder(bob, "Ro")
+    bob.append(folder, None, None, message("ro"))
+    typ, data = bob.status(folder, "(MESSAGES UNSEEN UIDNEXT)")
+    assert data == [b"Ro (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"]
+    bob.select(folder, readonly=True)
+    typ, data = bob.store("1", "+FLAGS", "(\\Deleted)")
+    assert typ == "NO" and data[0].startswith(b"[READ-ONLY]")
+
+
+def test_unknown_mailbox_is_nonexistent(bob: imaplib.IMAP4_SSL) -> None:
+    typ, data = bob.select("No/Such/Box")
+    assert typ == "NO" and b"[NONEXISTENT]" in data[0]
+
+
+def test_utf7_folder_names(bob: imaplib.IMAP4_SSL) -> None:
+    assert bob.create('"Comptes-rendus &AOk-t&AOk-"')[0] == "OK"  # "Comptes-rendus été"
+    typ, data = bob.list('""', "Comptes*")
+    assert data == [b'(\\HasNoChildren) "/" "Comptes-rendus &AOk-t&AOk-"']
+    with pytest.raises(imaplib.IMAP4.error, match="BAD"):
+        bob.create('"bad &Jjo!"')
+
+
+# --------------------------------------------------------------------------- round trip
+
+def test_smtp_submission_round_trip_is_byte_exact(running_node: Node,
+                                                   bob: imaplib.IMAP4_SSL) -> None:
+    raw = message("round trip", "ligne 1\nligne accentuée\n.\n..point\n")
+    submit(running_node, raw)
+    bob.select("INBOX")
+    typ, data = bob.uid("SEARCH", "HEADER", "Message-ID",
+                        re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode())
+    uid = data[0].split()[-1]
+    typ, data = bob.uid("FETCH", uid, "(BODY.PEEK[])")
+    fetched = data[0][1]
+    assert fetched.endswith(raw)
+    trace = fetched[:-len(raw)]
+    assert trace.startswith(b"Received: ") and trace.endswith(b"\r\n")
+
+
+# --------------------------------------------------------------------------- concurrency
+
+def test_two_sessions_see_each_others_changes(running_node: Node) -> None:
+    a, b = imaps(running_node), imaps(running_node)
+    folder = new_folder(a, "Shared-view")
+    a.append(folder, None, None, message("one"))
+    a.append(folder, None, None, message("two"))
+    a.select(folder)
+    b.select(folder)
+    b.store("1", "+FLAGS", "(\\Flagged)")
+    b.append(folder, None, None, message("three"))
+    a.noop()
+    untagged = a.untagged_responses
+    assert b"1 (UID 1 FLAGS (\\Flagged))" in untagged.get("FETCH", []) or any(
+        b"FLAGS (\\Flagged)" in f for f in untagged.get("FETCH", []))
+    assert untagged.get("EXISTS", [])[-1:] == [b"3"]
+    b.store("2", "+FLAGS", "(\\Deleted)")
+    b.expunge()
+    typ, data = a.noop()
+    assert a.untagged_responses.get("EXPUNGE") == [b"2"]
+    a.logout()
+    b.logout()
+
+
+async def _idle_sees_delivery(node: Node) -> float:
+    client = aioimaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"],
+                                  ssl_context=node.client_context(), timeout=10)
+    await client.wait_hello_from_server()
+    assert (await client.login(BOB, PASSWORD)).result == "OK"
+    assert (await client.select("INBOX")).result == "OK"
+    idle = await client.idle_start(timeout=10)
+    await asyncio.sleep(0.2)
+    start = time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(None, submit, node, message("idle"))
+    sent = time.monotonic()
+    pushed = await client.wait_server_push(timeout=5)
+    seen = time.monotonic()
+    assert any(b"EXISTS" in line if isinstance(line, bytes) else "EXISTS" in line
+               for line in pushed), pushed
+    client.idle_done()
+    await asyncio.wait_for(idle, 5)
+    await client.logout()
+    del start
+    return seen - sent
+
+
+def test_idle_reports_smtp_delivery_within_one_second(running_node: Node) -> None:
+    delay = asyncio.run(_idle_sees_delivery(running_node))
+    assert delay < 1.0
+
+
+def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> None:
+    other = imaps(running_node)
+    folder = new_folder(other, "Idle-peer")
+    other.append(folder, None, None, message("peer 1"))
+    other.append(folder, None, None, message("peer 2"))
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(f"s SELECT {folder}\r\n".encode())
+    raw.until(b"s")
+    raw.send(b"i IDLE\r\n")
+    assert raw.line() == b"+ idling"
+    other.select(folder)
+    started = time.monotonic()
+    other.store("1", "+FLAGS", "(\\Flagged)")
+    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    other.store("2", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    line = raw.line()
+    if line.startswith(b"* 2 FETCH"):  # the \\Deleted flag, unless the expunge came first
+        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"
+        line = raw.line()
+    assert line == b"* 2 EXPUNGE"
+    assert time.monotonic() - started < 2.0
+    raw.send(b"DONE\r\n")
+    assert raw.line() == b"i OK IDLE terminated"
+    raw.close()
+    other.logout()
+
+
+def test_commands_pipelined_after_done(running_node: Node) -> None:
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+    raw.send(b"i IDLE\r\n")
+    assert raw.line() == b"+ idling"
+    raw.send(b"DONE\r\nn NOOP\r\nc CAPABILITY\r\nx LOGOUT\r\n")  # one write (iOS Mail)
+    assert raw.until(b"i")[-1] == b"i OK IDLE terminated"
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed"
+    assert raw.until(b"c")[-1] == b"c OK CAPABILITY completed"
+    assert raw.until(b"x")[-2:] == [b"* BYE mss IMAP4rev1 server logging out",
+                                    b"x OK LOGOUT completed"]
+    raw.close()
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_literal_too_large_refused_before_its_bytes(running_node: Node) -> None:
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(b"a APPEND INBOX {999999999999}\r\n")  # synchronising: no byte follows
+    assert raw.line() == b"a BAD [TOOBIG] Literal too large"
+    raw.send(b"b NOOP\r\n")
+    assert raw.until(b"b")[-1] == b"b OK NOOP completed"
+    raw.close()
+
+
+def test_malformed_commands_get_bad_and_session_stays(running_node: Node) -> None:
+    raw = Raw(running_node)
+    raw.send(b"\r\n")
+    assert raw.line() == b"* BAD Missing or invalid tag"
+    raw.send(b"a1 FROB\r\n")
+    assert raw.line() == b"a1 BAD Unknown command"
+    raw.send(b"a2 SELECT INBOX\r\n")
+    assert raw.line() == b"a2 BAD Command not valid in this state"
+    raw.send(b"a3 LOGIN \"unterminated\r\n")
+    assert raw.line() == b"a3 BAD Unterminated quoted string"
+    raw.send(b"a4 " + b"X" * 70000 + b"\r\n")
+    assert raw.line() == b"a4 BAD Command line too long"
+    raw.login()
+    raw.send(b"a5 SELECT INBOX\r\n")
+    raw.until(b"a5")
+    raw.send(b"a6 FETCH 1:x FLAGS\r\n")
+    assert raw.line().startswith(b"a6 BAD ")
+    raw.send(b"a7 SEARCH CHARSET KOI8-R ALL\r\n")
+    assert raw.until(b"a7")[-1].startswith(b"a7 NO [BADCHARSET")
+    raw.send(b"a8 NOOP\r\n")
+    assert raw.until(b"a8")[-1] == b"a8 OK NOOP completed"
+    raw.close()
+
+
+def test_corrupt_ciphertext_answers_no_and_is_audited(running_node: Node,
+                                                      bob: imaplib.IMAP4_SSL) -> None:
+    folder = new_folder(bob, "Tamper")
+    bob.append(folder, None, None, message("tamper"))
+    bob.append(folder, None, None, message("intact"))
+    db = sqlite3.connect(running_node.data_dir / "mss.db", timeout=30)
+    with db:
+        row = db.execute(
+            "SELECT m.id, m.body_blob FROM messages m JOIN folders f ON f.id = m.folder_id "
+            "WHERE f.name = 'Tamper' AND m.uid = 1").fetchone()
+        blob = bytearray(row[1])
+        blob[-1] ^= 0x01
+        db.execute("UPDATE messages SET body_blob = ? WHERE id = ?", (bytes(blob), row[0]))
+    db.close()
+    bob.select(folder)
+    typ, data = bob.uid("FETCH", "1:2", "(BODY.PEEK[])")
+    assert typ == "NO"
+    assert bob.uid("FETCH", "2", "(BODY.PEEK[])")[0] == "OK"
+    rows = running_node.wait_audit(lambda r: r["event"] == "store.tampered")
+    assert rows and rows[-1]["outcome"] == 12
+
+
+# --------------------------------------------------------------------------- sharing
+
+def test_grant_and_revoke_shared_mailbox(running_node: Node) -> None:
+    running_node.cli("mailbox", "grant", ORG, BOB)
+    submit(running_node, message("pour le secrétariat", rcpt=ORG), rcpt=ORG)
+    m = imaps(running_node)
+    typ, data = m.list('""', "Shared/*")
+    names = [d.decode() for d in data]
+    assert f'(\\HasNoChildren) "/" Shared/{ORG}/INBOX' in names
+    typ, data = m.select(f"Shared/{ORG}/INBOX")
+    assert typ == "OK" and int(data[0]) >= 1
+    rows = running_node.wait_audit(lambda r: r["event"] == "imap.delegated")
+    assert rows and rows[-1]["actor"] == BOB and rows[-1]["mailbox"] == ORG
+    running_node.cli("mailbox", "revoke", ORG, BOB)
+    with pytest.raises(imaplib.IMAP4.abort):
+        m.noop()  # BYE: access revoked
+    m2 = imaps(running_node)
+    assert m2.select(f"Shared/{ORG}/INBOX")[0] == "NO"
+    m2.logout()
+    proc = running_node.cli("mailbox", "grant", BOB, ALICE, check=False)
+    assert proc.returncode == 2 and "only ORG and APP" in proc.stderr
+
+
+# --------------------------------------------------------------------------- other clients
+
+def test_imapclient(running_node: Node) -> None:
+    client = imapclient.IMAPClient("127.0.0.1", port=running_node.ports["imaps"],
+                                   ssl_context=running_node.client_context(), timeout=10)
+    client.login(BOB, PASSWORD)
+    assert b"MOVE" in client.capabilities()
+    client.create_folder("Imapclient")
+    client.append("Imapclient", message("via imapclient"), flags=[b"\\Seen"])
+    info = client.select_folder("Imapclient")
+    assert info[b"EXISTS"] == 1 and b"UIDVALIDITY" in info
+    uids = client.search(["SUBJECT", "imapclient"])
+    assert uids == [1]
+    fetched = client.fetch(uids, ["ENVELOPE", "FLAGS", "BODYSTRUCTURE"])
+    assert fetched[1][b"ENVELOPE"].subject == b"via imapclient"
+    client.add_flags(uids, [b"$Label1"])
+    assert b"$Label1" in client.get_flags(uids)[1]
+    client.move(uids, "Archive")
+    assert client.select_folder("Imapclient")[b"EXISTS"] == 0
+    assert client.namespace().personal == (("", "/"),)
+    client.logout()
+
+
+async def _aioimaplib_session(node: Node) -> None:
+    client = aioimaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"],
+                                  ssl_context=node.client_context(), timeout=10)
+    await client.wait_hello_from_server()
+    assert (await client.login(BOB, PASSWORD)).result == "OK"
+    assert (await client.create("Aio")).result == "OK"
+    assert (await client.append(message("aio"), mailbox="Aio")).result == "OK"
+    assert (await client.select("Aio")).result == "OK"
+    response = await client.uid("fetch", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert response.result == "OK"
+    assert any(b"Subject: aio" in bytes(line) for line in response.lines
+               if isinstance(line, bytes | bytearray)), response.lines
+    response = await client.uid_search("ALL")
+    assert response.result == "OK"
+    await client.logout()
+
+
+def test_aioimaplib(running_node: Node) -> None:
+    asyncio.run(_aioimaplib_session(running_node))
+
+
+# --------------------------------------------------------------------------- throttling (last)
+
+def test_login_throttling_per_address(running_node: Node) -> None:
+    source = "127.0.0.9"  # its own client address: the rest of the module is not locked
+    raw = Raw(running_node, source=source)
+    for i in range(5):
+        raw.send(b"t%d LOGIN nobody@%s wrong\r\n" % (i, DOMAIN.encode()))
+        assert raw.until(b"t%d" % i)[-1] == b"t%d NO [AUTHENTICATIONFAILED] " \
+            b"Authentication failed" % i
+    raw.send(f't9 LOGIN {BOB} "{PASSWORD}"\r\n'.encode())  # right password, locked address
+    assert raw.until(b"t9")[-1] == b"t9 NO [UNAVAILABLE] Too many failed logins, try again later"
+    raw.close()
+    rows = running_node.wait_audit(lambda r: r["event"] == "imap.login" and
+                                   r["reason"] == "throttled")
+    assert rows and rows[-1]["remote_addr"] == source
+    ok = imaps(running_node)  # from 127.0.0.1 bob still logs in
+    ok.logout()
+
+
+def test_login_throttling_per_user(running_node: Node) -> None:
+    """Five failures for one user from five addresses lock the user, not the addresses."""
+    user = f"alice@{DOMAIN}"  # may already have one failure (test_wrong_password_...)
+    failures = 0
+    for i in range(5):
+        raw = Raw(running_node, source=f"127.0.0.{20 + i}")
+        raw.send(f"u{i} LOGIN {user} wrong\r\n".encode())
+        reply = raw.until(b"u%d" % i)[-1]
+        raw.close()
+        if reply.startswith(b"u%d NO [UNAVAILABLE]" % i):
+            break
+        assert reply.startswith(b"u%d NO [AUTHENTICATIONFAILED]" % i)
+        failures += 1
+    assert failures >= 4
+    raw = Raw(running_node, source="127.0.0.30")
+    raw.send(f'u9 LOGIN {user} "{PASSWORD}"\r\n'.encode())
+    assert raw.until(b"u9")[-1] == b"u9 NO [UNAVAILABLE] Too many failed logins, try again later"
+    raw.send(f'u8 LOGIN bob@{DOMAIN} "{PASSWORD}"\r\n'.encode())  # the address is not locked
+    assert raw.until(b"u8")[-1].startswith(b"u8 OK")
+    raw.close()
+
+
+def test_tls_only_on_imaps(running_node: Node) -> None:
+    with socket.create_connection(("127.0.0.1", running_node.ports["imaps"]), timeout=5) as s, \
+            pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        s.sendall(b"a CAPABILITY\r\n")
+        data = s.recv(100)
+        assert not data.startswith(b"* OK")
+        raise ConnectionError("no plaintext greeting")
+
+
+def test_preauth_and_idle_timeouts(tmp_path: object) -> None:
+    """RFC 3501 §5.4 autologout: shortened timeouts on a node of its own."""
+    from pathlib import Path
+
+    from tests.node import make_node
+
+    node = make_node(Path(str(tmp_path)), with_whitelist=False,
+                     extra_config="\n[imap]\npreauth_timeout = 1.0\nsession_timeout = 2.0\n")
+    node.start()
+    try:
+        raw = Raw(node)
+        started = time.monotonic()
+        assert raw.line() == b"* BYE Autologout; idle for too long"
+        assert 0.8 < time.monotonic() - started < 5
+        raw.close()
+        raw = Raw(node)
+        raw.login()
+        raw.send(b"s SELECT INBOX\r\ni IDLE\r\n")
+        raw.until(b"s")
+        assert raw.line() == b"+ idling"
+        started = time.monotonic()
+        assert raw.line() == b"* BYE Autologout; idle for too long"
+        assert 1.5 < time.monotonic() - started < 6
+        raw.close()
+    finally:
+        node.stop()
+
+
+@pytest.mark.skipif(__import__("shutil").which("mbsync") is None, reason="mbsync not installed")
+def test_mbsync_over_starttls(tmp_path: object) -> None:
+    """The mbsync two-way sync (tests/test_imap_mbsync.py) through the STARTTLS listener."""
+    from pathlib import Path
+
+    from tests.node import make_node
+    from tests.test_imap_mbsync import Endpoint, deliver, two_way_sync
+
+    base = Path(str(tmp_path))
+    node = make_node(base / "n", with_whitelist=False)
+    node.start()
+    try:
+        deliver(node, 100)
+        endpoint = Endpoint(node.ports["imap"], BOB, PASSWORD,
+                            (node.data_dir / "pki" / "server.crt").read_text(),
+                            node.client_context(), starttls=True)
+        (base / "sync").mkdir()
+        two_way_sync(endpoint, base / "sync", 100)
+    finally:
+        node.stop()
+
+
+def test_disabled_mailbox_sessions_end(running_node: Node) -> None:
+    carol = f"carol@{DOMAIN}"
+    running_node.cli("mailbox", "add", carol, "--type", "PER", "--rpps", "10000000003",
+                     "--password-stdin", input=PASSWORD + "\n")
+    raw = Raw(running_node)
+    raw.login(carol)
+    running_node.cli("mailbox", "disable", carol)
+    time.sleep(10.5)  # proxy/imap/connection.py ENABLED_CHECK
+    raw.send(b"n NOOP\r\n")
+    assert raw.line() == b"* BYE Mailbox disabled"
+    raw.close()
+    m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
+                          ssl_context=running_node.client_context(), timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        m.login(carol, PASSWORD)
+    m.logout()
+
+
+def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
+    raw = Raw(running_node, source="127.0.0.40")
+    raw.login()
+    for i in range(19):
+        raw.send(b"e%d NOOP extra\r\n" % i)  # BAD from the handler
+        assert raw.line() == b"e%d BAD Wrong number of arguments" % i
+    raw.send(b"e19 FROB\r\n")
+    assert raw.line() == b"e19 BAD Unknown command"
+    assert raw.line() == b"* BYE Too many invalid commands"
+    assert raw.file.readline() == b""
+    raw.close()

@@ -1,0 +1,512 @@
+"""IMAP transcripts: exact client lines in, exact server lines out, per command family.
+
+In the style of pymap's transcript tests, against the real server over a real socket.
+``C:`` lines are sent (``{literal}`` placeholders are not used: literals are written out as
+``{n+}`` with their bytes on the next ``C:`` line); ``S:`` lines must match exactly, where
+``<n>`` stands for a number that varies between runs (UIDVALIDITY, MODSEQ) and ``<*>`` for
+any text. Each transcript works in folders of its own, so they share one node.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from tests.node import DOMAIN, PASSWORD, Node
+
+BOB = f"bob@{DOMAIN}"
+CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE{auth} NAMESPACE UIDPLUS MOVE SPECIAL-USE "
+        "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH BINARY APPENDLIMIT=52428800")
+PLAIN_CAPS = CAPS.format(auth=" STARTTLS LOGINDISABLED")
+TLS_CAPS = CAPS.format(auth=" AUTH=PLAIN")
+AUTHED_CAPS = CAPS.format(auth="")
+MSG = (b"From: Alice <alice@demo.mssante.fr>\r\nTo: bob@demo.mssante.fr\r\n"
+       b"Subject: Compte rendu\r\nMessage-ID: <t1@demo.mssante.fr>\r\n"
+       b"Date: Mon, 23 Nov 2026 09:00:00 +0100\r\n\r\nBonjour, resultat normal.\r\n")
+
+
+def _pattern(line: str) -> re.Pattern[str]:
+    text = re.escape(line).replace(re.escape("<n>"), r"\d+").replace(re.escape("<*>"), ".*")
+    return re.compile(text + r"\Z")
+
+
+def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) -> None:
+    port = node.ports["imaps" if tls else "imap"]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        sock = node.client_context().wrap_socket(sock)
+    reader = sock.makefile("rb")
+    try:
+        greeting = reader.readline()
+        assert greeting.startswith(b"* OK [CAPABILITY "), greeting
+        if login:
+            sock.sendall(f'L0 LOGIN {BOB} "{PASSWORD}"\r\n'.encode())
+            assert reader.readline().startswith(b"L0 OK"), "login"
+        lines = [ln for ln in transcript.strip("\n").split("\n") if ln.strip()]
+        for number, line in enumerate(lines, 1):
+            kind, text = line[:1], line[3:]
+            if kind == "C":
+                sock.sendall(text.encode("utf-8").replace(b"\\r\\n", b"\r\n")
+                             .replace(b"\\0", b"\0") + b"\r\n")
+            elif kind == "L":  # literal bytes, sent as they are (no CRLF added)
+                sock.sendall(MSG)
+            else:
+                try:
+                    got = reader.readline()
+                except TimeoutError:
+                    raise AssertionError(f"line {number}: no reply, expected {text!r}") from None
+                assert got.endswith(b"\r\n"), f"line {number}: connection ended: {got!r}"
+                got_text = got[:-2].decode("utf-8", "replace")
+                assert _pattern(text).match(got_text), \
+                    f"line {number}: expected {text!r}, got {got_text!r}"
+    finally:
+        sock.close()
+
+
+def test_greeting_starttls_and_capabilities(running_node: Node) -> None:
+    run(running_node, f"""
+C: a1 CAPABILITY
+S: * CAPABILITY {PLAIN_CAPS}
+S: a1 OK CAPABILITY completed
+C: a2 LOGIN {BOB} x
+S: a2 NO [PRIVACYREQUIRED] Use STARTTLS first
+C: a3 AUTHENTICATE PLAIN AGJvYgB4
+S: a3 NO [PRIVACYREQUIRED] Use STARTTLS first
+C: a4 STARTTLS
+S: a4 OK Begin TLS negotiation now
+""", tls=False, login=False)
+
+
+def test_login_and_authenticate(running_node: Node) -> None:
+    run(running_node, f"""
+C: a1 CAPABILITY
+S: * CAPABILITY {TLS_CAPS}
+S: a1 OK CAPABILITY completed
+C: a2 AUTHENTICATE CRAM-MD5
+S: a2 NO [CANNOT] Unsupported mechanism
+C: a3 AUTHENTICATE PLAIN
+S: +\x20
+C: *
+S: a3 BAD Authentication cancelled
+C: a4 AUTHENTICATE PLAIN !!!
+S: a4 BAD Invalid SASL PLAIN response
+C: a5 LOGIN {BOB} {{21+}}
+C: {PASSWORD}
+S: a5 OK [CAPABILITY {AUTHED_CAPS}] Logged in
+C: a6 LOGIN {BOB} x
+S: a6 BAD Command not valid in this state
+C: a7 LOGOUT
+S: * BYE mss IMAP4rev1 server logging out
+S: a7 OK LOGOUT completed
+""", login=False)
+
+
+def test_list_namespace_status(running_node: Node) -> None:
+    run(running_node, """
+C: a1 CREATE T-list/child
+S: a1 OK CREATE completed
+C: a2 LIST "" T-list*
+S: * LIST (\\HasChildren) "/" T-list
+S: * LIST (\\HasNoChildren) "/" T-list/child
+S: a2 OK LIST completed
+C: a3 LIST "" %/child
+S: * LIST (\\HasNoChildren) "/" T-list/child
+S: a3 OK LIST completed
+C: a4 LIST "" ""
+S: * LIST (\\Noselect) "/" ""
+S: a4 OK LIST completed
+C: a5 LIST (SUBSCRIBED) "" "Sent" RETURN (SPECIAL-USE)
+S: * LIST (\\HasNoChildren \\Sent \\Subscribed) "/" Sent
+S: a5 OK LIST completed
+C: a6 LIST "" (Drafts Junk) RETURN (STATUS (MESSAGES UNSEEN))
+S: * LIST (\\HasNoChildren \\Drafts) "/" Drafts
+S: * STATUS Drafts (MESSAGES 0 UNSEEN 0)
+S: * LIST (\\HasNoChildren \\Junk) "/" Junk
+S: * STATUS Junk (MESSAGES 0 UNSEEN 0)
+S: a6 OK LIST completed
+C: a7 NAMESPACE
+S: * NAMESPACE (("" "/")) NIL (("Shared/" "/"))
+S: a7 OK NAMESPACE completed
+C: a8 STATUS T-list (MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)
+S: * STATUS T-list (MESSAGES 0 UIDNEXT 1 UIDVALIDITY <n> UNSEEN 0 HIGHESTMODSEQ 1)
+S: a8 OK STATUS completed
+C: a9 STATUS Nowhere (MESSAGES)
+S: a9 NO [NONEXISTENT] No such mailbox
+C: b1 CREATE T-list
+S: b1 NO [ALREADYEXISTS] Mailbox already exists
+C: b2 RENAME T-list/child T-list/renamed
+S: b2 OK RENAME completed
+C: b3 DELETE T-list
+S: b3 NO [INUSE] Mailbox has children, delete them first
+C: b4 DELETE T-list/renamed
+S: b4 OK DELETE completed
+C: b5 UNSUBSCRIBE T-list
+S: b5 OK UNSUBSCRIBE completed
+C: b6 LSUB "" T-list*
+S: b6 OK LSUB completed
+C: b7 DELETE INBOX
+S: b7 NO [CANNOT] INBOX cannot be deleted
+""")
+
+
+def test_select_append_store_expunge(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-sel
+S: a1 OK CREATE completed
+C: a2 APPEND T-sel (\\Seen) "23-Nov-2026 09:00:00 +0100" {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 APPEND T-sel {{{size}+}}
+L: message
+C:
+S: a3 OK [APPENDUID <n> 2] APPEND completed
+C: a4 APPEND T-nowhere {{{size}+}}
+L: message
+C:
+S: a4 NO [TRYCREATE] Mailbox does not exist
+C: a5 SELECT T-sel
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
+S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted
+S: * 2 EXISTS
+S: * 0 RECENT
+S: * OK [UNSEEN 2] First unseen
+S: * OK [UIDVALIDITY <n>] UIDs valid
+S: * OK [UIDNEXT 3] Predicted next UID
+S: * OK [HIGHESTMODSEQ <n>] Highest
+S: a5 OK [READ-WRITE] SELECT completed
+C: a6 FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
+S: * 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size} INTERNALDATE "<*>")
+S: a6 OK FETCH completed
+C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)
+S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent \\*)] Flags permitted
+S: * 2 FETCH (FLAGS (\\Deleted $Urgent))
+S: a7 OK STORE completed
+C: a8 UID STORE 1 -FLAGS.SILENT (\\Seen)
+S: a8 OK UID STORE completed
+C: a9 STORE 1 FLAGS (\\Recent)
+S: a9 BAD Invalid system flag \\Recent
+C: b1 EXPUNGE
+S: * 2 EXPUNGE
+S: b1 OK EXPUNGE completed
+C: b2 UID FETCH 1:* FLAGS
+S: * 1 FETCH (UID 1 FLAGS ())
+S: b2 OK UID FETCH completed
+C: b3 EXAMINE T-sel
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
+S: * OK [PERMANENTFLAGS ()] Read-only mailbox
+S: * 1 EXISTS
+S: * 0 RECENT
+S: * OK [UNSEEN 1] First unseen
+S: * OK [UIDVALIDITY <n>] UIDs valid
+S: * OK [UIDNEXT 3] Predicted next UID
+S: * OK [HIGHESTMODSEQ <n>] Highest
+S: b3 OK [READ-ONLY] EXAMINE completed
+C: b4 STORE 1 +FLAGS (\\Seen)
+S: b4 NO [READ-ONLY] Mailbox is read-only
+C: b5 UNSELECT
+S: b5 OK UNSELECT completed
+C: b6 FETCH 1 FLAGS
+S: b6 BAD Command not valid in this state
+""")
+
+
+def test_search_and_esearch(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-search
+S: a1 OK CREATE completed
+C: a2 APPEND T-search (\\Flagged) {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 APPEND T-search {{{size}+}}
+L: message
+C:
+S: a3 OK [APPENDUID <n> 2] APPEND completed
+C: a4 SELECT T-search
+S: <*>
+S: <*>
+S: * 2 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a4 OK [READ-WRITE] SELECT completed
+C: a5 SEARCH FLAGGED
+S: * SEARCH 1
+S: a5 OK SEARCH completed
+C: a6 UID SEARCH CHARSET UTF-8 BODY "resultat" NOT FLAGGED
+S: * SEARCH 2
+S: a6 OK UID SEARCH completed
+C: a7 UID SEARCH RETURN (MIN MAX COUNT ALL) ALL
+S: * ESEARCH (TAG "a7") UID MIN 1 MAX 2 COUNT 2 ALL 1:2
+S: a7 OK UID SEARCH completed
+C: a8 SEARCH RETURN () SUBJECT "nothing like this"
+S: * ESEARCH (TAG "a8")
+S: a8 OK SEARCH completed
+C: a9 SEARCH CHARSET ISO-2022-KR ALL
+S: a9 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset
+""")
+
+
+def test_copy_move_uidplus(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-from
+S: a1 OK CREATE completed
+C: a2 CREATE T-to
+S: a2 OK CREATE completed
+C: a3 APPEND T-from {{{size}+}}
+L: message
+C:
+S: a3 OK [APPENDUID <n> 1] APPEND completed
+C: a4 APPEND T-from {{{size}+}}
+L: message
+C:
+S: a4 OK [APPENDUID <n> 2] APPEND completed
+C: a5 EXAMINE T-from
+S: <*>
+S: <*>
+S: * 2 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a5 OK [READ-ONLY] EXAMINE completed
+C: a6 COPY 1:2 T-to
+S: a6 OK [COPYUID <n> 1:2 1:2] COPY completed
+C: a7 MOVE 1 T-to
+S: a7 NO [READ-ONLY] Mailbox is read-only
+C: a8 SELECT T-from
+S: <*>
+S: <*>
+S: * 2 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a8 OK [READ-WRITE] SELECT completed
+C: a9 UID MOVE 2 T-to
+S: * OK [COPYUID <n> 2 3] Moved
+S: * 2 EXPUNGE
+S: a9 OK UID MOVE completed
+C: b1 COPY 1 T-nowhere
+S: b1 NO [TRYCREATE] Mailbox does not exist
+C: b2 STATUS T-to (MESSAGES UIDNEXT)
+S: * STATUS T-to (MESSAGES 3 UIDNEXT 4)
+S: b2 OK STATUS completed
+""")
+
+
+def test_condstore(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-cond
+S: a1 OK CREATE completed
+C: a2 APPEND T-cond {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 ENABLE CONDSTORE
+S: * ENABLED CONDSTORE
+S: a3 OK ENABLE completed
+C: a4 SELECT T-cond
+S: <*>
+S: <*>
+S: * 1 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: * OK [HIGHESTMODSEQ 2] Highest
+S: a4 OK [READ-WRITE] SELECT completed
+C: a5 STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)
+S: a5 OK [MODIFIED 1] Conditional STORE failed
+C: a6 STORE 1 (UNCHANGEDSINCE 2) +FLAGS (\\Seen)
+S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: a6 OK STORE completed
+C: a7 FETCH 1:* (FLAGS) (CHANGEDSINCE 2)
+S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: a7 OK FETCH completed
+C: a8 FETCH 1:* (FLAGS) (CHANGEDSINCE 3)
+S: a8 OK FETCH completed
+""")
+
+
+def test_idle_and_bad_input(running_node: Node) -> None:
+    run(running_node, """
+C: a1 SELECT INBOX
+S: * FLAGS (<*>)
+S: <*>
+S: * 0 EXISTS
+S: * 0 RECENT
+S: <*>
+S: <*>
+S: <*>
+S: a1 OK [READ-WRITE] SELECT completed
+C: a2 IDLE
+S: + idling
+C: DONE
+S: a2 OK IDLE terminated
+C: a3 IDLE
+S: + idling
+C: NOT-DONE
+S: a3 BAD Expected DONE
+C: a4 FETCH 5:x FLAGS
+S: a4 BAD <*>
+C: a5 FROB
+S: a5 BAD Unknown command
+C: a6 UID FROB 1
+S: a6 BAD Unknown command
+C: a7 NOOP extra
+S: a7 BAD Wrong number of arguments
+C: a8 CREATE "bad &Jjo!"
+S: a8 BAD <*>
+C: a9 ID NIL
+S: * ID ("name" "mss" "vendor" "mss")
+S: a9 OK ID completed
+C: b1 FETCH 3 FLAGS
+S: b1 BAD Invalid sequence set: no message 3
+C: b2 UID FETCH 3 FLAGS
+S: b2 OK UID FETCH completed
+""")
+
+
+@pytest.mark.parametrize("line", [b"a1 LOGIN {5}\r\n", b"a1 CAPABILITY\r\n"])
+def test_preauth_literal_limit(running_node: Node, line: bytes) -> None:
+    """Before login the literal limit is 64 KiB; a larger one is refused unread."""
+    sock = running_node.client_context().wrap_socket(
+        socket.create_connection(("127.0.0.1", running_node.ports["imaps"]), timeout=10))
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(b"a0 LOGIN {70000}\r\n")
+    assert reader.readline() == b"a0 BAD [TOOBIG] Literal too large\r\n"
+    sock.sendall(line)
+    reply = reader.readline()
+    assert reply.startswith((b"+ ", b"* CAPABILITY"))
+    sock.close()
+
+
+def test_fetch_items(running_node: Node) -> None:
+    size = len(MSG)
+    alice = '(("Alice" NIL "alice" "demo.mssante.fr"))'
+    envelope = (f'("Mon, 23 Nov 2026 09:00:00 +0100" "Compte rendu" {alice} {alice} {alice} '
+                '((NIL NIL "bob" "demo.mssante.fr")) NIL NIL NIL "<t1@demo.mssante.fr>")')
+    structure = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 27 1 NIL NIL NIL NIL)'
+    run(running_node, f"""
+C: a1 CREATE T-fetch
+S: a1 OK CREATE completed
+C: a2 APPEND T-fetch {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 SELECT T-fetch
+S: <*>
+S: <*>
+S: * 1 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a3 OK [READ-WRITE] SELECT completed
+C: a4 FETCH 1 (ENVELOPE BODYSTRUCTURE)
+S: * 1 FETCH (ENVELOPE {envelope} BODYSTRUCTURE {structure})
+S: a4 OK FETCH completed
+C: a5 FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] BODY.PEEK[TEXT]<0.7>)
+S: * 1 FETCH (BODY[HEADER.FIELDS.NOT (TO FROM DATE MESSAGE-ID)] {{25}}
+S: Subject: Compte rendu
+S:
+S:  BODY[TEXT]<0> {{7}}
+S: Bonjour)
+S: a5 OK FETCH completed
+C: a6 UID FETCH 1 (RFC822.SIZE BODY[1])
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} BODY[1] {{27}}
+S: Bonjour, resultat normal.
+S: )
+S: a6 OK UID FETCH completed
+C: a7 FETCH 1 BODY[9]
+S: * 1 FETCH (FLAGS (\\Seen) BODY[9] {{0}}
+S: )
+S: a7 OK FETCH completed
+C: a8 FETCH 1 (FLAGS) (CHANGEDSINCE x)
+S: a8 BAD Expected a number
+C: a9 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])
+S: * 1 FETCH (BINARY[1] {{27}}
+S: Bonjour, resultat normal.
+S:  BINARY.SIZE[1] 27)
+S: a9 OK FETCH completed
+C: b1 APPEND T-fetch ~{{5+}}
+C: a\0b\r\n
+S: * 2 EXISTS
+S: b1 OK [APPENDUID <n> 2] APPEND completed
+""")
+
+
+def test_authenticate_continuation(running_node: Node) -> None:
+    import base64
+
+    response = base64.b64encode(f"\0{BOB}\0{PASSWORD}".encode()).decode()
+    run(running_node, f"""
+C: a1 AUTHENTICATE PLAIN
+S: +\x20
+C: {response}
+S: a1 OK [CAPABILITY {AUTHED_CAPS}] Logged in
+C: a2 AUTHENTICATE PLAIN
+S: a2 BAD Command not valid in this state
+""", login=False)
+
+
+def test_uid_expunge_close_and_modseq_search(running_node: Node) -> None:
+    size = len(MSG)
+    run(running_node, f"""
+C: a1 CREATE T-exp
+S: a1 OK CREATE completed
+C: a2 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a2 OK [APPENDUID <n> 1] APPEND completed
+C: a3 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a3 OK [APPENDUID <n> 2] APPEND completed
+C: a4 APPEND T-exp (\\Deleted) {{{size}+}}
+L: message
+C:
+S: a4 OK [APPENDUID <n> 3] APPEND completed
+C: a5 SELECT T-exp (CONDSTORE)
+S: <*>
+S: <*>
+S: * 3 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a5 OK [READ-WRITE] SELECT completed
+C: a6 UID SEARCH MODSEQ 3
+S: * SEARCH 2 3 (MODSEQ 4)
+S: a6 OK UID SEARCH completed
+C: a7 UID EXPUNGE 2
+S: * 2 EXPUNGE
+S: a7 OK UID EXPUNGE completed
+C: a8 UID SEARCH RETURN (COUNT) DELETED
+S: * ESEARCH (TAG "a8") UID COUNT 2
+S: a8 OK UID SEARCH completed
+C: a9 CLOSE
+S: a9 OK CLOSE completed
+C: b1 STATUS T-exp (MESSAGES UIDNEXT)
+S: * STATUS T-exp (MESSAGES 0 UIDNEXT 4)
+S: b1 OK STATUS completed
+C: b2 CLOSE
+S: b2 BAD Command not valid in this state
+""")
