@@ -193,5 +193,23 @@ def catalogue_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_table(path: str) -> None:
+    """Replace the catalogue table in the document at *path*, keeping the rest of it."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| event | EventID"))
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    text = "\n".join(lines[:start]) + "\n" + catalogue_table() + "\n".join(lines[end:])
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 if __name__ == "__main__":
-    print(catalogue_table(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--write"] and len(sys.argv) == 3:
+        write_table(sys.argv[2])  # python -m audit.events --write docs/audit-events.md
+    else:
+        print(catalogue_table(), end="")

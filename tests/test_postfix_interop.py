@@ -170,8 +170,6 @@ def test_postfix_with_a_certificate_not_listed_is_refused_and_bounces(peers: Pee
     assert not with_tag(read_all(node, STRANGER_RCPT), tag)
 
 
-@pytest.mark.xfail(reason="needs the trust-inbound branch: the MX requires a client "
-                   "certificate; remove this marker once merged", strict=False)
 def test_postfix_without_a_client_certificate_is_refused(peers: Peers) -> None:
     """The usual Postfix mistake: smtp_tls_cert_file left empty."""
     node, postfix = peers.node, peers.postfix
@@ -242,9 +240,6 @@ def test_postfix_with_a_dn_not_listed_for_the_domain_gets_nothing(peers: Peers) 
     node.cli("queue", "bounce", queue_id)  # settle it (it would retry until it expires)
 
 
-@pytest.mark.xfail(reason="needs the trust-inbound branch: the MX accepts the null "
-                   "reverse-path (RFC 3464 DSNs) from a listed operator certificate; "
-                   "remove this marker once merged", strict=False)
 def test_postfix_delivery_report_reaches_our_sender(peers: Peers) -> None:
     """Postfix accepts the recipient, then fails delivery: its DSN, sent with MAIL FROM:<>
     and its operator certificate, must reach our sender's mailbox (RFC 5321 §6.1)."""
