@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_CERT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -74,8 +78,9 @@ class Node:
 
         pki = self.data_dir / "pki"
         cert, key = pki / f"{name}.crt", pki / f"{name}.key"
-        if not cert.exists():
-            cert, key = issue_certificate(pki, name, [f"{name}.test"], subject=subject)
+        with _CERT_LOCK:  # test threads (concurrent senders) must not read a half-written key
+            if not cert.exists():
+                cert, key = issue_certificate(pki, name, [f"{name}.test"], subject=subject)
         return cert, key
 
     def mx_client_context(self) -> ssl.SSLContext:

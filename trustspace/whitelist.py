@@ -223,6 +223,8 @@ def parse_whitelist(data: bytes) -> ParsedWhitelist:
         reader.handle(parser.read_events())
     except ParseError as exc:  # events before the error were handled: entries are complete
         error = exc
+    except (LookupError, UnicodeError) as exc:  # e.g. encoding="ATF-8" in the declaration
+        raise WhitelistFormatError(f"unusable character encoding: {exc}") from None
     warnings: list[str] = []
     truncated = error is not None or not reader.closed
     if error is not None and not reader.entries:
