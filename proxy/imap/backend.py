@@ -11,7 +11,9 @@ folder's ``highestmodseq`` (RFC 7162 §3.1.1): sessions compare it to detect cha
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +47,10 @@ class Folder:
     subscribed: bool
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Row:
-    """One message as a session holds it (no content)."""
+    """One message as a session holds it (no content); immutable, so that folder snapshots
+    are shared between sessions (a change replaces the row, see ``Selected.update``)."""
 
     uid: int
     id: str  # store id (bound into the ciphertext)
@@ -131,6 +134,58 @@ def rows(conn: Connection, folder_id: int, since_modseq: int | None = None) -> l
         result = conn.execute(_ROWS, {"folder": folder_id}).tuples()
     return [Row(uid, row_id, tuple(flags.split()) if flags else (), date, size, modseq)
             for uid, row_id, flags, date, size, modseq in result]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A folder's message list at one (uidvalidity, uidnext, highestmodseq)."""
+
+    rows: tuple[Row, ...]
+    keywords: frozenset[str]
+    first_unseen: int | None  # sequence number (RFC 3501 §7.1 UNSEEN)
+
+
+class SnapshotCache:
+    """Folder message lists kept per process, keyed by the folder's state.
+
+    Every write to a folder's messages moves its UIDNEXT or HIGHESTMODSEQ (``_bump``, and
+    ``store.write_delivery`` for SMTP), and both only grow, so a snapshot whose key equals
+    the folder row just read is exactly the current list: SELECT of an unchanged folder
+    needs no message scan. Bounded by the total number of rows held (LRU); no content.
+    """
+
+    def __init__(self, max_rows: int = 400_000) -> None:
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[tuple[int, int, int], Snapshot]] = OrderedDict()
+        self._rows = 0
+
+    def get(self, conn: Connection, folder: Folder) -> Snapshot:
+        key = (folder.uidvalidity, folder.uidnext, folder.highestmodseq)
+        with self._lock:
+            hit = self._items.get(folder.id)
+            if hit is not None and hit[0] == key:
+                self._items.move_to_end(folder.id)
+                return hit[1]
+        found = rows(conn, folder.id)
+        snap = Snapshot(tuple(found),
+                        frozenset(f for r in found for f in r.flags if not f.startswith("\\")),
+                        next((i for i, r in enumerate(found, 1) if "\\Seen" not in r.flags),
+                             None))
+        with self._lock:
+            old = self._items.pop(folder.id, None)
+            if old is not None:
+                self._rows -= len(old[1].rows)
+            if len(found) <= self.max_rows:
+                self._items[folder.id] = (key, snap)
+                self._rows += len(found)
+            while self._rows > self.max_rows:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._rows -= len(dropped.rows)
+        return snap
+
+
+SNAPSHOTS = SnapshotCache()
 
 
 def ensure_indexes(engine: Engine) -> None:

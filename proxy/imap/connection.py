@@ -10,6 +10,7 @@ command (EXPUNGE not during FETCH, STORE or SEARCH by sequence number) and durin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import secrets
 import ssl
@@ -99,6 +100,12 @@ class Selected:
 
     def changed_order(self) -> None:
         self._index = None
+
+    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> backend.Row:
+        """Replace the row at *seq* (rows are shared, immutable); the new row."""
+        row = dataclasses.replace(self.rows[seq - 1], flags=flags, modseq=modseq)
+        self.rows[seq - 1] = row
+        return row
 
     @property
     def uidnext(self) -> int:
@@ -359,11 +366,10 @@ class Session:
                 current = sel.rows[seq - 1]
                 if current.flags != row.flags:
                     self.announce_keywords(row.flags)
-                    current.flags = row.flags
-                    current.modseq = row.modseq
+                    current = sel.update(seq, row.flags, row.modseq)
                     self.untagged(self.flags_fetch(seq, current, uid=True))
                 else:
-                    current.modseq = row.modseq
+                    sel.update(seq, current.flags, row.modseq)
             sel.modseq = modseq
             sel.folder = backend.Folder(sel.folder.id, sel.folder.mailbox_id, sel.folder.name,
                                         sel.folder.special_use, sel.folder.uidvalidity,

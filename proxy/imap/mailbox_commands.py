@@ -3,12 +3,14 @@ DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS, NAMESPACE, APPEND, IDLE."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import time
 
 from sqlalchemy import Connection
 
+from audit.journal import append
 from mss import store
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, flag_list, nargs
@@ -49,39 +51,46 @@ async def select_command(s: Session, cmd: Command) -> Result:
     s.close_selected()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
     target = await resolve(s, name, access=cmd.name)
 
-    def load(conn: Connection) -> tuple[backend.Folder | None, list[backend.Row], set[str],
-                                        int | None]:
+    def load(conn: Connection) -> tuple[backend.Folder | None, backend.Snapshot | None]:
         # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
         # the rows, so a change in between is reported by the next refresh
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
-            return None, [], set(), None
-        rows = backend.rows(conn, folder.id)
-        keywords = {f for r in rows for f in r.flags if not f.startswith("\\")}
-        unseen = next((i for i, r in enumerate(rows, 1) if "\\Seen" not in r.flags), None)
-        return folder, rows, keywords, unseen
+            return None, None
+        return folder, backend.SNAPSHOTS.get(conn, folder)
 
-    folder, rows, keywords, unseen = await s.db(load)
-    if folder is None:
+    record = s.record("imap.select", mailbox=target.owner.address,
+                      detail={"folder": target.folder, "readonly": readonly,
+                              "delegated": target.delegated})
+
+    def audit_if_present(conn: Connection) -> bool:
+        if backend.folder_by_name(conn, target.owner.id, target.folder) is None:
+            return False
+        append(conn, [record])
+        return True
+
+    # The audit record is committed while the folder is read (both before the tagged OK).
+    (folder, snap), audited = await asyncio.gather(s.db(load), s.write(audit_if_present))
+    if audited and folder is None:  # created in between: read it again
+        folder, snap = await s.db(load)
+    if folder is None or snap is None or not audited:
         raise No("No such mailbox", "NONEXISTENT")
+    keywords = set(snap.keywords)
     watch = s.ctx.notifier.watch(target.owner.id)
-    s.selected = Selected(folder, target.owner, target.delegated, readonly, rows,
+    s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
                           folder.highestmodseq, watch, name, keywords=keywords)
     s.state = SELECTED
     flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
     s.untagged(f"FLAGS ({flags})".encode())
     s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
-    s.untagged(b"%d EXISTS" % len(rows))
+    s.untagged(b"%d EXISTS" % len(snap.rows))
     s.untagged(b"0 RECENT")
-    if unseen is not None:
-        s.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
+    if snap.first_unseen is not None:
+        s.untagged(b"OK [UNSEEN %d] First unseen" % snap.first_unseen)
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
     s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % folder.uidnext)
     s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % folder.highestmodseq)
-    await s.audit(s.record("imap.select", mailbox=target.owner.address,
-                           detail={"folder": target.folder, "readonly": readonly,
-                                   "delegated": target.delegated}))
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
 

@@ -81,20 +81,24 @@ def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
                      detail={"folder": sel.folder.name, "uid": uid}) for uid in uids]
 
 
-async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]) -> set[int]:
-    """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; returns the UIDs changed."""
+async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
+                    ) -> list[tuple[int, backend.Row]]:
+    """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
     changes = {r.uid: (*r.flags, "\\Seen") for _, r in rows if "\\Seen" not in r.flags}
     if not changes or sel.readonly:
-        return set()
+        return rows
     _, written, _ = await s.write(lambda conn: backend.set_flags(conn, sel.folder.id, changes,
                                                                 []))
-    for _, row in rows:
-        if row.uid in written:
-            row.flags = changes[row.uid]
-            row.modseq = written[row.uid]
     s.ctx.notifier.changed(sel.owner.id)
-    return set(written)
+    return _updated(sel, rows, changes, written)
+
+
+def _updated(sel: Selected, rows: list[tuple[int, backend.Row]],
+             changes: dict[int, tuple[str, ...]], written: dict[int, int]
+             ) -> list[tuple[int, backend.Row]]:
+    return [(q, sel.update(q, changes[r.uid], written[r.uid]) if r.uid in written else r)
+            for q, r in rows]
 
 
 def _inject(rendered: bytes, extra: bytes) -> bytes:
@@ -122,7 +126,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
     # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer
     add_modseq = changed_since is not None and not any(i.name == "MODSEQ" for i in items)
     if sets_seen(items):
-        await _set_seen(s, rows)
+        rows = await _set_seen(s, rows)
     content_names = {i.name for i in items if i.needs_content}
     envelope_only = content_names == {"ENVELOPE"}  # answerable from the envelope cache
     audited = any(i.returns_content or i.reveals_headers for i in items)
@@ -241,10 +245,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
     if changes:
         _, written, failed = await s.write(lambda conn: backend.set_flags(
             conn, sel.folder.id, changes, audit, unchanged_since))
-        for _, row in rows:
-            if row.uid in written:
-                row.flags = changes[row.uid]
-                row.modseq = written[row.uid]
+        rows = _updated(sel, rows, changes, written)
         s.ctx.notifier.changed(sel.owner.id)
     s.announce_keywords(flags)
     if not silent or unchanged_since is not None:
