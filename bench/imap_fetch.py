@@ -34,7 +34,6 @@ import argparse
 import imaplib
 import json
 import os
-import re
 import shutil
 import smtplib
 import ssl
@@ -52,7 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.node import DOMAIN, PASSWORD, Node, free_port, make_node  # noqa: E402
+from tests.node import DOMAIN, PASSWORD, Node, make_node  # noqa: E402
 
 OPS = ("login", "select", "fetch_envelope", "fetch_body", "search_text")
 WORDS = ("patient", "consultation", "ordonnance", "resultat", "analyse", "radiologie",
@@ -68,19 +67,6 @@ class Target:
     password: str
     ctx: ssl.SSLContext
     implicit_tls: bool = False
-
-
-def imap_listener_ports(node: Node) -> dict[str, int]:
-    """Give the node's IMAP listeners ([listeners.imap*] in mss.toml) free ports."""
-    text = node.config.read_text()
-    ports: dict[str, int] = {}
-    for name in re.findall(r"^\[listeners\.(imaps?)\]", text, flags=re.M):
-        ports[name] = port = free_port()
-        text = re.sub(rf"(\[listeners\.{name}\]\n(?:[^\[\n][^\n]*\n)*?port = )\d+",
-                      rf"\g<1>{port}", text)
-    node.config.write_text(text)
-    node.ports.update(ports)
-    return ports
 
 
 def body_text(i: int, size: int, marker: str | None) -> str:
@@ -249,7 +235,7 @@ def main() -> None:
         else:
             tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
             node = make_node(Path(tmp.name))
-            ports = imap_listener_ports(node)
+            ports = node.ports  # make_node gives every listener a free port
             if "imap" not in ports and "imaps" not in ports:
                 sys.exit("this mss has no [listeners.imap] / [listeners.imaps] in mss.toml")
             node.start()

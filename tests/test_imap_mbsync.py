@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, free_port, make_node
+from tests.node import DOMAIN, PASSWORD, Node, make_node
 
 MBSYNC = shutil.which("mbsync")
 N_MESSAGES = 1000
@@ -37,24 +37,9 @@ pytestmark = pytest.mark.skipif(MBSYNC is None, reason="mbsync (Debian isync) no
 MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen"}
 
 
-def imap_ports(node: Node) -> dict[str, int]:
-    """Free ports for the node's [listeners.imap*] sections; empty if it has none."""
-    text = node.config.read_text()
-    ports: dict[str, int] = {}
-    for name in re.findall(r"^\[listeners\.(imaps?)\]", text, flags=re.M):
-        ports[name] = port = free_port()
-        text = re.sub(rf"(\[listeners\.{name}\]\n(?:[^\[\n][^\n]*\n)*?port = )\d+",
-                      rf"\g<1>{port}", text)
-    node.config.write_text(text)
-    node.ports.update(ports)
-    return ports
-
-
 @pytest.fixture(scope="module")
 def imap_node(tmp_path_factory: pytest.TempPathFactory) -> object:
     node = make_node(tmp_path_factory.mktemp("mbsync"))
-    if "imaps" not in imap_ports(node):
-        pytest.skip("this build has no [listeners.imaps] yet")
     node.start()
     yield node
     if node.process is not None:
