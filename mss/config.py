@@ -38,6 +38,9 @@ class SmtpConfig:
     data_timeout: float = 600.0
     line_length_limit: int = 1000  # RFC 5321 §4.5.3.1.6 text line incl. CRLF
     max_errors: int = 20  # bad commands before the session is closed
+    auth_failures: int = 5  # failed AUTHs of one login or from one address ...
+    auth_window: float = 900.0  # ... within this many seconds ...
+    auth_lockout: float = 300.0  # ... refuse AUTH for that login / address this long (454)
 
 
 @dataclass(frozen=True)
@@ -339,9 +342,12 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         data_timeout=_get(smtp_raw, "data_timeout", "smtp", float, 600.0),
         line_length_limit=_get(smtp_raw, "line_length_limit", "smtp", int, 1000),
         max_errors=_get(smtp_raw, "max_errors", "smtp", int, 20),
+        auth_failures=_get(smtp_raw, "auth_failures", "smtp", int, 5),
+        auth_window=_get(smtp_raw, "auth_window", "smtp", float, 900.0),
+        auth_lockout=_get(smtp_raw, "auth_lockout", "smtp", float, 300.0),
     )
     for key in ("max_message_size", "max_recipients", "session_timeout", "data_timeout",
-                "max_errors"):
+                "max_errors", "auth_failures", "auth_window", "auth_lockout"):
         _positive(getattr(smtp, key), f"smtp.{key}")
     if smtp.line_length_limit < 1000:
         raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")

@@ -8,11 +8,12 @@ import ssl
 import subprocess
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, inbox_count
+from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -350,3 +351,41 @@ def test_mx_client_certificate_dn_must_be_listed_for_the_domain(running_node: No
     rows = running_node.wait_audit(lambda r: r["event"] == "smtp.sender.refused"
                                    and "not listed" in str(r["reason"]))
     assert rows and "CN=mx.intruder.fr" in str(rows[-1]["reason"])
+
+
+def test_auth_throttled_after_repeated_failures(tmp_path: Path) -> None:
+    """RFC 4954 §6: after auth_failures wrong passwords the login (and the address) get
+    454 4.7.0 without a password check, audited, until auth_lockout has passed."""
+    node = make_node(tmp_path)
+    node.config.write_text(node.config.read_text().replace(
+        "[smtp]\n", "[smtp]\nauth_failures = 3\nauth_lockout = 2.0\n", 1))
+    node.start()
+
+    def plain(client: smtplib.SMTP, user: str, password: str) -> None:
+        client.user, client.password = user, password  # one attempt: PLAIN only
+        client.auth("PLAIN", client.auth_plain)
+
+    try:
+        client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
+        client.starttls(context=node.client_context())
+        client.ehlo()
+        for _ in range(3):
+            with pytest.raises(smtplib.SMTPAuthenticationError) as wrong:
+                plain(client, ALICE, "wrong password")
+            assert wrong.value.smtp_code == 535
+        with pytest.raises(smtplib.SMTPAuthenticationError) as locked:
+            plain(client, ALICE, PASSWORD)  # even the right password: locked
+        assert locked.value.smtp_code == 454
+        assert locked.value.smtp_error.startswith(b"4.7.0")
+        # the address is locked too: another user from 127.0.0.1 waits as well
+        with pytest.raises(smtplib.SMTPAuthenticationError) as other:
+            plain(client, BOB, PASSWORD)
+        assert other.value.smtp_code == 454
+        time.sleep(2.2)
+        plain(client, ALICE, PASSWORD)  # lockout over
+        client.quit()
+        rows = node.wait_audit(lambda r: r["event"] == "smtp.auth"
+                               and str(r.get("reason", "")).startswith("throttled"))
+        assert len(rows) == 2 and all(r["outcome"] == 8 for r in rows)
+    finally:
+        node.stop()

@@ -28,8 +28,8 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
 from mss.store import Mailbox
+from mss.throttle import Throttle
 from proxy.imap import backend, grants
-from proxy.imap.auth import Throttle
 from proxy.imap.notifier import Notifier, Watch
 from proxy.imap.parser import (
     Command,

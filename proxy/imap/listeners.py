@@ -9,8 +9,8 @@ import ssl
 
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.throttle import Throttle
 from proxy.imap import backend, notifier
-from proxy.imap.auth import Throttle
 from proxy.imap.connection import ServerContext, start_session
 
 # listener name -> implicit TLS

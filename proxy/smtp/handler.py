@@ -27,6 +27,7 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
+from mss.throttle import Throttle
 from proxy.imap import notifier as imap_notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
@@ -55,7 +56,8 @@ class SmtpHandler:
     envelope_factory = MssEnvelope
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                 mode: Mode, verifier: InboundVerifier | None = None) -> None:
+                 mode: Mode, verifier: InboundVerifier | None = None,
+                 throttle: Throttle | None = None) -> None:
         if mode != "submission" and verifier is None:  # never an unverified certificate
             raise ValueError(f"the {mode} listener needs an InboundVerifier")
         self.app = app
@@ -67,6 +69,10 @@ class SmtpHandler:
         self.max_recipients = app.config.smtp.max_recipients
         self.sessions: set[MssSMTP] = set()
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
+        cfg = app.config.smtp
+        # one per process, shared by the AUTH listeners (start_smtp passes it)
+        self.throttle = throttle or Throttle(cfg.auth_failures, cfg.auth_window,
+                                             cfg.auth_lockout)
 
     # ------------------------------------------------------------------ audit
     def _record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
@@ -129,6 +135,25 @@ class SmtpHandler:
         return lines
 
     # ------------------------------------------------------------------ AUTH
+    def auth_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+        """True (audited) when this login or this address is locked after failures."""
+        name = self._throttle_name(login)
+        if not self.throttle.blocked(name, session.remote_addr):
+            return False
+        self._emit(session, self._record(
+            session, "smtp.auth", Outcome.SERIOUS_FAILURE, actor=name[:320],
+            reason="throttled: too many failed authentications",
+            detail={"mechanism": mechanism}))
+        return True
+
+    def _throttle_name(self, login: bytes) -> str:
+        text = login.decode("utf-8", "replace")
+        return f"relay:{text[:64]}" if self.mode == "relay" else text.lower()
+
+    def _auth_failed(self, session: MssSession, login: bytes) -> None:
+        if self.throttle.failed(self._throttle_name(login), session.remote_addr):
+            log.warning("auth locked", session=session.id, remote=session.remote_addr)
+
     async def authenticate(self, server: MssSMTP, session: MssSession, mechanism: str,
                            credentials: LoginPassword) -> bool:
         if self.mode == "relay":
@@ -163,12 +188,14 @@ class SmtpHandler:
                               reason=reason, detail={"mechanism": mechanism})
         if ok:
             assert address is not None
+            self.throttle.succeeded(self._throttle_name(credentials.login), session.remote_addr)
             session.login = address
             session.may_send_as = frozenset({address})
             batch = self._take_pending(session, [record])
             await self.committer.run(lambda conn: append(conn, batch))
         else:
             self._emit(session, record)
+            self._auth_failed(session, credentials.login)
             log.info("auth failed", session=session.id, remote=session.remote_addr)
         return ok
 
@@ -195,7 +222,9 @@ class SmtpHandler:
                               reason=reason, detail={"mechanism": mechanism, "relay": name})
         if relay is None:
             self._emit(session, record)
+            self._auth_failed(session, credentials.login)
             return False
+        self.throttle.succeeded(self._throttle_name(credentials.login), session.remote_addr)
         session.login = f"relay:{relay.name}"
         session.relay = relay
         batch = self._take_pending(session, [record])

@@ -7,6 +7,7 @@ import ssl
 
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 from trustspace.cache import LiveWhitelist
@@ -28,13 +29,14 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
     cfg = app.config.smtp
     servers: list[asyncio.Server] = []
     handlers: list[SmtpHandler] = []
+    throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
     for name, listener in app.config.listeners.items():
         if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap/listeners
             continue
         mode, implicit = LISTENER_KINDS[name]
         handler = SmtpHandler(app, committer, whitelist,
                               "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
-                              verifier=verifier)
+                              verifier=verifier, throttle=throttle)
         # MX and relay ask for a client certificate (verified after the handshake)
         context = tls["submission" if mode == "submission" else "mx"]
 
