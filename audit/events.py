@@ -70,7 +70,8 @@ CATALOGUE: dict[str, EventKind] = _kinds(
     EventKind("smtp.tls", NETWORK_ENTRY, own("MSS-SMTP-TLS", "TLS established"), "E",
               "STARTTLS or implicit TLS handshake done (protocol and cipher in detail)"),
     EventKind("smtp.auth", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
-              "SMTP AUTH success (0) or failure (8) on submission"),
+              "SMTP AUTH success (0), failure (8) or refusal while throttled (4) on submission "
+              "and relay"),
     EventKind("smtp.sender.refused", IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
               "MAIL FROM refused by policy (reason and whitelist version recorded)"),
     EventKind("smtp.recipient.refused", IMPORT,

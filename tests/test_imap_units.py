@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.imap.auth import Throttle
+from mss.throttle import Throttle
 from proxy.imap.mailbox_commands import _parse_date_time
 from proxy.imap.names import list_pattern
 from proxy.imap.notifier import LocalNotifier

@@ -386,6 +386,6 @@ def test_auth_throttled_after_repeated_failures(tmp_path: Path) -> None:
         client.quit()
         rows = node.wait_audit(lambda r: r["event"] == "smtp.auth"
                                and str(r.get("reason", "")).startswith("throttled"))
-        assert len(rows) == 2 and all(r["outcome"] == 8 for r in rows)
+        assert len(rows) == 2 and all(r["outcome"] == 4 for r in rows)
     finally:
         node.stop()

@@ -141,8 +141,8 @@ class SmtpHandler:
         if not self.throttle.blocked(name, session.remote_addr):
             return False
         self._emit(session, self._record(
-            session, "smtp.auth", Outcome.SERIOUS_FAILURE, actor=name[:320],
-            reason="throttled: too many failed authentications",
+            session, "smtp.auth", Outcome.MINOR_FAILURE, actor=name[:320],
+            reason="throttled",
             detail={"mechanism": mechanism}))
         return True
 
