@@ -182,8 +182,9 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class PkiConfig:
-    """Verification of peers' client certificates on the MX and relay listeners
-    (docs/trust-space.md "Inbound"); every key documented in config/mss.toml."""
+    """Verification of peers' client certificates on the MX and relay listeners and of
+    the servers the queue delivers to (docs/trust-space.md "Inbound", "Outbound
+    delivery"); every key documented in config/mss.toml."""
 
     anchors: Path  # PEM bundle of trust anchors (default: tls.ca_file)
     intermediates: Path | None = None  # PEM bundle of intermediate CAs (optional)

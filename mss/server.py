@@ -22,9 +22,9 @@ from proxy.imap.listeners import start_imap
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
 from trustspace.cache import LiveWhitelist
-from trustspace.inbound import InboundVerifier
 from trustspace.pki import server_context
 from trustspace.tlshook import accept_any_client_certificate
+from trustspace.verifier import PeerVerifier
 
 log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
@@ -142,7 +142,7 @@ async def serve(app: App, worker: int = 0) -> None:
         # that each refusal is an SMTP reply with an audit reason (docs/trust-space.md)
         accept_any_client_certificate(tls["mx"])
         assert cfg.pki is not None
-        verifier = InboundVerifier(cfg.pki)
+        verifier = PeerVerifier(cfg.pki)
         servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier)
         imap_servers, imap_contexts = await start_imap(app, committer, tls["submission"])
         servers += imap_servers
@@ -173,7 +173,7 @@ async def serve(app: App, worker: int = 0) -> None:
                 cfg.audit.ship_interval, cfg.audit.batch).run())
         delivery = delivery_task = None
         if cfg.delivery.enabled:  # every worker process: claims are leased per row
-            delivery = DeliveryWorker(app, committer, whitelist)
+            delivery = DeliveryWorker(app, committer, whitelist, verifier)
             delivery_task = asyncio.create_task(delivery.run())
         await stop.wait()
 

@@ -25,6 +25,7 @@ NULL_MX_DOMAIN = "null-mx.test"  # RFC 7505 "0 ."
 IMPLICIT_DOMAIN = "implicit.test"  # no MX, an A record: B's address (RFC 5321 §5.1)
 PLAIN_DOMAIN = "plain.test"  # MX on 127.0.0.4: a server without STARTTLS
 UNTRUSTED_DOMAIN = "untrusted.test"  # MX on 127.0.0.5: STARTTLS with a certificate of another CA
+REVOKED_DOMAIN = "revoked-peer.test"  # MX on 127.0.0.7: the test PKI's revoked certificate
 SUBJECTS = {s.name: s.subject for s in DEFAULT_SERVERS}
 
 
@@ -66,10 +67,13 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     dns.set(f"mx.{PLAIN_DOMAIN}", "A", ["127.0.0.4"])
     dns.set(UNTRUSTED_DOMAIN, "MX", [f"10 mx.{UNTRUSTED_DOMAIN}."])
     dns.set(f"mx.{UNTRUSTED_DOMAIN}", "A", ["127.0.0.5"])
+    dns.set(REVOKED_DOMAIN, "MX", [f"10 mx.{REVOKED_DOMAIN}."])
+    dns.set(f"mx.{REVOKED_DOMAIN}", "A", ["127.0.0.7"])
     whitelist = base / "whitelist.xml"
     whitelist.write_bytes(make_whitelist_xml([
         (A_DOMAIN, SUBJECTS["operator-a"]), (B_DOMAIN, SUBJECTS["operator-b"]),
-        (WRONG_DN_DOMAIN, SUBJECTS["revoked"]), (HOSPITAL_DOMAIN, SUBJECTS["operator-a"]),
+        (WRONG_DN_DOMAIN, SUBJECTS["revoked"]), (REVOKED_DOMAIN, SUBJECTS["revoked"]),
+        (HOSPITAL_DOMAIN, SUBJECTS["operator-a"]),
         *((d, SUBJECTS["operator-b"]) for d in (NULL_MX_DOMAIN, IMPLICIT_DOMAIN, PLAIN_DOMAIN,
                                                  UNTRUSTED_DOMAIN))]))
     nodes = []
@@ -79,7 +83,9 @@ def make_pair(base: Path, **delivery: object) -> Pair:
                "ca_file": pki / "root.crt"}
         node = make_node(base / name, with_whitelist=False, domain=domain, host=host,
                          ports={"mx": mx_port}, tls=tls,
-                         extra_config=delivery_config(dns.port, mx_port, **delivery))
+                         extra_config=delivery_config(dns.port, mx_port, **delivery)
+                         # revocation checked both ways, as in production
+                         + f'\n[pki]\ncrl_files = ["{pki / "organisations.crl.pem"}"]\n')
         node.cli("whitelist", "import", str(whitelist))
         nodes.append(node)
     a, b = nodes

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tests.node import MSS, REPO, Node, free_port, make_node
 from tests.whitelist_fixtures import make_whitelist_xml
-from trustspace.chain import PkiCheck, validate
+from trustspace.chain import PkiCheck, Purpose, validate
 from trustspace.testpki import DEFAULT_SERVERS, ServerSpec, init_test_pki
 
 A_DOMAIN, B_DOMAIN = "a.mssante.test", "b.mssante.test"
@@ -242,11 +242,11 @@ def test_verification_cached_per_chain_and_crl_generation(setup: Setup,
     import asyncio
 
     from mss.config import PkiConfig
-    from trustspace.inbound import InboundVerifier
+    from trustspace.verifier import PeerVerifier
 
     crl = tmp_path / "crl.pem"
     crl.write_bytes((setup.pki / "organisations.crl.pem").read_bytes())
-    verifier = InboundVerifier(PkiConfig(anchors=setup.pki / "root.crt", crl_files=(crl,),
+    verifier = PeerVerifier(PkiConfig(anchors=setup.pki / "root.crt", crl_files=(crl,),
                                          crl_cache_dir=tmp_path / "cache"))
     chain = [c.public_bytes(serialization.Encoding.DER) for c in
              x509.load_pem_x509_certificates((setup.pki / "operator-a.crt").read_bytes())]
@@ -302,13 +302,19 @@ def test_chain_rules_eku_and_path_length() -> None:
     sub = _ca("CN=sub", sub_key, (inter.subject, inter_key))
     client = [ExtendedKeyUsageOID.CLIENT_AUTH]
 
-    def check(chain: list[bytes], intermediates: list[x509.Certificate]) -> PkiCheck:
-        return validate(chain, [root], intermediates, lambda _: None, False).check
+    def check(chain: list[bytes], intermediates: list[x509.Certificate],
+              purpose: Purpose = "client") -> PkiCheck:
+        return validate(chain, [root], intermediates, lambda _: None, False,
+                        purpose=purpose).check
 
     assert check([_leaf(inter, inter_key, client)], [inter]) is PkiCheck.OK
-    # server-only EKU: not a client certificate (RFC 5280 §4.2.1.12)
+    # server-only EKU: not a client certificate (RFC 5280 §4.2.1.12) ...
     server_only = _leaf(inter, inter_key, [ExtendedKeyUsageOID.SERVER_AUTH])
     assert check([server_only], [inter]) is PkiCheck.UNTRUSTED_CHAIN
+    # ... but a server one (the peers our queue delivers to), and the reverse
+    assert check([server_only], [inter], "server") is PkiCheck.OK
+    assert check([_leaf(inter, inter_key, client)], [inter], "server") \
+        is PkiCheck.UNTRUSTED_CHAIN
     # root pathLen 1 forbids a second intermediate (RFC 5280 §4.2.1.9)
     assert check([_leaf(sub, sub_key, client)], [inter, sub]) is PkiCheck.UNTRUSTED_CHAIN
     assert check([], []) is PkiCheck.NO_CERTIFICATE

@@ -32,6 +32,8 @@ from tests.outbound_pair import (
     NULL_MX_DOMAIN,
     PLAIN_DOMAIN,
     RELAYED_DOMAIN,
+    REVOKED_DOMAIN,
+    SUBJECTS,
     UNTRUSTED_DOMAIN,
     WRONG_DN_DOMAIN,
     Pair,
@@ -307,6 +309,28 @@ def test_no_starttls_or_untrusted_certificate_never_sends(pair: Pair) -> None:
             server.stop()
     assert plain.mail_from == [] and untrusted.mail_from == []  # nothing ever sent
     assert plain.envelopes == [] and untrusted.envelopes == []
+
+
+def test_revoked_peer_certificate_never_gets_mail(pair: Pair) -> None:
+    """The peer's chain verifies in the handshake (test root) and its DN is listed for the
+    domain, but the ORGANISATIONS CRL revokes it: deferred with that reason, nothing sent."""
+    from aiosmtpd.controller import Controller
+
+    a, _ = pair.nodes()
+    revoked = Recorder()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pair.pki / "revoked.crt", pair.pki / "revoked.key")  # + chain
+    server = Controller(revoked, hostname="127.0.0.7", port=pair.mx_port, tls_context=context)
+    server.start()
+    try:
+        rcpt = f"x@{REVOKED_DOMAIN}"
+        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"rv{time.time_ns()}"))
+        rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt)
+        assert rows and "refused: revoked:" in str(rows[0]["reason"])
+        assert SUBJECTS["revoked"].split(",")[0] in str(rows[0]["reason"])
+    finally:
+        server.stop()
+    assert revoked.mail_from == [] and revoked.envelopes == []  # nothing ever sent
 
 
 def test_two_serving_workers_share_the_queue_without_double_sending(tmp_path: Path) -> None:

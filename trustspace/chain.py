@@ -1,4 +1,6 @@
-"""Client certificate path validation (RFC 5280 §6), done in Python after the handshake.
+"""Peer certificate path validation (RFC 5280 §6), done in Python after the handshake:
+client certificates on the MX and relay listeners, server certificates of the peers our
+queue delivers to.
 
 :func:`validate` builds a path from the leaf to a configured trust anchor through the
 certificates the peer presented and the configured intermediates, then checks, in this
@@ -7,7 +9,8 @@ order, so that the audit reason names the first real problem:
 1. a path exists: issuer name match and signature at every step, every issuer a CA
    (basicConstraints cA, keyUsage keyCertSign when present, pathLenConstraint), no
    unknown critical extension, the leaf not a CA and, when it has an extendedKeyUsage,
-   usable for clientAuth (RFC 5280 §4.2.1.12)           -> ``untrusted_chain``
+   usable for the purpose (clientAuth or serverAuth, RFC 5280 §4.2.1.12)
+                                                          -> ``untrusted_chain``
 2. every certificate of the path inside its validity period (§6.1.3 (a)(2))
                                                           -> ``expired`` / ``not_yet_valid``
 3. revocation of every certificate below the anchor from the CRL of its issuer
@@ -25,12 +28,15 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 MAX_DEPTH = 8
+Purpose = Literal["client", "server"]  # the TLS role the leaf plays
+_USAGE = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
 
 
 class PkiCheck(Enum):
@@ -121,15 +127,14 @@ def _issuer_problem(issuer: x509.Certificate, below: int, anchor: bool) -> str |
     return None
 
 
-def _leaf_problem(leaf: x509.Certificate) -> str | None:
+def _leaf_problem(leaf: x509.Certificate, purpose: Purpose) -> str | None:
     constraints = _extension(leaf, ExtensionOID.BASIC_CONSTRAINTS)
     if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
-        return "the client certificate is a CA certificate"
+        return f"the {purpose} certificate is a CA certificate"
     usage = _extension(leaf, ExtensionOID.EXTENDED_KEY_USAGE)
     if isinstance(usage, x509.ExtendedKeyUsage) and not (
-            ExtendedKeyUsageOID.CLIENT_AUTH in usage
-            or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage):
-        return "extendedKeyUsage does not allow clientAuth"
+            _USAGE[purpose] in usage or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage):
+        return f"extendedKeyUsage does not allow {purpose}Auth"
     key_usage = _extension(leaf, ExtensionOID.KEY_USAGE)
     if isinstance(key_usage, x509.KeyUsage) and not (
             key_usage.digital_signature or key_usage.key_agreement):
@@ -177,10 +182,11 @@ def _build_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
 
 def validate(chain_der: Sequence[bytes], anchors: Sequence[x509.Certificate],
              intermediates: Sequence[x509.Certificate], crl_for: CrlLookup,
-             revocation_configured: bool, now: dt.datetime | None = None) -> ChainResult:
-    """Validate the presented chain (leaf first, DER) for a TLS client."""
+             revocation_configured: bool, now: dt.datetime | None = None,
+             purpose: Purpose = "client") -> ChainResult:
+    """Validate the presented chain (leaf first, DER) of a TLS client or server."""
     if not chain_der:
-        return ChainResult(PkiCheck.NO_CERTIFICATE, "no client certificate presented")
+        return ChainResult(PkiCheck.NO_CERTIFICATE, f"no {purpose} certificate presented")
     try:
         leaf = x509.load_der_x509_certificate(chain_der[0])
         presented = [x509.load_der_x509_certificate(d) for d in chain_der[1:]]
@@ -193,7 +199,7 @@ def validate(chain_der: Sequence[bytes], anchors: Sequence[x509.Certificate],
         return ChainResult(check, detail, _name(leaf), fingerprint(chain_der[0]), leaf,
                            tuple(found))
 
-    problem = _leaf_problem(leaf)
+    problem = _leaf_problem(leaf, purpose)
     if problem is not None:
         return done(PkiCheck.UNTRUSTED_CHAIN, problem)
     path, why = _build_path(leaf, [*presented, *intermediates], anchors)

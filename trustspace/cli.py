@@ -160,7 +160,7 @@ def pki_verify(
 
     from trustspace import policy
     from trustspace.dn import canonical_name
-    from trustspace.inbound import InboundVerifier
+    from trustspace.verifier import PeerVerifier
 
     try:
         certs = x509.load_pem_x509_certificates(file.read_bytes())
@@ -171,7 +171,7 @@ def pki_verify(
     chain = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     with node(ctx) as app:
         assert app.config.pki is not None
-        verifier = InboundVerifier(app.config.pki)
+        verifier = PeerVerifier(app.config.pki)
         result = asyncio.run(verifier.verify(chain))
         decision = policy.certificate_check(result, None, verifier.fail_open)
         if decision is None and sender is not None:
@@ -195,11 +195,11 @@ def pki_crl_status(ctx: typer.Context) -> None:
     """Fetch the due CRL URLs of [pki] now and show every CRL source."""
     import asyncio
 
-    from trustspace.inbound import InboundVerifier
+    from trustspace.verifier import PeerVerifier
 
     with node(ctx) as app:
         assert app.config.pki is not None
-        verifier = InboundVerifier(app.config.pki)
+        verifier = PeerVerifier(app.config.pki)
         asyncio.run(verifier.crls.refresh())
     rows = verifier.crls.status()
     if not rows:

@@ -2,16 +2,18 @@
 
 RFC 3207: STARTTLS is required; a peer that does not offer it, or whose handshake fails, is
 a temporary failure and nothing is ever sent in plaintext. The peer's certificate is
-verified against our trust anchors (tls.ca_file) and, for a trust-space peer, its subject DN
-must be one the whitelist lists for the recipient domain (DESIGN.md §2). Our own
-certificate is presented as client certificate (the peer MX requires it).
+verified against our trust anchors (tls.ca_file) in the handshake, then by the caller's
+certificate check (trustspace.chain with [pki] anchors and CRLs: a revoked peer gets
+nothing) and, for a trust-space peer, its subject DN must be one the whitelist lists for
+the recipient domain (DESIGN.md §2). Our own certificate is presented as client
+certificate (the peer MX requires it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -20,6 +22,7 @@ from cryptography import x509
 from mss.config import TlsConfig
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace.dn import CanonicalDN, canonical_name
+from trustspace.tlshook import presented_chain
 
 
 def client_context(tls: TlsConfig) -> ssl.SSLContext:
@@ -44,6 +47,8 @@ Results = dict[str, Delivered | DeliveryFailure]  # per recipient
 
 
 DnCheck = Callable[[CanonicalDN, str], str | None]  # (dn, subject text) -> refusal or None
+# the chain the peer presented (DER, leaf first) -> refusal or None
+CertificateCheck = Callable[[list[bytes]], Awaitable[str | None]]
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
@@ -59,6 +64,7 @@ def _failure(where: str, exc: aiosmtplib.SMTPResponseException, peer: str) -> De
 
 async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
                local_hostname: str, envelope: Envelope, dn_check: DnCheck | None, *,
+               certificate_check: CertificateCheck | None = None,
                connect_timeout: float, command_timeout: float) -> Results:
     """Deliver *envelope* through one host in one transaction; returns each recipient's
     result (its RCPT refusal, or the reply to the end of DATA). A failure of the whole
@@ -84,11 +90,15 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
             raise DeliveryFailure(f"{peer} refused STARTTLS: {_reply(exc)}", permanent=False,
                                   reply=_reply(exc), host=peer) from None
         ssl_object = smtp.get_transport_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if not der:
+        chain = presented_chain(ssl_object) if ssl_object else []
+        if not chain:
             raise DeliveryFailure(f"{peer} presented no certificate", permanent=False,
                                   host=peer)
-        subject = x509.load_der_x509_certificate(der).subject
+        if certificate_check is not None:
+            refusal = await certificate_check(chain)
+            if refusal:
+                raise DeliveryFailure(f"{peer}: {refusal}", permanent=False, host=peer)
+        subject = x509.load_der_x509_certificate(chain[0]).subject
         if dn_check is not None:
             refusal = dn_check(canonical_name(subject), subject.rfc4514_string())
             if refusal:

@@ -30,7 +30,9 @@ from proxy.outbound.claims import Claim
 from proxy.outbound.notify import dsn_copy, dsn_delivery
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace.cache import LiveWhitelist
+from trustspace.chain import PkiCheck
 from trustspace.dn import CanonicalDN
+from trustspace.verifier import PeerVerifier
 
 log = structlog.get_logger("mss.delivery")
 STOP_GRACE = 10.0  # seconds given to deliveries in flight at stop
@@ -38,8 +40,10 @@ MAX_HOPS = 100  # Received headers beyond which a message is looping (RFC 5321 Â
 
 
 class DeliveryWorker:
-    def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist) -> None:
+    def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
+                 verifier: PeerVerifier) -> None:
         self.app = app
+        self.verifier = verifier  # the listeners' own: one CRL store and cache per process
         self.cfg = app.config.delivery
         self.committer = committer
         self.whitelist = whitelist
@@ -190,6 +194,7 @@ class DeliveryWorker:
                     results = await client.send(
                         address, hop.host, hop.port, self.ctx, self.hostname, envelope,
                         self._dn_check(domain) if hop.verify_dn else None,
+                        certificate_check=self._certificate_check,
                         connect_timeout=self.cfg.connect_timeout,
                         command_timeout=self.cfg.command_timeout)
                 except DeliveryFailure as failure:
@@ -212,6 +217,20 @@ class DeliveryWorker:
                                             permanent=False, reply=tried[-1].reply,
                                             host=tried[-1].host)
         return settled
+
+    async def _certificate_check(self, chain: list[bytes]) -> str | None:
+        """RFC 5280 path, validity and revocation of the peer's server certificate, as on
+        our listeners: a refusal is a temporary failure of that host (a renewed
+        certificate or a fresh CRL may clear it); fail-open lets an unknown revocation
+        status through with a warning, as inbound."""
+        result = await self.verifier.verify(chain, purpose="server")
+        if result.ok:
+            return None
+        if result.check is PkiCheck.CRL_UNAVAILABLE and self.verifier.fail_open:
+            log.warning("peer certificate revocation unknown (fail-open)",
+                        peer_dn=result.subject, reason=result.reason)
+            return None
+        return f"server certificate {result.subject or '?'} refused: {result.reason}"
 
     def _dn_check(self, domain: str) -> client.DnCheck:
         whitelist = self.whitelist.current

@@ -34,8 +34,8 @@ from trustspace import policy
 from trustspace.cache import LiveWhitelist
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import canonical_name
-from trustspace.inbound import InboundVerifier
 from trustspace.tlshook import presented_chain
+from trustspace.verifier import PeerVerifier
 from trustspace.whitelist import normalize_domain
 
 log = structlog.get_logger("mss.smtp")
@@ -56,10 +56,10 @@ class SmtpHandler:
     envelope_factory = MssEnvelope
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                 mode: Mode, verifier: InboundVerifier | None = None,
+                 mode: Mode, verifier: PeerVerifier | None = None,
                  throttle: Throttle | None = None) -> None:
         if mode != "submission" and verifier is None:  # never an unverified certificate
-            raise ValueError(f"the {mode} listener needs an InboundVerifier")
+            raise ValueError(f"the {mode} listener needs an PeerVerifier")
         self.app = app
         self.verifier = verifier  # client certificates (MX, relay)
         self.committer = committer

@@ -11,7 +11,7 @@ from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 from trustspace.cache import LiveWhitelist
-from trustspace.inbound import InboundVerifier
+from trustspace.verifier import PeerVerifier
 
 # listener name -> (mode, implicit TLS)
 LISTENER_KINDS: dict[str, tuple[str, bool]] = {
@@ -23,7 +23,7 @@ LISTENER_KINDS: dict[str, tuple[str, bool]] = {
 
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                     tls: dict[str, ssl.SSLContext], verifier: InboundVerifier | None = None
+                     tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None
                      ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
     loop = asyncio.get_running_loop()
     cfg = app.config.smtp

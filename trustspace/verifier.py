@@ -1,9 +1,12 @@
-"""Verification of the client certificate an SMTP peer presented, with a result cache.
+"""Verification of the certificate an SMTP peer presented, with a result cache.
 
-One :class:`InboundVerifier` per serving process: the trust anchors and intermediates of
-``[pki]``, the CRL store, and a cache of results keyed by the SHA-256 of the presented
-chain and the CRL generation, so a busy MX verifies a peer's chain once per
-``verify_cache_ttl`` (and never past the leaf's notAfter) instead of once per message.
+One :class:`PeerVerifier` per serving process, for both directions: the client certificate
+of an operator or institution sending to our MX and relay listeners, and the server
+certificate of the host our queue delivers to (its revocation is checked there too). It
+holds the trust anchors and intermediates of ``[pki]``, the CRL store, and a cache of
+results keyed by the SHA-256 of the presented chain, the purpose and the CRL generation, so
+a busy node verifies a peer's chain once per ``verify_cache_ttl`` (and never past the
+leaf's notAfter) instead of once per message.
 A ``crl_unavailable`` result is never cached: the next session tries again.
 """
 
@@ -18,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from mss.config import ConfigError, PkiConfig
-from trustspace.chain import ChainResult, PkiCheck, validate
+from trustspace.chain import ChainResult, PkiCheck, Purpose, validate
 from trustspace.crl import CrlStore
 
 MAX_CACHE = 10_000
@@ -35,7 +38,7 @@ def load_bundle(path: Path, what: str) -> list[x509.Certificate]:
     return certs
 
 
-class InboundVerifier:
+class PeerVerifier:
     def __init__(self, config: PkiConfig) -> None:
         self.config = config
         self.anchors = load_bundle(config.anchors, "pki.anchors")
@@ -51,31 +54,32 @@ class InboundVerifier:
         self._learned: dict[bytes, x509.Certificate] = {}
         self.hits = self.misses = 0
 
-    def _validate(self, chain: Sequence[bytes]) -> ChainResult:
+    def _validate(self, chain: Sequence[bytes], purpose: Purpose) -> ChainResult:
         result = validate(chain, self.anchors,
                           [*self.intermediates, *self._learned.values()], self.crls.lookup,
-                          self.crls.configured)
+                          self.crls.configured, purpose=purpose)
         if result.ok and len(self._learned) < MAX_LEARNED:
             for cert in result.path[1:-1]:
                 self._learned.setdefault(cert.fingerprint(hashes.SHA256()), cert)
         return result
 
-    async def verify(self, chain: Sequence[bytes]) -> ChainResult:
-        """The verdict on a presented chain (leaf first, DER); an empty chain is
-        ``no_certificate``."""
+    async def verify(self, chain: Sequence[bytes], purpose: Purpose = "client") -> ChainResult:
+        """The verdict on a presented chain (leaf first, DER) of a TLS client (our
+        listeners) or server (our deliveries); an empty chain is ``no_certificate``."""
         if not chain:
-            return self._validate(chain)
-        key = hashlib.sha256(b"".join(hashlib.sha256(c).digest() for c in chain)).digest()
+            return self._validate(chain, purpose)
+        key = hashlib.sha256(purpose.encode() + b"".join(hashlib.sha256(c).digest()
+                                                         for c in chain)).digest()
         now = time.time()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now and cached[1] == self.crls.generation:
             self.hits += 1
             return cached[2]
         self.misses += 1
-        result = self._validate(chain)
+        result = self._validate(chain, purpose)
         if result.check is PkiCheck.CRL_UNAVAILABLE and self.crls.due_urls():
             await self.crls.refresh()  # bounded by crl_fetch_timeout per URL
-            result = self._validate(chain)
+            result = self._validate(chain, purpose)
         if result.check is not PkiCheck.CRL_UNAVAILABLE:
             self._remember(key, result, now)
         return result
