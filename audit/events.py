@@ -98,9 +98,10 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a delivery attempt failed temporarily; retried later (reason, remote reply)"),
     EventKind("queue.bounced", EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "E",
               "a queued copy failed permanently (5xx, null MX) or was bounced by an operator;"
-              " DSN to a local sender"),
+              " DSN to the sender, local or queued"),
     EventKind("queue.expired", EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "E",
-              "a queued copy used up its attempts or max age; DSN to a local sender"),
+              "a queued copy used up its attempts or max age; DSN to the sender, local or "
+              "queued"),
     # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder names
     EventKind("imap.login", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled (4)"),

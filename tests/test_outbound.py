@@ -149,6 +149,43 @@ def test_mx_mail_for_a_relayed_domain_goes_to_its_server_with_our_certificate(
 
 # --------------------------------------------------------------------------- failures
 
+def test_next_hop_refusal_sends_the_dsn_back_to_the_remote_sender(pair: Pair) -> None:
+    """B's user writes to the hospital A relays to its own server; that server refuses the
+    recipient after A's MX accepted it: A owes the sender a DSN (RFC 5321 §6.1) and queues
+    it to B with MAIL FROM:<>; it lands in the sender's INBOX on B."""
+    from aiosmtpd.controller import Controller
+
+    a, b = pair.nodes()
+    hospital = Refusing()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pair.pki / "operator-b.crt", pair.pki / "operator-b.key")
+    server = Controller(hospital, hostname="127.0.0.6", port=pair.mx_port, tls_context=ctx,
+                        require_starttls=True)
+    server.start()
+    sender, rcpt = f"bob@{B_DOMAIN}", f"dr.nobody@{HOSPITAL_DOMAIN}"
+    tag = f"hdsn{time.time_ns()}"
+    try:
+        submit(b, pair.pki, [rcpt], message(sender, rcpt, tag), sender=sender)
+
+        def dsn_arrived() -> list[bytes]:
+            return [m for m in read_all(b, sender)
+                    if f"rfc822; {rcpt}".encode() in m and f"<{tag}@test.example>".encode() in m]
+        assert wait_for(dsn_arrived, 40)
+    finally:
+        server.stop()
+    dsn = dsn_arrived()[0]
+    assert b"Status: 5.1.1" in dsn and b"Diagnostic-Code: smtp; 550 5.1.1" in dsn
+    bounced = [r for r in audit_events(a, "queue.bounced") if r["rcpt"] == rcpt]
+    assert bounced and "DSN queued to the sender" in str(bounced[0]["reason"])
+    queued = [r for r in audit_events(a, "delivery.queued") if r["rcpt"] == sender]
+    assert queued and queued[-1]["detail"]["dsn_for"]  # type: ignore[index]
+    # B's MX took it from A with a null reverse-path (A's DN is listed)
+    accepted = [r for r in audit_events(b, "smtp.message.accepted")
+                if r["listener"] == "mx" and r.get("mail_from") == ""]
+    assert accepted
+
+
+
 def test_permanent_refusal_bounces_with_dsn_to_sender(pair: Pair) -> None:
     a, _ = pair.nodes()
     tag = f"perm{time.time_ns()}"
@@ -282,6 +319,14 @@ class Recorder:
             self.peer_dns.append(",".join(f"{k}={v}" for rdn in cert["subject"]
                                           for k, v in rdn))
         return "250 OK"
+
+
+class Refusing(Recorder):
+    """A next hop that knows no recipient (RFC 5321 §4.2.2 550 5.1.1)."""
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object,
+                          address: str, rcpt_options: list[str]) -> str:
+        return "550 5.1.1 No such user here"
 
 
 def test_no_starttls_or_untrusted_certificate_never_sends(pair: Pair) -> None:
@@ -487,15 +532,18 @@ async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:
 def test_no_dsn_for_a_null_sender_or_for_a_report() -> None:
     from proxy.outbound.claims import Claim
     from proxy.outbound.notify import dsn_copy
+    from trustspace.whitelist import Whitelist
 
     row = Claim(id="0" * 32, mail_from="", rcpt="b@y.test", domain="y.test",
                 message_id=None, size=1, attempts=0, created_at=0.0)
-    copy, why = dsn_copy(None, None, "mx.x.test", row, b"", "5.0.0", "r", None, None)  # type: ignore[arg-type]
+    copy, why = dsn_copy(None, None, "mx.x.test", row, b"", "5.0.0", "r", None, None,  # type: ignore[arg-type]
+                         Whitelist.empty())
     assert copy is None and "null reverse-path" in why
     report = build_dsn(reporting_mta="mx.y.test", mail_from="a@x.test", rcpt="b@y.test",
                        original=b"Subject: s\r\n\r\n", action="failed", status="5.1.1",
                        diagnostic=None, remote_mta=None, arrival=0.0, explanation="x")
     row = Claim(id="0" * 32, mail_from="a@x.test", rcpt="b@y.test", domain="y.test",
                 message_id=None, size=1, attempts=0, created_at=0.0)
-    copy, why = dsn_copy(None, None, "mx.x.test", row, report, "5.0.0", "r", None, None)  # type: ignore[arg-type]
+    copy, why = dsn_copy(None, None, "mx.x.test", row, report, "5.0.0", "r", None, None,  # type: ignore[arg-type]
+                         Whitelist.empty())
     assert copy is None and "no DSN for a DSN" in why

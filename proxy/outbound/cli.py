@@ -15,6 +15,7 @@ from mss.cli_support import actor, fail, node
 from proxy.outbound import claims
 from proxy.outbound.notify import dsn_copy
 from proxy.outbound.worker import write_final
+from trustspace.registry import load_active
 
 queue_app = typer.Typer(no_args_is_help=True, help="Outbound queue (delivery to operators).")
 STATUSES = ("queued", "delivered", "bounced", "expired")
@@ -95,7 +96,7 @@ def queue_retry(ctx: typer.Context, queue_id: Annotated[str | None, typer.Argume
 
 @queue_app.command("bounce")
 def queue_bounce(ctx: typer.Context, queue_id: str) -> None:
-    """Give up on a queued row: bounced, DSN to its local sender."""
+    """Give up on a queued row: bounced, DSN to its sender."""
     with node(ctx) as app:
         with app.reader.connect() as conn:
             row = _row(conn, queue_id)
@@ -107,7 +108,7 @@ def queue_bounce(ctx: typer.Context, queue_id: str) -> None:
             data = store.read_queued(conn, app.keyring, c.id)
             reason = f"bounced by the operator ({actor()})"
             copy, why = dsn_copy(conn, app.keyring, app.config.smtp.hostname, c, data,
-                                 "5.0.0", reason, None, None)
+                                 "5.0.0", reason, None, None, load_active(conn))
         with app.engine.begin() as conn:
             if not write_final(conn, c, "bounced", f"{reason} ({why})", None, copy,
                                time.time(), False, actor()):

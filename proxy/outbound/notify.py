@@ -1,8 +1,13 @@
-"""The DSN for a failed row, stored in the sender's own mailbox (RFC 3464).
+"""The DSN for a failed row (RFC 3464), to its sender wherever it is.
 
-Only a hosted, enabled sender gets one (submission mail); never for a null reverse-path or
-for a message that is itself a report (RFC 3464 §2, RFC 5321 §4.5.5). The DSN copy is
-written in the same transaction as the row's final status, so it exists exactly once.
+RFC 5321 §6.1: a server that accepted a message and then cannot deliver it MUST send a
+notification to the reverse-path. A hosted, enabled sender (submission mail) gets the DSN
+in its own INBOX. A sender elsewhere in the trust space (mail our MX accepted for a domain
+we relay to its next hop) or behind a next hop of ours gets it through the outbound queue,
+``MAIL FROM:<>`` (RFC 5321 §4.5.5), with the same checks as any delivery. Never for a null
+reverse-path or for a message that is itself a report (RFC 3464 §2), so a DSN never loops;
+never to a domain outside the trust space (default deny). The DSN copy is written in the
+same transaction as the row's final status, so it exists exactly once.
 """
 
 from __future__ import annotations
@@ -15,30 +20,60 @@ from audit.journal import AuditRecord
 from mss import crypto, store
 from proxy.outbound.claims import Claim
 from proxy.outbound.dsn import build_dsn, is_report
+from trustspace.whitelist import Whitelist
+
+DsnCopy = store.LocalCopy | store.QueuedCopy
+
+
+def _sender_route(conn: Connection, sender: str, whitelist: Whitelist
+                  ) -> tuple[store.Mailbox | None, str | None]:
+    """(the sender's local mailbox, None), (None, None) to queue it, or (None, why not)."""
+    mailbox = store.get_mailbox(conn, sender)
+    if mailbox is not None:
+        return (mailbox, None) if mailbox.enabled else \
+            (None, f"sender {sender} has a disabled mailbox: no DSN")
+    domain = sender.rsplit("@", 1)[-1]
+    if store.is_hosted_domain(conn, domain):
+        if store.relay_of(conn, domain) is not None:
+            return None, None  # our institution's own server, through the queue
+        return None, f"sender {sender} has no mailbox here: no DSN"
+    if whitelist.is_whitelisted(domain):
+        return None, None  # another operator of the trust space, through the queue
+    return None, f"sender domain {domain} is outside the trust space: no DSN"
 
 
 def dsn_copy(conn: Connection, keyring: crypto.Keyring, reporting_mta: str, c: Claim,
              original: bytes | None, status: str, reason: str, reply: str | None,
-             remote_mta: str | None) -> tuple[store.LocalCopy | None, str]:
-    """The sealed DSN for *c*'s sender, or None and why not."""
+             remote_mta: str | None, whitelist: Whitelist) -> tuple[DsnCopy | None, str]:
+    """The sealed DSN for *c*'s sender (a local copy or a queue row), or None and why not."""
     if not c.mail_from:
         return None, "null reverse-path: no DSN"
     if original is not None and is_report(original):
         return None, "the message is a delivery report: no DSN for a DSN"
-    mailbox = store.get_mailbox(conn, c.mail_from)
-    if mailbox is None or not mailbox.enabled:
-        return None, f"sender {c.mail_from} has no local mailbox: no DSN"
+    mailbox, why_not = _sender_route(conn, c.mail_from, whitelist)
+    if why_not is not None:
+        return None, why_not
     data = build_dsn(reporting_mta=reporting_mta, mail_from=c.mail_from, rcpt=c.rcpt,
                      original=original or b"", action="failed", status=status,
                      diagnostic=reply, remote_mta=remote_mta, arrival=c.created_at,
                      explanation=reason)
-    return store.seal_local(keyring, mailbox.id, mailbox.address, data), "DSN stored"
+    if mailbox is not None:
+        return store.seal_local(keyring, mailbox.id, mailbox.address, data), "DSN stored"
+    return store.seal_queued(keyring, c.mail_from, data), "DSN queued to the sender"
 
 
-def dsn_delivery(copy: store.LocalCopy, c: Claim) -> store.Delivery:
-    record = AuditRecord("delivery.local", actor="mss", mailbox=copy.address,
-                         rcpt=copy.address, message_id=c.message_id,
-                         detail={"store_id": copy.message_id, "dsn_for": c.id,
-                                 "size": copy.size})
-    return store.Delivery(mail_from="", local=[copy], queued=[], audit=[record],
+def dsn_delivery(copy: DsnCopy, c: Claim) -> store.Delivery:
+    if isinstance(copy, store.LocalCopy):
+        record = AuditRecord("delivery.local", actor="mss", mailbox=copy.address,
+                             rcpt=copy.address, message_id=c.message_id,
+                             detail={"store_id": copy.message_id, "dsn_for": c.id,
+                                     "size": copy.size})
+        local, queued = [copy], []
+    else:
+        record = AuditRecord("delivery.queued", actor="mss", rcpt=copy.rcpt,
+                             message_id=c.message_id,
+                             detail={"queue_id": copy.queue_id, "dsn_for": c.id,
+                                     "size": copy.size})
+        local, queued = [], [copy]
+    return store.Delivery(mail_from="", local=local, queued=queued, audit=[record],
                           header_message_id=None, received_at=time.time())

@@ -27,12 +27,13 @@ from proxy.imap import notifier as imap_notifier
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
-from proxy.outbound.notify import dsn_copy, dsn_delivery
+from proxy.outbound.notify import DsnCopy, dsn_copy, dsn_delivery
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace.cache import LiveWhitelist
 from trustspace.chain import PkiCheck
 from trustspace.dn import CanonicalDN
 from trustspace.verifier import PeerVerifier
+from trustspace.whitelist import Whitelist
 
 log = structlog.get_logger("mss.delivery")
 STOP_GRACE = 10.0  # seconds given to deliveries in flight at stop
@@ -262,26 +263,30 @@ class DeliveryWorker:
     async def finish(self, c: Claim, data: bytes | None, status: str, dsn_status: str,
                      reason: str, reply: str | None, host: str | None, *,
                      counts_attempt: bool = True, actor: str = "mss") -> None:
-        await finish(self.app, self.committer, c, data, status, dsn_status, reason, reply,
-                     host, counts_attempt=counts_attempt, actor=actor)
+        await finish(self.app, self.committer, self.whitelist.current, c, data, status,
+                     dsn_status, reason, reply, host, counts_attempt=counts_attempt,
+                     actor=actor)
+        self.wake.set()  # a DSN may have been queued
 
 
-async def finish(app: App, committer: GroupCommitter, c: Claim, data: bytes | None,
-                 status: str, dsn_status: str, reason: str, reply: str | None,
-                 host: str | None, *, counts_attempt: bool = True, actor: str = "mss") -> None:
-    """Mark *c* bounced/expired and store the DSN for its sender, in one transaction."""
+async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: Claim,
+                 data: bytes | None, status: str, dsn_status: str, reason: str,
+                 reply: str | None, host: str | None, *, counts_attempt: bool = True,
+                 actor: str = "mss") -> None:
+    """Mark *c* bounced/expired and store or queue the DSN for its sender, in one
+    transaction."""
     with app.reader.connect() as conn:
         copy, why = dsn_copy(conn, app.keyring, app.config.smtp.hostname, c, data,
-                             dsn_status, reason, reply, host)
+                             dsn_status, reason, reply, host, whitelist)
     now = time.time()
     await committer.run(lambda conn: write_final(conn, c, status, f"{reason} ({why})", reply,
                                                  copy, now, counts_attempt, actor))
-    if copy is not None:  # the DSN landed in a local INBOX: wake its IMAP sessions
+    if isinstance(copy, store.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
         imap_notifier.default().changed(copy.mailbox_id)
 
 
 def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
-                copy: store.LocalCopy | None, now: float, counts_attempt: bool,
+                copy: DsnCopy | None, now: float, counts_attempt: bool,
                 actor: str) -> bool:
     """The final status and the DSN copy (if any), in the caller's transaction."""
     done = claims.failed(conn, c, status, reason, reply, now, counts_attempt=counts_attempt,
