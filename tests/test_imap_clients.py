@@ -218,6 +218,12 @@ def test_status_and_examine_is_read_only(bob: imaplib.IMAP4_SSL) -> None:
     bob.append(folder, None, None, message("ro"))
     typ, data = bob.status(folder, "(MESSAGES UNSEEN UIDNEXT)")
     assert data == [b"Ro (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"]
+    # UNSEEN counts messages without \Seen, whatever other flags or keywords they carry
+    bob.append(folder, "(\\Seen $Seenish)", None, message("seen"))
+    bob.append(folder, "($Seen \\Flagged)", None, message("keyword only"))
+    bob.append(folder, "(\\Answered \\Seen)", None, message("answered"))
+    typ, data = bob.status(folder, "(MESSAGES UNSEEN)")
+    assert data == [b"Ro (MESSAGES 4 UNSEEN 2)"]
     bob.select(folder, readonly=True)
     typ, data = bob.store("1", "+FLAGS", "(\\Deleted)")
     assert typ == "NO" and data[0].startswith(b"[READ-ONLY]")

@@ -18,7 +18,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
@@ -78,6 +89,7 @@ def _folder(row: object) -> Folder:
 
 _FOLDERS_OF = select(db.folders).where(db.folders.c.mailbox_id == bindparam("mailbox"))
 _FOLDER_BY_ID = select(db.folders).where(db.folders.c.id == bindparam("folder"))
+_FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
 _FOLDER_STATE = select(db.folders.c.uidnext, db.folders.c.highestmodseq).where(
     db.folders.c.id == bindparam("folder"))
 _ROWS = (select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags,
@@ -93,10 +105,10 @@ def folders(conn: Connection, mailbox_id: int) -> list[Folder]:
 
 
 def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | None:
-    for folder in folders(conn, mailbox_id):
-        if folder.name == name or (name.upper() == "INBOX" and folder.name == "INBOX"):
-            return folder
-    return None
+    if name.upper() == "INBOX":  # RFC 3501 §5.1: INBOX in any case
+        name = "INBOX"
+    row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id, "name": name}).first()
+    return _folder(row) if row is not None else None
 
 
 def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
@@ -160,13 +172,23 @@ class SnapshotCache:
         self._items: OrderedDict[int, tuple[tuple[int, int, int], Snapshot]] = OrderedDict()
         self._rows = 0
 
-    def get(self, conn: Connection, folder: Folder) -> Snapshot:
-        key = (folder.uidvalidity, folder.uidnext, folder.highestmodseq)
+    @staticmethod
+    def _key(folder: Folder) -> tuple[int, int, int]:
+        return folder.uidvalidity, folder.uidnext, folder.highestmodseq
+
+    def peek(self, folder: Folder) -> Snapshot | None:
+        """The snapshot of *folder* in its current state if held, without a scan."""
         with self._lock:
             hit = self._items.get(folder.id)
-            if hit is not None and hit[0] == key:
+            if hit is not None and hit[0] == self._key(folder):
                 self._items.move_to_end(folder.id)
                 return hit[1]
+        return None
+
+    def get(self, conn: Connection, folder: Folder) -> Snapshot:
+        held = self.peek(folder)
+        if held is not None:
+            return held
         found = rows(conn, folder.id)
         snap = Snapshot(tuple(found),
                         frozenset(f for r in found for f in r.flags if not f.startswith("\\")),
@@ -177,7 +199,7 @@ class SnapshotCache:
             if old is not None:
                 self._rows -= len(old[1].rows)
             if len(found) <= self.max_rows:
-                self._items[folder.id] = (key, snap)
+                self._items[folder.id] = (self._key(folder), snap)
                 self._rows += len(found)
             while self._rows > self.max_rows:
                 _, (_, dropped) = self._items.popitem(last=False)
@@ -203,12 +225,16 @@ def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
                              .where(db.mailboxes.c.id == mailbox_id)).scalar())
 
 
+# flags are stored space-separated; keywords never start with a backslash (RFC 3501 §9)
+_SEEN = (" " + db.messages.c.flags + " ").like("% \\Seen %")
+_COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0)).where(
+    db.messages.c.folder_id == bindparam("folder"))
+
+
 def folder_counts(conn: Connection, folder_id: int) -> tuple[int, int, int]:
-    """(messages, unseen, recent=0) for STATUS."""
-    flags = list(conn.execute(select(db.messages.c.flags)
-                              .where(db.messages.c.folder_id == folder_id)).scalars())
-    unseen = sum(1 for f in flags if "\\Seen" not in parse_flags(f))
-    return len(flags), unseen, 0
+    """(messages, unseen, recent=0) for STATUS, counted by SQLite on the covering index."""
+    messages, unseen = conn.execute(_COUNTS, {"folder": folder_id}).one()
+    return int(messages), int(unseen), 0
 
 
 def folder_size(conn: Connection, folder_id: int) -> int:

@@ -3,7 +3,6 @@ DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS, NAMESPACE, APPEND, IDLE."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import time
@@ -63,17 +62,22 @@ async def select_command(s: Session, cmd: Command) -> Result:
                       detail={"folder": target.folder, "readonly": readonly,
                               "delegated": target.delegated})
 
-    def audit_if_present(conn: Connection) -> bool:
-        if backend.folder_by_name(conn, target.owner.id, target.folder) is None:
-            return False
+    def audit_if_present(conn: Connection
+                         ) -> tuple[backend.Folder | None, backend.Snapshot | None]:
+        # in the writer's transaction: the folder as last committed, its audit record,
+        # and its snapshot when this process holds it (no scan on the writer thread)
+        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        if folder is None:
+            return None, None
         append(conn, [record])
-        return True
+        return folder, backend.SNAPSHOTS.peek(folder)
 
-    # The audit record is committed while the folder is read (both before the tagged OK).
-    (folder, snap), audited = await asyncio.gather(s.db(load), s.write(audit_if_present))
-    if audited and folder is None:  # created in between: read it again
+    # One round trip when the snapshot is held; else the rows are read after the commit,
+    # on a reader (both before the tagged OK).
+    folder, snap = await s.write(audit_if_present)
+    if folder is not None and snap is None:
         folder, snap = await s.db(load)
-    if folder is None or snap is None or not audited:
+    if folder is None or snap is None:
         raise No("No such mailbox", "NONEXISTENT")
     keywords = set(snap.keywords)
     watch = s.ctx.notifier.watch(target.owner.id)
