@@ -178,6 +178,8 @@ class DeliveryConfig:
     batch: int = 50  # rows claimed at once
     max_concurrency: int = 20  # deliveries in flight per worker process
     max_per_destination: int = 4  # of which to one destination domain
+    session_reuse: int = 100  # messages sent over one SMTP session at most (1: no reuse)
+    session_idle: float = 5.0  # seconds an idle session is kept for the next message (0: none)
 
 
 @dataclass(frozen=True)
@@ -486,12 +488,14 @@ def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
                       ("max_attempts", int), ("retry_base", float), ("retry_factor", float),
                       ("retry_max", float), ("jitter", float), ("max_age", float),
                       ("lease", float), ("poll_interval", float), ("batch", int),
-                      ("max_concurrency", int), ("max_per_destination", int)):
+                      ("max_concurrency", int), ("max_per_destination", int),
+                      ("session_reuse", int), ("session_idle", float)):
         values[key] = _get(raw, key, p, kind, getattr(d, key))
     config = DeliveryConfig(**values)
     for key in ("dns_port", "port", "dns_timeout", "connect_timeout", "command_timeout",
                 "max_attempts", "retry_base", "retry_max", "max_age", "lease",
-                "poll_interval", "batch", "max_concurrency", "max_per_destination"):
+                "poll_interval", "batch", "max_concurrency", "max_per_destination",
+                "session_reuse"):
         _positive(getattr(config, key), f"delivery.{key}")
     if config.retry_factor < 1.0:
         raise ConfigError("config: delivery.retry_factor: must be >= 1")
@@ -500,6 +504,8 @@ def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
                           "(an attempt must end within 80 % of its lease)")
     if not 0.0 <= config.jitter < 1.0:
         raise ConfigError("config: delivery.jitter: must be in [0, 1)")
+    if not 0.0 <= config.session_idle <= 240.0:  # RFC 5321 §4.5.3.2.7: servers wait 5 min
+        raise ConfigError("config: delivery.session_idle: must be in [0, 240] seconds")
     if config.port > 65535 or config.dns_port > 65535:
         raise ConfigError("config: delivery.port/dns_port: out of range")
     return config

@@ -8,6 +8,7 @@ import email.policy
 import json
 import random
 import signal
+import smtplib
 import ssl
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.dsn import build_dsn, is_report
 from proxy.outbound.mx import parse_next_hop
 from tests.dnsserver import DnsServer
-from tests.node import Node, inbox_count, read_all
+from tests.node import PASSWORD, Node, inbox_count, read_all
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
@@ -145,6 +146,39 @@ def test_mx_mail_for_a_relayed_domain_goes_to_its_server_with_our_certificate(
     assert "organizationName=OPERATEUR A" in hospital.peer_dns[0]
     queued = [r for r in audit_events(a, "delivery.queued") if r["rcpt"] == rcpt]
     assert queued and queued[0]["listener"] == "mx"
+
+
+def test_sessions_to_a_peer_are_reused_and_a_closed_one_replaced(pair: Pair) -> None:
+    """Twelve messages queued at once go over at most max_per_destination (4) sessions
+    (RFC 5321 §4.1.4: MAIL FROM again after the end of DATA); after B restarts, the kept
+    sessions are dead and the next message goes over a new one, with no deferral."""
+    a, b = pair.nodes()
+    rcpt = f"bob@{B_DOMAIN}"
+    tags = [f"reuse{i}x{time.time_ns()}" for i in range(12)]
+    ctx = ssl.create_default_context(cafile=str(pair.pki / "root.crt"))
+    ctx.check_hostname = False
+    with smtplib.SMTP(a.host, a.ports["submission"], timeout=30) as c:
+        c.starttls(context=ctx)
+        c.login(f"alice@{A_DOMAIN}", PASSWORD)
+        for tag in tags:
+            c.sendmail(f"alice@{A_DOMAIN}", [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+
+    def sessions_for(wanted: list[str]) -> set[object] | None:
+        rows = [r for r in audit_events(b, "smtp.message.accepted") if r["listener"] == "mx"
+                and str(r.get("message_id", "")).strip("<>").split("@")[0] in wanted]
+        return {r["session"] for r in rows} if len(rows) == len(wanted) else None
+
+    assert wait_for(lambda: sessions_for(tags) is not None, 30)
+    used = sessions_for(tags)
+    assert used is not None and 1 <= len(used) <= 4
+    b.stop()
+    b.start()
+    late = f"reuse-late{time.time_ns()}"
+    submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, late))
+    assert wait_for(lambda: with_tag(read_all(b, rcpt), late), 30)
+    assert not [r for r in audit_events(a, "queue.deferred")
+                if late in str(r.get("message_id", ""))]
+
 
 
 # --------------------------------------------------------------------------- failures

@@ -7,14 +7,22 @@ certificate check (trustspace.chain with [pki] anchors and CRLs: a revoked peer 
 nothing) and, for a trust-space peer, its subject DN must be one the whitelist lists for
 the recipient domain (DESIGN.md §2). Our own certificate is presented as client
 certificate (the peer MX requires it).
+
+A session that ended its transaction cleanly is kept for the next message to the same host
+(:class:`SessionPool`, RFC 5321 §4.1.4: a new MAIL FROM after the end of DATA), for
+``delivery.session_idle`` seconds and ``delivery.session_reuse`` messages at most; the peer
+checks run again, on the certificate it presented, for every message. A kept session the
+peer has closed meanwhile is replaced by a new one before anything is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 from cryptography import x509
@@ -62,14 +70,87 @@ def _failure(where: str, exc: aiosmtplib.SMTPResponseException, peer: str) -> De
                            permanent=500 <= exc.code < 600, reply=reply, host=peer)
 
 
-async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
-               local_hostname: str, envelope: Envelope, dn_check: DnCheck | None, *,
-               certificate_check: CertificateCheck | None = None,
-               connect_timeout: float, command_timeout: float) -> Results:
-    """Deliver *envelope* through one host in one transaction; returns each recipient's
-    result (its RCPT refusal, or the reply to the end of DATA). A failure of the whole
-    session (connection, TLS, DN, MAIL FROM) raises DeliveryFailure, permanent only on a
-    5yz reply."""
+@dataclass
+class Session:
+    """An open SMTP session to one host, after STARTTLS and the second EHLO."""
+
+    smtp: aiosmtplib.SMTP
+    peer: str  # "name[address]:port"
+    chain: list[bytes]  # the certificates the peer presented, leaf first (DER)
+    subject: x509.Name
+    sent: int = 0  # transactions done on it
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class SessionPool:
+    """Idle sessions by (address, port, server name); bounded per host and in time."""
+
+    def __init__(self, idle: float, reuse: int, per_host: int) -> None:
+        self.idle = idle
+        self.reuse = reuse  # transactions per session; 1: no reuse
+        self.per_host = per_host
+        self._idle: dict[tuple[str, int, str], list[Session]] = {}
+        self.opened = self.reused = 0
+
+    def take(self, key: tuple[str, int, str]) -> Session | None:
+        sessions = self._idle.get(key, [])
+        while sessions:
+            session = sessions.pop()
+            if time.monotonic() - session.idle_since < self.idle \
+                    and session.smtp.is_connected:
+                self.reused += 1
+                return session
+            session.smtp.close()
+        return None
+
+    def give(self, key: tuple[str, int, str], session: Session) -> None:
+        sessions = self._idle.setdefault(key, [])
+        if session.sent >= self.reuse or self.idle <= 0 or len(sessions) >= self.per_host:
+            _quit_later(session)
+            return
+        session.idle_since = time.monotonic()
+        sessions.append(session)
+
+    def reap(self) -> None:
+        """Close the sessions idle for longer than allowed (RFC 5321 §4.5.3.2.7: the
+        server may close an idle session after 5 minutes; we do it well before)."""
+        now = time.monotonic()
+        for key, sessions in list(self._idle.items()):
+            keep = [s for s in sessions if now - s.idle_since < self.idle]
+            for session in sessions:
+                if session not in keep:
+                    _quit_later(session)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    async def close(self) -> None:
+        sessions = [s for group in self._idle.values() for s in group]
+        self._idle.clear()
+        for session in sessions:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(session.smtp.quit(), 2.0)
+            session.smtp.close()
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _quit_later(session: Session) -> None:
+    async def quit_() -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await asyncio.wait_for(session.smtp.quit(), 5.0)
+        session.smtp.close()
+    task = asyncio.get_running_loop().create_task(quit_())
+    _closing.add(task)  # keep a reference until done
+    task.add_done_callback(_closing.discard)
+
+
+async def _open(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
+                local_hostname: str, connect_timeout: float,
+                command_timeout: float) -> Session:
+    """Connect, EHLO, STARTTLS (required), EHLO again; the certificate the peer presented."""
     peer = f"{server_name}[{address}]:{port}"
     smtp = aiosmtplib.SMTP(hostname=address, port=port, local_hostname=local_hostname,
                            timeout=command_timeout, start_tls=False, use_tls=False,
@@ -94,40 +175,99 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
         if not chain:
             raise DeliveryFailure(f"{peer} presented no certificate", permanent=False,
                                   host=peer)
-        if certificate_check is not None:
-            refusal = await certificate_check(chain)
-            if refusal:
-                raise DeliveryFailure(f"{peer}: {refusal}", permanent=False, host=peer)
         subject = x509.load_der_x509_certificate(chain[0]).subject
-        if dn_check is not None:
-            refusal = dn_check(canonical_name(subject), subject.rfc4514_string())
-            if refusal:
-                raise DeliveryFailure(f"{peer}: {refusal}", permanent=False, host=peer)
         await smtp.ehlo()  # RFC 3207 §4.2: discard what was learnt before TLS
+        return Session(smtp, peer, chain, subject)
+    except BaseException:
+        smtp.close()
+        raise
+
+
+async def _check(session: Session, dn_check: DnCheck | None,
+                 certificate_check: CertificateCheck | None) -> None:
+    """The peer checks, before MAIL FROM, for every message (cached verdicts)."""
+    if certificate_check is not None:
+        refusal = await certificate_check(session.chain)
+        if refusal:
+            raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
+                                  host=session.peer)
+    if dn_check is not None:
+        refusal = dn_check(canonical_name(session.subject), session.subject.rfc4514_string())
+        if refusal:
+            raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
+                                  host=session.peer)
+
+
+class _Stale(Exception):
+    """A kept session was closed by the peer before MAIL FROM was answered."""
+
+
+async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple[Results, bool]:
+    """MAIL FROM, RCPT TO each, DATA; the results and whether the session is clean for the
+    next transaction (RFC 5321 §4.1.4)."""
+    smtp, peer = session.smtp, session.peer
+    try:
+        await smtp.mail(envelope.mail_from)
+    except aiosmtplib.SMTPResponseException as exc:
+        if reused and exc.code == 421:  # RFC 5321 §3.8: the peer is closing the session
+            raise _Stale() from None
+        raise _failure("MAIL FROM", exc, peer) from None
+    except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+        if reused:
+            raise _Stale() from None
+        raise
+    session.sent += 1
+    results: Results = {}
+    accepted: list[str] = []
+    for rcpt in envelope.rcpts:
         try:
-            await smtp.mail(envelope.mail_from)
+            await smtp.rcpt(rcpt)
+            accepted.append(rcpt)
         except aiosmtplib.SMTPResponseException as exc:
-            raise _failure("MAIL FROM", exc, peer) from None
-        results: Results = {}
-        accepted: list[str] = []
-        for rcpt in envelope.rcpts:
+            results[rcpt] = _failure("RCPT TO", exc, peer)  # this recipient only
+    if not accepted:
+        return results, False  # a MAIL FROM without DATA: not kept (no RSET dance)
+    try:
+        response = await smtp.data(envelope.data)
+    except aiosmtplib.SMTPResponseException as exc:
+        failure = _failure("DATA", exc, peer)
+        results.update((rcpt, failure) for rcpt in accepted)
+        return results, False
+    reply = f"{response.code} {' '.join(response.message.split())}"[:500]
+    results.update((rcpt, Delivered(peer, reply)) for rcpt in accepted)
+    return results, True
+
+
+async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
+               local_hostname: str, envelope: Envelope, dn_check: DnCheck | None, *,
+               certificate_check: CertificateCheck | None = None,
+               pool: SessionPool | None = None,
+               connect_timeout: float, command_timeout: float) -> Results:
+    """Deliver *envelope* through one host in one transaction; returns each recipient's
+    result (its RCPT refusal, or the reply to the end of DATA). A failure of the whole
+    session (connection, TLS, certificate, DN, MAIL FROM) raises DeliveryFailure,
+    permanent only on a 5yz reply."""
+    key = (address, port, server_name)
+    peer = f"{server_name}[{address}]:{port}"
+    session = pool.take(key) if pool is not None else None
+    clean = False
+    try:
+        for _ in range(2):  # a stale kept session: once more on a new one
+            reused = session is not None
+            if session is None:
+                session = await _open(address, server_name, port, ctx, local_hostname,
+                                      connect_timeout, command_timeout)
+                if pool is not None:
+                    pool.opened += 1
+            await _check(session, dn_check, certificate_check)
             try:
-                await smtp.rcpt(rcpt)
-                accepted.append(rcpt)
-            except aiosmtplib.SMTPResponseException as exc:
-                results[rcpt] = _failure("RCPT TO", exc, peer)  # this recipient only
-        if accepted:
-            try:
-                response = await smtp.data(envelope.data)
-            except aiosmtplib.SMTPResponseException as exc:
-                failure = _failure("DATA", exc, peer)
-                results.update((rcpt, failure) for rcpt in accepted)
-            else:
-                reply = f"{response.code} {' '.join(response.message.split())}"[:500]
-                results.update((rcpt, Delivered(peer, reply)) for rcpt in accepted)
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit()  # the replies are in: what follows does not change them
-        return results
+                results, clean = await _transact(session, envelope, reused)
+                return results
+            except _Stale:
+                session.smtp.close()
+                session = None
+        raise DeliveryFailure(f"{peer}: session closed before MAIL FROM", permanent=False,
+                              host=peer)
     except DeliveryFailure:
         raise
     except ssl.SSLCertVerificationError as exc:
@@ -138,4 +278,10 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
         raise DeliveryFailure(f"{peer}: {type(exc).__name__} {text}".strip(),
                               permanent=False, host=peer) from None
     finally:
-        smtp.close()
+        if session is not None:
+            if clean and pool is not None:
+                pool.give(key, session)
+            elif clean or session.smtp.is_connected:
+                _quit_later(session)  # the replies are in: what follows does not change them
+            else:
+                session.smtp.close()

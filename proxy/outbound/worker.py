@@ -51,6 +51,8 @@ class DeliveryWorker:
         self.owner = secrets.token_hex(8)
         self.resolver = mx.make_resolver(self.cfg)
         self.ctx = client.client_context(app.config.tls)
+        self.pool = client.SessionPool(self.cfg.session_idle, self.cfg.session_reuse,
+                                       self.cfg.max_per_destination)
         self.hostname = app.config.smtp.hostname
         self.in_flight: set[asyncio.Task[None]] = set()
         self.per_domain: dict[str, asyncio.Semaphore] = defaultdict(
@@ -77,6 +79,7 @@ class DeliveryWorker:
                 task = asyncio.create_task(self._deliver(group))
                 self.in_flight.add(task)
                 task.add_done_callback(self._done)
+            self.pool.reap()
             if not batch or len(self.in_flight) >= cfg.max_concurrency:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -92,6 +95,7 @@ class DeliveryWorker:
             await asyncio.wait(set(self.in_flight), timeout=STOP_GRACE)
         for task in list(self.in_flight):
             task.cancel()
+        await self.pool.close()
         with contextlib.suppress(Exception):
             await self.committer.run(lambda conn: claims.release(conn, self.owner))
 
@@ -195,7 +199,7 @@ class DeliveryWorker:
                     results = await client.send(
                         address, hop.host, hop.port, self.ctx, self.hostname, envelope,
                         self._dn_check(domain) if hop.verify_dn else None,
-                        certificate_check=self._certificate_check,
+                        certificate_check=self._certificate_check, pool=self.pool,
                         connect_timeout=self.cfg.connect_timeout,
                         command_timeout=self.cfg.command_timeout)
                 except DeliveryFailure as failure:
