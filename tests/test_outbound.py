@@ -447,7 +447,9 @@ def test_delivery_config_errors_name_the_key(tmp_path: Path) -> None:
                                 ({"port": 0}, "delivery.port"),
                                 ({"lease": 60.0}, "delivery.lease"),
                                 ({"nameservers": "127.0.0.1"}, "delivery.nameservers"),
-                                ({"max_attempts": "8"}, "delivery.max_attempts")):
+                                ({"max_attempts": "8"}, "delivery.max_attempts"),
+                                ({"session_idle": 600.0}, "delivery.session_idle"),
+                                ({"session_reuse": 0}, "delivery.session_reuse")):
         with pytest.raises(ConfigError, match=message_part):
             parse_config({"delivery": table}, tmp_path / "mss.toml")
     cfg = parse_config({"delivery": {"nameservers": ["10.0.0.53"], "dns_port": 5353}},
