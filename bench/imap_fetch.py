@@ -66,7 +66,6 @@ class Target:
     user: str
     password: str
     ctx: ssl.SSLContext
-    implicit_tls: bool = False
 
 
 def body_text(i: int, size: int, marker: str | None) -> str:
@@ -122,8 +121,7 @@ def fill(node: Node, count: int, size: int, sessions: int, marker: str, every: i
 
 
 def connect(t: Target) -> imaplib.IMAP4:
-    if t.implicit_tls:
-        return imaplib.IMAP4_SSL(t.host, t.port, ssl_context=t.ctx, timeout=600)
+    """A STARTTLS session (every target: the node's imap listener, --port, --compare-port)."""
     m = imaplib.IMAP4(t.host, t.port, timeout=600)
     m.starttls(ssl_context=t.ctx)
     return m
@@ -234,24 +232,20 @@ def main() -> None:
                                   insecure))
         else:
             tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
-            node = make_node(Path(tmp.name))
-            ports = node.ports  # make_node gives every listener a free port
-            if "imap" not in ports and "imaps" not in ports:
-                sys.exit("this mss has no [listeners.imap] / [listeners.imaps] in mss.toml")
+            node = make_node(Path(tmp.name))  # asserts a free port set on every listener
             node.start()
             t0 = time.perf_counter()
             n = fill(node, a.messages, a.size_kb * 1024, a.sessions, a.marker,
                      a.marker_every, a.max_seconds)
             dt = time.perf_counter() - t0
             print(f"filled {n} messages in {dt:.1f} s ({n / dt:.0f} msg/s)", file=sys.stderr)
-            implicit = "imap" not in ports
-            targets.append(Target(a.label, a.host, ports["imap" if not implicit else "imaps"],
-                                  f"bob@{DOMAIN}", PASSWORD, node.client_context(), implicit))
-            if not implicit:
-                print("anchor client against this node: python3 ../shared/anchors/"
-                      f"anchor_imap_bench.py --port {ports['imap']} --user bob@{DOMAIN} "
-                      f"--password '{PASSWORD}' --marker {a.marker} --server-comm python3",
-                      file=sys.stderr)
+            port = node.ports["imap"]  # STARTTLS, as Dovecot's 10143 and --port
+            targets.append(Target(a.label, a.host, port, f"bob@{DOMAIN}", PASSWORD,
+                                  node.client_context()))
+            print("anchor client against this node: python3 ../shared/anchors/"
+                  f"anchor_imap_bench.py --port {port} --user bob@{DOMAIN} "
+                  f"--password '{PASSWORD}' --marker {a.marker} --server-comm python3",
+                  file=sys.stderr)
         if a.compare_port:
             targets.append(Target(a.compare_label, a.host, a.compare_port, a.compare_user,
                                   a.compare_password, insecure))

@@ -129,10 +129,7 @@ def main() -> None:
                 time.sleep(0.1)
             elapsed = time.time() - t0
         finally:
-            for node in (a, b):
-                if node.process is not None:
-                    node.stop()
-            pair.dns.stop()
+            pair.close(graceful=True)
         print(json.dumps({
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
             "per_destination": args.per_destination, "reconnect": args.reconnect,

@@ -24,9 +24,16 @@ from audit.patient import pseudonym_key
 from directory.cli import directory_app
 from mss import crypto, store
 from mss.app import open_app
-from mss.cli_support import HANDLED, CliError, actor, fail, node, report
+from mss.cli_support import (
+    HANDLED,
+    CliError,
+    actor,
+    fail,
+    node,
+    password_hash_from_stdin,
+    report,
+)
 from mss.config import DEFAULT_CONFIG_NAME, render_default_config
-from mss.passwords import hash_password
 from mss.relay_cli import relay_app
 from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
@@ -114,7 +121,7 @@ def serve(ctx: typer.Context) -> None:
     from mss.server import serve_workers
 
     with node(ctx) as node_app:  # checks config and master key before any fork
-        configure(node_app.config.log_level)
+        configure(node_app.config.log_level, node_app.config.log_file)
         workers = node_app.config.workers
         if workers == 1:
             asyncio.run(run(node_app))
@@ -172,12 +179,7 @@ def mailbox_add(
         "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
 ) -> None:
     """Create a mailbox (with its own encryption key and default folders)."""
-    password_hash = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            fail("password from stdin is shorter than 8 characters")
-        password_hash = hash_password(password)
+    password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = store.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,

@@ -28,6 +28,16 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def password_hash_from_stdin(min_length: int) -> str:
+    """Hash the password on the first line of stdin; fail if shorter than *min_length*."""
+    from mss.passwords import hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < min_length:
+        fail(f"password from stdin is shorter than {min_length} characters")
+    return hash_password(password)
+
+
 def actor() -> str:
     """Who runs the command, for audit records."""
     try:

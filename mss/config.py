@@ -132,7 +132,7 @@ class DirectoryConfig:
     interval: float = 3600.0  # seconds between syncs in mss serve (0: off)
     full_every: float = 86400.0  # a full sync at least this often
     reject_invalid: bool = False  # True: a bad entry fails the run
-    check_recipients: bool = True  # submission: remote recipients must be in the directory
+    check_recipients: bool = True  # submission and relay: remote recipients must be listed
     unpublished_domains: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     publish: PublishConfig | None = None

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from audit.journal import AuditRecord, append
 from mss import relays, store
-from mss.cli_support import actor, fail, node
-from mss.passwords import hash_password
+from mss.cli_support import actor, fail, node, password_hash_from_stdin
 
 relay_app = typer.Typer(no_args_is_help=True,
                         help="Institutions' mail servers allowed on the relay listener.")
@@ -29,26 +27,19 @@ def relay_add(
         "stdin (the login is NAME).")] = False,
 ) -> None:
     """Allow an institution's mail server to send as its domains (relay listener)."""
-    if (cert_dn is None) == (not password_stdin):
-        fail("give exactly one of --cert-dn DN or --password-stdin")
+    relays.check_identity(cert_dn, password_stdin)  # before stdin is read
     names = relays.parse_domains(domains)
-    password_hash = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 12:
-            fail("password from stdin is shorter than 12 characters")
-        password_hash = hash_password(password)
+    password_hash = password_hash_from_stdin(12) if password_stdin else None
     with node(ctx) as app, app.engine.begin() as conn:
         for domain in names:
             if not store.is_hosted_domain(conn, domain):
                 fail(f"domain {domain} is not hosted here (mss domain add {domain} first)")
-        relays.add_relay(conn, name, names, cert_dn, password_hash)
-        method = "certificate" if cert_dn else "password"
-        detail = {"relay": name, "method": method, "domains": names}
+        relay = relays.add_relay(conn, name, names, cert_dn, password_hash)
+        detail = {"relay": name, "method": relay.method, "domains": names}
         if cert_dn:
             detail["cert_dn"] = cert_dn
         append(conn, [AuditRecord("admin.relay.add", actor=actor(), detail=detail)])
-    print(f"relay {name} added ({method}), may send as {','.join(names)}")
+    print(f"relay {name} added ({relay.method}), may send as {','.join(names)}")
 
 
 @relay_app.command("list")

@@ -56,11 +56,16 @@ def check_name(name: str) -> None:
         raise StoreError(f"relay name {name[:80]!r}: 1 to {NAME_MAX} letters, digits, - _ .")
 
 
+def check_identity(cert_dn: str | None, password: bool) -> None:
+    """A relay authenticates by exactly one of a certificate DN or a password."""
+    if (cert_dn is None) == (not password):
+        raise StoreError("give exactly one of --cert-dn DN or --password-stdin")
+
+
 def add_relay(conn: Connection, name: str, domains: list[str], cert_dn: str | None,
-              password_hash: str | None) -> None:
+              password_hash: str | None) -> Relay:
     check_name(name)
-    if (cert_dn is None) == (password_hash is None):
-        raise StoreError("give either --cert-dn or --password-stdin")
+    check_identity(cert_dn, password_hash is not None)
     if cert_dn is not None:
         try:
             parse_dn(cert_dn)
@@ -71,6 +76,8 @@ def add_relay(conn: Connection, name: str, domains: list[str], cert_dn: str | No
     conn.execute(insert(db.relays).values(name=name, cert_dn=cert_dn,
                                           password_hash=password_hash,
                                           domains=",".join(domains), created_at=time.time()))
+    return Relay(name=name, cert_dn=cert_dn, password_hash=password_hash,
+                 domains=frozenset(domains))
 
 
 def get_relay(conn: Connection, name: str) -> Relay | None:

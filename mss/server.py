@@ -133,12 +133,11 @@ async def serve(app: App, worker: int = 0) -> None:
     try:
         whitelist = LiveWhitelist(app.reader)
         tls = {
-            # the MX asks for the peer operator's certificate (checked in trustspace)
-            "mx": server_context(cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.ca_file,
-                                 request_client_cert=True),
+            "mx": server_context(cfg.tls.cert_file, cfg.tls.key_file),  # MX and relay
             "submission": server_context(cfg.tls.cert_file, cfg.tls.key_file),
         }
-        # any certificate passes the handshake; trustspace.chain verifies it after, so
+        # the MX asks for the peer operator's certificate (CERT_OPTIONAL) and any one
+        # passes the handshake; trustspace.chain verifies it after against pki.anchors, so
         # that each refusal is an SMTP reply with an audit reason (docs/trust-space.md)
         accept_any_client_certificate(tls["mx"])
         assert cfg.pki is not None

@@ -105,6 +105,15 @@ def is_hosted_domain(conn: Connection, domain: str) -> bool:
     return conn.execute(_DOMAIN_BY_NAME, {"name": domain}).first() is not None
 
 
+def domain_hosting(conn: Connection, domain: str) -> tuple[bool, str | None]:
+    """(hosted, next hop) of *domain* in one query; the next hop is None when its mail is
+    stored here (or the domain is not hosted)."""
+    row = conn.execute(_RELAY_BY_NAME, {"name": domain}).first()
+    if row is None:
+        return False, None
+    return True, (str(row.relay_to) if row.relay_to else None)
+
+
 # --------------------------------------------------------------------------- mailboxes
 
 def _mailbox_of(row: object) -> Mailbox:

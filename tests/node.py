@@ -156,9 +156,11 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     node = Node(data_dir, host=host, domain=domain)
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
-        node.ports[name] = port = (ports or {}).get(name) or free_port(host)
-        text = re.sub(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
-                      rf'\g<1>"{host}"\g<2>{port}', text)
+        port = (ports or {}).get(name) or free_port(host)
+        text, count = re.subn(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
+                              rf'\g<1>"{host}"\g<2>{port}', text)
+        assert count == 1, f"mss init wrote {count} [listeners.{name}] host/port pairs: {text}"
+        node.ports[name] = port
     text = text.replace("[logging]", "[whitelist]\nreload_interval = 0.5\n\n[logging]")
     for key, path in (tls or {}).items():
         text = re.sub(rf'(?m)^{key} = ".*"$', f'{key} = "{path}"', text)
@@ -176,6 +178,17 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
         wl.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
         node.cli("whitelist", "import", str(wl))
     return node
+
+
+def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:
+    """Poll *predicate* until it is truthy: True, or AssertionError after *timeout* seconds
+    (so both ``wait_for(...)`` and ``assert wait_for(...)`` fail a test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s: {predicate!r}")
 
 
 def env_without_config() -> dict[str, str]:

@@ -1,13 +1,14 @@
 """Two independent mss operators on 127.0.0.2 and 127.0.0.3 with test-PKI certificates,
 each other's domain on their whitelists, and a real DNS server serving their MX records.
-Shared by tests/test_outbound.py and bench/relay.py."""
+Shared by tests/test_outbound.py, tests/test_relay.py, tests/test_postfix_interop.py
+and bench/relay.py."""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
 import subprocess
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class Pair:
 
     def nodes(self) -> tuple[Node, Node]:
         return self.a, self.b
+
+    def close(self, *, graceful: bool = False) -> None:
+        """Stop both nodes (killed unless *graceful*) and the DNS server."""
+        close_all(self.nodes(), self.dns, graceful=graceful)
 
 
 def delivery_config(dns_port: int, mx_port: int, **overrides: object) -> str:
@@ -117,12 +122,23 @@ def message(sender: str, rcpt: str, tag: str, size: int = 0) -> bytes:
             f"\r\n{body}").encode()
 
 
+def with_tag(messages: list[bytes], tag: str) -> list[bytes]:
+    """The messages carrying *message*()'s Message-ID for *tag*."""
+    return [m for m in messages if f"<{tag}@test.example>".encode() in m]
 
 
-def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(step)
-    return False
+def close_all(nodes: Iterable[Node], dns: DnsServer, *, graceful: bool = False) -> None:
+    """Teardown: every node still serving killed (SIGKILL; SIGTERM and a wait for an
+    orderly exit when *graceful*), then the DNS server stopped, even if a node fails to."""
+    try:
+        for node in nodes:
+            if node.process is None:
+                continue
+            if graceful:
+                node.stop()
+            else:
+                node.process.kill()
+                node.process.wait()
+                node.process = None
+    finally:
+        dns.stop()

@@ -381,8 +381,9 @@ S: b2 OK UID FETCH completed
 """)
 
 
-@pytest.mark.parametrize("line", [b"a1 LOGIN {5}\r\n", b"a1 CAPABILITY\r\n"])
-def test_preauth_literal_limit(running_node: Node, line: bytes) -> None:
+@pytest.mark.parametrize(("line", "expected"), [(b"a1 LOGIN {5}\r\n", b"+ "),
+                                               (b"a1 CAPABILITY\r\n", b"* CAPABILITY ")])
+def test_preauth_literal_limit(running_node: Node, line: bytes, expected: bytes) -> None:
     """Before login the literal limit is 64 KiB; a larger one is refused unread."""
     sock = running_node.client_context().wrap_socket(
         socket.create_connection(("127.0.0.1", running_node.ports["imaps"]), timeout=10))
@@ -392,7 +393,7 @@ def test_preauth_literal_limit(running_node: Node, line: bytes) -> None:
     assert reader.readline() == b"a0 BAD [TOOBIG] Literal too large\r\n"
     sock.sendall(line)
     reply = reader.readline()
-    assert reply.startswith((b"+ ", b"* CAPABILITY"))
+    assert reply.startswith(expected), reply
     sock.close()
 
 

@@ -1,16 +1,21 @@
-"""Pure logic of the IMAP server: login throttling, the notifier, dates, LIST patterns."""
+"""Pure logic of the IMAP server: login throttling, the notifier, dates, LIST patterns,
+sequence-set membership, SEARCH CHARSET."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mss.throttle import Throttle
 from proxy.imap.mailbox_commands import _parse_date_time
 from proxy.imap.names import list_pattern
 from proxy.imap.notifier import LocalNotifier
-from proxy.imap.tokens import ImapParseError
+from proxy.imap.search import CHARSETS, BadCharset, Numbers, parse_search
+from proxy.imap.seqset import STAR, SequenceSet, parse_sequence_set
+from proxy.imap.tokens import Atom, ImapParseError, MessageMeta
 
 
 def test_throttle_locks_user_and_address_then_forgets() -> None:
@@ -68,3 +73,64 @@ def test_date_time_of_append() -> None:
 ])
 def test_list_patterns(reference: str, pattern: str, name: str, matches: bool) -> None:
     assert bool(list_pattern(reference, pattern).match(name)) is matches
+
+
+def _naive_contains(s: SequenceSet, n: int, largest: int) -> bool:
+    """RFC 3501 §9 membership read off the ranges as written (``*`` is ``largest``)."""
+    if n < 1 or n > largest:
+        return False
+    for low, high in s.ranges:
+        a = largest if low == STAR else low
+        b = largest if high == STAR else high
+        if min(a, b) <= n <= max(a, b):
+            return True
+    return False
+
+
+_BOUND = st.one_of(st.just(STAR), st.integers(1, 60))
+
+
+@given(st.lists(st.tuples(_BOUND, _BOUND), min_size=1, max_size=8),
+       st.lists(st.integers(0, 70), min_size=1, max_size=6))
+def test_contains_same_as_naive(ranges: list[tuple[int, int]], largests: list[int]) -> None:
+    s = parse_sequence_set(str(SequenceSet(tuple(ranges))))
+    assert s == SequenceSet(tuple(ranges))
+    for largest in largests:  # the cached lookup follows a change of largest
+        for n in range(-1, 72):
+            assert s.contains(n, largest) == _naive_contains(s, n, largest), (s, n, largest)
+
+
+def test_contains_many_ranges() -> None:
+    # UID 1,3,5,...: 15 000 ranges over 30 000 messages, plus reversed and "*" ranges
+    text = ",".join(map(str, range(1, 30_000, 2))) + ",30010:29990,*:40000"
+    s = parse_sequence_set(text)
+    largest = 30_000
+    odd = [n for n in range(0, 30_050) if s.contains(n, largest)]
+    assert odd == [*range(1, 29_990, 2), *range(29_990, 30_001)]
+    sample = range(0, 30_050, 97)
+    assert [s.contains(n, largest) for n in sample] == [_naive_contains(s, n, largest)
+                                                       for n in sample]
+    # through SEARCH: the set is resolved once for the search, not scanned per message
+    prog = parse_search([Atom("UID"), text.encode()])
+    assert isinstance(prog.key, Numbers)
+    hits = [uid for uid in range(1, largest + 1)
+            if prog.matches(MessageMeta(uid, uid, (), 0.0, 1, 1), largest_seq=largest,
+                            largest_uid=largest, load=lambda: pytest.fail("loaded"))]
+    assert hits == odd
+
+
+def test_search_charset_once() -> None:
+    assert parse_search([Atom("CHARSET"), b"utf-8", Atom("ALL")]).charset == "UTF-8"
+    assert parse_search([Atom("ALL")]).charset == "US-ASCII"
+    for args in ([Atom("CHARSET"), Atom("UTF-8"), Atom("CHARSET"), Atom("UTF-8"), Atom("ALL")],
+                 [Atom("CHARSET"), Atom("US-ASCII"), Atom("CHARSET"), Atom("KOI8-R")]):
+        with pytest.raises(ImapParseError, match="CHARSET given more than once"):
+            parse_search(args)
+    with pytest.raises(ImapParseError, match="CHARSET given more than once"):
+        parse_search([Atom("CHARSET"), Atom("UTF-8"), Atom("ALL")], charset="UTF-8")
+    with pytest.raises(ImapParseError, match="invalid charset"):
+        parse_search([Atom("CHARSET"), [Atom("UTF-8")], Atom("ALL")])
+    with pytest.raises(BadCharset) as raised:
+        parse_search([Atom("CHARSET"), Atom("KOI8-R"), Atom("ALL")])
+    assert raised.value.code == "BADCHARSET (" + " ".join(CHARSETS) + ")"
+    assert raised.value.code == "BADCHARSET (UTF-8 US-ASCII)"  # as answered before

@@ -346,6 +346,14 @@ def test_pki_verify_and_crl_status_cli(setup: Setup) -> None:
     out = node.cli("pki", "verify", str(pki / "operator-a.key"), check=False)
     assert out.returncode == 2 and out.stderr.startswith("mss: error: ")
     assert len(out.stderr.strip().splitlines()) == 1
+    # --sender is read as the MX reads MAIL FROM: "<>" and "" are the null sender
+    for null in ("<>", ""):
+        out = node.cli("pki", "verify", str(pki / "operator-a.crt"), "--sender", null)
+        assert out.stdout.strip().endswith("accepted for <>")
+    out = node.cli("pki", "verify", str(pki / "operator-a.crt"), "--sender", "nobody",
+                   check=False)
+    assert out.returncode == 2 and out.stderr.startswith("mss: error: invalid address")
+    assert len(out.stderr.strip().splitlines()) == 1 and not out.stdout
     status = node.cli("pki", "crl-status").stdout
     assert "organisations.crl.pem\t1 revoked, issuer CN=TEST AC IGC-SANTE" in status
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.dnsserver import DnsServer
-from tests.node import Node, make_node, read_all
-from tests.outbound_pair import delivery_config, message, submit, wait_for
+from tests.node import Node, make_node, read_all, wait_for
+from tests.outbound_pair import close_all, delivery_config, message, submit, with_tag
 from tests.postfix import PeerRoute, Postfix, make_base, remove_base, skip_unless_usable
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.testpki import DEFAULT_SERVERS, ServerSpec, init_test_pki
@@ -108,15 +108,8 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
         yield Peers(node, postfix, dns, pki, port)
     finally:
         postfix.stop()
-        if node.process is not None:
-            node.process.kill()
-            node.process.wait()
-        dns.stop()
+        close_all([node], dns)
         remove_base(postfix.base)
-
-
-def with_tag(messages: list[bytes], tag: str) -> list[bytes]:
-    return [m for m in messages if f"<{tag}@test.example>".encode() in m]
 
 
 def log_lines(postfix: Postfix, needle: str) -> list[str]:

@@ -123,6 +123,8 @@ def test_relay_cli(node: Node) -> None:
             (("relay", "add", "x", "--domains", CLINIC), "exactly one of"),
             (("relay", "add", "x", "--domains", CLINIC, "--cert-dn", "CN=a",
               "--password-stdin"), "exactly one of"),
+            (("relay", "add", "x", "--domains", CLINIC, "--password-stdin"),
+             "shorter than 12"),
             (("relay", "add", "x", "--domains", "nowhere.test", "--cert-dn", "CN=a"),
              "not hosted here"),
             (("relay", "add", "x", "--domains", CLINIC, "--cert-dn", "no equals sign"),
@@ -147,8 +149,8 @@ def test_relay_mail_reaches_another_operator_over_mtls(tmp_path: Path) -> None:
     """An institution's server sends through operator A's relay listener; A's queue
     delivers to operator B, whose MX accepts A's certificate for the institution's domain
     (listed with A's DN) and stores the message."""
-    from tests.node import read_all
-    from tests.outbound_pair import B_DOMAIN, SUBJECTS, make_pair, wait_for
+    from tests.node import read_all, wait_for
+    from tests.outbound_pair import B_DOMAIN, SUBJECTS, make_pair
     from tests.whitelist_fixtures import make_whitelist_xml
     from trustspace.whitelist import parse_whitelist
 
@@ -178,8 +180,4 @@ def test_relay_mail_reaches_another_operator_over_mtls(tmp_path: Path) -> None:
                                      and r["mail_from"] == sender)
         assert accepted and accepted[-1]["listener"] == "mx"
     finally:
-        for n in pair.nodes():
-            if n.process is not None:
-                n.process.kill()
-                n.process.wait()
-        pair.dns.stop()
+        pair.close()

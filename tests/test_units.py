@@ -230,3 +230,20 @@ def test_passwords() -> None:
     assert not verify_password("x", None)
     assert not verify_password("x", "$md5$garbage")
     assert os.environ.get("MSS_TEST_NEVER_SET") is None
+
+
+def test_logging_file_gets_the_json_lines(tmp_path: Path) -> None:
+    import json
+
+    import structlog
+
+    from mss.logs import configure
+
+    target = tmp_path / "mss.log"
+    try:
+        configure("info", target)
+        structlog.get_logger("mss.test").info("ready", worker=0)
+    finally:
+        configure("info")  # back to stderr for the other tests
+    line = json.loads(target.read_text().splitlines()[-1])
+    assert line["event"] == "ready" and line["worker"] == 0 and line["level"] == "info"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mss.config import ConfigError, parse_config
-from tests.node import Node, make_node
+from tests.node import Node, make_node, wait_for
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.fetch import WhitelistFetchError, parse_checksum, redact
 
@@ -193,25 +193,16 @@ def test_serve_refreshes_periodically(tmp_path: Path, agency: tuple[Published, s
         f'\n[whitelist.fetch]\nurl = "{base}/liste.xml"\ninterval = 0.5\n'))
     node.start()
     try:
-        wait_for(lambda: "domains:   30" in node.cli("whitelist", "show").stdout)
+        wait_for(lambda: "domains:   30" in node.cli("whitelist", "show").stdout, 15)
         published.publish("/liste.xml", make_whitelist_xml(domains(31)))
-        wait_for(lambda: "domains:   31" in node.cli("whitelist", "show").stdout)
+        wait_for(lambda: "domains:   31" in node.cli("whitelist", "show").stdout, 15)
         wait_for(lambda: any(r["detail"]["status"] == "not_modified"  # type: ignore[index]
-                             for r in fetch_records(node)))
+                             for r in fetch_records(node)), 15)
         # The node uses the new list without a restart (whitelist.reload_interval).
         assert node.cli("whitelist", "check", "d30.mssante.fr").returncode == 0
     finally:
         node.stop()
     assert "whitelist fetched" in (node.log_path.read_text() if node.log_path else "")
-
-
-def wait_for(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.skipif(not REAL_LIST.exists(), reason="the published list is not in ../shared")
@@ -223,7 +214,14 @@ def test_real_list_over_http_with_checksum(node: Node, agency: tuple[Published, 
     proc = node.cli("whitelist", "fetch", f"{base}/listeblanche.xml", "--sha256-url",
                     f"{base}/listeblanche.xml.sha256")
     assert "in force" in proc.stdout
-    assert node.cli("whitelist", "check", "mssante.fr", check=False).returncode in (0, 1)
+    first = re.search(rb"<Nom>([^<]+)</Nom>", data)  # the list's first domain
+    assert first is not None and first.group(1) == b"adsea29.mssante.fr", first
+    listed = node.cli("whitelist", "check", first.group(1).decode(), check=False)
+    assert listed.returncode == 0, listed
+    assert "adsea29.mssante.fr: whitelisted" in listed.stdout, listed.stdout
+    unlisted = node.cli("whitelist", "check", "gmail.com", check=False)
+    assert unlisted.returncode == 1, unlisted
+    assert "gmail.com: not whitelisted" in unlisted.stdout, unlisted.stdout
 
 
 def test_units() -> None:

@@ -8,8 +8,9 @@ order, so that the audit reason names the first real problem:
 
 1. a path exists: issuer name match and signature at every step, every issuer a CA
    (basicConstraints cA, keyUsage keyCertSign when present, pathLenConstraint), no
-   unknown critical extension, the leaf not a CA and, when it has an extendedKeyUsage,
-   usable for the purpose (clientAuth or serverAuth, RFC 5280 §4.2.1.12)
+   unknown critical extension, the leaf not a CA, when it has an extendedKeyUsage usable
+   for the purpose (clientAuth or serverAuth, RFC 5280 §4.2.1.12) and, when it has a
+   keyUsage, allowing digitalSignature or keyAgreement (§4.2.1.3)
                                                           -> ``untrusted_chain``
 2. every certificate of the path inside its validity period (§6.1.3 (a)(2))
                                                           -> ``expired`` / ``not_yet_valid``

@@ -158,10 +158,17 @@ def pki_verify(
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    from mss import store
     from trustspace import policy
     from trustspace.dn import canonical_name
     from trustspace.verifier import PeerVerifier
 
+    mail_from = None
+    if sender is not None:  # as the MX reads MAIL FROM: "" or "<>" is the null sender
+        try:
+            mail_from = store.normalize_address(sender) if sender not in ("", "<>") else ""
+        except store.StoreError as exc:
+            fail(str(exc))
     try:
         certs = x509.load_pem_x509_certificates(file.read_bytes())
     except OSError as exc:
@@ -174,12 +181,12 @@ def pki_verify(
         verifier = PeerVerifier(app.config.pki)
         result = asyncio.run(verifier.verify(chain))
         decision = policy.certificate_check(result, None, verifier.fail_open)
-        if decision is None and sender is not None:
+        if decision is None and mail_from is not None:
             with app.reader.connect() as conn:
                 whitelist = load_active(conn)
             peer = policy.PeerCertificate(certs[0].subject.rfc4514_string(),
                                           canonical_name(certs[0].subject))
-            decision = policy.mx_sender(sender.lower(), whitelist, peer)
+            decision = policy.mx_sender(mail_from, whitelist, peer)
             if decision.accepted:
                 decision = None
     print(f"subject: {result.subject}\nsha256:  {result.fingerprint}\n"
@@ -187,7 +194,7 @@ def pki_verify(
     if decision is not None:
         print(f"refused: {decision.reply} ({decision.reason})")
         raise typer.Exit(1)
-    print("accepted" + (f" for {sender}" if sender else ""))
+    print("accepted" + ("" if mail_from is None else f" for {mail_from or '<>'}"))
 
 
 @pki_app.command("crl-status")

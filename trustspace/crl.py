@@ -48,7 +48,6 @@ class _Source:
     name: str  # path or URL
     crl: x509.CertificateRevocationList | None = None
     digest: str = ""
-    loaded_at: float = 0.0
     mtime: float = 0.0  # files
     next_refresh: float = 0.0  # URLs
     failed_at: float = 0.0
@@ -92,7 +91,7 @@ class CrlStore:
         digest = hashlib.sha256(data).hexdigest()
         if digest != source.digest:
             self.generation += 1
-        source.crl, source.digest, source.loaded_at, source.error = crl, digest, when, ""
+        source.crl, source.digest, source.error = crl, digest, ""
         source.next_refresh = when + self.refresh_interval
         if crl.next_update_utc is not None:
             source.next_refresh = min(source.next_refresh, crl.next_update_utc.timestamp())
@@ -137,12 +136,11 @@ class CrlStore:
                 if (s.crl is None or now >= s.next_refresh)
                 and now - s.failed_at >= self.retry_interval]
 
-    async def refresh(self, urls: Sequence[str] | None = None) -> None:
-        """Fetch *urls* (default: the due ones) without blocking the event loop."""
+    async def refresh(self) -> None:
+        """Fetch the due URLs without blocking the event loop."""
         loop = asyncio.get_running_loop()
         async with self._lock:  # one fetch per URL at a time, whoever asks
-            for url in (self.due_urls() if urls is None else
-                        [u for u in urls if u in self.due_urls()]):
+            for url in self.due_urls():
                 source = self.urls[url]
                 try:
                     data = await loop.run_in_executor(None, _fetch, url, self.fetch_timeout)

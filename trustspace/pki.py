@@ -118,14 +118,11 @@ def issue_certificate(pki_dir: Path, name: str, hostnames: list[str],
     return cert_path, key_path
 
 
-def server_context(cert_file: Path, key_file: Path, ca_file: Path | None = None,
-                   *, request_client_cert: bool = False) -> ssl.SSLContext:
-    """Server-side TLS: TLS 1.2+, no compression, optional client certificate request."""
+def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Server-side TLS: TLS 1.2+, no compression. The MX and relay listeners ask for a
+    client certificate with trustspace.tlshook.accept_any_client_certificate."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.load_cert_chain(str(cert_file), str(key_file))
-    if request_client_cert and ca_file is not None:
-        ctx.load_verify_locations(str(ca_file))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx

@@ -8,13 +8,12 @@ The checks are pure: callers look up facts (mailbox, hosted domain, whitelist) a
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from enum import Enum
 
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import CanonicalDN
-from trustspace.whitelist import Whitelist, normalize_domain
+from trustspace.whitelist import Whitelist
 
 
 class Verdict(Enum):
@@ -170,13 +169,13 @@ def mx_sender(mail_from: str, whitelist: Whitelist,
 
 def relay_sender(mail_from: str, relay: str, domains: frozenset[str]) -> Decision:
     """Relay MAIL FROM: an address of one of the domains registered for the relay
-    (``mss relay add --domains``); the null reverse-path is refused like on submission."""
+    (``mss relay add --domains``); the null reverse-path is refused like on submission.
+    *mail_from* is normalised (store.normalize_address: IDNA domain, lower case), as the
+    relay's domains are stored."""
     if not mail_from:
         return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
                       f"null reverse-path from relay {relay}", None)
     domain = mail_from.rsplit("@", 1)[1]
-    with contextlib.suppress(ValueError):  # the relay's domains are stored IDNA, lower case
-        domain = normalize_domain(domain)
     if domain not in domains:
         return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,
                       f"relay {relay} may not send as {mail_from} (domain {domain} not "

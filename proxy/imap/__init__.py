@@ -6,7 +6,7 @@ Module contract (kept so the protocol and content sides can be built apart):
 The server: ``listeners`` (imap/imaps sockets), ``connection`` (one session: states, I/O,
 timeouts, untagged updates, IDLE), ``parser`` (framing and tokens), ``commands`` (the table)
 with ``session_commands``, ``mailbox_commands``, ``message_commands`` (handlers by state),
-``args`` and ``names`` (arguments, mailbox names), ``auth`` (passwords, throttling),
+``args`` and ``names`` (arguments, mailbox names; the password check is ``mss.login``),
 ``backend`` (SQL reads and writes), ``grants`` (shared mailboxes), ``notifier`` (wake-ups),
 ``cache`` (in-memory ENVELOPE cache).
 """

@@ -8,7 +8,7 @@ from typing import Any
 from proxy.imap import backend
 from proxy.imap.parser import Command
 from proxy.imap.seqset import parse_sequence_set
-from proxy.imap.tokens import Atom, ImapParseError, Token
+from proxy.imap.tokens import Atom, ImapParseError, Token, astring_value
 
 Result = str | tuple[str, str | None] | None
 
@@ -23,11 +23,10 @@ def nargs(cmd: Command, low: int, high: int | None = None) -> list[Token]:
 
 
 def astring(token: Token) -> bytes:
-    if isinstance(token, bytes):
-        return token
-    if isinstance(token, Atom) and token.section is None:
-        return token.value.encode()
-    raise ImapParseError("Expected a string")
+    value = astring_value(token)
+    if value is None:
+        raise ImapParseError("Expected a string")
+    return value.encode() if isinstance(value, str) else value
 
 
 def atom(token: Token) -> str:

@@ -122,12 +122,6 @@ def folder_state(conn: Connection, folder_id: int) -> tuple[int, int] | None:
     return (row.uidnext, row.highestmodseq) if row else None
 
 
-def _row(r: object) -> Row:
-    m = r._mapping  # type: ignore[attr-defined]
-    return Row(m["uid"], m["id"], parse_flags(m["flags"]), m["internal_date"], m["size"],
-               m["modseq"])
-
-
 _ROWS_SQL = ("SELECT uid, id, flags, internal_date, size, modseq FROM messages "
              "INDEXED BY ix_messages_folder_meta WHERE folder_id = ? ORDER BY uid")
 
@@ -363,7 +357,6 @@ def append_message(conn: Connection, folder_id: int, mailbox_id: int, message_id
 
 @dataclass(frozen=True)
 class CopySource:
-    uid: int
     new_id: str
     sealed: crypto.SealedMessage
     size: int

@@ -37,9 +37,6 @@ class EnvelopeCache:
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
 
-    def __contains__(self, store_id: str) -> bool:
-        with self._lock:
-            return store_id in self._data
 
 
 class CachedEnvelope(ParsedMessage):

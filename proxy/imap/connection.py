@@ -69,12 +69,9 @@ class Responded(Exception):
     """A handler already sent its tagged reply (or the session must end)."""
 
 
-class No(Exception):
-    """Answer the command ``NO [code] text``."""
-
-    def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
-        self.code = code
+class No(backend.BackendError):
+    """Answer the command ``NO [code] text`` (a command's refusal; the store's own are
+    :class:`backend.BackendError`, answered the same way)."""
 
 
 @dataclass
@@ -107,10 +104,6 @@ class Selected:
         self.rows[seq - 1] = row
         return row
 
-    @property
-    def uidnext(self) -> int:
-        return self.folder.uidnext
-
 
 class Session:
     def __init__(self, ctx: ServerContext, reader: asyncio.StreamReader,
@@ -127,6 +120,8 @@ class Session:
         self.selected: Selected | None = None
         self.condstore = False  # RFC 7162 §3.1: enabled by ENABLE, SELECT (CONDSTORE), ...
         self.out = bytearray()
+        # audit records of content already in self.out: committed before it is written
+        self.unaudited: list[AuditRecord] = []
         self.input = LineBuffer(reader.read)
         self.commands = CommandReader(self.input, self._continue,
                                       max_line=ctx.config.max_line_length,
@@ -148,6 +143,8 @@ class Session:
         self.out += f"{tag} {status} {coded}{text}\r\n".encode()
 
     async def flush(self) -> None:
+        if self.unaudited:  # message content is about to leave: its audit records first
+            await self.commit_unaudited()
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
@@ -186,6 +183,11 @@ class Session:
     async def audit(self, *records: AuditRecord) -> None:
         batch = list(records)
         await self.write(lambda conn: append(conn, batch))
+
+    async def commit_unaudited(self) -> None:
+        records, self.unaudited = self.unaudited, []
+        if records:
+            await self.audit(*records)
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
@@ -281,11 +283,7 @@ class Session:
             done_text = await handler(self, command)
         except Responded:
             return
-        except No as exc:
-            await self.updates(command)
-            self.tagged(command.tag, "NO", str(exc), exc.code)
-            return
-        except backend.BackendError as exc:
+        except backend.BackendError as exc:  # and No
             await self.updates(command)
             self.tagged(command.tag, "NO", str(exc), exc.code)
             return
@@ -341,10 +339,14 @@ class Session:
         sel = self.selected
         if sel is None:
             return
-        state = await self.db(backend.folder_state, sel.folder.id)
-        if sel.delegated and self.user is not None and not await self.db(
-                grants.has_grant, sel.owner.id, self.user.id):
-            state = None  # revoked (mss mailbox revoke): effective at the next command
+        user = self.user
+
+        def read_state(conn: Connection) -> tuple[int, int] | None:
+            if sel.delegated and user is not None and not grants.has_grant(
+                    conn, sel.owner.id, user.id):
+                return None  # revoked, or the shared mailbox disabled: at the next command
+            return backend.folder_state(conn, sel.folder.id)
+        state = await self.db(read_state)
         if state is None:  # deleted by another session: RFC 3501 §7.1.5
             self.untagged(b"BYE Selected mailbox was deleted or access revoked")
             self.state = LOGOUT
@@ -371,9 +373,7 @@ class Session:
                 else:
                     sel.update(seq, current.flags, row.modseq)
             sel.modseq = modseq
-            sel.folder = backend.Folder(sel.folder.id, sel.folder.mailbox_id, sel.folder.name,
-                                        sel.folder.special_use, sel.folder.uidvalidity,
-                                        uidnext, modseq, sel.folder.subscribed)
+            sel.folder = dataclasses.replace(sel.folder, uidnext=uidnext, highestmodseq=modseq)
             if new:
                 sel.rows.extend(new)
                 sel.changed_order()
@@ -436,7 +436,7 @@ class Session:
                         task.cancel()
                 if not await self.still_enabled():
                     return
-                if self.selected is not None and (watch is not None or not done):
+                if self.selected is not None:
                     await self.refresh(allow_expunge=True)
                     await self.flush()
                     if self.state == LOGOUT:  # folder deleted or access revoked

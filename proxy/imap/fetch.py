@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 from proxy.imap import wire
 from proxy.imap.mime import ParsedMessage, Section, parse_message, parse_section
-from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
+from proxy.imap.tokens import (
+    MONTHS,
+    Atom,
+    ImapParseError,
+    MessageMeta,
+    Token,
+    astring_value,
+    is_field_name,
+)
 
 # Items that are only metadata (no decryption needed).
 _META = frozenset({"FLAGS", "INTERNALDATE", "RFC822.SIZE", "UID", "MODSEQ"})
@@ -24,7 +32,6 @@ _MACROS = {  # RFC 3501 §6.4.5
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
 _SECTIONED = frozenset({"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"})
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class UnknownCte(Exception):
@@ -93,13 +100,11 @@ def sets_seen(items: Iterable[FetchItem]) -> bool:
 
 
 def _field_name(token: Token) -> str:
-    if isinstance(token, Atom) and token.section is None and token.partial is None:
-        name = token.value
-    elif isinstance(token, bytes):
-        name = token.decode("utf-8", "replace")
-    else:
+    value = astring_value(token)
+    if value is None:
         raise ImapParseError("invalid header field name in FETCH section")
-    if not name or any(c <= " " or c == ":" or c > "~" for c in name):
+    name = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if not is_field_name(name):
         raise ImapParseError(f"invalid header field name {name!r}")
     return name
 
@@ -170,13 +175,13 @@ def internal_date(posix: float) -> bytes:
     """RFC 3501 §9 date-time, in UTC: ``"23-Nov-2026 09:00:00 +0000"``."""
     t = time.gmtime(posix)
     return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (
-        t.tm_mday, _MONTHS[t.tm_mon - 1].encode(), t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+        t.tm_mday, MONTHS[t.tm_mon - 1].encode(), t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def _literal(data: bytes, binary: bool = False) -> bytes:
-    # RFC 3516 §4.2: literal8 for BINARY content holding NUL
-    prefix = b"~" if binary and b"\0" in data else b""
-    return prefix + b"{%d}\r\n" % len(data) + data
+    if binary and b"\0" in data:  # RFC 3516 §4.2: literal8 for BINARY content holding NUL
+        return b"~" + wire.literal(data)
+    return wire.literal(data)
 
 
 def _binary(parsed: ParsedMessage, section: Section) -> bytes | None:

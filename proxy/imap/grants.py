@@ -21,10 +21,7 @@ def grant(conn: Connection, address: str, user: str) -> tuple[store.Mailbox, sto
                                "mailboxes can be shared")
     if grantee.id == shared.id:
         raise store.StoreError("a mailbox cannot be granted to itself")
-    exists = conn.execute(select(db.mailbox_grants.c.mailbox_id).where(and_(
-        db.mailbox_grants.c.mailbox_id == shared.id,
-        db.mailbox_grants.c.grantee_id == grantee.id))).first()
-    if exists:
+    if _granted(conn, shared.id, grantee.id):
         raise store.StoreError(f"{grantee.address} already has access to {shared.address}")
     conn.execute(insert(db.mailbox_grants).values(mailbox_id=shared.id, grantee_id=grantee.id,
                                                   created_at=time.time()))
@@ -42,7 +39,17 @@ def revoke(conn: Connection, address: str, user: str) -> tuple[store.Mailbox, st
     return shared, grantee
 
 
-def has_grant(conn: Connection, mailbox_id: int, grantee_id: int) -> bool:
+def _granted(conn: Connection, mailbox_id: int, grantee_id: int) -> bool:
     return conn.execute(select(db.mailbox_grants.c.mailbox_id).where(and_(
         db.mailbox_grants.c.mailbox_id == mailbox_id,
         db.mailbox_grants.c.grantee_id == grantee_id))).first() is not None
+
+
+def has_grant(conn: Connection, mailbox_id: int, grantee_id: int) -> bool:
+    """Access through a grant: granted, and the shared mailbox still enabled (as
+    ``names.granted_mailboxes`` lists them)."""
+    return conn.execute(select(db.mailbox_grants.c.mailbox_id)
+                        .join(db.mailboxes, db.mailboxes.c.id == db.mailbox_grants.c.mailbox_id)
+                        .where(and_(db.mailbox_grants.c.mailbox_id == mailbox_id,
+                                    db.mailbox_grants.c.grantee_id == grantee_id,
+                                    db.mailboxes.c.enabled.is_(True)))).first() is not None

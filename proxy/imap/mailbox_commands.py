@@ -30,11 +30,9 @@ from proxy.imap.names import (
     resolve,
 )
 from proxy.imap.parser import Command
+from proxy.imap.tokens import MONTH_NUMBERS as _MONTHS
 from proxy.imap.tokens import Atom, ImapParseError, Token
 from proxy.imap.utf7 import decode_mailbox_name
-
-_MONTHS = {m: i for i, m in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
 
 
 async def select_command(s: Session, cmd: Command) -> Result:

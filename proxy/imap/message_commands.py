@@ -14,7 +14,7 @@ from audit.events import Outcome
 from audit.journal import AuditRecord
 from mss import store
 from proxy.imap import backend
-from proxy.imap.args import Result, astring, atom, flag_list, nargs, number, seq_set
+from proxy.imap.args import Result, atom, flag_list, nargs, number, seq_set
 from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
 from proxy.imap.connection import (
     No,
@@ -132,7 +132,6 @@ async def fetch(s: Session, cmd: Command) -> Result:
     audited = any(i.returns_content or i.reveals_headers for i in items)
     broken: list[int] = []
     unknown_cte: list[int] = []
-    served: list[list[Any]] = []
     cache = ENVELOPES
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
@@ -148,9 +147,13 @@ async def fetch(s: Session, cmd: Command) -> Result:
             opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
                                 missing)
 
+        served: list[list[Any]] = []
+        reported = len(broken)
+
         def render(chunk: list[tuple[int, backend.Row]] = chunk,
                    opened: dict[str, backend.Opened] = opened,
-                   cached: dict[str, bytes] = cached) -> bytes:
+                   cached: dict[str, bytes] = cached,
+                   served: list[list[Any]] = served) -> bytes:
             out = bytearray()
             for seq, row in chunk:
                 parsed: ParsedMessage | None = None
@@ -180,14 +183,14 @@ async def fetch(s: Session, cmd: Command) -> Result:
                     served.append([row.uid, row.id])
             return bytes(out)
 
-        s.send(await s.thread(render) if content_names else render())
+        payload = await s.thread(render) if content_names else render()
+        # committed before these bytes leave (Session.flush), in as few commits as flushes
+        if audited and served:
+            s.unaudited += _per_messages(s, "imap.fetch", sel, "messages", served)
+        s.unaudited += _tampered(s, sel, broken[reported:])
+        s.send(payload)
         await s.maybe_flush()
-    records = []
-    if audited and served:
-        records += _per_messages(s, "imap.fetch", sel, "messages", served)
-    records += _tampered(s, sel, broken)
-    if records:
-        await s.audit(*records)
+    await s.commit_unaudited()  # before the tagged reply
     if broken:
         raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
                  "SERVERBUG")
@@ -225,6 +228,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
     rows = _rows_for(s, args[0], by_uid)
     sign, silent = found.group(1), bool(found.group(2))
     changes: dict[int, tuple[str, ...]] = {}
+    deleted: list[int] = []  # \Deleted newly set: audited
     for _, row in rows:
         if row.uid in sel.gone:
             continue
@@ -236,15 +240,16 @@ async def store_command(s: Session, cmd: Command) -> Result:
             new = flags
         if new != row.flags or unchanged_since is not None:
             changes[row.uid] = new
-    deleted = [u for u, f in changes.items()
-               if "\\Deleted" in f and "\\Deleted" not in _row_flags(rows, u)]
+            if "\\Deleted" in new and "\\Deleted" not in row.flags:
+                deleted.append(row.uid)
     audit = []
     if deleted:
         audit += _per_messages(s, "imap.store.deleted", sel, "uids", deleted)
-    failed: list[int] = []
+    failed: set[int] = set()
     if changes:
-        _, written, failed = await s.write(lambda conn: backend.set_flags(
+        _, written, refused = await s.write(lambda conn: backend.set_flags(
             conn, sel.folder.id, changes, audit, unchanged_since))
+        failed = set(refused)
         rows = _updated(sel, rows, changes, written)
         s.ctx.notifier.changed(sel.owner.id)
     s.announce_keywords(flags)
@@ -257,16 +262,9 @@ async def store_command(s: Session, cmd: Command) -> Result:
             s.untagged(s.flags_fetch(seq, row, by_uid))
     if failed:
         code = "MODIFIED " + format_sequence_set(
-            failed if by_uid else [q for q, r in rows if r.uid in failed])
+            sorted(failed) if by_uid else [q for q, r in rows if r.uid in failed])
         return (f"Conditional {cmd.name} failed", code)
     return f"{cmd.name} completed"
-
-
-def _row_flags(rows: list[tuple[int, backend.Row]], uid: int) -> tuple[str, ...]:
-    for _, row in rows:
-        if row.uid == uid:
-            return row.flags
-    return ()
 
 
 async def search(s: Session, cmd: Command) -> Result:
@@ -281,14 +279,10 @@ async def search(s: Session, cmd: Command) -> Result:
         if set(returns) - {"MIN", "MAX", "COUNT", "ALL"}:
             raise ImapParseError("Unknown RETURN option")
         args = args[2:]
-    charset = None
-    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
-        charset = astring(args[1]).decode("ascii", "replace")
-        args = args[2:]
     try:
-        program = parse_search(args, charset=charset)
-    except BadCharset:
-        raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)") from None
+        program = parse_search(args)  # with its CHARSET (RFC 3501 §6.4.4)
+    except BadCharset as exc:
+        raise No("Unsupported charset", exc.code) from None
     rows = [(q, r) for q, r in enumerate(sel.rows, 1) if r.uid not in sel.gone]
     largest_seq = len(sel.rows)
     largest_uid = sel.rows[-1].uid if sel.rows else 0
@@ -436,8 +430,7 @@ async def copy_move(s: Session, cmd: Command) -> Result:
                 data = opened[r.id].data
                 assert data is not None
                 c = store.seal_local(keyring, target.owner.id, target.owner.address, data)
-                flags = r.flags if not moving else r.flags
-                out.append(backend.CopySource(r.uid, c.message_id, c.sealed, c.size, flags,
+                out.append(backend.CopySource(c.message_id, c.sealed, c.size, r.flags,
                                               r.internal_date))
             return out
         sources = await s.thread(reseal)

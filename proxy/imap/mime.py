@@ -366,10 +366,6 @@ _FAST_ADDRESS = re.compile(
     rb"))[ \t]*(?:,|\Z)")
 
 
-def parse_addresses(value: bytes) -> list[Address]:
-    return _AddressParser(value).parse()
-
-
 def _address_list(values: list[bytes] | None) -> bytes:
     """The ENVELOPE address list of a header field (RFC 3501 §7.4.2); the addresses of
     repeated fields are concatenated (as Dovecot does)."""
@@ -415,7 +411,6 @@ def _address_entries_full(value: bytes) -> bytes:
 class ContentInfo:
     type: bytes = b"text"
     subtype: bytes = b"plain"
-    explicit_type: bool = False
     params: list[tuple[bytes, bytes]] = field(default_factory=list)
     encoding: bytes | None = None
     id: bytes | None = None
@@ -431,10 +426,6 @@ class ContentInfo:
             if key.lower() == name:
                 return value
         return None
-
-    @property
-    def mime_type(self) -> str:
-        return (self.type + b"/" + self.subtype).decode("ascii", "replace").lower()
 
 
 def _mime_params(s: bytes, i: int) -> list[tuple[bytes, bytes]]:
@@ -537,7 +528,6 @@ def _content_info(raw: bytes, fields: list[HeaderField], default: tuple[bytes, b
         v = f.value
         name = f.name[8:]
         if name == b"type":
-            info.explicit_type = True
             info.type, info.subtype, info.params = _content_type(v)
         elif name == b"transfer-encoding":
             token, i = _token(v, _skip_cfws(v, 0), _TSPECIALS)
@@ -596,9 +586,6 @@ class Part:
 
     def body_bytes(self) -> bytes:
         return self.raw[self.body:self.end]
-
-    def field_values(self, name: bytes) -> list[bytes]:
-        return [f.value for f in self.fields if f.name == name]
 
     def lines(self) -> int:
         """Body lines as Dovecot counts them: the line feeds."""
@@ -775,12 +762,6 @@ class Section:
     part: tuple[int, ...] = ()
     text: str = ""
     fields: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        spec = ".".join([*map(str, self.part), *([self.text] if self.text else [])])
-        if self.fields or self.text.startswith("HEADER.FIELDS"):
-            spec += " (" + " ".join(self.fields) + ")"
-        return spec
 
 
 _SECTION_TEXTS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
@@ -968,9 +949,6 @@ class ParsedMessage:
         """Decoded, unfolded values of the top-level header fields called ``name``."""
         key = name.lower().encode("ascii", "replace")
         return [decode_header_value(f.value) for f in self._fields() if f.name == key]
-
-    def header_names(self) -> list[str]:
-        return [f.name.decode("ascii", "replace") for f in self._fields()]
 
     def header_text(self, all_parts: bool = False) -> str:
         """Header fields as ``name: decoded value`` lines: the top-level ones, or (for SEARCH

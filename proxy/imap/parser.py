@@ -21,6 +21,9 @@ _LITERAL_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}$")
 # list wildcards, sequence sets, flags and astrings; "[" opens a fetch section).
 _ATOM_STOP = frozenset(b'(){ "[') | frozenset(range(0x00, 0x20)) | {0x7F}
 _TAG_STOP = _ATOM_STOP | frozenset(b"+%*\\]")
+_SECTION_STOP = _ATOM_STOP | {0x5D}  # "]" ends an atom inside a fetch section
+_NAME_STOP = _ATOM_STOP | {0x5D, 0x5C, 0x25, 0x2A}  # command name: no "]" "\\" "%" "*"
+_PARTIAL = re.compile(rb"<(\d{1,10})\.(\d{1,10})>")  # fetch partial <offset.length>
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ class _Scanner:
             self.pos += 1
 
     def atom(self, in_section: bool) -> Atom:
-        stop = _ATOM_STOP | {0x5D} if in_section else _ATOM_STOP
+        stop = _SECTION_STOP if in_section else _ATOM_STOP
         value = self.atom_text(stop)
         if self.peek() != 0x5B:  # "["
             return Atom(value)
@@ -276,7 +279,7 @@ class _Scanner:
         self.pos += 1
         partial = None
         if self.peek() == 0x3C:  # "<" offset "." length ">"
-            found = re.compile(rb"<(\d{1,10})\.(\d{1,10})>").match(self.line, self.pos)
+            found = _PARTIAL.match(self.line, self.pos)
             if found is None or int(found.group(2)) == 0:
                 raise ImapParseError("Invalid partial")
             partial = (int(found.group(1)), int(found.group(2)))
@@ -293,7 +296,7 @@ def parse_command(parts: list[bytes]) -> Command:
     scan.pos = len(tag)
     try:
         scan.expect_space()
-        name = scan.atom_text(_ATOM_STOP | {0x5D, 0x5C, 0x25, 0x2A}).upper()
+        name = scan.atom_text(_NAME_STOP).upper()
         if name == "UID":
             scan.expect_space()
             name = "UID " + scan.atom_text(_ATOM_STOP).upper()

@@ -15,11 +15,18 @@ from dataclasses import dataclass
 
 from proxy.imap.mime import ParsedMessage
 from proxy.imap.seqset import SequenceSet, parse_sequence_set
-from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
+from proxy.imap.tokens import (
+    MONTH_NUMBERS,
+    Atom,
+    ImapParseError,
+    MessageMeta,
+    Token,
+    astring_value,
+    is_field_name,
+)
 
-CHARSETS = ("US-ASCII", "UTF-8")
-_MONTHS = {m: i for i, m in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+# The charsets SEARCH accepts, in the order the BADCHARSET response code lists them.
+CHARSETS = ("UTF-8", "US-ASCII")
 _FLAG_KEYS = {  # RFC 3501 §6.4.4: key -> (flag, present)
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True),
     "DRAFT": ("\\Draft", True), "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
@@ -35,7 +42,10 @@ _DATE_KEYS = {"BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since
 
 
 class BadCharset(Exception):
-    """A CHARSET other than US-ASCII/UTF-8: ``NO [BADCHARSET (US-ASCII UTF-8)]``."""
+    """A CHARSET not in :data:`CHARSETS`: answered ``NO [BADCHARSET (UTF-8 US-ASCII)]``
+    (RFC 3501 §6.4.4, §7.1); :attr:`code` is that response code."""
+
+    code = "BADCHARSET (" + " ".join(CHARSETS) + ")"
 
     def __init__(self, charset: str) -> None:
         super().__init__(f"unsupported charset {charset!r}")
@@ -140,9 +150,7 @@ def _sent_date(msg: ParsedMessage) -> dt.date:
         return _EPOCH
 
 
-def _compare(op: str, day: dt.date | None, wanted: dt.date) -> bool:
-    if day is None:
-        return False
+def _compare(op: str, day: dt.date, wanted: dt.date) -> bool:
     if op == "before":
         return day < wanted
     if op == "on":
@@ -274,15 +282,15 @@ class _Parser:
         return token
 
     def string(self, what: str) -> str:
-        token = self.next(what)
-        if isinstance(token, Atom) and token.section is None and token.partial is None:
-            return token.value
-        if isinstance(token, bytes):
-            try:
-                return token.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ImapParseError(f"SEARCH: {what} is not valid {self.charset}") from exc
-        raise ImapParseError(f"SEARCH: {what} must be a string")
+        value = astring_value(self.next(what))
+        if value is None:
+            raise ImapParseError(f"SEARCH: {what} must be a string")
+        if isinstance(value, str):
+            return value
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImapParseError(f"SEARCH: {what} is not valid {self.charset}") from exc
 
     def number(self, what: str, limit: int = 2**32 - 1) -> int:
         text = self.string(what)
@@ -296,11 +304,11 @@ class _Parser:
         month, _, year = rest.partition("-")
         # RFC 3501 §9: date-day 1*2DIGIT "-" date-month "-" 4DIGIT
         if (not (1 <= len(day) <= 2 and day.isascii() and day.isdigit())
-                or month.upper() not in _MONTHS
+                or month.upper() not in MONTH_NUMBERS
                 or not (len(year) == 4 and year.isascii() and year.isdigit())):
             raise ImapParseError(f"SEARCH: invalid date {text!r} (expected like 1-Feb-1994)")
         try:
-            return dt.date(int(year), _MONTHS[month.upper()], int(day))
+            return dt.date(int(year), MONTH_NUMBERS[month.upper()], int(day))
         except ValueError as exc:
             raise ImapParseError(f"SEARCH: invalid date {text!r}") from exc
 
@@ -343,7 +351,7 @@ class _Parser:
             return Header(name.lower(), self.string(f"string after {name}").casefold())
         if name == "HEADER":
             field = self.string("field name after HEADER")
-            if not field or any(c <= " " or c == ":" or c > "~" for c in field):
+            if not is_field_name(field):
                 raise ImapParseError(f"SEARCH: invalid header field name {field!r}")
             return Header(field.lower(), self.string("string after HEADER").casefold())
         if name in ("BODY", "TEXT"):
@@ -376,20 +384,31 @@ def _charset(name: str) -> str:
     return upper
 
 
-def parse_search(args: list[Token], *, charset: str | None = None) -> SearchProgram:
-    """Search keys (after the command name; a leading ``CHARSET x`` is accepted here too).
+def _is_charset_key(args: list[Token]) -> bool:
+    first = args[0] if args else None
+    return isinstance(first, Atom) and first.section is None and first.upper() == "CHARSET"
 
-    Raises :class:`ImapParseError` (``BAD``) or :class:`BadCharset` (``NO [BADCHARSET]``).
+
+def parse_search(args: list[Token], *, charset: str | None = None) -> SearchProgram:
+    """The arguments of SEARCH after ``RETURN (...)`` (RFC 4731): at most one leading
+    ``CHARSET name``, then the search keys (RFC 3501 §6.4.4, §9 "search").
+
+    ``charset`` is for a caller that has already read the CHARSET (tests): the arguments
+    must then not start with another one. Without either, the charset is US-ASCII.
+
+    Raises :class:`ImapParseError` (``BAD``) or :class:`BadCharset` (``NO`` with
+    :attr:`BadCharset.code`).
     """
     name = "US-ASCII" if charset is None else _charset(charset)
-    if args and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
+    if charset is None and _is_charset_key(args):
         if len(args) < 2:
             raise ImapParseError("SEARCH: missing charset after CHARSET")
-        token = args[1]
-        if isinstance(token, bytes):
-            token = Atom(token.decode("utf-8", "replace"))
-        if not isinstance(token, Atom):
+        value = astring_value(args[1])
+        if value is None:
             raise ImapParseError("SEARCH: invalid charset")
-        name = _charset(token.value)
+        name = _charset(value.decode("utf-8", "replace") if isinstance(value, bytes)
+                        else value)
         args = args[2:]
+    if _is_charset_key(args):
+        raise ImapParseError("SEARCH: CHARSET given more than once")
     return SearchProgram(_Parser(args, name).keys(), name)

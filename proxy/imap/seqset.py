@@ -7,8 +7,9 @@ sets, the largest UID; for message sets, the number of messages).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.imap.tokens import ImapParseError
 
@@ -21,6 +22,10 @@ class SequenceSet:
     """Ranges as ``(low, high)`` pairs, bounds as written; :data:`STAR` is ``*``."""
 
     ranges: tuple[tuple[int, int], ...]
+    # (largest, lows, highs) of the last :meth:`contains`: a SEARCH tests every message
+    # against the same largest, so the set is resolved once, not once per message
+    _lookup: tuple[int, list[int], list[int]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def resolved(self, largest: int) -> list[tuple[int, int]]:
         """Sorted, merged, inclusive ranges within ``1..largest`` (empty when largest is 0).
@@ -56,19 +61,16 @@ class SequenceSet:
             yield from range(a, b + 1)
 
     def contains(self, n: int, largest: int) -> bool:
-        if n < 1 or n > largest:
-            return False
-        for low, high in self.ranges:
-            a = largest if low == STAR else low
-            b = largest if high == STAR else high
-            if a > b:
-                a, b = b, a
-            if a <= n <= b:
-                return True
-        return False
-
-    def uses_star(self) -> bool:
-        return any(STAR in r for r in self.ranges)
+        """``n`` is in the set once ``*`` is ``largest`` (same numbers as :meth:`iter`);
+        O(log ranges), the set being resolved once per value of ``largest``."""
+        lookup = self._lookup
+        if lookup is None or lookup[0] != largest:
+            spans = self.resolved(largest)
+            lookup = (largest, [a for a, _ in spans], [b for _, b in spans])
+            object.__setattr__(self, "_lookup", lookup)  # a cache, not part of the value
+        _, lows, highs = lookup
+        i = bisect_right(lows, n) - 1
+        return i >= 0 and n <= highs[i]
 
     def __str__(self) -> str:
         def bound(n: int) -> str:

@@ -9,9 +9,9 @@ import binascii
 from sqlalchemy import Connection
 
 from audit.events import Outcome
+from mss.login import check_login
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, nargs
-from proxy.imap.auth import check_login
 from proxy.imap.connection import (
     AUTHENTICATED,
     LOGOUT,
@@ -86,7 +86,8 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
         await s.audit(s.record("imap.login", Outcome.MINOR_FAILURE, actor=login[:320],
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
-    mailbox, reason = await s.db(check_login, login, password)
+    checked = await s.thread(check_login, s.ctx.app.reader, login, password)
+    mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
         locked = throttle.failed(login, s.remote_addr)
         await s.audit(s.record("imap.login", Outcome.SERIOUS_FAILURE, actor=login[:320],

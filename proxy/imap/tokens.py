@@ -46,3 +46,24 @@ class MessageMeta:
     internal_date: float  # POSIX seconds
     size: int  # RFC822.SIZE: octets of the message as stored
     modseq: int  # RFC 7162
+
+
+def astring_value(token: Token) -> str | bytes | None:
+    """An astring argument (RFC 3501 §9): the text of a plain atom, the content of a quoted
+    string or literal; None for a list or an atom with a section or partial."""
+    if isinstance(token, bytes):
+        return token
+    if isinstance(token, Atom) and token.section is None and token.partial is None:
+        return token.value
+    return None
+
+
+def is_field_name(name: str) -> bool:
+    """A header field name (RFC 5322 §3.6.8 ftext: printable US-ASCII except ":")."""
+    return bool(name) and not any(c <= " " or c == ":" or c > "~" for c in name)
+
+
+# RFC 3501 §9 date-month, as written in INTERNALDATE; MONTH_NUMBERS maps the upper-case
+# name (dates are read case-insensitively) to 1..12.
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTH_NUMBERS = {m.upper(): i for i, m in enumerate(MONTHS, 1)}

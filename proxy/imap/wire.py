@@ -1,4 +1,4 @@
-"""IMAP string encoding for responses (RFC 3501 §4.3, §9 "string", "nstring", "astring")."""
+"""IMAP string encoding for responses (RFC 3501 §4.3, §9 "string", "astring", "literal")."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ def string(value: bytes | str) -> bytes:
     """A quoted string when it can be one, else a synchronising literal."""
     data = value.encode() if isinstance(value, str) else value
     if any(b in _QUOTABLE_OUT or b > 0x7F for b in data) or len(data) > 1024:
-        return b"{%d}\r\n" % len(data) + data
+        return literal(data)
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def nstring(value: bytes | str | None) -> bytes:
-    return b"NIL" if value is None else string(value)
 
 
 def astring(value: bytes | str) -> bytes:

@@ -78,6 +78,7 @@ class Session:
     peer: str  # "name[address]:port"
     chain: list[bytes]  # the certificates the peer presented, leaf first (DER)
     subject: x509.Name
+    dn: CanonicalDN  # the subject parsed per RFC 4514, for the whitelist DN check
     sent: int = 0  # transactions done on it
     idle_since: float = field(default_factory=time.monotonic)
 
@@ -90,7 +91,6 @@ class SessionPool:
         self.reuse = reuse  # transactions per session; 1: no reuse
         self.per_host = per_host
         self._idle: dict[tuple[str, int, str], list[Session]] = {}
-        self.opened = self.reused = 0
 
     def take(self, key: tuple[str, int, str]) -> Session | None:
         sessions = self._idle.get(key, [])
@@ -98,7 +98,6 @@ class SessionPool:
             session = sessions.pop()
             if time.monotonic() - session.idle_since < self.idle \
                     and session.smtp.is_connected:
-                self.reused += 1
                 return session
             session.smtp.close()
         return None
@@ -177,7 +176,7 @@ async def _open(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
                                   host=peer)
         subject = x509.load_der_x509_certificate(chain[0]).subject
         await smtp.ehlo()  # RFC 3207 §4.2: discard what was learnt before TLS
-        return Session(smtp, peer, chain, subject)
+        return Session(smtp, peer, chain, subject, canonical_name(subject))
     except BaseException:
         smtp.close()
         raise
@@ -192,7 +191,7 @@ async def _check(session: Session, dn_check: DnCheck | None,
             raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
                                   host=session.peer)
     if dn_check is not None:
-        refusal = dn_check(canonical_name(session.subject), session.subject.rfc4514_string())
+        refusal = dn_check(session.dn, session.subject.rfc4514_string())
         if refusal:
             raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
                                   host=session.peer)
@@ -257,8 +256,6 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
             if session is None:
                 session = await _open(address, server_name, port, ctx, local_hostname,
                                       connect_timeout, command_timeout)
-                if pool is not None:
-                    pool.opened += 1
             await _check(session, dn_check, certificate_check)
             try:
                 results, clean = await _transact(session, envelope, reused)

@@ -29,6 +29,7 @@ from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
 from proxy.outbound.notify import DsnCopy, dsn_copy, dsn_delivery
 from proxy.outbound.result import Delivered, DeliveryFailure
+from trustspace import policy
 from trustspace.cache import LiveWhitelist
 from trustspace.chain import PkiCheck
 from trustspace.dn import CanonicalDN
@@ -229,13 +230,13 @@ class DeliveryWorker:
         certificate or a fresh CRL may clear it); fail-open lets an unknown revocation
         status through with a warning, as inbound."""
         result = await self.verifier.verify(chain, purpose="server")
-        if result.ok:
-            return None
-        if result.check is PkiCheck.CRL_UNAVAILABLE and self.verifier.fail_open:
+        refusal = policy.certificate_check(result, None, self.verifier.fail_open)
+        if refusal is not None:
+            return f"server certificate {result.subject or '?'} refused: {refusal.reason}"
+        if result.check is PkiCheck.CRL_UNAVAILABLE:  # fail-open: let through, on record
             log.warning("peer certificate revocation unknown (fail-open)",
                         peer_dn=result.subject, reason=result.reason)
-            return None
-        return f"server certificate {result.subject or '?'} refused: {result.reason}"
+        return None
 
     def _dn_check(self, domain: str) -> client.DnCheck:
         whitelist = self.whitelist.current

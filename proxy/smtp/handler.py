@@ -25,6 +25,7 @@ from mss import message as rfc5322
 from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.login import check_login
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
@@ -160,28 +161,9 @@ class SmtpHandler:
             return await self._authenticate_relay(session, mechanism, credentials)
         login_text = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
-        try:
-            address = store.normalize_address(login_text)
-        except store.StoreError:
-            address = None
-        loop = asyncio.get_running_loop()
-
-        def check() -> tuple[bool, str]:
-            mailbox = None
-            if address is not None:
-                with self.app.reader.connect() as conn:
-                    mailbox = store.get_mailbox(conn, address)
-            hashed = mailbox.password_hash if mailbox else None
-            ok = verify_password(password, hashed)  # constant work even when unknown
-            if mailbox is None:
-                return False, "unknown user"
-            if not ok:
-                return False, "wrong password" if hashed else "mailbox has no password"
-            if not mailbox.enabled:
-                return False, "mailbox disabled"
-            return True, "authenticated"
-
-        ok, reason = await loop.run_in_executor(None, check)
+        checked = await asyncio.get_running_loop().run_in_executor(
+            None, check_login, self.app.reader, login_text, password)
+        ok, reason, address = checked.mailbox is not None, checked.reason, checked.address
         actor = address or login_text[:320]
         outcome = Outcome.SUCCESS if ok else Outcome.SERIOUS_FAILURE
         record = self._record(session, "smtp.auth", outcome, actor=actor, mailbox=address,
@@ -343,11 +325,13 @@ class SmtpHandler:
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
         mailbox = store.get_mailbox(conn, address)
-        hosted = mailbox is not None or store.is_hosted_domain(conn, domain)
+        hosted, relayed = True, False  # a mailbox's domain is hosted, its mail stored here
+        if mailbox is None:
+            hosted, next_hop = store.domain_hosting(conn, domain)
+            relayed = next_hop is not None
         in_directory = None
         if not hosted and self.mode != "mx" and self._directory_applies(domain):
             in_directory = directory_has(conn, address)
-        relayed = mailbox is None and hosted and store.relay_of(conn, domain) is not None
         facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
                                       mailbox_exists=mailbox is not None,
                                       mailbox_enabled=bool(mailbox and mailbox.enabled),
