@@ -33,8 +33,9 @@ def _sender_route(conn: Connection, sender: str, whitelist: Whitelist
         return (mailbox, None) if mailbox.enabled else \
             (None, f"sender {sender} has a disabled mailbox: no DSN")
     domain = sender.rsplit("@", 1)[-1]
-    if store.is_hosted_domain(conn, domain):
-        if store.relay_of(conn, domain) is not None:
+    hosted, next_hop = store.domain_hosting(conn, domain)
+    if hosted:
+        if next_hop is not None:
             return None, None  # our institution's own server, through the queue
         return None, f"sender {sender} has no mailbox here: no DSN"
     if whitelist.is_whitelisted(domain):
