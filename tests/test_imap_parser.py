@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.imap.parser import (
+    MAX_NESTING,
     Command,
     CommandError,
     CommandReader,
@@ -67,10 +68,41 @@ def test_strings_literals_and_flags() -> None:
     (b"a1 NOOP ", "Missing argument"),
     (b"a1 NOOP  x", "Extra space"),
     (b"a1 LOGIN {5}x", "Invalid literal"),
+    (b'a1 LOGIN "a\0b" c', "NUL in quoted string"),
+    (b"a1 NOOP " + b"(" * 900 + b")" * 900, "Too many nested parentheses"),
+    (b"a1 SEARCH " + b"(" * 65 + b"ALL" + b")" * 65, "Too many nested parentheses"),
 ])
 def test_syntax_errors_are_precise(line: bytes, text: str) -> None:
     with pytest.raises(CommandError, match=text.replace("[", r"\[")):
         parse(line)
+
+
+def test_nesting_up_to_the_bound_is_accepted() -> None:
+    cmd = parse(b"a1 SEARCH " + b"(" * MAX_NESTING + b"ALL" + b")" * MAX_NESTING)
+    inner = cmd.args[0]
+    for _ in range(MAX_NESTING - 1):
+        assert isinstance(inner, list)
+        inner = inner[0]
+    assert inner == [Atom("ALL")]
+
+
+def test_nul_only_in_literal8() -> None:
+    """RFC 3501 §9: a literal is CHAR8 (no NUL); RFC 3516 §4.1: literal8 may hold NUL."""
+    with pytest.raises(CommandError, match="NUL in literal") as caught:
+        parse(b"a1 APPEND INBOX {3}\r\n", b"a\0b")
+    assert caught.value.tag == "a1"
+    assert parse(b"a1 APPEND INBOX ~{3}\r\n", b"a\0b").args == [Atom("INBOX"), b"a\0b"]
+
+
+def test_open_bracket_is_an_atom_char() -> None:
+    """RFC 3501 §9: "[" is an ATOM-CHAR (only "]" is a resp-special, allowed in astrings);
+    a section follows only a fetch attribute that takes one."""
+    cmd = parse(b"a[1] CREATE Projets[2026] (x[ [y])")
+    assert cmd.tag == "a[1]"
+    assert cmd.args == [Atom("Projets[2026]"), [Atom("x["), Atom("[y]")]]
+    assert parse(b"a1 LOGIN [bob] pw[").args == [Atom("[bob]"), Atom("pw[")]
+    assert parse(b"a1 FETCH 1 BINARY.SIZE[1]").args[1] == Atom("BINARY.SIZE",
+                                                               section=(Atom("1"),))
 
 
 def _framing(data: bytes, max_literal: int = 100) -> list[list[bytes] | str]:
@@ -106,8 +138,14 @@ def _framing(data: bytes, max_literal: int = 100) -> list[list[bytes] | str]:
 def test_framing_literals_and_limits() -> None:
     assert _framing(b"a LOGIN {3}\r\nbob {2+}\r\npw\r\nb NOOP\r\n") == [
         [b"a LOGIN {3}", b"bob", b" {2+}", b"pw", b""], [b"b NOOP"]]
-    # too large: refused from the announcement; a LITERAL+ one's bytes are skipped
-    assert _framing(b"a APPEND x {101+}\r\n" + b"z" * 101 + b"b NOOP\r\n") == [
+    # too large: refused from the announcement; a LITERAL+ one's bytes are skipped, and the
+    # rest of its command too (up to the line ending the command, other LITERAL+ included)
+    assert _framing(b"a APPEND x {101+}\r\n" + b"z" * 101 + b"\r\nb NOOP\r\n") == [
+        "[TOOBIG] Literal too large", [b"b NOOP"]]
+    assert _framing(b"a X {101+}\r\n" + b"z" * 101 + b" c NOOP {2+}\r\nxy d NOOP\r\n"
+                    b"b NOOP\r\n") == ["[TOOBIG] Literal too large", [b"b NOOP"]]
+    # a synchronising one is not sent by the client: nothing to skip
+    assert _framing(b"a APPEND x {101}\r\nb NOOP\r\n") == [
         "[TOOBIG] Literal too large", [b"b NOOP"]]
     assert _framing(b"a " + b"x" * 300 + b"\r\nb NOOP\r\n") == [
         "Command line too long", [b"b NOOP"]]
@@ -223,3 +261,45 @@ def test_selected_state_fuzz_never_hits_an_internal_error(
         assert run(b"z", b"NOOP") == b"z OK NOOP completed\r\n"
     finally:
         sock.close()
+
+
+def _reply_to(conn: _Conn, tag: bytes) -> bytes:
+    while True:
+        reply = conn.file.readline()
+        assert reply.endswith(b"\r\n"), f"connection ended: {reply!r}"
+        if reply.startswith((tag + b" ", b"* BAD")):
+            return reply
+
+
+def test_deep_nesting_is_bad_and_the_session_stays(running_node: Node) -> None:
+    """900 nested parentheses (before login and after), 2 000 chained NOTs: BAD, and the
+    same connection answers the next command (no RecursionError closing it)."""
+    conn = _Conn(running_node)
+    try:
+        conn.sock.sendall(b"a1 NOOP " + b"(" * 900 + b")" * 900 + b"\r\n")
+        assert _reply_to(conn, b"a1") == b"a1 BAD Too many nested parentheses\r\n"
+        conn.sock.sendall(f'a2 LOGIN bob@{DOMAIN} "{PASSWORD}"\r\n'.encode())
+        assert _reply_to(conn, b"a2").startswith(b"a2 OK")
+        conn.sock.sendall(b"a3 SELECT INBOX\r\n")
+        assert _reply_to(conn, b"a3").startswith(b"a3 OK")
+        conn.sock.sendall(b"a4 SEARCH " + b"(" * 900 + b"ALL" + b")" * 900 + b"\r\n")
+        assert _reply_to(conn, b"a4") == b"a4 BAD Too many nested parentheses\r\n"
+        conn.sock.sendall(b"a5 SEARCH " + b"NOT " * 2000 + b"ALL\r\n")
+        assert _reply_to(conn, b"a5") == b"a5 BAD SEARCH: search keys nested too deeply\r\n"
+        conn.sock.sendall(b"a6 NOOP\r\n")
+        assert _reply_to(conn, b"a6") == b"a6 OK NOOP completed\r\n"
+    finally:
+        conn.sock.close()
+
+
+def test_refused_literal_plus_discards_the_rest_of_its_command(running_node: Node) -> None:
+    """RFC 7888 §4: the client sends a LITERAL+ literal and the rest of the command even when
+    it is refused; all of it is dropped, one tagged BAD, the next command runs normally."""
+    conn = _Conn(running_node)
+    try:
+        conn.sock.sendall(b"a1 LOGIN {70000+}\r\n" + b"x" * 70000
+                          + b" {5+}\r\nabcde a9 LOGOUT\r\na2 NOOP\r\n")
+        assert conn.file.readline() == b"a1 BAD [TOOBIG] Literal too large\r\n"
+        assert conn.file.readline() == b"a2 OK NOOP completed\r\n"
+    finally:
+        conn.sock.close()

@@ -511,3 +511,29 @@ S: b1 OK STATUS completed
 C: b2 CLOSE
 S: b2 BAD Command not valid in this state
 """)
+
+
+def test_brackets_in_atoms_and_nul_only_in_literal8(running_node: Node) -> None:
+    """RFC 3501 §9: "[" is an ATOM-CHAR (tags and astrings may hold "[" and "]"); a plain
+    literal is CHAR8 (no NUL), binary content goes in a literal8 (RFC 3516 §4.1)."""
+    run(running_node, """
+C: t[1] CREATE T-br[2026]
+S: t[1] OK CREATE completed
+C: a2 LIST "" T-br[*
+S: * LIST (\\HasNoChildren) "/" "T-br[2026]"
+S: a2 OK LIST completed
+C: a3 STATUS T-br[2026] (MESSAGES)
+S: * STATUS "T-br[2026]" (MESSAGES 0)
+S: a3 OK STATUS completed
+C: a4 APPEND T-br[2026] {5+}
+C: a\\0b
+C:
+S: a4 BAD NUL in literal: send binary content as literal8 ~{n}
+C: a5 APPEND T-br[2026] ~{5+}
+C: a\\0b
+C:
+S: a5 OK [APPENDUID <n> 1] APPEND completed
+C: a6 STATUS T-br[2026] (MESSAGES)
+S: * STATUS "T-br[2026]" (MESSAGES 1)
+S: a6 OK STATUS completed
+""")

@@ -18,12 +18,20 @@ from proxy.imap.tokens import Atom, ImapParseError, Token
 # "{n}", "{n+}" (RFC 7888) and the literal8 forms "~{n}", "~{n+}" (RFC 3516 §4.1)
 _LITERAL_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}$")
 # Bytes that end an atom (RFC 3501 §9 atom-specials, minus "%" "*" "\" "]" which appear in
-# list wildcards, sequence sets, flags and astrings; "[" opens a fetch section).
-_ATOM_STOP = frozenset(b'(){ "[') | frozenset(range(0x00, 0x20)) | {0x7F}
-_TAG_STOP = _ATOM_STOP | frozenset(b"+%*\\]")
+# list wildcards, sequence sets, flags and astrings). "[" is an ATOM-CHAR: it opens a fetch
+# section only after one of _SECTIONED (see _Scanner.atom).
+_PLAIN_STOP = frozenset(b'(){ "') | frozenset(range(0x00, 0x20)) | {0x7F}
+_ATOM_STOP = _PLAIN_STOP | {0x5B}
+# RFC 3501 §9 tag: ASTRING-CHAR except "+" ("[" and "]" included)
+_TAG_STOP = _PLAIN_STOP | frozenset(b"+%*\\")
 _SECTION_STOP = _ATOM_STOP | {0x5D}  # "]" ends an atom inside a fetch section
 _NAME_STOP = _ATOM_STOP | {0x5D, 0x5C, 0x25, 0x2A}  # command name: no "]" "\\" "%" "*"
 _PARTIAL = re.compile(rb"<(\d{1,10})\.(\d{1,10})>")  # fetch partial <offset.length>
+# fetch attributes taking a section (RFC 3501 §9 "fetch-att", RFC 3516 §4.2)
+_SECTIONED = frozenset({"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"})
+# Parenthesised lists nest at most this deep (FETCH and SEARCH need a handful); deeper is BAD
+# rather than a recursion that could end the connection.
+MAX_NESTING = 64
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,8 @@ class LineTooLong(CommandError):
 
 class LiteralTooLarge(CommandError):
     """The announced literal exceeds the limit; *discard* is the number of bytes the client
-    sends anyway (a non-synchronising literal), to skip."""
+    sends anyway (a non-synchronising literal), to skip. The rest of that command (up to its
+    last line) is then discarded by the next :meth:`CommandReader.read_parts`."""
 
     def __init__(self, text: str, tag: str | None, discard: int) -> None:
         super().__init__(text, tag)
@@ -140,9 +149,14 @@ class CommandReader:
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_command = max_command
+        self.rest_pending = False  # a refused LITERAL+ was skipped: its command goes on
 
     async def read_parts(self) -> list[bytes] | None:
         """[line, literal, line, literal, ..., line]; None at end of stream."""
+        if self.rest_pending:
+            self.rest_pending = False
+            if not await self._discard_rest():
+                return None
         parts: list[bytes] = []
         total = 0
         tag: str | None = None
@@ -163,7 +177,10 @@ class CommandReader:
                 return parts
             size, plus = int(found.group(1)), bool(found.group(2))
             if size > self.max_literal or total + size > self.max_command:
-                # RFC 7888 §4 / RFC 3501 §7.5: refuse the literal without reading it
+                # RFC 7888 §4 / RFC 3501 §7.5: refuse the literal without reading it. A
+                # non-synchronising one is sent anyway, and the rest of its command after it:
+                # the caller skips the literal, the next read discards the rest.
+                self.rest_pending = plus
                 raise LiteralTooLarge("[TOOBIG] Literal too large", tag, size if plus else 0)
             if not plus:
                 await self.continuation()
@@ -173,6 +190,22 @@ class CommandReader:
             parts.append(data)
             total += size
 
+    async def _discard_rest(self) -> bool:
+        """Read and drop the lines (and their LITERAL+ literals) that end a refused command;
+        False at end of stream. A synchronising literal ends it: the client waits for a
+        continuation that is not sent (it already has its tagged BAD)."""
+        while True:
+            try:
+                line = await self.buffer.readline(self.max_line)
+            except LineTooLong:
+                return True  # that line was discarded whole
+            if line is None:
+                return False
+            found = _LITERAL_END.search(line)
+            if found is None or not found.group(2):
+                return True
+            await self.buffer.skip(int(found.group(1)))
+
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -181,6 +214,7 @@ class _Scanner:
         self.parts = parts
         self.index = 0  # index of the current line in parts (always even)
         self.pos = 0
+        self.depth = 0  # open parentheses
 
     @property
     def line(self) -> bytes:
@@ -217,6 +251,8 @@ class _Scanner:
             self.pos += 1
             if char == 0x22:
                 return bytes(out)
+            if char == 0x00:  # RFC 3501 §9: QUOTED-CHAR is a CHAR (%x01-7F), never NUL
+                raise ImapParseError("NUL in quoted string")
             if char == 0x5C:
                 if self.pos >= len(line) or line[self.pos] not in b'"\\':
                     raise ImapParseError("Invalid escape in quoted string")
@@ -230,6 +266,9 @@ class _Scanner:
         if found is None or found.end() != len(self.line):
             raise ImapParseError("Invalid literal")
         data = self.parts[self.index + 1]
+        if self.line[self.pos] != 0x7E and b"\0" in data:
+            # RFC 3501 §9: a literal is CHAR8 (%x01-ff); NUL only in literal8 (RFC 3516 §4.1)
+            raise ImapParseError("NUL in literal: send binary content as literal8 ~{n}")
         self.index += 2
         self.pos = 0
         return data
@@ -249,16 +288,20 @@ class _Scanner:
         return self.atom(in_section)
 
     def paren_list(self, in_section: bool = False) -> list[Token]:
+        if self.depth >= MAX_NESTING:
+            raise ImapParseError("Too many nested parentheses")
         self.pos += 1
         items: list[Token] = []
         if self.peek() == 0x29:
             self.pos += 1
             return items
+        self.depth += 1
         while True:
             items.append(self.token(in_section))
             char = self.peek()
             if char == 0x29:
                 self.pos += 1
+                self.depth -= 1
                 return items
             if char != 0x20:
                 raise ImapParseError("Unterminated list" if char is None
@@ -267,9 +310,13 @@ class _Scanner:
 
     def atom(self, in_section: bool) -> Atom:
         stop = _SECTION_STOP if in_section else _ATOM_STOP
-        value = self.atom_text(stop)
+        start = self.pos
+        value = self.atom_text(stop) if self.peek() != 0x5B else ""
         if self.peek() != 0x5B:  # "["
             return Atom(value)
+        if value.upper() not in _SECTIONED:  # RFC 3501 §9: "[" is an ATOM-CHAR
+            self.pos = start
+            return Atom(self.atom_text(stop - {0x5B}))
         self.pos += 1
         section: list[Token] = []
         while self.peek() != 0x5D:

@@ -268,11 +268,16 @@ class SearchProgram:
 # ---------------------------------------------------------------- parsing
 
 
+# NOT, OR and parenthesised keys nest at most this deep: deeper is BAD, never a recursion error
+MAX_KEY_DEPTH = 100
+
+
 class _Parser:
-    def __init__(self, args: list[Token], charset: str) -> None:
+    def __init__(self, args: list[Token], charset: str, depth: int = 0) -> None:
         self.args = args
         self.i = 0
         self.charset = charset
+        self.depth = depth
 
     def next(self, what: str) -> Token:
         if self.i >= len(self.args):
@@ -321,11 +326,20 @@ class _Parser:
         return keys[0] if len(keys) == 1 else And(tuple(keys))
 
     def key(self) -> Key:
+        if self.depth >= MAX_KEY_DEPTH:
+            raise ImapParseError("SEARCH: search keys nested too deeply")
+        self.depth += 1
+        try:
+            return self._key()
+        finally:
+            self.depth -= 1
+
+    def _key(self) -> Key:
         token = self.next("search key")
         if isinstance(token, list):
             if not token:
                 raise ImapParseError("SEARCH: empty parenthesised list")
-            sub = _Parser(token, self.charset)
+            sub = _Parser(token, self.charset, self.depth)
             return sub.keys()
         if not isinstance(token, Atom) or token.section is not None or token.partial is not None:
             raise ImapParseError("SEARCH: a search key is expected")
