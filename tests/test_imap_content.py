@@ -16,6 +16,7 @@ from proxy.imap.fetch import (
     sets_seen,
 )
 from proxy.imap.mime import Section, parse_message
+from proxy.imap.search import parse_search
 from proxy.imap.seqset import SequenceSet, format_sequence_set, parse_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 from proxy.imap.utf7 import decode_mailbox_name, encode_mailbox_name
@@ -398,6 +399,43 @@ def test_fetch_binary() -> None:
     with pytest.raises(UnknownCte):
         render_fetch(parse_fetch_items(Atom("BINARY", section=(Atom("1"),))), _META, odd,
                      add_uid=False)
+
+
+_QP = (b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
+       b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+       b"line one \t \r\nsoft=  \r\nbreak\r\nencoded=20\r\nlast  ")
+
+
+def test_quoted_printable_drops_line_end_padding() -> None:
+    """RFC 2045 §6.7 rule 3: white space ending an encoded line is deleted by the decoder,
+    also after a soft line break (rule 5); an encoded =20 stays. BINARY and SEARCH both."""
+    decoded = b"line one\r\nsoftbreak\r\nencoded \r\nlast"
+    assert render_fetch(parse_fetch_items(Atom("BINARY.PEEK", section=(Atom("1"),))), _META,
+                        _QP, add_uid=False) == b"(BINARY[1] {%d}\r\n%s)" % (len(decoded),
+                                                                            decoded)
+    assert parse_message(_QP).text_for_search() == decoded.decode()
+    assert parse_message(_QP).root.decoded_body() == decoded
+
+
+def _search_hits(key: list[Token], raw: bytes) -> bool:
+    return parse_search(key).matches(_META, largest_seq=3, largest_uid=42,
+                                     load=lambda: parse_message(raw))
+
+
+@pytest.mark.parametrize(("header", "query", "hit"), [
+    (b"From: <user-from (comment)@ (comment) domain.org>", b"user-from@domain.org", True),
+    (b"From: <user-from (comment)@ (comment) domain.org>", b"comment", True),
+    (b"From: user-from@domain.org (RealFrom)", b"RealFrom <user-from@domain.org>", True),
+    (b"From: =?utf-8?q?Ren=C3=A9?= <rene@x.example>", "René <rene@".encode(), True),
+    (b"To: grp: a@x.example, b@y.example;", b"grp:", True),
+    (b"From: user-from@domain.org (RealFrom)", b"nobody", False),
+])
+def test_address_search_matches_the_envelope_form(header: bytes, query: bytes,
+                                                  hit: bool) -> None:
+    """RFC 3501 §6.4.4: FROM/TO/CC/BCC look in the ENVELOPE's address structure; the field
+    text (comments included) matches too."""
+    key = header.split(b":", 1)[0].upper().decode()
+    assert _search_hits([Atom(key), query], header + b"\r\n\r\nbody\r\n") is hit
 
 
 def test_fetch_flags_for_audit() -> None:

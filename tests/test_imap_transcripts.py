@@ -537,3 +537,63 @@ C: a6 STATUS T-br[2026] (MESSAGES)
 S: * STATUS "T-br[2026]" (MESSAGES 1)
 S: a6 OK STATUS completed
 """)
+
+
+def _append(tag: str, folder: str, message: bytes) -> str:
+    """Transcript lines appending *message* (CRLF line ends, ending in CRLF) as LITERAL+."""
+    body = message[:-2].decode().replace("\r\n", "\\r\\n")
+    return f"C: {tag} APPEND {folder} {{{len(message)}+}}\nC: {body}\nC:\n"
+
+
+def test_search_addresses_as_envelope_and_qp_padding(running_node: Node) -> None:
+    """SEARCH FROM/TO match the addresses as ENVELOPE shows them, comments included (RFC 3501
+    §6.4.4); quoted-printable loses the white space ending its lines (RFC 2045 §6.7 rule 3)
+    in BINARY and in SEARCH BODY."""
+    one = (b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n"
+           b"\r\nbody3\r\n")
+    two = (b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n"
+           b"\r\nbody4\r\n")
+    qp = (b"From: a@domain.org\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
+          b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+          b"padded  \r\nsoft=  \r\nbreak\t\r\nkept=20\r\n")
+    run(running_node, "C: a1 CREATE T-addr\nS: a1 OK CREATE completed\n"
+        + _append("a2", "T-addr", one) + "S: a2 OK [APPENDUID <n> 1] APPEND completed\n"
+        + _append("a3", "T-addr", two) + "S: a3 OK [APPENDUID <n> 2] APPEND completed\n"
+        + _append("a4", "T-addr", qp) + "S: a4 OK [APPENDUID <n> 3] APPEND completed\n"
+        + """
+C: a5 EXAMINE T-addr
+S: <*>
+S: <*>
+S: * 3 EXISTS
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: <*>
+S: a5 OK [READ-ONLY] EXAMINE completed
+C: a6 SEARCH FROM user-from@domain.org
+S: * SEARCH 1 2
+S: a6 OK SEARCH completed
+C: a7 SEARCH FROM "RealFrom <user-from@domain.org>"
+S: * SEARCH 2
+S: a7 OK SEARCH completed
+C: a8 SEARCH FROM comment
+S: * SEARCH 1
+S: a8 OK SEARCH completed
+C: a9 SEARCH TO realto
+S: * SEARCH 2
+S: a9 OK SEARCH completed
+C: b1 SEARCH HEADER FROM user-from@domain.org
+S: * SEARCH 2
+S: b1 OK SEARCH completed
+C: b2 FETCH 3 BINARY.PEEK[1]
+S: * 3 FETCH (BINARY[1] {26}
+S: padded
+S: softbreak
+S: kept\x20
+S: )
+S: b2 OK FETCH completed
+C: b3 SEARCH BODY softbreak
+S: * SEARCH 3
+S: b3 OK SEARCH completed
+""")

@@ -404,6 +404,30 @@ def _address_entries_full(value: bytes) -> bytes:
         for a in _AddressParser(value).parse())
 
 
+_PLACEHOLDERS = (_MISSING_MAILBOX, _MISSING_DOMAIN, b"SYNTAX_ERROR")
+
+
+def address_search_text(value: bytes) -> str:
+    """An address field as SEARCH FROM/TO/CC/BCC sees it (RFC 3501 §6.4.4: the string is in
+    the ENVELOPE's address structure): the decoded field text, then each address as the
+    ENVELOPE gives it, ``name <mailbox@host>`` (a comment after an addr-spec is the name;
+    ``<a (c)@ b>`` is ``a@b``) and group names, so either form matches."""
+    shown: list[str] = []
+    for a in _AddressParser(value).parse():
+        name = decode_header_value(a.name) if a.name else ""
+        if a.host is None:  # group start (mailbox is the group name) or end (all None)
+            if a.mailbox:
+                shown.append(decode_header_value(a.mailbox) + ":")
+            continue
+        if a.mailbox in _PLACEHOLDERS or a.host in _PLACEHOLDERS:
+            if name:
+                shown.append(name)
+            continue
+        spec = decode_bytes(a.mailbox or b"") + "@" + decode_bytes(a.host)
+        shown.append(f"{name} <{spec}>" if name else spec)
+    return decode_header_value(value) + "\n" + ", ".join(shown)
+
+
 # ---------------------------------------------------------------- Content-* parsing (RFC 2045)
 
 
@@ -601,7 +625,7 @@ class Part:
             except (binascii.Error, ValueError):
                 return b""
         if enc == b"quoted-printable":
-            return quopri.decodestring(data)
+            return decode_quoted_printable(data)
         return data
 
     def walk(self) -> Iterator[Part]:
@@ -610,6 +634,17 @@ class Part:
             yield from child.walk()
         if self.message is not None:
             yield from self.message.walk()
+
+
+_TRAILING_WHITE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
+def decode_quoted_printable(data: bytes) -> bytes:
+    """RFC 2045 §6.7: white space at the end of an encoded line is transport padding and is
+    deleted (rule 3), also after a soft line break "=" (rule 5); then the =XX escapes."""
+    if b" " in data or b"\t" in data:
+        data = _TRAILING_WHITE.sub(b"", data)
+    return quopri.decodestring(data)
 
 
 class _TreeBuilder:
@@ -949,6 +984,12 @@ class ParsedMessage:
         """Decoded, unfolded values of the top-level header fields called ``name``."""
         key = name.lower().encode("ascii", "replace")
         return [decode_header_value(f.value) for f in self._fields() if f.name == key]
+
+    def address_values(self, name: str) -> list[str]:
+        """For SEARCH FROM/TO/CC/BCC: each top-level field called ``name`` as
+        :func:`address_search_text` writes it (header text and ENVELOPE addresses)."""
+        key = name.lower().encode("ascii", "replace")
+        return [address_search_text(f.value) for f in self._fields() if f.name == key]
 
     def header_text(self, all_parts: bool = False) -> str:
         """Header fields as ``name: decoded value`` lines: the top-level ones, or (for SEARCH

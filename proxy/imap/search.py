@@ -83,6 +83,7 @@ class Date:
 class Header:
     field: str  # lower case
     text: str  # case-folded; "" matches any message with the field
+    address: bool = False  # FROM/TO/CC/BCC: the ENVELOPE's addresses match too
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,8 @@ def _eval(key: Key, c: _Context) -> bool | None:
     if isinstance(key, Header):
         if c.msg is None:
             return None
-        values = c.msg.header_values(key.field)
+        values = (c.msg.address_values(key.field) if key.address
+                  else c.msg.header_values(key.field))
         return any(key.text in v.casefold() for v in values)
     if isinstance(key, Body):
         if c.msg is None:
@@ -361,8 +363,9 @@ class _Parser:
         if name in _DATE_KEYS:
             op, sent = _DATE_KEYS[name]
             return Date(op, self.date(name), sent)
-        if name in _ADDRESS_KEYS:
-            return Header(name.lower(), self.string(f"string after {name}").casefold())
+        if name in _ADDRESS_KEYS:  # RFC 3501 §6.4.4: FROM/TO/CC/BCC search the addresses
+            return Header(name.lower(), self.string(f"string after {name}").casefold(),
+                          address=name != "SUBJECT")
         if name == "HEADER":
             field = self.string("field name after HEADER")
             if not is_field_name(field):
