@@ -332,7 +332,7 @@ S: a4 OK [READ-WRITE] SELECT completed
 C: a5 STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)
 S: a5 OK [MODIFIED 1] Conditional STORE failed
 C: a6 STORE 1 (UNCHANGEDSINCE 2) +FLAGS (\\Seen)
-S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3))
 S: a6 OK STORE completed
 C: a7 FETCH 1:* (FLAGS) (CHANGEDSINCE 2)
 S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
@@ -596,4 +596,77 @@ S: b2 OK FETCH completed
 C: b3 SEARCH BODY softbreak
 S: * SEARCH 3
 S: b3 OK SEARCH completed
+""")
+
+
+_SELECTED = "S: <*>\nS: <*>\nS: * 4 EXISTS\n" + "S: <*>\n" * 5
+
+
+def test_condstore_enabled_by_first_use_and_esearch_modseq(running_node: Node) -> None:
+    """RFC 7162 §3.1: FETCH MODSEQ, STORE UNCHANGEDSINCE, STATUS HIGHESTMODSEQ and SEARCH
+    MODSEQ enable CONDSTORE: `* OK [HIGHESTMODSEQ]` once, then UID and MODSEQ in STORE's and
+    an implicit \\Seen's FETCH answers. §3.1.5 / RFC 4731 §3.2: with RETURN of only MIN/MAX
+    the MODSEQ is that of the messages returned."""
+    appends = "".join(f"C: p{i} APPEND T-cs {{{len(MSG)}+}}\nL: message\nC:\n"
+                      f"S: p{i} OK [APPENDUID <n> {i}] APPEND completed\n" for i in range(1, 5))
+    run(running_node, "C: a1 CREATE T-cs\nS: a1 OK CREATE completed\n" + appends
+        + "C: a2 SELECT T-cs\n" + _SELECTED + """
+S: a2 OK [READ-WRITE] SELECT completed
+C: a3 FETCH 1 (FLAGS)
+S: * 1 FETCH (FLAGS ())
+S: a3 OK FETCH completed
+C: a4 FETCH 1 (MODSEQ)
+S: * OK [HIGHESTMODSEQ 5] Highest
+S: * 1 FETCH (MODSEQ (2))
+S: a4 OK FETCH completed
+C: a5 STORE 1 +FLAGS (\\Seen)
+S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (6))
+S: a5 OK STORE completed
+C: a6 STORE 3 +FLAGS (\\Seen)
+S: * 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (7))
+S: a6 OK STORE completed
+C: a7 STORE 2 +FLAGS (\\Seen)
+S: * 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (8))
+S: a7 OK STORE completed
+C: a8 SEARCH RETURN (MIN) 1:3 MODSEQ 1
+S: * ESEARCH (TAG "a8") MIN 1 MODSEQ 6
+S: a8 OK SEARCH completed
+C: a9 SEARCH RETURN (MAX) 1:3 MODSEQ 1
+S: * ESEARCH (TAG "a9") MAX 3 MODSEQ 7
+S: a9 OK SEARCH completed
+C: b1 SEARCH RETURN (MIN MAX) 1:3 MODSEQ 1
+S: * ESEARCH (TAG "b1") MIN 1 MAX 3 MODSEQ 7
+S: b1 OK SEARCH completed
+C: b2 SEARCH RETURN () 1:3 MODSEQ 1
+S: * ESEARCH (TAG "b2") ALL 1:3 MODSEQ 8
+S: b2 OK SEARCH completed
+C: b3 SEARCH RETURN (MIN COUNT) 1:3 MODSEQ 1
+S: * ESEARCH (TAG "b3") MIN 1 COUNT 3 MODSEQ 8
+S: b3 OK SEARCH completed
+C: b4 FETCH 4 BODY[TEXT]
+S: * 4 FETCH (UID 4 FLAGS (\\Seen) BODY[TEXT] {27}
+S: Bonjour, resultat normal.
+S:  MODSEQ (9))
+S: b4 OK FETCH completed
+""")
+    all_seen = _SELECTED.replace("S: <*>\n" * 5, "S: <*>\n" * 4)  # no UNSEEN line
+    run(running_node, "C: a1 SELECT T-cs\n" + all_seen + """
+S: a1 OK [READ-WRITE] SELECT completed
+C: a2 STATUS T-cs (HIGHESTMODSEQ)
+S: * OK [HIGHESTMODSEQ 9] Highest
+S: * STATUS T-cs (HIGHESTMODSEQ 9)
+S: a2 OK STATUS completed
+C: a3 STORE 1 -FLAGS (\\Seen)
+S: * 1 FETCH (UID 1 FLAGS () MODSEQ (10))
+S: a3 OK STORE completed
+""")
+    run(running_node, "C: a1 SELECT T-cs\n" + _SELECTED + """
+S: a1 OK [READ-WRITE] SELECT completed
+C: a2 SEARCH MODSEQ 10
+S: * OK [HIGHESTMODSEQ 10] Highest
+S: * SEARCH 1 (MODSEQ 10)
+S: a2 OK SEARCH completed
+C: a3 SEARCH MODSEQ 10
+S: * SEARCH 1 (MODSEQ 10)
+S: a3 OK SEARCH completed
 """)

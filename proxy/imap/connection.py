@@ -403,9 +403,18 @@ class Session:
         if not sel.readonly:
             self.untagged(f"OK [PERMANENTFLAGS ({listed} \\*)] Flags permitted".encode())
 
+    def enable_condstore(self) -> None:
+        """RFC 7162 §3.1: a CONDSTORE enabling command (FETCH MODSEQ or CHANGEDSINCE, SEARCH
+        MODSEQ, STORE UNCHANGEDSINCE, STATUS HIGHESTMODSEQ, ENABLE) turns it on for the rest
+        of the connection; the first one while a mailbox is selected reports its
+        HIGHESTMODSEQ (SELECT ... (CONDSTORE) does that in its own answer)."""
+        if not self.condstore and self.selected is not None:
+            self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
+        self.condstore = True
+
     def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
         parts = [b"FLAGS (" + " ".join(row.flags).encode() + b")"]
-        if uid:
+        if uid or self.condstore:  # RFC 7162 §3.1: UID and MODSEQ once CONDSTORE is on
             parts.insert(0, b"UID %d" % row.uid)
         if self.condstore:
             parts.append(b"MODSEQ (%d)" % row.modseq)

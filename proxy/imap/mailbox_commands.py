@@ -230,6 +230,10 @@ async def _status_line(s: Session, name: str, folder: backend.Folder,
     return b"STATUS %s (%s)" % (encode_name(name), " ".join(values).encode())
 
 
+def _asks_highestmodseq(items: list[Token]) -> bool:
+    return any(isinstance(t, Atom) and t.upper() == "HIGHESTMODSEQ" for t in items)
+
+
 async def status(s: Session, cmd: Command) -> Result:
     name_token, items = nargs(cmd, 2)
     if not isinstance(items, list) or not items:
@@ -237,6 +241,8 @@ async def status(s: Session, cmd: Command) -> Result:
     name = mailbox_name(name_token)
     target = await resolve(s, name, access="STATUS")
     folder = await require_folder(s, target)
+    if _asks_highestmodseq(items):
+        s.enable_condstore()  # RFC 7162 §3.1
     s.untagged(await _status_line(s, name, folder, items))
     return "STATUS completed"
 

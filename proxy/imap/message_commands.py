@@ -119,13 +119,19 @@ async def fetch(s: Session, cmd: Command) -> Result:
                 "CHANGEDSINCE":
             raise ImapParseError("Unknown FETCH modifier")
         changed_since = number(mods[1])
-        s.condstore = True
+    asks_modseq = any(i.name == "MODSEQ" for i in items)
+    if changed_since is not None or asks_modseq:
+        s.enable_condstore()  # RFC 7162 §3.1
     rows = _rows_for(s, cmd.args[0], by_uid)
     if changed_since is not None:
         rows = [(q, r) for q, r in rows if r.modseq > changed_since]
-    # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer
-    add_modseq = changed_since is not None and not any(i.name == "MODSEQ" for i in items)
-    if sets_seen(items):
+    seen = sets_seen(items)
+    # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer; §3.1: once CONDSTORE is
+    # on, a FETCH that sets \Seen answers with UID and MODSEQ
+    implied = changed_since is not None or (s.condstore and seen)
+    add_modseq = implied and not asks_modseq
+    add_uid = by_uid or (s.condstore and seen)
+    if seen:
         rows = await _set_seen(s, rows)
     content_names = {i.name for i in items if i.needs_content}
     envelope_only = content_names == {"ENVELOPE"}  # answerable from the envelope cache
@@ -171,7 +177,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
                         raw = got.data
                         parsed = RecordingParsed(raw, row.id, cache)
                 try:
-                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=by_uid,
+                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=add_uid,
                                             parsed=parsed)
                 except UnknownCte:
                     unknown_cte.append(row.uid)
@@ -214,7 +220,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
         if len(mods) != 2 or atom(mods[0]).upper() != "UNCHANGEDSINCE":
             raise ImapParseError("Unknown STORE modifier")
         unchanged_since = number(mods[1])
-        s.condstore = True
+        s.enable_condstore()
     operation = atom(args[1]).upper()
     found = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", operation)
     if found is None:
@@ -283,6 +289,8 @@ async def search(s: Session, cmd: Command) -> Result:
         program = parse_search(args)  # with its CHARSET (RFC 3501 §6.4.4)
     except BadCharset as exc:
         raise No("Unsupported charset", exc.code) from None
+    if program.has_modseq:
+        s.enable_condstore()  # RFC 7162 §3.1
     rows = [(q, r) for q, r in enumerate(sel.rows, 1) if r.uid not in sel.gone]
     largest_seq = len(sel.rows)
     largest_uid = sel.rows[-1].uid if sel.rows else 0
@@ -321,8 +329,7 @@ async def search(s: Session, cmd: Command) -> Result:
     if broken:
         await s.audit(*_tampered(s, sel, broken))
     numbers = [r.uid if by_uid else q for q, r in hits]
-    # RFC 7162 §3.1.5: with a MODSEQ key, the highest mod-sequence of the matches
-    modseq = max((r.modseq for _, r in hits), default=0) if program.has_modseq else 0
+    modseq = _search_modseq(hits, numbers, returns) if program.has_modseq else 0
     if returns is None:
         line = ("SEARCH " + " ".join(map(str, numbers))).strip()
         if modseq:
@@ -344,6 +351,19 @@ async def search(s: Session, cmd: Command) -> Result:
             parts.append(f"MODSEQ {modseq}")
         s.untagged(" ".join(parts).encode())
     return f"{cmd.name} completed"
+
+
+def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
+                   returns: list[str] | None) -> int:
+    """RFC 7162 §3.1.5: the highest mod-sequence of the messages found; with RETURN of only
+    MIN and/or MAX (RFC 4731 §3.2), of the messages returned (0: no MODSEQ answer)."""
+    if not hits:
+        return 0
+    if returns is not None and set(returns) <= {"MIN", "MAX"}:
+        wanted = ({min(numbers)} if "MIN" in returns else set()) | (
+            {max(numbers)} if "MAX" in returns else set())
+        return max(r.modseq for (_, r), n in zip(hits, numbers, strict=True) if n in wanted)
+    return max(r.modseq for _, r in hits)
 
 
 async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -> None:

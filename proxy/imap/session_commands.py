@@ -55,7 +55,7 @@ async def enable(s: Session, cmd: Command) -> Result:
     enabled = []
     for token in cmd.args:
         if atom(token).upper() == "CONDSTORE":  # RFC 5161; RFC 7162 §3.1
-            s.condstore = True
+            s.enable_condstore()
             enabled.append("CONDSTORE")
     s.untagged(("ENABLED " + " ".join(enabled)).strip().encode())
     return "ENABLE completed"
