@@ -670,3 +670,64 @@ C: a3 SEARCH MODSEQ 10
 S: * SEARCH 1 (MODSEQ 10)
 S: a3 OK SEARCH completed
 """)
+
+
+def test_list_extended_selection_and_return_options(running_node: Node) -> None:
+    """RFC 5258 §3.1: unknown selection / return options and RECURSIVEMATCH alone are BAD;
+    (SUBSCRIBED RECURSIVEMATCH) lists a parent with a subscribed child that does not match
+    with CHILDINFO (§3.5); RFC 6154 §3: selection (SPECIAL-USE) lists special-use mailboxes
+    only, RETURN (SPECIAL-USE) every match with its attributes."""
+    setup = "".join(f"C: c{i} CREATE T-lx/{n}\nS: c{i} OK CREATE completed\n" for i, n in
+                    enumerate(["test1", "test2/test1", "test3", "test7/test7", "test8/test8",
+                               "test8/test9"]))
+    setup += "".join(f"C: u{i} UNSUBSCRIBE {n}\nS: u{i} OK UNSUBSCRIBE completed\n" for i, n in
+                     enumerate(["T-lx", "T-lx/test2", "T-lx/test3", "T-lx/test7",
+                                "T-lx/test8"]))
+    run(running_node, setup + """
+C: b1 LIST (IMAPTEST) "" ""
+S: b1 BAD Unknown LIST selection option IMAPTEST
+C: b2 LIST (RECURSIVEMATCH) "" *
+S: b2 BAD RECURSIVEMATCH needs the SUBSCRIBED selection option
+C: b3 LIST (RECURSIVEMATCH REMOTE) "" *
+S: b3 BAD RECURSIVEMATCH needs the SUBSCRIBED selection option
+C: b4 LIST "" "" RETURN (IMAPTEST)
+S: b4 BAD Unknown LIST return option IMAPTEST
+C: b5 LIST (REMOTE) "" T-lx/%
+S: * LIST (\\HasNoChildren) "/" T-lx/test1
+S: * LIST (\\HasChildren) "/" T-lx/test2
+S: * LIST (\\HasNoChildren) "/" T-lx/test3
+S: * LIST (\\HasChildren) "/" T-lx/test7
+S: * LIST (\\HasChildren) "/" T-lx/test8
+S: b5 OK LIST completed
+C: b6 LIST (SUBSCRIBED RECURSIVEMATCH) "" T-lx/test2% RETURN (CHILDREN)
+S: * LIST (\\HasChildren) "/" T-lx/test2 ("CHILDINFO" ("SUBSCRIBED"))
+S: b6 OK LIST completed
+C: b7 LIST (SUBSCRIBED RECURSIVEMATCH) "" *test7
+S: * LIST (\\HasNoChildren \\Subscribed) "/" T-lx/test7/test7
+S: b7 OK LIST completed
+C: b8 LIST (SUBSCRIBED RECURSIVEMATCH) "" *test8
+S: * LIST (\\HasChildren) "/" T-lx/test8 ("CHILDINFO" ("SUBSCRIBED"))
+S: * LIST (\\HasNoChildren \\Subscribed) "/" T-lx/test8/test8
+S: b8 OK LIST completed
+C: b9 LIST (SUBSCRIBED RECURSIVEMATCH) "" (T-lx/test2 T-lx/test2/test1)
+S: * LIST (\\HasNoChildren \\Subscribed) "/" T-lx/test2/test1
+S: b9 OK LIST completed
+C: d1 SUBSCRIBE T-lx/test8
+S: d1 OK SUBSCRIBE completed
+C: d2 LIST (SUBSCRIBED RECURSIVEMATCH) "" T-lx/test8
+S: * LIST (\\HasChildren \\Subscribed) "/" T-lx/test8 ("CHILDINFO" ("SUBSCRIBED"))
+S: d2 OK LIST completed
+C: d3 LIST (SPECIAL-USE) "" *
+S: * LIST (\\HasNoChildren \\Archive) "/" Archive
+S: * LIST (\\HasNoChildren \\Drafts) "/" Drafts
+S: * LIST (\\HasNoChildren \\Junk) "/" Junk
+S: * LIST (\\HasNoChildren \\Sent) "/" Sent
+S: * LIST (\\HasNoChildren \\Trash) "/" Trash
+S: d3 OK LIST completed
+C: d4 LIST "" (Sent T-lx/test1) RETURN (SPECIAL-USE)
+S: * LIST (\\HasNoChildren \\Sent) "/" Sent
+S: * LIST (\\HasNoChildren) "/" T-lx/test1
+S: d4 OK LIST completed
+C: d5 LSUB (SUBSCRIBED) "" *
+S: d5 BAD LSUB takes no LIST-EXTENDED options
+""")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
@@ -152,32 +154,73 @@ async def subscribe(s: Session, cmd: Command) -> Result:
 
 
 
-async def list_command(s: Session, cmd: Command) -> Result:
-    assert s.user is not None
+# RFC 5258 §3.1 selection options (REMOTE: there are no remote mailboxes), RFC 6154 §3
+_SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+# RFC 5258 §3.2 return options, RFC 5819 STATUS, RFC 6154 §3 SPECIAL-USE
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"})
+
+
+@dataclass
+class _ListOptions:
+    selection: set[str] = field(default_factory=set)
+    returns: set[str] = field(default_factory=set)
+    status_items: list[Token] = field(default_factory=list)
+
+
+def _list_options(cmd: Command) -> tuple[_ListOptions, list[Token]]:
+    """The LIST-EXTENDED options (RFC 5258 §3) and the remaining (reference, patterns)."""
     args = list(cmd.args)
-    selection: list[str] = []
-    returns: list[str] = []
-    status_items: list[Token] = []
-    if args and isinstance(args[0], list):  # RFC 5258 selection options
-        selection = [atom(t).upper() for t in args[0]]
-        args = args[1:]
+    opts = _ListOptions()
+    extended = False
+    first = args[0] if args else None
+    if isinstance(first, list):
+        opts.selection = {atom(t).upper() for t in first}
+        del args[0]
+        extended = True
+        unknown = opts.selection - _SELECTION_OPTIONS
+        if unknown:  # RFC 5258 §3.1: an unrecognised selection option is BAD
+            raise ImapParseError(f"Unknown LIST selection option {sorted(unknown)[0]}")
+        if "RECURSIVEMATCH" in opts.selection and "SUBSCRIBED" not in opts.selection:
+            # RFC 5258 §3.1: never alone (nor with REMOTE only); CHILDINFO is defined for
+            # SUBSCRIBED only here (RFC 6154 §3 gives none for SPECIAL-USE)
+            raise ImapParseError("RECURSIVEMATCH needs the SUBSCRIBED selection option")
     if len(args) >= 2 and isinstance(args[-2], Atom) and args[-2].upper() == "RETURN":
         ret = args.pop()
         args.pop()
+        extended = True
         if not isinstance(ret, list):
             raise ImapParseError("RETURN needs a list")
         i = 0
         while i < len(ret):
             option = atom(ret[i]).upper()
+            if option not in _RETURN_OPTIONS:
+                raise ImapParseError(f"Unknown LIST return option {option}")
             if option == "STATUS":  # RFC 5819
                 i += 1
                 if i >= len(ret) or not isinstance(ret[i], list):
                     raise ImapParseError("STATUS needs a list")
-                status_items = ret[i]  # type: ignore[assignment]
-            returns.append(option)
+                opts.status_items = ret[i]  # type: ignore[assignment]
+            opts.returns.add(option)
             i += 1
+    if extended and cmd.name == "LSUB":
+        raise ImapParseError("LSUB takes no LIST-EXTENDED options")
     if len(args) != 2:
         raise ImapParseError("Wrong number of arguments")
+    return opts, args
+
+
+def _childinfo(name: str, names: list[tuple[str, backend.Folder | None]],
+               matches: Callable[[str], bool]) -> bool:
+    """RFC 5258 §3.5 CHILDINFO ("SUBSCRIBED"): a descendant is subscribed but is not listed
+    itself (it does not match the patterns)."""
+    prefix = name + DELIMITER
+    return any(n.startswith(prefix) and f is not None and f.subscribed and not matches(n)
+               for n, f in names)
+
+
+async def list_command(s: Session, cmd: Command) -> Result:
+    assert s.user is not None
+    opts, args = _list_options(cmd)
     reference = mailbox_name(args[0]) if astring(args[0]) else ""
     if reference and not reference.endswith(DELIMITER):
         reference += DELIMITER
@@ -187,29 +230,42 @@ async def list_command(s: Session, cmd: Command) -> Result:
     if raw_patterns == [""] and not lsub:  # RFC 3501 §6.3.8: the delimiter and root
         s.untagged(b'LIST (\\Noselect) "/" ""')
         return "LIST completed"
+    if _asks_highestmodseq(opts.status_items):
+        s.enable_condstore()  # RFC 7162 §3.1
     patterns = [list_pattern(reference, decode_mailbox_name(p)) for p in raw_patterns]
+
+    def matches(name: str) -> bool:
+        return any(p.match(name) for p in patterns)
     names = await s.db(all_names, s.user)
     every_name = [n for n, _ in names]
-    subscribed_only = lsub or "SUBSCRIBED" in selection
+    subscribed_only = lsub or "SUBSCRIBED" in opts.selection
+    recursive = "RECURSIVEMATCH" in opts.selection
     for name, folder in names:
-        if not any(p.match(name) for p in patterns):
+        if not matches(name):
             continue
         subscribed = folder is not None and folder.subscribed
-        if subscribed_only and not subscribed:
+        special = folder.special_use if folder is not None else None
+        if "SPECIAL-USE" in opts.selection and not special:
+            continue  # RFC 6154 §3: the selection option lists special-use mailboxes only
+        childinfo = recursive and _childinfo(name, names, matches)
+        if subscribed_only and not subscribed and not childinfo:
             continue
         attrs: list[str] = []
         if folder is None:
             attrs.append("\\Noselect")
         children = any(n.startswith(name + DELIMITER) for n in every_name)
         attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-        if folder is not None and folder.special_use:
-            attrs.append(folder.special_use)  # RFC 6154 §2
-        if subscribed and (subscribed_only or "SUBSCRIBED" in returns):
+        if special:
+            attrs.append(special)  # RFC 6154 §2 (with or without RETURN (SPECIAL-USE))
+        if subscribed and (subscribed_only or "SUBSCRIBED" in opts.returns):
             attrs.append("\\Subscribed")
-        s.untagged(b"%s (%s) \"/\" %s" % (b"LSUB" if lsub else b"LIST",
-                                           " ".join(attrs).encode(), encode_name(name)))
-        if status_items and folder is not None:
-            s.untagged(await _status_line(s, name, folder, status_items))
+        line = b"%s (%s) \"/\" %s" % (b"LSUB" if lsub else b"LIST", " ".join(attrs).encode(),
+                                      encode_name(name))
+        if childinfo:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        s.untagged(line)
+        if opts.status_items and folder is not None:
+            s.untagged(await _status_line(s, name, folder, opts.status_items))
     return f"{cmd.name} completed"
 
 
