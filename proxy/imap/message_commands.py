@@ -119,10 +119,10 @@ async def fetch(s: Session, cmd: Command) -> Result:
                 "CHANGEDSINCE":
             raise ImapParseError("Unknown FETCH modifier")
         changed_since = number(mods[1])
+    rows = _rows_for(s, cmd.args[0], by_uid)
     asks_modseq = any(i.name == "MODSEQ" for i in items)
     if changed_since is not None or asks_modseq:
         s.enable_condstore()  # RFC 7162 §3.1
-    rows = _rows_for(s, cmd.args[0], by_uid)
     if changed_since is not None:
         rows = [(q, r) for q, r in rows if r.modseq > changed_since]
     seen = sets_seen(items)
