@@ -86,6 +86,23 @@ def test_nesting_up_to_the_bound_is_accepted() -> None:
     assert inner == [Atom("ALL")]
 
 
+# RFC 3501 §9 ASTRING-CHAR: ATOM-CHAR or "]" ("[" included); "{" left out (a literal)
+_ASTRING_CHAR = st.sampled_from([chr(c) for c in range(0x21, 0x7F) if chr(c) not in '(){%*"\\'])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_ASTRING_CHAR, min_size=1, max_size=20))
+def test_astring_chars_are_one_atom(text: str) -> None:
+    """Any run of ASTRING-CHARs is one atom argument and, without "+", a tag; only a fetch
+    attribute name right before "[" starts a section."""
+    if text.split("[", 1)[0].upper() in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK",
+                                         "BINARY.SIZE") and "[" in text:
+        return
+    assert parse(b"a1 CREATE " + text.encode()).args == [Atom(text)]
+    tag = text.replace("+", "x")
+    assert parse(tag.encode() + b" NOOP").tag == tag
+
+
 def test_nul_only_in_literal8() -> None:
     """RFC 3501 §9: a literal is CHAR8 (no NUL); RFC 3516 §4.1: literal8 may hold NUL."""
     with pytest.raises(CommandError, match="NUL in literal") as caught:
