@@ -408,10 +408,10 @@ _PLACEHOLDERS = (_MISSING_MAILBOX, _MISSING_DOMAIN, b"SYNTAX_ERROR")
 
 
 def address_search_text(value: bytes) -> str:
-    """An address field as SEARCH FROM/TO/CC/BCC sees it (RFC 3501 §6.4.4: the string is in
-    the ENVELOPE's address structure): the decoded field text, then each address as the
-    ENVELOPE gives it, ``name <mailbox@host>`` (a comment after an addr-spec is the name;
-    ``<a (c)@ b>`` is ``a@b``) and group names, so either form matches."""
+    """The addresses of a field as SEARCH FROM/TO/CC/BCC sees them (RFC 3501 §6.4.4: the
+    string is in the ENVELOPE's address structure): each as the ENVELOPE gives it,
+    ``name <mailbox@host>`` (a comment after an addr-spec is the name; ``<a (c)@ b>`` is
+    ``a@b``), and group names ``group:``."""
     shown: list[str] = []
     for a in _AddressParser(value).parse():
         name = decode_header_value(a.name) if a.name else ""
@@ -425,7 +425,7 @@ def address_search_text(value: bytes) -> str:
             continue
         spec = decode_bytes(a.mailbox or b"") + "@" + decode_bytes(a.host)
         shown.append(f"{name} <{spec}>" if name else spec)
-    return decode_header_value(value) + "\n" + ", ".join(shown)
+    return ", ".join(shown)
 
 
 # ---------------------------------------------------------------- Content-* parsing (RFC 2045)
@@ -986,8 +986,8 @@ class ParsedMessage:
         return [decode_header_value(f.value) for f in self._fields() if f.name == key]
 
     def address_values(self, name: str) -> list[str]:
-        """For SEARCH FROM/TO/CC/BCC: each top-level field called ``name`` as
-        :func:`address_search_text` writes it (header text and ENVELOPE addresses)."""
+        """For SEARCH FROM/TO/CC/BCC: the addresses of each top-level field called ``name``
+        as :func:`address_search_text` writes them."""
         key = name.lower().encode("ascii", "replace")
         return [address_search_text(f.value) for f in self._fields() if f.name == key]
 

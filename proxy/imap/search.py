@@ -207,9 +207,11 @@ def _eval(key: Key, c: _Context) -> bool | None:
     if isinstance(key, Header):
         if c.msg is None:
             return None
-        values = (c.msg.address_values(key.field) if key.address
-                  else c.msg.header_values(key.field))
-        return any(key.text in v.casefold() for v in values)
+        # the field text (comments included), then for an address key its ENVELOPE form
+        if any(key.text in v.casefold() for v in c.msg.header_values(key.field)):
+            return True
+        return key.address and any(key.text in v.casefold()
+                                   for v in c.msg.address_values(key.field))
     if isinstance(key, Body):
         if c.msg is None:
             return None
