@@ -100,6 +100,11 @@ class Outbox:
         return out
 
 
+def _checked_name(dest: AuditDestination) -> str:
+    """The name the receiver's certificate must carry (config sets server_name for tls)."""
+    return dest.server_name or dest.host
+
+
 class Shipper:
     def __init__(self, outbox: Outbox, destinations: Sequence[AuditDestination],
                  source: Source, interval: float, batch: int) -> None:
@@ -127,7 +132,7 @@ class Shipper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # receiver down: keep the backlog, retry later
-                log.warning("audit shipping failed", destination=dest.name, error=repr(exc))
+                self._log_failure(dest, exc)
                 with contextlib.suppress(Exception):
                     await self._in_thread(self.outbox.failed, dest.name, repr(exc))
                 await asyncio.sleep(backoff)
@@ -135,11 +140,22 @@ class Shipper:
             else:
                 backoff = 0.5
 
+    @staticmethod
+    def _log_failure(dest: AuditDestination, exc: Exception) -> None:
+        if isinstance(exc, ssl.SSLCertVerificationError):  # not the receiver configured
+            log.error("audit destination refused: its certificate does not verify",
+                      destination=dest.name, server_name=_checked_name(dest),
+                      reason=exc.verify_message)
+        else:
+            log.warning("audit shipping failed", destination=dest.name, error=repr(exc))
+
     def _tls_context(self, dest: AuditDestination) -> ssl.SSLContext:
+        # RFC 5425 §4.2.1, §5.2: the receiver's certificate must chain to ca_file *and* name the
+        # destination (server_name, default host); any other receiver of the same CA gets
+        # nothing, the handshake fails before the first record is written.
         ctx = ssl.create_default_context(cafile=str(dest.ca_file) if dest.ca_file else None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if dest.server_name is None:
-            ctx.check_hostname = False  # chain still verified against ca_file
+        ctx.check_hostname = True
         if dest.cert_file and dest.key_file:
             ctx.load_cert_chain(str(dest.cert_file), str(dest.key_file))
         return ctx
@@ -147,7 +163,7 @@ class Shipper:
     async def _ship_tls(self, dest: AuditDestination) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             dest.host, dest.port, ssl=self._tls_context(dest),
-            server_hostname=dest.server_name or dest.host), timeout=15)
+            server_hostname=_checked_name(dest)), timeout=15)
         log.info("audit destination connected", destination=dest.name)
         closed = asyncio.ensure_future(reader.read())  # receivers never talk: EOF = gone
         confirmed = await self._in_thread(self.outbox.cursor, dest.name)

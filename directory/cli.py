@@ -157,8 +157,7 @@ def directory_publish(ctx: typer.Context) -> None:
         target = directory.publish
         password = read_secret("directory.publish", target.password_env, target.password_file)
         try:
-            report = publish(app.engine, directory, target.url, target.bind_dn,
-                             password or "", target.base_dn, actor())
+            report = publish(app.engine, directory, target, password or "", actor())
         except SyncError as exc:
             fail(str(exc))
     print(f"published: {report.added} added, {report.updated} updated, {report.removed} "

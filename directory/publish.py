@@ -23,9 +23,9 @@ from sqlalchemy import Connection, Engine
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
-from directory.sync import SyncError
+from directory.sync import SyncError, ldap_connection
 from mss import store
-from mss.config import DirectoryConfig
+from mss.config import DirectoryConfig, PublishConfig
 
 OBJECT_CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox"]
 IMMUTABLE = ("mail", "type")
@@ -81,17 +81,19 @@ def to_ldif(entries: Iterable[dict[str, str]], base: str, mapping: dict[str, str
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def publish(engine: Engine, config: DirectoryConfig, publish_url: str, bind_dn: str,
-            password: str, base: str, actor: str) -> PublishReport:
-    mapping = config.attributes
+def publish(engine: Engine, config: DirectoryConfig, to: PublishConfig, password: str,
+            actor: str) -> PublishReport:
+    """Bring *to*'s subtree in line with our mailboxes, over the same verified TLS as
+    sync (:func:`directory.sync.ldap_connection`): a server that fails the check gets no bind
+    request, so never the password."""
+    mapping, publish_url, base = config.attributes, to.url, to.base_dn
     with engine.connect() as conn:
         desired = desired_entries(conn)
     report = PublishReport()
     t0 = time.monotonic()
     try:
-        ldap = ldap3.Connection(ldap3.Server(publish_url, get_info=ldap3.NONE), bind_dn,
-                                password, auto_bind=True, raise_exceptions=True,
-                                receive_timeout=int(config.timeout))
+        ldap = ldap_connection(publish_url, to.tls, to.ca_file, config.timeout, to.bind_dn,
+                               password, read_only=False)
         try:
             present: dict[str, tuple[str, dict[str, Any]]] = {}
             wanted = list({mapping[k] for k in

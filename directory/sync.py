@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ldap3
@@ -95,34 +96,57 @@ def validate(row: dict[str, Any]) -> str | None:
     return None
 
 
+class VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 ships no type hints
+    """ldap3's Tls with the server verified in the handshake: chain against *ca_file* (None:
+    the system store) and the URL's host against the certificate (RFC 4513 §3.1.3). ldap3
+    itself turns ``check_hostname`` off and, left to its defaults, validates nothing."""
+
+    def __init__(self, ca_file: Path | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                         ca_certs_file=str(ca_file) if ca_file else None)
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(cafile=self.ca_certs_file)  # check_hostname on
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        connection.socket = context.wrap_socket(
+            connection.socket, server_hostname=connection.server.host,
+            do_handshake_on_connect=do_handshake)
+
+
+def ldap_connection(url: str, tls: str, ca_file: Path | None, timeout: float,
+                    user: str | None, password: str | None, *,
+                    read_only: bool) -> ldap3.Connection:
+    """A bound connection to *url* under the directory TLS policy, shared by sync and
+    publication: ``ldaps://`` (or tls = "ldaps") is TLS from the first byte, tls =
+    "starttls" upgrades before the bind (RFC 4513 §3); either way the server is verified
+    (:class:`VerifiedTls`) before the bind request, and so the password, is sent."""
+    use_ssl = url.startswith("ldaps://") or tls == "ldaps"
+    server = ldap3.Server(url, use_ssl=use_ssl, connect_timeout=int(timeout),
+                          tls=VerifiedTls(ca_file) if use_ssl or tls == "starttls" else None,
+                          get_info=ldap3.NONE)
+    conn = ldap3.Connection(server, user=user, password=password,
+                            receive_timeout=int(timeout), read_only=read_only,
+                            raise_exceptions=True, check_names=False)
+    conn.open()
+    if tls == "starttls":
+        conn.start_tls()
+    conn.bind()
+    return conn
+
+
 class LdapSource:
     """Connects to the first reachable server of the list (failover in order)."""
 
     def __init__(self, config: DirectoryConfig) -> None:
         self.config = config
 
-    def _tls(self) -> ldap3.Tls:
-        return ldap3.Tls(validate=ssl.CERT_REQUIRED,
-                         ca_certs_file=str(self.config.ca_file) if self.config.ca_file else None,
-                         version=ssl.PROTOCOL_TLS_CLIENT)
-
     def connect(self) -> tuple[ldap3.Connection, str]:
         cfg = self.config
         errors = []
         for url in cfg.urls:
-            use_ssl = url.startswith("ldaps://") or cfg.tls == "ldaps"
-            server = ldap3.Server(url, use_ssl=use_ssl, connect_timeout=int(cfg.timeout),
-                                  tls=self._tls() if cfg.tls != "none" or use_ssl else None,
-                                  get_info=ldap3.NONE)
             try:
-                conn = ldap3.Connection(server, user=cfg.bind_dn, password=cfg.password(),
-                                        receive_timeout=int(cfg.timeout), read_only=True,
-                                        raise_exceptions=True, check_names=False)
-                conn.open()
-                if cfg.tls == "starttls":
-                    conn.start_tls()
-                conn.bind()
-                return conn, url
+                return ldap_connection(url, cfg.tls, cfg.ca_file, cfg.timeout, cfg.bind_dn,
+                                       cfg.password(), read_only=True), url
             except LDAPException as exc:
                 errors.append(f"{url}: {type(exc).__name__}")
         raise SyncError("no directory server reachable (" + "; ".join(errors) + ")")

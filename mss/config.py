@@ -1,18 +1,27 @@
 """Typed configuration loaded from one TOML file.
 
-Every key is documented in ``config/mss.toml``. Relative paths are resolved against the
-directory that holds the configuration file, so a data dir can be moved as a whole. An
-invalid value raises :class:`ConfigError` naming the key and what is wrong; ``mss serve``
-stops on it before opening any socket.
+Every key is documented in ``config/mss.toml``. The dataclasses below are the schema: each
+field of a section's dataclass is a key of its table, read with the field's type and default
+(:func:`_fill`), so adding a key is adding a field. A key that no section asks for (a typo:
+``crl_file`` for ``crl_files``) is an error naming its path and the nearest valid name, never
+silently ignored. Relative paths are resolved against ``server.data_dir`` so a data dir can be
+moved as a whole. An invalid value raises :class:`ConfigError` naming the key and what is
+wrong; ``mss serve`` and every CLI command stop on it (exit 2) before opening any socket.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import ipaddress
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 DEFAULT_CONFIG_NAME = "mss.toml"
 
@@ -23,15 +32,15 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    name: str
-    host: str
+    name: str  # the table's name (listeners.NAME), not a key
     port: int
+    host: str = "127.0.0.1"
     enabled: bool = True
 
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    hostname: str
+    hostname: str = "localhost"
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
     session_timeout: float = 300.0
@@ -45,9 +54,9 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class TlsConfig:
-    cert_file: Path
-    key_file: Path
-    ca_file: Path
+    cert_file: Path = Path("pki/server.crt")
+    key_file: Path = Path("pki/server.key")
+    ca_file: Path = Path("pki/ca.crt")
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,13 @@ class AuditDestination:
     """A syslog receiver of the audit trail (an ATNA audit record repository)."""
 
     name: str
-    transport: str  # "tls" (RFC 5425) | "udp" (RFC 5426)
-    host: str
-    port: int
+    transport: str = "tls"  # "tls" (RFC 5425) | "udp" (RFC 5426)
+    host: str = "127.0.0.1"
+    port: int = 6514  # 514 when transport = "udp"
     ca_file: Path | None = None  # trust anchors for the receiver's certificate
     cert_file: Path | None = None  # our client certificate (ATNA node authentication)
     key_file: Path | None = None
-    server_name: str | None = None  # expected name in the receiver's certificate
+    server_name: str | None = None  # name checked in the receiver's certificate (tls: host)
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class PublishConfig:
     base_dn: str
     password_file: Path | None = None
     password_env: str | None = None
+    tls: str = "none"  # none | starttls | ldaps (an ldaps:// url is ldaps), as directory.tls
+    ca_file: Path | None = None  # trust anchors of the server (default: directory.ca_file)
 
 
 @dataclass(frozen=True)
@@ -238,52 +249,114 @@ class Config:
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
                                      "relay": 2526, "imap": 2143, "imaps": 2993}
 
-
-def _get(table: dict[str, Any], key: str, prefix: str, kind: type, default: Any) -> Any:
-    value = table.get(key, default)
-    name = f"{prefix}.{key}" if prefix else key
-    if value is None:
-        raise ConfigError(f"config: {name} is required")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"config: {name}: expected {kind.__name__}, got {value!r}")
-    return value
+T = TypeVar("T")
+PathOf = Callable[[str], Path]
 
 
-def _positive(value: float, name: str) -> None:
-    if value <= 0:
-        raise ConfigError(f"config: {name}: must be > 0, got {value!r}")
+class _Table:
+    """One TOML table being read. It remembers every key asked for, present or not, so
+    that :meth:`done` can refuse a key nobody asked for, naming its path and the nearest
+    valid name (a typo must never silently fall back to a default)."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: [{path}] must be a table")
+        self.raw: dict[str, Any] = raw
+        self.path = path
+        self.asked: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return self.raw.get(key, default)
+
+    def table(self, key: str) -> _Table:
+        """A sub-table (absent: empty)."""
+        return _Table(self.get(key, {}), self.name(key))
+
+    def tables(self, key: str) -> list[_Table]:
+        """An array of tables (``[[key]]``; absent: none)."""
+        items = self.get(key, [])
+        if not isinstance(items, list):
+            raise ConfigError(f"config: [[{self.name(key)}]] must be an array of tables")
+        return [_Table(item, f"{self.name(key)}[{i}]") for i, item in enumerate(items)]
+
+    def value(self, key: str, kind: Any, default: Any = dataclasses.MISSING) -> Any:
+        """The key's value as *kind* (a type annotation); *default* when absent."""
+        if key not in self.raw:
+            self.asked.add(key)
+            if default is dataclasses.MISSING:
+                raise ConfigError(f"config: {self.name(key)} is required")
+            return default
+        return _convert(self.get(key), kind, self.name(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.asked)
+        if unknown:
+            key = unknown[0]
+            what = "table" if isinstance(self.raw[key], dict) else "key"
+            near = difflib.get_close_matches(key, sorted(self.asked), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config: unknown {what} {self.name(key)!r}{hint}")
 
 
-def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"config: [{key}] must be a table")
-    return value
+def _convert(value: Any, kind: Any, name: str) -> Any:
+    """*value* checked against the annotation *kind* (paths stay strings: see _fill)."""
+    args = [a for a in get_args(kind) if a is not NoneType]
+    if isinstance(kind, UnionType):  # X | None: "" means None for a path
+        return None if value == "" and args[0] is Path else _convert(value, args[0], name)
+    if get_origin(kind) is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"config: {name}: expected a list, got {value!r}")
+        return tuple(_convert(v, args[0], name) for v in value)
+    expected = {Path: str, float: int | float}.get(kind, kind)
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
+        raise ConfigError(f"config: {name}: expected {getattr(kind, '__name__', kind)}, "
+                          f"got {value!r}")
+    return float(value) if kind is float else value
 
 
-def _whitelist_fetch(raw: dict[str, Any], path_of: Any) -> WhitelistFetchConfig:
-    prefix = "whitelist.fetch"
-    url = _get(raw, "url", prefix, str, "")
-    sha256_url = _get(raw, "sha256_url", prefix, str, "")
-    for key, value in (("url", url), ("sha256_url", sha256_url)):
-        if value and not value.startswith(("https://", "http://", "file://")):
-            raise ConfigError(f"config: {prefix}.{key}: expected an http(s):// or file:// URL")
-    if sha256_url and not url:
-        raise ConfigError(f"config: {prefix}.sha256_url: given without {prefix}.url")
-    ca_file = _get(raw, "ca_file", prefix, str, "")
-    fetch = WhitelistFetchConfig(
-        url=url, sha256_url=sha256_url,
-        interval=_get(raw, "interval", prefix, float, 21600.0),
-        timeout=_get(raw, "timeout", prefix, float, 60.0),
-        max_bytes=_get(raw, "max_bytes", prefix, int, 64 * 1024 * 1024),
-        ca_file=Path(path_of(ca_file)) if ca_file else None)
-    if fetch.interval < 0:
-        raise ConfigError(f"config: {prefix}.interval: must be >= 0 (0: off)")
-    _positive(fetch.timeout, f"{prefix}.timeout")
-    _positive(fetch.max_bytes, f"{prefix}.max_bytes")
-    return fetch
+def _is_path(kind: Any) -> bool:
+    return kind is Path or Path in get_args(kind)
+
+
+def _fill(cls: type[T], table: _Table, path_of: PathOf, given: dict[str, Any] | None = None,
+          defaults: dict[str, Any] | None = None) -> T:
+    """*cls* read from *table*: each field not *given* is the key of the same name, of the
+    field's type, defaulting to *defaults* or the field's default; a dataclass field is a
+    sub-table. Unknown keys are refused before any value is checked (a typo first)."""
+    given, defaults = dict(given or {}), defaults or {}
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    table.asked.update(n for n in names if n not in given)
+    table.done()
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            continue
+        kind = hints[f.name]
+        sub = next((a for a in (kind, *get_args(kind)) if isinstance(a, type)
+                    and dataclasses.is_dataclass(a)), None)
+        if sub is not None:
+            given[f.name] = (None if sub is not kind and f.name not in table.raw
+                             else _fill(sub, table.table(f.name), path_of))
+            continue
+        default = defaults.get(f.name, f.default)
+        if default is dataclasses.MISSING and callable(f.default_factory):
+            default = f.default_factory()
+        value = table.value(f.name, kind, default)
+        if _is_path(kind) and value is not None:
+            value = (tuple(Path(path_of(str(v))) for v in value) if isinstance(value, tuple)
+                     else Path(path_of(str(value))))
+        given[f.name] = value
+    return cls(**given)
+
+
+def _positive(obj: Any, prefix: str, *keys: str) -> None:
+    for key in keys:
+        if getattr(obj, key) <= 0:
+            raise ConfigError(f"config: {prefix}.{key}: must be > 0, got {getattr(obj, key)!r}")
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -310,193 +383,146 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
-    base = cfg_path.parent
-    server = _table(raw, "server")
-    data_dir = base / _get(server, "data_dir", "server", str, ".")
+    top = _Table(raw, "")
+    server = top.table("server")
+    data_dir = cfg_path.parent / server.value("data_dir", str, ".")
+    workers = server.value("workers", int, 1)
+    server.done()
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     def path_of(value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else (data_dir / p)
 
-    db = _table(raw, "database")
-    url = _get(db, "url", "database", str, "sqlite:///mss.db")
+    db = top.table("database")
+    url = db.value("url", str, "sqlite:///mss.db")
+    db.done()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:///" + str(path_of(url[len("sqlite:///"):]))
     elif not url.startswith(("sqlite:", "postgresql")):
         raise ConfigError(f"config: database.url: unsupported scheme in {url!r}")
 
-    keys = _table(raw, "keys")
-    master_key_file = path_of(_get(keys, "master_key_file", "keys", str, "keys/master.key"))
+    keys = top.table("keys")
+    master_key_file = path_of(keys.value("master_key_file", str, "keys/master.key"))
+    keys.done()
 
-    tls_raw = _table(raw, "tls")
-    tls = TlsConfig(
-        cert_file=path_of(_get(tls_raw, "cert_file", "tls", str, "pki/server.crt")),
-        key_file=path_of(_get(tls_raw, "key_file", "tls", str, "pki/server.key")),
-        ca_file=path_of(_get(tls_raw, "ca_file", "tls", str, "pki/ca.crt")),
-    )
-
-    smtp_raw = _table(raw, "smtp")
-    hostname = _get(smtp_raw, "hostname", "smtp", str, "localhost")
-    smtp = SmtpConfig(
-        hostname=hostname,
-        max_message_size=_get(smtp_raw, "max_message_size", "smtp", int, 50 * 1024 * 1024),
-        max_recipients=_get(smtp_raw, "max_recipients", "smtp", int, 100),
-        session_timeout=_get(smtp_raw, "session_timeout", "smtp", float, 300.0),
-        data_timeout=_get(smtp_raw, "data_timeout", "smtp", float, 600.0),
-        line_length_limit=_get(smtp_raw, "line_length_limit", "smtp", int, 1000),
-        max_errors=_get(smtp_raw, "max_errors", "smtp", int, 20),
-        auth_failures=_get(smtp_raw, "auth_failures", "smtp", int, 5),
-        auth_window=_get(smtp_raw, "auth_window", "smtp", float, 900.0),
-        auth_lockout=_get(smtp_raw, "auth_lockout", "smtp", float, 300.0),
-    )
-    for key in ("max_message_size", "max_recipients", "session_timeout", "data_timeout",
-                "max_errors", "auth_failures", "auth_window", "auth_lockout"):
-        _positive(getattr(smtp, key), f"smtp.{key}")
-    if smtp.line_length_limit < 1000:
-        raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
-
-    listeners_raw = _table(raw, "listeners")
-    unknown = set(listeners_raw) - set(DEFAULT_LISTENERS)
-    if unknown:
-        raise ConfigError(f"config: [listeners.{sorted(unknown)[0]}]: unknown listener")
-    listeners: dict[str, ListenerConfig] = {}
-    for name, default_port in DEFAULT_LISTENERS.items():
-        section = listeners_raw.get(name, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"config: [listeners.{name}] must be a table")
-        prefix = f"listeners.{name}"
-        port = _get(section, "port", prefix, int, default_port)
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"config: {prefix}.port: out of range: {port}")
-        listeners[name] = ListenerConfig(
-            name=name,
-            host=_get(section, "host", prefix, str, "127.0.0.1"),
-            port=port,
-            enabled=_get(section, "enabled", prefix, bool, True),
-        )
-
-    wl_raw = _table(raw, "whitelist")
-    whitelist = WhitelistConfig(
-        max_shrink_ratio=_get(wl_raw, "max_shrink_ratio", "whitelist", float, 0.10),
-        reload_interval=_get(wl_raw, "reload_interval", "whitelist", float, 5.0),
-        fetch=_whitelist_fetch(_table(wl_raw, "fetch"), path_of),
-    )
-    if not 0.0 <= whitelist.max_shrink_ratio <= 1.0:
-        raise ConfigError("config: whitelist.max_shrink_ratio: must be between 0 and 1")
-    _positive(whitelist.reload_interval, "whitelist.reload_interval")
-
-    log_raw = _table(raw, "logging")
-    level = _get(log_raw, "level", "logging", str, "info").lower()
+    log = top.table("logging")
+    level = log.value("level", str, "info").lower()
+    log_file = log.value("file", Path | None, None)
+    log.done()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config: logging.level: unknown level {level!r}")
-    log_file_raw = log_raw.get("file")
-    if log_file_raw is not None and not isinstance(log_file_raw, str):
-        raise ConfigError("config: logging.file: expected str")
 
-    audit = _audit_config(_table(raw, "audit"), path_of, tls)
-
-    workers = _get(server, "workers", "server", int, 1)
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
-
-    return Config(
-        imap=_imap_config(_table(raw, "imap"), smtp.max_message_size),
-        delivery=_delivery_config(_table(raw, "delivery")),
-        pki=_pki_config(_table(raw, "pki"), path_of, tls),
-        directory=_directory_config(raw.get("directory"), path_of),
-        audit=audit,
-        workers=workers,
-        path=cfg_path,
-        data_dir=data_dir,
-        database_url=url,
-        master_key_file=master_key_file,
-        tls=tls,
-        smtp=smtp,
-        listeners=listeners,
-        whitelist=whitelist,
-        log_level=level,
-        log_file=path_of(log_file_raw) if log_file_raw else None,
+    tls = _fill(TlsConfig, top.table("tls"), path_of)
+    smtp = _smtp_config(_fill(SmtpConfig, top.table("smtp"), path_of))
+    config = Config(
+        path=cfg_path, data_dir=data_dir, database_url=url, master_key_file=master_key_file,
+        tls=tls, smtp=smtp, listeners=_listeners(top.table("listeners"), path_of),
+        whitelist=_whitelist_config(_fill(WhitelistConfig, top.table("whitelist"), path_of)),
+        log_level=level, log_file=path_of(log_file) if log_file else None, workers=workers,
+        audit=_audit_config(top.table("audit"), path_of, tls),
+        directory=_directory_config(top, path_of),
+        delivery=_delivery_config(_fill(DeliveryConfig, top.table("delivery"), path_of)),
+        pki=_pki_config(_fill(PkiConfig, top.table("pki"), path_of,
+                              defaults={"anchors": tls.ca_file})),
+        imap=_imap_config(_fill(ImapConfig, top.table("imap"), path_of,
+                                defaults={"max_literal_size": smtp.max_message_size})),
     )
-
-
-def _audit_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> AuditConfig:
-    destinations = []
-    items = raw.get("destinations", [])
-    if not isinstance(items, list):
-        raise ConfigError("config: [[audit.destinations]] must be an array of tables")
-    names = set()
-    for index, item in enumerate(items):
-        prefix = f"audit.destinations[{index}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"config: {prefix} must be a table")
-        name = _get(item, "name", prefix, str, f"destination{index}")
-        if name in names:
-            raise ConfigError(f"config: {prefix}.name: duplicate name {name!r}")
-        names.add(name)
-        transport = _get(item, "transport", prefix, str, "tls")
-        if transport not in ("tls", "udp"):
-            raise ConfigError(f"config: {prefix}.transport: 'tls' or 'udp', got {transport!r}")
-        port = _get(item, "port", prefix, int, 6514 if transport == "tls" else 514)
-        if not 0 < port <= 65535:
-            raise ConfigError(f"config: {prefix}.port: out of range: {port}")
-
-        def optional_path(key: str, default: Path | None, item: dict[str, Any] = item,
-                          prefix: str = prefix) -> Path | None:
-            value = item.get(key)
-            if value is None:
-                return default
-            if not isinstance(value, str):
-                raise ConfigError(f"config: {prefix}.{key}: expected str")
-            return Path(path_of(value))
-
-        server_name = item.get("server_name")
-        if server_name is not None and not isinstance(server_name, str):
-            raise ConfigError(f"config: {prefix}.server_name: expected str")
-        destinations.append(AuditDestination(
-            name=name, transport=transport, host=_get(item, "host", prefix, str, "127.0.0.1"),
-            port=port, ca_file=optional_path("ca_file", tls.ca_file),
-            cert_file=optional_path("cert_file", tls.cert_file),
-            key_file=optional_path("key_file", tls.key_file), server_name=server_name))
-    config = AuditConfig(
-        destinations=tuple(destinations),
-        ship_interval=_get(raw, "ship_interval", "audit", float, 1.0),
-        batch=_get(raw, "batch", "audit", int, 500),
-        retention_days=_get(raw, "retention_days", "audit", int, 365),
-        checkpoint_interval=_get(raw, "checkpoint_interval", "audit", float, 300.0),
-        signing_key_file=Path(path_of(_get(raw, "signing_key_file", "audit", str,
-                                           "keys/audit-signing.key"))),
-        pseudonym_key_file=Path(path_of(_get(raw, "pseudonym_key_file", "audit", str,
-                                             "keys/pseudonym.key"))),
-    )
-    if config.retention_days < 183:
-        raise ConfigError("config: audit.retention_days: at least 183 (six months of traces)")
-    _positive(config.checkpoint_interval, "audit.checkpoint_interval")
-    _positive(config.ship_interval, "audit.ship_interval")
-    _positive(config.batch, "audit.batch")
+    top.done()
     return config
 
 
-def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
-    p = "delivery"
-    d = DeliveryConfig()
-    nameservers = raw.get("nameservers", [])
-    if not isinstance(nameservers, list) or not all(isinstance(n, str) for n in nameservers):
-        raise ConfigError("config: delivery.nameservers: a list of IP addresses")
-    values: dict[str, Any] = {"nameservers": tuple(nameservers)}
-    for key, kind in (("enabled", bool), ("dns_port", int), ("dns_timeout", float),
-                      ("port", int), ("connect_timeout", float), ("command_timeout", float),
-                      ("max_attempts", int), ("retry_base", float), ("retry_factor", float),
-                      ("retry_max", float), ("jitter", float), ("max_age", float),
-                      ("lease", float), ("poll_interval", float), ("batch", int),
-                      ("max_concurrency", int), ("max_per_destination", int),
-                      ("session_reuse", int), ("session_idle", float)):
-        values[key] = _get(raw, key, p, kind, getattr(d, key))
-    config = DeliveryConfig(**values)
-    for key in ("dns_port", "port", "dns_timeout", "connect_timeout", "command_timeout",
-                "max_attempts", "retry_base", "retry_max", "max_age", "lease",
-                "poll_interval", "batch", "max_concurrency", "max_per_destination",
-                "session_reuse"):
-        _positive(getattr(config, key), f"delivery.{key}")
+def _smtp_config(smtp: SmtpConfig) -> SmtpConfig:
+    _positive(smtp, "smtp", "max_message_size", "max_recipients", "session_timeout",
+              "data_timeout", "max_errors", "auth_failures", "auth_window", "auth_lockout")
+    if smtp.line_length_limit < 1000:
+        raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
+    return smtp
+
+
+def _listeners(table: _Table, path_of: PathOf) -> dict[str, ListenerConfig]:
+    listeners = {name: _fill(ListenerConfig, table.table(name), path_of, given={"name": name},
+                             defaults={"port": port})
+                 for name, port in DEFAULT_LISTENERS.items()}
+    table.done()
+    for name, listener in listeners.items():
+        if not 0 <= listener.port <= 65535:
+            raise ConfigError(f"config: listeners.{name}.port: out of range: {listener.port}")
+    return listeners
+
+
+def _whitelist_config(whitelist: WhitelistConfig) -> WhitelistConfig:
+    if not 0.0 <= whitelist.max_shrink_ratio <= 1.0:
+        raise ConfigError("config: whitelist.max_shrink_ratio: must be between 0 and 1")
+    _positive(whitelist, "whitelist", "reload_interval")
+    prefix, fetch = "whitelist.fetch", whitelist.fetch
+    for key in ("url", "sha256_url"):
+        value = getattr(fetch, key)
+        if value and not value.startswith(("https://", "http://", "file://")):
+            raise ConfigError(f"config: {prefix}.{key}: expected an http(s):// or file:// URL")
+    if fetch.sha256_url and not fetch.url:
+        raise ConfigError(f"config: {prefix}.sha256_url: given without {prefix}.url")
+    if fetch.interval < 0:
+        raise ConfigError(f"config: {prefix}.interval: must be >= 0 (0: off)")
+    _positive(fetch, prefix, "timeout", "max_bytes")
+    return whitelist
+
+
+_DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?", re.I)
+
+
+def _checkable_name(name: str) -> bool:
+    """True if *name* can be matched against a certificate (RFC 6125 §6: a DNS name or an
+    IP address; not empty, not a wildcard)."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return bool(_DNS_NAME.fullmatch(name))
+
+
+def _audit_destination(table: _Table, index: int, path_of: PathOf,
+                       tls: TlsConfig) -> AuditDestination:
+    transport = table.value("transport", str, "tls")
+    if transport not in ("tls", "udp"):
+        raise ConfigError(f"config: {table.name('transport')}: 'tls' or 'udp', "
+                          f"got {transport!r}")
+    dest = _fill(AuditDestination, table, path_of, given={"transport": transport}, defaults={
+        "name": f"destination{index}", "port": 6514 if transport == "tls" else 514,
+        "ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file})
+    if not 0 < dest.port <= 65535:
+        raise ConfigError(f"config: {table.name('port')}: out of range: {dest.port}")
+    if transport == "tls":  # the receiver's name is always checked (RFC 5425 §5.2)
+        server_name = dest.host if dest.server_name is None else dest.server_name
+        if not _checkable_name(server_name):
+            key = "server_name" if dest.server_name is not None else "host"
+            raise ConfigError(f"config: {table.name(key)}: {server_name!r} cannot be checked "
+                              "in the receiver's certificate (a DNS name or an IP address)")
+        dest = dataclasses.replace(dest, server_name=server_name)
+    return dest
+
+
+def _audit_config(table: _Table, path_of: PathOf, tls: TlsConfig) -> AuditConfig:
+    destinations = tuple(_audit_destination(item, index, path_of, tls)
+                         for index, item in enumerate(table.tables("destinations")))
+    names = [d.name for d in destinations]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"config: audit.destinations[{index}].name: duplicate name "
+                              f"{name!r}")
+    config = _fill(AuditConfig, table, path_of, given={"destinations": destinations})
+    if config.retention_days < 183:
+        raise ConfigError("config: audit.retention_days: at least 183 (six months of traces)")
+    _positive(config, "audit", "checkpoint_interval", "ship_interval", "batch")
+    return config
+
+
+def _delivery_config(config: DeliveryConfig) -> DeliveryConfig:
+    _positive(config, "delivery", "dns_port", "port", "dns_timeout", "connect_timeout",
+              "command_timeout", "max_attempts", "retry_base", "retry_max", "max_age",
+              "lease", "poll_interval", "batch", "max_concurrency", "max_per_destination",
+              "session_reuse")
     if config.retry_factor < 1.0:
         raise ConfigError("config: delivery.retry_factor: must be >= 1")
     if config.lease * 0.8 <= 2 * config.connect_timeout:
@@ -511,120 +537,52 @@ def _delivery_config(raw: dict[str, Any]) -> DeliveryConfig:
     return config
 
 
-def _pki_config(raw: dict[str, Any], path_of: Any, tls: TlsConfig) -> PkiConfig:
-    p = "pki"
-    d = PkiConfig(anchors=tls.ca_file)
-    intermediates = _get(raw, "intermediates", p, str, "")
-    files = raw.get("crl_files", [])
-    urls = raw.get("crl_urls", [])
-    for key, value in (("crl_files", files), ("crl_urls", urls)):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"config: pki.{key}: a list of strings")
-    for url in urls:
+def _pki_config(config: PkiConfig) -> PkiConfig:
+    for url in config.crl_urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"config: pki.crl_urls: not an http(s) URL: {url!r}")
-    anchors = raw.get("anchors")
-    if anchors is not None and not isinstance(anchors, str):
-        raise ConfigError("config: pki.anchors: expected str")
-    config = PkiConfig(
-        anchors=Path(path_of(anchors)) if anchors else tls.ca_file,
-        intermediates=Path(path_of(intermediates)) if intermediates else None,
-        crl_files=tuple(Path(path_of(f)) for f in files), crl_urls=tuple(urls),
-        crl_unavailable=_get(raw, "crl_unavailable", p, str, d.crl_unavailable),
-        crl_fetch_timeout=_get(raw, "crl_fetch_timeout", p, float, d.crl_fetch_timeout),
-        crl_refresh_interval=_get(raw, "crl_refresh_interval", p, float,
-                                  d.crl_refresh_interval),
-        crl_retry_interval=_get(raw, "crl_retry_interval", p, float, d.crl_retry_interval),
-        crl_cache_dir=Path(path_of(_get(raw, "crl_cache_dir", p, str, "crl-cache"))),
-        verify_cache_ttl=_get(raw, "verify_cache_ttl", p, float, d.verify_cache_ttl),
-    )
     if config.crl_unavailable not in ("fail-closed", "fail-open"):
         raise ConfigError("config: pki.crl_unavailable: 'fail-closed' or 'fail-open', got "
                           f"{config.crl_unavailable!r}")
-    for key in ("crl_fetch_timeout", "crl_refresh_interval", "crl_retry_interval"):
-        _positive(getattr(config, key), f"pki.{key}")
+    _positive(config, "pki", "crl_fetch_timeout", "crl_refresh_interval", "crl_retry_interval")
     if config.verify_cache_ttl < 0:
         raise ConfigError("config: pki.verify_cache_ttl: must be >= 0")
     return config
 
 
-def _imap_config(raw: dict[str, Any], max_message_size: int) -> ImapConfig:
-    d = ImapConfig(max_literal_size=max_message_size)
-    values: dict[str, Any] = {}
-    for key, kind in (("session_timeout", float), ("preauth_timeout", float),
-                      ("max_line_length", int), ("max_literal_size", int),
-                      ("max_errors", int), ("idle_poll", float), ("login_failures", int),
-                      ("login_window", float), ("login_lockout", float)):
-        values[key] = _get(raw, key, "imap", kind, getattr(d, key))
-        _positive(values[key], f"imap.{key}")
-    if values["max_line_length"] < 1000:
+def _imap_config(config: ImapConfig) -> ImapConfig:
+    _positive(config, "imap", *(f.name for f in dataclasses.fields(config)))
+    if config.max_line_length < 1000:
         raise ConfigError("config: imap.max_line_length: must be >= 1000")
-    return ImapConfig(**values)
-
-
-def _publish_config(raw: Any, path_of: Any) -> PublishConfig | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError("config: [directory.publish] must be a table")
-    p = "directory.publish"
-    password_file = raw.get("password_file")
-    return PublishConfig(url=_get(raw, "url", p, str, None),
-                         bind_dn=_get(raw, "bind_dn", p, str, None),
-                         base_dn=_get(raw, "base_dn", p, str, None),
-                         password_file=Path(path_of(password_file)) if password_file else None,
-                         password_env=raw.get("password_env"))
-
-
-def _directory_config(raw: Any, path_of: Any) -> DirectoryConfig | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError("config: [directory] must be a table")
-    p = "directory"
-    urls = raw.get("urls", raw.get("url"))
-    if isinstance(urls, str):
-        urls = [urls]
-    if not urls or not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise ConfigError("config: directory.urls: a list of ldap:// or ldaps:// URLs")
-    for url in urls:
-        if not url.startswith(("ldap://", "ldaps://")):
-            raise ConfigError(f"config: directory.urls: not an LDAP URL: {url!r}")
-    tls = _get(raw, "tls", p, str, "none")
-    if tls not in ("none", "starttls", "ldaps"):
-        raise ConfigError(f"config: directory.tls: none, starttls or ldaps, got {tls!r}")
-    attributes = dict(DEFAULT_ATTRIBUTES)
-    mapping = raw.get("attributes", {})
-    if not isinstance(mapping, dict):
-        raise ConfigError("config: [directory.attributes] must be a table")
-    for key, value in mapping.items():
-        if key not in DIRECTORY_FIELDS or not isinstance(value, str):
-            raise ConfigError(f"config: directory.attributes.{key}: unknown field or not a str")
-        attributes[key] = value
-    password_file = raw.get("password_file")
-    unpublished = raw.get("unpublished_domains", [])
-    if not isinstance(unpublished, list):
-        raise ConfigError("config: directory.unpublished_domains: a list of domains")
-    config = DirectoryConfig(
-        urls=tuple(urls), base_dn=_get(raw, "base_dn", p, str, None),
-        bind_dn=raw.get("bind_dn"),
-        password_file=Path(path_of(password_file)) if password_file else None,
-        password_env=raw.get("password_env"),
-        filter=_get(raw, "filter", p, str, "(objectClass=mssMailbox)"), tls=tls,
-        ca_file=Path(path_of(raw["ca_file"])) if raw.get("ca_file") else None,
-        page_size=_get(raw, "page_size", p, int, 1000),
-        timeout=_get(raw, "timeout", p, float, 30.0),
-        interval=_get(raw, "interval", p, float, 3600.0),
-        full_every=_get(raw, "full_every", p, float, 86400.0),
-        reject_invalid=_get(raw, "reject_invalid", p, bool, False),
-        check_recipients=_get(raw, "check_recipients", p, bool, True),
-        unpublished_domains=tuple(str(d).lower() for d in unpublished),
-        attributes=attributes,
-        publish=_publish_config(raw.get("publish"), path_of),
-    )
-    _positive(config.page_size, "directory.page_size")
-    _positive(config.timeout, "directory.timeout")
     return config
+
+
+def _directory_config(top: _Table, path_of: PathOf) -> DirectoryConfig | None:
+    if top.get("directory") is None:
+        return None
+    table, p = top.table("directory"), "directory"
+    mapping = table.table("attributes")
+    given: dict[str, Any] = {"attributes": {key: mapping.value(key, str, default)
+                                            for key, default in DEFAULT_ATTRIBUTES.items()}}
+    mapping.done()
+    one = table.get("url")  # one server: 'url' instead of 'urls'
+    if one is not None and "urls" not in table.raw:
+        given["urls"] = (_convert(one, str, f"{p}.url"),)
+    config = _fill(DirectoryConfig, table, path_of, given=given)
+    if not config.urls or not all(u.startswith(("ldap://", "ldaps://")) for u in config.urls):
+        raise ConfigError(f"config: {p}.urls: a list of ldap:// or ldaps:// URLs, "
+                          f"got {list(config.urls)!r}")
+    publish = config.publish
+    for key, mode in (("tls", config.tls), ("publish.tls", publish.tls if publish else "none")):
+        if mode not in ("none", "starttls", "ldaps"):
+            raise ConfigError(f"config: {p}.{key}: none, starttls or ldaps, got {mode!r}")
+    if publish and not publish.url.startswith(("ldap://", "ldaps://")):
+        raise ConfigError(f"config: {p}.publish.url: not an LDAP URL: {publish.url!r}")
+    if publish and publish.ca_file is None:
+        publish = dataclasses.replace(publish, ca_file=config.ca_file)
+    _positive(config, p, "page_size", "timeout")
+    return dataclasses.replace(config, publish=publish, unpublished_domains=tuple(
+        d.lower() for d in config.unpublished_domains))
 
 
 def render_default_config(domain: str) -> str:

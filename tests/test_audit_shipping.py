@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import smtplib
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from xml.etree.ElementTree import fromstring
 import pytest
 
 from tests import rsyslog
-from tests.node import DOMAIN, PASSWORD, Node, free_port, make_node
+from tests.node import DOMAIN, MSS, PASSWORD, REPO, Node, free_port, make_node
 from tests.test_audit import check_audit_message
 from trustspace.pki import issue_certificate
 
@@ -125,3 +127,67 @@ port = {receiver.port}
     finally:
         node.stop()
         receiver.stop()
+
+
+@pytest.mark.parametrize("names", [["audit.other.test"], ["localhost"]])
+def test_receiver_must_carry_the_destination_name(tmp_path: Path, names: list[str]) -> None:
+    """Issue 20 #8: without server_name any receiver whose certificate chained to the CA got
+    the whole trail. The name is now always checked, server_name defaulting to host: a
+    receiver of the same CA certified for another host gets nothing and the node logs why;
+    the same destination certified for its host (the control) gets every record."""
+    node = make_node(tmp_path)
+    pki = node.data_dir / "pki"
+    cert, key = issue_certificate(pki, "syslog-receiver", names)
+    receiver = rsyslog.Receiver(tmp_path / "rsyslog", free_port(), pki / "ca.crt", cert, key)
+    receiver.start()
+    node.config.write_text(node.config.read_text() + f'''
+[audit]
+ship_interval = 0.2
+
+[[audit.destinations]]
+name = "siem"
+transport = "tls"
+host = "localhost"
+port = {receiver.port}
+''')
+    node.start()
+    try:
+        send(node, 2)
+        if names == ["localhost"]:
+            assert wait_for_all(node, receiver) == set()
+            return
+        deadline = time.monotonic() + 20
+        assert node.log_path is not None
+        while b"certificate does not verify" not in node.log_path.read_bytes():
+            assert time.monotonic() < deadline, node.log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(1.0)  # a retry or two more
+        assert receiver.messages() == []
+        line = next(json.loads(x) for x in node.log_path.read_text().splitlines()
+                    if "certificate does not verify" in x)
+        assert line["level"] == "error" and line["destination"] == "siem"
+        assert line["server_name"] == "localhost" and "mismatch" in line["reason"].lower()
+        status = node.cli("audit", "status").stdout
+        assert "siem" in status and "Hostname mismatch" in status
+    finally:
+        node.stop()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("destination, key", [
+    ('host = "127.0.0.1"\nserver_name = ""', "audit.destinations[0].server_name"),
+    ('host = "audit_1.local"', "audit.destinations[0].host"),
+])
+def test_unverifiable_tls_destination_refuses_to_start(tmp_path: Path, destination: str,
+                                                       key: str) -> None:
+    """A TLS destination whose name cannot be checked in a certificate (an empty
+    server_name, a host that is neither a DNS name nor an IP address) stops 'mss serve'
+    at start-up naming the key, rather than shipping to whoever answers."""
+    node = make_node(tmp_path)
+    node.config.write_text(node.config.read_text()
+                           + f'\n[[audit.destinations]]\nname = "siem"\n{destination}\n')
+    out = subprocess.run([*MSS, "--config", str(node.config), "serve"], capture_output=True,
+                         text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"mss: error: config: {key}: ") and "cannot be checked" in line

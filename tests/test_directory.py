@@ -293,3 +293,91 @@ def test_starttls_with_certificate_verification(tmp_path: Path) -> None:
         assert count(engine) == 50
     finally:
         instance.stop()
+
+
+class TlsListener:
+    """A loopback TLS server (ldaps://) presenting *cert*: records whether its handshakes
+    succeeded and every byte a client sent after one (a bind request carries the DN and the
+    password in clear inside the TLS stream)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        import socket
+        import ssl
+
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.handshakes: list[str] = []  # "ok" or the server-side error
+        self.received = b""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import ssl
+
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                raw, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(2)
+            try:
+                tls = self.context.wrap_socket(raw, server_side=True)
+                self.handshakes.append("ok")
+                while chunk := tls.recv(4096):
+                    self.received += chunk
+            except (ssl.SSLError, OSError) as exc:
+                if not self.handshakes or self.handshakes[-1] != "ok":
+                    self.handshakes.append(type(exc).__name__)
+            finally:
+                raw.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("case", ["unknown CA", "right CA, other name", "control"])
+def test_publish_verifies_the_server_before_sending_the_bind(tmp_path: Path,
+                                                             case: str) -> None:
+    """Issue 20 #7: 'mss directory publish' to ldaps:// checked no certificate, so a server
+    with a certificate of an unknown CA received the bind request and its password. The
+    chain and the URL's host are now verified in the handshake (RFC 4513 §3.1.3): the client
+    aborts it and nothing is sent. The control (right CA, right name) shows the listener
+    does see the bind request when the server is the right one."""
+    from directory.publish import publish
+    from mss.config import PublishConfig
+    from trustspace.pki import generate_dev_pki, issue_certificate
+
+    ours, rogue = tmp_path / "ours", tmp_path / "rogue"
+    generate_dev_pki(ours, "ldap.test", ["mx.ldap.test"])
+    generate_dev_pki(rogue, "rogue.test", ["mx.rogue.test"])
+    cert, key = issue_certificate(rogue if case == "unknown CA" else ours, "ldap",
+                                  ["annuaire.other.test" if "other" in case else "localhost"])
+    listener = TlsListener(cert, key)
+    engine = engine_for(tmp_path)
+    url = f"ldaps://localhost:{listener.port}"
+    directory = DirectoryConfig(urls=(url,), base_dn=PEOPLE, ca_file=ours / "ca.crt",
+                                timeout=5.0)
+    to = PublishConfig(url=url, bind_dn="cn=operator,dc=leak,dc=test", base_dn=PEOPLE,
+                       ca_file=ours / "ca.crt")
+    try:
+        with pytest.raises(SyncError, match="publication failed"):
+            publish(engine, directory, to, "publish-secret-password", "test")
+    finally:
+        listener.close()
+    assert listener.handshakes, "the client never connected"
+    if case == "control":
+        assert b"cn=operator,dc=leak,dc=test" in listener.received
+        return
+    assert "ok" not in listener.handshakes  # the client aborted the handshake
+    assert listener.received == b""  # no bind request, no password
+    with engine.connect() as conn:  # the refusal is audited, without the password
+        rows = conn.execute(select(db.audit_log)).mappings().all()
+    assert [r["event"] for r in rows] == ["directory.publish"]
+    assert "publish-secret-password" not in json.dumps([dict(r) for r in rows], default=str)
