@@ -652,3 +652,33 @@ def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
     assert raw.line() == b"* BYE Too many invalid commands"
     assert raw.file.readline() == b""
     raw.close()
+
+
+# --------------------------------------------------------------------------- store semantics
+
+def _uidvalidity(m: imaplib.IMAP4) -> int:
+    return int(m.response("UIDVALIDITY")[1][-1])
+
+
+def test_recreated_folder_gets_new_uidvalidity_and_its_own_messages(running_node: Node
+                                                                    ) -> None:
+    """RFC 3501 §2.3.1.1: a folder deleted and recreated at once gets a higher UIDVALIDITY,
+    and no session (this one or a new one) is served the deleted folder's message list."""
+    a = imaps(running_node)
+    folder = new_folder(a, "Recreated")
+    a.append(folder, None, None, message("before delete", "avant\n"))
+    a.select(folder)
+    first = _uidvalidity(a)
+    assert a.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1].endswith(b"avant\r\n")
+    a.close()
+    assert a.delete(folder)[0] == "OK"
+    new_folder(a, folder)
+    a.append(folder, None, None, message("after recreate", "apres\n"))
+    for session in (a, imaps(running_node)):
+        typ, data = session.select(folder)
+        assert (typ, data) == ("OK", [b"1"])
+        assert _uidvalidity(session) > first
+        typ, data = session.uid("FETCH", "1", "(BODY.PEEK[])")
+        assert typ == "OK" and data[0][1].endswith(b"apres\r\n"), data
+        assert session.search(None, "BODY", "apres") == ("OK", [b"1"])
+        session.logout()

@@ -12,7 +12,6 @@ folder's ``highestmodseq`` (RFC 7162 §3.1.1): sessions compare it to detect cha
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,7 +89,8 @@ def _folder(row: object) -> Folder:
 _FOLDERS_OF = select(db.folders).where(db.folders.c.mailbox_id == bindparam("mailbox"))
 _FOLDER_BY_ID = select(db.folders).where(db.folders.c.id == bindparam("folder"))
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
-_FOLDER_STATE = select(db.folders.c.uidnext, db.folders.c.highestmodseq).where(
+_FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
+                       db.folders.c.uidnext, db.folders.c.highestmodseq).where(
     db.folders.c.id == bindparam("folder"))
 _ROWS = (select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags,
                 db.messages.c.internal_date, db.messages.c.size, db.messages.c.modseq)
@@ -116,10 +116,14 @@ def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
     return _folder(row) if row else None
 
 
-def folder_state(conn: Connection, folder_id: int) -> tuple[int, int] | None:
-    """(uidnext, highestmodseq), None when the folder is gone."""
-    row = conn.execute(_FOLDER_STATE, {"folder": folder_id}).first()
-    return (row.uidnext, row.highestmodseq) if row else None
+def folder_state(conn: Connection, folder: Folder) -> tuple[int, int] | None:
+    """(uidnext, highestmodseq) of *folder*; None when it is gone, also when its row id
+    now holds another folder (deleted and recreated: a new UIDVALIDITY)."""
+    row = conn.execute(_FOLDER_STATE, {"folder": folder.id}).first()
+    if row is None or (row.mailbox_id, row.uidvalidity) != (folder.mailbox_id,
+                                                            folder.uidvalidity):
+        return None
+    return row.uidnext, row.highestmodseq
 
 
 _ROWS_SQL = ("SELECT uid, id, flags, internal_date, size, modseq FROM messages "
@@ -163,12 +167,16 @@ class SnapshotCache:
     def __init__(self, max_rows: int = 400_000) -> None:
         self.max_rows = max_rows
         self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[tuple[int, int, int], Snapshot]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[tuple[int, int, int, int], Snapshot]] = \
+            OrderedDict()
         self._rows = 0
 
     @staticmethod
-    def _key(folder: Folder) -> tuple[int, int, int]:
-        return folder.uidvalidity, folder.uidnext, folder.highestmodseq
+    def _key(folder: Folder) -> tuple[int, int, int, int]:
+        # a row id can be reused by a later folder (SQLite rowids), of this mailbox or
+        # another: the mailbox and UIDVALIDITY (unique per mailbox, store.next_uidvalidity)
+        # tell a recreated folder from the one the snapshot was taken of
+        return folder.mailbox_id, folder.uidvalidity, folder.uidnext, folder.highestmodseq
 
     def peek(self, folder: Folder) -> Snapshot | None:
         """The snapshot of *folder* in its current state if held, without a scan."""
@@ -275,10 +283,18 @@ def ensure_default_folders(conn: Connection, mailbox_id: int) -> None:
     present = {f.name for f in folders(conn, mailbox_id)}
     missing = [(n, u) for n, u in store.DEFAULT_FOLDERS if n not in present]
     if missing:
-        validity = int(time.time()) & 0x7FFFFFFF
+        first = store.next_uidvalidity(conn, mailbox_id, len(missing))
         conn.execute(insert(db.folders), [
-            {"mailbox_id": mailbox_id, "name": n, "special_use": u, "uidvalidity": validity,
-             "uidnext": 1, "highestmodseq": 1, "subscribed": True} for n, u in missing])
+            {"mailbox_id": mailbox_id, "name": n, "special_use": u, "uidvalidity": first + i,
+             "uidnext": 1, "highestmodseq": 1, "subscribed": True}
+            for i, (n, u) in enumerate(missing)])
+
+
+def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
+    try:
+        return store.next_uidvalidity(conn, mailbox_id)
+    except store.StoreError as exc:
+        raise BackendError(str(exc), "LIMIT") from None
 
 
 def _bump(conn: Connection, folder_id: int, uids: int = 0) -> tuple[int, int]:
@@ -403,14 +419,10 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
                   audit: list[AuditRecord], special_use: str | None = None) -> None:
     if folder_by_name(conn, mailbox_id, name) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
-    # RFC 3501 §2.3.1.1: a new folder never reuses a UIDVALIDITY a deleted one of the same
-    # name may have had: above every value of the mailbox and the clock
-    highest = conn.execute(select(func.max(db.folders.c.uidvalidity))
-                           .where(db.folders.c.mailbox_id == mailbox_id)).scalar() or 0
+    # RFC 3501 §2.3.1.1: never a UIDVALIDITY a deleted folder of that name may have had
     conn.execute(insert(db.folders).values(
         mailbox_id=mailbox_id, name=name, special_use=special_use,
-        uidvalidity=min(max(int(time.time()), highest + 1), 0xFFFFFFFF), uidnext=1,
-        highestmodseq=1,
+        uidvalidity=_uidvalidity(conn, mailbox_id), uidnext=1, highestmodseq=1,
         subscribed=True))
     append(conn, audit)
 

@@ -345,7 +345,7 @@ class Session:
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return None  # revoked, or the shared mailbox disabled: at the next command
-            return backend.folder_state(conn, sel.folder.id)
+            return backend.folder_state(conn, sel.folder)
         state = await self.db(read_state)
         if state is None:  # deleted by another session: RFC 3501 §7.1.5
             self.untagged(b"BYE Selected mailbox was deleted or access revoked")
