@@ -682,3 +682,35 @@ def test_recreated_folder_gets_new_uidvalidity_and_its_own_messages(running_node
         assert typ == "OK" and data[0][1].endswith(b"apres\r\n"), data
         assert session.search(None, "BODY", "apres") == ("OK", [b"1"])
         session.logout()
+
+
+def _flags(m: imaplib.IMAP4, uid: str = "1") -> set[str]:
+    typ, data = m.uid("FETCH", uid, "(FLAGS)")
+    found = re.search(rb"FLAGS \(([^)]*)\)", data[-1] if isinstance(data[-1], bytes) else b"")
+    assert typ == "OK" and found, data
+    return set(found.group(1).decode().split())
+
+
+def test_concurrent_stores_keep_each_others_flags(running_node: Node) -> None:
+    """RFC 3501 §6.4.6: +FLAGS/-FLAGS change the flags the message has, not the flags a
+    session last saw: two sessions' STOREs on one message both take effect."""
+    a, b = imaps(running_node), imaps(running_node)
+    folder = new_folder(a, "Store-race")
+    a.append(folder, "(\\Seen)", None, message("race"))
+    a.select(folder)
+    b.select(folder)  # b's copy: \Seen only
+    a.uid("STORE", "1", "+FLAGS.SILENT", "(\\Answered $Label1)")
+    typ, data = b.uid("STORE", "1", "-FLAGS", "(\\Seen)")
+    assert typ == "OK" and b"\\Answered" in b" ".join(d for d in data if d), data
+    b.uid("STORE", "1", "+FLAGS.SILENT", "($Label2)")
+    a.uid("STORE", "1", "-FLAGS.SILENT", "($Label1)")
+    fresh = imaps(running_node)
+    fresh.select(folder, readonly=True)
+    assert _flags(fresh) == {"\\Answered", "$Label2"}
+    # only the rows a STORE changes get a new MODSEQ (RFC 7162 §3.1.3)
+    before = fresh.uid("FETCH", "1", "(MODSEQ)")[1][0]
+    a.uid("STORE", "1", "+FLAGS.SILENT", "(\\Answered)")  # already set: no change
+    fresh.noop()
+    assert fresh.uid("FETCH", "1", "(MODSEQ)")[1][0] == before
+    for m in (a, b, fresh):
+        m.logout()

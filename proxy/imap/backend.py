@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,32 +308,62 @@ def _bump(conn: Connection, folder_id: int, uids: int = 0) -> tuple[int, int]:
     return row.highestmodseq, row.uidnext - uids
 
 
-def set_flags(conn: Connection, folder_id: int, changes: dict[int, tuple[str, ...]],
-              audit: list[AuditRecord], unchanged_since: int | None = None
-              ) -> tuple[int, dict[int, int], list[int]]:
-    """Write new flags for UIDs; returns (modseq, {uid: modseq}, UIDs refused by
-    UNCHANGEDSINCE, RFC 7162 §3.1.3)."""
-    failed: list[int] = []
-    written: dict[int, int] = {}
-    if unchanged_since is not None:
-        current = dict(conn.execute(select(db.messages.c.uid, db.messages.c.modseq).where(
-            and_(db.messages.c.folder_id == folder_id,
-                 db.messages.c.uid.in_(list(changes))))).tuples().all())
-        failed = sorted(u for u in changes if current.get(u, 0) > unchanged_since)
-    if len(failed) == len(changes):
-        append(conn, audit)
-        return 0, written, failed
-    modseq, _ = _bump(conn, folder_id)
-    for uid, new in changes.items():
-        if uid in failed:
-            continue
-        done = conn.execute(update(db.messages).where(and_(
-            db.messages.c.folder_id == folder_id, db.messages.c.uid == uid))
-            .values(flags=flags_text(new), modseq=modseq)).rowcount
-        if done:
-            written[uid] = modseq
-    append(conn, audit)
-    return modseq, written, failed
+@dataclass
+class FlagsChange:
+    """What a STORE did, as the database has it after the transaction."""
+
+    current: dict[int, tuple[tuple[str, ...], int]]  # uid -> (flags, modseq), every UID found
+    changed: set[int]  # UIDs whose flags the operation changed
+    failed: list[int]  # refused by UNCHANGEDSINCE (RFC 7162 §3.1.3)
+    modseq: int  # of the changed rows (0: nothing changed)
+
+
+def apply_flags(sign: str, old: tuple[str, ...], flags: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 3501 §6.4.6: ``+FLAGS`` adds, ``-FLAGS`` removes, ``FLAGS`` replaces."""
+    if sign == "+":
+        return old + tuple(f for f in flags if f not in old)
+    if sign == "-":
+        return tuple(f for f in old if f not in flags)
+    return flags
+
+
+_FLAGS_OF = select(db.messages.c.uid, db.messages.c.flags, db.messages.c.modseq).where(
+    and_(db.messages.c.folder_id == bindparam("folder"),
+         db.messages.c.uid.in_(bindparam("uids", expanding=True))))
+_WRITE_FLAGS = (update(db.messages)
+                .where(and_(db.messages.c.folder_id == bindparam("b_folder"),
+                            db.messages.c.uid == bindparam("b_uid")))
+                .values(flags=bindparam("b_flags"), modseq=bindparam("b_modseq")))
+
+
+def store_flags(conn: Connection, folder_id: int, uids: Sequence[int], sign: str,
+                flags: tuple[str, ...], audit_for: Callable[[list[int]], list[AuditRecord]],
+                unchanged_since: int | None = None) -> FlagsChange:
+    """Apply a flag operation to UIDs in the writer's transaction, on the flags the rows
+    hold now (never on a session's copy: concurrent STOREs of other sessions are kept).
+    Only rows whose flags change get the new modseq (RFC 7162 §3.1.3); UNCHANGEDSINCE is
+    checked against the stored modseq. *audit_for* gets the UIDs newly set \\Deleted."""
+    current: dict[int, tuple[tuple[str, ...], int]] = {}
+    for start in range(0, len(uids), 500):
+        for uid, text, modseq in conn.execute(_FLAGS_OF, {
+                "folder": folder_id, "uids": list(uids[start:start + 500])}):
+            current[uid] = (parse_flags(text), modseq)
+    failed = sorted(u for u, (_, m) in current.items()
+                    if unchanged_since is not None and m > unchanged_since)
+    refused = set(failed)
+    changes = {u: new for u, (old, _) in current.items() if u not in refused
+               and (new := apply_flags(sign, old, flags)) != old}
+    deleted = sorted(u for u, new in changes.items()
+                     if "\\Deleted" in new and "\\Deleted" not in current[u][0])
+    modseq = 0
+    if changes:
+        modseq, _ = _bump(conn, folder_id)
+        conn.execute(_WRITE_FLAGS, [{"b_folder": folder_id, "b_uid": u,
+                                     "b_flags": flags_text(new), "b_modseq": modseq}
+                                    for u, new in changes.items()])
+        current.update((u, (new, modseq)) for u, new in changes.items())
+    append(conn, audit_for(deleted))
+    return FlagsChange(current, set(changes), failed, modseq)
 
 
 def expunge(conn: Connection, folder_id: int, only: Sequence[int] | None,
