@@ -714,3 +714,28 @@ def test_concurrent_stores_keep_each_others_flags(running_node: Node) -> None:
     assert fresh.uid("FETCH", "1", "(MODSEQ)")[1][0] == before
     for m in (a, b, fresh):
         m.logout()
+
+
+def test_deleting_the_selected_mailbox_keeps_the_session(running_node: Node) -> None:
+    """RFC 3501 §6.3.4: DELETE of the selected mailbox (by this session or another) ends
+    the selection, not the session: no BYE, the next commands are answered."""
+    own, other = Raw(running_node), Raw(running_node)
+    own.login()
+    other.login()
+    own.send(b'c CREATE "Gone-own"\r\nc2 CREATE "Gone-other"\r\ns SELECT "Gone-own"\r\n')
+    own.until(b"s")
+    own.send(b'd DELETE "Gone-own"\r\n')
+    lines = own.until(b"d")
+    assert lines == [b"* OK [CLOSED] Selected mailbox was deleted", b"d OK DELETE completed"]
+    own.send(b"f FETCH 1 (FLAGS)\r\nn NOOP\r\ne EXAMINE \"Gone-other\"\r\n")
+    assert own.until(b"f")[-1] == b"f BAD Command not valid in this state"
+    assert own.until(b"n") == [b"n OK NOOP completed"]
+    assert own.until(b"e")[-1].startswith(b"e OK [READ-ONLY]")
+    other.send(b'd DELETE "Gone-other"\r\n')
+    assert other.until(b"d")[-1] == b"d OK DELETE completed"
+    own.send(b"n2 NOOP\r\nl LIST \"\" INBOX\r\n")
+    assert own.until(b"n2") == [b"* OK [CLOSED] Selected mailbox was deleted",
+                                b"n2 OK NOOP completed"]
+    assert own.until(b"l")[-1] == b"l OK LIST completed"
+    own.close()
+    other.close()

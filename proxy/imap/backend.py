@@ -458,7 +458,8 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
 
 
 def delete_folder(conn: Connection, mailbox_id: int, name: str,
-                  audit: list[AuditRecord]) -> None:
+                  audit: list[AuditRecord]) -> tuple[int, int]:
+    """Delete a folder and its messages; returns its (row id, UIDVALIDITY)."""
     folder = folder_by_name(conn, mailbox_id, name)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
@@ -470,6 +471,7 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
     conn.execute(delete(db.messages).where(db.messages.c.folder_id == folder.id))
     conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
     append(conn, audit)
+    return folder.id, folder.uidvalidity
 
 
 def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,

@@ -341,15 +341,17 @@ class Session:
             return
         user = self.user
 
-        def read_state(conn: Connection) -> tuple[int, int] | None:
+        def read_state(conn: Connection) -> tuple[int, int] | str:
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
-                return None  # revoked, or the shared mailbox disabled: at the next command
-            return backend.folder_state(conn, sel.folder)
+                return "revoked"  # or the shared mailbox disabled
+            return backend.folder_state(conn, sel.folder) or "deleted"
         state = await self.db(read_state)
-        if state is None:  # deleted by another session: RFC 3501 §7.1.5
-            self.untagged(b"BYE Selected mailbox was deleted or access revoked")
-            self.state = LOGOUT
+        if state == "revoked":  # RFC 3501 §7.1.5
+            self.revoked()
+            return
+        if isinstance(state, str):
+            self.selection_gone()
             return
         uidnext, modseq = state
         if modseq != sel.modseq:
@@ -381,6 +383,18 @@ class Session:
         if allow_expunge and sel.gone:
             self.report_expunged(sel.gone)
             sel.gone = set()
+
+    def revoked(self) -> None:
+        """The delegated selection's grant is gone: the session ends (RFC 3501 §7.1.5)."""
+        self.untagged(b"BYE Selected mailbox was deleted or access revoked")
+        self.state = LOGOUT
+
+    def selection_gone(self) -> None:
+        """The selected folder was deleted (by this session or another): back to the
+        authenticated state, the session stays (RFC 3501 §6.3.4 leaves the answer to the
+        server; the CLOSED response code of RFC 7162 §3.2.11 tells the client)."""
+        self.close_selected()
+        self.untagged(b"OK [CLOSED] Selected mailbox was deleted")
 
     def report_expunged(self, uids: set[int]) -> None:
         sel = self.selected

@@ -123,9 +123,12 @@ async def delete_command(s: Session, cmd: Command) -> Result:
     target = await resolve(s, name, access="DELETE")
     record = s.record("imap.folder.delete", mailbox=target.owner.address,
                       detail={"folder": target.folder})
-    await s.write(lambda conn: backend.delete_folder(conn, target.owner.id, target.folder,
-                                                     [record]))
+    deleted = await s.write(lambda conn: backend.delete_folder(
+        conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
+    sel = s.selected
+    if sel is not None and (sel.folder.id, sel.folder.uidvalidity) == deleted:
+        s.selection_gone()  # its own selected mailbox: no BYE (RFC 3501 §6.3.4)
     return "DELETE completed"
 
 
