@@ -739,3 +739,21 @@ def test_deleting_the_selected_mailbox_keeps_the_session(running_node: Node) -> 
     assert own.until(b"l")[-1] == b"l OK LIST completed"
     own.close()
     other.close()
+
+
+def test_revoked_grant_serves_no_further_command(running_node: Node) -> None:
+    """The grant is checked before a command on a delegated selection runs: after
+    `mss mailbox revoke`, the next FETCH gets BYE and not one byte of the shared box."""
+    shared = f"accueil@{DOMAIN}"
+    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000003")
+    running_node.cli("mailbox", "grant", shared, BOB)
+    submit(running_node, message("Confidentiel accueil", rcpt=shared), rcpt=shared)
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(f'e EXAMINE "Shared/{shared}/INBOX"\r\n'.encode())
+    assert raw.until(b"e")[-1].startswith(b"e OK")
+    running_node.cli("mailbox", "revoke", shared, BOB)
+    raw.send(b"f UID FETCH 1:* (BODY.PEEK[HEADER])\r\n")
+    assert raw.line() == b"* BYE Selected mailbox was deleted or access revoked"
+    assert raw.file.read() == b""  # closed: nothing of the message was sent
+    raw.close()

@@ -276,7 +276,7 @@ class Session:
         if self.state not in states:
             self.bad(command.tag, "Command not valid in this state")
             return
-        if not await self.still_enabled():
+        if not await self.still_enabled() or not await self.delegation_intact():
             return
         self.command_name = command.name
         try:
@@ -313,6 +313,22 @@ class Session:
             return True
         self.untagged(b"BYE Mailbox disabled")
         self.state = LOGOUT
+        return False
+
+    async def delegation_intact(self) -> bool:
+        """A delegated selection is served only while the grant holds, the shared mailbox
+        and the user's own are enabled: checked before every command on it (a revocation
+        never lets one more command through), one indexed read."""
+        sel, user = self.selected, self.user
+        if sel is None or not sel.delegated or user is None:
+            return True
+
+        def check(conn: Connection) -> bool:
+            return grants.has_grant(conn, sel.owner.id, user.id) and \
+                backend.mailbox_enabled(conn, user.id)
+        if await self.db(check):
+            return True
+        self.revoked()
         return False
 
     # ------------------------------------------------------------------ selected state
