@@ -511,3 +511,24 @@ S: b1 OK STATUS completed
 C: b2 CLOSE
 S: b2 BAD Command not valid in this state
 """)
+
+
+def test_shared_namespace_cannot_be_shadowed(running_node: Node) -> None:
+    """RFC 2342 §5: ``Shared/`` is the shared namespace; a personal folder of that name
+    (in any case, or below it) would hide it from clients: refused."""
+    run(running_node, """
+C: a1 CREATE Shared
+S: a1 NO [CANNOT] Reserved for the shared namespace
+C: a2 CREATE Shared/mine
+S: a2 NO [CANNOT] Reserved for the shared namespace
+C: a3 CREATE shared/x
+S: a3 NO [CANNOT] Reserved for the shared namespace
+C: a4 CREATE T-shadow
+S: a4 OK CREATE completed
+C: a5 RENAME T-shadow SHARED
+S: a5 NO [CANNOT] Reserved for the shared namespace
+C: a6 LIST "" Shared*
+S: a6 OK LIST completed
+C: a7 CREATE T-shared-ok/Shared
+S: a7 OK CREATE completed
+""")

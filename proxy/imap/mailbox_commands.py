@@ -22,6 +22,8 @@ from proxy.imap.connection import (
 )
 from proxy.imap.names import (
     DELIMITER,
+    SHARED_PREFIX,
+    Target,
     all_names,
     encode_name,
     list_pattern,
@@ -96,11 +98,26 @@ async def select_command(s: Session, cmd: Command) -> Result:
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
 
+async def _new_name(s: Session, name: str, access: str) -> Target:
+    """The target of a name to be created (CREATE, RENAME's new name). A personal folder
+    named like the shared namespace (``Shared``, ``shared/x``, in any case) would shadow
+    it (RFC 2342 §5): refused; ``Shared/<granted address>/<folder>`` is the shared box's."""
+    if name.split(DELIMITER, 1)[0].casefold() != SHARED_PREFIX[:-1].casefold():
+        return await resolve(s, name, access=access)
+    try:
+        target = await resolve(s, name, access=access)
+    except No:
+        target = None
+    if target is None or not target.delegated:
+        raise No("Reserved for the shared namespace", "CANNOT")
+    return target
+
+
 async def create(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     if not name or name == "INBOX":
         raise No("Mailbox already exists", "ALREADYEXISTS")
-    target = await resolve(s, name, access="CREATE")
+    target = await _new_name(s, name, "CREATE")
     parts = target.folder.split(DELIMITER)
     if any(not p for p in parts):
         raise No("Invalid mailbox name", "CANNOT")
@@ -135,7 +152,7 @@ async def delete_command(s: Session, cmd: Command) -> Result:
 async def rename(s: Session, cmd: Command) -> Result:
     old_token, new_token = nargs(cmd, 2)
     old = await resolve(s, mailbox_name(old_token), access="RENAME")
-    new = await resolve(s, mailbox_name(new_token), access="RENAME")
+    new = await _new_name(s, mailbox_name(new_token), "RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
     record = s.record("imap.folder.rename", mailbox=old.owner.address,
