@@ -19,7 +19,7 @@ import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import DOMAIN, PASSWORD, Node, wait_for
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -757,3 +757,20 @@ def test_revoked_grant_serves_no_further_command(running_node: Node) -> None:
     assert raw.line() == b"* BYE Selected mailbox was deleted or access revoked"
     assert raw.file.read() == b""  # closed: nothing of the message was sent
     raw.close()
+
+
+def test_client_refusal_is_logged_at_info_not_error(running_node: Node) -> None:
+    """A NO the client earned (CREATE of an existing folder) is an ordinary answer: the
+    server log has it at info, no error line."""
+    offset = running_node.log_path.stat().st_size
+    m = imaps(running_node)
+    new_folder(m, "Twice")
+    typ, data = m.create("Twice")
+    assert typ == "NO" and data[0].startswith(b"[ALREADYEXISTS]")
+    m.logout()
+    assert wait_for(lambda: b"commit refused" in running_node.log_path.read_bytes()[offset:],
+                    timeout=5)
+    logged = running_node.log_path.read_bytes()[offset:].decode().splitlines()
+    assert not [line for line in logged if '"level": "error"' in line], logged
+    assert [line for line in logged if "commit refused" in line
+            and '"level": "info"' in line], logged

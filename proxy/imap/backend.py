@@ -33,11 +33,12 @@ from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db, store
+from mss.committer import Refusal
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
-class BackendError(Exception):
+class BackendError(Refusal):
     """A refused store operation; *code* is the IMAP response code (without brackets)."""
 
     def __init__(self, text: str, code: str | None = None) -> None:
