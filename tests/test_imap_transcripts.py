@@ -145,7 +145,12 @@ S: b4 OK DELETE completed
 C: b5 UNSUBSCRIBE T-list
 S: b5 OK UNSUBSCRIBE completed
 C: b6 LSUB "" T-list*
+S: * LSUB (\\Noselect \\Subscribed) "/" T-list/renamed
 S: b6 OK LSUB completed
+C: b8 UNSUBSCRIBE T-list/renamed
+S: b8 OK UNSUBSCRIBE completed
+C: b9 LSUB "" T-list*
+S: b9 OK LSUB completed
 C: b7 DELETE INBOX
 S: b7 NO [CANNOT] INBOX cannot be deleted
 """)
@@ -531,4 +536,53 @@ C: a6 LIST "" Shared*
 S: a6 OK LIST completed
 C: a7 CREATE T-shared-ok/Shared
 S: a7 OK CREATE completed
+""")
+
+
+def test_subscriptions_outlive_delete_and_lsub_parents(running_node: Node) -> None:
+    """RFC 3501 §6.3.6: DELETE leaves the subscription (a new folder of that name is
+    subscribed again); §6.3.9: LSUB with % names an unsubscribed parent as \\Noselect."""
+    run(running_node, """
+C: a1 CREATE T-sub/kept
+S: a1 OK CREATE completed
+C: a2 UNSUBSCRIBE T-sub
+S: a2 OK UNSUBSCRIBE completed
+C: a3 LSUB "" T-sub%
+S: * LSUB (\\Noselect) "/" T-sub
+S: a3 OK LSUB completed
+C: a4 LSUB "" T-sub/%
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: a4 OK LSUB completed
+C: a5 LSUB "" T-sub*
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: a5 OK LSUB completed
+C: a6 DELETE T-sub/kept
+S: a6 OK DELETE completed
+C: a7 LSUB "" T-sub*
+S: * LSUB (\\Noselect \\Subscribed) "/" T-sub/kept
+S: a7 OK LSUB completed
+C: a8 LIST (SUBSCRIBED) "" T-sub*
+S: * LIST (\\NonExistent \\Subscribed) "/" T-sub/kept
+S: a8 OK LIST completed
+C: a9 LIST "" T-sub*
+S: * LIST (\\HasNoChildren) "/" T-sub
+S: a9 OK LIST completed
+C: b1 SELECT T-sub/kept
+S: b1 NO [NONEXISTENT] No such mailbox
+C: b2 CREATE T-sub/kept
+S: b2 OK CREATE completed
+C: b3 LSUB "" T-sub*
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: b3 OK LSUB completed
+C: b4 DELETE T-sub/kept
+S: b4 OK DELETE completed
+C: b5 DELETE T-sub
+S: b5 OK DELETE completed
+C: b6 LSUB "" T-su%
+S: * LSUB (\\Noselect) "/" T-sub
+S: b6 OK LSUB completed
+C: b7 UNSUBSCRIBE T-sub/kept
+S: b7 OK UNSUBSCRIBE completed
+C: b8 LSUB "" T-sub*
+S: b8 OK LSUB completed
 """)

@@ -12,6 +12,7 @@ folder's ``highestmodseq`` (RFC 7162 §3.1.1): sessions compare it to detect cha
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -87,12 +88,17 @@ def _folder(row: object) -> Folder:
 
 # ------------------------------------------------------------------------------ reads
 
-_FOLDERS_OF = select(db.folders).where(db.folders.c.mailbox_id == bindparam("mailbox"))
-_FOLDER_BY_ID = select(db.folders).where(db.folders.c.id == bindparam("folder"))
+# a row with deleted_at set is a deleted folder's subscription only (delete_folder)
+_LIVE = db.folders.c.deleted_at.is_(None)
+_FOLDERS_OF = select(db.folders).where(and_(db.folders.c.mailbox_id == bindparam("mailbox"),
+                                            _LIVE))
+_FOLDER_BY_ID = select(db.folders).where(and_(db.folders.c.id == bindparam("folder"), _LIVE))
+_TOMBSTONES = select(db.folders.c.id, db.folders.c.name).where(and_(
+    db.folders.c.mailbox_id == bindparam("mailbox"), db.folders.c.deleted_at.is_not(None)))
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
 _FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
                        db.folders.c.uidnext, db.folders.c.highestmodseq).where(
-    db.folders.c.id == bindparam("folder"))
+    and_(db.folders.c.id == bindparam("folder"), _LIVE))
 _ROWS = (select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags,
                 db.messages.c.internal_date, db.messages.c.size, db.messages.c.modseq)
          .where(db.messages.c.folder_id == bindparam("folder")).order_by(db.messages.c.uid))
@@ -110,6 +116,12 @@ def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | Non
         name = "INBOX"
     row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id, "name": name}).first()
     return _folder(row) if row is not None else None
+
+
+def deleted_subscriptions(conn: Connection, mailbox_id: int) -> dict[str, int]:
+    """Names of deleted folders still subscribed (RFC 3501 §6.3.6) -> their row id."""
+    return {name: row_id for row_id, name in conn.execute(_TOMBSTONES,
+                                                          {"mailbox": mailbox_id})}
 
 
 def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
@@ -283,12 +295,8 @@ def ensure_default_folders(conn: Connection, mailbox_id: int) -> None:
     created before a folder was added to store.DEFAULT_FOLDERS get it lazily)."""
     present = {f.name for f in folders(conn, mailbox_id)}
     missing = [(n, u) for n, u in store.DEFAULT_FOLDERS if n not in present]
-    if missing:
-        first = store.next_uidvalidity(conn, mailbox_id, len(missing))
-        conn.execute(insert(db.folders), [
-            {"mailbox_id": mailbox_id, "name": n, "special_use": u, "uidvalidity": first + i,
-             "uidnext": 1, "highestmodseq": 1, "subscribed": True}
-            for i, (n, u) in enumerate(missing)])
+    for name, use in missing:
+        create_folder(conn, mailbox_id, name, [], use)
 
 
 def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
@@ -300,7 +308,7 @@ def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
 
 def _bump(conn: Connection, folder_id: int, uids: int = 0) -> tuple[int, int]:
     """Next modseq (and the first of *uids* new UIDs) of a folder."""
-    row = conn.execute(update(db.folders).where(db.folders.c.id == folder_id)
+    row = conn.execute(update(db.folders).where(and_(db.folders.c.id == folder_id, _LIVE))
                        .values(highestmodseq=db.folders.c.highestmodseq + 1,
                                uidnext=db.folders.c.uidnext + uids)
                        .returning(db.folders.c.highestmodseq, db.folders.c.uidnext)).first()
@@ -451,16 +459,21 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
     if folder_by_name(conn, mailbox_id, name) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
     # RFC 3501 §2.3.1.1: never a UIDVALIDITY a deleted folder of that name may have had
-    conn.execute(insert(db.folders).values(
-        mailbox_id=mailbox_id, name=name, special_use=special_use,
-        uidvalidity=_uidvalidity(conn, mailbox_id), uidnext=1, highestmodseq=1,
-        subscribed=True))
+    fresh = {"special_use": special_use, "uidvalidity": _uidvalidity(conn, mailbox_id),
+             "uidnext": 1, "highestmodseq": 1, "recent_uid": None, "deleted_at": None}
+    kept = deleted_subscriptions(conn, mailbox_id).get(name)
+    if kept is not None:  # a deleted folder's subscription: the new folder takes its row
+        conn.execute(update(db.folders).where(db.folders.c.id == kept).values(**fresh))
+    else:
+        conn.execute(insert(db.folders).values(mailbox_id=mailbox_id, name=name,
+                                               subscribed=True, **fresh))
     append(conn, audit)
 
 
 def delete_folder(conn: Connection, mailbox_id: int, name: str,
                   audit: list[AuditRecord]) -> tuple[int, int]:
-    """Delete a folder and its messages; returns its (row id, UIDVALIDITY)."""
+    """Delete a folder and its messages; returns its (row id, UIDVALIDITY). A subscribed
+    folder's row stays as its subscription (RFC 3501 §6.3.6: DELETE does not unsubscribe)."""
     folder = folder_by_name(conn, mailbox_id, name)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
@@ -470,7 +483,11 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
         # RFC 3501 §6.3.4: a folder with inferiors would keep \Noselect; refuse instead
         raise BackendError("Mailbox has children, delete them first", "INUSE")
     conn.execute(delete(db.messages).where(db.messages.c.folder_id == folder.id))
-    conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
+    if folder.subscribed:
+        conn.execute(update(db.folders).where(db.folders.c.id == folder.id)
+                     .values(deleted_at=time.time()))
+    else:
+        conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
     append(conn, audit)
     return folder.id, folder.uidvalidity
 
@@ -492,16 +509,26 @@ def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
             .where(db.messages.c.folder_id == folder.id).order_by(db.messages.c.uid))]
         move_messages(conn, folder.id, dest.id, moved, audit)
         return
+    kept = deleted_subscriptions(conn, mailbox_id)
     for child in folders(conn, mailbox_id):
         if child.name == folder.name or child.name.startswith(folder.name + "/"):
-            conn.execute(update(db.folders).where(db.folders.c.id == child.id).values(
-                name=new + child.name[len(folder.name):]))
+            name = new + child.name[len(folder.name):]
+            values: dict[str, object] = {"name": name}
+            if name in kept:  # a deleted folder's subscription: the name stays subscribed
+                conn.execute(delete(db.folders).where(db.folders.c.id == kept[name]))
+                values["subscribed"] = True
+            conn.execute(update(db.folders).where(db.folders.c.id == child.id)
+                         .values(**values))
     append(conn, audit)
 
 
 def set_subscribed(conn: Connection, mailbox_id: int, name: str, value: bool) -> None:
     folder = folder_by_name(conn, mailbox_id, name)
     if folder is None:
+        kept = deleted_subscriptions(conn, mailbox_id).get(name)
+        if kept is not None and not value:  # RFC 3501 §6.3.7: a deleted folder's name too
+            conn.execute(delete(db.folders).where(db.folders.c.id == kept))
+            return
         raise BackendError("No such mailbox", "NONEXISTENT")
     conn.execute(update(db.folders).where(db.folders.c.id == folder.id)
                  .values(subscribed=value))

@@ -208,23 +208,40 @@ async def list_command(s: Session, cmd: Command) -> Result:
         s.untagged(b'LIST (\\Noselect) "/" ""')
         return "LIST completed"
     patterns = [list_pattern(reference, decode_mailbox_name(p)) for p in raw_patterns]
-    names = await s.db(all_names, s.user)
+    user = s.user
+    names, kept = await s.db(lambda conn: (all_names(conn, user),
+                                           backend.deleted_subscriptions(conn, user.id)))
     every_name = [n for n, _ in names]
     subscribed_only = lsub or "SUBSCRIBED" in selection
-    for name, folder in names:
+    subscribed = {n for n, f in names if f is not None and f.subscribed} | set(kept)
+    listed = list(names)
+    if subscribed_only:  # deleted folders still subscribed, and the parents of these
+        present = set(every_name)
+        extra = set(kept) | {n.rsplit(DELIMITER, depth)[0] for n in kept
+                             for depth in range(1, n.count(DELIMITER) + 1)}
+        listed += [(n, None) for n in sorted(extra - present)]
+    for name, folder in listed:
         if not any(p.match(name) for p in patterns):
             continue
-        subscribed = folder is not None and folder.subscribed
-        if subscribed_only and not subscribed:
-            continue
         attrs: list[str] = []
-        if folder is None:
+        if subscribed_only and name not in subscribed:
+            # RFC 3501 §6.3.9: LSUB "%" names an unsubscribed parent of a subscribed name
+            # that the pattern does not reach, as \Noselect
+            if not lsub or not any(d.startswith(name + DELIMITER)
+                                   and not any(p.match(d) for p in patterns)
+                                   for d in subscribed):
+                continue
             attrs.append("\\Noselect")
-        children = any(n.startswith(name + DELIMITER) for n in every_name)
-        attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-        if folder is not None and folder.special_use:
-            attrs.append(folder.special_use)  # RFC 6154 §2
-        if subscribed and (subscribed_only or "SUBSCRIBED" in returns):
+        elif subscribed_only and name in kept:  # RFC 5258 §3.4; LSUB: not selectable
+            attrs.append("\\Noselect" if lsub else "\\NonExistent")
+        else:
+            if folder is None:
+                attrs.append("\\Noselect")
+            children = any(n.startswith(name + DELIMITER) for n in every_name)
+            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+            if folder is not None and folder.special_use:
+                attrs.append(folder.special_use)  # RFC 6154 §2
+        if name in subscribed and (subscribed_only or "SUBSCRIBED" in returns):
             attrs.append("\\Subscribed")
         s.untagged(b"%s (%s) \"/\" %s" % (b"LSUB" if lsub else b"LIST",
                                            " ".join(attrs).encode(), encode_name(name)))
