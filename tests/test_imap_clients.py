@@ -274,7 +274,7 @@ def test_two_sessions_see_each_others_changes(running_node: Node) -> None:
     b.append(folder, None, None, message("three"))
     a.noop()
     untagged = a.untagged_responses
-    assert b"1 (UID 1 FLAGS (\\Flagged))" in untagged.get("FETCH", []), untagged
+    assert b"1 (UID 1 FLAGS (\\Flagged \\Recent))" in untagged.get("FETCH", []), untagged
     assert untagged.get("EXISTS", [])[-1:] == [b"3"]
     b.store("2", "+FLAGS", "(\\Deleted)")
     b.expunge()
@@ -325,12 +325,12 @@ def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> Non
     other.select(folder)
     started = time.monotonic()
     other.store("1", "+FLAGS", "(\\Flagged)")
-    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"  # raw selected first
     other.store("2", "+FLAGS", "(\\Deleted)")
     other.expunge()
     line = raw.line()
     if line.startswith(b"* 2 FETCH"):  # the \\Deleted flag, unless the expunge came first
-        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"
+        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted \\Recent))"
         line = raw.line()
     assert line == b"* 2 EXPUNGE"
     assert time.monotonic() - started < 2.0
@@ -774,3 +774,35 @@ def test_client_refusal_is_logged_at_info_not_error(running_node: Node) -> None:
     assert not [line for line in logged if '"level": "error"' in line], logged
     assert [line for line in logged if "commit refused" in line
             and '"level": "info"' in line], logged
+
+
+def test_recent_is_seen_by_exactly_one_session(running_node: Node) -> None:
+    """RFC 3501 §2.3.2: a new message is \\Recent for the first session that SELECTs the
+    folder (or is told of it by EXISTS) after it arrived, and for no other; EXAMINE shows
+    it without taking it. `* n RECENT`, FLAGS, SEARCH RECENT/NEW/OLD and STATUS agree."""
+    a, b, c, d = (imaps(running_node) for _ in range(4))
+    folder = new_folder(d, "Recent")
+    d.append(folder, None, None, message("recent one"))
+    assert d.status(folder, "(RECENT)")[1] == [b"Recent (RECENT 1)"]
+    a.select(folder, readonly=True)  # EXAMINE: sees it, does not take it
+    assert a.response("RECENT")[1] == [b"1"]
+    assert "\\Recent" in _flags(a) and a.search(None, "RECENT") == ("OK", [b"1"])
+    b.select(folder)  # the first SELECT takes it
+    assert b.response("RECENT")[1] == [b"1"]
+    assert "\\Recent" in _flags(b)
+    assert b.search(None, "NEW") == ("OK", [b"1"]) and b.search(None, "OLD") == ("OK", [b""])
+    c.select(folder)
+    assert c.response("RECENT")[1] == [b"0"]
+    assert "\\Recent" not in _flags(c) and c.search(None, "OLD") == ("OK", [b"1"])
+    assert d.status(folder, "(RECENT)")[1] == [b"Recent (RECENT 0)"]
+    d.append(folder, None, None, message("recent two"))
+    c.noop()  # the first session told of the new message takes it
+    assert c.response("EXISTS")[1][-1] == b"2" and c.response("RECENT")[1][-1] == b"1"
+    assert "\\Recent" in _flags(c, "2")
+    b.noop()
+    assert b.response("RECENT")[1][-1] == b"1"  # still only its first one
+    assert "\\Recent" not in _flags(b, "2") and b.search(None, "RECENT") == ("OK", [b"1"])
+    typ, data = b.uid("STORE", "1", "+FLAGS", "(\\Seen)")
+    assert typ == "OK" and b"\\Recent" in data[0], data  # not stored, still reported
+    for m in (a, b, c, d):
+        m.logout()

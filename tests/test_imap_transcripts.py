@@ -177,20 +177,20 @@ C: a5 SELECT T-sel
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
 S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted
 S: * 2 EXISTS
-S: * 0 RECENT
+S: * 2 RECENT
 S: * OK [UNSEEN 2] First unseen
 S: * OK [UIDVALIDITY <n>] UIDs valid
 S: * OK [UIDNEXT 3] Predicted next UID
 S: * OK [HIGHESTMODSEQ <n>] Highest
 S: a5 OK [READ-WRITE] SELECT completed
 C: a6 FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
-S: * 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size} INTERNALDATE "<*>")
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
+S: * 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE {size} INTERNALDATE "<*>")
 S: a6 OK FETCH completed
 C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)
 S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent \\*)] Flags permitted
-S: * 2 FETCH (FLAGS (\\Deleted $Urgent))
+S: * 2 FETCH (FLAGS (\\Deleted $Urgent \\Recent))
 S: a7 OK STORE completed
 C: a8 UID STORE 1 -FLAGS.SILENT (\\Seen)
 S: a8 OK UID STORE completed
@@ -200,7 +200,7 @@ C: b1 EXPUNGE
 S: * 2 EXPUNGE
 S: b1 OK EXPUNGE completed
 C: b2 UID FETCH 1:* FLAGS
-S: * 1 FETCH (UID 1 FLAGS ())
+S: * 1 FETCH (UID 1 FLAGS (\\Recent))
 S: b2 OK UID FETCH completed
 C: b3 EXAMINE T-sel
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
@@ -337,10 +337,10 @@ S: a4 OK [READ-WRITE] SELECT completed
 C: a5 STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)
 S: a5 OK [MODIFIED 1] Conditional STORE failed
 C: a6 STORE 1 (UNCHANGEDSINCE 2) +FLAGS (\\Seen)
-S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: * 1 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (3))
 S: a6 OK STORE completed
 C: a7 FETCH 1:* (FLAGS) (CHANGEDSINCE 2)
-S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: * 1 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (3))
 S: a7 OK FETCH completed
 C: a8 FETCH 1:* (FLAGS) (CHANGEDSINCE 3)
 S: a8 OK FETCH completed
@@ -436,12 +436,12 @@ S:  BODY[TEXT]<0> {{7}}
 S: Bonjour)
 S: a5 OK FETCH completed
 C: a6 UID FETCH 1 (RFC822.SIZE BODY[1])
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} BODY[1] {{27}}
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} BODY[1] {{27}}
 S: Bonjour, resultat normal.
 S: )
 S: a6 OK UID FETCH completed
 C: a7 FETCH 1 BODY[9]
-S: * 1 FETCH (FLAGS (\\Seen) BODY[9] {{0}}
+S: * 1 FETCH (FLAGS (\\Seen \\Recent) BODY[9] {{0}}
 S: )
 S: a7 OK FETCH completed
 C: a8 FETCH 1 (FLAGS) (CHANGEDSINCE x)
@@ -454,6 +454,7 @@ S: a9 OK FETCH completed
 C: b1 APPEND T-fetch ~{{5+}}
 C: a\0b\r\n
 S: * 2 EXISTS
+S: * 2 RECENT
 S: b1 OK [APPENDUID <n> 2] APPEND completed
 """)
 

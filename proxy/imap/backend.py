@@ -57,6 +57,7 @@ class Folder:
     uidnext: int
     highestmodseq: int
     subscribed: bool
+    recent_uid: int = 0  # RFC 3501 §2.3.2: UIDs above it are \\Recent for the next claimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,8 @@ def parse_flags(text: str) -> tuple[str, ...]:
 def _folder(row: object) -> Folder:
     m = row._mapping  # type: ignore[attr-defined]
     return Folder(m["id"], m["mailbox_id"], m["name"], m["special_use"], m["uidvalidity"],
-                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]))
+                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]),
+                  m["recent_uid"] or 0)
 
 
 # ------------------------------------------------------------------------------ reads
@@ -97,7 +99,8 @@ _TOMBSTONES = select(db.folders.c.id, db.folders.c.name).where(and_(
     db.folders.c.mailbox_id == bindparam("mailbox"), db.folders.c.deleted_at.is_not(None)))
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
 _FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
-                       db.folders.c.uidnext, db.folders.c.highestmodseq).where(
+                       db.folders.c.uidnext, db.folders.c.highestmodseq,
+                       db.folders.c.recent_uid).where(
     and_(db.folders.c.id == bindparam("folder"), _LIVE))
 _ROWS = (select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags,
                 db.messages.c.internal_date, db.messages.c.size, db.messages.c.modseq)
@@ -129,14 +132,14 @@ def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
     return _folder(row) if row else None
 
 
-def folder_state(conn: Connection, folder: Folder) -> tuple[int, int] | None:
-    """(uidnext, highestmodseq) of *folder*; None when it is gone, also when its row id
-    now holds another folder (deleted and recreated: a new UIDVALIDITY)."""
+def folder_state(conn: Connection, folder: Folder) -> tuple[int, int, int] | None:
+    """(uidnext, highestmodseq, recent_uid) of *folder*; None when it is gone, also when
+    its row id now holds another folder (deleted and recreated: a new UIDVALIDITY)."""
     row = conn.execute(_FOLDER_STATE, {"folder": folder.id}).first()
     if row is None or (row.mailbox_id, row.uidvalidity) != (folder.mailbox_id,
                                                             folder.uidvalidity):
         return None
-    return row.uidnext, row.highestmodseq
+    return row.uidnext, row.highestmodseq, row.recent_uid or 0
 
 
 _ROWS_SQL = ("SELECT uid, id, flags, internal_date, size, modseq FROM messages "
@@ -242,14 +245,30 @@ def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
 
 # flags are stored space-separated; keywords never start with a backslash (RFC 3501 §9)
 _SEEN = (" " + db.messages.c.flags + " ").like("% \\Seen %")
-_COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0)).where(
+_COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0),
+                 func.coalesce(func.sum(case((db.messages.c.uid > bindparam("recent"), 1),
+                                             else_=0)), 0)).where(
     db.messages.c.folder_id == bindparam("folder"))
 
 
-def folder_counts(conn: Connection, folder_id: int) -> tuple[int, int, int]:
-    """(messages, unseen, recent=0) for STATUS, counted by SQLite on the covering index."""
-    messages, unseen = conn.execute(_COUNTS, {"folder": folder_id}).one()
-    return int(messages), int(unseen), 0
+def folder_counts(conn: Connection, folder: Folder) -> tuple[int, int, int]:
+    """(messages, unseen, recent) for STATUS, counted by SQLite on the covering index;
+    recent: not yet claimed by a session (RFC 3501 §2.3.2)."""
+    messages, unseen, recent = conn.execute(_COUNTS, {"folder": folder.id,
+                                                      "recent": folder.recent_uid}).one()
+    return int(messages), int(unseen), int(recent)
+
+
+def claim_recent(conn: Connection, folder_id: int, upto: int) -> int:
+    """In the writer's transaction: this session is the first to see the folder's UIDs up
+    to *upto* (RFC 3501 §2.3.2: \\Recent for exactly one session); returns the UID
+    claimed before, the session's recent messages are those above it (and <= *upto*)."""
+    before = conn.execute(select(db.folders.c.recent_uid)
+                          .where(db.folders.c.id == folder_id)).scalar() or 0
+    if upto > before:
+        conn.execute(update(db.folders).where(db.folders.c.id == folder_id)
+                     .values(recent_uid=upto))
+    return int(before)
 
 
 def folder_size(conn: Connection, folder_id: int) -> int:

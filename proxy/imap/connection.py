@@ -88,12 +88,17 @@ class Selected:
     name: str  # as the client named it (decoded)
     gone: set[int] = field(default_factory=set)  # expunged elsewhere, not yet reported
     keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
+    recent: set[int] = field(default_factory=set)  # UIDs \Recent for this session
     _index: dict[int, int] | None = None
 
     def seq_of(self, uid: int) -> int | None:
         if self._index is None:
             self._index = {r.uid: i + 1 for i, r in enumerate(self.rows)}
         return self._index.get(uid)
+
+    def flags_of(self, row: backend.Row) -> tuple[str, ...]:
+        """The flags as this session reports them: \\Recent added (RFC 3501 §2.3.2)."""
+        return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
 
     def changed_order(self) -> None:
         self._index = None
@@ -357,7 +362,7 @@ class Session:
             return
         user = self.user
 
-        def read_state(conn: Connection) -> tuple[int, int] | str:
+        def read_state(conn: Connection) -> tuple[int, int, int] | str:
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return "revoked"  # or the shared mailbox disabled
@@ -369,7 +374,7 @@ class Session:
         if isinstance(state, str):
             self.selection_gone()
             return
-        uidnext, modseq = state
+        uidnext, modseq, recent_uid = state
         if modseq != sel.modseq:
             def load(conn: Connection) -> tuple[list[int], list[backend.Row]]:
                 return backend.uids(conn, sel.folder.id), backend.rows(conn, sel.folder.id,
@@ -395,10 +400,26 @@ class Session:
             if new:
                 sel.rows.extend(new)
                 sel.changed_order()
+                await self.claim_recent(sel, new, recent_uid)
+                # RFC 3501 §7.2.6: keywords of new messages announced before any FETCH
+                self.announce_keywords(tuple(f for r in new for f in r.flags))
                 self.untagged(b"%d EXISTS" % len(sel.rows))
+                self.untagged(b"%d RECENT" % len(sel.recent))
         if allow_expunge and sel.gone:
             self.report_expunged(sel.gone)
             sel.gone = set()
+
+    async def claim_recent(self, sel: Selected, new: list[backend.Row], recent_uid: int
+                           ) -> None:
+        """New messages are \\Recent here if no other session saw them first (RFC 3501
+        §2.3.2): claimed in the database (one writer round trip) by a read-write session;
+        a read-only one (EXAMINE) claims nothing and sees those not yet claimed."""
+        upto = new[-1].uid
+        if not sel.readonly:
+            folder_id = sel.folder.id
+            recent_uid = await self.write(
+                lambda conn: backend.claim_recent(conn, folder_id, upto))
+        sel.recent |= {r.uid for r in new if r.uid > recent_uid}
 
     def revoked(self) -> None:
         """The delegated selection's grant is gone: the session ends (RFC 3501 §7.1.5)."""
@@ -419,6 +440,7 @@ class Session:
         for seq in sorted((s for u in uids if (s := sel.seq_of(u)) is not None), reverse=True):
             self.untagged(b"%d EXPUNGE" % seq)
         sel.rows = [r for r in sel.rows if r.uid not in uids]
+        sel.recent -= uids
         sel.changed_order()
 
     def announce_keywords(self, flags: tuple[str, ...]) -> None:
@@ -434,7 +456,8 @@ class Session:
             self.untagged(f"OK [PERMANENTFLAGS ({listed} \\*)] Flags permitted".encode())
 
     def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
-        parts = [b"FLAGS (" + " ".join(row.flags).encode() + b")"]
+        flags = self.selected.flags_of(row) if self.selected else row.flags
+        parts = [b"FLAGS (" + " ".join(flags).encode() + b")"]
         if uid:
             parts.insert(0, b"UID %d" % row.uid)
         if self.condstore:

@@ -62,14 +62,21 @@ async def select_command(s: Session, cmd: Command) -> Result:
                       detail={"folder": target.folder, "readonly": readonly,
                               "delegated": target.delegated})
 
+    recent = (0, 0)  # this session's \Recent UIDs: above the first, up to the second
+
     def audit_if_present(conn: Connection
                          ) -> tuple[backend.Folder | None, backend.Snapshot | None]:
         # in the writer's transaction: the folder as last committed, its audit record,
-        # and its snapshot when this process holds it (no scan on the writer thread)
+        # its \Recent messages claimed (SELECT, not EXAMINE: RFC 3501 §2.3.2, §6.3.2) and
+        # its snapshot when this process holds it (no scan on the writer thread)
+        nonlocal recent
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
         append(conn, [record])
+        last = folder.uidnext - 1
+        recent = (folder.recent_uid if readonly
+                  else backend.claim_recent(conn, folder.id, last), last)
         return folder, backend.SNAPSHOTS.peek(folder)
 
     # One round trip when the snapshot is held; else the rows are read after the commit,
@@ -82,14 +89,15 @@ async def select_command(s: Session, cmd: Command) -> Result:
     keywords = set(snap.keywords)
     watch = s.ctx.notifier.watch(target.owner.id)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
-                          folder.highestmodseq, watch, name, keywords=keywords)
+                          folder.highestmodseq, watch, name, keywords=keywords,
+                          recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
     s.state = SELECTED
     flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
     s.untagged(f"FLAGS ({flags})".encode())
     s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
     s.untagged(b"%d EXISTS" % len(snap.rows))
-    s.untagged(b"0 RECENT")
+    s.untagged(b"%d RECENT" % len(s.selected.recent))
     if snap.first_unseen is not None:
         s.untagged(b"OK [UNSEEN %d] First unseen" % snap.first_unseen)
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
@@ -252,7 +260,7 @@ async def list_command(s: Session, cmd: Command) -> Result:
 
 async def _status_line(s: Session, name: str, folder: backend.Folder,
                        items: list[Token]) -> bytes:
-    messages, unseen, recent = await s.db(backend.folder_counts, folder.id)
+    messages, unseen, recent = await s.db(backend.folder_counts, folder)
     values: list[str] = []
     for token in items:
         item = atom(token).upper()

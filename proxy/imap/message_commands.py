@@ -71,9 +71,9 @@ def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[A
             for i in range(0, len(items), AUDIT_CHUNK)]
 
 
-def _meta(seq: int, row: backend.Row) -> MessageMeta:
-    return MessageMeta(seq=seq, uid=row.uid, flags=row.flags, internal_date=row.internal_date,
-                       size=row.size, modseq=row.modseq)
+def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
+    return MessageMeta(seq=seq, uid=row.uid, flags=sel.flags_of(row),
+                       internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
 
 def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
@@ -178,7 +178,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
                         raw = got.data
                         parsed = RecordingParsed(raw, row.id, cache)
                 try:
-                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=by_uid,
+                    rendered = render_fetch(items, _meta(sel, seq, row), raw, add_uid=by_uid,
                                             parsed=parsed)
                 except UnknownCte:
                     unknown_cte.append(row.uid)
@@ -307,7 +307,7 @@ async def search(s: Session, cmd: Command) -> Result:
 
             for seq, row in chunk:
                 try:
-                    if program.matches(_meta(seq, row), largest_seq=largest_seq,
+                    if program.matches(_meta(sel, seq, row), largest_seq=largest_seq,
                                        largest_uid=largest_uid,
                                        load=functools.partial(load, row)):
                         hits.append((seq, row))
