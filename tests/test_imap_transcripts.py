@@ -158,6 +158,7 @@ S: b7 NO [CANNOT] INBOX cannot be deleted
 
 def test_select_append_store_expunge(running_node: Node) -> None:
     size = len(MSG)
+    when = "23-Nov-2026 08:00:00 +0000"
     run(running_node, f"""
 C: a1 CREATE T-sel
 S: a1 OK CREATE completed
@@ -184,7 +185,7 @@ S: * OK [UIDNEXT 3] Predicted next UID
 S: * OK [HIGHESTMODSEQ <n>] Highest
 S: a5 OK [READ-WRITE] SELECT completed
 C: a6 FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} INTERNALDATE "{when}")
 S: * 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE {size} INTERNALDATE "<*>")
 S: a6 OK FETCH completed
 C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)
