@@ -806,3 +806,42 @@ def test_recent_is_seen_by_exactly_one_session(running_node: Node) -> None:
     assert typ == "OK" and b"\\Recent" in data[0], data  # not stored, still reported
     for m in (a, b, c, d):
         m.logout()
+
+
+def _keywords_announced_first(lines: list[bytes], announced: set[str]) -> set[str]:
+    """RFC 3501 §7.2.6: every keyword a FETCH shows was in an earlier * FLAGS."""
+    for line in lines:
+        listed = re.match(rb"\* FLAGS \(([^)]*)\)", line)
+        if listed:
+            announced = set(listed.group(1).decode().split())
+        shown = re.match(rb"\* \d+ FETCH .*FLAGS \(([^)]*)\)", line)
+        if shown:
+            keywords = {f for f in shown.group(1).decode().split() if not f.startswith("\\")}
+            assert keywords <= announced, (line, announced, lines)
+    return announced
+
+
+def test_new_keywords_are_announced_before_fetch_shows_them(running_node: Node) -> None:
+    d = imaps(running_node)
+    folder = new_folder(d, "Keywords")
+    d.append(folder, None, None, message("kw"))
+    a, b = Raw(running_node), Raw(running_node)
+    seen = {}
+    for name, raw in (("a", a), ("b", b)):
+        raw.login()
+        raw.send(f"s SELECT {folder}\r\n".encode())
+        seen[name] = _keywords_announced_first(raw.until(b"s"), set())
+    a.send(b"k STORE 1 +FLAGS ($Alpha)\r\n")
+    seen["a"] = _keywords_announced_first(a.until(b"k"), seen["a"])
+    assert "$Alpha" in seen["a"]
+    b.send(b"k STORE 1 +FLAGS ($Beta)\r\n")  # the answer shows a's $Alpha too
+    lines = b.until(b"k")
+    seen["b"] = _keywords_announced_first(lines, seen["b"])
+    assert any(b"$Alpha" in line and b"FETCH" in line for line in lines), lines
+    d.append(folder, "($Gamma)", None, message("kw 2"))
+    for name, raw in (("a", a), ("b", b)):
+        raw.send(b"n NOOP\r\nf FETCH 1:* (FLAGS)\r\n")
+        seen[name] = _keywords_announced_first(raw.until(b"n") + raw.until(b"f"), seen[name])
+        assert {"$Alpha", "$Beta", "$Gamma"} <= seen[name]
+        raw.close()
+    d.logout()
