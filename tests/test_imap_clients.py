@@ -845,3 +845,31 @@ def test_new_keywords_are_announced_before_fetch_shows_them(running_node: Node) 
         assert {"$Alpha", "$Beta", "$Gamma"} <= seen[name]
         raw.close()
     d.logout()
+
+
+def test_recent_across_two_worker_processes(tmp_path: object) -> None:
+    """\\Recent is claimed in the database: with two serving processes (server.workers),
+    each new message is still recent in exactly one of the sessions selecting it."""
+    from pathlib import Path
+
+    from tests.node import make_node
+
+    node = make_node(Path(str(tmp_path)))
+    node.config.write_text(node.config.read_text().replace('data_dir = "."',
+                                                           'data_dir = "."\nworkers = 2'))
+    node.start()
+    try:
+        writer = imaps(node)
+        folder = new_folder(writer, "Recent-workers")
+        for round_ in range(3):
+            writer.append(folder, None, None, message(f"workers {round_}"))
+            counts = []
+            for _ in range(4):  # new connections: spread over both processes
+                m = imaps(node)
+                m.select(folder)
+                counts.append(int(m.response("RECENT")[1][-1]))
+                m.logout()
+            assert sorted(counts) == [0, 0, 0, 1], counts
+        writer.logout()
+    finally:
+        node.stop()
