@@ -242,7 +242,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
     # session's copy: another session's concurrent change is kept
     result = await s.write(lambda conn: backend.store_flags(
         conn, sel.folder.id, [r.uid for _, r in rows], sign, flags, audit_for,
-        unchanged_since))
+        unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     rows = [(q, r) for q, r in _updated(sel, rows, result) if r.uid in result.current]
