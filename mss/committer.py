@@ -29,6 +29,11 @@ T = TypeVar("T")
 Work = Callable[[Connection], Any]
 
 
+class Refusal(Exception):
+    """Raised by a work function that refuses what a client asked (an IMAP ``NO``): rolled
+    back like any error, but an ordinary answer, logged at info and not as a failure."""
+
+
 @dataclass
 class _Job:
     work: Work
@@ -121,7 +126,11 @@ class GroupCommitter:
                         self._transaction([job])
                     except Exception as job_exc:
                         job.error = job_exc
-            log.error("commit failed", error=repr(exc), jobs=len(batch))
+            errors = [job.error for job in batch if job.error is not None] or [exc]
+            if all(isinstance(e, Refusal) for e in errors):
+                log.info("commit refused", error=repr(errors[0]), jobs=len(batch))
+            else:
+                log.error("commit failed", error=repr(exc), jobs=len(batch))
         self.batches += 1
         self.jobs += len(batch)
         for job in batch:

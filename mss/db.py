@@ -58,6 +58,9 @@ mailboxes = Table(
     Column("created_at", Float, nullable=False),
     Column("disabled_at", Float),
     Column("liste_rouge", Boolean, nullable=False, default=False),  # never published
+    # the last IMAP UIDVALIDITY given to one of its folders (RFC 3501 §2.3.1.1: values only
+    # grow, a deleted and recreated folder never gets one back; store.next_uidvalidity)
+    Column("last_uidvalidity", Integer),
 )
 
 master_keys = Table(
@@ -87,6 +90,12 @@ folders = Table(
     Column("uidnext", Integer, nullable=False, default=1),
     Column("highestmodseq", Integer, nullable=False, default=1),
     Column("subscribed", Boolean, nullable=False, default=True),
+    # IMAP \Recent (RFC 3501 §2.3.2): the highest UID a session has already seen as recent
+    # (claimed at SELECT and at the untagged EXISTS of a read-write session); NULL is 0
+    Column("recent_uid", Integer),
+    # set when the folder was deleted while subscribed: the row only keeps the subscription
+    # (RFC 3501 §6.3.6: DELETE does not unsubscribe); NULL for a live folder
+    Column("deleted_at", Float),
     UniqueConstraint("mailbox_id", "name"),
 )
 

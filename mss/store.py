@@ -148,14 +148,33 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
         password_hash=password_hash, enabled=True, created_at=now, liste_rouge=liste_rouge,
     )).inserted_primary_key[0]  # type: ignore[index]
     keyring.create_key(conn, crypto.mailbox_key_id(mailbox_id))
-    uidvalidity = int(now) & 0x7FFFFFFF
+    first = next_uidvalidity(conn, mailbox_id, len(DEFAULT_FOLDERS))
     conn.execute(insert(db.folders), [
-        {"mailbox_id": mailbox_id, "name": name, "special_use": use, "uidvalidity": uidvalidity,
-         "uidnext": 1, "highestmodseq": 1, "subscribed": True}
-        for name, use in DEFAULT_FOLDERS
+        {"mailbox_id": mailbox_id, "name": name, "special_use": use,
+         "uidvalidity": first + i, "uidnext": 1, "highestmodseq": 1, "subscribed": True}
+        for i, (name, use) in enumerate(DEFAULT_FOLDERS)
     ])
     return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash,
                    liste_rouge)
+
+
+def next_uidvalidity(conn: Connection, mailbox_id: int, count: int = 1) -> int:
+    """The first of *count* new IMAP UIDVALIDITY values for folders of a mailbox.
+
+    RFC 3501 §2.3.1.1: a (UIDVALIDITY, UID) pair never names two messages, so a folder
+    deleted and recreated (even within the same second) must get a higher value. Values
+    come from a per-mailbox counter (``mailboxes.last_uidvalidity``), above the clock and
+    every value its folders hold (databases from before the counter), each used once."""
+    last = conn.execute(select(db.mailboxes.c.last_uidvalidity)
+                        .where(db.mailboxes.c.id == mailbox_id)).scalar() or 0
+    held = conn.execute(select(func.max(db.folders.c.uidvalidity))
+                        .where(db.folders.c.mailbox_id == mailbox_id)).scalar() or 0
+    first = max(int(time.time()), last + 1, held + 1)
+    if first + count - 1 > 0xFFFFFFFF:  # nz-number (RFC 3501 §9): 32 bits
+        raise StoreError("UIDVALIDITY values of this mailbox are exhausted")
+    conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox_id)
+                 .values(last_uidvalidity=first + count - 1))
+    return first
 
 
 # Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.

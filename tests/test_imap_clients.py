@@ -19,7 +19,7 @@ import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import DOMAIN, PASSWORD, Node, wait_for
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -274,7 +274,7 @@ def test_two_sessions_see_each_others_changes(running_node: Node) -> None:
     b.append(folder, None, None, message("three"))
     a.noop()
     untagged = a.untagged_responses
-    assert b"1 (UID 1 FLAGS (\\Flagged))" in untagged.get("FETCH", []), untagged
+    assert b"1 (UID 1 FLAGS (\\Flagged \\Recent))" in untagged.get("FETCH", []), untagged
     assert untagged.get("EXISTS", [])[-1:] == [b"3"]
     b.store("2", "+FLAGS", "(\\Deleted)")
     b.expunge()
@@ -325,12 +325,12 @@ def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> Non
     other.select(folder)
     started = time.monotonic()
     other.store("1", "+FLAGS", "(\\Flagged)")
-    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    assert raw.line() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"  # raw selected first
     other.store("2", "+FLAGS", "(\\Deleted)")
     other.expunge()
     line = raw.line()
     if line.startswith(b"* 2 FETCH"):  # the \\Deleted flag, unless the expunge came first
-        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted))"
+        assert line == b"* 2 FETCH (UID 2 FLAGS (\\Deleted \\Recent))"
         line = raw.line()
     assert line == b"* 2 EXPUNGE"
     assert time.monotonic() - started < 2.0
@@ -652,3 +652,224 @@ def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
     assert raw.line() == b"* BYE Too many invalid commands"
     assert raw.file.readline() == b""
     raw.close()
+
+
+# --------------------------------------------------------------------------- store semantics
+
+def _uidvalidity(m: imaplib.IMAP4) -> int:
+    return int(m.response("UIDVALIDITY")[1][-1])
+
+
+def test_recreated_folder_gets_new_uidvalidity_and_its_own_messages(running_node: Node
+                                                                    ) -> None:
+    """RFC 3501 §2.3.1.1: a folder deleted and recreated at once gets a higher UIDVALIDITY,
+    and no session (this one or a new one) is served the deleted folder's message list."""
+    a = imaps(running_node)
+    folder = new_folder(a, "Recreated")
+    a.append(folder, None, None, message("before delete", "avant\n"))
+    a.select(folder)
+    first = _uidvalidity(a)
+    assert a.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1].endswith(b"avant\r\n")
+    a.close()
+    assert a.delete(folder)[0] == "OK"
+    new_folder(a, folder)
+    a.append(folder, None, None, message("after recreate", "apres\n"))
+    for session in (a, imaps(running_node)):
+        typ, data = session.select(folder)
+        assert (typ, data) == ("OK", [b"1"])
+        assert _uidvalidity(session) > first
+        typ, data = session.uid("FETCH", "1", "(BODY.PEEK[])")
+        assert typ == "OK" and data[0][1].endswith(b"apres\r\n"), data
+        assert session.search(None, "BODY", "apres") == ("OK", [b"1"])
+        session.logout()
+
+
+def _flags(m: imaplib.IMAP4, uid: str = "1") -> set[str]:
+    typ, data = m.uid("FETCH", uid, "(FLAGS)")
+    found = re.search(rb"FLAGS \(([^)]*)\)", data[-1] if isinstance(data[-1], bytes) else b"")
+    assert typ == "OK" and found, data
+    return set(found.group(1).decode().split())
+
+
+def test_concurrent_stores_keep_each_others_flags(running_node: Node) -> None:
+    """RFC 3501 §6.4.6: +FLAGS/-FLAGS change the flags the message has, not the flags a
+    session last saw: two sessions' STOREs on one message both take effect."""
+    a, b = imaps(running_node), imaps(running_node)
+    folder = new_folder(a, "Store-race")
+    a.append(folder, "(\\Seen)", None, message("race"))
+    a.select(folder)
+    b.select(folder)  # b's copy: \Seen only
+    a.uid("STORE", "1", "+FLAGS.SILENT", "(\\Answered $Label1)")
+    typ, data = b.uid("STORE", "1", "-FLAGS", "(\\Seen)")
+    assert typ == "OK" and b"\\Answered" in b" ".join(d for d in data if d), data
+    b.uid("STORE", "1", "+FLAGS.SILENT", "($Label2)")
+    a.uid("STORE", "1", "-FLAGS.SILENT", "($Label1)")
+    fresh = imaps(running_node)
+    fresh.select(folder, readonly=True)
+    assert _flags(fresh) == {"\\Answered", "$Label2"}
+    # only the rows a STORE changes get a new MODSEQ (RFC 7162 §3.1.3)
+    before = fresh.uid("FETCH", "1", "(MODSEQ)")[1][0]
+    a.uid("STORE", "1", "+FLAGS.SILENT", "(\\Answered)")  # already set: no change
+    fresh.noop()
+    assert fresh.uid("FETCH", "1", "(MODSEQ)")[1][0] == before
+    for m in (a, b, fresh):
+        m.logout()
+
+
+def test_deleting_the_selected_mailbox_keeps_the_session(running_node: Node) -> None:
+    """RFC 3501 §6.3.4: DELETE of the selected mailbox (by this session or another) ends
+    the selection, not the session: no BYE, the next commands are answered."""
+    own, other = Raw(running_node), Raw(running_node)
+    own.login()
+    other.login()
+    own.send(b'c CREATE "Gone-own"\r\nc2 CREATE "Gone-other"\r\ns SELECT "Gone-own"\r\n')
+    own.until(b"s")
+    own.send(b'd DELETE "Gone-own"\r\n')
+    lines = own.until(b"d")
+    assert lines == [b"* OK [CLOSED] Selected mailbox was deleted", b"d OK DELETE completed"]
+    own.send(b"f FETCH 1 (FLAGS)\r\nn NOOP\r\ne EXAMINE \"Gone-other\"\r\n")
+    assert own.until(b"f")[-1] == b"f BAD Command not valid in this state"
+    assert own.until(b"n") == [b"n OK NOOP completed"]
+    assert own.until(b"e")[-1].startswith(b"e OK [READ-ONLY]")
+    other.send(b'd DELETE "Gone-other"\r\n')
+    assert other.until(b"d")[-1] == b"d OK DELETE completed"
+    own.send(b"n2 NOOP\r\nl LIST \"\" INBOX\r\n")
+    assert own.until(b"n2") == [b"* OK [CLOSED] Selected mailbox was deleted",
+                                b"n2 OK NOOP completed"]
+    assert own.until(b"l")[-1] == b"l OK LIST completed"
+    own.close()
+    other.close()
+
+
+def test_revoked_grant_serves_no_further_command(running_node: Node) -> None:
+    """The grant is checked before a command on a delegated selection runs: after
+    `mss mailbox revoke`, the next FETCH gets BYE and not one byte of the shared box."""
+    shared = f"accueil@{DOMAIN}"
+    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000003")
+    running_node.cli("mailbox", "grant", shared, BOB)
+    submit(running_node, message("Confidentiel accueil", rcpt=shared), rcpt=shared)
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(f'e EXAMINE "Shared/{shared}/INBOX"\r\n'.encode())
+    assert raw.until(b"e")[-1].startswith(b"e OK")
+    running_node.cli("mailbox", "revoke", shared, BOB)
+    raw.send(b"f UID FETCH 1:* (BODY.PEEK[HEADER])\r\n")
+    assert raw.line() == b"* BYE Selected mailbox was deleted or access revoked"
+    assert raw.file.read() == b""  # closed: nothing of the message was sent
+    raw.close()
+
+
+def test_client_refusal_is_logged_at_info_not_error(running_node: Node) -> None:
+    """A NO the client earned (CREATE of an existing folder) is an ordinary answer: the
+    server log has it at info, no error line."""
+    offset = running_node.log_path.stat().st_size
+    m = imaps(running_node)
+    new_folder(m, "Twice")
+    typ, data = m.create("Twice")
+    assert typ == "NO" and data[0].startswith(b"[ALREADYEXISTS]")
+    m.logout()
+    assert wait_for(lambda: b"commit refused" in running_node.log_path.read_bytes()[offset:],
+                    timeout=5)
+    logged = running_node.log_path.read_bytes()[offset:].decode().splitlines()
+    assert not [line for line in logged if '"level": "error"' in line], logged
+    assert [line for line in logged if "commit refused" in line
+            and '"level": "info"' in line], logged
+
+
+def test_recent_is_seen_by_exactly_one_session(running_node: Node) -> None:
+    """RFC 3501 §2.3.2: a new message is \\Recent for the first session that SELECTs the
+    folder (or is told of it by EXISTS) after it arrived, and for no other; EXAMINE shows
+    it without taking it. `* n RECENT`, FLAGS, SEARCH RECENT/NEW/OLD and STATUS agree."""
+    a, b, c, d = (imaps(running_node) for _ in range(4))
+    folder = new_folder(d, "Recent")
+    d.append(folder, None, None, message("recent one"))
+    assert d.status(folder, "(RECENT)")[1] == [b"Recent (RECENT 1)"]
+    a.select(folder, readonly=True)  # EXAMINE: sees it, does not take it
+    assert a.response("RECENT")[1] == [b"1"]
+    assert "\\Recent" in _flags(a) and a.search(None, "RECENT") == ("OK", [b"1"])
+    b.select(folder)  # the first SELECT takes it
+    assert b.response("RECENT")[1] == [b"1"]
+    assert "\\Recent" in _flags(b)
+    assert b.search(None, "NEW") == ("OK", [b"1"]) and b.search(None, "OLD") == ("OK", [b""])
+    c.select(folder)
+    assert c.response("RECENT")[1] == [b"0"]
+    assert "\\Recent" not in _flags(c) and c.search(None, "OLD") == ("OK", [b"1"])
+    assert d.status(folder, "(RECENT)")[1] == [b"Recent (RECENT 0)"]
+    d.append(folder, None, None, message("recent two"))
+    c.noop()  # the first session told of the new message takes it
+    assert c.response("EXISTS")[1][-1] == b"2" and c.response("RECENT")[1][-1] == b"1"
+    assert "\\Recent" in _flags(c, "2")
+    b.noop()
+    assert b.response("RECENT")[1][-1] == b"1"  # still only its first one
+    assert "\\Recent" not in _flags(b, "2") and b.search(None, "RECENT") == ("OK", [b"1"])
+    typ, data = b.uid("STORE", "1", "+FLAGS", "(\\Seen)")
+    assert typ == "OK" and b"\\Recent" in data[0], data  # not stored, still reported
+    for m in (a, b, c, d):
+        m.logout()
+
+
+def _keywords_announced_first(lines: list[bytes], announced: set[str]) -> set[str]:
+    """RFC 3501 §7.2.6: every keyword a FETCH shows was in an earlier * FLAGS."""
+    for line in lines:
+        listed = re.match(rb"\* FLAGS \(([^)]*)\)", line)
+        if listed:
+            announced = set(listed.group(1).decode().split())
+        shown = re.match(rb"\* \d+ FETCH .*FLAGS \(([^)]*)\)", line)
+        if shown:
+            keywords = {f for f in shown.group(1).decode().split() if not f.startswith("\\")}
+            assert keywords <= announced, (line, announced, lines)
+    return announced
+
+
+def test_new_keywords_are_announced_before_fetch_shows_them(running_node: Node) -> None:
+    d = imaps(running_node)
+    folder = new_folder(d, "Keywords")
+    d.append(folder, None, None, message("kw"))
+    a, b = Raw(running_node), Raw(running_node)
+    seen = {}
+    for name, raw in (("a", a), ("b", b)):
+        raw.login()
+        raw.send(f"s SELECT {folder}\r\n".encode())
+        seen[name] = _keywords_announced_first(raw.until(b"s"), set())
+    a.send(b"k STORE 1 +FLAGS ($Alpha)\r\n")
+    seen["a"] = _keywords_announced_first(a.until(b"k"), seen["a"])
+    assert "$Alpha" in seen["a"]
+    b.send(b"k STORE 1 +FLAGS ($Beta)\r\n")  # the answer shows a's $Alpha too
+    lines = b.until(b"k")
+    seen["b"] = _keywords_announced_first(lines, seen["b"])
+    assert any(b"$Alpha" in line and b"FETCH" in line for line in lines), lines
+    d.append(folder, "($Gamma)", None, message("kw 2"))
+    for name, raw in (("a", a), ("b", b)):
+        raw.send(b"n NOOP\r\nf FETCH 1:* (FLAGS)\r\n")
+        seen[name] = _keywords_announced_first(raw.until(b"n") + raw.until(b"f"), seen[name])
+        assert {"$Alpha", "$Beta", "$Gamma"} <= seen[name]
+        raw.close()
+    d.logout()
+
+
+def test_recent_across_two_worker_processes(tmp_path: object) -> None:
+    """\\Recent is claimed in the database: with two serving processes (server.workers),
+    each new message is still recent in exactly one of the sessions selecting it."""
+    from pathlib import Path
+
+    from tests.node import make_node
+
+    node = make_node(Path(str(tmp_path)))
+    node.config.write_text(node.config.read_text().replace('data_dir = "."',
+                                                           'data_dir = "."\nworkers = 2'))
+    node.start()
+    try:
+        writer = imaps(node)
+        folder = new_folder(writer, "Recent-workers")
+        for round_ in range(3):
+            writer.append(folder, None, None, message(f"workers {round_}"))
+            counts = []
+            for _ in range(4):  # new connections: spread over both processes
+                m = imaps(node)
+                m.select(folder)
+                counts.append(int(m.response("RECENT")[1][-1]))
+                m.logout()
+            assert sorted(counts) == [0, 0, 0, 1], counts
+        writer.logout()
+    finally:
+        node.stop()

@@ -145,7 +145,12 @@ S: b4 OK DELETE completed
 C: b5 UNSUBSCRIBE T-list
 S: b5 OK UNSUBSCRIBE completed
 C: b6 LSUB "" T-list*
+S: * LSUB (\\Noselect \\Subscribed) "/" T-list/renamed
 S: b6 OK LSUB completed
+C: b8 UNSUBSCRIBE T-list/renamed
+S: b8 OK UNSUBSCRIBE completed
+C: b9 LSUB "" T-list*
+S: b9 OK LSUB completed
 C: b7 DELETE INBOX
 S: b7 NO [CANNOT] INBOX cannot be deleted
 """)
@@ -153,6 +158,7 @@ S: b7 NO [CANNOT] INBOX cannot be deleted
 
 def test_select_append_store_expunge(running_node: Node) -> None:
     size = len(MSG)
+    when = "23-Nov-2026 08:00:00 +0000"
     run(running_node, f"""
 C: a1 CREATE T-sel
 S: a1 OK CREATE completed
@@ -172,20 +178,20 @@ C: a5 SELECT T-sel
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
 S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted
 S: * 2 EXISTS
-S: * 0 RECENT
+S: * 2 RECENT
 S: * OK [UNSEEN 2] First unseen
 S: * OK [UIDVALIDITY <n>] UIDs valid
 S: * OK [UIDNEXT 3] Predicted next UID
 S: * OK [HIGHESTMODSEQ <n>] Highest
 S: a5 OK [READ-WRITE] SELECT completed
 C: a6 FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} INTERNALDATE "23-Nov-2026 08:00:00 +0000")
-S: * 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size} INTERNALDATE "<*>")
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} INTERNALDATE "{when}")
+S: * 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE {size} INTERNALDATE "<*>")
 S: a6 OK FETCH completed
 C: a7 STORE 2 +FLAGS (\\Deleted $Urgent)
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)
 S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent \\*)] Flags permitted
-S: * 2 FETCH (FLAGS (\\Deleted $Urgent))
+S: * 2 FETCH (FLAGS (\\Deleted $Urgent \\Recent))
 S: a7 OK STORE completed
 C: a8 UID STORE 1 -FLAGS.SILENT (\\Seen)
 S: a8 OK UID STORE completed
@@ -195,7 +201,7 @@ C: b1 EXPUNGE
 S: * 2 EXPUNGE
 S: b1 OK EXPUNGE completed
 C: b2 UID FETCH 1:* FLAGS
-S: * 1 FETCH (UID 1 FLAGS ())
+S: * 1 FETCH (UID 1 FLAGS (\\Recent))
 S: b2 OK UID FETCH completed
 C: b3 EXAMINE T-sel
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
@@ -332,10 +338,10 @@ S: a4 OK [READ-WRITE] SELECT completed
 C: a5 STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)
 S: a5 OK [MODIFIED 1] Conditional STORE failed
 C: a6 STORE 1 (UNCHANGEDSINCE 2) +FLAGS (\\Seen)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3))
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ (3))
 S: a6 OK STORE completed
 C: a7 FETCH 1:* (FLAGS) (CHANGEDSINCE 2)
-S: * 1 FETCH (FLAGS (\\Seen) MODSEQ (3))
+S: * 1 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (3))
 S: a7 OK FETCH completed
 C: a8 FETCH 1:* (FLAGS) (CHANGEDSINCE 3)
 S: a8 OK FETCH completed
@@ -431,12 +437,12 @@ S:  BODY[TEXT]<0> {{7}}
 S: Bonjour)
 S: a5 OK FETCH completed
 C: a6 UID FETCH 1 (RFC822.SIZE BODY[1])
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE {size} BODY[1] {{27}}
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) RFC822.SIZE {size} BODY[1] {{27}}
 S: Bonjour, resultat normal.
 S: )
 S: a6 OK UID FETCH completed
 C: a7 FETCH 1 BODY[9]
-S: * 1 FETCH (FLAGS (\\Seen) BODY[9] {{0}}
+S: * 1 FETCH (FLAGS (\\Seen \\Recent) BODY[9] {{0}}
 S: )
 S: a7 OK FETCH completed
 C: a8 FETCH 1 (FLAGS) (CHANGEDSINCE x)
@@ -449,6 +455,7 @@ S: a9 OK FETCH completed
 C: b1 APPEND T-fetch ~{{5+}}
 C: a\0b\r\n
 S: * 2 EXISTS
+S: * 2 RECENT
 S: b1 OK [APPENDUID <n> 2] APPEND completed
 """)
 
@@ -613,20 +620,20 @@ def test_condstore_enabled_by_first_use_and_esearch_modseq(running_node: Node) -
         + "C: a2 SELECT T-cs\n" + _SELECTED + """
 S: a2 OK [READ-WRITE] SELECT completed
 C: a3 FETCH 1 (FLAGS)
-S: * 1 FETCH (FLAGS ())
+S: * 1 FETCH (FLAGS (\\Recent))
 S: a3 OK FETCH completed
 C: a4 FETCH 1 (MODSEQ)
 S: * OK [HIGHESTMODSEQ 5] Highest
 S: * 1 FETCH (MODSEQ (2))
 S: a4 OK FETCH completed
 C: a5 STORE 1 +FLAGS (\\Seen)
-S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (6))
+S: * 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ (6))
 S: a5 OK STORE completed
 C: a6 STORE 3 +FLAGS (\\Seen)
-S: * 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (7))
+S: * 3 FETCH (UID 3 FLAGS (\\Seen \\Recent) MODSEQ (7))
 S: a6 OK STORE completed
 C: a7 STORE 2 +FLAGS (\\Seen)
-S: * 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (8))
+S: * 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (8))
 S: a7 OK STORE completed
 C: a8 SEARCH RETURN (MIN) 1:3 MODSEQ 1
 S: * ESEARCH (TAG "a8") MIN 1 MODSEQ 6
@@ -644,7 +651,7 @@ C: b3 SEARCH RETURN (MIN COUNT) 1:3 MODSEQ 1
 S: * ESEARCH (TAG "b3") MIN 1 COUNT 3 MODSEQ 8
 S: b3 OK SEARCH completed
 C: b4 FETCH 4 BODY[TEXT]
-S: * 4 FETCH (UID 4 FLAGS (\\Seen) BODY[TEXT] {27}
+S: * 4 FETCH (UID 4 FLAGS (\\Seen \\Recent) BODY[TEXT] {27}
 S: Bonjour, resultat normal.
 S:  MODSEQ (9))
 S: b4 OK FETCH completed
@@ -730,4 +737,74 @@ S: * LIST (\\HasNoChildren) "/" T-lx/test1
 S: d4 OK LIST completed
 C: d5 LSUB (SUBSCRIBED) "" *
 S: d5 BAD LSUB takes no LIST-EXTENDED options
+""")
+
+
+def test_shared_namespace_cannot_be_shadowed(running_node: Node) -> None:
+    """RFC 2342 §5: ``Shared/`` is the shared namespace; a personal folder of that name
+    (in any case, or below it) would hide it from clients: refused."""
+    run(running_node, """
+C: a1 CREATE Shared
+S: a1 NO [CANNOT] Reserved for the shared namespace
+C: a2 CREATE Shared/mine
+S: a2 NO [CANNOT] Reserved for the shared namespace
+C: a3 CREATE shared/x
+S: a3 NO [CANNOT] Reserved for the shared namespace
+C: a4 CREATE T-shadow
+S: a4 OK CREATE completed
+C: a5 RENAME T-shadow SHARED
+S: a5 NO [CANNOT] Reserved for the shared namespace
+C: a6 LIST "" Shared*
+S: a6 OK LIST completed
+C: a7 CREATE T-shared-ok/Shared
+S: a7 OK CREATE completed
+""")
+
+
+def test_subscriptions_outlive_delete_and_lsub_parents(running_node: Node) -> None:
+    """RFC 3501 §6.3.6: DELETE leaves the subscription (a new folder of that name is
+    subscribed again); §6.3.9: LSUB with % names an unsubscribed parent as \\Noselect."""
+    run(running_node, """
+C: a1 CREATE T-sub/kept
+S: a1 OK CREATE completed
+C: a2 UNSUBSCRIBE T-sub
+S: a2 OK UNSUBSCRIBE completed
+C: a3 LSUB "" T-sub%
+S: * LSUB (\\Noselect) "/" T-sub
+S: a3 OK LSUB completed
+C: a4 LSUB "" T-sub/%
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: a4 OK LSUB completed
+C: a5 LSUB "" T-sub*
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: a5 OK LSUB completed
+C: a6 DELETE T-sub/kept
+S: a6 OK DELETE completed
+C: a7 LSUB "" T-sub*
+S: * LSUB (\\Noselect \\Subscribed) "/" T-sub/kept
+S: a7 OK LSUB completed
+C: a8 LIST (SUBSCRIBED) "" T-sub*
+S: * LIST (\\NonExistent \\Subscribed) "/" T-sub/kept
+S: a8 OK LIST completed
+C: a9 LIST "" T-sub*
+S: * LIST (\\HasNoChildren) "/" T-sub
+S: a9 OK LIST completed
+C: b1 SELECT T-sub/kept
+S: b1 NO [NONEXISTENT] No such mailbox
+C: b2 CREATE T-sub/kept
+S: b2 OK CREATE completed
+C: b3 LSUB "" T-sub*
+S: * LSUB (\\HasNoChildren \\Subscribed) "/" T-sub/kept
+S: b3 OK LSUB completed
+C: b4 DELETE T-sub/kept
+S: b4 OK DELETE completed
+C: b5 DELETE T-sub
+S: b5 OK DELETE completed
+C: b6 LSUB "" T-su%
+S: * LSUB (\\Noselect) "/" T-sub
+S: b6 OK LSUB completed
+C: b7 UNSUBSCRIBE T-sub/kept
+S: b7 OK UNSUBSCRIBE completed
+C: b8 LSUB "" T-sub*
+S: b8 OK LSUB completed
 """)

@@ -1,5 +1,5 @@
 """Pure logic of the IMAP server: login throttling, the notifier, dates, LIST patterns,
-sequence-set membership, SEARCH CHARSET."""
+sequence-set membership, SEARCH CHARSET, flag operations, UIDVALIDITY allocation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mss import db, store
 from mss.throttle import Throttle
+from proxy.imap.backend import apply_flags
 from proxy.imap.mailbox_commands import _parse_date_time
 from proxy.imap.names import list_pattern
 from proxy.imap.notifier import LocalNotifier
@@ -134,3 +136,37 @@ def test_search_charset_once() -> None:
         parse_search([Atom("CHARSET"), Atom("KOI8-R"), Atom("ALL")])
     assert raised.value.code == "BADCHARSET (" + " ".join(CHARSETS) + ")"
     assert raised.value.code == "BADCHARSET (UTF-8 US-ASCII)"  # as answered before
+
+
+_FLAG = st.sampled_from(["\\Seen", "\\Answered", "\\Deleted", "$A", "$B"])
+
+
+@given(st.lists(_FLAG, unique=True), st.lists(_FLAG, unique=True),
+       st.lists(_FLAG, unique=True))
+def test_flag_operations_commute_between_sessions(old: list[str], one: list[str],
+                                                  two: list[str]) -> None:
+    """RFC 3501 §6.4.6 on the stored flags: one session's +FLAGS and another's -FLAGS of
+    different flags give the same result in either order, and neither loses the other's."""
+    adds, removes = tuple(one), tuple(f for f in two if f not in one)
+    first = apply_flags("-", apply_flags("+", tuple(old), adds), removes)
+    second = apply_flags("+", apply_flags("-", tuple(old), removes), adds)
+    assert set(first) == set(second) == (set(old) | set(adds)) - set(removes)
+    assert len(first) == len(set(first))
+    assert apply_flags("", tuple(old), adds) == adds
+
+
+def test_uidvalidity_never_repeats_for_a_mailbox(tmp_path: object) -> None:
+    """RFC 3501 §2.3.1.1: values from the per-mailbox counter only grow, also when the
+    folder holding the highest one is gone and the clock has not moved."""
+    from sqlalchemy import insert
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/u.db")
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(db.domains).values(id=1, name="d.example", created_at=0.0))
+        conn.execute(insert(db.mailboxes).values(id=1, address="a@d.example", domain_id=1,
+                                                 type="PER", enabled=True, created_at=0.0))
+        given_out = [store.next_uidvalidity(conn, 1) for _ in range(3)]
+        given_out.append(store.next_uidvalidity(conn, 1, 6))  # six at once: 6 values
+        given_out.append(store.next_uidvalidity(conn, 1))
+    assert given_out == sorted(set(given_out)) and given_out[-1] - given_out[-2] == 6

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,12 @@ from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db, store
+from mss.committer import Refusal
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
-class BackendError(Exception):
+class BackendError(Refusal):
     """A refused store operation; *code* is the IMAP response code (without brackets)."""
 
     def __init__(self, text: str, code: str | None = None) -> None:
@@ -56,6 +57,7 @@ class Folder:
     uidnext: int
     highestmodseq: int
     subscribed: bool
+    recent_uid: int = 0  # RFC 3501 §2.3.2: UIDs above it are \\Recent for the next claimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +84,24 @@ def parse_flags(text: str) -> tuple[str, ...]:
 def _folder(row: object) -> Folder:
     m = row._mapping  # type: ignore[attr-defined]
     return Folder(m["id"], m["mailbox_id"], m["name"], m["special_use"], m["uidvalidity"],
-                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]))
+                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]),
+                  m["recent_uid"] or 0)
 
 
 # ------------------------------------------------------------------------------ reads
 
-_FOLDERS_OF = select(db.folders).where(db.folders.c.mailbox_id == bindparam("mailbox"))
-_FOLDER_BY_ID = select(db.folders).where(db.folders.c.id == bindparam("folder"))
+# a row with deleted_at set is a deleted folder's subscription only (delete_folder)
+_LIVE = db.folders.c.deleted_at.is_(None)
+_FOLDERS_OF = select(db.folders).where(and_(db.folders.c.mailbox_id == bindparam("mailbox"),
+                                            _LIVE))
+_FOLDER_BY_ID = select(db.folders).where(and_(db.folders.c.id == bindparam("folder"), _LIVE))
+_TOMBSTONES = select(db.folders.c.id, db.folders.c.name).where(and_(
+    db.folders.c.mailbox_id == bindparam("mailbox"), db.folders.c.deleted_at.is_not(None)))
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
-_FOLDER_STATE = select(db.folders.c.uidnext, db.folders.c.highestmodseq).where(
-    db.folders.c.id == bindparam("folder"))
+_FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
+                       db.folders.c.uidnext, db.folders.c.highestmodseq,
+                       db.folders.c.recent_uid).where(
+    and_(db.folders.c.id == bindparam("folder"), _LIVE))
 _ROWS = (select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags,
                 db.messages.c.internal_date, db.messages.c.size, db.messages.c.modseq)
          .where(db.messages.c.folder_id == bindparam("folder")).order_by(db.messages.c.uid))
@@ -111,15 +121,25 @@ def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | Non
     return _folder(row) if row is not None else None
 
 
+def deleted_subscriptions(conn: Connection, mailbox_id: int) -> dict[str, int]:
+    """Names of deleted folders still subscribed (RFC 3501 §6.3.6) -> their row id."""
+    return {name: row_id for row_id, name in conn.execute(_TOMBSTONES,
+                                                          {"mailbox": mailbox_id})}
+
+
 def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
     row = conn.execute(_FOLDER_BY_ID, {"folder": folder_id}).first()
     return _folder(row) if row else None
 
 
-def folder_state(conn: Connection, folder_id: int) -> tuple[int, int] | None:
-    """(uidnext, highestmodseq), None when the folder is gone."""
-    row = conn.execute(_FOLDER_STATE, {"folder": folder_id}).first()
-    return (row.uidnext, row.highestmodseq) if row else None
+def folder_state(conn: Connection, folder: Folder) -> tuple[int, int, int] | None:
+    """(uidnext, highestmodseq, recent_uid) of *folder*; None when it is gone, also when
+    its row id now holds another folder (deleted and recreated: a new UIDVALIDITY)."""
+    row = conn.execute(_FOLDER_STATE, {"folder": folder.id}).first()
+    if row is None or (row.mailbox_id, row.uidvalidity) != (folder.mailbox_id,
+                                                            folder.uidvalidity):
+        return None
+    return row.uidnext, row.highestmodseq, row.recent_uid or 0
 
 
 _ROWS_SQL = ("SELECT uid, id, flags, internal_date, size, modseq FROM messages "
@@ -163,12 +183,16 @@ class SnapshotCache:
     def __init__(self, max_rows: int = 400_000) -> None:
         self.max_rows = max_rows
         self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[tuple[int, int, int], Snapshot]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[tuple[int, int, int, int], Snapshot]] = \
+            OrderedDict()
         self._rows = 0
 
     @staticmethod
-    def _key(folder: Folder) -> tuple[int, int, int]:
-        return folder.uidvalidity, folder.uidnext, folder.highestmodseq
+    def _key(folder: Folder) -> tuple[int, int, int, int]:
+        # a row id can be reused by a later folder (SQLite rowids), of this mailbox or
+        # another: the mailbox and UIDVALIDITY (unique per mailbox, store.next_uidvalidity)
+        # tell a recreated folder from the one the snapshot was taken of
+        return folder.mailbox_id, folder.uidvalidity, folder.uidnext, folder.highestmodseq
 
     def peek(self, folder: Folder) -> Snapshot | None:
         """The snapshot of *folder* in its current state if held, without a scan."""
@@ -221,14 +245,30 @@ def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
 
 # flags are stored space-separated; keywords never start with a backslash (RFC 3501 §9)
 _SEEN = (" " + db.messages.c.flags + " ").like("% \\Seen %")
-_COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0)).where(
+_COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0),
+                 func.coalesce(func.sum(case((db.messages.c.uid > bindparam("recent"), 1),
+                                             else_=0)), 0)).where(
     db.messages.c.folder_id == bindparam("folder"))
 
 
-def folder_counts(conn: Connection, folder_id: int) -> tuple[int, int, int]:
-    """(messages, unseen, recent=0) for STATUS, counted by SQLite on the covering index."""
-    messages, unseen = conn.execute(_COUNTS, {"folder": folder_id}).one()
-    return int(messages), int(unseen), 0
+def folder_counts(conn: Connection, folder: Folder) -> tuple[int, int, int]:
+    """(messages, unseen, recent) for STATUS, counted by SQLite on the covering index;
+    recent: not yet claimed by a session (RFC 3501 §2.3.2)."""
+    messages, unseen, recent = conn.execute(_COUNTS, {"folder": folder.id,
+                                                      "recent": folder.recent_uid}).one()
+    return int(messages), int(unseen), int(recent)
+
+
+def claim_recent(conn: Connection, folder_id: int, upto: int) -> int:
+    """In the writer's transaction: this session is the first to see the folder's UIDs up
+    to *upto* (RFC 3501 §2.3.2: \\Recent for exactly one session); returns the UID
+    claimed before, the session's recent messages are those above it (and <= *upto*)."""
+    before = conn.execute(select(db.folders.c.recent_uid)
+                          .where(db.folders.c.id == folder_id)).scalar() or 0
+    if upto > before:
+        conn.execute(update(db.folders).where(db.folders.c.id == folder_id)
+                     .values(recent_uid=upto))
+    return int(before)
 
 
 def folder_size(conn: Connection, folder_id: int) -> int:
@@ -274,16 +314,20 @@ def ensure_default_folders(conn: Connection, mailbox_id: int) -> None:
     created before a folder was added to store.DEFAULT_FOLDERS get it lazily)."""
     present = {f.name for f in folders(conn, mailbox_id)}
     missing = [(n, u) for n, u in store.DEFAULT_FOLDERS if n not in present]
-    if missing:
-        validity = int(time.time()) & 0x7FFFFFFF
-        conn.execute(insert(db.folders), [
-            {"mailbox_id": mailbox_id, "name": n, "special_use": u, "uidvalidity": validity,
-             "uidnext": 1, "highestmodseq": 1, "subscribed": True} for n, u in missing])
+    for name, use in missing:
+        create_folder(conn, mailbox_id, name, [], use)
+
+
+def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
+    try:
+        return store.next_uidvalidity(conn, mailbox_id)
+    except store.StoreError as exc:
+        raise BackendError(str(exc), "LIMIT") from None
 
 
 def _bump(conn: Connection, folder_id: int, uids: int = 0) -> tuple[int, int]:
     """Next modseq (and the first of *uids* new UIDs) of a folder."""
-    row = conn.execute(update(db.folders).where(db.folders.c.id == folder_id)
+    row = conn.execute(update(db.folders).where(and_(db.folders.c.id == folder_id, _LIVE))
                        .values(highestmodseq=db.folders.c.highestmodseq + 1,
                                uidnext=db.folders.c.uidnext + uids)
                        .returning(db.folders.c.highestmodseq, db.folders.c.uidnext)).first()
@@ -292,32 +336,62 @@ def _bump(conn: Connection, folder_id: int, uids: int = 0) -> tuple[int, int]:
     return row.highestmodseq, row.uidnext - uids
 
 
-def set_flags(conn: Connection, folder_id: int, changes: dict[int, tuple[str, ...]],
-              audit: list[AuditRecord], unchanged_since: int | None = None
-              ) -> tuple[int, dict[int, int], list[int]]:
-    """Write new flags for UIDs; returns (modseq, {uid: modseq}, UIDs refused by
-    UNCHANGEDSINCE, RFC 7162 §3.1.3)."""
-    failed: list[int] = []
-    written: dict[int, int] = {}
-    if unchanged_since is not None:
-        current = dict(conn.execute(select(db.messages.c.uid, db.messages.c.modseq).where(
-            and_(db.messages.c.folder_id == folder_id,
-                 db.messages.c.uid.in_(list(changes))))).tuples().all())
-        failed = sorted(u for u in changes if current.get(u, 0) > unchanged_since)
-    if len(failed) == len(changes):
-        append(conn, audit)
-        return 0, written, failed
-    modseq, _ = _bump(conn, folder_id)
-    for uid, new in changes.items():
-        if uid in failed:
-            continue
-        done = conn.execute(update(db.messages).where(and_(
-            db.messages.c.folder_id == folder_id, db.messages.c.uid == uid))
-            .values(flags=flags_text(new), modseq=modseq)).rowcount
-        if done:
-            written[uid] = modseq
-    append(conn, audit)
-    return modseq, written, failed
+@dataclass
+class FlagsChange:
+    """What a STORE did, as the database has it after the transaction."""
+
+    current: dict[int, tuple[tuple[str, ...], int]]  # uid -> (flags, modseq), every UID found
+    changed: set[int]  # UIDs whose flags the operation changed
+    failed: list[int]  # refused by UNCHANGEDSINCE (RFC 7162 §3.1.3)
+    modseq: int  # of the changed rows (0: nothing changed)
+
+
+def apply_flags(sign: str, old: tuple[str, ...], flags: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 3501 §6.4.6: ``+FLAGS`` adds, ``-FLAGS`` removes, ``FLAGS`` replaces."""
+    if sign == "+":
+        return old + tuple(f for f in flags if f not in old)
+    if sign == "-":
+        return tuple(f for f in old if f not in flags)
+    return flags
+
+
+_FLAGS_OF = select(db.messages.c.uid, db.messages.c.flags, db.messages.c.modseq).where(
+    and_(db.messages.c.folder_id == bindparam("folder"),
+         db.messages.c.uid.in_(bindparam("uids", expanding=True))))
+_WRITE_FLAGS = (update(db.messages)
+                .where(and_(db.messages.c.folder_id == bindparam("b_folder"),
+                            db.messages.c.uid == bindparam("b_uid")))
+                .values(flags=bindparam("b_flags"), modseq=bindparam("b_modseq")))
+
+
+def store_flags(conn: Connection, folder_id: int, uids: Sequence[int], sign: str,
+                flags: tuple[str, ...], audit_for: Callable[[list[int]], list[AuditRecord]],
+                unchanged_since: int | None = None) -> FlagsChange:
+    """Apply a flag operation to UIDs in the writer's transaction, on the flags the rows
+    hold now (never on a session's copy: concurrent STOREs of other sessions are kept).
+    Only rows whose flags change get the new modseq (RFC 7162 §3.1.3); UNCHANGEDSINCE is
+    checked against the stored modseq. *audit_for* gets the UIDs newly set \\Deleted."""
+    current: dict[int, tuple[tuple[str, ...], int]] = {}
+    for start in range(0, len(uids), 500):
+        for uid, text, modseq in conn.execute(_FLAGS_OF, {
+                "folder": folder_id, "uids": list(uids[start:start + 500])}):
+            current[uid] = (parse_flags(text), modseq)
+    failed = sorted(u for u, (_, m) in current.items()
+                    if unchanged_since is not None and m > unchanged_since)
+    refused = set(failed)
+    changes = {u: new for u, (old, _) in current.items() if u not in refused
+               and (new := apply_flags(sign, old, flags)) != old}
+    deleted = sorted(u for u, new in changes.items()
+                     if "\\Deleted" in new and "\\Deleted" not in current[u][0])
+    modseq = 0
+    if changes:
+        modseq, _ = _bump(conn, folder_id)
+        conn.execute(_WRITE_FLAGS, [{"b_folder": folder_id, "b_uid": u,
+                                     "b_flags": flags_text(new), "b_modseq": modseq}
+                                    for u, new in changes.items()])
+        current.update((u, (new, modseq)) for u, new in changes.items())
+    append(conn, audit_for(deleted))
+    return FlagsChange(current, set(changes), failed, modseq)
 
 
 def expunge(conn: Connection, folder_id: int, only: Sequence[int] | None,
@@ -403,20 +477,22 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
                   audit: list[AuditRecord], special_use: str | None = None) -> None:
     if folder_by_name(conn, mailbox_id, name) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
-    # RFC 3501 §2.3.1.1: a new folder never reuses a UIDVALIDITY a deleted one of the same
-    # name may have had: above every value of the mailbox and the clock
-    highest = conn.execute(select(func.max(db.folders.c.uidvalidity))
-                           .where(db.folders.c.mailbox_id == mailbox_id)).scalar() or 0
-    conn.execute(insert(db.folders).values(
-        mailbox_id=mailbox_id, name=name, special_use=special_use,
-        uidvalidity=min(max(int(time.time()), highest + 1), 0xFFFFFFFF), uidnext=1,
-        highestmodseq=1,
-        subscribed=True))
+    # RFC 3501 §2.3.1.1: never a UIDVALIDITY a deleted folder of that name may have had
+    fresh = {"special_use": special_use, "uidvalidity": _uidvalidity(conn, mailbox_id),
+             "uidnext": 1, "highestmodseq": 1, "recent_uid": None, "deleted_at": None}
+    kept = deleted_subscriptions(conn, mailbox_id).get(name)
+    if kept is not None:  # a deleted folder's subscription: the new folder takes its row
+        conn.execute(update(db.folders).where(db.folders.c.id == kept).values(**fresh))
+    else:
+        conn.execute(insert(db.folders).values(mailbox_id=mailbox_id, name=name,
+                                               subscribed=True, **fresh))
     append(conn, audit)
 
 
 def delete_folder(conn: Connection, mailbox_id: int, name: str,
-                  audit: list[AuditRecord]) -> None:
+                  audit: list[AuditRecord]) -> tuple[int, int]:
+    """Delete a folder and its messages; returns its (row id, UIDVALIDITY). A subscribed
+    folder's row stays as its subscription (RFC 3501 §6.3.6: DELETE does not unsubscribe)."""
     folder = folder_by_name(conn, mailbox_id, name)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
@@ -426,8 +502,13 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
         # RFC 3501 §6.3.4: a folder with inferiors would keep \Noselect; refuse instead
         raise BackendError("Mailbox has children, delete them first", "INUSE")
     conn.execute(delete(db.messages).where(db.messages.c.folder_id == folder.id))
-    conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
+    if folder.subscribed:
+        conn.execute(update(db.folders).where(db.folders.c.id == folder.id)
+                     .values(deleted_at=time.time()))
+    else:
+        conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
     append(conn, audit)
+    return folder.id, folder.uidvalidity
 
 
 def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
@@ -447,16 +528,26 @@ def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
             .where(db.messages.c.folder_id == folder.id).order_by(db.messages.c.uid))]
         move_messages(conn, folder.id, dest.id, moved, audit)
         return
+    kept = deleted_subscriptions(conn, mailbox_id)
     for child in folders(conn, mailbox_id):
         if child.name == folder.name or child.name.startswith(folder.name + "/"):
-            conn.execute(update(db.folders).where(db.folders.c.id == child.id).values(
-                name=new + child.name[len(folder.name):]))
+            name = new + child.name[len(folder.name):]
+            values: dict[str, object] = {"name": name}
+            if name in kept:  # a deleted folder's subscription: the name stays subscribed
+                conn.execute(delete(db.folders).where(db.folders.c.id == kept[name]))
+                values["subscribed"] = True
+            conn.execute(update(db.folders).where(db.folders.c.id == child.id)
+                         .values(**values))
     append(conn, audit)
 
 
 def set_subscribed(conn: Connection, mailbox_id: int, name: str, value: bool) -> None:
     folder = folder_by_name(conn, mailbox_id, name)
     if folder is None:
+        kept = deleted_subscriptions(conn, mailbox_id).get(name)
+        if kept is not None and not value:  # RFC 3501 §6.3.7: a deleted folder's name too
+            conn.execute(delete(db.folders).where(db.folders.c.id == kept))
+            return
         raise BackendError("No such mailbox", "NONEXISTENT")
     conn.execute(update(db.folders).where(db.folders.c.id == folder.id)
                  .values(subscribed=value))

@@ -88,12 +88,17 @@ class Selected:
     name: str  # as the client named it (decoded)
     gone: set[int] = field(default_factory=set)  # expunged elsewhere, not yet reported
     keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
+    recent: set[int] = field(default_factory=set)  # UIDs \Recent for this session
     _index: dict[int, int] | None = None
 
     def seq_of(self, uid: int) -> int | None:
         if self._index is None:
             self._index = {r.uid: i + 1 for i, r in enumerate(self.rows)}
         return self._index.get(uid)
+
+    def flags_of(self, row: backend.Row) -> tuple[str, ...]:
+        """The flags as this session reports them: \\Recent added (RFC 3501 §2.3.2)."""
+        return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
 
     def changed_order(self) -> None:
         self._index = None
@@ -276,7 +281,7 @@ class Session:
         if self.state not in states:
             self.bad(command.tag, "Command not valid in this state")
             return
-        if not await self.still_enabled():
+        if not await self.still_enabled() or not await self.delegation_intact():
             return
         self.command_name = command.name
         try:
@@ -315,6 +320,22 @@ class Session:
         self.state = LOGOUT
         return False
 
+    async def delegation_intact(self) -> bool:
+        """A delegated selection is served only while the grant holds, the shared mailbox
+        and the user's own are enabled: checked before every command on it (a revocation
+        never lets one more command through), one indexed read."""
+        sel, user = self.selected, self.user
+        if sel is None or not sel.delegated or user is None:
+            return True
+
+        def check(conn: Connection) -> bool:
+            return grants.has_grant(conn, sel.owner.id, user.id) and \
+                backend.mailbox_enabled(conn, user.id)
+        if await self.db(check):
+            return True
+        self.revoked()
+        return False
+
     # ------------------------------------------------------------------ selected state
     def close_selected(self) -> None:
         if self.selected is not None:
@@ -341,17 +362,19 @@ class Session:
             return
         user = self.user
 
-        def read_state(conn: Connection) -> tuple[int, int] | None:
+        def read_state(conn: Connection) -> tuple[int, int, int] | str:
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
-                return None  # revoked, or the shared mailbox disabled: at the next command
-            return backend.folder_state(conn, sel.folder.id)
+                return "revoked"  # or the shared mailbox disabled
+            return backend.folder_state(conn, sel.folder) or "deleted"
         state = await self.db(read_state)
-        if state is None:  # deleted by another session: RFC 3501 §7.1.5
-            self.untagged(b"BYE Selected mailbox was deleted or access revoked")
-            self.state = LOGOUT
+        if state == "revoked":  # RFC 3501 §7.1.5
+            self.revoked()
             return
-        uidnext, modseq = state
+        if isinstance(state, str):
+            self.selection_gone()
+            return
+        uidnext, modseq, recent_uid = state
         if modseq != sel.modseq:
             def load(conn: Connection) -> tuple[list[int], list[backend.Row]]:
                 return backend.uids(conn, sel.folder.id), backend.rows(conn, sel.folder.id,
@@ -377,10 +400,38 @@ class Session:
             if new:
                 sel.rows.extend(new)
                 sel.changed_order()
+                await self.claim_recent(sel, new, recent_uid)
+                # RFC 3501 §7.2.6: keywords of new messages announced before any FETCH
+                self.announce_keywords(tuple(f for r in new for f in r.flags))
                 self.untagged(b"%d EXISTS" % len(sel.rows))
+                self.untagged(b"%d RECENT" % len(sel.recent))
         if allow_expunge and sel.gone:
             self.report_expunged(sel.gone)
             sel.gone = set()
+
+    async def claim_recent(self, sel: Selected, new: list[backend.Row], recent_uid: int
+                           ) -> None:
+        """New messages are \\Recent here if no other session saw them first (RFC 3501
+        §2.3.2): claimed in the database (one writer round trip) by a read-write session;
+        a read-only one (EXAMINE) claims nothing and sees those not yet claimed."""
+        upto = new[-1].uid
+        if not sel.readonly:
+            folder_id = sel.folder.id
+            recent_uid = await self.write(
+                lambda conn: backend.claim_recent(conn, folder_id, upto))
+        sel.recent |= {r.uid for r in new if r.uid > recent_uid}
+
+    def revoked(self) -> None:
+        """The delegated selection's grant is gone: the session ends (RFC 3501 §7.1.5)."""
+        self.untagged(b"BYE Selected mailbox was deleted or access revoked")
+        self.state = LOGOUT
+
+    def selection_gone(self) -> None:
+        """The selected folder was deleted (by this session or another): back to the
+        authenticated state, the session stays (RFC 3501 §6.3.4 leaves the answer to the
+        server; the CLOSED response code of RFC 7162 §3.2.11 tells the client)."""
+        self.close_selected()
+        self.untagged(b"OK [CLOSED] Selected mailbox was deleted")
 
     def report_expunged(self, uids: set[int]) -> None:
         sel = self.selected
@@ -389,6 +440,7 @@ class Session:
         for seq in sorted((s for u in uids if (s := sel.seq_of(u)) is not None), reverse=True):
             self.untagged(b"%d EXPUNGE" % seq)
         sel.rows = [r for r in sel.rows if r.uid not in uids]
+        sel.recent -= uids
         sel.changed_order()
 
     def announce_keywords(self, flags: tuple[str, ...]) -> None:
@@ -413,7 +465,8 @@ class Session:
         self.condstore = True
 
     def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
-        parts = [b"FLAGS (" + " ".join(row.flags).encode() + b")"]
+        flags = self.selected.flags_of(row) if self.selected else row.flags
+        parts = [b"FLAGS (" + " ".join(flags).encode() + b")"]
         if uid or self.condstore:  # RFC 7162 §3.1: UID and MODSEQ once CONDSTORE is on
             parts.insert(0, b"UID %d" % row.uid)
         if self.condstore:

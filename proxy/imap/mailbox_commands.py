@@ -24,6 +24,8 @@ from proxy.imap.connection import (
 )
 from proxy.imap.names import (
     DELIMITER,
+    SHARED_PREFIX,
+    Target,
     all_names,
     encode_name,
     list_pattern,
@@ -62,14 +64,21 @@ async def select_command(s: Session, cmd: Command) -> Result:
                       detail={"folder": target.folder, "readonly": readonly,
                               "delegated": target.delegated})
 
+    recent = (0, 0)  # this session's \Recent UIDs: above the first, up to the second
+
     def audit_if_present(conn: Connection
                          ) -> tuple[backend.Folder | None, backend.Snapshot | None]:
         # in the writer's transaction: the folder as last committed, its audit record,
-        # and its snapshot when this process holds it (no scan on the writer thread)
+        # its \Recent messages claimed (SELECT, not EXAMINE: RFC 3501 §2.3.2, §6.3.2) and
+        # its snapshot when this process holds it (no scan on the writer thread)
+        nonlocal recent
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
         append(conn, [record])
+        last = folder.uidnext - 1
+        recent = (folder.recent_uid if readonly
+                  else backend.claim_recent(conn, folder.id, last), last)
         return folder, backend.SNAPSHOTS.peek(folder)
 
     # One round trip when the snapshot is held; else the rows are read after the commit,
@@ -82,14 +91,15 @@ async def select_command(s: Session, cmd: Command) -> Result:
     keywords = set(snap.keywords)
     watch = s.ctx.notifier.watch(target.owner.id)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
-                          folder.highestmodseq, watch, name, keywords=keywords)
+                          folder.highestmodseq, watch, name, keywords=keywords,
+                          recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
     s.state = SELECTED
     flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
     s.untagged(f"FLAGS ({flags})".encode())
     s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
     s.untagged(b"%d EXISTS" % len(snap.rows))
-    s.untagged(b"0 RECENT")
+    s.untagged(b"%d RECENT" % len(s.selected.recent))
     if snap.first_unseen is not None:
         s.untagged(b"OK [UNSEEN %d] First unseen" % snap.first_unseen)
     s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity)
@@ -98,11 +108,26 @@ async def select_command(s: Session, cmd: Command) -> Result:
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
 
+async def _new_name(s: Session, name: str, access: str) -> Target:
+    """The target of a name to be created (CREATE, RENAME's new name). A personal folder
+    named like the shared namespace (``Shared``, ``shared/x``, in any case) would shadow
+    it (RFC 2342 §5): refused; ``Shared/<granted address>/<folder>`` is the shared box's."""
+    if name.split(DELIMITER, 1)[0].casefold() != SHARED_PREFIX[:-1].casefold():
+        return await resolve(s, name, access=access)
+    try:
+        target = await resolve(s, name, access=access)
+    except No:
+        target = None
+    if target is None or not target.delegated:
+        raise No("Reserved for the shared namespace", "CANNOT")
+    return target
+
+
 async def create(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     if not name or name == "INBOX":
         raise No("Mailbox already exists", "ALREADYEXISTS")
-    target = await resolve(s, name, access="CREATE")
+    target = await _new_name(s, name, "CREATE")
     parts = target.folder.split(DELIMITER)
     if any(not p for p in parts):
         raise No("Invalid mailbox name", "CANNOT")
@@ -125,16 +150,19 @@ async def delete_command(s: Session, cmd: Command) -> Result:
     target = await resolve(s, name, access="DELETE")
     record = s.record("imap.folder.delete", mailbox=target.owner.address,
                       detail={"folder": target.folder})
-    await s.write(lambda conn: backend.delete_folder(conn, target.owner.id, target.folder,
-                                                     [record]))
+    deleted = await s.write(lambda conn: backend.delete_folder(
+        conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
+    sel = s.selected
+    if sel is not None and (sel.folder.id, sel.folder.uidvalidity) == deleted:
+        s.selection_gone()  # its own selected mailbox: no BYE (RFC 3501 §6.3.4)
     return "DELETE completed"
 
 
 async def rename(s: Session, cmd: Command) -> Result:
     old_token, new_token = nargs(cmd, 2)
     old = await resolve(s, mailbox_name(old_token), access="RENAME")
-    new = await resolve(s, mailbox_name(new_token), access="RENAME")
+    new = await _new_name(s, mailbox_name(new_token), "RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
     record = s.record("imap.folder.rename", mailbox=old.owner.address,
@@ -209,13 +237,11 @@ def _list_options(cmd: Command) -> tuple[_ListOptions, list[Token]]:
     return opts, args
 
 
-def _childinfo(name: str, names: list[tuple[str, backend.Folder | None]],
-               matches: Callable[[str], bool]) -> bool:
+def _childinfo(name: str, subscribed: set[str], matches: Callable[[str], bool]) -> bool:
     """RFC 5258 §3.5 CHILDINFO ("SUBSCRIBED"): a descendant is subscribed but is not listed
     itself (it does not match the patterns)."""
     prefix = name + DELIMITER
-    return any(n.startswith(prefix) and f is not None and f.subscribed and not matches(n)
-               for n, f in names)
+    return any(n.startswith(prefix) and not matches(n) for n in subscribed)
 
 
 async def list_command(s: Session, cmd: Command) -> Result:
@@ -236,28 +262,44 @@ async def list_command(s: Session, cmd: Command) -> Result:
 
     def matches(name: str) -> bool:
         return any(p.match(name) for p in patterns)
-    names = await s.db(all_names, s.user)
+    user = s.user
+    names, kept = await s.db(lambda conn: (all_names(conn, user),
+                                           backend.deleted_subscriptions(conn, user.id)))
     every_name = [n for n, _ in names]
     subscribed_only = lsub or "SUBSCRIBED" in opts.selection
     recursive = "RECURSIVEMATCH" in opts.selection
-    for name, folder in names:
+    subscribed = {n for n, f in names if f is not None and f.subscribed} | set(kept)
+    listed = list(names)
+    if subscribed_only:  # deleted folders still subscribed, and the parents of these
+        present = set(every_name)
+        extra = set(kept) | {n.rsplit(DELIMITER, depth)[0] for n in kept
+                             for depth in range(1, n.count(DELIMITER) + 1)}
+        listed += [(n, None) for n in sorted(extra - present)]
+    for name, folder in listed:
         if not matches(name):
             continue
-        subscribed = folder is not None and folder.subscribed
         special = folder.special_use if folder is not None else None
         if "SPECIAL-USE" in opts.selection and not special:
             continue  # RFC 6154 §3: the selection option lists special-use mailboxes only
-        childinfo = recursive and _childinfo(name, names, matches)
-        if subscribed_only and not subscribed and not childinfo:
-            continue
+        childinfo = recursive and _childinfo(name, subscribed, matches)
         attrs: list[str] = []
-        if folder is None:
+        if subscribed_only and name not in subscribed and not childinfo:
+            # RFC 3501 §6.3.9: LSUB "%" names an unsubscribed parent of a subscribed name
+            # that the pattern does not reach, as \Noselect
+            if not lsub or not any(d.startswith(name + DELIMITER) and not matches(d)
+                                   for d in subscribed):
+                continue
             attrs.append("\\Noselect")
-        children = any(n.startswith(name + DELIMITER) for n in every_name)
-        attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-        if special:
-            attrs.append(special)  # RFC 6154 §2 (with or without RETURN (SPECIAL-USE))
-        if subscribed and (subscribed_only or "SUBSCRIBED" in opts.returns):
+        elif subscribed_only and name in kept:  # RFC 5258 §3.4; LSUB: not selectable
+            attrs.append("\\Noselect" if lsub else "\\NonExistent")
+        else:
+            if folder is None:
+                attrs.append("\\Noselect")
+            children = any(n.startswith(name + DELIMITER) for n in every_name)
+            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+            if special:
+                attrs.append(special)  # RFC 6154 §2 (with or without RETURN (SPECIAL-USE))
+        if name in subscribed and (subscribed_only or "SUBSCRIBED" in opts.returns):
             attrs.append("\\Subscribed")
         line = b"%s (%s) \"/\" %s" % (b"LSUB" if lsub else b"LIST", " ".join(attrs).encode(),
                                       encode_name(name))
@@ -271,7 +313,7 @@ async def list_command(s: Session, cmd: Command) -> Result:
 
 async def _status_line(s: Session, name: str, folder: backend.Folder,
                        items: list[Token]) -> bytes:
-    messages, unseen, recent = await s.db(backend.folder_counts, folder.id)
+    messages, unseen, recent = await s.db(backend.folder_counts, folder)
     values: list[str] = []
     for token in items:
         item = atom(token).upper()

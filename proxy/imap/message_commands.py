@@ -71,9 +71,9 @@ def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[A
             for i in range(0, len(items), AUDIT_CHUNK)]
 
 
-def _meta(seq: int, row: backend.Row) -> MessageMeta:
-    return MessageMeta(seq=seq, uid=row.uid, flags=row.flags, internal_date=row.internal_date,
-                       size=row.size, modseq=row.modseq)
+def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
+    return MessageMeta(seq=seq, uid=row.uid, flags=sel.flags_of(row),
+                       internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
 
 def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
@@ -85,20 +85,27 @@ async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
                     ) -> list[tuple[int, backend.Row]]:
     """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
-    changes = {r.uid: (*r.flags, "\\Seen") for _, r in rows if "\\Seen" not in r.flags}
-    if not changes or sel.readonly:
+    unseen = [r.uid for _, r in rows if "\\Seen" not in r.flags]
+    if not unseen or sel.readonly:
         return rows
-    _, written, _ = await s.write(lambda conn: backend.set_flags(conn, sel.folder.id, changes,
-                                                                []))
-    s.ctx.notifier.changed(sel.owner.id)
-    return _updated(sel, rows, changes, written)
+    result = await s.write(lambda conn: backend.store_flags(
+        conn, sel.folder.id, unseen, "+", ("\\Seen",), lambda _: []))
+    if result.changed:
+        s.ctx.notifier.changed(sel.owner.id)
+    return _updated(sel, rows, result)
 
 
 def _updated(sel: Selected, rows: list[tuple[int, backend.Row]],
-             changes: dict[int, tuple[str, ...]], written: dict[int, int]
-             ) -> list[tuple[int, backend.Row]]:
-    return [(q, sel.update(q, changes[r.uid], written[r.uid]) if r.uid in written else r)
-            for q, r in rows]
+             result: backend.FlagsChange) -> list[tuple[int, backend.Row]]:
+    """*rows* with the flags the database holds after a flag change (another session's
+    concurrent changes included); rows no longer in the database are left as they were."""
+    out = []
+    for seq, row in rows:
+        got = result.current.get(row.uid)
+        if got is not None and got != (row.flags, row.modseq):
+            row = sel.update(seq, *got)
+        out.append((seq, row))
+    return out
 
 
 def _inject(rendered: bytes, extra: bytes) -> bytes:
@@ -177,7 +184,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
                         raw = got.data
                         parsed = RecordingParsed(raw, row.id, cache)
                 try:
-                    rendered = render_fetch(items, _meta(seq, row), raw, add_uid=add_uid,
+                    rendered = render_fetch(items, _meta(sel, seq, row), raw, add_uid=add_uid,
                                             parsed=parsed)
                 except UnknownCte:
                     unknown_cte.append(row.uid)
@@ -231,41 +238,32 @@ async def store_command(s: Session, cmd: Command) -> Result:
     flags = flag_list(tokens)
     if sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
-    rows = _rows_for(s, args[0], by_uid)
+    rows = [(q, r) for q, r in _rows_for(s, args[0], by_uid) if r.uid not in sel.gone]
     sign, silent = found.group(1), bool(found.group(2))
-    changes: dict[int, tuple[str, ...]] = {}
-    deleted: list[int] = []  # \Deleted newly set: audited
-    for _, row in rows:
-        if row.uid in sel.gone:
-            continue
-        if sign == "+":
-            new = row.flags + tuple(f for f in flags if f not in row.flags)
-        elif sign == "-":
-            new = tuple(f for f in row.flags if f not in flags)
-        else:
-            new = flags
-        if new != row.flags or unchanged_since is not None:
-            changes[row.uid] = new
-            if "\\Deleted" in new and "\\Deleted" not in row.flags:
-                deleted.append(row.uid)
-    audit = []
-    if deleted:
-        audit += _per_messages(s, "imap.store.deleted", sel, "uids", deleted)
-    failed: set[int] = set()
-    if changes:
-        _, written, refused = await s.write(lambda conn: backend.set_flags(
-            conn, sel.folder.id, changes, audit, unchanged_since))
-        failed = set(refused)
-        rows = _updated(sel, rows, changes, written)
+    expected = {r.uid: backend.apply_flags(sign, r.flags, flags) for _, r in rows}
+
+    def audit_for(deleted: list[int]) -> list[AuditRecord]:  # \Deleted newly set
+        return _per_messages(s, "imap.store.deleted", sel, "uids", deleted) if deleted else []
+    # applied to the rows' current flags in the writer's transaction, not to this
+    # session's copy: another session's concurrent change is kept
+    result = await s.write(lambda conn: backend.store_flags(
+        conn, sel.folder.id, [r.uid for _, r in rows], sign, flags, audit_for,
+        unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
+    if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
-    s.announce_keywords(flags)
-    if not silent or unchanged_since is not None:
-        for seq, row in rows:
-            if row.uid in failed or row.uid in sel.gone:
-                continue
-            if silent and row.uid not in changes:
-                continue
-            s.untagged(s.flags_fetch(seq, row, by_uid))
+    rows = [(q, r) for q, r in _updated(sel, rows, result) if r.uid in result.current]
+    failed = set(result.failed)
+    # RFC 3501 §7.2.6: a keyword is announced in FLAGS before a FETCH shows it
+    s.announce_keywords(tuple(f for _, r in rows for f in r.flags))
+    for seq, row in rows:
+        if row.uid in failed:
+            continue
+        # .SILENT: no FETCH, unless the flags are not what the client asked for (another
+        # session changed them) or CONDSTORE needs the new MODSEQ (RFC 7162 §3.1.3)
+        if silent and row.flags == expected[row.uid] and not (
+                unchanged_since is not None and row.uid in result.changed):
+            continue
+        s.untagged(s.flags_fetch(seq, row, by_uid))
     if failed:
         code = "MODIFIED " + format_sequence_set(
             sorted(failed) if by_uid else [q for q, r in rows if r.uid in failed])
@@ -317,7 +315,7 @@ async def search(s: Session, cmd: Command) -> Result:
 
             for seq, row in chunk:
                 try:
-                    if program.matches(_meta(seq, row), largest_seq=largest_seq,
+                    if program.matches(_meta(sel, seq, row), largest_seq=largest_seq,
                                        largest_uid=largest_uid,
                                        load=functools.partial(load, row)):
                         hits.append((seq, row))
