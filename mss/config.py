@@ -27,6 +27,24 @@ class ListenerConfig:
     host: str
     port: int
     enabled: bool = True
+    # connection caps of this listener, per serving process (mss/limits.py); over one the
+    # client gets 421 4.7.0 (SMTP) or * BYE (IMAP) and the connection closes, audited
+    max_connections: int = 1000  # open connections in total
+    max_connections_per_address: int = 100  # from one client IP address
+    max_preauth: int = 500  # not yet authenticated (IMAP login, SMTP AUTH / certificate)
+    max_preauth_per_address: int = 20  # of those, from one client IP address
+
+
+LISTENER_LIMITS = ("max_connections", "max_connections_per_address", "max_preauth",
+                   "max_preauth_per_address")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Process-wide resource bounds (``[limits]``, mss/limits.py)."""
+
+    pending_bytes: int = 512 * 1024 * 1024  # DATA and literals being read, all sessions
+    report_interval: float = 10.0  # one log line / audit record per kind this often
 
 
 @dataclass(frozen=True)
@@ -233,6 +251,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     pki: PkiConfig | None = None  # always set by parse_config (anchors default to tls.ca_file)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
@@ -368,11 +387,16 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         port = _get(section, "port", prefix, int, default_port)
         if not 0 <= port <= 65535:
             raise ConfigError(f"config: {prefix}.port: out of range: {port}")
+        caps = {key: _get(section, key, prefix, int, getattr(ListenerConfig, key))
+                for key in LISTENER_LIMITS}
+        for key, value in caps.items():
+            _positive(value, f"{prefix}.{key}")
         listeners[name] = ListenerConfig(
             name=name,
             host=_get(section, "host", prefix, str, "127.0.0.1"),
             port=port,
             enabled=_get(section, "enabled", prefix, bool, True),
+            **caps,
         )
 
     wl_raw = _table(raw, "whitelist")
@@ -400,6 +424,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
 
     return Config(
+        limits=_limits_config(_table(raw, "limits")),
         imap=_imap_config(_table(raw, "imap"), smtp.max_message_size),
         delivery=_delivery_config(_table(raw, "delivery")),
         pki=_pki_config(_table(raw, "pki"), path_of, tls),
@@ -560,6 +585,16 @@ def _imap_config(raw: dict[str, Any], max_message_size: int) -> ImapConfig:
     if values["max_line_length"] < 1000:
         raise ConfigError("config: imap.max_line_length: must be >= 1000")
     return ImapConfig(**values)
+
+
+def _limits_config(raw: dict[str, Any]) -> LimitsConfig:
+    d = LimitsConfig()
+    config = LimitsConfig(
+        pending_bytes=_get(raw, "pending_bytes", "limits", int, d.pending_bytes),
+        report_interval=_get(raw, "report_interval", "limits", float, d.report_interval))
+    _positive(config.pending_bytes, "limits.pending_bytes")
+    _positive(config.report_interval, "limits.report_interval")
+    return config
 
 
 def _publish_config(raw: Any, path_of: Any) -> PublishConfig | None:

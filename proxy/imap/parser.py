@@ -58,6 +58,10 @@ class LiteralTooLarge(CommandError):
         self.discard = discard
 
 
+class LiteralDeferred(LiteralTooLarge):
+    """The literal fits the limits but not the process's memory budget now (try later)."""
+
+
 # ----------------------------------------------------------------------------- framing
 
 class LineBuffer:
@@ -134,8 +138,10 @@ class CommandReader:
     """Frames commands; *continuation* sends ``+ ...`` for a synchronising literal."""
 
     def __init__(self, buffer: LineBuffer, continuation: Callable[[], Awaitable[None]], *,
-                 max_line: int, max_literal: int, max_command: int) -> None:
+                 max_line: int, max_literal: int, max_command: int,
+                 reserve: Callable[[int], bool] | None = None) -> None:
         self.buffer = buffer
+        self.reserve = reserve  # takes a literal's size from a memory budget, or refuses
         self.continuation = continuation
         self.max_line = max_line
         self.max_literal = max_literal
@@ -165,6 +171,9 @@ class CommandReader:
             if size > self.max_literal or total + size > self.max_command:
                 # RFC 7888 §4 / RFC 3501 §7.5: refuse the literal without reading it
                 raise LiteralTooLarge("[TOOBIG] Literal too large", tag, size if plus else 0)
+            if self.reserve is not None and not self.reserve(size):
+                raise LiteralDeferred("[UNAVAILABLE] Server busy, try again later", tag,
+                                      size if plus else 0)
             if not plus:
                 await self.continuation()
             data = await self.buffer.readexactly(size)
