@@ -12,6 +12,9 @@
   resource`` while descriptors are exhausted, failed TLS handshakes...) logged through the
   gate instead of one traceback each.
 
+- :class:`OpenFiles`: the connections of all listeners against the process's descriptor
+  limit, so that ``accept()`` does not run out of them.
+
 Everything is per serving process: with ``server.workers = N`` a client gets N budgets.
 """
 
@@ -34,9 +37,27 @@ from mss.config import ListenerConfig
 log = structlog.get_logger("mss.limits")
 
 # refusal reasons (audit reason and log field)
-TOTAL, PER_ADDRESS, PREAUTH, PREAUTH_PER_ADDRESS = (
+TOTAL, PER_ADDRESS, PREAUTH, PREAUTH_PER_ADDRESS, OPEN_FILES = (
     "max_connections", "max_connections_per_address", "max_preauth",
-    "max_preauth_per_address")
+    "max_preauth_per_address", "open_files")
+FILES_RESERVE = 256  # descriptors kept for the database, logs, outbound delivery, TLS
+
+
+@dataclass
+class OpenFiles:
+    """Connections of every listener of the process against the descriptors it may open:
+    a connection is refused before ``accept()`` could fail with EMFILE (asyncio then retries
+    in a loop that grows with each failure)."""
+
+    limit: int
+    used: int = 0
+
+    @classmethod
+    def of_process(cls, reserve: int = FILES_RESERVE) -> OpenFiles:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        return cls(max(16, soft - reserve))
 
 
 @dataclass
@@ -61,6 +82,8 @@ class Admission:
         if self.preauth:
             self.limiter._drop(self.limiter.preauth, self.address)
         self.limiter._drop(self.limiter.connections, self.address)
+        if self.limiter.files is not None:
+            self.limiter.files.used -= 1
 
 
 @dataclass
@@ -75,9 +98,12 @@ class ConnectionLimiter:
     preauth: Counter[str] = field(default_factory=Counter)
     total: int = 0
     preauth_total: int = 0
+    files: OpenFiles | None = None  # shared by the listeners of the process
 
     def admit(self, address: str) -> Admission | str:
         """An :class:`Admission`, or the name of the cap a new connection would exceed."""
+        if self.files is not None and self.files.used >= self.files.limit:
+            return OPEN_FILES
         if self.total >= self.max_connections:
             return TOTAL
         if self.connections[address] >= self.max_per_address:
@@ -90,6 +116,8 @@ class ConnectionLimiter:
         self.preauth[address] += 1
         self.total += 1
         self.preauth_total += 1
+        if self.files is not None:
+            self.files.used += 1
         return Admission(self, address)
 
     def _drop(self, counter: Counter[str], address: str) -> None:
@@ -117,6 +145,14 @@ class MemoryBudget:
 
     def give(self, size: int) -> None:
         self.used = max(0, self.used - size)
+
+
+@dataclass
+class ProcessLimits:
+    """What the listeners of one serving process share."""
+
+    budget: MemoryBudget
+    files: OpenFiles
 
 
 @dataclass
@@ -186,11 +222,11 @@ class ListenerGuard:
     gate: ReportGate
 
     @classmethod
-    def of(cls, listener: ListenerConfig, committer: GroupCommitter, interval: float
-           ) -> ListenerGuard:
+    def of(cls, listener: ListenerConfig, committer: GroupCommitter, interval: float,
+           files: OpenFiles | None = None) -> ListenerGuard:
         return cls(listener.name, ConnectionLimiter(
             listener.max_connections, listener.max_connections_per_address,
-            listener.max_preauth, listener.max_preauth_per_address),
+            listener.max_preauth, listener.max_preauth_per_address, files=files),
             committer, ReportGate(interval))
 
     def admit(self, address: str) -> Admission | None:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from mss.limits import PER_ADDRESS, PREAUTH_PER_ADDRESS, ConnectionLimiter, ReportGate
+from mss.limits import (
+    OPEN_FILES,
+    PER_ADDRESS,
+    PREAUTH_PER_ADDRESS,
+    ConnectionLimiter,
+    OpenFiles,
+    ReportGate,
+)
 from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
 
 BOB = f"bob@{DOMAIN}"
@@ -104,6 +111,16 @@ def test_limiter_counts_per_address_and_preauth() -> None:
         admission.release()
     assert limiter.connections == {"192.0.2.2": 1} and limiter.total == 1
     assert limiter.preauth_total == 1
+
+
+def test_listeners_share_the_open_files_cap() -> None:
+    files = OpenFiles(limit=2)
+    imap, smtp = (ConnectionLimiter(10, 10, 10, 10, files=files) for _ in range(2))
+    first, second = imap.admit("192.0.2.1"), smtp.admit("192.0.2.2")
+    assert smtp.admit("192.0.2.3") == OPEN_FILES
+    assert not isinstance(first, str) and not isinstance(second, str)
+    first.release()
+    assert not isinstance(smtp.admit("192.0.2.3"), str) and files.used == 2
 
 
 def test_report_gate_counts_what_it_suppresses() -> None:

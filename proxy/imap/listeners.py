@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from mss.app import App
 from mss.committer import GroupCommitter
-from mss.limits import ListenerGuard, MemoryBudget
+from mss.limits import ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.imap import backend, notifier
 from proxy.imap.connection import ServerContext, start_session
@@ -32,7 +32,7 @@ class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
 
 
 async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
-                     budget: MemoryBudget | None = None
+                     limits: ProcessLimits | None = None
                      ) -> tuple[list[asyncio.Server], list[ServerContext]]:
     cfg = app.config.imap
     await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes, app.engine)
@@ -45,9 +45,10 @@ async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
             continue
         # connection caps are checked before the TLS handshake of imaps (start_session)
         ctx = ServerContext(app, committer, notifier.default(), throttle, cfg, tls, name,
-                            implicit, ListenerGuard.of(listener, committer,
-                                                       app.config.limits.report_interval),
-                            budget)
+                            implicit, ListenerGuard.of(
+                                listener, committer, app.config.limits.report_interval,
+                                limits.files if limits else None),
+                            limits.budget if limits else None)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          ctx: ServerContext = ctx) -> None:

@@ -7,7 +7,7 @@ import ssl
 
 from mss.app import App
 from mss.committer import GroupCommitter
-from mss.limits import ListenerGuard, MemoryBudget
+from mss.limits import ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
@@ -26,13 +26,14 @@ TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissi
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                      tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None,
-                     budget: MemoryBudget | None = None
+                     limits: ProcessLimits | None = None
                      ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
     loop = asyncio.get_running_loop()
     cfg = app.config.smtp
     servers: list[asyncio.Server] = []
     handlers: list[SmtpHandler] = []
     throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
+    budget = limits.budget if limits else None  # shared by every session of the process
     for name, listener in app.config.listeners.items():
         if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap/listeners
             continue
@@ -42,7 +43,8 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                               verifier=verifier, throttle=throttle)
         # MX and relay ask for a client certificate (verified after the handshake)
         context = tls["submission" if mode == "submission" else "mx"]
-        guard = ListenerGuard.of(listener, committer, app.config.limits.report_interval)
+        guard = ListenerGuard.of(listener, committer, app.config.limits.report_interval,
+                                 limits.files if limits else None)
 
         def factory(handler: SmtpHandler = handler, name: str = name, mode: str = mode,
                     implicit: bool = implicit, context: ssl.SSLContext = context,
