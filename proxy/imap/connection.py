@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import io
 import secrets
 import ssl
 import time
@@ -51,6 +52,33 @@ T = TypeVar("T")
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
 ENABLED_CHECK = 10.0  # seconds between checks that the logged-in mailbox is still enabled
+LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
+
+
+class LiteralBuffer(LineBuffer):
+    """A large literal (APPEND) is read into a buffer of its final size, handed over as
+    the bytes object itself: one copy in memory, not a growing buffer plus a copy of it."""
+
+    async def readexactly(self, n: int) -> bytes | None:
+        if n <= LARGE_LITERAL:
+            return await super().readexactly(n)
+        out = io.BytesIO()
+        out.seek(n - 1)
+        out.write(b"\0")  # sized once
+        out.seek(0)
+        got = min(n, len(self.buffer))
+        out.write(memoryview(self.buffer)[:got])
+        del self.buffer[:got]
+        while got < n:
+            data = await self._read(min(n - got, LARGE_LITERAL))
+            if not data:
+                return None
+            if len(data) > n - got:  # a reader that returns more than asked: keep the rest
+                self.buffer += data[n - got:]
+                data = data[:n - got]
+            out.write(data)
+            got += len(data)
+        return out.getvalue()  # the BytesIO's own bytes when exactly full (no copy)
 
 
 @dataclass
@@ -130,7 +158,7 @@ class Session:
         self.out = bytearray()
         # audit records of content already in self.out: committed before it is written
         self.unaudited: list[AuditRecord] = []
-        self.input = LineBuffer(reader.read)
+        self.input = LiteralBuffer(reader.read)
         self.commands = CommandReader(self.input, self._continue,
                                       max_line=ctx.config.max_line_length,
                                       max_literal=PREAUTH_MAX_LITERAL,
