@@ -1,11 +1,12 @@
-"""Peak RSS of ``mss serve`` for one large IMAP APPEND (issue 20 #4: "a 40 MB APPEND held
-~45 MB each").
+"""Peak RSS of ``mss serve`` for large IMAP APPENDs or SMTP DATA (issue 20 #4: "a 40 MB
+APPEND held ~45 MB each").
 
 Starts a node of its own (tests/node.py, the code of the repository this script lives in),
 logs in over imaps and APPENDs ``--size`` bytes (a synchronising literal), ``--sessions``
 at once; prints the serving process's peak RSS (VmHWM) before and after, per APPEND.
 
     python bench/append_rss.py --size 40000000 --sessions 1
+    python bench/append_rss.py --smtp                 # DATA on the submission listener
 """
 
 from __future__ import annotations
@@ -51,10 +52,26 @@ def append(node: Node, size: int, results: list[bytes]) -> None:
     sock.close()
 
 
+def submit(node: Node, size: int, results: list[bytes]) -> None:
+    import smtplib
+
+    line = b"x" * 998 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * ((size - 16) // len(line))
+    with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=120) as client:
+        client.starttls(context=node.client_context())
+        client.login(f"alice@{DOMAIN}", PASSWORD)
+        try:
+            client.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"], body)
+            results.append(b"250")
+        except smtplib.SMTPException as exc:
+            results.append(repr(exc).encode())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=40_000_000)
     parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--smtp", action="store_true", help="SMTP DATA instead of APPEND")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mss-bench-append-") as tmp:
         node = make_node(Path(tmp), with_whitelist=False)
@@ -65,7 +82,8 @@ def main() -> int:
             pid = node.process.pid
             before, hwm_before = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
             results: list[bytes] = []
-            threads = [threading.Thread(target=append, args=(node, args.size, results))
+            work = submit if args.smtp else append
+            threads = [threading.Thread(target=work, args=(node, args.size, results))
                        for _ in range(args.sessions)]
             started = time.monotonic()
             for thread in threads:
@@ -74,11 +92,12 @@ def main() -> int:
                 thread.join(300)
             elapsed = time.monotonic() - started
             hwm = status_kib(pid, "VmHWM")
-            print(f"{args.sessions} x APPEND of {args.size / 1e6:.0f} MB in {elapsed:.1f} s: "
+            kind = "DATA" if args.smtp else "APPEND"
+            print(f"{args.sessions} x {kind} of {args.size / 1e6:.0f} MB in {elapsed:.1f} s: "
                   f"{[r.decode()[:40] for r in results]}")
             print(f"RSS before {before / 1024:.1f} MiB (peak {hwm_before / 1024:.1f}); peak "
                   f"after {hwm / 1024:.1f} MiB: +{(hwm - hwm_before) / 1024 / args.sessions:.1f}"
-                  f" MiB per APPEND; RSS now {status_kib(pid, 'VmRSS') / 1024:.1f} MiB")
+                  f" MiB each; RSS now {status_kib(pid, 'VmRSS') / 1024:.1f} MiB")
         finally:
             node.stop()
     return 0

@@ -46,6 +46,11 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                      extra_config="\n[imap]\npreauth_timeout = 2.0\n"
                                   "\n[limits]\npending_bytes = 1048576\nreport_interval = 1.0\n")
     set_listener_keys(node, ("imap", "imaps", "submission"), CAPS)
+    text = node.config.read_text()  # DATA: 3 s for the whole phase, 1.5 MB at most
+    text, count = re.subn(r"(?m)^max_message_size = \d+$",
+                          "max_message_size = 1500000\ndata_timeout = 3.0", text)
+    assert count == 1
+    node.config.write_text(text)
     node.start()
     yield node
     node.stop()
@@ -249,6 +254,34 @@ def test_smtp_data_over_the_memory_budget_gets_452(capped: Node) -> None:
         assert client.sendmail(ALICE, [BOB], b"Subject: small\r\n\r\nok\r\n") == {}
     assert capped.wait_audit(lambda r: r["event"] == "smtp.message.refused"
                              and str(r["reason"]).startswith("452"))
+
+
+def test_data_timeout_bounds_a_refused_message_trickling_in(capped: Node) -> None:
+    """A message past the limits is read and dropped within the DATA phase's one
+    smtp.data_timeout (3 s here), however slowly its bytes keep coming."""
+    with smtplib.SMTP("127.0.0.1", capped.ports["submission"], timeout=30) as client:
+        client.starttls(context=capped.client_context())
+        client.login(ALICE, PASSWORD)
+        client.mail(ALICE)
+        client.rcpt(BOB)
+        client.putcmd("DATA")
+        assert client.getreply()[0] == 354
+        sock = client.sock
+        assert sock is not None
+        started = time.monotonic()
+        sock.sendall(b"Subject: big\r\n\r\n" + (b"w" * 998 + b"\r\n") * 1600)
+        ended = False
+        for _ in range(40):  # 10 s at most
+            try:
+                sock.sendall(b"w" * 100)
+            except OSError:
+                ended = True
+                break
+            if closed(sock, 0.25):
+                ended = True
+                break
+        assert ended, "still open after 10 s"
+        assert time.monotonic() - started < 8
 
 
 def test_imap_literals_share_the_memory_budget(capped: Node) -> None:

@@ -16,6 +16,7 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 from base64 import b64decode
 from typing import Any
@@ -285,12 +286,15 @@ class MssSMTP(SMTP):
     async def _read_data(self) -> bytes | str | None:
         """Read up to CRLF.CRLF; returns the unstuffed message, a refusal reply, or None.
 
-        Read in chunks into one buffer, each chunk taken from the process's memory budget
-        first; past it (or past the size limit) the rest is read and dropped."""
+        Chunks are appended to one buffer that becomes the message itself (no copy at the
+        end), each taken from the process's memory budget first; past it (or past the size
+        limit) the rest is read and dropped."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        # The CRLF that ended the DATA line starts the end marker of an empty message.
-        data = bytearray(b"\r\n")
+        out = io.BytesIO()
+        # the last bytes seen, where an end marker may start; the CRLF that ended the DATA
+        # line starts the end marker of an empty message
+        tail = b"\r\n"
         saved_limit = reader._limit  # type: ignore[attr-defined]
         reader._limit = _DATA_CHUNK  # type: ignore[attr-defined]  # no pause per line
         self._reset_timeout(self.data_timeout)
@@ -299,30 +303,32 @@ class MssSMTP(SMTP):
                 chunk = await reader.read(_DATA_CHUNK)
                 if not chunk:
                     return None
-                refusal = self._refusal(len(data) + len(chunk), limit)
+                refusal = self._refusal(out.tell() + len(chunk), limit)
                 if refusal is not None:  # keep a window that may hold the end marker
-                    reader._buffer[0:0] = bytes(data[-4:]) + chunk  # type: ignore[attr-defined]
-                    data = bytearray()
+                    reader._buffer[0:0] = tail + chunk  # type: ignore[attr-defined]
+                    out = io.BytesIO()
                     await self._discard_until_end()
                     return refusal
-                searched = len(data) - 4
-                data += chunk
-                pos = data.find(END_OF_DATA, max(0, searched))
+                window = tail + chunk
+                pos = window.find(END_OF_DATA)
                 if pos >= 0:
-                    reader._buffer[0:0] = data[pos + len(END_OF_DATA):]  # type: ignore[attr-defined]
-                    del data[pos + 2:]  # keep the message's final CRLF
+                    end = pos + len(END_OF_DATA) - len(tail)  # in chunk
+                    reader._buffer[0:0] = chunk[end:]  # type: ignore[attr-defined]
+                    out.write(chunk[:end])
+                    out.truncate(out.tell() - 3)  # drop ".CRLF", keep the final CRLF
                     break
+                out.write(chunk)
+                tail = window[-4:]
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
             self._reset_timeout()
-        del data[:2]  # in place: one copy of the message while it is checked
-        return self._unstuff(data)
+        return self._unstuff(out.getvalue())  # the BytesIO's own bytes (no copy)
 
     def _refusal(self, size: int, limit: int) -> str | None:
         """The reply refusing DATA of *size* bytes so far, or None (its bytes are held)."""
-        if limit and size > limit + 8:  # + the end marker and the leading CRLF
+        if limit and size > limit + 8:  # + the end marker
             return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
         if not self._hold(size - self.held):
             log.warning("memory budget exceeded", session=getattr(self.session, "id", None),
@@ -330,7 +336,7 @@ class MssSMTP(SMTP):
             return "452 4.3.1 Insufficient system storage, try again later"
         return None
 
-    def _unstuff(self, body: bytearray) -> bytes | str:
+    def _unstuff(self, body: bytes) -> bytes | str:
         limit = self.data_size_limit or 0
         if limit and len(body) > limit:
             return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
@@ -338,19 +344,19 @@ class MssSMTP(SMTP):
             return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         # RFC 5321 §4.5.2: remove the first dot of every line that starts with one
         if body.startswith(b"."):
-            del body[:1]
+            body = body[1:]
         if b"\r\n." in body:
             body = body.replace(b"\r\n.", b"\r\n")
         if has_bare_cr_or_lf(body):
             return "554 5.6.0 Message refused: bare CR or LF (RFC 5321 2.3.8)"
-        return bytes(body)
+        return body
 
     async def _discard_until_end(self) -> None:
-        """Past the size limit: read and drop chunks until CRLF.CRLF, keep what follows."""
+        """Past the size limit: read and drop chunks until CRLF.CRLF, keep what follows
+        (within the DATA phase's one smtp.data_timeout, not one per chunk)."""
         reader = self._reader
         tail = b""
         while True:
-            self._reset_timeout(self.data_timeout)
             chunk = await reader.read(_DATA_CHUNK)
             if not chunk:
                 raise asyncio.IncompleteReadError(b"", None)
