@@ -32,7 +32,7 @@ class ListenerConfig:
     max_connections: int = 1000  # open connections in total
     max_connections_per_address: int = 100  # from one client IP address
     max_preauth: int = 500  # not yet authenticated (IMAP login, SMTP AUTH / certificate)
-    max_preauth_per_address: int = 20  # of those, from one client IP address
+    max_preauth_per_address: int = 32  # of those, from one client IP address
 
 
 LISTENER_LIMITS = ("max_connections", "max_connections_per_address", "max_preauth",
