@@ -64,6 +64,13 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "mss serve started its listeners"),
     EventKind("server.stop", APPLICATION_ACTIVITY, dcm("110121", "Application Stop"), "E",
               "mss serve stopped"),
+    # connections (every listener)
+    EventKind("connection.refused", NETWORK_ENTRY,
+              own("MSS-CONN-LIMIT", "Connection refused over a limit"), "E",
+              "a connection over a listener's cap (reason names it: max_connections, "
+              "max_connections_per_address, max_preauth, max_preauth_per_address, "
+              "open_files) got 421 / BYE; one record per cap and limits.report_interval, "
+              "detail.refused counts them"),
     # SMTP sessions
     EventKind("smtp.connect", NETWORK_ENTRY, dcm("110124", "Attach"), "E",
               "an SMTP client connected to a listener"),

@@ -36,6 +36,24 @@ class ListenerConfig:
     port: int
     host: str = "127.0.0.1"
     enabled: bool = True
+    # connection caps of this listener, per serving process (mss/limits.py); over one the
+    # client gets 421 4.7.0 (SMTP) or * BYE (IMAP) and the connection closes, audited
+    max_connections: int = 1000  # open connections in total
+    max_connections_per_address: int = 100  # from one client IP address
+    max_preauth: int = 500  # not yet authenticated (IMAP login, SMTP AUTH / certificate)
+    max_preauth_per_address: int = 32  # of those, from one client IP address
+
+
+LISTENER_LIMITS = ("max_connections", "max_connections_per_address", "max_preauth",
+                   "max_preauth_per_address")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Process-wide resource bounds (``[limits]``, mss/limits.py)."""
+
+    pending_bytes: int = 512 * 1024 * 1024  # DATA and literals being read, all sessions
+    report_interval: float = 10.0  # one log line / audit record per kind this often
 
 
 @dataclass(frozen=True)
@@ -244,6 +262,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     pki: PkiConfig | None = None  # always set by parse_config (anchors default to tls.ca_file)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
@@ -428,6 +447,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
                               defaults={"anchors": tls.ca_file})),
         imap=_imap_config(_fill(ImapConfig, top.table("imap"), path_of,
                                 defaults={"max_literal_size": smtp.max_message_size})),
+        limits=_limits_config(_fill(LimitsConfig, top.table("limits"), path_of)),
     )
     top.done()
     return config
@@ -449,6 +469,7 @@ def _listeners(table: _Table, path_of: PathOf) -> dict[str, ListenerConfig]:
     for name, listener in listeners.items():
         if not 0 <= listener.port <= 65535:
             raise ConfigError(f"config: listeners.{name}.port: out of range: {listener.port}")
+        _positive(listener, f"listeners.{name}", *LISTENER_LIMITS)
     return listeners
 
 
@@ -634,3 +655,8 @@ port = 2993
 [logging]
 level = "info"
 """
+
+
+def _limits_config(limits: LimitsConfig) -> LimitsConfig:
+    _positive(limits, "limits", "pending_bytes", "report_interval")
+    return limits

@@ -39,13 +39,13 @@ def message_id(data: bytes) -> str | None:
     return value[:998] if value else None
 
 
-def has_bare_cr_or_lf(data: bytes) -> bool:
+def has_bare_cr_or_lf(data: bytes | bytearray) -> bool:
     """True when CR or LF occurs outside a CRLF pair (RFC 5321 §2.3.8)."""
     crlf = data.count(b"\r\n")
     return data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
-def longest_line(data: bytes) -> int:
+def longest_line(data: bytes | bytearray) -> int:
     """Length of the longest line, its CRLF included (C-speed split, one pass)."""
     return max(map(len, data.split(b"\n"))) + 1
 

@@ -18,6 +18,13 @@ from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App, open_app
 from mss.committer import GroupCommitter
+from mss.limits import (
+    MemoryBudget,
+    OpenFiles,
+    ProcessLimits,
+    install_loop_error_handler,
+    raise_open_files_limit,
+)
 from proxy.imap.listeners import start_imap
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
@@ -126,8 +133,24 @@ def serve_workers(config_path: Path, workers: int) -> int:
     return status
 
 
+def prepare_limits(app: App) -> ProcessLimits:
+    """The process's DATA/literal budget; asyncio's error reports rate-limited (no
+    traceback per failed accept() while descriptors are exhausted); the open files limit
+    raised to cover every listener's max_connections, and connections refused beyond it."""
+    cfg = app.config
+    install_loop_error_handler(asyncio.get_running_loop(), cfg.limits.report_interval)
+    wanted = sum(lc.max_connections for lc in cfg.listeners.values() if lc.enabled) + 1024
+    available = raise_open_files_limit(wanted)
+    files = OpenFiles.of_process()
+    if available < wanted:
+        log.warning("open files limit below the connection caps", limit=available,
+                    wanted=wanted, connections=files.limit)
+    return ProcessLimits(MemoryBudget(cfg.limits.pending_bytes), files)
+
+
 async def serve(app: App, worker: int = 0) -> None:
     cfg = app.config
+    limits = prepare_limits(app)
     committer = GroupCommitter(app.engine)
     committer.start()
     try:
@@ -142,8 +165,9 @@ async def serve(app: App, worker: int = 0) -> None:
         accept_any_client_certificate(tls["mx"])
         assert cfg.pki is not None
         verifier = PeerVerifier(cfg.pki)
-        servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier)
-        imap_servers, imap_contexts = await start_imap(app, committer, tls["submission"])
+        servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier, limits)
+        imap_servers, imap_contexts = await start_imap(app, committer, tls["submission"],
+                                                       limits)
         servers += imap_servers
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}

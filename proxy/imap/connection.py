@@ -10,8 +10,10 @@ command (EXPUNGE not during FETCH, STORE or SEARCH by sequence number) and durin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import io
 import secrets
 import ssl
 import time
@@ -27,6 +29,7 @@ from audit.journal import AuditRecord, append
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
+from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.store import Mailbox
 from mss.throttle import Throttle
 from proxy.imap import backend, grants
@@ -37,6 +40,7 @@ from proxy.imap.parser import (
     CommandReader,
     LineBuffer,
     LineTooLong,
+    LiteralDeferred,
     LiteralTooLarge,
     parse_command,
 )
@@ -48,6 +52,33 @@ T = TypeVar("T")
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
 ENABLED_CHECK = 10.0  # seconds between checks that the logged-in mailbox is still enabled
+LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
+
+
+class LiteralBuffer(LineBuffer):
+    """A large literal (APPEND) is read into a buffer of its final size, handed over as
+    the bytes object itself: one copy in memory, not a growing buffer plus a copy of it."""
+
+    async def readexactly(self, n: int) -> bytes | None:
+        if n <= LARGE_LITERAL:
+            return await super().readexactly(n)
+        out = io.BytesIO()
+        out.seek(n - 1)
+        out.write(b"\0")  # sized once
+        out.seek(0)
+        got = min(n, len(self.buffer))
+        out.write(memoryview(self.buffer)[:got])
+        del self.buffer[:got]
+        while got < n:
+            data = await self._read(min(n - got, LARGE_LITERAL))
+            if not data:
+                return None
+            if len(data) > n - got:  # a reader that returns more than asked: keep the rest
+                self.buffer += data[n - got:]
+                data = data[:n - got]
+            out.write(data)
+            got += len(data)
+        return out.getvalue()  # the BytesIO's own bytes when exactly full (no copy)
 
 
 @dataclass
@@ -62,6 +93,8 @@ class ServerContext:
     tls: ssl.SSLContext
     listener: str
     implicit_tls: bool
+    guard: ListenerGuard | None = None  # the listener's connection caps
+    budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[Session] = field(default_factory=set)
 
 
@@ -112,8 +145,11 @@ class Selected:
 
 class Session:
     def __init__(self, ctx: ServerContext, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, admission: Admission | None = None) -> None:
         self.ctx = ctx
+        self.admission = admission
+        self.started = time.monotonic()  # the pre-auth deadline counts from here
+        self.held = 0  # bytes of literals taken from ctx.budget by the current command
         self.reader = reader
         self.writer = writer
         self.id = secrets.token_hex(8)
@@ -127,11 +163,12 @@ class Session:
         self.out = bytearray()
         # audit records of content already in self.out: committed before it is written
         self.unaudited: list[AuditRecord] = []
-        self.input = LineBuffer(reader.read)
+        self.input = LiteralBuffer(reader.read)
         self.commands = CommandReader(self.input, self._continue,
                                       max_line=ctx.config.max_line_length,
                                       max_literal=PREAUTH_MAX_LITERAL,
-                                      max_command=4 * PREAUTH_MAX_LITERAL)
+                                      max_command=4 * PREAUTH_MAX_LITERAL,
+                                      reserve=self._reserve)
         self.errors = 0
         self.command_name = ""
         self.enabled_checked = time.monotonic()
@@ -214,8 +251,29 @@ class Session:
 
     # ------------------------------------------------------------------ main loop
     def timeout(self) -> float:
+        """Seconds left to read the next command: before login, what is left of the
+        pre-auth deadline (the whole phase, literals skipped included); after, the idle
+        timeout (RFC 3501 §5.4)."""
         cfg = self.ctx.config
-        return cfg.preauth_timeout if self.state == NOT_AUTHENTICATED else cfg.session_timeout
+        if self.state == NOT_AUTHENTICATED:
+            return max(0.0, self.started + cfg.preauth_timeout - time.monotonic())
+        return cfg.session_timeout
+
+    def _reserve(self, size: int) -> bool:
+        """Take a literal's bytes from the process's budget (given back after the
+        command ran)."""
+        budget = self.ctx.budget
+        if budget is not None and not budget.take(size):
+            log.warning("memory budget exceeded", session=self.id, size=size,
+                        budget=budget.limit)
+            return False
+        self.held += size
+        return True
+
+    def _release(self) -> None:
+        if self.ctx.budget is not None and self.held:
+            self.ctx.budget.give(self.held)
+        self.held = 0
 
     async def run(self) -> None:
         self.ctx.sessions.add(self)
@@ -233,6 +291,9 @@ class Session:
         except Exception as exc:  # a bug must end this connection only, never the server
             log.exception("session failed", session=self.id, error=repr(exc))
         finally:
+            self._release()
+            if self.admission is not None:
+                self.admission.release()
             self.ctx.sessions.discard(self)
             self.close_selected()
             if not self.writer.is_closing():
@@ -241,25 +302,54 @@ class Session:
     async def step(self) -> bool:
         """Read and run one command; False when the connection ends."""
         try:
-            parts = await asyncio.wait_for(self.commands.read_parts(), self.timeout())
+            return await self._step()
+        finally:
+            self._release()  # the command's literals are no longer held
+
+    async def _step(self) -> bool:
+        preauth = self.state == NOT_AUTHENTICATED
+        try:
+            # one deadline for reading the command and skipping a refused literal; before
+            # login it also bounds running the command (STARTTLS handshake, LOGIN)
+            async with asyncio.timeout(self.timeout()):
+                parts = await self._read_command()
+                if parts is None or isinstance(parts, bool):
+                    return bool(parts)
+                if preauth:
+                    await self._run(parts)
+                    return True
         except TimeoutError:
             # RFC 3501 §5.4: autologout after inactivity
             self.untagged(b"BYE Autologout; idle for too long")
             await self.flush()
             return False
+        await self._run(parts)
+        return True
+
+    async def _read_command(self) -> list[bytes] | bool | None:
+        """The parts of the next command; True after answering a framing error, None at
+        end of stream, False when the session must end."""
+        try:
+            return await self.commands.read_parts()
+        except LiteralDeferred as exc:  # RFC 3501 §7.5: NO instead of the continuation
+            await self.input.skip(exc.discard)
+            self.tagged(exc.tag or "*", "NO", str(exc))
+            return True
         except LiteralTooLarge as exc:
             await self.input.skip(exc.discard)
             return self.bad(exc.tag, str(exc))
         except LineTooLong as exc:
             return self.bad(exc.tag, str(exc))
-        if parts is None:
-            return False
+
+    async def _run(self, parts: list[bytes]) -> None:
         try:
             command = parse_command(parts)
         except CommandError as exc:
-            return self.bad(exc.tag, str(exc))
+            self.bad(exc.tag, str(exc))
+            return
         await self.dispatch(command)
-        return True
+        if self.admission is not None and self.state != NOT_AUTHENTICATED:
+            self.admission.authenticated()  # logged in: out of the pre-auth caps
 
     def bad(self, tag: str | None, text: str) -> bool:
         self.errors += 1
@@ -522,5 +612,31 @@ class Session:
 
 async def start_session(ctx: ServerContext, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
-    session = Session(ctx, reader, writer)
+    peer = writer.get_extra_info("peername")
+    address = str(peer[0]) if peer else "unknown"
+    admission = ctx.guard.admit(address) if ctx.guard is not None else None
+    if ctx.guard is not None and admission is None:
+        await refuse(ctx, writer)
+        return
+    connected = time.monotonic()
+    try:
+        if ctx.implicit_tls:  # RFC 8314 §3.3, counted and timed before the handshake
+            await asyncio.wait_for(writer.start_tls(ctx.tls), ctx.config.preauth_timeout)
+        session = Session(ctx, reader, writer, admission)
+        session.started = connected
+    except (ConnectionError, ssl.SSLError, TimeoutError, OSError):
+        if admission is not None:
+            admission.release()
+        writer.close()
+        return
     await session.run()
+
+
+async def refuse(ctx: ServerContext, writer: asyncio.StreamWriter) -> None:
+    """Over a cap: ``* BYE`` and close (RFC 3501 §7.1.5); on an implicit TLS listener
+    closed before any handshake (a refusal costs no TLS work)."""
+    if not ctx.implicit_tls:
+        writer.write(b"* BYE Too many connections, try again later\r\n")
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await asyncio.wait_for(writer.wait_closed(), 5.0)

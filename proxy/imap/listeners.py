@@ -6,18 +6,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.limits import ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.imap import backend, notifier
 from proxy.imap.connection import ServerContext, start_session
 
 # listener name -> implicit TLS
 IMAP_LISTENERS: dict[str, bool] = {"imap": False, "imaps": True}
+STREAM_LIMIT = 2 ** 20
 
 
-async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext
+class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
+    """imaps: reading paused from the first moment, so that the client's TLS hello waits
+    in the socket for ``start_tls`` (done by start_session once the connection is admitted)
+    instead of landing in the plain stream buffer."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
+        super().connection_made(transport)
+
+
+async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
+                     limits: ProcessLimits | None = None
                      ) -> tuple[list[asyncio.Server], list[ServerContext]]:
     cfg = app.config.imap
     await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes, app.engine)
@@ -28,17 +43,27 @@ async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext
         listener = app.config.listeners.get(name)
         if listener is None or not listener.enabled:
             continue
+        # connection caps are checked before the TLS handshake of imaps (start_session)
         ctx = ServerContext(app, committer, notifier.default(), throttle, cfg, tls, name,
-                            implicit)
+                            implicit, ListenerGuard.of(
+                                listener, committer, app.config.limits.report_interval,
+                                limits.files if limits else None),
+                            limits.budget if limits else None)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          ctx: ServerContext = ctx) -> None:
             with contextlib.suppress(asyncio.CancelledError):  # server stopping
                 await start_session(ctx, reader, writer)
 
-        server = await asyncio.start_server(
-            handle, listener.host, listener.port, ssl=tls if implicit else None,
-            reuse_address=True, reuse_port=app.config.workers > 1, limit=2 ** 20)
+        def factory(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                     Awaitable[None]] = handle,
+                    implicit: bool = implicit) -> asyncio.StreamReaderProtocol:
+            kind = _TlsFirstProtocol if implicit else asyncio.StreamReaderProtocol
+            return kind(asyncio.StreamReader(limit=STREAM_LIMIT), handle)
+
+        server = await asyncio.get_running_loop().create_server(
+            factory, listener.host, listener.port,
+            reuse_address=True, reuse_port=app.config.workers > 1)
         servers.append(server)
         contexts.append(ctx)
     return servers, contexts

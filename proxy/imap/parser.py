@@ -67,6 +67,10 @@ class LiteralTooLarge(CommandError):
         self.discard = discard
 
 
+class LiteralDeferred(LiteralTooLarge):
+    """The literal fits the limits but not the process's memory budget now (try later)."""
+
+
 # ----------------------------------------------------------------------------- framing
 
 class LineBuffer:
@@ -143,8 +147,10 @@ class CommandReader:
     """Frames commands; *continuation* sends ``+ ...`` for a synchronising literal."""
 
     def __init__(self, buffer: LineBuffer, continuation: Callable[[], Awaitable[None]], *,
-                 max_line: int, max_literal: int, max_command: int) -> None:
+                 max_line: int, max_literal: int, max_command: int,
+                 reserve: Callable[[int], bool] | None = None) -> None:
         self.buffer = buffer
+        self.reserve = reserve  # takes a literal's size from a memory budget, or refuses
         self.continuation = continuation
         self.max_line = max_line
         self.max_literal = max_literal
@@ -182,6 +188,9 @@ class CommandReader:
                 # the caller skips the literal, the next read discards the rest.
                 self.rest_pending = plus
                 raise LiteralTooLarge("[TOOBIG] Literal too large", tag, size if plus else 0)
+            if self.reserve is not None and not self.reserve(size):
+                raise LiteralDeferred("[UNAVAILABLE] Server busy, try again later", tag,
+                                      size if plus else 0)
             if not plus:
                 await self.continuation()
             data = await self.buffer.readexactly(size)

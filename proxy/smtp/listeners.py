@@ -7,6 +7,7 @@ import ssl
 
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.limits import ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
@@ -20,16 +21,19 @@ LISTENER_KINDS: dict[str, tuple[str, bool]] = {
     "submissions": ("submission", True),
     "relay": ("relay", False),
 }
+TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissions)
 
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                     tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None
+                     tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None,
+                     limits: ProcessLimits | None = None
                      ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
     loop = asyncio.get_running_loop()
     cfg = app.config.smtp
     servers: list[asyncio.Server] = []
     handlers: list[SmtpHandler] = []
     throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
+    budget = limits.budget if limits else None  # shared by every session of the process
     for name, listener in app.config.listeners.items():
         if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap/listeners
             continue
@@ -39,11 +43,15 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                               verifier=verifier, throttle=throttle)
         # MX and relay ask for a client certificate (verified after the handshake)
         context = tls["submission" if mode == "submission" else "mx"]
+        guard = ListenerGuard.of(listener, committer, app.config.limits.report_interval,
+                                 limits.files if limits else None)
 
         def factory(handler: SmtpHandler = handler, name: str = name, mode: str = mode,
-                    implicit: bool = implicit, context: ssl.SSLContext = context) -> MssSMTP:
+                    implicit: bool = implicit, context: ssl.SSLContext = context,
+                    guard: ListenerGuard = guard) -> MssSMTP:
             return MssSMTP(
-                handler, listener=name, line_length_limit=cfg.line_length_limit,
+                handler, listener=name, guard=guard, budget=budget,
+                line_length_limit=cfg.line_length_limit,
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
                 implicit_tls=implicit, offer_auth=mode in ("submission", "relay"),
                 hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
@@ -56,6 +64,8 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
 
         server = await loop.create_server(factory, listener.host, listener.port,
                                           ssl=context if implicit else None,
+                                          ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+                                          if implicit else None,
                                           reuse_address=True,
                                           reuse_port=app.config.workers > 1)
         servers.append(server)

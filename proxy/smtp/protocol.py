@@ -8,12 +8,15 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   (RFC 5321 §4.5.3.1.6);
 - AUTH PLAIN/LOGIN: the password check runs off the event loop; LOGIN prompts with
   ``Username:`` / ``Password:`` (Outlook needs them);
-- a session id, an idle timeout reset per command, and a cap on bad commands.
+- a session id, an idle timeout reset per command, and a cap on bad commands;
+- the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
+  connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 from base64 import b64decode
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
+from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.message import has_bare_cr_or_lf, longest_line
 
 log = structlog.get_logger("mss.smtp")
@@ -56,7 +60,8 @@ class MssSMTP(SMTP):
 
     def __init__(self, handler: Any, *, listener: str, line_length_limit: int,
                  data_timeout: float, max_errors: int, implicit_tls: bool,
-                 offer_auth: bool, **kwargs: Any) -> None:
+                 offer_auth: bool, guard: ListenerGuard | None = None,
+                 budget: MemoryBudget | None = None, **kwargs: Any) -> None:
         # aiosmtpd sizes its command StreamReader from this class attribute; +1 for the
         # transparency dot (RFC 5321 §4.5.2).
         self.line_length_limit = line_length_limit + 1
@@ -65,6 +70,11 @@ class MssSMTP(SMTP):
         self.max_errors = max_errors
         self.implicit_tls = implicit_tls
         self.offer_auth = offer_auth
+        self.guard = guard
+        self.budget = budget
+        self.admission: Admission | None = None
+        self.refused = False  # over a connection cap: closed at connect, no session
+        self.held = 0  # bytes of DATA taken from the budget
         super().__init__(handler, **kwargs)
         self.busy = False  # inside DATA: shutdown waits for it
 
@@ -76,14 +86,46 @@ class MssSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgrading = self.transport is not None and self._original_transport is not None
+        peer = transport.get_extra_info("peername")
+        if not upgrading and not self._admit(peer[0] if peer else "", transport):
+            return
         super().connection_made(transport)
         session = self.mss_session()
-        peer = transport.get_extra_info("peername")
         session.remote_addr = peer[0] if peer else ""
         if upgrading:
             self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
         else:
             self.event_handler.on_connect(self, session)
+
+    def _admit(self, address: str, transport: asyncio.BaseTransport) -> bool:
+        """The listener's caps (mss/limits.py): over one, 421 and close (RFC 5321 §3.1
+        lets a server refuse a connection with 421 at the greeting)."""
+        if self.guard is None:
+            return True
+        self.admission = self.guard.admit(address)
+        if self.admission is not None:
+            return True
+        self.refused = True
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+        transport.close()
+        return False
+
+    def _promote(self) -> None:
+        """Once authenticated (AUTH, or a verified certificate on MX and relay) the
+        connection leaves the pre-auth caps."""
+        session = self.session
+        if self.admission is not None and self.admission.preauth and \
+                isinstance(session, MssSession) and (
+                    session.authenticated or session.certificate_ok or session.relay):
+            self.admission.authenticated()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:  # a refused client's bytes are dropped
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return False if self.refused else super().eof_received()
 
     def mss_session(self) -> MssSession:
         assert isinstance(self.session, MssSession)
@@ -130,6 +172,11 @@ class MssSMTP(SMTP):
             await self.push("502 5.5.1 AUTH not available on this port")
             return
         await super().smtp_AUTH(arg)
+        self._promote()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(arg)
+        self._promote()  # the client certificate is verified at MAIL FROM (MX, relay)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         # RFC 4616 §2: [authzid] NUL authcid NUL passwd
@@ -208,44 +255,89 @@ class MssSMTP(SMTP):
             self.busy = False
 
     async def _data_transaction(self, envelope: Envelope) -> None:
-        result = await self._read_data()
-        if result is None:  # connection lost: nothing stored, nothing acknowledged
-            return
-        if isinstance(result, str):
-            self.event_handler.on_data_refused(self, self.mss_session(), envelope, result)
-            self.envelope = self._create_envelope()
-            await self.push(result)
-            return
-        envelope.original_content = result
-        envelope.content = result
-        status = await self.event_handler.handle_DATA(self, self.mss_session(), envelope)
+        try:
+            result = await self._read_data()
+            if result is None:  # connection lost: nothing stored, nothing acknowledged
+                return
+            if isinstance(result, str):
+                self.event_handler.on_data_refused(self, self.mss_session(), envelope, result)
+                self.envelope = self._create_envelope()
+                await self.push(result)
+                return
+            envelope.original_content = result
+            envelope.content = result
+            status = await self.event_handler.handle_DATA(self, self.mss_session(), envelope)
+        finally:
+            self._release()  # the message is stored (or refused): its bytes go back
         self.envelope = self._create_envelope()
         await self.push(status)
 
+    def _hold(self, size: int) -> bool:
+        if self.budget is not None and not self.budget.take(size):
+            return False
+        self.held += size
+        return True
+
+    def _release(self) -> None:
+        if self.budget is not None and self.held:
+            self.budget.give(self.held)
+        self.held = 0
+
     async def _read_data(self) -> bytes | str | None:
-        """Read up to CRLF.CRLF; returns the unstuffed message, a refusal reply, or None."""
+        """Read up to CRLF.CRLF; returns the unstuffed message, a refusal reply, or None.
+
+        Chunks are appended to one buffer that becomes the message itself (no copy at the
+        end), each taken from the process's memory budget first; past it (or past the size
+        limit) the rest is read and dropped."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        # The CRLF that ended the DATA line starts the end marker of an empty message:
-        # put it back so one search finds CRLF.CRLF wherever it is (aiosmtpd also reaches
-        # into the reader's buffer, for STARTTLS).
-        reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
+        out = io.BytesIO()
+        # the last bytes seen, where an end marker may start; the CRLF that ended the DATA
+        # line starts the end marker of an empty message
+        tail = b"\r\n"
         saved_limit = reader._limit  # type: ignore[attr-defined]
-        reader._limit = (limit or 1 << 30) + 8  # type: ignore[attr-defined]
+        reader._limit = _DATA_CHUNK  # type: ignore[attr-defined]  # no pause per line
         self._reset_timeout(self.data_timeout)
         try:
-            try:
-                raw = await reader.readuntil(END_OF_DATA)
-            except asyncio.LimitOverrunError:
-                await self._discard_until_end()
-                return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
+            while True:
+                chunk = await reader.read(_DATA_CHUNK)
+                if not chunk:
+                    return None
+                refusal = self._refusal(out.tell() + len(chunk), limit)
+                if refusal is not None:  # keep a window that may hold the end marker
+                    reader._buffer[0:0] = tail + chunk  # type: ignore[attr-defined]
+                    out = io.BytesIO()
+                    await self._discard_until_end()
+                    return refusal
+                window = tail + chunk
+                pos = window.find(END_OF_DATA)
+                if pos >= 0:
+                    end = pos + len(END_OF_DATA) - len(tail)  # in chunk
+                    reader._buffer[0:0] = chunk[end:]  # type: ignore[attr-defined]
+                    out.write(chunk[:end])
+                    out.truncate(out.tell() - 3)  # drop ".CRLF", keep the final CRLF
+                    break
+                out.write(chunk)
+                tail = window[-4:]
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
             self._reset_timeout()
-        # raw = CRLF + stuffed text + CRLF.CRLF ; keep the message's final CRLF
-        body = bytes(raw[2:-3])
+        return self._unstuff(out.getvalue())  # the BytesIO's own bytes (no copy)
+
+    def _refusal(self, size: int, limit: int) -> str | None:
+        """The reply refusing DATA of *size* bytes so far, or None (its bytes are held)."""
+        if limit and size > limit + 8:  # + the end marker
+            return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
+        if not self._hold(size - self.held):
+            log.warning("memory budget exceeded", session=getattr(self.session, "id", None),
+                        held=self.held, budget=self.budget.limit if self.budget else 0)
+            return "452 4.3.1 Insufficient system storage, try again later"
+        return None
+
+    def _unstuff(self, body: bytes) -> bytes | str:
+        limit = self.data_size_limit or 0
         if limit and len(body) > limit:
             return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
         if longest_line(body) > self.line_length_limit:  # +1 allows the stuffing dot
@@ -253,17 +345,18 @@ class MssSMTP(SMTP):
         # RFC 5321 §4.5.2: remove the first dot of every line that starts with one
         if body.startswith(b"."):
             body = body[1:]
-        body = body.replace(b"\r\n.", b"\r\n")
+        if b"\r\n." in body:
+            body = body.replace(b"\r\n.", b"\r\n")
         if has_bare_cr_or_lf(body):
             return "554 5.6.0 Message refused: bare CR or LF (RFC 5321 2.3.8)"
         return body
 
     async def _discard_until_end(self) -> None:
-        """Past the size limit: read and drop chunks until CRLF.CRLF, keep what follows."""
+        """Past the size limit: read and drop chunks until CRLF.CRLF, keep what follows
+        (within the DATA phase's one smtp.data_timeout, not one per chunk)."""
         reader = self._reader
         tail = b""
         while True:
-            self._reset_timeout(self.data_timeout)
             chunk = await reader.read(_DATA_CHUNK)
             if not chunk:
                 raise asyncio.IncompleteReadError(b"", None)
@@ -281,5 +374,10 @@ class MssSMTP(SMTP):
         return envelope
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        self._release()
+        if self.admission is not None:
+            self.admission.release()
         super().connection_lost(error)
         self.event_handler.on_disconnect(self)
