@@ -389,3 +389,37 @@ def test_auth_throttled_after_repeated_failures(tmp_path: Path) -> None:
         assert len(rows) == 2 and all(r["outcome"] == 4 for r in rows)
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- EHLO
+
+def _ehlo_lines(client: smtplib.SMTP, name: str = "client.example") -> list[str]:
+    code, text = client.ehlo(name)
+    assert code == 250
+    return text.decode().split("\n")[1:]  # the capabilities, after the greeting line
+
+
+def test_ehlo_capabilities_exact_per_listener(tmp_path: Path) -> None:
+    """Each listener's EHLO capability list, exactly (issue 12 §3: no SASL mechanism
+    "blocked", which aiosmtpd took from a handler method named auth_blocked). AUTH only
+    after TLS (RFC 4954 §4), never on the MX; ENHANCEDSTATUSCODES since every reply
+    carries one (RFC 2034 §3)."""
+    node = make_node(tmp_path)
+    node.start()
+    head = ["SIZE 52428800", "8BITMIME"]
+    tail = ["ENHANCEDSTATUSCODES", "PIPELINING", "HELP"]
+    try:
+        with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as client:
+            assert _ehlo_lines(client) == [*head, "STARTTLS", *tail]
+            client.starttls(context=node.mx_client_context())
+            assert _ehlo_lines(client) == [*head, *tail]
+        for name in ("submission", "relay"):
+            with smtplib.SMTP("127.0.0.1", node.ports[name], timeout=10) as client:
+                assert _ehlo_lines(client) == [*head, "STARTTLS", *tail], name
+                client.starttls(context=node.client_context())
+                assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail], name
+        with smtplib.SMTP_SSL("127.0.0.1", node.ports["submissions"], timeout=10,
+                              context=node.client_context()) as client:
+            assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail]
+    finally:
+        node.stop()

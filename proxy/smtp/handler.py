@@ -131,12 +131,15 @@ class SmtpHandler:
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [r for r in responses if server.offer_auth or not r.startswith("250-AUTH")]
+        # RFC 2034 §3: every reply carries an enhanced status code, so say so
         # RFC 2920: commands are read from one buffer in order, so pipelining is safe
-        lines.insert(-1, "250-PIPELINING")
+        lines[-1:-1] = ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
         return lines
 
     # ------------------------------------------------------------------ AUTH
-    def auth_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+    # (no method of this class may be named auth_*: aiosmtpd takes those for SASL
+    # mechanisms and advertises them in EHLO)
+    def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
         """True (audited) when this login or this address is locked after failures."""
         name = self._throttle_name(login)
         if not self.throttle.blocked(name, session.remote_addr):

@@ -172,7 +172,7 @@ class MssSMTP(SMTP):
         return await self._verify("LOGIN", login, password)
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
-        if self.event_handler.auth_blocked(self.mss_session(), mechanism, login):
+        if self.event_handler.login_blocked(self.mss_session(), mechanism, login):
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
             await self.push("454 4.7.0 Too many failed authentications, try again later")
             return AuthResult(success=False, handled=True)
