@@ -25,7 +25,7 @@ from mss import message as rfc5322
 from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
-from mss.login import check_login
+from mss.login import check_login, throttle_name
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
@@ -151,8 +151,10 @@ class SmtpHandler:
         return True
 
     def _throttle_name(self, login: bytes) -> str:
-        text = login.decode("utf-8", "replace")
-        return f"relay:{text[:64]}" if self.mode == "relay" else text.lower()
+        """The identity failures count under: the normalised login (mss.login), the same
+        one the password check uses, whatever its spelling."""
+        name = throttle_name(login.decode("utf-8", "replace"))
+        return f"relay:{name[:64]}" if self.mode == "relay" else name
 
     def _auth_failed(self, session: MssSession, login: bytes) -> None:
         if self.throttle.failed(self._throttle_name(login), session.remote_addr):
