@@ -423,3 +423,46 @@ def test_ehlo_capabilities_exact_per_listener(tmp_path: Path) -> None:
             assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail]
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- From: / Sender:
+
+def _headers_then(client: smtplib.SMTP, headers: str, sender: str = ALICE) -> tuple[int, bytes]:
+    """One transaction to BOB whose message has *headers*; the DATA reply."""
+    assert client.mail(sender)[0] == 250 and client.rcpt(BOB)[0] == 250
+    code, reply = client.data(f"{headers}Subject: t\r\n\r\nBonjour.\r\n".encode())
+    return code, reply
+
+
+def test_submission_header_from_and_sender_must_be_allowed(running_node: Node) -> None:
+    """RFC 6409 §8: the submission server enforces submission rights, for the author
+    fields too (issue 20 #6): From: and Sender: must be addresses the login may send as
+    (the MAIL FROM rule); an RFC 5322-invalid author field is refused 550 5.6.0."""
+    before = inbox_count(running_node, BOB)
+    refused = [
+        (f'From: "Dr Bob" <{BOB}>\r\n', b"5.7.1"),
+        ("From: dg@ars.sante.fr\r\n", b"5.7.1"),
+        (f"From: {ALICE}, {BOB}\r\nSender: {ALICE}\r\n", b"5.7.1"),  # every From address
+        (f"From: {ALICE}\r\nSender: {BOB}\r\n", b"5.7.1"),
+        ("To: someone\r\n", b"5.6.0"),  # no From (RFC 5322 §3.6: required)
+        (f"From: {ALICE}\r\nFrom: {BOB}\r\n", b"5.6.0"),  # two From fields
+        (f"From: {ALICE})<{BOB}>\r\n", b"5.6.0"),  # a reader may show bob
+        (f"From: team: {ALICE};\r\n", b"5.6.0"),  # a group
+    ]
+    with submission(running_node) as client:
+        for headers, enhanced in refused:
+            code, reply = _headers_then(client, headers)
+            assert (code, reply[:5]) == (550, enhanced), (headers, reply)
+            assert b"bob" not in reply.lower()  # the public text names no address
+        allowed = [f'From: "Alice" <{ALICE.upper()}>\r\nSender: {ALICE}\r\n',
+                   f"From: =?utf-8?q?Dr_Al=C3=AFce?= <{ALICE}>\r\n"]
+        for headers in allowed:
+            code, reply = _headers_then(client, headers)
+            assert code == 250, (headers, reply)
+    assert inbox_count(running_node, BOB) == before + len(allowed)
+    rows = running_node.wait_audit(
+        lambda r: r["event"] == "smtp.message.refused" and r["actor"] == ALICE
+        and str(r["reason"]).startswith("header_"))
+    assert len(rows) >= len(refused)
+    spoof = [r for r in rows if "dg@ars.sante.fr" in str(r["reason"])]
+    assert spoof and spoof[-1]["detail"] == {"check": "header_sender_not_allowed"}  # type: ignore[comparison-overlap]

@@ -323,9 +323,38 @@ class SmtpHandler:
             refusal = await self._relay_identity(session)
             if refusal is not None:
                 return refusal
+        return self._may_send_as(session, sender)
+
+    def _may_send_as(self, session: MssSession, sender: str) -> policy.Decision:
+        """Whether the session's login may send as *sender* (normalised): the envelope's
+        MAIL FROM and the message's From:/Sender: answer to this one rule."""
+        if self.mode == "relay":  # any address of the institution's domains
             relay = session.relay
             return policy.relay_sender(sender, relay.name, relay.domains)
         return policy.submission_sender(sender, session.login or "", session.may_send_as)
+
+    def _authors_refusal(self, session: MssSession, data: bytes) -> tuple[str, str] | None:
+        """Submission and relay: From: and Sender: must name addresses the login may send
+        as (RFC 6409 §8: the submission server enforces submission rights; the MAIL FROM
+        rule, reused). The reply and the private reason of a refusal, or None."""
+        found = rfc5322.authors(data)
+        if found.problem is not None:  # RFC 5322 §3.6: one From, at most one Sender
+            return ("550 5.6.0 Message refused: invalid From or Sender header",
+                    f"header_invalid: {found.problem}")
+        fields = [("From", a) for a in found.from_]
+        if found.sender is not None:
+            fields.append(("Sender", found.sender))
+        for name, address in fields:
+            try:
+                author = store.normalize_address(address)
+            except store.StoreError:
+                return ("550 5.6.0 Message refused: invalid From or Sender header",
+                        f"header_invalid: {name}: {address[:320]!r} is not an address")
+            decision = self._may_send_as(session, author)
+            if not decision.accepted:
+                return (f"550 5.7.1 {name} address not allowed for this login",
+                        f"header_sender_not_allowed: {name}: {decision.reason}")
+        return None
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
@@ -393,6 +422,15 @@ class SmtpHandler:
                           envelope: MssEnvelope) -> str:
         data = envelope.content
         assert isinstance(data, bytes)
+        if self.mode != "mx":
+            refused = self._authors_refusal(session, data)
+            if refused is not None:
+                reply, reason = refused
+                self._emit_record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+                                  mail_from=envelope.mail_from, reason=reason,
+                                  rcpt=",".join(envelope.rcpt_tos)[:320],
+                                  detail={"check": reason.split(":", 1)[0]})
+                return reply
         queue_id = store.new_id()
         header_msgid = rfc5322.message_id(data)
         if self.mode != "mx" and header_msgid is None:
