@@ -466,3 +466,56 @@ def test_submission_header_from_and_sender_must_be_allowed(running_node: Node) -
     assert len(rows) >= len(refused)
     spoof = [r for r in rows if "dg@ars.sante.fr" in str(r["reason"])]
     assert spoof and spoof[-1]["detail"] == {"check": "header_sender_not_allowed"}  # type: ignore[comparison-overlap]
+
+
+# --------------------------------------------------------------------------- connection records
+
+def _session_events(node: Node, session: str) -> list[str]:
+    return [str(r["event"]) for r in node.audit() if r.get("session") == session]
+
+
+def _wait_session(node: Node, predicate: object) -> str:
+    rows = node.wait_audit(predicate)
+    assert rows, "no audit record of the session"
+    return str(rows[-1]["session"])
+
+
+def test_connection_records_survive_starttls_and_session_end(running_node: Node) -> None:
+    """Issue 12 §4: aiosmtpd replaces the session at STARTTLS; the buffered smtp.connect
+    must survive it (one session id per connection), implicit TLS records smtp.tls, and
+    a session without a transaction leaves its records at its end."""
+    with submission(running_node) as client:  # STARTTLS, then a transaction
+        subject = f"records {time.time_ns()}"
+        assert client.sendmail(ALICE, [BOB], message(ALICE, BOB, subject)) == {}
+    session = _wait_session(running_node, lambda r: r["event"] == "smtp.message.accepted"
+                            and r["listener"] == "submission")
+    events = _session_events(running_node, session)
+    assert events[:3] == ["smtp.connect", "smtp.tls", "smtp.auth"], events
+    assert "smtp.message.accepted" in events
+
+    ctx = running_node.client_context()
+    with smtplib.SMTP_SSL("127.0.0.1", running_node.ports["submissions"], context=ctx,
+                          timeout=10) as client:
+        client.login(ALICE, PASSWORD)
+    session = _wait_session(running_node, lambda r: r["event"] == "smtp.auth"
+                            and r["listener"] == "submissions")
+    assert _session_events(running_node, session)[:3] == ["smtp.connect", "smtp.tls",
+                                                          "smtp.auth"]
+
+    with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10,
+                      source_address=("127.0.0.61", 0)) as client:
+        client.ehlo("mx.operator-a.fr")  # EHLO, QUIT: no transaction
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.connect"
+                                   and r["remote_addr"] == "127.0.0.61")
+    assert len(rows) == 1 and rows[0]["listener"] == "mx"
+
+    with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10,
+                      source_address=("127.0.0.62", 0)) as client:
+        client.ehlo("mx.operator-a.fr")
+        client.starttls(context=running_node.mx_client_context())
+        client.ehlo("mx.operator-a.fr")  # STARTTLS, then QUIT: no transaction
+    rows = running_node.wait_audit(lambda r: r["remote_addr"] == "127.0.0.62"
+                                   and r["event"] == "smtp.tls")
+    assert rows
+    assert _session_events(running_node, str(rows[0]["session"])) == ["smtp.connect",
+                                                                      "smtp.tls"]

@@ -76,14 +76,18 @@ class MssSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgrading = self.transport is not None and self._original_transport is not None
-        super().connection_made(transport)
+        before = self.session if upgrading else None
+        super().connection_made(transport)  # at STARTTLS: a new session (RFC 3207 §4.2)
         session = self.mss_session()
         peer = transport.get_extra_info("peername")
         session.remote_addr = peer[0] if peer else ""
-        if upgrading:
-            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
-        else:
+        if isinstance(before, MssSession):  # one id per connection, its records kept
+            session.id = before.id
+            session.pending_audit = before.pending_audit
+        if not upgrading:
             self.event_handler.on_connect(self, session)
+        if upgrading or self.implicit_tls:  # RFC 8314 §3: TLS from the first byte
+            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
 
     def mss_session(self) -> MssSession:
         assert isinstance(self.session, MssSession)
