@@ -519,3 +519,28 @@ def test_connection_records_survive_starttls_and_session_end(running_node: Node)
     assert rows
     assert _session_events(running_node, str(rows[0]["session"])) == ["smtp.connect",
                                                                       "smtp.tls"]
+
+
+def test_queued_as_id_is_the_queue_and_audit_id(running_node: Node) -> None:
+    """Issue 12 §3: the id of "250 ... queued as ID" finds the message's queue rows with
+    mss queue show / list and is the queue id of its audit records."""
+    other = "dr.durand@operator-b.mssante.fr"
+    with submission(running_node) as client:
+        assert client.mail(ALICE)[0] == 250
+        assert client.rcpt(REMOTE)[0] == 250 and client.rcpt(other)[0] == 250
+        code, reply = client.data(message(ALICE, REMOTE, "queued as"))
+    assert code == 250, reply
+    queue_id = reply.decode().rsplit("queued as ", 1)[1]
+    shown = running_node.cli("queue", "show", queue_id).stdout
+    ids = [line.split()[1] for line in shown.splitlines() if line.startswith("id:")]
+    assert len(ids) == 2 and all(i.startswith(queue_id) for i in ids), shown
+    assert f"to:           {REMOTE}" in shown and f"to:           {other}" in shown
+    assert running_node.cli("queue", "list").stdout.count(queue_id) == 2
+    accepted = running_node.wait_audit(lambda r: r["event"] == "smtp.message.accepted"
+                                       and r["detail"]["queue_id"] == queue_id)  # type: ignore[index]
+    assert len(accepted) == 1
+    queued = running_node.wait_audit(lambda r: r["event"] == "delivery.queued"
+                                     and r["session"] == accepted[0]["session"])
+    assert sorted(r["detail"]["queue_id"] for r in queued) == sorted(ids)  # type: ignore[index]
+    ambiguous = running_node.cli("queue", "retry", queue_id, check=False)
+    assert ambiguous.returncode == 2 and "several queue rows" in ambiguous.stderr

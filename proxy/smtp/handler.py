@@ -431,7 +431,10 @@ class SmtpHandler:
                                   rcpt=",".join(envelope.rcpt_tos)[:320],
                                   detail={"check": reason.split(":", 1)[0]})
                 return reply
+        # the transaction's id: in Received:, in the 250 reply, in the audit, and the
+        # prefix of its queue rows' ids (mss queue list / show)
         queue_id = store.new_id()
+        short_id = queue_id[:16]
         header_msgid = rfc5322.message_id(data)
         if self.mode != "mx" and header_msgid is None:
             header_msgid = rfc5322.new_message_id(self.hostname)  # RFC 6409 §8.3
@@ -440,7 +443,7 @@ class SmtpHandler:
         single = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
         stored = rfc5322.received_header(
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
-            hostname=self.hostname, protocol=protocol, queue_id=queue_id[:16],
+            hostname=self.hostname, protocol=protocol, queue_id=short_id,
             recipient=single) + data
         mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
@@ -449,13 +452,14 @@ class SmtpHandler:
             keyring = self.app.keyring
             local = [store.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
-            queued = [store.seal_queued(keyring, rcpt, stored) for rcpt in envelope.remote]
+            queued = [store.seal_queued(keyring, rcpt, stored, queue_id)
+                      for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
             patient = patient_pseudonym(self.pseudonym_key, data)
             about = {"patient": patient} if patient else {}
             records = [self._record(session, "smtp.message.accepted",
-                                    detail={"size": len(stored), "queue_id": queue_id,
+                                    detail={"size": len(stored), "queue_id": short_id,
                                             "recipients": len(envelope.rcpt_tos), **about},
                                     **base)]
             records += [self._record(session, "delivery.local", rcpt=c.address, mailbox=c.address,
@@ -484,6 +488,6 @@ class SmtpHandler:
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             imap_notifier.default().changed(copy.mailbox_id)
-        log.info("accepted", session=session.id, queue_id=queue_id,
+        log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
-        return f"250 2.0.0 OK queued as {queue_id[:16]}"
+        return f"250 2.0.0 OK queued as {short_id}"
