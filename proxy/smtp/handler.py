@@ -131,9 +131,10 @@ class SmtpHandler:
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [r for r in responses if server.offer_auth or not r.startswith("250-AUTH")]
-        # RFC 2034 §3: every reply carries an enhanced status code, so say so
-        # RFC 2920: commands are read from one buffer in order, so pipelining is safe
-        lines[-1:-1] = ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
+        # RFC 2920: commands are read from one buffer in order, so pipelining is safe.
+        # (No ENHANCEDSTATUSCODES: RFC 2034 §3 would require one in every reply, and
+        # aiosmtpd's own replies have none.)
+        lines.insert(-1, "250-PIPELINING")
         return lines
 
     # ------------------------------------------------------------------ AUTH
