@@ -543,3 +543,27 @@ def test_queued_as_id_is_the_queue_and_audit_id(running_node: Node) -> None:
     assert sorted(r["detail"]["queue_id"] for r in queued) == sorted(ids)  # type: ignore[index]
     ambiguous = running_node.cli("queue", "retry", queue_id, check=False)
     assert ambiguous.returncode == 2 and "several queue rows" in ambiguous.stderr
+
+
+def test_line_length_limits_exact(running_node: Node) -> None:
+    """RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF, the
+    transparency dot not counted; §4.5.3.1.4: a command line at most 512 (issue 20)."""
+    before = inbox_count(running_node, BOB)
+    cases = [(b"a" * 998 + b"\r\n", b"250 2.0.0"),  # 1000 octets: accepted
+             (b"a" * 999 + b"\r\n", b"500 5.5.2"),  # 1001: refused
+             (b"." + b"." + b"a" * 997 + b"\r\n", b"250 2.0.0"),  # 1001 on the wire, stuffed
+             (b"." + b"." + b"a" * 998 + b"\r\n", b"500 5.5.2")]
+    tls = running_node.mx_tls_socket()
+    for line, expected in cases:
+        smtp_prelude(tls)
+        tls.sendall(b"Subject: long\r\n\r\n" + line + b".\r\n")
+        reply = lines_until(tls, 1)[0]
+        assert reply.startswith(expected), (len(line), reply)
+    noop = b"NOOP " + b"x" * (512 - 7) + b"\r\n"
+    for command, expected in ((noop, b"250"), (noop[:5] + b"x" + noop[5:], b"500"),
+                              (b"NOOP " + b"x" * 994 + b"\r\n", b"500")):
+        tls.sendall(command)
+        assert lines_until(tls, 1)[0][:3] == expected, len(command)
+    tls.sendall(b"QUIT\r\n")
+    tls.close()
+    assert inbox_count(running_node, BOB) == before + 2

@@ -14,6 +14,7 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 from base64 import b64decode
 from typing import Any
@@ -26,6 +27,7 @@ from mss.message import has_bare_cr_or_lf, longest_line
 log = structlog.get_logger("mss.smtp")
 
 END_OF_DATA = b"\r\n.\r\n"
+COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 _DATA_CHUNK = 256 * 1024
 
 
@@ -57,9 +59,17 @@ class MssSMTP(SMTP):
     def __init__(self, handler: Any, *, listener: str, line_length_limit: int,
                  data_timeout: float, max_errors: int, implicit_tls: bool,
                  offer_auth: bool, **kwargs: Any) -> None:
-        # aiosmtpd sizes its command StreamReader from this class attribute; +1 for the
-        # transparency dot (RFC 5321 §4.5.2).
-        self.line_length_limit = line_length_limit + 1
+        # RFC 5321 §4.5.3.1.6: a text line is at most line_length_limit octets with its
+        # CRLF, the transparency dot (§4.5.2) not counted. aiosmtpd sizes its command
+        # StreamReader from this attribute, whose readuntil(b"\n") takes a line whose LF
+        # is at index <= limit: limit - 1 lets a line of exactly line_length_limit in.
+        self.line_length_limit = line_length_limit - 1
+        self.text_line_limit = line_length_limit
+        # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF
+        # (aiosmtpd measures it without); per session, not aiosmtpd's dict shared by every
+        # connection, reset at each EHLO (which adds the SIZE / SMTPUTF8 allowances)
+        self.command_size_limit = COMMAND_LINE_LIMIT - 2
+        self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT - 2)
         self.listener = listener
         self.data_timeout = data_timeout
         self.max_errors = max_errors
@@ -127,6 +137,7 @@ class MssSMTP(SMTP):
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
+        self.command_size_limits.clear()
         await super().smtp_EHLO(hostname)
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -252,12 +263,13 @@ class MssSMTP(SMTP):
         body = bytes(raw[2:-3])
         if limit and len(body) > limit:
             return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
-        if longest_line(body) > self.line_length_limit:  # +1 allows the stuffing dot
-            return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         # RFC 5321 §4.5.2: remove the first dot of every line that starts with one
         if body.startswith(b"."):
             body = body[1:]
         body = body.replace(b"\r\n.", b"\r\n")
+        # RFC 5321 §4.5.3.1.6: measured unstuffed (the transparency dot does not count)
+        if longest_line(body) > self.text_line_limit:
+            return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         if has_bare_cr_or_lf(body):
             return "554 5.6.0 Message refused: bare CR or LF (RFC 5321 2.3.8)"
         return body
