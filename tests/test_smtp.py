@@ -567,3 +567,31 @@ def test_line_length_limits_exact(running_node: Node) -> None:
     tls.sendall(b"QUIT\r\n")
     tls.close()
     assert inbox_count(running_node, BOB) == before + 2
+
+
+def test_aiosmtpd_log_is_json_without_client_text(running_node: Node) -> None:
+    """Issue 20: aiosmtpd's own logger wrote the first word of unrecognised lines (the
+    message text a client sends after a refused DATA), and not as JSON."""
+    import json
+
+    assert running_node.log_path is not None
+    tls = running_node.mx_tls_socket()
+    tls.sendall(b"EHLO mx.operator-a.fr\r\n")
+    buf = b""
+    while b"250 " not in buf:
+        buf += tls.recv(65536)
+    tls.sendall(b"DATA\r\n")  # refused: no MAIL; the client sends its text anyway
+    assert lines_until(tls, 1)[0][:3] == b"503"
+    tls.sendall(b"Confidentialpatientword is ill\r\n")
+    assert lines_until(tls, 1)[0][:3] == b"500"
+    tls.sendall(b"QUIT\r\n")
+    tls.close()
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline and "unrecognised" not in text:
+        time.sleep(0.1)
+        text = running_node.log_path.read_text()
+    assert "unrecognised" in text  # aiosmtpd's record, as a template
+    assert "confidentialpatientword" not in text.lower()
+    for line in text.splitlines():
+        assert isinstance(json.loads(line), dict), line
