@@ -41,6 +41,9 @@ class SmtpConfig:
     auth_failures: int = 5  # failed AUTHs of one login or from one address ...
     auth_window: float = 900.0  # ... within this many seconds ...
     auth_lockout: float = 300.0  # ... refuse AUTH for that login / address this long (454)
+    # RFC 5321 §4.5.1: the hosted mailbox receiving mail for postmaster@ each hosted domain
+    # without a postmaster mailbox of its own, and for <Postmaster>; "" = none
+    postmaster: str = ""
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         auth_failures=_get(smtp_raw, "auth_failures", "smtp", int, 5),
         auth_window=_get(smtp_raw, "auth_window", "smtp", float, 900.0),
         auth_lockout=_get(smtp_raw, "auth_lockout", "smtp", float, 300.0),
+        postmaster=_postmaster(_get(smtp_raw, "postmaster", "smtp", str, "")),
     )
     for key in ("max_message_size", "max_recipients", "session_timeout", "data_timeout",
                 "max_errors", "auth_failures", "auth_window", "auth_lockout"):
@@ -625,6 +629,18 @@ def _directory_config(raw: Any, path_of: Any) -> DirectoryConfig | None:
     _positive(config.page_size, "directory.page_size")
     _positive(config.timeout, "directory.timeout")
     return config
+
+
+def _postmaster(value: str) -> str:
+    """smtp.postmaster normalised (an address), or "" when unset."""
+    if not value.strip():
+        return ""
+    from mss.store import StoreError, normalize_address
+
+    try:
+        return normalize_address(value)
+    except StoreError as exc:
+        raise ConfigError(f"config: smtp.postmaster: {exc}") from None
 
 
 def render_default_config(domain: str) -> str:

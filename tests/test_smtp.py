@@ -595,3 +595,53 @@ def test_aiosmtpd_log_is_json_without_client_text(running_node: Node) -> None:
     assert "confidentialpatientword" not in text.lower()
     for line in text.splitlines():
         assert isinstance(json.loads(line), dict), line
+
+
+# --------------------------------------------------------------------------- postmaster
+
+def test_postmaster_config_is_an_address(tmp_path: Path) -> None:
+    from mss.config import ConfigError, parse_config
+
+    cfg = tmp_path / "mss.toml"
+    assert parse_config({}, cfg).smtp.postmaster == ""
+    assert parse_config({"smtp": {"postmaster": " Admin@Demo.MSSante.fr "}},
+                        cfg).smtp.postmaster == "admin@demo.mssante.fr"
+    with pytest.raises(ConfigError, match=r"smtp\.postmaster"):
+        parse_config({"smtp": {"postmaster": "admin"}}, cfg)
+
+
+def test_postmaster_unset_refuses_bare_postmaster(running_node: Node) -> None:
+    with mx(running_node) as client:
+        assert client.mail(REMOTE)[0] == 250
+        code, reply = client.rcpt("Postmaster")
+        assert (code, reply[:5]) == (550, b"5.1.1")
+    assert running_node.wait_audit(lambda r: r["event"] == "smtp.recipient.refused"
+                                   and "smtp.postmaster is not set" in str(r["reason"]))
+
+
+def test_postmaster_of_every_hosted_domain(tmp_path: Path) -> None:
+    """RFC 5321 §4.5.1: postmaster@ each hosted domain, and <Postmaster>, are accepted
+    and stored in the smtp.postmaster mailbox (issue 20)."""
+    node = make_node(tmp_path)
+    secretariat = f"secretariat@{DOMAIN}"
+    node.config.write_text(node.config.read_text().replace(
+        "[smtp]\n", f'[smtp]\npostmaster = "{secretariat}"\n', 1))
+    node.cli("domain", "add", "clinique.test")
+    node.start()
+    try:
+        with mx(node) as client:
+            assert client.mail(REMOTE)[0] == 250
+            for rcpt in (f"postmaster@{DOMAIN}", "POSTMASTER@clinique.test", "Postmaster"):
+                code, reply = client.rcpt(rcpt)
+                assert code == 250, (rcpt, reply)
+            assert client.rcpt("postmaster@operator-b.mssante.fr")[0] == 550  # not ours
+            assert client.data(message(REMOTE, f"postmaster@{DOMAIN}"))[0] == 250
+        with submission(node) as client:
+            assert client.sendmail(ALICE, [f"postmaster@{DOMAIN}"],
+                                   message(ALICE, f"postmaster@{DOMAIN}")) == {}
+        assert inbox_count(node, secretariat) == 2  # one copy per message
+        rows = node.wait_audit(lambda r: r["event"] == "delivery.local"
+                               and r["mailbox"] == secretariat)
+        assert len(rows) == 2
+    finally:
+        node.stop()

@@ -373,6 +373,18 @@ class SmtpHandler:
                                       in_directory=in_directory, relayed=relayed)
         return facts, (mailbox.id if mailbox else None)
 
+    def _postmaster_target(self, conn: Connection, rcpt: str) -> str | None:
+        """RFC 5321 §4.5.1: postmaster@ a hosted domain (or <Postmaster>) with no mailbox
+        of that name goes to smtp.postmaster. The mailbox address, or None."""
+        configured = self.app.config.smtp.postmaster or None
+        if rcpt == "postmaster":
+            return configured
+        local, domain = rcpt.rsplit("@", 1)
+        if local != "postmaster" or not configured or store.get_mailbox(conn, rcpt):
+            return None
+        hosted, next_hop = store.domain_hosting(conn, domain)  # a next hop has its own
+        return configured if hosted and next_hop is None else None
+
     def _directory_applies(self, domain: str) -> bool:
         """The directory recipient check: configured, on, and not an unpublished domain."""
         cfg = self.app.config.directory
@@ -385,9 +397,13 @@ class SmtpHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         mailbox_id = None
+        target = None  # the mailbox address a postmaster recipient is stored in
         try:
-            rcpt = store.normalize_address(address)
-            normalize_domain(rcpt.rsplit("@", 1)[1])
+            # RFC 5321 §4.1.1.3: <Postmaster> without a domain, in any case
+            rcpt = "postmaster" if address.lower() == "postmaster" \
+                else store.normalize_address(address)
+            if rcpt != "postmaster":
+                normalize_domain(rcpt.rsplit("@", 1)[1])
         except (store.StoreError, ValueError) as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
             rcpt = address
@@ -395,9 +411,15 @@ class SmtpHandler:
             if rcpt in envelope.rcpt_tos:
                 return "250 2.1.5 Recipient OK"  # duplicate: one copy only
             with self.app.reader.connect() as conn:
-                facts, mailbox_id = self._facts(conn, rcpt)
-            decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
-                        else policy.submission_recipient(facts, whitelist))  # and relay
+                target = self._postmaster_target(conn, rcpt)
+                if rcpt == "postmaster" and target is None:
+                    decision = policy.refuse(policy.Verdict.RECIPIENT_UNKNOWN,
+                                             "<Postmaster>: smtp.postmaster is not set",
+                                             whitelist)
+                else:
+                    facts, mailbox_id = self._facts(conn, target or rcpt)
+                    decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
+                                else policy.submission_recipient(facts, whitelist))  # relay
         if not decision.accepted:
             self._emit_record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
@@ -407,7 +429,7 @@ class SmtpHandler:
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
         if mailbox_id is not None:
-            envelope.local[rcpt] = mailbox_id
+            envelope.local[target or rcpt] = mailbox_id  # one copy per mailbox
         else:
             envelope.remote.append(rcpt)
         return str(decision.reply)
