@@ -45,6 +45,7 @@ def configure(level: str = "info", file: Path | None = None) -> None:
     out: TextIO = open(file, "a", buffering=1, encoding="utf-8") if file else sys.stderr  # noqa: SIM115
     logging.basicConfig(level=logging.WARNING, handlers=[_ToStructlog(drop_args=False)],
                         force=True)
+    logging.captureWarnings(True)  # warnings.warn (aiosmtpd's) as JSON lines too
     mail_log = logging.getLogger("mail.log")  # aiosmtpd's own chatter: templates only
     mail_log.setLevel(logging.WARNING)
     mail_log.handlers = [_ToStructlog(drop_args=True)]

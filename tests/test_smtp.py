@@ -417,6 +417,8 @@ def test_ehlo_capabilities_exact_per_listener(tmp_path: Path) -> None:
                 assert _ehlo_lines(client) == [*head, "STARTTLS", *tail], name
                 client.starttls(context=node.client_context())
                 assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail], name
+                code, _ = client.docmd("AUTH", "BLOCKED")  # was taken for a mechanism
+                assert code == 504 and client.noop()[0] == 250  # session kept
         with smtplib.SMTP_SSL("127.0.0.1", node.ports["submissions"], timeout=10,
                               context=node.client_context()) as client:
             assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail]
