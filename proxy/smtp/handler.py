@@ -430,8 +430,8 @@ class SmtpHandler:
         envelope.rcpt_options.extend(rcpt_options)
         if mailbox_id is not None:
             envelope.local[target or rcpt] = mailbox_id  # one copy per mailbox
-        else:
-            envelope.remote.append(rcpt)
+        else:  # (a postmaster mailbox of a domain with a next hop: queued to it)
+            envelope.remote.append(target or rcpt)
         return str(decision.reply)
 
     # ------------------------------------------------------------------ DATA
