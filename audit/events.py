@@ -86,7 +86,8 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "RCPT TO refused by policy (reason and whitelist version recorded)"),
     EventKind("smtp.message.refused", IMPORT,
               own("MSS-MSG-REFUSED", "Message refused"), "C",
-              "DATA refused: too large, bare CR/LF, storage failure"),
+              "DATA refused: too large, bare CR/LF, long line, From:/Sender: not allowed "
+              "for the login or invalid (submission, relay), storage failure"),
     EventKind("smtp.certificate.fail_open", SECURITY_ALERT,
               own("MSS-CRL-FAIL-OPEN", "Certificate accepted without revocation status"), "E",
               "a client certificate was accepted with no current CRL, because pki."

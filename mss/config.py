@@ -68,6 +68,9 @@ class SmtpConfig:
     auth_failures: int = 5  # failed AUTHs of one login or from one address ...
     auth_window: float = 900.0  # ... within this many seconds ...
     auth_lockout: float = 300.0  # ... refuse AUTH for that login / address this long (454)
+    # RFC 5321 §4.5.1: the hosted mailbox receiving mail for postmaster@ each hosted domain
+    # without a postmaster mailbox of its own, and for <Postmaster>; "" = none
+    postmaster: str = ""
 
 
 @dataclass(frozen=True)
@@ -458,7 +461,7 @@ def _smtp_config(smtp: SmtpConfig) -> SmtpConfig:
               "data_timeout", "max_errors", "auth_failures", "auth_window", "auth_lockout")
     if smtp.line_length_limit < 1000:
         raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
-    return smtp
+    return dataclasses.replace(smtp, postmaster=_postmaster(smtp.postmaster))
 
 
 def _listeners(table: _Table, path_of: PathOf) -> dict[str, ListenerConfig]:
@@ -604,6 +607,18 @@ def _directory_config(top: _Table, path_of: PathOf) -> DirectoryConfig | None:
     _positive(config, p, "page_size", "timeout")
     return dataclasses.replace(config, publish=publish, unpublished_domains=tuple(
         d.lower() for d in config.unpublished_domains))
+
+
+def _postmaster(value: str) -> str:
+    """smtp.postmaster normalised (an address), or "" when unset."""
+    if not value.strip():
+        return ""
+    from mss.store import StoreError, normalize_address
+
+    try:
+        return normalize_address(value)
+    except StoreError as exc:
+        raise ConfigError(f"config: smtp.postmaster: {exc}") from None
 
 
 def render_default_config(domain: str) -> str:

@@ -3,10 +3,17 @@
 The mailbox is read on a short reader connection, released before scrypt runs (tens of
 milliseconds of CPU: callers on the event loop run this in an executor). An unknown login
 costs the same work as a known one (``verify_password`` with no hash).
+
+One normalisation (:func:`login_address`) names the identity a login means, for the password
+check and for the throttles alike: otherwise ``alice@domain.``, `` alice@domain`` or a
+full-width spelling would log in as alice while counting failures, and finding locks, under
+another name (issue 20 #2). Odd spellings are not refused: they name the same identity, share
+its failure budget and its lockout.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -22,11 +29,27 @@ class LoginCheck:
     reason: str  # for the audit record
 
 
-def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
+def login_address(login: str) -> str | None:
+    """The mailbox address a login names, or None when it names none: NFKC (full-width
+    letters and dots), surrounding spaces dropped, then store.normalize_address (IDNA
+    domain, trailing dot dropped, lower case)."""
     try:
-        address: str | None = store.normalize_address(login)
+        return store.normalize_address(unicodedata.normalize("NFKC", login).strip())
     except store.StoreError:
-        address = None
+        return None
+
+
+def throttle_name(login: str) -> str:
+    """The key a login's failures count under: its address when it names one, else its
+    NFKC, space-stripped, case-folded text (bounded)."""
+    address = login_address(login)
+    if address is not None:
+        return address
+    return unicodedata.normalize("NFKC", login).strip().casefold()[:320]
+
+
+def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
+    address = login_address(login)
     mailbox = None
     if address is not None:
         with reader.connect() as conn:

@@ -4,11 +4,37 @@ content."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
 
 import structlog
+
+# printf-style placeholders of a stdlib log message template
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%]")
+
+
+class _ToStructlog(logging.Handler):
+    """Stdlib records (libraries) as structlog JSON lines. With *drop_args* only the
+    template is kept, its placeholders blanked: aiosmtpd's ``mail.log`` puts client input
+    in its arguments (the first word of an unrecognised line: message text after a
+    refused DATA, or a credential), which must never reach a log."""
+
+    def __init__(self, drop_args: bool) -> None:
+        super().__init__()
+        self.drop_args = drop_args
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = (_PLACEHOLDER.sub("-", str(record.msg)) if self.drop_args
+                    else record.getMessage())
+            fields: dict[str, str] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None and not self.drop_args:
+                fields["error"] = repr(record.exc_info[1])
+            structlog.get_logger("stdlib").log(record.levelno, text, **fields)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -17,9 +43,13 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 def configure(level: str = "info", file: Path | None = None) -> None:
     # line-buffered append: several worker processes may share the file, line by line
     out: TextIO = open(file, "a", buffering=1, encoding="utf-8") if file else sys.stderr  # noqa: SIM115
-    logging.basicConfig(level=logging.WARNING, stream=out,
-                        format="%(name)s: %(message)s", force=True)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's own chatter
+    logging.basicConfig(level=logging.WARNING, handlers=[_ToStructlog(drop_args=False)],
+                        force=True)
+    logging.captureWarnings(True)  # warnings.warn (aiosmtpd's) as JSON lines too
+    mail_log = logging.getLogger("mail.log")  # aiosmtpd's own chatter: templates only
+    mail_log.setLevel(logging.WARNING)
+    mail_log.handlers = [_ToStructlog(drop_args=True)]
+    mail_log.propagate = False
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from dataclasses import dataclass
+from email import errors as email_errors
+from email import policy as email_policy
+from email.parser import BytesHeaderParser
 from email.utils import formatdate
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -32,6 +36,45 @@ def find_header(data: bytes, name: str) -> str | None:
                     break
             return value.decode("utf-8", "replace").strip()
     return None
+
+
+@dataclass(frozen=True)
+class Authors:
+    """The author fields of a message (RFC 5322 §3.6.2), as addr-specs."""
+
+    from_: tuple[str, ...] = ()
+    sender: str | None = None
+    problem: str | None = None  # why the fields are not valid RFC 5322, when they are not
+
+
+def authors(data: bytes) -> Authors:
+    """``From:`` and ``Sender:`` addresses, or the problem that makes them unusable: no or
+    several ``From`` fields, several ``Sender`` fields or addresses, a group, a syntax
+    defect (where a reader might display another address than the one parsed). 8-bit
+    display names (raw UTF-8) are tolerated."""
+    try:
+        fields = BytesHeaderParser(policy=email_policy.default).parsebytes(header_block(data))
+        froms, senders = fields.get_all("From") or [], fields.get_all("Sender") or []
+        if len(froms) != 1:
+            return Authors(problem=f"{len(froms)} From fields (RFC 5322 §3.6: exactly one)")
+        if len(senders) > 1:
+            return Authors(problem=f"{len(senders)} Sender fields (RFC 5322 §3.6: at most one)")
+        for field in (*froms, *senders):
+            defects = [d for d in field.defects
+                       if not isinstance(d, email_errors.UndecodableBytesDefect)]
+            if defects:
+                return Authors(problem=f"{field.name}: {type(defects[0]).__name__}")
+            if any(group.display_name is not None for group in field.groups):
+                return Authors(problem=f"{field.name}: a group (RFC 5322 §3.6.2: mailboxes)")
+        from_ = tuple(a.addr_spec for a in froms[0].addresses)
+        sender = [a.addr_spec for a in senders[0].addresses] if senders else []
+    except Exception as exc:  # noqa: BLE001 - the stdlib parser on hostile input
+        return Authors(problem=f"unparsable author field ({type(exc).__name__})")
+    if not from_:
+        return Authors(problem="From: no address")
+    if len(sender) > 1:
+        return Authors(problem="Sender: several addresses (RFC 5322 §3.6.2: one mailbox)")
+    return Authors(from_=from_, sender=sender[0] if sender else None)
 
 
 def message_id(data: bytes) -> str | None:

@@ -265,8 +265,12 @@ def seal_local(keyring: crypto.Keyring, mailbox_id: int, address: str, data: byt
     return LocalCopy(mailbox_id, address, message_id, sealed, len(data))
 
 
-def seal_queued(keyring: crypto.Keyring, rcpt: str, data: bytes) -> QueuedCopy:
-    queue_id = new_id()
+def seal_queued(keyring: crypto.Keyring, rcpt: str, data: bytes,
+                transaction: str | None = None) -> QueuedCopy:
+    """A queue row's copy. Its id starts with the 16 characters of the SMTP transaction id
+    (*transaction*, the id of ``250 ... queued as``) when given, so ``mss queue`` finds
+    every row of that transaction by it."""
+    queue_id = transaction[:16] + new_id()[:16] if transaction else new_id()
     sealed = crypto.seal_message(keyring.key(crypto.QUEUE_KEY_ID), crypto.QUEUE_KEY_ID,
                                  queue_id, data)
     return QueuedCopy(rcpt, rcpt.rsplit("@", 1)[1], queue_id, sealed, len(data))

@@ -55,7 +55,8 @@ def send(node: Node, count: int) -> None:
     client.starttls(context=node.client_context())
     client.login(ALICE, PASSWORD)
     for i in range(count):
-        client.sendmail(ALICE, [BOB], f"Subject: s{i}\r\n\r\nbody {i}\r\n".encode())
+        client.sendmail(ALICE, [BOB],  # From: the login's own (RFC 6409 §8)
+                        f"From: {ALICE}\r\nSubject: s{i}\r\n\r\nbody {i}\r\n".encode())
     client.quit()
 
 

@@ -251,7 +251,8 @@ def test_smtp_data_over_the_memory_budget_gets_452(capped: Node) -> None:
         error = refused.value.smtp_error
         assert (error if isinstance(error, bytes) else error.encode()).startswith(b"4.3.1")
         client.rset()
-        assert client.sendmail(ALICE, [BOB], b"Subject: small\r\n\r\nok\r\n") == {}
+        small = f"From: {ALICE}\r\nSubject: small\r\n\r\nok\r\n".encode()
+        assert client.sendmail(ALICE, [BOB], small) == {}
     assert capped.wait_audit(lambda r: r["event"] == "smtp.message.refused"
                              and str(r["reason"]).startswith("452"))
 

@@ -181,3 +181,21 @@ def test_relay_mail_reaches_another_operator_over_mtls(tmp_path: Path) -> None:
         assert accepted and accepted[-1]["listener"] == "mx"
     finally:
         pair.close()
+
+
+def test_relay_header_from_must_be_of_its_domains(node: Node) -> None:
+    """RFC 6409 §8 on the relay listener: From: / Sender: may be any address of the
+    institution's domains (its envelope rule), nothing else (issue 20 #6)."""
+    with relay_client(node) as client:
+        client.login("lab", LAB_PASSWORD)
+        sender = f"robot@{CLINIC}"
+        for from_, expected in ((f"Labo <accueil@{CLINIC}>", 250), (f"x@{DOMAIN}", 250),
+                                (f"Dr Martin <{REMOTE}>", 550), ("dg@ars.sante.fr", 550)):
+            assert client.mail(sender)[0] == 250 and client.rcpt(BOB)[0] == 250
+            code, reply = client.data(f"From: {from_}\r\nSubject: h\r\n\r\nok\r\n".encode())
+            assert code == expected, (from_, reply)
+            if code == 550:
+                assert reply.startswith(b"5.7.1")
+    rows = node.wait_audit(lambda r: r["event"] == "smtp.message.refused"
+                           and r["actor"] == "relay:lab")
+    assert any("dg@ars.sante.fr" in str(r["reason"]) for r in rows)

@@ -389,3 +389,261 @@ def test_auth_throttled_after_repeated_failures(tmp_path: Path) -> None:
         assert len(rows) == 2 and all(r["outcome"] == 4 for r in rows)
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- EHLO
+
+def _ehlo_lines(client: smtplib.SMTP, name: str = "client.example") -> list[str]:
+    code, text = client.ehlo(name)
+    assert code == 250
+    return text.decode().split("\n")[1:]  # the capabilities, after the greeting line
+
+
+def test_ehlo_capabilities_exact_per_listener(tmp_path: Path) -> None:
+    """Each listener's EHLO capability list, exactly (issue 12 §3: no SASL mechanism
+    "blocked", which aiosmtpd took from a handler method named auth_blocked). AUTH only
+    after TLS (RFC 4954 §4), never on the MX."""
+    node = make_node(tmp_path)
+    node.start()
+    head = ["SIZE 52428800", "8BITMIME"]
+    tail = ["PIPELINING", "HELP"]
+    try:
+        with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as client:
+            assert _ehlo_lines(client) == [*head, "STARTTLS", *tail]
+            client.starttls(context=node.mx_client_context())
+            assert _ehlo_lines(client) == [*head, *tail]
+        for name in ("submission", "relay"):
+            with smtplib.SMTP("127.0.0.1", node.ports[name], timeout=10) as client:
+                assert _ehlo_lines(client) == [*head, "STARTTLS", *tail], name
+                client.starttls(context=node.client_context())
+                assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail], name
+                code, _ = client.docmd("AUTH", "BLOCKED")  # was taken for a mechanism
+                assert code == 504 and client.noop()[0] == 250  # session kept
+        with smtplib.SMTP_SSL("127.0.0.1", node.ports["submissions"], timeout=10,
+                              context=node.client_context()) as client:
+            assert _ehlo_lines(client) == [*head, "AUTH LOGIN PLAIN", *tail]
+    finally:
+        node.stop()
+
+
+# --------------------------------------------------------------------------- From: / Sender:
+
+def _headers_then(client: smtplib.SMTP, headers: str, sender: str = ALICE) -> tuple[int, bytes]:
+    """One transaction to BOB whose message has *headers*; the DATA reply."""
+    assert client.mail(sender)[0] == 250 and client.rcpt(BOB)[0] == 250
+    code, reply = client.data(f"{headers}Subject: t\r\n\r\nBonjour.\r\n".encode())
+    return code, reply
+
+
+def test_submission_header_from_and_sender_must_be_allowed(running_node: Node) -> None:
+    """RFC 6409 §8: the submission server enforces submission rights, for the author
+    fields too (issue 20 #6): From: and Sender: must be addresses the login may send as
+    (the MAIL FROM rule); an RFC 5322-invalid author field is refused 550 5.6.0."""
+    before = inbox_count(running_node, BOB)
+    refused = [
+        (f'From: "Dr Bob" <{BOB}>\r\n', b"5.7.1"),
+        ("From: dg@ars.sante.fr\r\n", b"5.7.1"),
+        (f"From: {ALICE}, {BOB}\r\nSender: {ALICE}\r\n", b"5.7.1"),  # every From address
+        (f"From: {ALICE}\r\nSender: {BOB}\r\n", b"5.7.1"),
+        ("To: someone\r\n", b"5.6.0"),  # no From (RFC 5322 §3.6: required)
+        (f"From: {ALICE}\r\nFrom: {BOB}\r\n", b"5.6.0"),  # two From fields
+        (f"From: {ALICE})<{BOB}>\r\n", b"5.6.0"),  # a reader may show bob
+        (f"From: team: {ALICE};\r\n", b"5.6.0"),  # a group
+    ]
+    with submission(running_node) as client:
+        for headers, enhanced in refused:
+            code, reply = _headers_then(client, headers)
+            assert (code, reply[:5]) == (550, enhanced), (headers, reply)
+            assert b"bob" not in reply.lower()  # the public text names no address
+        allowed = [f'From: "Alice" <{ALICE.upper()}>\r\nSender: {ALICE}\r\n',
+                   f"From: =?utf-8?q?Dr_Al=C3=AFce?= <{ALICE}>\r\n"]
+        for headers in allowed:
+            code, reply = _headers_then(client, headers)
+            assert code == 250, (headers, reply)
+    assert inbox_count(running_node, BOB) == before + len(allowed)
+    rows = running_node.wait_audit(
+        lambda r: r["event"] == "smtp.message.refused" and r["actor"] == ALICE
+        and str(r["reason"]).startswith("header_"))
+    assert len(rows) >= len(refused)
+    spoof = [r for r in rows if "dg@ars.sante.fr" in str(r["reason"])]
+    assert spoof and spoof[-1]["detail"] == {"check": "header_sender_not_allowed"}  # type: ignore[comparison-overlap]
+
+
+# --------------------------------------------------------------------------- connection records
+
+def _session_events(node: Node, session: str) -> list[str]:
+    return [str(r["event"]) for r in node.audit() if r.get("session") == session]
+
+
+def _wait_session(node: Node, predicate: object) -> str:
+    rows = node.wait_audit(predicate)
+    assert rows, "no audit record of the session"
+    return str(rows[-1]["session"])
+
+
+def test_connection_records_survive_starttls_and_session_end(running_node: Node) -> None:
+    """Issue 12 §4: aiosmtpd replaces the session at STARTTLS; the buffered smtp.connect
+    must survive it (one session id per connection), implicit TLS records smtp.tls, and
+    a session without a transaction leaves its records at its end."""
+    with submission(running_node) as client:  # STARTTLS, then a transaction
+        subject = f"records {time.time_ns()}"
+        assert client.sendmail(ALICE, [BOB], message(ALICE, BOB, subject)) == {}
+    session = _wait_session(running_node, lambda r: r["event"] == "smtp.message.accepted"
+                            and r["listener"] == "submission")
+    events = _session_events(running_node, session)
+    assert events[:3] == ["smtp.connect", "smtp.tls", "smtp.auth"], events
+    assert "smtp.message.accepted" in events
+
+    ctx = running_node.client_context()
+    with smtplib.SMTP_SSL("127.0.0.1", running_node.ports["submissions"], context=ctx,
+                          timeout=10) as client:
+        client.login(ALICE, PASSWORD)
+    session = _wait_session(running_node, lambda r: r["event"] == "smtp.auth"
+                            and r["listener"] == "submissions")
+    assert _session_events(running_node, session)[:3] == ["smtp.connect", "smtp.tls",
+                                                          "smtp.auth"]
+
+    with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10,
+                      source_address=("127.0.0.61", 0)) as client:
+        client.ehlo("mx.operator-a.fr")  # EHLO, QUIT: no transaction
+    rows = running_node.wait_audit(lambda r: r["event"] == "smtp.connect"
+                                   and r["remote_addr"] == "127.0.0.61")
+    assert len(rows) == 1 and rows[0]["listener"] == "mx"
+
+    with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10,
+                      source_address=("127.0.0.62", 0)) as client:
+        client.ehlo("mx.operator-a.fr")
+        client.starttls(context=running_node.mx_client_context())
+        client.ehlo("mx.operator-a.fr")  # STARTTLS, then QUIT: no transaction
+    rows = running_node.wait_audit(lambda r: r["remote_addr"] == "127.0.0.62"
+                                   and r["event"] == "smtp.tls")
+    assert rows
+    assert _session_events(running_node, str(rows[0]["session"])) == ["smtp.connect",
+                                                                      "smtp.tls"]
+
+
+def test_queued_as_id_is_the_queue_and_audit_id(running_node: Node) -> None:
+    """Issue 12 §3: the id of "250 ... queued as ID" finds the message's queue rows with
+    mss queue show / list and is the queue id of its audit records."""
+    other = "dr.durand@operator-b.mssante.fr"
+    with submission(running_node) as client:
+        assert client.mail(ALICE)[0] == 250
+        assert client.rcpt(REMOTE)[0] == 250 and client.rcpt(other)[0] == 250
+        code, reply = client.data(message(ALICE, REMOTE, "queued as"))
+    assert code == 250, reply
+    queue_id = reply.decode().rsplit("queued as ", 1)[1]
+    shown = running_node.cli("queue", "show", queue_id).stdout
+    ids = [line.split()[1] for line in shown.splitlines() if line.startswith("id:")]
+    assert len(ids) == 2 and all(i.startswith(queue_id) for i in ids), shown
+    assert f"to:           {REMOTE}" in shown and f"to:           {other}" in shown
+    assert running_node.cli("queue", "list").stdout.count(queue_id) == 2
+    accepted = running_node.wait_audit(lambda r: r["event"] == "smtp.message.accepted"
+                                       and r["detail"]["queue_id"] == queue_id)  # type: ignore[index]
+    assert len(accepted) == 1
+    queued = running_node.wait_audit(lambda r: r["event"] == "delivery.queued"
+                                     and r["session"] == accepted[0]["session"])
+    assert sorted(r["detail"]["queue_id"] for r in queued) == sorted(ids)  # type: ignore[index]
+    ambiguous = running_node.cli("queue", "retry", queue_id, check=False)
+    assert ambiguous.returncode == 2 and "several queue rows" in ambiguous.stderr
+
+
+def test_line_length_limits_exact(running_node: Node) -> None:
+    """RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF, the
+    transparency dot not counted; §4.5.3.1.4: a command line at most 512 (issue 20)."""
+    before = inbox_count(running_node, BOB)
+    cases = [(b"a" * 998 + b"\r\n", b"250 2.0.0"),  # 1000 octets: accepted
+             (b"a" * 999 + b"\r\n", b"500 5.5.2"),  # 1001: refused
+             (b"." + b"." + b"a" * 997 + b"\r\n", b"250 2.0.0"),  # 1001 on the wire, stuffed
+             (b"." + b"." + b"a" * 998 + b"\r\n", b"500 5.5.2")]
+    tls = running_node.mx_tls_socket()
+    for line, expected in cases:
+        smtp_prelude(tls)
+        tls.sendall(b"Subject: long\r\n\r\n" + line + b".\r\n")
+        reply = lines_until(tls, 1)[0]
+        assert reply.startswith(expected), (len(line), reply)
+    noop = b"NOOP " + b"x" * (512 - 7) + b"\r\n"
+    for command, expected in ((noop, b"250"), (noop[:5] + b"x" + noop[5:], b"500"),
+                              (b"NOOP " + b"x" * 994 + b"\r\n", b"500")):
+        tls.sendall(command)
+        assert lines_until(tls, 1)[0][:3] == expected, len(command)
+    tls.sendall(b"QUIT\r\n")
+    tls.close()
+    assert inbox_count(running_node, BOB) == before + 2
+
+
+def test_aiosmtpd_log_is_json_without_client_text(running_node: Node) -> None:
+    """Issue 20: aiosmtpd's own logger wrote the first word of unrecognised lines (the
+    message text a client sends after a refused DATA), and not as JSON."""
+    import json
+
+    assert running_node.log_path is not None
+    tls = running_node.mx_tls_socket()
+    tls.sendall(b"EHLO mx.operator-a.fr\r\n")
+    buf = b""
+    while b"250 " not in buf:
+        buf += tls.recv(65536)
+    tls.sendall(b"DATA\r\n")  # refused: no MAIL; the client sends its text anyway
+    assert lines_until(tls, 1)[0][:3] == b"503"
+    tls.sendall(b"Confidentialpatientword is ill\r\n")
+    assert lines_until(tls, 1)[0][:3] == b"500"
+    tls.sendall(b"QUIT\r\n")
+    tls.close()
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline and "unrecognised" not in text:
+        time.sleep(0.1)
+        text = running_node.log_path.read_text()
+    assert "unrecognised" in text  # aiosmtpd's record, as a template
+    assert "confidentialpatientword" not in text.lower()
+    for line in text.splitlines():
+        assert isinstance(json.loads(line), dict), line
+
+
+# --------------------------------------------------------------------------- postmaster
+
+def test_postmaster_config_is_an_address(tmp_path: Path) -> None:
+    from mss.config import ConfigError, parse_config
+
+    cfg = tmp_path / "mss.toml"
+    assert parse_config({}, cfg).smtp.postmaster == ""
+    assert parse_config({"smtp": {"postmaster": " Admin@Demo.MSSante.fr "}},
+                        cfg).smtp.postmaster == "admin@demo.mssante.fr"
+    with pytest.raises(ConfigError, match=r"smtp\.postmaster"):
+        parse_config({"smtp": {"postmaster": "admin"}}, cfg)
+
+
+def test_postmaster_unset_refuses_bare_postmaster(running_node: Node) -> None:
+    with mx(running_node) as client:
+        assert client.mail(REMOTE)[0] == 250
+        code, reply = client.rcpt("Postmaster")
+        assert (code, reply[:5]) == (550, b"5.1.1")
+    assert running_node.wait_audit(lambda r: r["event"] == "smtp.recipient.refused"
+                                   and "smtp.postmaster is not set" in str(r["reason"]))
+
+
+def test_postmaster_of_every_hosted_domain(tmp_path: Path) -> None:
+    """RFC 5321 §4.5.1: postmaster@ each hosted domain, and <Postmaster>, are accepted
+    and stored in the smtp.postmaster mailbox (issue 20)."""
+    node = make_node(tmp_path)
+    secretariat = f"secretariat@{DOMAIN}"
+    node.config.write_text(node.config.read_text().replace(
+        "[smtp]\n", f'[smtp]\npostmaster = "{secretariat}"\n', 1))
+    node.cli("domain", "add", "clinique.test")
+    node.start()
+    try:
+        with mx(node) as client:
+            assert client.mail(REMOTE)[0] == 250
+            for rcpt in (f"postmaster@{DOMAIN}", "POSTMASTER@clinique.test", "Postmaster"):
+                code, reply = client.rcpt(rcpt)
+                assert code == 250, (rcpt, reply)
+            assert client.rcpt("postmaster@operator-b.mssante.fr")[0] == 550  # not ours
+            assert client.data(message(REMOTE, f"postmaster@{DOMAIN}"))[0] == 250
+        with submission(node) as client:
+            assert client.sendmail(ALICE, [f"postmaster@{DOMAIN}"],
+                                   message(ALICE, f"postmaster@{DOMAIN}")) == {}
+        assert inbox_count(node, secretariat) == 2  # one copy per message
+        rows = node.wait_audit(lambda r: r["event"] == "delivery.local"
+                               and r["mailbox"] == secretariat)
+        assert len(rows) == 2
+    finally:
+        node.stop()

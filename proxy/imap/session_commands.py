@@ -9,7 +9,7 @@ import binascii
 from sqlalchemy import Connection
 
 from audit.events import Outcome
-from mss.login import check_login
+from mss.login import check_login, throttle_name
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, nargs
 from proxy.imap.connection import (
@@ -82,19 +82,20 @@ async def starttls(s: Session, cmd: Command) -> Result:
 
 async def _login(s: Session, cmd: Command, login: str, password: str, mechanism: str) -> None:
     throttle = s.ctx.throttle
-    if throttle.blocked(login, s.remote_addr):
-        await s.audit(s.record("imap.login", Outcome.MINOR_FAILURE, actor=login[:320],
+    name = throttle_name(login)  # the identity the password check uses (mss.login)
+    if throttle.blocked(name, s.remote_addr):
+        await s.audit(s.record("imap.login", Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
     checked = await s.thread(check_login, s.ctx.app.reader, login, password)
     mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
-        locked = throttle.failed(login, s.remote_addr)
-        await s.audit(s.record("imap.login", Outcome.SERIOUS_FAILURE, actor=login[:320],
+        locked = throttle.failed(name, s.remote_addr)
+        await s.audit(s.record("imap.login", Outcome.SERIOUS_FAILURE, actor=name,
                                reason=reason + ("; now throttled" if locked else ""),
                                detail={"mechanism": mechanism}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
-    throttle.succeeded(login, s.remote_addr)
+    throttle.succeeded(name, s.remote_addr)
 
     def setup(conn: Connection) -> None:
         backend.ensure_default_folders(conn, mailbox.id)

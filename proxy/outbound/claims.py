@@ -110,10 +110,19 @@ def failed(conn: Connection, c: Claim, status: str, reason: str, reply: str | No
 
 def get(conn: Connection, queue_id: str) -> dict[str, Any] | None:
     """One row without its ciphertext; *queue_id* may be a unique prefix (>= 8 chars)."""
+    rows = matching(conn, queue_id, 2)
+    return rows[0] if len(rows) == 1 else None
+
+
+def matching(conn: Connection, prefix: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows (no ciphertext) whose id starts with *prefix* (>= 8 chars), oldest first: the
+    16-character id of ``250 ... queued as`` names every row of its transaction."""
+    if len(prefix) < 8:
+        return []
     columns = [c for c in Q.c if c.name not in ("key_blob", "body_blob")]
-    rows = conn.execute(select(*columns).where(Q.c.id.startswith(queue_id, autoescape=True))
-                        .limit(2)).all() if len(queue_id) >= 8 else []
-    return dict(rows[0]._mapping) if len(rows) == 1 else None
+    query = (select(*columns).where(Q.c.id.startswith(prefix, autoescape=True))
+             .order_by(Q.c.created_at, Q.c.id).limit(limit))
+    return [dict(r._mapping) for r in conn.execute(query)]
 
 
 def as_claim(row: dict[str, Any]) -> Claim:

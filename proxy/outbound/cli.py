@@ -29,6 +29,9 @@ def _when(ts: float | None) -> str:
 
 def _row(conn: Any, queue_id: str) -> dict[str, Any]:
     row = claims.get(conn, queue_id)
+    if row is None and len(claims.matching(conn, queue_id, 2)) > 1:
+        fail(f"{queue_id!r} names several queue rows (one message, several recipients): "
+             "give a row's full id, as 'mss queue show' prints it")
     if row is None:
         fail(f"no queue row {queue_id!r} (give the id shown by 'mss queue list', "
              "at least 8 characters)")
@@ -61,10 +64,18 @@ def queue_list(ctx: typer.Context,
 
 @queue_app.command("show")
 def queue_show(ctx: typer.Context, queue_id: str) -> None:
-    """One row: envelope, size, attempts, dates, last error and remote reply (no body)."""
+    """A row: envelope, size, attempts, dates, last error and remote reply (no body). The
+    id of an SMTP reply ("queued as ID") shows every row of that message."""
     with node(ctx) as app, app.reader.connect() as conn:
-        r = _row(conn, queue_id)
-        relay = store.relay_of(conn, r["domain"])
+        rows = claims.matching(conn, queue_id) or [_row(conn, queue_id)]
+        hops = {r["domain"]: store.relay_of(conn, r["domain"]) for r in rows}
+    for n, r in enumerate(rows):
+        if n:
+            print()
+        _show_row(r, hops[r["domain"]])
+
+
+def _show_row(r: dict[str, Any], relay: str | None) -> None:
     leased = r["lease_until"] is not None and r["lease_until"] > time.time()
     for label, value in (
             ("id", r["id"]), ("status", r["status"] + (" (being delivered)" if leased else "")),

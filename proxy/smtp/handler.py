@@ -25,7 +25,7 @@ from mss import message as rfc5322
 from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
-from mss.login import check_login
+from mss.login import check_login, throttle_name
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
@@ -131,12 +131,16 @@ class SmtpHandler:
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [r for r in responses if server.offer_auth or not r.startswith("250-AUTH")]
-        # RFC 2920: commands are read from one buffer in order, so pipelining is safe
+        # RFC 2920: commands are read from one buffer in order, so pipelining is safe.
+        # (No ENHANCEDSTATUSCODES: RFC 2034 §3 would require one in every reply, and
+        # aiosmtpd's own replies have none.)
         lines.insert(-1, "250-PIPELINING")
         return lines
 
     # ------------------------------------------------------------------ AUTH
-    def auth_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+    # (no method of this class may be named auth_*: aiosmtpd takes those for SASL
+    # mechanisms and advertises them in EHLO)
+    def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
         """True (audited) when this login or this address is locked after failures."""
         name = self._throttle_name(login)
         if not self.throttle.blocked(name, session.remote_addr):
@@ -148,8 +152,10 @@ class SmtpHandler:
         return True
 
     def _throttle_name(self, login: bytes) -> str:
-        text = login.decode("utf-8", "replace")
-        return f"relay:{text[:64]}" if self.mode == "relay" else text.lower()
+        """The identity failures count under: the normalised login (mss.login), the same
+        one the password check uses, whatever its spelling."""
+        name = throttle_name(login.decode("utf-8", "replace"))
+        return f"relay:{name[:64]}" if self.mode == "relay" else name
 
     def _auth_failed(self, session: MssSession, login: bytes) -> None:
         if self.throttle.failed(self._throttle_name(login), session.remote_addr):
@@ -318,9 +324,38 @@ class SmtpHandler:
             refusal = await self._relay_identity(session)
             if refusal is not None:
                 return refusal
+        return self._may_send_as(session, sender)
+
+    def _may_send_as(self, session: MssSession, sender: str) -> policy.Decision:
+        """Whether the session's login may send as *sender* (normalised): the envelope's
+        MAIL FROM and the message's From:/Sender: answer to this one rule."""
+        if self.mode == "relay":  # any address of the institution's domains
             relay = session.relay
             return policy.relay_sender(sender, relay.name, relay.domains)
         return policy.submission_sender(sender, session.login or "", session.may_send_as)
+
+    def _authors_refusal(self, session: MssSession, data: bytes) -> tuple[str, str] | None:
+        """Submission and relay: From: and Sender: must name addresses the login may send
+        as (RFC 6409 §8: the submission server enforces submission rights; the MAIL FROM
+        rule, reused). The reply and the private reason of a refusal, or None."""
+        found = rfc5322.authors(data)
+        if found.problem is not None:  # RFC 5322 §3.6: one From, at most one Sender
+            return ("550 5.6.0 Message refused: invalid From or Sender header",
+                    f"header_invalid: {found.problem}")
+        fields = [("From", a) for a in found.from_]
+        if found.sender is not None:
+            fields.append(("Sender", found.sender))
+        for name, address in fields:
+            try:
+                author = store.normalize_address(address)
+            except store.StoreError:
+                return ("550 5.6.0 Message refused: invalid From or Sender header",
+                        f"header_invalid: {name}: {address[:320]!r} is not an address")
+            decision = self._may_send_as(session, author)
+            if not decision.accepted:
+                return (f"550 5.7.1 {name} address not allowed for this login",
+                        f"header_sender_not_allowed: {name}: {decision.reason}")
+        return None
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
@@ -338,6 +373,18 @@ class SmtpHandler:
                                       in_directory=in_directory, relayed=relayed)
         return facts, (mailbox.id if mailbox else None)
 
+    def _postmaster_target(self, conn: Connection, rcpt: str) -> str | None:
+        """RFC 5321 §4.5.1: postmaster@ a hosted domain (or <Postmaster>) with no mailbox
+        of that name goes to smtp.postmaster. The mailbox address, or None."""
+        configured = self.app.config.smtp.postmaster or None
+        if rcpt == "postmaster":
+            return configured
+        local, domain = rcpt.rsplit("@", 1)
+        if local != "postmaster" or not configured or store.get_mailbox(conn, rcpt):
+            return None
+        hosted, next_hop = store.domain_hosting(conn, domain)  # a next hop has its own
+        return configured if hosted and next_hop is None else None
+
     def _directory_applies(self, domain: str) -> bool:
         """The directory recipient check: configured, on, and not an unpublished domain."""
         cfg = self.app.config.directory
@@ -350,9 +397,13 @@ class SmtpHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         mailbox_id = None
+        target = None  # the mailbox address a postmaster recipient is stored in
         try:
-            rcpt = store.normalize_address(address)
-            normalize_domain(rcpt.rsplit("@", 1)[1])
+            # RFC 5321 §4.1.1.3: <Postmaster> without a domain, in any case
+            rcpt = "postmaster" if address.lower() == "postmaster" \
+                else store.normalize_address(address)
+            if rcpt != "postmaster":
+                normalize_domain(rcpt.rsplit("@", 1)[1])
         except (store.StoreError, ValueError) as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
             rcpt = address
@@ -360,9 +411,15 @@ class SmtpHandler:
             if rcpt in envelope.rcpt_tos:
                 return "250 2.1.5 Recipient OK"  # duplicate: one copy only
             with self.app.reader.connect() as conn:
-                facts, mailbox_id = self._facts(conn, rcpt)
-            decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
-                        else policy.submission_recipient(facts, whitelist))  # and relay
+                target = self._postmaster_target(conn, rcpt)
+                if rcpt == "postmaster" and target is None:
+                    decision = policy.refuse(policy.Verdict.RECIPIENT_UNKNOWN,
+                                             "<Postmaster>: smtp.postmaster is not set",
+                                             whitelist)
+                else:
+                    facts, mailbox_id = self._facts(conn, target or rcpt)
+                    decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
+                                else policy.submission_recipient(facts, whitelist))  # relay
         if not decision.accepted:
             self._emit_record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
@@ -372,9 +429,9 @@ class SmtpHandler:
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
         if mailbox_id is not None:
-            envelope.local[rcpt] = mailbox_id
-        else:
-            envelope.remote.append(rcpt)
+            envelope.local[target or rcpt] = mailbox_id  # one copy per mailbox
+        else:  # (a postmaster mailbox of a domain with a next hop: queued to it)
+            envelope.remote.append(target or rcpt)
         return str(decision.reply)
 
     # ------------------------------------------------------------------ DATA
@@ -388,7 +445,19 @@ class SmtpHandler:
                           envelope: MssEnvelope) -> str:
         data = envelope.content
         assert isinstance(data, bytes)
+        if self.mode != "mx":
+            refused = self._authors_refusal(session, data)
+            if refused is not None:
+                reply, reason = refused
+                self._emit_record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+                                  mail_from=envelope.mail_from, reason=reason,
+                                  rcpt=",".join(envelope.rcpt_tos)[:320],
+                                  detail={"check": reason.split(":", 1)[0]})
+                return reply
+        # the transaction's id: in Received:, in the 250 reply, in the audit, and the
+        # prefix of its queue rows' ids (mss queue list / show)
         queue_id = store.new_id()
+        short_id = queue_id[:16]
         header_msgid = rfc5322.message_id(data)
         if self.mode != "mx" and header_msgid is None:
             header_msgid = rfc5322.new_message_id(self.hostname)  # RFC 6409 §8.3
@@ -397,7 +466,7 @@ class SmtpHandler:
         single = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
         stored = rfc5322.received_header(
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
-            hostname=self.hostname, protocol=protocol, queue_id=queue_id[:16],
+            hostname=self.hostname, protocol=protocol, queue_id=short_id,
             recipient=single) + data
         mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
@@ -406,13 +475,14 @@ class SmtpHandler:
             keyring = self.app.keyring
             local = [store.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
-            queued = [store.seal_queued(keyring, rcpt, stored) for rcpt in envelope.remote]
+            queued = [store.seal_queued(keyring, rcpt, stored, queue_id)
+                      for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
             patient = patient_pseudonym(self.pseudonym_key, data)
             about = {"patient": patient} if patient else {}
             records = [self._record(session, "smtp.message.accepted",
-                                    detail={"size": len(stored), "queue_id": queue_id,
+                                    detail={"size": len(stored), "queue_id": short_id,
                                             "recipients": len(envelope.rcpt_tos), **about},
                                     **base)]
             records += [self._record(session, "delivery.local", rcpt=c.address, mailbox=c.address,
@@ -441,6 +511,6 @@ class SmtpHandler:
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             imap_notifier.default().changed(copy.mailbox_id)
-        log.info("accepted", session=session.id, queue_id=queue_id,
+        log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
-        return f"250 2.0.0 OK queued as {queue_id[:16]}"
+        return f"250 2.0.0 OK queued as {short_id}"

@@ -16,6 +16,7 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import secrets
 from base64 import b64decode
@@ -30,6 +31,7 @@ from mss.message import has_bare_cr_or_lf, longest_line
 log = structlog.get_logger("mss.smtp")
 
 END_OF_DATA = b"\r\n.\r\n"
+COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 _DATA_CHUNK = 256 * 1024
 
 
@@ -62,9 +64,17 @@ class MssSMTP(SMTP):
                  data_timeout: float, max_errors: int, implicit_tls: bool,
                  offer_auth: bool, guard: ListenerGuard | None = None,
                  budget: MemoryBudget | None = None, **kwargs: Any) -> None:
-        # aiosmtpd sizes its command StreamReader from this class attribute; +1 for the
-        # transparency dot (RFC 5321 §4.5.2).
-        self.line_length_limit = line_length_limit + 1
+        # RFC 5321 §4.5.3.1.6: a text line is at most line_length_limit octets with its
+        # CRLF, the transparency dot (§4.5.2) not counted. aiosmtpd sizes its command
+        # StreamReader from this attribute, whose readuntil(b"\n") takes a line whose LF
+        # is at index <= limit: limit - 1 lets a line of exactly line_length_limit in.
+        self.line_length_limit = line_length_limit - 1
+        self.text_line_limit = line_length_limit
+        # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF
+        # (aiosmtpd measures it without); per session, not aiosmtpd's dict shared by every
+        # connection, reset at each EHLO (which adds the SIZE / SMTPUTF8 allowances)
+        self.command_size_limit = COMMAND_LINE_LIMIT - 2
+        self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT - 2)
         self.listener = listener
         self.data_timeout = data_timeout
         self.max_errors = max_errors
@@ -89,13 +99,17 @@ class MssSMTP(SMTP):
         peer = transport.get_extra_info("peername")
         if not upgrading and not self._admit(peer[0] if peer else "", transport):
             return
-        super().connection_made(transport)
+        before = self.session if upgrading else None
+        super().connection_made(transport)  # at STARTTLS: a new session (RFC 3207 §4.2)
         session = self.mss_session()
         session.remote_addr = peer[0] if peer else ""
-        if upgrading:
-            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
-        else:
+        if isinstance(before, MssSession):  # one id per connection, its records kept
+            session.id = before.id
+            session.pending_audit = before.pending_audit
+        if not upgrading:
             self.event_handler.on_connect(self, session)
+        if upgrading or self.implicit_tls:  # RFC 8314 §3: TLS from the first byte
+            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
 
     def _admit(self, address: str, transport: asyncio.BaseTransport) -> bool:
         """The listener's caps (mss/limits.py): over one, 421 and close (RFC 5321 §3.1
@@ -165,6 +179,7 @@ class MssSMTP(SMTP):
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
+        self.command_size_limits.clear()
         await super().smtp_EHLO(hostname)
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -219,7 +234,7 @@ class MssSMTP(SMTP):
         return await self._verify("LOGIN", login, password)
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
-        if self.event_handler.auth_blocked(self.mss_session(), mechanism, login):
+        if self.event_handler.login_blocked(self.mss_session(), mechanism, login):
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
             await self.push("454 4.7.0 Too many failed authentications, try again later")
             return AuthResult(success=False, handled=True)
@@ -340,13 +355,14 @@ class MssSMTP(SMTP):
         limit = self.data_size_limit or 0
         if limit and len(body) > limit:
             return f"552 5.3.4 Message size exceeds fixed limit of {limit} bytes"
-        if longest_line(body) > self.line_length_limit:  # +1 allows the stuffing dot
-            return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         # RFC 5321 §4.5.2: remove the first dot of every line that starts with one
         if body.startswith(b"."):
             body = body[1:]
         if b"\r\n." in body:
             body = body.replace(b"\r\n.", b"\r\n")
+        # RFC 5321 §4.5.3.1.6: measured unstuffed (the transparency dot does not count)
+        if longest_line(body) > self.text_line_limit:
+            return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         if has_bare_cr_or_lf(body):
             return "554 5.6.0 Message refused: bare CR or LF (RFC 5321 2.3.8)"
         return body
