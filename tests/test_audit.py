@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element, fromstring
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select, update
 
 from audit.dicom import Source, to_xml
@@ -307,12 +310,14 @@ def xdm_message(patient_id: str) -> bytes:
     import io
     import zipfile
     from email.message import EmailMessage
+    from xml.sax.saxutils import escape
 
     metadata = (
         '<rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">'
         '<rim:ExtrinsicObject id="doc1"><rim:ExternalIdentifier id="ei1" '
         'identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" '
-        f'value="{patient_id}" registryObject="doc1"/></rim:ExtrinsicObject>'
+        f'value="{escape(patient_id, {chr(34): "&quot;"})}" registryObject="doc1"/>'
+        '</rim:ExtrinsicObject>'
         '</rim:RegistryObjectList>')
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
@@ -338,3 +343,163 @@ def test_patient_pseudonym_from_header_and_xdm(tmp_path: Path) -> None:
     assert by_header is not None and ins not in by_header and by_header.startswith("pp-")
     assert pseudonym(pseudonym_key(tmp_path / "other"), ins) != by_header  # keyed
     assert patient_pseudonym(key, b"Subject: nothing\r\n\r\nIHE_XDM but no zip") is None
+
+
+def xdm_zip_message(metadata: bytes, *, extra: dict[str, bytes] | None = None) -> bytes:
+    """A message with an IHE_XDM.ZIP attachment holding *metadata* as METADATA.XML."""
+    import io
+    import zipfile
+    from email.message import EmailMessage
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("IHE_XDM/SUBSET01/METADATA.XML", metadata)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    msg = EmailMessage()
+    msg["From"] = "alice@demo.mssante.fr"
+    msg["To"] = "bob@demo.mssante.fr"
+    msg["Subject"] = "XDM"
+    msg["Message-ID"] = "<xdm@test.example>"
+    msg.set_content("see attachment")
+    msg.add_attachment(buf.getvalue(), maintype="application", subtype="zip",
+                       filename="IHE_XDM.ZIP")
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
+
+
+def test_xdm_reads_ebrim_submission_set_and_source_patient_id(tmp_path: Path) -> None:
+    from audit.patient import patient_pseudonym, pseudonym, pseudonym_key, xdm_patient_ids
+
+    key = pseudonym_key(tmp_path / "k")
+    ins = "2770175123456"
+    local = "IPP-42^^^&1.2.250.1.71.4.2.1&ISO"  # a hospital's local patient number
+    metadata = (
+        f'<?xml version="1.0"?><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:'
+        f'ebxml-regrep:xsd:lcm:3.0" xmlns:rim="{RIM}"><rim:RegistryObjectList>'
+        '<rim:ExtrinsicObject id="doc1"><rim:Slot name="sourcePatientId"><rim:ValueList>'
+        f'<rim:Value>{ins}^^^&amp;1.2.250.1.213.1.4.8&amp;ISO</rim:Value>'
+        '</rim:ValueList></rim:Slot><rim:ExternalIdentifier id="ei1" registryObject="doc1" '
+        'identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" '
+        f'value="{local.replace("&", "&amp;")}"/></rim:ExtrinsicObject>'
+        '<rim:RegistryPackage id="ss1"><rim:ExternalIdentifier id="ei2" registryObject="ss1" '
+        'identificationScheme="urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446" '
+        f'value="{ins}^^^&amp;1.2.250.1.213.1.4.8&amp;ISO"/></rim:RegistryPackage>'
+        '</rim:RegistryObjectList></lcm:SubmitObjectsRequest>').encode()
+    message = xdm_zip_message(metadata)
+    assert xdm_patient_ids(message) == [ins]  # the local number is not an INS
+    assert patient_pseudonym(key, message) == pseudonym(key, ins)
+    test_nia = xdm_zip_message(metadata.replace(b"1.2.250.1.213.1.4.8", b"1.2.250.1.213.1.4.11"))
+    assert xdm_patient_ids(test_nia) == [ins]
+    only_local = xdm_zip_message(metadata.replace(b"1.2.250.1.213.1.4.8", b"1.2.3.4"))
+    assert xdm_patient_ids(only_local) == []
+
+
+def test_xdm_refuses_entities_and_bombs() -> None:
+    from audit.patient import MAX_METADATA_BYTES, xdm_patient_ids
+
+    ins_id = f'<rim:ExternalIdentifier xmlns:rim="{RIM}" identificationScheme="urn:uuid:' \
+        '6b5aea1a-874d-4603-a4bc-96a0a7b38446" value="1^^^&amp;1.2.250.1.213.1.4.8&amp;ISO"/>'
+    laughs = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+              + "".join(f'<!ENTITY {c} "' + f"&{p};" * 10 + '">'
+                        for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+              + f']><r>&i;{ins_id}</r>').encode()
+    started = time.perf_counter()
+    assert xdm_patient_ids(xdm_zip_message(laughs)) == []  # DTD refused: nothing expanded
+    # a zip bomb: 64 MiB of blanks inflate from a few KiB; read up to the bound, no further
+    bomb = b"<r>" + b" " * (64 * 1024 * 1024) + ins_id.encode() + b"</r>"
+    message = xdm_zip_message(bomb)
+    del bomb
+    assert len(message) < 200_000
+    assert xdm_patient_ids(message) == []
+    assert time.perf_counter() - started < 2.0, "bounded: the bomb was not inflated whole"
+    assert MAX_METADATA_BYTES < 64 * 1024 * 1024
+    # too many members: not opened at all
+    many = {f"IHE_XDM/SUBSET01/D{i}.TXT": b"" for i in range(1100)}
+    assert xdm_patient_ids(xdm_zip_message(f"<r>{ins_id}</r>".encode(), extra=many)) == []
+    assert xdm_patient_ids(xdm_zip_message(f"<r>{ins_id}</r>".encode())) == ["1"]
+
+
+def _extraction_time(metadata: bytes) -> float:
+    from audit.patient import xdm_patient_ids
+
+    message = xdm_zip_message(metadata)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        xdm_patient_ids(message)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("unit", [b'value="x" ', b'<a identificationScheme="s" value="x"/>'],
+                         ids=["no-close-bracket", "many-elements"])
+def test_xdm_extraction_time_is_linear(unit: bytes) -> None:
+    """Issue 20 #1: 10 000 ``value="x"`` without ``>`` took 13 s (quadratic regex)."""
+    small = _extraction_time(b"<r " + unit * 1_000 + b"</r>")
+    large = _extraction_time(b"<r " + unit * 10_000 + b"</r>")
+    assert large <= 15 * small + 0.005, (small, large)
+    assert large < 0.5
+
+
+@given(prefix=st.binary(max_size=300), suffix=st.binary(max_size=300),
+       scheme=st.sampled_from(["urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446",
+                               "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"]))
+@settings(max_examples=60, deadline=None)
+def test_xdm_parser_never_raises_and_finds_the_ins(prefix: bytes, suffix: bytes,
+                                                    scheme: str) -> None:
+    from audit.patient import xdm_patient_ids
+
+    good = (f'<rim:RegistryObjectList xmlns:rim="{RIM}"><rim:ExternalIdentifier '
+            f'identificationScheme="{scheme}" value="9^^^&amp;1.2.250.1.213.1.4.9&amp;ISO"/>'
+            '</rim:RegistryObjectList>').encode()
+    assert xdm_patient_ids(xdm_zip_message(good)) == ["9"]
+    found = xdm_patient_ids(xdm_zip_message(prefix + good + suffix))
+    assert found in ([], ["9"])  # junk around it: found, or not XML at all; never a crash
+
+
+def test_hostile_xdm_does_not_freeze_the_node(tmp_path: Path) -> None:
+    """Issue 20 #1: an 838-byte message froze every session of the node for 13 s. Real node:
+    the hostile message goes in over submission in one thread while another times IMAP
+    NOOPs; each NOOP answers within 100 ms and the message gets its 250."""
+    import imaplib
+    import smtplib
+    import threading
+
+    from tests.node import PASSWORD, make_node
+
+    node = make_node(tmp_path)
+    node.start()
+    try:
+        hostile = xdm_zip_message(b"<r " + b'value="x" ' * 10_000 + b"</r>")
+        assert len(hostile) < 2000
+        replies: list[tuple[int, bytes]] = []
+
+        def submit() -> None:
+            with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=60) as client:
+                client.starttls(context=node.client_context())
+                client.login("alice@demo.mssante.fr", PASSWORD)
+                for _ in range(3):
+                    client.mail("alice@demo.mssante.fr")
+                    client.rcpt("bob@demo.mssante.fr")
+                    replies.append(client.data(hostile))
+
+        imap = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=60)
+        imap.noop()
+        sender = threading.Thread(target=submit)
+        sender.start()
+        latencies: list[float] = []
+        deadline = time.monotonic() + 60
+        while (sender.is_alive() or len(latencies) < 20) and time.monotonic() < deadline:
+            started = time.perf_counter()
+            assert imap.noop()[0] == "OK"
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.01)
+        sender.join(60)
+        imap.logout()
+        assert [code for code, _ in replies] == [250, 250, 250]
+        assert max(latencies) < 0.1, f"NOOP took {max(latencies):.3f} s"
+    finally:
+        node.stop()
