@@ -212,7 +212,9 @@ audit_ship_cursor = Table(
 )
 
 
-# Ed25519-signed checkpoints of the audit chain (record id, record hash, time).
+# Ed25519-signed checkpoints of the audit chain (record id, record hash, time); from v2 on
+# each also signs its sequence number, the records covered and the previous checkpoint's
+# hash, so checkpoints form a chain of their own (audit/checkpoints.py).
 audit_checkpoints = Table(
     "audit_checkpoints", metadata,
     Column("id", Integer, primary_key=True),
@@ -220,6 +222,10 @@ audit_checkpoints = Table(
     Column("record_hash", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("signature", LargeBinary, nullable=False),
+    Column("seq", Integer),  # 1, 2, ... (NULL: a v1 checkpoint, outside the chain)
+    Column("record_count", Integer),  # records in the chain up to record_id, purged included
+    Column("prev_hash", String(64)),  # hash of checkpoint seq - 1 (GENESIS for seq 1)
+    Column("hash", String(64)),  # sha256(payload || signature)
 )
 
 

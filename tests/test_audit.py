@@ -159,9 +159,78 @@ def check_audit_message(root: Element) -> None:
             base64.b64decode(str(detail.get("value")), validate=True)
 
 
+SCHEMA = Path(__file__).parent / "schemas" / "dicom-audit-message.rng"
+# PS3.16 code meanings of the DCM codes we use (Annex D, CID 400-403 and CID 404 ff.), as
+# the standard spells them
+PS3_16 = {
+    "110100": "Application Activity", "110101": "Audit Log Used", "110106": "Export",
+    "110107": "Import", "110108": "Network Entry", "110113": "Security Alert",
+    "110114": "User Authentication", "110120": "Application Start",
+    "110121": "Application Stop", "110122": "Login", "110124": "Attach",
+    "110126": "Node Authentication", "110128": "Network Configuration",
+    "110129": "Security Configuration", "110131": "Software Configuration",
+    "110137": "User security Attributes Changed", "110150": "Application",
+    "110151": "Application Launcher", "110152": "Destination Role ID",
+    "110153": "Source Role ID", "110182": "Node ID",
+}
+# PS3.15 A.5.3: the EventActionCode each EventID fixes
+ACTIONS = {"110100": {"E"}, "110101": {"R"}, "110106": {"R"}, "110107": {"C"},
+           "110108": {"E"}, "110113": {"E"}, "110114": {"E"}}
+
+
+def validator() -> Any:
+    from lxml import etree
+
+    return etree.RelaxNG(etree.parse(str(SCHEMA)))
+
+
+def check_dicom_rules(root: Element) -> None:
+    """PS3.15 A.5.3 per-event rules, and PS3.16 labels, on one message."""
+    ident = root.find("EventIdentification")
+    assert ident is not None
+    event_id = ident.find("EventID")
+    assert event_id is not None
+    code = event_id.get("csd-code")
+    if event_id.get("codeSystemName") == "DCM":
+        assert ident.get("EventActionCode") in ACTIONS[str(code)], (code, ident.attrib)
+    for coded in root.iter():
+        if coded.get("codeSystemName") == "DCM":
+            assert coded.get("originalText") == PS3_16[str(coded.get("csd-code"))], coded.attrib
+    source_type = root.find("AuditSourceIdentification/AuditSourceTypeCode")
+    assert source_type is not None and source_type.attrib == {"csd-code": "4"}
+    objects = root.findall("ParticipantObjectIdentification")
+    roles = [p.find("RoleIDCode") for p in root.findall("ActiveParticipant")]
+    role_codes = [r.get("csd-code") for r in roles if r is not None]
+    assert len(role_codes) == len(set(role_codes)), role_codes  # distinct roles
+    if code == "110100":  # A.5.3.1
+        assert sorted(role_codes) == ["110150", "110151"]
+    if code == "110101":  # A.5.3.2: the audit log itself
+        logs = [o for o in objects if o.get("ParticipantObjectTypeCode") == "2"
+                and o.get("ParticipantObjectTypeCodeRole") == "13"]
+        assert len(logs) == 1
+        id_type = logs[0].find("ParticipantObjectIDTypeCode")
+        assert id_type is not None and (id_type.get("csd-code"), id_type.get(
+            "codeSystemName"), id_type.get("originalText")) == ("12", "RFC-3881", "URI")
+        assert logs[0].findtext("ParticipantObjectName") == "Security Audit Log"
+        assert str(logs[0].get("ParticipantObjectID")).startswith("mss-audit://")
+    if code == "110113":  # A.5.3.11: an alert subject with its description
+        subjects = [o for o in objects if o.get("ParticipantObjectTypeCode") == "2"
+                    and any(d.get("type") == "Alert Description"
+                            and base64.b64decode(str(d.get("value")))
+                            for d in o.findall("ParticipantObjectDetail"))]
+        assert subjects, "Security Alert without its Alert Description"
+        performers = [p for p in root.findall("ActiveParticipant")
+                      if p.get("UserID") != "mss@mx.demo.mssante.fr"]
+        assert all(p.get("UserIsRequestor") == "false" for p in performers)
+    if code in ("110107", "110108", "110114") and "110153" in role_codes:
+        assert "110152" in role_codes  # an exchange: a source and a destination
+
+
 @pytest.mark.parametrize("event", sorted(CATALOGUE))
 def test_every_event_kind_serialises_to_a_valid_audit_message(tmp_path: Path, event: str
                                                               ) -> None:
+    """Each kind, with every field and with none, against the PS3.15 A.5.1 schema (RELAX NG
+    written from the standard's text) and the A.5.3 rules of its EventID."""
     engine = db.make_engine(f"sqlite:///{tmp_path}/a.db")
     db.create_schema(engine)
     with engine.begin() as conn:
@@ -169,14 +238,21 @@ def test_every_event_kind_serialises_to_a_valid_audit_message(tmp_path: Path, ev
                                   remote_addr="127.0.0.1", session="s1", listener="mx",
                                   message_id="<m@x>", mail_from="a@b.fr", rcpt="c@d.fr",
                                   mailbox="c@d.fr", reason="why <not> & \"so\"",
-                                  whitelist_version=3, detail={"patient": "p-123"}),
+                                  whitelist_version=3,
+                                  detail={"patient": "p-123", "host": "mx.b.fr[127.0.0.9]:25",
+                                          "peer_dn": "CN=mx.b.fr,O=B,C=FR"}),
                       AuditRecord(event, actor="cli:root")])
     with engine.connect() as conn:
         records = list(query(conn))
+    schema = validator()
+    from lxml import etree
+
     for record in records:
         xml = to_xml(record, SOURCE)
         assert b"<?xml" not in xml  # the syslog body is the bare element
+        assert schema.validate(etree.fromstring(xml)), schema.error_log
         check_audit_message(fromstring(xml))
+        check_dicom_rules(fromstring(xml))
     full = fromstring(to_xml(records[0], SOURCE))
     ident = full.find("EventIdentification")
     assert ident is not None
@@ -184,7 +260,28 @@ def test_every_event_kind_serialises_to_a_valid_audit_message(tmp_path: Path, ev
     assert event_id is not None and event_id.get("csd-code") == CATALOGUE[event].event_id.code
     assert ident.findtext("EventOutcomeDescription") == 'why <not> & "so"'
     ids = {o.get("ParticipantObjectID") for o in full.findall("ParticipantObjectIdentification")}
-    assert ids == {"<m@x>", "c@d.fr", "3", "p-123"}
+    assert {"<m@x>", "c@d.fr", "3", "p-123"} <= ids
+
+
+def test_schema_rejects_what_the_standard_forbids() -> None:
+    """The schema file is no rubber stamp: out-of-order, unknown or badly typed parts fail."""
+    from lxml import etree
+
+    schema = validator()
+    record = {"id": 1, "event": "smtp.connect", "outcome": 0, "ts": "2026-01-01T00:00:00Z",
+              "actor": "1.2.3.4", "remote_addr": "1.2.3.4", "detail": {}}
+    good = etree.fromstring(to_xml(record, SOURCE))
+    assert schema.validate(good)
+    for mutate in (
+        lambda r: r.find("EventIdentification").set("EventActionCode", "X"),
+        lambda r: r.find("EventIdentification").set("EventDateTime", "yesterday"),
+        lambda r: r.append(r.find("EventIdentification")),  # moved after the participants
+        lambda r: r.find("ActiveParticipant").set("UserIsRequestor", "maybe"),
+        lambda r: r.remove(r.find("AuditSourceIdentification")),
+    ):
+        bad = etree.fromstring(to_xml(record, SOURCE))
+        mutate(bad)
+        assert not schema.validate(bad), etree.tostring(bad)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -255,7 +352,7 @@ def test_purge_keeps_chain_verifiable_and_respects_retention(tmp_path: Path) -> 
     with engine.connect() as conn:
         outcome = verify_all(conn, key)
         assert outcome.ok, outcome.message
-        assert outcome.chain.records == 3
+        assert outcome.chain.records == 4  # 3 kept + the audit.checkpoint record
     # without the checkpoint, the purge looks like a deletion
     with engine.begin() as conn:
         conn.execute(delete(db.audit_checkpoints))
@@ -503,3 +600,142 @@ def test_hostile_xdm_does_not_freeze_the_node(tmp_path: Path) -> None:
         assert max(latencies) < 0.1, f"NOOP took {max(latencies):.3f} s"
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- chained checkpoints
+
+def _three_checkpoints(engine: Engine, key: Any) -> list[int]:
+    from audit.checkpoints import write_checkpoint
+
+    signed = []
+    for batch in (0, 3, 2):
+        with engine.begin() as conn:
+            append(conn, [AuditRecord("smtp.connect", actor=f"10.1.0.{i}") for i in range(batch)])
+            signed.append(write_checkpoint(conn, key))
+    return [s for s in signed if s is not None]
+
+
+def _cut_tail(engine: Engine, keep_seq: int) -> None:
+    """What issue 20 #11 describes: delete the newest checkpoints and every record after
+    the checkpoint before them (its own audit.checkpoint record included)."""
+    with engine.begin() as conn:
+        kept = conn.execute(select(db.audit_checkpoints.c.record_id)
+                            .where(db.audit_checkpoints.c.seq == keep_seq)).scalar_one()
+        conn.execute(delete(db.audit_checkpoints).where(db.audit_checkpoints.c.seq > keep_seq))
+        conn.execute(delete(db.audit_log).where(db.audit_log.c.id > kept))
+
+
+def test_checkpoints_chain_and_a_missing_one_is_seen(engine: Engine, tmp_path: Path) -> None:
+    from audit.checkpoints import signing_key, verify_all
+
+    key = signing_key(tmp_path / "sign.key")
+    assert _three_checkpoints(engine, key) == [10, 14, 17]  # each after its own record
+    with engine.connect() as conn:
+        cps = conn.execute(select(db.audit_checkpoints).order_by(db.audit_checkpoints.c.seq)
+                           ).all()
+        assert [c.seq for c in cps] == [1, 2, 3]
+        assert cps[0].prev_hash == "0" * 64 and cps[1].prev_hash == cps[0].hash
+        assert [c.record_count for c in cps] == [10, 14, 17]
+        assert [r["detail"]["seq"] for r in query(conn, event="audit.checkpoint")] == [1, 2, 3]
+        assert verify_all(conn, key).ok
+    with engine.begin() as conn:  # the middle checkpoint removed: checkpoint 3 shows it
+        conn.execute(delete(db.audit_checkpoints).where(db.audit_checkpoints.c.seq == 2))
+    with engine.connect() as conn:
+        result = verify_all(conn, key)
+    assert not result.ok and "checkpoint 2 is missing" in result.message, result.message
+
+
+def test_plain_verify_sees_a_removed_newest_checkpoint_while_its_record_is_left(
+        engine: Engine, tmp_path: Path) -> None:
+    from audit.checkpoints import signing_key, verify_all
+
+    key = signing_key(tmp_path / "sign.key")
+    _three_checkpoints(engine, key)
+    with engine.begin() as conn:
+        conn.execute(delete(db.audit_checkpoints).where(db.audit_checkpoints.c.seq == 3))
+    with engine.connect() as conn:
+        result = verify_all(conn, key)
+    assert not result.ok and "checkpoint 3 is missing" in result.message, result.message
+
+
+def test_witness_reports_a_cut_tail(engine: Engine, tmp_path: Path) -> None:
+    """Issue 20 #11: the cut leaves the database consistent; the witness does not agree."""
+    import json
+
+    from audit.checkpoints import read_witness, signing_key, verify_all
+    from audit.shipper import syslog_message
+
+    key = signing_key(tmp_path / "sign.key")
+    _three_checkpoints(engine, key)
+    with engine.connect() as conn:
+        shipped = list(query(conn))
+    # what a receiver wrote (rsyslog: one RFC 5424 message a line), and a JSONL export
+    syslog = "\n".join(syslog_message(r, SOURCE, "1").decode("utf-8") for r in shipped)
+    jsonl = "\n".join(json.dumps(r) for r in shipped)
+    for text in (syslog, jsonl):
+        witnessed = read_witness(text)
+        assert [c.seq for c in witnessed] == [1, 2, 3]
+        with engine.connect() as conn:
+            assert verify_all(conn, key, witnessed).ok
+    _cut_tail(engine, keep_seq=1)
+    with engine.connect() as conn:
+        plain = verify_all(conn, key)
+        assert plain.ok and "chain intact" in plain.message  # what the database alone shows
+        result = verify_all(conn, key, read_witness(syslog))
+    assert not result.ok
+    assert "checkpoint 2" in result.message and "cut after checkpoint 1" in result.message
+    # a forged witness entry (not signed by our key) is reported, not trusted
+    other = signing_key(tmp_path / "other.key")
+    fresh = db.make_engine(f"sqlite:///{tmp_path}/other.db")
+    db.create_schema(fresh)
+    with fresh.begin() as conn:
+        append(conn, [AuditRecord("smtp.connect")])
+    _three_checkpoints(fresh, other)
+    with fresh.connect() as conn:
+        forged = read_witness("\n".join(json.dumps(r) for r in query(conn)))
+    with engine.connect() as conn:
+        result = verify_all(conn, key, forged)
+    assert not result.ok and "not signed by this node's key" in result.message
+
+
+def test_cli_verify_witness_exit_status(tmp_path: Path) -> None:
+    from mss.app import open_app
+    from tests.node import make_node
+
+    node = make_node(tmp_path)
+    node.cli("audit", "checkpoint")
+    node.cli("audit", "list")  # an audit.read record: something new to sign
+    node.cli("audit", "checkpoint")
+    witness = tmp_path / "witness.jsonl"
+    witness.write_text(node.cli("audit", "export", "--format", "jsonl").stdout)
+    assert node.cli("audit", "verify", "--witness", str(witness)).returncode == 0
+    app = open_app(node.config)
+    try:
+        _cut_tail(app.engine, keep_seq=1)
+    finally:
+        app.close()
+    plain = node.cli("audit", "verify", check=False)
+    assert plain.returncode == 0 and "chain intact" in plain.stdout
+    cut = node.cli("audit", "verify", "--witness", str(witness), check=False)
+    assert cut.returncode == 1 and "cut after checkpoint 1" in cut.stdout, cut.stdout
+    missing = node.cli("audit", "verify", "--witness", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 2 and "--witness" in missing.stderr
+
+
+def test_export_is_audited(tmp_path: Path) -> None:
+    """Issue 12 §4: an export is "Audit Log Used", traced as listing is."""
+    import json
+
+    from tests.node import make_node
+
+    node = make_node(tmp_path)
+    out = node.cli("audit", "export", "--format", "dicom-xml", "--since", "2000-01-01").stdout
+    exported = len(out.splitlines())
+    rows = [json.loads(line) for line in
+            node.cli("audit", "export", "--format", "jsonl").stdout.splitlines()]
+    records = [r for r in rows if r["event"] == "audit.export"]
+    assert records, "the export left no audit.export record"
+    first = records[0]
+    assert first["actor"].startswith("cli:") and first["outcome"] == 0
+    assert first["detail"]["format"] == "dicom-xml" and first["detail"]["rows"] == exported
+    assert first["detail"]["since"].startswith("2000-01-01")
