@@ -99,7 +99,8 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a message copy was queued, encrypted, for a whitelisted remote domain"),
     # outbound queue (proxy/outbound)
     EventKind("queue.delivered", EXPORT, own("MSS-QUEUE-DELIVERED", "Delivered to a peer"), "R",
-              "a queued copy was accepted (250) by the peer operator or next hop"),
+              "a queued copy was accepted (250) by the peer operator or next hop (host, its "
+              "certificate DN and the message's patient pseudonym in detail)"),
     EventKind("queue.deferred", EXPORT, own("MSS-QUEUE-DEFERRED", "Delivery deferred"), "R",
               "a delivery attempt failed temporarily; retried later (reason, remote reply)"),
     EventKind("queue.bounced", EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "R",

@@ -137,6 +137,9 @@ outbound_queue = Table(
     Column("lease_owner", String(32)),  # the worker holding the claim until lease_until
     Column("updated_at", Float),  # last status change (delivered, deferred, bounced)
     Column("remote_reply", Text),  # the peer's final reply (250 ... or 5xx ...)
+    # the patient pseudonym of the message (from its delivery.queued record), for the audit
+    # records of the delivery: mss audit list --patient follows the message to the peer
+    Column("patient", String(40)),
     Index("ix_queue_due", "status", "next_attempt_at"),
 )
 
