@@ -210,8 +210,16 @@ def _object(message: Element, o: ParticipantObject) -> None:
             "type": name, "value": base64.b64encode(value.encode("utf-8")).decode("ascii")})
 
 
-def to_element(record: Mapping[str, Any], source: Source) -> Element:
-    """One journal row (as from :func:`audit.journal.query`) as an ``AuditMessage``."""
+REDUCED_REASON = 200  # characters of EventOutcomeDescription kept in a reduced message
+
+
+def to_element(record: Mapping[str, Any], source: Source, *, reduced: bool = False
+               ) -> Element:
+    """One journal row (as from :func:`audit.journal.query`) as an ``AuditMessage``;
+    *reduced*: only the first participant object (the one the event is about: the audit
+    log, the alert subject, else the message), reason and details cut short, this node's
+    address left to AuditSourceIdentification (for a datagram transport that cannot carry
+    the whole, RFC 5426 §3.2)."""
     event = kind(record["event"])
     message = Element("AuditMessage")
     ident = SubElement(message, "EventIdentification", {
@@ -220,16 +228,27 @@ def to_element(record: Mapping[str, Any], source: Source) -> Element:
     _coded(ident, "EventID", event.event_id)
     _coded(ident, "EventTypeCode", event.type_code)
     if record.get("reason"):
-        SubElement(ident, "EventOutcomeDescription").text = str(record["reason"])
+        reason = str(record["reason"])
+        SubElement(ident, "EventOutcomeDescription").text = \
+            reason[:REDUCED_REASON] if reduced else reason
     for p in participants(record, event, source):
+        if reduced and p.user_id == source.node_user:  # its host is the AuditSourceID
+            p = Participant(p.user_id, p.requestor, p.role, user_name=p.user_name)
         _participant(message, p)
     audit_source = SubElement(message, "AuditSourceIdentification", {
         "AuditEnterpriseSiteID": source.site_id, "AuditSourceID": source.source_id})
     SubElement(audit_source, "AuditSourceTypeCode", {"csd-code": SOURCE_TYPE_APPLICATION_SERVER})
-    for o in participant_objects(record, event, source):
+    objects = participant_objects(record, event, source)
+    if reduced and objects:  # the object the event is about (the first), details cut short
+        first = objects[0]
+        objects = [ParticipantObject(first.object_id, first.type_code, first.role,
+                                     first.id_type, first.name,
+                                     tuple((k, v[:REDUCED_REASON]) for k, v in first.details))]
+    for o in objects:
         _object(message, o)
     return message
 
 
-def to_xml(record: Mapping[str, Any], source: Source) -> bytes:
-    return bytes(tostring(to_element(record, source), encoding="utf-8", xml_declaration=False))
+def to_xml(record: Mapping[str, Any], source: Source, *, reduced: bool = False) -> bytes:
+    return bytes(tostring(to_element(record, source, reduced=reduced), encoding="utf-8",
+                          xml_declaration=False))
