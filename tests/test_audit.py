@@ -363,23 +363,92 @@ def test_purge_keeps_chain_verifiable_and_respects_retention(tmp_path: Path) -> 
 
 # --------------------------------------------------------------------------- FHIR, filters
 
-def test_fhir_audit_event_shape(engine: Engine) -> None:
+FHIR_SCHEMA = Path(__file__).parent / "schemas" / "fhir-auditevent.schema.json"
+
+
+def check_fhir(resource: dict[str, Any]) -> None:
+    """Valid as an R4B AuditEvent (fhir.resources) and against the focused R4 JSON schema."""
+    import json
+
+    import jsonschema
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    AuditEvent.model_validate(resource)
+    jsonschema.validate(resource, json.loads(FHIR_SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize("event", sorted(CATALOGUE))
+def test_every_event_kind_is_a_valid_fhir_audit_event(tmp_path: Path, event: str) -> None:
+    from audit.fhir import to_audit_event
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/f.db")
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        append(conn, [AuditRecord(event, Outcome.MINOR_FAILURE, actor="alice@demo.mssante.fr",
+                                  remote_addr="127.0.0.1", message_id="<m@x>",
+                                  mail_from="a@b.fr", rcpt="c@d.fr", mailbox="c@d.fr",
+                                  reason="why", whitelist_version=3,
+                                  detail={"patient": "pp-1", "host": "mx.b.fr[127.0.0.9]:25",
+                                          "peer_dn": "CN=mx.b.fr,O=B,C=FR"}),
+                      AuditRecord(event, actor="cli:root")])
+        records = list(query(conn))
+    for record in records:
+        check_fhir(to_audit_event(record, SOURCE))
+
+
+def test_fhir_audit_event_follows_balp(engine: Engine) -> None:
+    """Issue 12 §4: meta.profile, the user and the server as separate agents with their
+    network addresses, client = Source and server = Destination (reads included), the
+    patient as a Reference(Patient) by its pseudonym with the Patient role."""
     from audit.fhir import to_audit_event
 
     with engine.begin() as conn:
-        append(conn, [AuditRecord("delivery.local", actor="a@b.fr", remote_addr="127.0.0.2",
-                                  message_id="<m@x>", mailbox="c@d.fr", whitelist_version=2,
-                                  detail={"patient": "p-9"})])
+        append(conn, [
+            AuditRecord("delivery.local", actor="a@b.fr", remote_addr="127.0.0.2",
+                        message_id="<m@x>", mailbox="c@d.fr", whitelist_version=2,
+                        detail={"patient": "pp-9"}),
+            AuditRecord("imap.fetch", actor="c@d.fr", remote_addr="127.0.0.3", mailbox="c@d.fr",
+                        detail={"patient": "pp-9"}),
+            AuditRecord("audit.read", actor="cli:root"),
+            AuditRecord("queue.delivered", actor="mss", message_id="<m@x>", rcpt="z@y.fr",
+                        detail={"host": "mx.y.fr[127.0.0.9]:25", "peer_dn": "CN=mx.y.fr,O=Y",
+                                "patient": "pp-9"}),
+        ])
     with engine.connect() as conn:
-        record = list(query(conn, event="delivery.local"))[0]
-    resource = to_audit_event(record, SOURCE)
-    assert resource["resourceType"] == "AuditEvent"
-    assert resource["type"]["code"] == CATALOGUE["delivery.local"].event_id.code
-    assert resource["action"] == "C" and resource["outcome"] == "0"
-    assert [a["requestor"] for a in resource["agent"]] == [True, False]
-    assert resource["agent"][0]["network"] == {"address": "127.0.0.2", "type": "2"}
-    values = [e["what"]["identifier"]["value"] for e in resource["entity"]]
-    assert values == ["<m@x>", "c@d.fr", "2", "p-9"]
+        local, fetch, read, sent = (to_audit_event(r, SOURCE) for r in query(conn)
+                                    if r["event"] != "smtp.connect")
+    for resource in (local, fetch, read, sent):
+        check_fhir(resource)
+    balp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+    assert local["meta"]["profile"] == [balp + "PrivacyDisclosure.Recipient"]
+    assert fetch["meta"]["profile"] == [balp + "PatientRead"]
+    assert read["meta"]["profile"] == [balp + "Read"]
+    assert sent["meta"]["profile"] == [balp + "PrivacyDisclosure.Source"]
+    assert local["type"]["code"] == CATALOGUE["delivery.local"].event_id.code
+    assert local["action"] == "C" and local["outcome"] == "0"
+
+    def role(agent: dict[str, Any]) -> str:
+        return str(agent["type"]["coding"][0]["code"])
+
+    # a read: the user's client is the source (requestor), our server the destination
+    user, server = fetch["agent"]
+    assert (role(user), user["requestor"], user["network"]) == (
+        "110153", True, {"address": "127.0.0.3", "type": "2"})
+    assert (role(server), server["requestor"]) == ("110152", False)
+    assert server["network"] == {"address": "mx.demo.mssante.fr", "type": "1"}
+    assert user["who"]["identifier"]["value"] == "c@d.fr"
+    # a delivery to a peer: we are the source, the peer server (its DN) the destination
+    ours, peer = sent["agent"]
+    assert (role(ours), role(peer)) == ("110153", "110152")
+    assert peer["who"]["identifier"]["value"] == "CN=mx.y.fr,O=Y"
+    assert peer["network"] == {"address": "mx.y.fr", "type": "1"}
+    # the patient: a Reference(Patient) by pseudonym, type Person, role Patient
+    patient = local["entity"][0]
+    assert patient["what"] == {"type": "Patient", "identifier": {
+        "system": "urn:mss:patient-pseudonym", "value": "pp-9"}}
+    assert (patient["type"]["code"], patient["role"]["code"]) == ("1", "1")
+    values = [e["what"]["identifier"]["value"] for e in local["entity"]]
+    assert values == ["pp-9", "<m@x>", "c@d.fr", "2"]
 
 
 def test_query_filters(engine: Engine) -> None:
