@@ -229,6 +229,9 @@ audit_checkpoints = Table(
     Column("record_count", Integer),  # records in the chain up to record_id, purged included
     Column("prev_hash", String(64)),  # hash of checkpoint seq - 1 (GENESIS for seq 1)
     Column("hash", String(64)),  # sha256(payload || signature)
+    # two writers (nodes, or the CLI beside mss serve) never sign the same sequence number:
+    # the second transaction fails and the next checkpoint chains properly
+    Index("ux_audit_checkpoint_seq", "seq", unique=True),
 )
 
 
