@@ -12,8 +12,9 @@ the same pseudonym, so an investigator can follow one patient's messages, and no
 the key can go back to the identifier.
 
 This runs on the SMTP path, on the event loop for small messages: every step is linear in
-the input and bounded. The ZIP is opened only when the message mentions IHE_XDM, at most
-``MAX_ZIPS`` attachments and ``MAX_MEMBERS`` entries each; a METADATA.XML is inflated in
+the input and bounded. The ZIP is opened only when the message mentions IHE_XDM; base64 ZIP
+bodies are found by a line scan, not a MIME parse; at most ``MAX_ZIPS`` attachments and
+``MAX_MEMBERS`` entries each; a METADATA.XML is inflated in
 chunks up to ``MAX_METADATA_BYTES`` (never trusting the size the archive announces, so a
 zip bomb costs that much and no more, ``MAX_TOTAL_BYTES`` over the message), and parsed by
 expat as a stream with no DTD allowed (no entity can expand) and a time budget.
@@ -22,8 +23,6 @@ expat as a stream with no DTD allowed (no entity can expand) and a time budget.
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import hashlib
 import hmac
 import io
@@ -39,6 +38,8 @@ from xml.parsers import expat
 from mss.message import find_header
 
 _XDM_MARK = re.compile(rb"ihe_xdm", re.IGNORECASE)
+_ZIP_START = b"UEsDB"  # base64 of b"PK\x03\x04", at a line start
+_BASE64_LINES = re.compile(rb"(?:[A-Za-z0-9+/]+={0,2}\r?\n)+")
 MAX_ZIP_BYTES = 20 * 1024 * 1024  # an attachment larger than this is not opened
 MAX_ZIPS = 4  # ZIP attachments looked into per message
 MAX_MEMBERS = 1000  # entries of one archive (the central directory is read whole)
@@ -166,21 +167,29 @@ class _Metadata:
 
 
 def _zip_payloads(message: bytes) -> list[bytes]:
-    parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+    """The base64 ZIP attachments of *message*, found without a MIME parse: a ZIP begins
+    with "PK\\x03\\x04", so its base64 body (RFC 2045 §6.8) begins a line with "UEsDB";
+    the body is the run of base64 lines from there. One pass of C-speed scans, linear
+    in the message whatever its MIME shape (the email package recurses per nesting level and
+    costs seconds for a megabyte of tiny parts, on the event loop)."""
     payloads: list[bytes] = []
-    for part in parsed.walk():
-        if part.get_content_maintype() == "multipart":
+    pos, first = 0, message.startswith(_ZIP_START)
+    while len(payloads) < MAX_ZIPS:
+        if first:
+            start, first = 0, False
+        else:
+            found = message.find(b"\n" + _ZIP_START, pos)
+            if found < 0:
+                break
+            start = found + 1
+        run = _BASE64_LINES.match(message, start)
+        pos = run.end() - 1 if run else start  # on from the run's end: each byte seen once
+        if run is None or (run.end() - run.start()) * 3 // 4 > MAX_ZIP_BYTES:
             continue
-        name = (part.get_filename() or "").lower()
-        if part.get_content_type() not in ("application/zip", "application/x-zip-compressed",
-                                           "application/octet-stream") \
-                and not name.endswith(".zip"):
+        try:
+            payloads.append(base64.b64decode(run.group(0)))  # non-alphabet bytes skipped
+        except ValueError:  # binascii.Error: bad padding
             continue
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes) and len(payload) <= MAX_ZIP_BYTES:
-            payloads.append(payload)
-        if len(payloads) >= MAX_ZIPS:
-            break
     return payloads
 
 
