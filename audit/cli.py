@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from audit.checkpoints import CheckpointError, purge, signing_key, verify_all, write_checkpoint
+from audit.checkpoints import (
+    CheckpointError,
+    purge,
+    read_witness,
+    signing_key,
+    verify_all,
+    write_checkpoint,
+)
 from audit.dicom import audit_source, to_xml
 from audit.events import CATALOGUE, Outcome
 from audit.fhir import to_audit_event
-from audit.journal import AuditRecord, append, query
+from audit.journal import AuditRecord, append, count, query
 from audit.shipper import Outbox
 from mss.cli_support import actor, fail, node
 
@@ -82,13 +90,25 @@ def audit_list(
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context) -> None:
+def audit_verify(
+    ctx: typer.Context,
+    witness: Annotated[Path | None, typer.Option(
+        "--witness", help="The checkpoints as an audit repository received them: its file "
+        "of syslog messages (DICOM XML) or JSON lines from 'mss audit export'.")] = None,
+) -> None:
     """Check the hash chain and the signed checkpoints; name the first modified, deleted,
-    inserted or reordered record. Exit 0 when intact, 1 when not."""
+    inserted or reordered record; with --witness, that no checkpoint the repository
+    received is missing or different here (a cut tail). Exit 0 when intact, 1 when not."""
+    witnessed = None
+    if witness is not None:
+        try:
+            witnessed = read_witness(witness.read_text("utf-8", "replace"))
+        except OSError as exc:
+            fail(f"--witness: cannot read {witness}: {exc.strerror}")
     with node(ctx) as app:
         key = signing_key(app.config.audit.signing_key_file)
         with app.reader.connect() as conn:
-            result = verify_all(conn, key)
+            result = verify_all(conn, key, witnessed)
     print(result.message)
     if not result.ok:
         raise typer.Exit(1)
@@ -138,19 +158,27 @@ def audit_export(
         "--format", help="dicom-xml, fhir-json (BALP AuditEvent) or jsonl.")] = "jsonl",
     since: SinceOpt = None, until: UntilOpt = None,
 ) -> None:
-    """Export records, one per line: DICOM AuditMessage XML, FHIR AuditEvent JSON, or raw."""
+    """Export records, one per line: DICOM AuditMessage XML, FHIR AuditEvent JSON, or raw.
+    The export is itself traced (audit.export), as listing is (ATNA "Audit Log Used")."""
     if fmt not in ("dicom-xml", "fhir-json", "jsonl"):
         fail(f"--format: unknown format {fmt!r} (dicom-xml, fhir-json, jsonl)")
     filters = _filters(None, since, until, None, None, None, None, None)
-    with node(ctx) as app, app.reader.connect() as conn:
+    window = {"since": filters["since"], "until": filters["until"]}
+    used = {k: v for k, v in window.items() if v is not None}
+    with node(ctx) as app:
         source = audit_source(app.config)
-        for row in query(conn, since=filters["since"], until=filters["until"]):
-            if fmt == "jsonl":
-                print(json.dumps(row, ensure_ascii=False, sort_keys=True))
-            elif fmt == "fhir-json":
-                print(json.dumps(to_audit_event(row, source), ensure_ascii=False))
-            else:
-                print(to_xml(row, source).decode("utf-8"))
+        with app.engine.begin() as conn:  # traced before any row is printed
+            rows = count(conn, **window)
+            append(conn, [AuditRecord("audit.export", actor=actor(),
+                                      detail={"format": fmt, **used, "rows": rows})])
+        with app.reader.connect() as conn:  # streamed: the trail may be large
+            for row in query(conn, **window, limit=rows) if rows else ():
+                if fmt == "jsonl":
+                    print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+                elif fmt == "fhir-json":
+                    print(json.dumps(to_audit_event(row, source), ensure_ascii=False))
+                else:
+                    print(to_xml(row, source).decode("utf-8"))
 
 
 @audit_app.command("status")

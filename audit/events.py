@@ -1,9 +1,12 @@
 """The audit event catalogue: every event kind mss emits, with its DICOM/IHE coding.
 
 Each kind maps to a DICOM PS3.15 A.5 ``EventID`` (DCM code), an ``EventTypeCode`` (DCM when
-one fits, else our own code system ``urn:oid:mss:audit``) and an ``EventActionCode``
-(C create, R read, U update, D delete, E execute). ``docs/audit-events.md`` lists the same
-table; a test keeps the two equal.
+one fits, else our own code system ``MSS``) and an ``EventActionCode`` (C create, R read,
+U update, D delete, E execute). The action is the one PS3.15 A.5.3 fixes for the EventID:
+Import C, Export R, Audit Log Used R, Security Alert, Application Activity, Network Entry and
+User Authentication E; IMAP accesses to stored messages, which create, read, update and
+delete, have their own EventID (``MSS-MAILBOX-ACCESS``). ``docs/audit-events.md`` lists
+the same table; a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ class Code:
     display: str
 
 
-def dcm(code: str, display: str) -> Code:
-    return Code(code, "DCM", display)
-
-
 def own(code: str, display: str) -> Code:
     return Code(code, "MSS", display)
+
+
+def dcm(code: str, display: str) -> Code:
+    return Code(code, "DCM", display)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ EXPORT = dcm("110106", "Export")
 IMPORT = dcm("110107", "Import")
 NETWORK_ENTRY = dcm("110108", "Network Entry")
 SECURITY_ALERT = dcm("110113", "Security Alert")
+# PS3.15 A.5.3.7 fixes Import to C; mailbox reads, flags, moves and deletions are accesses to
+# stored messages (the shape of A.5.3.4 "Instances Accessed", for mail): our own EventID
+MAILBOX_ACCESS = own("MSS-MAILBOX-ACCESS", "Mailbox content accessed")
 USER_AUTHENTICATION = dcm("110114", "User Authentication")
 
 
@@ -97,89 +103,97 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "a message was accepted (250) for all its valid recipients"),
     EventKind("delivery.local", IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
               "a message copy was stored, encrypted, in a hosted mailbox"),
-    EventKind("delivery.queued", EXPORT, own("MSS-QUEUED", "Queued for an operator"), "C",
+    EventKind("delivery.queued", EXPORT, own("MSS-QUEUED", "Queued for an operator"), "R",
               "a message copy was queued, encrypted, for a whitelisted remote domain"),
     # outbound queue (proxy/outbound)
-    EventKind("queue.delivered", EXPORT, own("MSS-QUEUE-DELIVERED", "Delivered to a peer"), "E",
-              "a queued copy was accepted (250) by the peer operator or next hop"),
-    EventKind("queue.deferred", EXPORT, own("MSS-QUEUE-DEFERRED", "Delivery deferred"), "E",
+    EventKind("queue.delivered", EXPORT, own("MSS-QUEUE-DELIVERED", "Delivered to a peer"), "R",
+              "a queued copy was accepted (250) by the peer operator or next hop (host, its "
+              "certificate DN and the message's patient pseudonym in detail)"),
+    EventKind("queue.deferred", EXPORT, own("MSS-QUEUE-DEFERRED", "Delivery deferred"), "R",
               "a delivery attempt failed temporarily; retried later (reason, remote reply)"),
-    EventKind("queue.bounced", EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "E",
+    EventKind("queue.bounced", EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "R",
               "a queued copy failed permanently (5xx, null MX) or was bounced by an operator;"
               " DSN to the sender, local or queued"),
-    EventKind("queue.expired", EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "E",
+    EventKind("queue.expired", EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "R",
               "a queued copy used up its attempts or max age; DSN to the sender, local or "
               "queued"),
     # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder names
     EventKind("imap.login", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled (4)"),
-    EventKind("imap.select", IMPORT, own("MSS-IMAP-SELECT", "Folder opened"), "R",
+    EventKind("imap.select", MAILBOX_ACCESS, own("MSS-IMAP-SELECT", "Folder opened"), "R",
               "SELECT or EXAMINE of a folder (read-only flag and delegation in detail)"),
-    EventKind("imap.fetch", IMPORT, own("MSS-IMAP-FETCH", "Message content read"), "R",
+    EventKind("imap.fetch", MAILBOX_ACCESS, own("MSS-IMAP-FETCH", "Message content read"), "R",
               "a FETCH returned header or body content ([uid, store id] of each message)"),
-    EventKind("imap.store.deleted", IMPORT, own("MSS-IMAP-DELETED", "Marked deleted"), "U",
+    EventKind("imap.store.deleted", MAILBOX_ACCESS, own("MSS-IMAP-DELETED", "Marked deleted"), "U",
               "STORE set the \\Deleted flag (UIDs in detail)"),
-    EventKind("imap.expunge", IMPORT, own("MSS-IMAP-EXPUNGE", "Messages expunged"), "D",
+    EventKind("imap.expunge", MAILBOX_ACCESS, own("MSS-IMAP-EXPUNGE", "Messages expunged"), "D",
               "EXPUNGE, UID EXPUNGE or CLOSE removed messages ([uid, store id] in detail)"),
-    EventKind("imap.move", IMPORT, own("MSS-IMAP-MOVE", "Messages moved"), "U",
+    EventKind("imap.move", MAILBOX_ACCESS, own("MSS-IMAP-MOVE", "Messages moved"), "U",
               "MOVE of messages to another folder (source and destination in detail)"),
-    EventKind("imap.copy", IMPORT, own("MSS-IMAP-COPY", "Messages copied"), "C",
+    EventKind("imap.copy", MAILBOX_ACCESS, own("MSS-IMAP-COPY", "Messages copied"), "C",
               "COPY of messages to another folder (re-encrypted for the destination)"),
-    EventKind("imap.append", IMPORT, own("MSS-IMAP-APPEND", "Message appended"), "C",
+    EventKind("imap.append", MAILBOX_ACCESS, own("MSS-IMAP-APPEND", "Message appended"), "C",
               "APPEND stored a message, encrypted (store id, uid and size in detail)"),
-    EventKind("imap.folder.create", IMPORT, own("MSS-IMAP-FOLDER", "Folder changed"), "C",
+    EventKind("imap.folder.create", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "C",
               "CREATE of a folder"),
-    EventKind("imap.folder.delete", IMPORT, own("MSS-IMAP-FOLDER", "Folder changed"), "D",
+    EventKind("imap.folder.delete", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "D",
               "DELETE of a folder and its messages"),
-    EventKind("imap.folder.rename", IMPORT, own("MSS-IMAP-FOLDER", "Folder changed"), "U",
+    EventKind("imap.folder.rename", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "U",
               "RENAME of a folder"),
-    EventKind("imap.delegated", IMPORT, own("MSS-IMAP-DELEGATED", "Delegated access"), "R",
+    EventKind("imap.delegated", MAILBOX_ACCESS, own("MSS-IMAP-DELEGATED", "Delegated access"), "R",
               "a user reached a mailbox shared with them (mss mailbox grant); command in detail"),
-    EventKind("store.tampered", SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "R",
+    EventKind("store.tampered", SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "E",
               "a stored ciphertext failed authentication; it was not served"),
     # directory
-    EventKind("directory.sync", IMPORT, own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "U",
+    EventKind("directory.sync", IMPORT, own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "C",
               "a directory sync run ended (counts in detail) or failed (8, last good kept)"),
     EventKind("directory.publish", EXPORT, own("MSS-DIRECTORY-PUBLISH", "Mailboxes published"),
-              "U", "our mailboxes were published to the directory (counts in detail)"),
+              "R", "our mailboxes were published to the directory (counts in detail)"),
     # administration (mss CLI)
-    EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "C",
+    EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "E",
               "mss init created a data dir, keys and development PKI"),
-    EventKind("admin.domain.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "C",
+    EventKind("admin.domain.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain was added"),
     EventKind("admin.mailbox.add", SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "C",
+              dcm("110137", "User security Attributes Changed"), "E",
               "a mailbox was created"),
     EventKind("admin.mailbox.disable", SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "U",
+              dcm("110137", "User security Attributes Changed"), "E",
               "a mailbox was disabled"),
     EventKind("admin.mailbox.grant", SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "U",
+              dcm("110137", "User security Attributes Changed"), "E",
               "an ORG/APP mailbox was shared with a user over IMAP (grantee in detail)"),
     EventKind("admin.mailbox.revoke", SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "U",
+              dcm("110137", "User security Attributes Changed"), "E",
               "a user's access to a shared mailbox was removed (grantee in detail)"),
-    EventKind("admin.keys.rotate", SECURITY_ALERT, dcm("110129", "Security Configuration"), "U",
+    EventKind("admin.keys.rotate", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
-    EventKind("admin.domain.relay", SECURITY_ALERT, dcm("110128", "Network Configuration"), "U",
+    EventKind("admin.domain.relay", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain's next hop (relay_to) was set: its mail goes to that server"),
-    EventKind("admin.relay.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "C",
+    EventKind("admin.relay.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "an institution's mail server was allowed on the relay listener (name, method, "
               "domains)"),
     EventKind("admin.relay.remove", SECURITY_ALERT, dcm("110128", "Network Configuration"),
-              "D", "a relay was removed: its server may no longer send"),
-    EventKind("admin.queue.retry", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "U",
+              "E", "a relay was removed: its server may no longer send"),
+    EventKind("admin.queue.retry", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator made queued rows due now or re-queued bounced/expired ones"),
-    EventKind("admin.queue.purge", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "D",
+    EventKind("admin.queue.purge", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
-    EventKind("whitelist.import", SECURITY_ALERT, dcm("110129", "Security Configuration"), "U",
+    EventKind("whitelist.import", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
-    EventKind("whitelist.fetch", SECURITY_ALERT, dcm("110129", "Security Configuration"), "R",
+    EventKind("whitelist.fetch", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "the published whitelist was fetched: not modified, unchanged or imported (0), "
               "or the refresh failed (8: HTTP error, checksum mismatch, import refused)"),
     EventKind("audit.read", AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
-    EventKind("audit.purge", AUDIT_LOG_USED, own("MSS-AUDIT-PURGE", "Audit trail purged"), "D",
+    EventKind("audit.export", AUDIT_LOG_USED, own("MSS-AUDIT-EXPORT", "Audit trail exported"),
+              "R", "an operator exported the audit trail (format, time window and rows in "
+              "detail)"),
+    EventKind("audit.checkpoint", AUDIT_LOG_USED,
+              own("MSS-AUDIT-CHECKPOINT", "Audit trail checkpoint signed"), "R",
+              "a signed checkpoint of the chain (sequence, record, count, previous checkpoint "
+              "hash, signature in detail), shipped so that a witness can show a cut tail"),
+    EventKind("audit.purge", SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
               "records older than the retention period were deleted after a checkpoint"),
 )
 

@@ -1,8 +1,23 @@
-"""Audit records as FHIR R4 ``AuditEvent`` resources, in the shape of IHE BALP.
+"""Audit records as FHIR R4 ``AuditEvent`` resources, following IHE BALP (Basic Audit Log
+Patterns) where its patterns fit.
 
-The same journal rows as the DICOM export: ``type``/``subtype`` carry the DICOM EventID and
-EventTypeCode, ``agent`` the requestor and this node, ``source`` the node, ``entity`` the
-message, mailbox, whitelist version and patient pseudonym.
+The same journal rows as the DICOM export, from the same participants and objects
+(:mod:`audit.dicom`), so the two never disagree:
+
+* ``meta.profile``: a message about a patient received (Import) or sent on (Export) is a
+  BALP Privacy Disclosure, at the recipient or at the source; another create, read, update
+  or delete is the BALP Create/Read/Update/Delete pattern, its Patient variant when the
+  patient is known. Execute events (logins, alerts, start and stop) claim no BALP profile.
+* ``type``/``subtype``: the DICOM EventID and EventTypeCode (the ATNA mapping), plus the FHIR
+  restful-interaction code of a create, read, update or delete.
+* ``agent``: the user (requestor) and the server as separate agents, each with its network
+  address; the client that sends or asks is DCM 110153 Source Role ID, the server that
+  receives or answers 110152 Destination Role ID (BALP: for a read too, the client is the
+  source). For a delivery to a peer the node is the source and the peer server, named by
+  its certificate DN, the destination.
+* ``entity``: the patient as a ``Reference(Patient)`` whose identifier is the pseudonym
+  (entity type 1 Person, role 1 Patient), then the message, mailbox, whitelist version, audit
+  log or alert subject.
 """
 
 from __future__ import annotations
@@ -11,83 +26,105 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.dicom import (
-    APPLICATION_ROLE,
-    DESTINATION_ROLE,
-    MAILBOX_TYPE,
-    MESSAGE_ID_TYPE,
     PATIENT_TYPE,
-    SOURCE_ROLE,
-    WHITELIST_TYPE,
+    Participant,
+    ParticipantObject,
     Source,
+    participant_objects,
+    participants,
 )
-from audit.events import Code, kind
+from audit.events import EXPORT, IMPORT, Code, kind
 
-SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "MSS": "urn:mss:audit"}
+SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "MSS": "urn:mss:audit",
+           "RFC-3881": "urn:ietf:rfc:3881"}
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+PSEUDONYM_SYSTEM = "urn:mss:patient-pseudonym"  # HMAC of the INS under the node's key
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+_REST = {"C": "create", "R": "read", "U": "update", "D": "delete"}
+_ENTITY_TYPES = {"1": "Person", "2": "System Object", "3": "Organization", "4": "Other"}
+_ROLES = {"1": "Patient", "3": "Report", "5": "Master file", "6": "User",
+          "13": "Security Resource"}
 
 
 def coding(code: Code) -> dict[str, str]:
     return {"system": SYSTEMS[code.system], "code": code.code, "display": code.display}
 
 
-def _entity(value: str, id_type: Code, entity_type: str, role: str,
-            details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def profile(event_name: str, has_patient: bool) -> str | None:
+    """The BALP profile a record follows, or None."""
+    event = kind(event_name)
+    if has_patient and event.event_id == IMPORT:
+        return BALP + "PrivacyDisclosure.Recipient"
+    if has_patient and event.event_id == EXPORT:
+        return BALP + "PrivacyDisclosure.Source"
+    rest = _REST.get(event.action)
+    if rest is None:
+        return None
+    return BALP + ("Patient" if has_patient else "") + rest.capitalize()
+
+
+def _agent(p: Participant) -> dict[str, Any]:
+    agent: dict[str, Any] = {"who": {"identifier": {"value": p.user_id}},
+                             "requestor": p.requestor}
+    if p.user_name:
+        agent["name"] = p.user_name
+    if p.role is not None:
+        agent["type"] = {"coding": [coding(p.role)]}
+    if p.address:
+        agent["network"] = {"address": p.address, "type": p.address_type or "1"}
+    return agent
+
+
+def _entity(o: ParticipantObject) -> dict[str, Any]:
+    if o.id_type == PATIENT_TYPE:  # BALP: what = Reference(Patient), by its identifier
+        what: dict[str, Any] = {"type": "Patient", "identifier": {
+            "system": PSEUDONYM_SYSTEM, "value": o.object_id}}
+    else:
+        what = {"identifier": {"type": {"coding": [coding(o.id_type)]}, "value": o.object_id}}
     entity: dict[str, Any] = {
-        "what": {"identifier": {"type": {"coding": [coding(id_type)]}, "value": value}},
-        "type": {"system": ENTITY_TYPE, "code": entity_type},
-        "role": {"system": OBJECT_ROLE, "code": role},
+        "what": what,
+        "type": {"system": ENTITY_TYPE, "code": o.type_code,
+                 "display": _ENTITY_TYPES[o.type_code]},
+        "role": {"system": OBJECT_ROLE, "code": o.role, "display": _ROLES[o.role]},
+        "name": o.name,
     }
-    extra = [{"type": k, "valueString": str(v)} for k, v in (details or {}).items()
-             if v is not None]
-    if extra:
-        entity["detail"] = extra
+    if o.details:
+        entity["detail"] = [{"type": k, "valueString": v} for k, v in o.details]
     return entity
 
 
 def to_audit_event(record: Mapping[str, Any], source: Source) -> dict[str, Any]:
     event = kind(record["event"])
-    remote = record.get("remote_addr")
-    requestor: dict[str, Any] = {
-        "type": {"coding": [coding(SOURCE_ROLE if remote else APPLICATION_ROLE)]},
-        "who": {"identifier": {"value": record.get("actor") or "unknown"}},
-        "requestor": True,
-    }
-    if remote:
-        requestor["network"] = {"address": remote, "type": "2"}
+    objects = participant_objects(record, event, source)
+    patients = [o for o in objects if o.id_type == PATIENT_TYPE]
+    others = [o for o in objects if o.id_type != PATIENT_TYPE]
+    subtype = [coding(event.type_code)]
+    if event.action in _REST:
+        subtype.append({"system": RESTFUL, "code": _REST[event.action]})
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": str(record["id"]),
         "type": coding(event.event_id),
-        "subtype": [coding(event.type_code)],
+        "subtype": subtype,
         "action": event.action,
         "recorded": record["ts"],
         "outcome": str(record["outcome"]),
-        "agent": [requestor, {
-            "type": {"coding": [coding(DESTINATION_ROLE if remote else APPLICATION_ROLE)]},
-            "who": {"display": f"mss@{source.source_id}"},
-            "requestor": False,
-            "network": {"address": source.source_id, "type": "1"},
-        }],
-        "source": {"site": source.site_id, "observer": {"display": source.source_id},
+        "agent": [_agent(p) for p in participants(record, event, source)],
+        "source": {"site": source.site_id,
+                   "observer": {"identifier": {"value": source.source_id},
+                                "display": source.source_id},
                    "type": [{"system": SOURCE_TYPE, "code": "4",
                              "display": "Application Server"}]},
     }
+    claimed = profile(record["event"], bool(patients))
+    if claimed:
+        resource["meta"] = {"profile": [claimed]}
     if record.get("reason"):
         resource["outcomeDesc"] = str(record["reason"])
-    entities = []
-    if record.get("message_id"):
-        entities.append(_entity(record["message_id"], MESSAGE_ID_TYPE, "2", "3", {
-            "MailFrom": record.get("mail_from"), "RcptTo": record.get("rcpt"),
-            "Session": record.get("session"), "Listener": record.get("listener")}))
-    if record.get("mailbox"):
-        entities.append(_entity(record["mailbox"], MAILBOX_TYPE, "1", "6"))
-    if record.get("whitelist_version") is not None:
-        entities.append(_entity(str(record["whitelist_version"]), WHITELIST_TYPE, "2", "5"))
-    patient = (record.get("detail") or {}).get("patient")
-    if patient:
-        entities.append(_entity(patient, PATIENT_TYPE, "1", "1"))
+    entities = [_entity(o) for o in [*patients, *others]]
     if entities:
         resource["entity"] = entities
     return resource

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from audit.events import Outcome, kind
 from mss import db
@@ -125,6 +125,17 @@ def query(conn: Connection, *, mailbox: str | None = None, since: str | None = N
         out = dict(row._mapping)
         out["detail"] = json.loads(out["detail"]) if out["detail"] else {}
         yield out
+
+
+def count(conn: Connection, *, since: str | None = None, until: str | None = None) -> int:
+    """Rows in the time window (what an export will print)."""
+    t = db.audit_log
+    stmt = select(func.count()).select_from(t)
+    if since:
+        stmt = stmt.where(t.c.ts >= since)
+    if until:
+        stmt = stmt.where(t.c.ts < until)
+    return int(conn.execute(stmt).scalar() or 0)
 
 
 def query_after(conn: Connection, after_id: int, limit: int) -> Iterator[dict[str, Any]]:

@@ -1,36 +1,66 @@
 """Who a message is about, as a keyed pseudonym: never the raw identifier in the trail.
 
 The French national health identifier (INS) arrives in an ``X-MSS-INS`` header or in an IHE
-XDM attachment (ITI-32: a ZIP whose ``METADATA.XML`` carries ``XDSDocumentEntry.patientId``
-or ``XDSSubmissionSet.patientId``). The audit record keeps ``HMAC-SHA256(key, INS)`` under a
-node key (``keys/pseudonym.key``, 0600): the same patient gets the same pseudonym, so an
-investigator can follow one patient's messages, and nobody without the key can go back to the
-identifier. Cheap on the SMTP path: the header is looked up in the header block, the ZIP is
-opened only when the message mentions IHE_XDM.
+XDM attachment (ITI-32: a ZIP whose ``METADATA.XML`` is an ebRIM ``SubmitObjectsRequest``).
+There the patient is an ``ExternalIdentifier`` (identificationScheme
+``XDSDocumentEntry.patientId`` or ``XDSSubmissionSet.patientId``) or a ``sourcePatientId``
+``Slot``, as an HL7 CX ``id^^^&oid&ISO``; only an identifier whose assigning authority is an
+INS OID counts (``1.2.250.1.213.1.4.8`` INS-NIR, ``.9`` INS-NIA, ``.10``/``.11`` the test
+ranges), a local patient number is not the INS. The audit record keeps
+``HMAC-SHA256(key, INS)`` under a node key (``keys/pseudonym.key``, 0600): the same patient gets
+the same pseudonym, so an investigator can follow one patient's messages, and nobody without
+the key can go back to the identifier.
+
+This runs on the SMTP path, on the event loop for small messages: every step is linear in
+the input and bounded. The ZIP is opened only when the message mentions IHE_XDM; base64 ZIP
+bodies are found by a line scan, not a MIME parse; at most ``MAX_ZIPS`` attachments and
+``MAX_MEMBERS`` entries each; a METADATA.XML is inflated in
+chunks up to ``MAX_METADATA_BYTES`` (never trusting the size the archive announces, so a
+zip bomb costs that much and no more, ``MAX_TOTAL_BYTES`` over the message), and parsed by
+expat as a stream with no DTD allowed (no entity can expand) and a time budget.
 """
 
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import hashlib
 import hmac
 import io
 import os
 import re
+import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+from xml.parsers import expat
 
 from mss.message import find_header
 
 _XDM_MARK = re.compile(rb"ihe_xdm", re.IGNORECASE)
-_PATIENT_ID = re.compile(
-    rb'identificationScheme="urn:uuid:(?:58a6f841-87b3-4a3e-92fd-a8ffeff98427|'
-    rb'6b5aea1a-874d-4603-a4bc-96a0a7b38446)"[^>]*?value="([^"]+)"'
-    rb'|value="([^"]+)"[^>]*?identificationScheme="urn:uuid:(?:58a6f841-87b3-4a3e-92fd-'
-    rb'a8ffeff98427|6b5aea1a-874d-4603-a4bc-96a0a7b38446)"')
-_MAX_XDM_BYTES = 20 * 1024 * 1024
+_ZIP_START = b"UEsDB"  # base64 of b"PK\x03\x04", at a line start
+_BASE64_LINES = re.compile(rb"(?:[A-Za-z0-9+/]+={0,2}\r?\n)+")
+MAX_ZIP_BYTES = 20 * 1024 * 1024  # an attachment larger than this is not opened
+MAX_ZIPS = 4  # ZIP attachments looked into per message
+MAX_MEMBERS = 1000  # entries of one archive (the central directory is read whole)
+MAX_METADATA_BYTES = 1024 * 1024  # inflated METADATA.XML, per member
+MAX_TOTAL_BYTES = 4 * 1024 * 1024  # inflated METADATA.XML, over the whole message
+TIME_BUDGET = 0.25  # seconds of XML parsing per message
+_CHUNK = 64 * 1024
+
+# IHE ITI TF-3 §4.2.5: ExternalIdentifier schemes of the patient id
+PATIENT_ID_SCHEMES = frozenset({
+    "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427",  # XDSDocumentEntry.patientId
+    "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446",  # XDSSubmissionSet.patientId
+})
+SOURCE_PATIENT_SLOT = "sourcePatientId"  # ITI TF-3 §4.2.3.2.23, on the DocumentEntry
+# ANS "Référentiel INS": assigning authorities of the INS (NIR, NIA, test NIR, test NIA)
+INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9",
+                      "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
+
+
+class _Refused(Exception):
+    """The metadata is hostile or over a bound: stop reading it (no pseudonym from it)."""
 
 
 def pseudonym_key(path: Path) -> bytes:
@@ -52,33 +82,150 @@ def pseudonym(key: bytes, identifier: str) -> str:
     return "pp-" + hmac.new(key, ident.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
+def ins_of(cx: str) -> str | None:
+    """The identifier of an HL7 CX value whose assigning authority (CX.4, ``&oid&ISO``) is an
+    INS OID, else None."""
+    parts = cx.strip().split("^")
+    if len(parts) < 4 or not parts[0].strip():
+        return None
+    authority = parts[3].split("&")
+    oid = authority[1].strip() if len(authority) > 1 else authority[0].strip()
+    return parts[0].strip() if oid in INS_OIDS else None
+
+
+def _local(name: str) -> str:
+    return name.rsplit(" ", 1)[-1]  # expat namespace_separator " ": "uri local"
+
+
+@dataclass
+class _Metadata:
+    """Streaming reader of ebRIM metadata: collects candidate patient ids, no tree kept."""
+
+    deadline: float
+    found: list[str] = field(default_factory=list)
+    _slot: bool = False  # inside <Slot name="sourcePatientId">
+    _value: list[str] | None = None  # text of the <Value> being read, in that slot
+
+    def parser(self) -> expat.XMLParserType:
+        p = expat.ParserCreate(namespace_separator=" ")
+        p.StartDoctypeDeclHandler = self._doctype  # no DTD: no entity, internal or external
+        p.EntityDeclHandler = self._doctype
+        p.ExternalEntityRefHandler = self._entity
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._text
+        p.buffer_text = True
+        return p
+
+    def _doctype(self, *_: object) -> None:
+        raise _Refused("DTD in XDM metadata")
+
+    def _entity(self, *_: object) -> int:
+        raise _Refused("external entity in XDM metadata")
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        tag = _local(name)
+        if tag == "ExternalIdentifier" and attrs.get("identificationScheme") \
+                in PATIENT_ID_SCHEMES:
+            self._add(attrs.get("value", ""))
+        elif tag == "Slot":
+            self._slot = attrs.get("name") == SOURCE_PATIENT_SLOT
+        elif tag == "Value" and self._slot:
+            self._value = []
+
+    def _end(self, name: str) -> None:
+        tag = _local(name)
+        if tag == "Value" and self._value is not None:
+            self._add("".join(self._value))
+            self._value = None
+        elif tag == "Slot":
+            self._slot = False
+
+    def _text(self, data: str) -> None:
+        if self._value is not None:
+            self._value.append(data)
+
+    def _add(self, cx: str) -> None:
+        ins = ins_of(cx)
+        if ins is not None and ins not in self.found:
+            self.found.append(ins)
+
+    def feed(self, stream: IO[bytes], budget: list[int]) -> None:
+        """Inflate and parse one member in chunks, within the byte and time budgets."""
+        parser = self.parser()
+        read = 0
+        while chunk := stream.read(_CHUNK):
+            read += len(chunk)
+            budget[0] -= len(chunk)
+            if read > MAX_METADATA_BYTES or budget[0] < 0:
+                raise _Refused("XDM metadata over its size bound")
+            parser.Parse(chunk, False)
+            if time.monotonic() > self.deadline:
+                raise _Refused("XDM metadata over its time budget")
+        parser.Parse(b"", True)
+
+
+def _zip_payloads(message: bytes) -> list[bytes]:
+    """The base64 ZIP attachments of *message*, found without a MIME parse: a ZIP begins
+    with "PK\\x03\\x04", so its base64 body (RFC 2045 §6.8) begins a line with "UEsDB";
+    the body is the run of base64 lines from there. One pass of C-speed scans, linear
+    in the message whatever its MIME shape (the email package recurses per nesting level and
+    costs seconds for a megabyte of tiny parts, on the event loop)."""
+    payloads: list[bytes] = []
+    pos, first = 0, message.startswith(_ZIP_START)
+    while len(payloads) < MAX_ZIPS:
+        if first:
+            start, first = 0, False
+        else:
+            found = message.find(b"\n" + _ZIP_START, pos)
+            if found < 0:
+                break
+            start = found + 1
+        run = _BASE64_LINES.match(message, start)
+        pos = run.end() - 1 if run else start  # on from the run's end: each byte seen once
+        if run is None or (run.end() - run.start()) * 3 // 4 > MAX_ZIP_BYTES:
+            continue
+        try:
+            payloads.append(base64.b64decode(run.group(0)))  # non-alphabet bytes skipped
+        except ValueError:  # binascii.Error: bad padding
+            continue
+    return payloads
+
+
+def _member_count(payload: bytes) -> int | None:
+    """Entries announced by the End of Central Directory record (APPNOTE 4.3.16), read
+    before zipfile parses the directory; None when there is no plain EOCD (or ZIP64)."""
+    at = payload.rfind(b"PK\x05\x06", max(0, len(payload) - 65557))
+    if at < 0 or at + 22 > len(payload):
+        return None
+    count = int.from_bytes(payload[at + 10:at + 12], "little")
+    return None if count == 0xFFFF else count
+
+
 def xdm_patient_ids(message: bytes) -> list[str]:
-    """Patient ids found in the METADATA.XML of IHE XDM ZIP attachments."""
-    parsed = email.message_from_bytes(message, policy=email.policy.compat32)
-    found: list[str] = []
-    for part in parsed.walk():
-        if part.get_content_maintype() == "multipart":
-            continue
-        name = (part.get_filename() or "").lower()
-        if part.get_content_type() not in ("application/zip", "application/x-zip-compressed",
-                                           "application/octet-stream") \
-                and not name.endswith(".zip"):
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes) or len(payload) > _MAX_XDM_BYTES:
+    """The INS found in the METADATA.XML of IHE XDM ZIP attachments (first seen first)."""
+    reader = _Metadata(deadline=time.monotonic() + TIME_BUDGET)
+    budget = [MAX_TOTAL_BYTES]
+    for payload in _zip_payloads(message):
+        count = _member_count(payload)
+        if count is None or count > MAX_MEMBERS:
             continue
         try:
             with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-                for info in archive.infolist():
-                    if info.filename.upper().endswith("METADATA.XML") \
-                            and info.file_size <= _MAX_XDM_BYTES:
-                        for m in _PATIENT_ID.finditer(archive.read(info)):
-                            value = (m.group(1) or m.group(2)).decode("utf-8", "replace")
-                            if value not in found:
-                                found.append(value)
-        except (zipfile.BadZipFile, OSError, ValueError):
-            continue
-    return found
+                members = archive.infolist()
+                if len(members) > MAX_MEMBERS:
+                    continue
+                for info in members:
+                    if info.filename.upper().endswith("METADATA.XML"):
+                        with archive.open(info) as stream:
+                            reader.feed(stream, budget)
+        except _Refused:
+            break
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError,
+                ValueError, EOFError, RuntimeError, expat.ExpatError):
+            continue  # not a ZIP, encrypted, truncated, or not XML: no id from it
+    return reader.found
 
 
 def patient_pseudonym(key: bytes, message: bytes) -> str | None:

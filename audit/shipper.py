@@ -3,7 +3,10 @@
 The journal is the outbox: records are committed with the exchange they describe; this task
 reads them afterwards, per destination, from a cursor kept in ``audit_ship_cursor``. Each
 record becomes an RFC 5424 message (MSGID ``IHE+RFC-3881``, the DICOM ``AuditMessage`` as
-MSG), sent over TLS with octet-counting framing (RFC 5425 §4.3) or over UDP (RFC 5426).
+MSG), sent over TLS with octet-counting framing (RFC 5425 §4.3) or over UDP (RFC 5426). A
+datagram stays within the 2048 octets RFC 5426 §3.2 lets a sender count on: a longer record
+goes reduced (its main participant object only, details cut short), or not at all when even
+that is too long (warned, shown by ``mss audit status``): only TLS carries the whole trail.
 
 Delivery is at least once. TCP gives no application acknowledgement, so a record counts as
 delivered only after it has sat on a connection that stayed up for ``CONFIRM_AFTER`` seconds;
@@ -37,9 +40,13 @@ MSGID = "IHE+RFC-3881"
 FACILITY_AUTHPRIV = 10  # RFC 5424 §6.2.1 "security/authorization messages"
 CONFIRM_AFTER = 2.0
 BOM = b"\xef\xbb\xbf"  # RFC 5424 §6.4: a UTF-8 MSG starts with the BOM
+# RFC 5426 §3.2: receivers SHOULD take 2048 octets; a sender should not count on more (no IP
+# fragmentation, and a receiver may truncate)
+UDP_MAX_OCTETS = 2048
 
 
-def syslog_message(record: dict[str, Any], source: Source, procid: str) -> bytes:
+def syslog_message(record: dict[str, Any], source: Source, procid: str, *,
+                   reduced: bool = False) -> bytes:
     """RFC 5424 §6: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG."""
     severity = 5 if record["outcome"] == 0 else 4  # notice / warning
     pri = FACILITY_AUTHPRIV * 8 + severity
@@ -47,7 +54,18 @@ def syslog_message(record: dict[str, Any], source: Source, procid: str) -> bytes
     sequence = (int(record["id"]) - 1) % 2147483647 + 1
     header = (f"<{pri}>1 {record['ts']} {source.source_id} mss {procid} {MSGID} "
               f'[meta sequenceId="{sequence}"] ')
-    return header.encode("ascii") + BOM + to_xml(record, source)
+    return header.encode("ascii") + BOM + to_xml(record, source, reduced=reduced)
+
+
+def udp_datagram(record: dict[str, Any], source: Source, procid: str) -> bytes | None:
+    """The record within UDP_MAX_OCTETS: whole, else reduced (still a valid AuditMessage:
+    :func:`audit.dicom.to_element`), else None: that record cannot go over UDP at all (the
+    whole trail needs TLS, RFC 5425)."""
+    whole = syslog_message(record, source, procid)
+    if len(whole) <= UDP_MAX_OCTETS:
+        return whole
+    reduced = syslog_message(record, source, procid, reduced=True)
+    return reduced if len(reduced) <= UDP_MAX_OCTETS else None
 
 
 def octet_counted(message: bytes) -> bytes:
@@ -204,8 +222,19 @@ class Shipper:
             sent = await self._in_thread(self.outbox.cursor, dest.name)
             while True:
                 rows = await self._in_thread(self.outbox.fetch, sent, self.batch)
+                too_long = []
                 for row in rows:  # RFC 5426 §3.1: one message per datagram
-                    await loop.sock_sendall(sock, syslog_message(row, self.source, self.procid))
+                    datagram = udp_datagram(row, self.source, self.procid)
+                    if datagram is None:
+                        too_long.append(int(row["id"]))
+                        continue
+                    await loop.sock_sendall(sock, datagram)
+                if too_long:
+                    log.warning("audit records too long for UDP, not sent", destination=dest.name,
+                                records=too_long)
+                    await self._in_thread(self.outbox.failed, dest.name, (
+                        f"records {too_long[:10]} longer than {UDP_MAX_OCTETS} octets even "
+                        "reduced: not sent over UDP (RFC 5426 §3.2); use a TLS destination"))
                 if rows:
                     sent = rows[-1]["id"]
                     await self._in_thread(self.outbox.confirm, dest.name, sent)

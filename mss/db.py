@@ -146,6 +146,9 @@ outbound_queue = Table(
     Column("lease_owner", String(32)),  # the worker holding the claim until lease_until
     Column("updated_at", Float),  # last status change (delivered, deferred, bounced)
     Column("remote_reply", Text),  # the peer's final reply (250 ... or 5xx ...)
+    # the patient pseudonym of the message (from its delivery.queued record), for the audit
+    # records of the delivery: mss audit list --patient follows the message to the peer
+    Column("patient", String(40)),
     Index("ix_queue_due", "status", "next_attempt_at"),
 )
 
@@ -221,7 +224,9 @@ audit_ship_cursor = Table(
 )
 
 
-# Ed25519-signed checkpoints of the audit chain (record id, record hash, time).
+# Ed25519-signed checkpoints of the audit chain (record id, record hash, time); from v2 on
+# each also signs its sequence number, the records covered and the previous checkpoint's
+# hash, so checkpoints form a chain of their own (audit/checkpoints.py).
 audit_checkpoints = Table(
     "audit_checkpoints", metadata,
     Column("id", Integer, primary_key=True),
@@ -229,6 +234,13 @@ audit_checkpoints = Table(
     Column("record_hash", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("signature", LargeBinary, nullable=False),
+    Column("seq", Integer),  # 1, 2, ... (NULL: a v1 checkpoint, outside the chain)
+    Column("record_count", Integer),  # records in the chain up to record_id, purged included
+    Column("prev_hash", String(64)),  # hash of checkpoint seq - 1 (GENESIS for seq 1)
+    Column("hash", String(64)),  # sha256(payload || signature)
+    # two writers (nodes, or the CLI beside mss serve) never sign the same sequence number:
+    # the second transaction fails and the next checkpoint chains properly
+    Index("ux_audit_checkpoint_seq", "seq", unique=True),
 )
 
 

@@ -28,13 +28,13 @@ def find_header(data: bytes, name: str) -> str | None:
     lines = header_block(data).split(b"\r\n")
     for i, line in enumerate(lines):
         if line[: len(wanted)].lower() == wanted:
-            value = line[len(wanted):]
+            parts = [line[len(wanted):]]  # joined once: linear in the folded lines
             for cont in lines[i + 1:]:
                 if cont[:1] in (b" ", b"\t"):
-                    value += cont
+                    parts.append(cont)
                 else:
                     break
-            return value.decode("utf-8", "replace").strip()
+            return b"".join(parts).decode("utf-8", "replace").strip()
     return None
 
 

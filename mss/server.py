@@ -173,6 +173,9 @@ async def serve(app: App, worker: int = 0) -> None:
                      if lc.enabled}
         await committer.run(lambda conn: append(conn, [AuditRecord(
             "server.start", actor="mss", detail={"listeners": listening, "worker": worker})]))
+        audit_key = signing_key(cfg.audit.signing_key_file)
+        if worker == 0:  # a checkpoint at start, shipped: the witnesses know where we begin
+            await committer.run(lambda conn: write_checkpoint(conn, audit_key))
         log.info("ready", listeners=listening, worker=worker,
                  whitelist_version=whitelist.current.version_id)
 
@@ -226,6 +229,8 @@ async def serve(app: App, worker: int = 0) -> None:
             delivery_task.cancel()
             await delivery.stop()
         await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
+        if worker == 0:  # and one at a clean stop (shipped at the next start at the latest)
+            await committer.run(lambda conn: write_checkpoint(conn, audit_key))
     finally:
         committer.stop()
     log.info("stopped")

@@ -293,12 +293,15 @@ def write_delivery(conn: Connection, delivery: Delivery) -> list[int]:
     if message_rows:
         conn.execute(insert(db.messages), message_rows)
     if delivery.queued:
+        patients = {r.detail.get("queue_id"): r.detail.get("patient") for r in delivery.audit
+                    if r.event == "delivery.queued" and r.detail.get("patient")}
         conn.execute(insert(db.outbound_queue), [{
             "id": q.queue_id, "created_at": delivery.received_at,
             "mail_from": delivery.mail_from, "rcpt": q.rcpt, "domain": q.domain,
             "message_id": delivery.header_message_id, "size": q.size, "status": "queued",
             "attempts": 0, "next_attempt_at": delivery.received_at,
             "key_blob": q.sealed.key_blob, "body_blob": q.sealed.body_blob,
+            "patient": patients.get(q.queue_id),
         } for q in delivery.queued])
     append(conn, delivery.audit)
     return uids

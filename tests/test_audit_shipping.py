@@ -12,13 +12,14 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 
+from audit.shipper import UDP_MAX_OCTETS
 from tests import rsyslog
 from tests.node import DOMAIN, MSS, PASSWORD, REPO, Node, free_port, make_node
 from tests.test_audit import check_audit_message
 from trustspace.pki import issue_certificate
 
-pytestmark = pytest.mark.skipif(not rsyslog.available(),
-                                reason="rsyslog with rsyslog-gnutls not installed")
+needs_rsyslog = pytest.mark.skipif(not rsyslog.available(),
+                                   reason="rsyslog with rsyslog-gnutls not installed")
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -71,6 +72,7 @@ def wait_for_all(node: Node, receiver: rsyslog.Receiver, timeout: float = 30) ->
             return expected - got
 
 
+@needs_rsyslog
 def test_records_arrive_as_rfc5424_with_dicom_xml(shipped: tuple[Node, rsyslog.Receiver]
                                                   ) -> None:
     node, receiver = shipped
@@ -88,6 +90,7 @@ def test_records_arrive_as_rfc5424_with_dicom_xml(shipped: tuple[Node, rsyslog.R
     assert "siem (tls 127.0.0.1:" in status and "last success" in status
 
 
+@needs_rsyslog
 def test_receiver_down_during_burst_loses_nothing(shipped: tuple[Node, rsyslog.Receiver]
                                                   ) -> None:
     node, receiver = shipped
@@ -104,6 +107,7 @@ def test_receiver_down_during_burst_loses_nothing(shipped: tuple[Node, rsyslog.R
     assert len(set(sequences)) <= len(sequences)
 
 
+@needs_rsyslog
 def test_udp_destination(tmp_path: Path) -> None:
     node = make_node(tmp_path)
     pki = node.data_dir / "pki"
@@ -192,3 +196,95 @@ def test_unverifiable_tls_destination_refuses_to_start(tmp_path: Path, destinati
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
     assert line.startswith(f"mss: error: config: {key}: ") and "cannot be checked" in line
+
+
+def test_udp_datagrams_stay_within_2048_octets(tmp_path: Path) -> None:
+    """RFC 5426 §3.2: a real UDP receiver socket on loopback gets no datagram over 2048
+    octets; a long record arrives reduced (still a valid AuditMessage), one too long even
+    then is not sent and audit status says why."""
+    import re
+    import socket
+
+    from tests.test_audit import validator
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.5)
+    node = make_node(tmp_path)
+    node.config.write_text(node.config.read_text() + f'''
+[audit]
+ship_interval = 0.2
+
+[[audit.destinations]]
+name = "udp-collector"
+transport = "udp"
+host = "127.0.0.1"
+port = {receiver.getsockname()[1]}
+''')
+    node.cli("audit", "list", "--actor", "a" * 1500)  # an audit.read record of ~4 kB
+    long_id = f"<{'m' * 960}@test.example>"  # a legal Message-ID line: ~2.6 kB even reduced
+    node.start()
+    datagrams: list[bytes] = []
+    try:
+        send(node, 1)  # an accepted message: ~2.5 kB with its details
+        client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
+        client.starttls(context=node.client_context())
+        client.login(ALICE, PASSWORD)
+        text = f"From: {ALICE}\r\nMessage-ID: {long_id}\r\n\r\nx\r\n"
+        client.sendmail(ALICE, [BOB], text.encode())
+        client.quit()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                datagrams.append(receiver.recv(65535))
+            except TimeoutError:
+                if sum(b"MSS-MSG-ACCEPTED" in d for d in datagrams) >= 1 and \
+                        "RFC 5426" in node.cli("audit", "status").stdout:
+                    break
+        status = node.cli("audit", "status").stdout
+    finally:
+        node.stop()
+        receiver.close()
+    from lxml import etree
+
+    assert datagrams and max(len(d) for d in datagrams) <= UDP_MAX_OCTETS
+    schema = validator()
+    sequences = set()
+    for d in datagrams:
+        sequences.add(int(re.search(rb'sequenceId="(\d+)"', d).group(1)))  # type: ignore[union-attr]
+        assert schema.validate(etree.fromstring(d[d.index(b"<AuditMessage"):]))
+    records = {int(str(r["id"])): r for r in node.audit()}
+    long_actor = next(i for i, r in records.items() if "a" * 1500 in str(r["detail"]))
+    too_long = {i for i, r in records.items() if r.get("message_id") == long_id}
+    assert long_actor in sequences  # sent, reduced
+    assert too_long and not too_long & sequences  # could not be sent within 2048 octets
+    assert any(b"MSS-MSG-ACCEPTED" in d for d in datagrams)
+    assert "RFC 5426" in status and "TLS" in status
+
+
+@needs_rsyslog
+def test_rsyslog_file_is_a_witness_of_a_cut_tail(shipped: tuple[Node, rsyslog.Receiver]
+                                                 ) -> None:
+    """Issue 20 #11 end to end: checkpoints reach the repository as their own records; the
+    repository's file then shows a tail cut in the node's database."""
+    from mss.app import open_app
+    from tests.test_audit import _cut_tail
+
+    node, receiver = shipped
+    send(node, 2)
+    node.cli("audit", "checkpoint")  # checkpoint 2 (1 was signed at start)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(
+            "MSS-AUDIT-CHECKPOINT" in m.xml for m in receiver.messages()) < 2:
+        time.sleep(0.2)
+    ok = node.cli("audit", "verify", "--witness", str(receiver.output))
+    assert "2 checkpoints match the witness" in ok.stdout, ok.stdout
+    node.stop()  # a clean stop signs checkpoint 3 (shipped at the next start)
+    app = open_app(node.config)
+    try:
+        _cut_tail(app.engine, keep_seq=1)
+    finally:
+        app.close()
+    assert node.cli("audit", "verify").returncode == 0  # the database alone looks intact
+    cut = node.cli("audit", "verify", "--witness", str(receiver.output), check=False)
+    assert cut.returncode == 1 and "cut after checkpoint 1" in cut.stdout, cut.stdout

@@ -84,6 +84,35 @@ def test_a_to_b_and_b_to_a_over_mutual_tls(pair: Pair) -> None:
     assert "Bonjour" not in show and "Subject" not in show  # never the body or subject
 
 
+def test_queue_delivered_names_the_peer_and_the_patient(pair: Pair) -> None:
+    """Issue 12 §4: the delivery record names the server that took the message (host and
+    certificate DN) and carries the patient pseudonym of the submission, so that
+    mss audit list --patient follows the message to the peer."""
+    a, b = pair.nodes()
+    tag = f"ins{time.time_ns()}"
+    data = message(f"alice@{A_DOMAIN}", f"bob@{B_DOMAIN}", tag)
+    submit(a, pair.pki, [f"bob@{B_DOMAIN}"], b"X-MSS-INS: 1850575123456\r\n" + data)
+    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag))
+    msgid = f"<{tag}@test.example>"
+    delivered = a.wait_audit(lambda r: r["event"] == "queue.delivered"
+                             and r["message_id"] == msgid)
+    assert delivered
+    detail = delivered[0]["detail"]
+    assert isinstance(detail, dict)
+    assert "[127.0.0.3]:" in str(detail["host"])
+    assert "CN=mx.operator-b.test" in str(detail["peer_dn"])
+    assert "O=OPERATEUR B" in str(detail["peer_dn"])
+    accepted = [r for r in audit_events(a, "smtp.message.accepted") if r["message_id"] == msgid]
+    patient = accepted[0]["detail"]["patient"]  # type: ignore[index]
+    assert str(patient).startswith("pp-") and detail["patient"] == patient
+    path = [r["event"] for r in a.audit("--patient", str(patient))]
+    assert path == ["smtp.message.accepted", "delivery.queued", "queue.delivered"], path
+    # and in the DICOM export: the peer is the destination participant
+    xml = [line for line in a.cli("audit", "export", "--format", "dicom-xml").stdout
+           .splitlines() if "MSS-QUEUE-DELIVERED" in line and tag in line]
+    assert xml and 'UserID="CN=mx.operator-b.test' in xml[-1] and "110152" in xml[-1]
+
+
 def test_recipients_of_one_message_share_one_transaction(pair: Pair) -> None:
     a, b = pair.nodes()
     tag = f"group{time.time_ns()}"

@@ -36,6 +36,7 @@ class Claim:
     size: int
     attempts: int
     created_at: float
+    patient: str | None = None  # pseudonym from the submission (delivery.queued record)
 
 
 def _due(now: float) -> Any:
@@ -52,7 +53,7 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
     conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))
                  .values(lease_owner=owner, lease_until=now + lease))
     rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
-                               Q.c.size, Q.c.attempts, Q.c.created_at)
+                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient)
                         .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
                                & (Q.c.lease_until == now + lease)))
     return [Claim(**r._mapping) for r in rows]
@@ -70,17 +71,22 @@ def release(conn: Connection, owner: str, queue_id: str | None = None) -> int:
 
 def _record(event: str, c: Claim, outcome: Outcome, reason: str | None,
             detail: dict[str, Any], actor: str = "mss") -> AuditRecord:
+    about = {"patient": c.patient} if c.patient else {}
     return AuditRecord(event, outcome, actor=actor, message_id=c.message_id,
                        mail_from=c.mail_from, rcpt=c.rcpt, reason=reason,
-                       detail={"queue_id": c.id, **detail})
+                       detail={"queue_id": c.id, **detail, **about})
 
 
-def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float) -> None:
+def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
+              peer_dn: str | None = None) -> None:
+    """The row is delivered; its record names the server that took it (host, certificate
+    subject DN) and the patient, so the message's path can be followed to the peer."""
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
         last_error=None, remote_reply=reply, updated_at=now))
+    peer = {"peer_dn": peer_dn} if peer_dn else {}
     append(conn, [_record("queue.delivered", c, Outcome.SUCCESS, reply,
-                          {"host": host, "attempt": c.attempts + 1, "size": c.size})])
+                          {"host": host, **peer, "attempt": c.attempts + 1, "size": c.size})])
 
 
 def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at: float,
@@ -128,7 +134,8 @@ def matching(conn: Connection, prefix: str, limit: int = 1000) -> list[dict[str,
 def as_claim(row: dict[str, Any]) -> Claim:
     return Claim(id=row["id"], mail_from=row["mail_from"], rcpt=row["rcpt"],
                  domain=row["domain"], message_id=row["message_id"], size=row["size"],
-                 attempts=row["attempts"], created_at=row["created_at"])
+                 attempts=row["attempts"], created_at=row["created_at"],
+                 patient=row.get("patient"))
 
 
 def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:

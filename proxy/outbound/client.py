@@ -233,7 +233,8 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
         results.update((rcpt, failure) for rcpt in accepted)
         return results, False
     reply = f"{response.code} {' '.join(response.message.split())}"[:500]
-    results.update((rcpt, Delivered(peer, reply)) for rcpt in accepted)
+    dn = session.subject.rfc4514_string()
+    results.update((rcpt, Delivered(peer, reply, dn)) for rcpt in accepted)
     return results, True
 
 

@@ -163,7 +163,8 @@ class DeliveryWorker:
                 continue
             now = time.time()
             await self.committer.run(functools.partial(
-                claims.delivered, c=c, host=result.host, reply=result.reply, now=now))
+                claims.delivered, c=c, host=result.host, reply=result.reply, now=now,
+                peer_dn=result.peer_dn))
             log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
 
     def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
