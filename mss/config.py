@@ -62,6 +62,9 @@ class SmtpConfig:
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
     session_timeout: float = 300.0
+    # before AUTH (submission, relay) or a verified client certificate at MAIL FROM (MX,
+    # relay): one deadline from the connection for the whole phase, then 421 4.4.2
+    preauth_timeout: float = 60.0
     data_timeout: float = 600.0
     line_length_limit: int = 1000  # RFC 5321 §4.5.3.1.6 text line incl. CRLF
     max_errors: int = 20  # bad commands before the session is closed
@@ -455,7 +458,8 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
 
 def _smtp_config(smtp: SmtpConfig) -> SmtpConfig:
     _positive(smtp, "smtp", "max_message_size", "max_recipients", "session_timeout",
-              "data_timeout", "max_errors", "auth_failures", "auth_window", "auth_lockout")
+              "preauth_timeout", "data_timeout", "max_errors", "auth_failures", "auth_window",
+              "auth_lockout")
     if smtp.line_length_limit < 1000:
         raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
     return smtp

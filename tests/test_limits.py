@@ -47,8 +47,9 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                                   "\n[limits]\npending_bytes = 1048576\nreport_interval = 1.0\n")
     set_listener_keys(node, ("imap", "imaps", "submission"), CAPS)
     text = node.config.read_text()  # DATA: 3 s for the whole phase, 1.5 MB at most
-    text, count = re.subn(r"(?m)^max_message_size = \d+$",
-                          "max_message_size = 1500000\ndata_timeout = 3.0", text)
+    text, count = re.subn(r"(?m)^max_message_size = \d+$",  # and 2 s to authenticate
+                          "max_message_size = 1500000\ndata_timeout = 3.0\n"
+                          "preauth_timeout = 2.0", text)
     assert count == 1
     node.config.write_text(text)
     node.start()
@@ -234,6 +235,58 @@ def test_preauth_deadline_covers_a_skipped_literal(capped: Node, listener: str) 
         assert time.monotonic() - started < 6
     finally:
         sock.close()
+
+
+def noop_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """Send NOOP every 0.5 s for at most *seconds*; what the server sent and when (from
+    the start) it closed the connection, None if it did not."""
+    started, received = time.monotonic(), b""
+    while time.monotonic() - started < seconds:
+        try:
+            sock.sendall(b"NOOP\r\n")
+        except OSError:
+            return received, time.monotonic() - started
+        sock.settimeout(0.5)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return received, time.monotonic() - started
+            received += chunk
+    return received, None
+
+
+def test_smtp_preauth_deadline_despite_noops(capped: Node) -> None:
+    """smtp.preauth_timeout = 2 s from the connection: a client that never authenticates
+    but sends NOOP every 0.5 s (each resetting smtp.session_timeout) gets 421 4.4.2 and is
+    closed within ~3 s; audited smtp.timeout."""
+    sock = plain(capped, "submission", source="127.0.0.5")
+    try:
+        assert first_line(sock).startswith(b"220 ")
+        received, ended = noop_until_closed(sock, 8)
+    finally:
+        sock.close()
+    assert ended is not None and ended < 3.5, ended
+    assert received.count(b"250 ") >= 2  # the NOOPs were answered until then
+    assert re.search(rb"(?m)^421 4\.4\.2 .*timeout", received), received
+    assert capped.wait_audit(lambda r: r["event"] == "smtp.timeout"
+                             and r["reason"] == "preauth_timeout"
+                             and r["remote_addr"] == "127.0.0.5")
+
+
+def test_smtp_authenticated_session_outlives_the_preauth_deadline(capped: Node) -> None:
+    with smtplib.SMTP("127.0.0.1", capped.ports["submission"], timeout=10) as client:
+        client.starttls(context=capped.client_context())
+        client.login(ALICE, PASSWORD)
+        for _ in range(8):  # 4 s, twice the pre-auth deadline
+            assert client.noop()[0] == 250
+            time.sleep(0.5)
+        assert client.sendmail(ALICE, [BOB], b"Subject: late\r\n\r\nok\r\n") == {}
 
 
 # --------------------------------------------------------------------------- memory

@@ -53,6 +53,7 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                 handler, listener=name, guard=guard, budget=budget,
                 line_length_limit=cfg.line_length_limit,
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
+                preauth_timeout=cfg.preauth_timeout,
                 implicit_tls=implicit, offer_auth=mode in ("submission", "relay"),
                 hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
                 tls_context=None if implicit else context,
