@@ -45,7 +45,7 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     node = make_node(tmp_path_factory.mktemp("capped"), with_whitelist=False,
                      extra_config="\n[imap]\npreauth_timeout = 2.0\n"
                                   "\n[limits]\npending_bytes = 1048576\nreport_interval = 1.0\n")
-    set_listener_keys(node, ("imap", "imaps", "submission"), CAPS)
+    set_listener_keys(node, ("imap", "imaps", "submission", "submissions"), CAPS)
     text = node.config.read_text()  # DATA: 3 s for the whole phase, 1.5 MB at most
     text, count = re.subn(r"(?m)^max_message_size = \d+$",  # and 2 s to authenticate
                           "max_message_size = 1500000\ndata_timeout = 3.0\n"
@@ -207,6 +207,32 @@ def test_smtp_preauth_cap_per_address(capped: Node) -> None:
             sock.close()
     assert capped.wait_audit(lambda r: r["event"] == "connection.refused"
                              and r["listener"] == "submission")
+
+
+def test_submissions_refuses_over_the_cap_before_the_tls_handshake(capped: Node) -> None:
+    """2465 (implicit TLS, RFC 8314 §3.3): over the pre-auth cap a TCP connection is closed
+    before any TLS work, with no bytes sent (the server does not wait for a ClientHello);
+    the admitted ones are served over TLS."""
+    held = [tls(capped, "submissions", source="127.0.0.6")
+            for _ in range(CAPS["max_preauth_per_address"])]
+    try:
+        assert all(first_line(s).startswith(b"220 ") for s in held)
+        over = plain(capped, "submissions", source="127.0.0.6")
+        over.settimeout(3)
+        try:
+            assert over.recv(100) == b""  # closed at once, no handshake awaited
+        except ConnectionResetError:
+            pass
+        finally:
+            over.close()
+        other = tls(capped, "submissions", source="127.0.0.7")
+        assert first_line(other).startswith(b"220 ")
+        other.close()
+    finally:
+        for sock in held:
+            sock.close()
+    assert capped.wait_audit(lambda r: r["event"] == "connection.refused"
+                             and r["listener"] == "submissions")
 
 
 # --------------------------------------------------------------------------- deadlines

@@ -107,7 +107,7 @@ class MssSMTP(SMTP):
     def _admit(self, address: str, transport: asyncio.BaseTransport) -> bool:
         """The listener's caps (mss/limits.py): over one, 421 and close (RFC 5321 §3.1
         lets a server refuse a connection with 421 at the greeting)."""
-        if self.guard is None:
+        if self.guard is None or self.admission is not None:  # none, or admitted before TLS
             return True
         self.admission = self.guard.admit(address)
         if self.admission is not None:
