@@ -235,6 +235,29 @@ def test_submissions_refuses_over_the_cap_before_the_tls_handshake(capped: Node)
                              and r["listener"] == "submissions")
 
 
+def test_submissions_failed_handshakes_give_their_slot_back(capped: Node) -> None:
+    """Connections closed before or during the TLS handshake (no hello, garbage) leave
+    the pre-auth cap: more of them than the cap, then a TLS client is still served."""
+    for garbage in (b"", b"", b"", b"EHLO x\r\n", b"\x16\x03\x01\x00\x05hello"):
+        sock = plain(capped, "submissions", source="127.0.0.8")
+        if garbage:
+            sock.sendall(garbage)
+            assert closed(sock, 5)  # the handshake failed
+        sock.close()
+
+    def served() -> bool:
+        try:
+            client = tls(capped, "submissions", source="127.0.0.8")
+        except (ssl.SSLError, OSError):  # refused: closed before the handshake
+            return False
+        try:
+            return first_line(client).startswith(b"220 ")
+        finally:
+            client.close()
+
+    wait_for(served, timeout=5)
+
+
 # --------------------------------------------------------------------------- deadlines
 
 @pytest.mark.parametrize("listener", ["imap", "imaps"])
