@@ -82,6 +82,9 @@ CATALOGUE: dict[str, EventKind] = _kinds(
               "an SMTP client connected to a listener"),
     EventKind("smtp.tls", NETWORK_ENTRY, own("MSS-SMTP-TLS", "TLS established"), "E",
               "STARTTLS or implicit TLS handshake done (protocol and cipher in detail)"),
+    EventKind("smtp.timeout", NETWORK_ENTRY, own("MSS-SMTP-TIMEOUT", "Session timed out"), "E",
+              "an SMTP session got 421 4.4.2 and was closed at a deadline (reason: "
+              "preauth_timeout, session_timeout or data_timeout)"),
     EventKind("smtp.auth", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "SMTP AUTH success (0), failure (8) or refusal while throttled (4) on submission "
               "and relay"),

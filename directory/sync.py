@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from mss import db
-from mss.config import DIRECTORY_FIELDS, DirectoryConfig
+from mss.config import DIRECTORY_FIELDS, ConfigError, DirectoryConfig, cleartext_bind
 
 BATCH = 5000
 # plain dicts for entries: ldap3's case-insensitive dict costs ~12% of a full sync; we lower
@@ -119,7 +119,11 @@ def ldap_connection(url: str, tls: str, ca_file: Path | None, timeout: float,
     """A bound connection to *url* under the directory TLS policy, shared by sync and
     publication: ``ldaps://`` (or tls = "ldaps") is TLS from the first byte, tls =
     "starttls" upgrades before the bind (RFC 4513 §3); either way the server is verified
-    (:class:`VerifiedTls`) before the bind request, and so the password, is sent."""
+    (:class:`VerifiedTls`) before the bind request, and so the password, is sent. A
+    password over plain ``ldap://`` is refused, before connecting, unless the host is
+    loopback (:func:`mss.config.cleartext_bind`; the config reader refuses it first)."""
+    if cleartext_bind(url, tls, bool(user and password)):
+        raise ConfigError(f"directory: refusing to send a bind password in clear to {url}")
     use_ssl = url.startswith("ldaps://") or tls == "ldaps"
     server = ldap3.Server(url, use_ssl=use_ssl, connect_timeout=int(timeout),
                           tls=VerifiedTls(ca_file) if use_ssl or tls == "starttls" else None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_NAME = "mss.toml"
 
@@ -62,6 +63,9 @@ class SmtpConfig:
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
     session_timeout: float = 300.0
+    # before AUTH (submission, relay) or a verified client certificate at MAIL FROM (MX,
+    # relay): one deadline from the connection for the whole phase, then 421 4.4.2
+    preauth_timeout: float = 60.0
     data_timeout: float = 600.0
     line_length_limit: int = 1000  # RFC 5321 §4.5.3.1.6 text line incl. CRLF
     max_errors: int = 20  # bad commands before the session is closed
@@ -458,7 +462,8 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
 
 def _smtp_config(smtp: SmtpConfig) -> SmtpConfig:
     _positive(smtp, "smtp", "max_message_size", "max_recipients", "session_timeout",
-              "data_timeout", "max_errors", "auth_failures", "auth_window", "auth_lockout")
+              "preauth_timeout", "data_timeout", "max_errors", "auth_failures", "auth_window",
+              "auth_lockout")
     if smtp.line_length_limit < 1000:
         raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
     return dataclasses.replace(smtp, postmaster=_postmaster(smtp.postmaster))
@@ -581,6 +586,29 @@ def _imap_config(config: ImapConfig) -> ImapConfig:
     return config
 
 
+def cleartext_bind(url: str, tls: str, has_password: bool) -> bool:
+    """A password bind to *url* would cross a network unencrypted: ``ldap://`` with tls =
+    "none" to a host that is not loopback (127.0.0.0/8, ::1, localhost: a local slapd),
+    RFC 4513 §6.3.4. TLS before any credential."""
+    if not has_password or tls != "none" or url.startswith("ldaps://"):
+        return False
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve anywhere
+
+
+def _no_cleartext_bind(key: str, urls: tuple[str, ...], tls: str, has_password: bool) -> None:
+    for url in urls:
+        if cleartext_bind(url, tls, has_password):
+            raise ConfigError(f"config: {key}: \"none\" would send the bind password in "
+                              f"clear to {url}; use ldaps:// or tls = \"starttls\" or "
+                              f"\"ldaps\" (only a loopback host may go without TLS)")
+
+
 def _directory_config(top: _Table, path_of: PathOf) -> DirectoryConfig | None:
     if top.get("directory") is None:
         return None
@@ -604,6 +632,12 @@ def _directory_config(top: _Table, path_of: PathOf) -> DirectoryConfig | None:
         raise ConfigError(f"config: {p}.publish.url: not an LDAP URL: {publish.url!r}")
     if publish and publish.ca_file is None:
         publish = dataclasses.replace(publish, ca_file=config.ca_file)
+    # TLS before any credential (RFC 4513 §6.3.4), checked before any connection
+    _no_cleartext_bind(f"{p}.tls", config.urls, config.tls,
+                       bool(config.bind_dn and (config.password_file or config.password_env)))
+    if publish:
+        _no_cleartext_bind(f"{p}.publish.tls", (publish.url,), publish.tls,
+                           bool(publish.password_file or publish.password_env))
     _positive(config, p, "page_size", "timeout")
     return dataclasses.replace(config, publish=publish, unpublished_domains=tuple(
         d.lower() for d in config.unpublished_domains))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +15,9 @@ import ldap3
 import pytest
 from sqlalchemy import func, select
 
-from directory.sync import DirectorySync, SyncError
+from directory.sync import DirectorySync, SyncError, ldap_connection
 from mss import db
-from mss.config import DirectoryConfig
+from mss.config import ConfigError, DirectoryConfig, parse_config
 from tests import slapd
 from tests.node import free_port
 
@@ -381,3 +384,49 @@ def test_publish_verifies_the_server_before_sending_the_bind(tmp_path: Path,
         rows = conn.execute(select(db.audit_log)).mappings().all()
     assert [r["event"] for r in rows] == ["directory.publish"]
     assert "publish-secret-password" not in json.dumps([dict(r) for r in rows], default=str)
+
+
+# --------------------------------------------------------------------------- TLS first
+
+def directory_table(url: str, tls: str = "none", **extra: object) -> dict[str, object]:
+    return {"urls": [url], "base_dn": PEOPLE, "bind_dn": slapd.READER_DN,
+            "password_file": "ldap.password", "tls": tls, **extra}
+
+
+def test_password_bind_without_tls_to_a_network_host_is_refused(tmp_path: Path) -> None:
+    """TLS before any credential (RFC 4513 §6.3.4): a bind password over ldap:// with
+    tls = "none" is a config error naming the key, raised before any connection (the
+    host does not even resolve); loopback hosts (a local slapd) and TLS are accepted."""
+    cfg = tmp_path / "mss.toml"
+    with pytest.raises(ConfigError, match=re.escape("config: directory.tls: \"none\" "
+                                                    "would send the bind password")):
+        parse_config({"directory": directory_table("ldap://ldap.example.test")}, cfg)
+    publish = {"url": "ldap://10.0.0.7", "bind_dn": "cn=op", "base_dn": "ou=op",
+               "password_env": "MSS_PUBLISH_PASSWORD"}
+    with pytest.raises(ConfigError, match=re.escape("config: directory.publish.tls:")):
+        parse_config({"directory": directory_table("ldaps://ldap.example.test",
+                                                   publish=publish)}, cfg)
+    for url, tls in (("ldap://127.0.0.1:3389", "none"), ("ldap://[::1]", "none"),
+                     ("ldap://localhost", "none"), ("ldap://ldap.example.test", "starttls"),
+                     ("ldaps://ldap.example.test", "none")):
+        config = parse_config({"directory": directory_table(url, tls)}, cfg).directory
+        assert config is not None and config.urls == (url,)
+    anonymous = directory_table("ldap://ldap.example.test")
+    del anonymous["password_file"]  # no password: nothing to protect
+    assert parse_config({"directory": anonymous}, cfg).directory is not None
+    with pytest.raises(ConfigError, match="in clear to ldap://ldap.example.test"):
+        ldap_connection("ldap://ldap.example.test", "none", None, 1.0, slapd.READER_DN,
+                        "secret", read_only=True)
+
+
+def test_cli_refuses_a_cleartext_bind_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "mss.toml"
+    cfg.write_text('[directory]\nurl = "ldap://ldap.example.test"\nbase_dn = "o=x"\n'
+                   'bind_dn = "cn=r"\npassword_env = "MSS_LDAP_PASSWORD"\n')
+    out = subprocess.run([sys.executable, "-m", "mss", "--config", str(cfg), "directory",
+                          "sync"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config: directory.tls:" in lines[0], lines
+    assert not (tmp_path / "mss.db").exists()

@@ -45,10 +45,11 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     node = make_node(tmp_path_factory.mktemp("capped"), with_whitelist=False,
                      extra_config="\n[imap]\npreauth_timeout = 2.0\n"
                                   "\n[limits]\npending_bytes = 1048576\nreport_interval = 1.0\n")
-    set_listener_keys(node, ("imap", "imaps", "submission"), CAPS)
+    set_listener_keys(node, ("imap", "imaps", "submission", "submissions"), CAPS)
     text = node.config.read_text()  # DATA: 3 s for the whole phase, 1.5 MB at most
-    text, count = re.subn(r"(?m)^max_message_size = \d+$",
-                          "max_message_size = 1500000\ndata_timeout = 3.0", text)
+    text, count = re.subn(r"(?m)^max_message_size = \d+$",  # and 2 s to authenticate
+                          "max_message_size = 1500000\ndata_timeout = 3.0\n"
+                          "preauth_timeout = 2.0", text)
     assert count == 1
     node.config.write_text(text)
     node.start()
@@ -208,6 +209,55 @@ def test_smtp_preauth_cap_per_address(capped: Node) -> None:
                              and r["listener"] == "submission")
 
 
+def test_submissions_refuses_over_the_cap_before_the_tls_handshake(capped: Node) -> None:
+    """2465 (implicit TLS, RFC 8314 §3.3): over the pre-auth cap a TCP connection is closed
+    before any TLS work, with no bytes sent (the server does not wait for a ClientHello);
+    the admitted ones are served over TLS."""
+    held = [tls(capped, "submissions", source="127.0.0.6")
+            for _ in range(CAPS["max_preauth_per_address"])]
+    try:
+        assert all(first_line(s).startswith(b"220 ") for s in held)
+        over = plain(capped, "submissions", source="127.0.0.6")
+        over.settimeout(3)
+        try:
+            assert over.recv(100) == b""  # closed at once, no handshake awaited
+        except ConnectionResetError:
+            pass
+        finally:
+            over.close()
+        other = tls(capped, "submissions", source="127.0.0.7")
+        assert first_line(other).startswith(b"220 ")
+        other.close()
+    finally:
+        for sock in held:
+            sock.close()
+    assert capped.wait_audit(lambda r: r["event"] == "connection.refused"
+                             and r["listener"] == "submissions")
+
+
+def test_submissions_failed_handshakes_give_their_slot_back(capped: Node) -> None:
+    """Connections closed before or during the TLS handshake (no hello, garbage) leave
+    the pre-auth cap: more of them than the cap, then a TLS client is still served."""
+    for garbage in (b"", b"", b"", b"EHLO x\r\n", b"\x16\x03\x01\x00\x05hello"):
+        sock = plain(capped, "submissions", source="127.0.0.8")
+        if garbage:
+            sock.sendall(garbage)
+            assert closed(sock, 5)  # the handshake failed
+        sock.close()
+
+    def served() -> bool:
+        try:
+            client = tls(capped, "submissions", source="127.0.0.8")
+        except (ssl.SSLError, OSError):  # refused: closed before the handshake
+            return False
+        try:
+            return first_line(client).startswith(b"220 ")
+        finally:
+            client.close()
+
+    wait_for(served, timeout=5)
+
+
 # --------------------------------------------------------------------------- deadlines
 
 @pytest.mark.parametrize("listener", ["imap", "imaps"])
@@ -234,6 +284,59 @@ def test_preauth_deadline_covers_a_skipped_literal(capped: Node, listener: str) 
         assert time.monotonic() - started < 6
     finally:
         sock.close()
+
+
+def noop_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """Send NOOP every 0.5 s for at most *seconds*; what the server sent and when (from
+    the start) it closed the connection, None if it did not."""
+    started, received = time.monotonic(), b""
+    while time.monotonic() - started < seconds:
+        try:
+            sock.sendall(b"NOOP\r\n")
+        except OSError:
+            return received, time.monotonic() - started
+        sock.settimeout(0.5)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return received, time.monotonic() - started
+            received += chunk
+    return received, None
+
+
+def test_smtp_preauth_deadline_despite_noops(capped: Node) -> None:
+    """smtp.preauth_timeout = 2 s from the connection: a client that never authenticates
+    but sends NOOP every 0.5 s (each resetting smtp.session_timeout) gets 421 4.4.2 and is
+    closed within ~3 s; audited smtp.timeout."""
+    sock = plain(capped, "submission", source="127.0.0.5")
+    try:
+        assert first_line(sock).startswith(b"220 ")
+        received, ended = noop_until_closed(sock, 8)
+    finally:
+        sock.close()
+    assert ended is not None and ended < 3.5, ended
+    assert received.count(b"250 ") >= 2  # the NOOPs were answered until then
+    assert re.search(rb"(?m)^421 4\.4\.2 .*timeout", received), received
+    assert capped.wait_audit(lambda r: r["event"] == "smtp.timeout"
+                             and r["reason"] == "preauth_timeout"
+                             and r["remote_addr"] == "127.0.0.5")
+
+
+def test_smtp_authenticated_session_outlives_the_preauth_deadline(capped: Node) -> None:
+    with smtplib.SMTP("127.0.0.1", capped.ports["submission"], timeout=10) as client:
+        client.starttls(context=capped.client_context())
+        client.login(ALICE, PASSWORD)
+        for _ in range(8):  # 4 s, twice the pre-auth deadline
+            assert client.noop()[0] == 250
+            time.sleep(0.5)
+        late = f"From: {ALICE}\r\nSubject: late\r\n\r\nok\r\n".encode()
+        assert client.sendmail(ALICE, [BOB], late) == {}
 
 
 # --------------------------------------------------------------------------- memory

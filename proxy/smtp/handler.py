@@ -112,6 +112,11 @@ class SmtpHandler:
         self.sessions.discard(server)
         self._emit(server.mss_session())
 
+    def on_timeout(self, server: MssSMTP, session: MssSession, reason: str) -> None:
+        log.info("timeout", session=session.id, listener=session.listener,
+                 remote=session.remote_addr, reason=reason)
+        self._emit_record(session, "smtp.timeout", Outcome.MINOR_FAILURE, reason=reason)
+
     def on_tls(self, server: MssSMTP, session: MssSession, ssl_object: Any) -> None:
         detail = {}
         if ssl_object is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 
 from mss.app import App
 from mss.committer import GroupCommitter
-from mss.limits import ListenerGuard, ProcessLimits
+from mss.limits import Admission, ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
@@ -22,6 +23,45 @@ LISTENER_KINDS: dict[str, tuple[str, bool]] = {
     "relay": ("relay", False),
 }
 TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissions)
+
+
+class _AdmitBeforeTls(asyncio.Protocol):
+    """submissions (RFC 8314 §3.3): the connection caps are checked at accept(), before
+    any TLS work, so a refused client costs no handshake (it is closed, as imaps does);
+    an admitted one gets the handshake (bounded) and then its SMTP session. Reading stays
+    paused until ``start_tls`` so that the client's hello waits in the socket."""
+
+    handshakes: set[asyncio.Task[None]] = set()  # referenced while running
+
+    def __init__(self, smtp: MssSMTP, guard: ListenerGuard, context: ssl.SSLContext) -> None:
+        self.smtp, self.guard, self.context = smtp, guard, context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        admission = self.guard.admit(peer[0] if peer else "")
+        if admission is None:
+            transport.close()
+            return
+        transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, admission))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport, admission: Admission) -> None:
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self.smtp, self.context, server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            admission.release()  # start_tls closed the transport
+            return
+        if tls is None:
+            admission.release()
+            transport.close()
+            return
+        self.smtp.admission = admission  # admitted above: connection_made does not recount
+        self.smtp.connection_made(tls)
 
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
@@ -53,6 +93,7 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                 handler, listener=name, guard=guard, budget=budget,
                 line_length_limit=cfg.line_length_limit,
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
+                preauth_timeout=cfg.preauth_timeout,
                 implicit_tls=implicit, offer_auth=mode in ("submission", "relay"),
                 hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
                 tls_context=None if implicit else context,
@@ -62,10 +103,12 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                 decode_data=False, loop=loop,
             )
 
-        server = await loop.create_server(factory, listener.host, listener.port,
-                                          ssl=context if implicit else None,
-                                          ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-                                          if implicit else None,
+        def admit_first(factory: Callable[[], MssSMTP] = factory, guard: ListenerGuard = guard,
+                        context: ssl.SSLContext = context) -> _AdmitBeforeTls:
+            return _AdmitBeforeTls(factory(), guard, context)
+
+        server = await loop.create_server(admit_first if implicit else factory,
+                                          listener.host, listener.port,
                                           reuse_address=True,
                                           reuse_port=app.config.workers > 1)
         servers.append(server)

@@ -8,7 +8,9 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   (RFC 5321 §4.5.3.1.6);
 - AUTH PLAIN/LOGIN: the password check runs off the event loop; LOGIN prompts with
   ``Username:`` / ``Password:`` (Outlook needs them);
-- a session id, an idle timeout reset per command, and a cap on bad commands;
+- a session id, an idle timeout reset per command, a deadline for the pre-auth phase
+  counted from the connection (``smtp.preauth_timeout``), ``421 4.4.2`` at either, audited
+  ``smtp.timeout``, and a cap on bad commands;
 - the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
   connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
 """
@@ -62,6 +64,7 @@ class MssSMTP(SMTP):
 
     def __init__(self, handler: Any, *, listener: str, line_length_limit: int,
                  data_timeout: float, max_errors: int, implicit_tls: bool,
+                 preauth_timeout: float = 60.0,
                  offer_auth: bool, guard: ListenerGuard | None = None,
                  budget: MemoryBudget | None = None, **kwargs: Any) -> None:
         # RFC 5321 §4.5.3.1.6: a text line is at most line_length_limit octets with its
@@ -77,6 +80,8 @@ class MssSMTP(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT - 2)
         self.listener = listener
         self.data_timeout = data_timeout
+        self.preauth_timeout = preauth_timeout
+        self._preauth_deadline: asyncio.TimerHandle | None = None
         self.max_errors = max_errors
         self.implicit_tls = implicit_tls
         self.offer_auth = offer_auth
@@ -108,13 +113,15 @@ class MssSMTP(SMTP):
             session.pending_audit = before.pending_audit
         if not upgrading:
             self.event_handler.on_connect(self, session)
+            self._preauth_deadline = self.loop.call_later(self.preauth_timeout,
+                                                          self._preauth_expired)
         if upgrading or self.implicit_tls:  # RFC 8314 §3: TLS from the first byte
             self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
 
     def _admit(self, address: str, transport: asyncio.BaseTransport) -> bool:
         """The listener's caps (mss/limits.py): over one, 421 and close (RFC 5321 §3.1
         lets a server refuse a connection with 421 at the greeting)."""
-        if self.guard is None:
+        if self.guard is None or self.admission is not None:  # none, or admitted before TLS
             return True
         self.admission = self.guard.admit(address)
         if self.admission is not None:
@@ -125,14 +132,45 @@ class MssSMTP(SMTP):
         transport.close()
         return False
 
-    def _promote(self) -> None:
-        """Once authenticated (AUTH, or a verified certificate on MX and relay) the
-        connection leaves the pre-auth caps."""
+    def _authenticated(self) -> bool:
+        """SMTP AUTH succeeded, or (MX, relay) a client certificate passed verification
+        at MAIL FROM: the notion of mss/limits.py."""
         session = self.session
-        if self.admission is not None and self.admission.preauth and \
-                isinstance(session, MssSession) and (
-                    session.authenticated or session.certificate_ok or session.relay):
+        return isinstance(session, MssSession) and bool(
+            session.authenticated or session.certificate_ok or session.relay)
+
+    def _promote(self) -> None:
+        """Once authenticated the connection leaves the pre-auth caps and deadline."""
+        if not self._authenticated():
+            return
+        if self._preauth_deadline is not None:
+            self._preauth_deadline.cancel()
+            self._preauth_deadline = None
+        if self.admission is not None and self.admission.preauth:
             self.admission.authenticated()
+
+    def _preauth_expired(self) -> None:
+        self._preauth_deadline = None
+        if not self._authenticated():
+            self._close_on_timeout("preauth_timeout", "Pre-authentication timeout")
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle (or DATA) timer: 421 and close instead of a silent close."""
+        self._close_on_timeout("data_timeout" if self.busy else "session_timeout",
+                               "Timeout")
+
+    def _close_on_timeout(self, reason: str, text: str) -> None:
+        """RFC 5321 §3.8: a server closing on a timeout should send 421 first
+        (4.4.2 bad connection, RFC 3463 §3.5); audited smtp.timeout."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(f"421 4.4.2 {self.hostname} {text}, closing connection\r\n"
+                            .encode())
+        if isinstance(self.session, MssSession):
+            self.event_handler.on_timeout(self, self.session, reason)
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
         if not self.refused:  # a refused client's bytes are dropped
@@ -392,6 +430,9 @@ class MssSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self.refused:
             return
+        if self._preauth_deadline is not None:
+            self._preauth_deadline.cancel()
+            self._preauth_deadline = None
         self._release()
         if self.admission is not None:
             self.admission.release()
