@@ -15,8 +15,10 @@ from tests.node import DOMAIN, PASSWORD, Node, free_port, make_node
 from tests.test_audit import check_audit_message
 from trustspace.pki import issue_certificate
 
-pytestmark = pytest.mark.skipif(not rsyslog.available(),
-                                reason="rsyslog with rsyslog-gnutls not installed")
+
+@pytest.fixture(scope="module", autouse=True)
+def _rsyslog_installed() -> None:
+    rsyslog.require()  # skipped locally, failed under CI (tests/peers.py)
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.node import DOMAIN, MSS, REPO, Node, env_without_config, make_node
+from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 
 REAL_LIST = (Path(__file__).resolve().parents[2] / "shared" / "data" / "liste-blanche"
@@ -113,8 +114,8 @@ def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> 
     assert [r["outcome"] for r in events][-4:] == [0, 4, 0, 8]
 
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_real_national_list_via_cli(tmp_path: Path) -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     fresh = make_node(tmp_path, with_whitelist=False)
     proc = fresh.cli("whitelist", "import", str(REAL_LIST))
     assert "6554 entries, 5002 domains" in proc.stdout

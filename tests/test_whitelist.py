@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from audit.events import Outcome
 from mss import db
+from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.registry import (
     WhitelistImportError,
@@ -63,8 +64,8 @@ def version_count(engine: Engine) -> int:
 
 # --------------------------------------------------------------------------- parser
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_real_list_counts_and_truncation(engine: Engine) -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     data = REAL_LIST.read_bytes()
     t0 = time.perf_counter()
     parsed = parse_whitelist(data)
@@ -389,8 +390,8 @@ def test_dn_listed_ignores_unparsable_dns() -> None:
     assert not wl.dn_listed("b.fr", parse_dn(DN)) and not wl.dn_listed("..", parse_dn(DN))
 
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_every_real_dn_parses_and_variants_collapse() -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     from trustspace.dn import parse_dn
 
     parsed = parse_whitelist(REAL_LIST.read_bytes())
