@@ -564,6 +564,45 @@ async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:
         server.stop()
 
 
+async def test_loopback_dns_server_skips_a_port_held_over_udp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first port number the kernel hands out is held over UDP by another process
+    (EADDRINUSE took out a whole module once): the server moves to a port free over both."""
+    import socket
+    import socketserver
+
+    import dns.asyncquery
+    import dns.message
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 0))
+    taken = held.getsockname()[1]
+    real_bind = socketserver.TCPServer.server_bind
+    calls: list[int] = []
+
+    def bind_first_to_taken(self: socketserver.TCPServer) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the kernel's first pick: the number held over UDP
+            self.server_address = ("127.0.0.1", taken)
+        real_bind(self)
+
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", bind_first_to_taken)
+    try:
+        server = DnsServer().start()
+    finally:
+        monkeypatch.undo()
+        held.close()
+    try:
+        assert server.port != taken
+        server.set("b.test", "A", ["127.0.0.3"])
+        for ask in (dns.asyncquery.udp, dns.asyncquery.tcp):
+            answer = await ask(dns.message.make_query("b.test", "A"), "127.0.0.1", timeout=2,
+                               port=server.port)
+            assert [r.to_text() for r in answer.answer[0]] == ["127.0.0.3"]
+    finally:
+        server.stop()
+
+
 def test_no_dsn_for_a_null_sender_or_for_a_report() -> None:
     from proxy.outbound.claims import Claim
     from proxy.outbound.notify import dsn_copy
