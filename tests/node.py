@@ -103,7 +103,7 @@ class Node:
         ctx = self.mx_client_context() if client_cert else self.client_context()
         return ctx.wrap_socket(sock)
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:  # imports, keys, TLS: slow when loaded
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
@@ -132,8 +132,9 @@ class Node:
         out = self.cli("audit", "list", "--json", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def wait_audit(self, predicate: object, timeout: float = 5.0) -> list[dict[str, object]]:
-        """Audit rows matching *predicate*, waiting for background commits."""
+    def wait_audit(self, predicate: object, timeout: float = 30.0) -> list[dict[str, object]]:
+        """Audit rows matching *predicate*, waiting for background commits (each poll is a
+        CLI process, seconds on a loaded machine: a 5 s bound allowed one or two polls)."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
