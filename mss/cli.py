@@ -35,6 +35,7 @@ from mss.cli_support import (
     password_hash_from_stdin,
     report,
     require_private_dir,
+    require_tls_files,
 )
 from mss.config import DEFAULT_CONFIG_NAME, load_config, render_default_config, resolve_config_path
 from mss.relay_cli import relay_app
@@ -126,6 +127,7 @@ def serve(ctx: typer.Context) -> None:
 
     config = load_config(resolve_config_path(ctx.obj.get("config") if ctx.obj else None))
     require_private_dir(config.data_dir)  # before any file is created in it
+    require_tls_files(config.tls)
     with node(ctx) as node_app:  # checks config and master key before any fork
         configure(node_app.config.log_level, node_app.config.log_file)
         workers = node_app.config.workers

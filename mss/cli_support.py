@@ -15,7 +15,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from mss.app import App, open_app
-from mss.config import ConfigError, resolve_config_path
+from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
 from mss.db import DatabaseUnusable, unusable
 from mss.store import StoreError
@@ -60,6 +60,17 @@ def require_private_dir(data_dir: Path) -> None:
     if mode & 0o077:
         fail(f"data directory {data_dir} is open to group/others (mode {mode:04o}); "
              f"run 'chmod 700 {data_dir}'")
+
+
+def require_tls_files(tls: TlsConfig) -> None:
+    """Each [tls] file readable, or one line naming its key and path."""
+    for key in ("cert_file", "key_file", "ca_file"):
+        path: Path = getattr(tls, key)
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            fail(f"tls.{key} {path}: {exc.strerror or exc}")
 
 
 @contextmanager

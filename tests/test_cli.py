@@ -276,3 +276,29 @@ def test_corrupt_database_is_one_line_for_every_command(tmp_path: Path) -> None:
     for args in commands:
         err = one_line_error(fresh.cli(*args, check=False))
         assert f"database {db_file}: file is not a database" in err, (args, err)
+
+
+# --------------------------------------------------------------------------- usage errors
+
+def test_bad_arguments_are_exit_2_and_name_the_right_thing(node: Node) -> None:
+    """Each a usage error: exit 2, one line naming the argument, the option or the key."""
+    err = one_line_error(node.cli("domain", "add", "xn--a.fr", check=False))
+    assert "'xn--a'" in err and "not a valid A-label" in err
+    assert "xn--a.fr" not in node.cli("domain", "list").stdout
+    node.cli("domain", "add", "xn--hpital-fva.fr")  # a real A-label: hôpital.fr
+    err = one_line_error(node.cli("whitelist", "check", "bad domain!", check=False))
+    assert "invalid domain 'bad domain!'" in err
+    err = one_line_error(node.cli("queue", "list", "--limit", "-1", check=False))
+    assert "'--limit'" in err
+    err = one_line_error(node.cli("audit", "list", "--until", "2026-13-45", check=False))
+    assert err == "mss: error: --until: not an ISO 8601 date or time: '2026-13-45'"
+    err = one_line_error(node.cli("audit", "list", "--since", "2026-13-45", check=False))
+    assert err.startswith("mss: error: --since: ")
+    cert = node.data_dir / "pki" / "server.crt"
+    moved = cert.with_suffix(".moved")
+    cert.rename(moved)
+    try:
+        err = one_line_error(node.cli("serve", check=False))
+        assert err == f"mss: error: tls.cert_file {cert}: No such file or directory"
+    finally:
+        moved.rename(cert)
