@@ -283,3 +283,19 @@ def test_corrupt_password_hash_row_never_reaches_the_log(fresh_node: Node) -> No
             if r["mailbox"] == f"alice@{DOMAIN}"]
     assert rows and rows[-1]["outcome"] != 0
     assert salt_and_digest not in json.dumps(fresh_node.audit())
+
+
+def test_log_redaction_of_driver_quoted_values_and_hashes() -> None:
+    from mss.logs import redact
+    from mss.passwords import hash_password, verify_password
+
+    stored = hash_password("a password")
+    line = ("OperationalError(\"(sqlite3.OperationalError) Could not decode to UTF-8 column "
+            f"'password_hash' with text '{stored}\ufffd'\") [parameters: ('alice@x.fr',)]")
+    clean = redact(line)
+    assert stored not in clean and stored.split("$")[-1] not in clean
+    assert "column 'password_hash' with text <redacted>" in clean and "alice@x.fr" in clean
+    assert redact(f"hash={stored} next") == "hash=<redacted> next"
+    for corrupt in (stored.replace("ln=14", "ln=99999999999"), stored.replace("ln=14", "ln=x"),
+                    stored.rsplit("$", 1)[0], b"bytes", 42):
+        assert verify_password("a password", corrupt) is False  # type: ignore[arg-type]
