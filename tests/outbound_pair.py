@@ -107,7 +107,8 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     subprocess.run([*MSS, "pki", "init-test", "--dir", str(pki)], check=True, cwd=REPO,
                    capture_output=True, timeout=120)
     dns = DnsServer().start()
-    mx_port = free_port("127.0.0.2")
+    # A and B listen on it, and the test peers on 127.0.0.4-7
+    mx_port = free_port("127.0.0.2", *(f"127.0.0.{n}" for n in range(3, 8)))
     for name, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
         dns.set(f"{name}.mssante.test", "MX", [f"10 mx.{name}.mssante.test."])
         dns.set(f"mx.{name}.mssante.test", "A", [host])

@@ -40,3 +40,35 @@ def test_present_peer_is_found_whatever_ci(monkeypatch: pytest.MonkeyPatch,
     assert Path(peers.require_peer("sh")).samefile(shutil.which("sh") or "")
     assert peers.require_file(tmp_path, "x") == tmp_path
     peers.require(True, "never raised")
+
+
+def test_node_start_repicks_a_listener_port_taken_meanwhile(tmp_path: Path) -> None:
+    """tests/node.py: free_port is a guess; a port another process bound since (parallel
+    test runs) makes serve exit with EADDRINUSE, and the first start picks again."""
+    import socket
+
+    from tests.node import free_port, make_node
+
+    node = make_node(tmp_path, with_whitelist=False)
+    taken = node.ports["submission"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        node.start()
+        try:
+            assert node.ports["submission"] != taken
+            with socket.create_connection(("127.0.0.1", node.ports["submission"]), 10) as c:
+                assert c.recv(3) == b"220"
+        finally:
+            node.stop()
+    port = free_port("127.0.0.1", "127.0.0.2")
+    assert _bindable_both(port)
+
+
+def _bindable_both(port: int) -> bool:
+    import socket
+
+    for host in ("127.0.0.1", "127.0.0.2"):
+        with socket.socket() as s:
+            s.bind((host, port))
+    return True
