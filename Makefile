@@ -8,7 +8,15 @@ DATA ?= var
 DEMO_DOMAIN ?= demo.mssante.fr
 DEMO_MAILBOX ?= demo@$(DEMO_DOMAIN)
 WHITELIST_DIR ?= ../shared/data/liste-blanche
-DEBIAN_TEST_PACKAGES := swaks rsyslog rsyslog-gnutls slapd ldap-utils isync postfix
+# Debian packages the tests shell out to (installed with --no-install-recommends, so what a
+# peer only recommends but the tests use is named too):
+#   swaks + libnet-ssleay-perl (swaks --tls; only recommended), libio-socket-ssl-perl,
+#   libauthen-sasl-perl (swaks AUTH mechanisms beyond PLAIN/LOGIN/CRAM);
+#   slapd (+ its /etc/ldap/schema), ldap-utils (ldapsearch); rsyslog + rsyslog-gnutls (RFC 5425);
+#   postfix; isync (mbsync) + libsasl2-modules (mbsync AuthMechs PLAIN, only recommended
+#   by libsasl2-2); openssl and ca-certificates (TLS tooling the peers load).
+DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
+	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates
 
 .PHONY: run test lint install install-test system-deps bench clean
 
@@ -35,7 +43,7 @@ system-deps:
 	    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
 	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
-	  else echo "note: not root, cannot install:$$missing (tests needing them skip)"; fi; \
+	  else echo "note: not root, cannot install:$$missing (tests needing them skip; fail under CI)"; fi; \
 	fi
 
 run: $(VENV)/.installed

@@ -27,12 +27,13 @@ from mss.cli_support import actor, fail, node
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
 
 
-def _since(value: str) -> str:
-    """ISO 8601 date or date-time -> the journal's UTC text form (sortable as text)."""
+def _since(value: str, option: str = "--since") -> str:
+    """ISO 8601 date or date-time -> the journal's UTC text form (sortable as text); an
+    error names *option*, the one the value was given for."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        fail(f"--since: not an ISO 8601 date or time: {value!r}")
+        fail(f"{option}: not an ISO 8601 date or time: {value!r}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -57,7 +58,7 @@ def _filters(mailbox: str | None, since: str | None, until: str | None, actor: s
     if event and not event.endswith(".") and event not in CATALOGUE:
         fail(f"--event: unknown event kind {event!r} (see docs/audit-events.md)")
     return {"mailbox": mailbox, "since": _since(since) if since else None,
-            "until": _since(until) if until else None, "actor": actor, "event": event,
+            "until": _since(until, "--until") if until else None, "actor": actor, "event": event,
             "outcome": outcome, "message_id": message_id, "patient": patient}
 
 
@@ -134,7 +135,7 @@ def audit_purge(
     now = datetime.now(UTC)
     with node(ctx) as app:
         days = app.config.audit.retention_days
-        cutoff = _since(before) if before else _since(
+        cutoff = _since(before, "--before") if before else _since(
             (now - timedelta(days=days)).isoformat())
         key = signing_key(app.config.audit.signing_key_file)
         try:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from audit.journal import AuditRecord, append
 from mss import crypto
 from mss.config import Config, load_config
-from mss.db import create_schema, make_engine
+from mss.db import create_schema, make_engine, unusable
 
 
 @dataclass
@@ -35,12 +36,18 @@ class App:
 
 
 def open_app(config_path: Path | str) -> App:
+    """Raises ConfigError, MasterKeyError or DatabaseUnusable (one line each)."""
     config = load_config(config_path)
     provider = crypto.FileKeyProvider(config.master_key_file)
     engine = make_engine(config.database_url)
     reader = make_engine(config.database_url, writer=False)
-    create_schema(engine)
-    keyring = crypto.Keyring(reader, provider)
-    with reader.connect() as conn:
-        keyring.verify_master(conn)
+    try:
+        create_schema(engine)
+        keyring = crypto.Keyring(reader, provider)
+        with reader.connect() as conn:
+            keyring.verify_master(conn)
+    except DBAPIError as exc:  # wrong path, not a database, corrupt pages
+        engine.dispose()
+        reader.dispose()
+        raise unusable(config.database_url, exc) from None
     return App(config, engine, reader, keyring)

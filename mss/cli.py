@@ -8,6 +8,7 @@ input: one line on stderr, exit status 2, nothing changed.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,14 +27,17 @@ from mss import crypto, store
 from mss.app import open_app
 from mss.cli_support import (
     HANDLED,
+    PRIVATE_UMASK,
     CliError,
     actor,
     fail,
     node,
     password_hash_from_stdin,
     report,
+    require_private_dir,
+    require_tls_files,
 )
-from mss.config import DEFAULT_CONFIG_NAME, render_default_config
+from mss.config import DEFAULT_CONFIG_NAME, load_config, render_default_config, resolve_config_path
 from mss.relay_cli import relay_app
 from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
@@ -83,6 +87,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
         fail(f"{data_dir} already holds keys ({key_file}); use --force to replace them "
              "(mail stored with them becomes unreadable)")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)  # an existing 0755 directory too: keys, mail and logs are inside
     if force:
         for name in ("mss.db", "mss.db-wal", "mss.db-shm"):
             (data_dir / name).unlink(missing_ok=True)
@@ -120,6 +125,9 @@ def serve(ctx: typer.Context) -> None:
     from mss.server import serve as run
     from mss.server import serve_workers
 
+    config = load_config(resolve_config_path(ctx.obj.get("config") if ctx.obj else None))
+    require_private_dir(config.data_dir)  # before any file is created in it
+    require_tls_files(config.tls)
     with node(ctx) as node_app:  # checks config and master key before any fork
         configure(node_app.config.log_level, node_app.config.log_file)
         workers = node_app.config.workers
@@ -277,6 +285,7 @@ def keys_status(ctx: typer.Context) -> None:
 # --------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
+    os.umask(PRIVATE_UMASK)  # every file and directory mss creates: owner only
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="mss", standalone_mode=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,13 +12,16 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from mss.app import App, open_app
-from mss.config import ConfigError, resolve_config_path
+from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
+from mss.db import DatabaseUnusable, unusable
 from mss.store import StoreError
 
 EXIT_ERROR = 2  # 1 is reserved for "no" answers such as 'whitelist check'
+PRIVATE_UMASK = 0o077  # files 0600, directories 0700: the data dir holds keys, mail, logs
 
 
 class CliError(Exception):
@@ -47,17 +51,42 @@ def actor() -> str:
     return f"cli:{user}"
 
 
+def require_private_dir(data_dir: Path) -> None:
+    """Refuse a data directory that group or others can read, write or enter."""
+    try:
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+    except OSError as exc:
+        fail(f"data directory {data_dir}: {exc.strerror or exc}")
+    if mode & 0o077:
+        fail(f"data directory {data_dir} is open to group/others (mode {mode:04o}); "
+             f"run 'chmod 700 {data_dir}'")
+
+
+def require_tls_files(tls: TlsConfig) -> None:
+    """Each [tls] file readable, or one line naming its key and path."""
+    for key in ("cert_file", "key_file", "ca_file"):
+        path: Path = getattr(tls, key)
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            fail(f"tls.{key} {path}: {exc.strerror or exc}")
+
+
 @contextmanager
 def node(ctx: typer.Context) -> Iterator[App]:
     config_path: Path = resolve_config_path(ctx.obj.get("config") if ctx.obj else None)
     app = open_app(config_path)
     try:
         yield app
+    except DBAPIError as exc:  # a database read or written by the command: one line too
+        raise unusable(app.config.database_url, exc) from None
     finally:
         app.close()
 
 
-HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, OSError)
+HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, DatabaseUnusable,
+           OSError)
 
 
 def report(exc: BaseException) -> NoReturn:

@@ -8,6 +8,7 @@ a commit is on disk (fsync'd) before it returns: a 250 is only sent after that.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +28,9 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    make_url,
 )
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 
@@ -349,3 +352,24 @@ def add_missing_columns(engine: Engine) -> None:
                     kind = column.type.compile(dialect=engine.dialect)
                     conn.exec_driver_sql(
                         f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
+class DatabaseUnusable(Exception):
+    """The database cannot be opened or read (wrong path, not a database, corrupt): one
+    line naming the database and the cause, for the CLI and ``mss serve``."""
+
+
+def database_name(url: str) -> str:
+    """The file of a SQLite URL, else the URL without its password."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):] or ":memory:"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def unusable(url: str, exc: DBAPIError) -> DatabaseUnusable:
+    """*exc* (raised by the driver) as one line: ``database PATH: cause``."""
+    cause = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+    name = database_name(url)
+    if url.startswith("sqlite:///") and not Path(name).parent.is_dir():
+        cause += f" (directory {Path(name).parent} does not exist)"
+    return DatabaseUnusable(f"database {name}: {cause}")

@@ -16,10 +16,14 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from mss import store
 from mss.passwords import verify_password
+
+log = structlog.get_logger("mss.login")
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,16 @@ def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
     address = login_address(login)
     mailbox = None
     if address is not None:
-        with reader.connect() as conn:
-            mailbox = store.get_mailbox(conn, address)
+        try:
+            with reader.connect() as conn:
+                mailbox = store.get_mailbox(conn, address)
+        except DBAPIError as exc:
+            # a corrupt row: the driver's message quotes the column's text (the password
+            # hash), so only the error class is logged, and the login fails
+            log.error("mailbox record unreadable", mailbox=address,
+                      error=type(exc.orig).__name__)
+            verify_password(password, None)  # same work as any other failed login
+            return LoginCheck(address, None, "mailbox record unreadable")
     hashed = mailbox.password_hash if mailbox else None
     ok = verify_password(password, hashed)  # constant work even when unknown
     if mailbox is None:

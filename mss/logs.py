@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -38,6 +39,26 @@ class _ToStructlog(logging.Handler):
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+# a column's value quoted by SQLite's decode error, and any stored password hash
+_SECRETS = (re.compile(r"(with text )'.*?'(?=[\"')\]]|$)", re.S),
+            re.compile(r"\$scrypt\$[^\s'\"]*"))
+
+
+def redact(text: str) -> str:
+    """*text* without column values quoted by the database driver or password hashes."""
+    text = _SECRETS[0].sub(r"\1<redacted>", text)
+    return _SECRETS[1].sub("<redacted>", text)
+
+
+def _redact_values(_logger: object, _name: str,
+                   event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the safety net under every log line (no secret in any)."""
+    for key, value in event.items():
+        if isinstance(value, BaseException):
+            value = repr(value)
+        if isinstance(value, str):
+            event[key] = redact(value)
+    return event
 
 
 def configure(level: str = "info", file: Path | None = None) -> None:
@@ -54,6 +75,7 @@ def configure(level: str = "info", file: Path | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_values,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -13,6 +13,7 @@ import hmac
 import os
 
 LOG2_N = 14
+MAX_LOG2_N = 20  # a stored cost above this is corrupt (and would take seconds of CPU)
 R = 8
 P = 1
 DKLEN = 32
@@ -34,8 +35,9 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str | None) -> bool:
-    """True when *password* matches *stored*; False for any malformed or missing hash."""
-    if not stored:
+    """True when *password* matches *stored*; False for any malformed or missing hash (never
+    an exception: its message could carry the stored hash into a log)."""
+    if not stored or not isinstance(stored, str):
         # Spend the same time as a real check so a missing user is not distinguishable.
         hash_password(password)
         return False
@@ -44,11 +46,14 @@ def verify_password(password: str, stored: str | None) -> bool:
         if scheme != "scrypt":
             return False
         fields = dict(item.split("=") for item in params.split(","))
-        n = 1 << int(fields["ln"])
+        log2_n = int(fields["ln"])
+        if not 1 <= log2_n <= MAX_LOG2_N:
+            return False
+        n = 1 << log2_n
         salt, expected = _unb64(salt_b64), _unb64(digest_b64)
         digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=int(fields["r"]),
                                 p=int(fields["p"]), dklen=len(expected),
                                 maxmem=64 * 1024 * 1024)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError, OverflowError, MemoryError):
         return False
     return hmac.compare_digest(digest, expected)

@@ -7,7 +7,7 @@ can be changed while it runs (``set``).
 
 from __future__ import annotations
 
-import socket
+import errno
 import socketserver
 import struct
 import threading
@@ -21,6 +21,36 @@ import dns.rdatatype
 import dns.rrset
 
 Records = dict[tuple[str, str], list[str]]  # (name, type) -> rdata texts
+BIND_TRIES = 50
+
+
+def _bind_pair(host: str, port: int, udp_handler: type[socketserver.BaseRequestHandler],
+               tcp_handler: type[socketserver.BaseRequestHandler]
+               ) -> tuple[socketserver.ThreadingUDPServer, socketserver.ThreadingTCPServer]:
+    """A TCP and a UDP server on one port number (RFC 1035 §4.2: a name server answers on
+    both). TCP is bound first on an ephemeral port, then UDP on the same number; another
+    process may hold that UDP port (EADDRINUSE), so both are closed and a new port tried."""
+    for _ in range(BIND_TRIES):
+        tcp = socketserver.ThreadingTCPServer((host, port), tcp_handler, bind_and_activate=False)
+        tcp.allow_reuse_address = True
+        try:
+            tcp.server_bind()
+            tcp.server_activate()
+            udp = socketserver.ThreadingUDPServer((host, int(tcp.server_address[1])),
+                                                  udp_handler, bind_and_activate=False)
+        except OSError:
+            tcp.server_close()
+            raise
+        try:
+            udp.server_bind()
+        except OSError as exc:
+            udp.server_close()
+            tcp.server_close()
+            if exc.errno != errno.EADDRINUSE or port:
+                raise
+            continue  # that number is taken over UDP: another ephemeral port
+        return udp, tcp
+    raise OSError(errno.EADDRINUSE, f"no port free over both UDP and TCP in {BIND_TRIES} tries")
 
 
 class DnsServer:
@@ -52,14 +82,8 @@ class DnsServer:
                 if reply:
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
-        socketserver.ThreadingUDPServer.allow_reuse_address = True
-        self.udp = socketserver.ThreadingUDPServer((host, port), Udp)
-        self.port = int(self.udp.server_address[1])
-        self.tcp = socketserver.ThreadingTCPServer((host, self.port), Tcp, bind_and_activate=False)
-        self.tcp.allow_reuse_address = True
-        self.tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.server_bind()
-        self.tcp.server_activate()
+        self.udp, self.tcp = _bind_pair(host, port, Udp, Tcp)
+        self.port = int(self.tcp.server_address[1])
         self.host = host
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True)
                         for s in (self.udp, self.tcp)]

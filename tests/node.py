@@ -30,13 +30,32 @@ REMOTE_DOMAINS = [("operator-a.mssante.fr", "CN=mx.operator-a.fr,OU=312345678,O=
 OPERATOR_A_DN = REMOTE_DOMAINS[0][1]  # the client certificate tests present on the MX
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", *also: str) -> int:
+    """A TCP port free on *host* and on every address in *also* (a port two test
+    operators both listen on); still a guess: Node.start re-picks on EADDRINUSE."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            if all(_bindable(other, port) for other in also):
+                return port
+    raise OSError(f"no TCP port free on {host} and {', '.join(also)}")
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 _CERT_LOCK = threading.Lock()
+
+
+class PortTaken(AssertionError):
+    """mss serve could not bind a listener port (EADDRINUSE)."""
 
 
 @dataclass
@@ -47,6 +66,8 @@ class Node:
     log_path: Path | None = None
     host: str = "127.0.0.1"  # listeners' address (two-operator tests use 127.0.0.2/.3)
     domain: str = DOMAIN
+    fixed_ports: frozenset[str] = frozenset()  # listeners whose port others rely on
+    started: bool = False
 
     @property
     def config(self) -> Path:
@@ -103,7 +124,31 @@ class Node:
         ctx = self.mx_client_context() if client_cert else self.client_context()
         return ctx.wrap_socket(sock)
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:  # imports, keys, TLS: slow when loaded
+        """Serve; on a first start, a listener port another process took since free_port
+        picked it (EADDRINUSE) is picked again, up to 3 times (not the fixed ones)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self.started or attempt == 2:
+                    raise
+                self._repick_ports()
+        raise AssertionError("unreachable")
+
+    def _repick_ports(self) -> None:
+        text = self.config.read_text()
+        for name in self.ports:
+            if name in self.fixed_ports:
+                continue
+            port = free_port(self.host)
+            text, count = re.subn(rf"(\[listeners\.{name}\]\nhost = \"[^\"]*\"\nport = )\d+",
+                                  rf"\g<1>{port}", text)
+            assert count == 1
+            self.ports[name] = port
+        self.config.write_text(text)
+
+    def _start(self, timeout: float) -> None:
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
@@ -113,8 +158,13 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"mss serve exited: {self.log_path.read_text()}")
+                self.process = None
+                output = self.log_path.read_text(errors="replace")
+                if b"address already in use" in self.log_path.read_bytes()[offset:]:
+                    raise PortTaken(f"mss serve exited: {output}")
+                raise AssertionError(f"mss serve exited: {output}")
             if b'"event": "ready"' in self.log_path.read_bytes()[offset:]:
+                self.started = True
                 return
             time.sleep(0.05)
         raise AssertionError("mss serve did not become ready")
@@ -132,8 +182,9 @@ class Node:
         out = self.cli("audit", "list", "--json", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def wait_audit(self, predicate: object, timeout: float = 5.0) -> list[dict[str, object]]:
-        """Audit rows matching *predicate*, waiting for background commits."""
+    def wait_audit(self, predicate: object, timeout: float = 30.0) -> list[dict[str, object]]:
+        """Audit rows matching *predicate*, waiting for background commits (each poll is a
+        CLI process, seconds on a loaded machine: a 5 s bound allowed one or two polls)."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
@@ -153,7 +204,7 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    node = Node(data_dir, host=host, domain=domain)
+    node = Node(data_dir, host=host, domain=domain, fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
         port = (ports or {}).get(name) or free_port(host)

@@ -5,6 +5,7 @@ and bench/relay.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import ssl
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mss.config import DeliveryConfig, load_config
+from proxy.outbound.backoff import retry_delay
 from tests.dnsserver import DnsServer
 from tests.node import MSS, PASSWORD, REPO, Node, free_port, make_node
 from tests.whitelist_fixtures import make_whitelist_xml
@@ -28,6 +31,45 @@ PLAIN_DOMAIN = "plain.test"  # MX on 127.0.0.4: a server without STARTTLS
 UNTRUSTED_DOMAIN = "untrusted.test"  # MX on 127.0.0.5: STARTTLS with a certificate of another CA
 REVOKED_DOMAIN = "revoked-peer.test"  # MX on 127.0.0.7: the test PKI's revoked certificate
 SUBJECTS = {s.name: s.subject for s in DEFAULT_SERVERS}
+MARGIN = 30.0  # seconds of scheduling slack on 2 shared cores (CLI polls, TLS, commits)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Upper bounds on queue events, derived from a node's configured [delivery] retry
+    schedule (proxy/outbound/backoff.py) plus MARGIN: never a guessed wall-clock bound."""
+
+    cfg: DeliveryConfig
+
+    @classmethod
+    def of(cls, node: Node) -> Schedule:
+        return cls(load_config(node.config).delivery)
+
+    def attempt(self) -> float:
+        """One attempt, failed or not: claimed within a poll, DNS (MX then A), connect."""
+        return self.cfg.poll_interval + 2 * self.cfg.dns_timeout + self.cfg.connect_timeout
+
+    def gap(self, attempts: int) -> float:
+        """Longest wait after the *attempts*-th failure: its delay plus full jitter."""
+        plain = dataclasses.replace(self.cfg, jitter=0.0)
+        return retry_delay(attempts, plain) * (1 + self.cfg.jitter)
+
+    def first_try(self) -> float:
+        """A queued row tried and settled (delivered, deferred, bounced)."""
+        return self.attempt() + MARGIN
+
+    def next_try(self, attempts: int) -> float:
+        """A row deferred *attempts* times tried again and settled."""
+        return self.gap(attempts) + self.attempt() + MARGIN
+
+    def expiry(self) -> float:
+        """A row that fails every time: all max_attempts tried, expired, DSN written."""
+        gaps = sum(self.gap(n) for n in range(1, self.cfg.max_attempts))
+        return gaps + self.cfg.max_attempts * self.attempt() + MARGIN
+
+    def reclaim(self, attempts: int) -> float:
+        """A row leased by a killed worker: the lease runs out, then tried again."""
+        return self.cfg.lease + self.next_try(attempts)
 
 
 @dataclass
@@ -40,6 +82,11 @@ class Pair:
 
     def nodes(self) -> tuple[Node, Node]:
         return self.a, self.b
+
+    @property
+    def schedule(self) -> Schedule:
+        """Node A's retry schedule (both nodes are configured alike)."""
+        return Schedule.of(self.a)
 
     def close(self, *, graceful: bool = False) -> None:
         """Stop both nodes (killed unless *graceful*) and the DNS server."""
@@ -60,7 +107,8 @@ def make_pair(base: Path, **delivery: object) -> Pair:
     subprocess.run([*MSS, "pki", "init-test", "--dir", str(pki)], check=True, cwd=REPO,
                    capture_output=True, timeout=120)
     dns = DnsServer().start()
-    mx_port = free_port("127.0.0.2")
+    # A and B listen on it, and the test peers on 127.0.0.4-7
+    mx_port = free_port("127.0.0.2", *(f"127.0.0.{n}" for n in range(3, 8)))
     for name, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
         dns.set(f"{name}.mssante.test", "MX", [f"10 mx.{name}.mssante.test."])
         dns.set(f"mx.{name}.mssante.test", "A", [host])

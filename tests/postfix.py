@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests import peers
 
 POSTFIX = "/usr/sbin/postfix"
 SENDMAIL = "/usr/sbin/sendmail"
@@ -60,16 +60,16 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 
 def skip_unless_usable() -> None:
-    """Skip (with the reason) when this machine cannot run a private Postfix."""
-    if not os.path.exists(POSTFIX):
-        pytest.skip("Postfix is not installed (Debian package 'postfix'; `make system-deps`)")
-    if os.geteuid() != 0:
-        pytest.skip("Postfix's master process needs root (CI runs the tests as root)")
+    """Skip (with the reason; fail under CI, tests/peers.py) when this machine cannot run a
+    private Postfix."""
+    peers.require_file(POSTFIX, "postfix")
+    peers.require(os.geteuid() == 0,
+                  "Postfix's master process needs root (CI runs the tests as root)")
     try:
         pwd.getpwnam("postfix")
         pwd.getpwnam(MAILBOX_USER)
     except KeyError as exc:
-        pytest.skip(f"user missing for Postfix: {exc}")
+        peers.missing(f"user missing for Postfix: {exc}")
 
 
 @dataclass

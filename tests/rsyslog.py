@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import peers
+
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 LINE = re.compile(r'^<(\d+)>1 (\S+) (\S+) (\S+) (\S+) \[meta sequenceId="(\d+)"\] (.*)$')
 
@@ -20,9 +22,17 @@ TEMPLATE = ("<%pri%>%protocol-version% %timereported:::date-rfc3339% %hostname% 
             "%msgid% %structured-data% %msg%\\n")
 
 
+GTLS_DRIVER = "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"
+
+
 def available() -> bool:
-    return Path(RSYSLOGD).exists() and Path("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"
-                                            ).exists()
+    return Path(RSYSLOGD).exists() and Path(GTLS_DRIVER).exists()
+
+
+def require() -> None:
+    """rsyslogd and its TLS driver, or skip (locally) / fail (CI): tests/peers.py."""
+    peers.require_peer("rsyslogd", "rsyslog")
+    peers.require_file(GTLS_DRIVER, "rsyslog-gnutls")
 
 
 @dataclass

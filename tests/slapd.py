@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import peers
+
 REPO = Path(__file__).resolve().parents[1]
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -23,6 +25,13 @@ PASSWORD = "secret-test-password"
 
 def available() -> bool:
     return Path(SLAPD).exists() and Path(SLAPADD).exists() and Path("/etc/ldap/schema").exists()
+
+
+def require() -> None:
+    """slapd, slapadd and the schema directory, or skip (locally) / fail (CI)."""
+    peers.require_peer("slapd", "slapd")
+    peers.require_peer("slapadd", "slapd")
+    peers.require_file("/etc/ldap/schema", "slapd")
 
 
 def schema_from_ldif(ldif: str) -> str:

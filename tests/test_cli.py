@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.node import DOMAIN, MSS, REPO, Node, env_without_config, make_node
+from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 
 REAL_LIST = (Path(__file__).resolve().parents[2] / "shared" / "data" / "liste-blanche"
@@ -113,8 +114,8 @@ def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> 
     assert [r["outcome"] for r in events][-4:] == [0, 4, 0, 8]
 
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_real_national_list_via_cli(tmp_path: Path) -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     fresh = make_node(tmp_path, with_whitelist=False)
     proc = fresh.cli("whitelist", "import", str(REAL_LIST))
     assert "6554 entries, 5002 domains" in proc.stdout
@@ -182,3 +183,122 @@ def test_audit_verify_and_export(node: Node) -> None:
         conn.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = 2")
     bad = node.cli("audit", "verify", check=False)
     assert bad.returncode == 1 and "record 2 was modified" in bad.stdout
+
+
+# --------------------------------------------------------------------------- file modes
+
+def _start_serving(node: Node, out: Path) -> subprocess.Popen[bytes]:
+    """``mss serve`` logging to logging.file (inside the data dir, created by mss itself)
+    with its stdout/stderr outside the data dir; returns once ready."""
+    import time
+
+    log = node.data_dir / "mss.log"
+    with open(out, "ab") as sink:
+        proc = subprocess.Popen([*MSS, "--config", str(node.config), "serve"], stdout=sink,
+                                stderr=sink, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, out.read_text()
+        if log.exists() and b'"event": "ready"' in log.read_bytes():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"mss serve not ready: {out.read_text()}")
+
+
+def test_init_into_an_open_dir_then_serve_creates_only_private_files(tmp_path: Path) -> None:
+    """An existing 0755 data dir: init makes it 0700; mss.db, its WAL/SHM, the log file,
+    keys and certificates are created 0600 (umask 077), directories 0700."""
+    import smtplib
+    import stat
+
+    from tests.node import PASSWORD
+
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)
+    node = make_node(tmp_path, with_whitelist=False)  # mss init into the existing dir
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    node.config.write_text(node.config.read_text().replace(
+        '[logging]\nlevel = "info"', '[logging]\nlevel = "info"\nfile = "mss.log"'))
+    proc = _start_serving(node, tmp_path / "serve.out")
+    try:
+        with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=30) as client:
+            client.starttls(context=node.client_context())
+            client.login(f"alice@{DOMAIN}", PASSWORD)
+            client.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"], b"Subject: m\r\n\r\nx\r\n")
+        names = {p.name for p in data_dir.iterdir()}
+        assert {"mss.db", "mss.db-wal", "mss.db-shm", "mss.log"} <= names, names
+        loose = {str(p.relative_to(data_dir)): oct(stat.S_IMODE(p.stat().st_mode))
+                 for p in [data_dir, *data_dir.rglob("*")]
+                 if stat.S_IMODE(p.stat().st_mode) & 0o077}
+        assert loose == {}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_serve_refuses_a_data_dir_others_can_read(tmp_path: Path) -> None:
+    fresh = make_node(tmp_path, with_whitelist=False)
+    fresh.data_dir.chmod(0o755)
+    err = one_line_error(fresh.cli("serve", check=False))
+    assert f"data directory {fresh.data_dir} is open to group/others (mode 0755)" in err
+    assert "chmod 700" in err
+    fresh.data_dir.chmod(0o750)
+    assert "(mode 0750)" in one_line_error(fresh.cli("serve", check=False))
+
+
+# --------------------------------------------------------------------------- database errors
+
+def test_wrong_database_path_is_one_line_for_every_command(tmp_path: Path) -> None:
+    fresh = make_node(tmp_path, with_whitelist=False)
+    fresh.config.write_text(fresh.config.read_text().replace(
+        'url = "sqlite:///mss.db"', 'url = "sqlite:///no-such-dir/mss.db"'))
+    wanted = f"database {fresh.data_dir / 'no-such-dir' / 'mss.db'}: unable to open database"
+    for args in (["serve"], ["domain", "list"], ["mailbox", "list"], ["audit", "list"],
+                 ["queue", "list"], ["whitelist", "check", "x.fr"], ["keys", "status"]):
+        err = one_line_error(fresh.cli(*args, check=False))
+        assert wanted in err and "does not exist" in err, (args, err)
+
+
+def test_corrupt_database_is_one_line_for_every_command(tmp_path: Path) -> None:
+    fresh = make_node(tmp_path, with_whitelist=False)
+    db_file = fresh.data_dir / "mss.db"
+    commands = (["serve"], ["domain", "list"], ["mailbox", "show", f"alice@{DOMAIN}"],
+                ["audit", "verify"], ["queue", "list"], ["whitelist", "show"])
+    with open(db_file, "r+b") as f:  # pages after the header: a malformed image
+        f.seek(4096)
+        f.write(b"\xff" * 65536)
+    for args in commands:
+        err = one_line_error(fresh.cli(*args, check=False))
+        assert f"database {db_file}: database disk image is malformed" in err, (args, err)
+    db_file.write_bytes(b"not a database at all" * 100)  # header gone too
+    for args in commands:
+        err = one_line_error(fresh.cli(*args, check=False))
+        assert f"database {db_file}: file is not a database" in err, (args, err)
+
+
+# --------------------------------------------------------------------------- usage errors
+
+def test_bad_arguments_are_exit_2_and_name_the_right_thing(node: Node) -> None:
+    """Each a usage error: exit 2, one line naming the argument, the option or the key."""
+    err = one_line_error(node.cli("domain", "add", "xn--a.fr", check=False))
+    assert "'xn--a'" in err and "not a valid A-label" in err
+    assert "xn--a.fr" not in node.cli("domain", "list").stdout
+    node.cli("domain", "add", "xn--hpital-fva.fr")  # a real A-label: hôpital.fr
+    err = one_line_error(node.cli("whitelist", "check", "bad domain!", check=False))
+    assert "invalid domain 'bad domain!'" in err
+    err = one_line_error(node.cli("queue", "list", "--limit", "-1", check=False))
+    assert "'--limit'" in err
+    err = one_line_error(node.cli("audit", "list", "--until", "2026-13-45", check=False))
+    assert err == "mss: error: --until: not an ISO 8601 date or time: '2026-13-45'"
+    err = one_line_error(node.cli("audit", "list", "--since", "2026-13-45", check=False))
+    assert err.startswith("mss: error: --since: ")
+    cert = node.data_dir / "pki" / "server.crt"
+    moved = cert.with_suffix(".moved")
+    cert.rename(moved)
+    try:
+        err = one_line_error(node.cli("serve", check=False))
+        assert err == f"mss: error: tls.cert_file {cert}: No such file or directory"
+    finally:
+        moved.rename(cert)

@@ -30,6 +30,7 @@ from tests.outbound_pair import (
     HOSPITAL_DOMAIN,
     IMPLICIT_DOMAIN,
     LOOP_DOMAIN,
+    MARGIN,
     NULL_MX_DOMAIN,
     PLAIN_DOMAIN,
     RELAYED_DOMAIN,
@@ -47,11 +48,35 @@ from tests.outbound_pair import (
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Short schedule (4 attempts, about 2.4 s of retries): rows that fail every time
+    expire within the test."""
     p = make_pair(tmp_path_factory.mktemp("pair"), max_attempts=4)
     for node in p.nodes():
         node.start()
     yield p
     p.close()
+
+
+# retries spread over about 70 s: a row deferred while B is down is still queued when a
+# test acts on it or B is back up, even when a restart takes seconds on a loaded machine
+PATIENT = {"max_attempts": 8, "retry_base": 1.0, "retry_factor": 2.0, "retry_max": 20.0}
+
+
+@pytest.fixture(scope="module")
+def patient_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    p = make_pair(tmp_path_factory.mktemp("patient"), **PATIENT)
+    for node in p.nodes():
+        node.start()
+    yield p
+    p.close()
+
+
+def still_queued(node: Node, tag: str) -> bool:
+    """The row of message *tag* neither expired nor bounced (the schedule outlasted B's
+    restart): otherwise the test could not see a retry at all."""
+    done = [r for r in node.audit() if r["event"] in ("queue.expired", "queue.bounced")
+            and tag in str(r.get("message_id", ""))]
+    return not done
 
 
 def queued_count_line(node: Node) -> str:
@@ -72,8 +97,9 @@ def test_a_to_b_and_b_to_a_over_mutual_tls(pair: Pair) -> None:
                                                       tag_ab))
     submit(b, pair.pki, [f"bob@{A_DOMAIN}"], message(f"alice@{B_DOMAIN}", f"bob@{A_DOMAIN}",
                                                       tag_ba))
-    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag_ab))
-    assert wait_for(lambda: with_tag(read_all(a, f"bob@{A_DOMAIN}"), tag_ba))
+    within = pair.schedule.first_try()
+    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag_ab), within)
+    assert wait_for(lambda: with_tag(read_all(a, f"bob@{A_DOMAIN}"), tag_ba), within)
     # B accepted A's client certificate: its DN is recorded on B's TLS audit record
     tls = [r for r in audit_events(b, "smtp.tls") if r.get("listener") == "mx"]
     assert any("O=OPERATEUR A" in json.dumps(r.get("detail")) for r in tls)
@@ -118,12 +144,14 @@ def test_recipients_of_one_message_share_one_transaction(pair: Pair) -> None:
     tag = f"group{time.time_ns()}"
     rcpts = [f"bob@{B_DOMAIN}", f"secretariat@{B_DOMAIN}", f"ghost@{B_DOMAIN}"]
     submit(a, pair.pki, rcpts, message(f"alice@{A_DOMAIN}", rcpts[0], tag))
-    assert wait_for(lambda: all(with_tag(read_all(b, r), tag) for r in rcpts[:2]))
+    assert wait_for(lambda: all(with_tag(read_all(b, r), tag) for r in rcpts[:2]),
+                    pair.schedule.first_try())
     accepted = [r for r in audit_events(b, "smtp.message.accepted")
                 if r["message_id"] == f"<{tag}@test.example>"]
     assert len(accepted) == 1 and accepted[0]["detail"]["recipients"] == 2  # type: ignore[index]
     # the refused recipient is settled on its own: bounced with B's RCPT reply
-    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpts[2])
+    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpts[2],
+                           pair.schedule.first_try())
     assert bounced and "answered RCPT TO with 550 5.1.1" in str(bounced[0]["reason"])
     delivered = {r["rcpt"] for r in audit_events(a, "queue.delivered")
                  if r["message_id"] == f"<{tag}@test.example>"}
@@ -136,7 +164,7 @@ def test_relay_to_next_hop_without_mx(pair: Pair) -> None:
     tag = f"relay{time.time_ns()}"
     rcpt = f"dr.house@{RELAYED_DOMAIN}"  # no DNS record at all: only the next hop is used
     submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
-    assert wait_for(lambda: with_tag(read_all(b, rcpt), tag))
+    assert wait_for(lambda: with_tag(read_all(b, rcpt), tag), pair.schedule.first_try())
 
 
 def test_mx_mail_for_a_relayed_domain_goes_to_its_server_with_our_certificate(
@@ -158,7 +186,7 @@ def test_mx_mail_for_a_relayed_domain_goes_to_its_server_with_our_certificate(
         rcpt = f"dr.grey@{HOSPITAL_DOMAIN}"
         tag = f"hosp{time.time_ns()}"
         submit(b, pair.pki, [rcpt], message(f"alice@{B_DOMAIN}", rcpt, tag))
-        assert wait_for(lambda: len(hospital.envelopes) == 1, 30)
+        assert wait_for(lambda: len(hospital.envelopes) == 1, pair.schedule.first_try())
     finally:
         server.stop()
     envelope = hospital.envelopes[0]
@@ -190,14 +218,14 @@ def test_sessions_to_a_peer_are_reused_and_a_closed_one_replaced(pair: Pair) -> 
                 and str(r.get("message_id", "")).strip("<>").split("@")[0] in wanted]
         return {r["session"] for r in rows} if len(rows) == len(wanted) else None
 
-    assert wait_for(lambda: sessions_for(tags) is not None, 30)
+    assert wait_for(lambda: sessions_for(tags) is not None, pair.schedule.first_try())
     used = sessions_for(tags)
     assert used is not None and 1 <= len(used) <= 4
     b.stop()
     b.start()
     late = f"reuse-late{time.time_ns()}"
     submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, late))
-    assert wait_for(lambda: with_tag(read_all(b, rcpt), late), 30)
+    assert wait_for(lambda: with_tag(read_all(b, rcpt), late), pair.schedule.first_try())
     assert not [r for r in audit_events(a, "queue.deferred")
                 if late in str(r.get("message_id", ""))]
 
@@ -226,7 +254,7 @@ def test_next_hop_refusal_sends_the_dsn_back_to_the_remote_sender(pair: Pair) ->
         def dsn_arrived() -> list[bytes]:
             return [m for m in read_all(b, sender)
                     if f"rfc822; {rcpt}".encode() in m and f"<{tag}@test.example>".encode() in m]
-        assert wait_for(dsn_arrived, 40)
+        assert wait_for(dsn_arrived, 2 * pair.schedule.first_try())  # refusal, then DSN
     finally:
         server.stop()
     dsn = dsn_arrived()[0]
@@ -252,7 +280,7 @@ def test_permanent_refusal_bounces_with_dsn_to_sender(pair: Pair) -> None:
         return [m for m in read_all(a, f"alice@{A_DOMAIN}")
                 if f"rfc822; {rcpt}".encode() in m and f"<{tag}@test.example>".encode() in m]
 
-    assert wait_for(dsns)
+    assert wait_for(dsns, pair.schedule.first_try())
     found = dsns()
     assert len(found) == 1, found
     dsn = found[0]
@@ -275,33 +303,40 @@ def test_wrong_peer_dn_is_never_delivered(pair: Pair) -> None:
     a, _ = pair.nodes()
     rcpt = f"bob@{WRONG_DN_DOMAIN}"
     submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"dn{time.time_ns()}"))
-    rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt, 20)
+    rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt,
+                        pair.schedule.first_try())
     assert rows and "is not listed for wrong-dn.test" in str(rows[0]["reason"])
     assert "OPERATEUR B" in str(rows[0]["reason"])
     # after max_attempts (4 in this module): expired, DSN to the sender, never delivered
-    expired = a.wait_audit(lambda r: r["event"] == "queue.expired" and r["rcpt"] == rcpt, 40)
+    expired = a.wait_audit(lambda r: r["event"] == "queue.expired" and r["rcpt"] == rcpt,
+                           pair.schedule.expiry())
     assert expired and not [r for r in audit_events(a, "queue.delivered") if r["rcpt"] == rcpt]
     dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {rcpt}".encode() in m]
     assert dsns and b"Status: 4.4.7" in dsns[-1]
 
 
-def test_peer_down_then_up_is_delivered_after_retry(pair: Pair) -> None:
-    a, b = pair.nodes()
+def test_peer_down_then_up_is_delivered_after_retry(patient_pair: Pair) -> None:
+    a, b = patient_pair.nodes()
+    schedule = patient_pair.schedule
     b.stop()
     tag = f"down{time.time_ns()}"
     try:
-        submit(a, pair.pki, [f"bob@{B_DOMAIN}"],
+        submit(a, patient_pair.pki, [f"bob@{B_DOMAIN}"],
                message(f"alice@{A_DOMAIN}", f"bob@{B_DOMAIN}", tag))
         deferred = a.wait_audit(lambda r: r["event"] == "queue.deferred"
-                                and r["rcpt"] == f"bob@{B_DOMAIN}", 20)
+                                and tag in str(r.get("message_id", "")), schedule.first_try())
         reason = str(deferred[-1]["reason"]) if deferred else ""
         assert deferred and ("ConnectError" in reason or "refused" in reason.lower()), deferred
     finally:
         b.start()
-    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag), 40)
+    assert still_queued(a, tag)
+    # B is back: the row is delivered at its next attempt, whichever it is
+    worst = max(schedule.next_try(n) for n in range(1, schedule.cfg.max_attempts))
+    assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag), worst)
 
 
-def test_kill_9_with_messages_queued_then_restart_delivers_all(pair: Pair) -> None:
+def test_kill_9_with_messages_queued_then_restart_delivers_all(patient_pair: Pair) -> None:
+    pair = patient_pair
     a, b = pair.nodes()
     rcpt = f"secretariat@{B_DOMAIN}"
     b.stop()
@@ -322,7 +357,9 @@ def test_kill_9_with_messages_queued_then_restart_delivers_all(pair: Pair) -> No
         stored = read_all(b, rcpt)
         return all(with_tag(stored, t) for t in tags + live)
 
-    assert wait_for(arrived, 60)
+    # rows leased by a killed worker come back after the lease, then wait their retry gap
+    worst = max(pair.schedule.reclaim(n) for n in range(1, pair.schedule.cfg.max_attempts))
+    assert wait_for(arrived, worst + len(tags + live) * pair.schedule.cfg.poll_interval)
     stored = read_all(b, rcpt)
     # queued while B was down: exactly once
     assert all(len(with_tag(stored, t)) == 1 for t in tags)
@@ -331,7 +368,7 @@ def test_kill_9_with_messages_queued_then_restart_delivers_all(pair: Pair) -> No
     duplicates = sum(len(with_tag(stored, t)) - 1 for t in live)
     assert duplicates <= 4
     # and no row is left queued
-    assert wait_for(lambda: queued_count_line(a) == "0 row(s)", 30)
+    assert wait_for(lambda: queued_count_line(a) == "0 row(s)", pair.schedule.first_try())
 
 
 def test_null_mx_bounces_and_no_mx_falls_back_to_the_a_record(pair: Pair) -> None:
@@ -339,11 +376,12 @@ def test_null_mx_bounces_and_no_mx_falls_back_to_the_a_record(pair: Pair) -> Non
     null_rcpt, implicit_rcpt = f"x@{NULL_MX_DOMAIN}", f"x@{IMPLICIT_DOMAIN}"
     submit(a, pair.pki, [null_rcpt, implicit_rcpt],
            message(f"alice@{A_DOMAIN}", null_rcpt, f"mx{time.time_ns()}"))
-    null = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == null_rcpt, 20)
+    null = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == null_rcpt,
+                        pair.schedule.first_try())
     assert null and "null MX, RFC 7505" in str(null[0]["reason"])
     # implicit MX: the A record is B, whose MX answers for itself: 550 (domain not hosted)
     implicit = a.wait_audit(lambda r: r["event"] == "queue.bounced"
-                            and r["rcpt"] == implicit_rcpt, 20)
+                            and r["rcpt"] == implicit_rcpt, pair.schedule.first_try())
     assert implicit and f"{IMPLICIT_DOMAIN}[127.0.0.3]" in str(implicit[0]["reason"])
     assert "550 5.1.1" in str(implicit[0]["reason"])
     dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {null_rcpt}".encode() in m]
@@ -354,7 +392,9 @@ def test_a_next_hop_pointing_back_here_is_a_loop_bounced_after_100_hops(pair: Pa
     a, _ = pair.nodes()
     rcpt = f"x@{LOOP_DOMAIN}"
     submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"loop{time.time_ns()}"))
-    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpt, 90)
+    hops = 101 * pair.schedule.attempt()  # each hop is one first try at A's own MX
+    bounced = a.wait_audit(lambda r: r["event"] == "queue.bounced" and r["rcpt"] == rcpt,
+                           hops + MARGIN)
     assert bounced and "mail loop: 101 Received headers" in str(bounced[0]["reason"])
     dsns = [m for m in read_all(a, f"alice@{A_DOMAIN}") if f"rfc822; {rcpt}".encode() in m]
     assert len(dsns) == 1 and b"Status: 5.4.6" in dsns[0]
@@ -407,13 +447,16 @@ def test_no_starttls_or_untrusted_certificate_never_sends(pair: Pair) -> None:
     try:
         rcpts = [f"x@{PLAIN_DOMAIN}", f"x@{UNTRUSTED_DOMAIN}"]
         submit(a, pair.pki, rcpts, message(f"alice@{A_DOMAIN}", rcpts[0], f"tls{time.time_ns()}"))
-        no_tls = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[0])
+        first = pair.schedule.first_try()
+        no_tls = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[0],
+                              first)
         assert no_tls and "does not offer STARTTLS" in str(no_tls[0]["reason"])
-        bad = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[1])
+        bad = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpts[1],
+                           first)
         assert bad and "certificate not trusted" in str(bad[0]["reason"])
         for rcpt in rcpts:  # each recipient expires on its own
             assert a.wait_audit(lambda r, rcpt=rcpt: r["event"] == "queue.expired"
-                                and r["rcpt"] == rcpt, 40), rcpt
+                                and r["rcpt"] == rcpt, pair.schedule.expiry()), rcpt
     finally:
         for server in servers:
             server.stop()
@@ -435,7 +478,8 @@ def test_revoked_peer_certificate_never_gets_mail(pair: Pair) -> None:
     try:
         rcpt = f"x@{REVOKED_DOMAIN}"
         submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"rv{time.time_ns()}"))
-        rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt)
+        rows = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt,
+                            pair.schedule.first_try())
         assert rows and "refused: revoked:" in str(rows[0]["reason"])
         assert SUBJECTS["revoked"].split(",")[0] in str(rows[0]["reason"])
     finally:
@@ -457,7 +501,9 @@ def test_two_serving_workers_share_the_queue_without_double_sending(tmp_path: Pa
         tags = [f"w2x{i}x{time.time_ns()}" for i in range(30)]
         for tag in tags:
             submit(a, p.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
-        assert wait_for(lambda: len(audit_events(a, "queue.delivered")) >= 30, 60)
+        # 30 rows in batches of 3: each batch one first try
+        assert wait_for(lambda: len(audit_events(a, "queue.delivered")) >= 30,
+                        10 * p.schedule.attempt() + MARGIN)
         stored = read_all(b, rcpt)
         assert all(len(with_tag(stored, t)) == 1 for t in tags)
         delivered = audit_events(a, "queue.delivered")
@@ -487,14 +533,18 @@ def test_delivery_config_errors_name_the_key(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- CLI
 
-def test_queue_cli_retry_bounce_purge(pair: Pair, tmp_path: Path) -> None:
+def test_queue_cli_retry_bounce_purge(patient_pair: Pair, tmp_path: Path) -> None:
+    pair = patient_pair  # the row must still be queued when the worker is stopped
     a, b = pair.nodes()
     b.stop()
     try:
         rcpt = f"bob@{B_DOMAIN}"
-        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, f"cli{time.time_ns()}"))
-        row = a.wait_audit(lambda r: r["event"] == "queue.deferred" and r["rcpt"] == rcpt, 20)
+        tag = f"cli{time.time_ns()}"
+        submit(a, pair.pki, [rcpt], message(f"alice@{A_DOMAIN}", rcpt, tag))
+        row = a.wait_audit(lambda r: r["event"] == "queue.deferred"
+                           and tag in str(r.get("message_id", "")), pair.schedule.first_try())
         a.stop()  # no worker: the CLI alone acts on the queue (deterministic states)
+        assert still_queued(a, tag)
         queue_id = str(row[-1]["detail"]["queue_id"])  # type: ignore[index]
         assert queue_id[:16] in a.cli("queue", "list", "--status", "queued").stdout
         assert "1 row(s) due now" in a.cli("queue", "retry", queue_id).stdout
@@ -589,6 +639,45 @@ async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:
         missing = await dns.asyncquery.udp(dns.message.make_query("c.test", "A"), "127.0.0.1",
                                            timeout=2, port=server.port)
         assert missing.rcode() == dns.rcode.NXDOMAIN
+    finally:
+        server.stop()
+
+
+async def test_loopback_dns_server_skips_a_port_held_over_udp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first port number the kernel hands out is held over UDP by another process
+    (EADDRINUSE took out a whole module once): the server moves to a port free over both."""
+    import socket
+    import socketserver
+
+    import dns.asyncquery
+    import dns.message
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 0))
+    taken = held.getsockname()[1]
+    real_bind = socketserver.TCPServer.server_bind
+    calls: list[int] = []
+
+    def bind_first_to_taken(self: socketserver.TCPServer) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the kernel's first pick: the number held over UDP
+            self.server_address = ("127.0.0.1", taken)
+        real_bind(self)
+
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", bind_first_to_taken)
+    try:
+        server = DnsServer().start()
+    finally:
+        monkeypatch.undo()
+        held.close()
+    try:
+        assert server.port != taken
+        server.set("b.test", "A", ["127.0.0.3"])
+        for ask in (dns.asyncquery.udp, dns.asyncquery.tcp):
+            answer = await ask(dns.message.make_query("b.test", "A"), "127.0.0.1", timeout=2,
+                               port=server.port)
+            assert [r.to_text() for r in answer.answer[0]] == ["127.0.0.3"]
     finally:
         server.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from tests import peers
 from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
 
 ALICE = f"alice@{DOMAIN}"
@@ -188,8 +188,12 @@ async def test_aiosmtplib_submission(running_node: Node) -> None:
     assert errors == {} and reply.startswith("2.0.0 OK")
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
 def test_swaks_submission_and_mx(running_node: Node) -> None:
+    swaks = peers.require_peer("swaks")
+    # swaks only recommends its TLS module (Makefile DEBIAN_TEST_PACKAGES: libnet-ssleay-perl)
+    support = subprocess.run([swaks, "--support"], capture_output=True, text=True, timeout=30)
+    peers.require("TLS not available" not in support.stdout + support.stderr,
+                  "swaks without TLS (Debian package 'libnet-ssleay-perl'; `make system-deps`)")
     before = inbox_count(running_node, BOB)
     out = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(running_node.ports["submission"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import smtplib
 import threading
@@ -244,3 +245,57 @@ def test_disabled_mailbox_cannot_login_or_receive(fresh_node: Node) -> None:
     rows = fresh_node.wait_audit(lambda r: r["event"] == "smtp.auth" and r["outcome"] == 8)
     assert rows and rows[-1]["reason"] == "mailbox disabled"
     fresh_node.stop()
+
+
+def test_corrupt_password_hash_row_never_reaches_the_log(fresh_node: Node) -> None:
+    """A mailboxes row whose password_hash is not valid UTF-8 (a corrupt page, a bad
+    restore): SQLite's decode error quotes the column's text, so it must never be logged;
+    the login fails like a wrong password (535 / NO) and the server goes on."""
+    import imaplib
+    import sqlite3
+
+    db_file = fresh_node.data_dir / "mss.db"
+    with sqlite3.connect(db_file) as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM mailboxes WHERE address = ?",
+                                 (f"alice@{DOMAIN}",)).fetchone()
+        corrupt = stored.encode() + b"\xff\xfe"
+        conn.execute("UPDATE mailboxes SET password_hash = CAST(? AS TEXT) WHERE address = ?",
+                     (corrupt, f"alice@{DOMAIN}"))
+    fresh_node.start()
+    with smtplib.SMTP("127.0.0.1", fresh_node.ports["submission"], timeout=30) as client:
+        client.starttls(context=fresh_node.client_context())
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login(f"alice@{DOMAIN}", PASSWORD)
+        assert refused.value.smtp_code == 535
+    with imaplib.IMAP4_SSL("127.0.0.1", fresh_node.ports["imaps"],
+                           ssl_context=fresh_node.client_context(), timeout=30) as imap, \
+            pytest.raises(imaplib.IMAP4.error):
+        imap.login(f"alice@{DOMAIN}", PASSWORD)
+    with smtplib.SMTP("127.0.0.1", fresh_node.ports["submission"], timeout=30) as client:
+        client.starttls(context=fresh_node.client_context())
+        client.login(f"bob@{DOMAIN}", PASSWORD)  # the server is fine for everyone else
+    fresh_node.stop()
+    assert fresh_node.log_path is not None
+    log = fresh_node.log_path.read_text(errors="replace")
+    salt_and_digest = stored.split("$", 3)[3]
+    assert salt_and_digest not in log and "$scrypt$" not in log
+    rows = [r for r in fresh_node.audit("--event", "smtp.auth")
+            if r["mailbox"] == f"alice@{DOMAIN}"]
+    assert rows and rows[-1]["outcome"] != 0
+    assert salt_and_digest not in json.dumps(fresh_node.audit())
+
+
+def test_log_redaction_of_driver_quoted_values_and_hashes() -> None:
+    from mss.logs import redact
+    from mss.passwords import hash_password, verify_password
+
+    stored = hash_password("a password")
+    line = ("OperationalError(\"(sqlite3.OperationalError) Could not decode to UTF-8 column "
+            f"'password_hash' with text '{stored}\ufffd'\") [parameters: ('alice@x.fr',)]")
+    clean = redact(line)
+    assert stored not in clean and stored.split("$")[-1] not in clean
+    assert "column 'password_hash' with text <redacted>" in clean and "alice@x.fr" in clean
+    assert redact(f"hash={stored} next") == "hash=<redacted> next"
+    for corrupt in (stored.replace("ln=14", "ln=99999999999"), stored.replace("ln=14", "ln=x"),
+                    stored.rsplit("$", 1)[0], b"bytes", 42):
+        assert verify_password("a password", corrupt) is False  # type: ignore[arg-type]

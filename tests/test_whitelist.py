@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from audit.events import Outcome
 from mss import db
+from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.registry import (
     WhitelistImportError,
@@ -63,8 +64,8 @@ def version_count(engine: Engine) -> int:
 
 # --------------------------------------------------------------------------- parser
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_real_list_counts_and_truncation(engine: Engine) -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     data = REAL_LIST.read_bytes()
     t0 = time.perf_counter()
     parsed = parse_whitelist(data)
@@ -379,18 +380,48 @@ def test_dn_comparison_ignores_order_spacing_and_case() -> None:
             parse_dn(bad)
 
 
+def test_dn_comparison_is_by_rdn_sequence_multi_valued_rdns_as_sets() -> None:
+    """RFC 4514 §2.1 / X.501: an RDN sequence, in order (or wholly reversed: X.500 order);
+    only the AVAs of one multi-valued RDN compare as a set."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from trustspace.dn import canonical_name, parse_dn
+
+    listed = parse_dn("CN=mx.op.fr,OU=312345678,O=Op,C=FR")
+    assert parse_dn("CN=mx.op.fr+OU=312345678,O=Op,C=FR") != listed  # CN and OU in one RDN
+    assert parse_dn("OU=312345678,CN=mx.op.fr,O=Op,C=FR") != listed  # RDNs out of order
+    assert parse_dn("C=FR,O=Op,OU=312345678,CN=mx.op.fr") == listed  # wholly reversed
+    assert parse_dn("OU=1+CN=x,O=Op") == parse_dn("CN=x+OU=1,O=Op")  # AVAs: a set
+    wl = Whitelist(1, parse_whitelist(make_whitelist_xml(
+        [("op.fr", "CN=mx.op.fr,OU=312345678,O=Op,C=FR")])).entries)
+    merged = x509.Name([
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "FR")]),
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Op")]),
+        x509.RelativeDistinguishedName([
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "312345678"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "mx.op.fr")])])
+    assert not wl.dn_listed("op.fr", canonical_name(merged))
+    proper = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Op"),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "312345678"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, "mx.op.fr")])
+    assert wl.dn_listed("op.fr", canonical_name(proper))
+    assert canonical_name(merged) == parse_dn(merged.rfc4514_string())
+
+
 def test_dn_listed_ignores_unparsable_dns() -> None:
     from trustspace.dn import parse_dn
 
     wl = Whitelist(1, parse_whitelist(make_whitelist_xml(
         [("a.fr", "not a dn"), ("a.fr", DN)])).entries)
     assert wl.dn_listed("A.FR.", parse_dn(DN))
-    assert not wl.dn_listed("a.fr", frozenset())  # an empty subject never matches
+    assert not wl.dn_listed("a.fr", ())  # an empty subject never matches
     assert not wl.dn_listed("b.fr", parse_dn(DN)) and not wl.dn_listed("..", parse_dn(DN))
 
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="national whitelist not available")
 def test_every_real_dn_parses_and_variants_collapse() -> None:
+    require_file(REAL_LIST, source="../shared/data (the national whitelist)")
     from trustspace.dn import parse_dn
 
     parsed = parse_whitelist(REAL_LIST.read_bytes())

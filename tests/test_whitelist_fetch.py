@@ -16,6 +16,7 @@ import pytest
 
 from mss.config import ConfigError, parse_config
 from tests.node import Node, make_node, wait_for
+from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.fetch import WhitelistFetchError, parse_checksum, redact
 
@@ -205,9 +206,9 @@ def test_serve_refreshes_periodically(tmp_path: Path, agency: tuple[Published, s
     assert "whitelist fetched" in (node.log_path.read_text() if node.log_path else "")
 
 
-@pytest.mark.skipif(not REAL_LIST.exists(), reason="the published list is not in ../shared")
 def test_real_list_over_http_with_checksum(node: Node, agency: tuple[Published, str]) -> None:
     published, base = agency
+    require_file(REAL_LIST, source="../shared/data (the published list)")
     data = REAL_LIST.read_bytes()
     published.publish("/listeblanche.xml", data)
     published.publish("/listeblanche.xml.sha256", hashlib.sha256(data).hexdigest().encode())

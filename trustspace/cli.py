@@ -15,6 +15,7 @@ from trustspace.registry import (
     import_whitelist,
     load_active,
 )
+from trustspace.whitelist import normalize_domain
 
 whitelist_app = typer.Typer(no_args_is_help=True, help="The national whitelist (liste blanche).")
 
@@ -112,7 +113,12 @@ def whitelist_show(ctx: typer.Context) -> None:
 
 @whitelist_app.command("check")
 def whitelist_check(ctx: typer.Context, domain: str) -> None:
-    """Exit 0 when DOMAIN is whitelisted, 1 when not; prints the operator DNs."""
+    """Exit 0 when DOMAIN is whitelisted, 1 when not (2: not a domain name); prints the
+    operator DNs."""
+    try:
+        normalize_domain(domain)
+    except ValueError as exc:  # a usage error, not a "no" answer
+        fail(f"invalid domain {domain!r}: {exc}")
     with node(ctx) as app, app.reader.connect() as conn:
         whitelist = load_active(conn)
     if whitelist.is_whitelisted(domain):

@@ -1,10 +1,14 @@
 """Distinguished names compared as parsed values, never as strings (RFC 4514, RFC 4518).
 
 The whitelist writes operator DNs as RFC 4514 strings, with variations in attribute order,
-spacing and case for the same certificate. A DN is reduced to the set of its (attribute,
-value) pairs: attribute types mapped to one name (OIDs and aliases such as S for ST), values
-unescaped (RFC 4514 §3), Unicode-normalised (NFKC), case-folded and with inner spaces
-collapsed (the spirit of RFC 4518's caseIgnoreMatch preparation).
+spacing and case for the same certificate. A DN is reduced to the sequence of its RDNs
+(RFC 4514 §2.1; X.501: two DNs match when their RDN sequences match in order); each RDN is
+the *set* of its (attribute, value) pairs, so only the AVAs of one multi-valued RDN
+("CN=x+OU=y") compare as a set: "CN=x+OU=y,O=z" is not "CN=x,OU=y,O=z". Attribute types are
+mapped to one name (OIDs and aliases such as S for ST), values unescaped (RFC 4514 §3),
+Unicode-normalised (NFKC), case-folded and with inner spaces collapsed (the spirit of RFC
+4518's caseIgnoreMatch preparation). A sequence and its reverse are one DN: RFC 4514 strings
+list the RDNs last-first, some publishers write them in X.500 (first-first) order.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import unicodedata
 
 from cryptography import x509
 
-CanonicalDN = frozenset[tuple[str, str]]
+RDN = tuple[tuple[str, str], ...]  # the AVAs of one RDN, sorted: compared as a set
+CanonicalDN = tuple[RDN, ...]  # the RDN sequence, oriented one fixed way (see _oriented)
 
 _TYPES = {
     "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "S": "ST",
@@ -83,25 +88,36 @@ def _value(text: str) -> str:
     return _SPACES.sub(" ", value).strip().casefold()
 
 
+def _oriented(rdns: list[RDN]) -> CanonicalDN:
+    """One of the two orientations, the same for a sequence and its reverse."""
+    forward, backward = tuple(rdns), tuple(reversed(rdns))
+    return min(forward, backward)
+
+
 def parse_dn(text: str) -> CanonicalDN:
-    pairs = set()
+    rdns: list[RDN] = []
     for rdn in _split(text.strip(), ","):
         if not rdn.strip():
             raise DNError(f"empty RDN in {text!r}")
+        avas = set()
         for ava in _split(rdn, "+"):
             name, sep, value = ava.partition("=")
             if not sep or not name.strip():
                 raise DNError(f"not type=value: {ava.strip()!r}")
-            pairs.add((_attribute_type(name), _value(_unescape(value.strip()))))
-    return frozenset(pairs)
+            avas.add((_attribute_type(name), _value(_unescape(value.strip()))))
+        rdns.append(tuple(sorted(avas)))
+    return _oriented(rdns)
 
 
 def canonical_name(name: x509.Name) -> CanonicalDN:
-    """A certificate subject in the same canonical form."""
-    pairs = set()
-    for attribute in name:
-        oid = attribute.oid.dotted_string
-        value = attribute.value if isinstance(attribute.value, str) else \
-            attribute.value.decode("utf-8", "replace")
-        pairs.add((_TYPES.get(oid, oid), _value(value)))
-    return frozenset(pairs)
+    """A certificate subject (its RDNs in ASN.1 order) in the same canonical form."""
+    rdns: list[RDN] = []
+    for rdn in name.rdns:
+        avas = set()
+        for attribute in rdn:
+            oid = attribute.oid.dotted_string
+            value = attribute.value if isinstance(attribute.value, str) else \
+                attribute.value.decode("utf-8", "replace")
+            avas.add((_TYPES.get(oid, oid), _value(value)))
+        rdns.append(tuple(sorted(avas)))
+    return _oriented(rdns)

@@ -124,5 +124,9 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(str(cert_file), str(key_file))
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:  # the paths: the bare error names neither
+        raise OSError(f"TLS certificate {cert_file} / key {key_file}: "
+                      f"{exc.strerror or exc}") from None
     return ctx

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,21 @@ def _show(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _check_a_label(label: str) -> None:
+    """RFC 5890 §2.3.2.1: an ``xn--`` label must be the Punycode (RFC 3492) of a U-label:
+    it decodes, to non-ASCII letters, marks, digits and hyphens, and encodes back to itself."""
+    try:
+        u_label = label[4:].encode("ascii").decode("punycode")
+    except UnicodeError:
+        u_label = ""
+    valid = (u_label and not u_label.isascii()
+             and u_label.encode("punycode").decode("ascii") == label[4:]
+             and all(c == "-" or unicodedata.category(c)[0] in "LMN" for c in u_label))
+    if not valid:
+        raise ValueError(f"label {_show(label)} is not a valid A-label (RFC 5890: Punycode "
+                         "of a Unicode label)")
+
+
 def normalize_domain(name: str) -> str:
     """Lower-case ASCII (IDNA) form of *name* without its trailing dot; ValueError if invalid.
 
@@ -72,6 +88,8 @@ def normalize_domain(name: str) -> str:
         if not _LABEL.fullmatch(label):
             raise ValueError(f"invalid label {_show(label)} (letters, digits and inner "
                              "hyphens only)")
+        if label.startswith("xn--"):
+            _check_a_label(label)
         labels.append(label)
     result = ".".join(labels)
     if len(result) > 253:

@@ -42,7 +42,8 @@ def _row(conn: Any, queue_id: str) -> dict[str, Any]:
 def queue_list(ctx: typer.Context,
                status: Annotated[str | None, typer.Option(
                    "--status", help="queued, delivered, bounced or expired.")] = None,
-               limit: Annotated[int, typer.Option("--limit")] = 200) -> None:
+               limit: Annotated[int, typer.Option("--limit", min=1,
+                                                  help="Rows shown at most.")] = 200) -> None:
     """Queue rows, oldest first: id, status, recipient, attempts, next attempt, last error."""
     from rich.console import Console
     from rich.table import Table
