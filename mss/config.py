@@ -174,7 +174,7 @@ class DeliveryConfig:
     jitter: float = 0.2  # +/- this fraction of each wait, at random
     max_age: float = 172800.0  # a message not delivered after this is expired (DSN)
     lease: float = 900.0  # a claimed row is reclaimed by any worker after this
-    poll_interval: float = 1.0
+    poll_interval: float = 30.0  # safety poll: commits wake the worker (mss/changes.py)
     batch: int = 50  # rows claimed at once
     max_concurrency: int = 20  # deliveries in flight per worker process
     max_per_destination: int = 4  # of which to one destination domain
@@ -209,7 +209,7 @@ class ImapConfig:
     max_line_length: int = 65536  # one command line (literals excluded)
     max_literal_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889)
     max_errors: int = 20  # BAD replies before the connection is closed
-    idle_poll: float = 0.5  # IDLE also re-reads the folder this often (other processes)
+    idle_poll: float = 30.0  # IDLE's safety poll: commits wake it (mss/changes.py)
     login_failures: int = 5  # failed logins of a user or from an address ...
     login_window: float = 900.0  # ... within this many seconds ...
     login_lockout: float = 300.0  # ... refuse further logins for this long
@@ -228,6 +228,7 @@ class Config:
     log_level: str = "info"
     log_file: Path | None = None
     workers: int = 1
+    change_poll: float = 0.2  # seconds between reads of the change counter (mss/changes.py)
     audit: AuditConfig = field(default_factory=AuditConfig)
     directory: DirectoryConfig | None = None
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -324,6 +325,8 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         url = "sqlite:///" + str(path_of(url[len("sqlite:///"):]))
     elif not url.startswith(("sqlite:", "postgresql")):
         raise ConfigError(f"config: database.url: unsupported scheme in {url!r}")
+    change_poll = _get(db, "change_poll", "database", float, 0.2)
+    _positive(change_poll, "database.change_poll")
 
     keys = _table(raw, "keys")
     master_key_file = path_of(_get(keys, "master_key_file", "keys", str, "keys/master.key"))
@@ -406,6 +409,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         directory=_directory_config(raw.get("directory"), path_of),
         audit=audit,
         workers=workers,
+        change_poll=change_poll,
         path=cfg_path,
         data_dir=data_dir,
         database_url=url,

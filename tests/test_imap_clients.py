@@ -14,12 +14,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -338,6 +339,64 @@ def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> Non
     assert raw.line() == b"i OK IDLE terminated"
     raw.close()
     other.logout()
+
+
+def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
+    """Commit a delivery to *address*'s INBOX from the test process (another process than
+    any of the node's: only the database tells the node about it)."""
+    from audit.journal import AuditRecord
+    from mss import store
+    from mss.app import open_app
+
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+        copy = store.seal_local(app.keyring, mailbox.id, address, data)
+        record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
+                             detail={"store_id": copy.message_id, "size": copy.size})
+        with app.engine.begin() as conn:
+            store.write_delivery(conn, store.Delivery(mail_from=ALICE, local=[copy], queued=[],
+                                                      audit=[record], header_message_id=None))
+    finally:
+        app.close()
+
+
+def test_idle_sees_other_processes_commits_without_polling(tmp_path: Path) -> None:
+    """Issue 20 #9: IDLE is woken by the commit (the process's change watcher for commits
+    of other processes), not by re-reading the folder: with workers = 2 and the per-session
+    safety poll at 30 s, every delivery (SMTP to either worker, or a commit of another
+    process) is reported within a second."""
+    node = make_node(tmp_path, extra_config="\n[imap]\nidle_poll = 30.0\n")
+    node.config.write_text(node.config.read_text().replace(
+        'data_dir = "."', 'data_dir = "."\nworkers = 2'))
+    node.start()
+    try:
+        assert node.log_path is not None
+        assert wait_for(lambda: node.log_path is not None  # type: ignore[union-attr]
+                        and node.log_path.read_text().count('"event": "ready"') == 2, 15)
+        raw = Raw(node)
+        raw.login()
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until(b"s")
+        raw.send(b"i IDLE\r\n")
+        assert raw.line() == b"+ idling"
+        delays = []
+        for i in range(5):  # new SMTP connections: SO_REUSEPORT spreads them over both
+            if i == 4:
+                _deliver_from_this_process(node, BOB, message("from elsewhere"))
+            else:
+                submit(node, message(f"idle {i}"))
+            committed = time.monotonic()  # the 250 (or the commit) came back
+            while (line := raw.line()) != b"* %d EXISTS" % (i + 1):
+                assert line.endswith(b" RECENT"), line
+            delays.append(time.monotonic() - committed)
+        assert max(delays) < 1.0, delays
+        raw.send(b"DONE\r\n")
+        assert raw.line() == b"i OK IDLE terminated"
+        raw.close()
+    finally:
+        node.stop()
 
 
 def test_commands_pipelined_after_done(running_node: Node) -> None:

@@ -412,7 +412,11 @@ class Session:
         return b"%d FETCH (" % seq + b" ".join(parts) + b")"
 
     async def idle(self, tag: str) -> None:
-        """RFC 2177: report changes as they happen until the client sends DONE."""
+        """RFC 2177: report changes as they happen until the client sends DONE.
+
+        The session sleeps until its folder's watch is signalled (a commit of this process,
+        or the process's change watcher seeing another's) or the safety poll
+        (imap.idle_poll) runs out: an idle session costs nothing while nothing changes."""
         self.send(b"+ idling\r\n")
         await self.flush()
         watch = self.selected.watch if self.selected else None

@@ -78,7 +78,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
     if folder is None or snap is None:
         raise No("No such mailbox", "NONEXISTENT")
     keywords = set(snap.keywords)
-    watch = s.ctx.notifier.watch(target.owner.id)
+    watch = s.ctx.notifier.watch(target.owner.id, folder.id, target.delegated)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
                           folder.highestmodseq, watch, name, keywords=keywords)
     s.state = SELECTED
