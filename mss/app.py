@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from audit.journal import AuditRecord, append
-from mss import crypto
+from mss import crypto, folder_names
 from mss.config import Config, load_config
 from mss.db import create_schema, make_engine
 
@@ -43,4 +43,5 @@ def open_app(config_path: Path | str) -> App:
     keyring = crypto.Keyring(reader, provider)
     with reader.connect() as conn:
         keyring.verify_master(conn)
+    folder_names.migrate(engine, keyring)  # names written in clear by older versions
     return App(config, engine, reader, keyring)

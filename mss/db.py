@@ -81,12 +81,15 @@ folders = Table(
     "folders", metadata,
     Column("id", Integer, primary_key=True),
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    # a default folder's name in clear, else a keyed lookup value; name_sealed: the name
+    # AES-GCM under the mailbox key (mss/folder_names.py)
     Column("name", String(255), nullable=False),
     Column("special_use", String(16)),
     Column("uidvalidity", Integer, nullable=False),
     Column("uidnext", Integer, nullable=False, default=1),
     Column("highestmodseq", Integer, nullable=False, default=1),
     Column("subscribed", Boolean, nullable=False, default=True),
+    Column("name_sealed", LargeBinary),  # added by add_missing_columns on older databases
     UniqueConstraint("mailbox_id", "name"),
 )
 

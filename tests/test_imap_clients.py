@@ -245,6 +245,90 @@ def test_utf7_folder_names(bob: imaplib.IMAP4_SSL) -> None:
         bob.create('"bad &Jjo!"')
 
 
+# --------------------------------------------------------------------------- folder names at rest
+
+def _raw_database(node: Node) -> bytes:
+    """The database file and its WAL, as bytes on disk."""
+    return b"".join(p.read_bytes() for p in node.data_dir.glob("mss.db*") if p.is_file())
+
+
+def _shipped(node: Node) -> bytes:
+    """What audit shipping would send for every record (RFC 5424 + DICOM XML)."""
+    from audit.dicom import audit_source
+    from audit.shipper import syslog_message
+    from mss.config import load_config
+
+    source = audit_source(load_config(node.config))
+    return b"".join(syslog_message(dict(r), source, "1") for r in node.audit())
+
+
+def _listed(m: imaplib.IMAP4, pattern: str) -> set[str]:
+    typ, data = m.list('""', pattern)
+    assert typ == "OK"
+    return {imapclient.imap_utf7.decode(re.sub(rb'^\(.*?\) "/" ', b"", line).strip(b'"'))
+            for line in data if isinstance(line, bytes)}
+
+
+def test_folder_names_are_encrypted_at_rest_and_never_audited(running_node: Node) -> None:
+    """Issue 20 point 2: users name folders after patients; the name is content. CREATE,
+    LIST (patterns matched after decryption), SELECT, APPEND, COPY, MOVE, RENAME and DELETE
+    work, and neither the database file nor the audit trail nor what shipping sends holds
+    the name."""
+    m = imaps(running_node)
+    assert m.create('"Dupont Jean"')[0] == "OK"
+    assert m.create('"Patients/Dupont Marie"')[0] == "OK"  # and its superior "Patients"
+    assert m.create('"Dupont Jean"')[0] == "NO"  # the keyed lookup keeps names unique
+    assert _listed(m, "*Dupont*") == {"Dupont Jean", "Patients/Dupont Marie"}
+    assert _listed(m, "Patients/%") == {"Patients/Dupont Marie"}
+    assert m.append('"Dupont Jean"', None, None, message("compte rendu"))[0] == "OK"
+    typ, data = m.select('"Dupont Jean"')
+    assert typ == "OK" and data == [b"1"]
+    assert m.copy("1", '"Patients/Dupont Marie"')[0] == "OK"
+    assert m._simple_command("MOVE", "1", '"Patients/Dupont Marie"')[0] == "OK"
+    m.close()
+    assert m.status('"Patients/Dupont Marie"', "(MESSAGES)")[1] == [
+        b'"Patients/Dupont Marie" (MESSAGES 2)']
+    assert m.rename("Patients", '"Dupont Dossiers"')[0] == "OK"  # with its inferior
+    assert _listed(m, "Dupont*") == {"Dupont Jean", "Dupont Dossiers",
+                                     "Dupont Dossiers/Dupont Marie"}
+    typ, data = m.select('"Dupont Dossiers/Dupont Marie"')
+    assert typ == "OK" and data == [b"2"]
+    m.close()
+    assert m.delete('"Dupont Jean"')[0] == "OK"
+    assert _listed(m, '"Dupont Jean"') == set()
+    m.logout()
+    for event in ("imap.folder.create", "imap.folder.rename", "imap.folder.delete",
+                  "imap.move", "imap.select"):
+        rows = running_node.audit("--event", event)
+        assert rows and all("folder_id" in r["detail"] for r in rows  # type: ignore[operator]
+                            if r["mailbox"] == BOB)
+    assert b"Dupont" not in _raw_database(running_node)
+    assert "Dupont" not in running_node.cli("audit", "list", "--json").stdout
+    assert b"Dupont" not in _shipped(running_node)
+
+
+def test_plaintext_folder_names_of_an_older_database_are_sealed_at_start(tmp_path: Path
+                                                                         ) -> None:
+    node = make_node(tmp_path)
+    db = sqlite3.connect(node.data_dir / "mss.db")
+    with db:  # the schema before names were sealed, with a folder named in clear
+        db.execute("ALTER TABLE folders DROP COLUMN name_sealed")
+        db.execute("INSERT INTO folders (mailbox_id, name, uidvalidity, uidnext, "
+                   "highestmodseq, subscribed) SELECT id, 'Dupont Ancien', 1, 1, 1, 1 "
+                   "FROM mailboxes WHERE address = ?", (BOB,))
+    db.close()
+    assert b"Dupont Ancien" in _raw_database(node)
+    node.start()
+    try:
+        m = imaps(node)
+        assert _listed(m, "Dupont*") == {"Dupont Ancien"}
+        assert m.select('"Dupont Ancien"')[0] == "OK"
+        m.logout()
+        assert b"Dupont" not in _raw_database(node)
+    finally:
+        node.stop()
+
+
 # --------------------------------------------------------------------------- round trip
 
 def test_smtp_submission_round_trip_is_byte_exact(running_node: Node,

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
-from mss import crypto, db, store
+from mss import crypto, db, folder_names, store
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -79,10 +79,10 @@ def parse_flags(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
 
 
-def _folder(row: object) -> Folder:
+def _folder(conn: Connection, row: object) -> Folder:
     m = row._mapping  # type: ignore[attr-defined]
-    return Folder(m["id"], m["mailbox_id"], m["name"], m["special_use"], m["uidvalidity"],
-                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]))
+    return Folder(m["id"], m["mailbox_id"], folder_names.display(conn, m), m["special_use"],
+                  m["uidvalidity"], m["uidnext"], m["highestmodseq"], bool(m["subscribed"]))
 
 
 # ------------------------------------------------------------------------------ reads
@@ -101,19 +101,21 @@ _UIDS = (select(db.messages.c.uid).where(db.messages.c.folder_id == bindparam("f
 
 
 def folders(conn: Connection, mailbox_id: int) -> list[Folder]:
-    return [_folder(r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
+    return [_folder(conn, r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
 
 
 def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | None:
     if name.upper() == "INBOX":  # RFC 3501 §5.1: INBOX in any case
         name = "INBOX"
-    row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id, "name": name}).first()
-    return _folder(row) if row is not None else None
+    row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id,  # the keyed lookup value
+                                         "name": folder_names.lookup(conn, mailbox_id, name)}
+                       ).first()
+    return _folder(conn, row) if row is not None else None
 
 
 def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
     row = conn.execute(_FOLDER_BY_ID, {"folder": folder_id}).first()
-    return _folder(row) if row else None
+    return _folder(conn, row) if row else None
 
 
 def folder_state(conn: Connection, folder_id: int) -> tuple[int, int] | None:
@@ -407,11 +409,13 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
     # name may have had: above every value of the mailbox and the clock
     highest = conn.execute(select(func.max(db.folders.c.uidvalidity))
                            .where(db.folders.c.mailbox_id == mailbox_id)).scalar() or 0
-    conn.execute(insert(db.folders).values(
-        mailbox_id=mailbox_id, name=name, special_use=special_use,
+    found = conn.execute(insert(db.folders).values(
+        mailbox_id=mailbox_id, **folder_names.columns(conn, mailbox_id, name),
+        special_use=special_use,
         uidvalidity=min(max(int(time.time()), highest + 1), 0xFFFFFFFF), uidnext=1,
         highestmodseq=1,
-        subscribed=True))
+        subscribed=True).returning(db.folders.c.id))
+    _name_folder(audit, found.scalar_one())
     append(conn, audit)
 
 
@@ -427,6 +431,7 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
         raise BackendError("Mailbox has children, delete them first", "INUSE")
     conn.execute(delete(db.messages).where(db.messages.c.folder_id == folder.id))
     conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
+    _name_folder(audit, folder.id)
     append(conn, audit)
 
 
@@ -445,13 +450,21 @@ def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
         moved = [(u, i) for u, i in conn.execute(
             select(db.messages.c.uid, db.messages.c.id)
             .where(db.messages.c.folder_id == folder.id).order_by(db.messages.c.uid))]
+        _name_folder(audit, folder.id)
         move_messages(conn, folder.id, dest.id, moved, audit)
         return
     for child in folders(conn, mailbox_id):
         if child.name == folder.name or child.name.startswith(folder.name + "/"):
             conn.execute(update(db.folders).where(db.folders.c.id == child.id).values(
-                name=new + child.name[len(folder.name):]))
+                **folder_names.columns(conn, mailbox_id, new + child.name[len(folder.name):])))
+    _name_folder(audit, folder.id)
     append(conn, audit)
+
+
+def _name_folder(audit: list[AuditRecord], folder_id: int) -> None:
+    """Audit records name a folder by id: its name is content (mss/folder_names.py)."""
+    for record in audit:
+        record.detail.setdefault("folder_id", folder_id)
 
 
 def set_subscribed(conn: Connection, mailbox_id: int, name: str, value: bool) -> None:

@@ -57,8 +57,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
         return folder, backend.SNAPSHOTS.get(conn, folder)
 
     record = s.record("imap.select", mailbox=target.owner.address,
-                      detail={"folder": target.folder, "readonly": readonly,
-                              "delegated": target.delegated})
+                      detail={"readonly": readonly, "delegated": target.delegated})
 
     def audit_if_present(conn: Connection
                          ) -> tuple[backend.Folder | None, backend.Snapshot | None]:
@@ -67,6 +66,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
+        record.detail["folder_id"] = folder.id  # never its name (mss/folder_names.py)
         append(conn, [record])
         return folder, backend.SNAPSHOTS.peek(folder)
 
@@ -104,8 +104,7 @@ async def create(s: Session, cmd: Command) -> Result:
     parts = target.folder.split(DELIMITER)
     if any(not p for p in parts):
         raise No("Invalid mailbox name", "CANNOT")
-    record = s.record("imap.folder.create", mailbox=target.owner.address,
-                      detail={"folder": target.folder})
+    record = s.record("imap.folder.create", mailbox=target.owner.address)  # + folder_id
 
     def work(conn: Connection) -> None:
         # RFC 3501 §6.3.3: create the missing superiors too
@@ -121,8 +120,7 @@ async def create(s: Session, cmd: Command) -> Result:
 async def delete_command(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     target = await resolve(s, name, access="DELETE")
-    record = s.record("imap.folder.delete", mailbox=target.owner.address,
-                      detail={"folder": target.folder})
+    record = s.record("imap.folder.delete", mailbox=target.owner.address)  # + folder_id
     await s.write(lambda conn: backend.delete_folder(conn, target.owner.id, target.folder,
                                                      [record]))
     s.ctx.notifier.changed(target.owner.id)
@@ -135,8 +133,8 @@ async def rename(s: Session, cmd: Command) -> Result:
     new = await resolve(s, mailbox_name(new_token), access="RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
-    record = s.record("imap.folder.rename", mailbox=old.owner.address,
-                      detail={"folder": old.folder, "to": new.folder})
+    # + folder_id (rename_folder): names are content, never audited (mss/folder_names.py)
+    record = s.record("imap.folder.rename", mailbox=old.owner.address)
     await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
                                                      new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
@@ -290,7 +288,7 @@ async def append_command(s: Session, cmd: Command) -> Result:
     copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, message)
     record = s.record("imap.append", mailbox=target.owner.address,
-                      detail={"folder": target.folder, "store_id": copy.message_id,
+                      detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
     validity, uid = await s.write(lambda conn: backend.append_message(
         conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size, flags,
