@@ -540,11 +540,12 @@ def test_corrupt_ciphertext_answers_no_and_is_audited(running_node: Node,
     folder = new_folder(bob, "Tamper")
     bob.append(folder, None, None, message("tamper"))
     bob.append(folder, None, None, message("intact"))
+    appended = [r for r in running_node.audit("--event", "imap.append")
+                if r["mailbox"] == BOB][-2]  # "tamper": its store id (names are sealed)
     db = sqlite3.connect(running_node.data_dir / "mss.db", timeout=30)
     with db:
-        row = db.execute(
-            "SELECT m.id, m.body_blob FROM messages m JOIN folders f ON f.id = m.folder_id "
-            "WHERE f.name = 'Tamper' AND m.uid = 1").fetchone()
+        row = db.execute("SELECT id, body_blob FROM messages WHERE id = ? AND uid = 1",
+                         (appended["detail"]["store_id"],)).fetchone()  # type: ignore[index]
         blob = bytearray(row[1])
         blob[-1] ^= 0x01
         db.execute("UPDATE messages SET body_blob = ? WHERE id = ?", (bytes(blob), row[0]))
@@ -608,6 +609,8 @@ def test_fetch_content_is_audited_before_it_leaves(running_node: Node) -> None:
         assert m.append(folder, None, None, message(f"big {i}", ("y" * 75 + "\n") *
                                                      20_000))[0] == "OK"
     m.logout()
+    folder_id = running_node.audit("--event", "imap.append")[-1]["detail"][  # type: ignore[index]
+        "folder_id"]  # audit records name folders by id
     raw = Raw(running_node)
     raw.login()
     raw.send(f"s SELECT {folder}\r\n".encode())
@@ -615,7 +618,7 @@ def test_fetch_content_is_audited_before_it_leaves(running_node: Node) -> None:
     raw.send(b"f UID FETCH 1:* BODY.PEEK[]\r\n")
     assert raw.file.read(4096)  # the first bytes of the content; then the client stalls
     rows = running_node.wait_audit(lambda r: r["event"] == "imap.fetch"
-                                   and r["detail"].get("folder") == folder)  # type: ignore[union-attr]
+                                   and r["detail"].get("folder_id") == folder_id)  # type: ignore[union-attr]
     raw.close()
     assert rows and sum(len(r["detail"]["messages"]) for r in rows) == 8  # type: ignore[index]
 
