@@ -5,10 +5,11 @@ Creates a throw-away node (tests/node.py), starts ``mss serve`` (one worker proc
 default), creates --folders folders in bob's mailbox and opens --sessions IMAPS sessions
 (bounded concurrency while logging in; source addresses spread over 127.0.0.2..,
 --per-address each, in case a per-address connection cap applies), each SELECTing one of the
-folders and entering IDLE (RFC 2177). Then, for --seconds, it reads the serve process's CPU
-time from /proc/PID/stat (utime + stime) and meanwhile times SMTP submission transactions
-(alice -> alice, MAIL FROM to the end of DATA, on one kept session, one every --smtp-every
-seconds) handled by that same process. Prints one JSON line and plain text::
+folders and entering IDLE (RFC 2177). Then it reads the serve process's CPU time from
+/proc/PID/stat (utime + stime) over two windows of --seconds: the sessions alone (the cost
+of idling), then while timing SMTP submission transactions (alice -> alice, MAIL FROM to
+the end of DATA, on one kept session, one every --smtp-every seconds) handled by that same
+process. Prints one JSON line and plain text::
 
     .venv/bin/python bench/idle_sessions.py --sessions 2000 --seconds 20
 
@@ -163,6 +164,9 @@ def main() -> None:
                                                        args.per_address, args.concurrency))
             setup = time.monotonic() - started
             time.sleep(2.0)  # let the logins' executor work settle
+            idle0, i0 = cpu_seconds(pid), time.monotonic()
+            time.sleep(args.seconds)
+            idle1, i1 = cpu_seconds(pid), time.monotonic()
             latencies: list[float] = []
             stop = threading.Event()
             sender = threading.Thread(target=smtp_latencies,
@@ -179,14 +183,17 @@ def main() -> None:
             node.stop()
     result = {
         "sessions": args.sessions, "folders": args.folders, "seconds": round(t1 - t0, 1),
-        "setup_s": round(setup, 1), "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "setup_s": round(setup, 1),
+        "idle_cpu_percent": round(100 * (idle1 - idle0) / (i1 - i0), 1),
+        "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "smtp_transactions": len(latencies),
         "smtp_median_s": round(statistics.median(latencies), 4) if latencies else None,
         "smtp_max_s": round(max(latencies), 4) if latencies else None,
     }
     print(json.dumps(result))
     print(f"{args.sessions} IDLE sessions over {args.folders} folders: serve process "
-          f"{result['cpu_percent']} % of a core over {result['seconds']} s; SMTP "
+          f"{result['idle_cpu_percent']} % of a core idle, {result['cpu_percent']} % with "
+          f"SMTP, over {result['seconds']} s each; SMTP "
           f"transaction median {result['smtp_median_s']} s, max {result['smtp_max_s']} s "
           f"({len(latencies)} transactions)")
 

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from sqlalchemy import Connection
@@ -334,19 +334,31 @@ class Session:
         if self.selected is not None:
             await self.refresh(command is None or self.expunge_allowed(command))
 
-    async def refresh(self, allow_expunge: bool) -> None:
-        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH)."""
+    async def refresh(self, allow_expunge: bool, check_enabled: bool = False) -> None:
+        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH);
+        *check_enabled*: also :meth:`still_enabled`'s check when due, in the same read
+        (IDLE: one database round trip per wake-up)."""
         sel = self.selected
         if sel is None:
             return
         user = self.user
+        enabled_due = check_enabled and user is not None and \
+            time.monotonic() - self.enabled_checked >= ENABLED_CHECK
 
-        def read_state(conn: Connection) -> tuple[int, int] | None:
+        def read_state(conn: Connection) -> tuple[int, int] | None | Literal[False]:
+            if enabled_due and user is not None and not backend.mailbox_enabled(conn, user.id):
+                return False
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return None  # revoked, or the shared mailbox disabled: at the next command
             return backend.folder_state(conn, sel.folder.id)
         state = await self.db(read_state)
+        if enabled_due:
+            self.enabled_checked = time.monotonic()
+        if state is False:
+            self.untagged(b"BYE Mailbox disabled")
+            self.state = LOGOUT
+            return
         if state is None:  # deleted by another session: RFC 3501 §7.1.5
             self.untagged(b"BYE Selected mailbox was deleted or access revoked")
             self.state = LOGOUT
@@ -438,10 +450,10 @@ class Session:
                 for task in pending:
                     if task is not line_task:
                         task.cancel()
-                if not await self.still_enabled():
+                if self.selected is None and not await self.still_enabled():
                     return
                 if self.selected is not None:
-                    await self.refresh(allow_expunge=True)
+                    await self.refresh(allow_expunge=True, check_enabled=True)
                     await self.flush()
                     if self.state == LOGOUT:  # folder deleted or access revoked
                         return
