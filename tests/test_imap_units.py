@@ -186,3 +186,11 @@ def test_search_charset_once() -> None:
         parse_search([Atom("CHARSET"), Atom("KOI8-R"), Atom("ALL")])
     assert raised.value.code == "BADCHARSET (" + " ".join(CHARSETS) + ")"
     assert raised.value.code == "BADCHARSET (UTF-8 US-ASCII)"  # as answered before
+
+
+def test_change_poll_must_be_positive(tmp_path: Path) -> None:
+    from mss.config import ConfigError, parse_config
+
+    assert parse_config({}, tmp_path / "mss.toml").change_poll == 0.2
+    with pytest.raises(ConfigError, match="database.change_poll"):
+        parse_config({"database": {"change_poll": 0}}, tmp_path / "mss.toml")
