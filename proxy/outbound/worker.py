@@ -99,6 +99,7 @@ class DeliveryWorker:
             self.wake.clear()  # before the claim: a row queued meanwhile wakes the wait
             room = cfg.max_concurrency - len(self.in_flight)
             batch: list[Claim] = []
+            failed = False
             if room > 0:
                 try:
                     batch = await self.committer.run(functools.partial(
@@ -106,6 +107,7 @@ class DeliveryWorker:
                         limit=min(room, cfg.batch)))
                 except Exception as exc:  # database busy or gone: try again later
                     log.error("queue claim failed", error=repr(exc))
+                    failed = True
             groups: dict[tuple[object, ...], list[Claim]] = defaultdict(list)
             for c in batch:  # one message's copies for one domain: one SMTP transaction
                 groups[(c.domain, c.mail_from, c.message_id, c.created_at)].append(c)
@@ -116,6 +118,8 @@ class DeliveryWorker:
             self.pool.reap()
             if not batch or len(self.in_flight) >= cfg.max_concurrency:
                 timeout = await self._sleep_time() if not batch else cfg.poll_interval
+                if failed:  # not at once again (rows may be due): at most once a second
+                    timeout = min(cfg.poll_interval, max(timeout, 1.0))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
 
