@@ -120,7 +120,7 @@ CATALOGUE: dict[str, EventKind] = _kinds(
     EventKind("queue.expired", EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "R",
               "a queued copy used up its attempts or max age; DSN to the sender, local or "
               "queued"),
-    # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder names
+    # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder ids (a name is content)
     EventKind("imap.login", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled (4)"),
     EventKind("imap.select", MAILBOX_ACCESS, own("MSS-IMAP-SELECT", "Folder opened"), "R",

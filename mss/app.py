@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from audit.journal import AuditRecord, append
-from mss import crypto
+from mss import crypto, folder_names
 from mss.config import Config, load_config
 from mss.db import create_schema, make_engine, unusable
 
@@ -46,6 +46,7 @@ def open_app(config_path: Path | str) -> App:
         keyring = crypto.Keyring(reader, provider)
         with reader.connect() as conn:
             keyring.verify_master(conn)
+        folder_names.migrate(engine, keyring)  # names written in clear by older versions
     except DBAPIError as exc:  # wrong path, not a database, corrupt pages
         engine.dispose()
         reader.dispose()

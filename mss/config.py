@@ -210,7 +210,7 @@ class DeliveryConfig:
     jitter: float = 0.2  # +/- this fraction of each wait, at random
     max_age: float = 172800.0  # a message not delivered after this is expired (DSN)
     lease: float = 900.0  # a claimed row is reclaimed by any worker after this
-    poll_interval: float = 1.0
+    poll_interval: float = 30.0  # safety poll: commits wake the worker (mss/changes.py)
     batch: int = 50  # rows claimed at once
     max_concurrency: int = 20  # deliveries in flight per worker process
     max_per_destination: int = 4  # of which to one destination domain
@@ -245,7 +245,7 @@ class ImapConfig:
     max_line_length: int = 65536  # one command line (literals excluded)
     max_literal_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889)
     max_errors: int = 20  # BAD replies before the connection is closed
-    idle_poll: float = 0.5  # IDLE also re-reads the folder this often (other processes)
+    idle_poll: float = 30.0  # IDLE's safety poll: commits wake it (mss/changes.py)
     login_failures: int = 5  # failed logins of a user or from an address ...
     login_window: float = 900.0  # ... within this many seconds ...
     login_lockout: float = 300.0  # ... refuse further logins for this long
@@ -264,6 +264,7 @@ class Config:
     log_level: str = "info"
     log_file: Path | None = None
     workers: int = 1
+    change_poll: float = 0.2  # seconds between reads of the change counter (mss/changes.py)
     audit: AuditConfig = field(default_factory=AuditConfig)
     directory: DirectoryConfig | None = None
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -423,11 +424,14 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
 
     db = top.table("database")
     url = db.value("url", str, "sqlite:///mss.db")
+    change_poll = db.value("change_poll", float, 0.2)
     db.done()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:///" + str(path_of(url[len("sqlite:///"):]))
     elif not url.startswith(("sqlite:", "postgresql")):
         raise ConfigError(f"config: database.url: unsupported scheme in {url!r}")
+    if change_poll <= 0:
+        raise ConfigError(f"config: database.change_poll: must be > 0, got {change_poll!r}")
 
     keys = top.table("keys")
     master_key_file = path_of(keys.value("master_key_file", str, "keys/master.key"))
@@ -447,6 +451,7 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
         tls=tls, smtp=smtp, listeners=_listeners(top.table("listeners"), path_of),
         whitelist=_whitelist_config(_fill(WhitelistConfig, top.table("whitelist"), path_of)),
         log_level=level, log_file=path_of(log_file) if log_file else None, workers=workers,
+        change_poll=change_poll,
         audit=_audit_config(top.table("audit"), path_of, tls),
         directory=_directory_config(top, path_of),
         delivery=_delivery_config(_fill(DeliveryConfig, top.table("delivery"), path_of)),

@@ -13,6 +13,7 @@ destroys its mail (crypto-shredding).
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
 import stat
@@ -50,6 +51,20 @@ QUEUE_KEY_ID = "queue"
 
 def mailbox_key_id(mailbox_id: int) -> str:
     return f"mailbox:{mailbox_id}"
+
+
+LOOKUP_KEY_INFO = b"mss:lookup-key:v1"
+
+
+def seal_bytes(key: AESGCM, plaintext: bytes, ad: bytes) -> bytes:
+    """nonce || AES-256-GCM(plaintext) under *key*, bound to *ad* (small values, e.g. a
+    folder name under its mailbox key)."""
+    return _seal(key, plaintext, ad)
+
+
+def open_bytes(key: AESGCM, blob: bytes, ad: bytes) -> bytes:
+    """The inverse of :func:`seal_bytes`; raises :class:`TamperedError`."""
+    return _open(key, blob, ad)
 
 
 def _seal(key: AESGCM, plaintext: bytes, ad: bytes) -> bytes:
@@ -187,6 +202,7 @@ class Keyring:
         self.engine = engine
         self.provider = provider
         self._cache: dict[str, AESGCM] = {}
+        self._lookup: dict[str, bytes] = {}  # keyed lookups (mss/folder_names.py)
         self._lock = threading.Lock()
 
     # ---- start-up check
@@ -229,8 +245,25 @@ class Keyring:
             wrapped=_seal(master, raw, b"mss:keyring:v1|" + key_id.encode()),
             created_at=time.time(),
         ))
+        self._remember(key_id, raw)
+
+    def _remember(self, key_id: str, raw: bytes) -> AESGCM:
+        key = AESGCM(raw)
         with self._lock:
-            self._cache[key_id] = AESGCM(raw)
+            self._cache[key_id] = key
+            self._lookup[key_id] = hmac.new(raw, LOOKUP_KEY_INFO, hashlib.sha256).digest()
+        return key
+
+    def lookup_key(self, key_id: str, conn: Connection | None = None) -> bytes:
+        """An HMAC key derived from the key *key_id* (its own purpose: deterministic lookup
+        values, e.g. folder names), never used to encrypt."""
+        with self._lock:
+            derived = self._lookup.get(key_id)
+        if derived is None:
+            self.key(key_id, conn)
+            with self._lock:
+                derived = self._lookup[key_id]
+        return derived
 
     def key(self, key_id: str, conn: Connection | None = None) -> AESGCM:
         with self._lock:
@@ -252,10 +285,7 @@ class Keyring:
             raw = _open(master, row.wrapped, b"mss:keyring:v1|" + key_id.encode())
         except TamperedError:
             raise TamperedError(f"wrapped key {key_id!r} failed authentication") from None
-        key = AESGCM(raw)
-        with self._lock:
-            self._cache[key_id] = key
-        return key
+        return self._remember(key_id, raw)
 
     def rotate(self, conn: Connection) -> tuple[int, int]:
         """New master version; re-wrap every key under it. Returns (version, keys)."""

@@ -87,6 +87,8 @@ folders = Table(
     "folders", metadata,
     Column("id", Integer, primary_key=True),
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    # a default folder's name in clear, else a keyed lookup value; name_sealed: the name
+    # AES-GCM under the mailbox key (mss/folder_names.py)
     Column("name", String(255), nullable=False),
     Column("special_use", String(16)),
     Column("uidvalidity", Integer, nullable=False),
@@ -99,6 +101,7 @@ folders = Table(
     # set when the folder was deleted while subscribed: the row only keeps the subscription
     # (RFC 3501 §6.3.6: DELETE does not unsubscribe); NULL for a live folder
     Column("deleted_at", Float),
+    Column("name_sealed", LargeBinary),  # added by add_missing_columns on older databases
     UniqueConstraint("mailbox_id", "name"),
 )
 

@@ -17,6 +17,7 @@ from audit.journal import AuditRecord, append
 from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App, open_app
+from mss.changes import ChangeWatcher
 from mss.committer import GroupCommitter
 from mss.limits import (
     MemoryBudget,
@@ -25,6 +26,7 @@ from mss.limits import (
     install_loop_error_handler,
     raise_open_files_limit,
 )
+from proxy.imap import notifier as imap_notifier
 from proxy.imap.listeners import start_imap
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
@@ -197,10 +199,15 @@ async def serve(app: App, worker: int = 0) -> None:
             shipper = asyncio.create_task(Shipper(
                 Outbox(app.engine, app.reader), cfg.audit.destinations, audit_source(cfg),
                 cfg.audit.ship_interval, cfg.audit.batch).run())
+        # other processes' commits: one watcher per process wakes IDLE and the queue worker
+        changes = ChangeWatcher(app.reader, cfg.change_poll)
+        changes.add(imap_notifier.default().poll)
         delivery = delivery_task = None
         if cfg.delivery.enabled:  # every worker process: claims are leased per row
             delivery = DeliveryWorker(app, committer, whitelist, verifier)
+            changes.add(delivery.poll)
             delivery_task = asyncio.create_task(delivery.run())
+        changes_task = asyncio.create_task(changes.run())
         await stop.wait()
 
         log.info("stopping")
@@ -221,6 +228,7 @@ async def serve(app: App, worker: int = 0) -> None:
             for imap_session in list(imap_context.sessions):
                 imap_session.shutdown()
         watcher.cancel()
+        changes_task.cancel()
         crl_refresh.cancel()
         for task in (shipper, checkpoints, directory, fetcher):
             if task is not None:

@@ -14,12 +14,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, wait_for
+from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -244,6 +245,90 @@ def test_utf7_folder_names(bob: imaplib.IMAP4_SSL) -> None:
         bob.create('"bad &Jjo!"')
 
 
+# --------------------------------------------------------------------------- folder names at rest
+
+def _raw_database(node: Node) -> bytes:
+    """The database file and its WAL, as bytes on disk."""
+    return b"".join(p.read_bytes() for p in node.data_dir.glob("mss.db*") if p.is_file())
+
+
+def _shipped(node: Node) -> bytes:
+    """What audit shipping would send for every record (RFC 5424 + DICOM XML)."""
+    from audit.dicom import audit_source
+    from audit.shipper import syslog_message
+    from mss.config import load_config
+
+    source = audit_source(load_config(node.config))
+    return b"".join(syslog_message(dict(r), source, "1") for r in node.audit())
+
+
+def _listed(m: imaplib.IMAP4, pattern: str) -> set[str]:
+    typ, data = m.list('""', pattern)
+    assert typ == "OK"
+    return {imapclient.imap_utf7.decode(re.sub(rb'^\(.*?\) "/" ', b"", line).strip(b'"'))
+            for line in data if isinstance(line, bytes)}
+
+
+def test_folder_names_are_encrypted_at_rest_and_never_audited(running_node: Node) -> None:
+    """Issue 20 point 2: users name folders after patients; the name is content. CREATE,
+    LIST (patterns matched after decryption), SELECT, APPEND, COPY, MOVE, RENAME and DELETE
+    work, and neither the database file nor the audit trail nor what shipping sends holds
+    the name."""
+    m = imaps(running_node)
+    assert m.create('"Dupont Jean"')[0] == "OK"
+    assert m.create('"Patients/Dupont Marie"')[0] == "OK"  # and its superior "Patients"
+    assert m.create('"Dupont Jean"')[0] == "NO"  # the keyed lookup keeps names unique
+    assert _listed(m, "*Dupont*") == {"Dupont Jean", "Patients/Dupont Marie"}
+    assert _listed(m, "Patients/%") == {"Patients/Dupont Marie"}
+    assert m.append('"Dupont Jean"', None, None, message("compte rendu"))[0] == "OK"
+    typ, data = m.select('"Dupont Jean"')
+    assert typ == "OK" and data == [b"1"]
+    assert m.copy("1", '"Patients/Dupont Marie"')[0] == "OK"
+    assert m._simple_command("MOVE", "1", '"Patients/Dupont Marie"')[0] == "OK"
+    m.close()
+    assert m.status('"Patients/Dupont Marie"', "(MESSAGES)")[1] == [
+        b'"Patients/Dupont Marie" (MESSAGES 2)']
+    assert m.rename("Patients", '"Dupont Dossiers"')[0] == "OK"  # with its inferior
+    assert _listed(m, "Dupont*") == {"Dupont Jean", "Dupont Dossiers",
+                                     "Dupont Dossiers/Dupont Marie"}
+    typ, data = m.select('"Dupont Dossiers/Dupont Marie"')
+    assert typ == "OK" and data == [b"2"]
+    m.close()
+    assert m.delete('"Dupont Jean"')[0] == "OK"
+    assert _listed(m, '"Dupont Jean"') == set()
+    m.logout()
+    for event in ("imap.folder.create", "imap.folder.rename", "imap.folder.delete",
+                  "imap.move", "imap.select"):
+        rows = running_node.audit("--event", event)
+        assert rows and all("folder_id" in r["detail"] for r in rows  # type: ignore[operator]
+                            if r["mailbox"] == BOB)
+    assert b"Dupont" not in _raw_database(running_node)
+    assert "Dupont" not in running_node.cli("audit", "list", "--json").stdout
+    assert b"Dupont" not in _shipped(running_node)
+
+
+def test_plaintext_folder_names_of_an_older_database_are_sealed_at_start(tmp_path: Path
+                                                                         ) -> None:
+    node = make_node(tmp_path)
+    db = sqlite3.connect(node.data_dir / "mss.db")
+    with db:  # the schema before names were sealed, with a folder named in clear
+        db.execute("ALTER TABLE folders DROP COLUMN name_sealed")
+        db.execute("INSERT INTO folders (mailbox_id, name, uidvalidity, uidnext, "
+                   "highestmodseq, subscribed) SELECT id, 'Dupont Ancien', 1, 1, 1, 1 "
+                   "FROM mailboxes WHERE address = ?", (BOB,))
+    db.close()
+    assert b"Dupont Ancien" in _raw_database(node)
+    node.start()
+    try:
+        m = imaps(node)
+        assert _listed(m, "Dupont*") == {"Dupont Ancien"}
+        assert m.select('"Dupont Ancien"')[0] == "OK"
+        m.logout()
+        assert b"Dupont" not in _raw_database(node)
+    finally:
+        node.stop()
+
+
 # --------------------------------------------------------------------------- round trip
 
 def test_smtp_submission_round_trip_is_byte_exact(running_node: Node,
@@ -340,6 +425,65 @@ def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> Non
     other.logout()
 
 
+def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
+    """Commit a delivery to *address*'s INBOX from the test process (another process than
+    any of the node's: only the database tells the node about it)."""
+    from audit.journal import AuditRecord
+    from mss import store
+    from mss.app import open_app
+
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = store.require_mailbox(conn, address)
+        copy = store.seal_local(app.keyring, mailbox.id, address, data)
+        record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
+                             detail={"store_id": copy.message_id, "size": copy.size})
+        with app.engine.begin() as conn:
+            store.write_delivery(conn, store.Delivery(mail_from=ALICE, local=[copy], queued=[],
+                                                      audit=[record], header_message_id=None))
+    finally:
+        app.close()
+
+
+def test_idle_sees_other_processes_commits_without_polling(tmp_path: Path) -> None:
+    """Issue 20 #9: IDLE is woken by the commit (the process's change watcher for commits
+    of other processes), not by re-reading the folder: with workers = 2 and the per-session
+    safety poll at 30 s, every delivery (SMTP to either worker, or a commit of another
+    process) is reported within a second."""
+    node = make_node(tmp_path, extra_config="\n[imap]\nidle_poll = 30.0\n")
+    node.config.write_text(node.config.read_text().replace(
+        'data_dir = "."', 'data_dir = "."\nworkers = 2'))
+    node.start()
+    try:
+        assert node.log_path is not None
+        assert wait_for(lambda: node.log_path is not None  # type: ignore[union-attr]
+                        and node.log_path.read_text().count('"event": "ready"') == 2, 15)
+        raw = Raw(node)
+        raw.login()
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until(b"s")
+        raw.send(b"i IDLE\r\n")
+        assert raw.line() == b"+ idling"
+        delays = []
+        for i in range(5):  # new SMTP connections: SO_REUSEPORT spreads them over both
+            if i == 4:
+                _deliver_from_this_process(node, BOB, message("from elsewhere"))
+            else:
+                submit(node, message(f"idle {i}"))
+            committed = time.monotonic()  # the 250 (or the commit) came back
+            while (line := raw.line()) != b"* %d EXISTS" % (i + 1):
+                assert line.endswith(b" RECENT"), line
+            delays.append(time.monotonic() - committed)
+        assert max(delays) < 1.0, delays
+        raw.send(b"DONE\r\n")
+        while (line := raw.line()) != b"i OK IDLE terminated":
+            assert line.endswith(b" RECENT"), line  # RFC 3501 §7.3.2 after each EXISTS
+        raw.close()
+    finally:
+        node.stop()
+
+
 def test_commands_pipelined_after_done(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login()
@@ -397,11 +541,12 @@ def test_corrupt_ciphertext_answers_no_and_is_audited(running_node: Node,
     folder = new_folder(bob, "Tamper")
     bob.append(folder, None, None, message("tamper"))
     bob.append(folder, None, None, message("intact"))
+    appended = [r for r in running_node.audit("--event", "imap.append")
+                if r["mailbox"] == BOB][-2]  # "tamper": its store id (names are sealed)
     db = sqlite3.connect(running_node.data_dir / "mss.db", timeout=30)
     with db:
-        row = db.execute(
-            "SELECT m.id, m.body_blob FROM messages m JOIN folders f ON f.id = m.folder_id "
-            "WHERE f.name = 'Tamper' AND m.uid = 1").fetchone()
+        row = db.execute("SELECT id, body_blob FROM messages WHERE id = ? AND uid = 1",
+                         (appended["detail"]["store_id"],)).fetchone()  # type: ignore[index]
         blob = bytearray(row[1])
         blob[-1] ^= 0x01
         db.execute("UPDATE messages SET body_blob = ? WHERE id = ?", (bytes(blob), row[0]))
@@ -465,6 +610,8 @@ def test_fetch_content_is_audited_before_it_leaves(running_node: Node) -> None:
         assert m.append(folder, None, None, message(f"big {i}", ("y" * 75 + "\n") *
                                                      20_000))[0] == "OK"
     m.logout()
+    folder_id = running_node.audit("--event", "imap.append")[-1]["detail"][  # type: ignore[index]
+        "folder_id"]  # audit records name folders by id
     raw = Raw(running_node)
     raw.login()
     raw.send(f"s SELECT {folder}\r\n".encode())
@@ -472,7 +619,7 @@ def test_fetch_content_is_audited_before_it_leaves(running_node: Node) -> None:
     raw.send(b"f UID FETCH 1:* BODY.PEEK[]\r\n")
     assert raw.file.read(4096)  # the first bytes of the content; then the client stalls
     rows = running_node.wait_audit(lambda r: r["event"] == "imap.fetch"
-                                   and r["detail"].get("folder") == folder)  # type: ignore[union-attr]
+                                   and r["detail"].get("folder_id") == folder_id)  # type: ignore[union-attr]
     raw.close()
     assert rows and sum(len(r["detail"]["messages"]) for r in rows) == 8  # type: ignore[index]
 

@@ -4,12 +4,16 @@ sequence-set membership, SEARCH CHARSET, flag operations, UIDVALIDITY allocation
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import delete, insert, update
 
 from mss import db, store
+from mss.changes import ChangeWatcher
 from mss.throttle import Throttle
 from proxy.imap.backend import apply_flags
 from proxy.imap.mailbox_commands import _parse_date_time
@@ -51,6 +55,53 @@ def test_notifier_wakes_watchers_of_that_mailbox_only() -> None:
         notifier.changed(1)  # no watcher left: nothing to do
         return woke, quiet, again
     assert asyncio.run(run()) == (True, False, False)
+
+
+def test_change_watcher_wakes_only_the_folders_another_connection_changed(tmp_path: Path
+                                                                          ) -> None:
+    """mss.changes + LocalNotifier.poll: a commit of another connection (process) wakes the
+    sessions of the folders it moved, deleted or disabled; no query while nothing changed."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'n.db'}")
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(db.domains).values(id=1, name="d.test", created_at=0.0))
+        conn.execute(insert(db.mailboxes).values(id=1, address="a@d.test", domain_id=1,
+                                                 type="PER", created_at=0.0))
+        conn.execute(insert(db.folders), [
+            {"id": i, "mailbox_id": 1, "name": f"F{i}", "uidvalidity": 1} for i in (1, 2, 3)])
+    reader = db.make_engine(f"sqlite:///{tmp_path / 'n.db'}", writer=False)
+
+    def write(statement: Any) -> None:
+        with engine.begin() as conn:
+            conn.execute(statement)
+
+    async def run() -> list[tuple[bool, bool, bool]]:
+        notifier = LocalNotifier()
+        watcher = ChangeWatcher(reader, interval=0.01)
+        watcher.add(notifier.poll)
+        watches = [notifier.watch(1, folder, False) for folder in (1, 2, 3)]
+
+        async def round_(change: Any) -> tuple[bool, bool, bool]:
+            if change is not None:
+                write(change)
+            watcher.check()
+            return tuple([await w.wait(0.05) for w in watches])  # type: ignore[return-value]
+        results = [await round_(None)]  # first sight: everyone looks once
+        checks = watcher.checks
+        results.append(await round_(None))  # nothing committed: no listener ran
+        assert watcher.checks == checks
+        folders = db.folders
+        results.append(await round_(update(folders).where(folders.c.id == 2)
+                                    .values(highestmodseq=folders.c.highestmodseq + 1)))
+        results.append(await round_(delete(folders).where(folders.c.id == 3)))
+        results.append(await round_(update(db.mailboxes).values(enabled=False)))
+        for w in watches:
+            w.close()
+        watcher._close()
+        return results
+    assert asyncio.run(run()) == [(True, True, True), (False, False, False),
+                                  (False, True, False), (False, False, True),
+                                  (True, True, True)]
 
 
 def test_date_time_of_append() -> None:
@@ -170,3 +221,11 @@ def test_uidvalidity_never_repeats_for_a_mailbox(tmp_path: object) -> None:
         given_out.append(store.next_uidvalidity(conn, 1, 6))  # six at once: 6 values
         given_out.append(store.next_uidvalidity(conn, 1))
     assert given_out == sorted(set(given_out)) and given_out[-1] - given_out[-2] == 6
+
+
+def test_change_poll_must_be_positive(tmp_path: Path) -> None:
+    from mss.config import ConfigError, parse_config
+
+    assert parse_config({}, tmp_path / "mss.toml").change_poll == 0.2
+    with pytest.raises(ConfigError, match="database.change_poll"):
+        parse_config({"database": {"change_poll": 0}}, tmp_path / "mss.toml")

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
-from mss import crypto, db, store
+from mss import crypto, db, folder_names, store
 from mss.committer import Refusal
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -81,10 +81,10 @@ def parse_flags(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
 
 
-def _folder(row: object) -> Folder:
+def _folder(conn: Connection, row: object) -> Folder:
     m = row._mapping  # type: ignore[attr-defined]
-    return Folder(m["id"], m["mailbox_id"], m["name"], m["special_use"], m["uidvalidity"],
-                  m["uidnext"], m["highestmodseq"], bool(m["subscribed"]),
+    return Folder(m["id"], m["mailbox_id"], folder_names.display(conn, m), m["special_use"],
+                  m["uidvalidity"], m["uidnext"], m["highestmodseq"], bool(m["subscribed"]),
                   m["recent_uid"] or 0)
 
 
@@ -95,7 +95,7 @@ _LIVE = db.folders.c.deleted_at.is_(None)
 _FOLDERS_OF = select(db.folders).where(and_(db.folders.c.mailbox_id == bindparam("mailbox"),
                                             _LIVE))
 _FOLDER_BY_ID = select(db.folders).where(and_(db.folders.c.id == bindparam("folder"), _LIVE))
-_TOMBSTONES = select(db.folders.c.id, db.folders.c.name).where(and_(
+_TOMBSTONES = select(db.folders).where(and_(
     db.folders.c.mailbox_id == bindparam("mailbox"), db.folders.c.deleted_at.is_not(None)))
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
 _FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
@@ -111,25 +111,27 @@ _UIDS = (select(db.messages.c.uid).where(db.messages.c.folder_id == bindparam("f
 
 
 def folders(conn: Connection, mailbox_id: int) -> list[Folder]:
-    return [_folder(r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
+    return [_folder(conn, r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
 
 
 def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | None:
     if name.upper() == "INBOX":  # RFC 3501 §5.1: INBOX in any case
         name = "INBOX"
-    row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id, "name": name}).first()
-    return _folder(row) if row is not None else None
+    row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id,  # the keyed lookup value
+                                         "name": folder_names.lookup(conn, mailbox_id, name)}
+                       ).first()
+    return _folder(conn, row) if row is not None else None
 
 
 def deleted_subscriptions(conn: Connection, mailbox_id: int) -> dict[str, int]:
     """Names of deleted folders still subscribed (RFC 3501 §6.3.6) -> their row id."""
-    return {name: row_id for row_id, name in conn.execute(_TOMBSTONES,
-                                                          {"mailbox": mailbox_id})}
+    return {folder_names.display(conn, r._mapping): r.id
+            for r in conn.execute(_TOMBSTONES, {"mailbox": mailbox_id})}
 
 
 def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
     row = conn.execute(_FOLDER_BY_ID, {"folder": folder_id}).first()
-    return _folder(row) if row else None
+    return _folder(conn, row) if row else None
 
 
 def folder_state(conn: Connection, folder: Folder) -> tuple[int, int, int] | None:
@@ -483,9 +485,13 @@ def create_folder(conn: Connection, mailbox_id: int, name: str,
     kept = deleted_subscriptions(conn, mailbox_id).get(name)
     if kept is not None:  # a deleted folder's subscription: the new folder takes its row
         conn.execute(update(db.folders).where(db.folders.c.id == kept).values(**fresh))
+        folder_id = kept
     else:
-        conn.execute(insert(db.folders).values(mailbox_id=mailbox_id, name=name,
-                                               subscribed=True, **fresh))
+        found = conn.execute(insert(db.folders).values(
+            mailbox_id=mailbox_id, **folder_names.columns(conn, mailbox_id, name),
+            subscribed=True, **fresh).returning(db.folders.c.id))
+        folder_id = found.scalar_one()
+    _name_folder(audit, folder_id)
     append(conn, audit)
 
 
@@ -507,6 +513,7 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
                      .values(deleted_at=time.time()))
     else:
         conn.execute(delete(db.folders).where(db.folders.c.id == folder.id))
+    _name_folder(audit, folder.id)
     append(conn, audit)
     return folder.id, folder.uidvalidity
 
@@ -526,19 +533,27 @@ def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
         moved = [(u, i) for u, i in conn.execute(
             select(db.messages.c.uid, db.messages.c.id)
             .where(db.messages.c.folder_id == folder.id).order_by(db.messages.c.uid))]
+        _name_folder(audit, folder.id)
         move_messages(conn, folder.id, dest.id, moved, audit)
         return
     kept = deleted_subscriptions(conn, mailbox_id)
     for child in folders(conn, mailbox_id):
         if child.name == folder.name or child.name.startswith(folder.name + "/"):
             name = new + child.name[len(folder.name):]
-            values: dict[str, object] = {"name": name}
+            values: dict[str, object] = dict(folder_names.columns(conn, mailbox_id, name))
             if name in kept:  # a deleted folder's subscription: the name stays subscribed
                 conn.execute(delete(db.folders).where(db.folders.c.id == kept[name]))
                 values["subscribed"] = True
             conn.execute(update(db.folders).where(db.folders.c.id == child.id)
                          .values(**values))
+    _name_folder(audit, folder.id)
     append(conn, audit)
+
+
+def _name_folder(audit: list[AuditRecord], folder_id: int) -> None:
+    """Audit records name a folder by id: its name is content (mss/folder_names.py)."""
+    for record in audit:
+        record.detail.setdefault("folder_id", folder_id)
 
 
 def set_subscribed(conn: Connection, mailbox_id: int, name: str, value: bool) -> None:

@@ -445,19 +445,31 @@ class Session:
         if self.selected is not None:
             await self.refresh(command is None or self.expunge_allowed(command))
 
-    async def refresh(self, allow_expunge: bool) -> None:
-        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH)."""
+    async def refresh(self, allow_expunge: bool, check_enabled: bool = False) -> None:
+        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH);
+        *check_enabled*: also :meth:`still_enabled`'s check when due, in the same read
+        (IDLE: one database round trip per wake-up)."""
         sel = self.selected
         if sel is None:
             return
         user = self.user
+        enabled_due = check_enabled and user is not None and \
+            time.monotonic() - self.enabled_checked >= ENABLED_CHECK
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
+            if enabled_due and user is not None and not backend.mailbox_enabled(conn, user.id):
+                return "disabled"
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return "revoked"  # or the shared mailbox disabled
             return backend.folder_state(conn, sel.folder) or "deleted"
         state = await self.db(read_state)
+        if enabled_due:
+            self.enabled_checked = time.monotonic()
+        if state == "disabled":
+            self.untagged(b"BYE Mailbox disabled")
+            self.state = LOGOUT
+            return
         if state == "revoked":  # RFC 3501 §7.1.5
             self.revoked()
             return
@@ -564,7 +576,11 @@ class Session:
         return b"%d FETCH (" % seq + b" ".join(parts) + b")"
 
     async def idle(self, tag: str) -> None:
-        """RFC 2177: report changes as they happen until the client sends DONE."""
+        """RFC 2177: report changes as they happen until the client sends DONE.
+
+        The session sleeps until its folder's watch is signalled (a commit of this process,
+        or the process's change watcher seeing another's) or the safety poll
+        (imap.idle_poll) runs out: an idle session costs nothing while nothing changes."""
         self.send(b"+ idling\r\n")
         await self.flush()
         watch = self.selected.watch if self.selected else None
@@ -586,10 +602,10 @@ class Session:
                 for task in pending:
                     if task is not line_task:
                         task.cancel()
-                if not await self.still_enabled():
+                if self.selected is None and not await self.still_enabled():
                     return
                 if self.selected is not None:
-                    await self.refresh(allow_expunge=True)
+                    await self.refresh(allow_expunge=True, check_enabled=True)
                     await self.flush()
                     if self.state == LOGOUT:  # folder deleted or access revoked
                         return

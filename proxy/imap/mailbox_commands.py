@@ -61,8 +61,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
         return folder, backend.SNAPSHOTS.get(conn, folder)
 
     record = s.record("imap.select", mailbox=target.owner.address,
-                      detail={"folder": target.folder, "readonly": readonly,
-                              "delegated": target.delegated})
+                      detail={"readonly": readonly, "delegated": target.delegated})
 
     recent = (0, 0)  # this session's \Recent UIDs: above the first, up to the second
 
@@ -75,6 +74,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
+        record.detail["folder_id"] = folder.id  # never its name (mss/folder_names.py)
         append(conn, [record])
         last = folder.uidnext - 1
         recent = (folder.recent_uid if readonly
@@ -89,7 +89,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
     if folder is None or snap is None:
         raise No("No such mailbox", "NONEXISTENT")
     keywords = set(snap.keywords)
-    watch = s.ctx.notifier.watch(target.owner.id)
+    watch = s.ctx.notifier.watch(target.owner.id, folder.id, target.delegated)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
                           folder.highestmodseq, watch, name, keywords=keywords,
                           recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
@@ -131,8 +131,7 @@ async def create(s: Session, cmd: Command) -> Result:
     parts = target.folder.split(DELIMITER)
     if any(not p for p in parts):
         raise No("Invalid mailbox name", "CANNOT")
-    record = s.record("imap.folder.create", mailbox=target.owner.address,
-                      detail={"folder": target.folder})
+    record = s.record("imap.folder.create", mailbox=target.owner.address)  # + folder_id
 
     def work(conn: Connection) -> None:
         # RFC 3501 §6.3.3: create the missing superiors too
@@ -148,8 +147,7 @@ async def create(s: Session, cmd: Command) -> Result:
 async def delete_command(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     target = await resolve(s, name, access="DELETE")
-    record = s.record("imap.folder.delete", mailbox=target.owner.address,
-                      detail={"folder": target.folder})
+    record = s.record("imap.folder.delete", mailbox=target.owner.address)  # + folder_id
     deleted = await s.write(lambda conn: backend.delete_folder(
         conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
@@ -165,8 +163,8 @@ async def rename(s: Session, cmd: Command) -> Result:
     new = await _new_name(s, mailbox_name(new_token), "RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
-    record = s.record("imap.folder.rename", mailbox=old.owner.address,
-                      detail={"folder": old.folder, "to": new.folder})
+    # + folder_id (rename_folder): names are content, never audited (mss/folder_names.py)
+    record = s.record("imap.folder.rename", mailbox=old.owner.address)
     await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
                                                      new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
@@ -394,7 +392,7 @@ async def append_command(s: Session, cmd: Command) -> Result:
     copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, message)
     record = s.record("imap.append", mailbox=target.owner.address,
-                      detail={"folder": target.folder, "store_id": copy.message_id,
+                      detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
     validity, uid = await s.write(lambda conn: backend.append_message(
         conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size, flags,

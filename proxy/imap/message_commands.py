@@ -66,7 +66,7 @@ def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[A
     """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
     transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
     return [s.record(event, mailbox=sel.owner.address,
-                     detail={"folder": sel.folder.name, "delegated": sel.delegated,
+                     detail={"folder_id": sel.folder.id, "delegated": sel.delegated,
                              key: items[i:i + AUDIT_CHUNK], **detail})
             for i in range(0, len(items), AUDIT_CHUNK)]
 
@@ -78,7 +78,7 @@ def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
 
 def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
     return [s.record("store.tampered", Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
-                     detail={"folder": sel.folder.name, "uid": uid}) for uid in uids]
+                     detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
 async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
@@ -428,7 +428,7 @@ async def copy_move(s: Session, cmd: Command) -> Result:
     src_uids = [r.uid for _, r in rows]
     event = "imap.move" if moving else "imap.copy"
     records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
-                            to_mailbox=target.owner.address, to_folder=target.folder)
+                            to_mailbox=target.owner.address, to_folder_id=dest.id)
     if moving and target.owner.id == sel.owner.id:
         validity, new_uids = await s.write(lambda conn: backend.move_messages(
             conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], records))

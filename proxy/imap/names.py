@@ -69,7 +69,7 @@ async def resolve(s: Session, name: str, *, access: str) -> Target:
     if owner is None or not folder:
         raise No("No such mailbox", "NONEXISTENT")
     await s.audit(s.record("imap.delegated", mailbox=owner.address,
-                           detail={"command": access, "folder": folder}))
+                           detail={"command": access}))  # no folder name: content
     return Target(owner, folder, True)
 
 

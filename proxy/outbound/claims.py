@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
@@ -57,6 +57,20 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
                         .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
                                & (Q.c.lease_until == now + lease)))
     return [Claim(**r._mapping) for r in rows]
+
+
+def due_exists(conn: Connection, now: float) -> bool:
+    """A row a worker could claim now (the change watcher's check: one index probe)."""
+    return conn.execute(select(Q.c.id).where(_due(now)).limit(1)).first() is not None
+
+
+def next_due(conn: Connection) -> float | None:
+    """When the earliest waiting row becomes claimable (its retry time, or the end of the
+    lease another worker holds on it); None when nothing waits."""
+    when = case((Q.c.lease_until > Q.c.next_attempt_at, Q.c.lease_until),
+                else_=Q.c.next_attempt_at)
+    value = conn.execute(select(func.min(when)).where(Q.c.status == "queued")).scalar()
+    return float(value) if value is not None else None
 
 
 def release(conn: Connection, owner: str, queue_id: str | None = None) -> int:

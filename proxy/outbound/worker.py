@@ -19,10 +19,11 @@ from sqlalchemy import Connection, select
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
-from mss import db, store
+from mss import changes, db, store
 from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.config import DeliveryConfig
 from proxy.imap import notifier as imap_notifier
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
@@ -59,13 +60,46 @@ class DeliveryWorker:
         self.per_domain: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.cfg.max_per_destination))
         self.wake = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        """Claim and start deliveries; sleep until a commit queues a row (this process:
+        :data:`mss.changes.queued`; others: :meth:`poll` from the change watcher), a
+        delivery ends, the earliest deferred row is due, or the safety poll runs out."""
         cfg = self.cfg
+        self.loop = asyncio.get_running_loop()
+        changes.queued.subscribe(self.wake)
+        try:
+            await self._run(cfg)
+        finally:
+            changes.queued.unsubscribe(self.wake)
+
+    def poll(self, conn: Connection) -> None:
+        """Change watcher listener (another process committed): wake when a row is due."""
+        if self.loop is not None and claims.due_exists(conn, time.time()):
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def _sleep_time(self) -> float:
+        """Seconds until the earliest waiting row is due, at most the safety poll."""
+        def read() -> float | None:
+            with self.app.reader.connect() as conn:
+                return claims.next_due(conn)
+        try:
+            due = await asyncio.get_running_loop().run_in_executor(None, read)
+        except Exception as exc:  # database busy: the safety poll will do
+            log.error("queue read failed", error=repr(exc))
+            return self.cfg.poll_interval
+        if due is None:
+            return self.cfg.poll_interval
+        return min(self.cfg.poll_interval, max(0.01, due - time.time()))
+
+    async def _run(self, cfg: DeliveryConfig) -> None:
         while True:
+            self.wake.clear()  # before the claim: a row queued meanwhile wakes the wait
             room = cfg.max_concurrency - len(self.in_flight)
             batch: list[Claim] = []
+            failed = False
             if room > 0:
                 try:
                     batch = await self.committer.run(functools.partial(
@@ -73,6 +107,7 @@ class DeliveryWorker:
                         limit=min(room, cfg.batch)))
                 except Exception as exc:  # database busy or gone: try again later
                     log.error("queue claim failed", error=repr(exc))
+                    failed = True
             groups: dict[tuple[object, ...], list[Claim]] = defaultdict(list)
             for c in batch:  # one message's copies for one domain: one SMTP transaction
                 groups[(c.domain, c.mail_from, c.message_id, c.created_at)].append(c)
@@ -82,9 +117,11 @@ class DeliveryWorker:
                 task.add_done_callback(self._done)
             self.pool.reap()
             if not batch or len(self.in_flight) >= cfg.max_concurrency:
-                self.wake.clear()
+                timeout = await self._sleep_time() if not batch else cfg.poll_interval
+                if failed:  # not at once again (rows may be due): at most once a second
+                    timeout = min(cfg.poll_interval, max(timeout, 1.0))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), cfg.poll_interval)
+                    await asyncio.wait_for(self.wake.wait(), timeout)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)

@@ -21,8 +21,8 @@ from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import patient_pseudonym, pseudonym_key
 from directory.lookup import directory_has
+from mss import changes, store
 from mss import message as rfc5322
-from mss import store
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.login import check_login, throttle_name
@@ -516,6 +516,8 @@ class SmtpHandler:
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             imap_notifier.default().changed(copy.mailbox_id)
+        if delivery.queued:  # and this process's queue worker (others: mss.changes)
+            changes.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
         return f"250 2.0.0 OK queued as {short_id}"
