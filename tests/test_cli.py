@@ -226,7 +226,8 @@ def test_init_into_an_open_dir_then_serve_creates_only_private_files(tmp_path: P
         with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=30) as client:
             client.starttls(context=node.client_context())
             client.login(f"alice@{DOMAIN}", PASSWORD)
-            client.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"], b"Subject: m\r\n\r\nx\r\n")
+            client.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"],
+                            f"From: alice@{DOMAIN}\r\nSubject: m\r\n\r\nx\r\n".encode())
         names = {p.name for p in data_dir.iterdir()}
         assert {"mss.db", "mss.db-wal", "mss.db-shm", "mss.log"} <= names, names
         loose = {str(p.relative_to(data_dir)): oct(stat.S_IMODE(p.stat().st_mode))
