@@ -61,7 +61,7 @@ run: $(VENV)/.installed
 	exec $(MSS) --config $(DATA)/mss.toml serve
 
 test: install-test
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mss proxy trustspace directory audit tests bench
