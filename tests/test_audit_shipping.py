@@ -27,6 +27,21 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 
 
+def ship_to(node: Node, name: str, transport: str, host: str, port: int,
+            extra: str = "") -> None:
+    """Add one audit destination (shipping every 0.2 s) to *node*'s configuration."""
+    node.config.write_text(node.config.read_text() + f'''
+[audit]
+ship_interval = 0.2
+
+[[audit.destinations]]
+name = "{name}"
+transport = "{transport}"
+host = "{host}"
+port = {port}
+{extra}''')
+
+
 @pytest.fixture
 def shipped(tmp_path: Path) -> Iterator[tuple[Node, rsyslog.Receiver]]:
     node = make_node(tmp_path)
@@ -34,18 +49,7 @@ def shipped(tmp_path: Path) -> Iterator[tuple[Node, rsyslog.Receiver]]:
     cert, key = issue_certificate(pki, "syslog-receiver", ["localhost", "audit.test"])
     receiver = rsyslog.Receiver(tmp_path / "rsyslog", free_port(), pki / "ca.crt", cert, key)
     receiver.start()
-    text = node.config.read_text() + f'''
-[audit]
-ship_interval = 0.2
-
-[[audit.destinations]]
-name = "siem"
-transport = "tls"
-host = "127.0.0.1"
-port = {receiver.port}
-server_name = "audit.test"
-'''
-    node.config.write_text(text)
+    ship_to(node, "siem", "tls", "127.0.0.1", receiver.port, extra='server_name = "audit.test"')
     node.start()
     yield node, receiver
     if node.process is not None:
@@ -113,16 +117,7 @@ def test_udp_destination(tmp_path: Path) -> None:
     receiver = rsyslog.Receiver(tmp_path / "rsyslog-udp", free_port("127.0.0.1"), pki / "ca.crt",
                                 pki / "server.crt", pki / "server.key", transport="udp")
     receiver.start()
-    node.config.write_text(node.config.read_text() + f'''
-[audit]
-ship_interval = 0.2
-
-[[audit.destinations]]
-name = "udp-collector"
-transport = "udp"
-host = "127.0.0.1"
-port = {receiver.port}
-''')
+    ship_to(node, "udp-collector", "udp", "127.0.0.1", receiver.port)
     node.start()
     try:
         send(node, 2)
@@ -144,16 +139,7 @@ def test_receiver_must_carry_the_destination_name(tmp_path: Path, names: list[st
     cert, key = issue_certificate(pki, "syslog-receiver", names)
     receiver = rsyslog.Receiver(tmp_path / "rsyslog", free_port(), pki / "ca.crt", cert, key)
     receiver.start()
-    node.config.write_text(node.config.read_text() + f'''
-[audit]
-ship_interval = 0.2
-
-[[audit.destinations]]
-name = "siem"
-transport = "tls"
-host = "localhost"
-port = {receiver.port}
-''')
+    ship_to(node, "siem", "tls", "localhost", receiver.port)
     node.start()
     try:
         send(node, 2)
@@ -210,16 +196,7 @@ def test_udp_datagrams_stay_within_2048_octets(tmp_path: Path) -> None:
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(0.5)
     node = make_node(tmp_path)
-    node.config.write_text(node.config.read_text() + f'''
-[audit]
-ship_interval = 0.2
-
-[[audit.destinations]]
-name = "udp-collector"
-transport = "udp"
-host = "127.0.0.1"
-port = {receiver.getsockname()[1]}
-''')
+    ship_to(node, "udp-collector", "udp", "127.0.0.1", receiver.getsockname()[1])
     node.cli("audit", "list", "--actor", "a" * 1500)  # an audit.read record of ~4 kB
     long_id = f"<{'m' * 960}@test.example>"  # a legal Message-ID line: ~2.6 kB even reduced
     node.start()

@@ -270,20 +270,22 @@ def test_preauth_deadline_covers_a_skipped_literal(capped: Node, listener: str) 
         assert first_line(sock).startswith(b"* OK ")
         started = time.monotonic()
         sock.sendall(b"a LOGIN {999999999+}\r\n")
-        ended = False
-        for _ in range(40):  # 10 s at most
-            try:
-                sock.sendall(b"x" * 1000)
-            except OSError:
-                ended = True
-                break
-            if closed(sock, 0.25):
-                ended = True
-                break
-        assert ended, "still open after 10 s"
+        assert trickle_until_closed(sock, b"x" * 1000), "still open after 10 s"
         assert time.monotonic() - started < 6
     finally:
         sock.close()
+
+
+def trickle_until_closed(sock: socket.socket, chunk: bytes, rounds: int = 40) -> bool:
+    """Send *chunk* every 0.25 s (*rounds* times at most); True once the server closed."""
+    for _ in range(rounds):
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            return True
+        if closed(sock, 0.25):
+            return True
+    return False
 
 
 def noop_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
@@ -374,17 +376,7 @@ def test_data_timeout_bounds_a_refused_message_trickling_in(capped: Node) -> Non
         assert sock is not None
         started = time.monotonic()
         sock.sendall(b"Subject: big\r\n\r\n" + (b"w" * 998 + b"\r\n") * 1600)
-        ended = False
-        for _ in range(40):  # 10 s at most
-            try:
-                sock.sendall(b"w" * 100)
-            except OSError:
-                ended = True
-                break
-            if closed(sock, 0.25):
-                ended = True
-                break
-        assert ended, "still open after 10 s"
+        assert trickle_until_closed(sock, b"w" * 100), "still open after 10 s"
         assert time.monotonic() - started < 8
 
 
