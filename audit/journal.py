@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +21,10 @@ from sqlalchemy import Connection, func, insert, select
 
 from audit.events import Outcome, kind
 from mss import db
+from mss.committer import scratch
 
 GENESIS = "0" * 64
-# Key of Connection.info under which a writer that owns the transaction (the group
-# committer) lets append() remember the chain head instead of reading it for every job.
-CHAIN_CACHE = "mss.audit.chain"
+_HEAD = "audit.journal.head"  # the chain head, in the committer's transaction scratch space
 
 
 @dataclass
@@ -78,8 +77,8 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     rows = [_row_of(r) for r in records]
     if not rows:
         return
-    cache = conn.info.get(CHAIN_CACHE)
-    prev = cache.get("head") if cache is not None else None
+    cache = scratch(conn)
+    prev = cache.get(_HEAD) if cache is not None else None
     if prev is None:
         prev = conn.execute(
             select(db.audit_log.c.hash).order_by(db.audit_log.c.id.desc()).limit(1)
@@ -89,7 +88,7 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
         row["hash"] = prev = chain_hash(prev, row)
     conn.execute(insert(db.audit_log), rows)
     if cache is not None:
-        cache["head"] = prev
+        cache[_HEAD] = prev
 
 
 def query(conn: Connection, *, mailbox: str | None = None, since: str | None = None,
@@ -146,6 +145,3 @@ def query_after(conn: Connection, after_id: int, limit: int) -> Iterator[dict[st
         out["detail"] = json.loads(out["detail"]) if out["detail"] else {}
         yield out
 
-
-def record_dict(record: AuditRecord) -> dict[str, Any]:
-    return asdict(record)

@@ -6,6 +6,11 @@ transaction, commits once (one WAL fsync), then wakes the callers. If a job rais
 batch is rolled back and each job is run again in a transaction of its own, so a failing job
 fails alone (jobs are pure functions of the connection: running one twice is safe). A
 caller is only woken after the commit returned, so a 250 never precedes durability.
+
+Each transaction the writer opens carries a *scratch space* (:func:`scratch`): a dict that
+lives exactly as long as the transaction, shared by the jobs of one batch, dropped at commit
+or rollback. Lower modules keep there what is true only inside the transaction (the audit
+journal keeps its chain head, so a batch of jobs reads it once).
 """
 
 from __future__ import annotations
@@ -15,18 +20,24 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 
-from audit.journal import CHAIN_CACHE
-
 log = structlog.get_logger("mss.committer")
 T = TypeVar("T")
 
 Work = Callable[[Connection], Any]
+_SCRATCH = "mss.committer.scratch"  # key of Connection.info while a batch is open
+
+
+def scratch(conn: Connection) -> dict[str, Any] | None:
+    """The scratch space of the committer's transaction open on *conn*, or None when *conn*
+    is not one (a CLI command's own transaction): callers then do without a cache."""
+    space: dict[str, Any] | None = conn.info.get(_SCRATCH)
+    return space
 
 
 class Refusal(Exception):
@@ -41,7 +52,6 @@ class _Job:
     future: asyncio.Future[Any] | None = None
     result: Any = None
     error: BaseException | None = None
-    done: threading.Event | None = field(default=None)
 
 
 _STOP = object()
@@ -77,15 +87,6 @@ class GroupCommitter:
         """Commit *work* soon without waiting (audit of refusals); errors are logged."""
         self._queue.put(_Job(work))
 
-    def run_sync(self, work: Callable[[Connection], T]) -> T:
-        job = _Job(work, done=threading.Event())
-        self._queue.put(job)
-        assert job.done is not None
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
         stopping = False
@@ -107,12 +108,12 @@ class GroupCommitter:
 
     def _transaction(self, jobs: list[_Job]) -> None:
         with self.engine.begin() as conn:
-            conn.info[CHAIN_CACHE] = {}  # audit.journal keeps the chain head here
+            conn.info[_SCRATCH] = {}
             try:
                 for job in jobs:
                     job.result = job.work(conn)
             finally:
-                conn.info.pop(CHAIN_CACHE, None)
+                conn.info.pop(_SCRATCH, None)
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
@@ -138,9 +139,6 @@ class GroupCommitter:
 
     @staticmethod
     def _wake(job: _Job) -> None:
-        if job.done is not None:
-            job.done.set()
-            return
         if job.future is None or job.loop is None:
             if job.error is not None:
                 log.error("background commit failed", error=repr(job.error))

@@ -16,7 +16,7 @@ from audit.events import CATALOGUE, catalogue_table
 from audit.journal import GENESIS, AuditRecord, append, chain_hash
 from mss import crypto, db
 from mss import message as rfc5322
-from mss.committer import GroupCommitter
+from mss.committer import GroupCommitter, scratch
 from mss.config import ConfigError, parse_config
 from mss.passwords import hash_password, verify_password
 from trustspace import policy
@@ -221,6 +221,48 @@ async def test_group_commit_batches_and_isolates_failures(tmp_path: Path) -> Non
     with engine.connect() as conn:
         keys = set(conn.execute(select(db.meta.c.key)).scalars())
     assert len(keys) == 200 and "dup" not in keys
+
+
+async def test_committer_scratch_space_lives_one_transaction(tmp_path: Path) -> None:
+    """The committer owns a per-transaction scratch space (issue 13 #2): shared by the jobs
+    of a batch, fresh for each transaction (a rolled-back batch leaves nothing behind, so
+    the journal's cached chain head never outlives its transaction), None elsewhere."""
+    engine = sqlite_engine(tmp_path)
+    committer = GroupCommitter(engine)
+
+    def job(i: int):  # type: ignore[no-untyped-def]
+        def work(conn):  # type: ignore[no-untyped-def]
+            space = scratch(conn)
+            assert space is not None
+            space.setdefault("jobs", []).append(i)
+            append(conn, [AuditRecord("server.start", detail={"i": i})])
+            return list(space["jobs"])
+        return work
+
+    def failing(conn):  # type: ignore[no-untyped-def]
+        space = scratch(conn)
+        assert space is not None
+        space["jobs"] = ["stale"]
+        append(conn, [AuditRecord("server.stop")])
+        raise RuntimeError("rolled back")
+
+    committer.start()
+    try:
+        first = await asyncio.gather(*(committer.run(job(i)) for i in range(50)))
+        second = await asyncio.gather(*(committer.run(job(i)) for i in range(50, 60)),
+                                      committer.run(failing), return_exceptions=True)
+    finally:
+        committer.stop()
+    assert any(len(jobs) > 1 for jobs in first)  # the jobs of a batch share one space
+    assert isinstance(second[-1], RuntimeError)
+    assert all("stale" not in jobs for jobs in second[:-1])  # type: ignore[operator]
+    with engine.begin() as conn:
+        assert scratch(conn) is None  # not the committer's transaction
+        rows = [dict(r._mapping) for r in conn.execute(select(db.audit_log)
+                                                        .order_by(db.audit_log.c.id))]
+    assert len(rows) == 60 and rows[0]["prev_hash"] == GENESIS
+    for prev, row in zip(rows, rows[1:], strict=False):
+        assert row["prev_hash"] == prev["hash"]  # the chain survived the rolled-back job
 
 
 def test_passwords() -> None:
