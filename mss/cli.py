@@ -38,11 +38,11 @@ from mss.cli_support import (
     require_tls_files,
 )
 from mss.config import DEFAULT_CONFIG_NAME, load_config, render_default_config, resolve_config_path
-from mss.relay_cli import relay_app
 from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
 from trustspace.cli import pki_app, whitelist_app
 from trustspace.pki import generate_dev_pki
+from trustspace.relay_cli import relay_app
 from trustspace.whitelist import normalize_domain
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

@@ -19,6 +19,7 @@ from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
 from mss.db import DatabaseUnusable, unusable
 from mss.store import StoreError
+from trustspace.relays import RelayError
 
 EXIT_ERROR = 2  # 1 is reserved for "no" answers such as 'whitelist check'
 PRIVATE_UMASK = 0o077  # files 0600, directories 0700: the data dir holds keys, mail, logs
@@ -85,8 +86,8 @@ def node(ctx: typer.Context) -> Iterator[App]:
         app.close()
 
 
-HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, DatabaseUnusable,
-           OSError)
+HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, RelayError,
+           DatabaseUnusable, OSError)
 
 
 def report(exc: BaseException) -> NoReturn:

@@ -27,7 +27,6 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.login import check_login, throttle_name
 from mss.passwords import verify_password
-from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
 from proxy.imap import notifier as imap_notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
@@ -35,6 +34,7 @@ from trustspace import policy
 from trustspace.cache import LiveWhitelist
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import canonical_name
+from trustspace.relays import get_relay, relay_by_dn
 from trustspace.tlshook import presented_chain
 from trustspace.verifier import PeerVerifier
 from trustspace.whitelist import normalize_domain

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from audit.journal import AuditRecord, append
-from mss import relays, store
+from mss import store
 from mss.cli_support import actor, fail, node, password_hash_from_stdin
+from trustspace import relays
 
 relay_app = typer.Typer(no_args_is_help=True,
                         help="Institutions' mail servers allowed on the relay listener.")

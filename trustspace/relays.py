@@ -2,7 +2,9 @@
 
 A relay authenticates either by a client certificate whose subject DN is registered
 (compared parsed, RFC 4514, like the whitelist's) or by SMTP AUTH with its name and a
-password (scrypt). It may send as any address of its domains.
+password (scrypt). It may send as any address of its domains. Who may relay is trust
+policy, so the registry lives with the trust space; its ``mss relay`` commands are
+:mod:`trustspace.relay_cli`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, insert, select
 
 from mss import db
-from mss.store import StoreError
 from trustspace.dn import CanonicalDN, DNError, parse_dn
 from trustspace.whitelist import normalize_domain
 
 NAME_MAX = 64
+
+
+class RelayError(ValueError):
+    """A relay registration refused: one line for the CLI (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -41,25 +46,25 @@ def _relay(row: object) -> Relay:
 def parse_domains(text: str) -> list[str]:
     names = [d.strip() for d in text.split(",") if d.strip()]
     if not names:
-        raise StoreError("--domains: at least one domain")
+        raise RelayError("--domains: at least one domain")
     out = []
     for name in names:
         try:
             out.append(normalize_domain(name))
         except ValueError as exc:
-            raise StoreError(f"--domains: {exc}") from None
+            raise RelayError(f"--domains: {exc}") from None
     return sorted(set(out))
 
 
 def check_name(name: str) -> None:
     if not name or len(name) > NAME_MAX or not all(c.isalnum() or c in "-_." for c in name):
-        raise StoreError(f"relay name {name[:80]!r}: 1 to {NAME_MAX} letters, digits, - _ .")
+        raise RelayError(f"relay name {name[:80]!r}: 1 to {NAME_MAX} letters, digits, - _ .")
 
 
 def check_identity(cert_dn: str | None, password: bool) -> None:
     """A relay authenticates by exactly one of a certificate DN or a password."""
     if (cert_dn is None) == (not password):
-        raise StoreError("give exactly one of --cert-dn DN or --password-stdin")
+        raise RelayError("give exactly one of --cert-dn DN or --password-stdin")
 
 
 def add_relay(conn: Connection, name: str, domains: list[str], cert_dn: str | None,
@@ -70,9 +75,9 @@ def add_relay(conn: Connection, name: str, domains: list[str], cert_dn: str | No
         try:
             parse_dn(cert_dn)
         except DNError as exc:
-            raise StoreError(f"--cert-dn: {exc}") from None
+            raise RelayError(f"--cert-dn: {exc}") from None
     if get_relay(conn, name) is not None:
-        raise StoreError(f"relay {name} already exists")
+        raise RelayError(f"relay {name} already exists")
     conn.execute(insert(db.relays).values(name=name, cert_dn=cert_dn,
                                           password_hash=password_hash,
                                           domains=",".join(domains), created_at=time.time()))
@@ -92,7 +97,7 @@ def list_relays(conn: Connection) -> list[Relay]:
 def remove_relay(conn: Connection, name: str) -> Relay:
     relay = get_relay(conn, name)
     if relay is None:
-        raise StoreError(f"no relay {name}")
+        raise RelayError(f"no relay {name}")
     conn.execute(delete(db.relays).where(db.relays.c.name == name))
     return relay
 
