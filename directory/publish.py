@@ -14,17 +14,16 @@ import base64
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from directory.sync import SyncError, ldap_connection
-from mss import store
 from mss.config import DirectoryConfig, PublishConfig
 
 OBJECT_CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox"]
@@ -40,10 +39,28 @@ class PublishReport:
     unchanged: int = 0
 
 
-def desired_entries(conn: Connection) -> dict[str, dict[str, str]]:
+class Publishable(Protocol):
+    """What publication reads of a hosted mailbox. The mail store owns the mailboxes: the
+    caller (the CLI) reads them and hands them in, so the directory never reaches into it."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def rpps(self) -> str | None: ...
+    @property
+    def finess(self) -> str | None: ...
+    @property
+    def liste_rouge(self) -> bool: ...
+
+
+def desired_entries(mailboxes: Iterable[Publishable]) -> dict[str, dict[str, str]]:
     """Our publishable mailboxes: address -> logical attributes."""
     out = {}
-    for m in store.list_mailboxes(conn):
+    for m in mailboxes:
         if not m.enabled or m.liste_rouge:
             continue
         local = m.address.split("@", 1)[0]
@@ -81,14 +98,12 @@ def to_ldif(entries: Iterable[dict[str, str]], base: str, mapping: dict[str, str
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def publish(engine: Engine, config: DirectoryConfig, to: PublishConfig, password: str,
-            actor: str) -> PublishReport:
-    """Bring *to*'s subtree in line with our mailboxes, over the same verified TLS as
-    sync (:func:`directory.sync.ldap_connection`): a server that fails the check gets no bind
-    request, so never the password."""
+def publish(engine: Engine, desired: dict[str, dict[str, str]], config: DirectoryConfig,
+            to: PublishConfig, password: str, actor: str) -> PublishReport:
+    """Bring *to*'s subtree in line with *desired* (:func:`desired_entries` of our
+    mailboxes), over the same verified TLS as sync (:func:`directory.sync.ldap_connection`):
+    a server that fails the check gets no bind request, so never the password."""
     mapping, publish_url, base = config.attributes, to.url, to.base_dn
-    with engine.connect() as conn:
-        desired = desired_entries(conn)
     report = PublishReport()
     t0 = time.monotonic()
     try:

@@ -374,7 +374,7 @@ def test_publish_verifies_the_server_before_sending_the_bind(tmp_path: Path,
                        ca_file=ours / "ca.crt")
     try:
         with pytest.raises(SyncError, match="publication failed"):
-            publish(engine, directory, to, "publish-secret-password", "test")
+            publish(engine, {}, directory, to, "publish-secret-password", "test")
     finally:
         listener.close()
     assert listener.handshakes, "the client never connected"
