@@ -42,12 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from sqlalchemy import Connection, delete, func, insert, select
 
+from audit.events import Event
 from audit.journal import GENESIS, AuditRecord, append
 from audit.verify import VerifyResult, verify_chain
 from mss import db
 
 MIN_RETENTION_DAYS = 183  # the national recommendation: traces kept six months at least
-CHECKPOINT_EVENT = "audit.checkpoint"
+CHECKPOINT_EVENT = Event.AUDIT_CHECKPOINT
 CHECKPOINT_TYPE_CODE = "MSS-AUDIT-CHECKPOINT"  # its EventTypeCode in DICOM and FHIR exports
 
 

@@ -18,7 +18,7 @@ from audit.checkpoints import (
     write_checkpoint,
 )
 from audit.dicom import audit_source, to_xml
-from audit.events import CATALOGUE, Outcome
+from audit.events import CATALOGUE, Event, Outcome
 from audit.fhir import to_audit_event
 from audit.journal import AuditRecord, append, count, query
 from audit.shipper import Outbox
@@ -76,7 +76,7 @@ def audit_list(
             rows = list(query(conn, **filters))
         with app.engine.begin() as conn:  # reading the trail is itself traced (ATNA)
             used = {k: v for k, v in filters.items() if v is not None}
-            append(conn, [AuditRecord("audit.read", actor=actor(), mailbox=mailbox,
+            append(conn, [AuditRecord(Event.AUDIT_READ, actor=actor(), mailbox=mailbox,
                                       detail={**used, "rows": len(rows)})])
     for row in rows:
         if as_json:
@@ -141,10 +141,10 @@ def audit_purge(
         try:
             with app.engine.begin() as conn:
                 result = purge(conn, key, cutoff, _since(now.isoformat()), days)
-                append(conn, [AuditRecord("audit.purge", actor=actor(),
+                append(conn, [AuditRecord(Event.AUDIT_PURGE, actor=actor(),
                                           detail={"before": cutoff, **result})])
         except CheckpointError as exc:
-            app.audit(AuditRecord("audit.purge", Outcome.MINOR_FAILURE, actor=actor(),
+            app.audit(AuditRecord(Event.AUDIT_PURGE, Outcome.MINOR_FAILURE, actor=actor(),
                                   reason=str(exc), detail={"before": cutoff}))
             fail(str(exc))
     print(f"{result['deleted']} records before {cutoff} deleted; chain now starts after "
@@ -170,7 +170,7 @@ def audit_export(
         source = audit_source(app.config)
         with app.engine.begin() as conn:  # traced before any row is printed
             rows = count(conn, **window)
-            append(conn, [AuditRecord("audit.export", actor=actor(),
+            append(conn, [AuditRecord(Event.AUDIT_EXPORT, actor=actor(),
                                       detail={"format": fmt, **used, "rows": rows})])
         with app.reader.connect() as conn:  # streamed: the trail may be large
             for row in query(conn, **window, limit=rows) if rows else ():

@@ -12,7 +12,64 @@ the same table; a test keeps the two equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+
+class Event(StrEnum):
+    """Every event kind, one member per catalogue entry: records name their event with a
+    member, so a misspelt event is a mypy error, not a runtime one."""
+
+    SERVER_START = "server.start"
+    SERVER_STOP = "server.stop"
+    CONNECTION_REFUSED = "connection.refused"
+    SMTP_CONNECT = "smtp.connect"
+    SMTP_TLS = "smtp.tls"
+    SMTP_TIMEOUT = "smtp.timeout"
+    SMTP_AUTH = "smtp.auth"
+    SMTP_SENDER_REFUSED = "smtp.sender.refused"
+    SMTP_RECIPIENT_REFUSED = "smtp.recipient.refused"
+    SMTP_MESSAGE_REFUSED = "smtp.message.refused"
+    SMTP_CERTIFICATE_FAIL_OPEN = "smtp.certificate.fail_open"
+    SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
+    DELIVERY_LOCAL = "delivery.local"
+    DELIVERY_QUEUED = "delivery.queued"
+    QUEUE_DELIVERED = "queue.delivered"
+    QUEUE_DEFERRED = "queue.deferred"
+    QUEUE_BOUNCED = "queue.bounced"
+    QUEUE_EXPIRED = "queue.expired"
+    IMAP_LOGIN = "imap.login"
+    IMAP_SELECT = "imap.select"
+    IMAP_FETCH = "imap.fetch"
+    IMAP_STORE_DELETED = "imap.store.deleted"
+    IMAP_EXPUNGE = "imap.expunge"
+    IMAP_MOVE = "imap.move"
+    IMAP_COPY = "imap.copy"
+    IMAP_APPEND = "imap.append"
+    IMAP_FOLDER_CREATE = "imap.folder.create"
+    IMAP_FOLDER_DELETE = "imap.folder.delete"
+    IMAP_FOLDER_RENAME = "imap.folder.rename"
+    IMAP_DELEGATED = "imap.delegated"
+    STORE_TAMPERED = "store.tampered"
+    DIRECTORY_SYNC = "directory.sync"
+    DIRECTORY_PUBLISH = "directory.publish"
+    ADMIN_INIT = "admin.init"
+    ADMIN_DOMAIN_ADD = "admin.domain.add"
+    ADMIN_MAILBOX_ADD = "admin.mailbox.add"
+    ADMIN_MAILBOX_DISABLE = "admin.mailbox.disable"
+    ADMIN_MAILBOX_GRANT = "admin.mailbox.grant"
+    ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
+    ADMIN_KEYS_ROTATE = "admin.keys.rotate"
+    ADMIN_DOMAIN_RELAY = "admin.domain.relay"
+    ADMIN_RELAY_ADD = "admin.relay.add"
+    ADMIN_RELAY_REMOVE = "admin.relay.remove"
+    ADMIN_QUEUE_RETRY = "admin.queue.retry"
+    ADMIN_QUEUE_PURGE = "admin.queue.purge"
+    WHITELIST_IMPORT = "whitelist.import"
+    WHITELIST_FETCH = "whitelist.fetch"
+    AUDIT_READ = "audit.read"
+    AUDIT_EXPORT = "audit.export"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_PURGE = "audit.purge"
 
 
 class Outcome(IntEnum):
@@ -41,7 +98,7 @@ def dcm(code: str, display: str) -> Code:
 
 @dataclass(frozen=True)
 class EventKind:
-    name: str
+    name: Event
     event_id: Code
     type_code: Code
     action: str
@@ -60,151 +117,160 @@ MAILBOX_ACCESS = own("MSS-MAILBOX-ACCESS", "Mailbox content accessed")
 USER_AUTHENTICATION = dcm("110114", "User Authentication")
 
 
-def _kinds(*kinds: EventKind) -> dict[str, EventKind]:
-    return {k.name: k for k in kinds}
+def _kinds(*kinds: EventKind) -> dict[Event, EventKind]:
+    catalogue = {k.name: k for k in kinds}
+    assert list(catalogue) == list(Event), "one catalogue entry per Event member, in order"
+    return catalogue
 
 
-CATALOGUE: dict[str, EventKind] = _kinds(
+CATALOGUE: dict[Event, EventKind] = _kinds(
     # server life
-    EventKind("server.start", APPLICATION_ACTIVITY, dcm("110120", "Application Start"), "E",
+    EventKind(Event.SERVER_START, APPLICATION_ACTIVITY, dcm("110120", "Application Start"), "E",
               "mss serve started its listeners"),
-    EventKind("server.stop", APPLICATION_ACTIVITY, dcm("110121", "Application Stop"), "E",
+    EventKind(Event.SERVER_STOP, APPLICATION_ACTIVITY, dcm("110121", "Application Stop"), "E",
               "mss serve stopped"),
     # connections (every listener)
-    EventKind("connection.refused", NETWORK_ENTRY,
+    EventKind(Event.CONNECTION_REFUSED, NETWORK_ENTRY,
               own("MSS-CONN-LIMIT", "Connection refused over a limit"), "E",
               "a connection over a listener's cap (reason names it: max_connections, "
               "max_connections_per_address, max_preauth, max_preauth_per_address, "
               "open_files) got 421 / BYE; one record per cap and limits.report_interval, "
               "detail.refused counts them"),
     # SMTP sessions
-    EventKind("smtp.connect", NETWORK_ENTRY, dcm("110124", "Attach"), "E",
+    EventKind(Event.SMTP_CONNECT, NETWORK_ENTRY, dcm("110124", "Attach"), "E",
               "an SMTP client connected to a listener"),
-    EventKind("smtp.tls", NETWORK_ENTRY, own("MSS-SMTP-TLS", "TLS established"), "E",
+    EventKind(Event.SMTP_TLS, NETWORK_ENTRY, own("MSS-SMTP-TLS", "TLS established"), "E",
               "STARTTLS or implicit TLS handshake done (protocol and cipher in detail)"),
-    EventKind("smtp.timeout", NETWORK_ENTRY, own("MSS-SMTP-TIMEOUT", "Session timed out"), "E",
+    EventKind(Event.SMTP_TIMEOUT, NETWORK_ENTRY, own("MSS-SMTP-TIMEOUT", "Session timed out"), "E",
               "an SMTP session got 421 4.4.2 and was closed at a deadline (reason: "
               "preauth_timeout, session_timeout or data_timeout)"),
-    EventKind("smtp.auth", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
+    EventKind(Event.SMTP_AUTH, USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "SMTP AUTH success (0), failure (8) or refusal while throttled (4) on submission "
               "and relay"),
-    EventKind("smtp.sender.refused", IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
+    EventKind(Event.SMTP_SENDER_REFUSED, IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
               "MAIL FROM refused by policy (reason and whitelist version recorded)"),
-    EventKind("smtp.recipient.refused", IMPORT,
+    EventKind(Event.SMTP_RECIPIENT_REFUSED, IMPORT,
               own("MSS-RCPT-REFUSED", "Recipient refused"), "C",
               "RCPT TO refused by policy (reason and whitelist version recorded)"),
-    EventKind("smtp.message.refused", IMPORT,
+    EventKind(Event.SMTP_MESSAGE_REFUSED, IMPORT,
               own("MSS-MSG-REFUSED", "Message refused"), "C",
               "DATA refused: too large, bare CR/LF, long line, From:/Sender: not allowed "
               "for the login or invalid (submission, relay), storage failure"),
-    EventKind("smtp.certificate.fail_open", SECURITY_ALERT,
+    EventKind(Event.SMTP_CERTIFICATE_FAIL_OPEN, SECURITY_ALERT,
               own("MSS-CRL-FAIL-OPEN", "Certificate accepted without revocation status"), "E",
               "a client certificate was accepted with no current CRL, because pki."
               "crl_unavailable = fail-open (fail-closed answers 454 and audits "
               "smtp.sender.refused)"),
-    EventKind("smtp.message.accepted", IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
+    EventKind(Event.SMTP_MESSAGE_ACCEPTED, IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
               "a message was accepted (250) for all its valid recipients"),
-    EventKind("delivery.local", IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
+    EventKind(Event.DELIVERY_LOCAL, IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
               "a message copy was stored, encrypted, in a hosted mailbox"),
-    EventKind("delivery.queued", EXPORT, own("MSS-QUEUED", "Queued for an operator"), "R",
+    EventKind(Event.DELIVERY_QUEUED, EXPORT, own("MSS-QUEUED", "Queued for an operator"), "R",
               "a message copy was queued, encrypted, for a whitelisted remote domain"),
     # outbound queue (proxy/outbound)
-    EventKind("queue.delivered", EXPORT, own("MSS-QUEUE-DELIVERED", "Delivered to a peer"), "R",
+    EventKind(Event.QUEUE_DELIVERED, EXPORT, own("MSS-QUEUE-DELIVERED", "Delivered to a peer"), "R",
               "a queued copy was accepted (250) by the peer operator or next hop (host, its "
               "certificate DN and the message's patient pseudonym in detail)"),
-    EventKind("queue.deferred", EXPORT, own("MSS-QUEUE-DEFERRED", "Delivery deferred"), "R",
+    EventKind(Event.QUEUE_DEFERRED, EXPORT, own("MSS-QUEUE-DEFERRED", "Delivery deferred"), "R",
               "a delivery attempt failed temporarily; retried later (reason, remote reply)"),
-    EventKind("queue.bounced", EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "R",
+    EventKind(Event.QUEUE_BOUNCED, EXPORT, own("MSS-QUEUE-BOUNCED", "Delivery failed"), "R",
               "a queued copy failed permanently (5xx, null MX) or was bounced by an operator;"
               " DSN to the sender, local or queued"),
-    EventKind("queue.expired", EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "R",
+    EventKind(Event.QUEUE_EXPIRED, EXPORT, own("MSS-QUEUE-EXPIRED", "Delivery expired"), "R",
               "a queued copy used up its attempts or max age; DSN to the sender, local or "
               "queued"),
     # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder ids (a name is content)
-    EventKind("imap.login", USER_AUTHENTICATION, dcm("110122", "Login"), "E",
+    EventKind(Event.IMAP_LOGIN, USER_AUTHENTICATION, dcm("110122", "Login"), "E",
               "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled (4)"),
-    EventKind("imap.select", MAILBOX_ACCESS, own("MSS-IMAP-SELECT", "Folder opened"), "R",
+    EventKind(Event.IMAP_SELECT, MAILBOX_ACCESS, own("MSS-IMAP-SELECT", "Folder opened"), "R",
               "SELECT or EXAMINE of a folder (read-only flag and delegation in detail)"),
-    EventKind("imap.fetch", MAILBOX_ACCESS, own("MSS-IMAP-FETCH", "Message content read"), "R",
+    EventKind(Event.IMAP_FETCH, MAILBOX_ACCESS, own("MSS-IMAP-FETCH", "Message content read"), "R",
               "a FETCH returned header or body content ([uid, store id] of each message)"),
-    EventKind("imap.store.deleted", MAILBOX_ACCESS, own("MSS-IMAP-DELETED", "Marked deleted"), "U",
+    EventKind(Event.IMAP_STORE_DELETED, MAILBOX_ACCESS,
+              own("MSS-IMAP-DELETED", "Marked deleted"), "U",
               "STORE set the \\Deleted flag (UIDs in detail)"),
-    EventKind("imap.expunge", MAILBOX_ACCESS, own("MSS-IMAP-EXPUNGE", "Messages expunged"), "D",
+    EventKind(Event.IMAP_EXPUNGE, MAILBOX_ACCESS, own("MSS-IMAP-EXPUNGE", "Messages expunged"), "D",
               "EXPUNGE, UID EXPUNGE or CLOSE removed messages ([uid, store id] in detail)"),
-    EventKind("imap.move", MAILBOX_ACCESS, own("MSS-IMAP-MOVE", "Messages moved"), "U",
+    EventKind(Event.IMAP_MOVE, MAILBOX_ACCESS, own("MSS-IMAP-MOVE", "Messages moved"), "U",
               "MOVE of messages to another folder (source and destination in detail)"),
-    EventKind("imap.copy", MAILBOX_ACCESS, own("MSS-IMAP-COPY", "Messages copied"), "C",
+    EventKind(Event.IMAP_COPY, MAILBOX_ACCESS, own("MSS-IMAP-COPY", "Messages copied"), "C",
               "COPY of messages to another folder (re-encrypted for the destination)"),
-    EventKind("imap.append", MAILBOX_ACCESS, own("MSS-IMAP-APPEND", "Message appended"), "C",
+    EventKind(Event.IMAP_APPEND, MAILBOX_ACCESS, own("MSS-IMAP-APPEND", "Message appended"), "C",
               "APPEND stored a message, encrypted (store id, uid and size in detail)"),
-    EventKind("imap.folder.create", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "C",
+    EventKind(Event.IMAP_FOLDER_CREATE, MAILBOX_ACCESS,
+              own("MSS-IMAP-FOLDER", "Folder changed"), "C",
               "CREATE of a folder"),
-    EventKind("imap.folder.delete", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "D",
+    EventKind(Event.IMAP_FOLDER_DELETE, MAILBOX_ACCESS,
+              own("MSS-IMAP-FOLDER", "Folder changed"), "D",
               "DELETE of a folder and its messages"),
-    EventKind("imap.folder.rename", MAILBOX_ACCESS, own("MSS-IMAP-FOLDER", "Folder changed"), "U",
+    EventKind(Event.IMAP_FOLDER_RENAME, MAILBOX_ACCESS,
+              own("MSS-IMAP-FOLDER", "Folder changed"), "U",
               "RENAME of a folder"),
-    EventKind("imap.delegated", MAILBOX_ACCESS, own("MSS-IMAP-DELEGATED", "Delegated access"), "R",
+    EventKind(Event.IMAP_DELEGATED, MAILBOX_ACCESS,
+              own("MSS-IMAP-DELEGATED", "Delegated access"), "R",
               "a user reached a mailbox shared with them (mss mailbox grant); command in detail"),
-    EventKind("store.tampered", SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "E",
+    EventKind(Event.STORE_TAMPERED, SECURITY_ALERT, own("MSS-TAMPERED", "Ciphertext tampered"), "E",
               "a stored ciphertext failed authentication; it was not served"),
     # directory
-    EventKind("directory.sync", IMPORT, own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "C",
+    EventKind(Event.DIRECTORY_SYNC, IMPORT,
+              own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "C",
               "a directory sync run ended (counts in detail) or failed (8, last good kept)"),
-    EventKind("directory.publish", EXPORT, own("MSS-DIRECTORY-PUBLISH", "Mailboxes published"),
+    EventKind(Event.DIRECTORY_PUBLISH, EXPORT, own("MSS-DIRECTORY-PUBLISH", "Mailboxes published"),
               "R", "our mailboxes were published to the directory (counts in detail)"),
     # administration (mss CLI)
-    EventKind("admin.init", SECURITY_ALERT, dcm("110131", "Software Configuration"), "E",
+    EventKind(Event.ADMIN_INIT, SECURITY_ALERT, dcm("110131", "Software Configuration"), "E",
               "mss init created a data dir, keys and development PKI"),
-    EventKind("admin.domain.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
+    EventKind(Event.ADMIN_DOMAIN_ADD, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain was added"),
-    EventKind("admin.mailbox.add", SECURITY_ALERT,
+    EventKind(Event.ADMIN_MAILBOX_ADD, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "a mailbox was created"),
-    EventKind("admin.mailbox.disable", SECURITY_ALERT,
+    EventKind(Event.ADMIN_MAILBOX_DISABLE, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "a mailbox was disabled"),
-    EventKind("admin.mailbox.grant", SECURITY_ALERT,
+    EventKind(Event.ADMIN_MAILBOX_GRANT, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "an ORG/APP mailbox was shared with a user over IMAP (grantee in detail)"),
-    EventKind("admin.mailbox.revoke", SECURITY_ALERT,
+    EventKind(Event.ADMIN_MAILBOX_REVOKE, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "a user's access to a shared mailbox was removed (grantee in detail)"),
-    EventKind("admin.keys.rotate", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+    EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
-    EventKind("admin.domain.relay", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
+    EventKind(Event.ADMIN_DOMAIN_RELAY, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain's next hop (relay_to) was set: its mail goes to that server"),
-    EventKind("admin.relay.add", SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
+    EventKind(Event.ADMIN_RELAY_ADD, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "an institution's mail server was allowed on the relay listener (name, method, "
               "domains)"),
-    EventKind("admin.relay.remove", SECURITY_ALERT, dcm("110128", "Network Configuration"),
+    EventKind(Event.ADMIN_RELAY_REMOVE, SECURITY_ALERT, dcm("110128", "Network Configuration"),
               "E", "a relay was removed: its server may no longer send"),
-    EventKind("admin.queue.retry", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
+    EventKind(Event.ADMIN_QUEUE_RETRY, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator made queued rows due now or re-queued bounced/expired ones"),
-    EventKind("admin.queue.purge", SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
+    EventKind(Event.ADMIN_QUEUE_PURGE, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
-    EventKind("whitelist.import", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+    EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
-    EventKind("whitelist.fetch", SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+    EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "the published whitelist was fetched: not modified, unchanged or imported (0), "
               "or the refresh failed (8: HTTP error, checksum mismatch, import refused)"),
-    EventKind("audit.read", AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
+    EventKind(Event.AUDIT_READ, AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
-    EventKind("audit.export", AUDIT_LOG_USED, own("MSS-AUDIT-EXPORT", "Audit trail exported"),
+    EventKind(Event.AUDIT_EXPORT, AUDIT_LOG_USED, own("MSS-AUDIT-EXPORT", "Audit trail exported"),
               "R", "an operator exported the audit trail (format, time window and rows in "
               "detail)"),
-    EventKind("audit.checkpoint", AUDIT_LOG_USED,
+    EventKind(Event.AUDIT_CHECKPOINT, AUDIT_LOG_USED,
               own("MSS-AUDIT-CHECKPOINT", "Audit trail checkpoint signed"), "R",
               "a signed checkpoint of the chain (sequence, record, count, previous checkpoint "
               "hash, signature in detail), shipped so that a witness can show a cut tail"),
-    EventKind("audit.purge", SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
+    EventKind(Event.AUDIT_PURGE, SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
               "records older than the retention period were deleted after a checkpoint"),
 )
 
 
 def kind(name: str) -> EventKind:
+    """The catalogue entry of *name* (an Event, or its value read back from the journal)."""
     try:
-        return CATALOGUE[name]
-    except KeyError:
+        return CATALOGUE[Event(name)]
+    except ValueError:
         raise ValueError(f"audit event {name!r} is not in the catalogue") from None
 
 
@@ -220,7 +286,10 @@ def catalogue_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(path: str) -> None:
+DOC = "docs/audit-events.md"
+
+
+def write_table(path: str = DOC) -> None:
     """Replace the catalogue table in the document at *path*, keeping the rest of it."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -236,7 +305,7 @@ def write_table(path: str) -> None:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["--write"] and len(sys.argv) == 3:
-        write_table(sys.argv[2])  # python -m audit.events --write docs/audit-events.md
+    if sys.argv[1:2] == ["--write"] and len(sys.argv) <= 3:
+        write_table(*sys.argv[2:])  # python -m audit.events --write [docs/audit-events.md]
     else:
         print(catalogue_table(), end="")

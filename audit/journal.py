@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from audit.events import Outcome, kind
+from audit.events import Event, Outcome, kind
 from mss import db
 from mss.committer import scratch
 
@@ -29,7 +29,7 @@ _HEAD = "audit.journal.head"  # the chain head, in the committer's transaction s
 
 @dataclass
 class AuditRecord:
-    event: str
+    event: Event
     outcome: Outcome = Outcome.SUCCESS
     actor: str | None = None
     remote_addr: str | None = None
@@ -45,7 +45,9 @@ class AuditRecord:
     ts: str = ""
 
     def __post_init__(self) -> None:
-        kind(self.event)  # refuse an event the catalogue does not list
+        # refuse an event the catalogue does not list (mypy catches it first, when the
+        # caller names a member; a string is accepted if it is a member's value)
+        self.event = kind(self.event).name
         if not self.ts:
             self.ts = now_iso()
 
@@ -60,6 +62,7 @@ _FIELDS = ("ts", "event", "outcome", "actor", "remote_addr", "session", "listene
 
 def _row_of(record: AuditRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in _FIELDS}
+    row["event"] = str(record.event)  # the member's value, as a plain str
     row["outcome"] = int(record.outcome)
     row["detail"] = json.dumps(record.detail, sort_keys=True, separators=(",", ":")) \
         if record.detail else None

@@ -21,7 +21,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
 from sqlalchemy import Engine
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from directory.sync import SyncError, ldap_connection
 from mss.config import DirectoryConfig, PublishConfig
@@ -153,12 +153,12 @@ def publish(engine: Engine, desired: dict[str, dict[str, str]], config: Director
             ldap.unbind()
     except LDAPException as exc:
         with engine.begin() as conn:
-            append(conn, [AuditRecord("directory.publish", Outcome.SERIOUS_FAILURE, actor=actor,
+            append(conn, [AuditRecord(Event.DIRECTORY_PUBLISH, Outcome.SERIOUS_FAILURE, actor=actor,
                                       reason=f"{type(exc).__name__}: {exc}",
                                       detail={"server": publish_url, **_counts(report)})])
         raise SyncError(f"publication failed: {type(exc).__name__}: {exc}") from None
     with engine.begin() as conn:
-        append(conn, [AuditRecord("directory.publish", actor=actor, detail={
+        append(conn, [AuditRecord(Event.DIRECTORY_PUBLISH, actor=actor, detail={
             "server": publish_url, "seconds": round(time.monotonic() - t0, 3),
             **_counts(report)})])
     return report

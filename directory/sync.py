@@ -24,7 +24,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.config import set_config_parameter
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 from mss.config import DIRECTORY_FIELDS, ConfigError, DirectoryConfig, cleartext_bind
@@ -221,7 +221,7 @@ class DirectorySync:
                 "high_water": report.high_water, "error": report.error}
 
     def _audit(self, report: RunReport, outcome: Outcome) -> AuditRecord:
-        return AuditRecord("directory.sync", outcome, actor=self.actor, reason=report.error,
+        return AuditRecord(Event.DIRECTORY_SYNC, outcome, actor=self.actor, reason=report.error,
                            detail={"run": report.run_id, "kind": report.kind,
                                    "server": report.server, "entries": report.entries,
                                    "added": report.added, "changed": report.changed,

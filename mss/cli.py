@@ -19,7 +19,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from audit.checkpoints import signing_key
 from audit.cli import audit_app
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import pseudonym_key
 from directory.cli import directory_app
@@ -106,8 +106,8 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
             node_app.keyring.create_key(conn, crypto.QUEUE_KEY_ID)
             store.add_domain(conn, domain)
             append(conn, [
-                AuditRecord("admin.init", actor=actor(), detail={"data_dir": str(data_dir)}),
-                AuditRecord("admin.domain.add", actor=actor(), detail={"domain": domain}),
+                AuditRecord(Event.ADMIN_INIT, actor=actor(), detail={"data_dir": str(data_dir)}),
+                AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(), detail={"domain": domain}),
             ])
     finally:
         node_app.close()
@@ -154,11 +154,11 @@ def domain_add(ctx: typer.Context, name: str,
         relay_to = f"{host}:{port}"
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         domain = store.add_domain(conn, name)
-        append(conn, [AuditRecord("admin.domain.add", actor=actor(),
+        append(conn, [AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(),
                                   detail={"domain": domain})])
         if relay_to is not None:
             store.set_relay(conn, domain, relay_to)
-            append(conn, [AuditRecord("admin.domain.relay", actor=actor(),
+            append(conn, [AuditRecord(Event.ADMIN_DOMAIN_RELAY, actor=actor(),
                                       detail={"domain": domain, "relay_to": relay_to})])
     print(f"domain {domain} added" + (f", mail relayed to {relay_to}" if relay_to else ""))
 
@@ -192,7 +192,7 @@ def mailbox_add(
         mailbox = store.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,
                                     liste_rouge=liste_rouge)
-        append(conn, [AuditRecord("admin.mailbox.add", actor=actor(), mailbox=mailbox.address,
+        append(conn, [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
                                   detail={"type": mailbox.type})])
     print(f"mailbox {mailbox.address} ({mailbox.type}) created")
 
@@ -225,7 +225,7 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
     """Disable a mailbox: no more logins, no more mail accepted for it."""
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         m = store.disable_mailbox(conn, address)
-        append(conn, [AuditRecord("admin.mailbox.disable", actor=actor(), mailbox=m.address)])
+        append(conn, [AuditRecord(Event.ADMIN_MAILBOX_DISABLE, actor=actor(), mailbox=m.address)])
     print(f"mailbox {m.address} disabled")
 
 
@@ -236,7 +236,7 @@ def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         shared, grantee = grant(conn, address, user)
-        append(conn, [AuditRecord("admin.mailbox.grant", actor=actor(), mailbox=shared.address,
+        append(conn, [AuditRecord(Event.ADMIN_MAILBOX_GRANT, actor=actor(), mailbox=shared.address,
                                   detail={"grantee": grantee.address})])
     print(f"{grantee.address} now has access to {shared.address}")
 
@@ -248,7 +248,7 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         shared, grantee = revoke(conn, address, user)
-        append(conn, [AuditRecord("admin.mailbox.revoke", actor=actor(),
+        append(conn, [AuditRecord(Event.ADMIN_MAILBOX_REVOKE, actor=actor(),
                                   mailbox=shared.address, detail={"grantee": grantee.address})])
     print(f"{grantee.address} no longer has access to {shared.address}")
 
@@ -262,10 +262,10 @@ def keys_rotate(ctx: typer.Context) -> None:
         try:
             with node_app.engine.begin() as conn:
                 version, count = node_app.keyring.rotate(conn)
-                append(conn, [AuditRecord("admin.keys.rotate", actor=actor(),
+                append(conn, [AuditRecord(Event.ADMIN_KEYS_ROTATE, actor=actor(),
                                           detail={"version": version, "keys": count})])
         except (crypto.KeyringError, crypto.TamperedError) as exc:
-            node_app.audit(AuditRecord("admin.keys.rotate", Outcome.SERIOUS_FAILURE,
+            node_app.audit(AuditRecord(Event.ADMIN_KEYS_ROTATE, Outcome.SERIOUS_FAILURE,
                                        actor=actor(), reason=str(exc)))
             raise
     print(f"master key version {version}; {count} keys re-wrapped")

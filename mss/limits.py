@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
@@ -237,7 +237,7 @@ class ListenerGuard:
         if count:
             log.warning("connection refused", listener=self.listener, reason=result,
                         remote=address, refused=count, interval=self.gate.interval)
-            record = AuditRecord("connection.refused", Outcome.MINOR_FAILURE, actor=address,
+            record = AuditRecord(Event.CONNECTION_REFUSED, Outcome.MINOR_FAILURE, actor=address,
                                  remote_addr=address, listener=self.listener, reason=result,
                                  detail={"refused": count, "interval": self.gate.interval})
             self.committer.submit(lambda conn: append(conn, [record]))

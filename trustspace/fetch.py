@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 from trustspace.registry import (
@@ -38,7 +38,7 @@ from trustspace.registry import (
     import_whitelist,
 )
 
-_EVENT = "whitelist.fetch"
+_EVENT = Event.WHITELIST_FETCH
 _USER_AGENT = "mss-whitelist-fetch/1"
 _HEX64 = re.compile(rb"\b([0-9a-fA-F]{64})\b")
 

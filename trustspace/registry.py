@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 from trustspace.whitelist import (
@@ -25,7 +25,7 @@ from trustspace.whitelist import (
 )
 
 _INSERT_CHUNK = 2000
-_EVENT = "whitelist.import"
+_EVENT = Event.WHITELIST_IMPORT
 
 
 class WhitelistImportError(Exception):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from audit.events import Event
 from audit.journal import AuditRecord, append
 from mss import store
 from mss.cli_support import actor, fail, node, password_hash_from_stdin
@@ -39,7 +40,7 @@ def relay_add(
         detail = {"relay": name, "method": relay.method, "domains": names}
         if cert_dn:
             detail["cert_dn"] = cert_dn
-        append(conn, [AuditRecord("admin.relay.add", actor=actor(), detail=detail)])
+        append(conn, [AuditRecord(Event.ADMIN_RELAY_ADD, actor=actor(), detail=detail)])
     print(f"relay {name} added ({relay.method}), may send as {','.join(names)}")
 
 
@@ -61,6 +62,6 @@ def relay_remove(ctx: typer.Context, name: str) -> None:
     keeps its identity until it ends)."""
     with node(ctx) as app, app.engine.begin() as conn:
         relay = relays.remove_relay(conn, name)
-        append(conn, [AuditRecord("admin.relay.remove", actor=actor(),
+        append(conn, [AuditRecord(Event.ADMIN_RELAY_REMOVE, actor=actor(),
                                   detail={"relay": relay.name, "method": relay.method})])
     print(f"relay {name} removed")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 
@@ -83,7 +83,7 @@ def release(conn: Connection, owner: str, queue_id: str | None = None) -> int:
                         .values(lease_owner=None, lease_until=None)).rowcount
 
 
-def _record(event: str, c: Claim, outcome: Outcome, reason: str | None,
+def _record(event: Event, c: Claim, outcome: Outcome, reason: str | None,
             detail: dict[str, Any], actor: str = "mss") -> AuditRecord:
     about = {"patient": c.patient} if c.patient else {}
     return AuditRecord(event, outcome, actor=actor, message_id=c.message_id,
@@ -99,7 +99,7 @@ def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
         status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
         last_error=None, remote_reply=reply, updated_at=now))
     peer = {"peer_dn": peer_dn} if peer_dn else {}
-    append(conn, [_record("queue.delivered", c, Outcome.SUCCESS, reply,
+    append(conn, [_record(Event.QUEUE_DELIVERED, c, Outcome.SUCCESS, reply,
                           {"host": host, **peer, "attempt": c.attempts + 1, "size": c.size})])
 
 
@@ -108,14 +108,14 @@ def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None, last_error=reason,
         remote_reply=reply, next_attempt_at=next_at, updated_at=now))
-    append(conn, [_record("queue.deferred", c, Outcome.MINOR_FAILURE, reason,
+    append(conn, [_record(Event.QUEUE_DEFERRED, c, Outcome.MINOR_FAILURE, reason,
                           {"attempt": c.attempts + 1, "next_attempt_at": round(next_at, 3)})])
 
 
 def failed(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
            now: float, *, counts_attempt: bool = True, actor: str = "mss") -> bool:
     """Mark the row ``bounced`` or ``expired`` (*status*); False when it was final already."""
-    event = "queue.bounced" if status == "bounced" else "queue.expired"
+    event = Event.QUEUE_BOUNCED if status == "bounced" else Event.QUEUE_EXPIRED
     done = conn.execute(update(Q).where((Q.c.id == c.id) & Q.c.status.notin_(FINAL)).values(
         status=status, attempts=Q.c.attempts + (1 if counts_attempt else 0),
         lease_owner=None, lease_until=None, last_error=reason, remote_reply=reply,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from audit.events import Event
 from audit.journal import AuditRecord, append
 from mss import store
 from mss.cli_support import actor, fail, node
@@ -100,7 +101,7 @@ def queue_retry(ctx: typer.Context, queue_id: Annotated[str | None, typer.Argume
     with node(ctx) as app, app.engine.begin() as conn:
         full_id = _row(conn, queue_id)["id"] if queue_id else None
         changed = claims.retry(conn, full_id, time.time())
-        append(conn, [AuditRecord("admin.queue.retry", actor=actor(), rcpt=c.rcpt,
+        append(conn, [AuditRecord(Event.ADMIN_QUEUE_RETRY, actor=actor(), rcpt=c.rcpt,
                                   mail_from=c.mail_from, message_id=c.message_id,
                                   detail={"queue_id": c.id}) for c in changed])
     print(f"{len(changed)} row(s) due now")
@@ -141,6 +142,6 @@ def queue_purge(ctx: typer.Context,
         statuses += ("bounced", "expired")
     with node(ctx) as app, app.engine.begin() as conn:
         count = claims.purge(conn, statuses)
-        append(conn, [AuditRecord("admin.queue.purge", actor=actor(),
+        append(conn, [AuditRecord(Event.ADMIN_QUEUE_PURGE, actor=actor(),
                                   detail={"statuses": list(statuses), "rows": count})])
     print(f"{count} row(s) purged")

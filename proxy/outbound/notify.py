@@ -16,6 +16,7 @@ import time
 
 from sqlalchemy import Connection
 
+from audit.events import Event
 from audit.journal import AuditRecord
 from mss import crypto, store
 from proxy.outbound.claims import Claim
@@ -65,13 +66,13 @@ def dsn_copy(conn: Connection, keyring: crypto.Keyring, reporting_mta: str, c: C
 
 def dsn_delivery(copy: DsnCopy, c: Claim) -> store.Delivery:
     if isinstance(copy, store.LocalCopy):
-        record = AuditRecord("delivery.local", actor="mss", mailbox=copy.address,
+        record = AuditRecord(Event.DELIVERY_LOCAL, actor="mss", mailbox=copy.address,
                              rcpt=copy.address, message_id=c.message_id,
                              detail={"store_id": copy.message_id, "dsn_for": c.id,
                                      "size": copy.size})
         local, queued = [copy], []
     else:
-        record = AuditRecord("delivery.queued", actor="mss", rcpt=copy.rcpt,
+        record = AuditRecord(Event.DELIVERY_QUEUED, actor="mss", rcpt=copy.rcpt,
                              message_id=c.message_id,
                              detail={"queue_id": copy.queue_id, "dsn_for": c.id,
                                      "size": copy.size})

@@ -17,7 +17,7 @@ from collections import defaultdict
 import structlog
 from sqlalchemy import Connection, select
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import changes, db, store
 from mss import message as rfc5322
@@ -148,7 +148,7 @@ class DeliveryWorker:
         except Exception as exc:  # tampered or unreadable ciphertext: keep it, alert
             log.error("queue rows unreadable", queue_ids=[c.id for c in group],
                       error=repr(exc))
-            alerts = [AuditRecord("store.tampered", Outcome.MAJOR_FAILURE, actor="mss",
+            alerts = [AuditRecord(Event.STORE_TAMPERED, Outcome.MAJOR_FAILURE, actor="mss",
                                   rcpt=c.rcpt, message_id=c.message_id,
                                   reason=f"queued copy unreadable: {type(exc).__name__}",
                                   detail={"queue_id": c.id}) for c in group]
