@@ -13,6 +13,7 @@ import structlog
 
 from audit.checkpoints import signing_key, write_checkpoint
 from audit.dicom import audit_source
+from audit.events import Event
 from audit.journal import AuditRecord, append
 from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
@@ -174,7 +175,7 @@ async def serve(app: App, worker: int = 0) -> None:
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}
         await committer.run(lambda conn: append(conn, [AuditRecord(
-            "server.start", actor="mss", detail={"listeners": listening, "worker": worker})]))
+            Event.SERVER_START, actor="mss", detail={"listeners": listening, "worker": worker})]))
         audit_key = signing_key(cfg.audit.signing_key_file)
         if worker == 0:  # a checkpoint at start, shipped: the witnesses know where we begin
             await committer.run(lambda conn: write_checkpoint(conn, audit_key))
@@ -236,7 +237,8 @@ async def serve(app: App, worker: int = 0) -> None:
         if delivery is not None and delivery_task is not None:
             delivery_task.cancel()
             await delivery.stop()
-        await committer.run(lambda conn: append(conn, [AuditRecord("server.stop", actor="mss")]))
+        await committer.run(
+            lambda conn: append(conn, [AuditRecord(Event.SERVER_STOP, actor="mss")]))
         if worker == 0:  # and one at a clean stop (shipped at the next start at the latest)
             await committer.run(lambda conn: write_checkpoint(conn, audit_key))
     finally:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Connection
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss.app import App
 from mss.committer import GroupCommitter
@@ -215,7 +215,7 @@ class Session:
     async def write(self, work: Callable[[Connection], T]) -> T:
         return await self.ctx.committer.run(work)
 
-    def record(self, event: str, outcome: Outcome = Outcome.SUCCESS, **fields: Any
+    def record(self, event: Event, outcome: Outcome = Outcome.SUCCESS, **fields: Any
                ) -> AuditRecord:
         actor = fields.pop("actor", self.user.address if self.user else self.remote_addr)
         return AuditRecord(event=event, outcome=outcome, actor=actor,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
+from audit.events import Event
 from audit.journal import append
 from mss import store
 from proxy.imap import backend
@@ -60,7 +61,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
             return None, None
         return folder, backend.SNAPSHOTS.get(conn, folder)
 
-    record = s.record("imap.select", mailbox=target.owner.address,
+    record = s.record(Event.IMAP_SELECT, mailbox=target.owner.address,
                       detail={"readonly": readonly, "delegated": target.delegated})
 
     recent = (0, 0)  # this session's \Recent UIDs: above the first, up to the second
@@ -131,7 +132,7 @@ async def create(s: Session, cmd: Command) -> Result:
     parts = target.folder.split(DELIMITER)
     if any(not p for p in parts):
         raise No("Invalid mailbox name", "CANNOT")
-    record = s.record("imap.folder.create", mailbox=target.owner.address)  # + folder_id
+    record = s.record(Event.IMAP_FOLDER_CREATE, mailbox=target.owner.address)  # + folder_id
 
     def work(conn: Connection) -> None:
         # RFC 3501 §6.3.3: create the missing superiors too
@@ -147,7 +148,7 @@ async def create(s: Session, cmd: Command) -> Result:
 async def delete_command(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     target = await resolve(s, name, access="DELETE")
-    record = s.record("imap.folder.delete", mailbox=target.owner.address)  # + folder_id
+    record = s.record(Event.IMAP_FOLDER_DELETE, mailbox=target.owner.address)  # + folder_id
     deleted = await s.write(lambda conn: backend.delete_folder(
         conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
@@ -164,7 +165,7 @@ async def rename(s: Session, cmd: Command) -> Result:
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
     # + folder_id (rename_folder): names are content, never audited (mss/folder_names.py)
-    record = s.record("imap.folder.rename", mailbox=old.owner.address)
+    record = s.record(Event.IMAP_FOLDER_RENAME, mailbox=old.owner.address)
     await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
                                                      new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
@@ -391,7 +392,7 @@ async def append_command(s: Session, cmd: Command) -> Result:
         raise No("Mailbox does not exist", "TRYCREATE")
     copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, message)
-    record = s.record("imap.append", mailbox=target.owner.address,
+    record = s.record(Event.IMAP_APPEND, mailbox=target.owner.address,
                       detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
     validity, uid = await s.write(lambda conn: backend.append_message(

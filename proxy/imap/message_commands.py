@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss import store
 from proxy.imap import backend
@@ -61,7 +61,7 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
     return out
 
 
-def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[Any],
+def _per_messages(s: Session, event: Event, sel: Selected, key: str, items: list[Any],
                   **detail: Any) -> list[AuditRecord]:
     """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
     transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
@@ -77,7 +77,7 @@ def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
 
 
 def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
-    return [s.record("store.tampered", Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
+    return [s.record(Event.STORE_TAMPERED, Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
                      detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
@@ -199,7 +199,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
         payload = await s.thread(render) if content_names else render()
         # committed before these bytes leave (Session.flush), in as few commits as flushes
         if audited and served:
-            s.unaudited += _per_messages(s, "imap.fetch", sel, "messages", served)
+            s.unaudited += _per_messages(s, Event.IMAP_FETCH, sel, "messages", served)
         s.unaudited += _tampered(s, sel, broken[reported:])
         s.send(payload)
         await s.maybe_flush()
@@ -243,7 +243,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
     expected = {r.uid: backend.apply_flags(sign, r.flags, flags) for _, r in rows}
 
     def audit_for(deleted: list[int]) -> list[AuditRecord]:  # \Deleted newly set
-        return _per_messages(s, "imap.store.deleted", sel, "uids", deleted) if deleted else []
+        return _per_messages(s, Event.IMAP_STORE_DELETED, sel, "uids", deleted) if deleted else []
     # applied to the rows' current flags in the writer's transaction, not to this
     # session's copy: another session's concurrent change is kept
     result = await s.write(lambda conn: backend.store_flags(
@@ -374,7 +374,7 @@ async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -
     def audit_for(gone: list[tuple[int, str]]) -> list[AuditRecord]:
         if not gone:
             return []
-        return _per_messages(s, "imap.expunge", sel, "messages", [list(g) for g in gone])
+        return _per_messages(s, Event.IMAP_EXPUNGE, sel, "messages", [list(g) for g in gone])
     gone = await s.write(lambda conn: backend.expunge(conn, sel.folder.id, only, audit_for))
     if gone:
         s.ctx.notifier.changed(sel.owner.id)
@@ -426,7 +426,7 @@ async def copy_move(s: Session, cmd: Command) -> Result:
     if not rows:
         return f"{cmd.name} completed"
     src_uids = [r.uid for _, r in rows]
-    event = "imap.move" if moving else "imap.copy"
+    event = Event.IMAP_MOVE if moving else Event.IMAP_COPY
     records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
                             to_mailbox=target.owner.address, to_folder_id=dest.id)
     if moving and target.owner.id == sel.owner.id:

@@ -7,6 +7,7 @@ import re
 
 from sqlalchemy import Connection, select
 
+from audit.events import Event
 from mss import db, store
 from proxy.imap import backend, wire
 from proxy.imap.args import astring
@@ -68,7 +69,7 @@ async def resolve(s: Session, name: str, *, access: str) -> Target:
     owner = granted.get(address.lower())
     if owner is None or not folder:
         raise No("No such mailbox", "NONEXISTENT")
-    await s.audit(s.record("imap.delegated", mailbox=owner.address,
+    await s.audit(s.record(Event.IMAP_DELEGATED, mailbox=owner.address,
                            detail={"command": access}))  # no folder name: content
     return Target(owner, folder, True)
 

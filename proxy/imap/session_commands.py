@@ -8,7 +8,7 @@ import binascii
 
 from sqlalchemy import Connection
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from mss.login import check_login, throttle_name
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, nargs
@@ -84,14 +84,14 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     throttle = s.ctx.throttle
     name = throttle_name(login)  # the identity the password check uses (mss.login)
     if throttle.blocked(name, s.remote_addr):
-        await s.audit(s.record("imap.login", Outcome.MINOR_FAILURE, actor=name,
+        await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
     checked = await s.thread(check_login, s.ctx.app.reader, login, password)
     mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
         locked = throttle.failed(name, s.remote_addr)
-        await s.audit(s.record("imap.login", Outcome.SERIOUS_FAILURE, actor=name,
+        await s.audit(s.record(Event.IMAP_LOGIN, Outcome.SERIOUS_FAILURE, actor=name,
                                reason=reason + ("; now throttled" if locked else ""),
                                detail={"mechanism": mechanism}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
@@ -100,7 +100,7 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     def setup(conn: Connection) -> None:
         backend.ensure_default_folders(conn, mailbox.id)
         from audit.journal import append
-        append(conn, [s.record("imap.login", actor=mailbox.address, mailbox=mailbox.address,
+        append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
                                detail={"mechanism": mechanism})])
     await s.write(setup)
     s.user = mailbox

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import Envelope, LoginPassword
 from cryptography import x509
 from sqlalchemy import Connection
 
-from audit.events import Outcome
+from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import patient_pseudonym, pseudonym_key
 from directory.lookup import directory_has
@@ -76,7 +76,7 @@ class SmtpHandler:
                                              cfg.auth_lockout)
 
     # ------------------------------------------------------------------ audit
-    def _record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
+    def _record(self, session: MssSession, event: Event, outcome: Outcome = Outcome.SUCCESS,
                 **fields: Any) -> AuditRecord:
         return AuditRecord(event=event, outcome=outcome,
                            actor=fields.pop("actor", session.login or session.remote_addr),
@@ -89,7 +89,7 @@ class SmtpHandler:
         if batch:
             self.committer.submit(lambda conn: append(conn, batch))
 
-    def _emit_record(self, session: MssSession, event: str, outcome: Outcome = Outcome.SUCCESS,
+    def _emit_record(self, session: MssSession, event: Event, outcome: Outcome = Outcome.SUCCESS,
                      **fields: Any) -> None:
         self._emit(session, self._record(session, event, outcome, **fields))
 
@@ -106,7 +106,7 @@ class SmtpHandler:
         log.info("connect", session=session.id, listener=session.listener,
                  remote=session.remote_addr)
         session.pending_audit.append(
-            self._record(session, "smtp.connect", actor=session.remote_addr))
+            self._record(session, Event.SMTP_CONNECT, actor=session.remote_addr))
 
     def on_disconnect(self, server: MssSMTP) -> None:
         self.sessions.discard(server)
@@ -115,7 +115,7 @@ class SmtpHandler:
     def on_timeout(self, server: MssSMTP, session: MssSession, reason: str) -> None:
         log.info("timeout", session=session.id, listener=session.listener,
                  remote=session.remote_addr, reason=reason)
-        self._emit_record(session, "smtp.timeout", Outcome.MINOR_FAILURE, reason=reason)
+        self._emit_record(session, Event.SMTP_TIMEOUT, Outcome.MINOR_FAILURE, reason=reason)
 
     def on_tls(self, server: MssSMTP, session: MssSession, ssl_object: Any) -> None:
         detail = {}
@@ -130,7 +130,7 @@ class SmtpHandler:
                     detail["peer_dn"] = session.peer_certificate.subject
                 except ValueError:
                     detail["peer_dn"] = "unparsable certificate"
-        session.pending_audit.append(self._record(session, "smtp.tls", detail=detail))
+        session.pending_audit.append(self._record(session, Event.SMTP_TLS, detail=detail))
 
     async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -151,7 +151,7 @@ class SmtpHandler:
         if not self.throttle.blocked(name, session.remote_addr):
             return False
         self._emit(session, self._record(
-            session, "smtp.auth", Outcome.MINOR_FAILURE, actor=name[:320],
+            session, Event.SMTP_AUTH, Outcome.MINOR_FAILURE, actor=name[:320],
             reason="throttled",
             detail={"mechanism": mechanism}))
         return True
@@ -177,7 +177,7 @@ class SmtpHandler:
         ok, reason, address = checked.mailbox is not None, checked.reason, checked.address
         actor = address or login_text[:320]
         outcome = Outcome.SUCCESS if ok else Outcome.SERIOUS_FAILURE
-        record = self._record(session, "smtp.auth", outcome, actor=actor, mailbox=address,
+        record = self._record(session, Event.SMTP_AUTH, outcome, actor=actor, mailbox=address,
                               reason=reason, detail={"mechanism": mechanism})
         if ok:
             assert address is not None
@@ -211,7 +211,7 @@ class SmtpHandler:
 
         relay, reason = await asyncio.get_running_loop().run_in_executor(None, check)
         outcome = Outcome.SUCCESS if relay else Outcome.SERIOUS_FAILURE
-        record = self._record(session, "smtp.auth", outcome, actor=f"relay:{name}",
+        record = self._record(session, Event.SMTP_AUTH, outcome, actor=f"relay:{name}",
                               reason=reason, detail={"mechanism": mechanism, "relay": name})
         if relay is None:
             self._emit(session, record)
@@ -239,7 +239,7 @@ class SmtpHandler:
             session.certificate_ok = True
             if result.check is PkiCheck.CRL_UNAVAILABLE:  # fail-open: accepted, on record
                 session.pending_audit.append(self._record(
-                    session, "smtp.certificate.fail_open", Outcome.MINOR_FAILURE,
+                    session, Event.SMTP_CERTIFICATE_FAIL_OPEN, Outcome.MINOR_FAILURE,
                     reason=result.reason, detail=self._pki_detail(result)))
         return result, refusal
 
@@ -279,14 +279,14 @@ class SmtpHandler:
         session.relay = relay
         session.login = f"relay:{relay.name}"
         session.pending_audit.append(self._record(
-            session, "smtp.auth", detail={"mechanism": "certificate", "relay": relay.name,
+            session, Event.SMTP_AUTH, detail={"mechanism": "certificate", "relay": relay.name,
                                           **self._pki_detail(result)},
             reason="client certificate registered for the relay"))
         return None
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
-        self._emit_record(session, "smtp.auth", Outcome.SERIOUS_FAILURE,
+        self._emit_record(session, Event.SMTP_AUTH, Outcome.SERIOUS_FAILURE,
                           actor=login.decode("utf-8", "replace")[:320], reason=reason,
                           detail={"mechanism": mechanism})
 
@@ -310,7 +310,7 @@ class SmtpHandler:
                 detail.update(self._pki_detail(session.certificate_result))
             elif session.peer_certificate is not None:
                 detail["peer_dn"] = session.peer_certificate.subject
-            self._emit_record(session, "smtp.sender.refused", Outcome.MINOR_FAILURE,
+            self._emit_record(session, Event.SMTP_SENDER_REFUSED, Outcome.MINOR_FAILURE,
                               mail_from=address[:320], reason=decision.reason,
                               whitelist_version=decision.whitelist_version, detail=detail)
             return str(decision.reply)
@@ -426,7 +426,7 @@ class SmtpHandler:
                     decision = (policy.mx_recipient(facts, whitelist) if self.mode == "mx"
                                 else policy.submission_recipient(facts, whitelist))  # relay
         if not decision.accepted:
-            self._emit_record(session, "smtp.recipient.refused", Outcome.MINOR_FAILURE,
+            self._emit_record(session, Event.SMTP_RECIPIENT_REFUSED, Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
                               reason=decision.reason,
                               whitelist_version=decision.whitelist_version)
@@ -442,7 +442,7 @@ class SmtpHandler:
     # ------------------------------------------------------------------ DATA
     def on_data_refused(self, server: MssSMTP, session: MssSession, envelope: Envelope,
                         reply: str) -> None:
-        self._emit_record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+        self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MINOR_FAILURE,
                           mail_from=envelope.mail_from, reason=reply,
                           rcpt=",".join(envelope.rcpt_tos)[:320])
 
@@ -454,7 +454,7 @@ class SmtpHandler:
             refused = self._authors_refusal(session, data)
             if refused is not None:
                 reply, reason = refused
-                self._emit_record(session, "smtp.message.refused", Outcome.MINOR_FAILURE,
+                self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MINOR_FAILURE,
                                   mail_from=envelope.mail_from, reason=reason,
                                   rcpt=",".join(envelope.rcpt_tos)[:320],
                                   detail={"check": reason.split(":", 1)[0]})
@@ -486,14 +486,15 @@ class SmtpHandler:
                                     "whitelist_version": whitelist_version}
             patient = patient_pseudonym(self.pseudonym_key, data)
             about = {"patient": patient} if patient else {}
-            records = [self._record(session, "smtp.message.accepted",
+            records = [self._record(session, Event.SMTP_MESSAGE_ACCEPTED,
                                     detail={"size": len(stored), "queue_id": short_id,
                                             "recipients": len(envelope.rcpt_tos), **about},
                                     **base)]
-            records += [self._record(session, "delivery.local", rcpt=c.address, mailbox=c.address,
+            records += [self._record(session, Event.DELIVERY_LOCAL, rcpt=c.address,
+                                     mailbox=c.address,
                                      detail={"store_id": c.message_id, **about}, **base)
                         for c in local]
-            records += [self._record(session, "delivery.queued", rcpt=q.rcpt,
+            records += [self._record(session, Event.DELIVERY_QUEUED, rcpt=q.rcpt,
                                      detail={"queue_id": q.queue_id, **about}, **base)
                         for q in queued]
             return store.Delivery(mail_from=mail_from, local=local, queued=queued,
@@ -510,7 +511,7 @@ class SmtpHandler:
             session.pending_audit = []
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
-            self._emit_record(session, "smtp.message.refused", Outcome.MAJOR_FAILURE,
+            self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MAJOR_FAILURE,
                               mail_from=mail_from, message_id=header_msgid,
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
