@@ -1,1 +1,2 @@
-"""Audit trail: the event catalogue, the hash-chained journal, export (DICOM/FHIR) later."""
+"""Audit trail: the event catalogue and the hash-chained journal (core), verification,
+signed checkpoints, export (DICOM, FHIR) and shipping (services); docs/audit-events.md."""

@@ -2,8 +2,9 @@
 
 A record is written in the same SQL transaction as the exchange it describes, so an
 acknowledged message always has its audit record and a rolled-back one never does. Each row
-carries ``prev_hash`` and ``hash = sha256(prev_hash || canonical JSON of the row)``; the
-audit issue adds signed checkpoints and ``mss audit verify`` on top.
+carries ``prev_hash`` and ``hash = sha256(prev_hash || canonical JSON of the row)``;
+:mod:`audit.checkpoints` signs checkpoints of the chain and :mod:`audit.verify` (``mss audit
+verify``) checks it.
 
 A record never holds message content or a subject: only envelope data, ids and reasons.
 """

@@ -1,4 +1,5 @@
 """Who exists: the synchronised professional directory and our published mailboxes.
 
-Hosted mailboxes live in :mod:`mss.store`; LDAP synchronisation and publication come with
-the directory issue."""
+:mod:`directory.sync` (paged LDAP search, staged, swapped in one transaction),
+:mod:`directory.lookup` (the SMTP-time check), :mod:`directory.publish` (our mailboxes,
+handed in by the caller: the mail store owns them); docs/directory.md."""

@@ -262,7 +262,7 @@ relays = Table(
 )
 
 
-# The synchronised professional directory (DESIGN.md §2 "Directory sync").
+# The synchronised professional directory (docs/directory.md).
 _DIRECTORY_COLUMNS = (
     ("mail", 320), ("type", 8), ("id_nat", 32), ("display_name", 256), ("given_name", 128),
     ("surname", 128), ("profession", 128), ("structure_id", 32), ("service", 256),

@@ -256,6 +256,22 @@ def test_architecture_doc_shows_this_map() -> None:
     assert shown == render(), "docs/architecture.md is stale: python -m tests.test_layers --write"
 
 
+def test_references_stay_inside_the_repository() -> None:
+    """Code and docs cite docs/ files, never the design guide outside the repository (issue
+    13 #8), and every docs/*.md that architecture.md links to exists."""
+    import re
+
+    texts = [*(ROOT / p for p in PACKAGES), ROOT / "docs"]
+    files = [f for root in texts for f in sorted(root.rglob("*")) if f.suffix in (".py", ".md")]
+    files += [ROOT / "README.md", ROOT / "config" / "mss.toml"]
+    cited = [f"{f.relative_to(ROOT)}:{n}" for f in files if f.exists()
+             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+             if "DESIGN.md" in line]
+    assert not cited, "cite docs/architecture.md instead:\n" + "\n".join(cited)
+    links = re.findall(r"\]\(([a-z-]+\.md)\)", DOC.read_text(encoding="utf-8"))
+    assert links and all((DOC.parent / link).exists() for link in links)
+
+
 def write_doc() -> None:
     text = DOC.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN, 1)

@@ -64,11 +64,12 @@ def _callee(call: ast.Call) -> str | None:
     return None
 
 
-def _literals(expr: ast.expr) -> list[ast.Constant]:
-    """The event-name literals *expr* stands for (itself, or both sides of ``a if c else b``)."""
+def _literals(expr: ast.expr) -> list[tuple[ast.expr, str]]:
+    """The event-name literals *expr* stands for (itself, or both sides of ``a if c else
+    b``), each with the member that replaces it."""
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str) \
             and expr.value in MEMBERS:
-        return [expr]
+        return [(expr, f"Event.{MEMBERS[expr.value]}")]
     if isinstance(expr, ast.IfExp):
         return _literals(expr.body) + _literals(expr.orelse)
     return []
@@ -86,7 +87,7 @@ def _edits(tree: ast.Module, helpers: Helpers) -> list[tuple[ast.expr, str]]:
             args = [a for i, a in enumerate(node.args) if i in positions]
             args += [k.value for k in node.keywords if k.arg == "event"]
             for arg in args:
-                out += [(lit, f"Event.{MEMBERS[lit.value]}") for lit in _literals(arg)]
+                out += _literals(arg)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs):
                 if a.arg == "event" and isinstance(a.annotation, ast.Name) \
@@ -96,7 +97,7 @@ def _edits(tree: ast.Module, helpers: Helpers) -> list[tuple[ast.expr, str]]:
         if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and _names_an_event(t.id) for t in targets):
-                out += [(lit, f"Event.{MEMBERS[lit.value]}") for lit in _literals(node.value)]
+                out += _literals(node.value)
                 if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) \
                         and node.annotation.id == "str":
                     out.append((node.annotation, "Event"))

@@ -2,7 +2,7 @@
 
 Every node polls the active version id (one indexed query) and reloads only when it
 changed, so an import by ``mss whitelist import`` or by another node takes effect within
-``whitelist.reload_interval`` seconds without a restart (DESIGN.md §7).
+``whitelist.reload_interval`` seconds without a restart (docs/architecture.md "Invariants").
 """
 
 from __future__ import annotations

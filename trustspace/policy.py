@@ -138,7 +138,7 @@ def certificate_check(result: ChainResult, whitelist: Whitelist | None,
 def mx_sender(mail_from: str, whitelist: Whitelist,
               peer: PeerCertificate | None = None) -> Decision:
     """MX MAIL FROM, once the peer's certificate chain has been accepted: the sender's
-    domain must be on the whitelist (DESIGN.md §2) and the certificate's subject DN one
+    domain must be on the whitelist (docs/flow.md "MX") and the certificate's subject DN one
     the whitelist lists for that domain. A null reverse-path (delivery reports, RFC 5321
     §4.5.5) needs a DN the whitelist lists for some domain: an operator of the trust space.
     *peer* None (no certificate) is refused: the MX requires one.

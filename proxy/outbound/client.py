@@ -5,8 +5,8 @@ a temporary failure and nothing is ever sent in plaintext. The peer's certificat
 verified against our trust anchors (tls.ca_file) in the handshake, then by the caller's
 certificate check (trustspace.chain with [pki] anchors and CRLs: a revoked peer gets
 nothing) and, for a trust-space peer, its subject DN must be one the whitelist lists for
-the recipient domain (DESIGN.md §2). Our own certificate is presented as client
-certificate (the peer MX requires it).
+the recipient domain (docs/trust-space.md "Outbound delivery"). Our own certificate is
+presented as client certificate (the peer MX requires it).
 
 A session that ended its transaction cleanly is kept for the next message to the same host
 (:class:`SessionPool`, RFC 5321 §4.1.4: a new MAIL FROM after the end of DATA), for
