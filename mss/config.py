@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import json
 import os
@@ -23,11 +24,11 @@ import re
 import sys
 import textwrap
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Self, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_NAME = "mss.toml"
@@ -104,12 +105,11 @@ def key(default: Any = MISSING, doc: str = "", check: Check | None = None, *,
     return field(default=default, metadata=meta)
 
 
-def _keys(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Any]]:
+@functools.cache
+def _keys(cls: Any) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
     """The key fields of a section with their types (a field without doc is not a key)."""
     hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if "doc" in f.metadata:
-            yield f, hints[f.name]
+    return tuple((f, hints[f.name]) for f in dataclasses.fields(cls) if "doc" in f.metadata)
 
 
 def _section(kind: Any) -> type | None:
@@ -497,8 +497,9 @@ class PublishConfig:
     """'mss directory publish' writes our mailboxes here (a writable LDAP subtree)."""
 
     url: str = key(MISSING, "the LDAP server", LDAP, example="ldaps://annuaire.example.fr")
-    bind_dn: str = key(MISSING, "", example="cn=operator,dc=sante,dc=fr")
-    base_dn: str = key(MISSING, "", example="ou=operator,dc=sante,dc=fr")
+    bind_dn: str = key(MISSING, "our entry, allowed to write there",
+                       example="cn=operator,dc=sante,dc=fr")
+    base_dn: str = key(MISSING, "the subtree written", example="ou=operator,dc=sante,dc=fr")
     password_file: Path | None = key(None, "or password_env; never logged",
                                      example="keys/publish.password")
     password_env: str | None = key(None, "environment variable holding the password",
@@ -533,7 +534,7 @@ class DirectoryConfig:
                                 "single server)", LDAP, single="url",
                                 example=["ldaps://annuaire.example.fr",
                                          "ldaps://annuaire2.example.fr"])
-    base_dn: str = key(MISSING, "", example="ou=people,dc=sante,dc=fr")
+    base_dn: str = key(MISSING, "the subtree searched", example="ou=people,dc=sante,dc=fr")
     bind_dn: str | None = key(None, "absent: anonymous", example="cn=reader,dc=sante,dc=fr")
     password_file: Path | None = key(None, "or password_env; never logged",
                                      example="keys/ldap.password")
@@ -699,7 +700,7 @@ class _Reader:
                 defaults: dict[str, Any] | None = None) -> T:
         if not isinstance(raw, dict):
             raise ConfigError(f"config: {path}: must be a table (got {_shown(raw)})")
-        fields = list(_keys(cls))
+        fields = _keys(cast(type, cls))
         _unknown(raw, {f.name for f, _ in fields}
                  | {f.metadata["single"] for f, _ in fields if f.metadata["single"]}, path)
         values = dict(given or {})
@@ -762,22 +763,20 @@ class _Reader:
         rule = f" {check.text}" if check and check.typed else ""
         try:
             value = _convert(raw, kind)
+            items = [norm(v) if norm else v for v in (value if isinstance(value, tuple)
+                                                      else (value,))]
         except TypeError:
             raise ConfigError(f"config: {name}: must be {_noun(kind)}{rule} "
                               f"(got {_shown(raw)})") from None
-        items = value if isinstance(value, tuple) else (value,)
-        try:
-            if norm is not None:
-                items = tuple(norm(v) for v in items)
         except ValueError as exc:
             raise ConfigError(f"config: {name}: {exc}") from None
         for item in items:
-            if check is not None and item is not None and not check.ok(item):
-                what = _noun(kind).removeprefix("a list (").removesuffix(" each)")
+            if check and item is not None and not check.ok(item):
+                one = get_args(kind)[0] if get_origin(kind) is tuple else kind
                 raise ConfigError(f"config: {name}: must be "
-                                  f"{what + rule if check.typed else check.text} "
+                                  f"{_noun(one) + rule if check.typed else check.text} "
                                   f"(got {_shown(item)})")
-        return items if isinstance(value, tuple) else items[0]
+        return tuple(items) if isinstance(value, tuple) else items[0]
 
     def named(self, kind: type, raw: Any, name: str, names: dict[str, Any]) -> dict[str, Any]:
         """A table of known names: sections (listeners) or strings (directory.attributes)."""
@@ -824,9 +823,9 @@ def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
 COLUMN, WIDTH = 37, 96  # where a key's doc starts; the width of the rendered file
 
 
-def _comment(text: str, indent: str = "") -> list[str]:
-    return [f"{indent}# {line}" for line in textwrap.wrap(" ".join(text.split()),
-                                                          WIDTH - len(indent) - 2)]
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(
+        " ".join(text.split()), WIDTH - 2, break_on_hyphens=False)]
 
 
 def _doc(cls: type) -> str:
@@ -836,7 +835,7 @@ def _doc(cls: type) -> str:
 def _line(text: str, doc: str, hidden: bool) -> list[str]:
     """``key = value`` with its doc aligned at COLUMN (continued below it)."""
     text = f"# {text}" if hidden else text
-    notes = textwrap.wrap(doc, WIDTH - COLUMN - 2) if doc else []
+    notes = textwrap.wrap(doc, WIDTH - COLUMN - 2, break_on_hyphens=False)
     if not notes:
         return [text]
     lead = "#" + " " * (COLUMN - 1) if hidden else " " * COLUMN
@@ -923,19 +922,11 @@ level = "info"
 """
 
 
-def main(argv: list[str]) -> int:
-    """``python -m mss.config --write`` renders config/mss.toml, ``--check`` compares."""
-    target = Path(__file__).resolve().parents[1] / "config" / DEFAULT_CONFIG_NAME
-    if argv == ["--write"]:
-        target.write_text(render(), encoding="utf-8")
-        return 0
-    if argv == ["--check"]:
-        same = target.read_text(encoding="utf-8") == render()
-        print(f"{target}: {'up to date' if same else 'differs from the schema (run --write)'}")
-        return 0 if same else 1
-    print("usage: python -m mss.config --write | --check", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # python -m mss.config --write (render) | --check (compare)
+    TARGET = Path(__file__).resolve().parents[1] / "config" / DEFAULT_CONFIG_NAME
+    if sys.argv[1:] not in (["--write"], ["--check"]):
+        sys.exit("usage: python -m mss.config --write | --check")
+    if sys.argv[1:] == ["--write"]:
+        TARGET.write_text(render(), encoding="utf-8")
+    sys.exit(0 if TARGET.read_text(encoding="utf-8") == render() else
+             f"{TARGET}: differs from the schema (python -m mss.config --write renders it)")
