@@ -405,11 +405,11 @@ class AuditDestination:
     host: str = key("127.0.0.1", "the receiver")
     port: int = key(6514, "default 6514 for tls, 514 for udp", within(1, 65535),
                     like=lambda get: 6514 if get("transport") == "tls" else 514)
-    ca_file: Path = key(Path("pki/ca.crt"), "trust anchors for the receiver",
-                        like="tls.ca_file")
-    cert_file: Path = key(Path("pki/server.crt"), "our client certificate, mutual TLS (ATNA "
-                          "node authentication)", like="tls.cert_file")
-    key_file: Path = key(Path("pki/server.key"), "its key", like="tls.key_file")
+    ca_file: Path | None = key(Path("pki/ca.crt"), "trust anchors for the receiver (\"\": "
+                               "the system store)", like="tls.ca_file")
+    cert_file: Path | None = key(Path("pki/server.crt"), "our client certificate, mutual TLS "
+                                 "(ATNA node authentication; \"\": none)", like="tls.cert_file")
+    key_file: Path | None = key(Path("pki/server.key"), "its key", like="tls.key_file")
     server_name: str = key("", "name checked in the receiver's certificate (tls; an IP host "
                            "against its IP SANs); a receiver of the same CA with another "
                            "name gets nothing. A name no certificate can carry (\"\", a "
@@ -541,9 +541,10 @@ class DirectoryConfig:
     password_env: str | None = key(None, "environment variable holding the password",
                                    example="MSS_LDAP_PASSWORD")
     filter: str = key("(objectClass=mssMailbox)", "entries synchronised")
-    tls: str = key("none", "an ldaps:// url is ldaps; with TLS the server's chain and the "
-                   "url's host are verified in the handshake, before the bind; \"none\" with "
-                   "a password only to a loopback host (127.0.0.0/8, ::1, localhost), else "
+    tls: str = key("none", "none | starttls | ldaps (an ldaps:// url is ldaps); with TLS the "
+                   "server's chain and the url's host are verified in the handshake, before "
+                   "the bind; \"none\" with a password only to a loopback host (127.0.0.0/8, "
+                   "::1, localhost), else "
                    "start-up stops: no password in clear", LDAP_TLS)
     ca_file: Path | None = key(None, "anchors of the LDAP servers (absent: system store)",
                                example="pki/ldap-ca.crt")
@@ -839,8 +840,9 @@ def _line(text: str, doc: str, hidden: bool) -> list[str]:
     if not notes:
         return [text]
     lead = "#" + " " * (COLUMN - 1) if hidden else " " * COLUMN
-    if len(text) >= COLUMN - 1:  # too long: the doc goes below it
-        return [text] + [f"{lead}# {note}" for note in notes]
+    if len(text) >= COLUMN - 1:  # a long line: its doc after it if it fits, else below
+        one = f"{text} # {doc}"
+        return [one] if len(one) <= WIDTH else [text] + [f"{lead}# {note}" for note in notes]
     return [f"{text:<{COLUMN - 1}} # {notes[0]}"] + [f"{lead}# {note}" for note in notes[1:]]
 
 
