@@ -544,8 +544,7 @@ class DirectoryConfig:
     tls: str = key("none", "none | starttls | ldaps (an ldaps:// url is ldaps); with TLS the "
                    "server's chain and the url's host are verified in the handshake, before "
                    "the bind; \"none\" with a password only to a loopback host (127.0.0.0/8, "
-                   "::1, localhost), else "
-                   "start-up stops: no password in clear", LDAP_TLS)
+                   "::1, localhost), else start-up stops: no password in clear", LDAP_TLS)
     ca_file: Path | None = key(None, "anchors of the LDAP servers (absent: system store)",
                                example="pki/ldap-ca.crt")
     page_size: int = key(1000, "RFC 2696 paged search", ge(1))
@@ -642,7 +641,7 @@ class Config:
 
 
 _NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-          Path: "a path (a string)"}
+          Path: "a path"}
 
 
 def _noun(kind: Any) -> str:
