@@ -96,6 +96,21 @@ def test_schema_walk_sees_every_section() -> None:
     assert len(KEYS) > 120
 
 
+def test_every_field_is_a_declared_key() -> None:
+    """A field added the old way (a plain default, no key()) would be neither read nor
+    rendered: only the two fields that are not keys are allowed to lack a declaration."""
+    sections, seen = [Config], set()
+    while sections:
+        cls = sections.pop()
+        seen.add(cls)
+        for kind in get_type_hints(cls).values():
+            sections += [a for a in (kind, *get_args(kind)) if dataclasses.is_dataclass(a)
+                         and a not in seen]
+        plain = {f.name for f in dataclasses.fields(cls) if "doc" not in f.metadata}
+        assert plain <= {"Config": {"path"}, "ListenerConfig": {"name"}}.get(cls.__name__, set())
+    assert len(seen) > 15
+
+
 def test_committed_file_is_the_render() -> None:
     """config/mss.toml is what the schema renders (run 'python -m mss.config --write')."""
     assert EXAMPLE.read_text() == render()
