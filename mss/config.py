@@ -828,10 +828,6 @@ def _comment(text: str) -> list[str]:
         " ".join(text.split()), WIDTH - 2, break_on_hyphens=False)]
 
 
-def _doc(cls: type) -> str:
-    return " ".join((cls.__doc__ or "").split())
-
-
 def _line(text: str, doc: str, hidden: bool) -> list[str]:
     """``key = value`` with its doc aligned at COLUMN (continued below it)."""
     text = f"# {text}" if hidden else text
@@ -845,14 +841,14 @@ def _line(text: str, doc: str, hidden: bool) -> list[str]:
     return [f"{text:<{COLUMN - 1}} # {notes[0]}"] + [f"{lead}# {note}" for note in notes[1:]]
 
 
-def _render(cls: type, path: str, header: str, hidden: bool, docs: bool = True,
+def _render(cls: type, path: str, hidden: bool, docs: bool = True,
             defaults: dict[str, Any] | None = None) -> list[str]:
-    """The table *path* of section *cls*; *hidden*: commented out (absent by default)."""
-    out = [f"# {header}" if hidden else header]
+    """The keys of section *cls*, then its tables; *hidden*: commented out (an example)."""
+    out: list[str] = []
     tables: list[str] = []
     for f, kind in _keys(cls):
-        meta, sub = f.metadata, _section(kind)
-        if sub is not None or get_origin(kind) is dict:
+        meta = f.metadata
+        if _section(kind) or get_origin(kind) is dict:
             tables += ["", *_render_table(f, kind, _join(path, f.name), hidden)]
             continue
         value = (defaults or {}).get(f.name, f.default)
@@ -868,27 +864,25 @@ def _render(cls: type, path: str, header: str, hidden: bool, docs: bool = True,
 def _render_table(f: dataclasses.Field[Any], kind: Any, path: str, hidden: bool) -> list[str]:
     """A field holding tables: a section, an optional one, an array or a dict of them."""
     sub, meta = _section(kind), f.metadata
-    if get_origin(kind) is dict:
+    if sub is None:  # a table of strings
+        return _line(f"[{path}]", meta["doc"], hidden) + [
+            f"{'# ' if hidden else ''}{n} = {_shown(v)}" for n, v in meta["names"].items()]
+    if get_origin(kind) is dict:  # one table per known name, keys documented in the first
         lines = _comment(meta["doc"])
-        if sub is None:  # a table of strings
-            return _line(f"[{path}]", meta["doc"], hidden) + [
-                f"{'# ' if hidden else ''}{n} = {_shown(v)}" for n, v in meta["names"].items()]
         for i, (name, defaults) in enumerate(meta["names"].items()):
-            top = _line(f"[{path}.{name}]", defaults["doc"], False)
-            lines += ([""] if i else []) + top + _render(
-                sub, f"{path}.{name}", "", hidden, docs=not i, defaults=defaults)[1:]
+            lines += ([""] if i else []) + _line(f"[{path}.{name}]", defaults["doc"], False)
+            lines += _render(sub, f"{path}.{name}", hidden, docs=not i, defaults=defaults)
         return lines
-    assert sub is not None
-    absent = hidden or f.default is None or get_origin(kind) is tuple
-    header = f"[[{path}]]" if get_origin(kind) is tuple else f"[{path}]"
-    lines = _render(sub, path, header, absent)
-    example = ["Example:"] if get_origin(kind) is tuple else []
-    return [*_comment(" ".join([_doc(sub), *example])), *lines]
+    many = get_origin(kind) is tuple
+    absent = hidden or f.default is None or many
+    header = f"[[{path}]]" if many else f"[{path}]"
+    return [*_comment((sub.__doc__ or "") + (" Example:" if many else "")),
+            f"# {header}" if absent else header, *_render(sub, path, absent)]
 
 
 def render() -> str:
     """config/mss.toml: every section, key, default and doc of the schema."""
-    lines = _comment(_doc(Config))
+    lines = _comment(Config.__doc__ or "")
     for f, kind in _keys(Config):
         lines += ["", *_render_table(f, kind, f.name, False)]
     return "\n".join(lines) + "\n"
