@@ -1,180 +1,476 @@
-"""Typed configuration loaded from one TOML file.
+"""Typed configuration loaded from one TOML file: one schema, read and rendered from it.
 
-Every key is documented in ``config/mss.toml``. The dataclasses below are the schema: each
-field of a section's dataclass is a key of its table, read with the field's type and default
-(:func:`_fill`), so adding a key is adding a field. A key that no section asks for (a typo:
-``crl_file`` for ``crl_files``) is an error naming its path and the nearest valid name, never
-silently ignored. Relative paths are resolved against ``server.data_dir`` so a data dir can be
-moved as a whole. An invalid value raises :class:`ConfigError` naming the key and what is
-wrong; ``mss serve`` and every CLI command stop on it (exit 2) before opening any socket.
+The dataclasses below are the schema. Each key is a field declared once with :func:`key`:
+its default, the check its value must pass and its doc; a section is a dataclass whose
+docstring documents its table. :func:`parse_config` walks the fields (no default is repeated
+in a parse function) and the same declaration renders ``config/mss.toml``
+(``python -m mss.config --write``; ``--check`` compares). A key or table that no section
+declares (a typo: ``crl_file`` for ``crl_files``) is an error naming its path and the nearest
+valid name, never silently ignored. Relative paths are resolved against ``server.data_dir``
+so a data dir can be moved as a whole. An invalid value raises :class:`ConfigError` naming
+the key's full path and what is wrong; ``mss serve`` and every CLI command stop on it
+(exit 2) before opening any socket.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
+import json
 import os
 import re
+import sys
+import textwrap
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_NAME = "mss.toml"
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names the key."""
 
 
-@dataclass(frozen=True)
-class ListenerConfig:
-    name: str  # the table's name (listeners.NAME), not a key
-    port: int
-    host: str = "127.0.0.1"
-    enabled: bool = True
-    # connection caps of this listener, per serving process (mss/limits.py); over one the
-    # client gets 421 4.7.0 (SMTP) or * BYE (IMAP) and the connection closes, audited
-    max_connections: int = 1000  # open connections in total
-    max_connections_per_address: int = 100  # from one client IP address
-    max_preauth: int = 500  # not yet authenticated (IMAP login, SMTP AUTH / certificate)
-    max_preauth_per_address: int = 32  # of those, from one client IP address
+class Invalid(ValueError):
+    """A rule across the keys of one section broken: *key* is relative to the section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-LISTENER_LIMITS = ("max_connections", "max_connections_per_address", "max_preauth",
-                   "max_preauth_per_address")
+# ----------------------------------------------------------------------------- declaring
 
 
 @dataclass(frozen=True)
-class LimitsConfig:
-    """Process-wide resource bounds (``[limits]``, mss/limits.py)."""
+class Check:
+    """A rule one value follows; *text* completes "must be ..." in the error."""
 
-    pending_bytes: int = 512 * 1024 * 1024  # DATA and literals being read, all sessions
-    report_interval: float = 10.0  # one log line / audit record per kind this often
+    text: str
+    ok: Callable[[Any], bool]
+    typed: bool = True  # the text follows the type's noun: "an integer >= 1"
+
+
+def ge(low: float) -> Check:
+    return Check(f">= {low}", lambda v: v >= low)
+
+
+def gt(low: float) -> Check:
+    return Check(f"> {low}", lambda v: v > low)
+
+
+def within(low: float, high: float, *, below: bool = False) -> Check:
+    text = f"in [{low}, {high})" if below else f"between {low} and {high}"
+    return Check(text, lambda v: low <= v < high if below else low <= v <= high)
+
+
+def one_of(*choices: str) -> Check:
+    return Check(" or ".join(json.dumps(c) for c in choices), lambda v: v in choices, False)
+
+
+def scheme(*schemes: str, empty: bool = False) -> Check:
+    """A URL of one of *schemes* ("" too when *empty*)."""
+    return Check(f"a URL starting with {' or '.join(schemes)}" + (' (or "")' if empty else ""),
+                 lambda v: v.startswith(schemes) or empty and v == "", False)
+
+
+Like = str | Callable[[Callable[[str], Any]], Any]
+
+
+def key(default: Any = MISSING, doc: str = "", check: Check | None = None, *,
+        like: Like | None = None, example: Any = None, norm: Callable[[Any], Any] | None = None,
+        single: str | None = None, names: dict[str, Any] | None = None,
+        base: bool = False) -> Any:
+    """A key of its section's table. *like*: absent, it takes this other key's value (a
+    path: "tls.ca_file", a sibling: "host") or what the function computes from the keys read
+    so far (its argument looks them up); *example* is rendered commented out when there is
+    no default; *norm* normalises a given value (ValueError: invalid); *single*: the one-item
+    spelling of a list (``url`` for ``urls``); *names*: the known tables of a ``dict`` of
+    sections (name -> defaults) or the known keys of a ``dict`` of strings (name -> default);
+    *base*: relative paths read after this key are resolved against its value."""
+    meta = {"doc": doc, "check": check, "like": like, "example": example, "norm": norm,
+            "single": single, "names": names, "base": base}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    if isinstance(default, type):  # a section: its default is its own defaults
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@functools.cache
+def _keys(cls: Any) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
+    """The key fields of a section with their types (a field without doc is not a key)."""
+    hints = get_type_hints(cls)
+    return tuple((f, hints[f.name]) for f in dataclasses.fields(cls) if "doc" in f.metadata)
+
+
+def _section(kind: Any) -> type | None:
+    """The section (dataclass) a key's type holds: D, D | None, tuple[D, ...], dict[str, D]."""
+    for arg in (kind, *get_args(kind)):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+# ----------------------------------------------------------------------------- the schema
 
 
 @dataclass(frozen=True)
-class SmtpConfig:
-    hostname: str = "localhost"
-    max_message_size: int = 50 * 1024 * 1024
-    max_recipients: int = 100
-    session_timeout: float = 300.0
-    # before AUTH (submission, relay) or a verified client certificate at MAIL FROM (MX,
-    # relay): one deadline from the connection for the whole phase, then 421 4.4.2
-    preauth_timeout: float = 60.0
-    data_timeout: float = 600.0
-    line_length_limit: int = 1000  # RFC 5321 §4.5.3.1.6 text line incl. CRLF
-    max_errors: int = 20  # bad commands before the session is closed
-    auth_failures: int = 5  # failed AUTHs of one login or from one address ...
-    auth_window: float = 900.0  # ... within this many seconds ...
-    auth_lockout: float = 300.0  # ... refuse AUTH for that login / address this long (454)
-    # RFC 5321 §4.5.1: the hosted mailbox receiving mail for postmaster@ each hosted domain
-    # without a postmaster mailbox of its own, and for <Postmaster>; "" = none
-    postmaster: str = ""
+class ServerConfig:
+    """Relative paths below are resolved against server.data_dir, itself relative to the
+    directory holding this file."""
+
+    data_dir: Path = key(Path("."), "where the database, keys and PKI live", base=True)
+    workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT)", within(1, 64))
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """SQLite (embedded default, WAL mode, fsync at every commit) or
+    postgresql+psycopg://..."""
+
+    url: str = key("sqlite:///mss.db", "SQLAlchemy URL (a relative SQLite path: in "
+                   "server.data_dir)", scheme("sqlite:", "postgresql"))
+    change_poll: float = key(0.2, "seconds between reads of the database's change counter "
+                             "by each serving process: IDLE sessions and the queue worker "
+                             "see other processes' commits within this", gt(0))
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """Master key file: 'version:base64' lines, mode 0600 (refused if group/other can read
+    it). Newest version encrypts; 'mss keys rotate' appends one and re-wraps every mailbox
+    key."""
+
+    master_key_file: Path = key(Path("keys/master.key"), "the master key file")
 
 
 @dataclass(frozen=True)
 class TlsConfig:
-    cert_file: Path = Path("pki/server.crt")
-    key_file: Path = Path("pki/server.key")
-    ca_file: Path = Path("pki/ca.crt")
+    """Server certificate chain and key (IGC-Santé SERV SSL in production), and the trust
+    anchors the servers our queue delivers to are verified against in the TLS handshake
+    (also the default of pki.anchors and of audit.destinations ca_file). Peers' client
+    certificates on the MX and relay listeners are verified against pki.anchors, after it."""
+
+    cert_file: Path = key(Path("pki/server.crt"), "PEM certificate chain, leaf first")
+    key_file: Path = key(Path("pki/server.key"), "its private key")
+    ca_file: Path = key(Path("pki/ca.crt"), "PEM bundle of trust anchors")
+
+
+def _postmaster(value: str) -> str:
+    """smtp.postmaster normalised (an address), or "" when unset."""
+    if not value.strip():
+        return ""
+    from mss.store import StoreError, normalize_address
+
+    try:
+        return normalize_address(value)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)
-class WhitelistFetchConfig:
-    """Where ``mss serve`` fetches the national list from (``[whitelist.fetch]``)."""
+class SmtpConfig:
+    """The SMTP listeners (proxy/smtp)."""
 
-    url: str = ""  # http(s):// or file://; "" = no periodic fetch
-    sha256_url: str = ""  # the published checksum of the list, verified when given
-    interval: float = 21600.0  # seconds between conditional GETs (0: off)
-    timeout: float = 60.0
-    max_bytes: int = 64 * 1024 * 1024
-    ca_file: Path | None = None  # trust anchors for an https URL (None: system store)
-
-
-@dataclass(frozen=True)
-class WhitelistConfig:
-    max_shrink_ratio: float = 0.10
-    reload_interval: float = 5.0
-    fetch: WhitelistFetchConfig = field(default_factory=WhitelistFetchConfig)
-
-
-@dataclass(frozen=True)
-class AuditDestination:
-    """A syslog receiver of the audit trail (an ATNA audit record repository)."""
-
-    name: str
-    transport: str = "tls"  # "tls" (RFC 5425) | "udp" (RFC 5426)
-    host: str = "127.0.0.1"
-    port: int = 6514  # 514 when transport = "udp"
-    ca_file: Path | None = None  # trust anchors for the receiver's certificate
-    cert_file: Path | None = None  # our client certificate (ATNA node authentication)
-    key_file: Path | None = None
-    server_name: str | None = None  # name checked in the receiver's certificate (tls: host)
+    hostname: str = key("localhost", "greeting, EHLO and Received: headers")
+    max_message_size: int = key(50 * 1024 * 1024, "bytes; advertised as SIZE, larger mail "
+                                "gets 552", ge(1))
+    max_recipients: int = key(100, "per message; more get 452 4.5.3", ge(1))
+    session_timeout: float = key(300.0, "seconds of silence between commands", gt(0))
+    preauth_timeout: float = key(60.0, "seconds from connecting to AUTH (submission, relay) "
+                                 "or to a verified client certificate at MAIL FROM (MX, "
+                                 "relay), whatever is sent meanwhile; then 421 4.4.2", gt(0))
+    data_timeout: float = key(600.0, "seconds for the whole DATA phase", gt(0))
+    line_length_limit: int = key(1000, "octets per line incl. CRLF (RFC 5321 §4.5.3.1.6: "
+                                 "at least 1000)", ge(1000))
+    max_errors: int = key(20, "bad commands before '421' and close", ge(1))
+    auth_failures: int = key(5, "failed AUTHs of one login or from one address ...", ge(1))
+    auth_window: float = key(900.0, "... within this many seconds ...", gt(0))
+    auth_lockout: float = key(300.0, "... then AUTH gets 454 4.7.0 this long (audited)", gt(0))
+    postmaster: str = key("", "RFC 5321 §4.5.1: hosted mailbox (e.g. "
+                          "\"admin@demo.mssante.fr\") that receives mail for postmaster@ every "
+                          "hosted domain without a postmaster mailbox of its own, and for "
+                          "RCPT TO:<Postmaster>; \"\" = none (then only an existing "
+                          "postmaster@domain mailbox gets it)", norm=_postmaster)
 
 
 @dataclass(frozen=True)
-class AuditConfig:
-    destinations: tuple[AuditDestination, ...] = ()
-    ship_interval: float = 1.0  # seconds between polls of the outbox when idle
-    batch: int = 500
-    retention_days: int = 365
-    checkpoint_interval: float = 300.0
-    signing_key_file: Path = Path("keys/audit-signing.key")
-    pseudonym_key_file: Path = Path("keys/pseudonym.key")
+class ListenerConfig:
+    """One listener."""
+
+    name: str  # the table's name (listeners.NAME), not a key
+    host: str = key("127.0.0.1", "address to bind")
+    port: int = key(0, "TCP port", within(0, 65535))
+    enabled: bool = key(True, "false: not started")
+    max_connections: int = key(1000, "open connections in total", ge(1))
+    max_connections_per_address: int = key(100, "from one client IP address", ge(1))
+    max_preauth: int = key(500, "not yet authenticated", ge(1))
+    max_preauth_per_address: int = key(32, "not yet authenticated, from one client IP address "
+                                       "(above the 20 parallel sessions of a Postfix peer)",
+                                       ge(1))
 
 
-DIRECTORY_FIELDS = ("mail", "type", "id_nat", "display_name", "given_name", "surname",
-                    "profession", "structure_id", "service", "city", "liste_rouge")
-DEFAULT_ATTRIBUTES = {
-    "mail": "mail", "type": "mssMailboxType", "id_nat": "mssIdNat", "display_name": "cn",
-    "given_name": "givenName", "surname": "sn", "profession": "mssProfession",
-    "structure_id": "mssStructureId", "service": "mssService", "city": "l",
-    "liste_rouge": "mssListeRouge",
+LISTENERS = {  # name -> its defaults and what it serves (the table's header comment)
+    "mx": {"port": 2525, "doc": "other operators: STARTTLS required, no AUTH"},
+    "submission": {"port": 2587, "doc": "professionals' clients: STARTTLS, then AUTH"},
+    "submissions": {"port": 2465, "doc": "same, implicit TLS (RFC 8314)"},
+    "relay": {"port": 2526, "doc": "institutions' mail servers (mss relay add): STARTTLS, "
+              "then a registered client certificate or AUTH"},
+    "imap": {"port": 2143, "doc": "mail clients: IMAP, STARTTLS before any login"},
+    "imaps": {"port": 2993, "doc": "same, implicit TLS (RFC 8314); no ALPN required"},
 }
 
 
 @dataclass(frozen=True)
-class PublishConfig:
-    """Where our mailboxes are published (a writable LDAP subtree)."""
+class PkiConfig:
+    """Verification of the client certificates of peer operators (MX) and institutions'
+    servers (relay), done after the TLS handshake so that every refusal gets an SMTP reply
+    and an audit reason (docs/trust-space.md "Inbound"). The MX requires a client
+    certificate. The same checks (revocation included) apply to the servers our queue
+    delivers to (docs/trust-space.md "Outbound delivery")."""
 
-    url: str
-    bind_dn: str
-    base_dn: str
-    password_file: Path | None = None
-    password_env: str | None = None
-    tls: str = "none"  # none | starttls | ldaps (an ldaps:// url is ldaps), as directory.tls
-    ca_file: Path | None = None  # trust anchors of the server (default: directory.ca_file)
+    anchors: Path = key(Path("pki/ca.crt"), "PEM bundle of trust anchors (production: the "
+                        "IGC-Santé roots)", like="tls.ca_file")
+    intermediates: Path | None = key(None, "PEM bundle of intermediate CAs (e.g. IGC-Santé "
+                                     "ORGANISATIONS), for peers that send their leaf alone",
+                                     example="pki/intermediates.crt")
+    crl_files: tuple[Path, ...] = key((), "CRL files (PEM or DER), re-read when they change")
+    crl_urls: tuple[str, ...] = key((), "CRLs fetched over http(s), cached on disk and in "
+                                    "memory", scheme("http://", "https://"))
+    crl_unavailable: str = key("fail-closed", "no current CRL for the peer's issuer (while "
+                               "crl_files or crl_urls are set): \"fail-closed\" answers "
+                               "454 4.7.0 (try later), \"fail-open\" accepts (audited)",
+                               one_of("fail-closed", "fail-open"))
+    crl_fetch_timeout: float = key(10.0, "seconds per CRL download", gt(0))
+    crl_refresh_interval: float = key(3600.0, "seconds between downloads (earlier at "
+                                      "nextUpdate)", gt(0))
+    crl_retry_interval: float = key(60.0, "seconds before retrying a failed download", gt(0))
+    crl_cache_dir: Path = key(Path("crl-cache"), "downloaded CRLs")
+    verify_cache_ttl: float = key(300.0, "seconds a verification result is reused for the "
+                                  "same chain (never past a certificate's validity)", ge(0))
 
 
 @dataclass(frozen=True)
-class DirectoryConfig:
-    """LDAP source of the professional directory (absent: no sync, no recipient check)."""
+class ImapConfig:
+    """The IMAP server (proxy/imap)."""
 
-    urls: tuple[str, ...]
-    base_dn: str
-    bind_dn: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    filter: str = "(objectClass=mssMailbox)"
-    tls: str = "none"  # none | starttls | ldaps
-    ca_file: Path | None = None
-    page_size: int = 1000
-    timeout: float = 30.0
-    interval: float = 3600.0  # seconds between syncs in mss serve (0: off)
-    full_every: float = 86400.0  # a full sync at least this often
-    reject_invalid: bool = False  # True: a bad entry fails the run
-    check_recipients: bool = True  # submission and relay: remote recipients must be listed
-    unpublished_domains: tuple[str, ...] = ()
-    attributes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
-    publish: PublishConfig | None = None
+    session_timeout: float = key(1800.0, "seconds without a command once logged in "
+                                 "(RFC 3501 §5.4: at least 30 minutes)", gt(0))
+    preauth_timeout: float = key(60.0, "seconds to log in after connecting", gt(0))
+    max_line_length: int = key(65536, "bytes of one command line, literals excluded",
+                               ge(1000))
+    max_literal_size: int = key(50 * 1024 * 1024, "APPENDLIMIT (RFC 7889): largest literal",
+                                ge(1), like="smtp.max_message_size")
+    max_errors: int = key(20, "BAD replies before the connection is closed", ge(1))
+    idle_poll: float = key(30.0, "safety poll of an IDLE session: commits wake it at once "
+                           "(this process) or within database.change_poll (others)", gt(0))
+    login_failures: int = key(5, "failed logins of one user or from one address ...", ge(1))
+    login_window: float = key(900.0, "... within this many seconds ...", gt(0))
+    login_lockout: float = key(300.0, "... lock logins of that user / address this long",
+                               gt(0))
 
-    def password(self) -> str | None:
-        return read_secret("directory", self.password_env, self.password_file)
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Process-wide bounds (mss/limits.py), per serving process."""
+
+    pending_bytes: int = key(512 * 1024 * 1024, "bytes of SMTP DATA and IMAP literals being "
+                             "read, all sessions together; past it DATA gets 452 4.3.1 and a "
+                             "literal NO [UNAVAILABLE] (both temporary)", ge(1))
+    report_interval: float = key(10.0, "seconds: at most one log line / audit record per kind "
+                                 "(refused connection per cap, event loop error)", gt(0))
+
+
+@dataclass(frozen=True)
+class WhitelistFetchConfig:
+    """The published list, fetched by 'mss serve' (worker 0) and by 'mss whitelist fetch': a
+    conditional GET (ETag / If-Modified-Since), the checksum verified when sha256_url is set,
+    then the same import as 'mss whitelist import' (shrink guard; the last good list stays in
+    force on any failure). Every attempt is audited (whitelist.fetch)."""
+
+    url: str = key("", "e.g. the agency's https URL; \"\" = no periodic fetch",
+                   scheme("https://", "http://", "file://", empty=True))
+    sha256_url: str = key("", "its published SHA-256 (\"<hex>\" or \"<hex>  name\")",
+                          scheme("https://", "http://", "file://", empty=True))
+    interval: float = key(21600.0, "seconds between fetches (0: off)", ge(0))
+    timeout: float = key(60.0, "seconds per HTTP request", gt(0))
+    max_bytes: int = key(64 * 1024 * 1024, "a larger document is refused", ge(1))
+    ca_file: Path | None = key(None, "anchors for an https URL (absent: the system store)",
+                               example="pki/agency-ca.crt")
+
+    def checked(self) -> Self:
+        if self.sha256_url and not self.url:
+            raise Invalid("sha256_url", "given without whitelist.fetch.url")
+        return self
+
+
+@dataclass(frozen=True)
+class WhitelistConfig:
+    """The national whitelist of the trust space (docs/trust-space.md)."""
+
+    max_shrink_ratio: float = key(0.10, "refuse an import dropping more domains, unless "
+                                  "--force", within(0, 1))
+    reload_interval: float = key(5.0, "seconds between checks for a newly imported version",
+                                 gt(0))
+    fetch: WhitelistFetchConfig = key(WhitelistFetchConfig, "")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """The outbound queue worker in 'mss serve' (every serving process runs one; rows are
+    claimed with a lease, so several workers and several nodes never send the same row at
+    once)."""
+
+    enabled: bool = key(True, "false: queue only (another node delivers)")
+    nameservers: tuple[str, ...] = key((), "DNS servers for MX lookups; [] = /etc/resolv.conf")
+    dns_port: int = key(53, "their port (private DNS, tests)", within(1, 65535))
+    dns_timeout: float = key(5.0, "seconds per DNS lookup", gt(0))
+    port: int = key(25, "SMTP port of peer MX hosts (RFC 5321 §4.5.4.1)", within(1, 65535))
+    connect_timeout: float = key(30.0, "seconds to connect and read the greeting", gt(0))
+    command_timeout: float = key(300.0, "seconds per SMTP command (RFC 5321 §4.5.3.2)", gt(0))
+    max_attempts: int = key(8, "attempts before the message expires (DSN to sender)", ge(1))
+    retry_base: float = key(1200.0, "seconds before the 2nd attempt; then x retry_factor",
+                            gt(0))
+    retry_factor: float = key(2.0, "waits 20 min, 40 min, ... 21 h: 8 attempts, ~42 h", ge(1))
+    retry_max: float = key(86400.0, "cap of one wait, seconds", gt(0))
+    jitter: float = key(0.2, "each wait +/- this fraction, at random", within(0, 1, below=True))
+    max_age: float = key(172800.0, "seconds in the queue before expiry (DSN to sender)", gt(0))
+    lease: float = key(900.0, "a claimed row is taken over by any worker after this; an "
+                       "attempt is cut at 80 % of it (> 2.5 x connect_timeout)", gt(0))
+    poll_interval: float = key(30.0, "safety poll of the queue worker: a commit queuing a row "
+                               "wakes it (this process at once, others within "
+                               "database.change_poll); retries wake it when due", gt(0))
+    batch: int = key(50, "rows claimed per poll", ge(1))
+    max_concurrency: int = key(20, "deliveries in flight per serving process", ge(1))
+    max_per_destination: int = key(4, "of which to one destination domain", ge(1))
+    session_reuse: int = key(100, "messages over one SMTP session at most (1: a new "
+                             "connection, TLS handshake included, per message)", ge(1))
+    session_idle: float = key(5.0, "seconds an idle session waits for the next message to the "
+                              "same host (0: close at once; RFC 5321 §4.5.3.2.7: servers "
+                              "wait 5 min)", within(0, 240))
+
+    def checked(self) -> Self:
+        if self.lease * 0.8 <= 2 * self.connect_timeout:
+            raise Invalid("lease", "must exceed 2.5 x delivery.connect_timeout (an attempt "
+                          "must end within 80 % of its lease)")
+        return self
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """JSON lines on stderr, never a secret nor message content."""
+
+    level: str = key("info", "debug | info | warning | error", one_of("debug", "info", "warning",
+                                                                  "error"), norm=str.lower)
+    file: Path | None = key(None, "JSON lines appended to this file instead of stderr",
+                            example="mss.log")
+
+
+_DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?", re.I)
+
+
+def _checkable_name(name: str) -> bool:
+    """True if *name* can be matched against a certificate (RFC 6125 §6: a DNS name or an
+    IP address; not empty, not a wildcard)."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return bool(_DNS_NAME.fullmatch(name))
+
+
+@dataclass(frozen=True)
+class AuditDestination:
+    """Audit record repositories (IHE ATNA): zero or more. Each record is sent as an RFC 5424
+    message, MSGID IHE+RFC-3881, the DICOM AuditMessage XML as MSG."""
+
+    name: str = key("", "shown by 'mss audit status' (default: destination<i>)",
+                    example="siem")
+    transport: str = key("tls", "tls (RFC 5425, octet counting) or udp (RFC 5426: at most "
+                         "2048 octets a datagram, long records reduced or not sent: only tls "
+                         "carries the whole trail)", one_of("tls", "udp"))
+    host: str = key("127.0.0.1", "the receiver")
+    port: int = key(6514, "default 6514 for tls, 514 for udp", within(1, 65535),
+                    like=lambda get: 6514 if get("transport") == "tls" else 514)
+    ca_file: Path | None = key(Path("pki/ca.crt"), "trust anchors for the receiver (\"\": "
+                               "the system store)", like="tls.ca_file")
+    cert_file: Path | None = key(Path("pki/server.crt"), "our client certificate, mutual TLS "
+                                 "(ATNA node authentication; \"\": none)", like="tls.cert_file")
+    key_file: Path | None = key(Path("pki/server.key"), "its key", like="tls.key_file")
+    server_name: str = key("", "name checked in the receiver's certificate (tls; an IP host "
+                           "against its IP SANs); a receiver of the same CA with another "
+                           "name gets nothing. A name no certificate can carry (\"\", a "
+                           "wildcard) stops start-up", like="host", example="audit.example.fr")
+
+    def checked(self) -> Self:
+        if self.transport == "tls" and not _checkable_name(self.server_name):
+            # RFC 5425 §5.2: the receiver's name is always checked
+            raise Invalid("host" if self.server_name == self.host else "server_name",
+                          f"{self.server_name!r} cannot be checked in the receiver's "
+                          "certificate (a DNS name or an IP address)")
+        return self
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The hash-chained audit trail, its signed checkpoints and its shipping."""
+
+    ship_interval: float = key(1.0, "seconds between outbox polls when idle", gt(0))
+    batch: int = key(500, "records per write to a destination", ge(1))
+    retention_days: int = key(365, "'mss audit purge' keeps at least this (six months of "
+                              "traces at least)", ge(183))
+    checkpoint_interval: float = key(300.0, "seconds between signed checkpoints of the chain "
+                                     "(also one at start and at a clean stop; each shipped as "
+                                     "a record)", gt(0))
+    signing_key_file: Path = key(Path("keys/audit-signing.key"), "Ed25519, created 0600 on "
+                                 "first use")
+    pseudonym_key_file: Path = key(Path("keys/pseudonym.key"), "HMAC key of patient "
+                                   "pseudonyms (X-MSS-INS, XDM)")
+    destinations: tuple[AuditDestination, ...] = key((), "")
+
+    def checked(self) -> Self:
+        named = [d if d.name else dataclasses.replace(d, name=f"destination{i}")
+                 for i, d in enumerate(self.destinations)]
+        for index, dest in enumerate(named):
+            if dest.name in [d.name for d in named[:index]]:
+                raise Invalid(f"destinations[{index}].name", f"duplicate name {dest.name!r}")
+        return dataclasses.replace(self, destinations=tuple(named))
+
+
+def cleartext_bind(url: str, tls: str, has_password: bool) -> bool:
+    """A password bind to *url* would cross a network unencrypted: ``ldap://`` with tls =
+    "none" to a host that is not loopback (127.0.0.0/8, ::1, localhost: a local slapd),
+    RFC 4513 §6.3.4. TLS before any credential."""
+    if not has_password or tls != "none" or url.startswith("ldaps://"):
+        return False
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve anywhere
+
+
+def _no_cleartext_bind(urls: tuple[str, ...], tls: str, has_password: bool) -> None:
+    for one in urls:
+        if cleartext_bind(one, tls, has_password):
+            raise Invalid("tls", f"\"none\" would send the bind password in clear to {one}; "
+                          "use ldaps:// or tls = \"starttls\" or \"ldaps\" (only a loopback "
+                          "host may go without TLS)")
 
 
 def read_secret(key: str, env: str | None, path: Path | None) -> str | None:
@@ -192,198 +488,307 @@ def read_secret(key: str, env: str | None, path: Path | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class DeliveryConfig:
-    """The outbound queue worker (DESIGN.md §2 "Outbound queue"); every key in mss.toml."""
-
-    enabled: bool = True
-    nameservers: tuple[str, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
-    dns_port: int = 53
-    dns_timeout: float = 5.0
-    port: int = 25  # SMTP port of the peers' MX hosts (RFC 5321 §4.5.4.1)
-    connect_timeout: float = 30.0
-    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2 (DATA end: 10 minutes max)
-    max_attempts: int = 8
-    retry_base: float = 1200.0  # first retry after about this many seconds
-    retry_factor: float = 2.0  # each next wait multiplied by this
-    retry_max: float = 86400.0  # no wait longer than this
-    jitter: float = 0.2  # +/- this fraction of each wait, at random
-    max_age: float = 172800.0  # a message not delivered after this is expired (DSN)
-    lease: float = 900.0  # a claimed row is reclaimed by any worker after this
-    poll_interval: float = 30.0  # safety poll: commits wake the worker (mss/changes.py)
-    batch: int = 50  # rows claimed at once
-    max_concurrency: int = 20  # deliveries in flight per worker process
-    max_per_destination: int = 4  # of which to one destination domain
-    session_reuse: int = 100  # messages sent over one SMTP session at most (1: no reuse)
-    session_idle: float = 5.0  # seconds an idle session is kept for the next message (0: none)
+LDAP = scheme("ldap://", "ldaps://")
+LDAP_TLS = one_of("none", "starttls", "ldaps")
 
 
 @dataclass(frozen=True)
-class PkiConfig:
-    """Verification of peers' client certificates on the MX and relay listeners and of
-    the servers the queue delivers to (docs/trust-space.md "Inbound", "Outbound
-    delivery"); every key documented in config/mss.toml."""
+class PublishConfig:
+    """'mss directory publish' writes our mailboxes here (a writable LDAP subtree)."""
 
-    anchors: Path  # PEM bundle of trust anchors (default: tls.ca_file)
-    intermediates: Path | None = None  # PEM bundle of intermediate CAs (optional)
-    crl_files: tuple[Path, ...] = ()
-    crl_urls: tuple[str, ...] = ()
-    crl_unavailable: str = "fail-closed"  # fail-closed (454 4.7.0) | fail-open (accept)
-    crl_fetch_timeout: float = 10.0
-    crl_refresh_interval: float = 3600.0
-    crl_retry_interval: float = 60.0
-    crl_cache_dir: Path = Path("crl-cache")
-    verify_cache_ttl: float = 300.0
+    url: str = key(MISSING, "the LDAP server", LDAP, example="ldaps://annuaire.example.fr")
+    bind_dn: str = key(MISSING, "our entry, allowed to write there",
+                       example="cn=operator,dc=sante,dc=fr")
+    base_dn: str = key(MISSING, "the subtree written", example="ou=operator,dc=sante,dc=fr")
+    password_file: Path | None = key(None, "or password_env; never logged",
+                                     example="keys/publish.password")
+    password_env: str | None = key(None, "environment variable holding the password",
+                                   example="MSS_PUBLISH_PASSWORD")
+    tls: str = key("none", "as directory.tls: an ldaps:// url is always TLS, \"starttls\" "
+                   "upgrades before the bind; the server's chain and the url's host are "
+                   "verified first (\"none\": loopback hosts only, as above)", LDAP_TLS)
+    ca_file: Path | None = key(None, "trust anchors of the server (absent: system store)",
+                               like="directory.ca_file", example="pki/ldap-ca.crt")
+
+    def checked(self) -> Self:
+        _no_cleartext_bind((self.url,), self.tls,
+                           bool(self.password_file or self.password_env))
+        return self
+
+
+DEFAULT_ATTRIBUTES = {
+    "mail": "mail", "type": "mssMailboxType", "id_nat": "mssIdNat", "display_name": "cn",
+    "given_name": "givenName", "surname": "sn", "profession": "mssProfession",
+    "structure_id": "mssStructureId", "service": "mssService", "city": "l",
+    "liste_rouge": "mssListeRouge",
+}
+DIRECTORY_FIELDS = tuple(DEFAULT_ATTRIBUTES)
 
 
 @dataclass(frozen=True)
-class ImapConfig:
-    """The IMAP server (proxy/imap); every key in config/mss.toml ``[imap]``."""
+class DirectoryConfig:
+    """The professional directory, synchronised over LDAP (absent: no sync, no recipient
+    check)."""
 
-    session_timeout: float = 1800.0  # RFC 3501 §5.4: at least 30 minutes once logged in
-    preauth_timeout: float = 60.0  # before login
-    max_line_length: int = 65536  # one command line (literals excluded)
-    max_literal_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889)
-    max_errors: int = 20  # BAD replies before the connection is closed
-    idle_poll: float = 30.0  # IDLE's safety poll: commits wake it (mss/changes.py)
-    login_failures: int = 5  # failed logins of a user or from an address ...
-    login_window: float = 900.0  # ... within this many seconds ...
-    login_lockout: float = 300.0  # ... refuse further logins for this long
+    urls: tuple[str, ...] = key(MISSING, "failover in order (url = \"ldaps://...\" for a "
+                                "single server)", LDAP, single="url",
+                                example=["ldaps://annuaire.example.fr",
+                                         "ldaps://annuaire2.example.fr"])
+    base_dn: str = key(MISSING, "the subtree searched", example="ou=people,dc=sante,dc=fr")
+    bind_dn: str | None = key(None, "absent: anonymous", example="cn=reader,dc=sante,dc=fr")
+    password_file: Path | None = key(None, "or password_env; never logged",
+                                     example="keys/ldap.password")
+    password_env: str | None = key(None, "environment variable holding the password",
+                                   example="MSS_LDAP_PASSWORD")
+    filter: str = key("(objectClass=mssMailbox)", "entries synchronised")
+    tls: str = key("none", "none | starttls | ldaps (an ldaps:// url is ldaps); with TLS the "
+                   "server's chain and the url's host are verified in the handshake, before "
+                   "the bind; \"none\" with a password only to a loopback host (127.0.0.0/8, "
+                   "::1, localhost), else start-up stops: no password in clear", LDAP_TLS)
+    ca_file: Path | None = key(None, "anchors of the LDAP servers (absent: system store)",
+                               example="pki/ldap-ca.crt")
+    page_size: int = key(1000, "RFC 2696 paged search", ge(1))
+    timeout: float = key(30.0, "seconds per LDAP operation", gt(0))
+    interval: float = key(3600.0, "seconds between syncs in mss serve (0: off)")
+    full_every: float = key(86400.0, "a full sync (detects deletions) at least this often")
+    reject_invalid: bool = key(False, "true: an entry without mail, with an invalid mail or a "
+                               "mail held twice fails the whole run")
+    check_recipients: bool = key(True, "submission and relay: remote recipients must be "
+                                 "listed (not the MX)")
+    unpublished_domains: tuple[str, ...] = key((), "whitelisted domains not in the directory",
+                                               norm=str.lower)
+    attributes: dict[str, str] = key(DEFAULT_ATTRIBUTES, "every attribute name is mappable "
+                                     "(AD, OpenLDAP...)", names=DEFAULT_ATTRIBUTES)
+    publish: PublishConfig | None = key(None, "")
+
+    def password(self) -> str | None:
+        return read_secret("directory", self.password_env, self.password_file)
+
+    def checked(self) -> Self:
+        if not self.urls:
+            raise Invalid("urls", "must list at least one ldap:// or ldaps:// URL")
+        # TLS before any credential (RFC 4513 §6.3.4), checked before any connection
+        _no_cleartext_bind(self.urls, self.tls,
+                           bool(self.bind_dn and (self.password_file or self.password_env)))
+        return self
 
 
 @dataclass(frozen=True)
 class Config:
-    path: Path
-    data_dir: Path
-    database_url: str
-    master_key_file: Path
-    tls: TlsConfig
-    smtp: SmtpConfig
-    listeners: dict[str, ListenerConfig]
-    whitelist: WhitelistConfig = field(default_factory=WhitelistConfig)
-    log_level: str = "info"
-    log_file: Path | None = None
-    workers: int = 1
-    change_poll: float = 0.2  # seconds between reads of the change counter (mss/changes.py)
-    audit: AuditConfig = field(default_factory=AuditConfig)
-    directory: DirectoryConfig | None = None
-    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    pki: PkiConfig | None = None  # always set by parse_config (anchors default to tls.ca_file)
-    imap: ImapConfig = field(default_factory=ImapConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    """mss configuration: every key, with its default. Load order for every command:
+    --config PATH, then $MSS_CONFIG, then ./var/mss.toml. An invalid value stops 'mss serve'
+    and every CLI command at start-up (exit 2) with the key's name and what is wrong. An
+    unknown key or table (a typo: crl_file for crl_files) is refused the same way, naming
+    its path and the nearest valid name, never ignored."""
+
+    path: Path  # the file read, not a key
+    server: ServerConfig = key(ServerConfig, "")
+    database: DatabaseConfig = key(DatabaseConfig, "")
+    keys: KeysConfig = key(KeysConfig, "")
+    tls: TlsConfig = key(TlsConfig, "")
+    smtp: SmtpConfig = key(SmtpConfig, "")
+    listeners: dict[str, ListenerConfig] = key(
+        {}, "Listeners: host and port each; 'enabled = false' turns one off. Each listener "
+        "also has connection caps (per serving process); over one the client gets "
+        "'421 4.7.0' (SMTP) or '* BYE' (IMAP) and is closed, audited connection.refused "
+        "(docs/flow.md \"Every listener\"). \"Pre-auth\": not yet logged in (IMAP), no AUTH "
+        "nor verified client certificate (SMTP). Raise the per-address caps for "
+        "institutions whose users share one NAT address.", names=LISTENERS)
+    pki: PkiConfig = key(PkiConfig, "")
+    imap: ImapConfig = key(ImapConfig, "")
+    limits: LimitsConfig = key(LimitsConfig, "")
+    whitelist: WhitelistConfig = key(WhitelistConfig, "")
+    delivery: DeliveryConfig = key(DeliveryConfig, "")
+    logging: LoggingConfig = key(LoggingConfig, "")
+    audit: AuditConfig = key(AuditConfig, "")
+    directory: DirectoryConfig | None = key(None, "")
+
+    # the attribute paths of the flat schema this one replaced
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def workers(self) -> int:
+        return self.server.workers
+
+    @property
+    def change_poll(self) -> float:
+        return self.database.change_poll
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.keys.master_key_file
+
+    @property
+    def log_level(self) -> str:
+        return self.logging.level
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.logging.file
+
+    @property
+    def database_url(self) -> str:
+        """database.url, a relative SQLite path resolved against server.data_dir."""
+        db = self.database.url
+        if db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
+            return "sqlite:///" + str(self.data_dir / db[len("sqlite:///"):])
+        return db
 
 
-DEFAULT_LISTENERS: dict[str, int] = {"mx": 2525, "submission": 2587, "submissions": 2465,
-                                     "relay": 2526, "imap": 2143, "imaps": 2993}
-
-T = TypeVar("T")
-PathOf = Callable[[str], Path]
+# ----------------------------------------------------------------------------- reading
 
 
-class _Table:
-    """One TOML table being read. It remembers every key asked for, present or not, so
-    that :meth:`done` can refuse a key nobody asked for, naming its path and the nearest
-    valid name (a typo must never silently fall back to a default)."""
-
-    def __init__(self, raw: Any, path: str) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config: [{path}] must be a table")
-        self.raw: dict[str, Any] = raw
-        self.path = path
-        self.asked: set[str] = set()
-
-    def name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.asked.add(key)
-        return self.raw.get(key, default)
-
-    def table(self, key: str) -> _Table:
-        """A sub-table (absent: empty)."""
-        return _Table(self.get(key, {}), self.name(key))
-
-    def tables(self, key: str) -> list[_Table]:
-        """An array of tables (``[[key]]``; absent: none)."""
-        items = self.get(key, [])
-        if not isinstance(items, list):
-            raise ConfigError(f"config: [[{self.name(key)}]] must be an array of tables")
-        return [_Table(item, f"{self.name(key)}[{i}]") for i, item in enumerate(items)]
-
-    def value(self, key: str, kind: Any, default: Any = dataclasses.MISSING) -> Any:
-        """The key's value as *kind* (a type annotation); *default* when absent."""
-        if key not in self.raw:
-            self.asked.add(key)
-            if default is dataclasses.MISSING:
-                raise ConfigError(f"config: {self.name(key)} is required")
-            return default
-        return _convert(self.get(key), kind, self.name(key))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.asked)
-        if unknown:
-            key = unknown[0]
-            what = "table" if isinstance(self.raw[key], dict) else "key"
-            near = difflib.get_close_matches(key, sorted(self.asked), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"config: unknown {what} {self.name(key)!r}{hint}")
+_NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+          Path: "a path"}
 
 
-def _convert(value: Any, kind: Any, name: str) -> Any:
-    """*value* checked against the annotation *kind* (paths stay strings: see _fill)."""
+def _noun(kind: Any) -> str:
+    args = [a for a in get_args(kind) if a is not NoneType]
+    if get_origin(kind) is tuple:
+        return f"a list ({_noun(args[0])} each)"
+    return _NOUNS[args[0] if isinstance(kind, UnionType) else kind]
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """*value* as the annotation *kind*; TypeError if it is not one."""
     args = [a for a in get_args(kind) if a is not NoneType]
     if isinstance(kind, UnionType):  # X | None: "" means None for a path
-        return None if value == "" and args[0] is Path else _convert(value, args[0], name)
+        return None if value == "" and args[0] is Path else _convert(value, args[0])
     if get_origin(kind) is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"config: {name}: expected a list, got {value!r}")
-        return tuple(_convert(v, args[0], name) for v in value)
+            raise TypeError
+        return tuple(_convert(v, args[0]) for v in value)
     expected = {Path: str, float: int | float}.get(kind, kind)
     if isinstance(value, bool) and kind is not bool or not isinstance(value, expected):
-        raise ConfigError(f"config: {name}: expected {getattr(kind, '__name__', kind)}, "
-                          f"got {value!r}")
-    return float(value) if kind is float else value
+        raise TypeError
+    return Path(value) if kind is Path else float(value) if kind is float else value
 
 
-def _is_path(kind: Any) -> bool:
-    return kind is Path or Path in get_args(kind)
+def _shown(value: Any) -> str:
+    """*value* as TOML writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    return repr(value) if isinstance(value, int | float) else "a table"
 
 
-def _fill(cls: type[T], table: _Table, path_of: PathOf, given: dict[str, Any] | None = None,
-          defaults: dict[str, Any] | None = None) -> T:
-    """*cls* read from *table*: each field not *given* is the key of the same name, of the
-    field's type, defaulting to *defaults* or the field's default; a dataclass field is a
-    sub-table. Unknown keys are refused before any value is checked (a typo first)."""
-    given, defaults = dict(given or {}), defaults or {}
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    table.asked.update(n for n in names if n not in given)
-    table.done()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in given:
-            continue
-        kind = hints[f.name]
-        sub = next((a for a in (kind, *get_args(kind)) if isinstance(a, type)
-                    and dataclasses.is_dataclass(a)), None)
-        if sub is not None:
-            given[f.name] = (None if sub is not kind and f.name not in table.raw
-                             else _fill(sub, table.table(f.name), path_of))
-            continue
-        default = defaults.get(f.name, f.default)
-        if default is dataclasses.MISSING and callable(f.default_factory):
-            default = f.default_factory()
-        value = table.value(f.name, kind, default)
-        if _is_path(kind) and value is not None:
-            value = (tuple(Path(path_of(str(v))) for v in value) if isinstance(value, tuple)
-                     else Path(path_of(str(value))))
-        given[f.name] = value
-    return cls(**given)
+def _unknown(raw: dict[str, Any], valid: set[str], path: str) -> None:
+    """Refuse the first key nobody declares, naming its path and the nearest valid name."""
+    for name in sorted(set(raw) - valid):
+        value = raw[name]
+        what = "table" if isinstance(value, dict) or isinstance(value, list) and value and all(
+            isinstance(v, dict) for v in value) else "key"
+        near = difflib.get_close_matches(name, sorted(valid), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ConfigError(f"config: {_join(path, name)}: unknown {what}{hint}")
 
 
-def _positive(obj: Any, prefix: str, *keys: str) -> None:
-    for key in keys:
-        if getattr(obj, key) <= 0:
-            raise ConfigError(f"config: {prefix}.{key}: must be > 0, got {getattr(obj, key)!r}")
+class _Reader:
+    """Builds sections from TOML tables, remembering every value read by its full path (for
+    ``like``) and the directory relative paths are resolved against."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.seen: dict[str, Any] = {}
+
+    def section(self, cls: type[T], raw: Any, path: str, given: dict[str, Any] | None = None,
+                defaults: dict[str, Any] | None = None) -> T:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: {path}: must be a table (got {_shown(raw)})")
+        fields = _keys(cast(type, cls))
+        _unknown(raw, {f.name for f, _ in fields}
+                 | {f.metadata["single"] for f, _ in fields if f.metadata["single"]}, path)
+        values = dict(given or {})
+        for f, kind in fields:
+            values[f.name] = self.value(f, kind, raw, path, (defaults or {}).get(f.name, MISSING))
+        obj = cls(**values)
+        checked: Callable[[], T] | None = getattr(obj, "checked", None)
+        try:
+            return checked() if checked else obj
+        except Invalid as exc:
+            raise ConfigError(f"config: {_join(path, exc.key)}: {exc}") from None
+
+    def value(self, f: dataclasses.Field[Any], kind: Any, raw: dict[str, Any], parent: str,
+              default: Any) -> Any:
+        name, meta = _join(parent, f.name), f.metadata
+        sub = _section(kind)
+        if get_origin(kind) is dict:
+            return self.named(sub or str, raw.get(f.name, {}), name, meta["names"])
+        if get_origin(kind) is tuple and sub:  # an array of tables
+            items = raw.get(f.name, [])
+            if not isinstance(items, list):
+                raise ConfigError(f"config: {name}: must be an array of tables")
+            return tuple(self.section(sub, item, f"{name}[{i}]") for i, item in enumerate(items))
+        if sub:
+            if f.name not in raw and f.default is None:
+                return None  # an optional section, absent
+            return self.section(sub, raw.get(f.name, {}), name)
+        value = self.scalar(f, kind, raw, parent, default)
+        if isinstance(value, Path):
+            value = self.base / value
+        elif isinstance(value, tuple) and value and isinstance(value[0], Path):
+            value = tuple(self.base / v for v in value)
+        if meta["base"]:
+            self.base = value
+        self.seen[name] = value
+        return value
+
+    def scalar(self, f: dataclasses.Field[Any], kind: Any, raw: dict[str, Any], parent: str,
+               default: Any) -> Any:
+        name, meta = _join(parent, f.name), f.metadata
+        if f.name not in raw and meta["single"] in raw:
+            raw = {f.name: [raw[meta["single"]]]}
+        if f.name in raw:
+            return self.given(raw[f.name], kind, name, meta["check"], meta["norm"])
+        if default is not MISSING:
+            return default
+        like = meta["like"]
+        if isinstance(like, str):
+            return self.seen[like if "." in like else _join(parent, like)]
+        if like is not None:
+            return like(lambda sibling: self.seen[_join(parent, sibling)])
+        if f.default is not MISSING:
+            return f.default
+        raise ConfigError(f"config: {name}: required (e.g. {_shown(meta['example'])})")
+
+    @staticmethod
+    def given(raw: Any, kind: Any, name: str, check: Check | None,
+              norm: Callable[[Any], Any] | None) -> Any:
+        """A value given in the file, converted, normalised and checked."""
+        rule = f" {check.text}" if check and check.typed else ""
+        try:
+            value = _convert(raw, kind)
+            items = [norm(v) if norm else v for v in (value if isinstance(value, tuple)
+                                                      else (value,))]
+        except TypeError:
+            raise ConfigError(f"config: {name}: must be {_noun(kind)}{rule} "
+                              f"(got {_shown(raw)})") from None
+        except ValueError as exc:
+            raise ConfigError(f"config: {name}: {exc}") from None
+        for item in items:
+            if check and item is not None and not check.ok(item):
+                one = get_args(kind)[0] if get_origin(kind) is tuple else kind
+                raise ConfigError(f"config: {name}: must be "
+                                  f"{_noun(one) + rule if check.typed else check.text} "
+                                  f"(got {_shown(item)})")
+        return tuple(items) if isinstance(value, tuple) else items[0]
+
+    def named(self, kind: type, raw: Any, name: str, names: dict[str, Any]) -> dict[str, Any]:
+        """A table of known names: sections (listeners) or strings (directory.attributes)."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: {name}: must be a table (got {_shown(raw)})")
+        _unknown(raw, set(names), name)
+        if kind is str:
+            return {n: self.given(raw[n], str, f"{name}.{n}", None, None) if n in raw
+                    else default for n, default in names.items()}
+        return {n: self.section(kind, raw.get(n, {}), f"{name}.{n}", given={"name": n},
+                                defaults={k: v for k, v in defaults.items() if k != "doc"})
+                for n, defaults in names.items()}
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -410,258 +815,83 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], cfg_path: Path) -> Config:
-    top = _Table(raw, "")
-    server = top.table("server")
-    data_dir = cfg_path.parent / server.value("data_dir", str, ".")
-    workers = server.value("workers", int, 1)
-    server.done()
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"config: server.workers: must be between 1 and 64, got {workers}")
-
-    def path_of(value: str) -> Path:
-        p = Path(value)
-        return p if p.is_absolute() else (data_dir / p)
-
-    db = top.table("database")
-    url = db.value("url", str, "sqlite:///mss.db")
-    change_poll = db.value("change_poll", float, 0.2)
-    db.done()
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = "sqlite:///" + str(path_of(url[len("sqlite:///"):]))
-    elif not url.startswith(("sqlite:", "postgresql")):
-        raise ConfigError(f"config: database.url: unsupported scheme in {url!r}")
-    if change_poll <= 0:
-        raise ConfigError(f"config: database.change_poll: must be > 0, got {change_poll!r}")
-
-    keys = top.table("keys")
-    master_key_file = path_of(keys.value("master_key_file", str, "keys/master.key"))
-    keys.done()
-
-    log = top.table("logging")
-    level = log.value("level", str, "info").lower()
-    log_file = log.value("file", Path | None, None)
-    log.done()
-    if level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"config: logging.level: unknown level {level!r}")
-
-    tls = _fill(TlsConfig, top.table("tls"), path_of)
-    smtp = _smtp_config(_fill(SmtpConfig, top.table("smtp"), path_of))
-    config = Config(
-        path=cfg_path, data_dir=data_dir, database_url=url, master_key_file=master_key_file,
-        tls=tls, smtp=smtp, listeners=_listeners(top.table("listeners"), path_of),
-        whitelist=_whitelist_config(_fill(WhitelistConfig, top.table("whitelist"), path_of)),
-        log_level=level, log_file=path_of(log_file) if log_file else None, workers=workers,
-        change_poll=change_poll,
-        audit=_audit_config(top.table("audit"), path_of, tls),
-        directory=_directory_config(top, path_of),
-        delivery=_delivery_config(_fill(DeliveryConfig, top.table("delivery"), path_of)),
-        pki=_pki_config(_fill(PkiConfig, top.table("pki"), path_of,
-                              defaults={"anchors": tls.ca_file})),
-        imap=_imap_config(_fill(ImapConfig, top.table("imap"), path_of,
-                                defaults={"max_literal_size": smtp.max_message_size})),
-        limits=_limits_config(_fill(LimitsConfig, top.table("limits"), path_of)),
-    )
-    top.done()
-    return config
+    return _Reader(cfg_path.parent).section(Config, raw, "", given={"path": cfg_path})
 
 
-def _smtp_config(smtp: SmtpConfig) -> SmtpConfig:
-    _positive(smtp, "smtp", "max_message_size", "max_recipients", "session_timeout",
-              "preauth_timeout", "data_timeout", "max_errors", "auth_failures", "auth_window",
-              "auth_lockout")
-    if smtp.line_length_limit < 1000:
-        raise ConfigError("config: smtp.line_length_limit: RFC 5321 §4.5.3.1.6 needs >= 1000")
-    return dataclasses.replace(smtp, postmaster=_postmaster(smtp.postmaster))
+# ----------------------------------------------------------------------------- rendering
+
+COLUMN, WIDTH = 37, 96  # where a key's doc starts; the width of the rendered file
 
 
-def _listeners(table: _Table, path_of: PathOf) -> dict[str, ListenerConfig]:
-    listeners = {name: _fill(ListenerConfig, table.table(name), path_of, given={"name": name},
-                             defaults={"port": port})
-                 for name, port in DEFAULT_LISTENERS.items()}
-    table.done()
-    for name, listener in listeners.items():
-        if not 0 <= listener.port <= 65535:
-            raise ConfigError(f"config: listeners.{name}.port: out of range: {listener.port}")
-        _positive(listener, f"listeners.{name}", *LISTENER_LIMITS)
-    return listeners
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(
+        " ".join(text.split()), WIDTH - 2, break_on_hyphens=False)]
 
 
-def _whitelist_config(whitelist: WhitelistConfig) -> WhitelistConfig:
-    if not 0.0 <= whitelist.max_shrink_ratio <= 1.0:
-        raise ConfigError("config: whitelist.max_shrink_ratio: must be between 0 and 1")
-    _positive(whitelist, "whitelist", "reload_interval")
-    prefix, fetch = "whitelist.fetch", whitelist.fetch
-    for key in ("url", "sha256_url"):
-        value = getattr(fetch, key)
-        if value and not value.startswith(("https://", "http://", "file://")):
-            raise ConfigError(f"config: {prefix}.{key}: expected an http(s):// or file:// URL")
-    if fetch.sha256_url and not fetch.url:
-        raise ConfigError(f"config: {prefix}.sha256_url: given without {prefix}.url")
-    if fetch.interval < 0:
-        raise ConfigError(f"config: {prefix}.interval: must be >= 0 (0: off)")
-    _positive(fetch, prefix, "timeout", "max_bytes")
-    return whitelist
+def _line(text: str, doc: str, hidden: bool) -> list[str]:
+    """``key = value`` with its doc aligned at COLUMN (continued below it)."""
+    text = f"# {text}" if hidden else text
+    notes = textwrap.wrap(doc, WIDTH - COLUMN - 2, break_on_hyphens=False)
+    if not notes:
+        return [text]
+    lead = "#" + " " * (COLUMN - 1) if hidden else " " * COLUMN
+    if len(text) >= COLUMN - 1:  # a long line: its doc after it if it fits, else below
+        one = f"{text} # {doc}"
+        return [one] if len(one) <= WIDTH else [text] + [f"{lead}# {note}" for note in notes]
+    return [f"{text:<{COLUMN - 1}} # {notes[0]}"] + [f"{lead}# {note}" for note in notes[1:]]
 
 
-_DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?", re.I)
+def _render(cls: type, path: str, hidden: bool, docs: bool = True,
+            defaults: dict[str, Any] | None = None) -> list[str]:
+    """The keys of section *cls*, then its tables; *hidden*: commented out (an example)."""
+    out: list[str] = []
+    tables: list[str] = []
+    for f, kind in _keys(cls):
+        meta = f.metadata
+        if _section(kind) or get_origin(kind) is dict:
+            tables += ["", *_render_table(f, kind, _join(path, f.name), hidden)]
+            continue
+        value = (defaults or {}).get(f.name, f.default)
+        if value in (MISSING, None) or hidden and meta["example"] is not None:
+            value = meta["example"]
+        like = meta["like"]
+        doc = meta["doc"] + (f" (default: {like})" if isinstance(like, str) else "")
+        out += _line(f"{f.name} = {_shown(value)}", doc if docs else "",
+                     hidden or f.default is None)
+    return out + tables
 
 
-def _checkable_name(name: str) -> bool:
-    """True if *name* can be matched against a certificate (RFC 6125 §6: a DNS name or an
-    IP address; not empty, not a wildcard)."""
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return bool(_DNS_NAME.fullmatch(name))
+def _render_table(f: dataclasses.Field[Any], kind: Any, path: str, hidden: bool) -> list[str]:
+    """A field holding tables: a section, an optional one, an array or a dict of them."""
+    sub, meta = _section(kind), f.metadata
+    if sub is None:  # a table of strings
+        return _line(f"[{path}]", meta["doc"], hidden) + [
+            f"{'# ' if hidden else ''}{n} = {_shown(v)}" for n, v in meta["names"].items()]
+    if get_origin(kind) is dict:  # one table per known name, keys documented in the first
+        lines = _comment(meta["doc"])
+        for i, (name, defaults) in enumerate(meta["names"].items()):
+            lines += ([""] if i else []) + _line(f"[{path}.{name}]", defaults["doc"], False)
+            lines += _render(sub, f"{path}.{name}", hidden, docs=not i, defaults=defaults)
+        return lines
+    many = get_origin(kind) is tuple
+    absent = hidden or f.default is None or many
+    header = f"[[{path}]]" if many else f"[{path}]"
+    return [*_comment((sub.__doc__ or "") + (" Example:" if many else "")),
+            f"# {header}" if absent else header, *_render(sub, path, absent)]
 
 
-def _audit_destination(table: _Table, index: int, path_of: PathOf,
-                       tls: TlsConfig) -> AuditDestination:
-    transport = table.value("transport", str, "tls")
-    if transport not in ("tls", "udp"):
-        raise ConfigError(f"config: {table.name('transport')}: 'tls' or 'udp', "
-                          f"got {transport!r}")
-    dest = _fill(AuditDestination, table, path_of, given={"transport": transport}, defaults={
-        "name": f"destination{index}", "port": 6514 if transport == "tls" else 514,
-        "ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file})
-    if not 0 < dest.port <= 65535:
-        raise ConfigError(f"config: {table.name('port')}: out of range: {dest.port}")
-    if transport == "tls":  # the receiver's name is always checked (RFC 5425 §5.2)
-        server_name = dest.host if dest.server_name is None else dest.server_name
-        if not _checkable_name(server_name):
-            key = "server_name" if dest.server_name is not None else "host"
-            raise ConfigError(f"config: {table.name(key)}: {server_name!r} cannot be checked "
-                              "in the receiver's certificate (a DNS name or an IP address)")
-        dest = dataclasses.replace(dest, server_name=server_name)
-    return dest
-
-
-def _audit_config(table: _Table, path_of: PathOf, tls: TlsConfig) -> AuditConfig:
-    destinations = tuple(_audit_destination(item, index, path_of, tls)
-                         for index, item in enumerate(table.tables("destinations")))
-    names = [d.name for d in destinations]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise ConfigError(f"config: audit.destinations[{index}].name: duplicate name "
-                              f"{name!r}")
-    config = _fill(AuditConfig, table, path_of, given={"destinations": destinations})
-    if config.retention_days < 183:
-        raise ConfigError("config: audit.retention_days: at least 183 (six months of traces)")
-    _positive(config, "audit", "checkpoint_interval", "ship_interval", "batch")
-    return config
-
-
-def _delivery_config(config: DeliveryConfig) -> DeliveryConfig:
-    _positive(config, "delivery", "dns_port", "port", "dns_timeout", "connect_timeout",
-              "command_timeout", "max_attempts", "retry_base", "retry_max", "max_age",
-              "lease", "poll_interval", "batch", "max_concurrency", "max_per_destination",
-              "session_reuse")
-    if config.retry_factor < 1.0:
-        raise ConfigError("config: delivery.retry_factor: must be >= 1")
-    if config.lease * 0.8 <= 2 * config.connect_timeout:
-        raise ConfigError("config: delivery.lease: must exceed 2.5 x delivery.connect_timeout "
-                          "(an attempt must end within 80 % of its lease)")
-    if not 0.0 <= config.jitter < 1.0:
-        raise ConfigError("config: delivery.jitter: must be in [0, 1)")
-    if not 0.0 <= config.session_idle <= 240.0:  # RFC 5321 §4.5.3.2.7: servers wait 5 min
-        raise ConfigError("config: delivery.session_idle: must be in [0, 240] seconds")
-    if config.port > 65535 or config.dns_port > 65535:
-        raise ConfigError("config: delivery.port/dns_port: out of range")
-    return config
-
-
-def _pki_config(config: PkiConfig) -> PkiConfig:
-    for url in config.crl_urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"config: pki.crl_urls: not an http(s) URL: {url!r}")
-    if config.crl_unavailable not in ("fail-closed", "fail-open"):
-        raise ConfigError("config: pki.crl_unavailable: 'fail-closed' or 'fail-open', got "
-                          f"{config.crl_unavailable!r}")
-    _positive(config, "pki", "crl_fetch_timeout", "crl_refresh_interval", "crl_retry_interval")
-    if config.verify_cache_ttl < 0:
-        raise ConfigError("config: pki.verify_cache_ttl: must be >= 0")
-    return config
-
-
-def _imap_config(config: ImapConfig) -> ImapConfig:
-    _positive(config, "imap", *(f.name for f in dataclasses.fields(config)))
-    if config.max_line_length < 1000:
-        raise ConfigError("config: imap.max_line_length: must be >= 1000")
-    return config
-
-
-def cleartext_bind(url: str, tls: str, has_password: bool) -> bool:
-    """A password bind to *url* would cross a network unencrypted: ``ldap://`` with tls =
-    "none" to a host that is not loopback (127.0.0.0/8, ::1, localhost: a local slapd),
-    RFC 4513 §6.3.4. TLS before any credential."""
-    if not has_password or tls != "none" or url.startswith("ldaps://"):
-        return False
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a name: it may resolve anywhere
-
-
-def _no_cleartext_bind(key: str, urls: tuple[str, ...], tls: str, has_password: bool) -> None:
-    for url in urls:
-        if cleartext_bind(url, tls, has_password):
-            raise ConfigError(f"config: {key}: \"none\" would send the bind password in "
-                              f"clear to {url}; use ldaps:// or tls = \"starttls\" or "
-                              f"\"ldaps\" (only a loopback host may go without TLS)")
-
-
-def _directory_config(top: _Table, path_of: PathOf) -> DirectoryConfig | None:
-    if top.get("directory") is None:
-        return None
-    table, p = top.table("directory"), "directory"
-    mapping = table.table("attributes")
-    given: dict[str, Any] = {"attributes": {key: mapping.value(key, str, default)
-                                            for key, default in DEFAULT_ATTRIBUTES.items()}}
-    mapping.done()
-    one = table.get("url")  # one server: 'url' instead of 'urls'
-    if one is not None and "urls" not in table.raw:
-        given["urls"] = (_convert(one, str, f"{p}.url"),)
-    config = _fill(DirectoryConfig, table, path_of, given=given)
-    if not config.urls or not all(u.startswith(("ldap://", "ldaps://")) for u in config.urls):
-        raise ConfigError(f"config: {p}.urls: a list of ldap:// or ldaps:// URLs, "
-                          f"got {list(config.urls)!r}")
-    publish = config.publish
-    for key, mode in (("tls", config.tls), ("publish.tls", publish.tls if publish else "none")):
-        if mode not in ("none", "starttls", "ldaps"):
-            raise ConfigError(f"config: {p}.{key}: none, starttls or ldaps, got {mode!r}")
-    if publish and not publish.url.startswith(("ldap://", "ldaps://")):
-        raise ConfigError(f"config: {p}.publish.url: not an LDAP URL: {publish.url!r}")
-    if publish and publish.ca_file is None:
-        publish = dataclasses.replace(publish, ca_file=config.ca_file)
-    # TLS before any credential (RFC 4513 §6.3.4), checked before any connection
-    _no_cleartext_bind(f"{p}.tls", config.urls, config.tls,
-                       bool(config.bind_dn and (config.password_file or config.password_env)))
-    if publish:
-        _no_cleartext_bind(f"{p}.publish.tls", (publish.url,), publish.tls,
-                           bool(publish.password_file or publish.password_env))
-    _positive(config, p, "page_size", "timeout")
-    return dataclasses.replace(config, publish=publish, unpublished_domains=tuple(
-        d.lower() for d in config.unpublished_domains))
-
-
-def _postmaster(value: str) -> str:
-    """smtp.postmaster normalised (an address), or "" when unset."""
-    if not value.strip():
-        return ""
-    from mss.store import StoreError, normalize_address
-
-    try:
-        return normalize_address(value)
-    except StoreError as exc:
-        raise ConfigError(f"config: smtp.postmaster: {exc}") from None
+def render() -> str:
+    """config/mss.toml: every section, key, default and doc of the schema."""
+    lines = _comment(Config.__doc__ or "")
+    for f, kind in _keys(Config):
+        lines += ["", *_render_table(f, kind, f.name, False)]
+    return "\n".join(lines) + "\n"
 
 
 def render_default_config(domain: str) -> str:
     """The ``mss.toml`` that ``mss init`` writes (paths relative to the data dir)."""
+    listeners = "".join(f'[listeners.{name}]\nhost = "127.0.0.1"\nport = {d["port"]}\n\n'
+                        for name, d in LISTENERS.items())
     return f"""# mss configuration written by 'mss init' (see config/mss.toml for every key)
 [server]
 data_dir = "."
@@ -682,35 +912,16 @@ ca_file = "pki/ca.crt"
 hostname = "mx.{domain}"
 max_message_size = 52428800
 
-[listeners.mx]
-host = "127.0.0.1"
-port = 2525
-
-[listeners.submission]
-host = "127.0.0.1"
-port = 2587
-
-[listeners.submissions]
-host = "127.0.0.1"
-port = 2465
-
-[listeners.relay]
-host = "127.0.0.1"
-port = 2526
-
-[listeners.imap]
-host = "127.0.0.1"
-port = 2143
-
-[listeners.imaps]
-host = "127.0.0.1"
-port = 2993
-
-[logging]
+{listeners}[logging]
 level = "info"
 """
 
 
-def _limits_config(limits: LimitsConfig) -> LimitsConfig:
-    _positive(limits, "limits", "pending_bytes", "report_interval")
-    return limits
+if __name__ == "__main__":  # python -m mss.config --write (render) | --check (compare)
+    TARGET = Path(__file__).resolve().parents[1] / "config" / DEFAULT_CONFIG_NAME
+    if sys.argv[1:] not in (["--write"], ["--check"]):
+        sys.exit("usage: python -m mss.config --write | --check")
+    if sys.argv[1:] == ["--write"]:
+        TARGET.write_text(render(), encoding="utf-8")
+    sys.exit(0 if TARGET.read_text(encoding="utf-8") == render() else
+             f"{TARGET}: differs from the schema (python -m mss.config --write renders it)")

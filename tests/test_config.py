@@ -1,19 +1,25 @@
-"""Configuration strictness: every key config/mss.toml documents is known to the loader, and a
-misspelt key anywhere stops the loader and the CLI naming its path (issue 20 #5)."""
+"""Configuration: one schema (the dataclasses of mss/config.py) read, checked and rendered
+as config/mss.toml (issue 13 #4); a misspelt key or table anywhere stops the loader and
+'mss serve' naming its full path (issue 20 #5). Every list below is walked from the schema,
+so a new key or section is tested without being named here."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import re
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from mss.config import ConfigError, parse_config
+from mss.config import Config, ConfigError, parse_config, render
+from tests.node import MSS, Node, make_node
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "mss.toml"
@@ -21,23 +27,52 @@ EXAMPLE = REPO / "config" / "mss.toml"
 COMMENTED = re.compile(r"^# (\[\[?[a-z_.]+\]\]?|[a-z_0-9]+ = .*)")
 
 
+@functools.cache
+def _documented() -> str:
+    return "\n".join(COMMENTED.sub(r"\1", line) for line in EXAMPLE.read_text().splitlines())
+
+
 def documented() -> dict[str, Any]:
     """config/mss.toml with its commented-out examples ([[audit.destinations]], [directory],
-    logging.file...) enabled, so that every documented table and key is walked."""
-    lines = [COMMENTED.sub(r"\1", line) for line in EXAMPLE.read_text().splitlines()]
-    return tomllib.loads("\n".join(lines))
+    logging.file...) enabled, so that every documented table and key is there."""
+    return tomllib.loads(_documented())
 
 
-def tables(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every table of a parsed TOML document, with its dotted path (arrays: path[i])."""
-    yield path, node
-    for key, value in node.items():
-        sub = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            yield from tables(value, sub)
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for index, item in enumerate(value):
-                yield from tables(item, f"{sub}[{index}]")
+def schema(cls: type = Config, path: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+    """Every table the schema declares (arrays of tables: path[0]; a dict of sections: each
+    known name) with its keys and their docs, walked from the field declarations."""
+    keys: dict[str, str] = {}
+    subs: list[tuple[str, Any]] = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "doc" not in f.metadata:
+            continue  # not a key (Config.path, ListenerConfig.name)
+        kind, name = hints[f.name], f"{path}.{f.name}" if path else f.name
+        sub = next((a for a in (kind, *get_args(kind)) if dataclasses.is_dataclass(a)), None)
+        if get_origin(kind) is dict:
+            subs += ([(f"{name}.{n}", sub) for n in f.metadata["names"]] if sub
+                     else [(name, f.metadata["names"])])
+        elif sub is not None:
+            subs.append((f"{name}[0]" if get_origin(kind) is tuple else name, sub))
+        else:
+            keys[f.name] = f.metadata["doc"]
+    yield path, keys
+    for name, sub in subs:
+        if isinstance(sub, dict):  # a table of strings (directory.attributes)
+            yield name, dict.fromkeys(sub, "")
+        else:
+            yield from schema(sub, name)
+
+
+TABLES = [path for path, _ in schema() if path]
+DOCS = {(path, key): doc for path, keys in schema() for key, doc in keys.items()}
+KEYS = list(DOCS)
+
+
+def table_at(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    for part in filter(None, re.split(r"\.|\[(\d+)\]", path)):
+        raw = raw[int(part)] if part.isdigit() else raw[part]  # type: ignore[index]
+    return raw
 
 
 def misspell(key: str) -> str:
@@ -47,55 +82,144 @@ def misspell(key: str) -> str:
     return key[:i] + key[i + 1] + key[i] + key[i + 2:]  # two letters swapped: host -> hsot
 
 
-def test_documented_config_loads_with_no_unknown_key(tmp_path: Path) -> None:
-    raw = documented()
-    paths = {path for path, _ in tables(raw)}
-    assert {"audit.destinations[0]", "directory", "directory.attributes",
-            "directory.publish", "whitelist.fetch", "listeners.imaps"} <= paths
-    assert "file" in raw["logging"] and "server_name" in raw["audit"]["destinations"][0]
-    config = parse_config(raw, tmp_path / "mss.toml")
+def with_typo(raw: dict[str, Any], path: str, key: str) -> str:
+    """*raw* with *key* of table *path* misspelt; the message the loader must give."""
+    table = table_at(raw, path)
+    table[misspell(key)] = table.pop(key)
+    return f"config: {path}.{misspell(key)}: unknown key (did you mean {key}?)"
+
+
+def test_schema_walk_sees_every_section() -> None:
+    assert {"smtp", "listeners.imaps", "whitelist.fetch", "audit.destinations[0]",
+            "directory", "directory.attributes", "directory.publish", "pki",
+            "limits"} <= set(TABLES)
+    assert len(KEYS) > 120
+
+
+def test_every_field_is_a_declared_key() -> None:
+    """A field added the old way (a plain default, no key()) would be neither read nor
+    rendered: only the two fields that are not keys are allowed to lack a declaration."""
+    sections, seen = [Config], set()
+    while sections:
+        cls = sections.pop()
+        seen.add(cls)
+        for kind in get_type_hints(cls).values():
+            sections += [a for a in (kind, *get_args(kind)) if dataclasses.is_dataclass(a)
+                         and a not in seen]
+        plain = {f.name for f in dataclasses.fields(cls) if "doc" not in f.metadata}
+        assert plain <= {"Config": {"path"}, "ListenerConfig": {"name"}}.get(cls.__name__, set())
+    assert len(seen) > 15
+
+
+def test_committed_file_is_the_render() -> None:
+    """config/mss.toml is what the schema renders (run 'python -m mss.config --write')."""
+    assert EXAMPLE.read_text() == render()
+    out = subprocess.run([sys.executable, "-m", "mss.config", "--check"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out
+
+
+def test_rendered_file_holds_the_defaults(tmp_path: Path) -> None:
+    """The shipped file loads to exactly the configuration of an empty file: every value it
+    shows is the default the loader applies; and with its examples enabled it loads too."""
+    cfg = tmp_path / "mss.toml"
+    assert parse_config(tomllib.loads(EXAMPLE.read_text()), cfg) == parse_config({}, cfg)
+    config = parse_config(documented(), cfg)
     assert config.directory is not None and config.directory.publish is not None
     assert config.audit.destinations[0].server_name == "audit.example.fr"
-    parse_config(tomllib.loads(EXAMPLE.read_text()), EXAMPLE)  # as shipped
 
 
-def test_every_documented_key_misspelt_is_refused_naming_it(tmp_path: Path) -> None:
-    """Each key of each table that config/mss.toml documents, misspelt in turn, stops the
-    loader with its full path and the right name suggested (crl_file for crl_files once let
-    a revoked operator's mail in)."""
-    checked = 0
-    for path, table in tables(documented()):
-        for key in list(table):
-            if isinstance(table[key], list) and table[key] and isinstance(table[key][0], dict):
-                continue  # an array of tables: its own tables are walked
-            raw = documented()
-            target = raw
-            for part in filter(None, re.split(r"\.|\[(\d+)\]", path)):
-                target = target[int(part)] if part.isdigit() else target[part]
-            target[misspell(key)] = target.pop(key)
-            name = f"{path}.{misspell(key)}" if path else misspell(key)
-            with pytest.raises(ConfigError) as caught:
-                parse_config(raw, tmp_path / "mss.toml")
-            assert f"unknown {'table' if isinstance(target[misspell(key)], dict) else 'key'} " \
-                   f"{name!r} (did you mean {key!r}?)" in str(caught.value), (name, caught.value)
-            checked += 1
-    assert checked > 120  # every section, not a sample
+def words(text: str) -> str:
+    return " ".join(text.replace("#", " ").split())
+
+
+@pytest.mark.parametrize("path, key", KEYS, ids=[f"{p}.{k}" for p, k in KEYS])
+def test_every_key_is_in_the_file_with_its_doc(path: str, key: str) -> None:
+    """Keys without a default (commented-out examples) and optional tables included."""
+    assert key in table_at(documented(), path), f"{path}.{key} is not in config/mss.toml"
+    doc = DOCS[path, key]
+    assert doc or path == "directory.attributes"
+    assert words(doc) in words(EXAMPLE.read_text())
+
+
+@pytest.mark.parametrize("path, key", KEYS, ids=[f"{p}.{k}" for p, k in KEYS])
+def test_every_key_misspelt_is_refused_naming_its_path(tmp_path: Path, path: str,
+                                                       key: str) -> None:
+    """Each key of each table, misspelt, stops the loader with its full path and the right
+    name suggested (crl_file for crl_files once let a revoked operator's mail in)."""
+    raw = documented()
+    message = with_typo(raw, path, key)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, tmp_path / "mss.toml")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("path, key", KEYS, ids=[f"{p}.{k}" for p, k in KEYS])
+def test_every_key_of_the_wrong_type_is_refused_naming_its_path(tmp_path: Path, path: str,
+                                                                key: str) -> None:
+    raw = documented()
+    table = table_at(raw, path)
+    table[key] = 7 if isinstance(table[key], str) else "x"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, tmp_path / "mss.toml")
+    assert str(caught.value).startswith(f"config: {path}.{key}: must be "), caught.value
+
+
+@pytest.mark.parametrize("path", TABLES)
+def test_every_table_misspelt_is_refused_naming_its_path(tmp_path: Path, path: str) -> None:
+    raw = documented()
+    parent, name = path.removesuffix("[0]").rpartition(".")[::2]
+    table = table_at(raw, parent)
+    table[misspell(name)] = table.pop(name)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, tmp_path / "mss.toml")
+    parent = f"{parent}." if parent else ""
+    assert str(caught.value) == (f"config: {parent}{misspell(name)}: unknown table "
+                                 f"(did you mean {name}?)")
+
+
+def test_bad_values_name_the_key_and_the_rule(tmp_path: Path) -> None:
+    cfg = tmp_path / "mss.toml"
+    for raw, message in (
+        ({"smtp": {"max_message_size": "x"}},
+         'config: smtp.max_message_size: must be an integer >= 1 (got "x")'),
+        ({"smtp": {"max_message_size": 0}},
+         "config: smtp.max_message_size: must be an integer >= 1 (got 0)"),
+        ({"pki": {"crl_unavailable": "maybe"}},
+         'config: pki.crl_unavailable: must be "fail-closed" or "fail-open" (got "maybe")'),
+        ({"listeners": {"relay": {"port": 70000}}},
+         "config: listeners.relay.port: must be an integer between 0 and 65535 (got 70000)"),
+        ({"delivery": {"nameservers": "10.0.0.53"}},
+         'config: delivery.nameservers: must be a list (a string each) (got "10.0.0.53")'),
+        ({"audit": {"destinations": [{"host": "a.example"}, {"host": "b.example",
+                                                              "name": "destination0"}]}},
+         "config: audit.destinations[1].name: duplicate name 'destination0'"),
+        ({"directory": {"base_dn": "o=x"}}, "config: directory.urls: required"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(raw, cfg)
+        assert str(caught.value).startswith(message), caught.value
 
 
 def test_reported_typos_are_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "mss.toml"
     for raw, message in (
-        ({"pki": {"crl_file": ["revoked.crl"]}}, "'pki.crl_file' (did you mean 'crl_files'?)"),
-        ({"smtp": {"max_recipeints": 3}}, "'smtp.max_recipeints' (did you mean"),
-        ({"delivery": {"enabeld": False}}, "'delivery.enabeld' (did you mean 'enabled'?)"),
-        ({"smpt": {"hostname": "x"}}, "unknown table 'smpt' (did you mean 'smtp'?)"),
-        ({"listeners": {"mx": {"hots": "0.0.0.0"}}}, "'listeners.mx.hots' (did you mean"),
-        ({"listeners": {"pop3": {}}}, "unknown table 'listeners.pop3'"),
+        ({"pki": {"crl_file": ["revoked.crl"]}},
+         "config: pki.crl_file: unknown key (did you mean crl_files?)"),
+        ({"smtp": {"max_mesage_size": 3}},
+         "config: smtp.max_mesage_size: unknown key (did you mean max_message_size?)"),
+        ({"delivery": {"enabeld": False}},
+         "config: delivery.enabeld: unknown key (did you mean enabled?)"),
+        ({"smpt": {"hostname": "x"}}, "config: smpt: unknown table (did you mean smtp?)"),
+        ({"listeners": {"mx": {"hots": "0.0.0.0"}}},
+         "config: listeners.mx.hots: unknown key (did you mean host?)"),
+        ({"listeners": {"pop3": {}}}, "config: listeners.pop3: unknown table"),
         ({"audit": {"destinations": [{"host": "a.example", "prot": 1}]}},
-         "'audit.destinations[0].prot' (did you mean 'port'?)"),
+         "config: audit.destinations[0].prot: unknown key (did you mean port?)"),
     ):
-        with pytest.raises(ConfigError, match=re.escape(message)):
+        with pytest.raises(ConfigError) as caught:
             parse_config(raw, cfg)
+        assert str(caught.value) == message
 
 
 @pytest.mark.parametrize("command", [["mailbox", "list"], ["serve"]])
@@ -108,5 +232,60 @@ def test_cli_refuses_unknown_key_with_one_line(tmp_path: Path, command: list[str
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out
     assert out.stderr.strip().splitlines() == [
-        "mss: error: config: unknown key 'listeners.mx.hots' (did you mean 'host'?)"]
+        "mss: error: config: listeners.mx.hots: unknown key (did you mean host?)"]
     assert not (tmp_path / "mss.db").exists()
+
+
+def dump(table: dict[str, Any], path: str = "") -> list[str]:
+    """*table* as TOML (JSON strings, numbers, booleans and arrays are TOML values)."""
+    def scalars(t: dict[str, Any]) -> list[str]:
+        return [f"{k} = {json.dumps(v)}" for k, v in t.items() if not is_table(v)]
+
+    def is_table(v: Any) -> bool:
+        return isinstance(v, dict) or isinstance(v, list) and bool(v) and all(
+            isinstance(i, dict) for i in v)
+
+    lines = [f"[{path}]", *scalars(table)] if path else scalars(table)
+    for k, v in table.items():
+        sub = f"{path}.{k}" if path else k
+        if isinstance(v, dict):
+            lines += dump(v, sub)
+        elif is_table(v):
+            lines += [line for item in v for line in [f"[[{sub}]]", *scalars(item)]]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return make_node(tmp_path_factory.mktemp("config"), with_whitelist=False)
+
+
+def typo_config(node: Node, path: str) -> tuple[Path, str]:
+    """A real node's config with table *path* (from the documented examples) holding its
+    first key misspelt, and the one line 'mss serve' must answer."""
+    raw = tomllib.loads(node.config.read_text())
+    top = path.split(".")[0].removesuffix("[0]")
+    raw[top] = {**documented()[top], **raw.get(top, {})}
+    message = with_typo(raw, path, next(k for p, k in KEYS if p == path))
+    broken = node.config.with_name(f"typo-{path}.toml")
+    broken.write_text("\n".join(dump(raw)) + "\n")
+    return broken, f"mss: error: {message}"
+
+
+def test_serve_stops_on_a_typo_in_every_section(node: Node) -> None:
+    """For every table of the schema, 'mss serve' on a real node's config with one key of
+    that table misspelt exits 2 with one line naming the key's path (started a few at a
+    time: a failing start costs a Python start-up each)."""
+    wrong = []
+    for chunk in range(0, len(TABLES), 6):
+        started = []
+        for path in TABLES[chunk:chunk + 6]:
+            cfg, line = typo_config(node, path)
+            started.append((path, line, subprocess.Popen(
+                [*MSS, "--config", str(cfg), "serve"], cwd=REPO, text=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+        for path, line, proc in started:
+            _, err = proc.communicate(timeout=120)
+            if proc.returncode != 2 or err.strip().splitlines() != [line]:
+                wrong.append((path, proc.returncode, err))
+    assert not wrong
