@@ -13,6 +13,9 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   ``smtp.timeout``, and a cap on bad commands;
 - the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
   connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
+
+The engine knows its handler only as :class:`SmtpHooks`: policy, audit and storage are
+the handler's (proxy/smtp/handler.py), per-connection state is :mod:`proxy.smtp.session`.
 """
 
 from __future__ import annotations
