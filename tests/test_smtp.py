@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import base64
+import inspect
 import smtplib
 import ssl
 import subprocess
 import time
+import typing
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
+from aiosmtpd.smtp import Session
+from sqlalchemy import create_engine
 
+from mss.app import open_app
+from mss.committer import GroupCommitter
+from mss.db import create_schema
+from mss.relays import Relay
+from proxy.smtp import handler as handler_module
+from proxy.smtp import policies, protocol
+from proxy.smtp.handler import SmtpHandler
+from proxy.smtp.listeners import start_smtp
+from proxy.smtp.session import MssEnvelope, MssSession
 from tests import peers
 from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
+from trustspace.cache import LiveWhitelist
+from trustspace.pki import server_context
+from trustspace.policy import RecipientFacts
+from trustspace.tlshook import accept_any_client_certificate
+from trustspace.verifier import PeerVerifier
+from trustspace.whitelist import Whitelist
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -651,3 +673,173 @@ def test_postmaster_of_every_hosted_domain(tmp_path: Path) -> None:
         assert len(rows) == 2
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- the seam
+# (issue 13 point 6) the protocol engine, its handler and the listener policies
+
+def _hints_without_any(hint: object) -> bool:
+    return hint is not typing.Any and all(_hints_without_any(a) for a in typing.get_args(hint))
+
+
+async def test_session_fields_are_all_typed() -> None:
+    """Every attribute an MssSession or MssEnvelope gets beyond aiosmtpd's own has a
+    declared type, and none is Any (mypy strict sees each field)."""
+    for cls, made in ((MssSession, MssSession(asyncio.get_running_loop())),
+                      (MssEnvelope, MssEnvelope())):
+        base = cls.__mro__[1]
+        own = set(vars(made)) - set(vars(base(asyncio.get_running_loop()) if base is Session
+                                         else base()))
+        hints = typing.get_type_hints(cls)
+        assert own and own <= set(hints), own - set(hints)
+        assert all(_hints_without_any(hints[name]) for name in own), hints
+
+
+def _called_hooks(tree: ast.AST) -> set[str]:
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "hooks"}
+
+
+def test_protocol_calls_only_declared_hooks_the_handler_implements() -> None:
+    """protocol.py knows its handler through the SmtpHooks Protocol only: it imports no
+    handler, calls no hook the Protocol does not declare, and SmtpHandler implements
+    every declared hook with the same parameters (aiosmtpd's handle_* hooks included)."""
+    source = Path(protocol.__file__).read_text()
+    tree = ast.parse(source)
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "proxy.smtp.handler" not in imported and "self.event_handler." not in source
+    declared = {name for name, value in vars(protocol.SmtpHooks).items()
+                if inspect.isfunction(value) and not name.startswith("_")}
+    assert _called_hooks(tree) <= declared, _called_hooks(tree) - declared
+    aiosmtpd_hooks = {name for name in dir(SmtpHandler) if name.startswith("handle_")}
+    assert {"handle_EHLO", "handle_MAIL", "handle_RCPT", "handle_DATA"} <= aiosmtpd_hooks
+    assert aiosmtpd_hooks <= declared
+    for name in declared:
+        expected = list(inspect.signature(getattr(protocol.SmtpHooks, name)).parameters)
+        assert list(inspect.signature(getattr(SmtpHandler, name)).parameters) == expected
+
+
+def test_handler_has_no_listener_mode_branch() -> None:
+    """What differs between MX, submission and relay is one policy object per kind
+    (proxy/smtp/policies.py), not comparisons of a mode in the handler."""
+    tree = ast.parse(Path(handler_module.__file__).read_text())
+    compared = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Compare)
+                for side in (node.left, *node.comparators)
+                if isinstance(side, ast.Attribute) and side.attr == "mode"]
+    assert compared == []
+    assert "mode ==" not in Path(handler_module.__file__).read_text()
+
+
+def _author_message(from_: str, sender: str | None = None) -> bytes:
+    head = f"From: {from_}\r\n" + (f"Sender: {sender}\r\n" if sender else "")
+    return (head + "To: bob@example.test\r\nSubject: x\r\n\r\nbody\r\n").encode()
+
+
+async def test_listener_policies_decide_per_kind(tmp_path: Path) -> None:
+    """Each kind's checks, as values: the author rule of submission (the login's own
+    address) and relay (its domains), none on the MX; the recipient rule; the throttle
+    identity; and MX and relay refuse to exist without a certificate verifier."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'policies.db'}")
+    create_schema(engine)
+    session = MssSession(asyncio.get_running_loop())
+    session.login, session.may_send_as = ALICE, frozenset({ALICE})
+    submission_policy = policies.listener_policy("submission", engine, None,
+                                                 LiveWhitelist(engine))
+    assert submission_policy.data_refusal(session, _author_message(ALICE)) is None
+    refused = submission_policy.data_refusal(session, _author_message(BOB))
+    assert refused is not None and refused.reply.startswith("550 5.7.1 From")
+    assert refused.reason.startswith("header_sender_not_allowed: From:")
+    refused = submission_policy.data_refusal(session, _author_message(ALICE, BOB))
+    assert refused is not None and refused.reply.startswith("550 5.7.1 Sender")
+    assert submission_policy.checks_directory and submission_policy.adds_message_id
+    assert submission_policy.throttle_name(b" Alice@" + DOMAIN.encode()) == ALICE
+
+    relay = policies.RelayPolicy(engine, certificates=None)  # type: ignore[arg-type]
+    session.relay = Relay("hopital", None, None, frozenset({DOMAIN}))
+    assert relay.data_refusal(session, _author_message(BOB)) is None  # any of its domains
+    refused = relay.data_refusal(session, _author_message(REMOTE))
+    assert refused is not None and "relay hopital may not send as" in refused.reason
+    assert not relay.may_send_as(session, "").accepted  # null reverse-path
+    assert relay.throttle_name(b"hopital") == "relay:hopital"
+
+    mx_policy = policies.MxPolicy(certificates=None)  # type: ignore[arg-type]
+    assert mx_policy.data_refusal(session, _author_message(REMOTE)) is None
+    assert not mx_policy.checks_directory and not mx_policy.adds_message_id
+    remote = RecipientFacts(address=REMOTE, domain=REMOTE.split("@")[1],
+                            domain_hosted=False, mailbox_exists=False,
+                            mailbox_enabled=False)
+    assert not mx_policy.recipient(remote, Whitelist.empty()).accepted  # no relaying
+    for kind in ("mx", "relay"):
+        with pytest.raises(ValueError, match="needs an PeerVerifier"):
+            policies.listener_policy(kind, engine, None, LiveWhitelist(engine))  # type: ignore[arg-type]
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    """One SMTP reply, its last line (RFC 5321 §4.2.1: "code SP" ends it)."""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, "connection closed"
+        if line[3:4] != b"-":
+            return line
+
+
+# submissions is TLS from the first byte (RFC 8314 §3), which aiosmtpd cannot see
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_drain_finishes_data_in_progress_then_421(tmp_path: Path) -> None:
+    """SmtpHandler.drain (shutdown): a DATA transaction in progress finishes and gets
+    its 250; then every session left, idle or not, gets 421 4.3.2 and is closed."""
+    node = make_node(tmp_path)
+    app = open_app(node.config)
+    committer = GroupCommitter(app.engine)
+    committer.start()
+    cfg = app.config
+    tls = {"mx": server_context(cfg.tls.cert_file, cfg.tls.key_file),
+           "submission": server_context(cfg.tls.cert_file, cfg.tls.key_file)}
+    accept_any_client_certificate(tls["mx"])
+    assert cfg.pki is not None
+    servers, handlers = await start_smtp(app, committer, LiveWhitelist(app.reader), tls,
+                                         PeerVerifier(cfg.pki))
+    try:
+        port, context = node.ports["submissions"], node.client_context()
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        busy_r, busy_w = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        for reader, writer in ((idle_r, idle_w), (busy_r, busy_w)):
+            assert (await _reply(reader)).startswith(b"220")
+            writer.write(b"EHLO client.example\r\n")
+            assert (await _reply(reader)).startswith(b"250 ")
+        plain = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
+        for command, code in ((b"AUTH PLAIN " + plain, b"235"),
+                              (f"MAIL FROM:<{ALICE}>".encode(), b"250"),
+                              (f"RCPT TO:<{BOB}>".encode(), b"250"), (b"DATA", b"354")):
+            busy_w.write(command + b"\r\n")
+            assert (await _reply(busy_r)).startswith(code), command
+        data = message(ALICE, BOB)
+        busy_w.write(data[:40])  # part of the message: DATA in progress
+        handler = next(h for h in handlers for s in h.sessions if s.listener == "submissions")
+        for _ in range(200):
+            if any(s.busy for s in handler.sessions):
+                break
+            await asyncio.sleep(0.05)
+        assert any(s.busy for s in handler.sessions)
+        for server in servers:
+            server.close()
+        drain = asyncio.ensure_future(handler.drain(time.monotonic() + 20))
+        await asyncio.sleep(0.3)
+        assert not drain.done()  # waits for the transaction
+        with pytest.raises(TimeoutError):  # and the idle session is not closed yet
+            await asyncio.wait_for(idle_r.readline(), 0.2)
+        busy_w.write(data[40:] + b".\r\n")
+        assert (await _reply(busy_r)).startswith(b"250 2.0.0 OK queued as")
+        await asyncio.wait_for(drain, 10)
+        for reader in (busy_r, idle_r):
+            assert (await _reply(reader)).startswith(b"421 4.3.2")
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+        assert not any(s.transport is not None and not s.transport.is_closing()
+                       for s in handler.sessions)
+    finally:
+        for server in servers:
+            server.close()
+        committer.stop()
+        app.close()
+    assert inbox_count(node, BOB) == 1

@@ -13,6 +13,9 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   ``smtp.timeout``, and a cap on bad commands;
 - the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
   connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
+
+The engine knows its handler only as :class:`SmtpHooks`: policy, audit and storage are
+the handler's (proxy/smtp/handler.py), per-connection state is :mod:`proxy.smtp.session`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import secrets
+import ssl
 from base64 import b64decode
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.message import has_bare_cr_or_lf, longest_line
+from proxy.smtp.session import MssEnvelope, MssSession
 
 log = structlog.get_logger("mss.smtp")
 
@@ -37,32 +41,76 @@ COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 _DATA_CHUNK = 256 * 1024
 
 
-class MssSession(Session):
-    """aiosmtpd's session plus what mss needs for policy and audit."""
+class SmtpHooks(Protocol):
+    """What the protocol engine calls on its handler (proxy/smtp/handler.py), typed.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
-        self.id = secrets.token_hex(8)
-        self.listener = ""
-        self.remote_addr = ""
-        self.login: str | None = None  # authenticated mailbox address
-        self.may_send_as: frozenset[str] = frozenset()
-        self.peer_certificate: Any = None  # policy.PeerCertificate of the presented leaf
-        self.peer_chain: list[bytes] = []  # DER, leaf first, as presented (unverified)
-        self.certificate_ok = False  # the chain passed trustspace.chain (MX, relay)
-        self.certificate_result: Any = None  # its trustspace.chain.ChainResult
-        self.relay: Any = None  # mss.relays.Relay once authenticated on the relay listener
-        self.errors = 0
-        # audit records of the session not yet committed: written with the next
-        # transaction of the session (or at disconnect), saving a commit per connection
-        self.pending_audit: list[Any] = []
+    The ``handle_*`` hooks are aiosmtpd's (it calls EHLO, MAIL and RCPT itself, once
+    their grammar is checked; DATA is called from here); the ``on_*`` hooks, AUTH's
+    ``login_blocked`` and ``authenticate`` are mss's. Replies are complete SMTP lines."""
+
+    def on_connect(self, server: MssSMTP, session: MssSession) -> None:
+        """A connection admitted (before the greeting)."""
+        ...
+
+    def on_tls(self, server: MssSMTP, session: MssSession,
+               ssl_object: ssl.SSLObject | None) -> None:
+        """TLS is up: after STARTTLS, or from the first byte (RFC 8314 §3)."""
+        ...
+
+    def on_timeout(self, server: MssSMTP, session: MssSession, reason: str) -> None:
+        """The connection is closed on a deadline (its 421 already sent)."""
+        ...
+
+    def on_disconnect(self, server: MssSMTP, session: MssSession) -> None:
+        """The connection is gone."""
+        ...
+
+    async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """EHLO: the capability lines to answer, from aiosmtpd's *responses*."""
+        ...
+
+    def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+        """AUTH, before any password check: whether this login or address is locked."""
+        ...
+
+    async def authenticate(self, server: MssSMTP, session: MssSession, mechanism: str,
+                           credentials: LoginPassword) -> bool:
+        """AUTH: whether the credentials are good (the session then sends as them)."""
+        ...
+
+    def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
+                        login: bytes, reason: str) -> None:
+        """AUTH refused by the engine itself (a PLAIN authzid that is not the login)."""
+        ...
+
+    async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        """MAIL FROM: the reply; on 250 the envelope's sender is set."""
+        ...
+
+    async def handle_RCPT(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """RCPT TO: the reply; on 250 the recipient is in the envelope."""
+        ...
+
+    def on_data_refused(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
+                        reply: str) -> None:
+        """DATA refused while reading (size, line length, bare CR/LF, memory)."""
+        ...
+
+    async def handle_DATA(self, server: MssSMTP, session: MssSession,
+                          envelope: MssEnvelope) -> str:
+        """DATA read (``envelope.content``, unstuffed bytes): the reply, 250 only once
+        the message and its audit records are committed."""
+        ...
 
 
 class MssSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
 
-    def __init__(self, handler: Any, *, listener: str, line_length_limit: int,
+    def __init__(self, handler: SmtpHooks, *, listener: str, line_length_limit: int,
                  data_timeout: float, max_errors: int, implicit_tls: bool,
                  preauth_timeout: float = 60.0,
                  offer_auth: bool, guard: ListenerGuard | None = None,
@@ -90,6 +138,7 @@ class MssSMTP(SMTP):
         self.admission: Admission | None = None
         self.refused = False  # over a connection cap: closed at connect, no session
         self.held = 0  # bytes of DATA taken from the budget
+        self.hooks = handler  # aiosmtpd's event_handler, typed
         super().__init__(handler, **kwargs)
         self.busy = False  # inside DATA: shutdown waits for it
 
@@ -112,11 +161,13 @@ class MssSMTP(SMTP):
             session.id = before.id
             session.pending_audit = before.pending_audit
         if not upgrading:
-            self.event_handler.on_connect(self, session)
+            self.hooks.on_connect(self, session)
             self._preauth_deadline = self.loop.call_later(self.preauth_timeout,
                                                           self._preauth_expired)
         if upgrading or self.implicit_tls:  # RFC 8314 §3: TLS from the first byte
-            self.event_handler.on_tls(self, session, transport.get_extra_info("ssl_object"))
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.hooks.on_tls(self, session, ssl_object if isinstance(
+                ssl_object, ssl.SSLObject) else None)
 
     def _admit(self, address: str, transport: asyncio.BaseTransport) -> bool:
         """The listener's caps (mss/limits.py): over one, 421 and close (RFC 5321 §3.1
@@ -169,7 +220,7 @@ class MssSMTP(SMTP):
             transport.write(f"421 4.4.2 {self.hostname} {text}, closing connection\r\n"
                             .encode())
         if isinstance(self.session, MssSession):
-            self.event_handler.on_timeout(self, self.session, reason)
+            self.hooks.on_timeout(self, self.session, reason)
         transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -182,6 +233,14 @@ class MssSMTP(SMTP):
     def mss_session(self) -> MssSession:
         assert isinstance(self.session, MssSession)
         return self.session
+
+    def shut_down(self) -> None:
+        """Server shutdown: 421 4.3.2 (RFC 5321 §3.8, RFC 3463 §3.5: system not
+        accepting messages) and close, unless the connection is closing already."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down\r\n")
+            transport.close()
 
     @property
     def tls_active(self) -> bool:
@@ -250,7 +309,7 @@ class MssSMTP(SMTP):
         authzid, login, password = parts
         if authzid and authzid != login:
             await self.push("535 5.7.8 Authentication credentials invalid")
-            self.event_handler.on_auth_failure(self, self.mss_session(), "PLAIN", login,
+            self.hooks.on_auth_failure(self, self.mss_session(), "PLAIN", login,
                                                "authorization identity differs from login")
             return AuthResult(success=False, handled=True)
         return await self._verify("PLAIN", login, password)
@@ -272,11 +331,11 @@ class MssSMTP(SMTP):
         return await self._verify("LOGIN", login, password)
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
-        if self.event_handler.login_blocked(self.mss_session(), mechanism, login):
+        if self.hooks.login_blocked(self.mss_session(), mechanism, login):
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
             await self.push("454 4.7.0 Too many failed authentications, try again later")
             return AuthResult(success=False, handled=True)
-        ok: bool = await self.event_handler.authenticate(
+        ok: bool = await self.hooks.authenticate(
             self, self.mss_session(), mechanism, LoginPassword(login, password))
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
@@ -290,7 +349,7 @@ class MssSMTP(SMTP):
         if await self.check_auth_needed("DATA"):
             return
         envelope = self.envelope
-        assert envelope is not None
+        assert isinstance(envelope, MssEnvelope)
         if self.require_starttls and not self.tls_active:
             await self.push("530 5.7.0 Must issue a STARTTLS command first")
             return
@@ -307,19 +366,19 @@ class MssSMTP(SMTP):
         finally:
             self.busy = False
 
-    async def _data_transaction(self, envelope: Envelope) -> None:
+    async def _data_transaction(self, envelope: MssEnvelope) -> None:
         try:
             result = await self._read_data()
             if result is None:  # connection lost: nothing stored, nothing acknowledged
                 return
             if isinstance(result, str):
-                self.event_handler.on_data_refused(self, self.mss_session(), envelope, result)
+                self.hooks.on_data_refused(self, self.mss_session(), envelope, result)
                 self.envelope = self._create_envelope()
                 await self.push(result)
                 return
             envelope.original_content = result
             envelope.content = result
-            status = await self.event_handler.handle_DATA(self, self.mss_session(), envelope)
+            status = await self.hooks.handle_DATA(self, self.mss_session(), envelope)
         finally:
             self._release()  # the message is stored (or refused): its bytes go back
         self.envelope = self._create_envelope()
@@ -422,10 +481,8 @@ class MssSMTP(SMTP):
                 return
             tail = window[-4:]
 
-    def _create_envelope(self) -> Envelope:
-        factory = getattr(self.event_handler, "envelope_factory", Envelope)
-        envelope: Envelope = factory()
-        return envelope
+    def _create_envelope(self) -> MssEnvelope:
+        return MssEnvelope()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.refused:
@@ -436,5 +493,6 @@ class MssSMTP(SMTP):
         self._release()
         if self.admission is not None:
             self.admission.release()
+        session = self.mss_session()
         super().connection_lost(error)
-        self.event_handler.on_disconnect(self)
+        self.hooks.on_disconnect(self, session)
