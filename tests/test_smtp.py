@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 from mss.app import open_app
 from mss.committer import GroupCommitter
 from mss.db import create_schema
-from mss.relays import Relay
+from trustspace.relays import Relay
 from proxy.smtp import handler as handler_module
 from proxy.smtp import policies, protocol
 from proxy.smtp.handler import SmtpHandler
