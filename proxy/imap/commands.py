@@ -14,10 +14,10 @@ from proxy.imap import mailbox_commands as mbx
 from proxy.imap import message_commands as msg
 from proxy.imap import session_commands as ses
 from proxy.imap.args import Result
-from proxy.imap.connection import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, Session
 from proxy.imap.parser import Command
+from proxy.imap.state import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, ImapSession
 
-Handler = Callable[[Session, Command], Awaitable[Result]]
+Handler = Callable[[ImapSession, Command], Awaitable[Result]]
 
 ANY = (NOT_AUTHENTICATED, AUTHENTICATED, SELECTED)
 AUTH = (AUTHENTICATED, SELECTED)

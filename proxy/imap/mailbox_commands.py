@@ -15,13 +15,6 @@ from audit.journal import append
 from mss import store
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, flag_list, nargs
-from proxy.imap.connection import (
-    SELECTED,
-    No,
-    Responded,
-    Selected,
-    Session,
-)
 from proxy.imap.names import (
     DELIMITER,
     SHARED_PREFIX,
@@ -34,12 +27,19 @@ from proxy.imap.names import (
     resolve,
 )
 from proxy.imap.parser import Command
+from proxy.imap.state import (
+    SELECTED,
+    ImapSession,
+    No,
+    Responded,
+    Selected,
+)
 from proxy.imap.tokens import MONTH_NUMBERS as _MONTHS
 from proxy.imap.tokens import Atom, ImapParseError, Token
 from proxy.imap.utf7 import decode_mailbox_name
 
 
-async def select_command(s: Session, cmd: Command) -> Result:
+async def select_command(s: ImapSession, cmd: Command) -> Result:
     if not 1 <= len(cmd.args) <= 2:
         raise ImapParseError("Wrong number of arguments")
     readonly = cmd.name == "EXAMINE"
@@ -108,7 +108,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
 
-async def _new_name(s: Session, name: str, access: str) -> Target:
+async def _new_name(s: ImapSession, name: str, access: str) -> Target:
     """The target of a name to be created (CREATE, RENAME's new name). A personal folder
     named like the shared namespace (``Shared``, ``shared/x``, in any case) would shadow
     it (RFC 2342 §5): refused; ``Shared/<granted address>/<folder>`` is the shared box's."""
@@ -123,7 +123,7 @@ async def _new_name(s: Session, name: str, access: str) -> Target:
     return target
 
 
-async def create(s: Session, cmd: Command) -> Result:
+async def create(s: ImapSession, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     if not name or name == "INBOX":
         raise No("Mailbox already exists", "ALREADYEXISTS")
@@ -144,7 +144,7 @@ async def create(s: Session, cmd: Command) -> Result:
     return "CREATE completed"
 
 
-async def delete_command(s: Session, cmd: Command) -> Result:
+async def delete_command(s: ImapSession, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     target = await resolve(s, name, access="DELETE")
     record = s.record("imap.folder.delete", mailbox=target.owner.address)  # + folder_id
@@ -157,7 +157,7 @@ async def delete_command(s: Session, cmd: Command) -> Result:
     return "DELETE completed"
 
 
-async def rename(s: Session, cmd: Command) -> Result:
+async def rename(s: ImapSession, cmd: Command) -> Result:
     old_token, new_token = nargs(cmd, 2)
     old = await resolve(s, mailbox_name(old_token), access="RENAME")
     new = await _new_name(s, mailbox_name(new_token), "RENAME")
@@ -171,7 +171,7 @@ async def rename(s: Session, cmd: Command) -> Result:
     return "RENAME completed"
 
 
-async def subscribe(s: Session, cmd: Command) -> Result:
+async def subscribe(s: ImapSession, cmd: Command) -> Result:
     target = await resolve(s, mailbox_name(nargs(cmd, 1)[0]), access=cmd.name)
     value = cmd.name == "SUBSCRIBE"
     await s.write(lambda conn: backend.set_subscribed(conn, target.owner.id, target.folder,
@@ -242,7 +242,7 @@ def _childinfo(name: str, subscribed: set[str], matches: Callable[[str], bool]) 
     return any(n.startswith(prefix) and not matches(n) for n in subscribed)
 
 
-async def list_command(s: Session, cmd: Command) -> Result:
+async def list_command(s: ImapSession, cmd: Command) -> Result:
     assert s.user is not None
     opts, args = _list_options(cmd)
     reference = mailbox_name(args[0]) if astring(args[0]) else ""
@@ -309,7 +309,7 @@ async def list_command(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def _status_line(s: Session, name: str, folder: backend.Folder,
+async def _status_line(s: ImapSession, name: str, folder: backend.Folder,
                        items: list[Token]) -> bytes:
     messages, unseen, recent = await s.db(backend.folder_counts, folder)
     values: list[str] = []
@@ -330,7 +330,7 @@ def _asks_highestmodseq(items: list[Token]) -> bool:
     return any(isinstance(t, Atom) and t.upper() == "HIGHESTMODSEQ" for t in items)
 
 
-async def status(s: Session, cmd: Command) -> Result:
+async def status(s: ImapSession, cmd: Command) -> Result:
     name_token, items = nargs(cmd, 2)
     if not isinstance(items, list) or not items:
         raise ImapParseError("STATUS needs a list of items")
@@ -343,7 +343,7 @@ async def status(s: Session, cmd: Command) -> Result:
     return "STATUS completed"
 
 
-async def namespace(s: Session, cmd: Command) -> Result:
+async def namespace(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)  # RFC 2342: personal with no prefix, no other users, shared "Shared/"
     s.untagged(b'NAMESPACE (("" "/")) NIL (("Shared/" "/"))')
     return "NAMESPACE completed"
@@ -366,7 +366,7 @@ def _parse_date_time(text: str) -> float:
     return when.timestamp()
 
 
-async def append_command(s: Session, cmd: Command) -> Result:
+async def append_command(s: ImapSession, cmd: Command) -> Result:
     if not 2 <= len(cmd.args) <= 4:
         raise ImapParseError("Wrong number of arguments")
     name = mailbox_name(cmd.args[0])
@@ -401,7 +401,7 @@ async def append_command(s: Session, cmd: Command) -> Result:
     return ("APPEND completed", f"APPENDUID {validity} {uid}")  # RFC 4315
 
 
-async def idle(s: Session, cmd: Command) -> Result:
+async def idle(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     await s.idle(cmd.tag)
     raise Responded

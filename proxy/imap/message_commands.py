@@ -16,29 +16,29 @@ from mss import store
 from proxy.imap import backend
 from proxy.imap.args import Result, atom, flag_list, nargs, number, seq_set
 from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
-from proxy.imap.connection import (
-    No,
-    Selected,
-    Session,
-)
 from proxy.imap.fetch import UnknownCte, parse_fetch_items, render_fetch, sets_seen
 from proxy.imap.mime import ParsedMessage, parse_message
 from proxy.imap.names import mailbox_name, resolve
 from proxy.imap.parser import Command
 from proxy.imap.search import BadCharset, parse_search
 from proxy.imap.seqset import STAR, format_sequence_set
+from proxy.imap.state import (
+    ImapSession,
+    No,
+    Selected,
+)
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 
 _BATCH = 250  # messages decrypted per worker-thread round trip
 AUDIT_CHUNK = 100  # messages named per audit record
 
 
-def _sel(s: Session) -> Selected:
+def _sel(s: ImapSession) -> Selected:
     assert s.selected is not None
     return s.selected
 
 
-def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend.Row]]:
+def _rows_for(s: ImapSession, token: Token, by_uid: bool) -> list[tuple[int, backend.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     sel = _sel(s)
     sset = seq_set(token)
@@ -61,7 +61,7 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
     return out
 
 
-def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[Any],
+def _per_messages(s: ImapSession, event: str, sel: Selected, key: str, items: list[Any],
                   **detail: Any) -> list[AuditRecord]:
     """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
     transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
@@ -76,12 +76,12 @@ def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
                        internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
 
-def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
+def _tampered(s: ImapSession, sel: Selected, uids: list[int]) -> list[AuditRecord]:
     return [s.record("store.tampered", Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
                      detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
-async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
+async def _set_seen(s: ImapSession, rows: list[tuple[int, backend.Row]]
                     ) -> list[tuple[int, backend.Row]]:
     """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
@@ -113,7 +113,7 @@ def _inject(rendered: bytes, extra: bytes) -> bytes:
     return rendered[:-1] + b" " + extra + b")"
 
 
-async def fetch(s: Session, cmd: Command) -> Result:
+async def fetch(s: ImapSession, cmd: Command) -> Result:
     by_uid = cmd.name == "UID FETCH"
     if len(cmd.args) not in (2, 3):
         raise ImapParseError("Wrong number of arguments")
@@ -214,7 +214,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def store_command(s: Session, cmd: Command) -> Result:
+async def store_command(s: ImapSession, cmd: Command) -> Result:
     by_uid = cmd.name == "UID STORE"
     args = list(cmd.args)
     if len(args) < 3:
@@ -271,7 +271,7 @@ async def store_command(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def search(s: Session, cmd: Command) -> Result:
+async def search(s: ImapSession, cmd: Command) -> Result:
     by_uid = cmd.name == "UID SEARCH"
     sel = _sel(s)
     args = list(cmd.args)
@@ -364,7 +364,7 @@ def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
     return max(r.modseq for _, r in hits)
 
 
-async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -> None:
+async def _expunge(s: ImapSession, only: list[int] | None, *, quiet: bool = False) -> None:
     sel = _sel(s)
     if sel.readonly:
         if quiet:
@@ -383,7 +383,7 @@ async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -
         sel.gone = set()
 
 
-async def expunge_command(s: Session, cmd: Command) -> Result:
+async def expunge_command(s: ImapSession, cmd: Command) -> Result:
     if cmd.name == "UID EXPUNGE":  # RFC 4315 §2.1
         rows = _rows_for(s, nargs(cmd, 1)[0], True)
         await _expunge(s, [r.uid for _, r in rows])
@@ -393,25 +393,25 @@ async def expunge_command(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def close(s: Session, cmd: Command) -> Result:
+async def close(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     await _expunge(s, None, quiet=True)  # RFC 3501 §6.4.2: no untagged EXPUNGE
     s.close_selected()
     return "CLOSE completed"
 
 
-async def unselect(s: Session, cmd: Command) -> Result:
+async def unselect(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)  # RFC 3691
     s.close_selected()
     return "UNSELECT completed"
 
 
-async def check(s: Session, cmd: Command) -> Result:
+async def check(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     return "CHECK completed"
 
 
-async def copy_move(s: Session, cmd: Command) -> Result:
+async def copy_move(s: ImapSession, cmd: Command) -> Result:
     by_uid = cmd.name.startswith("UID ")
     moving = cmd.name.endswith("MOVE")
     set_token, name_token = nargs(cmd, 2)

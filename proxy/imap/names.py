@@ -10,9 +10,9 @@ from sqlalchemy import Connection, select
 from mss import db, store
 from proxy.imap import backend, wire
 from proxy.imap.args import astring
-from proxy.imap.connection import (
+from proxy.imap.state import (
+    ImapSession,
     No,
-    Session,
 )
 from proxy.imap.tokens import ImapParseError, Token
 from proxy.imap.utf7 import decode_mailbox_name, encode_mailbox_name
@@ -57,7 +57,7 @@ def granted_mailboxes(conn: Connection, user_id: int) -> list[store.Mailbox]:
     return [store._mailbox_of(r) for r in rows if r.enabled]
 
 
-async def resolve(s: Session, name: str, *, access: str) -> Target:
+async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
     """The mailbox and folder behind a client's name; delegated access is audited."""
     assert s.user is not None
     if not name.startswith(SHARED_PREFIX):
@@ -73,7 +73,7 @@ async def resolve(s: Session, name: str, *, access: str) -> Target:
     return Target(owner, folder, True)
 
 
-async def require_folder(s: Session, target: Target) -> backend.Folder:
+async def require_folder(s: ImapSession, target: Target) -> backend.Folder:
     folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
     if folder is None:
         raise No("No such mailbox", "NONEXISTENT")

@@ -12,29 +12,29 @@ from audit.events import Outcome
 from mss.login import check_login, throttle_name
 from proxy.imap import backend
 from proxy.imap.args import Result, astring, atom, nargs
-from proxy.imap.connection import (
+from proxy.imap.parser import Command
+from proxy.imap.state import (
     AUTHENTICATED,
     LOGOUT,
+    ImapSession,
     No,
     Responded,
-    Session,
 )
-from proxy.imap.parser import Command
 from proxy.imap.tokens import ImapParseError
 
 
-async def capability(s: Session, cmd: Command) -> Result:
+async def capability(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     s.untagged(f"CAPABILITY {s.capabilities()}".encode())
     return "CAPABILITY completed"
 
 
-async def noop(s: Session, cmd: Command) -> Result:
+async def noop(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     return "NOOP completed"
 
 
-async def logout(s: Session, cmd: Command) -> Result:
+async def logout(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     s.untagged(b"BYE mss IMAP4rev1 server logging out")
     s.tagged(cmd.tag, "OK", "LOGOUT completed")
@@ -43,13 +43,13 @@ async def logout(s: Session, cmd: Command) -> Result:
     raise Responded
 
 
-async def id_command(s: Session, cmd: Command) -> Result:
+async def id_command(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 1)  # RFC 2971: the client's parameters are not logged (may identify a user)
     s.untagged(b'ID ("name" "mss" "vendor" "mss")')
     return "ID completed"
 
 
-async def enable(s: Session, cmd: Command) -> Result:
+async def enable(s: ImapSession, cmd: Command) -> Result:
     if not cmd.args:
         raise ImapParseError("Missing capability")
     enabled = []
@@ -63,7 +63,7 @@ async def enable(s: Session, cmd: Command) -> Result:
 
 # ------------------------------------------------------------------------------ not authenticated
 
-async def starttls(s: Session, cmd: Command) -> Result:
+async def starttls(s: ImapSession, cmd: Command) -> Result:
     nargs(cmd, 0)
     if s.tls:
         raise ImapParseError("TLS already active")
@@ -80,7 +80,7 @@ async def starttls(s: Session, cmd: Command) -> Result:
     raise Responded
 
 
-async def _login(s: Session, cmd: Command, login: str, password: str, mechanism: str) -> None:
+async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechanism: str) -> None:
     throttle = s.ctx.throttle
     name = throttle_name(login)  # the identity the password check uses (mss.login)
     if throttle.blocked(name, s.remote_addr):
@@ -111,7 +111,7 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     raise Responded
 
 
-async def login(s: Session, cmd: Command) -> Result:
+async def login(s: ImapSession, cmd: Command) -> Result:
     user, password = nargs(cmd, 2)
     if not s.tls:  # RFC 3501 §6.2.3 LOGINDISABLED
         raise No("Use STARTTLS first", "PRIVACYREQUIRED")
@@ -120,7 +120,7 @@ async def login(s: Session, cmd: Command) -> Result:
     return None
 
 
-async def authenticate(s: Session, cmd: Command) -> Result:
+async def authenticate(s: ImapSession, cmd: Command) -> Result:
     args = nargs(cmd, 1, 2)
     if atom(args[0]).upper() != "PLAIN":
         raise No("Unsupported mechanism", "CANNOT")
