@@ -16,7 +16,7 @@ from mss import db, store
 from mss.changes import ChangeWatcher
 from mss.throttle import Throttle
 from proxy.imap.backend import apply_flags
-from proxy.imap.mailbox_commands import _parse_date_time
+from proxy.imap.mailbox_args import parse_date_time
 from proxy.imap.names import list_pattern
 from proxy.imap.notifier import LocalNotifier
 from proxy.imap.search import CHARSETS, BadCharset, Numbers, parse_search
@@ -105,13 +105,13 @@ def test_change_watcher_wakes_only_the_folders_another_connection_changed(tmp_pa
 
 
 def test_date_time_of_append() -> None:
-    assert _parse_date_time("23-Nov-2026 09:00:00 +0100") == _parse_date_time(
+    assert parse_date_time("23-Nov-2026 09:00:00 +0100") == parse_date_time(
         "23-Nov-2026 08:00:00 +0000")
-    assert _parse_date_time(" 1-Jan-2020 00:00:00 +0000") == 1577836800.0
+    assert parse_date_time(" 1-Jan-2020 00:00:00 +0000") == 1577836800.0
     for bad in ("31-Feb-2020 00:00:00 +0000", "1-Jan-2020 25:00:00 +0000",
                 "1-Foo-2020 00:00:00 +0000", "yesterday"):
         with pytest.raises(ImapParseError):
-            _parse_date_time(bad)
+            parse_date_time(bad)
 
 
 @pytest.mark.parametrize(("reference", "pattern", "name", "matches"), [

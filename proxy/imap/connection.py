@@ -302,19 +302,19 @@ class Session:
         return True
 
     async def dispatch(self, command: Command) -> None:
-        entry = COMMANDS.get(command.name)
-        if entry is None:
+        spec = COMMANDS.get(command.name)
+        if spec is None:
             self.bad(command.tag, "Unknown command")
             return
-        handler, states = entry
-        if self.state not in states:
+        if self.state not in spec.states:
             self.bad(command.tag, "Command not valid in this state")
             return
         if not await self.still_enabled() or not await self.delegation_intact():
             return
         self.command_name = command.name
         try:
-            done_text = await handler(self, command)
+            # parse (pure, BAD on error), then execute and render
+            done_text = await spec.run(self, command, spec.parse(command))
         except Responded:
             return
         except backend.BackendError as exc:  # and No
