@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from proxy.imap import mailbox_args, session_args
+from proxy.imap import mailbox_args, message_args, session_args
 from proxy.imap import mailbox_commands as mbx
 from proxy.imap import message_commands as msg
 from proxy.imap import session_commands as ses
@@ -39,22 +39,6 @@ class Spec(Generic[A]):
     parse: Callable[[Command], A]
     run: Callable[[ImapSession, Command, A], Awaitable[Result]]
     states: tuple[str, ...]
-
-
-def _raw(cmd: Command) -> Command:
-    return cmd
-
-
-def _legacy(handler: Callable[[ImapSession, Command], Awaitable[Result]]
-            ) -> Callable[[ImapSession, Command, Command], Awaitable[Result]]:
-    async def run(s: ImapSession, cmd: Command, _args: Command) -> Result:
-        return await handler(s, cmd)
-    return run
-
-
-def _old(handler: Callable[[ImapSession, Command], Awaitable[Result]],
-         states: tuple[str, ...]) -> Spec[Command]:
-    return Spec(_raw, _legacy(handler), states)
 
 
 COMMANDS: dict[str, Spec[Any]] = {
@@ -80,19 +64,19 @@ COMMANDS: dict[str, Spec[Any]] = {
     "NAMESPACE": Spec(no_args, mbx.namespace, AUTH),
     "APPEND": Spec(mailbox_args.parse_append, mbx.append_command, AUTH),
     "IDLE": Spec(no_args, mbx.idle, AUTH),
-    "CHECK": _old(msg.check, SEL),
-    "CLOSE": _old(msg.close, SEL),
-    "UNSELECT": _old(msg.unselect, SEL),
-    "EXPUNGE": _old(msg.expunge_command, SEL),
-    "UID EXPUNGE": _old(msg.expunge_command, SEL),
-    "SEARCH": _old(msg.search, SEL),
-    "UID SEARCH": _old(msg.search, SEL),
-    "FETCH": _old(msg.fetch, SEL),
-    "UID FETCH": _old(msg.fetch, SEL),
-    "STORE": _old(msg.store_command, SEL),
-    "UID STORE": _old(msg.store_command, SEL),
-    "COPY": _old(msg.copy_move, SEL),
-    "UID COPY": _old(msg.copy_move, SEL),
-    "MOVE": _old(msg.copy_move, SEL),
-    "UID MOVE": _old(msg.copy_move, SEL),
+    "CHECK": Spec(no_args, msg.check, SEL),
+    "CLOSE": Spec(no_args, msg.close, SEL),
+    "UNSELECT": Spec(no_args, msg.unselect, SEL),
+    "EXPUNGE": Spec(message_args.parse_expunge, msg.expunge_command, SEL),
+    "UID EXPUNGE": Spec(message_args.parse_expunge, msg.expunge_command, SEL),
+    "SEARCH": Spec(message_args.parse_search_command, msg.search, SEL),
+    "UID SEARCH": Spec(message_args.parse_search_command, msg.search, SEL),
+    "FETCH": Spec(message_args.parse_fetch, msg.fetch, SEL),
+    "UID FETCH": Spec(message_args.parse_fetch, msg.fetch, SEL),
+    "STORE": Spec(message_args.parse_store, msg.store_command, SEL),
+    "UID STORE": Spec(message_args.parse_store, msg.store_command, SEL),
+    "COPY": Spec(message_args.parse_copy, msg.copy_move, SEL),
+    "UID COPY": Spec(message_args.parse_copy, msg.copy_move, SEL),
+    "MOVE": Spec(message_args.parse_copy, msg.copy_move, SEL),
+    "UID MOVE": Spec(message_args.parse_copy, msg.copy_move, SEL),
 }
