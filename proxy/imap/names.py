@@ -30,9 +30,16 @@ def mailbox_name(token: Token) -> str:
     except UnicodeDecodeError:
         raise ImapParseError("Mailbox name must be 7-bit (modified UTF-7)") from None
     name = str(name).rstrip(DELIMITER)
-    if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
+    if _is_inbox(name):
         name = "INBOX" + name[5:]
     return name
+
+
+def _is_inbox(name: str) -> bool:
+    """INBOX or below it, in any ASCII case (RFC 3501 §5.1: case-insensitive in US-ASCII;
+    "ınbox" with a dotless i is another folder, though Python upper-cases it to INBOX)."""
+    head = name[:5]
+    return head.isascii() and head.upper() == "INBOX" and name[5:6] in ("", DELIMITER)
 
 
 def encode_name(name: str) -> bytes:
@@ -88,7 +95,7 @@ def list_pattern(reference: str, pattern: str) -> re.Pattern[str]:
     for char in text:
         out.append(".*" if char == "*" else "[^/]*" if char == "%" else re.escape(char))
     regex = "".join(out)
-    if text.upper().startswith("INBOX"):
+    if text[:5].isascii() and text[:5].upper() == "INBOX":
         regex = "(?i:INBOX)" + "".join(out[5:])
     return re.compile(regex + r"\Z")
 
