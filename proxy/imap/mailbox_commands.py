@@ -57,9 +57,6 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
             return None, None
         return folder, backend.SNAPSHOTS.get(conn, folder)
 
-    record = s.record("imap.select", mailbox=target.owner.address,
-                      detail={"readonly": readonly, "delegated": target.delegated})
-
     def audit_if_present(conn: Connection
                          ) -> tuple[backend.Folder | None, backend.Snapshot | None,
                                     tuple[int, int]]:
@@ -70,8 +67,9 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
         folder = backend.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None, (0, 0)
-        record.detail["folder_id"] = folder.id  # never its name (mss/folder_names.py)
-        append(conn, [record])
+        append(conn, [s.record("imap.select", mailbox=target.owner.address,
+                               detail={"readonly": readonly, "delegated": target.delegated,
+                                       "folder_id": folder.id})])  # never its name
         last = folder.uidnext - 1
         claimed = (folder.recent_uid if readonly
                    else backend.claim_recent(conn, folder.id, last))
