@@ -536,6 +536,23 @@ def test_malformed_commands_get_bad_and_session_stays(running_node: Node) -> Non
     raw.close()
 
 
+def test_syntax_is_bad_before_any_output_or_refusal(running_node: Node) -> None:
+    """Arguments are parsed before the command runs: an unknown STATUS item of LIST-STATUS
+    (RFC 5819) is BAD with no LIST line sent first, even when no folder matches; a bad
+    sequence set is BAD before STORE's read-only refusal."""
+    raw = Raw(running_node)
+    raw.login()
+    raw.send(b'b1 LIST "" * RETURN (STATUS (MESSAGES BOGUS))\r\n')
+    assert raw.until(b"b1") == [b"b1 BAD Unknown STATUS item BOGUS"]
+    raw.send(b'b2 LIST "" NoSuchFolder* RETURN (STATUS (BOGUS))\r\n')
+    assert raw.until(b"b2") == [b"b2 BAD Unknown STATUS item BOGUS"]
+    raw.send(b"b3 EXAMINE INBOX\r\n")
+    assert raw.until(b"b3")[-1].startswith(b"b3 OK [READ-ONLY]")
+    raw.send(b"b4 STORE 1:x +FLAGS (\\Seen)\r\n")
+    assert raw.until(b"b4")[-1].startswith(b"b4 BAD ")
+    raw.close()
+
+
 def test_corrupt_ciphertext_answers_no_and_is_audited(running_node: Node,
                                                       bob: imaplib.IMAP4_SSL) -> None:
     folder = new_folder(bob, "Tamper")

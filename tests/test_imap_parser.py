@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from proxy.imap.backend import SYSTEM_FLAGS
+from proxy.imap.commands import COMMANDS
+from proxy.imap.fetch import internal_date
+from proxy.imap.mailbox_args import AppendArgs, SelectArgs
+from proxy.imap.message_args import StoreArgs
+from proxy.imap.names import encode_name
 from proxy.imap.parser import (
     MAX_NESTING,
     Command,
@@ -21,7 +28,8 @@ from proxy.imap.parser import (
     LiteralTooLarge,
     parse_command,
 )
-from proxy.imap.tokens import Atom, ImapParseError
+from proxy.imap.seqset import SequenceSet
+from proxy.imap.tokens import Atom, ImapParseError, Token
 from tests.node import DOMAIN, PASSWORD, Node
 
 
@@ -194,6 +202,127 @@ def test_imap_shaped_input_never_crashes_the_tokeniser(pieces: list[bytes]) -> N
         if isinstance(item, list):
             with contextlib.suppress(ImapParseError):
                 parse_command(item)
+
+
+# ---------------------------------------------------------------- command arguments
+# Each command's parser (proxy/imap/*_args.py) is pure: a Command in, a frozen value out, or
+# ImapParseError (answered BAD), never any other exception (which would be a NO SERVERBUG).
+
+_WORDS = [
+    "1", "2:4", "1:*", "*", "5,7:9", "0", "4294967296", "12345678901234567890123", "UID",
+    "FLAGS", "+FLAGS", "-FLAGS.SILENT", "FLAGS.SILENT", "\\Seen", "\\Deleted", "\\Bogus",
+    "$Label", "a]b", "(UNCHANGEDSINCE 5)", "(CHANGEDSINCE 3)", "(CHANGEDSINCE x)",
+    "(CONDSTORE)", "RETURN", "(MIN MAX)", "(COUNT)", "(ALL)", "(FOO)", "()", "ALL",
+    "CHARSET", "UTF-8", "KOI8-R", "SEEN", "MODSEQ", "OR", "NOT", "BODY[]",
+    "BODY.PEEK[HEADER.FIELDS (FROM)]<0.10>", "BINARY[1]", "BINARY.SIZE[1]", "ENVELOPE",
+    "FAST", "INBOX", "Shared/x@y/INBOX", '""', '"a b"', '"&AOk-t&AOk-"', "&Jjo-", "&bad",
+    "%", "(SUBSCRIBED)", "(RECURSIVEMATCH)", "(SPECIAL-USE REMOTE)",
+    "(STATUS (MESSAGES HIGHESTMODSEQ))", "(STATUS (BOGUS))", "(STATUS)",
+    "(SUBSCRIBED CHILDREN)", "MESSAGES", "(MESSAGES UNSEEN SIZE)", "(x)",
+    '"23-Nov-2026 09:00:00 +0100"', '"31-Feb-2020 00:00:00 +0000"', "PLAIN", "=",
+    "dXNlcgB1c2VyAHB3", "CONDSTORE", "NIL", "(", ")", '"\\\\Seen"', "~{1}\r\nx"]
+
+_ATOM_TEXT = st.text(st.sampled_from([chr(c) for c in range(0x21, 0x7F)
+                                      if chr(c) not in '(){"']), min_size=1, max_size=12)
+_SECTIONED = st.builds(Atom, st.sampled_from(["BODY", "BODY.PEEK", "BINARY", "BINARY.SIZE"]),
+                       section=st.sampled_from([(), (Atom("HEADER"),), (Atom("1.2.MIME"),),
+                                                (Atom("HEADER.FIELDS"), [Atom("FROM")]),
+                                                (Atom("TEXT"), b"x")]),
+                       partial=st.sampled_from([None, (0, 10), (5, 0)]))
+_TOKENS: st.SearchStrategy[Token] = st.recursive(
+    st.one_of(st.builds(Atom, _ATOM_TEXT), st.builds(Atom, st.sampled_from(_WORDS)),
+              st.binary(max_size=12), _SECTIONED),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+def _parsed_or_bad(cmd: Command) -> object | None:
+    """What the command's parser makes of *cmd*: a frozen dataclass, or None for BAD."""
+    try:
+        value = COMMANDS[cmd.name].parse(cmd)
+    except ImapParseError:
+        return None
+    assert dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+    return value
+
+
+def test_every_command_has_a_parser_giving_frozen_arguments() -> None:
+    for name, spec in COMMANDS.items():
+        args = {"CAPABILITY": "", "SELECT": " INBOX", "UID FETCH": " 1:* (FLAGS)",
+                "STORE": " 1 +FLAGS (\\Seen)", "LIST": ' "" *'}.get(name)
+        if args is not None:
+            assert _parsed_or_bad(parse(f"t {name}{args}".encode())) is not None, name
+        assert callable(spec.parse) and spec.states, name
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(COMMANDS)), st.lists(st.sampled_from(_WORDS), max_size=8))
+def test_argument_parsers_of_imap_shaped_commands_only_say_bad(name: str, words: list[str]
+                                                               ) -> None:
+    line = f"t {name}" + "".join(" " + w for w in words)
+    try:
+        cmd = parse(*line.encode().split(b"\r\n", 1))
+    except CommandError:
+        return
+    if cmd.name in COMMANDS:
+        _parsed_or_bad(cmd)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(COMMANDS)), st.lists(_TOKENS, max_size=6))
+def test_argument_parsers_of_any_tokens_only_say_bad(name: str, tokens: list[Token]) -> None:
+    _parsed_or_bad(Command("t", name, tokens))
+
+
+_SEQSETS = st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+                    min_size=1, max_size=4).map(lambda r: SequenceSet(tuple(r)))
+_KEYWORDS = st.from_regex(r"\$?[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+_FLAGS = st.lists(st.one_of(st.sampled_from(SYSTEM_FLAGS), _KEYWORDS), unique=True,
+                  max_size=5).map(tuple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), _SEQSETS, st.sampled_from(["", "+", "-"]), st.booleans(), _FLAGS,
+       st.one_of(st.none(), st.integers(0, 2**63)))
+def test_store_arguments_round_trip(by_uid: bool, sequence: SequenceSet, sign: str,
+                                    silent: bool, flags: tuple[str, ...],
+                                    unchanged_since: int | None) -> None:
+    """A STORE written as a client writes it parses back to the same arguments."""
+    name = "UID STORE" if by_uid else "STORE"
+    mods = "" if unchanged_since is None else f" (UNCHANGEDSINCE {unchanged_since})"
+    line = (f"t {name} {sequence}{mods} {sign}FLAGS{'.SILENT' if silent else ''} "
+            f"({' '.join(flags)})")
+    assert _parsed_or_bad(parse(line.encode())) == StoreArgs(
+        by_uid, sequence, sign, silent, flags, unchanged_since)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=30), st.booleans())
+@example(name="\u0131nbox", readonly=False)  # dotless i: upper() is "INBOX", not INBOX
+@example(name="inBox/Sub/", readonly=True)
+def test_mailbox_names_round_trip(name: str, readonly: bool) -> None:
+    """A name as the server writes it (modified UTF-7, quoted when needed, RFC 3501 §5.1.3)
+    is read back as the same name; INBOX (ASCII, any case) is INBOX."""
+    folded = name.rstrip("/")
+    if folded[:5].isascii() and folded[:5].upper() == "INBOX" and folded[5:6] in ("", "/"):
+        folded = "INBOX" + folded[5:]
+    command = "EXAMINE" if readonly else "SELECT"
+    wire = encode_name(name)
+    head, _, literal = wire.partition(b"\r\n")
+    cmd = parse(b"t " + command.encode() + b" " + head + (b"\r\n" if literal else b""),
+                *([literal] if literal else []))
+    assert _parsed_or_bad(cmd) == SelectArgs(folded, readonly, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**34), _FLAGS, st.binary(min_size=1, max_size=40))
+def test_append_arguments_round_trip(when: int, flags: tuple[str, ...], message: bytes
+                                     ) -> None:
+    """APPEND with flags and the INTERNALDATE as FETCH renders it (RFC 3501 §9 date-time)
+    parses back to the same instant, flags and content."""
+    line = b"t APPEND Drafts (" + " ".join(flags).encode() + b") " + internal_date(when) + \
+        b" ~{%d}\r\n" % len(message)  # RFC 3516 literal8: any octet
+    assert _parsed_or_bad(parse(line, message)) == AppendArgs("Drafts", flags, float(when),
+                                                              message)
 
 
 class _Conn:

@@ -3,6 +3,7 @@ sequence-set membership, SEARCH CHARSET, flag operations, UIDVALIDITY allocation
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,22 @@ from sqlalchemy import delete, insert, update
 from mss import db, store
 from mss.changes import ChangeWatcher
 from mss.throttle import Throttle
-from proxy.imap.backend import apply_flags
-from proxy.imap.mailbox_commands import _parse_date_time
+from proxy.imap.backend import FlagsChange, Folder, Row, apply_flags
+from proxy.imap.cache import EnvelopeCache
+from proxy.imap.commands import COMMANDS
+from proxy.imap.mailbox_args import parse_date_time
+from proxy.imap.mailbox_commands import list_entries, render_status
+from proxy.imap.message_commands import (
+    FetchPlan,
+    FetchSource,
+    render_chunk,
+    render_search,
+    store_modified,
+    store_reports,
+)
 from proxy.imap.names import list_pattern
 from proxy.imap.notifier import LocalNotifier
+from proxy.imap.parser import parse_command
 from proxy.imap.search import CHARSETS, BadCharset, Numbers, parse_search
 from proxy.imap.seqset import STAR, SequenceSet, parse_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta
@@ -105,13 +118,13 @@ def test_change_watcher_wakes_only_the_folders_another_connection_changed(tmp_pa
 
 
 def test_date_time_of_append() -> None:
-    assert _parse_date_time("23-Nov-2026 09:00:00 +0100") == _parse_date_time(
+    assert parse_date_time("23-Nov-2026 09:00:00 +0100") == parse_date_time(
         "23-Nov-2026 08:00:00 +0000")
-    assert _parse_date_time(" 1-Jan-2020 00:00:00 +0000") == 1577836800.0
+    assert parse_date_time(" 1-Jan-2020 00:00:00 +0000") == 1577836800.0
     for bad in ("31-Feb-2020 00:00:00 +0000", "1-Jan-2020 25:00:00 +0000",
                 "1-Foo-2020 00:00:00 +0000", "yesterday"):
         with pytest.raises(ImapParseError):
-            _parse_date_time(bad)
+            parse_date_time(bad)
 
 
 @pytest.mark.parametrize(("reference", "pattern", "name", "matches"), [
@@ -229,3 +242,114 @@ def test_change_poll_must_be_positive(tmp_path: Path) -> None:
     assert parse_config({}, tmp_path / "mss.toml").change_poll == 0.2
     with pytest.raises(ConfigError, match="database.change_poll"):
         parse_config({"database": {"change_poll": 0}}, tmp_path / "mss.toml")
+
+
+# ---------------------------------------------------------------- IMAP commands in three steps
+
+_IMAP = Path(__file__).resolve().parent.parent / "proxy" / "imap"
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module imported, inside a function) for each import of a source file."""
+    found: list[tuple[str, bool]] = []
+
+    def walk(node: ast.AST, nested: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = nested or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((a.name, inner) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module:
+                found.append((child.module, inner))
+            walk(child, inner)
+    walk(ast.parse(path.read_text()), False)
+    return found
+
+
+def test_command_modules_never_import_the_connection() -> None:
+    """The command table and handlers depend on proxy.imap.state (the session Protocol),
+    the connection on the table, at module level: no cycle, no lazy import."""
+    for path in sorted(_IMAP.glob("*.py")):
+        if path.name in ("connection.py", "listeners.py"):
+            continue
+        assert ("proxy.imap.connection", False) not in _imports(path), path.name
+        assert ("proxy.imap.connection", True) not in _imports(path), path.name
+    connection = _imports(_IMAP / "connection.py")
+    assert ("proxy.imap.commands", False) in connection
+    assert not [m for m, nested in connection if nested and m.startswith("proxy.")]
+
+
+def _folder(fid: int, name: str, subscribed: bool = True, special: str | None = None
+            ) -> Folder:
+    return Folder(fid, 1, name, special, 7, 10, 3, subscribed)
+
+
+def _row(uid: int, flags: tuple[str, ...] = (), modseq: int = 1) -> Row:
+    return Row(uid, f"id{uid}", flags, 0.0, 10, modseq)
+
+
+def test_list_entries_are_computed_from_values() -> None:
+    """LIST/LSUB answers from the names a user sees (RFC 3501 §6.3.8, §6.3.9, RFC 5258)."""
+    names = [("INBOX", _folder(1, "INBOX")), ("Projets", _folder(2, "Projets", False)),
+             ("Projets/2026", _folder(3, "Projets/2026")),
+             ("Sent", _folder(4, "Sent", special="\\Sent"))]
+
+    def entries(line: bytes) -> list[tuple[str, tuple[str, ...], bool]]:
+        args = COMMANDS["LSUB" if b"LSUB" in line else "LIST"].parse(
+            parse_command([b"t " + line]))
+        return [(e.name, e.attributes, e.childinfo) for e in list_entries(args, names, ["Old"])]
+    assert entries(b'LIST "" %') == [("INBOX", ("\\HasNoChildren",), False),
+                                     ("Projets", ("\\HasChildren",), False),
+                                     ("Sent", ("\\HasNoChildren", "\\Sent"), False)]
+    # LSUB "%": the unsubscribed parent of a subscribed name is \Noselect; a deleted folder
+    # still subscribed is listed, not selectable
+    assert entries(b'LSUB "" %') == [
+        ("INBOX", ("\\HasNoChildren", "\\Subscribed"), False),
+        ("Projets", ("\\Noselect",), False),
+        ("Sent", ("\\HasNoChildren", "\\Sent", "\\Subscribed"), False),
+        ("Old", ("\\Noselect", "\\Subscribed"), False)]
+    # RFC 5258 §3.5: CHILDINFO for the parent of a subscribed name the pattern misses;
+    # §3.4: a subscribed name that does not exist is \NonExistent
+    assert [e[1:] for e in entries(b'LIST (SUBSCRIBED RECURSIVEMATCH) "" %')[1:4:2]] == [
+        (("\\HasChildren",), True), (("\\NonExistent", "\\Subscribed"), False)]
+    assert entries(b'LIST (SPECIAL-USE) "" *') == [
+        ("Sent", ("\\HasNoChildren", "\\Sent"), False)]
+
+
+def test_search_and_status_render_values() -> None:
+    esearch = COMMANDS["UID SEARCH"].parse(parse_command([b"t UID SEARCH RETURN (MIN COUNT) ALL"]))
+    assert render_search(esearch, "t", [3, 5, 9], 0) == b'ESEARCH (TAG "t") UID MIN 3 COUNT 3'
+    plain = COMMANDS["SEARCH"].parse(parse_command([b"t SEARCH MODSEQ 2"]))
+    assert render_search(plain, "t", [2, 4], 7) == b"SEARCH 2 4 (MODSEQ 7)"
+    assert render_search(plain, "t", [], 0) == b"SEARCH"
+    bad = COMMANDS["SEARCH"].parse(parse_command([b"t SEARCH CHARSET KOI8-R ALL"]))
+    assert bad.program is None and bad.bad_charset and "BADCHARSET" in bad.bad_charset
+    assert render_status("Projets/été", ("UNSEEN", "MESSAGES"), {"MESSAGES": 4, "UNSEEN": 1}
+                         ) == b"STATUS Projets/&AOk-t&AOk- (UNSEEN 1 MESSAGES 4)"
+
+
+def test_store_reports_what_silent_hides() -> None:
+    """RFC 3501 §6.4.6: .SILENT answers only where the flags are not what was asked (another
+    session's change); RFC 7162 §3.1.3: MODIFIED names the messages that failed."""
+    rows = [(1, _row(10, ("\\Seen",))), (2, _row(11, ("\\Seen", "$X"))), (3, _row(12))]
+    expected = {10: ("\\Seen",), 11: ("\\Seen",), 12: ("\\Seen",)}
+    result = FlagsChange({10: (("\\Seen",), 5), 11: (("\\Seen", "$X"), 5), 12: ((), 1)},
+                         {10, 11}, [12], 5)
+    silent = COMMANDS["STORE"].parse(parse_command([b"t STORE 1:3 +FLAGS.SILENT (\\Seen)"]))
+    assert [q for q, _ in store_reports(silent, rows, expected, result)] == [2]
+    loud = COMMANDS["UID STORE"].parse(parse_command([b"t UID STORE 1:* +FLAGS (\\Seen)"]))
+    assert [q for q, _ in store_reports(loud, rows, expected, result)] == [1, 2]
+    assert store_modified(loud, rows, result) == "MODIFIED 12"
+    assert store_modified(silent, rows, result) == "MODIFIED 3"
+
+
+def test_fetch_chunk_is_a_returned_value() -> None:
+    """A FETCH batch renders to a value (lines, messages served, failures), on any thread."""
+    args = COMMANDS["UID FETCH"].parse(parse_command([b"t UID FETCH 1:* (FLAGS BODY.PEEK[])"]))
+    plan = FetchPlan(list(args.items), add_uid=True, add_modseq=False, content=True,
+                     envelope_only=False, audited=True)
+    meta = [MessageMeta(seq=i, uid=10 + i, flags=(), internal_date=0.0, size=5, modseq=1)
+            for i in (1, 2)]
+    done = render_chunk(plan, [FetchSource(meta[0], "a", data=b"x: y\r\n\r\nhi"),
+                               FetchSource(meta[1], "b", error="tampered")], EnvelopeCache())
+    assert done.payload == (b"* 1 FETCH (UID 11 FLAGS () BODY[] {10}\r\nx: y\r\n\r\nhi)\r\n")
+    assert done.served == [[11, "a"]] and done.broken == [12] and done.unknown_cte == []

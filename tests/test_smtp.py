@@ -22,7 +22,6 @@ from sqlalchemy import create_engine
 from mss.app import open_app
 from mss.committer import GroupCommitter
 from mss.db import create_schema
-from trustspace.relays import Relay
 from proxy.smtp import handler as handler_module
 from proxy.smtp import policies, protocol
 from proxy.smtp.handler import SmtpHandler
@@ -33,6 +32,7 @@ from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
 from trustspace.cache import LiveWhitelist
 from trustspace.pki import server_context
 from trustspace.policy import RecipientFacts
+from trustspace.relays import Relay
 from trustspace.tlshook import accept_any_client_certificate
 from trustspace.verifier import PeerVerifier
 from trustspace.whitelist import Whitelist

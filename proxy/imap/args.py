@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
 
 from proxy.imap import backend
 from proxy.imap.parser import Command
-from proxy.imap.seqset import parse_sequence_set
+from proxy.imap.seqset import SequenceSet, parse_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, Token, astring_value
 
 Result = str | tuple[str, str | None] | None
@@ -42,8 +42,6 @@ def number(token: Token) -> int:
     return int(text)
 
 
-
-
 def flag_list(tokens: list[Token]) -> tuple[str, ...]:
     flags: list[str] = []
     for token in tokens:
@@ -60,6 +58,16 @@ def flag_list(tokens: list[Token]) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def seq_set(token: Token) -> Any:
+def seq_set(token: Token) -> SequenceSet:
     return parse_sequence_set(atom(token))
 
+
+
+@dataclass(frozen=True)
+class NoArgs:
+    """The arguments of a command that takes none (CAPABILITY, NOOP, CHECK, ...)."""
+
+
+def no_args(cmd: Command) -> NoArgs:
+    nargs(cmd, 0)
+    return NoArgs()

@@ -18,7 +18,6 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -26,14 +25,10 @@ from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
-from mss.app import App
-from mss.committer import GroupCommitter
-from mss.config import ImapConfig
-from mss.limits import Admission, ListenerGuard, MemoryBudget
+from mss.limits import Admission
 from mss.store import Mailbox
-from mss.throttle import Throttle
 from proxy.imap import backend, grants
-from proxy.imap.notifier import Notifier, Watch
+from proxy.imap.commands import COMMANDS
 from proxy.imap.parser import (
     Command,
     CommandError,
@@ -44,12 +39,20 @@ from proxy.imap.parser import (
     LiteralTooLarge,
     parse_command,
 )
+from proxy.imap.state import (
+    AUTHENTICATED,
+    LOGOUT,
+    NOT_AUTHENTICATED,
+    SELECTED,
+    Responded,
+    Selected,
+    ServerContext,
+)
 from proxy.imap.tokens import ImapParseError
 
 log = structlog.get_logger("mss.imap")
 T = TypeVar("T")
 
-NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
 ENABLED_CHECK = 10.0  # seconds between checks that the logged-in mailbox is still enabled
 LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
@@ -79,68 +82,6 @@ class LiteralBuffer(LineBuffer):
             out.write(data)
             got += len(data)
         return out.getvalue()  # the BytesIO's own bytes when exactly full (no copy)
-
-
-@dataclass
-class ServerContext:
-    """What every session of one listener shares."""
-
-    app: App
-    committer: GroupCommitter
-    notifier: Notifier
-    throttle: Throttle
-    config: ImapConfig
-    tls: ssl.SSLContext
-    listener: str
-    implicit_tls: bool
-    guard: ListenerGuard | None = None  # the listener's connection caps
-    budget: MemoryBudget | None = None  # the process's bytes of literals being read
-    sessions: set[Session] = field(default_factory=set)
-
-
-class Responded(Exception):
-    """A handler already sent its tagged reply (or the session must end)."""
-
-
-class No(backend.BackendError):
-    """Answer the command ``NO [code] text`` (a command's refusal; the store's own are
-    :class:`backend.BackendError`, answered the same way)."""
-
-
-@dataclass
-class Selected:
-    """The selected folder as this session knows it (RFC 3501 §2.3.1.2 sequence numbers)."""
-
-    folder: backend.Folder
-    owner: Mailbox  # the mailbox holding the folder (the user's own or a delegated one)
-    delegated: bool
-    readonly: bool
-    rows: list[backend.Row]
-    modseq: int
-    watch: Watch
-    name: str  # as the client named it (decoded)
-    gone: set[int] = field(default_factory=set)  # expunged elsewhere, not yet reported
-    keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
-    recent: set[int] = field(default_factory=set)  # UIDs \Recent for this session
-    _index: dict[int, int] | None = None
-
-    def seq_of(self, uid: int) -> int | None:
-        if self._index is None:
-            self._index = {r.uid: i + 1 for i, r in enumerate(self.rows)}
-        return self._index.get(uid)
-
-    def flags_of(self, row: backend.Row) -> tuple[str, ...]:
-        """The flags as this session reports them: \\Recent added (RFC 3501 §2.3.2)."""
-        return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
-
-    def changed_order(self) -> None:
-        self._index = None
-
-    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> backend.Row:
-        """Replace the row at *seq* (rows are shared, immutable); the new row."""
-        row = dataclasses.replace(self.rows[seq - 1], flags=flags, modseq=modseq)
-        self.rows[seq - 1] = row
-        return row
 
 
 class Session:
@@ -361,21 +302,19 @@ class Session:
         return True
 
     async def dispatch(self, command: Command) -> None:
-        from proxy.imap.commands import COMMANDS
-
-        entry = COMMANDS.get(command.name)
-        if entry is None:
+        spec = COMMANDS.get(command.name)
+        if spec is None:
             self.bad(command.tag, "Unknown command")
             return
-        handler, states = entry
-        if self.state not in states:
+        if self.state not in spec.states:
             self.bad(command.tag, "Command not valid in this state")
             return
         if not await self.still_enabled() or not await self.delegation_intact():
             return
         self.command_name = command.name
         try:
-            done_text = await handler(self, command)
+            # parse (pure, BAD on error), then execute and render
+            done_text = await spec.run(self, command, spec.parse(command))
         except Responded:
             return
         except backend.BackendError as exc:  # and No

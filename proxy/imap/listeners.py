@@ -13,7 +13,8 @@ from mss.committer import GroupCommitter
 from mss.limits import ListenerGuard, ProcessLimits
 from mss.throttle import Throttle
 from proxy.imap import backend, notifier
-from proxy.imap.connection import ServerContext, start_session
+from proxy.imap.connection import start_session
+from proxy.imap.state import ServerContext
 
 # listener name -> implicit TLS
 IMAP_LISTENERS: dict[str, bool] = {"imap": False, "imaps": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -14,34 +14,30 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss import store
 from proxy.imap import backend
-from proxy.imap.args import Result, atom, flag_list, nargs, number, seq_set
-from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
-from proxy.imap.connection import (
-    No,
-    Selected,
-    Session,
-)
-from proxy.imap.fetch import UnknownCte, parse_fetch_items, render_fetch, sets_seen
+from proxy.imap.args import NoArgs, Result
+from proxy.imap.cache import ENVELOPES, CachedEnvelope, EnvelopeCache, RecordingParsed
+from proxy.imap.fetch import FetchItem, UnknownCte, render_fetch, sets_seen
+from proxy.imap.message_args import CopyArgs, ExpungeArgs, FetchArgs, SearchArgs, StoreArgs
 from proxy.imap.mime import ParsedMessage, parse_message
-from proxy.imap.names import mailbox_name, resolve
+from proxy.imap.names import resolve
 from proxy.imap.parser import Command
-from proxy.imap.search import BadCharset, parse_search
-from proxy.imap.seqset import STAR, format_sequence_set
-from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
+from proxy.imap.search import SearchProgram
+from proxy.imap.seqset import STAR, SequenceSet, format_sequence_set
+from proxy.imap.state import ImapSession, No, Selected
+from proxy.imap.tokens import ImapParseError, MessageMeta
 
 _BATCH = 250  # messages decrypted per worker-thread round trip
 AUDIT_CHUNK = 100  # messages named per audit record
 
 
-def _sel(s: Session) -> Selected:
+def _sel(s: ImapSession) -> Selected:
     assert s.selected is not None
     return s.selected
 
 
-def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend.Row]]:
+def _rows_for(sel: Selected, sset: SequenceSet, by_uid: bool
+              ) -> list[tuple[int, backend.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
-    sel = _sel(s)
-    sset = seq_set(token)
     rows = sel.rows
     out: list[tuple[int, backend.Row]] = []
     if by_uid:
@@ -61,7 +57,7 @@ def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend
     return out
 
 
-def _per_messages(s: Session, event: Event, sel: Selected, key: str, items: list[Any],
+def _per_messages(s: ImapSession, event: Event, sel: Selected, key: str, items: list[Any],
                   **detail: Any) -> list[AuditRecord]:
     """One record per AUDIT_CHUNK messages: a record stays small enough for any syslog
     transport (a whole-folder FETCH would otherwise make one record of hundreds of KB)."""
@@ -76,12 +72,12 @@ def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
                        internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
 
-def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
+def _tampered(s: ImapSession, sel: Selected, uids: list[int]) -> list[AuditRecord]:
     return [s.record(Event.STORE_TAMPERED, Outcome.MAJOR_FAILURE, mailbox=sel.owner.address,
                      detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
-async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
+async def _set_seen(s: ImapSession, rows: list[tuple[int, backend.Row]]
                     ) -> list[tuple[int, backend.Row]]:
     """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
@@ -113,95 +109,137 @@ def _inject(rendered: bytes, extra: bytes) -> bytes:
     return rendered[:-1] + b" " + extra + b")"
 
 
-async def fetch(s: Session, cmd: Command) -> Result:
-    by_uid = cmd.name == "UID FETCH"
-    if len(cmd.args) not in (2, 3):
-        raise ImapParseError("Wrong number of arguments")
-    sel = _sel(s)
-    items = parse_fetch_items(cmd.args[1])
-    changed_since: int | None = None
-    if len(cmd.args) == 3:  # RFC 7162 §3.1.4 FETCH modifiers
-        mods = cmd.args[2]
-        if not isinstance(mods, list) or len(mods) != 2 or atom(mods[0]).upper() != \
-                "CHANGEDSINCE":
-            raise ImapParseError("Unknown FETCH modifier")
-        changed_since = number(mods[1])
-    rows = _rows_for(s, cmd.args[0], by_uid)
-    asks_modseq = any(i.name == "MODSEQ" for i in items)
-    if changed_since is not None or asks_modseq:
-        s.enable_condstore()  # RFC 7162 §3.1
-    if changed_since is not None:
-        rows = [(q, r) for q, r in rows if r.modseq > changed_since]
+@dataclass(frozen=True)
+class FetchPlan:
+    """How every message of one FETCH is answered (from its arguments and the session)."""
+
+    items: list[FetchItem]
+    add_uid: bool  # UID FETCH, or CONDSTORE on and \Seen set (RFC 7162 §3.1)
+    add_modseq: bool  # RFC 7162 §3.1.4.1 CHANGEDSINCE, §3.1 CONDSTORE and \Seen set
+    content: bool  # an item needs the message (decrypted, or its cached envelope)
+    envelope_only: bool  # ENVELOPE is the only content item: the envelope cache answers
+    audited: bool  # content or headers are returned: each message served is audited
+
+
+@dataclass(frozen=True)
+class FetchSource:
+    """What one message is answered from: its metadata, and its content when needed
+    (the decrypted bytes, a cached envelope, or the reason it could not be read)."""
+
+    meta: MessageMeta
+    store_id: str
+    data: bytes | None = None
+    envelope: bytes | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchChunk:
+    """The rendering of a batch: the untagged FETCH lines and what they reveal."""
+
+    payload: bytes
+    served: list[list[Any]]  # [uid, store id] of each message whose content was returned
+    broken: list[int]  # UIDs whose content failed its integrity check
+    unknown_cte: list[int]  # UIDs with a BINARY of an unknown transfer encoding
+
+
+def render_chunk(plan: FetchPlan, sources: list[FetchSource], cache: EnvelopeCache
+                 ) -> FetchChunk:
+    """The ``* n FETCH (...)`` lines of a batch (RFC 3501 §7.4.2); run on a worker thread
+    when content is parsed. Envelopes computed are put in *cache*."""
+    out = bytearray()
+    served: list[list[Any]] = []
+    broken: list[int] = []
+    unknown_cte: list[int] = []
+    for source in sources:
+        meta = source.meta
+        parsed: ParsedMessage | None = None
+        if plan.content:
+            if source.envelope is not None:
+                parsed = CachedEnvelope(source.envelope)
+            elif source.data is None:
+                if source.error == "tampered":
+                    broken.append(meta.uid)
+                continue
+            else:
+                parsed = RecordingParsed(source.data, source.store_id, cache)
+        try:
+            rendered = render_fetch(plan.items, meta, source.data, add_uid=plan.add_uid,
+                                    parsed=parsed)
+        except UnknownCte:
+            unknown_cte.append(meta.uid)
+            continue
+        if plan.add_modseq:
+            rendered = _inject(rendered, b"MODSEQ (%d)" % meta.modseq)
+        out += b"* %d FETCH " % meta.seq + rendered + b"\r\n"
+        if plan.audited:
+            served.append([meta.uid, source.store_id])
+    return FetchChunk(bytes(out), served, broken, unknown_cte)
+
+
+def _fetch_plan(s: ImapSession, args: FetchArgs) -> FetchPlan:
+    items = list(args.items)
     seen = sets_seen(items)
     # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in each answer; §3.1: once CONDSTORE is
     # on, a FETCH that sets \Seen answers with UID and MODSEQ
-    implied = changed_since is not None or (s.condstore and seen)
-    add_modseq = implied and not asks_modseq
-    add_uid = by_uid or (s.condstore and seen)
-    if seen:
-        rows = await _set_seen(s, rows)
+    implied = args.changed_since is not None or (s.condstore and seen)
     content_names = {i.name for i in items if i.needs_content}
-    envelope_only = content_names == {"ENVELOPE"}  # answerable from the envelope cache
-    audited = any(i.returns_content or i.reveals_headers for i in items)
+    return FetchPlan(items, add_uid=args.by_uid or (s.condstore and seen),
+                     add_modseq=implied and not args.asks_modseq,
+                     content=bool(content_names), envelope_only=content_names == {"ENVELOPE"},
+                     audited=any(i.returns_content or i.reveals_headers for i in items))
+
+
+async def _fetch_sources(s: ImapSession, sel: Selected, plan: FetchPlan,
+                         chunk: list[tuple[int, backend.Row]], cache: EnvelopeCache
+                         ) -> list[FetchSource]:
+    """The batch's messages with what answers them: cached envelopes, else decrypted (one
+    reader round trip for those not cached)."""
+    cached: dict[str, bytes] = {}
+    if plan.envelope_only:
+        for _, r in chunk:
+            env = cache.get(r.id)
+            if env is not None:
+                cached[r.id] = env
+    missing = [r.id for _, r in chunk if r.id not in cached]
+    opened: dict[str, backend.Opened] = {}
+    if plan.content and missing:
+        opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id, missing)
+    sources = []
+    for seq, row in chunk:
+        got = opened.get(row.id)
+        sources.append(FetchSource(_meta(sel, seq, row), row.id,
+                                   data=got.data if got else None,
+                                   envelope=cached.get(row.id),
+                                   error=got.error if got else None))
+    return sources
+
+
+async def fetch(s: ImapSession, cmd: Command, args: FetchArgs) -> Result:
+    sel = _sel(s)
+    rows = _rows_for(sel, args.sequence, args.by_uid)
+    if args.changed_since is not None or args.asks_modseq:
+        s.enable_condstore()  # RFC 7162 §3.1
+    if args.changed_since is not None:
+        rows = [(q, r) for q, r in rows if r.modseq > args.changed_since]
+    plan = _fetch_plan(s, args)
+    if sets_seen(plan.items):
+        rows = await _set_seen(s, rows)
     broken: list[int] = []
     unknown_cte: list[int] = []
     cache = ENVELOPES
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
-        opened: dict[str, backend.Opened] = {}
-        cached: dict[str, bytes] = {}
-        if envelope_only:
-            for _, r in chunk:
-                env = cache.get(r.id)
-                if env is not None:
-                    cached[r.id] = env
-        missing = [r.id for _, r in chunk if r.id not in cached]
-        if content_names and missing:
-            opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
-                                missing)
-
-        served: list[list[Any]] = []
-        reported = len(broken)
-
-        def render(chunk: list[tuple[int, backend.Row]] = chunk,
-                   opened: dict[str, backend.Opened] = opened,
-                   cached: dict[str, bytes] = cached,
-                   served: list[list[Any]] = served) -> bytes:
-            out = bytearray()
-            for seq, row in chunk:
-                parsed: ParsedMessage | None = None
-                raw = None
-                if content_names:
-                    env = cached.get(row.id)
-                    if env is not None:
-                        parsed = CachedEnvelope(env)
-                    else:
-                        got = opened[row.id]
-                        if got.data is None:
-                            if got.error == "tampered":
-                                broken.append(row.uid)
-                            continue
-                        raw = got.data
-                        parsed = RecordingParsed(raw, row.id, cache)
-                try:
-                    rendered = render_fetch(items, _meta(sel, seq, row), raw, add_uid=add_uid,
-                                            parsed=parsed)
-                except UnknownCte:
-                    unknown_cte.append(row.uid)
-                    continue
-                if add_modseq:
-                    rendered = _inject(rendered, b"MODSEQ (%d)" % row.modseq)
-                out += b"* %d FETCH " % seq + rendered + b"\r\n"
-                if audited:
-                    served.append([row.uid, row.id])
-            return bytes(out)
-
-        payload = await s.thread(render) if content_names else render()
+        sources = await _fetch_sources(s, sel, plan, chunk, cache)
+        done = (await s.thread(render_chunk, plan, sources, cache) if plan.content
+                else render_chunk(plan, sources, cache))
+        broken += done.broken
+        unknown_cte += done.unknown_cte
         # committed before these bytes leave (Session.flush), in as few commits as flushes
-        if audited and served:
-            s.unaudited += _per_messages(s, Event.IMAP_FETCH, sel, "messages", served)
-        s.unaudited += _tampered(s, sel, broken[reported:])
-        s.send(payload)
+        if done.served:
+            s.unaudited += _per_messages(s, Event.IMAP_FETCH, sel, "messages", done.served)
+        s.unaudited += _tampered(s, sel, done.broken)
+        s.send(done.payload)
         await s.maybe_flush()
     await s.commit_unaudited()  # before the tagged reply
     if broken:
@@ -214,145 +252,141 @@ async def fetch(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def store_command(s: Session, cmd: Command) -> Result:
-    by_uid = cmd.name == "UID STORE"
-    args = list(cmd.args)
-    if len(args) < 3:
-        raise ImapParseError("Wrong number of arguments")
+async def store_command(s: ImapSession, cmd: Command, args: StoreArgs) -> Result:
     sel = _sel(s)
-    unchanged_since: int | None = None
-    mods = args[1]
-    if isinstance(mods, list):  # RFC 7162 §3.1.3 (UNCHANGEDSINCE n)
-        del args[1]
-        if len(mods) != 2 or atom(mods[0]).upper() != "UNCHANGEDSINCE":
-            raise ImapParseError("Unknown STORE modifier")
-        unchanged_since = number(mods[1])
-        s.enable_condstore()
-    operation = atom(args[1]).upper()
-    found = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", operation)
-    if found is None:
-        raise ImapParseError("Invalid STORE operation")
-    tokens = args[2:]
-    if len(tokens) == 1 and isinstance(tokens[0], list):
-        tokens = tokens[0]
-    flags = flag_list(tokens)
+    if args.unchanged_since is not None:
+        s.enable_condstore()  # RFC 7162 §3.1
     if sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
-    rows = [(q, r) for q, r in _rows_for(s, args[0], by_uid) if r.uid not in sel.gone]
-    sign, silent = found.group(1), bool(found.group(2))
-    expected = {r.uid: backend.apply_flags(sign, r.flags, flags) for _, r in rows}
+    rows = [(q, r) for q, r in _rows_for(sel, args.sequence, args.by_uid)
+            if r.uid not in sel.gone]
+    expected = {r.uid: backend.apply_flags(args.sign, r.flags, args.flags) for _, r in rows}
 
     def audit_for(deleted: list[int]) -> list[AuditRecord]:  # \Deleted newly set
         return _per_messages(s, Event.IMAP_STORE_DELETED, sel, "uids", deleted) if deleted else []
     # applied to the rows' current flags in the writer's transaction, not to this
     # session's copy: another session's concurrent change is kept
     result = await s.write(lambda conn: backend.store_flags(
-        conn, sel.folder.id, [r.uid for _, r in rows], sign, flags, audit_for,
-        unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
+        conn, sel.folder.id, [r.uid for _, r in rows], args.sign, args.flags, audit_for,
+        args.unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     rows = [(q, r) for q, r in _updated(sel, rows, result) if r.uid in result.current]
-    failed = set(result.failed)
     # RFC 3501 §7.2.6: a keyword is announced in FLAGS before a FETCH shows it
     s.announce_keywords(tuple(f for _, r in rows for f in r.flags))
-    for seq, row in rows:
-        if row.uid in failed:
-            continue
-        # .SILENT: no FETCH, unless the flags are not what the client asked for (another
-        # session changed them) or CONDSTORE needs the new MODSEQ (RFC 7162 §3.1.3)
-        if silent and row.flags == expected[row.uid] and not (
-                unchanged_since is not None and row.uid in result.changed):
-            continue
-        s.untagged(s.flags_fetch(seq, row, by_uid))
-    if failed:
-        code = "MODIFIED " + format_sequence_set(
-            sorted(failed) if by_uid else [q for q, r in rows if r.uid in failed])
-        return (f"Conditional {cmd.name} failed", code)
+    for seq, row in store_reports(args, rows, expected, result):
+        s.untagged(s.flags_fetch(seq, row, args.by_uid))
+    if result.failed:
+        return (f"Conditional {cmd.name} failed", store_modified(args, rows, result))
     return f"{cmd.name} completed"
 
 
-async def search(s: Session, cmd: Command) -> Result:
-    by_uid = cmd.name == "UID SEARCH"
-    sel = _sel(s)
-    args = list(cmd.args)
-    returns: list[str] | None = None
-    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
-        if not isinstance(args[1], list):
-            raise ImapParseError("RETURN needs a list")
-        returns = [atom(t).upper() for t in args[1]] or ["ALL"]  # RFC 4731 §3.1
-        if set(returns) - {"MIN", "MAX", "COUNT", "ALL"}:
-            raise ImapParseError("Unknown RETURN option")
-        args = args[2:]
-    try:
-        program = parse_search(args)  # with its CHARSET (RFC 3501 §6.4.4)
-    except BadCharset as exc:
-        raise No("Unsupported charset", exc.code) from None
-    if program.has_modseq:
-        s.enable_condstore()  # RFC 7162 §3.1
-    rows = [(q, r) for q, r in enumerate(sel.rows, 1) if r.uid not in sel.gone]
-    largest_seq = len(sel.rows)
-    largest_uid = sel.rows[-1].uid if sel.rows else 0
+def store_reports(args: StoreArgs, rows: list[tuple[int, backend.Row]],
+                  expected: dict[int, tuple[str, ...]], result: backend.FlagsChange
+                  ) -> list[tuple[int, backend.Row]]:
+    """The messages a STORE answers with an untagged FETCH (RFC 3501 §6.4.6): all of
+    those changed, but for .SILENT only those whose flags are not what the client asked
+    for (another session changed them) or whose new MODSEQ CONDSTORE must report (RFC
+    7162 §3.1.3); none that failed the UNCHANGEDSINCE test."""
+    failed = set(result.failed)
+    return [(seq, row) for seq, row in rows if row.uid not in failed and not (
+        args.silent and row.flags == expected[row.uid] and not (
+            args.unchanged_since is not None and row.uid in result.changed))]
+
+
+def store_modified(args: StoreArgs, rows: list[tuple[int, backend.Row]],
+                   result: backend.FlagsChange) -> str:
+    """RFC 7162 §3.1.3: the MODIFIED response code, UIDs or sequence numbers of the
+    messages that failed the UNCHANGEDSINCE test."""
+    failed = set(result.failed)
+    return "MODIFIED " + format_sequence_set(
+        sorted(failed) if args.by_uid else [q for q, r in rows if r.uid in failed])
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    hits: list[tuple[int, backend.Row]]
+    broken: list[int]  # UIDs whose content failed its integrity check
+
+
+def run_search(conn: Connection, keyring: Any, owner_id: int, program: SearchProgram,
+               metas: list[tuple[MessageMeta, backend.Row]], largest_seq: int,
+               largest_uid: int) -> SearchOutcome:
+    """The messages matching *program* (RFC 3501 §6.4.4), content decrypted by batches of
+    _BATCH at the first message of a batch that needs it; on a worker thread."""
+    hits: list[tuple[int, backend.Row]] = []
     broken: list[int] = []
+    for start in range(0, len(metas), _BATCH):
+        chunk = metas[start:start + _BATCH]
+        opened: dict[str, backend.Opened] = {}
 
-    def run(conn: Connection) -> list[tuple[int, backend.Row]]:
-        hits = []
-        for start in range(0, len(rows), _BATCH):
-            chunk = rows[start:start + _BATCH]
-            opened: dict[str, backend.Opened] = {}
+        def load(row: backend.Row, chunk: list[tuple[MessageMeta, backend.Row]] = chunk,
+                 opened: dict[str, backend.Opened] = opened) -> ParsedMessage:
+            if not opened:  # the whole chunk at once
+                opened.update(backend.open_messages(conn, keyring, owner_id,
+                                                    [r.id for _, r in chunk]))
+            got = opened[row.id]
+            if got.data is None:
+                if got.error == "tampered":
+                    broken.append(row.uid)
+                raise LookupError(row.uid)
+            return parse_message(got.data)
 
-            def load(row: backend.Row, chunk: list[tuple[int, backend.Row]] = chunk,
-                     opened: dict[str, backend.Opened] = opened) -> Any:
-                # the whole chunk is decrypted at its first message that needs content
-                if not opened:
-                    opened.update(backend.open_messages(
-                        conn, s.ctx.app.keyring, sel.owner.id, [r.id for _, r in chunk]))
-                got = opened[row.id]
-                if got.data is None:
-                    if got.error == "tampered":
-                        broken.append(row.uid)
-                    raise LookupError(row.uid)
-                return parse_message(got.data)
+        for meta, row in chunk:
+            try:
+                if program.matches(meta, largest_seq=largest_seq, largest_uid=largest_uid,
+                                   load=functools.partial(load, row)):
+                    hits.append((meta.seq, row))
+            except LookupError:
+                continue
+    return SearchOutcome(hits, broken)
 
-            for seq, row in chunk:
-                try:
-                    if program.matches(_meta(sel, seq, row), largest_seq=largest_seq,
-                                       largest_uid=largest_uid,
-                                       load=functools.partial(load, row)):
-                        hits.append((seq, row))
-                except LookupError:
-                    continue
-        return hits
 
-    hits = await s.db(run)
-    if broken:
-        await s.audit(*_tampered(s, sel, broken))
-    numbers = [r.uid if by_uid else q for q, r in hits]
-    modseq = _search_modseq(hits, numbers, returns) if program.has_modseq else 0
+def render_search(args: SearchArgs, tag: str, numbers: list[int], modseq: int) -> bytes:
+    """``SEARCH n...`` (RFC 3501 §7.2.5) or, with RETURN, ``ESEARCH`` (RFC 4731 §3.1);
+    *modseq* 0: no MODSEQ (RFC 7162 §3.1.5)."""
+    returns = args.returns
     if returns is None:
         line = ("SEARCH " + " ".join(map(str, numbers))).strip()
         if modseq:
             line += f" (MODSEQ {modseq})"
-        s.untagged(line.encode())
-    else:
-        parts = [f'ESEARCH (TAG "{cmd.tag}")']  # RFC 4731 §3.1 (tag quoted)
-        if by_uid:
-            parts.append("UID")
-        if numbers and "MIN" in returns:
-            parts.append(f"MIN {min(numbers)}")
-        if numbers and "MAX" in returns:
-            parts.append(f"MAX {max(numbers)}")
-        if "COUNT" in returns:
-            parts.append(f"COUNT {len(numbers)}")
-        if numbers and "ALL" in returns:
-            parts.append(f"ALL {format_sequence_set(numbers)}")
-        if modseq:
-            parts.append(f"MODSEQ {modseq}")
-        s.untagged(" ".join(parts).encode())
+        return line.encode()
+    parts = [f'ESEARCH (TAG "{tag}")']  # RFC 4731 §3.1 (tag quoted)
+    if args.by_uid:
+        parts.append("UID")
+    if numbers and "MIN" in returns:
+        parts.append(f"MIN {min(numbers)}")
+    if numbers and "MAX" in returns:
+        parts.append(f"MAX {max(numbers)}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if numbers and "ALL" in returns:
+        parts.append(f"ALL {format_sequence_set(numbers)}")
+    if modseq:
+        parts.append(f"MODSEQ {modseq}")
+    return " ".join(parts).encode()
+
+
+async def search(s: ImapSession, cmd: Command, args: SearchArgs) -> Result:
+    sel = _sel(s)
+    program = args.program
+    if program is None:
+        raise No("Unsupported charset", args.bad_charset)
+    if program.has_modseq:
+        s.enable_condstore()  # RFC 7162 §3.1
+    metas = [(_meta(sel, q, r), r) for q, r in enumerate(sel.rows, 1) if r.uid not in sel.gone]
+    found = await s.db(run_search, s.ctx.app.keyring, sel.owner.id, program, metas,
+                       len(sel.rows), sel.rows[-1].uid if sel.rows else 0)
+    if found.broken:
+        await s.audit(*_tampered(s, sel, found.broken))
+    numbers = [r.uid if args.by_uid else q for q, r in found.hits]
+    modseq = _search_modseq(found.hits, numbers, args.returns) if program.has_modseq else 0
+    s.untagged(render_search(args, cmd.tag, numbers, modseq))
     return f"{cmd.name} completed"
 
 
 def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
-                   returns: list[str] | None) -> int:
+                   returns: tuple[str, ...] | None) -> int:
     """RFC 7162 §3.1.5: the highest mod-sequence of the messages found; with RETURN of only
     MIN and/or MAX (RFC 4731 §3.2), of the messages returned (0: no MODSEQ answer)."""
     if not hits:
@@ -364,7 +398,7 @@ def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
     return max(r.modseq for _, r in hits)
 
 
-async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -> None:
+async def _expunge(s: ImapSession, only: list[int] | None, *, quiet: bool = False) -> None:
     sel = _sel(s)
     if sel.readonly:
         if quiet:
@@ -383,43 +417,37 @@ async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -
         sel.gone = set()
 
 
-async def expunge_command(s: Session, cmd: Command) -> Result:
-    if cmd.name == "UID EXPUNGE":  # RFC 4315 §2.1
-        rows = _rows_for(s, nargs(cmd, 1)[0], True)
+async def expunge_command(s: ImapSession, cmd: Command, args: ExpungeArgs) -> Result:
+    if args.uids is not None:  # RFC 4315 §2.1
+        rows = _rows_for(_sel(s), args.uids, True)
         await _expunge(s, [r.uid for _, r in rows])
     else:
-        nargs(cmd, 0)
         await _expunge(s, None)
     return f"{cmd.name} completed"
 
 
-async def close(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def close(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     await _expunge(s, None, quiet=True)  # RFC 3501 §6.4.2: no untagged EXPUNGE
     s.close_selected()
     return "CLOSE completed"
 
 
-async def unselect(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)  # RFC 3691
-    s.close_selected()
+async def unselect(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
+    s.close_selected()  # RFC 3691
     return "UNSELECT completed"
 
 
-async def check(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def check(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     return "CHECK completed"
 
 
-async def copy_move(s: Session, cmd: Command) -> Result:
-    by_uid = cmd.name.startswith("UID ")
-    moving = cmd.name.endswith("MOVE")
-    set_token, name_token = nargs(cmd, 2)
+async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
+    by_uid, moving = args.by_uid, args.moving
     sel = _sel(s)
     if moving and sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
-    rows = [(q, r) for q, r in _rows_for(s, set_token, by_uid) if r.uid not in sel.gone]
-    target = await resolve(s, mailbox_name(name_token), access=cmd.name)
+    rows = [(q, r) for q, r in _rows_for(sel, args.sequence, by_uid) if r.uid not in sel.gone]
+    target = await resolve(s, args.name, access=cmd.name)
     dest = await s.db(backend.folder_by_name, target.owner.id, target.folder)
     if dest is None:
         raise No("Mailbox does not exist", "TRYCREATE")

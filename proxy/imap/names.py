@@ -11,9 +11,9 @@ from audit.events import Event
 from mss import db, store
 from proxy.imap import backend, wire
 from proxy.imap.args import astring
-from proxy.imap.connection import (
+from proxy.imap.state import (
+    ImapSession,
     No,
-    Session,
 )
 from proxy.imap.tokens import ImapParseError, Token
 from proxy.imap.utf7 import decode_mailbox_name, encode_mailbox_name
@@ -31,9 +31,16 @@ def mailbox_name(token: Token) -> str:
     except UnicodeDecodeError:
         raise ImapParseError("Mailbox name must be 7-bit (modified UTF-7)") from None
     name = str(name).rstrip(DELIMITER)
-    if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
+    if _is_inbox(name):
         name = "INBOX" + name[5:]
     return name
+
+
+def _is_inbox(name: str) -> bool:
+    """INBOX or below it, in any ASCII case (RFC 3501 §5.1: case-insensitive in US-ASCII;
+    "ınbox" with a dotless i is another folder, though Python upper-cases it to INBOX)."""
+    head = name[:5]
+    return head.isascii() and head.upper() == "INBOX" and name[5:6] in ("", DELIMITER)
 
 
 def encode_name(name: str) -> bytes:
@@ -58,7 +65,7 @@ def granted_mailboxes(conn: Connection, user_id: int) -> list[store.Mailbox]:
     return [store._mailbox_of(r) for r in rows if r.enabled]
 
 
-async def resolve(s: Session, name: str, *, access: str) -> Target:
+async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
     """The mailbox and folder behind a client's name; delegated access is audited."""
     assert s.user is not None
     if not name.startswith(SHARED_PREFIX):
@@ -74,7 +81,7 @@ async def resolve(s: Session, name: str, *, access: str) -> Target:
     return Target(owner, folder, True)
 
 
-async def require_folder(s: Session, target: Target) -> backend.Folder:
+async def require_folder(s: ImapSession, target: Target) -> backend.Folder:
     folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
     if folder is None:
         raise No("No such mailbox", "NONEXISTENT")
@@ -89,7 +96,7 @@ def list_pattern(reference: str, pattern: str) -> re.Pattern[str]:
     for char in text:
         out.append(".*" if char == "*" else "[^/]*" if char == "%" else re.escape(char))
     regex = "".join(out)
-    if text.upper().startswith("INBOX"):
+    if text[:5].isascii() and text[:5].upper() == "INBOX":
         regex = "(?i:INBOX)" + "".join(out[5:])
     return re.compile(regex + r"\Z")
 

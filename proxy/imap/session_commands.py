@@ -9,33 +9,32 @@ import binascii
 from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
+from audit.journal import append
 from mss.login import check_login, throttle_name
 from proxy.imap import backend
-from proxy.imap.args import Result, astring, atom, nargs
-from proxy.imap.connection import (
+from proxy.imap.args import NoArgs, Result
+from proxy.imap.parser import Command
+from proxy.imap.session_args import AuthenticateArgs, EnableArgs, LoginArgs
+from proxy.imap.state import (
     AUTHENTICATED,
     LOGOUT,
+    ImapSession,
     No,
     Responded,
-    Session,
 )
-from proxy.imap.parser import Command
 from proxy.imap.tokens import ImapParseError
 
 
-async def capability(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def capability(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     s.untagged(f"CAPABILITY {s.capabilities()}".encode())
     return "CAPABILITY completed"
 
 
-async def noop(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def noop(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     return "NOOP completed"
 
 
-async def logout(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def logout(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     s.untagged(b"BYE mss IMAP4rev1 server logging out")
     s.tagged(cmd.tag, "OK", "LOGOUT completed")
     s.state = LOGOUT
@@ -43,18 +42,15 @@ async def logout(s: Session, cmd: Command) -> Result:
     raise Responded
 
 
-async def id_command(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 1)  # RFC 2971: the client's parameters are not logged (may identify a user)
+async def id_command(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     s.untagged(b'ID ("name" "mss" "vendor" "mss")')
     return "ID completed"
 
 
-async def enable(s: Session, cmd: Command) -> Result:
-    if not cmd.args:
-        raise ImapParseError("Missing capability")
+async def enable(s: ImapSession, cmd: Command, args: EnableArgs) -> Result:
     enabled = []
-    for token in cmd.args:
-        if atom(token).upper() == "CONDSTORE":  # RFC 5161; RFC 7162 §3.1
+    for capability_name in args.capabilities:
+        if capability_name == "CONDSTORE":  # RFC 5161; RFC 7162 §3.1
             s.enable_condstore()
             enabled.append("CONDSTORE")
     s.untagged(("ENABLED " + " ".join(enabled)).strip().encode())
@@ -63,8 +59,7 @@ async def enable(s: Session, cmd: Command) -> Result:
 
 # ------------------------------------------------------------------------------ not authenticated
 
-async def starttls(s: Session, cmd: Command) -> Result:
-    nargs(cmd, 0)
+async def starttls(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     if s.tls:
         raise ImapParseError("TLS already active")
     s.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
@@ -80,7 +75,7 @@ async def starttls(s: Session, cmd: Command) -> Result:
     raise Responded
 
 
-async def _login(s: Session, cmd: Command, login: str, password: str, mechanism: str) -> None:
+async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechanism: str) -> None:
     throttle = s.ctx.throttle
     name = throttle_name(login)  # the identity the password check uses (mss.login)
     if throttle.blocked(name, s.remote_addr):
@@ -99,7 +94,6 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
 
     def setup(conn: Connection) -> None:
         backend.ensure_default_folders(conn, mailbox.id)
-        from audit.journal import append
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
                                detail={"mechanism": mechanism})])
     await s.write(setup)
@@ -111,25 +105,20 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     raise Responded
 
 
-async def login(s: Session, cmd: Command) -> Result:
-    user, password = nargs(cmd, 2)
+async def login(s: ImapSession, cmd: Command, args: LoginArgs) -> Result:
     if not s.tls:  # RFC 3501 §6.2.3 LOGINDISABLED
         raise No("Use STARTTLS first", "PRIVACYREQUIRED")
-    await _login(s, cmd, astring(user).decode("utf-8", "replace"),
-                 astring(password).decode("utf-8", "replace"), "LOGIN")
+    await _login(s, cmd, args.user, args.password, "LOGIN")
     return None
 
 
-async def authenticate(s: Session, cmd: Command) -> Result:
-    args = nargs(cmd, 1, 2)
-    if atom(args[0]).upper() != "PLAIN":
+async def authenticate(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> Result:
+    if args.mechanism != "PLAIN":
         raise No("Unsupported mechanism", "CANNOT")
     if not s.tls:
         raise No("Use STARTTLS first", "PRIVACYREQUIRED")
-    if len(args) == 2:  # RFC 4959 SASL-IR
-        response = astring(args[1])
-        if response == b"=":
-            response = b""
+    if args.initial is not None:  # RFC 4959 SASL-IR
+        response = args.initial
     else:
         s.send(b"+ \r\n")
         await s.flush()
