@@ -29,7 +29,7 @@ from mss.login import check_login, throttle_name
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
-from proxy.imap import notifier as imap_notifier
+from proxy.imap.notifier import Notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
@@ -58,13 +58,14 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, *, notifier: Notifier) -> None:
         if mode != "submission" and verifier is None:  # never an unverified certificate
             raise ValueError(f"the {mode} listener needs an PeerVerifier")
         self.app = app
         self.verifier = verifier  # client certificates (MX, relay)
         self.committer = committer
         self.whitelist = whitelist
+        self.notifier = notifier  # the runtime's: wakes IMAP sessions of a mailbox
         self.mode = mode
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
@@ -515,7 +516,7 @@ class SmtpHandler:
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
-            imap_notifier.default().changed(copy.mailbox_id)
+            self.notifier.changed(copy.mailbox_id)
         if delivery.queued:  # and this process's queue worker (others: mss.changes)
             changes.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,
