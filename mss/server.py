@@ -84,8 +84,10 @@ class _Shutdown:
 
 async def _start(stack: contextlib.AsyncExitStack, part: Component,
                  shutdown: _Shutdown) -> None:
-    await part.start()
+    """Start *part*, its stop registered first: a part that fails half-way (a listener
+    port taken after others were bound) still releases what it took."""
     stack.push_async_callback(shutdown.stop, part)
+    await part.start()
 
 
 @contextlib.contextmanager

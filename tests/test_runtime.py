@@ -52,7 +52,7 @@ class InThread:
         self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
         up = asyncio.Event()
         waiter = asyncio.create_task(up.wait())
-        waiter.add_done_callback(lambda _: self.ready.set())
+        waiter.add_done_callback(lambda t: None if t.cancelled() else self.ready.set())
         await serve(app, stop=self.stop, ready=up)  # type: ignore[arg-type]
         self.left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
@@ -94,5 +94,18 @@ def test_serve_in_a_thread_stops_clean_and_serves_again(tmp_path: Path) -> None:
     receiver.settimeout(5)
     assert receiver.recv(4096)  # the shipper ran (and its socket was closed above)
     receiver.close()
+    events = [r["event"] for r in node.audit()]
+    assert events.count("server.start") == 2 and events.count("server.stop") == 2
+
+    # a port taken (IMAP binds after SMTP): serve fails, the SMTP ports it bound released
+    with socket.create_server(("127.0.0.1", node.ports["imaps"])):
+        before = open_sockets()
+        served = InThread(node)
+        thread = threading.Thread(target=served.run, name="in-process-node")
+        thread.start()
+        thread.join(60)
+        assert isinstance(served.error, OSError) and not served.ready.is_set()
+        assert open_sockets() == before
+        assert not [t for t in threading.enumerate() if t.name == "mss-committer"]
     events = [r["event"] for r in node.audit()]
     assert events.count("server.start") == 2 and events.count("server.stop") == 2
