@@ -33,6 +33,7 @@ from audit.dicom import Source, to_xml
 from audit.journal import query_after
 from mss import db
 from mss.config import AuditDestination
+from mss.lifecycle import BackgroundTask
 
 log = structlog.get_logger("mss.audit.ship")
 
@@ -132,6 +133,15 @@ class Shipper:
         self.interval = interval
         self.batch = batch
         self.procid = str(os.getpid())
+        self._task = BackgroundTask("audit-shipper", self.run)
+
+    async def start(self) -> None:
+        """Ship to every destination in the background (one task each, reconnecting)."""
+        await self._task.start()
+
+    async def stop(self, deadline: float) -> None:
+        """Stop shipping: what is not confirmed yet is sent again at the next start."""
+        await self._task.stop(deadline)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._run_one(d) for d in self.destinations))

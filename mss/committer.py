@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Connection, Engine
 
+from mss.lifecycle import STOP_FLOOR, remaining
+
 log = structlog.get_logger("mss.committer")
 T = TypeVar("T")
 
@@ -66,16 +68,23 @@ class GroupCommitter:
         self.batches = 0
         self.jobs = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("committer already started")
         self._thread = threading.Thread(target=self._run, name="mss-committer", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Commit everything already submitted, then stop the thread."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+    async def stop(self, deadline: float) -> None:
+        """Commit everything already submitted, then stop the thread (waited for until
+        *deadline*, a time.monotonic() instant, and at least STOP_FLOOR seconds)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(
+            None, thread.join, remaining(deadline, STOP_FLOOR))
+        if thread.is_alive():
+            log.error("committer still busy at the stop deadline")
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()

@@ -20,21 +20,18 @@ from aiosmtpd.smtp import Session
 from sqlalchemy import create_engine
 
 from mss.app import open_app
-from mss.committer import GroupCommitter
 from mss.db import create_schema
+from mss.runtime import Runtime
 from proxy.smtp import handler as handler_module
 from proxy.smtp import policies, protocol
 from proxy.smtp.handler import SmtpHandler
-from proxy.smtp.listeners import start_smtp
+from proxy.smtp.listeners import SmtpListeners
 from proxy.smtp.session import MssEnvelope, MssSession
 from tests import peers
 from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
 from trustspace.cache import LiveWhitelist
-from trustspace.pki import server_context
 from trustspace.policy import RecipientFacts
 from trustspace.relays import Relay
-from trustspace.tlshook import accept_any_client_certificate
-from trustspace.verifier import PeerVerifier
 from trustspace.whitelist import Whitelist
 
 ALICE = f"alice@{DOMAIN}"
@@ -787,19 +784,14 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
 # submissions is TLS from the first byte (RFC 8314 §3), which aiosmtpd cannot see
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_drain_finishes_data_in_progress_then_421(tmp_path: Path) -> None:
-    """SmtpHandler.drain (shutdown): a DATA transaction in progress finishes and gets
+    """SmtpListeners.stop (shutdown): a DATA transaction in progress finishes and gets
     its 250; then every session left, idle or not, gets 421 4.3.2 and is closed."""
     node = make_node(tmp_path)
     app = open_app(node.config)
-    committer = GroupCommitter(app.engine)
-    committer.start()
-    cfg = app.config
-    tls = {"mx": server_context(cfg.tls.cert_file, cfg.tls.key_file),
-           "submission": server_context(cfg.tls.cert_file, cfg.tls.key_file)}
-    accept_any_client_certificate(tls["mx"])
-    assert cfg.pki is not None
-    servers, handlers = await start_smtp(app, committer, LiveWhitelist(app.reader), tls,
-                                         PeerVerifier(cfg.pki))
+    runtime = Runtime.build(app)
+    await runtime.committer.start()
+    listeners = SmtpListeners(runtime)
+    await listeners.start()
     try:
         port, context = node.ports["submissions"], node.client_context()
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port, ssl=context)
@@ -816,30 +808,28 @@ async def test_drain_finishes_data_in_progress_then_421(tmp_path: Path) -> None:
             assert (await _reply(busy_r)).startswith(code), command
         data = message(ALICE, BOB)
         busy_w.write(data[:40])  # part of the message: DATA in progress
-        handler = next(h for h in handlers for s in h.sessions if s.listener == "submissions")
         for _ in range(200):
-            if any(s.busy for s in handler.sessions):
+            if any(s.busy for s in listeners.protocols):
                 break
             await asyncio.sleep(0.05)
-        assert any(s.busy for s in handler.sessions)
-        for server in servers:
-            server.close()
-        drain = asyncio.ensure_future(handler.drain(time.monotonic() + 20))
+        assert any(s.busy for s in listeners.protocols)
+        drain = asyncio.ensure_future(listeners.stop(time.monotonic() + 20))
         await asyncio.sleep(0.3)
         assert not drain.done()  # waits for the transaction
         with pytest.raises(TimeoutError):  # and the idle session is not closed yet
             await asyncio.wait_for(idle_r.readline(), 0.2)
         busy_w.write(data[40:] + b".\r\n")
         assert (await _reply(busy_r)).startswith(b"250 2.0.0 OK queued as")
-        await asyncio.wait_for(drain, 10)
         for reader in (busy_r, idle_r):
             assert (await _reply(reader)).startswith(b"421 4.3.2")
             assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+        for writer in (busy_w, idle_w):
+            writer.close()
+        await asyncio.wait_for(drain, 10)
         assert not any(s.transport is not None and not s.transport.is_closing()
-                       for s in handler.sessions)
+                       for s in listeners.protocols)
     finally:
-        for server in servers:
-            server.close()
-        committer.stop()
+        await listeners.stop(time.monotonic() + 5)
+        await runtime.committer.stop(time.monotonic() + 10)
         app.close()
     assert inbox_count(node, BOB) == 1

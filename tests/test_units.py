@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -260,7 +261,7 @@ def test_hash_chain(tmp_path: Path) -> None:
 async def test_group_commit_batches_and_isolates_failures(tmp_path: Path) -> None:
     engine = sqlite_engine(tmp_path)
     committer = GroupCommitter(engine)
-    committer.start()
+    await committer.start()
     try:
         def good(i: int):  # type: ignore[no-untyped-def]
             return lambda conn: conn.execute(insert(db.meta).values(key=f"k{i}", value="v"))
@@ -274,7 +275,7 @@ async def test_group_commit_batches_and_isolates_failures(tmp_path: Path) -> Non
         assert sum(isinstance(r, Exception) for r in results) == 1
         assert committer.batches < 200  # concurrent jobs shared commits
     finally:
-        committer.stop()
+        await committer.stop(time.monotonic() + 10)
     with engine.connect() as conn:
         keys = set(conn.execute(select(db.meta.c.key)).scalars())
     assert len(keys) == 200 and "dup" not in keys

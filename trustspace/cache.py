@@ -12,6 +12,7 @@ import asyncio
 import structlog
 from sqlalchemy import Engine
 
+from mss.lifecycle import BackgroundTask
 from trustspace.registry import active_version_id, load_active
 from trustspace.whitelist import Whitelist
 
@@ -19,10 +20,20 @@ log = structlog.get_logger("mss.whitelist")
 
 
 class LiveWhitelist:
-    def __init__(self, engine: Engine) -> None:
+    """The list in force; as a component, ``start`` watches for a new active version every
+    *reload_interval* seconds and ``stop`` ends the watch."""
+
+    def __init__(self, engine: Engine, reload_interval: float = 0.0) -> None:
         self.engine = engine
         self.current: Whitelist = Whitelist.empty()
         self.refresh()
+        self._watcher = BackgroundTask("whitelist-watch", lambda: self.watch(reload_interval))
+
+    async def start(self) -> None:
+        await self._watcher.start()
+
+    async def stop(self, deadline: float) -> None:
+        await self._watcher.stop(deadline)
 
     def refresh(self) -> bool:
         """Reload when the active version changed; True when it did."""

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from mss.config import ConfigError, PkiConfig
+from mss.lifecycle import BackgroundTask
 from trustspace.chain import ChainResult, PkiCheck, Purpose, validate
 from trustspace.crl import CrlStore
 
@@ -53,6 +54,14 @@ class PeerVerifier:
         # alone (the server keeps no chain in the session), so they complete its path
         self._learned: dict[bytes, x509.Certificate] = {}
         self.hits = self.misses = 0
+        self._refresh = BackgroundTask("crl-refresh", self.crls.run)  # per process: own memory
+
+    async def start(self) -> None:
+        """Refresh the CRLs in the background (files reloaded, URLs fetched when due)."""
+        await self._refresh.start()
+
+    async def stop(self, deadline: float) -> None:
+        await self._refresh.stop(deadline)
 
     def _validate(self, chain: Sequence[bytes], purpose: Purpose) -> ChainResult:
         result = validate(chain, self.anchors,

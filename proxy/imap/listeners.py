@@ -1,24 +1,26 @@
-"""Start the IMAP listeners a configuration enables: ``imap`` (STARTTLS, RFC 3501 §6.2.1)
-and ``imaps`` (implicit TLS, RFC 8314 §3.3). No ALPN is required of clients."""
+"""The IMAP listeners a configuration enables, one component of ``mss serve``: ``imap``
+(STARTTLS, RFC 3501 §6.2.1) and ``imaps`` (implicit TLS, RFC 8314 §3.3). No ALPN is
+required of clients."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 
-from mss.app import App
-from mss.committer import GroupCommitter
-from mss.limits import ListenerGuard, ProcessLimits
+from mss.lifecycle import STOP_FLOOR, remaining
+from mss.limits import ListenerGuard
+from mss.runtime import Runtime
 from mss.throttle import Throttle
-from proxy.imap import backend, notifier
+from proxy.imap import backend
 from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
 
 # listener name -> implicit TLS
 IMAP_LISTENERS: dict[str, bool] = {"imap": False, "imaps": True}
 STREAM_LIMIT = 2 ** 20
+CLOSE_GRACE = 1.0  # seconds for a client to see the BYE and close before the abort
 
 
 class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
@@ -32,39 +34,70 @@ class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
         super().connection_made(transport)
 
 
-async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
-                     limits: ProcessLimits | None = None
-                     ) -> tuple[list[asyncio.Server], list[ServerContext]]:
-    cfg = app.config.imap
-    await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes, app.engine)
-    throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
-    servers: list[asyncio.Server] = []
-    contexts: list[ServerContext] = []
-    for name, implicit in IMAP_LISTENERS.items():
-        listener = app.config.listeners.get(name)
-        if listener is None or not listener.enabled:
-            continue
-        # connection caps are checked before the TLS handshake of imaps (start_session)
-        ctx = ServerContext(app, committer, notifier.default(), throttle, cfg, tls, name,
-                            implicit, ListenerGuard.of(
-                                listener, committer, app.config.limits.report_interval,
-                                limits.files if limits else None),
-                            limits.budget if limits else None)
+class ImapListeners:
+    """Every IMAP listener of the process. ``start`` binds them; ``stop`` closes them (no
+    new connection) and ends every session with ``* BYE`` (RFC 3501 §7.1.5)."""
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         ctx: ServerContext = ctx) -> None:
-            with contextlib.suppress(asyncio.CancelledError):  # server stopping
-                await start_session(ctx, reader, writer)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.servers: list[asyncio.Server] = []
+        self.contexts: list[ServerContext] = []
 
-        def factory(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                     Awaitable[None]] = handle,
-                    implicit: bool = implicit) -> asyncio.StreamReaderProtocol:
-            kind = _TlsFirstProtocol if implicit else asyncio.StreamReaderProtocol
-            return kind(asyncio.StreamReader(limit=STREAM_LIMIT), handle)
+    async def start(self) -> None:
+        app, runtime = self.runtime.app, self.runtime
+        cfg = app.config.imap
+        await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes,
+                                                         app.engine)
+        throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
+        for name, implicit in IMAP_LISTENERS.items():
+            listener = app.config.listeners.get(name)
+            if listener is None or not listener.enabled:
+                continue
+            # connection caps are checked before the TLS handshake of imaps (start_session)
+            ctx = ServerContext(app, runtime.committer, runtime.mailstore.notifier, throttle,
+                                cfg, runtime.tls.submission, name, implicit,
+                                ListenerGuard.of(listener, runtime.committer,
+                                                 app.config.limits.report_interval,
+                                                 runtime.limits.files),
+                                runtime.limits.budget)
+            server = await asyncio.get_running_loop().create_server(
+                _factory(ctx, implicit), listener.host, listener.port,
+                reuse_address=True, reuse_port=app.config.workers > 1)
+            self.servers.append(server)
+            self.contexts.append(ctx)
 
-        server = await asyncio.get_running_loop().create_server(
-            factory, listener.host, listener.port,
-            reuse_address=True, reuse_port=app.config.workers > 1)
-        servers.append(server)
-        contexts.append(ctx)
-    return servers, contexts
+    async def stop(self, deadline: float) -> None:
+        for server in self.servers:
+            server.close()  # no new connections
+        for ctx in self.contexts:  # RFC 3501 §7.1.5
+            for session in list(ctx.sessions):
+                session.shutdown()
+        # each session ends on its closed connection; a TLS close waits for the peer's
+        # close_notify, which a client may never send: aborted after CLOSE_GRACE seconds
+        await self._sessions_ended(min(CLOSE_GRACE, remaining(deadline, STOP_FLOOR)))
+        for ctx in self.contexts:
+            for session in list(ctx.sessions):
+                session.writer.transport.abort()
+        await self._sessions_ended(STOP_FLOOR)
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()
+        self.contexts.clear()
+
+    async def _sessions_ended(self, timeout: float) -> None:
+        until = time.monotonic() + timeout
+        while any(ctx.sessions for ctx in self.contexts) and time.monotonic() < until:
+            await asyncio.sleep(0.02)
+
+
+def _factory(ctx: ServerContext, implicit: bool
+             ) -> Callable[[], asyncio.StreamReaderProtocol]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # server stopping
+            await start_session(ctx, reader, writer)
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        kind = _TlsFirstProtocol if implicit else asyncio.StreamReaderProtocol
+        return kind(asyncio.StreamReader(limit=STREAM_LIMIT), handle)
+
+    return factory

@@ -24,17 +24,17 @@ from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import DeliveryConfig
-from proxy.imap import notifier as imap_notifier
+from mss.lifecycle import STOP_FLOOR, BackgroundTask, remaining
+from mss.runtime import Runtime
+from proxy.imap.notifier import Notifier
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
 from proxy.outbound.notify import DsnCopy, dsn_copy, dsn_delivery
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace import policy
-from trustspace.cache import LiveWhitelist
 from trustspace.chain import PkiCheck
 from trustspace.dn import CanonicalDN
-from trustspace.verifier import PeerVerifier
 from trustspace.whitelist import Whitelist
 
 log = structlog.get_logger("mss.delivery")
@@ -43,13 +43,17 @@ MAX_HOPS = 100  # Received headers beyond which a message is looping (RFC 5321 Â
 
 
 class DeliveryWorker:
-    def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                 verifier: PeerVerifier) -> None:
+    """A component of :mod:`mss.server`: ``start`` runs the claim loop, ``stop`` lets the
+    deliveries in flight finish (bounded) and gives the leases back."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        app = runtime.app
         self.app = app
-        self.verifier = verifier  # the listeners' own: one CRL store and cache per process
+        self.verifier = runtime.verifier  # the listeners' own: one CRL store and cache
         self.cfg = app.config.delivery
-        self.committer = committer
-        self.whitelist = whitelist
+        self.committer = runtime.committer
+        self.whitelist = runtime.whitelist
+        self.notifier = runtime.mailstore.notifier  # DSNs stored locally wake IDLE
         self.owner = secrets.token_hex(8)
         self.resolver = mx.make_resolver(self.cfg)
         self.ctx = client.client_context(app.config.tls)
@@ -61,6 +65,8 @@ class DeliveryWorker:
             lambda: asyncio.Semaphore(self.cfg.max_per_destination))
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._task = BackgroundTask("delivery", self.run)
+        runtime.changes.add(self.poll)  # rows queued by other processes
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -127,12 +133,20 @@ class DeliveryWorker:
         self.in_flight.discard(task)
         self.wake.set()
 
-    async def stop(self) -> None:
-        """Let deliveries in flight finish (bounded), then give back the leases left."""
+    async def start(self) -> None:
+        await self._task.start()
+
+    async def stop(self, deadline: float) -> None:
+        """No new claim; let deliveries in flight finish (at most STOP_GRACE seconds, and
+        by *deadline*), then give back the leases left."""
+        await self._task.stop(deadline)
         if self.in_flight:
-            await asyncio.wait(set(self.in_flight), timeout=STOP_GRACE)
+            await asyncio.wait(set(self.in_flight),
+                               timeout=min(STOP_GRACE, remaining(deadline)))
         for task in list(self.in_flight):
             task.cancel()
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=remaining(deadline, STOP_FLOOR))
         await self.pool.close()
         with contextlib.suppress(Exception):
             await self.committer.run(lambda conn: claims.release(conn, self.owner))
@@ -308,14 +322,14 @@ class DeliveryWorker:
                      counts_attempt: bool = True, actor: str = "mss") -> None:
         await finish(self.app, self.committer, self.whitelist.current, c, data, status,
                      dsn_status, reason, reply, host, counts_attempt=counts_attempt,
-                     actor=actor)
+                     actor=actor, notifier=self.notifier)
         self.wake.set()  # a DSN may have been queued
 
 
 async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: Claim,
                  data: bytes | None, status: str, dsn_status: str, reason: str,
                  reply: str | None, host: str | None, *, counts_attempt: bool = True,
-                 actor: str = "mss") -> None:
+                 actor: str = "mss", notifier: Notifier) -> None:
     """Mark *c* bounced/expired and store or queue the DSN for its sender, in one
     transaction."""
     with app.reader.connect() as conn:
@@ -325,7 +339,7 @@ async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: C
     await committer.run(lambda conn: write_final(conn, c, status, f"{reason} ({why})", reply,
                                                  copy, now, counts_attempt, actor))
     if isinstance(copy, store.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
-        imap_notifier.default().changed(copy.mailbox_id)
+        notifier.changed(copy.mailbox_id)
 
 
 def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,

@@ -28,7 +28,7 @@ from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.throttle import Throttle
-from proxy.imap import notifier as imap_notifier
+from proxy.imap.notifier import Notifier
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
 from proxy.smtp.session import MssEnvelope, MssSession
@@ -52,14 +52,14 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, *, notifier: Notifier) -> None:
         self.app = app
         self.committer = committer
         self.whitelist = whitelist
         self.policy = listener_policy(mode, app.reader, verifier, whitelist)
+        self.notifier = notifier  # the runtime's: wakes IMAP sessions of a mailbox
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
-        self.sessions: set[MssSMTP] = set()
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
         cfg = app.config.smtp
         # one per process, shared by the AUTH listeners (start_smtp passes it)
@@ -79,23 +79,12 @@ class SmtpHandler:
 
     # ------------------------------------------------------------------ session
     def on_connect(self, server: MssSMTP, session: MssSession) -> None:
-        self.sessions.add(server)
         log.info("connect", session=session.id, listener=session.listener,
                  remote=session.remote_addr)
         session.pending_audit.append(session.record(Event.SMTP_CONNECT, actor=session.remote_addr))
 
     def on_disconnect(self, server: MssSMTP, session: MssSession) -> None:
-        self.sessions.discard(server)
         self._emit(session)
-
-    async def drain(self, deadline: float) -> None:
-        """Shutdown, once the listener accepts no more: DATA transactions in progress
-        finish and get their reply until *deadline* (time.monotonic()); then every
-        session left gets 421 4.3.2 and is closed (RFC 5321 §3.8)."""
-        while time.monotonic() < deadline and any(s.busy for s in self.sessions):
-            await asyncio.sleep(0.02)
-        for server in list(self.sessions):
-            server.shut_down()
 
     def on_timeout(self, server: MssSMTP, session: MssSession, reason: str) -> None:
         log.info("timeout", session=session.id, listener=session.listener,
@@ -351,7 +340,7 @@ class SmtpHandler:
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
-            imap_notifier.default().changed(copy.mailbox_id)
+            self.notifier.changed(copy.mailbox_id)
         if delivery.queued:  # and this process's queue worker (others: mss.changes)
             changes.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,

@@ -1,19 +1,19 @@
-"""Start the SMTP listeners a configuration enables."""
+"""The SMTP listeners a configuration enables, as one component of ``mss serve``."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
+import weakref
 from collections.abc import Callable
 
-from mss.app import App
-from mss.committer import GroupCommitter
-from mss.limits import Admission, ListenerGuard, ProcessLimits
+from mss.lifecycle import STOP_FLOOR, remaining
+from mss.limits import Admission, ListenerGuard
+from mss.runtime import Runtime
 from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
-from trustspace.cache import LiveWhitelist
-from trustspace.verifier import PeerVerifier
 
 # listener name -> (mode, implicit TLS)
 LISTENER_KINDS: dict[str, tuple[str, bool]] = {
@@ -23,6 +23,7 @@ LISTENER_KINDS: dict[str, tuple[str, bool]] = {
     "relay": ("relay", False),
 }
 TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissions)
+CLOSE_GRACE = 1.0  # seconds for a peer to see the 421 and close before the abort
 
 
 class _AdmitBeforeTls(asyncio.Protocol):
@@ -31,10 +32,10 @@ class _AdmitBeforeTls(asyncio.Protocol):
     an admitted one gets the handshake (bounded) and then its SMTP session. Reading stays
     paused until ``start_tls`` so that the client's hello waits in the socket."""
 
-    handshakes: set[asyncio.Task[None]] = set()  # referenced while running
-
-    def __init__(self, smtp: MssSMTP, guard: ListenerGuard, context: ssl.SSLContext) -> None:
+    def __init__(self, smtp: MssSMTP, guard: ListenerGuard, context: ssl.SSLContext,
+                 handshakes: set[asyncio.Task[None]]) -> None:
         self.smtp, self.guard, self.context = smtp, guard, context
+        self.handshakes = handshakes  # the listeners' own: referenced while running
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -64,33 +65,57 @@ class _AdmitBeforeTls(asyncio.Protocol):
         self.smtp.connection_made(tls)
 
 
-async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
-                     tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None,
-                     limits: ProcessLimits | None = None
-                     ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
-    loop = asyncio.get_running_loop()
-    cfg = app.config.smtp
-    servers: list[asyncio.Server] = []
-    handlers: list[SmtpHandler] = []
-    throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
-    budget = limits.budget if limits else None  # shared by every session of the process
-    for name, listener in app.config.listeners.items():
-        if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap/listeners
-            continue
-        mode, implicit = LISTENER_KINDS[name]
-        handler = SmtpHandler(app, committer, whitelist,
-                              "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
-                              verifier=verifier, throttle=throttle)
-        # MX and relay ask for a client certificate (verified after the handshake)
-        context = tls["submission" if mode == "submission" else "mx"]
-        guard = ListenerGuard.of(listener, committer, app.config.limits.report_interval,
-                                 limits.files if limits else None)
+class SmtpListeners:
+    """Every SMTP listener of the process. ``start`` binds them; ``stop`` closes them (no
+    new connection), lets the DATA transactions in flight finish until the deadline, then
+    answers the other sessions 421 4.3.2 and closes them (RFC 5321 §3.8)."""
 
-        def factory(handler: SmtpHandler = handler, name: str = name, mode: str = mode,
-                    implicit: bool = implicit, context: ssl.SSLContext = context,
-                    guard: ListenerGuard = guard) -> MssSMTP:
-            return MssSMTP(
-                handler, listener=name, guard=guard, budget=budget,
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.servers: list[asyncio.Server] = []
+        self.handlers: list[SmtpHandler] = []
+        self.protocols: weakref.WeakSet[MssSMTP] = weakref.WeakSet()  # one per connection
+        self.handshakes: set[asyncio.Task[None]] = set()  # submissions' TLS handshakes
+
+    async def start(self) -> None:
+        app = self.runtime.app
+        cfg = app.config.smtp
+        throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
+        for name, listener in app.config.listeners.items():
+            if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap
+                continue
+            mode, implicit = LISTENER_KINDS[name]
+            handler = SmtpHandler(app, self.runtime.committer, self.runtime.whitelist,
+                                  "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
+                                  verifier=self.runtime.verifier, throttle=throttle,
+                                  notifier=self.runtime.mailstore.notifier)
+            # MX and relay ask for a client certificate (verified after the handshake)
+            context = self.runtime.tls.submission if mode == "submission" \
+                else self.runtime.tls.mx
+            guard = ListenerGuard.of(listener, self.runtime.committer,
+                                     app.config.limits.report_interval,
+                                     self.runtime.limits.files)
+            factory = self._factory(handler, name, mode, implicit, context, guard)
+
+            def admit_first(factory: Callable[[], MssSMTP] = factory,
+                            guard: ListenerGuard = guard,
+                            context: ssl.SSLContext = context) -> _AdmitBeforeTls:
+                return _AdmitBeforeTls(factory(), guard, context, self.handshakes)
+
+            server = await asyncio.get_running_loop().create_server(
+                admit_first if implicit else factory, listener.host, listener.port,
+                reuse_address=True, reuse_port=app.config.workers > 1)
+            self.servers.append(server)
+            self.handlers.append(handler)
+
+    def _factory(self, handler: SmtpHandler, name: str, mode: str, implicit: bool,
+                 context: ssl.SSLContext, guard: ListenerGuard) -> Callable[[], MssSMTP]:
+        cfg = self.runtime.app.config.smtp
+        loop = asyncio.get_running_loop()
+
+        def factory() -> MssSMTP:
+            smtp = MssSMTP(
+                handler, listener=name, guard=guard, budget=self.runtime.limits.budget,
                 line_length_limit=cfg.line_length_limit,
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
                 preauth_timeout=cfg.preauth_timeout,
@@ -102,15 +127,36 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
                 auth_required=mode == "submission", auth_require_tls=not implicit,
                 decode_data=False, loop=loop,
             )
+            self.protocols.add(smtp)
+            return smtp
 
-        def admit_first(factory: Callable[[], MssSMTP] = factory, guard: ListenerGuard = guard,
-                        context: ssl.SSLContext = context) -> _AdmitBeforeTls:
-            return _AdmitBeforeTls(factory(), guard, context)
+        return factory
 
-        server = await loop.create_server(admit_first if implicit else factory,
-                                          listener.host, listener.port,
-                                          reuse_address=True,
-                                          reuse_port=app.config.workers > 1)
-        servers.append(server)
-        handlers.append(handler)
-    return servers, handlers
+    def _connected(self) -> list[MssSMTP]:
+        return [proto for proto in self.protocols if proto.transport is not None]
+
+    async def stop(self, deadline: float) -> None:
+        for server in self.servers:
+            server.close()  # no new connections
+        for task in list(self.handshakes):  # not a session yet: nothing in flight
+            task.cancel()
+        while time.monotonic() < deadline and any(p.busy for p in self._connected()):
+            await asyncio.sleep(0.02)  # DATA in flight: its reply is still due
+        for proto in self._connected():
+            proto.shut_down()  # 421 4.3.2 and close
+        await self._wait_closed(deadline)
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()
+        self.handlers.clear()
+
+    async def _wait_closed(self, deadline: float) -> None:
+        """Until every connection is gone and every handshake ended, CLOSE_GRACE seconds
+        at most (a TLS close waits for the peer's close_notify, which a client may never
+        send): what is left then is aborted."""
+        until = time.monotonic() + min(CLOSE_GRACE, remaining(deadline, STOP_FLOOR))
+        while (self._connected() or self.handshakes) and time.monotonic() < until:
+            await asyncio.sleep(0.02)
+        for proto in self._connected():
+            if proto.transport is not None:
+                proto.transport.abort()  # type: ignore[attr-defined]

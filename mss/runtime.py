@@ -1,0 +1,198 @@
+"""The runtime of one serving process: what its listeners and workers share, built once.
+
+``mss serve`` builds one :class:`Runtime` per process (per worker with ``server.workers``
+> 1) and hands it to every listener and worker: the node (:class:`mss.app.App`), the group
+committer, the process limits, the whitelist in force, the peer verifier (one CRL store
+and cache), the TLS contexts, the mail store (its change notifier) and the change watcher.
+Nothing of it lives in a module global, so two runtimes in one process (tests) do not
+share state.
+
+Its background parts are components (:mod:`mss.lifecycle`); :meth:`Runtime.services`
+lists them in start order. Layer: above the services, below the protocols (which take a
+runtime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit.checkpoints import signing_key, write_checkpoint
+from audit.dicom import audit_source
+from audit.shipper import Outbox, Shipper
+from directory.sync import DirectorySync
+from mss.app import App
+from mss.changes import ChangeWatcher
+from mss.committer import GroupCommitter
+from mss.lifecycle import BackgroundTask, Component
+from mss.limits import (
+    MemoryBudget,
+    OpenFiles,
+    ProcessLimits,
+    install_loop_error_handler,
+    raise_open_files_limit,
+)
+from proxy.imap.notifier import LocalNotifier, Notifier  # until mss.mailstore lands
+from trustspace.cache import LiveWhitelist
+from trustspace.fetch import WhitelistFetchError, redact, refresh
+from trustspace.pki import server_context
+from trustspace.tlshook import accept_any_client_certificate
+from trustspace.verifier import PeerVerifier
+
+log = structlog.get_logger("mss.runtime")
+
+
+@dataclass
+class Mailstore:
+    """Stand-in for ``mss.mailstore.Mailstore`` (the mail store helper's branch): one
+    change notifier per runtime instead of ``notifier.default()``."""
+
+    notifier: Notifier = field(default_factory=LocalNotifier)
+
+
+@dataclass(frozen=True)
+class TlsContexts:
+    mx: ssl.SSLContext  # MX and relay: the peer operator's certificate is asked for
+    submission: ssl.SSLContext  # submission(s), imap(s): no client certificate
+
+
+def tls_contexts(app: App) -> TlsContexts:
+    cfg = app.config.tls
+    mx = server_context(cfg.cert_file, cfg.key_file)
+    # the MX asks for the peer operator's certificate (CERT_OPTIONAL) and any one passes
+    # the handshake; trustspace.chain verifies it after against pki.anchors, so that each
+    # refusal is an SMTP reply with an audit reason (docs/trust-space.md)
+    accept_any_client_certificate(mx)
+    return TlsContexts(mx, server_context(cfg.cert_file, cfg.key_file))
+
+
+def process_limits(app: App) -> ProcessLimits:
+    """The process's DATA/literal budget; asyncio's error reports rate-limited (no
+    traceback per failed accept() while descriptors are exhausted); the open files limit
+    raised to cover every listener's max_connections, and connections refused beyond it."""
+    cfg = app.config
+    install_loop_error_handler(asyncio.get_running_loop(), cfg.limits.report_interval)
+    wanted = sum(lc.max_connections for lc in cfg.listeners.values() if lc.enabled) + 1024
+    available = raise_open_files_limit(wanted)
+    files = OpenFiles.of_process()
+    if available < wanted:
+        log.warning("open files limit below the connection caps", limit=available,
+                    wanted=wanted, connections=files.limit)
+    return ProcessLimits(MemoryBudget(cfg.limits.pending_bytes), files)
+
+
+@dataclass
+class Runtime:
+    app: App
+    worker: int  # index of this process among server.workers; 0 runs the node-wide loops
+    committer: GroupCommitter
+    limits: ProcessLimits
+    whitelist: LiveWhitelist
+    verifier: PeerVerifier
+    tls: TlsContexts
+    mailstore: Mailstore
+    changes: ChangeWatcher  # other processes' commits: wakes IDLE and the queue worker
+    audit_key: Ed25519PrivateKey
+
+    @classmethod
+    def build(cls, app: App, worker: int = 0) -> Runtime:
+        """Called in the event loop that will serve (its error handler is installed)."""
+        cfg = app.config
+        assert cfg.pki is not None
+        mailstore = Mailstore()
+        changes = ChangeWatcher(app.reader, cfg.change_poll)
+        changes.add(mailstore.notifier.poll)
+        return cls(app, worker, GroupCommitter(app.engine), process_limits(app),
+                   LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
+                   PeerVerifier(cfg.pki), tls_contexts(app), mailstore, changes,
+                   signing_key(cfg.audit.signing_key_file))
+
+    def services(self) -> list[Component]:
+        """The background parts, in start order (stopped in reverse): the committer first
+        (everything else writes through it), worker 0's node-wide loops last."""
+        cfg = self.app.config
+        parts: list[Component] = [self.committer, self.whitelist, self.verifier,
+                                  BackgroundTask("change-watch", self.changes.run)]
+        if self.worker != 0:
+            return parts
+        parts.append(BackgroundTask("audit-checkpoints", self._checkpoint_loop))
+        if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
+            parts.append(BackgroundTask("whitelist-fetch", self._whitelist_fetch_loop))
+        if cfg.directory is not None and cfg.directory.interval > 0:
+            parts.append(BackgroundTask("directory-sync", self._directory_loop))
+        if cfg.audit.destinations:  # one shipper per node
+            parts.append(Shipper(Outbox(self.app.engine, self.app.reader),
+                                 cfg.audit.destinations, audit_source(cfg),
+                                 cfg.audit.ship_interval, cfg.audit.batch))
+        return parts
+
+    async def checkpoint(self) -> None:
+        """Sign a checkpoint of the audit chain now (committed with the other writes)."""
+        key = self.audit_key
+        await self.committer.run(lambda conn: write_checkpoint(conn, key))
+
+    # ------------------------------------------------------------------ worker 0's loops
+    async def _in_thread(self, once: Callable[[], None]) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, once)
+
+    async def _checkpoint_loop(self) -> None:
+        """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds."""
+        def once() -> None:
+            with self.app.engine.begin() as conn:
+                write_checkpoint(conn, self.audit_key)
+
+        while True:
+            await asyncio.sleep(self.app.config.audit.checkpoint_interval)
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # try again next time; verification still works
+                log.error("audit checkpoint failed", error=repr(exc))
+
+    async def _directory_loop(self) -> None:
+        """Synchronise the directory every directory.interval seconds (full when due)."""
+        cfg = self.app.config.directory
+        assert cfg is not None
+        sync = DirectorySync(self.app.engine, cfg, actor="mss")
+
+        def once() -> None:
+            report = sync.full() if sync.needs_full() else sync.incremental()
+            log.info("directory synchronised", kind=report.kind, entries=report.entries,
+                     added=report.added, changed=report.changed, removed=report.removed,
+                     rejected=report.rejected)
+
+        while True:
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # recorded as a failed run; the last good one stays
+                log.error("directory sync failed", error=str(exc))
+            await asyncio.sleep(cfg.interval)
+
+    async def _whitelist_fetch_loop(self) -> None:
+        """Fetch the published whitelist now, then every ``whitelist.fetch.interval``.
+
+        A failure is audited and logged by the refresh; the list in force stays (last
+        good)."""
+        cfg = self.app.config.whitelist
+
+        def once() -> None:
+            try:
+                result = refresh(self.app.engine, cfg.fetch.url,
+                                 sha256_url=cfg.fetch.sha256_url, timeout=cfg.fetch.timeout,
+                                 max_bytes=cfg.fetch.max_bytes, ca_file=cfg.fetch.ca_file,
+                                 max_shrink_ratio=cfg.max_shrink_ratio)
+                log.info("whitelist fetched", url=redact(cfg.fetch.url), status=result.status,
+                         version=result.version_id)
+            except WhitelistFetchError as exc:
+                log.error("whitelist fetch failed", error=str(exc))
+
+        while True:
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # e.g. database busy: try again next round
+                log.error("whitelist fetch failed", error=repr(exc))
+            await asyncio.sleep(cfg.fetch.interval)
