@@ -24,6 +24,7 @@ from audit.journal import AuditRecord, append
 from audit.patient import pseudonym_key
 from directory.cli import directory_app
 from mss import crypto, store
+from mss.addresses import normalize_domain
 from mss.app import open_app
 from mss.cli_support import (
     HANDLED,
@@ -43,7 +44,6 @@ from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
 from trustspace.cli import pki_app, whitelist_app
 from trustspace.pki import generate_dev_pki
-from trustspace.whitelist import normalize_domain
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="mss: secure health messaging node (MSSanté).")

@@ -14,6 +14,7 @@ from typing import NoReturn
 import typer
 from sqlalchemy.exc import DBAPIError
 
+from mss.addresses import AddressError
 from mss.app import App, open_app
 from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
@@ -86,7 +87,7 @@ def node(ctx: typer.Context) -> Iterator[App]:
 
 
 HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, DatabaseUnusable,
-           OSError)
+           OSError, AddressError)
 
 
 def report(exc: BaseException) -> NoReturn:

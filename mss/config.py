@@ -24,6 +24,8 @@ from types import NoneType, UnionType
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from mss.addresses import AddressError, normalize_address
+
 DEFAULT_CONFIG_NAME = "mss.toml"
 
 
@@ -652,11 +654,9 @@ def _postmaster(value: str) -> str:
     """smtp.postmaster normalised (an address), or "" when unset."""
     if not value.strip():
         return ""
-    from mss.store import StoreError, normalize_address
-
     try:
         return normalize_address(value)
-    except StoreError as exc:
+    except AddressError as exc:
         raise ConfigError(f"config: smtp.postmaster: {exc}") from None
 
 

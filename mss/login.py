@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from mss import store
+from mss.addresses import AddressError, normalize_address
 from mss.passwords import verify_password
 
 log = structlog.get_logger("mss.login")
@@ -35,11 +36,11 @@ class LoginCheck:
 
 def login_address(login: str) -> str | None:
     """The mailbox address a login names, or None when it names none: NFKC (full-width
-    letters and dots), surrounding spaces dropped, then store.normalize_address (IDNA
+    letters and dots), surrounding spaces dropped, then addresses.normalize_address (IDNA
     domain, trailing dot dropped, lower case)."""
     try:
-        return store.normalize_address(unicodedata.normalize("NFKC", login).strip())
-    except store.StoreError:
+        return normalize_address(unicodedata.normalize("NFKC", login).strip())
+    except AddressError:
         return None
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db
+from mss.addresses import AddressError, normalize_address, normalize_domain
 
 MAILBOX_TYPES = ("PER", "ORG", "APP")
 # RFC 6154 special-use folders every mailbox gets, besides INBOX
@@ -24,7 +25,6 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
     ("Junk", "\\Junk"), ("Archive", "\\Archive"),
 )
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 
 
 class StoreError(ValueError):
@@ -44,29 +44,17 @@ class Mailbox:
     liste_rouge: bool = False
 
 
-def normalize_address(address: str) -> str:
-    """Lower-case ``local@domain`` with an IDNA domain; raises StoreError when invalid."""
-    from trustspace.whitelist import normalize_domain
-
-    address = address.strip()
-    if address.count("@") != 1:
-        raise StoreError(f"invalid address {address!r}: need exactly one '@'")
-    local, domain = address.rsplit("@", 1)
-    if not _LOCAL_PART.match(local) or local.startswith(".") or local.endswith(".") \
-            or ".." in local:
-        raise StoreError(f"invalid address {address!r}: bad local part")
+def _address(address: str) -> str:
+    """*address* normalised (mss.addresses), a StoreError when invalid."""
     try:
-        domain = normalize_domain(domain)
-    except ValueError as exc:
-        raise StoreError(f"invalid address {address!r}: {exc}") from None
-    return f"{local.lower()}@{domain}"
+        return normalize_address(address)
+    except AddressError as exc:
+        raise StoreError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- domains
 
 def add_domain(conn: Connection, name: str) -> str:
-    from trustspace.whitelist import normalize_domain
-
     try:
         domain = normalize_domain(name)
     except ValueError as exc:
@@ -126,7 +114,7 @@ def _mailbox_of(row: object) -> Mailbox:
 def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox_type: str,
                 *, rpps: str | None = None, finess: str | None = None,
                 password_hash: str | None = None, liste_rouge: bool = False) -> Mailbox:
-    address = normalize_address(address)
+    address = _address(address)
     mailbox_type = mailbox_type.upper()
     if mailbox_type not in MAILBOX_TYPES:
         raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG or APP")
@@ -195,7 +183,7 @@ def get_mailbox(conn: Connection, address: str) -> Mailbox | None:
 
 
 def require_mailbox(conn: Connection, address: str) -> Mailbox:
-    mailbox = get_mailbox(conn, normalize_address(address))
+    mailbox = get_mailbox(conn, _address(address))
     if mailbox is None:
         raise StoreError(f"no mailbox {address}")
     return mailbox

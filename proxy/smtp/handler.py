@@ -23,6 +23,7 @@ from audit.patient import patient_pseudonym, pseudonym_key
 from directory.lookup import directory_has
 from mss import changes, store
 from mss import message as rfc5322
+from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.login import check_login, throttle_name
@@ -37,7 +38,6 @@ from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import canonical_name
 from trustspace.tlshook import presented_chain
 from trustspace.verifier import PeerVerifier
-from trustspace.whitelist import normalize_domain
 
 log = structlog.get_logger("mss.smtp")
 
@@ -296,8 +296,8 @@ class SmtpHandler:
         whitelist = self.whitelist.current
         try:
             # the null reverse-path arrives as "<>" (RFC 5321 §4.1.1.2)
-            sender = store.normalize_address(address) if address not in ("", "<>") else ""
-        except store.StoreError as exc:
+            sender = normalize_address(address) if address not in ("", "<>") else ""
+        except AddressError as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
         else:
             decision = await self._sender_decision(session, sender, whitelist)
@@ -352,8 +352,8 @@ class SmtpHandler:
             fields.append(("Sender", found.sender))
         for name, address in fields:
             try:
-                author = store.normalize_address(address)
-            except store.StoreError:
+                author = normalize_address(address)
+            except AddressError:
                 return ("550 5.6.0 Message refused: invalid From or Sender header",
                         f"header_invalid: {name}: {address[:320]!r} is not an address")
             decision = self._may_send_as(session, author)
@@ -406,10 +406,10 @@ class SmtpHandler:
         try:
             # RFC 5321 §4.1.1.3: <Postmaster> without a domain, in any case
             rcpt = "postmaster" if address.lower() == "postmaster" \
-                else store.normalize_address(address)
+                else normalize_address(address)
             if rcpt != "postmaster":
                 normalize_domain(rcpt.rsplit("@", 1)[1])
-        except (store.StoreError, ValueError) as exc:
+        except ValueError as exc:  # AddressError too
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
             rcpt = address
         else:
