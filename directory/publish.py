@@ -24,8 +24,8 @@ from sqlalchemy import Connection, Engine
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from directory.sync import SyncError, ldap_connection
-from mss import store
 from mss.config import DirectoryConfig, PublishConfig
+from mss.mailstore import mailboxes
 
 OBJECT_CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox"]
 IMMUTABLE = ("mail", "type")
@@ -43,7 +43,7 @@ class PublishReport:
 def desired_entries(conn: Connection) -> dict[str, dict[str, str]]:
     """Our publishable mailboxes: address -> logical attributes."""
     out = {}
-    for m in store.list_mailboxes(conn):
+    for m in mailboxes.list_mailboxes(conn):
         if not m.enabled or m.liste_rouge:
             continue
         local = m.address.split("@", 1)[0]

@@ -19,7 +19,7 @@ from mss.app import App, open_app
 from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
 from mss.db import DatabaseUnusable, unusable
-from mss.store import StoreError
+from mss.mailstore.errors import StoreError
 
 EXIT_ERROR = 2  # 1 is reserved for "no" answers such as 'whitelist check'
 PRIVATE_UMASK = 0o077  # files 0600, directories 0700: the data dir holds keys, mail, logs

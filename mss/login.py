@@ -20,8 +20,8 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from mss import store
 from mss.addresses import AddressError, normalize_address
+from mss.mailstore import mailboxes
 from mss.passwords import verify_password
 
 log = structlog.get_logger("mss.login")
@@ -30,7 +30,7 @@ log = structlog.get_logger("mss.login")
 @dataclass(frozen=True)
 class LoginCheck:
     address: str | None  # the login normalised, None when it is no address at all
-    mailbox: store.Mailbox | None  # set when the login succeeded
+    mailbox: mailboxes.Mailbox | None  # set when the login succeeded
     reason: str  # for the audit record
 
 
@@ -59,7 +59,7 @@ def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
     if address is not None:
         try:
             with reader.connect() as conn:
-                mailbox = store.get_mailbox(conn, address)
+                mailbox = mailboxes.get_mailbox(conn, address)
         except DBAPIError as exc:
             # a corrupt row: the driver's message quotes the column's text (the password
             # hash), so only the error class is logged, and the login fails

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from mss import db
 from mss.addresses import normalize_domain
-from mss.store import StoreError
+from mss.mailstore.errors import StoreError
 from trustspace.dn import CanonicalDN, DNError, parse_dn
 
 NAME_MAX = 64

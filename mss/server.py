@@ -17,7 +17,6 @@ from audit.journal import AuditRecord, append
 from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App, open_app
-from mss.changes import ChangeWatcher
 from mss.committer import GroupCommitter
 from mss.limits import (
     MemoryBudget,
@@ -26,7 +25,8 @@ from mss.limits import (
     install_loop_error_handler,
     raise_open_files_limit,
 )
-from proxy.imap import notifier as imap_notifier
+from mss.mailstore import Mailstore
+from mss.mailstore.notify import ChangeWatcher
 from proxy.imap.listeners import start_imap
 from proxy.outbound.worker import DeliveryWorker
 from proxy.smtp.listeners import start_smtp
@@ -167,9 +167,11 @@ async def serve(app: App, worker: int = 0) -> None:
         accept_any_client_certificate(tls["mx"])
         assert cfg.pki is not None
         verifier = PeerVerifier(cfg.pki)
-        servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier, limits)
+        mailstore = Mailstore()  # the process's snapshot cache and notifier
+        servers, handlers = await start_smtp(app, committer, whitelist, tls, verifier, limits,
+                                             mailstore=mailstore)
         imap_servers, imap_contexts = await start_imap(app, committer, tls["submission"],
-                                                       limits)
+                                                       limits, mailstore=mailstore)
         servers += imap_servers
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
                      if lc.enabled}
@@ -201,10 +203,10 @@ async def serve(app: App, worker: int = 0) -> None:
                 cfg.audit.ship_interval, cfg.audit.batch).run())
         # other processes' commits: one watcher per process wakes IDLE and the queue worker
         changes = ChangeWatcher(app.reader, cfg.change_poll)
-        changes.add(imap_notifier.default().poll)
+        changes.add(mailstore.notifier.poll)
         delivery = delivery_task = None
         if cfg.delivery.enabled:  # every worker process: claims are leased per row
-            delivery = DeliveryWorker(app, committer, whitelist, verifier)
+            delivery = DeliveryWorker(app, committer, whitelist, verifier, mailstore)
             changes.add(delivery.poll)
             delivery_task = asyncio.create_task(delivery.run())
         changes_task = asyncio.create_task(changes.run())

@@ -30,10 +30,10 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
 from mss.limits import Admission, ListenerGuard, MemoryBudget
-from mss.store import Mailbox
+from mss.mailstore import Mailstore, errors, folders, grants, mailboxes, messages
+from mss.mailstore.mailboxes import Mailbox
+from mss.mailstore.notify import Notifier, Watch
 from mss.throttle import Throttle
-from proxy.imap import backend, grants
-from proxy.imap.notifier import Notifier, Watch
 from proxy.imap.parser import (
     Command,
     CommandError,
@@ -87,7 +87,7 @@ class ServerContext:
 
     app: App
     committer: GroupCommitter
-    notifier: Notifier
+    mailstore: Mailstore  # the process's: snapshot cache and notifier
     throttle: Throttle
     config: ImapConfig
     tls: ssl.SSLContext
@@ -97,25 +97,29 @@ class ServerContext:
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[Session] = field(default_factory=set)
 
+    @property
+    def notifier(self) -> Notifier:
+        return self.mailstore.notifier
+
 
 class Responded(Exception):
     """A handler already sent its tagged reply (or the session must end)."""
 
 
-class No(backend.BackendError):
+class No(errors.BackendError):
     """Answer the command ``NO [code] text`` (a command's refusal; the store's own are
-    :class:`backend.BackendError`, answered the same way)."""
+    :class:`errors.BackendError`, answered the same way)."""
 
 
 @dataclass
 class Selected:
     """The selected folder as this session knows it (RFC 3501 §2.3.1.2 sequence numbers)."""
 
-    folder: backend.Folder
+    folder: folders.Folder
     owner: Mailbox  # the mailbox holding the folder (the user's own or a delegated one)
     delegated: bool
     readonly: bool
-    rows: list[backend.Row]
+    rows: list[messages.Row]
     modseq: int
     watch: Watch
     name: str  # as the client named it (decoded)
@@ -129,14 +133,14 @@ class Selected:
             self._index = {r.uid: i + 1 for i, r in enumerate(self.rows)}
         return self._index.get(uid)
 
-    def flags_of(self, row: backend.Row) -> tuple[str, ...]:
+    def flags_of(self, row: messages.Row) -> tuple[str, ...]:
         """The flags as this session reports them: \\Recent added (RFC 3501 §2.3.2)."""
         return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
 
     def changed_order(self) -> None:
         self._index = None
 
-    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> backend.Row:
+    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> messages.Row:
         """Replace the row at *seq* (rows are shared, immutable); the new row."""
         row = dataclasses.replace(self.rows[seq - 1], flags=flags, modseq=modseq)
         self.rows[seq - 1] = row
@@ -378,7 +382,7 @@ class Session:
             done_text = await handler(self, command)
         except Responded:
             return
-        except backend.BackendError as exc:  # and No
+        except errors.BackendError as exc:  # and No
             await self.updates(command)
             self.tagged(command.tag, "NO", str(exc), exc.code)
             return
@@ -404,7 +408,7 @@ class Session:
         if self.user is None or time.monotonic() - self.enabled_checked < ENABLED_CHECK:
             return True
         self.enabled_checked = time.monotonic()
-        if await self.db(backend.mailbox_enabled, self.user.id):
+        if await self.db(mailboxes.mailbox_enabled, self.user.id):
             return True
         self.untagged(b"BYE Mailbox disabled")
         self.state = LOGOUT
@@ -420,7 +424,7 @@ class Session:
 
         def check(conn: Connection) -> bool:
             return grants.has_grant(conn, sel.owner.id, user.id) and \
-                backend.mailbox_enabled(conn, user.id)
+                mailboxes.mailbox_enabled(conn, user.id)
         if await self.db(check):
             return True
         self.revoked()
@@ -457,12 +461,12 @@ class Session:
             time.monotonic() - self.enabled_checked >= ENABLED_CHECK
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
-            if enabled_due and user is not None and not backend.mailbox_enabled(conn, user.id):
+            if enabled_due and user is not None and not mailboxes.mailbox_enabled(conn, user.id):
                 return "disabled"
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return "revoked"  # or the shared mailbox disabled
-            return backend.folder_state(conn, sel.folder) or "deleted"
+            return folders.folder_state(conn, sel.folder) or "deleted"
         state = await self.db(read_state)
         if enabled_due:
             self.enabled_checked = time.monotonic()
@@ -478,8 +482,8 @@ class Session:
             return
         uidnext, modseq, recent_uid = state
         if modseq != sel.modseq:
-            def load(conn: Connection) -> tuple[list[int], list[backend.Row]]:
-                return backend.uids(conn, sel.folder.id), backend.rows(conn, sel.folder.id,
+            def load(conn: Connection) -> tuple[list[int], list[messages.Row]]:
+                return messages.uids(conn, sel.folder.id), messages.rows(conn, sel.folder.id,
                                                                         sel.modseq)
             present, changed = await self.db(load)
             known = {r.uid for r in sel.rows}
@@ -511,7 +515,7 @@ class Session:
             self.report_expunged(sel.gone)
             sel.gone = set()
 
-    async def claim_recent(self, sel: Selected, new: list[backend.Row], recent_uid: int
+    async def claim_recent(self, sel: Selected, new: list[messages.Row], recent_uid: int
                            ) -> None:
         """New messages are \\Recent here if no other session saw them first (RFC 3501
         §2.3.2): claimed in the database (one writer round trip) by a read-write session;
@@ -520,7 +524,7 @@ class Session:
         if not sel.readonly:
             folder_id = sel.folder.id
             recent_uid = await self.write(
-                lambda conn: backend.claim_recent(conn, folder_id, upto))
+                lambda conn: folders.claim_recent(conn, folder_id, upto))
         sel.recent |= {r.uid for r in new if r.uid > recent_uid}
 
     def revoked(self) -> None:
@@ -552,7 +556,7 @@ class Session:
         if sel is None or not new:
             return
         sel.keywords |= new
-        listed = " ".join([*backend.SYSTEM_FLAGS, *sorted(sel.keywords)])
+        listed = " ".join([*messages.SYSTEM_FLAGS, *sorted(sel.keywords)])
         self.untagged(f"FLAGS ({listed})".encode())
         if not sel.readonly:
             self.untagged(f"OK [PERMANENTFLAGS ({listed} \\*)] Flags permitted".encode())
@@ -566,7 +570,7 @@ class Session:
             self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
         self.condstore = True
 
-    def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
+    def flags_fetch(self, seq: int, row: messages.Row, uid: bool) -> bytes:
         flags = self.selected.flags_of(row) if self.selected else row.flags
         parts = [b"FLAGS (" + " ".join(flags).encode() + b")"]
         if uid or self.condstore:  # RFC 7162 §3.1: UID and MODSEQ once CONDSTORE is on

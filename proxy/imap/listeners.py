@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.limits import ListenerGuard, ProcessLimits
+from mss.mailstore import Mailstore, folders
 from mss.throttle import Throttle
-from proxy.imap import backend, notifier
 from proxy.imap.connection import ServerContext, start_session
 
 # listener name -> implicit TLS
@@ -32,10 +32,10 @@ class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
 
 
 async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
-                     limits: ProcessLimits | None = None
+                     limits: ProcessLimits | None = None, *, mailstore: Mailstore
                      ) -> tuple[list[asyncio.Server], list[ServerContext]]:
     cfg = app.config.imap
-    await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes, app.engine)
+    await asyncio.get_running_loop().run_in_executor(None, folders.ensure_indexes, app.engine)
     throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
     servers: list[asyncio.Server] = []
     contexts: list[ServerContext] = []
@@ -44,7 +44,7 @@ async def start_imap(app: App, committer: GroupCommitter, tls: ssl.SSLContext,
         if listener is None or not listener.enabled:
             continue
         # connection caps are checked before the TLS handshake of imaps (start_session)
-        ctx = ServerContext(app, committer, notifier.default(), throttle, cfg, tls, name,
+        ctx = ServerContext(app, committer, mailstore, throttle, cfg, tls, name,
                             implicit, ListenerGuard.of(
                                 listener, committer, app.config.limits.report_interval,
                                 limits.files if limits else None),

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from audit.journal import append
-from mss import store
-from proxy.imap import backend
+from mss.mailstore import deliveries, folders, messages, snapshots
 from proxy.imap.args import Result, astring, atom, flag_list, nargs
 from proxy.imap.connection import (
     SELECTED,
@@ -52,13 +51,13 @@ async def select_command(s: Session, cmd: Command) -> Result:
     s.close_selected()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
     target = await resolve(s, name, access=cmd.name)
 
-    def load(conn: Connection) -> tuple[backend.Folder | None, backend.Snapshot | None]:
+    def load(conn: Connection) -> tuple[folders.Folder | None, snapshots.Snapshot | None]:
         # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
         # the rows, so a change in between is reported by the next refresh
-        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
-        return folder, backend.SNAPSHOTS.get(conn, folder)
+        return folder, s.ctx.mailstore.snapshots.get(conn, folder)
 
     record = s.record("imap.select", mailbox=target.owner.address,
                       detail={"readonly": readonly, "delegated": target.delegated})
@@ -66,20 +65,20 @@ async def select_command(s: Session, cmd: Command) -> Result:
     recent = (0, 0)  # this session's \Recent UIDs: above the first, up to the second
 
     def audit_if_present(conn: Connection
-                         ) -> tuple[backend.Folder | None, backend.Snapshot | None]:
+                         ) -> tuple[folders.Folder | None, snapshots.Snapshot | None]:
         # in the writer's transaction: the folder as last committed, its audit record,
         # its \Recent messages claimed (SELECT, not EXAMINE: RFC 3501 §2.3.2, §6.3.2) and
         # its snapshot when this process holds it (no scan on the writer thread)
         nonlocal recent
-        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
-        record.detail["folder_id"] = folder.id  # never its name (mss/folder_names.py)
+        record.detail["folder_id"] = folder.id  # never its name (mss/mailstore/names.py)
         append(conn, [record])
         last = folder.uidnext - 1
         recent = (folder.recent_uid if readonly
-                  else backend.claim_recent(conn, folder.id, last), last)
-        return folder, backend.SNAPSHOTS.peek(folder)
+                  else folders.claim_recent(conn, folder.id, last), last)
+        return folder, s.ctx.mailstore.snapshots.peek(folder)
 
     # One round trip when the snapshot is held; else the rows are read after the commit,
     # on a reader (both before the tagged OK).
@@ -94,7 +93,7 @@ async def select_command(s: Session, cmd: Command) -> Result:
                           folder.highestmodseq, watch, name, keywords=keywords,
                           recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
     s.state = SELECTED
-    flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(keywords)])
+    flags = " ".join([*messages.SYSTEM_FLAGS, *sorted(keywords)])
     s.untagged(f"FLAGS ({flags})".encode())
     s.untagged(f"OK [PERMANENTFLAGS ({'' if readonly else flags + ' '}\\*)] Flags permitted"
                .encode() if not readonly else b"OK [PERMANENTFLAGS ()] Read-only mailbox")
@@ -137,9 +136,9 @@ async def create(s: Session, cmd: Command) -> Result:
         # RFC 3501 §6.3.3: create the missing superiors too
         for depth in range(1, len(parts)):
             parent = DELIMITER.join(parts[:depth])
-            if backend.folder_by_name(conn, target.owner.id, parent) is None:
-                backend.create_folder(conn, target.owner.id, parent, [])
-        backend.create_folder(conn, target.owner.id, target.folder, [record])
+            if folders.folder_by_name(conn, target.owner.id, parent) is None:
+                folders.create_folder(conn, target.owner.id, parent, [])
+        folders.create_folder(conn, target.owner.id, target.folder, [record])
     await s.write(work)
     return "CREATE completed"
 
@@ -148,7 +147,7 @@ async def delete_command(s: Session, cmd: Command) -> Result:
     name = mailbox_name(nargs(cmd, 1)[0])
     target = await resolve(s, name, access="DELETE")
     record = s.record("imap.folder.delete", mailbox=target.owner.address)  # + folder_id
-    deleted = await s.write(lambda conn: backend.delete_folder(
+    deleted = await s.write(lambda conn: folders.delete_folder(
         conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
     sel = s.selected
@@ -163,9 +162,9 @@ async def rename(s: Session, cmd: Command) -> Result:
     new = await _new_name(s, mailbox_name(new_token), "RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
-    # + folder_id (rename_folder): names are content, never audited (mss/folder_names.py)
+    # + folder_id (rename_folder): names are content, never audited (mss/mailstore/names.py)
     record = s.record("imap.folder.rename", mailbox=old.owner.address)
-    await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
+    await s.write(lambda conn: folders.rename_folder(conn, old.owner.id, old.folder,
                                                      new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
     return "RENAME completed"
@@ -174,7 +173,7 @@ async def rename(s: Session, cmd: Command) -> Result:
 async def subscribe(s: Session, cmd: Command) -> Result:
     target = await resolve(s, mailbox_name(nargs(cmd, 1)[0]), access=cmd.name)
     value = cmd.name == "SUBSCRIBE"
-    await s.write(lambda conn: backend.set_subscribed(conn, target.owner.id, target.folder,
+    await s.write(lambda conn: folders.set_subscribed(conn, target.owner.id, target.folder,
                                                       value))
     return f"{cmd.name} completed"
 
@@ -262,7 +261,7 @@ async def list_command(s: Session, cmd: Command) -> Result:
         return any(p.match(name) for p in patterns)
     user = s.user
     names, kept = await s.db(lambda conn: (all_names(conn, user),
-                                           backend.deleted_subscriptions(conn, user.id)))
+                                           folders.deleted_subscriptions(conn, user.id)))
     every_name = [n for n, _ in names]
     subscribed_only = lsub or "SUBSCRIBED" in opts.selection
     recursive = "RECURSIVEMATCH" in opts.selection
@@ -309,9 +308,9 @@ async def list_command(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-async def _status_line(s: Session, name: str, folder: backend.Folder,
+async def _status_line(s: Session, name: str, folder: folders.Folder,
                        items: list[Token]) -> bytes:
-    messages, unseen, recent = await s.db(backend.folder_counts, folder)
+    messages, unseen, recent = await s.db(folders.folder_counts, folder)
     values: list[str] = []
     for token in items:
         item = atom(token).upper()
@@ -319,7 +318,7 @@ async def _status_line(s: Session, name: str, folder: backend.Folder,
                  "UIDVALIDITY": folder.uidvalidity, "UNSEEN": unseen,
                  "HIGHESTMODSEQ": folder.highestmodseq}.get(item)
         if item == "SIZE":
-            value = await s.db(backend.folder_size, folder.id)
+            value = await s.db(folders.folder_size, folder.id)
         if value is None:
             raise ImapParseError(f"Unknown STATUS item {item}")
         values.append(f"{item} {value}")
@@ -386,15 +385,15 @@ async def append_command(s: Session, cmd: Command) -> Result:
     if not message:
         raise No("Empty message", "CANNOT")
     target = await resolve(s, name, access="APPEND")
-    folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    folder = await s.db(folders.folder_by_name, target.owner.id, target.folder)
     if folder is None:  # RFC 3501 §6.3.11
         raise No("Mailbox does not exist", "TRYCREATE")
-    copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
+    copy = await s.thread(deliveries.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, message)
     record = s.record("imap.append", mailbox=target.owner.address,
                       detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
-    validity, uid = await s.write(lambda conn: backend.append_message(
+    validity, uid = await s.write(lambda conn: messages.append_message(
         conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size, flags,
         when, [record]))
     s.ctx.notifier.changed(target.owner.id)

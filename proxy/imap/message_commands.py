@@ -12,8 +12,7 @@ from sqlalchemy import Connection
 
 from audit.events import Outcome
 from audit.journal import AuditRecord
-from mss import store
-from proxy.imap import backend
+from mss.mailstore import deliveries, folders, messages
 from proxy.imap.args import Result, atom, flag_list, nargs, number, seq_set
 from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
 from proxy.imap.connection import (
@@ -38,12 +37,12 @@ def _sel(s: Session) -> Selected:
     return s.selected
 
 
-def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, backend.Row]]:
+def _rows_for(s: Session, token: Token, by_uid: bool) -> list[tuple[int, messages.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     sel = _sel(s)
     sset = seq_set(token)
     rows = sel.rows
-    out: list[tuple[int, backend.Row]] = []
+    out: list[tuple[int, messages.Row]] = []
     if by_uid:
         uids = [r.uid for r in rows]
         for low, high in sset.resolved(uids[-1] if uids else 0):
@@ -71,7 +70,7 @@ def _per_messages(s: Session, event: str, sel: Selected, key: str, items: list[A
             for i in range(0, len(items), AUDIT_CHUNK)]
 
 
-def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
+def _meta(sel: Selected, seq: int, row: messages.Row) -> MessageMeta:
     return MessageMeta(seq=seq, uid=row.uid, flags=sel.flags_of(row),
                        internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
@@ -81,22 +80,22 @@ def _tampered(s: Session, sel: Selected, uids: list[int]) -> list[AuditRecord]:
                      detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
-async def _set_seen(s: Session, rows: list[tuple[int, backend.Row]]
-                    ) -> list[tuple[int, backend.Row]]:
+async def _set_seen(s: Session, rows: list[tuple[int, messages.Row]]
+                    ) -> list[tuple[int, messages.Row]]:
     """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
     unseen = [r.uid for _, r in rows if "\\Seen" not in r.flags]
     if not unseen or sel.readonly:
         return rows
-    result = await s.write(lambda conn: backend.store_flags(
+    result = await s.write(lambda conn: messages.store_flags(
         conn, sel.folder.id, unseen, "+", ("\\Seen",), lambda _: []))
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     return _updated(sel, rows, result)
 
 
-def _updated(sel: Selected, rows: list[tuple[int, backend.Row]],
-             result: backend.FlagsChange) -> list[tuple[int, backend.Row]]:
+def _updated(sel: Selected, rows: list[tuple[int, messages.Row]],
+             result: messages.FlagsChange) -> list[tuple[int, messages.Row]]:
     """*rows* with the flags the database holds after a flag change (another session's
     concurrent changes included); rows no longer in the database are left as they were."""
     out = []
@@ -148,7 +147,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
     cache = ENVELOPES
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
-        opened: dict[str, backend.Opened] = {}
+        opened: dict[str, messages.Opened] = {}
         cached: dict[str, bytes] = {}
         if envelope_only:
             for _, r in chunk:
@@ -157,14 +156,14 @@ async def fetch(s: Session, cmd: Command) -> Result:
                     cached[r.id] = env
         missing = [r.id for _, r in chunk if r.id not in cached]
         if content_names and missing:
-            opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
+            opened = await s.db(messages.open_messages, s.ctx.app.keyring, sel.owner.id,
                                 missing)
 
         served: list[list[Any]] = []
         reported = len(broken)
 
-        def render(chunk: list[tuple[int, backend.Row]] = chunk,
-                   opened: dict[str, backend.Opened] = opened,
+        def render(chunk: list[tuple[int, messages.Row]] = chunk,
+                   opened: dict[str, messages.Opened] = opened,
                    cached: dict[str, bytes] = cached,
                    served: list[list[Any]] = served) -> bytes:
             out = bytearray()
@@ -240,15 +239,15 @@ async def store_command(s: Session, cmd: Command) -> Result:
         raise No("Mailbox is read-only", "READ-ONLY")
     rows = [(q, r) for q, r in _rows_for(s, args[0], by_uid) if r.uid not in sel.gone]
     sign, silent = found.group(1), bool(found.group(2))
-    expected = {r.uid: backend.apply_flags(sign, r.flags, flags) for _, r in rows}
+    expected = {r.uid: messages.apply_flags(sign, r.flags, flags) for _, r in rows}
 
     def audit_for(deleted: list[int]) -> list[AuditRecord]:  # \Deleted newly set
         return _per_messages(s, "imap.store.deleted", sel, "uids", deleted) if deleted else []
     # applied to the rows' current flags in the writer's transaction, not to this
     # session's copy: another session's concurrent change is kept
-    result = await s.write(lambda conn: backend.store_flags(
+    result = await s.write(lambda conn: messages.store_flags(
         conn, sel.folder.id, [r.uid for _, r in rows], sign, flags, audit_for,
-        unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
+        unchanged_since)) if rows else messages.FlagsChange({}, set(), [], 0)
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     rows = [(q, r) for q, r in _updated(sel, rows, result) if r.uid in result.current]
@@ -294,17 +293,17 @@ async def search(s: Session, cmd: Command) -> Result:
     largest_uid = sel.rows[-1].uid if sel.rows else 0
     broken: list[int] = []
 
-    def run(conn: Connection) -> list[tuple[int, backend.Row]]:
+    def run(conn: Connection) -> list[tuple[int, messages.Row]]:
         hits = []
         for start in range(0, len(rows), _BATCH):
             chunk = rows[start:start + _BATCH]
-            opened: dict[str, backend.Opened] = {}
+            opened: dict[str, messages.Opened] = {}
 
-            def load(row: backend.Row, chunk: list[tuple[int, backend.Row]] = chunk,
-                     opened: dict[str, backend.Opened] = opened) -> Any:
+            def load(row: messages.Row, chunk: list[tuple[int, messages.Row]] = chunk,
+                     opened: dict[str, messages.Opened] = opened) -> Any:
                 # the whole chunk is decrypted at its first message that needs content
                 if not opened:
-                    opened.update(backend.open_messages(
+                    opened.update(messages.open_messages(
                         conn, s.ctx.app.keyring, sel.owner.id, [r.id for _, r in chunk]))
                 got = opened[row.id]
                 if got.data is None:
@@ -351,7 +350,7 @@ async def search(s: Session, cmd: Command) -> Result:
     return f"{cmd.name} completed"
 
 
-def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
+def _search_modseq(hits: list[tuple[int, messages.Row]], numbers: list[int],
                    returns: list[str] | None) -> int:
     """RFC 7162 §3.1.5: the highest mod-sequence of the messages found; with RETURN of only
     MIN and/or MAX (RFC 4731 §3.2), of the messages returned (0: no MODSEQ answer)."""
@@ -375,7 +374,7 @@ async def _expunge(s: Session, only: list[int] | None, *, quiet: bool = False) -
         if not gone:
             return []
         return _per_messages(s, "imap.expunge", sel, "messages", [list(g) for g in gone])
-    gone = await s.write(lambda conn: backend.expunge(conn, sel.folder.id, only, audit_for))
+    gone = await s.write(lambda conn: messages.expunge(conn, sel.folder.id, only, audit_for))
     if gone:
         s.ctx.notifier.changed(sel.owner.id)
     if not quiet:
@@ -420,7 +419,7 @@ async def copy_move(s: Session, cmd: Command) -> Result:
         raise No("Mailbox is read-only", "READ-ONLY")
     rows = [(q, r) for q, r in _rows_for(s, set_token, by_uid) if r.uid not in sel.gone]
     target = await resolve(s, mailbox_name(name_token), access=cmd.name)
-    dest = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    dest = await s.db(folders.folder_by_name, target.owner.id, target.folder)
     if dest is None:
         raise No("Mailbox does not exist", "TRYCREATE")
     if not rows:
@@ -430,10 +429,10 @@ async def copy_move(s: Session, cmd: Command) -> Result:
     records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
                             to_mailbox=target.owner.address, to_folder_id=dest.id)
     if moving and target.owner.id == sel.owner.id:
-        validity, new_uids = await s.write(lambda conn: backend.move_messages(
+        validity, new_uids = await s.write(lambda conn: messages.move_messages(
             conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], records))
     else:
-        opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
+        opened = await s.db(messages.open_messages, s.ctx.app.keyring, sel.owner.id,
                             [r.id for _, r in rows])
         broken = [r.uid for _, r in rows if opened[r.id].error == "tampered"]
         if broken:
@@ -441,22 +440,22 @@ async def copy_move(s: Session, cmd: Command) -> Result:
             raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
                      "SERVERBUG")
 
-        def reseal() -> list[backend.CopySource]:
+        def reseal() -> list[messages.CopySource]:
             keyring = s.ctx.app.keyring
             out = []
             for _, r in rows:
                 data = opened[r.id].data
                 assert data is not None
-                c = store.seal_local(keyring, target.owner.id, target.owner.address, data)
-                out.append(backend.CopySource(c.message_id, c.sealed, c.size, r.flags,
+                c = deliveries.seal_local(keyring, target.owner.id, target.owner.address, data)
+                out.append(messages.CopySource(c.message_id, c.sealed, c.size, r.flags,
                                               r.internal_date))
             return out
         sources = await s.thread(reseal)
 
         def work(conn: Connection) -> tuple[int, list[int]]:
-            result = backend.copy_messages(conn, dest.id, target.owner.id, sources, records)
+            result = messages.copy_messages(conn, dest.id, target.owner.id, sources, records)
             if moving:
-                backend.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
+                messages.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
             return result
         validity, new_uids = await s.write(work)
     s.ctx.notifier.changed(target.owner.id)

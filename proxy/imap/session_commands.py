@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from audit.events import Outcome
 from mss.login import check_login, throttle_name
-from proxy.imap import backend
+from mss.mailstore import folders
 from proxy.imap.args import Result, astring, atom, nargs
 from proxy.imap.connection import (
     AUTHENTICATED,
@@ -98,7 +98,7 @@ async def _login(s: Session, cmd: Command, login: str, password: str, mechanism:
     throttle.succeeded(name, s.remote_addr)
 
     def setup(conn: Connection) -> None:
-        backend.ensure_default_folders(conn, mailbox.id)
+        folders.ensure_default_folders(conn, mailbox.id)
         from audit.journal import append
         append(conn, [s.record("imap.login", actor=mailbox.address, mailbox=mailbox.address,
                                detail={"mechanism": mechanism})])

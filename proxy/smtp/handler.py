@@ -21,16 +21,15 @@ from audit.events import Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import patient_pseudonym, pseudonym_key
 from directory.lookup import directory_has
-from mss import changes, store
 from mss import message as rfc5322
 from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.login import check_login, throttle_name
+from mss.mailstore import Mailstore, deliveries, domains, mailboxes, messages
 from mss.passwords import verify_password
 from mss.relays import get_relay, relay_by_dn
 from mss.throttle import Throttle
-from proxy.imap import notifier as imap_notifier
 from proxy.smtp.protocol import MssSession, MssSMTP
 from trustspace import policy
 from trustspace.cache import LiveWhitelist
@@ -58,12 +57,13 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, *, mailstore: Mailstore) -> None:
         if mode != "submission" and verifier is None:  # never an unverified certificate
             raise ValueError(f"the {mode} listener needs an PeerVerifier")
         self.app = app
         self.verifier = verifier  # client certificates (MX, relay)
         self.committer = committer
+        self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.whitelist = whitelist
         self.mode = mode
         self.hostname = app.config.smtp.hostname
@@ -364,10 +364,10 @@ class SmtpHandler:
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
-        mailbox = store.get_mailbox(conn, address)
+        mailbox = mailboxes.get_mailbox(conn, address)
         hosted, relayed = True, False  # a mailbox's domain is hosted, its mail stored here
         if mailbox is None:
-            hosted, next_hop = store.domain_hosting(conn, domain)
+            hosted, next_hop = domains.domain_hosting(conn, domain)
             relayed = next_hop is not None
         in_directory = None
         if not hosted and self.mode != "mx" and self._directory_applies(domain):
@@ -385,9 +385,9 @@ class SmtpHandler:
         if rcpt == "postmaster":
             return configured
         local, domain = rcpt.rsplit("@", 1)
-        if local != "postmaster" or not configured or store.get_mailbox(conn, rcpt):
+        if local != "postmaster" or not configured or mailboxes.get_mailbox(conn, rcpt):
             return None
-        hosted, next_hop = store.domain_hosting(conn, domain)  # a next hop has its own
+        hosted, next_hop = domains.domain_hosting(conn, domain)  # a next hop has its own
         return configured if hosted and next_hop is None else None
 
     def _directory_applies(self, domain: str) -> bool:
@@ -461,7 +461,7 @@ class SmtpHandler:
                 return reply
         # the transaction's id: in Received:, in the 250 reply, in the audit, and the
         # prefix of its queue rows' ids (mss queue list / show)
-        queue_id = store.new_id()
+        queue_id = messages.new_id()
         short_id = queue_id[:16]
         header_msgid = rfc5322.message_id(data)
         if self.mode != "mx" and header_msgid is None:
@@ -476,11 +476,11 @@ class SmtpHandler:
         mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
-        def seal() -> store.Delivery:
+        def seal() -> deliveries.Delivery:
             keyring = self.app.keyring
-            local = [store.seal_local(keyring, mid, addr, stored)
+            local = [deliveries.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
-            queued = [store.seal_queued(keyring, rcpt, stored, queue_id)
+            queued = [deliveries.seal_queued(keyring, rcpt, stored, queue_id)
                       for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
@@ -496,7 +496,7 @@ class SmtpHandler:
             records += [self._record(session, "delivery.queued", rcpt=q.rcpt,
                                      detail={"queue_id": q.queue_id, **about}, **base)
                         for q in queued]
-            return store.Delivery(mail_from=mail_from, local=local, queued=queued,
+            return deliveries.Delivery(mail_from=mail_from, local=local, queued=queued,
                                   audit=[*session.pending_audit, *records],
                                   header_message_id=header_msgid,
                                   received_at=time.time())
@@ -506,7 +506,7 @@ class SmtpHandler:
                 delivery = seal()
             else:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
-            await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
+            await self.committer.run(lambda conn: deliveries.write_delivery(conn, delivery))
             session.pending_audit = []
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
@@ -515,9 +515,9 @@ class SmtpHandler:
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
-            imap_notifier.default().changed(copy.mailbox_id)
-        if delivery.queued:  # and this process's queue worker (others: mss.changes)
-            changes.queued.fire()
+            self.mailstore.notifier.changed(copy.mailbox_id)
+        if delivery.queued:  # and this process's queue worker (others: its change watcher)
+            self.mailstore.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
         return f"250 2.0.0 OK queued as {short_id}"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.limits import Admission, ListenerGuard, ProcessLimits
+from mss.mailstore import Mailstore
 from mss.throttle import Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
@@ -66,7 +67,7 @@ class _AdmitBeforeTls(asyncio.Protocol):
 
 async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                      tls: dict[str, ssl.SSLContext], verifier: PeerVerifier | None = None,
-                     limits: ProcessLimits | None = None
+                     limits: ProcessLimits | None = None, *, mailstore: Mailstore
                      ) -> tuple[list[asyncio.Server], list[SmtpHandler]]:
     loop = asyncio.get_running_loop()
     cfg = app.config.smtp
@@ -80,7 +81,7 @@ async def start_smtp(app: App, committer: GroupCommitter, whitelist: LiveWhiteli
         mode, implicit = LISTENER_KINDS[name]
         handler = SmtpHandler(app, committer, whitelist,
                               "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
-                              verifier=verifier, throttle=throttle)
+                              verifier=verifier, throttle=throttle, mailstore=mailstore)
         # MX and relay ask for a client certificate (verified after the handshake)
         context = tls["submission" if mode == "submission" else "mx"]
         guard = ListenerGuard.of(listener, committer, app.config.limits.report_interval,
