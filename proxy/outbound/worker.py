@@ -15,16 +15,15 @@ import time
 from collections import defaultdict
 
 import structlog
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from audit.events import Outcome
 from audit.journal import AuditRecord, append
-from mss import db
 from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import DeliveryConfig
-from mss.mailstore import Mailstore, deliveries
+from mss.mailstore import Mailstore, deliveries, domains
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
@@ -207,8 +206,7 @@ class DeliveryWorker:
 
     def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
         with self.app.reader.connect() as conn:
-            relay_to = conn.execute(select(db.domains.c.relay_to)
-                                    .where(db.domains.c.name == group[0].domain)).scalar()
+            relay_to = domains.relay_of(conn, group[0].domain)
             return {c.id: deliveries.read_queued(conn, self.app.keyring, c.id)
                     for c in group}, relay_to
 
