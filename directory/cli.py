@@ -12,9 +12,10 @@ from sqlalchemy import func, or_, select
 
 from directory.publish import desired_entries, publish, to_ldif
 from directory.sync import DirectorySync, RunReport, SyncError
-from mss import db, store
+from mss import db
 from mss.cli_support import actor, fail, node
 from mss.config import DEFAULT_ATTRIBUTES, read_secret
+from mss.mailstore import mailboxes
 
 directory_app = typer.Typer(no_args_is_help=True, help="The professional directory (LDAP).")
 
@@ -139,7 +140,7 @@ def directory_export(ctx: typer.Context, ldif: Annotated[Path, typer.Option(
         base = directory.publish.base_dn if directory and directory.publish else \
             "ou=mssante," + ",".join(f"dc={p}" for p in
                                      app.config.smtp.hostname.split(".")[1:])
-        entries = list(desired_entries(store.list_mailboxes(conn)).values())
+        entries = list(desired_entries(mailboxes.list_mailboxes(conn)).values())
     try:
         ldif.write_text(to_ldif(entries, base, mapping), encoding="utf-8")
     except OSError as exc:
@@ -157,7 +158,7 @@ def directory_publish(ctx: typer.Context) -> None:
         target = directory.publish
         password = read_secret("directory.publish", target.password_env, target.password_file)
         with app.reader.connect() as conn:
-            desired = desired_entries(store.list_mailboxes(conn))
+            desired = desired_entries(mailboxes.list_mailboxes(conn))
         try:
             report = publish(app.engine, desired, directory, target, password or "", actor())
         except SyncError as exc:

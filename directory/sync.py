@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
+from mss.addresses import AddressError, normalize_address
 from mss.config import DIRECTORY_FIELDS, ConfigError, DirectoryConfig, cleartext_bind
 
 BATCH = 5000
@@ -85,13 +86,11 @@ def map_entry(dn: str, attrs: dict[str, Any], mapping: dict[str, str]) -> dict[s
 
 def validate(row: dict[str, Any]) -> str | None:
     """Why the row cannot be used, or None."""
-    from mss.store import StoreError, normalize_address
-
     if not row["mail"]:
         return f"{row['dn']}: no mail"
     try:
         normalize_address(row["mail"])
-    except StoreError as exc:
+    except AddressError as exc:
         return f"{row['dn']}: {exc}"
     return None
 

@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from audit.journal import AuditRecord, append
-from mss import crypto, folder_names
+from mss import crypto
 from mss.config import Config, load_config
 from mss.db import create_schema, make_engine, unusable
+from mss.mailstore import names as folder_names
 
 
 @dataclass

@@ -23,7 +23,8 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import pseudonym_key
 from directory.cli import directory_app
-from mss import crypto, store
+from mss import crypto
+from mss.addresses import normalize_domain
 from mss.app import open_app
 from mss.cli_support import (
     HANDLED,
@@ -38,12 +39,12 @@ from mss.cli_support import (
     require_tls_files,
 )
 from mss.config import DEFAULT_CONFIG_NAME, load_config, render_default_config, resolve_config_path
+from mss.mailstore import domains, mailboxes
 from proxy.outbound.cli import queue_app
 from proxy.outbound.mx import parse_next_hop
 from trustspace.cli import pki_app, whitelist_app
 from trustspace.pki import generate_dev_pki
 from trustspace.relay_cli import relay_app
-from trustspace.whitelist import normalize_domain
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="mss: secure health messaging node (MSSanté).")
@@ -104,7 +105,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
         with node_app.engine.begin() as conn:
             node_app.keyring.register_current_master(conn)
             node_app.keyring.create_key(conn, crypto.QUEUE_KEY_ID)
-            store.add_domain(conn, domain)
+            domains.add_domain(conn, domain)
             append(conn, [
                 AuditRecord(Event.ADMIN_INIT, actor=actor(), detail={"data_dir": str(data_dir)}),
                 AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(), detail={"domain": domain}),
@@ -153,11 +154,11 @@ def domain_add(ctx: typer.Context, name: str,
             fail(str(exc))
         relay_to = f"{host}:{port}"
     with node(ctx) as node_app, node_app.engine.begin() as conn:
-        domain = store.add_domain(conn, name)
+        domain = domains.add_domain(conn, name)
         append(conn, [AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(),
                                   detail={"domain": domain})])
         if relay_to is not None:
-            store.set_relay(conn, domain, relay_to)
+            domains.set_relay(conn, domain, relay_to)
             append(conn, [AuditRecord(Event.ADMIN_DOMAIN_RELAY, actor=actor(),
                                       detail={"domain": domain, "relay_to": relay_to})])
     print(f"domain {domain} added" + (f", mail relayed to {relay_to}" if relay_to else ""))
@@ -167,8 +168,8 @@ def domain_add(ctx: typer.Context, name: str,
 def domain_list(ctx: typer.Context) -> None:
     """List hosted domains."""
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        relays = store.list_relays(conn)
-        for name in store.list_domains(conn):
+        relays = domains.list_relays(conn)
+        for name in domains.list_domains(conn):
             print(f"{name}\trelay to {relays[name]}" if name in relays else name)
 
 
@@ -189,7 +190,7 @@ def mailbox_add(
     """Create a mailbox (with its own encryption key and default folders)."""
     password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
-        mailbox = store.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
+        mailbox = mailboxes.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,
                                     liste_rouge=liste_rouge)
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
@@ -201,7 +202,7 @@ def mailbox_add(
 def mailbox_list(ctx: typer.Context) -> None:
     """List mailboxes: address, type, state."""
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        for m in store.list_mailboxes(conn):
+        for m in mailboxes.list_mailboxes(conn):
             print(f"{m.address}\t{m.type}\t{'enabled' if m.enabled else 'disabled'}")
 
 
@@ -211,8 +212,8 @@ def mailbox_show(ctx: typer.Context, address: str) -> None:
     import datetime as dt
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        m = store.require_mailbox(conn, address)
-        count, size = store.mailbox_counts(conn, m.id)
+        m = mailboxes.require_mailbox(conn, address)
+        count, size = mailboxes.mailbox_counts(conn, m.id)
     created = dt.datetime.fromtimestamp(m.created_at, dt.UTC).isoformat(timespec="seconds")
     print(f"address:  {m.address}\ntype:     {m.type}\nrpps:     {m.rpps or '-'}\n"
           f"finess:   {m.finess or '-'}\nstate:    {'enabled' if m.enabled else 'disabled'}\n"
@@ -224,7 +225,7 @@ def mailbox_show(ctx: typer.Context, address: str) -> None:
 def mailbox_disable(ctx: typer.Context, address: str) -> None:
     """Disable a mailbox: no more logins, no more mail accepted for it."""
     with node(ctx) as node_app, node_app.engine.begin() as conn:
-        m = store.disable_mailbox(conn, address)
+        m = mailboxes.disable_mailbox(conn, address)
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_DISABLE, actor=actor(), mailbox=m.address)])
     print(f"mailbox {m.address} disabled")
 
@@ -232,7 +233,7 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
 @mailbox_app.command("grant")
 def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
     """Share an ORG/APP mailbox with a user over IMAP (seen as Shared/ADDRESS/...)."""
-    from proxy.imap.grants import grant
+    from mss.mailstore.grants import grant
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         shared, grantee = grant(conn, address, user)
@@ -244,7 +245,7 @@ def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
 @mailbox_app.command("revoke")
 def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
     """Remove a user's access to a shared mailbox (effective at their next command)."""
-    from proxy.imap.grants import revoke
+    from mss.mailstore.grants import revoke
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         shared, grantee = revoke(conn, address, user)

@@ -14,11 +14,12 @@ from typing import NoReturn
 import typer
 from sqlalchemy.exc import DBAPIError
 
+from mss.addresses import AddressError
 from mss.app import App, open_app
 from mss.config import ConfigError, TlsConfig, resolve_config_path
 from mss.crypto import KeyringError, TamperedError
 from mss.db import DatabaseUnusable, unusable
-from mss.store import StoreError
+from mss.mailstore.errors import StoreError
 from trustspace.relays import RelayError
 
 EXIT_ERROR = 2  # 1 is reserved for "no" answers such as 'whitelist check'
@@ -87,7 +88,7 @@ def node(ctx: typer.Context) -> Iterator[App]:
 
 
 HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, RelayError,
-           DatabaseUnusable, OSError)
+           DatabaseUnusable, OSError, AddressError)
 
 
 def report(exc: BaseException) -> NoReturn:

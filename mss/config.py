@@ -31,6 +31,8 @@ from types import NoneType, UnionType
 from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from mss.addresses import AddressError, normalize_address
+
 DEFAULT_CONFIG_NAME = "mss.toml"
 T = TypeVar("T")
 
@@ -173,11 +175,9 @@ def _postmaster(value: str) -> str:
     """smtp.postmaster normalised (an address), or "" when unset."""
     if not value.strip():
         return ""
-    from mss.store import StoreError, normalize_address
-
     try:
         return normalize_address(value)
-    except StoreError as exc:
+    except AddressError as exc:
         raise ValueError(str(exc)) from None
 
 

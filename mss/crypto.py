@@ -202,7 +202,7 @@ class Keyring:
         self.engine = engine
         self.provider = provider
         self._cache: dict[str, AESGCM] = {}
-        self._lookup: dict[str, bytes] = {}  # keyed lookups (mss/folder_names.py)
+        self._lookup: dict[str, bytes] = {}  # keyed lookups (mss/mailstore/names.py)
         self._lock = threading.Lock()
 
     # ---- start-up check

@@ -62,7 +62,7 @@ mailboxes = Table(
     Column("disabled_at", Float),
     Column("liste_rouge", Boolean, nullable=False, default=False),  # never published
     # the last IMAP UIDVALIDITY given to one of its folders (RFC 3501 §2.3.1.1: values only
-    # grow, a deleted and recreated folder never gets one back; store.next_uidvalidity)
+    # grow, a deleted and recreated folder never gets one back; mailstore.folders.next_uidvalidity)
     Column("last_uidvalidity", Integer),
 )
 
@@ -88,7 +88,7 @@ folders = Table(
     Column("id", Integer, primary_key=True),
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
     # a default folder's name in clear, else a keyed lookup value; name_sealed: the name
-    # AES-GCM under the mailbox key (mss/folder_names.py)
+    # AES-GCM under the mailbox key (mss/mailstore/names.py)
     Column("name", String(255), nullable=False),
     Column("special_use", String(16)),
     Column("uidvalidity", Integer, nullable=False),

@@ -20,7 +20,8 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from mss import store
+from mss.addresses import AddressError, normalize_address
+from mss.mailstore import mailboxes
 from mss.passwords import verify_password
 
 log = structlog.get_logger("mss.login")
@@ -29,17 +30,17 @@ log = structlog.get_logger("mss.login")
 @dataclass(frozen=True)
 class LoginCheck:
     address: str | None  # the login normalised, None when it is no address at all
-    mailbox: store.Mailbox | None  # set when the login succeeded
+    mailbox: mailboxes.Mailbox | None  # set when the login succeeded
     reason: str  # for the audit record
 
 
 def login_address(login: str) -> str | None:
     """The mailbox address a login names, or None when it names none: NFKC (full-width
-    letters and dots), surrounding spaces dropped, then store.normalize_address (IDNA
+    letters and dots), surrounding spaces dropped, then addresses.normalize_address (IDNA
     domain, trailing dot dropped, lower case)."""
     try:
-        return store.normalize_address(unicodedata.normalize("NFKC", login).strip())
-    except store.StoreError:
+        return normalize_address(unicodedata.normalize("NFKC", login).strip())
+    except AddressError:
         return None
 
 
@@ -58,7 +59,7 @@ def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
     if address is not None:
         try:
             with reader.connect() as conn:
-                mailbox = store.get_mailbox(conn, address)
+                mailbox = mailboxes.get_mailbox(conn, address)
         except DBAPIError as exc:
             # a corrupt row: the driver's message quotes the column's text (the password
             # hash), so only the error class is logged, and the login fails

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,7 +27,6 @@ from audit.dicom import audit_source
 from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App
-from mss.changes import ChangeWatcher
 from mss.committer import GroupCommitter
 from mss.lifecycle import BackgroundTask, Component
 from mss.limits import (
@@ -37,7 +36,8 @@ from mss.limits import (
     install_loop_error_handler,
     raise_open_files_limit,
 )
-from proxy.imap.notifier import LocalNotifier, Notifier  # until mss.mailstore lands
+from mss.mailstore import Mailstore
+from mss.mailstore.notify import ChangeWatcher
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
 from trustspace.pki import server_context
@@ -45,14 +45,6 @@ from trustspace.tlshook import accept_any_client_certificate
 from trustspace.verifier import PeerVerifier
 
 log = structlog.get_logger("mss.runtime")
-
-
-@dataclass
-class Mailstore:
-    """Stand-in for ``mss.mailstore.Mailstore`` (the mail store helper's branch): one
-    change notifier per runtime instead of ``notifier.default()``."""
-
-    notifier: Notifier = field(default_factory=LocalNotifier)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mss import store
 from mss.app import open_app
+from mss.mailstore import mailboxes, messages
 from tests.whitelist_fixtures import make_whitelist_xml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,9 +253,9 @@ def read_all(node: Node, address: str) -> list[bytes]:
     app = open_app(node.config)
     try:
         with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return [store.read_message(conn, app.keyring, mailbox.id, uid)
-                    for uid in store.list_uids(conn, mailbox.id)]
+            mailbox = mailboxes.require_mailbox(conn, address)
+            return [messages.read_message(conn, app.keyring, mailbox.id, uid)
+                    for uid in messages.list_uids(conn, mailbox.id)]
     finally:
         app.close()
 
@@ -264,7 +264,7 @@ def inbox_count(node: Node, address: str) -> int:
     app = open_app(node.config)
     try:
         with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-            return store.mailbox_counts(conn, mailbox.id)[0]
+            mailbox = mailboxes.require_mailbox(conn, address)
+            return mailboxes.mailbox_counts(conn, mailbox.id)[0]
     finally:
         app.close()

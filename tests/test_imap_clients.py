@@ -429,19 +429,20 @@ def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
     """Commit a delivery to *address*'s INBOX from the test process (another process than
     any of the node's: only the database tells the node about it)."""
     from audit.journal import AuditRecord
-    from mss import store
     from mss.app import open_app
+    from mss.mailstore import deliveries, mailboxes
 
     app = open_app(node.config)
     try:
         with app.reader.connect() as conn:
-            mailbox = store.require_mailbox(conn, address)
-        copy = store.seal_local(app.keyring, mailbox.id, address, data)
+            mailbox = mailboxes.require_mailbox(conn, address)
+        copy = deliveries.seal_local(app.keyring, mailbox.id, address, data)
         record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
                              detail={"store_id": copy.message_id, "size": copy.size})
         with app.engine.begin() as conn:
-            store.write_delivery(conn, store.Delivery(mail_from=ALICE, local=[copy], queued=[],
-                                                      audit=[record], header_message_id=None))
+            deliveries.write_delivery(conn, deliveries.Delivery(
+                mail_from=ALICE, local=[copy], queued=[], audit=[record],
+                header_message_id=None))
     finally:
         app.close()
 

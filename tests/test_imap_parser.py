@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from proxy.imap.backend import SYSTEM_FLAGS
+from mss.mailstore.messages import SYSTEM_FLAGS
 from proxy.imap.commands import COMMANDS
 from proxy.imap.fetch import internal_date
 from proxy.imap.mailbox_args import AppendArgs, SelectArgs

@@ -13,10 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, update
 
-from mss import db, store
-from mss.changes import ChangeWatcher
+from mss import db
+from mss.mailstore import folders
+from mss.mailstore.folders import Folder
+from mss.mailstore.messages import FlagsChange, Row, apply_flags
+from mss.mailstore.notify import ChangeWatcher, LocalNotifier
 from mss.throttle import Throttle
-from proxy.imap.backend import FlagsChange, Folder, Row, apply_flags
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.commands import COMMANDS
 from proxy.imap.mailbox_args import parse_date_time
@@ -30,7 +32,6 @@ from proxy.imap.message_commands import (
     store_reports,
 )
 from proxy.imap.names import list_pattern
-from proxy.imap.notifier import LocalNotifier
 from proxy.imap.parser import parse_command
 from proxy.imap.search import CHARSETS, BadCharset, Numbers, parse_search
 from proxy.imap.seqset import STAR, SequenceSet, parse_sequence_set
@@ -72,7 +73,7 @@ def test_notifier_wakes_watchers_of_that_mailbox_only() -> None:
 
 def test_change_watcher_wakes_only_the_folders_another_connection_changed(tmp_path: Path
                                                                           ) -> None:
-    """mss.changes + LocalNotifier.poll: a commit of another connection (process) wakes the
+    """ChangeWatcher + LocalNotifier.poll: a commit of another connection (process) wakes the
     sessions of the folders it moved, deleted or disabled; no query while nothing changed."""
     engine = db.make_engine(f"sqlite:///{tmp_path / 'n.db'}")
     db.create_schema(engine)
@@ -230,9 +231,9 @@ def test_uidvalidity_never_repeats_for_a_mailbox(tmp_path: object) -> None:
         conn.execute(insert(db.domains).values(id=1, name="d.example", created_at=0.0))
         conn.execute(insert(db.mailboxes).values(id=1, address="a@d.example", domain_id=1,
                                                  type="PER", enabled=True, created_at=0.0))
-        given_out = [store.next_uidvalidity(conn, 1) for _ in range(3)]
-        given_out.append(store.next_uidvalidity(conn, 1, 6))  # six at once: 6 values
-        given_out.append(store.next_uidvalidity(conn, 1))
+        given_out = [folders.next_uidvalidity(conn, 1) for _ in range(3)]
+        given_out.append(folders.next_uidvalidity(conn, 1, 6))  # six at once: 6 values
+        given_out.append(folders.next_uidvalidity(conn, 1))
     assert given_out == sorted(set(given_out)) and given_out[-1] - given_out[-2] == 6
 
 

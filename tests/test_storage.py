@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from mss import crypto, db, store
+from mss import crypto, db
 from mss.app import open_app
+from mss.mailstore import mailboxes, messages
 from tests.node import DOMAIN, PASSWORD, Node, read_all
 
 ALICE = f"alice@{DOMAIN}"
@@ -86,12 +87,12 @@ def test_tampered_blob_detected(fresh_node: Node) -> None:
             conn.execute(update(db.messages).where(db.messages.c.id == row.id)
                          .values(body_blob=bytes(blob)))
         with app.reader.connect() as conn, pytest.raises(crypto.TamperedError):
-            mailbox = store.require_mailbox(conn, BOB)
-            store.read_message(conn, app.keyring, mailbox.id, 1)
+            mailbox = mailboxes.require_mailbox(conn, BOB)
+            messages.read_message(conn, app.keyring, mailbox.id, 1)
         # a blob moved to another mailbox does not open either (AD binds the owner)
         with app.reader.connect() as conn:
-            bob = store.require_mailbox(conn, BOB)
-            alice = store.require_mailbox(conn, ALICE)
+            bob = mailboxes.require_mailbox(conn, BOB)
+            alice = mailboxes.require_mailbox(conn, ALICE)
             good = conn.execute(select(db.messages).where(db.messages.c.mailbox_id == bob.id)
                                 ).first()
             assert good is not None

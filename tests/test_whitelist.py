@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from audit.events import Outcome
 from mss import db
+from mss.addresses import normalize_domain
 from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.registry import (
@@ -28,7 +29,6 @@ from trustspace.registry import (
 from trustspace.whitelist import (
     Whitelist,
     WhitelistFormatError,
-    normalize_domain,
     parse_whitelist,
 )
 

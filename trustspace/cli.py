@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.cli_support import actor, fail, node
 from trustspace.registry import (
     WhitelistImportError,
@@ -15,7 +16,6 @@ from trustspace.registry import (
     import_whitelist,
     load_active,
 )
-from trustspace.whitelist import normalize_domain
 
 whitelist_app = typer.Typer(no_args_is_help=True, help="The national whitelist (liste blanche).")
 
@@ -164,7 +164,6 @@ def pki_verify(
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from mss import store
     from trustspace import policy
     from trustspace.dn import canonical_name
     from trustspace.verifier import PeerVerifier
@@ -172,8 +171,8 @@ def pki_verify(
     mail_from = None
     if sender is not None:  # as the MX reads MAIL FROM: "" or "<>" is the null sender
         try:
-            mail_from = store.normalize_address(sender) if sender not in ("", "<>") else ""
-        except store.StoreError as exc:
+            mail_from = normalize_address(sender) if sender not in ("", "<>") else ""
+        except AddressError as exc:
             fail(str(exc))
     try:
         certs = x509.load_pem_x509_certificates(file.read_bytes())

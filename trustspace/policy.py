@@ -170,7 +170,7 @@ def mx_sender(mail_from: str, whitelist: Whitelist,
 def relay_sender(mail_from: str, relay: str, domains: frozenset[str]) -> Decision:
     """Relay MAIL FROM: an address of one of the domains registered for the relay
     (``mss relay add --domains``); the null reverse-path is refused like on submission.
-    *mail_from* is normalised (store.normalize_address: IDNA domain, lower case), as the
+    *mail_from* is normalised (addresses.normalize_address: IDNA domain, lower case), as the
     relay's domains are stored."""
     if not mail_from:
         return refuse(Verdict.SENDER_NOT_RELAY_DOMAIN,

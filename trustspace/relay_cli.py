@@ -8,8 +8,8 @@ import typer
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
-from mss import store
 from mss.cli_support import actor, fail, node, password_hash_from_stdin
+from mss.mailstore.domains import is_hosted_domain
 from trustspace import relays
 
 relay_app = typer.Typer(no_args_is_help=True,
@@ -34,7 +34,7 @@ def relay_add(
     password_hash = password_hash_from_stdin(12) if password_stdin else None
     with node(ctx) as app, app.engine.begin() as conn:
         for domain in names:
-            if not store.is_hosted_domain(conn, domain):
+            if not is_hosted_domain(conn, domain):
                 fail(f"domain {domain} is not hosted here (mss domain add {domain} first)")
         relay = relays.add_relay(conn, name, names, cert_dn, password_hash)
         detail = {"relay": name, "method": relay.method, "domains": names}

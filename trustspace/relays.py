@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, insert, select
 
 from mss import db
+from mss.addresses import normalize_domain
 from trustspace.dn import CanonicalDN, DNError, parse_dn
-from trustspace.whitelist import normalize_domain
 
 NAME_MAX = 64
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
+from mss.addresses import normalize_domain
 from trustspace.dn import CanonicalDN, DNError, parse_dn
 
 NAMESPACE = "https://listeblanche.mssante.fr/schema"
@@ -29,8 +29,6 @@ ROOT = "ListeBlancheMSSante"
 _CHUNK = 64 * 1024
 _MAX_ENTRY_WARNINGS = 20
 _MAX_STORED_NAME = 255  # width of whitelist_entries.domain
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # RFC 3490 §3.1
 # Any DTD (internal subset, external reference, entity declarations) is refused.
 _FORBIDDEN = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _FIELDS = frozenset({"Nom", "Description", "DNCertificatOperateur", "ResponsableContact",
@@ -44,57 +42,6 @@ class WhitelistFormatError(ValueError):
 def _show(text: str, limit: int = 80) -> str:
     """*text* quoted for a message, shortened when long."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _check_a_label(label: str) -> None:
-    """RFC 5890 §2.3.2.1: an ``xn--`` label must be the Punycode (RFC 3492) of a U-label:
-    it decodes, to non-ASCII letters, marks, digits and hyphens, and encodes back to itself."""
-    try:
-        u_label = label[4:].encode("ascii").decode("punycode")
-    except UnicodeError:
-        u_label = ""
-    valid = (u_label and not u_label.isascii()
-             and u_label.encode("punycode").decode("ascii") == label[4:]
-             and all(c == "-" or unicodedata.category(c)[0] in "LMN" for c in u_label))
-    if not valid:
-        raise ValueError(f"label {_show(label)} is not a valid A-label (RFC 5890: Punycode "
-                         "of a Unicode label)")
-
-
-def normalize_domain(name: str) -> str:
-    """Lower-case ASCII (IDNA) form of *name* without its trailing dot; ValueError if invalid.
-
-    Labels that are already ASCII (including ``xn--`` ones) are kept as they are, others are
-    IDNA-encoded; every resulting label must be a letter-digit-hyphen host label.
-    """
-    if not isinstance(name, str):
-        raise ValueError("domain name must be a string")
-    text = name.strip().translate(_IDNA_DOTS)
-    if text.endswith("."):
-        text = text[:-1]
-    if not text:
-        raise ValueError("empty domain name")
-    labels: list[str] = []
-    for label in text.lower().split("."):
-        if not label:
-            raise ValueError(f"empty label in domain name {_show(name)}")
-        if not label.isascii():
-            try:
-                label = label.encode("idna").decode("ascii")
-            except UnicodeError as exc:
-                raise ValueError(f"label {_show(label)} is not valid IDNA ({exc})") from None
-        if len(label) > 63:
-            raise ValueError(f"label {_show(label)} is longer than 63 characters")
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"invalid label {_show(label)} (letters, digits and inner "
-                             "hyphens only)")
-        if label.startswith("xn--"):
-            _check_a_label(label)
-        labels.append(label)
-    result = ".".join(labels)
-    if len(result) > 253:
-        raise ValueError(f"domain name longer than 253 characters ({len(result)})")
-    return result
 
 
 @dataclass(frozen=True)

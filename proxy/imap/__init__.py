@@ -7,6 +7,7 @@ The server: ``listeners`` (imap/imaps sockets), ``connection`` (one session: sta
 timeouts, untagged updates, IDLE), ``parser`` (framing and tokens), ``commands`` (the table)
 with ``session_commands``, ``mailbox_commands``, ``message_commands`` (handlers by state),
 ``args`` and ``names`` (arguments, mailbox names; the password check is ``mss.login``),
-``backend`` (SQL reads and writes), ``grants`` (shared mailboxes), ``notifier`` (wake-ups),
-``cache`` (in-memory ENVELOPE cache).
+``cache`` (in-memory ENVELOPE cache). Storage is the mail store's (:mod:`mss.mailstore`:
+folders, messages, grants, snapshots, wake-ups), reached through ``ServerContext.mailstore``
+for its per-process state: this package only adapts the protocol to it.
 """

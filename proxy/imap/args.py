@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from proxy.imap import backend
+from mss.mailstore import messages
 from proxy.imap.parser import Command
 from proxy.imap.seqset import SequenceSet, parse_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, Token, astring_value
 
 Result = str | tuple[str, str | None] | None
 
-_SYSTEM = {f.upper(): f for f in backend.SYSTEM_FLAGS}
+_SYSTEM = {f.upper(): f for f in messages.SYSTEM_FLAGS}
 
 
 def nargs(cmd: Command, low: int, high: int | None = None) -> list[Token]:

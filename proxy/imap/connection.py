@@ -26,8 +26,8 @@ from sqlalchemy import Connection
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss.limits import Admission
-from mss.store import Mailbox
-from proxy.imap import backend, grants
+from mss.mailstore import errors, folders, grants, mailboxes, messages
+from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.commands import COMMANDS
 from proxy.imap.parser import (
     Command,
@@ -317,7 +317,7 @@ class Session:
             done_text = await spec.run(self, command, spec.parse(command))
         except Responded:
             return
-        except backend.BackendError as exc:  # and No
+        except errors.BackendError as exc:  # and No
             await self.updates(command)
             self.tagged(command.tag, "NO", str(exc), exc.code)
             return
@@ -343,7 +343,7 @@ class Session:
         if self.user is None or time.monotonic() - self.enabled_checked < ENABLED_CHECK:
             return True
         self.enabled_checked = time.monotonic()
-        if await self.db(backend.mailbox_enabled, self.user.id):
+        if await self.db(mailboxes.mailbox_enabled, self.user.id):
             return True
         self.untagged(b"BYE Mailbox disabled")
         self.state = LOGOUT
@@ -359,7 +359,7 @@ class Session:
 
         def check(conn: Connection) -> bool:
             return grants.has_grant(conn, sel.owner.id, user.id) and \
-                backend.mailbox_enabled(conn, user.id)
+                mailboxes.mailbox_enabled(conn, user.id)
         if await self.db(check):
             return True
         self.revoked()
@@ -396,12 +396,12 @@ class Session:
             time.monotonic() - self.enabled_checked >= ENABLED_CHECK
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
-            if enabled_due and user is not None and not backend.mailbox_enabled(conn, user.id):
+            if enabled_due and user is not None and not mailboxes.mailbox_enabled(conn, user.id):
                 return "disabled"
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return "revoked"  # or the shared mailbox disabled
-            return backend.folder_state(conn, sel.folder) or "deleted"
+            return folders.folder_state(conn, sel.folder) or "deleted"
         state = await self.db(read_state)
         if enabled_due:
             self.enabled_checked = time.monotonic()
@@ -417,8 +417,8 @@ class Session:
             return
         uidnext, modseq, recent_uid = state
         if modseq != sel.modseq:
-            def load(conn: Connection) -> tuple[list[int], list[backend.Row]]:
-                return backend.uids(conn, sel.folder.id), backend.rows(conn, sel.folder.id,
+            def load(conn: Connection) -> tuple[list[int], list[messages.Row]]:
+                return messages.uids(conn, sel.folder.id), messages.rows(conn, sel.folder.id,
                                                                         sel.modseq)
             present, changed = await self.db(load)
             known = {r.uid for r in sel.rows}
@@ -450,7 +450,7 @@ class Session:
             self.report_expunged(sel.gone)
             sel.gone = set()
 
-    async def claim_recent(self, sel: Selected, new: list[backend.Row], recent_uid: int
+    async def claim_recent(self, sel: Selected, new: list[messages.Row], recent_uid: int
                            ) -> None:
         """New messages are \\Recent here if no other session saw them first (RFC 3501
         §2.3.2): claimed in the database (one writer round trip) by a read-write session;
@@ -459,7 +459,7 @@ class Session:
         if not sel.readonly:
             folder_id = sel.folder.id
             recent_uid = await self.write(
-                lambda conn: backend.claim_recent(conn, folder_id, upto))
+                lambda conn: folders.claim_recent(conn, folder_id, upto))
         sel.recent |= {r.uid for r in new if r.uid > recent_uid}
 
     def revoked(self) -> None:
@@ -491,7 +491,7 @@ class Session:
         if sel is None or not new:
             return
         sel.keywords |= new
-        listed = " ".join([*backend.SYSTEM_FLAGS, *sorted(sel.keywords)])
+        listed = " ".join([*messages.SYSTEM_FLAGS, *sorted(sel.keywords)])
         self.untagged(f"FLAGS ({listed})".encode())
         if not sel.readonly:
             self.untagged(f"OK [PERMANENTFLAGS ({listed} \\*)] Flags permitted".encode())
@@ -505,7 +505,7 @@ class Session:
             self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
         self.condstore = True
 
-    def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes:
+    def flags_fetch(self, seq: int, row: messages.Row, uid: bool) -> bytes:
         flags = self.selected.flags_of(row) if self.selected else row.flags
         parts = [b"FLAGS (" + " ".join(flags).encode() + b")"]
         if uid or self.condstore:  # RFC 7162 §3.1: UID and MODSEQ once CONDSTORE is on

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import ListenerGuard
+from mss.mailstore import folders
 from mss.runtime import Runtime
 from mss.throttle import Throttle
-from proxy.imap import backend
 from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
 
@@ -46,7 +46,7 @@ class ImapListeners:
     async def start(self) -> None:
         app, runtime = self.runtime.app, self.runtime
         cfg = app.config.imap
-        await asyncio.get_running_loop().run_in_executor(None, backend.ensure_indexes,
+        await asyncio.get_running_loop().run_in_executor(None, folders.ensure_indexes,
                                                          app.engine)
         throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
         for name, implicit in IMAP_LISTENERS.items():
@@ -54,7 +54,7 @@ class ImapListeners:
             if listener is None or not listener.enabled:
                 continue
             # connection caps are checked before the TLS handshake of imaps (start_session)
-            ctx = ServerContext(app, runtime.committer, runtime.mailstore.notifier, throttle,
+            ctx = ServerContext(app, runtime.committer, runtime.mailstore, throttle,
                                 cfg, runtime.tls.submission, name, implicit,
                                 ListenerGuard.of(listener, runtime.committer,
                                                  app.config.limits.report_interval,

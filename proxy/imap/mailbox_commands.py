@@ -11,8 +11,7 @@ from sqlalchemy import Connection
 
 from audit.events import Event
 from audit.journal import append
-from mss import store
-from proxy.imap import backend
+from mss.mailstore import deliveries, folders, messages, snapshots
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.mailbox_args import (
     AppendArgs,
@@ -50,22 +49,22 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
     s.close_selected()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
     target = await resolve(s, args.name, access=cmd.name)
 
-    def load(conn: Connection) -> tuple[backend.Folder | None, backend.Snapshot | None]:
+    def load(conn: Connection) -> tuple[folders.Folder | None, snapshots.Snapshot | None]:
         # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
         # the rows, so a change in between is reported by the next refresh
-        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None
-        return folder, backend.SNAPSHOTS.get(conn, folder)
+        return folder, s.ctx.mailstore.snapshots.get(conn, folder)
 
     def audit_if_present(conn: Connection
-                         ) -> tuple[backend.Folder | None, backend.Snapshot | None,
+                         ) -> tuple[folders.Folder | None, snapshots.Snapshot | None,
                                     tuple[int, int]]:
         # in the writer's transaction: the folder as last committed, its audit record,
         # its \Recent messages claimed (SELECT, not EXAMINE: RFC 3501 §2.3.2, §6.3.2) and
         # its snapshot when this process holds it (no scan on the writer thread); this
         # session's \Recent UIDs: above the first UID returned, up to the second
-        folder = backend.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
         if folder is None:
             return None, None, (0, 0)
         append(conn, [s.record(Event.IMAP_SELECT, mailbox=target.owner.address,
@@ -73,8 +72,8 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
                                        "folder_id": folder.id})])  # never its name
         last = folder.uidnext - 1
         claimed = (folder.recent_uid if readonly
-                   else backend.claim_recent(conn, folder.id, last))
-        return folder, backend.SNAPSHOTS.peek(folder), (claimed, last)
+                   else folders.claim_recent(conn, folder.id, last))
+        return folder, s.ctx.mailstore.snapshots.peek(folder), (claimed, last)
 
     # One round trip when the snapshot is held; else the rows are read after the commit,
     # on a reader (both before the tagged OK).
@@ -93,10 +92,10 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
     return (f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
 
-def render_select(folder: backend.Folder, snap: backend.Snapshot, recent: int,
+def render_select(folder: folders.Folder, snap: snapshots.Snapshot, recent: int,
                   readonly: bool) -> list[bytes]:
     """The untagged answer of SELECT / EXAMINE (RFC 3501 §6.3.1, §6.3.2; RFC 7162 §3.1.2)."""
-    flags = " ".join([*backend.SYSTEM_FLAGS, *sorted(snap.keywords)])
+    flags = " ".join([*messages.SYSTEM_FLAGS, *sorted(snap.keywords)])
     lines = [f"FLAGS ({flags})".encode(),
              b"OK [PERMANENTFLAGS ()] Read-only mailbox" if readonly else
              f"OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted".encode(),
@@ -139,9 +138,9 @@ async def create(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
         # RFC 3501 §6.3.3: create the missing superiors too
         for depth in range(1, len(parts)):
             parent = DELIMITER.join(parts[:depth])
-            if backend.folder_by_name(conn, target.owner.id, parent) is None:
-                backend.create_folder(conn, target.owner.id, parent, [])
-        backend.create_folder(conn, target.owner.id, target.folder, [record])
+            if folders.folder_by_name(conn, target.owner.id, parent) is None:
+                folders.create_folder(conn, target.owner.id, parent, [])
+        folders.create_folder(conn, target.owner.id, target.folder, [record])
     await s.write(work)
     return "CREATE completed"
 
@@ -149,7 +148,7 @@ async def create(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
 async def delete_command(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
     target = await resolve(s, args.name, access="DELETE")
     record = s.record(Event.IMAP_FOLDER_DELETE, mailbox=target.owner.address)  # + folder_id
-    deleted = await s.write(lambda conn: backend.delete_folder(
+    deleted = await s.write(lambda conn: folders.delete_folder(
         conn, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
     sel = s.selected
@@ -163,9 +162,9 @@ async def rename(s: ImapSession, cmd: Command, args: RenameArgs) -> Result:
     new = await _new_name(s, args.new, "RENAME")
     if old.owner.id != new.owner.id:
         raise No("Cannot rename across mailboxes", "CANNOT")
-    # + folder_id (rename_folder): names are content, never audited (mss/folder_names.py)
+    # + folder_id (rename_folder): names are content, never audited (mss/mailstore/names.py)
     record = s.record(Event.IMAP_FOLDER_RENAME, mailbox=old.owner.address)
-    await s.write(lambda conn: backend.rename_folder(conn, old.owner.id, old.folder,
+    await s.write(lambda conn: folders.rename_folder(conn, old.owner.id, old.folder,
                                                      new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
     return "RENAME completed"
@@ -173,7 +172,7 @@ async def rename(s: ImapSession, cmd: Command, args: RenameArgs) -> Result:
 
 async def subscribe(s: ImapSession, cmd: Command, args: SubscribeArgs) -> Result:
     target = await resolve(s, args.name, access=cmd.name)
-    await s.write(lambda conn: backend.set_subscribed(conn, target.owner.id, target.folder,
+    await s.write(lambda conn: folders.set_subscribed(conn, target.owner.id, target.folder,
                                                       args.subscribe))
     return f"{cmd.name} completed"
 
@@ -185,7 +184,7 @@ class ListEntry:
     """One mailbox of a LIST / LSUB answer (RFC 3501 §7.2.2, RFC 5258 §3.4)."""
 
     name: str
-    folder: backend.Folder | None  # None: a \Noselect parent, a deleted subscription
+    folder: folders.Folder | None  # None: a \Noselect parent, a deleted subscription
     attributes: tuple[str, ...]
     childinfo: bool  # RFC 5258 §3.5 CHILDINFO ("SUBSCRIBED")
 
@@ -197,7 +196,7 @@ def _childinfo(name: str, subscribed: set[str], matches: Callable[[str], bool]) 
     return any(n.startswith(prefix) and not matches(n) for n in subscribed)
 
 
-def list_entries(args: ListArgs, names: list[tuple[str, backend.Folder | None]],
+def list_entries(args: ListArgs, names: list[tuple[str, folders.Folder | None]],
                  kept: Collection[str]) -> list[ListEntry]:
     """The mailboxes a LIST / LSUB answers, from every name the user sees and the
     subscriptions kept for deleted folders (pure)."""
@@ -261,16 +260,16 @@ def render_status(name: str, items: tuple[str, ...], values: dict[str, int]) -> 
     return b"STATUS %s (%s)" % (encode_name(name), listed.encode())
 
 
-async def status_values(s: ImapSession, folder: backend.Folder, items: tuple[str, ...]
+async def status_values(s: ImapSession, folder: folders.Folder, items: tuple[str, ...]
                         ) -> dict[str, int]:
     """The values of the STATUS items asked (one reader round trip)."""
     def read(conn: Connection) -> dict[str, int]:
-        messages, unseen, recent = backend.folder_counts(conn, folder)
+        messages, unseen, recent = folders.folder_counts(conn, folder)
         values = {"MESSAGES": messages, "RECENT": recent, "UIDNEXT": folder.uidnext,
                   "UIDVALIDITY": folder.uidvalidity, "UNSEEN": unseen,
                   "HIGHESTMODSEQ": folder.highestmodseq}
         if "SIZE" in items:
-            values["SIZE"] = backend.folder_size(conn, folder.id)
+            values["SIZE"] = folders.folder_size(conn, folder.id)
         return values
     return await s.db(read)
 
@@ -284,7 +283,7 @@ async def list_command(s: ImapSession, cmd: Command, args: ListArgs) -> Result:
     if "HIGHESTMODSEQ" in args.status_items:
         s.enable_condstore()  # RFC 7162 §3.1
     names, kept = await s.db(lambda conn: (all_names(conn, user),
-                                           backend.deleted_subscriptions(conn, user.id)))
+                                           folders.deleted_subscriptions(conn, user.id)))
     for entry in list_entries(args, names, kept):
         s.untagged(render_list(args, entry))
         if args.status_items and entry.folder is not None:  # RFC 5819
@@ -316,15 +315,15 @@ async def append_command(s: ImapSession, cmd: Command, args: AppendArgs) -> Resu
         raise No("Empty message", "CANNOT")
     when = time.time() if args.when is None else args.when
     target = await resolve(s, args.name, access="APPEND")
-    folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    folder = await s.db(folders.folder_by_name, target.owner.id, target.folder)
     if folder is None:  # RFC 3501 §6.3.11
         raise No("Mailbox does not exist", "TRYCREATE")
-    copy = await s.thread(store.seal_local, s.ctx.app.keyring, target.owner.id,
+    copy = await s.thread(deliveries.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, args.message)
     record = s.record(Event.IMAP_APPEND, mailbox=target.owner.address,
                       detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
-    validity, uid = await s.write(lambda conn: backend.append_message(
+    validity, uid = await s.write(lambda conn: messages.append_message(
         conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size,
         args.flags, when, [record]))
     s.ctx.notifier.changed(target.owner.id)

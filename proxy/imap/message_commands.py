@@ -12,8 +12,7 @@ from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
-from mss import store
-from proxy.imap import backend
+from mss.mailstore import deliveries, folders, messages
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.cache import ENVELOPES, CachedEnvelope, EnvelopeCache, RecordingParsed
 from proxy.imap.fetch import FetchItem, UnknownCte, render_fetch, sets_seen
@@ -36,10 +35,10 @@ def _sel(s: ImapSession) -> Selected:
 
 
 def _rows_for(sel: Selected, sset: SequenceSet, by_uid: bool
-              ) -> list[tuple[int, backend.Row]]:
+              ) -> list[tuple[int, messages.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     rows = sel.rows
-    out: list[tuple[int, backend.Row]] = []
+    out: list[tuple[int, messages.Row]] = []
     if by_uid:
         uids = [r.uid for r in rows]
         for low, high in sset.resolved(uids[-1] if uids else 0):
@@ -67,7 +66,7 @@ def _per_messages(s: ImapSession, event: Event, sel: Selected, key: str, items: 
             for i in range(0, len(items), AUDIT_CHUNK)]
 
 
-def _meta(sel: Selected, seq: int, row: backend.Row) -> MessageMeta:
+def _meta(sel: Selected, seq: int, row: messages.Row) -> MessageMeta:
     return MessageMeta(seq=seq, uid=row.uid, flags=sel.flags_of(row),
                        internal_date=row.internal_date, size=row.size, modseq=row.modseq)
 
@@ -77,22 +76,22 @@ def _tampered(s: ImapSession, sel: Selected, uids: list[int]) -> list[AuditRecor
                      detail={"folder_id": sel.folder.id, "uid": uid}) for uid in uids]
 
 
-async def _set_seen(s: ImapSession, rows: list[tuple[int, backend.Row]]
-                    ) -> list[tuple[int, backend.Row]]:
+async def _set_seen(s: ImapSession, rows: list[tuple[int, messages.Row]]
+                    ) -> list[tuple[int, messages.Row]]:
     """RFC 3501 §6.4.5: BODY[...] (not PEEK) sets \\Seen; *rows* with their new flags."""
     sel = _sel(s)
     unseen = [r.uid for _, r in rows if "\\Seen" not in r.flags]
     if not unseen or sel.readonly:
         return rows
-    result = await s.write(lambda conn: backend.store_flags(
+    result = await s.write(lambda conn: messages.store_flags(
         conn, sel.folder.id, unseen, "+", ("\\Seen",), lambda _: []))
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     return _updated(sel, rows, result)
 
 
-def _updated(sel: Selected, rows: list[tuple[int, backend.Row]],
-             result: backend.FlagsChange) -> list[tuple[int, backend.Row]]:
+def _updated(sel: Selected, rows: list[tuple[int, messages.Row]],
+             result: messages.FlagsChange) -> list[tuple[int, messages.Row]]:
     """*rows* with the flags the database holds after a flag change (another session's
     concurrent changes included); rows no longer in the database are left as they were."""
     out = []
@@ -191,7 +190,7 @@ def _fetch_plan(s: ImapSession, args: FetchArgs) -> FetchPlan:
 
 
 async def _fetch_sources(s: ImapSession, sel: Selected, plan: FetchPlan,
-                         chunk: list[tuple[int, backend.Row]], cache: EnvelopeCache
+                         chunk: list[tuple[int, messages.Row]], cache: EnvelopeCache
                          ) -> list[FetchSource]:
     """The batch's messages with what answers them: cached envelopes, else decrypted (one
     reader round trip for those not cached)."""
@@ -202,9 +201,9 @@ async def _fetch_sources(s: ImapSession, sel: Selected, plan: FetchPlan,
             if env is not None:
                 cached[r.id] = env
     missing = [r.id for _, r in chunk if r.id not in cached]
-    opened: dict[str, backend.Opened] = {}
+    opened: dict[str, messages.Opened] = {}
     if plan.content and missing:
-        opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id, missing)
+        opened = await s.db(messages.open_messages, s.ctx.app.keyring, sel.owner.id, missing)
     sources = []
     for seq, row in chunk:
         got = opened.get(row.id)
@@ -260,15 +259,15 @@ async def store_command(s: ImapSession, cmd: Command, args: StoreArgs) -> Result
         raise No("Mailbox is read-only", "READ-ONLY")
     rows = [(q, r) for q, r in _rows_for(sel, args.sequence, args.by_uid)
             if r.uid not in sel.gone]
-    expected = {r.uid: backend.apply_flags(args.sign, r.flags, args.flags) for _, r in rows}
+    expected = {r.uid: messages.apply_flags(args.sign, r.flags, args.flags) for _, r in rows}
 
     def audit_for(deleted: list[int]) -> list[AuditRecord]:  # \Deleted newly set
         return _per_messages(s, Event.IMAP_STORE_DELETED, sel, "uids", deleted) if deleted else []
     # applied to the rows' current flags in the writer's transaction, not to this
     # session's copy: another session's concurrent change is kept
-    result = await s.write(lambda conn: backend.store_flags(
+    result = await s.write(lambda conn: messages.store_flags(
         conn, sel.folder.id, [r.uid for _, r in rows], args.sign, args.flags, audit_for,
-        args.unchanged_since)) if rows else backend.FlagsChange({}, set(), [], 0)
+        args.unchanged_since)) if rows else messages.FlagsChange({}, set(), [], 0)
     if result.changed:
         s.ctx.notifier.changed(sel.owner.id)
     rows = [(q, r) for q, r in _updated(sel, rows, result) if r.uid in result.current]
@@ -281,9 +280,9 @@ async def store_command(s: ImapSession, cmd: Command, args: StoreArgs) -> Result
     return f"{cmd.name} completed"
 
 
-def store_reports(args: StoreArgs, rows: list[tuple[int, backend.Row]],
-                  expected: dict[int, tuple[str, ...]], result: backend.FlagsChange
-                  ) -> list[tuple[int, backend.Row]]:
+def store_reports(args: StoreArgs, rows: list[tuple[int, messages.Row]],
+                  expected: dict[int, tuple[str, ...]], result: messages.FlagsChange
+                  ) -> list[tuple[int, messages.Row]]:
     """The messages a STORE answers with an untagged FETCH (RFC 3501 §6.4.6): all of
     those changed, but for .SILENT only those whose flags are not what the client asked
     for (another session changed them) or whose new MODSEQ CONDSTORE must report (RFC
@@ -294,8 +293,8 @@ def store_reports(args: StoreArgs, rows: list[tuple[int, backend.Row]],
             args.unchanged_since is not None and row.uid in result.changed))]
 
 
-def store_modified(args: StoreArgs, rows: list[tuple[int, backend.Row]],
-                   result: backend.FlagsChange) -> str:
+def store_modified(args: StoreArgs, rows: list[tuple[int, messages.Row]],
+                   result: messages.FlagsChange) -> str:
     """RFC 7162 §3.1.3: the MODIFIED response code, UIDs or sequence numbers of the
     messages that failed the UNCHANGEDSINCE test."""
     failed = set(result.failed)
@@ -305,25 +304,25 @@ def store_modified(args: StoreArgs, rows: list[tuple[int, backend.Row]],
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    hits: list[tuple[int, backend.Row]]
+    hits: list[tuple[int, messages.Row]]
     broken: list[int]  # UIDs whose content failed its integrity check
 
 
 def run_search(conn: Connection, keyring: Any, owner_id: int, program: SearchProgram,
-               metas: list[tuple[MessageMeta, backend.Row]], largest_seq: int,
+               metas: list[tuple[MessageMeta, messages.Row]], largest_seq: int,
                largest_uid: int) -> SearchOutcome:
     """The messages matching *program* (RFC 3501 §6.4.4), content decrypted by batches of
     _BATCH at the first message of a batch that needs it; on a worker thread."""
-    hits: list[tuple[int, backend.Row]] = []
+    hits: list[tuple[int, messages.Row]] = []
     broken: list[int] = []
     for start in range(0, len(metas), _BATCH):
         chunk = metas[start:start + _BATCH]
-        opened: dict[str, backend.Opened] = {}
+        opened: dict[str, messages.Opened] = {}
 
-        def load(row: backend.Row, chunk: list[tuple[MessageMeta, backend.Row]] = chunk,
-                 opened: dict[str, backend.Opened] = opened) -> ParsedMessage:
+        def load(row: messages.Row, chunk: list[tuple[MessageMeta, messages.Row]] = chunk,
+                 opened: dict[str, messages.Opened] = opened) -> ParsedMessage:
             if not opened:  # the whole chunk at once
-                opened.update(backend.open_messages(conn, keyring, owner_id,
+                opened.update(messages.open_messages(conn, keyring, owner_id,
                                                     [r.id for _, r in chunk]))
             got = opened[row.id]
             if got.data is None:
@@ -385,7 +384,7 @@ async def search(s: ImapSession, cmd: Command, args: SearchArgs) -> Result:
     return f"{cmd.name} completed"
 
 
-def _search_modseq(hits: list[tuple[int, backend.Row]], numbers: list[int],
+def _search_modseq(hits: list[tuple[int, messages.Row]], numbers: list[int],
                    returns: tuple[str, ...] | None) -> int:
     """RFC 7162 §3.1.5: the highest mod-sequence of the messages found; with RETURN of only
     MIN and/or MAX (RFC 4731 §3.2), of the messages returned (0: no MODSEQ answer)."""
@@ -409,7 +408,7 @@ async def _expunge(s: ImapSession, only: list[int] | None, *, quiet: bool = Fals
         if not gone:
             return []
         return _per_messages(s, Event.IMAP_EXPUNGE, sel, "messages", [list(g) for g in gone])
-    gone = await s.write(lambda conn: backend.expunge(conn, sel.folder.id, only, audit_for))
+    gone = await s.write(lambda conn: messages.expunge(conn, sel.folder.id, only, audit_for))
     if gone:
         s.ctx.notifier.changed(sel.owner.id)
     if not quiet:
@@ -448,7 +447,7 @@ async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
         raise No("Mailbox is read-only", "READ-ONLY")
     rows = [(q, r) for q, r in _rows_for(sel, args.sequence, by_uid) if r.uid not in sel.gone]
     target = await resolve(s, args.name, access=cmd.name)
-    dest = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+    dest = await s.db(folders.folder_by_name, target.owner.id, target.folder)
     if dest is None:
         raise No("Mailbox does not exist", "TRYCREATE")
     if not rows:
@@ -458,10 +457,10 @@ async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
     records = _per_messages(s, event, sel, "messages", [[r.uid, r.id] for _, r in rows],
                             to_mailbox=target.owner.address, to_folder_id=dest.id)
     if moving and target.owner.id == sel.owner.id:
-        validity, new_uids = await s.write(lambda conn: backend.move_messages(
+        validity, new_uids = await s.write(lambda conn: messages.move_messages(
             conn, sel.folder.id, dest.id, [(r.uid, r.id) for _, r in rows], records))
     else:
-        opened = await s.db(backend.open_messages, s.ctx.app.keyring, sel.owner.id,
+        opened = await s.db(messages.open_messages, s.ctx.app.keyring, sel.owner.id,
                             [r.id for _, r in rows])
         broken = [r.uid for _, r in rows if opened[r.id].error == "tampered"]
         if broken:
@@ -469,22 +468,22 @@ async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
             raise No(f"Message(s) could not be read (UID {' '.join(map(str, broken))})",
                      "SERVERBUG")
 
-        def reseal() -> list[backend.CopySource]:
+        def reseal() -> list[messages.CopySource]:
             keyring = s.ctx.app.keyring
             out = []
             for _, r in rows:
                 data = opened[r.id].data
                 assert data is not None
-                c = store.seal_local(keyring, target.owner.id, target.owner.address, data)
-                out.append(backend.CopySource(c.message_id, c.sealed, c.size, r.flags,
+                c = deliveries.seal_local(keyring, target.owner.id, target.owner.address, data)
+                out.append(messages.CopySource(c.message_id, c.sealed, c.size, r.flags,
                                               r.internal_date))
             return out
         sources = await s.thread(reseal)
 
         def work(conn: Connection) -> tuple[int, list[int]]:
-            result = backend.copy_messages(conn, dest.id, target.owner.id, sources, records)
+            result = messages.copy_messages(conn, dest.id, target.owner.id, sources, records)
             if moving:
-                backend.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
+                messages.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
             return result
         validity, new_uids = await s.write(work)
     s.ctx.notifier.changed(target.owner.id)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from audit.events import Event
-from mss import db, store
-from proxy.imap import backend, wire
+from mss.mailstore import folders, grants, mailboxes
+from proxy.imap import wire
 from proxy.imap.args import astring
 from proxy.imap.state import (
     ImapSession,
@@ -50,19 +50,10 @@ def encode_name(name: str) -> bytes:
 class Target:
     """A resolved mailbox name: which mailbox holds it, and the folder name inside it."""
 
-    def __init__(self, owner: store.Mailbox, folder: str, delegated: bool) -> None:
+    def __init__(self, owner: mailboxes.Mailbox, folder: str, delegated: bool) -> None:
         self.owner = owner
         self.folder = folder
         self.delegated = delegated
-
-
-def granted_mailboxes(conn: Connection, user_id: int) -> list[store.Mailbox]:
-    ids = list(conn.execute(select(db.mailbox_grants.c.mailbox_id)
-                            .where(db.mailbox_grants.c.grantee_id == user_id)).scalars())
-    if not ids:
-        return []
-    rows = conn.execute(select(db.mailboxes).where(db.mailboxes.c.id.in_(ids)))
-    return [store._mailbox_of(r) for r in rows if r.enabled]
 
 
 async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
@@ -72,7 +63,7 @@ async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
         return Target(s.user, name, False)
     rest = name[len(SHARED_PREFIX):]
     address, _, folder = rest.partition(DELIMITER)
-    granted = {m.address: m for m in await s.db(granted_mailboxes, s.user.id)}
+    granted = {m.address: m for m in await s.db(grants.granted_mailboxes, s.user.id)}
     owner = granted.get(address.lower())
     if owner is None or not folder:
         raise No("No such mailbox", "NONEXISTENT")
@@ -81,8 +72,8 @@ async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
     return Target(owner, folder, True)
 
 
-async def require_folder(s: ImapSession, target: Target) -> backend.Folder:
-    folder = await s.db(backend.folder_by_name, target.owner.id, target.folder)
+async def require_folder(s: ImapSession, target: Target) -> folders.Folder:
+    folder = await s.db(folders.folder_by_name, target.owner.id, target.folder)
     if folder is None:
         raise No("No such mailbox", "NONEXISTENT")
     return folder
@@ -101,16 +92,16 @@ def list_pattern(reference: str, pattern: str) -> re.Pattern[str]:
     return re.compile(regex + r"\Z")
 
 
-def all_names(conn: Connection, user: store.Mailbox) -> list[tuple[str, backend.Folder | None]]:
-    own = sorted(backend.folders(conn, user.id), key=lambda f: (f.name != "INBOX", f.name))
-    names: list[tuple[str, backend.Folder | None]] = [(f.name, f) for f in own]
-    shared = granted_mailboxes(conn, user.id)
+def all_names(conn: Connection, user: mailboxes.Mailbox) -> list[tuple[str, folders.Folder | None]]:
+    own = sorted(folders.folders(conn, user.id), key=lambda f: (f.name != "INBOX", f.name))
+    names: list[tuple[str, folders.Folder | None]] = [(f.name, f) for f in own]
+    shared = grants.granted_mailboxes(conn, user.id)
     if shared:
         names.append(("Shared", None))
         for owner in shared:
             names.append((f"{SHARED_PREFIX}{owner.address}", None))
             names += [(f"{SHARED_PREFIX}{owner.address}/{f.name}", f)
-                      for f in backend.folders(conn, owner.id)]
+                      for f in folders.folders(conn, owner.id)]
     return names
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from audit.events import Event, Outcome
 from audit.journal import append
 from mss.login import check_login, throttle_name
-from proxy.imap import backend
+from mss.mailstore import folders
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.parser import Command
 from proxy.imap.session_args import AuthenticateArgs, EnableArgs, LoginArgs
@@ -93,7 +93,7 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
     throttle.succeeded(name, s.remote_addr)
 
     def setup(conn: Connection) -> None:
-        backend.ensure_default_folders(conn, mailbox.id)
+        folders.ensure_default_folders(conn, mailbox.id)
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
                                detail={"mechanism": mechanism})])
     await s.write(setup)

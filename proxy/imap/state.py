@@ -23,10 +23,10 @@ from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
 from mss.limits import ListenerGuard, MemoryBudget
-from mss.store import Mailbox
+from mss.mailstore import Mailstore, errors, folders, messages
+from mss.mailstore.mailboxes import Mailbox
+from mss.mailstore.notify import Notifier, Watch
 from mss.throttle import Throttle
-from proxy.imap import backend
-from proxy.imap.notifier import Notifier, Watch
 from proxy.imap.parser import CommandReader, LineBuffer
 
 T = TypeVar("T")
@@ -39,20 +39,20 @@ class Responded(Exception):
     """A handler already sent its tagged reply (or the session must end)."""
 
 
-class No(backend.BackendError):
+class No(errors.BackendError):
     """Answer the command ``NO [code] text`` (a command's refusal; the store's own are
-    :class:`backend.BackendError`, answered the same way)."""
+    :class:`errors.BackendError`, answered the same way)."""
 
 
 @dataclass
 class Selected:
     """The selected folder as this session knows it (RFC 3501 §2.3.1.2 sequence numbers)."""
 
-    folder: backend.Folder
+    folder: folders.Folder
     owner: Mailbox  # the mailbox holding the folder (the user's own or a delegated one)
     delegated: bool
     readonly: bool
-    rows: list[backend.Row]
+    rows: list[messages.Row]
     modseq: int
     watch: Watch
     name: str  # as the client named it (decoded)
@@ -66,14 +66,14 @@ class Selected:
             self._index = {r.uid: i + 1 for i, r in enumerate(self.rows)}
         return self._index.get(uid)
 
-    def flags_of(self, row: backend.Row) -> tuple[str, ...]:
+    def flags_of(self, row: messages.Row) -> tuple[str, ...]:
         """The flags as this session reports them: \\Recent added (RFC 3501 §2.3.2)."""
         return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
 
     def changed_order(self) -> None:
         self._index = None
 
-    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> backend.Row:
+    def update(self, seq: int, flags: tuple[str, ...], modseq: int) -> messages.Row:
         """Replace the row at *seq* (rows are shared, immutable); the new row."""
         row = dataclasses.replace(self.rows[seq - 1], flags=flags, modseq=modseq)
         self.rows[seq - 1] = row
@@ -125,7 +125,7 @@ class ImapSession(Protocol):
     def capabilities(self) -> str: ...
     def enable_condstore(self) -> None: ...
     def announce_keywords(self, flags: tuple[str, ...]) -> None: ...
-    def flags_fetch(self, seq: int, row: backend.Row, uid: bool) -> bytes: ...
+    def flags_fetch(self, seq: int, row: messages.Row, uid: bool) -> bytes: ...
     def report_expunged(self, uids: set[int]) -> None: ...
     def close_selected(self) -> None: ...
     def selection_gone(self) -> None: ...
@@ -138,7 +138,7 @@ class ServerContext:
 
     app: App
     committer: GroupCommitter
-    notifier: Notifier
+    mailstore: Mailstore  # the process's: snapshot cache and notifier
     throttle: Throttle
     config: ImapConfig
     tls: ssl.SSLContext
@@ -147,3 +147,7 @@ class ServerContext:
     guard: ListenerGuard | None = None  # the listener's connection caps
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[ImapSession] = field(default_factory=set)
+
+    @property
+    def notifier(self) -> Notifier:
+        return self.mailstore.notifier

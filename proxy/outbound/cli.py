@@ -11,8 +11,8 @@ import typer
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
-from mss import store
 from mss.cli_support import actor, fail, node
+from mss.mailstore import deliveries, domains
 from proxy.outbound import claims
 from proxy.outbound.notify import dsn_copy
 from proxy.outbound.worker import write_final
@@ -70,7 +70,7 @@ def queue_show(ctx: typer.Context, queue_id: str) -> None:
     id of an SMTP reply ("queued as ID") shows every row of that message."""
     with node(ctx) as app, app.reader.connect() as conn:
         rows = claims.matching(conn, queue_id) or [_row(conn, queue_id)]
-        hops = {r["domain"]: store.relay_of(conn, r["domain"]) for r in rows}
+        hops = {r["domain"]: domains.relay_of(conn, r["domain"]) for r in rows}
     for n, r in enumerate(rows):
         if n:
             print()
@@ -118,7 +118,7 @@ def queue_bounce(ctx: typer.Context, queue_id: str) -> None:
             if row["lease_until"] is not None and row["lease_until"] > time.time():
                 fail(f"queue row {row['id'][:16]} is being delivered; try again in a moment")
             c = claims.as_claim(row)
-            data = store.read_queued(conn, app.keyring, c.id)
+            data = deliveries.read_queued(conn, app.keyring, c.id)
             reason = f"bounced by the operator ({actor()})"
             copy, why = dsn_copy(conn, app.keyring, app.config.smtp.hostname, c, data,
                                  "5.0.0", reason, None, None, load_active(conn))

@@ -18,23 +18,24 @@ from sqlalchemy import Connection
 
 from audit.events import Event
 from audit.journal import AuditRecord
-from mss import crypto, store
+from mss import crypto
+from mss.mailstore import deliveries, domains, mailboxes
 from proxy.outbound.claims import Claim
 from proxy.outbound.dsn import build_dsn, is_report
 from trustspace.whitelist import Whitelist
 
-DsnCopy = store.LocalCopy | store.QueuedCopy
+DsnCopy = deliveries.LocalCopy | deliveries.QueuedCopy
 
 
 def _sender_route(conn: Connection, sender: str, whitelist: Whitelist
-                  ) -> tuple[store.Mailbox | None, str | None]:
+                  ) -> tuple[mailboxes.Mailbox | None, str | None]:
     """(the sender's local mailbox, None), (None, None) to queue it, or (None, why not)."""
-    mailbox = store.get_mailbox(conn, sender)
+    mailbox = mailboxes.get_mailbox(conn, sender)
     if mailbox is not None:
         return (mailbox, None) if mailbox.enabled else \
             (None, f"sender {sender} has a disabled mailbox: no DSN")
     domain = sender.rsplit("@", 1)[-1]
-    hosted, next_hop = store.domain_hosting(conn, domain)
+    hosted, next_hop = domains.domain_hosting(conn, domain)
     if hosted:
         if next_hop is not None:
             return None, None  # our institution's own server, through the queue
@@ -60,12 +61,12 @@ def dsn_copy(conn: Connection, keyring: crypto.Keyring, reporting_mta: str, c: C
                      diagnostic=reply, remote_mta=remote_mta, arrival=c.created_at,
                      explanation=reason)
     if mailbox is not None:
-        return store.seal_local(keyring, mailbox.id, mailbox.address, data), "DSN stored"
-    return store.seal_queued(keyring, c.mail_from, data), "DSN queued to the sender"
+        return deliveries.seal_local(keyring, mailbox.id, mailbox.address, data), "DSN stored"
+    return deliveries.seal_queued(keyring, c.mail_from, data), "DSN queued to the sender"
 
 
-def dsn_delivery(copy: DsnCopy, c: Claim) -> store.Delivery:
-    if isinstance(copy, store.LocalCopy):
+def dsn_delivery(copy: DsnCopy, c: Claim) -> deliveries.Delivery:
+    if isinstance(copy, deliveries.LocalCopy):
         record = AuditRecord(Event.DELIVERY_LOCAL, actor="mss", mailbox=copy.address,
                              rcpt=copy.address, message_id=c.message_id,
                              detail={"store_id": copy.message_id, "dsn_for": c.id,
@@ -77,5 +78,5 @@ def dsn_delivery(copy: DsnCopy, c: Claim) -> store.Delivery:
                              detail={"queue_id": copy.queue_id, "dsn_for": c.id,
                                      "size": copy.size})
         local, queued = [], [copy]
-    return store.Delivery(mail_from="", local=local, queued=queued, audit=[record],
+    return deliveries.Delivery(mail_from="", local=local, queued=queued, audit=[record],
                           header_message_id=None, received_at=time.time())

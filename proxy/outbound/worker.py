@@ -15,18 +15,17 @@ import time
 from collections import defaultdict
 
 import structlog
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
-from mss import changes, db, store
 from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import DeliveryConfig
 from mss.lifecycle import STOP_FLOOR, BackgroundTask, remaining
+from mss.mailstore import Mailstore, deliveries, domains
 from mss.runtime import Runtime
-from proxy.imap.notifier import Notifier
 from proxy.outbound import claims, client, mx
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.claims import Claim
@@ -53,7 +52,7 @@ class DeliveryWorker:
         self.cfg = app.config.delivery
         self.committer = runtime.committer
         self.whitelist = runtime.whitelist
-        self.notifier = runtime.mailstore.notifier  # DSNs stored locally wake IDLE
+        self.mailstore = runtime.mailstore  # queued signal wakes us; DSNs wake IDLE
         self.owner = secrets.token_hex(8)
         self.resolver = mx.make_resolver(self.cfg)
         self.ctx = client.client_context(app.config.tls)
@@ -71,15 +70,15 @@ class DeliveryWorker:
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         """Claim and start deliveries; sleep until a commit queues a row (this process:
-        :data:`mss.changes.queued`; others: :meth:`poll` from the change watcher), a
+        :attr:`Mailstore.queued`; others: :meth:`poll` from the change watcher), a
         delivery ends, the earliest deferred row is due, or the safety poll runs out."""
         cfg = self.cfg
         self.loop = asyncio.get_running_loop()
-        changes.queued.subscribe(self.wake)
+        self.mailstore.queued.subscribe(self.wake)
         try:
             await self._run(cfg)
         finally:
-            changes.queued.unsubscribe(self.wake)
+            self.mailstore.queued.unsubscribe(self.wake)
 
     def poll(self, conn: Connection) -> None:
         """Change watcher listener (another process committed): wake when a row is due."""
@@ -220,9 +219,8 @@ class DeliveryWorker:
 
     def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
         with self.app.reader.connect() as conn:
-            relay_to = conn.execute(select(db.domains.c.relay_to)
-                                    .where(db.domains.c.name == group[0].domain)).scalar()
-            return {c.id: store.read_queued(conn, self.app.keyring, c.id)
+            relay_to = domains.relay_of(conn, group[0].domain)
+            return {c.id: deliveries.read_queued(conn, self.app.keyring, c.id)
                     for c in group}, relay_to
 
     async def _attempt(self, rows: list[Claim], data: bytes, relay_to: str | None
@@ -322,14 +320,14 @@ class DeliveryWorker:
                      counts_attempt: bool = True, actor: str = "mss") -> None:
         await finish(self.app, self.committer, self.whitelist.current, c, data, status,
                      dsn_status, reason, reply, host, counts_attempt=counts_attempt,
-                     actor=actor, notifier=self.notifier)
+                     actor=actor, mailstore=self.mailstore)
         self.wake.set()  # a DSN may have been queued
 
 
 async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: Claim,
                  data: bytes | None, status: str, dsn_status: str, reason: str,
                  reply: str | None, host: str | None, *, counts_attempt: bool = True,
-                 actor: str = "mss", notifier: Notifier) -> None:
+                 actor: str = "mss", mailstore: Mailstore) -> None:
     """Mark *c* bounced/expired and store or queue the DSN for its sender, in one
     transaction."""
     with app.reader.connect() as conn:
@@ -338,8 +336,8 @@ async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: C
     now = time.time()
     await committer.run(lambda conn: write_final(conn, c, status, f"{reason} ({why})", reply,
                                                  copy, now, counts_attempt, actor))
-    if isinstance(copy, store.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
-        notifier.changed(copy.mailbox_id)
+    if isinstance(copy, deliveries.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
+        mailstore.notifier.changed(copy.mailbox_id)
 
 
 def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
@@ -349,5 +347,5 @@ def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str
     done = claims.failed(conn, c, status, reason, reply, now, counts_attempt=counts_attempt,
                          actor=actor)
     if done and copy is not None:
-        store.write_delivery(conn, dsn_delivery(copy, c))
+        deliveries.write_delivery(conn, dsn_delivery(copy, c))
     return done

@@ -23,12 +23,12 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from audit.patient import patient_pseudonym, pseudonym_key
 from directory.lookup import directory_has
-from mss import changes, store
 from mss import message as rfc5322
+from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.mailstore import Mailstore, deliveries, domains, mailboxes, messages
 from mss.throttle import Throttle
-from proxy.imap.notifier import Notifier
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
 from proxy.smtp.session import MssEnvelope, MssSession
@@ -37,7 +37,6 @@ from trustspace.cache import LiveWhitelist
 from trustspace.dn import canonical_name
 from trustspace.tlshook import presented_chain
 from trustspace.verifier import PeerVerifier
-from trustspace.whitelist import normalize_domain
 
 log = structlog.get_logger("mss.smtp")
 
@@ -52,12 +51,12 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
-                 throttle: Throttle | None = None, *, notifier: Notifier) -> None:
+                 throttle: Throttle | None = None, *, mailstore: Mailstore) -> None:
         self.app = app
         self.committer = committer
         self.whitelist = whitelist
         self.policy = listener_policy(mode, app.reader, verifier, whitelist)
-        self.notifier = notifier  # the runtime's: wakes IMAP sessions of a mailbox
+        self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
@@ -168,8 +167,8 @@ class SmtpHandler:
         whitelist = self.whitelist.current
         try:
             # the null reverse-path arrives as "<>" (RFC 5321 §4.1.1.2)
-            sender = store.normalize_address(address) if address not in ("", "<>") else ""
-        except store.StoreError as exc:
+            sender = normalize_address(address) if address not in ("", "<>") else ""
+        except AddressError as exc:
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
         else:
             decision = await self.policy.sender(session, sender, whitelist)
@@ -192,10 +191,10 @@ class SmtpHandler:
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
-        mailbox = store.get_mailbox(conn, address)
+        mailbox = mailboxes.get_mailbox(conn, address)
         hosted, relayed = True, False  # a mailbox's domain is hosted, its mail stored here
         if mailbox is None:
-            hosted, next_hop = store.domain_hosting(conn, domain)
+            hosted, next_hop = domains.domain_hosting(conn, domain)
             relayed = next_hop is not None
         in_directory = None
         if not hosted and self.policy.checks_directory and self._directory_applies(domain):
@@ -213,9 +212,9 @@ class SmtpHandler:
         if rcpt == "postmaster":
             return configured
         local, domain = rcpt.rsplit("@", 1)
-        if local != "postmaster" or not configured or store.get_mailbox(conn, rcpt):
+        if local != "postmaster" or not configured or mailboxes.get_mailbox(conn, rcpt):
             return None
-        hosted, next_hop = store.domain_hosting(conn, domain)  # a next hop has its own
+        hosted, next_hop = domains.domain_hosting(conn, domain)  # a next hop has its own
         return configured if hosted and next_hop is None else None
 
     def _directory_applies(self, domain: str) -> bool:
@@ -234,10 +233,10 @@ class SmtpHandler:
         try:
             # RFC 5321 §4.1.1.3: <Postmaster> without a domain, in any case
             rcpt = "postmaster" if address.lower() == "postmaster" \
-                else store.normalize_address(address)
+                else normalize_address(address)
             if rcpt != "postmaster":
                 normalize_domain(rcpt.rsplit("@", 1)[1])
-        except (store.StoreError, ValueError) as exc:
+        except ValueError as exc:  # AddressError too
             decision = policy.refuse(policy.Verdict.BAD_ADDRESS, str(exc), whitelist)
             rcpt = address
         else:
@@ -286,7 +285,7 @@ class SmtpHandler:
             return refused.reply
         # the transaction's id: in Received:, in the 250 reply, in the audit, and the
         # prefix of its queue rows' ids (mss queue list / show)
-        queue_id = store.new_id()
+        queue_id = messages.new_id()
         short_id = queue_id[:16]
         header_msgid = rfc5322.message_id(data)
         if self.policy.adds_message_id and header_msgid is None:
@@ -301,11 +300,11 @@ class SmtpHandler:
         mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
-        def seal() -> store.Delivery:
+        def seal() -> deliveries.Delivery:
             keyring = self.app.keyring
-            local = [store.seal_local(keyring, mid, addr, stored)
+            local = [deliveries.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
-            queued = [store.seal_queued(keyring, rcpt, stored, queue_id)
+            queued = [deliveries.seal_queued(keyring, rcpt, stored, queue_id)
                       for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
@@ -321,7 +320,7 @@ class SmtpHandler:
             records += [session.record(Event.DELIVERY_QUEUED, rcpt=q.rcpt,
                                        detail={"queue_id": q.queue_id, **about}, **base)
                         for q in queued]
-            return store.Delivery(mail_from=mail_from, local=local, queued=queued,
+            return deliveries.Delivery(mail_from=mail_from, local=local, queued=queued,
                                   audit=[*session.pending_audit, *records],
                                   header_message_id=header_msgid,
                                   received_at=time.time())
@@ -331,7 +330,7 @@ class SmtpHandler:
                 delivery = seal()
             else:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
-            await self.committer.run(lambda conn: store.write_delivery(conn, delivery))
+            await self.committer.run(lambda conn: deliveries.write_delivery(conn, delivery))
             session.pending_audit = []
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
@@ -340,9 +339,9 @@ class SmtpHandler:
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
-            self.notifier.changed(copy.mailbox_id)
-        if delivery.queued:  # and this process's queue worker (others: mss.changes)
-            changes.queued.fire()
+            self.mailstore.notifier.changed(copy.mailbox_id)
+        if delivery.queued:  # and this process's queue worker (others: its change watcher)
+            self.mailstore.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))
         return f"250 2.0.0 OK queued as {short_id}"

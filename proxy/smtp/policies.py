@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from audit.events import Event, Outcome
 from mss import message as rfc5322
-from mss import store
+from mss.addresses import AddressError, normalize_address
 from mss.login import check_login, throttle_name
 from mss.passwords import verify_password
 from proxy.smtp.session import MssSession
@@ -149,8 +149,8 @@ def authors_refusal(data: bytes, may_send_as: Callable[[str], policy.Decision]
         fields.append(("Sender", found.sender))
     for name, address in fields:
         try:
-            author = store.normalize_address(address)
-        except store.StoreError:
+            author = normalize_address(address)
+        except AddressError:
             return Refusal("550 5.6.0 Message refused: invalid From or Sender header",
                            f"header_invalid: {name}: {address[:320]!r} is not an address")
         decision = may_send_as(author)

@@ -25,8 +25,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from mss import crypto, db
-from mss.store import DEFAULT_FOLDERS
 
+# RFC 6154 special-use folders every mailbox gets, besides INBOX (folders.ensure_default_folders)
+DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"), ("Archive", "\\Archive"),
+)
 PUBLIC_NAMES = frozenset(name for name, _ in DEFAULT_FOLDERS)
 LOOKUP_PREFIX = "~"  # a lookup value; no public name starts with it
 _AD = b"mss:folder-name:v1|"

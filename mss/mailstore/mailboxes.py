@@ -1,0 +1,116 @@
+"""Mailboxes: create (with the default folders), look up, disable, count."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from mss import crypto, db
+from mss.addresses import AddressError, normalize_address
+from mss.mailstore.errors import StoreError
+from mss.mailstore.folders import ensure_default_folders
+
+# Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.
+_MAILBOX_BY_ADDRESS = select(db.mailboxes).where(db.mailboxes.c.address == bindparam("address"))
+
+
+MAILBOX_TYPES = ("PER", "ORG", "APP")
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: int
+    address: str
+    type: str
+    enabled: bool
+    rpps: str | None
+    finess: str | None
+    created_at: float
+    password_hash: str | None = field(default=None, repr=False)
+    liste_rouge: bool = False
+
+
+def _address(address: str) -> str:
+    """*address* normalised (mss.addresses), a StoreError when invalid."""
+    try:
+        return normalize_address(address)
+    except AddressError as exc:
+        raise StoreError(str(exc)) from None
+
+
+def mailbox_of(row: object) -> Mailbox:
+    m = row._mapping  # type: ignore[attr-defined]
+    return Mailbox(id=m["id"], address=m["address"], type=m["type"], enabled=bool(m["enabled"]),
+                   rpps=m["rpps"], finess=m["finess"], created_at=m["created_at"],
+                   password_hash=m["password_hash"], liste_rouge=bool(m["liste_rouge"]))
+
+
+def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox_type: str,
+                *, rpps: str | None = None, finess: str | None = None,
+                password_hash: str | None = None, liste_rouge: bool = False) -> Mailbox:
+    address = _address(address)
+    mailbox_type = mailbox_type.upper()
+    if mailbox_type not in MAILBOX_TYPES:
+        raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG or APP")
+    if rpps is not None and not re.fullmatch(r"\d{11}", rpps):
+        raise StoreError(f"invalid RPPS {rpps!r}: 11 digits expected")
+    if finess is not None and not re.fullmatch(r"\d[0-9AB]\d{7}", finess):
+        raise StoreError(f"invalid FINESS {finess!r}: 9 characters expected")
+    if mailbox_type == "PER" and finess and not rpps:
+        raise StoreError("a PER mailbox is a professional's: give --rpps")
+    domain = address.split("@", 1)[1]
+    domain_id = conn.execute(select(db.domains.c.id).where(db.domains.c.name == domain)).scalar()
+    if domain_id is None:
+        raise StoreError(f"domain {domain} is not hosted here (mss domain add {domain})")
+    if conn.execute(select(db.mailboxes.c.id).where(db.mailboxes.c.address == address)).first():
+        raise StoreError(f"mailbox {address} already exists")
+    now = time.time()
+    mailbox_id = conn.execute(insert(db.mailboxes).values(
+        address=address, domain_id=domain_id, type=mailbox_type, rpps=rpps, finess=finess,
+        password_hash=password_hash, enabled=True, created_at=now, liste_rouge=liste_rouge,
+    )).inserted_primary_key[0]  # type: ignore[index]
+    keyring.create_key(conn, crypto.mailbox_key_id(mailbox_id))
+    ensure_default_folders(conn, mailbox_id)
+    return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash,
+                   liste_rouge)
+
+
+def get_mailbox(conn: Connection, address: str) -> Mailbox | None:
+    row = conn.execute(_MAILBOX_BY_ADDRESS, {"address": address.lower()}).first()
+    return mailbox_of(row) if row else None
+
+
+def require_mailbox(conn: Connection, address: str) -> Mailbox:
+    mailbox = get_mailbox(conn, _address(address))
+    if mailbox is None:
+        raise StoreError(f"no mailbox {address}")
+    return mailbox
+
+
+def list_mailboxes(conn: Connection) -> list[Mailbox]:
+    rows = conn.execute(select(db.mailboxes).order_by(db.mailboxes.c.address))
+    return [mailbox_of(r) for r in rows]
+
+
+def disable_mailbox(conn: Connection, address: str) -> Mailbox:
+    mailbox = require_mailbox(conn, address)
+    if not mailbox.enabled:
+        raise StoreError(f"mailbox {mailbox.address} is already disabled")
+    conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox.id)
+                 .values(enabled=False, disabled_at=time.time()))
+    return mailbox
+
+
+def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int]:
+    """(messages, total bytes) in a mailbox."""
+    row = conn.execute(select(func.count(), func.coalesce(func.sum(db.messages.c.size), 0))
+                       .where(db.messages.c.mailbox_id == mailbox_id)).one()
+    return int(row[0]), int(row[1])
+
+
+def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
+    return bool(conn.execute(select(db.mailboxes.c.enabled)
+                             .where(db.mailboxes.c.id == mailbox_id)).scalar())
