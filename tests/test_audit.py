@@ -572,7 +572,7 @@ def test_xdm_refuses_entities_and_bombs() -> None:
               + "".join(f'<!ENTITY {c} "' + f"&{p};" * 10 + '">'
                         for p, c in zip("abcdefgh", "bcdefghi", strict=True))
               + f']><r>&i;{ins_id}</r>').encode()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU: the machine may be loaded
     assert xdm_patient_ids(xdm_zip_message(laughs)) == []  # DTD refused: nothing expanded
     # a zip bomb: 64 MiB of blanks inflate from a few KiB; read up to the bound, no further
     bomb = b"<r>" + b" " * (64 * 1024 * 1024) + ins_id.encode() + b"</r>"
@@ -580,7 +580,7 @@ def test_xdm_refuses_entities_and_bombs() -> None:
     del bomb
     assert len(message) < 200_000
     assert xdm_patient_ids(message) == []
-    assert time.perf_counter() - started < 2.0, "bounded: the bomb was not inflated whole"
+    assert time.process_time() - started < 2.0, "bounded: the bomb was not inflated whole"
     assert MAX_METADATA_BYTES < 64 * 1024 * 1024
     # too many members: not opened at all
     many = {f"IHE_XDM/SUBSET01/D{i}.TXT": b"" for i in range(1100)}
@@ -594,9 +594,9 @@ def _extraction_time(metadata: bytes) -> float:
     message = xdm_zip_message(metadata)
     best = float("inf")
     for _ in range(3):
-        started = time.perf_counter()
+        started = time.process_time()
         xdm_patient_ids(message)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return best
 
 
@@ -638,9 +638,9 @@ def test_xdm_scan_is_linear_whatever_the_mime_shape(shape: str) -> None:
     def timed(message: bytes) -> float:
         best = float("inf")
         for _ in range(5):
-            started = time.perf_counter()
+            started = time.process_time()
             assert xdm_patient_ids(message) == []
-            best = min(best, time.perf_counter() - started)
+            best = min(best, time.process_time() - started)
         return best
 
     small, large = timed(_mime_shape(shape, 5_000)), timed(_mime_shape(shape, 50_000))
