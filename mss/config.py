@@ -249,6 +249,7 @@ class ImapConfig:
     login_failures: int = 5  # failed logins of a user or from an address ...
     login_window: float = 900.0  # ... within this many seconds ...
     login_lockout: float = 300.0  # ... refuse further logins for this long
+    enabled_check: float = 10.0  # seconds between checks that a session's mailbox is enabled
 
 
 @dataclass(frozen=True)
