@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -177,33 +180,76 @@ class Node:
         return code
 
     def audit(self, *args: str) -> list[dict[str, object]]:
+        """Audit rows, oldest first, read from the database in this process (a CLI process
+        per read cost seconds on a loaded machine). *args* are ``mss audit list`` filters
+        (``"--event", "smtp."``); unlike the CLI, reading adds no ``audit.read`` record.
+        Rows go through JSON as the CLI's ``--json`` lines do."""
+        import json
+
+        from audit.cli import _since
+        from audit.journal import query
+        from mss.config import load_config
+        from mss.db import make_engine
+
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        filters: dict[str, object] = {}
+        for option, value in options.items():
+            name = option.removeprefix("--").replace("-", "_")
+            assert name in _AUDIT_FILTERS, f"audit filter {option} unknown to tests/node.py"
+            filters[name] = (int(value) if name == "outcome"
+                             else _since(value, option) if name in ("since", "until")
+                             else value)
+        engine = make_engine(load_config(self.config).database_url, writer=False)
+        try:
+            with engine.connect() as conn:
+                rows = list(query(conn, **filters))  # type: ignore[arg-type]
+        finally:
+            engine.dispose()
+        return [json.loads(json.dumps(row, ensure_ascii=False, sort_keys=True)) for row in rows]
+
+    def audit_cli(self, *args: str) -> list[dict[str, object]]:
+        """The same rows through the real ``mss audit list --json`` (adds ``audit.read``)."""
         import json
 
         out = self.cli("audit", "list", "--json", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_audit(self, predicate: object, timeout: float = 30.0) -> list[dict[str, object]]:
-        """Audit rows matching *predicate*, waiting for background commits (each poll is a
-        CLI process, seconds on a loaded machine: a 5 s bound allowed one or two polls)."""
+        """Audit rows matching *predicate*, waiting for background commits."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
             rows = [r for r in self.audit() if predicate(r)]  # type: ignore[operator]
             if rows:
                 return rows
-            time.sleep(0.1)
+            time.sleep(0.05)
         return rows
+
+
+_AUDIT_FILTERS = ("mailbox", "since", "until", "actor", "event", "outcome", "message_id",
+                  "patient")
 
 
 def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-              tls: dict[str, Path] | None = None, extra_config: str = "") -> Node:
+              tls: dict[str, Path] | None = None, extra_config: str = "",
+              real_init: bool = False) -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
-    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests."""
+    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
+
+    The data dir is a copy of a template initialised once per pytest process with the real
+    CLI (``mss init``, ``mailbox add`` x3, ``whitelist import``: seconds of subprocesses);
+    *real_init* runs those commands for this node instead (tests of ``mss init`` itself)."""
     data_dir = base / "node"
-    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    if real_init:
+        _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml")
+    else:
+        template = TEMPLATES.get(domain, with_whitelist)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # as mss init does to an existing directory
+        shutil.copytree(template / "node", data_dir, dirs_exist_ok=True)
+        if with_whitelist:
+            shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
     node = Node(data_dir, host=host, domain=domain, fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
@@ -218,6 +264,16 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     if "[delivery]" not in extra_config:  # never real DNS or port 25 from a test node
         extra_config += "\n[delivery]\nenabled = false\n"
     node.config.write_text(text + extra_config)
+    return node
+
+
+def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Path) -> None:
+    """What every test node holds, made by the real CLI: init, three mailboxes (alice and
+    bob with PASSWORD, an ORG one without), the test whitelist when *with_whitelist*."""
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    node = Node(data_dir, domain=domain)
     for user in ("alice", "bob"):
         node.cli("mailbox", "add", f"{user}@{domain}", "--type", "PER", "--rpps",
                  "10000000001" if user == "alice" else "10000000002", "--password-stdin",
@@ -225,10 +281,36 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     node.cli("mailbox", "add", f"secretariat@{domain}", "--type", "ORG", "--finess",
              "750000001")
     if with_whitelist:
-        wl = base / "whitelist.xml"
-        wl.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
-        node.cli("whitelist", "import", str(wl))
-    return node
+        whitelist.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
+        node.cli("whitelist", "import", str(whitelist))
+
+
+class Templates:
+    """Initialised data dirs, one per (domain, with_whitelist), made on first use in this
+    process and copied per node (a copy takes milliseconds; the CLI runs take seconds).
+    Nodes of one template share the master key and the development CA: tests that need
+    two trust anchors give their nodes distinct domains or their own PKI (*tls*)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, bool], Path] = {}
+        self._root: Path | None = None
+
+    def get(self, domain: str, with_whitelist: bool) -> Path:
+        with self._lock:
+            key = (domain, with_whitelist)
+            if key not in self._made:
+                if self._root is None:
+                    self._root = Path(tempfile.mkdtemp(prefix="mss-templates-"))
+                    atexit.register(shutil.rmtree, self._root, True)
+                base = self._root / f"{domain}-{'wl' if with_whitelist else 'nowl'}"
+                base.mkdir()
+                _initialise(base / "node", domain, with_whitelist, base / "whitelist.xml")
+                self._made[key] = base
+            return self._made[key]
+
+
+TEMPLATES = Templates()
 
 
 def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:

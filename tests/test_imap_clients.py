@@ -25,6 +25,8 @@ from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 ORG = f"secretariat@{DOMAIN}"
+ENABLED_CHECK = 0.5  # seconds: a disabled mailbox's session ends this soon (default 10)
+NODE_CONFIG = f"\n[imap]\nenabled_check = {ENABLED_CHECK}\n"  # running_node's
 
 
 def message(subject: str, body: str = "Bonjour.\n", sender: str = ALICE, rcpt: str = BOB
@@ -779,7 +781,7 @@ def test_disabled_mailbox_sessions_end(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login(carol)
     running_node.cli("mailbox", "disable", carol)
-    time.sleep(10.5)  # proxy/imap/connection.py ENABLED_CHECK
+    time.sleep(ENABLED_CHECK + 0.1)  # imap.enabled_check of running_node (NODE_CONFIG)
     raw.send(b"n NOOP\r\n")
     assert raw.line() == b"* BYE Mailbox disabled"
     raw.close()
