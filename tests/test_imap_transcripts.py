@@ -27,6 +27,9 @@ MSG = (b"From: Alice <alice@demo.mssante.fr>\r\nTo: bob@demo.mssante.fr\r\n"
        b"Date: Mon, 23 Nov 2026 09:00:00 +0100\r\n\r\nBonjour, resultat normal.\r\n")
 
 
+QUIET = 0.2  # seconds of silence that end a transcript
+
+
 def _pattern(line: str) -> re.Pattern[str]:
     text = re.escape(line).replace(re.escape("<n>"), r"\d+").replace(re.escape("<*>"), ".*")
     return re.compile(text + r"\Z")
@@ -61,8 +64,22 @@ def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) ->
                 got_text = got[:-2].decode("utf-8", "replace")
                 assert _pattern(text).match(got_text), \
                     f"line {number}: expected {text!r}, got {got_text!r}"
+        sock.settimeout(QUIET)  # nothing may follow the last expected line
+        try:
+            extra = reader.peek(1)  # what is buffered, else one read
+        except TimeoutError:
+            extra = b""
+        assert extra == b"", f"after line {len(lines)}: unexpected {extra!r}"
     finally:
         sock.close()
+
+
+def test_runner_fails_on_an_unexpected_last_line(running_node: Node) -> None:
+    """A reply the transcript does not list fails it, the last one too."""
+    with pytest.raises(AssertionError, match=r"unexpected b'a1 OK NOOP"):
+        run(running_node, "C: a1 NOOP\n")
+    with pytest.raises(AssertionError, match=r"unexpected b'a2 OK NOOP"):
+        run(running_node, "C: a1 NOOP\nS: a1 OK NOOP completed\nC: a2 NOOP\n")
 
 
 def test_greeting_starttls_and_capabilities(running_node: Node) -> None:
