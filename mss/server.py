@@ -150,7 +150,9 @@ def prepare_limits(app: App) -> ProcessLimits:
     return ProcessLimits(MemoryBudget(cfg.limits.pending_bytes), files)
 
 
-async def serve(app: App, worker: int = 0) -> None:
+async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, or until *stop* is set when given (then no signal
+    handler is installed: an in-process test node runs it in a thread of its own)."""
     cfg = app.config
     limits = prepare_limits(app)
     committer = GroupCommitter(app.engine)
@@ -181,10 +183,11 @@ async def serve(app: App, worker: int = 0) -> None:
         log.info("ready", listeners=listening, worker=worker,
                  whitelist_version=whitelist.current.version_id)
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(whitelist.watch(cfg.whitelist.reload_interval))
         crl_refresh = asyncio.create_task(verifier.crls.run())  # per process: own memory
         checkpoints = directory = fetcher = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import errno
+import io
 import os
 import re
 import shutil
@@ -16,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from mss import store
 from mss.app import open_app
@@ -75,6 +79,10 @@ class Node:
     @property
     def config(self) -> Path:
         return self.data_dir / "mss.toml"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
 
     @property
     def ca_file(self) -> Path:
@@ -226,6 +234,142 @@ class Node:
         return rows
 
 
+class InProcessNode(Node):
+    """A node served by ``mss.server.serve`` in a thread of this process, on an event loop
+    of its own (no interpreter start, no imports: protocol tests). Its logs go to
+    serve.log as a subprocess's do. Nodes that are signalled, killed, forked into workers
+    or shared with real peers stay subprocesses (:class:`Node`)."""
+
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _start(self, timeout: float) -> None:
+        assert self._thread is None
+        _claim_process_state(self)
+        self.log_path = self.data_dir / "serve.log"
+        self._error = None
+        before = len(self.audit("--event", "server.start"))
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
+                                        name=f"mss-node-{self.data_dir}")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                self._thread = None
+                _release_process_state(self)
+                error = self._error
+                if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+                    raise PortTaken(f"serve failed: {error}")
+                raise AssertionError(f"serve failed: {error!r}")
+            if ready.is_set() and len(self.audit("--event", "server.start")) > before:
+                self.started = True  # listening: server.start is written after the binds
+                return
+            time.sleep(0.02)
+        raise AssertionError("in-process node did not become ready")
+
+    def _run(self, ready: threading.Event) -> None:
+        from mss.app import open_app
+        from mss.server import serve
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            ready.set()
+            await serve(app, stop=self._stop)
+
+        assert self.log_path is not None
+        try:
+            app = open_app(self.config)
+        except BaseException as exc:  # reported by _start
+            self._error = exc
+            return
+        try:
+            _LOGS.open(self.log_path, app.config.log_level)
+            asyncio.run(main())
+        except BaseException as exc:  # reported by _start / stop
+            self._error = exc
+        finally:
+            app.close()
+            _LOGS.close_target()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Stop as SIGTERM would (the only signal an in-process node takes): 0 when clean."""
+        assert sig == signal.SIGTERM, "signals and kill -9: use a subprocess Node"
+        assert self._thread is not None and self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "in-process node did not stop"
+        self._thread = None
+        _release_process_state(self)
+        return 0 if self._error is None else 1
+
+
+_OWNER: list[InProcessNode] = []  # the in-process node serving now (at most one)
+
+
+def _claim_process_state(node: InProcessNode) -> None:
+    """Module globals of the server (proxy.imap.notifier's default notifier,
+    backend.SNAPSHOTS, cache.ENVELOPES) are per process: one in-process node at a time, and
+    fresh instances at each start so a node never sees an earlier one's folders (nodes
+    copied from one template share folder ids and UIDVALIDITYs). TEMPORARY: delete once
+    issue 13's Mailstore and Runtime own them (no module global left)."""
+    from proxy.imap import backend, cache, message_commands, notifier
+
+    assert not _OWNER, f"an in-process node is already serving: {_OWNER[0].data_dir}"
+    _OWNER.append(node)
+    notifier.install(notifier.LocalNotifier())
+    backend.SNAPSHOTS = backend.SnapshotCache()
+    cache.ENVELOPES = message_commands.ENVELOPES = cache.EnvelopeCache()
+
+
+def _release_process_state(node: InProcessNode) -> None:
+    _OWNER.remove(node)
+
+
+class _LogSwitch(io.TextIOBase):
+    """Where this process's mss logs go: the serving in-process node's serve.log. structlog
+    is configured once per process (its loggers cache their output on first use), so the
+    file changes under it, node after node."""
+
+    def __init__(self) -> None:
+        self.target: TextIO | None = None
+        self.configured = False
+
+    def write(self, text: str) -> int:
+        target = self.target
+        return target.write(text) if target is not None else len(text)
+
+    def flush(self) -> None:
+        if self.target is not None:
+            self.target.flush()
+
+    def open(self, path: Path, level: str) -> None:
+        if not self.configured:
+            from mss.logs import configure
+
+            saved, sys.stderr = sys.stderr, self  # configure() logs to sys.stderr
+            try:
+                configure(level)
+            finally:
+                sys.stderr = saved
+            self.configured = True
+        self.target = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def close_target(self) -> None:
+        target, self.target = self.target, None
+        if target is not None:
+            target.close()
+
+
+_LOGS = _LogSwitch()
+
+
 _AUDIT_FILTERS = ("mailbox", "since", "until", "actor", "event", "outcome", "message_id",
                   "patient")
 
@@ -233,13 +377,14 @@ _AUDIT_FILTERS = ("mailbox", "since", "until", "actor", "event", "outcome", "mes
 def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
               tls: dict[str, Path] | None = None, extra_config: str = "",
-              real_init: bool = False) -> Node:
+              real_init: bool = False, in_process: bool = False) -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
     the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
 
     The data dir is a copy of a template initialised once per pytest process with the real
     CLI (``mss init``, ``mailbox add`` x3, ``whitelist import``: seconds of subprocesses);
-    *real_init* runs those commands for this node instead (tests of ``mss init`` itself)."""
+    *real_init* runs those commands for this node instead (tests of ``mss init`` itself);
+    *in_process*: an :class:`InProcessNode`."""
     data_dir = base / "node"
     if real_init:
         _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml")
@@ -250,7 +395,8 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
         shutil.copytree(template / "node", data_dir, dirs_exist_ok=True)
         if with_whitelist:
             shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
-    node = Node(data_dir, host=host, domain=domain, fixed_ports=frozenset(ports or {}))
+    node = (InProcessNode if in_process else Node)(data_dir, host=host, domain=domain,
+                                                   fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
         port = (ports or {}).get(name) or free_port(host)

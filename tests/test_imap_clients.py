@@ -1024,3 +1024,28 @@ def test_recent_across_two_worker_processes(tmp_path: object) -> None:
         writer.logout()
     finally:
         node.stop()
+
+
+def test_in_process_nodes_do_not_share_state(tmp_path: Path) -> None:
+    """Two in-process nodes, one after the other in this process, copied from one template
+    (same folder ids, same UIDVALIDITY): the second never serves the first's folder
+    snapshot, though its INBOX reaches the same UIDNEXT and HIGHESTMODSEQ."""
+    flags = []
+    for name, flag in (("first", "\\Flagged"), ("second", "")):
+        node = make_node(tmp_path / name, with_whitelist=False, in_process=True)
+        node.start()
+        try:
+            m = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"],
+                                  ssl_context=node.client_context(), timeout=10)
+            m.login(BOB, PASSWORD)
+            m.append("INBOX", f"({flag})" if flag else None, None,
+                     f"From: {ALICE}\r\nSubject: s\r\n\r\nx\r\n".encode())
+            m.select("INBOX")
+            typ, data = m.fetch("1", "(FLAGS)")
+            assert typ == "OK"
+            flags.append(data[0])
+            m.logout()
+        finally:
+            assert node.stop() == 0
+    assert b"\\Flagged" in flags[0]
+    assert b"\\Flagged" not in flags[1], flags

@@ -16,6 +16,7 @@ import pytest
 
 from tests.node import DOMAIN, PASSWORD, Node
 
+IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
 BOB = f"bob@{DOMAIN}"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE{auth} NAMESPACE UIDPLUS MOVE SPECIAL-USE "
         "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH BINARY APPENDLIMIT=52428800")
