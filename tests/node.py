@@ -37,6 +37,20 @@ REMOTE_DOMAINS = [("operator-a.mssante.fr", "CN=mx.operator-a.fr,OU=312345678,O=
 OPERATOR_A_DN = REMOTE_DOMAINS[0][1]  # the client certificate tests present on the MX
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of the mss processes tests start: compiled bytecode kept (in a
+    cache outside the repository) even where PYTHONDONTWRITEBYTECODE is set, so that each
+    of the suite's hundreds of 'mss' processes does not compile the sources again
+    (about 0.2 s of CPU each)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "mss-test-pycache"))
+    return env
+
+
+CHILD_ENV = _child_env()
+
+
 def free_port(host: str = "127.0.0.1", *also: str) -> int:
     """A TCP port free on *host* and on every address in *also* (a port two test
     operators both listen on); still a guess: Node.start re-picks on EADDRINUSE."""
@@ -91,7 +105,8 @@ class Node:
     def cli(self, *args: str, input: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*MSS, "--config", str(self.config), *args], input=input,
-                              capture_output=True, text=True, cwd=REPO, timeout=120)
+                              capture_output=True, text=True, cwd=REPO, timeout=120,
+                              env=CHILD_ENV)
         if check and proc.returncode != 0:
             raise AssertionError(f"mss {' '.join(args)} failed ({proc.returncode}): "
                                  f"{proc.stderr}{proc.stdout}")
@@ -165,7 +180,7 @@ class Node:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
-                                            stdout=log, stderr=log, cwd=REPO)
+                                            stdout=log, stderr=log, cwd=REPO, env=CHILD_ENV)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -417,7 +432,7 @@ def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Pa
     """What every test node holds, made by the real CLI: init, three mailboxes (alice and
     bob with PASSWORD, an ORG one without), the test whitelist when *with_whitelist*."""
     proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr
     node = Node(data_dir, domain=domain)
     for user in ("alice", "bob"):
@@ -471,7 +486,7 @@ def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> boo
 
 
 def env_without_config() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(CHILD_ENV)
     env.pop("MSS_CONFIG", None)
     return env
 
