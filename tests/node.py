@@ -287,6 +287,8 @@ class InProcessNode(Node):
                 self.started = True  # listening: server.start is written after the binds
                 return
             time.sleep(0.02)
+        if self._loop is not None and self._stop is not None:
+            self.stop()  # whatever it got to: the next node starts clean
         raise AssertionError("in-process node did not become ready")
 
     def _run(self, ready: threading.Event) -> None:
