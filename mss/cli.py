@@ -7,59 +7,75 @@ input: one line on stderr, exit status 2, nothing changed.
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from audit.checkpoints import signing_key
-from audit.cli import audit_app
-from audit.events import Event, Outcome
-from audit.journal import AuditRecord, append
-from audit.patient import pseudonym_key
-from directory.cli import directory_app
-from mss import crypto
-from mss.addresses import normalize_domain
-from mss.app import open_app
+from audit.events import Event
 from mss.cli_support import (
-    HANDLED,
     PRIVATE_UMASK,
     CliError,
     actor,
     fail,
+    handled,
     node,
     password_hash_from_stdin,
     report,
     require_private_dir,
     require_tls_files,
 )
-from mss.config import DEFAULT_CONFIG_NAME, load_config, render_default_config, resolve_config_path
-from mss.mailstore import domains, mailboxes
-from proxy.outbound.cli import queue_app
-from proxy.outbound.mx import parse_next_hop
-from trustspace.cli import pki_app, whitelist_app
-from trustspace.pki import generate_dev_pki
-from trustspace.relay_cli import relay_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, help="mss: secure health messaging node (MSSanté).")
+if TYPE_CHECKING:
+    import click
+
+# Each command imports what it uses when it runs, and a package's sub-commands are loaded
+# only when named: 'mss whitelist check D' must not pay for sqlalchemy's ORM, the protocols
+# and the audit exporters (tests/test_cli.py measures it).
+SUBCOMMANDS = {  # name: (module, Typer attribute)
+    "whitelist": ("trustspace.cli", "whitelist_app"),
+    "audit": ("audit.cli", "audit_app"),
+    "directory": ("directory.cli", "directory_app"),
+    "pki": ("trustspace.cli", "pki_app"),
+    "queue": ("proxy.outbound.cli", "queue_app"),
+    "relay": ("trustspace.relay_cli", "relay_app"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The ``mss`` group: the SUBCOMMANDS packages imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *SUBCOMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = SUBCOMMANDS[cmd_name]
+        mount = _typer()  # mounted as add_typer would: the root's settings (plain help)
+        mount.add_typer(getattr(importlib.import_module(module), attribute), name=cmd_name)
+        return typer.main.get_group(mount).commands[cmd_name]
+
+
+def _typer(**options: object) -> typer.Typer:
+    return typer.Typer(no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None,
+                       **options)  # type: ignore[arg-type]
+
+
+app = _typer(cls=LazyGroup, help="mss: secure health messaging node (MSSanté).")
 domain_app = typer.Typer(no_args_is_help=True, help="Hosted domains.")
 mailbox_app = typer.Typer(no_args_is_help=True, help="Hosted mailboxes.")
 keys_app = typer.Typer(no_args_is_help=True, help="Master key and mailbox keys.")
 app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
-app.add_typer(whitelist_app, name="whitelist")
-app.add_typer(audit_app, name="audit")
-app.add_typer(directory_app, name="directory")
-app.add_typer(pki_app, name="pki")
-app.add_typer(queue_app, name="queue")
-app.add_typer(relay_app, name="relay")
 
 
 @app.callback()
@@ -79,6 +95,16 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
                                              help="Overwrite existing keys (destroys mail).")]
          = False) -> None:
     """Create a data dir: config, SQLite DB, master key, development PKI, hosted domain."""
+    from audit.checkpoints import signing_key
+    from audit.journal import AuditRecord, append
+    from audit.patient import pseudonym_key
+    from mss import crypto
+    from mss.addresses import normalize_domain
+    from mss.app import open_app
+    from mss.config import DEFAULT_CONFIG_NAME, render_default_config
+    from mss.mailstore import domains
+    from trustspace.pki import generate_dev_pki
+
     try:
         domain = normalize_domain(domain)
     except ValueError as exc:
@@ -122,6 +148,9 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Start the listeners from the configuration (SIGTERM: finish in-flight, exit 0)."""
+    import asyncio
+
+    from mss.config import load_config, resolve_config_path
     from mss.logs import configure
     from mss.server import serve as run
     from mss.server import serve_workers
@@ -147,6 +176,10 @@ def domain_add(ctx: typer.Context, name: str,
                    "--relay-to", help="HOST:PORT of the institution's own server: mail for "
                    "the domain is queued to it instead of stored here.")] = None) -> None:
     """Host a domain."""
+    from audit.journal import AuditRecord, append
+    from mss.mailstore import domains
+    from proxy.outbound.mx import parse_next_hop
+
     if relay_to is not None:
         try:
             host, port = parse_next_hop(relay_to)
@@ -167,6 +200,8 @@ def domain_add(ctx: typer.Context, name: str,
 @domain_app.command("list")
 def domain_list(ctx: typer.Context) -> None:
     """List hosted domains."""
+    from mss.mailstore import domains
+
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         relays = domains.list_relays(conn)
         for name in domains.list_domains(conn):
@@ -188,6 +223,9 @@ def mailbox_add(
         "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
 ) -> None:
     """Create a mailbox (with its own encryption key and default folders)."""
+    from audit.journal import AuditRecord, append
+    from mss.mailstore import mailboxes
+
     password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = mailboxes.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
@@ -201,6 +239,8 @@ def mailbox_add(
 @mailbox_app.command("list")
 def mailbox_list(ctx: typer.Context) -> None:
     """List mailboxes: address, type, state."""
+    from mss.mailstore import mailboxes
+
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         for m in mailboxes.list_mailboxes(conn):
             print(f"{m.address}\t{m.type}\t{'enabled' if m.enabled else 'disabled'}")
@@ -210,6 +250,8 @@ def mailbox_list(ctx: typer.Context) -> None:
 def mailbox_show(ctx: typer.Context, address: str) -> None:
     """Show one mailbox."""
     import datetime as dt
+
+    from mss.mailstore import mailboxes
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         m = mailboxes.require_mailbox(conn, address)
@@ -224,6 +266,9 @@ def mailbox_show(ctx: typer.Context, address: str) -> None:
 @mailbox_app.command("disable")
 def mailbox_disable(ctx: typer.Context, address: str) -> None:
     """Disable a mailbox: no more logins, no more mail accepted for it."""
+    from audit.journal import AuditRecord, append
+    from mss.mailstore import mailboxes
+
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         m = mailboxes.disable_mailbox(conn, address)
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_DISABLE, actor=actor(), mailbox=m.address)])
@@ -233,6 +278,7 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
 @mailbox_app.command("grant")
 def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
     """Share an ORG/APP mailbox with a user over IMAP (seen as Shared/ADDRESS/...)."""
+    from audit.journal import AuditRecord, append
     from mss.mailstore.grants import grant
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
@@ -245,6 +291,7 @@ def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
 @mailbox_app.command("revoke")
 def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
     """Remove a user's access to a shared mailbox (effective at their next command)."""
+    from audit.journal import AuditRecord, append
     from mss.mailstore.grants import revoke
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
@@ -259,6 +306,10 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 @keys_app.command("rotate")
 def keys_rotate(ctx: typer.Context) -> None:
     """Add a master key version and re-wrap every mailbox key (messages untouched)."""
+    from audit.events import Outcome
+    from audit.journal import AuditRecord, append
+    from mss import crypto
+
     with node(ctx) as node_app:
         try:
             with node_app.engine.begin() as conn:
@@ -301,8 +352,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2) from None
         print(f"mss: error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(2) from None
-    except HANDLED as exc:
-        report(exc)
+    except Exception as exc:
+        if isinstance(exc, handled()):
+            report(exc)
+        raise
     raise SystemExit(result if isinstance(result, int) else 0)
 
 

@@ -9,18 +9,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from mss.addresses import AddressError
-from mss.app import App, open_app
 from mss.config import ConfigError, TlsConfig, resolve_config_path
-from mss.crypto import KeyringError, TamperedError
-from mss.db import DatabaseUnusable, unusable
-from mss.mailstore.errors import StoreError
-from trustspace.relays import RelayError
+
+if TYPE_CHECKING:
+    from mss.app import App
+
+# Light on purpose: 'import mss.cli' loads this module, and every admin command pays for
+# what it imports (sqlalchemy, the store, the protocols: most of a second); a command
+# imports what it uses when it runs.
 
 EXIT_ERROR = 2  # 1 is reserved for "no" answers such as 'whitelist check'
 PRIVATE_UMASK = 0o077  # files 0600, directories 0700: the data dir holds keys, mail, logs
@@ -77,6 +77,11 @@ def require_tls_files(tls: TlsConfig) -> None:
 
 @contextmanager
 def node(ctx: typer.Context) -> Iterator[App]:
+    from sqlalchemy.exc import DBAPIError
+
+    from mss.app import open_app
+    from mss.db import unusable
+
     config_path: Path = resolve_config_path(ctx.obj.get("config") if ctx.obj else None)
     app = open_app(config_path)
     try:
@@ -87,8 +92,16 @@ def node(ctx: typer.Context) -> Iterator[App]:
         app.close()
 
 
-HANDLED = (CliError, ConfigError, KeyringError, TamperedError, StoreError, RelayError,
-           DatabaseUnusable, OSError, AddressError)
+def handled() -> tuple[type[Exception], ...]:
+    """The errors a command reports as one line (exit 2): imported once one was raised."""
+    from mss.addresses import AddressError
+    from mss.crypto import KeyringError, TamperedError
+    from mss.db import DatabaseUnusable
+    from mss.mailstore.errors import StoreError
+    from trustspace.relays import RelayError
+
+    return (CliError, ConfigError, KeyringError, TamperedError, StoreError, RelayError,
+            DatabaseUnusable, OSError, AddressError)
 
 
 def report(exc: BaseException) -> NoReturn:

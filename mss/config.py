@@ -281,6 +281,8 @@ class ImapConfig:
     login_window: float = key(900.0, "... within this many seconds ...", gt(0))
     login_lockout: float = key(300.0, "... lock logins of that user / address this long",
                                gt(0))
+    enabled_check: float = key(10.0, "seconds between checks that a logged-in session's "
+                               "mailbox is still enabled (a disabled one is logged out)", gt(0))
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,18 @@ from tests.node import Node, make_node
 
 
 @pytest.fixture(scope="module")
-def running_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One served node per test module (init + whitelist + mailboxes)."""
-    node = make_node(tmp_path_factory.mktemp("node"))
+def running_node(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One served node per test module (init + whitelist + mailboxes); a module's
+    ``NODE_CONFIG`` (TOML tables) is appended to its configuration (short timings), and
+    ``IN_PROCESS = True`` serves it in a thread of the test process (protocol tests that
+    never signal, kill or fork it)."""
+    node = make_node(tmp_path_factory.mktemp("node"),
+                     extra_config=getattr(request.module, "NODE_CONFIG", ""),
+                     in_process=getattr(request.module, "IN_PROCESS", False))
     node.start()
     yield node
-    if node.process is not None:
+    if node.running:
         node.stop()
 
 

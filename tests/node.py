@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import errno
+import io
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from mss.app import open_app
 from mss.mailstore import mailboxes, messages
@@ -28,6 +35,20 @@ REMOTE_DOMAINS = [("operator-a.mssante.fr", "CN=mx.operator-a.fr,OU=312345678,O=
                   ("operator-b.mssante.fr", "CN=mx.operator-b.fr,OU=398765432,O=Operator B,"
                    "ST=Gironde (33),C=FR")]
 OPERATOR_A_DN = REMOTE_DOMAINS[0][1]  # the client certificate tests present on the MX
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the mss processes tests start: compiled bytecode kept (in a
+    cache outside the repository) even where PYTHONDONTWRITEBYTECODE is set, so that each
+    of the suite's hundreds of 'mss' processes does not compile the sources again
+    (about 0.2 s of CPU each)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "mss-test-pycache"))
+    return env
+
+
+CHILD_ENV = _child_env()
 
 
 def free_port(host: str = "127.0.0.1", *also: str) -> int:
@@ -74,13 +95,18 @@ class Node:
         return self.data_dir / "mss.toml"
 
     @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    @property
     def ca_file(self) -> Path:
         return self.data_dir / "pki" / "ca.crt"
 
     def cli(self, *args: str, input: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*MSS, "--config", str(self.config), *args], input=input,
-                              capture_output=True, text=True, cwd=REPO, timeout=120)
+                              capture_output=True, text=True, cwd=REPO, timeout=120,
+                              env=CHILD_ENV)
         if check and proc.returncode != 0:
             raise AssertionError(f"mss {' '.join(args)} failed ({proc.returncode}): "
                                  f"{proc.stderr}{proc.stdout}")
@@ -154,7 +180,7 @@ class Node:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
-                                            stdout=log, stderr=log, cwd=REPO)
+                                            stdout=log, stderr=log, cwd=REPO, env=CHILD_ENV)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -177,34 +203,215 @@ class Node:
         return code
 
     def audit(self, *args: str) -> list[dict[str, object]]:
+        """Audit rows, oldest first, read from the database in this process (a CLI process
+        per read cost seconds on a loaded machine). *args* are ``mss audit list`` filters
+        (``"--event", "smtp."``); unlike the CLI, reading adds no ``audit.read`` record.
+        Rows go through JSON as the CLI's ``--json`` lines do."""
+        import json
+
+        from audit.cli import _since
+        from audit.journal import query
+        from mss.config import load_config
+        from mss.db import make_engine
+
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        filters: dict[str, object] = {}
+        for option, value in options.items():
+            name = option.removeprefix("--").replace("-", "_")
+            assert name in _AUDIT_FILTERS, f"audit filter {option} unknown to tests/node.py"
+            filters[name] = (int(value) if name == "outcome"
+                             else _since(value, option) if name in ("since", "until")
+                             else value)
+        engine = make_engine(load_config(self.config).database_url, writer=False)
+        try:
+            with engine.connect() as conn:
+                rows = list(query(conn, **filters))  # type: ignore[arg-type]
+        finally:
+            engine.dispose()
+        return [json.loads(json.dumps(row, ensure_ascii=False, sort_keys=True)) for row in rows]
+
+    def audit_cli(self, *args: str) -> list[dict[str, object]]:
+        """The same rows through the real ``mss audit list --json`` (adds ``audit.read``)."""
         import json
 
         out = self.cli("audit", "list", "--json", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_audit(self, predicate: object, timeout: float = 30.0) -> list[dict[str, object]]:
-        """Audit rows matching *predicate*, waiting for background commits (each poll is a
-        CLI process, seconds on a loaded machine: a 5 s bound allowed one or two polls)."""
+        """Audit rows matching *predicate*, waiting for background commits."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
             rows = [r for r in self.audit() if predicate(r)]  # type: ignore[operator]
             if rows:
                 return rows
-            time.sleep(0.1)
+            time.sleep(0.05)
         return rows
+
+
+class InProcessNode(Node):
+    """A node served by ``mss.server.serve`` in a thread of this process, on an event loop
+    of its own (no interpreter start, no imports: protocol tests). Its logs go to
+    serve.log as a subprocess's do. Nodes that are signalled, killed, forked into workers
+    or shared with real peers stay subprocesses (:class:`Node`)."""
+
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _start(self, timeout: float) -> None:
+        assert self._thread is None
+        _claim_process_state(self)
+        self.log_path = self.data_dir / "serve.log"
+        self._error = None
+        before = len(self.audit("--event", "server.start"))
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
+                                        name=f"mss-node-{self.data_dir}")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                self._thread = None
+                _release_process_state(self)
+                error = self._error
+                if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+                    raise PortTaken(f"serve failed: {error}")
+                raise AssertionError(f"serve failed: {error!r}")
+            if ready.is_set() and len(self.audit("--event", "server.start")) > before:
+                self.started = True  # listening: server.start is written after the binds
+                return
+            time.sleep(0.02)
+        if self._loop is not None and self._stop is not None:
+            self.stop()  # whatever it got to: the next node starts clean
+        raise AssertionError("in-process node did not become ready")
+
+    def _run(self, ready: threading.Event) -> None:
+        from mss.app import open_app
+        from mss.server import serve
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            ready.set()
+            await serve(app, stop=self._stop)
+
+        assert self.log_path is not None
+        try:
+            app = open_app(self.config)
+        except BaseException as exc:  # reported by _start
+            self._error = exc
+            return
+        try:
+            _LOGS.open(self.log_path, app.config.log_level)
+            asyncio.run(main())
+        except BaseException as exc:  # reported by _start / stop
+            self._error = exc
+        finally:
+            app.close()
+            _LOGS.close_target()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Stop as SIGTERM would (the only signal an in-process node takes): 0 when clean."""
+        assert sig == signal.SIGTERM, "signals and kill -9: use a subprocess Node"
+        assert self._thread is not None and self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "in-process node did not stop"
+        self._thread = None
+        _release_process_state(self)
+        return 0 if self._error is None else 1
+
+
+_OWNER: list[InProcessNode] = []  # the in-process node serving now (at most one)
+
+
+def _claim_process_state(node: InProcessNode) -> None:
+    """Module globals of the server (proxy.imap.notifier's default notifier,
+    backend.SNAPSHOTS, cache.ENVELOPES) are per process: one in-process node at a time, and
+    fresh instances at each start so a node never sees an earlier one's folders (nodes
+    copied from one template share folder ids and UIDVALIDITYs). TEMPORARY: delete once
+    issue 13's Mailstore and Runtime own them (no module global left)."""
+    from proxy.imap import cache, message_commands
+
+    assert not _OWNER, f"an in-process node is already serving: {_OWNER[0].data_dir}"
+    _OWNER.append(node)
+    cache.ENVELOPES = message_commands.ENVELOPES = cache.EnvelopeCache()
+
+
+def _release_process_state(node: InProcessNode) -> None:
+    _OWNER.remove(node)
+
+
+class _LogSwitch(io.TextIOBase):
+    """Where this process's mss logs go: the serving in-process node's serve.log. structlog
+    is configured once per process (its loggers cache their output on first use), so the
+    file changes under it, node after node."""
+
+    def __init__(self) -> None:
+        self.target: TextIO | None = None
+        self.configured = False
+
+    def write(self, text: str) -> int:
+        target = self.target
+        return target.write(text) if target is not None else len(text)
+
+    def flush(self) -> None:
+        if self.target is not None:
+            self.target.flush()
+
+    def open(self, path: Path, level: str) -> None:
+        if not self.configured:
+            from mss.logs import configure
+
+            saved, sys.stderr = sys.stderr, self  # configure() logs to sys.stderr
+            try:
+                configure(level)
+            finally:
+                sys.stderr = saved
+            self.configured = True
+        self.target = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def close_target(self) -> None:
+        target, self.target = self.target, None
+        if target is not None:
+            target.close()
+
+
+_LOGS = _LogSwitch()
+
+
+_AUDIT_FILTERS = ("mailbox", "since", "until", "actor", "event", "outcome", "message_id",
+                  "patient")
 
 
 def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-              tls: dict[str, Path] | None = None, extra_config: str = "") -> Node:
+              tls: dict[str, Path] | None = None, extra_config: str = "",
+              real_init: bool = False, in_process: bool = False) -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
-    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests."""
+    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
+
+    The data dir is a copy of a template initialised once per pytest process with the real
+    CLI (``mss init``, ``mailbox add`` x3, ``whitelist import``: seconds of subprocesses);
+    *real_init* runs those commands for this node instead (tests of ``mss init`` itself);
+    *in_process*: an :class:`InProcessNode`."""
     data_dir = base / "node"
-    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    node = Node(data_dir, host=host, domain=domain, fixed_ports=frozenset(ports or {}))
+    if real_init:
+        _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml")
+    else:
+        template = TEMPLATES.get(domain, with_whitelist)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # as mss init does to an existing directory
+        shutil.copytree(template / "node", data_dir, dirs_exist_ok=True)
+        if with_whitelist:
+            shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
+    node = (InProcessNode if in_process else Node)(data_dir, host=host, domain=domain,
+                                                   fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps"):
         port = (ports or {}).get(name) or free_port(host)
@@ -218,6 +425,16 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     if "[delivery]" not in extra_config:  # never real DNS or port 25 from a test node
         extra_config += "\n[delivery]\nenabled = false\n"
     node.config.write_text(text + extra_config)
+    return node
+
+
+def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Path) -> None:
+    """What every test node holds, made by the real CLI: init, three mailboxes (alice and
+    bob with PASSWORD, an ORG one without), the test whitelist when *with_whitelist*."""
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr
+    node = Node(data_dir, domain=domain)
     for user in ("alice", "bob"):
         node.cli("mailbox", "add", f"{user}@{domain}", "--type", "PER", "--rpps",
                  "10000000001" if user == "alice" else "10000000002", "--password-stdin",
@@ -225,10 +442,36 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     node.cli("mailbox", "add", f"secretariat@{domain}", "--type", "ORG", "--finess",
              "750000001")
     if with_whitelist:
-        wl = base / "whitelist.xml"
-        wl.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
-        node.cli("whitelist", "import", str(wl))
-    return node
+        whitelist.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
+        node.cli("whitelist", "import", str(whitelist))
+
+
+class Templates:
+    """Initialised data dirs, one per (domain, with_whitelist), made on first use in this
+    process and copied per node (a copy takes milliseconds; the CLI runs take seconds).
+    Nodes of one template share the master key and the development CA: tests that need
+    two trust anchors give their nodes distinct domains or their own PKI (*tls*)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, bool], Path] = {}
+        self._root: Path | None = None
+
+    def get(self, domain: str, with_whitelist: bool) -> Path:
+        with self._lock:
+            key = (domain, with_whitelist)
+            if key not in self._made:
+                if self._root is None:
+                    self._root = Path(tempfile.mkdtemp(prefix="mss-templates-"))
+                    atexit.register(shutil.rmtree, self._root, True)
+                base = self._root / f"{domain}-{'wl' if with_whitelist else 'nowl'}"
+                base.mkdir()
+                _initialise(base / "node", domain, with_whitelist, base / "whitelist.xml")
+                self._made[key] = base
+            return self._made[key]
+
+
+TEMPLATES = Templates()
 
 
 def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> bool:
@@ -243,7 +486,7 @@ def wait_for(predicate: object, timeout: float = 30.0, step: float = 0.2) -> boo
 
 
 def env_without_config() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(CHILD_ENV)
     env.pop("MSS_CONFIG", None)
     return env
 

@@ -11,6 +11,7 @@ import re
 import smtplib
 import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -25,6 +26,9 @@ from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 ORG = f"secretariat@{DOMAIN}"
+ENABLED_CHECK = 0.5  # seconds: a disabled mailbox's session ends this soon (default 10)
+NODE_CONFIG = f"\n[imap]\nenabled_check = {ENABLED_CHECK}\n"  # running_node's
+IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
 
 
 def message(subject: str, body: str = "Bonjour.\n", sender: str = ALICE, rcpt: str = BOB
@@ -248,8 +252,11 @@ def test_utf7_folder_names(bob: imaplib.IMAP4_SSL) -> None:
 # --------------------------------------------------------------------------- folder names at rest
 
 def _raw_database(node: Node) -> bytes:
-    """The database file and its WAL, as bytes on disk."""
-    return b"".join(p.read_bytes() for p in node.data_dir.glob("mss.db*") if p.is_file())
+    """The database file and its WAL, as bytes on disk; read by another process: closing a
+    descriptor of a file drops every POSIX lock this process holds on it, the in-process
+    server's SQLite locks included (a later "disk I/O error", SQLite FAQ "How to corrupt")."""
+    files = [str(p) for p in sorted(node.data_dir.glob("mss.db*")) if p.is_file()]
+    return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
 
 
 def _shipped(node: Node) -> bytes:
@@ -797,7 +804,7 @@ def test_disabled_mailbox_sessions_end(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login(carol)
     running_node.cli("mailbox", "disable", carol)
-    time.sleep(10.5)  # proxy/imap/connection.py ENABLED_CHECK
+    time.sleep(ENABLED_CHECK + 0.1)  # imap.enabled_check of running_node (NODE_CONFIG)
     raw.send(b"n NOOP\r\n")
     assert raw.line() == b"* BYE Mailbox disabled"
     raw.close()
@@ -1040,3 +1047,4 @@ def test_recent_across_two_worker_processes(tmp_path: object) -> None:
         writer.logout()
     finally:
         node.stop()
+

@@ -32,6 +32,8 @@ from proxy.imap.seqset import SequenceSet
 from proxy.imap.tokens import Atom, ImapParseError, Token
 from tests.node import DOMAIN, PASSWORD, Node
 
+IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
+
 
 def parse(line: bytes, *literals: bytes) -> Command:
     parts = line.split(b"\r\n")

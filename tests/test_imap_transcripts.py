@@ -16,6 +16,7 @@ import pytest
 
 from tests.node import DOMAIN, PASSWORD, Node
 
+IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
 BOB = f"bob@{DOMAIN}"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE{auth} NAMESPACE UIDPLUS MOVE SPECIAL-USE "
         "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH BINARY APPENDLIMIT=52428800")
@@ -25,6 +26,9 @@ AUTHED_CAPS = CAPS.format(auth="")
 MSG = (b"From: Alice <alice@demo.mssante.fr>\r\nTo: bob@demo.mssante.fr\r\n"
        b"Subject: Compte rendu\r\nMessage-ID: <t1@demo.mssante.fr>\r\n"
        b"Date: Mon, 23 Nov 2026 09:00:00 +0100\r\n\r\nBonjour, resultat normal.\r\n")
+
+
+QUIET = 0.2  # seconds of silence that end a transcript
 
 
 def _pattern(line: str) -> re.Pattern[str]:
@@ -61,8 +65,22 @@ def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) ->
                 got_text = got[:-2].decode("utf-8", "replace")
                 assert _pattern(text).match(got_text), \
                     f"line {number}: expected {text!r}, got {got_text!r}"
+        sock.settimeout(QUIET)  # nothing may follow the last expected line
+        try:
+            extra = reader.peek(1)  # what is buffered, else one read
+        except TimeoutError:
+            extra = b""
+        assert extra == b"", f"after line {len(lines)}: unexpected {extra!r}"
     finally:
         sock.close()
+
+
+def test_runner_fails_on_an_unexpected_last_line(running_node: Node) -> None:
+    """A reply the transcript does not list fails it, the last one too."""
+    with pytest.raises(AssertionError, match=r"unexpected b'a1 OK NOOP"):
+        run(running_node, "C: a1 NOOP\n")
+    with pytest.raises(AssertionError, match=r"unexpected b'a2 OK NOOP"):
+        run(running_node, "C: a1 NOOP\nS: a1 OK NOOP completed\nC: a2 NOOP\n")
 
 
 def test_greeting_starttls_and_capabilities(running_node: Node) -> None:

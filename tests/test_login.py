@@ -33,13 +33,13 @@ def test_login_address_one_identity_per_spelling() -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = make_node(tmp_path_factory.mktemp("login"),
+    n = make_node(tmp_path_factory.mktemp("login"), in_process=True,
                   extra_config="\n[imap]\nlogin_failures = 3\nlogin_lockout = 120.0\n")
     n.config.write_text(n.config.read_text().replace(
         "[smtp]\n", "[smtp]\nauth_failures = 3\nauth_lockout = 120.0\n", 1))
     n.start()
     yield n
-    if n.process is not None:
+    if n.running:
         n.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import json
 import signal
 import smtplib
@@ -16,7 +17,7 @@ from sqlalchemy import select, update
 from mss import crypto, db
 from mss.app import open_app
 from mss.mailstore import mailboxes, messages
-from tests.node import DOMAIN, PASSWORD, Node, read_all
+from tests.node import DOMAIN, PASSWORD, Node, make_node, read_all
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -260,20 +261,20 @@ def test_corrupt_password_hash_row_never_reaches_the_log(fresh_node: Node) -> No
     db_file = fresh_node.data_dir / "mss.db"
     with sqlite3.connect(db_file) as conn:
         (stored,) = conn.execute("SELECT password_hash FROM mailboxes WHERE address = ?",
-                                 (f"alice@{DOMAIN}",)).fetchone()
+                                 (ALICE,)).fetchone()
         corrupt = stored.encode() + b"\xff\xfe"
         conn.execute("UPDATE mailboxes SET password_hash = CAST(? AS TEXT) WHERE address = ?",
-                     (corrupt, f"alice@{DOMAIN}"))
+                     (corrupt, ALICE))
     fresh_node.start()
     with smtplib.SMTP("127.0.0.1", fresh_node.ports["submission"], timeout=30) as client:
         client.starttls(context=fresh_node.client_context())
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
-            client.login(f"alice@{DOMAIN}", PASSWORD)
+            client.login(ALICE, PASSWORD)
         assert refused.value.smtp_code == 535
     with imaplib.IMAP4_SSL("127.0.0.1", fresh_node.ports["imaps"],
                            ssl_context=fresh_node.client_context(), timeout=30) as imap, \
             pytest.raises(imaplib.IMAP4.error):
-        imap.login(f"alice@{DOMAIN}", PASSWORD)
+        imap.login(ALICE, PASSWORD)
     with smtplib.SMTP("127.0.0.1", fresh_node.ports["submission"], timeout=30) as client:
         client.starttls(context=fresh_node.client_context())
         client.login(f"bob@{DOMAIN}", PASSWORD)  # the server is fine for everyone else
@@ -283,7 +284,7 @@ def test_corrupt_password_hash_row_never_reaches_the_log(fresh_node: Node) -> No
     salt_and_digest = stored.split("$", 3)[3]
     assert salt_and_digest not in log and "$scrypt$" not in log
     rows = [r for r in fresh_node.audit("--event", "smtp.auth")
-            if r["mailbox"] == f"alice@{DOMAIN}"]
+            if r["mailbox"] == ALICE]
     assert rows and rows[-1]["outcome"] != 0
     assert salt_and_digest not in json.dumps(fresh_node.audit())
 
@@ -302,3 +303,28 @@ def test_log_redaction_of_driver_quoted_values_and_hashes() -> None:
     for corrupt in (stored.replace("ln=14", "ln=99999999999"), stored.replace("ln=14", "ln=x"),
                     stored.rsplit("$", 1)[0], b"bytes", 42):
         assert verify_password("a password", corrupt) is False  # type: ignore[arg-type]
+
+
+def test_in_process_nodes_do_not_share_state(tmp_path: Path) -> None:
+    """Two in-process nodes, one after the other in this process, copied from one template
+    (same folder ids, same UIDVALIDITY): the second never serves the first's folder
+    snapshot, though its INBOX reaches the same UIDNEXT and HIGHESTMODSEQ."""
+    flags = []
+    for name, flag in (("first", "\\Flagged"), ("second", "")):
+        node = make_node(tmp_path / name, with_whitelist=False, in_process=True)
+        node.start()
+        try:
+            m = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"],
+                                  ssl_context=node.client_context(), timeout=10)
+            m.login(BOB, PASSWORD)
+            m.append("INBOX", f"({flag})" if flag else None, None,
+                     f"From: {ALICE}\r\nSubject: s\r\n\r\nx\r\n".encode())
+            m.select("INBOX")
+            typ, data = m.fetch("1", "(FLAGS)")
+            assert typ == "OK"
+            flags.append(data[0])
+            m.logout()
+        finally:
+            assert node.stop() == 0
+    assert b"\\Flagged" in flags[0]
+    assert b"\\Flagged" not in flags[1], flags

@@ -1,6 +1,7 @@
 """Folder names at rest: a keyed lookup value and the name sealed under the mailbox key.
 
-Users name folders after patients ("Dupont Jean"), so a name is content (docs/architecture.md "Invariants"):
+Users name folders after patients ("Dupont Jean"), so a name is content
+(docs/architecture.md "Invariants"):
 the ``folders`` row keeps, in ``name``, only a deterministic lookup value (HMAC-SHA256 of
 the NFC-normalised name under a key derived from the mailbox key) that the unique index
 (mailbox_id, name) and IMAP's lookups by name use, and in ``name_sealed`` the name itself,

@@ -9,7 +9,8 @@ writers of that process wake it at once; commits of other processes (``server.wo
 :meth:`LocalNotifier.poll` after the database changed: one query over the folders watched
 in this process (``uidnext``, ``highestmodseq``, their mailbox's ``enabled``) waking only
 the sessions of the folders that moved. A multi-node deployment plugs another
-implementation (e.g. PostgreSQL LISTEN/NOTIFY) behind the same interface (docs/architecture.md "Invariants").
+implementation (e.g. PostgreSQL LISTEN/NOTIFY) behind the same interface
+(docs/architecture.md "Invariants").
 
 Wake-ups on commits in general: a writer that committed something a sleeper waits for
 wakes it directly when both live in one process (:class:`Signal`, e.g. a queued message

@@ -54,7 +54,6 @@ log = structlog.get_logger("mss.imap")
 T = TypeVar("T")
 
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
-ENABLED_CHECK = 10.0  # seconds between checks that the logged-in mailbox is still enabled
 LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
 
 
@@ -339,8 +338,9 @@ class Session:
 
     async def still_enabled(self) -> bool:
         """A mailbox disabled by the operator (mss mailbox disable) ends its sessions at their
-        next command (checked at most every ENABLED_CHECK seconds)."""
-        if self.user is None or time.monotonic() - self.enabled_checked < ENABLED_CHECK:
+        next command (checked at most every imap.enabled_check seconds)."""
+        if self.user is None or \
+                time.monotonic() - self.enabled_checked < self.ctx.config.enabled_check:
             return True
         self.enabled_checked = time.monotonic()
         if await self.db(mailboxes.mailbox_enabled, self.user.id):
@@ -393,7 +393,7 @@ class Session:
             return
         user = self.user
         enabled_due = check_enabled and user is not None and \
-            time.monotonic() - self.enabled_checked >= ENABLED_CHECK
+            time.monotonic() - self.enabled_checked >= self.ctx.config.enabled_check
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
             if enabled_due and user is not None and not mailboxes.mailbox_enabled(conn, user.id):
