@@ -1,10 +1,17 @@
-"""MIME structure of a message for FETCH and SEARCH (RFC 2045/2046, RFC 3501 §6.4.5, §7.4.2).
+"""MIME reader of the node, protocol-neutral (RFC 5322, RFC 2045/2046/2047/2231).
+
+One reader for every component that looks into a message: the SMTP DATA checks (author
+fields, header values), the audit's patient identifiers (attachments), IMAP FETCH/SEARCH
+(which render what is read here as ENVELOPE and BODYSTRUCTURE, in ``proxy.imap.mime``).
 
 The parser works on byte offsets into the message as stored (no copies, no email object
-model). Work is done on demand: :meth:`ParsedMessage.envelope` reads the top header block
-only; the part tree is built the first time a part, BODYSTRUCTURE or text is asked for.
-Lines may end in CRLF or bare LF. Output mimics Dovecot 2.3 where RFC 3501 leaves a choice
-(lower-case defaults ``"text" "plain"``, ``"7bit"``; MISSING_DOMAIN for incomplete addresses).
+model). Work is done on demand: :meth:`MimeMessage.fields` reads the top header block only;
+the part tree is built the first time :attr:`MimeMessage.root` is asked for. Lines may end in
+CRLF or bare LF. Where the RFCs leave a choice the reading is Dovecot 2.3's (so that what a
+check reads is what a mail client is shown): lower-case defaults ``text/plain``, addresses
+with MISSING_MAILBOX/MISSING_DOMAIN placeholders, at most ``MAX_DEPTH`` nesting levels and
+``MAX_PARTS`` parts. Every function is linear in its input (nesting adds at most a factor
+``MAX_DEPTH``) and never raises on arbitrary bytes.
 """
 
 from __future__ import annotations
@@ -18,18 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from proxy.imap.tokens import ImapParseError
-
-_MAX_DEPTH = 100  # nesting bound (multipart / message/rfc822), as Dovecot's message parser
-_MAX_PARTS = 10_000
+MAX_DEPTH = 100  # nesting bound (multipart / message/rfc822), as Dovecot's message parser
+MAX_PARTS = 10_000
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 # RFC 5322 §2.2: field-name is printable US-ASCII except ":"; unfolded value up to the next
 # line that does not start with white space.
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
-_ENVELOPE_FIELD = re.compile(
-    rb"^(date|subject|from|sender|reply-to|to|cc|bcc|in-reply-to|message-id)[ \t]*:"
-    rb"([^\n]*(?:\n[ \t][^\n]*)*)", re.M | re.I)
 
 
 # ---------------------------------------------------------------- header fields
@@ -42,7 +44,7 @@ class HeaderField(NamedTuple):
     value: bytes  # white space after the colon stripped, folds kept as LF
 
 
-def _field_value(value: bytes) -> bytes:
+def field_value(value: bytes) -> bytes:
     """RFC 5322 §2.2.3 unfolding, keeping the line breaks as LF (as Dovecot does, so that
     the ENVELOPE quoting can tell a folded value)."""
     value = value.lstrip(b" \t")
@@ -53,10 +55,10 @@ def _field_value(value: bytes) -> bytes:
     return value
 
 
-def _header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
+def header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
     fields: list[HeaderField] = []
     for m in _FIELD.finditer(raw, start, end):
-        value = _field_value(m.group(2))
+        value = field_value(m.group(2))
         stop = m.end()
         if stop < end and raw[stop] == 0x0A:
             stop += 1
@@ -64,7 +66,7 @@ def _header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
     return fields
 
 
-def _header_end(raw: bytes, start: int, limit: int) -> tuple[int, int]:
+def header_bounds(raw: bytes, start: int, limit: int) -> tuple[int, int]:
     """``(end of the fields, start of the body)`` of the header block at ``start``."""
     if raw.startswith(b"\n", start):
         return start, start + 1
@@ -137,54 +139,14 @@ def _token(s: bytes, i: int, stop: bytes) -> tuple[bytes, int]:
     return s[i:j], j
 
 
-# ---------------------------------------------------------------- IMAP strings (RFC 3501 §4.3)
-# Written as Dovecot does, so answers are byte-identical: a quoted string unless the value has
-# CR, LF, 8-bit or more than 4 quoted-specials, then a literal.
-
-_QUOTE_FAST = re.compile(rb'[\x00\r\n"\\\x80-\xff]')
-_HUMAN_FAST = re.compile(rb'[\x00\t\r\n"\\\x80-\xff]|  |^ | $')
-_LWSP_RUN = re.compile(rb"[ \t]+")
-
-
-def _nstring(value: bytes | None) -> bytes:
-    if value is None:
-        return b"NIL"
-    if _QUOTE_FAST.search(value) is None:
-        return b'"' + value + b'"'
-    if (b"\r" in value or b"\n" in value or not value.isascii()
-            or value.count(b'"') + value.count(b"\\") > 4):
-        return b"{%d}\r\n" % len(value) + value
-    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-_LINE_BREAK_BEFORE_TEXT = re.compile(rb"[\r\n](?=[^ \t\r\n])")
-
-
-def _nstring_nolf(value: bytes | None) -> bytes:
-    """A folded header value on one line (a break before text becomes a space)."""
-    if value is not None and (b"\n" in value or b"\r" in value):
-        value = _LINE_BREAK_BEFORE_TEXT.sub(b" ", value).replace(b"\r", b"").replace(b"\n", b"")
-    return _nstring(value)
-
-
-def _humans(value: bytes) -> bytes:
-    """Subject and display names: white space runs made one space and trimmed, NUL made
-    0x80; any such change, a quote or 8-bit makes it a literal (Dovecot's "for humans")."""
-    if _HUMAN_FAST.search(value) is None:
-        return b'"' + value + b'"'
-    text = _LWSP_RUN.sub(b" ", value.replace(b"\r", b"").replace(b"\n", b"")).strip(b" ")
-    if not text:
-        return b'""'
-    return b"{%d}\r\n" % len(text) + text.replace(b"\0", b"\x80")
-
-
 # ---------------------------------------------------------------- addresses (RFC 5322 §3.4)
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """One ENVELOPE address: ``(name adl mailbox host)``; a group start has host None and
-    mailbox the group name, a group end has all four None (RFC 3501 §7.4.2)."""
+    """One address of an address-list: display name, obs-route (``adl``), local part and
+    domain; a group start has host None and mailbox the group name, a group end has all four
+    None (the shape of RFC 3501 §7.4.2's ENVELOPE address, which renders it)."""
 
     name: bytes | None
     adl: bytes | None
@@ -192,8 +154,11 @@ class Address:
     host: bytes | None
 
 
-_MISSING_MAILBOX = b"MISSING_MAILBOX"
-_MISSING_DOMAIN = b"MISSING_DOMAIN"
+# What the lenient parser puts where a part of an address is missing (as Dovecot).
+MISSING_MAILBOX = b"MISSING_MAILBOX"
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+SYNTAX_ERROR = b"SYNTAX_ERROR"
+PLACEHOLDERS = (MISSING_MAILBOX, MISSING_DOMAIN, SYNTAX_ERROR)
 
 
 class _AddressParser:
@@ -204,6 +169,17 @@ class _AddressParser:
         self.i = 0
         self.out: list[Address] = []
         self.broken = False
+        self._found: dict[int, tuple[int, int]] = {}  # byte -> (searched from, found at)
+
+    def find(self, byte: int, i: int) -> int:
+        """``s.find(byte, i)``, remembering the last answer per byte: the parser moves
+        forward, so its look-aheads cost one pass over the value, not one each."""
+        start, at = self._found.get(byte, (len(self.s) + 1, -1))
+        if start <= i and (at < 0 or i <= at):  # nothing in [start, at): at is the answer
+            return at
+        at = self.s.find(bytes((byte,)), i)
+        self._found[byte] = (i, at)
+        return at
 
     def phrase(self, stop: bytes) -> bytes | None:
         """Display-name words up to a character of ``stop``: runs of white space and comments
@@ -268,7 +244,7 @@ class _AddressParser:
                 break
             c = s[self.i]
             if c == 0x5B:  # domain-literal
-                close = s.find(b"]", self.i)
+                close = self.find(0x5D, self.i)
                 close = len(s) - 1 if close < 0 else close
                 domain += s[self.i:close + 1]
                 self.i = close + 1
@@ -291,8 +267,8 @@ class _AddressParser:
             self.i += 1
             self.i = _skip_cfws(s, self.i)
             if self.i < len(s) and s[self.i] == 0x40:  # obs-route "@a,@b:" (RFC 5322 §4.4)
-                colon = s.find(b":", self.i)
-                close = s.find(b">", self.i)
+                colon = self.find(0x3A, self.i)
+                close = self.find(0x3E, self.i)
                 if colon >= 0 and (close < 0 or colon < close):
                     adl = b"".join(s[self.i:colon].split())
                     self.i = colon + 1
@@ -307,16 +283,16 @@ class _AddressParser:
             if self.i < len(s) and s[self.i] not in stop:  # words only: a name, no address
                 self.i = start
                 name = self.phrase(stop)
-                self.out.append(Address(name, None, _MISSING_MAILBOX, _MISSING_DOMAIN))
+                self.out.append(Address(name, None, MISSING_MAILBOX, MISSING_DOMAIN))
                 return
             name = comments[-1] if comments else None
         if domain == b"":  # "user@" with nothing after: Dovecot stops the list there
-            self.out.append(Address(name or None, adl, local or _MISSING_MAILBOX,
-                                    b"SYNTAX_ERROR"))
+            self.out.append(Address(name or None, adl, local or MISSING_MAILBOX,
+                                    SYNTAX_ERROR))
             self.broken = True
             return
-        self.out.append(Address(name or None, adl, local or _MISSING_MAILBOX,
-                                domain or _MISSING_DOMAIN))
+        self.out.append(Address(name or None, adl, local or MISSING_MAILBOX,
+                                domain or MISSING_DOMAIN))
 
     def parse(self) -> list[Address]:
         """Like Dovecot: an empty element before a comma is a MISSING_MAILBOX address, and
@@ -356,76 +332,9 @@ class _AddressParser:
         return self.out
 
 
-# Fast path for the common shapes (``a@b``, ``Name Words <a@b>``, ``"Quoted, Name" <a@b>``,
-# ``<a@b>``), comma separated; anything else goes to the full parser.
-_ATEXT = rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
-_DOT_ATOM = _ATEXT + rb"(?:\." + _ATEXT + rb")*"
-_FAST_ADDRESS = re.compile(
-    rb'[ \t]*(?:(?:"([^"\\\r\n]*)"|(' + _ATEXT + rb"(?: " + _ATEXT + rb")*))?[ \t]*<(" +
-    _DOT_ATOM + rb")@(" + _DOT_ATOM + rb")>|(" + _DOT_ATOM + rb")@(" + _DOT_ATOM +
-    rb"))[ \t]*(?:,|\Z)")
-
-
-def _address_list(values: list[bytes] | None) -> bytes:
-    """The ENVELOPE address list of a header field (RFC 3501 §7.4.2); the addresses of
-    repeated fields are concatenated (as Dovecot does)."""
-    if not values:
-        return b"NIL"
-    entries = b"".join(_address_entries(v) for v in values)
-    return b"(" + entries + b")" if entries else b"NIL"
-
-
-def _address_entries(value: bytes) -> bytes:
-    # Fast path: dot-atoms need no quoting, names made of atoms neither.
-    out = []
-    pos, n, match = 0, len(value), _FAST_ADDRESS.match
-    while pos < n:
-        m = match(value, pos)
-        if m is None or m.end() == pos:
-            return _address_entries_full(value)
-        quoted, atoms, local, domain, local2, domain2 = m.groups()
-        if local2 is not None:
-            out.append(b'(NIL NIL "%s" "%s")' % (local2, domain2))
-        elif atoms is not None:
-            out.append(b'("%s" NIL "%s" "%s")' % (atoms, local, domain))
-        else:
-            out.append(b'(%s NIL "%s" "%s")' % (_humans(quoted) if quoted else b"NIL", local,
-                                                  domain))
-        pos = m.end()
-    if n == 0 or value.endswith(b","):
-        return _address_entries_full(value)
-    return b"".join(out)
-
-
-def _address_entries_full(value: bytes) -> bytes:
-    return b"".join(
-        b"(%s %s %s %s)" % (b"NIL" if a.name is None else _humans(a.name), _nstring(a.adl),
-                            _nstring(a.mailbox), _nstring(a.host))
-        for a in _AddressParser(value).parse())
-
-
-_PLACEHOLDERS = (_MISSING_MAILBOX, _MISSING_DOMAIN, b"SYNTAX_ERROR")
-
-
-def address_search_text(value: bytes) -> str:
-    """The addresses of a field as SEARCH FROM/TO/CC/BCC sees them (RFC 3501 §6.4.4: the
-    string is in the ENVELOPE's address structure): each as the ENVELOPE gives it,
-    ``name <mailbox@host>`` (a comment after an addr-spec is the name; ``<a (c)@ b>`` is
-    ``a@b``), and group names ``group:``."""
-    shown: list[str] = []
-    for a in _AddressParser(value).parse():
-        name = decode_header_value(a.name) if a.name else ""
-        if a.host is None:  # group start (mailbox is the group name) or end (all None)
-            if a.mailbox:
-                shown.append(decode_header_value(a.mailbox) + ":")
-            continue
-        if a.mailbox in _PLACEHOLDERS or a.host in _PLACEHOLDERS:
-            if name:
-                shown.append(name)
-            continue
-        spec = decode_bytes(a.mailbox or b"") + "@" + decode_bytes(a.host)
-        shown.append(f"{name} <{spec}>" if name else spec)
-    return ", ".join(shown)
+def parse_address_list(value: bytes) -> list[Address]:
+    """The addresses of an address-list field value (RFC 5322 §3.4), leniently."""
+    return _AddressParser(value).parse()
 
 
 # ---------------------------------------------------------------- Content-* parsing (RFC 2045)
@@ -710,7 +619,7 @@ class _TreeBuilder:
         """
         raw = self.raw
         self.count += 1
-        header_end, body = _header_end(raw, start, limit)
+        header_end, body = header_bounds(raw, start, limit)
         # A boundary line inside the header block ends the entity there; the line break
         # before a boundary belongs to it, even the blank line after a header (as Dovecot:
         # that is what MIME and HEADER return).
@@ -721,7 +630,7 @@ class _TreeBuilder:
             header_end = body = line
             mime_end = self.content_end(raw, line, start)
         fields = (self.top_fields if start == 0 and self.top_fields is not None
-                  else _header_fields(raw, start, header_end))
+                  else header_fields(raw, start, header_end))
         if root and not any(f.name in (b"mime-version", b"content-type") for f in fields):
             info = ContentInfo()  # not MIME: Content-* fields are ignored (as Dovecot)
         else:
@@ -740,7 +649,7 @@ class _TreeBuilder:
                 part.message = Part(raw, line, line, line, line, ContentInfo(), [])
             return part, line, k, close
         boundary = info.param(b"boundary") if ctype == b"multipart" else None
-        too_deep = depth >= _MAX_DEPTH or self.count >= _MAX_PARTS
+        too_deep = depth >= MAX_DEPTH or self.count >= MAX_PARTS
         if ctype == b"multipart":  # without a boundary: a multipart without parts
             part.multipart = True
             if boundary and not too_deep:
@@ -773,7 +682,7 @@ class _TreeBuilder:
             child, line, k, close = self.parse(child_start, limit, inner, child_default,
                                                depth + 1)
             part.children.append(child)
-            if self.count >= _MAX_PARTS:
+            if self.count >= MAX_PARTS:
                 break
         floor = part.body
         if k == me:  # close delimiter: the epilogue runs to the next outer boundary
@@ -784,70 +693,6 @@ class _TreeBuilder:
             return part, line, k, close
         part.end = limit
         return part, limit, -1, False
-
-
-# ---------------------------------------------------------------- sections (RFC 3501 §6.4.5)
-
-
-@dataclass(frozen=True)
-class Section:
-    """A FETCH section: part numbers then one of ``""``, HEADER, HEADER.FIELDS,
-    HEADER.FIELDS.NOT, TEXT, MIME; ``fields`` for the HEADER.FIELDS forms (upper case)."""
-
-    part: tuple[int, ...] = ()
-    text: str = ""
-    fields: tuple[str, ...] = ()
-
-
-_SECTION_TEXTS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
-
-
-def parse_section(spec: str, fields: tuple[str, ...] = ()) -> Section:
-    """``1.2.HEADER.FIELDS`` + fields -> :class:`Section` (grammar: RFC 3501 §9 "section")."""
-    upper = spec.upper()
-    part: list[int] = []
-    rest = upper
-    while rest and rest[0].isdigit():
-        num, dot, tail = rest.partition(".")
-        if not num.isascii() or not num.isdigit() or num[0] == "0" or len(num) > 9:
-            raise ImapParseError(f"invalid section part number {num!r}")
-        part.append(int(num))
-        if not dot:
-            rest = ""
-            break
-        if not tail:
-            raise ImapParseError(f"invalid section {spec!r}")
-        rest = tail
-    if rest and rest not in _SECTION_TEXTS:
-        raise ImapParseError(f"invalid section {spec!r}")
-    if rest == "MIME" and not part:
-        raise ImapParseError("section MIME needs a part number")
-    if rest.startswith("HEADER.FIELDS"):
-        if not fields:
-            raise ImapParseError(f"section {rest} needs a list of field names")
-    elif fields:
-        raise ImapParseError(f"section {rest or spec!r} takes no field list")
-    return Section(tuple(part), rest, tuple(f.upper() for f in fields))
-
-
-def _field_lines(raw: bytes, fields: list[HeaderField], names: tuple[str, ...], keep: bool,
-                 start: int, header_end: int, body: int) -> bytes:
-    """HEADER.FIELDS (``keep``): the named fields as stored, then CRLF. HEADER.FIELDS.NOT:
-    the header as stored without the named fields (lines that are not fields stay), then a
-    blank line if the header has one. Both as Dovecot."""
-    wanted = {n.lower().encode() for n in names}
-    if keep:
-        return b"".join([raw[f.start:f.end] for f in fields if f.name in wanted] + [b"\r\n"])
-    out: list[bytes] = []
-    pos = start
-    for f in fields:
-        if f.name in wanted:
-            out.append(raw[pos:f.start])
-            pos = f.end
-    out.append(raw[pos:header_end])
-    if body > header_end:
-        out.append(b"\r\n")
-    return b"".join(out)
 
 
 # ---------------------------------------------------------------- RFC 2047 and charsets
@@ -907,178 +752,53 @@ def decode_header_value(value: bytes) -> str:
 # ---------------------------------------------------------------- the message
 
 
-_ENVELOPE_FIELDS = (b"date", b"subject", b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc",
-                    b"in-reply-to", b"message-id")
-
-
-def _envelope_of(fields: list[HeaderField]) -> bytes:
-    """RFC 3501 §7.4.2 ENVELOPE from a header's fields."""
-    found: dict[bytes, list[bytes]] = {}
-    for f in fields:
-        if f.name in _ENVELOPE_FIELDS:
-            found.setdefault(f.name, []).append(f.value)
-    return _envelope_from(found)
-
-
-def _envelope_from(found: dict[bytes, list[bytes]]) -> bytes:
-    """Repeated fields: the last string wins, address lists add up (as Dovecot)."""
-    get = found.get
-
-    def last(name: bytes) -> bytes | None:
-        values = found.get(name)
-        return values[-1] if values else None
-
-    from_ = _address_list(get(b"from"))
-    sender = _address_list(get(b"sender"))
-    reply_to = _address_list(get(b"reply-to"))
-    # RFC 3501 §7.4.2: sender and reply-to default to from.
-    if sender == b"NIL":
-        sender = from_
-    if reply_to == b"NIL":
-        reply_to = from_
-    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        _nstring_nolf(last(b"date")), b"NIL" if (subject := last(b"subject")) is None
-        else _humans(subject), from_, sender,
-        reply_to, _address_list(get(b"to")), _address_list(get(b"cc")),
-        _address_list(get(b"bcc")), _nstring_nolf(last(b"in-reply-to")),
-        _nstring_nolf(last(b"message-id")))
-
-
-
-
-class ParsedMessage:
-    """A message as stored, parsed on demand (see the module docstring)."""
+class MimeMessage:
+    """A message as stored, read on demand (see the module docstring)."""
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._top_fields: list[HeaderField] | None = None
         self._root: Part | None = None
 
-    # -- header only
-
-    def _fields(self) -> list[HeaderField]:
+    def fields(self) -> list[HeaderField]:
+        """The fields of the top-level header block, in order."""
         if self._top_fields is None:
             if self._root is not None:
                 self._top_fields = self._root.fields
             else:
-                header_end, _ = _header_end(self.raw, 0, len(self.raw))
-                self._top_fields = _header_fields(self.raw, 0, header_end)
+                end, _ = header_bounds(self.raw, 0, len(self.raw))
+                self._top_fields = header_fields(self.raw, 0, end)
         return self._top_fields
-
-    def envelope(self) -> bytes:
-        """RFC 3501 §7.4.2 ENVELOPE (only the envelope fields of the top header are read)."""
-        if self._top_fields is not None:
-            return _envelope_of(self._top_fields)
-        raw = self.raw
-        header_end, _ = _header_end(raw, 0, len(raw))
-        found: dict[bytes, list[bytes]] = {}
-        for m in _ENVELOPE_FIELD.finditer(raw, 0, header_end):
-            name = m.group(1).lower()
-            if name in found:
-                found[name].append(_field_value(m.group(2)))
-            else:
-                found[name] = [_field_value(m.group(2))]
-        return _envelope_from(found)
 
     def header_values(self, name: str) -> list[str]:
         """Decoded, unfolded values of the top-level header fields called ``name``."""
         key = name.lower().encode("ascii", "replace")
-        return [decode_header_value(f.value) for f in self._fields() if f.name == key]
-
-    def address_values(self, name: str) -> list[str]:
-        """For SEARCH FROM/TO/CC/BCC: the addresses of each top-level field called ``name``
-        as :func:`address_search_text` writes them."""
-        key = name.lower().encode("ascii", "replace")
-        return [address_search_text(f.value) for f in self._fields() if f.name == key]
+        return [decode_header_value(f.value) for f in self.fields() if f.name == key]
 
     def header_text(self, all_parts: bool = False) -> str:
-        """Header fields as ``name: decoded value`` lines: the top-level ones, or (for SEARCH
-        TEXT, as Dovecot) those of every part and encapsulated message too."""
+        """Header fields as ``name: decoded value`` lines: the top-level ones, or those of
+        every part and encapsulated message too."""
         fields = ([f for part in self.root.walk() for f in part.fields] if all_parts
-                  else self._fields())
+                  else self.fields())
         return "\n".join(f"{f.name.decode('ascii', 'replace')}: {decode_header_value(f.value)}"
                          for f in fields)
 
-    # -- structure
-
     @property
     def root(self) -> Part:
+        """The part tree (the message itself is the root entity)."""
         if self._root is None:
             builder = _TreeBuilder(self.raw, self._top_fields)
             self._root, _, _, _ = builder.parse(0, len(self.raw), [], (b"text", b"plain"), 0,
                                                 root=True)
         return self._root
 
-    def bodystructure(self, extended: bool) -> bytes:
-        """BODYSTRUCTURE (``extended``) or BODY, RFC 3501 §7.4.2."""
-        out: list[bytes] = [b"("]
-        _write_structure(self.root, extended, out)
-        out.append(b")")
-        return b"".join(out)
+    def leaves(self) -> Iterator[Part]:
+        """The parts that hold content: neither multipart nor an encapsulated message."""
+        for part in self.root.walk():
+            if not part.children and part.message is None and not part.multipart:
+                yield part
 
-    def find_part(self, numbers: tuple[int, ...]) -> Part | None:
-        """The part named by section numbers (RFC 3501 §6.4.5), None if there is none."""
-        part = self.root
-        itself = False  # the previous number was 1 of a non-multipart: it named the part itself
-        for step, n in enumerate(numbers):
-            if part.message is not None and step:  # into an encapsulated message
-                part = part.message
-                itself = False
-            if part.multipart:
-                if n > len(part.children):
-                    return None
-                part = part.children[n - 1]
-                itself = False
-            elif n != 1 or itself:  # a non-multipart has only part 1, itself (as Dovecot)
-                return None
-            else:
-                itself = True
-        return part
-
-    def section(self, spec: Section | str) -> bytes | None:
-        """Content of BODY[spec] (the whole entity when spec is ""), None if absent."""
-        if isinstance(spec, str):
-            text_part, _, flist = spec.partition(" ")
-            names = tuple(flist.strip("()").split()) if flist else ()
-            spec = parse_section(text_part, names)
-        raw = self.raw
-        if not spec.part:
-            target = self.root if spec.text == "TEXT" else None
-            if spec.text == "":
-                return raw
-            return self._message_section(target, spec)
-        part = self.find_part(spec.part)
-        if part is None:
-            return None
-        if spec.text == "":
-            return part.body_bytes()
-        if spec.text == "MIME":
-            return part.header_bytes()
-        # HEADER, TEXT, HEADER.FIELDS of a part: only for message/rfc822 (§6.4.5).
-        if part.message is None:
-            return None
-        return self._message_section(part.message, spec)
-
-    def _message_section(self, msg: Part | None, spec: Section) -> bytes:
-        raw = self.raw
-        if msg is None:  # top level header: no need for the whole tree
-            if spec.text == "HEADER" or spec.text.startswith("HEADER.FIELDS"):
-                header_end, body = _header_end(raw, 0, len(raw))
-                if spec.text == "HEADER":
-                    return raw[:body]
-                return _field_lines(raw, self._fields(), spec.fields,
-                                    spec.text == "HEADER.FIELDS", 0, header_end, body)
-            msg = self.root
-        if spec.text == "HEADER":
-            return msg.header_bytes()
-        if spec.text == "TEXT":
-            return msg.body_bytes()
-        return _field_lines(raw, msg.fields, spec.fields, spec.text == "HEADER.FIELDS",
-                            msg.start, msg.header_end, msg.body)
-
-    # -- search
-
-    def text_for_search(self) -> str:
+    def body_text(self) -> str:
         """Decoded text of the text/* parts (transfer encoding and charset undone)."""
         texts: list[str] = []
         for part in self.root.walk():
@@ -1090,68 +810,3 @@ class ParsedMessage:
             texts.append(decode_bytes(part.decoded_body(),
                                       charset.decode("ascii", "replace") if charset else None))
         return "\n".join(texts)
-
-
-def parse_message(raw: bytes) -> ParsedMessage:
-    return ParsedMessage(raw)
-
-
-# ---------------------------------------------------------------- BODYSTRUCTURE writer
-
-
-def _params(params: list[tuple[bytes, bytes]]) -> bytes:
-    if not params:
-        return b"NIL"
-    return b"(" + b" ".join(_nstring(k) + b" " + _nstring(v) for k, v in params) + b")"
-
-
-def _extension(info: ContentInfo, out: list[bytes]) -> None:
-    if info.disposition is None:
-        out.append(b" NIL")
-    else:
-        out.append(b" (" + _nstring(info.disposition) + b" " +
-                   _params(info.disposition_params) + b")")
-    if info.language is None:
-        out.append(b" NIL")
-    else:
-        out.append(b" (" + b" ".join(_nstring(x) for x in info.language) + b")")
-    out.append(b" " + _nstring_nolf(info.location))
-
-
-def _write_structure(part: Part, extended: bool, out: list[bytes]) -> None:
-    info = part.info
-    if part.multipart:
-        if not part.children:  # no parts: Dovecot writes one empty text/plain
-            out.append(b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0' +
-                       (b" NIL NIL NIL NIL)" if extended else b")"))
-        for child in part.children:
-            out.append(b"(")
-            _write_structure(child, extended, out)
-            out.append(b")")
-        out.append(b" " + _nstring(info.subtype))
-        if extended:
-            out.append(b" " + _params(info.params))
-            _extension(info, out)
-        return
-    if part.message is not None:
-        out.append(b'"message" "rfc822"')
-        text = False
-    else:
-        out.append(_nstring(info.type) + b" " + _nstring(info.subtype))
-        text = info.type.lower() == b"text"
-    params = info.params
-    if text and info.param(b"charset") is None:
-        params = [*params, (b"charset", b"us-ascii")]
-    out.append(b" " + _params(params))
-    out.append(b" %s %s %s %d" % (_nstring_nolf(info.id), _nstring_nolf(info.description),
-                                  _nstring(info.encoding or b"7bit"),
-                                  part.end - part.body))
-    if text:
-        out.append(b" %d" % part.lines())
-    elif part.message is not None:
-        out.append(b" " + _envelope_of(part.message.fields) + b" (")
-        _write_structure(part.message, extended, out)
-        out.append(b") %d" % part.lines())
-    if extended:
-        out.append(b" " + _nstring_nolf(info.md5))
-        _extension(info, out)

@@ -13,7 +13,7 @@ import random
 import re
 import sys
 
-from mss.mime import parse_message
+from proxy.imap.mime import parse_message
 from tests.dovecot_reference import _Client, _value
 
 LINES = [

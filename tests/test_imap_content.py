@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mss import mime
+from proxy.imap import mime
 from proxy.imap.fetch import (
     UnknownCte,
     internal_date,
@@ -15,7 +15,7 @@ from proxy.imap.fetch import (
     render_fetch,
     sets_seen,
 )
-from mss.mime import Section, parse_message
+from proxy.imap.mime import Section, parse_message
 from proxy.imap.search import parse_search
 from proxy.imap.seqset import SequenceSet, format_sequence_set, parse_sequence_set
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token

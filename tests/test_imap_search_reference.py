@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mss.mime import parse_message
+from proxy.imap.mime import parse_message
 from proxy.imap.search import BadCharset, parse_search
 from proxy.imap.tokens import Atom, ImapParseError, MessageMeta, Token
 from tests.imap_corpus import CORPUS, SEARCHES

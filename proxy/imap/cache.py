@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from mss.mime import ParsedMessage
+from proxy.imap.mime import ParsedMessage
 
 MAX_ENTRIES = 100_000  # ~ 30 MB of envelopes at most
 

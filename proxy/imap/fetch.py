@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.imap import wire
-from mss.mime import ParsedMessage, Section, parse_message, parse_section
+from proxy.imap.mime import ParsedMessage, Section, parse_message, parse_section
 from proxy.imap.tokens import (
     MONTHS,
     Atom,

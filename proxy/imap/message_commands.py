@@ -22,7 +22,7 @@ from proxy.imap.connection import (
     Session,
 )
 from proxy.imap.fetch import UnknownCte, parse_fetch_items, render_fetch, sets_seen
-from mss.mime import ParsedMessage, parse_message
+from proxy.imap.mime import ParsedMessage, parse_message
 from proxy.imap.names import mailbox_name, resolve
 from proxy.imap.parser import Command
 from proxy.imap.search import BadCharset, parse_search

@@ -13,7 +13,7 @@ import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mss.mime import ParsedMessage
+from proxy.imap.mime import ParsedMessage
 from proxy.imap.seqset import SequenceSet, parse_sequence_set
 from proxy.imap.tokens import (
     MONTH_NUMBERS,
