@@ -33,6 +33,7 @@ from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.store import Mailbox
 from mss.throttle import Throttle
 from proxy.imap import backend, grants
+from proxy.imap.cache import EnvelopeCache
 from proxy.imap.notifier import Notifier, Watch
 from proxy.imap.parser import (
     Command,
@@ -96,6 +97,7 @@ class ServerContext:
     guard: ListenerGuard | None = None  # the listener's connection caps
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[Session] = field(default_factory=set)
+    envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
 
 
 class Responded(Exception):

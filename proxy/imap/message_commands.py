@@ -15,7 +15,7 @@ from audit.journal import AuditRecord
 from mss import store
 from proxy.imap import backend
 from proxy.imap.args import Result, atom, flag_list, nargs, number, seq_set
-from proxy.imap.cache import ENVELOPES, CachedEnvelope, RecordingParsed
+from proxy.imap.cache import CachedEnvelope, RecordingParsed
 from proxy.imap.connection import (
     No,
     Selected,
@@ -145,7 +145,7 @@ async def fetch(s: Session, cmd: Command) -> Result:
     audited = any(i.returns_content or i.reveals_headers for i in items)
     broken: list[int] = []
     unknown_cte: list[int] = []
-    cache = ENVELOPES
+    cache = s.ctx.envelopes
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
         opened: dict[str, backend.Opened] = {}
