@@ -5,8 +5,8 @@ fields, header values), the audit's patient identifiers (attachments), IMAP FETC
 (which render what is read here as ENVELOPE and BODYSTRUCTURE, in ``proxy.imap.mime``).
 
 The parser works on byte offsets into the message as stored (no copies, no email object
-model). Work is done on demand: :meth:`MimeMessage.fields` reads the top header block only;
-the part tree is built the first time :attr:`MimeMessage.root` is asked for. Lines may end in
+model). Work is done on demand: :meth:`MimeMessage.fields` reads the top header block
+only; the part tree is built the first time :attr:`MimeMessage.root` is asked for. Lines may end in
 CRLF or bare LF. Where the RFCs leave a choice the reading is Dovecot 2.3's (so that what a
 check reads is what a mail client is shown): lower-case defaults ``text/plain``, addresses
 with MISSING_MAILBOX/MISSING_DOMAIN placeholders, at most ``MAX_DEPTH`` nesting levels and
@@ -19,9 +19,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import quopri
 import re
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,6 +34,8 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 # RFC 5322 §2.2: field-name is printable US-ASCII except ":"; unfolded value up to the next
 # line that does not start with white space.
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
+_MIME_FIELD = re.compile(
+    rb"^(mime-version|content-[!-9;-~]*)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M | re.I)
 
 
 # ---------------------------------------------------------------- header fields
@@ -56,8 +60,20 @@ def field_value(value: bytes) -> bytes:
 
 
 def header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
+    """The fields of the header block ``raw[start:end]``, in order."""
+    return _fields_of(_FIELD, raw, start, end)
+
+
+def _mime_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
+    """Only the MIME-Version and Content-* fields (what the part tree needs): the same
+    fields as :func:`header_fields` finds, the others skipped at C speed."""
+    return _fields_of(_MIME_FIELD, raw, start, end)
+
+
+def _fields_of(pattern: re.Pattern[bytes], raw: bytes, start: int, end: int) -> (
+        list[HeaderField]):
     fields: list[HeaderField] = []
-    for m in _FIELD.finditer(raw, start, end):
+    for m in pattern.finditer(raw, start, end):
         value = field_value(m.group(2))
         stop = m.end()
         if stop < end and raw[stop] == 0x0A:
@@ -66,13 +82,16 @@ def header_fields(raw: bytes, start: int, end: int) -> list[HeaderField]:
     return fields
 
 
-def header_bounds(raw: bytes, start: int, limit: int) -> tuple[int, int]:
-    """``(end of the fields, start of the body)`` of the header block at ``start``."""
+def header_bounds(raw: bytes, start: int, limit: int,
+                  blank: Callable[[int, int], re.Match[bytes] | None] | None = None) -> (
+        tuple[int, int]):
+    """``(end of the fields, start of the body)`` of the header block at ``start``
+    (``blank``: how to find the next blank line, :meth:`_TreeBuilder.blank_line`)."""
     if raw.startswith(b"\n", start):
         return start, start + 1
     if raw.startswith(b"\r\n", start):
         return start, start + 2
-    m = _BLANK_LINE.search(raw, start, limit)
+    m = _BLANK_LINE.search(raw, start, limit) if blank is None else blank(start, limit)
     if m is None:
         return limit, limit
     return m.start() + 1, m.end()
@@ -85,12 +104,16 @@ _SPECIALS = b'()<>@,;:\\".[]'
 _TSPECIALS = b'()<>@,;:\\"/[]?='
 
 
+_WHITE = re.compile(rb"[ \t\r\n]*")
+_SIMPLE_QUOTED = re.compile(rb'"([^"\\\r\n]*)"')
+
+
 def _skip_cfws(s: bytes, i: int, comments: list[bytes] | None = None) -> int:
     n = len(s)
     while i < n:
         c = s[i]
         if c in b" \t\r\n":
-            i += 1
+            i = _WHITE.match(s, i).end()  # type: ignore[union-attr]  # "*" always matches
         elif c == 0x28:  # "(" comment, nested (RFC 5322 §3.2.2)
             depth, j, buf = 1, i + 1, bytearray()
             while j < n and depth:
@@ -117,6 +140,9 @@ def _skip_cfws(s: bytes, i: int, comments: list[bytes] | None = None) -> int:
 
 def _quoted(s: bytes, i: int) -> tuple[bytes, int]:
     """Content of the quoted-string opening at ``s[i]`` and the index after it."""
+    simple = _SIMPLE_QUOTED.match(s, i)  # no quoted-pair, no line break: as it stands
+    if simple is not None:
+        return simple.group(1), simple.end()
     n, j, buf = len(s), i + 1, bytearray()
     while j < n:
         c = s[j]
@@ -133,10 +159,18 @@ def _quoted(s: bytes, i: int) -> tuple[bytes, int]:
 
 
 def _token(s: bytes, i: int, stop: bytes) -> tuple[bytes, int]:
-    j, n = i, len(s)
-    while j < n and s[j] not in stop and s[j] > 0x20 and s[j] != 0x7F:
-        j += 1
-    return s[i:j], j
+    """The run of bytes from ``s[i]`` that are neither controls, space, DEL nor in ``stop``
+    (8-bit bytes are token bytes: raw UTF-8, RFC 6532)."""
+    m = _token_pattern(stop).match(s, i)
+    assert m is not None  # "*" always matches
+    return m.group(), m.end()
+
+
+@functools.cache
+def _token_pattern(stop: bytes) -> re.Pattern[bytes]:
+    """One compiled pattern per stop set (the stop sets are the few constants of this
+    module)."""
+    return re.compile(b"[^\\x00-\\x20\\x7f" + b"".join(b"\\x%02x" % c for c in stop) + b"]*")
 
 
 # ---------------------------------------------------------------- addresses (RFC 5322 §3.4)
@@ -384,7 +418,7 @@ def _mime_params(s: bytes, i: int) -> list[tuple[bytes, bytes]]:
             value, i = _token(s, i, b";")
             value = value.rstrip()
         params.append((name, value))
-    return _join_rfc2231(params)
+    return _join_rfc2231(params) if b"*" in s else params
 
 
 def _join_rfc2231(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -396,8 +430,7 @@ def _join_rfc2231(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     if not any(b"*" in k for k, _ in params):
         return params
     plain: list[tuple[bytes, bytes]] = []
-    pieces: dict[bytes, list[tuple[int, bool, bytes]]] = {}
-    order: list[bytes] = []
+    pieces: dict[bytes, list[tuple[int, bool, bytes]]] = {}  # in order of first appearance
     for key, value in params:
         base, star, rest = key.partition(b"*")
         if not star:
@@ -413,11 +446,9 @@ def _join_rfc2231(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
                 continue
             index, encoded = int(num), enc == b"" and rest.endswith(b"*")
             pieces.setdefault(base.lower(), []).append((index, encoded, value))
-        if base.lower() not in order:
-            order.append(base.lower())
     out = list(plain)
-    for base in order:
-        parts = sorted(pieces[base], key=lambda p: p[0])
+    for base, pieces_of_base in pieces.items():
+        parts = sorted(pieces_of_base, key=lambda p: p[0])
         any_encoded = any(enc for _, enc, _ in parts)
         if any_encoded:
             value = b"".join(v if enc else _pct_encode(v) for _, enc, v in parts)
@@ -425,6 +456,37 @@ def _join_rfc2231(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
         else:
             out.append((base, b"".join(v for _, _, v in parts)))
     return out
+
+
+def param_text(params: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The text of parameter ``name`` (lower case) of a Content-Type or Content-Disposition:
+    RFC 2231 §4 ``name*=charset'language'%XX`` decoded (continuations already joined),
+    else the value as written, RFC 2047 words decoded (as many writers use them in a
+    ``filename``); None if absent."""
+    encoded = plain = None
+    for key, value in params:
+        low = key.lower()
+        if low == name + b"*" and encoded is None:
+            encoded = value
+        elif low == name and plain is None:
+            plain = value
+    if encoded is not None:
+        return decode_rfc2231(encoded)
+    return None if plain is None else decode_header_value(plain)
+
+
+def decode_rfc2231(value: bytes) -> str:
+    """RFC 2231 §4 ``charset'language'text`` with %XX octets: the text (UTF-8 when the
+    charset is absent or unknown)."""
+    charset, quote, rest = value.partition(b"'")
+    if quote:
+        _, quote2, text = rest.partition(b"'")
+        if not quote2:  # one quote only: not the extended form, all of it is the text
+            charset, text = b"", value
+    else:
+        charset, text = b"", value
+    data = urllib.parse.unquote_to_bytes(text)
+    return decode_bytes(data, charset.decode("ascii", "replace") or None)
 
 
 def _pct_encode(value: bytes) -> bytes:
@@ -508,11 +570,19 @@ class Part:
     body: int
     end: int
     info: ContentInfo
-    fields: list[HeaderField]
+    known_fields: list[HeaderField] | None = None  # the header's fields, once read
     children: list[Part] = field(default_factory=list)  # multipart/*
     message: Part | None = None  # the encapsulated message of message/rfc822
     multipart: bool = False  # multipart/* with a boundary
     mime_end: int = -1  # end of the header as MIME/HEADER return it (see _TreeBuilder.parse)
+
+    @property
+    def fields(self) -> list[HeaderField]:
+        """The fields of the part's header, read the first time they are asked for (the
+        tree is built from the Content-* fields alone)."""
+        if self.known_fields is None:
+            self.known_fields = header_fields(self.raw, self.start, self.header_end)
+        return self.known_fields
 
     def header_bytes(self) -> bytes:
         return self.raw[self.start:self.body if self.mime_end < 0 else self.mime_end]
@@ -538,14 +608,20 @@ class Part:
         return data
 
     def walk(self) -> Iterator[Part]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
-        if self.message is not None:
-            yield from self.message.walk()
+        """This part and those inside it, in document order (no recursion: a nesting level
+        costs nothing per part)."""
+        todo: list[Part] = [self]
+        while todo:
+            part = todo.pop()
+            yield part
+            if part.message is not None:
+                todo.append(part.message)
+            todo.extend(reversed(part.children))
 
 
-_TRAILING_WHITE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+# (?<!...): a match starts only where a run of white space starts, so a long run that is
+# not at a line end costs one scan, not one per position (linear, not quadratic).
+_TRAILING_WHITE = re.compile(rb"(?<![ \t])[ \t]+(?=\r?\n|\Z)")
 
 
 def decode_quoted_printable(data: bytes) -> bytes:
@@ -556,26 +632,67 @@ def decode_quoted_printable(data: bytes) -> bytes:
     return quopri.decodestring(data)
 
 
+class _Boundaries:
+    """The boundaries of the enclosing multiparts, outermost first (RFC 2046 §5.1.1), and
+    an index of them by length, so that telling whether a line is a boundary costs one
+    look-up per distinct length, not one test per nesting level."""
+
+    __slots__ = ("items", "_by_length", "_lengths")
+
+    def __init__(self, items: tuple[bytes, ...] = (),
+                 by_length: dict[int, dict[bytes, int]] | None = None) -> None:
+        self.items = items
+        self._by_length = by_length or {}
+        self._lengths = sorted(self._by_length, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def push(self, boundary: bytes) -> _Boundaries:
+        by_length = dict(self._by_length)
+        same = dict(by_length.get(len(boundary), {}))
+        same[boundary] = len(self.items)  # the innermost of equal boundaries wins
+        by_length[len(boundary)] = same
+        return _Boundaries((*self.items, boundary), by_length)
+
+    def at(self, raw: bytes, pos: int) -> tuple[int, bool] | None:
+        """If a boundary line starts at ``pos``: (its index, is close); the longest of the
+        boundaries the line starts with wins."""
+        for length in self._lengths:  # longest first
+            k = self._by_length[length].get(raw[pos + 2:pos + 2 + length])
+            if k is not None:
+                return k, raw.startswith(b"--", pos + 2 + length)
+        return None
+
+
 class _TreeBuilder:
-    def __init__(self, raw: bytes, top_fields: list[HeaderField] | None = None) -> None:
+    def __init__(self, raw: bytes, top_fields: list[HeaderField] | None = None,
+                 max_parts: int = MAX_PARTS) -> None:
         self.raw = raw
+        self.max_parts = max_parts
         self.count = 0
         self.top_fields = top_fields  # already parsed fields of the top header
+        self._blank: tuple[int, int, re.Match[bytes] | None] | None = None
 
-    def boundary_at(self, pos: int, stack: list[bytes]) -> tuple[int, bool] | None:
+    def blank_line(self, start: int, limit: int) -> re.Match[bytes] | None:
+        """The first blank line at or after ``start``, the last answer reused while it
+        still holds: parts come in document order, so all the searches of a message scan
+        it once (a part whose header runs into the next boundary must not make its
+        search scan on to the end of the message)."""
+        if self._blank is not None:
+            since, until, m = self._blank
+            if until == limit and since <= start and (m is None or start <= m.start()):
+                return m
+        m = _BLANK_LINE.search(self.raw, start, limit)
+        self._blank = (start, limit, m)
+        return m
+
+    def boundary_at(self, pos: int, stack: _Boundaries) -> tuple[int, bool] | None:
         """If a boundary line of ``stack`` starts at ``pos``: (its index, is close)."""
-        raw = self.raw
-        best = -1
-        for k in range(len(stack) - 1, -1, -1):  # innermost first, longest match wins
-            b = stack[k]
-            if raw.startswith(b, pos + 2) and (best < 0 or len(b) > len(stack[best])):
-                best = k
-        if best < 0:
-            return None
-        after = pos + 2 + len(stack[best])
-        return best, raw.startswith(b"--", after)
+        return stack.at(self.raw, pos)
 
-    def next_boundary(self, pos: int, limit: int, stack: list[bytes]) -> tuple[int, int, bool]:
+    def next_boundary(self, pos: int, limit: int, stack: _Boundaries) -> (
+            tuple[int, int, bool]):
         """First boundary line at or after ``pos``: (line start, stack index, close);
         ``(limit, -1, False)`` when none."""
         raw = self.raw
@@ -612,14 +729,14 @@ class _TreeBuilder:
                 end -= 1
         return end
 
-    def parse(self, start: int, limit: int, stack: list[bytes], default: tuple[bytes, bytes],
+    def parse(self, start: int, limit: int, stack: _Boundaries, default: tuple[bytes, bytes],
               depth: int, root: bool = False) -> tuple[Part, int, int, bool]:
         """Parse the entity at ``start`` (``root``: a message, not a body part); returns it
         and where it stopped: (part, boundary line start or limit, stack index or -1, close).
         """
         raw = self.raw
         self.count += 1
-        header_end, body = header_bounds(raw, start, limit)
+        header_end, body = header_bounds(raw, start, limit, self.blank_line)
         # A boundary line inside the header block ends the entity there; the line break
         # before a boundary belongs to it, even the blank line after a header (as Dovecot:
         # that is what MIME and HEADER return).
@@ -629,8 +746,8 @@ class _TreeBuilder:
         if cut:
             header_end = body = line
             mime_end = self.content_end(raw, line, start)
-        fields = (self.top_fields if start == 0 and self.top_fields is not None
-                  else header_fields(raw, start, header_end))
+        known = self.top_fields if start == 0 else None
+        fields = known if known is not None else _mime_fields(raw, start, header_end)
         if root and not any(f.name in (b"mime-version", b"content-type") for f in fields):
             info = ContentInfo()  # not MIME: Content-* fields are ignored (as Dovecot)
         else:
@@ -640,16 +757,16 @@ class _TreeBuilder:
         if (k >= 0 and line == body and body > header_end
                 and not (own_boundary and raw.startswith(b"--" + own_boundary, body))):
             mime_end = header_end  # an empty body right before an enclosing boundary
-        part = Part(raw, start, header_end, body, limit, info, fields, mime_end=mime_end)
+        part = Part(raw, start, header_end, body, limit, info, known, mime_end=mime_end)
         if cut:  # cut short by a boundary: an empty multipart or message stays one
             part.end = line
             if ctype == b"multipart":
                 part.multipart = True
             elif ctype == b"message" and info.subtype.lower() in (b"rfc822", b"global"):
-                part.message = Part(raw, line, line, line, line, ContentInfo(), [])
+                part.message = Part(raw, line, line, line, line, ContentInfo())
             return part, line, k, close
         boundary = info.param(b"boundary") if ctype == b"multipart" else None
-        too_deep = depth >= MAX_DEPTH or self.count >= MAX_PARTS
+        too_deep = depth >= MAX_DEPTH or self.count >= self.max_parts
         if ctype == b"multipart":  # without a boundary: a multipart without parts
             part.multipart = True
             if boundary and not too_deep:
@@ -666,10 +783,10 @@ class _TreeBuilder:
         part.end = self.content_end(raw, line, body) if k >= 0 else limit
         return part, line, k, close
 
-    def parse_multipart(self, part: Part, boundary: bytes, limit: int, stack: list[bytes],
+    def parse_multipart(self, part: Part, boundary: bytes, limit: int, stack: _Boundaries,
                         depth: int) -> tuple[Part, int, int, bool]:
         raw = self.raw
-        inner = [*stack, boundary]
+        inner = stack.push(boundary)
         me = len(inner) - 1
         child_default = ((b"message", b"rfc822") if part.info.subtype.lower() == b"digest"
                          else (b"text", b"plain"))
@@ -682,7 +799,7 @@ class _TreeBuilder:
             child, line, k, close = self.parse(child_start, limit, inner, child_default,
                                                depth + 1)
             part.children.append(child)
-            if self.count >= MAX_PARTS:
+            if self.count >= self.max_parts:
                 break
         floor = part.body
         if k == me:  # close delimiter: the epilogue runs to the next outer boundary
@@ -702,11 +819,22 @@ _ENCODED_WORD = re.compile(rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
 
 
+# Codecs Python has that are no MIME charset (RFC 2978): they read escapes, are not linear
+# in their input (punycode: 10 s for 200 kB) or refuse the "replace" error handler.
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape",
+                           "undefined"})
+
+
 def _codec(charset: str) -> str:
+    """The Python text codec of a MIME charset name, "utf-8" when there is none (unknown
+    name, NUL in it, a bytes-to-bytes codec such as hex or zlib, or one of _NOT_CHARSETS)."""
     try:
-        return codecs.lookup(charset).name
-    except LookupError:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
         return "utf-8"
+    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return "utf-8"
+    return info.name
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
@@ -755,8 +883,11 @@ def decode_header_value(value: bytes) -> str:
 class MimeMessage:
     """A message as stored, read on demand (see the module docstring)."""
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, *, max_parts: int = MAX_PARTS) -> None:
+        """``max_parts``: the tree stops growing there (parts past it are content of the
+        last one), for a reader that needs less than what IMAP shows."""
         self.raw = raw
+        self.max_parts = max_parts
         self._top_fields: list[HeaderField] | None = None
         self._root: Part | None = None
 
@@ -787,9 +918,9 @@ class MimeMessage:
     def root(self) -> Part:
         """The part tree (the message itself is the root entity)."""
         if self._root is None:
-            builder = _TreeBuilder(self.raw, self._top_fields)
-            self._root, _, _, _ = builder.parse(0, len(self.raw), [], (b"text", b"plain"), 0,
-                                                root=True)
+            builder = _TreeBuilder(self.raw, self._top_fields, self.max_parts)
+            self._root, _, _, _ = builder.parse(0, len(self.raw), _Boundaries(),
+                                                (b"text", b"plain"), 0, root=True)
         return self._root
 
     def leaves(self) -> Iterator[Part]:
