@@ -158,6 +158,16 @@ def _quoted(s: bytes, i: int) -> tuple[bytes, int]:
     return bytes(buf), n
 
 
+def _word(s: bytes, i: int, stop: bytes) -> tuple[bytes, int]:
+    """A token of the address parser, at least one byte: a control byte (not white space)
+    that starts no token is a word of its own (it looped forever: the parser did not move
+    on, and a "From: a\\x01b" hung the IMAP worker rendering its ENVELOPE)."""
+    word, j = _token(s, i, stop)
+    if j == i and i < len(s):
+        return s[i:i + 1], i + 1
+    return word, j
+
+
 def _token(s: bytes, i: int, stop: bytes) -> tuple[bytes, int]:
     """The run of bytes from ``s[i]`` that are neither controls, space, DEL nor in ``stop``
     (8-bit bytes are token bytes: raw UTF-8, RFC 6532)."""
@@ -236,7 +246,7 @@ class _AddressParser:
                     out.append(c)
                 self.i += 1
             else:
-                word, self.i = _token(s, self.i, _SPECIALS)
+                word, self.i = _word(s, self.i, _SPECIALS)
                 out += word
             seen = True
 
@@ -288,7 +298,7 @@ class _AddressParser:
             elif c in _SPECIALS:
                 self.i += 1
             else:
-                word, self.i = _token(s, self.i, _SPECIALS)
+                word, self.i = _word(s, self.i, _SPECIALS)
                 domain += word
         return bytes(local), bytes(domain)
 
