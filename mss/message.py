@@ -1,4 +1,8 @@
-"""Byte-level helpers on RFC 5322 messages (no full MIME parse on the SMTP hot path)."""
+"""Helpers on RFC 5322 messages for SMTP: header values, author fields, trace fields.
+
+Header fields are read by the node's one MIME reader (:mod:`mss.mime`, the header block only:
+no MIME parse on the SMTP hot path), so a check sees the fields an IMAP client is shown.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,40 @@ import time
 from dataclasses import dataclass
 from email import errors as email_errors
 from email import policy as email_policy
-from email.parser import BytesHeaderParser
 from email.utils import formatdate
+from typing import Any
 
-_HEADER_END = re.compile(rb"\r\n\r\n")
+from mss.mime import HeaderField, header_bounds, header_fields
 
 
 def header_block(data: bytes) -> bytes:
     """The header section including its final CRLF (the whole message if no body)."""
-    if data.startswith(b"\r\n"):
-        return b""
-    match = _HEADER_END.search(data)
-    return data[: match.start() + 2] if match else data
+    end, _ = header_bounds(data, 0, len(data))
+    return data[:end]
+
+
+def _fields(data: bytes) -> list[HeaderField]:
+    end, _ = header_bounds(data, 0, len(data))
+    return header_fields(data, 0, end)
 
 
 def find_header(data: bytes, name: str) -> str | None:
     """First value of header *name*, unfolded (RFC 5322 §2.2.3), or None."""
-    wanted = name.lower().encode("ascii") + b":"
-    lines = header_block(data).split(b"\r\n")
-    for i, line in enumerate(lines):
-        if line[: len(wanted)].lower() == wanted:
-            parts = [line[len(wanted):]]  # joined once: linear in the folded lines
-            for cont in lines[i + 1:]:
-                if cont[:1] in (b" ", b"\t"):
-                    parts.append(cont)
-                else:
-                    break
-            return b"".join(parts).decode("utf-8", "replace").strip()
+    wanted = name.lower().encode("ascii")
+    for f in _fields(data):
+        if f.name == wanted:
+            return f.value.replace(b"\n", b"").decode("utf-8", "replace").strip()
     return None
+
+
+def _address_field(data: bytes, f: HeaderField) -> Any:
+    """The stdlib's strict reading of an address field (its defects tell a syntax a reader
+    might show otherwise), from the value as the stdlib parser would give it (RFC 5322
+    §2.2.3 unfolded; 8-bit bytes surrogate-escaped)."""
+    name = data[f.start:f.start + len(f.name)].decode("ascii")
+    # the registry's class: BaseHeader (name, defects) + AddressHeader (groups, addresses)
+    return email_policy.default.header_fetch_parse(
+        name, f.value.decode("ascii", "surrogateescape"))
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,9 @@ def authors(data: bytes) -> Authors:
     defect (where a reader might display another address than the one parsed). 8-bit
     display names (raw UTF-8) are tolerated."""
     try:
-        fields = BytesHeaderParser(policy=email_policy.default).parsebytes(header_block(data))
-        froms, senders = fields.get_all("From") or [], fields.get_all("Sender") or []
+        fields = _fields(data)  # the fields every reader of the node sees (mss.mime)
+        froms = [_address_field(data, f) for f in fields if f.name == b"from"]
+        senders = [_address_field(data, f) for f in fields if f.name == b"sender"]
         if len(froms) != 1:
             return Authors(problem=f"{len(froms)} From fields (RFC 5322 §3.6: exactly one)")
         if len(senders) > 1:

@@ -1,4 +1,5 @@
-"""Differential fuzzing of proxy/imap/mime.py against a running Dovecot (not run by pytest).
+"""Differential fuzzing of the MIME reader (mss/mime.py, rendered by proxy/imap/mime.py)
+against a running Dovecot (not run by pytest).
 
 Usage: python -m tests.dovecot_fuzz HOST PORT USER PASSWORD SEED COUNT
 Generates COUNT malformed MIME messages from SEED, APPENDs them to a scratch folder

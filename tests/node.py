@@ -331,16 +331,11 @@ _OWNER: list[InProcessNode] = []  # the in-process node serving now (at most one
 
 
 def _claim_process_state(node: InProcessNode) -> None:
-    """Module globals of the server (proxy.imap.notifier's default notifier,
-    backend.SNAPSHOTS, cache.ENVELOPES) are per process: one in-process node at a time, and
-    fresh instances at each start so a node never sees an earlier one's folders (nodes
-    copied from one template share folder ids and UIDVALIDITYs). TEMPORARY: delete once
-    issue 13's Mailstore and Runtime own them (no module global left)."""
-    from proxy.imap import cache, message_commands
-
+    """One in-process node serves at a time: the process's logs go to its serve.log
+    (_LogSwitch). The server keeps no state in module globals (tests/test_layers.py), so a
+    node never sees an earlier one's folders; test_storage checks that."""
     assert not _OWNER, f"an in-process node is already serving: {_OWNER[0].data_dir}"
     _OWNER.append(node)
-    cache.ENVELOPES = message_commands.ENVELOPES = cache.EnvelopeCache()
 
 
 def _release_process_state(node: InProcessNode) -> None:

@@ -664,6 +664,26 @@ def test_xdm_parser_never_raises_and_finds_the_ins(prefix: bytes, suffix: bytes,
     assert found in ([], ["9"])  # junk around it: found, or not XML at all; never a crash
 
 
+def test_xdm_attachment_is_the_mime_part_imap_shows() -> None:
+    """Issue 13 #2, one MIME reader: the ZIP is the base64 part the node's MIME reader (and
+    so IMAP) shows. The line scan lost an attachment whose base64 lines carry transport
+    padding (RFC 2045 §6.8: characters outside the alphabet are ignored) and took for an
+    attachment a ZIP pasted in a text body."""
+    from audit.patient import xdm_patient_ids
+
+    ins = '<r><rim:ExternalIdentifier xmlns:rim="' + RIM + '" identificationScheme="urn:' \
+        'uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446" value="7^^^&amp;1.2.250.1.213.1.4.8' \
+        '&amp;ISO"/></r>'
+    message = xdm_zip_message(ins.encode())
+    start = message.index(b"UEsDB")
+    zip_text = message[start:message.index(b"\r\n--", start)]
+    padded = message.replace(zip_text, zip_text.replace(b"\r\n", b" \r\n"))  # line ends
+    assert xdm_patient_ids(message) == ["7"] and xdm_patient_ids(padded) == ["7"]
+    pasted = (b"Subject: IHE_XDM\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n"
+              + zip_text + b"\r\n")
+    assert xdm_patient_ids(pasted) == []  # text, not an attachment
+
+
 def test_hostile_xdm_does_not_freeze_the_node(tmp_path: Path) -> None:
     """Issue 20 #1: an 838-byte message froze every session of the node for 13 s. Real node:
     the hostile message goes in over submission in one thread while another times IMAP

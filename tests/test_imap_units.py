@@ -354,3 +354,26 @@ def test_fetch_chunk_is_a_returned_value() -> None:
                                FetchSource(meta[1], "b", error="tampered")], EnvelopeCache())
     assert done.payload == (b"* 1 FETCH (UID 11 FLAGS () BODY[] {10}\r\nx: y\r\n\r\nhi)\r\n")
     assert done.served == [[11, "a"]] and done.broken == [12] and done.unknown_cte == []
+def test_envelope_cache_is_an_instance_of_each_context_not_a_global() -> None:
+    """Issue 13 #2: no process-global ENVELOPES; each IMAP ServerContext owns its cache
+    (``ctx.envelopes``), bounded, filled by the message whose ENVELOPE is rendered."""
+    import dataclasses
+
+    from proxy.imap import cache as cache_module
+    from proxy.imap.cache import CachedEnvelope, EnvelopeCache, RecordingParsed
+    from proxy.imap.connection import ServerContext
+    from proxy.imap.mime import parse_message
+
+    assert not [name for name, value in vars(cache_module).items()
+                if isinstance(value, EnvelopeCache)]
+    field = {f.name: f for f in dataclasses.fields(ServerContext)}["envelopes"]
+    assert field.default_factory is EnvelopeCache
+    assert field.default_factory() is not field.default_factory()  # one per context
+    cache = EnvelopeCache(max_entries=2)
+    raw = b"Subject: hi\r\nFrom: a@b.example\r\n\r\nbody\r\n"
+    rendered = RecordingParsed(raw, "m1", cache).envelope()
+    assert rendered == parse_message(raw).envelope() == cache.get("m1")
+    assert CachedEnvelope(rendered).envelope() == rendered
+    for store_id in ("m2", "m3"):
+        cache.put(store_id, b"()")
+    assert cache.get("m1") is None and cache.get("m3") == b"()"  # the oldest forgotten

@@ -72,6 +72,22 @@ def test_header_helpers() -> None:
     assert rfc5322.find_header(b"\r\nMessage-ID: <b@x>\r\n", "Message-ID") is None
 
 
+def test_author_check_reads_the_fields_imap_shows() -> None:
+    """Issue 13 #2, one MIME reader: the stdlib parser stopped the header at a line that is
+    no field, so a second From: after it escaped the author check while the recipient's
+    IMAP ENVELOPE (mss.mime) shows both addresses; both now read the same fields."""
+    from proxy.imap.mime import parse_message
+
+    hidden = b"From: alice@demo\r\nnot a field\r\nFrom: dg@ars.sante.fr\r\n\r\nbody\r\n"
+    assert b"dg" in parse_message(hidden).envelope()
+    found = rfc5322.authors(hidden)
+    assert found.problem is not None and "2 From fields" in found.problem
+    assert rfc5322.authors(b"Sender: a@b\r\nFrom: a@b\r\n\r\n").from_ == ("a@b",)
+    # RFC 5322 §4.5.3 obs-optional: white space before the colon is still the field
+    assert rfc5322.find_header(b"X-MSS-INS : 123\r\n\r\n", "x-mss-ins") == "123"
+    assert rfc5322.header_block(b"A: b\r\n c\r\n\r\nbody") == b"A: b\r\n c\r\n"
+
+
 @given(st.binary(max_size=200))
 def test_bare_cr_lf_detection(data: bytes) -> None:
     expected = data.replace(b"\r\n", b"").count(b"\r") > 0 or \

@@ -4,7 +4,8 @@ Mail clients fetch ``(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)`` for a whole fol
 synchronisation; without a cache each one decrypts and parses every message. The cache
 lives in the serving process's memory only (never on disk, like every decrypted byte) and
 forgets the oldest entries past its bound. A store id names one immutable ciphertext, so
-an entry never goes stale; an expunged message's entry just ages out.
+an entry never goes stale; an expunged message's entry just ages out. One instance per
+IMAP listener, reached as ``ServerContext.envelopes`` (no process global).
 """
 
 from __future__ import annotations
@@ -63,5 +64,3 @@ class RecordingParsed(ParsedMessage):
         self._cache.put(self._store_id, value)
         return value
 
-
-ENVELOPES = EnvelopeCache()

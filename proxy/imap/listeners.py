@@ -14,6 +14,7 @@ from mss.limits import ListenerGuard
 from mss.mailstore import folders
 from mss.runtime import Runtime
 from mss.throttle import Throttle
+from proxy.imap.cache import EnvelopeCache
 from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
 
@@ -49,6 +50,7 @@ class ImapListeners:
         await asyncio.get_running_loop().run_in_executor(None, folders.ensure_indexes,
                                                          app.engine)
         throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
+        envelopes = EnvelopeCache()  # one for both listeners: the same messages
         for name, implicit in IMAP_LISTENERS.items():
             listener = app.config.listeners.get(name)
             if listener is None or not listener.enabled:
@@ -59,7 +61,7 @@ class ImapListeners:
                                 ListenerGuard.of(listener, runtime.committer,
                                                  app.config.limits.report_interval,
                                                  runtime.limits.files),
-                                runtime.limits.budget)
+                                runtime.limits.budget, envelopes=envelopes)
             server = await asyncio.get_running_loop().create_server(
                 _factory(ctx, implicit), listener.host, listener.port,
                 reuse_address=True, reuse_port=app.config.workers > 1)

@@ -14,7 +14,7 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss.mailstore import deliveries, folders, messages
 from proxy.imap.args import NoArgs, Result
-from proxy.imap.cache import ENVELOPES, CachedEnvelope, EnvelopeCache, RecordingParsed
+from proxy.imap.cache import CachedEnvelope, EnvelopeCache, RecordingParsed
 from proxy.imap.fetch import FetchItem, UnknownCte, render_fetch, sets_seen
 from proxy.imap.message_args import CopyArgs, ExpungeArgs, FetchArgs, SearchArgs, StoreArgs
 from proxy.imap.mime import ParsedMessage, parse_message
@@ -226,7 +226,7 @@ async def fetch(s: ImapSession, cmd: Command, args: FetchArgs) -> Result:
         rows = await _set_seen(s, rows)
     broken: list[int] = []
     unknown_cte: list[int] = []
-    cache = ENVELOPES
+    cache = s.ctx.envelopes
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
         sources = await _fetch_sources(s, sel, plan, chunk, cache)

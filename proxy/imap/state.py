@@ -27,6 +27,7 @@ from mss.mailstore import Mailstore, errors, folders, messages
 from mss.mailstore.mailboxes import Mailbox
 from mss.mailstore.notify import Notifier, Watch
 from mss.throttle import Throttle
+from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
 
 T = TypeVar("T")
@@ -147,6 +148,7 @@ class ServerContext:
     guard: ListenerGuard | None = None  # the listener's connection caps
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[ImapSession] = field(default_factory=set)
+    envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
 
     @property
     def notifier(self) -> Notifier:
