@@ -237,13 +237,15 @@ class Node:
         out = self.cli("audit", "list", "--json", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def wait_audit(self, predicate: object, timeout: float = 30.0) -> list[dict[str, object]]:
-        """Audit rows matching *predicate*, waiting for background commits."""
+    def wait_audit(self, predicate: object, timeout: float = 30.0,
+                   count: int = 1) -> list[dict[str, object]]:
+        """Audit rows matching *predicate*, waiting for background commits until there are
+        at least *count* of them (refusals are audited after their reply)."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
             rows = [r for r in self.audit() if predicate(r)]  # type: ignore[operator]
-            if rows:
+            if len(rows) >= count:
                 return rows
             time.sleep(0.05)
         return rows

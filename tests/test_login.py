@@ -70,7 +70,7 @@ def test_smtp_lockout_holds_for_every_spelling(node: Node) -> None:
         for spelling in [ALICE, *SPELLINGS]:
             assert smtp_plain(client, spelling, PASSWORD) == 454, spelling  # RFC 4954 §6
     rows = node.wait_audit(lambda r: r["event"] == "smtp.auth"
-                           and r.get("reason") == "throttled")
+                           and r.get("reason") == "throttled", count=5)
     assert len(rows) == 5 and {r["actor"] for r in rows} == {ALICE}
 
 
@@ -117,5 +117,5 @@ def test_imap_lockout_holds_for_every_spelling(node: Node) -> None:
         reply = imap_attempt(node, "127.0.0.50", spelling, PASSWORD, sasl)
         assert "[UNAVAILABLE]" in reply, (spelling, reply)
     rows = node.wait_audit(lambda r: r["event"] == "imap.login"
-                           and r.get("reason") == "throttled")
+                           and r.get("reason") == "throttled", count=5)
     assert len(rows) == 5 and {r["actor"] for r in rows} == {ALICE}

@@ -411,7 +411,8 @@ def test_auth_throttled_after_repeated_failures(tmp_path: Path) -> None:
         plain(client, ALICE, PASSWORD)  # lockout over
         client.quit()
         rows = node.wait_audit(lambda r: r["event"] == "smtp.auth"
-                               and str(r.get("reason", "")).startswith("throttled"))
+                               and str(r.get("reason", "")).startswith("throttled"),
+                               count=2)
         assert len(rows) == 2 and all(r["outcome"] == 4 for r in rows)
     finally:
         node.stop()
@@ -669,7 +670,7 @@ def test_postmaster_of_every_hosted_domain(tmp_path: Path) -> None:
                                    message(ALICE, f"postmaster@{DOMAIN}")) == {}
         assert inbox_count(node, secretariat) == 2  # one copy per message
         rows = node.wait_audit(lambda r: r["event"] == "delivery.local"
-                               and r["mailbox"] == secretariat)
+                               and r["mailbox"] == secretariat, count=2)
         assert len(rows) == 2
     finally:
         node.stop()
