@@ -11,8 +11,10 @@ the same table; a test keeps the two equal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from types import MappingProxyType
 
 
 class Event(StrEnum):
@@ -117,13 +119,13 @@ MAILBOX_ACCESS = own("MSS-MAILBOX-ACCESS", "Mailbox content accessed")
 USER_AUTHENTICATION = dcm("110114", "User Authentication")
 
 
-def _kinds(*kinds: EventKind) -> dict[Event, EventKind]:
+def _kinds(*kinds: EventKind) -> Mapping[Event, EventKind]:
     catalogue = {k.name: k for k in kinds}
     assert list(catalogue) == list(Event), "one catalogue entry per Event member, in order"
-    return catalogue
+    return MappingProxyType(catalogue)
 
 
-CATALOGUE: dict[Event, EventKind] = _kinds(
+CATALOGUE: Mapping[Event, EventKind] = _kinds(
     # server life
     EventKind(Event.SERVER_START, APPLICATION_ACTIVITY, dcm("110120", "Application Start"), "E",
               "mss serve started its listeners"),

@@ -23,6 +23,7 @@ The same journal rows as the DICOM export, from the same participants and object
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from audit.dicom import (
@@ -35,18 +36,19 @@ from audit.dicom import (
 )
 from audit.events import EXPORT, IMPORT, Code, kind
 
-SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "MSS": "urn:mss:audit",
-           "RFC-3881": "urn:ietf:rfc:3881"}
+SYSTEMS = MappingProxyType({"DCM": "http://dicom.nema.org/resources/ontology/DCM",
+                            "MSS": "urn:mss:audit", "RFC-3881": "urn:ietf:rfc:3881"})
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 RESTFUL = "http://hl7.org/fhir/restful-interaction"
 PSEUDONYM_SYSTEM = "urn:mss:patient-pseudonym"  # HMAC of the INS under the node's key
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
-_REST = {"C": "create", "R": "read", "U": "update", "D": "delete"}
-_ENTITY_TYPES = {"1": "Person", "2": "System Object", "3": "Organization", "4": "Other"}
-_ROLES = {"1": "Patient", "3": "Report", "5": "Master file", "6": "User",
-          "13": "Security Resource"}
+_REST = MappingProxyType({"C": "create", "R": "read", "U": "update", "D": "delete"})
+_ENTITY_TYPES = MappingProxyType({"1": "Person", "2": "System Object", "3": "Organization",
+                                  "4": "Other"})
+_ROLES = MappingProxyType({"1": "Patient", "3": "Report", "5": "Master file", "6": "User",
+                           "13": "Security Resource"})
 
 
 def coding(code: Code) -> dict[str, str]:

@@ -26,7 +26,7 @@ from audit.journal import AuditRecord, append
 from directory.sync import SyncError, ldap_connection
 from mss.config import DirectoryConfig, PublishConfig
 
-OBJECT_CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox"]
+OBJECT_CLASSES = ("top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox")
 IMMUTABLE = ("mail", "type")
 
 
@@ -177,5 +177,5 @@ def _one(value: Any) -> str | None:
 
 def _add(ldap: ldap3.Connection, entry: dict[str, str], base: str,
          attributes: dict[str, str]) -> None:
-    ldap.add(entry_dn(entry["mail"], base), OBJECT_CLASSES,
+    ldap.add(entry_dn(entry["mail"], base), list(OBJECT_CLASSES),
              {"uid": entry["mail"], "cn": entry["display_name"], **attributes})

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from types import MappingProxyType
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # RFC 3490 §3.1
+_IDNA_DOTS = MappingProxyType(  # RFC 3490 §3.1
+    str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."}))
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 
 

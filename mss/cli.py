@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -38,14 +39,14 @@ if TYPE_CHECKING:
 # Each command imports what it uses when it runs, and a package's sub-commands are loaded
 # only when named: 'mss whitelist check D' must not pay for sqlalchemy's ORM, the protocols
 # and the audit exporters (tests/test_cli.py measures it).
-SUBCOMMANDS = {  # name: (module, Typer attribute)
+SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "whitelist": ("trustspace.cli", "whitelist_app"),
     "audit": ("audit.cli", "audit_app"),
     "directory": ("directory.cli", "directory_app"),
     "pki": ("trustspace.cli", "pki_app"),
     "queue": ("proxy.outbound.cli", "queue_app"),
     "relay": ("trustspace.relay_cli", "relay_app"),
-}
+})
 
 
 class LazyGroup(TyperGroup):

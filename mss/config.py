@@ -24,10 +24,10 @@ import re
 import sys
 import textwrap
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from types import NoneType, UnionType
+from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
@@ -89,7 +89,7 @@ Like = str | Callable[[Callable[[str], Any]], Any]
 
 def key(default: Any = MISSING, doc: str = "", check: Check | None = None, *,
         like: Like | None = None, example: Any = None, norm: Callable[[Any], Any] | None = None,
-        single: str | None = None, names: dict[str, Any] | None = None,
+        single: str | None = None, names: Mapping[str, Any] | None = None,
         base: bool = False) -> Any:
     """A key of its section's table. *like*: absent, it takes this other key's value (a
     path: "tls.ca_file", a sibling: "host") or what the function computes from the keys read
@@ -100,7 +100,7 @@ def key(default: Any = MISSING, doc: str = "", check: Check | None = None, *,
     *base*: relative paths read after this key are resolved against its value."""
     meta = {"doc": doc, "check": check, "like": like, "example": example, "norm": norm,
             "single": single, "names": names, "base": base}
-    if isinstance(default, dict):
+    if isinstance(default, Mapping):  # a table: each config gets its own dict
         return field(default_factory=lambda: dict(default), metadata=meta)
     if isinstance(default, type):  # a section: its default is its own defaults
         return field(default_factory=default, metadata=meta)
@@ -223,15 +223,19 @@ class ListenerConfig:
                                        ge(1))
 
 
-LISTENERS = {  # name -> its defaults and what it serves (the table's header comment)
-    "mx": {"port": 2525, "doc": "other operators: STARTTLS required, no AUTH"},
-    "submission": {"port": 2587, "doc": "professionals' clients: STARTTLS, then AUTH"},
-    "submissions": {"port": 2465, "doc": "same, implicit TLS (RFC 8314)"},
-    "relay": {"port": 2526, "doc": "institutions' mail servers (mss relay add): STARTTLS, "
-              "then a registered client certificate or AUTH"},
-    "imap": {"port": 2143, "doc": "mail clients: IMAP, STARTTLS before any login"},
-    "imaps": {"port": 2993, "doc": "same, implicit TLS (RFC 8314); no ALPN required"},
-}
+def _listener(port: int, doc: str) -> MappingProxyType[str, Any]:
+    return MappingProxyType({"port": port, "doc": doc})
+
+
+LISTENERS = MappingProxyType({  # name -> its defaults and what it serves (its header comment)
+    "mx": _listener(2525, "other operators: STARTTLS required, no AUTH"),
+    "submission": _listener(2587, "professionals' clients: STARTTLS, then AUTH"),
+    "submissions": _listener(2465, "same, implicit TLS (RFC 8314)"),
+    "relay": _listener(2526, "institutions' mail servers (mss relay add): STARTTLS, "
+                       "then a registered client certificate or AUTH"),
+    "imap": _listener(2143, "mail clients: IMAP, STARTTLS before any login"),
+    "imaps": _listener(2993, "same, implicit TLS (RFC 8314); no ALPN required"),
+})
 
 
 @dataclass(frozen=True)
@@ -518,12 +522,12 @@ class PublishConfig:
         return self
 
 
-DEFAULT_ATTRIBUTES = {
+DEFAULT_ATTRIBUTES = MappingProxyType({
     "mail": "mail", "type": "mssMailboxType", "id_nat": "mssIdNat", "display_name": "cn",
     "given_name": "givenName", "surname": "sn", "profession": "mssProfession",
     "structure_id": "mssStructureId", "service": "mssService", "city": "l",
     "liste_rouge": "mssListeRouge",
-}
+})
 DIRECTORY_FIELDS = tuple(DEFAULT_ATTRIBUTES)
 
 
@@ -642,8 +646,8 @@ class Config:
 # ----------------------------------------------------------------------------- reading
 
 
-_NOUNS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-          Path: "a path"}
+_NOUNS = MappingProxyType({int: "an integer", float: "a number", str: "a string",
+                           bool: "true or false", Path: "a path"})
 
 
 def _noun(kind: Any) -> str:
@@ -780,7 +784,8 @@ class _Reader:
                                   f"(got {_shown(item)})")
         return tuple(items) if isinstance(value, tuple) else items[0]
 
-    def named(self, kind: type, raw: Any, name: str, names: dict[str, Any]) -> dict[str, Any]:
+    def named(self, kind: type, raw: Any, name: str, names: Mapping[str, Any]
+              ) -> dict[str, Any]:
         """A table of known names: sections (listeners) or strings (directory.attributes)."""
         if not isinstance(raw, dict):
             raise ConfigError(f"config: {name}: must be a table (got {_shown(raw)})")

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import structlog
@@ -37,8 +38,8 @@ class _ToStructlog(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = MappingProxyType({"debug": logging.DEBUG, "info": logging.INFO,
+                            "warning": logging.WARNING, "error": logging.ERROR})
 # a column's value quoted by SQLite's decode error, and any stored password hash
 _SECRETS = (re.compile(r"(with text )'.*?'(?=[\"')\]]|$)", re.S),
             re.compile(r"\$scrypt\$[^\s'\"]*"))

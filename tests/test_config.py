@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -58,7 +58,7 @@ def schema(cls: type = Config, path: str = "") -> Iterator[tuple[str, dict[str, 
             keys[f.name] = f.metadata["doc"]
     yield path, keys
     for name, sub in subs:
-        if isinstance(sub, dict):  # a table of strings (directory.attributes)
+        if isinstance(sub, Mapping):  # a table of strings (directory.attributes)
             yield name, dict.fromkeys(sub, "")
         else:
             yield from schema(sub, name)

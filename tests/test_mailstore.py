@@ -49,24 +49,35 @@ class Store:
     org: mailboxes.Mailbox
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    key_file = tmp_path / "master.key"
+def _open_store(directory: Path) -> Store:
+    """A node's state as :func:`mss.app.open_app` opens it: its own master key, database
+    and keyring (folder names are sealed under its mailbox keys)."""
+    directory.mkdir(exist_ok=True)
+    key_file = directory / "master.key"
     crypto.new_master_key_file(key_file)
-    url = f"sqlite:///{tmp_path / 'mss.db'}"
+    url = f"sqlite:///{directory / 'mss.db'}"
     engine = db.make_engine(url)
     db.create_schema(engine)
     reader = db.make_engine(url, writer=False)
     keyring = crypto.Keyring(reader, crypto.FileKeyProvider(key_file))
-    names.install(keyring)  # folder names are sealed under the mailbox key
     with engine.begin() as conn:
         keyring.create_key(conn, crypto.QUEUE_KEY_ID)  # as mss init does
         domains.add_domain(conn, "d.test")
         alice = mailboxes.add_mailbox(conn, keyring, "Alice@D.test", "PER")
         org = mailboxes.add_mailbox(conn, keyring, "org@d.test", "ORG")
-    yield Store(engine, reader, keyring, alice, org)
-    engine.dispose()
-    reader.dispose()
+    return Store(engine, reader, keyring, alice, org)
+
+
+def _close_store(s: Store) -> None:
+    s.engine.dispose()
+    s.reader.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = _open_store(tmp_path)
+    yield s
+    _close_store(s)
 
 
 # ------------------------------------------------------------------------- write paths
@@ -75,14 +86,16 @@ def _record(event: str = "imap.append") -> list[AuditRecord]:
     return [AuditRecord(event, actor="test")]
 
 
-def _folder(conn: Connection, mailbox: mailboxes.Mailbox, name: str) -> folders.Folder:
-    found = folders.folder_by_name(conn, mailbox.id, name)
+def _folder(conn: Connection, keyring: crypto.Keyring, mailbox: mailboxes.Mailbox, name: str
+            ) -> folders.Folder:
+    found = folders.folder_by_name(conn, keyring, mailbox.id, name)
     assert found is not None, name
     return found
 
 
-def _uids(conn: Connection, mailbox: mailboxes.Mailbox, name: str) -> list[int]:
-    return messages.uids(conn, _folder(conn, mailbox, name).id)
+def _uids(conn: Connection, keyring: crypto.Keyring, mailbox: mailboxes.Mailbox, name: str
+          ) -> list[int]:
+    return messages.uids(conn, _folder(conn, keyring, mailbox, name).id)
 
 
 def _deliver(s: Store, *to: mailboxes.Mailbox, queued: tuple[str, ...] = (),
@@ -97,7 +110,7 @@ def _deliver(s: Store, *to: mailboxes.Mailbox, queued: tuple[str, ...] = (),
 def _append(s: Store, name: str, flags: tuple[str, ...] = ()) -> Callable[[Connection], object]:
     def run(conn: Connection) -> object:
         copy = deliveries.seal_local(s.keyring, s.alice.id, s.alice.address, BODY)
-        return messages.append_message(conn, _folder(conn, s.alice, name).id, s.alice.id,
+        return messages.append_message(conn, _folder(conn, s.keyring, s.alice, name).id, s.alice.id,
                                        copy.message_id, copy.sealed, copy.size, flags,
                                        time.time(), _record())
     return run
@@ -106,9 +119,10 @@ def _append(s: Store, name: str, flags: tuple[str, ...] = ()) -> Callable[[Conne
 def _flags(s: Store, sign: str, flags: tuple[str, ...], which: int = 0,
            unchanged_since: int | None = None) -> Callable[[Connection], object]:
     def run(conn: Connection) -> object:
-        uids = _uids(conn, s.alice, "INBOX")
-        return messages.store_flags(conn, _folder(conn, s.alice, "INBOX").id, [uids[which]],
-                                    sign, flags, lambda _: [], unchanged_since)
+        uids = _uids(conn, s.keyring, s.alice, "INBOX")
+        inbox = _folder(conn, s.keyring, s.alice, "INBOX")
+        return messages.store_flags(conn, inbox.id, [uids[which]], sign, flags, lambda _: [],
+                                    unchanged_since)
     return run
 
 
@@ -117,7 +131,7 @@ def _copy(s: Store, source: str, dest: mailboxes.Mailbox, dest_name: str,
     """COPY (re-sealed under the destination mailbox's key), or MOVE to another mailbox
     (copy, then remove_messages) when *then_remove*."""
     def run(conn: Connection) -> object:
-        folder = _folder(conn, s.alice, source)
+        folder = _folder(conn, s.keyring, s.alice, source)
         rows = messages.rows(conn, folder.id)[:1]
         opened = messages.open_messages(conn, s.keyring, s.alice.id, [r.id for r in rows])
         sources = []
@@ -127,7 +141,7 @@ def _copy(s: Store, source: str, dest: mailboxes.Mailbox, dest_name: str,
             c = deliveries.seal_local(s.keyring, dest.id, dest.address, data)
             sources.append(messages.CopySource(c.message_id, c.sealed, c.size, r.flags,
                                                r.internal_date))
-        result = messages.copy_messages(conn, _folder(conn, dest, dest_name).id, dest.id,
+        result = messages.copy_messages(conn, _folder(conn, s.keyring, dest, dest_name).id, dest.id,
                                         sources, _record())
         if then_remove:
             messages.remove_messages(conn, folder.id, [r.id for r in rows])
@@ -137,28 +151,28 @@ def _copy(s: Store, source: str, dest: mailboxes.Mailbox, dest_name: str,
 
 def _move(s: Store, source: str, dest: str) -> Callable[[Connection], object]:
     def run(conn: Connection) -> object:
-        folder = _folder(conn, s.alice, source)
+        folder = _folder(conn, s.keyring, s.alice, source)
         moved = [(r.uid, r.id) for r in messages.rows(conn, folder.id)[:1]]
-        return messages.move_messages(conn, folder.id, _folder(conn, s.alice, dest).id, moved,
-                                      _record())
+        to = _folder(conn, s.keyring, s.alice, dest)
+        return messages.move_messages(conn, folder.id, to.id, moved, _record())
     return run
 
 
 def _expunge(s: Store, name: str) -> Callable[[Connection], object]:
-    return lambda conn: messages.expunge(conn, _folder(conn, s.alice, name).id, None,
+    return lambda conn: messages.expunge(conn, _folder(conn, s.keyring, s.alice, name).id, None,
                                          lambda gone: [])
 
 
 def _claim(s: Store) -> Callable[[Connection], object]:
     def run(conn: Connection) -> object:
-        inbox = _folder(conn, s.alice, "INBOX")
+        inbox = _folder(conn, s.keyring, s.alice, "INBOX")
         return folders.claim_recent(conn, inbox.id, inbox.uidnext - 1)
     return run
 
 
 def write_paths(s: Store) -> list[tuple[str, Callable[[Connection], object]]]:
     """Every write of the mail store, in an order where each one has something to do."""
-    a, o = s.alice, s.org
+    a, o, k = s.alice, s.org, s.keyring
     return [
         ("SMTP delivery", _deliver(s, a, a)),
         ("SMTP delivery to two mailboxes and the queue", _deliver(s, a, o, queued=("x@e.test",))),
@@ -176,30 +190,31 @@ def write_paths(s: Store) -> list[tuple[str, Callable[[Connection], object]]]:
         ("MOVE to a shared mailbox", _copy(s, "INBOX", o, "Archive", then_remove=True)),
         ("EXPUNGE", _expunge(s, "INBOX")),
         ("claim \\Recent", _claim(s)),
-        ("CREATE", lambda c: folders.create_folder(c, a.id, "Projets", _record())),
-        ("CREATE sealed name", lambda c: folders.create_folder(c, a.id, "Projets/Dupont Jean",
+        ("CREATE", lambda c: folders.create_folder(c, k, a.id, "Projets", _record())),
+        ("CREATE sealed name", lambda c: folders.create_folder(c, k, a.id, "Projets/Dupont Jean",
                                                                 _record())),
         ("APPEND to a created folder", _append(s, "Projets/Dupont Jean")),
-        ("RENAME with children", lambda c: folders.rename_folder(c, a.id, "Projets", "Dossiers",
+        ("RENAME with children", lambda c: folders.rename_folder(c, k, a.id, "Projets", "Dossiers",
                                                                   _record())),
-        ("RENAME INBOX", lambda c: folders.rename_folder(c, a.id, "INBOX", "Ancien", _record())),
+        ("RENAME INBOX", lambda c: folders.rename_folder(c, k, a.id, "INBOX", "Ancien", _record())),
         ("delivery to the new INBOX", _deliver(s, a)),
-        ("UNSUBSCRIBE", lambda c: folders.set_subscribed(c, a.id, "Dossiers", False)),
-        ("SUBSCRIBE", lambda c: folders.set_subscribed(c, a.id, "Dossiers", True)),
+        ("UNSUBSCRIBE", lambda c: folders.set_subscribed(c, k, a.id, "Dossiers", False)),
+        ("SUBSCRIBE", lambda c: folders.set_subscribed(c, k, a.id, "Dossiers", True)),
         ("DELETE subscribed, with messages", lambda c: folders.delete_folder(
-            c, a.id, "Dossiers/Dupont Jean", _record())),
+            c, k, a.id, "Dossiers/Dupont Jean", _record())),
         ("re-CREATE a deleted subscribed name", lambda c: folders.create_folder(
-            c, a.id, "Dossiers/Dupont Jean", _record())),
-        ("DELETE it again", lambda c: folders.delete_folder(c, a.id, "Dossiers/Dupont Jean",
+            c, k, a.id, "Dossiers/Dupont Jean", _record())),
+        ("DELETE it again", lambda c: folders.delete_folder(c, k, a.id, "Dossiers/Dupont Jean",
                                                             _record())),
         ("UNSUBSCRIBE a deleted name", lambda c: folders.set_subscribed(
-            c, a.id, "Dossiers/Dupont Jean", False)),
-        ("UNSUBSCRIBE before DELETE", lambda c: folders.set_subscribed(c, a.id, "Ancien", False)),
+            c, k, a.id, "Dossiers/Dupont Jean", False)),
+        ("UNSUBSCRIBE before DELETE", lambda c: folders.set_subscribed(c, k, a.id, "Ancien",
+                                                                        False)),
         ("DELETE unsubscribed, with messages", lambda c: folders.delete_folder(
-            c, a.id, "Ancien", _record())),
-        ("DELETE a default folder", lambda c: folders.delete_folder(c, a.id, "Junk", _record())),
-        ("default folders at login", lambda c: folders.ensure_default_folders(c, a.id)),
-        ("CREATE reusing a freed row id", lambda c: folders.create_folder(c, a.id, "Nouveau",
+            c, k, a.id, "Ancien", _record())),
+        ("DELETE a default folder", lambda c: folders.delete_folder(c, k, a.id, "Junk", _record())),
+        ("default folders at login", lambda c: folders.ensure_default_folders(c, k, a.id)),
+        ("CREATE reusing a freed row id", lambda c: folders.create_folder(c, k, a.id, "Nouveau",
                                                                           _record())),
         ("grant", lambda c: grants.grant(c, o.address, a.address)),
         ("revoke", lambda c: grants.revoke(c, o.address, a.address)),
@@ -210,12 +225,14 @@ def write_paths(s: Store) -> list[tuple[str, Callable[[Connection], object]]]:
     ]
 
 
-def _live_folders(conn: Connection) -> list[folders.Folder]:
-    return [f for m in mailboxes.list_mailboxes(conn) for f in folders.folders(conn, m.id)]
+def _live_folders(conn: Connection, keyring: crypto.Keyring) -> list[folders.Folder]:
+    return [f for m in mailboxes.list_mailboxes(conn)
+            for f in folders.folders(conn, keyring, m.id)]
 
 
-def _message_lists(conn: Connection) -> dict[int, tuple[messages.Row, ...]]:
-    return {f.id: tuple(messages.rows(conn, f.id)) for f in _live_folders(conn)}
+def _message_lists(conn: Connection, keyring: crypto.Keyring
+                   ) -> dict[int, tuple[messages.Row, ...]]:
+    return {f.id: tuple(messages.rows(conn, f.id)) for f in _live_folders(conn, keyring)}
 
 
 def test_no_write_path_leaves_a_stale_snapshot(store: Store) -> None:
@@ -226,12 +243,12 @@ def test_no_write_path_leaves_a_stale_snapshot(store: Store) -> None:
     changed_paths = []
     for label, write in write_paths(store):
         with store.reader.connect() as conn:
-            before = {f.id: (f, cache.get(conn, f)) for f in _live_folders(conn)}
+            before = {f.id: (f, cache.get(conn, f)) for f in _live_folders(conn, store.keyring)}
         with store.engine.begin() as conn:
             write(conn)
         with store.reader.connect() as conn:
-            now = _live_folders(conn)
-            lists = _message_lists(conn)
+            now = _live_folders(conn, store.keyring)
+            lists = _message_lists(conn, store.keyring)
         for folder in now:
             served = cache.peek(folder)
             assert served is None or served.rows == lists[folder.id], (label, folder.id)
@@ -249,7 +266,7 @@ def test_writes_bump_state_and_refusals_do_not(store: Store) -> None:
     a STORE that changes nothing, and a refused one, move nothing."""
     def state(name: str) -> tuple[int, int]:
         with store.reader.connect() as conn:
-            f = _folder(conn, store.alice, name)
+            f = _folder(conn, store.keyring, store.alice, name)
             return f.uidnext, f.highestmodseq
 
     def run(write: Callable[[Connection], object]) -> None:
@@ -266,7 +283,7 @@ def test_writes_bump_state_and_refusals_do_not(store: Store) -> None:
     run(_flags(store, "+", ("\\Flagged",), unchanged_since=0))  # refused (RFC 7162 §3.1.3)
     assert state("INBOX") == after_store
     with pytest.raises(BackendError):  # refused whole: nothing written
-        run(lambda c: folders.delete_folder(c, store.alice.id, "INBOX", []))
+        run(lambda c: folders.delete_folder(c, store.keyring, store.alice.id, "INBOX", []))
     assert state("INBOX") == after_store
 
 
@@ -274,15 +291,15 @@ def test_default_folders_inserted_once_and_restored(store: Store) -> None:
     """A new mailbox has the default folders (RFC 6154 special-use), each with its own
     UIDVALIDITY; a deleted one comes back at the next login with a higher one."""
     with store.reader.connect() as conn:
-        made = {f.name: f for f in folders.folders(conn, store.alice.id)}
+        made = {f.name: f for f in folders.folders(conn, store.keyring, store.alice.id)}
     assert {n: u for n, u in names.DEFAULT_FOLDERS} == {n: f.special_use
                                                         for n, f in made.items()}
     assert len({f.uidvalidity for f in made.values()}) == len(made)
     with store.engine.begin() as conn:
-        folders.delete_folder(conn, store.alice.id, "Trash", [])
-        folders.ensure_default_folders(conn, store.alice.id)
-        folders.ensure_default_folders(conn, store.alice.id)  # nothing left to add
-        again = {f.name: f for f in folders.folders(conn, store.alice.id)}
+        folders.delete_folder(conn, store.keyring, store.alice.id, "Trash", [])
+        folders.ensure_default_folders(conn, store.keyring, store.alice.id)
+        folders.ensure_default_folders(conn, store.keyring, store.alice.id)  # nothing left to add
+        again = {f.name: f for f in folders.folders(conn, store.keyring, store.alice.id)}
     assert again.keys() == made.keys()
     assert again["Trash"].uidvalidity > max(f.uidvalidity for f in made.values())
 
@@ -295,6 +312,31 @@ def test_mailstore_instances_share_nothing() -> None:
     assert one.snapshots is not two.snapshots
     assert one.notifier is not two.notifier
     assert one.queued is not two.queued
+
+
+def test_two_nodes_in_one_process_read_their_own_folder_names(tmp_path: Path) -> None:
+    """The keyring that seals and opens folder names is the caller's, not the process's:
+    two nodes (own master key, own database) write and read sealed names turn about, each
+    reads its own, and one node's keyring cannot open the other's (AES-GCM under another
+    mailbox key fails authentication)."""
+    one, two = _open_store(tmp_path / "one"), _open_store(tmp_path / "two")
+    try:
+        for s, name in ((one, "Dupont Jean"), (two, "Martin Paul"), (one, "Dupont Jean/2026")):
+            with s.engine.begin() as conn:
+                folders.create_folder(conn, s.keyring, s.alice.id, name, _record())
+        for s, own in ((one, {"Dupont Jean", "Dupont Jean/2026"}), (two, {"Martin Paul"})):
+            with s.reader.connect() as conn:
+                listed = {f.name for f in folders.folders(conn, s.keyring, s.alice.id)}
+                assert listed - names.PUBLIC_NAMES == own
+                for name in own:
+                    assert _folder(conn, s.keyring, s.alice, name).name == name
+        with one.reader.connect() as conn:  # node one's rows, node two's keyring
+            assert folders.folder_by_name(conn, two.keyring, one.alice.id, "Dupont Jean") is None
+            with pytest.raises(names.FolderNameError):
+                folders.folders(conn, two.keyring, one.alice.id)
+    finally:
+        _close_store(one)
+        _close_store(two)
 
 
 def test_grants_and_bad_input_are_store_errors(store: Store) -> None:

@@ -3,6 +3,7 @@ MX records served by a real DNS server on loopback, queue claims, retries, DSNs,
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -15,11 +16,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import aiosmtplib
 import pytest
+from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mss.config import DeliveryConfig
+from proxy.outbound import client
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.dsn import build_dsn, is_report
 from proxy.outbound.mx import parse_next_hop
@@ -45,6 +49,7 @@ from tests.outbound_pair import (
     submit,
     with_tag,
 )
+from trustspace.dn import canonical_name
 
 
 @pytest.fixture(scope="module")
@@ -670,6 +675,62 @@ def test_parse_next_hop_never_crashes(text: str) -> None:
     except ValueError:
         return
     assert host and 0 < port < 65536 and " " not in host
+
+
+class _QuitPeer:
+    """A loopback SMTP peer that greets and then answers QUIT (221) or never does."""
+
+    def __init__(self, answers_quit: bool) -> None:
+        self.answers_quit = answers_quit
+        self.lines: list[bytes] = []
+        self.hung_up = asyncio.Event()  # the client closed its socket
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer.test ESMTP\r\n")
+        await writer.drain()
+        while line := await reader.readline():
+            self.lines.append(line.strip())
+            if line.strip().upper() == b"QUIT" and self.answers_quit:
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+        self.hung_up.set()
+        writer.close()
+
+
+async def _pool_session(port: int) -> client.Session:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, use_tls=False,
+                           timeout=5)
+    await smtp.connect()
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "peer.test")])
+    return client.Session(smtp, f"peer.test[127.0.0.1]:{port}", [], subject,
+                          canonical_name(subject))
+
+
+async def test_sessions_being_quit_are_the_pools_and_end_at_its_close() -> None:
+    """The QUITs sent once a delivery's replies are in run in tasks of the delivery
+    worker's session pool, not of the process (no module global): another pool holds
+    none of them, and the pool's close(deadline) waits for the answered QUIT and cancels
+    the one a peer never answers at the deadline, its socket closed."""
+    peers = [_QuitPeer(answers_quit=True), _QuitPeer(answers_quit=False)]
+    servers = [await asyncio.start_server(p.serve, "127.0.0.1", 0) for p in peers]
+    try:
+        pool, other = client.SessionPool(30, 10, 2), client.SessionPool(30, 10, 2)
+        sessions = [await _pool_session(s.sockets[0].getsockname()[1]) for s in servers]
+        for session in sessions:
+            pool.quit_later(session)
+        assert len(pool.closing) == 2 and not other.closing
+        await asyncio.wait_for(peers[0].hung_up.wait(), 5)  # 221, then closed
+        start = time.monotonic()
+        await pool.close(time.monotonic() + 0.3)  # far below the 5 s a QUIT may take
+        assert time.monotonic() - start < 0.3 + 2.0
+        assert not pool.closing
+        assert not any(s.smtp.is_connected for s in sessions)
+        await asyncio.wait_for(peers[1].hung_up.wait(), 5)  # cancelled: socket closed
+        assert [p.lines for p in peers] == [[b"QUIT"], [b"QUIT"]]
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
 
 
 async def test_loopback_dns_server_answers_over_udp_and_tcp() -> None:

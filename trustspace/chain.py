@@ -29,6 +29,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Literal
 
 from cryptography import x509
@@ -37,7 +38,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 MAX_DEPTH = 8
 Purpose = Literal["client", "server"]  # the TLS role the leaf plays
-_USAGE = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
+_USAGE = MappingProxyType({"client": ExtendedKeyUsageOID.CLIENT_AUTH,
+                           "server": ExtendedKeyUsageOID.SERVER_AUTH})
 
 
 class PkiCheck(Enum):
@@ -71,14 +73,14 @@ class ChainResult:
 # CRL lookup: issuer certificate -> a current CRL signed by it, or None
 CrlLookup = Callable[[x509.Certificate], x509.CertificateRevocationList | None]
 
-_KNOWN_CRITICAL = {
+_KNOWN_CRITICAL = frozenset({
     ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
     ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.CERTIFICATE_POLICIES,
     ExtensionOID.POLICY_CONSTRAINTS, ExtensionOID.INHIBIT_ANY_POLICY,
     ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
     ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
     ExtensionOID.POLICY_MAPPINGS,
-}
+})
 
 
 def fingerprint(der: bytes) -> str:

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from types import MappingProxyType
 
 from cryptography import x509
 
 RDN = tuple[tuple[str, str], ...]  # the AVAs of one RDN, sorted: compared as a set
 CanonicalDN = tuple[RDN, ...]  # the RDN sequence, oriented one fixed way (see _oriented)
 
-_TYPES = {
+_TYPES = MappingProxyType({
     "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "S": "ST",
     "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.9": "STREET", "2.5.4.5": "SERIALNUMBER",
     "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
     "1.2.840.113549.1.9.1": "EMAIL", "E": "EMAIL", "EMAILADDRESS": "EMAIL",
     "2.5.4.97": "ORGANIZATIONIDENTIFIER",
-}
+})
 _HEX_PAIR = re.compile(r"\\([0-9A-Fa-f]{2})")
 _SPACES = re.compile(r"\s+")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import CanonicalDN
@@ -43,7 +44,7 @@ class Reply:
 
 
 # RFC 3463 enhanced codes; public texts name no domain, DN, list or version.
-REPLIES: dict[Verdict, Reply] = {
+REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.SENDER_OUTSIDE_TRUST_SPACE: Reply(
         550, "5.7.1", "Sender outside the MSSante trust space"),
     Verdict.SENDER_NOT_OWNED: Reply(553, "5.7.1", "Sender address not allowed for this login"),
@@ -61,7 +62,7 @@ REPLIES: dict[Verdict, Reply] = {
     Verdict.AUTHENTICATION_REQUIRED: Reply(530, "5.7.0", "Authentication required"),
     Verdict.SENDER_NOT_RELAY_DOMAIN: Reply(550, "5.7.1",
                                            "Sender address not allowed for this relay"),
-}
+})
 
 
 # the first word of a refusal's private reason, also in the audit detail as "check"

@@ -1,6 +1,8 @@
 """Folders of a mailbox: reads, counts, and the writes of the folder tree (create, delete,
-rename, subscribe). Folder names are content, sealed at rest (:mod:`mss.mailstore.names`);
-a folder's message state only moves through :func:`mss.mailstore.state.bump`.
+rename, subscribe). Folder names are content, sealed at rest (:mod:`mss.mailstore.names`)
+under the mailbox key: the functions that read or write a name take the caller's keyring
+(its :class:`mss.app.App`'s). A folder's message state only moves through
+:func:`mss.mailstore.state.bump`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateIndex
 
 from audit.journal import AuditRecord, append
-from mss import db
+from mss import crypto, db
 from mss.mailstore import names
 from mss.mailstore.errors import BackendError, StoreError
 from mss.mailstore.messages import move_messages
@@ -45,9 +47,9 @@ class Folder:
     recent_uid: int = 0  # RFC 3501 §2.3.2: UIDs above it are \\Recent for the next claimer
 
 
-def _folder(conn: Connection, row: object) -> Folder:
+def _folder(conn: Connection, keyring: crypto.Keyring, row: object) -> Folder:
     m = row._mapping  # type: ignore[attr-defined]
-    return Folder(m["id"], m["mailbox_id"], names.display(conn, m), m["special_use"],
+    return Folder(m["id"], m["mailbox_id"], names.display(conn, keyring, m), m["special_use"],
                   m["uidvalidity"], m["uidnext"], m["highestmodseq"], bool(m["subscribed"]),
                   m["recent_uid"] or 0)
 
@@ -72,28 +74,30 @@ _FOLDER_STATE = select(db.folders.c.mailbox_id, db.folders.c.uidvalidity,
     and_(db.folders.c.id == bindparam("folder"), _LIVE))
 
 
-def folders(conn: Connection, mailbox_id: int) -> list[Folder]:
-    return [_folder(conn, r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
+def folders(conn: Connection, keyring: crypto.Keyring, mailbox_id: int) -> list[Folder]:
+    return [_folder(conn, keyring, r) for r in conn.execute(_FOLDERS_OF, {"mailbox": mailbox_id})]
 
 
-def folder_by_name(conn: Connection, mailbox_id: int, name: str) -> Folder | None:
+def folder_by_name(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str
+                   ) -> Folder | None:
     if name.upper() == "INBOX":  # RFC 3501 §5.1: INBOX in any case
         name = "INBOX"
     row = conn.execute(_FOLDER_BY_NAME, {"mailbox": mailbox_id,  # the keyed lookup value
-                                         "name": names.lookup(conn, mailbox_id, name)}
+                                         "name": names.lookup(conn, keyring, mailbox_id, name)}
                        ).first()
-    return _folder(conn, row) if row is not None else None
+    return _folder(conn, keyring, row) if row is not None else None
 
 
-def deleted_subscriptions(conn: Connection, mailbox_id: int) -> dict[str, int]:
+def deleted_subscriptions(conn: Connection, keyring: crypto.Keyring, mailbox_id: int
+                          ) -> dict[str, int]:
     """Names of deleted folders still subscribed (RFC 3501 §6.3.6) -> their row id."""
-    return {names.display(conn, r._mapping): r.id
+    return {names.display(conn, keyring, r._mapping): r.id
             for r in conn.execute(_TOMBSTONES, {"mailbox": mailbox_id})}
 
 
-def folder_by_id(conn: Connection, folder_id: int) -> Folder | None:
+def folder_by_id(conn: Connection, keyring: crypto.Keyring, folder_id: int) -> Folder | None:
     row = conn.execute(_FOLDER_BY_ID, {"folder": folder_id}).first()
-    return _folder(conn, row) if row else None
+    return _folder(conn, keyring, row) if row else None
 
 
 def folder_state(conn: Connection, folder: Folder) -> tuple[int, int, int] | None:
@@ -166,14 +170,15 @@ def next_uidvalidity(conn: Connection, mailbox_id: int, count: int = 1) -> int:
     return first
 
 
-def ensure_default_folders(conn: Connection, mailbox_id: int) -> None:
+def ensure_default_folders(conn: Connection, keyring: crypto.Keyring, mailbox_id: int
+                           ) -> None:
     """Create any of INBOX, Sent, Drafts, Trash, Junk, Archive a mailbox lacks: the one
     place default folders are inserted, at ``mss mailbox add`` and at each IMAP login
     (mailboxes created before a folder was added to DEFAULT_FOLDERS get it lazily)."""
-    present = {f.name for f in folders(conn, mailbox_id)}
+    present = {f.name for f in folders(conn, keyring, mailbox_id)}
     missing = [(n, u) for n, u in DEFAULT_FOLDERS if n not in present]
     for name, use in missing:
-        create_folder(conn, mailbox_id, name, [], use)
+        create_folder(conn, keyring, mailbox_id, name, [], use)
 
 
 def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
@@ -183,36 +188,36 @@ def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
         raise BackendError(str(exc), "LIMIT") from None
 
 
-def create_folder(conn: Connection, mailbox_id: int, name: str,
+def create_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str,
                   audit: list[AuditRecord], special_use: str | None = None) -> None:
-    if folder_by_name(conn, mailbox_id, name) is not None:
+    if folder_by_name(conn, keyring, mailbox_id, name) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
     # RFC 3501 §2.3.1.1: never a UIDVALIDITY a deleted folder of that name may have had
     fresh = {"special_use": special_use, "uidvalidity": _uidvalidity(conn, mailbox_id),
              "uidnext": 1, "highestmodseq": 1, "recent_uid": None, "deleted_at": None}
-    kept = deleted_subscriptions(conn, mailbox_id).get(name)
+    kept = deleted_subscriptions(conn, keyring, mailbox_id).get(name)
     if kept is not None:  # a deleted folder's subscription: the new folder takes its row
         conn.execute(update(db.folders).where(db.folders.c.id == kept).values(**fresh))
         folder_id = kept
     else:
         found = conn.execute(insert(db.folders).values(
-            mailbox_id=mailbox_id, **names.columns(conn, mailbox_id, name),
+            mailbox_id=mailbox_id, **names.columns(conn, keyring, mailbox_id, name),
             subscribed=True, **fresh).returning(db.folders.c.id))
         folder_id = found.scalar_one()
     _name_folder(audit, folder_id)
     append(conn, audit)
 
 
-def delete_folder(conn: Connection, mailbox_id: int, name: str,
+def delete_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str,
                   audit: list[AuditRecord]) -> tuple[int, int]:
     """Delete a folder and its messages; returns its (row id, UIDVALIDITY). A subscribed
     folder's row stays as its subscription (RFC 3501 §6.3.6: DELETE does not unsubscribe)."""
-    folder = folder_by_name(conn, mailbox_id, name)
+    folder = folder_by_name(conn, keyring, mailbox_id, name)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
     if folder.name == "INBOX":
         raise BackendError("INBOX cannot be deleted", "CANNOT")
-    if any(f.name.startswith(folder.name + "/") for f in folders(conn, mailbox_id)):
+    if any(f.name.startswith(folder.name + "/") for f in folders(conn, keyring, mailbox_id)):
         # RFC 3501 §6.3.4: a folder with inferiors would keep \Noselect; refuse instead
         raise BackendError("Mailbox has children, delete them first", "INUSE")
     bump(conn, folder.id)  # its messages go: no snapshot of them may be served again
@@ -227,17 +232,17 @@ def delete_folder(conn: Connection, mailbox_id: int, name: str,
     return folder.id, folder.uidvalidity
 
 
-def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
-                  audit: list[AuditRecord]) -> None:
-    folder = folder_by_name(conn, mailbox_id, old)
+def rename_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, old: str,
+                  new: str, audit: list[AuditRecord]) -> None:
+    folder = folder_by_name(conn, keyring, mailbox_id, old)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
-    if folder_by_name(conn, mailbox_id, new) is not None:
+    if folder_by_name(conn, keyring, mailbox_id, new) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
     if folder.name == "INBOX":
         # RFC 3501 §6.3.5: renaming INBOX moves its messages to a new folder, INBOX stays
-        create_folder(conn, mailbox_id, new, [])
-        dest = folder_by_name(conn, mailbox_id, new)
+        create_folder(conn, keyring, mailbox_id, new, [])
+        dest = folder_by_name(conn, keyring, mailbox_id, new)
         assert dest is not None
         moved = [(u, i) for u, i in conn.execute(
             select(db.messages.c.uid, db.messages.c.id)
@@ -245,11 +250,11 @@ def rename_folder(conn: Connection, mailbox_id: int, old: str, new: str,
         _name_folder(audit, folder.id)
         move_messages(conn, folder.id, dest.id, moved, audit)
         return
-    kept = deleted_subscriptions(conn, mailbox_id)
-    for child in folders(conn, mailbox_id):
+    kept = deleted_subscriptions(conn, keyring, mailbox_id)
+    for child in folders(conn, keyring, mailbox_id):
         if child.name == folder.name or child.name.startswith(folder.name + "/"):
             name = new + child.name[len(folder.name):]
-            values: dict[str, object] = dict(names.columns(conn, mailbox_id, name))
+            values: dict[str, object] = dict(names.columns(conn, keyring, mailbox_id, name))
             if name in kept:  # a deleted folder's subscription: the name stays subscribed
                 conn.execute(delete(db.folders).where(db.folders.c.id == kept[name]))
                 values["subscribed"] = True
@@ -265,10 +270,11 @@ def _name_folder(audit: list[AuditRecord], folder_id: int) -> None:
         record.detail.setdefault("folder_id", folder_id)
 
 
-def set_subscribed(conn: Connection, mailbox_id: int, name: str, value: bool) -> None:
-    folder = folder_by_name(conn, mailbox_id, name)
+def set_subscribed(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str,
+                   value: bool) -> None:
+    folder = folder_by_name(conn, keyring, mailbox_id, name)
     if folder is None:
-        kept = deleted_subscriptions(conn, mailbox_id).get(name)
+        kept = deleted_subscriptions(conn, keyring, mailbox_id).get(name)
         if kept is not None and not value:  # RFC 3501 §6.3.7: a deleted folder's name too
             conn.execute(delete(db.folders).where(db.folders.c.id == kept))
             return

@@ -73,7 +73,7 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
         password_hash=password_hash, enabled=True, created_at=now, liste_rouge=liste_rouge,
     )).inserted_primary_key[0]  # type: ignore[index]
     keyring.create_key(conn, crypto.mailbox_key_id(mailbox_id))
-    ensure_default_folders(conn, mailbox_id)
+    ensure_default_folders(conn, keyring, mailbox_id)
     return Mailbox(mailbox_id, address, mailbox_type, True, rpps, finess, now, password_hash,
                    liste_rouge)
 

@@ -12,7 +12,8 @@ delivery finds INBOX without a key. Names are decrypted in memory only (LIST mat
 patterns after decryption). Audit records name folders by id, never by name.
 
 :func:`migrate` seals the plaintext names of a database written before this (at start).
-The keyring is the process's own, installed by :func:`mss.app.open_app`.
+The keyring is the caller's (its :class:`mss.app.App`'s), passed to every function that
+seals or opens a name: two nodes in one process each read their own names.
 """
 
 from __future__ import annotations
@@ -36,34 +37,22 @@ PUBLIC_NAMES = frozenset(name for name, _ in DEFAULT_FOLDERS)
 LOOKUP_PREFIX = "~"  # a lookup value; no public name starts with it
 _AD = b"mss:folder-name:v1|"
 
-_keyring: crypto.Keyring | None = None
 
 
 class FolderNameError(Exception):
-    """No keyring installed, or a sealed name failed authentication."""
-
-
-def install(keyring: crypto.Keyring) -> None:
-    global _keyring
-    _keyring = keyring
-
-
-def _ring() -> crypto.Keyring:
-    if _keyring is None:
-        raise FolderNameError("folder names need the keyring (mss.app.open_app)")
-    return _keyring
+    """A sealed name failed authentication."""
 
 
 def normalise(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def lookup(conn: Connection, mailbox_id: int, name: str) -> str:
+def lookup(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str) -> str:
     """The value stored in ``folders.name`` for *name* (the name itself when public)."""
     name = normalise(name)
     if name in PUBLIC_NAMES:
         return name
-    key = _ring().lookup_key(crypto.mailbox_key_id(mailbox_id), conn)
+    key = keyring.lookup_key(crypto.mailbox_key_id(mailbox_id), conn)
     digest = hmac.new(key, name.encode("utf-8"), hashlib.sha256).digest()
     return LOOKUP_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
@@ -72,22 +61,23 @@ def _ad(mailbox_id: int) -> bytes:
     return _AD + crypto.mailbox_key_id(mailbox_id).encode()
 
 
-def columns(conn: Connection, mailbox_id: int, name: str) -> dict[str, Any]:
+def columns(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str
+            ) -> dict[str, Any]:
     """``name`` and ``name_sealed`` of a folder row named *name* (insert or rename)."""
     name = normalise(name)
     if name in PUBLIC_NAMES:
         return {"name": name, "name_sealed": None}
-    key = _ring().key(crypto.mailbox_key_id(mailbox_id), conn)
-    return {"name": lookup(conn, mailbox_id, name),
+    key = keyring.key(crypto.mailbox_key_id(mailbox_id), conn)
+    return {"name": lookup(conn, keyring, mailbox_id, name),
             "name_sealed": crypto.seal_bytes(key, name.encode("utf-8"), _ad(mailbox_id))}
 
 
-def display(conn: Connection, row: Any) -> str:
+def display(conn: Connection, keyring: crypto.Keyring, row: Any) -> str:
     """The folder's name from its row (a mapping with mailbox_id, name, name_sealed)."""
     sealed = row["name_sealed"]
     if sealed is None:
         return str(row["name"])
-    key = _ring().key(crypto.mailbox_key_id(row["mailbox_id"]), conn)
+    key = keyring.key(crypto.mailbox_key_id(row["mailbox_id"]), conn)
     try:
         return crypto.open_bytes(key, sealed, _ad(row["mailbox_id"])).decode("utf-8")
     except crypto.TamperedError:
@@ -99,7 +89,6 @@ def migrate(engine: Engine, keyring: crypto.Keyring) -> int:
     """Seal the plaintext names of folders written before names were encrypted; the
     number sealed. Freed bytes are zeroed (secure_delete) and the WAL checkpointed, so the
     old names leave the database file too."""
-    install(keyring)
     f = db.folders
     plain = (select(f.c.id, f.c.mailbox_id, f.c.name)
              .where(f.c.name_sealed.is_(None) & f.c.name.notin_(sorted(PUBLIC_NAMES))))
@@ -115,7 +104,7 @@ def migrate(engine: Engine, keyring: crypto.Keyring) -> int:
             rows = conn.execute(plain).all()
             for row in rows:
                 conn.execute(update(f).where(f.c.id == row.id)
-                             .values(**columns(conn, row.mailbox_id, row.name)))
+                             .values(**columns(conn, keyring, row.mailbox_id, row.name)))
         if sqlite:
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return len(rows)

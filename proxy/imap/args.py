@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from mss.mailstore import messages
 from proxy.imap.parser import Command
@@ -12,7 +13,7 @@ from proxy.imap.tokens import Atom, ImapParseError, Token, astring_value
 
 Result = str | tuple[str, str | None] | None
 
-_SYSTEM = {f.upper(): f for f in messages.SYSTEM_FLAGS}
+_SYSTEM = MappingProxyType({f.upper(): f for f in messages.SYSTEM_FLAGS})
 
 
 def nargs(cmd: Command, low: int, high: int | None = None) -> list[Token]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from proxy.imap import mailbox_args, message_args, session_args
@@ -41,7 +42,7 @@ class Spec(Generic[A]):
     states: tuple[str, ...]
 
 
-COMMANDS: dict[str, Spec[Any]] = {
+COMMANDS: MappingProxyType[str, Spec[Any]] = MappingProxyType({
     "CAPABILITY": Spec(no_args, ses.capability, ANY),
     "NOOP": Spec(no_args, ses.noop, ANY),
     "LOGOUT": Spec(no_args, ses.logout, ANY),
@@ -79,4 +80,4 @@ COMMANDS: dict[str, Spec[Any]] = {
     "UID COPY": Spec(message_args.parse_copy, msg.copy_move, SEL),
     "MOVE": Spec(message_args.parse_copy, msg.copy_move, SEL),
     "UID MOVE": Spec(message_args.parse_copy, msg.copy_move, SEL),
-}
+})

@@ -18,7 +18,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 from sqlalchemy import Connection
@@ -52,6 +52,7 @@ from proxy.imap.tokens import ImapParseError
 
 log = structlog.get_logger("mss.imap")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
 LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
@@ -141,11 +142,13 @@ class Session:
         await self.flush()
 
     # ------------------------------------------------------------------ helpers
-    async def db(self, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(conn, *args)`` on a reader connection in a worker thread."""
+    async def db(self, work: Callable[Concatenate[Connection, P], T], *args: P.args,
+                 **kwargs: P.kwargs) -> T:
+        """Run ``work(conn, *args, **kwargs)`` on a reader connection in a worker thread
+        (typed: mypy checks the arguments against *work*'s signature)."""
         def run() -> T:
             with self.ctx.app.reader.connect() as conn:
-                return work(conn, *args)
+                return work(conn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
     async def thread(self, work: Callable[..., T], *args: Any) -> T:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import ListenerGuard
@@ -19,7 +20,7 @@ from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
 
 # listener name -> implicit TLS
-IMAP_LISTENERS: dict[str, bool] = {"imap": False, "imaps": True}
+IMAP_LISTENERS: MappingProxyType[str, bool] = MappingProxyType({"imap": False, "imaps": True})
 STREAM_LIMIT = 2 ** 20
 CLOSE_GRACE = 1.0  # seconds for a client to see the BYE and close before the abort
 

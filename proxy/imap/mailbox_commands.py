@@ -52,7 +52,7 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
     def load(conn: Connection) -> tuple[folders.Folder | None, snapshots.Snapshot | None]:
         # one worker-thread round trip; the folder (and its HIGHESTMODSEQ) is read before
         # the rows, so a change in between is reported by the next refresh
-        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, s.ctx.keyring, target.owner.id, target.folder)
         if folder is None:
             return None, None
         return folder, s.ctx.mailstore.snapshots.get(conn, folder)
@@ -64,7 +64,7 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
         # its \Recent messages claimed (SELECT, not EXAMINE: RFC 3501 §2.3.2, §6.3.2) and
         # its snapshot when this process holds it (no scan on the writer thread); this
         # session's \Recent UIDs: above the first UID returned, up to the second
-        folder = folders.folder_by_name(conn, target.owner.id, target.folder)
+        folder = folders.folder_by_name(conn, s.ctx.keyring, target.owner.id, target.folder)
         if folder is None:
             return None, None, (0, 0)
         append(conn, [s.record(Event.IMAP_SELECT, mailbox=target.owner.address,
@@ -134,13 +134,15 @@ async def create(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
         raise No("Invalid mailbox name", "CANNOT")
     record = s.record(Event.IMAP_FOLDER_CREATE, mailbox=target.owner.address)  # + folder_id
 
+    keyring = s.ctx.keyring
+
     def work(conn: Connection) -> None:
         # RFC 3501 §6.3.3: create the missing superiors too
         for depth in range(1, len(parts)):
             parent = DELIMITER.join(parts[:depth])
-            if folders.folder_by_name(conn, target.owner.id, parent) is None:
-                folders.create_folder(conn, target.owner.id, parent, [])
-        folders.create_folder(conn, target.owner.id, target.folder, [record])
+            if folders.folder_by_name(conn, keyring, target.owner.id, parent) is None:
+                folders.create_folder(conn, keyring, target.owner.id, parent, [])
+        folders.create_folder(conn, keyring, target.owner.id, target.folder, [record])
     await s.write(work)
     return "CREATE completed"
 
@@ -149,7 +151,7 @@ async def delete_command(s: ImapSession, cmd: Command, args: MailboxArgs) -> Res
     target = await resolve(s, args.name, access="DELETE")
     record = s.record(Event.IMAP_FOLDER_DELETE, mailbox=target.owner.address)  # + folder_id
     deleted = await s.write(lambda conn: folders.delete_folder(
-        conn, target.owner.id, target.folder, [record]))
+        conn, s.ctx.keyring, target.owner.id, target.folder, [record]))
     s.ctx.notifier.changed(target.owner.id)
     sel = s.selected
     if sel is not None and (sel.folder.id, sel.folder.uidvalidity) == deleted:
@@ -164,16 +166,16 @@ async def rename(s: ImapSession, cmd: Command, args: RenameArgs) -> Result:
         raise No("Cannot rename across mailboxes", "CANNOT")
     # + folder_id (rename_folder): names are content, never audited (mss/mailstore/names.py)
     record = s.record(Event.IMAP_FOLDER_RENAME, mailbox=old.owner.address)
-    await s.write(lambda conn: folders.rename_folder(conn, old.owner.id, old.folder,
-                                                     new.folder, [record]))
+    await s.write(lambda conn: folders.rename_folder(conn, s.ctx.keyring, old.owner.id,
+                                                     old.folder, new.folder, [record]))
     s.ctx.notifier.changed(old.owner.id)
     return "RENAME completed"
 
 
 async def subscribe(s: ImapSession, cmd: Command, args: SubscribeArgs) -> Result:
     target = await resolve(s, args.name, access=cmd.name)
-    await s.write(lambda conn: folders.set_subscribed(conn, target.owner.id, target.folder,
-                                                      args.subscribe))
+    await s.write(lambda conn: folders.set_subscribed(conn, s.ctx.keyring, target.owner.id,
+                                                      target.folder, args.subscribe))
     return f"{cmd.name} completed"
 
 
@@ -282,8 +284,9 @@ async def list_command(s: ImapSession, cmd: Command, args: ListArgs) -> Result:
         return "LIST completed"
     if "HIGHESTMODSEQ" in args.status_items:
         s.enable_condstore()  # RFC 7162 §3.1
-    names, kept = await s.db(lambda conn: (all_names(conn, user),
-                                           folders.deleted_subscriptions(conn, user.id)))
+    keyring = s.ctx.keyring
+    names, kept = await s.db(lambda conn: (all_names(conn, keyring, user),
+                                           folders.deleted_subscriptions(conn, keyring, user.id)))
     for entry in list_entries(args, names, kept):
         s.untagged(render_list(args, entry))
         if args.status_items and entry.folder is not None:  # RFC 5819
@@ -315,7 +318,7 @@ async def append_command(s: ImapSession, cmd: Command, args: AppendArgs) -> Resu
         raise No("Empty message", "CANNOT")
     when = time.time() if args.when is None else args.when
     target = await resolve(s, args.name, access="APPEND")
-    folder = await s.db(folders.folder_by_name, target.owner.id, target.folder)
+    folder = await s.db(folders.folder_by_name, s.ctx.keyring, target.owner.id, target.folder)
     if folder is None:  # RFC 3501 §6.3.11
         raise No("Mailbox does not exist", "TRYCREATE")
     copy = await s.thread(deliveries.seal_local, s.ctx.app.keyring, target.owner.id,

@@ -447,7 +447,7 @@ async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
         raise No("Mailbox is read-only", "READ-ONLY")
     rows = [(q, r) for q, r in _rows_for(sel, args.sequence, by_uid) if r.uid not in sel.gone]
     target = await resolve(s, args.name, access=cmd.name)
-    dest = await s.db(folders.folder_by_name, target.owner.id, target.folder)
+    dest = await s.db(folders.folder_by_name, s.ctx.keyring, target.owner.id, target.folder)
     if dest is None:
         raise No("Mailbox does not exist", "TRYCREATE")
     if not rows:

@@ -8,6 +8,7 @@ import re
 from sqlalchemy import Connection
 
 from audit.events import Event
+from mss.crypto import Keyring
 from mss.mailstore import folders, grants, mailboxes
 from proxy.imap import wire
 from proxy.imap.args import astring
@@ -73,7 +74,7 @@ async def resolve(s: ImapSession, name: str, *, access: str) -> Target:
 
 
 async def require_folder(s: ImapSession, target: Target) -> folders.Folder:
-    folder = await s.db(folders.folder_by_name, target.owner.id, target.folder)
+    folder = await s.db(folders.folder_by_name, s.ctx.keyring, target.owner.id, target.folder)
     if folder is None:
         raise No("No such mailbox", "NONEXISTENT")
     return folder
@@ -92,8 +93,9 @@ def list_pattern(reference: str, pattern: str) -> re.Pattern[str]:
     return re.compile(regex + r"\Z")
 
 
-def all_names(conn: Connection, user: mailboxes.Mailbox) -> list[tuple[str, folders.Folder | None]]:
-    own = sorted(folders.folders(conn, user.id), key=lambda f: (f.name != "INBOX", f.name))
+def all_names(conn: Connection, keyring: Keyring, user: mailboxes.Mailbox
+              ) -> list[tuple[str, folders.Folder | None]]:
+    own = sorted(folders.folders(conn, keyring, user.id), key=lambda f: (f.name != "INBOX", f.name))
     names: list[tuple[str, folders.Folder | None]] = [(f.name, f) for f in own]
     shared = grants.granted_mailboxes(conn, user.id)
     if shared:
@@ -101,7 +103,7 @@ def all_names(conn: Connection, user: mailboxes.Mailbox) -> list[tuple[str, fold
         for owner in shared:
             names.append((f"{SHARED_PREFIX}{owner.address}", None))
             names += [(f"{SHARED_PREFIX}{owner.address}/{f.name}", f)
-                      for f in folders.folders(conn, owner.id)]
+                      for f in folders.folders(conn, keyring, owner.id)]
     return names
 
 

@@ -93,7 +93,7 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
     throttle.succeeded(name, s.remote_addr)
 
     def setup(conn: Connection) -> None:
-        folders.ensure_default_folders(conn, mailbox.id)
+        folders.ensure_default_folders(conn, s.ctx.keyring, mailbox.id)
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
                                detail={"mechanism": mechanism})])
     await s.write(setup)

@@ -13,7 +13,7 @@ import dataclasses
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -22,6 +22,7 @@ from audit.journal import AuditRecord
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
+from mss.crypto import Keyring
 from mss.limits import ListenerGuard, MemoryBudget
 from mss.mailstore import Mailstore, errors, folders, messages
 from mss.mailstore.mailboxes import Mailbox
@@ -31,6 +32,7 @@ from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # RFC 3501 §3
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "nonauth", "auth", "selected", "logout"
@@ -114,7 +116,8 @@ class ImapSession(Protocol):
     def shutdown(self) -> None: ...
 
     # work off the event loop, audit
-    async def db(self, work: Callable[..., T], *args: Any) -> T: ...
+    async def db(self, work: Callable[Concatenate[Connection, P], T], *args: P.args,
+                 **kwargs: P.kwargs) -> T: ...
     async def thread(self, work: Callable[..., T], *args: Any) -> T: ...
     async def write(self, work: Callable[[Connection], T]) -> T: ...
     def record(self, event: Event, outcome: Outcome = Outcome.SUCCESS, **fields: Any
@@ -153,3 +156,8 @@ class ServerContext:
     @property
     def notifier(self) -> Notifier:
         return self.mailstore.notifier
+
+    @property
+    def keyring(self) -> Keyring:
+        """The node's: folder names are sealed under the mailbox key (mss.mailstore.names)."""
+        return self.app.keyring

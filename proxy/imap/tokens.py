@@ -8,6 +8,7 @@ tokens for a parenthesised list. An "astring" argument may arrive as an Atom or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeAlias
 
 
@@ -66,4 +67,4 @@ def is_field_name(name: str) -> bool:
 # RFC 3501 §9 date-month, as written in INTERNALDATE; MONTH_NUMBERS maps the upper-case
 # name (dates are read case-insensitively) to 1..12.
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-MONTH_NUMBERS = {m.upper(): i for i, m in enumerate(MONTHS, 1)}
+MONTH_NUMBERS = MappingProxyType({m.upper(): i for i, m in enumerate(MONTHS, 1)})

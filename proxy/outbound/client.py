@@ -28,6 +28,7 @@ import aiosmtplib
 from cryptography import x509
 
 from mss.config import TlsConfig
+from mss.lifecycle import STOP_FLOOR, remaining
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace.dn import CanonicalDN, canonical_name
 from trustspace.tlshook import presented_chain
@@ -83,14 +84,20 @@ class Session:
     idle_since: float = field(default_factory=time.monotonic)
 
 
+QUIT_TIMEOUT = 5.0  # seconds a QUIT sent after the replies are in may take
+
+
 class SessionPool:
-    """Idle sessions by (address, port, server name); bounded per host and in time."""
+    """Idle sessions by (address, port, server name); bounded per host and in time. It
+    also owns the sessions being quit in the background (their replies are in: the QUIT
+    does not hold the delivery up), awaited or cancelled at :meth:`close`."""
 
     def __init__(self, idle: float, reuse: int, per_host: int) -> None:
         self.idle = idle
         self.reuse = reuse  # transactions per session; 1: no reuse
         self.per_host = per_host
         self._idle: dict[tuple[str, int, str], list[Session]] = {}
+        self.closing: set[asyncio.Task[None]] = set()  # QUITs in flight
 
     def take(self, key: tuple[str, int, str]) -> Session | None:
         sessions = self._idle.get(key, [])
@@ -105,7 +112,7 @@ class SessionPool:
     def give(self, key: tuple[str, int, str], session: Session) -> None:
         sessions = self._idle.setdefault(key, [])
         if session.sent >= self.reuse or self.idle <= 0 or len(sessions) >= self.per_host:
-            _quit_later(session)
+            self.quit_later(session)
             return
         session.idle_since = time.monotonic()
         sessions.append(session)
@@ -118,32 +125,37 @@ class SessionPool:
             keep = [s for s in sessions if now - s.idle_since < self.idle]
             for session in sessions:
                 if session not in keep:
-                    _quit_later(session)
+                    self.quit_later(session)
             if keep:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
 
-    async def close(self) -> None:
+    def quit_later(self, session: Session) -> None:
+        """QUIT *session* in a task of the pool's (RFC 5321 §4.1.1.10), then close it."""
+        async def quit_() -> None:
+            try:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await asyncio.wait_for(session.smtp.quit(), QUIT_TIMEOUT)
+            finally:  # cancelled at close too: the socket does not outlive the pool
+                session.smtp.close()
+        task = asyncio.get_running_loop().create_task(quit_())
+        self.closing.add(task)  # keep a reference until done
+        task.add_done_callback(self.closing.discard)
+
+    async def close(self, deadline: float) -> None:
+        """QUIT the idle sessions and wait for every QUIT in flight, until *deadline*
+        (a time.monotonic() instant); those left are cancelled, their sockets closed."""
         sessions = [s for group in self._idle.values() for s in group]
         self._idle.clear()
         for session in sessions:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await asyncio.wait_for(session.smtp.quit(), 2.0)
-            session.smtp.close()
-
-
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _quit_later(session: Session) -> None:
-    async def quit_() -> None:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await asyncio.wait_for(session.smtp.quit(), 5.0)
-        session.smtp.close()
-    task = asyncio.get_running_loop().create_task(quit_())
-    _closing.add(task)  # keep a reference until done
-    task.add_done_callback(_closing.discard)
+            self.quit_later(session)
+        if self.closing:
+            await asyncio.wait(set(self.closing), timeout=remaining(deadline))
+        for task in list(self.closing):
+            task.cancel()
+        if self.closing:
+            await asyncio.wait(set(self.closing), timeout=remaining(deadline, STOP_FLOOR))
 
 
 async def _open(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
@@ -241,7 +253,7 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
 async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
                local_hostname: str, envelope: Envelope, dn_check: DnCheck | None, *,
                certificate_check: CertificateCheck | None = None,
-               pool: SessionPool | None = None,
+               pool: SessionPool,
                connect_timeout: float, command_timeout: float) -> Results:
     """Deliver *envelope* through one host in one transaction; returns each recipient's
     result (its RCPT refusal, or the reply to the end of DATA). A failure of the whole
@@ -249,7 +261,7 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
     permanent only on a 5yz reply."""
     key = (address, port, server_name)
     peer = f"{server_name}[{address}]:{port}"
-    session = pool.take(key) if pool is not None else None
+    session = pool.take(key)
     clean = False
     try:
         for _ in range(2):  # a stale kept session: once more on a new one
@@ -277,9 +289,9 @@ async def send(address: str, server_name: str, port: int, ctx: ssl.SSLContext,
                               permanent=False, host=peer) from None
     finally:
         if session is not None:
-            if clean and pool is not None:
+            if clean:
                 pool.give(key, session)
-            elif clean or session.smtp.is_connected:
-                _quit_later(session)  # the replies are in: what follows does not change them
+            elif session.smtp.is_connected:
+                pool.quit_later(session)  # the replies are in: what follows does not change them
             else:
                 session.smtp.close()

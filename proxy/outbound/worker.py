@@ -146,7 +146,7 @@ class DeliveryWorker:
             task.cancel()
         if self.in_flight:
             await asyncio.wait(set(self.in_flight), timeout=remaining(deadline, STOP_FLOOR))
-        await self.pool.close()
+        await self.pool.close(deadline)  # idle sessions and QUITs in flight
         with contextlib.suppress(Exception):
             await self.committer.run(lambda conn: claims.release(conn, self.owner))
 

@@ -7,6 +7,7 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable
+from types import MappingProxyType
 
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import Admission, ListenerGuard
@@ -16,12 +17,12 @@ from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 
 # listener name -> (mode, implicit TLS)
-LISTENER_KINDS: dict[str, tuple[str, bool]] = {
+LISTENER_KINDS: MappingProxyType[str, tuple[str, bool]] = MappingProxyType({
     "mx": ("mx", False),
     "submission": ("submission", False),
     "submissions": ("submission", True),
     "relay": ("relay", False),
-}
+})
 TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissions)
 CLOSE_GRACE = 1.0  # seconds for a peer to see the 421 and close before the abort
 
