@@ -127,13 +127,6 @@ def test_serve_in_a_thread_stops_clean_and_serves_again(tmp_path: Path) -> None:
 # tasks, a default instance belongs to the object that owns it (the Runtime, Mailstore,
 # a listener, a pool).
 
-# globals in files another branch is rewriting (issue 13, fix/mime: the envelope cache
-# becomes the IMAP context's; fetch.py and search.py are split): the test fails once one
-# is gone or immutable, to be taken off this list
-PENDING = {("proxy.imap.cache", "ENVELOPES"), ("proxy.imap.fetch", "_MACROS"),
-           ("proxy.imap.search", "_FLAG_KEYS"), ("proxy.imap.search", "_DATE_KEYS")}
-
-
 def _declaration(value: object) -> bool:
     import ctypes
     import logging
@@ -216,7 +209,7 @@ def module_state(module: str, path: Path) -> list[str]:
              for node in ast.walk(tree) if isinstance(node, ast.Global)]
     loaded = importlib.import_module(module)
     for name, line in assigned_names(tree):
-        if name == "__all__" or (module, name) in PENDING or not hasattr(loaded, name):
+        if name == "__all__" or not hasattr(loaded, name):
             continue  # not bound on import: under ``if __name__ == "__main__"``
         value = getattr(loaded, name)
         if not immutable(value):
@@ -231,10 +224,6 @@ def test_no_module_global_holds_runtime_state() -> None:
              for text in module_state(module, path)]
     assert not found, "module globals that can change (move them into their owner):\n" + \
         "\n".join(found)
-    import importlib
-    for module, name in PENDING:  # the other branch landed: take it off PENDING
-        assert not immutable(getattr(importlib.import_module(module), name, None)), \
-            f"{module}.{name} is gone or immutable: remove it from PENDING"
 
 
 def test_the_state_checker_sees_what_it_must(tmp_path: Path) -> None:

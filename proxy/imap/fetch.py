@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from proxy.imap import wire
 from proxy.imap.mime import ParsedMessage, Section, parse_message, parse_section
@@ -26,11 +27,11 @@ from proxy.imap.tokens import (
 # Items that are only metadata (no decryption needed).
 _META = frozenset({"FLAGS", "INTERNALDATE", "RFC822.SIZE", "UID", "MODSEQ"})
 _SIMPLE = _META | {"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
-_MACROS = {  # RFC 3501 §6.4.5
+_MACROS = MappingProxyType({  # RFC 3501 §6.4.5
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
-}
+})
 _SECTIONED = frozenset({"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"})
 
 

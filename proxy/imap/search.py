@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from proxy.imap.mime import ParsedMessage
 from proxy.imap.seqset import SequenceSet, parse_sequence_set
@@ -27,18 +28,19 @@ from proxy.imap.tokens import (
 
 # The charsets SEARCH accepts, in the order the BADCHARSET response code lists them.
 CHARSETS = ("UTF-8", "US-ASCII")
-_FLAG_KEYS = {  # RFC 3501 §6.4.4: key -> (flag, present)
+_FLAG_KEYS = MappingProxyType({  # RFC 3501 §6.4.4: key -> (flag, present)
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True),
     "DRAFT": ("\\Draft", True), "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
     "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),
     "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False),
     "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
     "UNSEEN": ("\\Seen", False),
-}
+})
 _ADDRESS_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
-_DATE_KEYS = {"BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
-              "SENTBEFORE": ("before", True), "SENTON": ("on", True),
-              "SENTSINCE": ("since", True)}
+_DATE_KEYS = MappingProxyType({
+    "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
+    "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
+})
 
 
 class BadCharset(Exception):
