@@ -120,6 +120,7 @@ server_name = "audit.bench"
 
 def verify_bench(base: Path, records: int) -> dict[str, object]:
     """Fill a journal with *records* chained rows (fast path: raw inserts), then verify."""
+    from audit.events import Event
     from audit.journal import AuditRecord, append
 
     config, _ = setup(base, 1)
@@ -132,7 +133,7 @@ def verify_bench(base: Path, records: int) -> dict[str, object]:
     while done < records:
         n = min(batch, records - done)
         with app.engine.begin() as conn:
-            append(conn, [AuditRecord("smtp.connect", actor=f"127.0.0.{i % 250}",
+            append(conn, [AuditRecord(Event.SMTP_CONNECT, actor=f"127.0.0.{i % 250}",
                                       remote_addr="127.0.0.1", session=f"s{done + i}")
                           for i in range(n)])
         done += n
