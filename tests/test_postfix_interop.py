@@ -230,7 +230,9 @@ def test_postfix_with_a_dn_not_listed_for_the_domain_gets_nothing(peers: Peers) 
     assert "OPERATEUR POSTFIX" in str(deferred[0]["reason"])
     assert not [line for line in postfix.log().splitlines() if rcpt in line]  # no RCPT seen
     queue_id = str(deferred[0]["detail"]["queue_id"])  # type: ignore[index]
-    node.cli("queue", "bounce", queue_id)  # settle it (it would retry until it expires)
+    # settle it (it would retry until it expires), once the attempt's lease is released
+    assert wait_for(lambda: node.cli("queue", "bounce", queue_id, check=False).returncode == 0,
+                    30)
 
 
 def test_postfix_delivery_report_reaches_our_sender(peers: Peers) -> None:
