@@ -51,6 +51,50 @@ def _child_env() -> dict[str, str]:
 CHILD_ENV = _child_env()
 
 
+class _CliServer:
+    """The test process's fork server (tests/cli_server.py), started at the first command
+    and ended with the process; one command at a time."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._files = Path(tempfile.mkdtemp(prefix="mss-cli-"))
+
+    def _server(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          cwd=REPO, env=CHILD_ENV)
+            atexit.register(self._proc.kill)
+        return self._proc
+
+    def run(self, args: list[str], input: str | None,
+            timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        import json
+        import select
+
+        with self._lock:
+            server = self._server()
+            assert server.stdin is not None and server.stdout is not None
+            paths = {k: self._files / k for k in ("stdin", "stdout", "stderr")}
+            paths["stdin"].write_text(input or "", encoding="utf-8")
+            request = {"args": args, **{k: str(v) for k, v in paths.items()}}
+            server.stdin.write(json.dumps(request).encode() + b"\n")
+            server.stdin.flush()
+            ready, _, _ = select.select([server.stdout], [], [], timeout)
+            line = server.stdout.readline() if ready else b""
+            if not line:
+                server.kill()
+                raise AssertionError(f"mss {' '.join(args)}: no answer in {timeout} s")
+            rc = int(json.loads(line)["rc"])
+            out, err = (paths[k].read_text(encoding="utf-8", errors="replace")
+                        for k in ("stdout", "stderr"))
+        return subprocess.CompletedProcess([*MSS, *args], rc, out, err)
+
+
+CLI = _CliServer()
+
+
 def free_port(host: str = "127.0.0.1", *also: str) -> int:
     """A TCP port free on *host* and on every address in *also* (a port two test
     operators both listen on); still a guess: Node.start re-picks on EADDRINUSE."""
@@ -104,6 +148,18 @@ class Node:
 
     def cli(self, *args: str, input: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``mss --config <node> ARGS`` in a process forked from the CLI server (the real
+        CLI, without an interpreter start per command: tests/cli_server.py)."""
+        proc = CLI.run(["--config", str(self.config), *args], input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mss {' '.join(args)} failed ({proc.returncode}): "
+                                 f"{proc.stderr}{proc.stdout}")
+        return proc
+
+    def cli_process(self, *args: str, input: str | None = None,
+                    check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The same command in a real ``python -m mss`` process (tests of the CLI's own
+        start: its imports, its time)."""
         proc = subprocess.run([*MSS, "--config", str(self.config), *args], input=input,
                               capture_output=True, text=True, cwd=REPO, timeout=120,
                               env=CHILD_ENV)

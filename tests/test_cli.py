@@ -49,7 +49,7 @@ def test_whitelist_check_answers_fast(node: Node) -> None:
     for _ in range(5):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = node.cli("whitelist", "check", "operator-a.mssante.fr", check=False)
+        proc = node.cli_process("whitelist", "check", "operator-a.mssante.fr", check=False)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
