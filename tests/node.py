@@ -324,7 +324,7 @@ class InProcessNode(Node):
 
     def _start(self, timeout: float) -> None:
         assert self._thread is None
-        _claim_process_state(self)
+        _start_serving(self)
         self.log_path = self.data_dir / "serve.log"
         self._error = None
         before = len(self.audit("--event", "server.start"))
@@ -336,7 +336,7 @@ class InProcessNode(Node):
         while time.monotonic() < deadline:
             if not self._thread.is_alive():
                 self._thread = None
-                _release_process_state(self)
+                _stop_serving(self)
                 error = self._error
                 if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
                     raise PortTaken(f"serve failed: {error}")
@@ -381,22 +381,22 @@ class InProcessNode(Node):
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "in-process node did not stop"
         self._thread = None
-        _release_process_state(self)
+        _stop_serving(self)
         return 0 if self._error is None else 1
 
 
 _OWNER: list[InProcessNode] = []  # the in-process node serving now (at most one)
 
 
-def _claim_process_state(node: InProcessNode) -> None:
+def _start_serving(node: InProcessNode) -> None:
     """One in-process node serves at a time: the process's logs go to its serve.log
-    (_LogSwitch). The server keeps no state in module globals (tests/test_layers.py), so a
+    (_LogSwitch). The server keeps no state in module globals (tests/test_runtime.py), so a
     node never sees an earlier one's folders; test_storage checks that."""
     assert not _OWNER, f"an in-process node is already serving: {_OWNER[0].data_dir}"
     _OWNER.append(node)
 
 
-def _release_process_state(node: InProcessNode) -> None:
+def _stop_serving(node: InProcessNode) -> None:
     _OWNER.remove(node)
 
 

@@ -18,6 +18,7 @@ from audit.events import CATALOGUE, Outcome
 from audit.journal import AuditRecord, append, query
 from audit.verify import verify_chain
 from mss import db
+from tests.timing import best_cpu_time
 
 SOURCE = Source("mx.demo.mssante.fr", "demo.mssante.fr")
 
@@ -592,12 +593,7 @@ def _extraction_time(metadata: bytes) -> float:
     from audit.patient import xdm_patient_ids
 
     message = xdm_zip_message(metadata)
-    best = float("inf")
-    for _ in range(3):
-        started = time.process_time()
-        xdm_patient_ids(message)
-        best = min(best, time.process_time() - started)
-    return best
+    return best_cpu_time(lambda: xdm_patient_ids(message))
 
 
 @pytest.mark.parametrize("unit", [b'value="x" ', b'<a identificationScheme="s" value="x"/>'],
@@ -635,12 +631,8 @@ def test_xdm_scan_is_linear_whatever_the_mime_shape(shape: str) -> None:
     from audit.patient import xdm_patient_ids
 
     def timed(message: bytes) -> float:
-        best = float("inf")
-        for _ in range(5):
-            started = time.process_time()
-            assert xdm_patient_ids(message) == []
-            best = min(best, time.process_time() - started)
-        return best
+        assert xdm_patient_ids(message) == []
+        return best_cpu_time(lambda: xdm_patient_ids(message), runs=5)
 
     small, large = timed(_mime_shape(shape, 5_000)), timed(_mime_shape(shape, 50_000))
     assert large <= 15 * small + 0.005, (small, large)

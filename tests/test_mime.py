@@ -37,6 +37,7 @@ from mss.mime import (
     parse_address_list,
 )
 from tests.node import DOMAIN, PASSWORD, Node
+from tests.timing import best_cpu_time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,12 +217,7 @@ def _shapes() -> dict[str, Callable[[int], bytes]]:
 
 
 def _read_time(raw: bytes) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.process_time()
-        _read_everything(raw)
-        best = min(best, time.process_time() - started)
-    return best
+    return best_cpu_time(lambda: _read_everything(raw))
 
 
 @pytest.mark.parametrize("shape", list(_shapes()))

@@ -61,7 +61,7 @@ class SmtpHandler:
         self.max_recipients = app.config.smtp.max_recipients
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
         cfg = app.config.smtp
-        # one per process, shared by the AUTH listeners (start_smtp passes it)
+        # one per process, shared by the AUTH listeners (SmtpListeners passes it)
         self.throttle = throttle or Throttle(cfg.auth_failures, cfg.auth_window,
                                              cfg.auth_lockout)
 
