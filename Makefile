@@ -14,9 +14,12 @@ WHITELIST_DIR ?= ../shared/data/liste-blanche
 #   libauthen-sasl-perl (swaks AUTH mechanisms beyond PLAIN/LOGIN/CRAM);
 #   slapd (+ its /etc/ldap/schema), ldap-utils (ldapsearch); rsyslog + rsyslog-gnutls (RFC 5425);
 #   postfix; isync (mbsync) + libsasl2-modules (mbsync AuthMechs PLAIN, only recommended
-#   by libsasl2-2); openssl and ca-certificates (TLS tooling the peers load).
+#   by libsasl2-2); openssl and ca-certificates (TLS tooling the peers load);
+#   postgresql (initdb/pg_ctl/pg_basebackup: clusters the fixtures start; postgresql-client
+#   for psql, pg_dump); softhsm2 (a PKCS#11 token for the HSM key provider).
 DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
-	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates
+	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates \
+	postgresql postgresql-client softhsm2
 
 .PHONY: run test lint install install-test system-deps bench clean
 

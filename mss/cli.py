@@ -94,7 +94,11 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
          domain: Annotated[str, typer.Option("--domain", help="First hosted domain.")],
          force: Annotated[bool, typer.Option("--force",
                                              help="Overwrite existing keys (destroys mail).")]
-         = False) -> None:
+         = False,
+         database_url: Annotated[str, typer.Option(
+             "--database-url", help="SQLAlchemy URL of the database (default: SQLite in the "
+             "data dir; postgresql+psycopg://user@host/db for PostgreSQL).")]
+         = "sqlite:///mss.db") -> None:
     """Create a data dir: config, SQLite DB, master key, development PKI, hosted domain."""
     from audit.checkpoints import signing_key
     from audit.journal import AuditRecord, append
@@ -122,7 +126,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
         shutil.rmtree(data_dir / "keys", ignore_errors=True)
         shutil.rmtree(data_dir / "pki", ignore_errors=True)
     config_path = data_dir / DEFAULT_CONFIG_NAME
-    config_path.write_text(render_default_config(domain), encoding="utf-8")
+    config_path.write_text(render_default_config(domain, database_url), encoding="utf-8")
     crypto.new_master_key_file(key_file)
     generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
     signing_key(data_dir / "keys" / "audit-signing.key")  # audit checkpoints (Ed25519)

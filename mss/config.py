@@ -895,7 +895,7 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_default_config(domain: str) -> str:
+def render_default_config(domain: str, database_url: str = "sqlite:///mss.db") -> str:
     """The ``mss.toml`` that ``mss init`` writes (paths relative to the data dir)."""
     listeners = "".join(f'[listeners.{name}]\nhost = "127.0.0.1"\nport = {d["port"]}\n\n'
                         for name, d in LISTENERS.items())
@@ -904,7 +904,7 @@ def render_default_config(domain: str) -> str:
 data_dir = "."
 
 [database]
-url = "sqlite:///mss.db"
+url = "{database_url}"
 
 [keys]
 master_key_file = "keys/master.key"

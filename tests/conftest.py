@@ -10,16 +10,25 @@ import pytest
 from tests.node import Node, make_node
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``backend``: the database of the module's nodes, each of the module's ``BACKENDS``
+    (default SQLite only; ``BACKENDS = tests.node.BACKENDS`` runs it on PostgreSQL too)."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ("sqlite",)),
+                             scope="module")
+
+
 @pytest.fixture(scope="module")
-def running_node(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One served node per test module (init + whitelist + mailboxes); a module's
-    ``NODE_CONFIG`` (TOML tables) is appended to its configuration (short timings), and
-    ``IN_PROCESS = True`` serves it in a thread of the test process (protocol tests that
-    never signal, kill or fork it)."""
+def running_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 backend: str) -> Iterator[Node]:
+    """One served node per test module and backend (init + whitelist + mailboxes); a
+    module's ``NODE_CONFIG`` (TOML tables) is appended to its configuration (short
+    timings), and ``IN_PROCESS = True`` serves it in a thread of the test process (protocol
+    tests that never signal, kill or fork it)."""
     node = make_node(tmp_path_factory.mktemp("node"),
                      extra_config=getattr(request.module, "NODE_CONFIG", ""),
-                     in_process=getattr(request.module, "IN_PROCESS", False))
+                     in_process=getattr(request.module, "IN_PROCESS", False),
+                     backend=backend)
     node.start()
     yield node
     if node.running:
@@ -27,9 +36,9 @@ def running_node(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def fresh_node(tmp_path: Path) -> Iterator[Node]:
+def fresh_node(tmp_path: Path, backend: str) -> Iterator[Node]:
     """A node of its own for tests that stop, kill or corrupt it."""
-    node = make_node(tmp_path)
+    node = make_node(tmp_path, backend=backend)
     yield node
     if node.process is not None:
         node.process.kill()

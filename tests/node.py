@@ -445,24 +445,30 @@ _AUDIT_FILTERS = ("mailbox", "since", "until", "actor", "event", "outcome", "mes
 def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
               tls: dict[str, Path] | None = None, extra_config: str = "",
-              real_init: bool = False, in_process: bool = False) -> Node:
+              real_init: bool = False, in_process: bool = False,
+              backend: str = "sqlite") -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
     the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
 
     The data dir is a copy of a template initialised once per pytest process with the real
     CLI (``mss init``, ``mailbox add`` x3, ``whitelist import``: seconds of subprocesses);
     *real_init* runs those commands for this node instead (tests of ``mss init`` itself);
-    *in_process*: an :class:`InProcessNode`."""
+    *in_process*: an :class:`InProcessNode`. *backend* ``"postgresql"``: the node's
+    database is a database of its own on this process's PostgreSQL server
+    (tests/postgres.py), copied from the template's."""
     data_dir = base / "node"
     if real_init:
-        _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml")
+        _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml",
+                    database_url(backend))
     else:
-        template = TEMPLATES.get(domain, with_whitelist)
+        template = TEMPLATES.get(domain, with_whitelist, backend)
         data_dir.mkdir(parents=True, exist_ok=True)
         data_dir.chmod(0o700)  # as mss init does to an existing directory
         shutil.copytree(template / "node", data_dir, dirs_exist_ok=True)
         if with_whitelist:
             shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
+        if backend == "postgresql":
+            _point_at(data_dir / "mss.toml", _copy_pg_database(template / "node" / "mss.toml"))
     node = (InProcessNode if in_process else Node)(data_dir, host=host, domain=domain,
                                                    fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
@@ -481,10 +487,48 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     return node
 
 
-def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Path) -> None:
+BACKENDS = ("sqlite", "postgresql")  # a module's BACKENDS = BACKENDS runs it on both
+
+
+def database_url(backend: str) -> str:
+    """The --database-url of a new node: SQLite in its data dir, or a new empty database
+    on this process's PostgreSQL server."""
+    if backend == "sqlite":
+        return "sqlite:///mss.db"
+    assert backend == "postgresql", f"unknown backend {backend!r}"
+    from tests.postgres import shared_cluster
+
+    cluster = shared_cluster()
+    return cluster.url(cluster.create_database("node"))
+
+
+def _database_of(config: Path) -> str:
+    match = re.search(r'(?m)^url = "(.*)"$', config.read_text())
+    assert match, f"no database url in {config}"
+    return match.group(1)
+
+
+def _copy_pg_database(template_config: Path) -> str:
+    from tests.postgres import shared_cluster
+
+    cluster = shared_cluster()
+    template = _database_of(template_config).rsplit("/", 1)[1]
+    return cluster.url(cluster.create_database("node", template=template))
+
+
+def _point_at(config: Path, url: str) -> None:
+    text = config.read_text()
+    text, count = re.subn(r'(?m)^url = ".*"$', f'url = "{url}"', text, count=1)
+    assert count == 1
+    config.write_text(text)
+
+
+def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Path,
+                url: str = "sqlite:///mss.db") -> None:
     """What every test node holds, made by the real CLI: init, three mailboxes (alice and
     bob with PASSWORD, an ORG one without), the test whitelist when *with_whitelist*."""
-    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain],
+    proc = subprocess.run([*MSS, "init", "--data-dir", str(data_dir), "--domain", domain,
+                           "--database-url", url],
                           capture_output=True, text=True, cwd=REPO, timeout=120, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr
     node = Node(data_dir, domain=domain)
@@ -507,19 +551,20 @@ class Templates:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._made: dict[tuple[str, bool], Path] = {}
+        self._made: dict[tuple[str, bool, str], Path] = {}
         self._root: Path | None = None
 
-    def get(self, domain: str, with_whitelist: bool) -> Path:
+    def get(self, domain: str, with_whitelist: bool, backend: str = "sqlite") -> Path:
         with self._lock:
-            key = (domain, with_whitelist)
+            key = (domain, with_whitelist, backend)
             if key not in self._made:
                 if self._root is None:
                     self._root = Path(tempfile.mkdtemp(prefix="mss-templates-"))
                     atexit.register(shutil.rmtree, self._root, True)
-                base = self._root / f"{domain}-{'wl' if with_whitelist else 'nowl'}"
+                base = self._root / f"{domain}-{'wl' if with_whitelist else 'nowl'}-{backend}"
                 base.mkdir()
-                _initialise(base / "node", domain, with_whitelist, base / "whitelist.xml")
+                _initialise(base / "node", domain, with_whitelist, base / "whitelist.xml",
+                            database_url(backend))
                 self._made[key] = base
             return self._made[key]
 
