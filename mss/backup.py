@@ -258,7 +258,21 @@ def read_manifest(source: Path) -> dict[str, Any]:
         raise BackupError(f"{path}: unreadable: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{path}: not a format {FORMAT} mss backup manifest")
+    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise BackupError(f"{path}: no {missing[0]!r} field")
+    files = manifest["files"]
+    if (not isinstance(files, dict) or manifest["database"] not in files
+            or manifest["backend"] not in ("sqlite", "postgresql")):
+        raise BackupError(f"{path}: its database is not among its files")
+    for name in files:  # plain names inside the directory, nothing elsewhere
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name:
+            raise BackupError(f"{path}: bad file name {name!r}")
     return manifest
+
+
+_MANIFEST_KEYS = ("backend", "created_at", "database", "files", "audit", "counts",
+                  "master_keys", "key_files")
 
 
 # --------------------------------------------------------------------------- PostgreSQL tools
@@ -329,6 +343,8 @@ def create(config: Config, target: Path, actor: str, engine: Engine) -> dict[str
         }
         _write_manifest(target, manifest)
     except (BackupError, OSError, DBAPIError) as exc:
+        for leftover in (SQLITE_FILE, PG_FILE, MANIFEST):  # no half backup left behind
+            (target / leftover).unlink(missing_ok=True)
         _record(engine, AuditRecord(Event.ADMIN_BACKUP_CREATE, Outcome.SERIOUS_FAILURE,
                                     actor=actor, reason=str(exc).splitlines()[0],
                                     detail={"dir": str(target), "backend": backend}))
@@ -418,6 +434,10 @@ def verify(source: Path, signing_key_file: Path) -> Verdict:
             summary = _verify_pg(source / manifest["database"], manifest, key)
     except BackupError as exc:
         return Verdict(False, f"backup {source}: {exc}")
+    except (KeyError, TypeError, ValueError) as exc:  # a field of the wrong shape
+        return Verdict(False, f"backup {source}: {MANIFEST} is malformed ({exc!r})")
+    except OSError as exc:
+        return Verdict(False, f"backup {source}: {exc.strerror or exc}: {exc.filename}")
     return Verdict(True, f"backup {source} ok ({manifest['backend']}, {manifest['created_at']}"
                          f"): {summary}")
 
@@ -572,7 +592,10 @@ def restore(config: Config, source: Path, actor: str) -> Restored:
     if manifest.get("backend") != backend_of(url):
         raise BackupError(f"backup {source} is of a {manifest.get('backend')} database, this "
                           f"node's database is {backend_of(url)}")
-    check_keys(config, manifest)
+    try:
+        check_keys(config, manifest)
+    except (KeyError, TypeError, ValueError) as exc:  # a field of the wrong shape
+        raise BackupError(f"backup {source}: {MANIFEST} is malformed ({exc!r})") from None
     _require_empty(url)
     verdict = verify(source, config.audit.signing_key_file)
     if not verdict.ok:
