@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mss import crypto
+from mss.app import open_app
 from mss.backup import MANIFEST, pg_tool
 from tests.node import (
     BACKENDS,
@@ -90,6 +91,7 @@ def taken(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Ta
     """A served node, a submission burst, and a backup taken in the middle of it."""
     base = tmp_path_factory.mktemp(f"backup-{backend}")
     node = make_node(base, backend=backend)
+    _awkward_record(node)
     node.start()
     try:
         burst = Burst(node)
@@ -106,6 +108,22 @@ def taken(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Ta
         yield Taken(node, backend, base / "backup", before, proc.stdout)
     finally:
         node.stop()
+
+
+def _awkward_record(node: Node) -> None:
+    """A real audit record whose text needs escaping in a dump (PostgreSQL COPY text format:
+    tab, newline, backslash) and is not ASCII: verify reads it back from the dump."""
+    from audit.events import Event, Outcome
+    from audit.journal import AuditRecord, append
+
+    app = open_app(node.config)
+    try:
+        with app.engine.begin() as conn:
+            append(conn, [AuditRecord(Event.ADMIN_QUEUE_RETRY, Outcome.MINOR_FAILURE,
+                                      actor="cli:test", reason="tab\there\nline \\N é ✓",
+                                      detail={"path": "C:\\queue\t1"})])
+    finally:
+        app.close()
 
 
 def _manifest(backup: Path) -> dict[str, object]:
@@ -274,3 +292,13 @@ def test_restore_refuses_a_database_that_is_not_empty(taken: Taken, tmp_path: Pa
 def test_create_refuses_a_non_empty_directory(taken: Taken) -> None:
     proc = taken.node.cli("backup", "create", str(taken.backup), check=False)
     assert proc.returncode == 2 and "is not empty" in proc.stderr
+
+
+def test_pg_password_goes_to_the_environment_only() -> None:
+    from mss.backup import pg_connection
+
+    conninfo, env = pg_connection(
+        "postgresql+psycopg://mss:s3cr%20t@db.example:5433/mss?sslmode=verify-full")
+    assert "s3cr" not in conninfo and env["PGPASSWORD"] == "s3cr t"
+    assert {"host=db.example", "port=5433", "user=mss", "dbname=mss",
+            "sslmode=verify-full"} <= set(conninfo.split())
