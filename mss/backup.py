@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
@@ -499,28 +500,44 @@ _NEEDED_TABLES = ("audit_log", "audit_checkpoints", "keyring", "master_keys", "m
 
 def _verify_pg(path: Path, manifest: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
     """``pg_restore --list`` reads the dump's table of contents; the audit tables' data,
-    extracted by pg_restore (no server needed), is loaded into an in-memory SQLite database
-    and verified there with the same code as ``mss audit verify``."""
+    extracted by pg_restore (no server needed), is streamed into a scratch SQLite file (0600,
+    in a 0700 temporary directory, removed after) and verified there by the same code as
+    ``mss audit verify``."""
     tool = pg_tool("pg_restore")
     toc = _run_pg([tool, "--list", str(path)], os.environ, "pg_restore --list").stdout
     data = set(re.findall(rb"TABLE DATA \S+ (\w+) ", toc))
     missing = [t for t in _NEEDED_TABLES if t.encode() not in data]
     if missing:
         raise BackupError(f"the dump holds no data for table {missing[0]}")
-    sql = _run_pg([tool, "--data-only", *(f"--table={t.name}" for t in _AUDIT_TABLES),
-                   "--file=-", str(path)], os.environ, "pg_restore").stdout
-    engine = create_engine("sqlite://", poolclass=StaticPool)
-    try:
+    with (tempfile.TemporaryDirectory(prefix="mss-verify-") as scratch,
+          _sqlite_engine(Path(scratch) / "audit.db") as engine):
         db.metadata.create_all(engine, tables=list(_AUDIT_TABLES))
-        with engine.begin() as conn:
-            for table, rows in _copy_blocks(sql.decode("utf-8")):
-                if rows:
-                    conn.execute(insert(table), rows)
+        _load_audit_data(tool, path, engine)
         with engine.connect() as conn:
             return f"table of contents ok ({len(data)} tables), " + _chain_summary(
                 conn, manifest, key)
-    finally:
-        engine.dispose()
+
+
+def _load_audit_data(tool: str, path: Path, engine: Engine) -> None:
+    """``pg_restore --data-only -f -`` of the audit tables, parsed as it streams."""
+    args = [tool, "--data-only", *(f"--table={t.name}" for t in _AUDIT_TABLES), "--file=-",
+            str(path)]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        try:
+            lines = (line.rstrip("\n") for line in
+                     io.TextIOWrapper(proc.stdout, encoding="utf-8", newline="\n"))
+            with engine.begin() as conn:
+                for table, rows in _copy_rows(lines):
+                    conn.execute(insert(table), rows)
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            errors.seek(0)
+            first = errors.read().decode("utf-8", "replace").strip().splitlines()
+            raise BackupError(f"pg_restore failed: {first[0] if first else f'exit {code}'}")
 
 
 _COPY_HEAD = re.compile(r"^COPY (?:\w+\.)?(\w+) \(([^)]*)\) FROM stdin;$")
@@ -555,9 +572,10 @@ def _typed(column: Any, field: str) -> Any:
     return value
 
 
-def _copy_blocks(sql: str) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+def _copy_rows(lines: Iterator[str], batch: int = 1000
+               ) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    """(table, rows) batches of the COPY blocks of the audit tables in pg_restore's SQL."""
     tables = {t.name: t for t in _AUDIT_TABLES}
-    lines = iter(sql.split("\n"))
     for line in lines:
         head = _COPY_HEAD.match(line)
         if head is None or head.group(1) not in tables:
@@ -570,7 +588,11 @@ def _copy_blocks(sql: str) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
                 break
             fields = row.split("\t")
             rows.append({n: _typed(table.c[n], f) for n, f in zip(names, fields, strict=True)})
-        yield table, rows
+            if len(rows) == batch:
+                yield table, rows
+                rows = []
+        if rows:
+            yield table, rows
 
 
 # --------------------------------------------------------------------------- restore
