@@ -218,12 +218,16 @@ def _checkpoint(conn: Connection) -> dict[str, Any] | None:
 
 
 def _master_keys(conn: Connection) -> list[dict[str, Any]]:
-    """The master key versions the keyring rows are wrapped with, and their check values."""
-    used = select(db.keyring.c.master_version).distinct().scalar_subquery()
+    """Every master key version of the database with its check value, and how many keyring
+    rows it wraps: the node checks them all at start-up (Keyring.verify_master), so a
+    restore checks them all first."""
+    wrapped: dict[int, int] = {
+        int(v): int(n) for v, n in conn.execute(select(db.keyring.c.master_version, func.count())
+                                                .group_by(db.keyring.c.master_version))}
     rows = conn.execute(select(db.master_keys.c.version, db.master_keys.c.check_value)
-                        .where(db.master_keys.c.version.in_(used))
                         .order_by(db.master_keys.c.version))
-    return [{"version": v, "check_value": bytes(c).hex()} for v, c in rows]
+    return [{"version": v, "check_value": bytes(c).hex(), "keys": wrapped.get(v, 0)}
+            for v, c in rows]
 
 
 def _facts(conn: Connection) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def taken(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Ta
     base = tmp_path_factory.mktemp(f"backup-{backend}")
     node = make_node(base, backend=backend)
     _awkward_record(node)
+    node.cli("keys", "rotate")  # two master key versions; the keyring wrapped by the second
     node.start()
     try:
         burst = Burst(node)
@@ -181,6 +182,8 @@ def test_backup_during_traffic_restores_elsewhere(taken: Taken, tmp_path: Path) 
     counts = manifest["counts"]
     assert isinstance(counts, dict) and counts["messages"] >= len(taken.before)
     assert manifest["backend"] == taken.backend
+    assert [(k["version"], k["keys"] > 0) for k in manifest["master_keys"]  # type: ignore[attr-defined]
+            ] == [(1, False), (2, True)]
     rows = taken.node.audit("--event", "admin.backup.create")
     assert rows and rows[-1]["outcome"] == 0
     verified = taken.node.cli("backup", "verify", str(taken.backup))
