@@ -407,13 +407,15 @@ def _pg_dump(url: str, dest: Path) -> dict[str, Any]:
     conninfo, env = pg_connection(url)
     tool = pg_tool("pg_dump")
     _private_file(dest)
-    engine = create_engine(url, poolclass=StaticPool)
+    engine = db.make_engine(url, writer=False)
     try:
         with engine.connect() as raw:
             conn = raw.execution_options(isolation_level="REPEATABLE READ",
                                          postgresql_readonly=True)
             with conn.begin():
                 snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
+                # idle while pg_dump runs: the snapshot lives as long as this transaction
+                conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
                 facts = _facts(conn)
                 # the dump reads the snapshot our transaction holds open until it is done
                 _run_pg([tool, "--format=custom", "--no-password", f"--snapshot={snapshot}",
@@ -686,7 +688,7 @@ def _require_empty(url: str) -> None:
             raise db.unusable(url, exc) from None
         where = str(path)
     else:
-        engine = create_engine(url, poolclass=StaticPool)
+        engine = db.make_engine(url, writer=False)
         try:
             with engine.connect() as conn:
                 tables = [str(t) for (t,) in conn.execute(text(
