@@ -395,6 +395,8 @@ def _sqlite_copy(source: Path, dest: Path) -> dict[str, Any]:
         src.backup(dst, pages=-1)  # every page in one step: one consistent read transaction
         # one self-contained file (no -wal beside it); mss connections turn WAL back on
         dst.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as exc:
+        raise BackupError(f"database {source}: {exc}") from None
     finally:
         dst.close()
         src.close()

@@ -49,6 +49,7 @@ def backup_verify(ctx: typer.Context, directory: DirArg) -> None:
     """Check DIRECTORY: file hashes, the copy opens, its audit chain verifies (with this
     node's audit signing key) up to the manifest's head. Exit 0 when good, 1 when not."""
     from mss.backup import verify
+
     config = _config(ctx)
     verdict = verify(directory, config.audit.signing_key_file)
     print(verdict.message)
@@ -61,11 +62,17 @@ def backup_restore(ctx: typer.Context, directory: DirArg) -> None:
     """Restore DIRECTORY into this node's database, which must be empty, with the key files
     of the backup (checked first: nothing is written when they differ). The node must not
     be serving."""
+    from sqlalchemy.exc import DBAPIError
+
     from mss.backup import BackupError, restore
+    from mss.db import unusable
+
     config = _config(ctx)
     try:
         restored = restore(config, directory, actor())
     except BackupError as exc:
         fail(str(exc))
+    except DBAPIError as exc:  # the target database cannot be reached or written
+        raise unusable(config.database_url, exc) from None
     print(f"restored {directory} into {restored.database}: {restored.messages} messages and "
           f"{restored.queued} queued copies decrypt; {restored.chain}")
