@@ -99,15 +99,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """A file's data, or a directory's entries, on disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -249,7 +242,7 @@ def _write_manifest(target: Path, manifest: Mapping[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(target)
+    _fsync(target)
 
 
 def read_manifest(source: Path) -> dict[str, Any]:
@@ -400,7 +393,7 @@ def _sqlite_copy(source: Path, dest: Path) -> dict[str, Any]:
     finally:
         dst.close()
         src.close()
-    _fsync_file(dest)
+    _fsync(dest)
     with _sqlite_engine(dest, immutable=True) as engine, engine.connect() as conn:
         return _facts(conn)
 
@@ -424,7 +417,7 @@ def _pg_dump(url: str, dest: Path) -> dict[str, Any]:
                          f"--file={dest}", f"--dbname={conninfo}"], env, "pg_dump")
     finally:
         engine.dispose()
-    _fsync_file(dest)
+    _fsync(dest)
     return facts
 
 
@@ -722,7 +715,7 @@ def _restore_sqlite(config: Config, database: Path, target: Path,
         for suffix in ("-wal", "-shm", "-journal"):  # of the empty database it replaces
             target.with_name(target.name + suffix).unlink(missing_ok=True)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return restored
