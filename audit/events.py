@@ -66,6 +66,8 @@ class Event(StrEnum):
     ADMIN_RELAY_REMOVE = "admin.relay.remove"
     ADMIN_QUEUE_RETRY = "admin.queue.retry"
     ADMIN_QUEUE_PURGE = "admin.queue.purge"
+    ADMIN_BACKUP_CREATE = "admin.backup.create"
+    ADMIN_BACKUP_RESTORE = "admin.backup.restore"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -249,6 +251,13 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "an operator made queued rows due now or re-queued bounced/expired ones"),
     EventKind(Event.ADMIN_QUEUE_PURGE, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
+    # PS3.15 A.5.3: Export is R, Import is C; what is copied is ciphertext only
+    EventKind(Event.ADMIN_BACKUP_CREATE, EXPORT, own("MSS-BACKUP", "Backup taken"), "R",
+              "mss backup create copied the database (ciphertext and wrapped keys, no key "
+              "file) into a backup directory (audit head and counts in detail) or failed (8)"),
+    EventKind(Event.ADMIN_BACKUP_RESTORE, IMPORT, own("MSS-RESTORE", "Backup restored"), "C",
+              "mss backup restore put a verified backup into this node's empty database "
+              "(the backup's time, audit head and counts in detail)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

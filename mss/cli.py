@@ -46,6 +46,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "pki": ("trustspace.cli", "pki_app"),
     "queue": ("proxy.outbound.cli", "queue_app"),
     "relay": ("trustspace.relay_cli", "relay_app"),
+    "backup": ("mss.backup_cli", "backup_app"),
 })
 
 

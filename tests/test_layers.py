@@ -41,7 +41,9 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "audit": ("audit.*",),  # export, shipping, checkpoints, verification
     },
     "runtime": {  # built once by the roots, handed to every listener and worker
-        "runtime": ("mss.runtime", "mss.app"),
+        # mss.backup: a copy of every service's tables, checked with the audit service
+        # (chain verification) and the keyring, as mss.app opens them
+        "runtime": ("mss.runtime", "mss.app", "mss.backup"),
     },
     "protocols": {  # never import one another
         "proxy": ("proxy",),  # the package's docstring only
@@ -52,7 +54,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "roots": {  # the only modules that know every package
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
-                  "proxy.outbound.cli"),
+                  "proxy.outbound.cli", "mss.backup_cli"),
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}
