@@ -145,9 +145,13 @@ class DatabaseConfig:
 
     url: str = key("sqlite:///mss.db", "SQLAlchemy URL (a relative SQLite path: in "
                    "server.data_dir)", scheme("sqlite:", "postgresql"))
-    change_poll: float = key(0.2, "seconds between reads of the database's change counter "
-                             "by each serving process: IDLE sessions and the queue worker "
-                             "see other processes' commits within this", gt(0))
+    change_poll: float = key(0.2, "SQLite: seconds between reads of the database's change "
+                             "counter by each serving process: IDLE sessions and the queue "
+                             "worker see other processes' commits within this", gt(0))
+    notify_poll: float = key(10.0, "PostgreSQL: other nodes' commits wake IDLE and the queue "
+                             "worker at once (LISTEN/NOTIFY); every this many seconds, each "
+                             "serving process compares its sleepers with the database anyway "
+                             "(commits of the CLI, notifications lost)", gt(0))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from mss.limits import (
     raise_open_files_limit,
 )
 from mss.mailstore import Mailstore
-from mss.mailstore.notify import ChangeWatcher
+from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
 from trustspace.pki import server_context
@@ -78,6 +78,21 @@ def process_limits(app: App) -> ProcessLimits:
     return ProcessLimits(MemoryBudget(cfg.limits.pending_bytes), files)
 
 
+def change_watch(app: App) -> tuple[ChangeWatcher, Mailstore]:
+    """The process's change watcher and mail store: on SQLite, data_version polling every
+    database.change_poll; on PostgreSQL, LISTEN/NOTIFY between the nodes (a full round
+    every database.notify_poll)."""
+    cfg = app.config.database
+    if app.engine.dialect.name == "postgresql":
+        pg = PgChangeWatcher(app.reader, app.engine, cfg.notify_poll)
+        changes: ChangeWatcher = pg
+        mailstore = Mailstore(notifier=pg.notifier, queued=pg.queued)
+    else:
+        changes, mailstore = ChangeWatcher(app.reader, cfg.change_poll), Mailstore()
+    changes.add(mailstore.notifier.poll)
+    return changes, mailstore
+
+
 @dataclass
 class Runtime:
     app: App
@@ -96,9 +111,7 @@ class Runtime:
         """Called in the event loop that will serve (its error handler is installed)."""
         cfg = app.config
         assert cfg.pki is not None
-        mailstore = Mailstore()
-        changes = ChangeWatcher(app.reader, cfg.change_poll)
-        changes.add(mailstore.notifier.poll)
+        changes, mailstore = change_watch(app)
         return cls(app, worker, GroupCommitter(app.engine), process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
                    PeerVerifier(cfg.pki), tls_contexts(app), mailstore, changes,

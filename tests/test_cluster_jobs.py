@@ -1,0 +1,144 @@
+"""What crosses nodes sharing one PostgreSQL database (issue 14, point 2): IDLE on one node
+woken by a delivery into another (LISTEN/NOTIFY), a flag change or expunge on one node seen
+by SELECT/FETCH on the other (the snapshot cache keys on the folder row), and periodic jobs
+(audit checkpoints...) run by one elected node at a time, taken over when it dies.
+
+Real ``mss serve`` processes on this test process's PostgreSQL server (tests/postgres.py),
+real SMTP and IMAP clients.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import imapclient
+import pytest
+
+from tests.node import DOMAIN, PASSWORD, Node, _database_of, _point_at, make_node, wait_for
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+DELIVERIES = 20
+
+
+def make_nodes(base: Path, count: int, extra_config: str = "", database: str = ""
+               ) -> list[Node]:
+    """*count* nodes on the first one's PostgreSQL database (same template: same keys)
+    (tests/node.py make_cluster, from the cluster helper, does the same); *database*:
+    lines added to their [database] table."""
+    nodes = [make_node(base / f"n{i}", backend="postgresql", extra_config=extra_config)
+             for i in range(count)]
+    url = _database_of(nodes[0].config)
+    for node in nodes:
+        if node is not nodes[0]:
+            _point_at(node.config, url)
+        text = node.config.read_text()
+        assert text.count("[database]\n") == 1
+        node.config.write_text(text.replace("[database]\n", f"[database]\n{database}\n"))
+    return nodes
+
+
+@pytest.fixture
+def started() -> Iterator[list[Node]]:
+    """The nodes a test started: stopped (killed if need be) at its end."""
+    nodes: list[Node] = []
+    yield nodes
+    for node in nodes:
+        if node.process is not None:
+            node.process.kill()
+            node.process.wait()
+            node.process = None
+
+
+def submit(node: Node, subject: str, rcpt: str = BOB) -> None:
+    data = (f"From: {ALICE}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{time.time_ns()}@test.example>\r\n\r\nBonjour.\r\n").encode()
+    with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10) as client:
+        client.starttls(context=node.client_context())
+        client.login(ALICE, PASSWORD)
+        assert client.sendmail(ALICE, [rcpt], data) == {}
+
+
+def imap(node: Node, user: str = BOB) -> imapclient.IMAPClient:
+    client = imapclient.IMAPClient("127.0.0.1", node.ports["imaps"], ssl=True,
+                                   ssl_context=node.client_context(), timeout=10)
+    client.login(user, PASSWORD)
+    return client
+
+
+# ------------------------------------------------------------------ LISTEN/NOTIFY
+def test_idle_on_one_node_sees_deliveries_into_another(tmp_path: Path,
+                                                       started: list[Node]) -> None:
+    """Safety polls at 30 s: only the notification of node 1's commit can wake node 2's
+    IDLE within a second (p99 over 20 deliveries)."""
+    one, two = make_nodes(tmp_path, 2, "\n[imap]\nidle_poll = 30.0\n",
+                          database="notify_poll = 30.0")
+    for node in (one, two):
+        node.start()
+        started.append(node)
+    client = imap(two)
+    client.select_folder("INBOX")
+    client.idle()
+    delays = []
+    try:
+        for i in range(DELIVERIES):
+            submit(one, f"cross-node {i}")  # 250: committed on node 1
+            sent = time.monotonic()
+            seen = False
+            while not seen and time.monotonic() - sent < 10:
+                seen = any(r[1] == b"EXISTS" for r in client.idle_check(timeout=10)
+                           if isinstance(r, tuple) and len(r) > 1)
+            assert seen, f"delivery {i} not seen by IDLE on node 2 within 10 s"
+            delays.append(time.monotonic() - sent)
+    finally:
+        client.idle_done()
+        client.logout()
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    print(f"IDLE on node 2 after SMTP into node 1: median {delays[len(delays) // 2]:.3f} s, "
+          f"p99 {p99:.3f} s over {len(delays)}")
+    assert p99 < 1.0, delays
+
+
+# ------------------------------------------------------------------ caches
+def test_flags_and_expunge_on_one_node_seen_by_the_other(tmp_path: Path,
+                                                         started: list[Node]) -> None:
+    """Node 2's snapshot of INBOX (taken by its SELECT) must not survive node 1's STORE and
+    EXPUNGE: the cache keys on the folder row's UIDNEXT/HIGHESTMODSEQ, which the database
+    moves for every node."""
+    one, two = make_nodes(tmp_path, 2)
+    for node in (one, two):
+        node.start()
+        started.append(node)
+    for i in range(3):
+        submit(one, f"cache {i}")
+    reader = imap(two)
+    try:
+        info = reader.select_folder("INBOX", readonly=True)
+        assert info[b"EXISTS"] == 3
+        uids = sorted(reader.search("ALL"))
+        assert all(b"\\Seen" not in f for f in reader.get_flags(uids).values())
+        reader.close_folder()  # the snapshot stays in node 2's cache
+
+        writer = imap(one)
+        writer.select_folder("INBOX")
+        writer.add_flags([uids[0]], [b"\\Seen", b"$Label1"])
+        writer.delete_messages([uids[1]])
+        writer.expunge()
+        writer.logout()
+
+        info = reader.select_folder("INBOX", readonly=True)
+        assert info[b"EXISTS"] == 2
+        assert b"$Label1" in info[b"FLAGS"]
+        flags = reader.get_flags(reader.search("ALL"))
+        assert sorted(flags) == [uids[0], uids[2]]
+        assert set(flags[uids[0]]) >= {b"\\Seen", b"$Label1"}
+        assert b"\\Seen" not in flags[uids[2]]
+        assert reader.search("UNSEEN") == [uids[2]]
+    finally:
+        reader.logout()
