@@ -215,5 +215,10 @@ class Elector:
             log.error("elected job failed", job=name, error=repr(task.exception()))
             await asyncio.sleep(self.interval)  # not in a loop: the lock is free meanwhile
 
-    def close(self) -> None:
-        self.locks.close()
+    async def start(self) -> None:  # a component: the jobs' tasks are their own
+        pass
+
+    async def stop(self, deadline: float) -> None:
+        """Stopped after the jobs (reverse start order): their locks go with the connection
+        (PostgreSQL) or the descriptors (SQLite)."""
+        await self._in_thread(self.locks.close)

@@ -142,3 +142,88 @@ def test_flags_and_expunge_on_one_node_seen_by_the_other(tmp_path: Path,
         assert reader.search("UNSEEN") == [uids[2]]
     finally:
         reader.logout()
+
+
+# ------------------------------------------------------------------ elected periodic jobs
+ELECTION = 0.3  # seconds: server.election_interval in these tests (default 5)
+JOBS_CONFIG = f"\n[audit]\ncheckpoint_interval = {ELECTION}\n"
+
+
+def leaderships(node: Node, job: str) -> list[int]:
+    """The pids of *node*'s processes that took *job*'s lock, in order (from its log)."""
+    assert node.log_path is not None
+    pids = []
+    for line in node.log_path.read_text(errors="replace").splitlines():
+        if '"job leadership taken"' in line:
+            entry = json.loads(line)
+            if entry["job"] == job:
+                pids.append(int(entry["pid"]))
+    return pids
+
+
+def with_election(node: Node, workers: int = 1) -> None:
+    text = node.config.read_text()
+    assert text.count("[server]\n") == 1
+    node.config.write_text(text.replace(
+        "[server]\n", f"[server]\nelection_interval = {ELECTION}\nworkers = {workers}\n"))
+
+
+def newest_checkpoint(node: Node) -> int:
+    records = node.audit("--event", "audit.checkpoint")
+    return max((int(r["detail"]["record_id"]) for r in records  # type: ignore[index]
+                if isinstance(r.get("detail"), dict)), default=0)
+
+
+def test_checkpoints_signed_by_one_node_then_taken_over_after_kill(
+        tmp_path: Path, started: list[Node]) -> None:
+    nodes = make_nodes(tmp_path, 2, JOBS_CONFIG)
+    for node in nodes:
+        with_election(node)
+        node.start()
+        started.append(node)
+    assert wait_for(lambda: sum(len(leaderships(n, "audit-checkpoints")) for n in nodes) > 0,
+                    timeout=15)
+    time.sleep(ELECTION * 5)  # both tried several times meanwhile
+    leading = [n for n in nodes if leaderships(n, "audit-checkpoints")]
+    assert len(leading) == 1, "exactly one node leads the checkpoints"
+    assert len(leaderships(leading[0], "audit-checkpoints")) == 1  # and kept the lead
+    leader, other = leading[0], next(n for n in nodes if n is not leading[0])
+    submit(leader, "before the kill")
+    assert wait_for(lambda: newest_checkpoint(other) >= _newest_record(other, "smtp."),
+                    timeout=10), "the leader signs checkpoints"
+
+    assert leader.process is not None
+    leader.process.send_signal(signal.SIGKILL)  # its connection closes: PostgreSQL unlocks
+    leader.process.wait()
+    leader.process = None
+    killed = time.monotonic()
+    assert wait_for(lambda: leaderships(other, "audit-checkpoints"), timeout=10, step=0.05)
+    takeover = time.monotonic() - killed
+    print(f"checkpoints taken over {takeover:.2f} s after kill -9 of the leader")
+    submit(other, "after the kill")
+    assert wait_for(lambda: newest_checkpoint(other) >= _newest_record(other, "smtp."),
+                    timeout=10), "the new leader signs checkpoints"
+    verify = other.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stdout
+
+
+def _newest_record(node: Node, event: str) -> int:
+    return max(int(str(r["id"])) for r in node.audit("--event", event))
+
+
+def test_workers_of_one_sqlite_node_elect_one_leader(tmp_path: Path,
+                                                     started: list[Node]) -> None:
+    node = make_node(tmp_path, extra_config=JOBS_CONFIG)
+    with_election(node, workers=2)
+    node.start()
+    started.append(node)
+    assert wait_for(lambda: leaderships(node, "audit-checkpoints"), timeout=15)
+    time.sleep(ELECTION * 5)
+    assert len(leaderships(node, "audit-checkpoints")) == 1, "one worker leads"
+    assert node.log_path is not None
+    workers = {json.loads(line)["worker"] for line in node.log_path.read_text().splitlines()
+               if '"event": "ready"' in line and line.startswith("{")}
+    assert len(workers) == 2, "both workers serve (and both try to lead)"
+    submit(node, "sqlite workers")
+    assert wait_for(lambda: newest_checkpoint(node) >= _newest_record(node, "smtp."),
+                    timeout=10), "the leading worker signs checkpoints"
