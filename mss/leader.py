@@ -41,11 +41,13 @@ from mss.locks import lock_key
 log = structlog.get_logger("mss.leader")
 
 Job = Callable[[], Coroutine[Any, Any, None]]
+ELECTION_CONNECTION = "mss-election"  # application_name of the connection holding the locks
 
 
-def dedicated_connection(engine: Engine) -> psycopg.Connection[Any]:
+def dedicated_connection(engine: Engine, name: str) -> psycopg.Connection[Any]:
     """A psycopg connection of *engine*'s database (its connect options), out of its pool,
-    in autocommit: for a session held for long (a listener, session-level locks)."""
+    in autocommit: for a session held for long (a listener, session-level locks), named
+    *name* in ``pg_stat_activity.application_name``."""
     raw = engine.raw_connection()
     pg = raw.dbapi_connection
     raw.detach()  # the pool forgets it: it is ours to close
@@ -53,6 +55,7 @@ def dedicated_connection(engine: Engine) -> psycopg.Connection[Any]:
         raise TypeError(f"not a psycopg connection: {type(pg).__name__}")
     pg.rollback()
     pg.autocommit = True
+    pg.execute("SELECT set_config('application_name', %s, false)", [name])
     return pg
 
 
@@ -82,7 +85,7 @@ class PgLocks:
         with self._lock:
             try:
                 if self._conn is None:
-                    self._conn = dedicated_connection(self.engine)
+                    self._conn = dedicated_connection(self.engine, ELECTION_CONNECTION)
                     self._generation += 1
                 row = self._conn.execute("SELECT pg_try_advisory_lock(%s)",
                                          [lock_key(f"job:{name}")]).fetchone()

@@ -105,6 +105,55 @@ def test_idle_on_one_node_sees_deliveries_into_another(tmp_path: Path,
     assert p99 < 1.0, delays
 
 
+def terminate(node: Node, application_name: str) -> int:
+    """Cut the connections named *application_name* to *node*'s database (as a database
+    restart or an administrator's pg_terminate_backend would); how many were cut."""
+    from tests.postgres import shared_cluster
+
+    database = _database_of(node.config).rsplit("/", 1)[1]
+    out = shared_cluster().psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND application_name = '{application_name}'", database)
+    return int(out.strip())
+
+
+def wait_exists(client: imapclient.IMAPClient, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(isinstance(r, tuple) and len(r) > 1 and r[1] == b"EXISTS"
+               for r in client.idle_check(timeout=max(0.1, deadline - time.monotonic()))):
+            return True
+    return False
+
+
+def test_listener_reconnects_after_its_connection_is_cut(tmp_path: Path,
+                                                         started: list[Node]) -> None:
+    """Every node's listening connection cut, then a delivery at once: node 2's IDLE still
+    sees it well before the 30 s safety polls (node 1 sends what it queued once
+    reconnected; node 2 listens again and runs one full round of its listeners)."""
+    from mss.mailstore.notify import LISTEN_CONNECTION
+
+    one, two = make_nodes(tmp_path, 2, "\n[imap]\nidle_poll = 30.0\n",
+                          database="notify_poll = 30.0")
+    for node in (one, two):
+        node.start()
+        started.append(node)
+    client = imap(two)
+    client.select_folder("INBOX")
+    client.idle()
+    try:
+        assert terminate(one, LISTEN_CONNECTION) == 2  # one listening connection per node
+        submit(one, "while nobody listens")
+        assert wait_exists(client, 5), "IDLE on node 2 missed the delivery after the cut"
+        submit(one, "after the reconnection")
+        assert wait_exists(client, 5), "IDLE on node 2 not woken after the reconnection"
+    finally:
+        client.idle_done()
+        client.logout()
+    assert two.log_path is not None
+    assert '"change listener disconnected"' in two.log_path.read_text()
+
+
 # ------------------------------------------------------------------ caches
 def test_flags_and_expunge_on_one_node_seen_by_the_other(tmp_path: Path,
                                                          started: list[Node]) -> None:
@@ -176,34 +225,55 @@ def newest_checkpoint(node: Node) -> int:
 
 def test_checkpoints_signed_by_one_node_then_taken_over_after_kill(
         tmp_path: Path, started: list[Node]) -> None:
+    """One node of two signs the periodic checkpoints; its election connection cut, it
+    stops and one of them leads again; the leader killed (-9), the other takes over within
+    a few election intervals; the chain verifies."""
+    from mss.leader import ELECTION_CONNECTION
+
+    job = "audit-checkpoints"
     nodes = make_nodes(tmp_path, 2, JOBS_CONFIG)
     for node in nodes:
         with_election(node)
         node.start()
         started.append(node)
-    assert wait_for(lambda: sum(len(leaderships(n, "audit-checkpoints")) for n in nodes) > 0,
-                    timeout=15)
-    time.sleep(ELECTION * 5)  # both tried several times meanwhile
-    leading = [n for n in nodes if leaderships(n, "audit-checkpoints")]
-    assert len(leading) == 1, "exactly one node leads the checkpoints"
-    assert len(leaderships(leading[0], "audit-checkpoints")) == 1  # and kept the lead
-    leader, other = leading[0], next(n for n in nodes if n is not leading[0])
-    submit(leader, "before the kill")
-    assert wait_for(lambda: newest_checkpoint(other) >= _newest_record(other, "smtp."),
-                    timeout=10), "the leader signs checkpoints"
 
+    def new_leader(before: list[int]) -> Node | None:
+        return next((n for n, count in zip(nodes, before, strict=True)
+                     if len(leaderships(n, job)) > count), None)
+
+    def signs(leader: Node, subject: str) -> bool:
+        submit(leader, subject)
+        return wait_for(lambda: newest_checkpoint(leader) >= _newest_record(leader, "smtp."),
+                        timeout=10)
+
+    assert wait_for(lambda: new_leader([0, 0]) is not None, timeout=15)
+    time.sleep(ELECTION * 5)  # both tried several times meanwhile
+    counts = [len(leaderships(n, job)) for n in nodes]
+    assert sorted(counts) == [0, 1], "exactly one node took the lead, and kept it"
+    leader = new_leader([0, 0])
+    assert leader is not None and signs(leader, "first leader")
+
+    # its election connection cut (a database restart, the network): it stops leading
+    assert terminate(leader, ELECTION_CONNECTION) == 2  # one per node
+    assert wait_for(lambda: '"job leadership lost: job stopped"' in
+                    (leader.log_path.read_text() if leader.log_path else ""), timeout=10)
+    assert wait_for(lambda: new_leader(counts) is not None, timeout=10), "nobody leads"
+    leader = new_leader(counts)
+    assert leader is not None and signs(leader, "second leader")
+
+    counts = [len(leaderships(n, job)) for n in nodes]
     assert leader.process is not None
     leader.process.send_signal(signal.SIGKILL)  # its connection closes: PostgreSQL unlocks
     leader.process.wait()
     leader.process = None
     killed = time.monotonic()
-    assert wait_for(lambda: leaderships(other, "audit-checkpoints"), timeout=10, step=0.05)
-    takeover = time.monotonic() - killed
-    print(f"checkpoints taken over {takeover:.2f} s after kill -9 of the leader")
-    submit(other, "after the kill")
-    assert wait_for(lambda: newest_checkpoint(other) >= _newest_record(other, "smtp."),
-                    timeout=10), "the new leader signs checkpoints"
-    verify = other.cli("audit", "verify")
+    assert wait_for(lambda: new_leader(counts) is not None, timeout=10, step=0.05)
+    print(f"checkpoints taken over {time.monotonic() - killed:.2f} s after kill -9 of the "
+          f"leader (election_interval {ELECTION} s)")
+    survivor = new_leader(counts)
+    assert survivor is not None and survivor is not leader
+    assert signs(survivor, "after the kill"), "the new leader signs checkpoints"
+    verify = survivor.cli("audit", "verify")
     assert verify.returncode == 0, verify.stdout
 
 

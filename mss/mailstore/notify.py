@@ -254,6 +254,7 @@ class ChangeWatcher:
 
 # ---------------------------------------------------------------------- across nodes
 CHANNEL = "mss_changes"  # payloads: "m<mailbox id>" (a folder of it changed), "q" (queued)
+LISTEN_CONNECTION = "mss-listen"  # its application_name (pg_stat_activity)
 _PING = 10.0  # seconds without traffic before the listening connection is checked
 
 
@@ -384,7 +385,7 @@ class PgChangeWatcher(ChangeWatcher):
                     pg.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        pg = dedicated_connection(self.engine)
+        pg = dedicated_connection(self.engine, LISTEN_CONNECTION)
         pg.rollback()
         pg.autocommit = True
         pg.execute(f"LISTEN {CHANNEL}")
