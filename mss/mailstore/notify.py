@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import select as _select
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -321,9 +321,11 @@ class PgChangeWatcher(ChangeWatcher):
         self.connects = 0
         self._pending: set[str] = set()
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # wakes the listening thread's select() when a payload is queued (socket objects: a
+        # send after close fails, it never reaches a descriptor number reused meanwhile)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._stopping = threading.Event()
         self._full_round = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -334,8 +336,11 @@ class PgChangeWatcher(ChangeWatcher):
             first = not self._pending
             self._pending.add(payload)
         if first:
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"x")
+            self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+            self._wake_w.send(b"x")
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -353,13 +358,11 @@ class PgChangeWatcher(ChangeWatcher):
                     self._close()
         finally:
             self._stopping.set()
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+            self._poke()
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
             self._close()
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._wake_r.close()
+            self._wake_w.close()
 
     # ---------------------------------------------------------------- listening thread
     def _listen(self) -> None:
@@ -402,10 +405,10 @@ class PgChangeWatcher(ChangeWatcher):
             for note in pg.notifies(timeout=0):  # those read meanwhile, then the socket's
                 if note.pid != own:
                     self._dispatch(note.payload)
-            ready, _, _ = _select.select([pg.fileno(), self._wake_r], [], [], _PING)
-            if self._wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
+            ready, _, _ = _select.select([pg.fileno(), self._wake_r.fileno()], [], [], _PING)
+            if self._wake_r.fileno() in ready:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
             if not ready:
                 pg.execute("SELECT 1")  # a connection dead without a word (no FIN)
 
