@@ -157,15 +157,13 @@ class Runtime:
         await asyncio.get_running_loop().run_in_executor(None, once)
 
     async def _checkpoint_loop(self) -> None:
-        """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds."""
-        def once() -> None:
-            with self.app.engine.begin() as conn:
-                write_checkpoint(conn, self.audit_key)
-
+        """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds,
+        through the committer like every other append of this process (one writer of the
+        chain per process; across nodes, the audit-chain lock)."""
         while True:
             await asyncio.sleep(self.app.config.audit.checkpoint_interval)
             try:
-                await self._in_thread(once)
+                await self.checkpoint()
             except Exception as exc:  # try again next time; verification still works
                 log.error("audit checkpoint failed", error=repr(exc))
 

@@ -43,6 +43,22 @@ def make_nodes(base: Path, count: int, extra_config: str = "", database: str = "
     return nodes
 
 
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    """Two served nodes on one database whose safety polls (30 s) cannot explain a wake-up
+    within seconds: only a notification can."""
+    nodes = make_nodes(tmp_path_factory.mktemp("pair"), 2, "\n[imap]\nidle_poll = 30.0\n",
+                       database="notify_poll = 30.0")
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            if node.process is not None:
+                node.stop()
+
+
 @pytest.fixture
 def started() -> Iterator[list[Node]]:
     """The nodes a test started: stopped (killed if need be) at its end."""
@@ -72,15 +88,10 @@ def imap(node: Node, user: str = BOB) -> imapclient.IMAPClient:
 
 
 # ------------------------------------------------------------------ LISTEN/NOTIFY
-def test_idle_on_one_node_sees_deliveries_into_another(tmp_path: Path,
-                                                       started: list[Node]) -> None:
-    """Safety polls at 30 s: only the notification of node 1's commit can wake node 2's
-    IDLE within a second (p99 over 20 deliveries)."""
-    one, two = make_nodes(tmp_path, 2, "\n[imap]\nidle_poll = 30.0\n",
-                          database="notify_poll = 30.0")
-    for node in (one, two):
-        node.start()
-        started.append(node)
+def test_idle_on_one_node_sees_deliveries_into_another(pair: tuple[Node, Node]) -> None:
+    """Only the notification of node 1's commit can wake node 2's IDLE within a second
+    (p99 over 20 deliveries)."""
+    one, two = pair
     client = imap(two)
     client.select_folder("INBOX")
     client.idle()
@@ -126,18 +137,13 @@ def wait_exists(client: imapclient.IMAPClient, timeout: float) -> bool:
     return False
 
 
-def test_listener_reconnects_after_its_connection_is_cut(tmp_path: Path,
-                                                         started: list[Node]) -> None:
+def test_listener_reconnects_after_its_connection_is_cut(pair: tuple[Node, Node]) -> None:
     """Every node's listening connection cut, then a delivery at once: node 2's IDLE still
     sees it well before the 30 s safety polls (node 1 sends what it queued once
     reconnected; node 2 listens again and runs one full round of its listeners)."""
     from mss.mailstore.notify import LISTEN_CONNECTION
 
-    one, two = make_nodes(tmp_path, 2, "\n[imap]\nidle_poll = 30.0\n",
-                          database="notify_poll = 30.0")
-    for node in (one, two):
-        node.start()
-        started.append(node)
+    one, two = pair
     client = imap(two)
     client.select_folder("INBOX")
     client.idle()
@@ -155,18 +161,14 @@ def test_listener_reconnects_after_its_connection_is_cut(tmp_path: Path,
 
 
 # ------------------------------------------------------------------ caches
-def test_flags_and_expunge_on_one_node_seen_by_the_other(tmp_path: Path,
-                                                         started: list[Node]) -> None:
+def test_flags_and_expunge_on_one_node_seen_by_the_other(pair: tuple[Node, Node]) -> None:
     """Node 2's snapshot of INBOX (taken by its SELECT) must not survive node 1's STORE and
     EXPUNGE: the cache keys on the folder row's UIDNEXT/HIGHESTMODSEQ, which the database
-    moves for every node."""
-    one, two = make_nodes(tmp_path, 2)
-    for node in (one, two):
-        node.start()
-        started.append(node)
+    moves for every node (ENVELOPEs are cached by store id: one immutable ciphertext)."""
+    one, two = pair
     for i in range(3):
-        submit(one, f"cache {i}")
-    reader = imap(two)
+        submit(one, f"cache {i}", rcpt=ALICE)  # alice's INBOX: the other tests use bob's
+    reader = imap(two, ALICE)
     try:
         info = reader.select_folder("INBOX", readonly=True)
         assert info[b"EXISTS"] == 3
@@ -174,7 +176,7 @@ def test_flags_and_expunge_on_one_node_seen_by_the_other(tmp_path: Path,
         assert all(b"\\Seen" not in f for f in reader.get_flags(uids).values())
         reader.close_folder()  # the snapshot stays in node 2's cache
 
-        writer = imap(one)
+        writer = imap(one, ALICE)
         writer.select_folder("INBOX")
         writer.add_flags([uids[0]], [b"\\Seen", b"$Label1"])
         writer.delete_messages([uids[1]])
