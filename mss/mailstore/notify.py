@@ -298,15 +298,18 @@ class PgChangeWatcher(ChangeWatcher):
     sends this process's notifications. The writers' ``changed``/``fire`` run after their
     commit (as on SQLite) and only queue the payload; the thread sends what is queued in
     one autocommit statement. Sending after the commit, not inside the writers'
-    transaction, keeps the writers and the interface as they are (a writer does not know
-    the notifier) and their commits independent (PostgreSQL serialises the commits of
-    notifying transactions, "NOTIFY" notes); it keeps "never a wake-up before the data",
-    since the data committed before the payload was even queued. A wake-up can be lost
-    (the node dies between the two; the listening connection of another node was down):
+    transaction (where NOTIFY would be delivered at its commit, PostgreSQL docs "NOTIFY"),
+    keeps the writers and the interface as they are (a writer does not know the notifier,
+    the CLI none) and keeps the writers' commits out of the lock PostgreSQL takes to
+    serialise the commits of notifying transactions (src/backend/commands/async.c,
+    PreCommit_Notify); a burst's payloads go in one statement. It keeps "never a wake-up
+    before the data": the data committed before the payload was even queued. A wake-up can
+    be lost (the node dies between the two; another node's listening connection was down):
     the notification carries no data, sleepers keep their safety polls, a listener that
-    reconnects runs one full round of the listeners (notifications sent meanwhile are
-    lost, PostgreSQL docs "LISTEN"), and a full round runs every ``interval`` anyway
-    (``database.notify_poll``: commits of the CLI send no notification).
+    reconnects runs one full round of the listeners (what was sent meanwhile is not
+    replayed), a payload whose sending failed is sent again after the reconnection, and a
+    full round runs every ``interval`` anyway (``database.notify_poll``: commits of the CLI
+    send no notification).
 
     A notification of another node wakes this process's sessions of that mailbox (or its
     delivery worker) without a query; the sessions compute what changed from the database.
@@ -400,8 +403,13 @@ class PgChangeWatcher(ChangeWatcher):
             with self._lock:
                 out, self._pending = sorted(self._pending), set()
             if out:  # one transaction: PostgreSQL delivers them at its commit
-                pg.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                           [CHANNEL, out])
+                try:
+                    pg.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                               [CHANNEL, out])
+                except psycopg.Error:  # sent again once reconnected (twice is harmless)
+                    with self._lock:
+                        self._pending.update(out)
+                    raise
             for note in pg.notifies(timeout=0):  # those read meanwhile, then the socket's
                 if note.pid != own:
                     self._dispatch(note.payload)
