@@ -9,21 +9,35 @@ real SMTP and IMAP clients.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import smtplib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import imapclient
 import pytest
+from sqlalchemy import Engine, create_engine
 
-from tests.node import DOMAIN, PASSWORD, Node, _database_of, _point_at, make_node, wait_for
+from mss.leader import Elector
+from tests.node import (
+    BACKENDS,
+    DOMAIN,
+    PASSWORD,
+    Node,
+    _database_of,
+    _point_at,
+    make_node,
+    wait_for,
+)
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 DELIVERIES = 20
+BACKENDS = BACKENDS  # the elector test runs on both (tests/conftest.py "backend")
 
 
 def make_nodes(base: Path, count: int, extra_config: str = "", database: str = ""
@@ -299,3 +313,106 @@ def test_workers_of_one_sqlite_node_elect_one_leader(tmp_path: Path,
     submit(node, "sqlite workers")
     assert wait_for(lambda: newest_checkpoint(node) >= _newest_record(node, "smtp."),
                     timeout=10), "the leading worker signs checkpoints"
+
+
+# ------------------------------------------------------------------ the parts, in process
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    """An engine on an empty database of its own (the parts below need no table)."""
+    from tests.postgres import shared_cluster
+
+    cluster = shared_cluster()
+    engine = create_engine(cluster.url(cluster.create_database("jobs")))
+    yield engine
+    engine.dispose()
+
+
+def test_queue_and_mailbox_wake_ups_cross_processes(pg_engine: Engine) -> None:
+    """Two processes' watchers on one database: a queued row fired in one wakes the other's
+    delivery worker; a mailbox changed in one wakes the other's watch of it, not others."""
+    from mss.mailstore.notify import PgChangeWatcher
+
+    async def main() -> None:
+        one = PgChangeWatcher(pg_engine, pg_engine, interval=30.0)
+        two = PgChangeWatcher(pg_engine, pg_engine, interval=30.0)
+        tasks = [asyncio.create_task(w.run()) for w in (one, two)]
+        try:
+            assert await _eventually(lambda: one.connects == two.connects == 1)
+            queued = asyncio.Event()
+            two.queued.subscribe(queued)
+            watched, other = two.notifier.watch(7, 70), two.notifier.watch(8, 80)
+            one.queued.fire()
+            await asyncio.wait_for(queued.wait(), 5)
+            one.notifier.changed(7)
+            assert await watched.wait(5)
+            assert not await other.wait(0.3)
+            assert two.received >= 2 and one.received == 0  # its own are not echoed back
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _electors(backend: str, pg_engine: Engine | None, tmp_path: Path) -> list[Elector]:
+    from mss.leader import FileLocks, PgLocks
+
+    if backend == "postgresql":
+        assert pg_engine is not None
+        return [Elector(PgLocks(pg_engine), 0.05) for _ in range(2)]
+    return [Elector(FileLocks(tmp_path / "locks"), 0.05) for _ in range(2)]
+
+
+def test_one_elector_runs_the_job_and_the_other_takes_over(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two processes' electors for one job: one runs it; the leader's locks gone (its
+    connection closed / its descriptors, as when the process dies), the other runs it and
+    the first one's job is stopped."""
+    engine = request.getfixturevalue("pg_engine") if backend == "postgresql" else None
+    electors = _electors(backend, engine, tmp_path)
+    running: dict[int, int] = {0: 0, 1: 0}  # elector -> job rounds
+    stopped: list[int] = []
+
+    def job(index: int) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def loop() -> None:
+            try:
+                while True:
+                    running[index] += 1
+                    await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                stopped.append(index)
+                raise
+        return loop
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(e.run("test-job", job(i)))
+                 for i, e in enumerate(electors)]
+        try:
+            assert await _eventually(lambda: any(running.values()))
+            await asyncio.sleep(0.3)  # several rounds of elections
+            leaders = [i for i, e in enumerate(electors) if "test-job" in e.leading]
+            assert len(leaders) == 1 and running[1 - leaders[0]] == 0
+            leader = leaders[0]
+            await asyncio.get_running_loop().run_in_executor(
+                None, electors[leader].locks.close)  # what a dead process leaves
+            assert await _eventually(lambda: running[1 - leader] > 0)
+            assert await _eventually(lambda: leader in stopped)
+            assert "test-job" not in electors[leader].leading
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for e in electors:
+                e.locks.close()
+
+    asyncio.run(main())
