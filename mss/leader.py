@@ -191,10 +191,9 @@ class Elector:
             except Exception as exc:  # database unreachable: nobody here leads
                 log.warning("election failed", job=name, error=repr(exc))
                 token = None
-            if token is None:
-                await asyncio.sleep(self.interval)
-                continue
-            await self._lead(name, job, token)
+            if token is not None:
+                await self._lead(name, job, token)
+            await asyncio.sleep(self.interval)  # the lock lost: the others' turn first
 
     async def _lead(self, name: str, job: Job, token: int) -> None:
         log.info("job leadership taken", job=name, pid=os.getpid())
@@ -216,7 +215,6 @@ class Elector:
             await asyncio.shield(self._in_thread(self.locks.release, name, token))
         if not task.cancelled() and task.exception() is not None:
             log.error("elected job failed", job=name, error=repr(task.exception()))
-            await asyncio.sleep(self.interval)  # not in a loop: the lock is free meanwhile
 
     async def start(self) -> None:  # a component: the jobs' tasks are their own
         pass

@@ -376,8 +376,8 @@ def _electors(backend: str, pg_engine: Engine | None, tmp_path: Path) -> list[El
 def test_one_elector_runs_the_job_and_the_other_takes_over(
         backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Two processes' electors for one job: one runs it; the leader's locks gone (its
-    connection closed / its descriptors, as when the process dies), the other runs it and
-    the first one's job is stopped."""
+    connection closed / its descriptors), its job is stopped; that process gone, the other
+    runs the job."""
     engine = request.getfixturevalue("pg_engine") if backend == "postgresql" else None
     electors = _electors(backend, engine, tmp_path)
     running: dict[int, int] = {0: 0, 1: 0}  # elector -> job rounds
@@ -404,10 +404,11 @@ def test_one_elector_runs_the_job_and_the_other_takes_over(
             assert len(leaders) == 1 and running[1 - leaders[0]] == 0
             leader = leaders[0]
             await asyncio.get_running_loop().run_in_executor(
-                None, electors[leader].locks.close)  # what a dead process leaves
-            assert await _eventually(lambda: running[1 - leader] > 0)
-            assert await _eventually(lambda: leader in stopped)
+                None, electors[leader].locks.close)  # its connection / descriptor gone
+            assert await _eventually(lambda: leader in stopped), "the job runs on, unlocked"
             assert "test-job" not in electors[leader].leading
+            tasks[leader].cancel()  # and the process with it (else it may lead again)
+            assert await _eventually(lambda: running[1 - leader] > 0), "nobody took over"
         finally:
             for task in tasks:
                 task.cancel()
