@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import smtplib
+import socket
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -211,7 +214,43 @@ def test_flags_and_expunge_on_one_node_seen_by_the_other(pair: tuple[Node, Node]
 
 # ------------------------------------------------------------------ elected periodic jobs
 ELECTION = 0.3  # seconds: server.election_interval in these tests (default 5)
-JOBS_CONFIG = f"\n[audit]\ncheckpoint_interval = {ELECTION}\n"
+JOBS_CONFIG = f"\n[audit]\ncheckpoint_interval = {ELECTION}\nship_interval = 0.2\n"
+
+
+class UdpCollector:
+    """A syslog receiver over UDP (RFC 5426) on loopback: the record ids received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.ids: list[int] = []  # [meta sequenceId] of each datagram, in arrival order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def destination(self) -> str:
+        return (f'\n[[audit.destinations]]\nname = "collector"\ntransport = "udp"\n'
+                f'host = "127.0.0.1"\nport = {self.port}\n')
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            match = re.search(rb'sequenceId="(\d+)"', data)
+            if match:
+                self.ids.append(int(match.group(1)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
 
 
 def leaderships(node: Node, job: str) -> list[int]:
@@ -240,14 +279,17 @@ def newest_checkpoint(node: Node) -> int:
 
 
 def test_checkpoints_signed_by_one_node_then_taken_over_after_kill(
-        tmp_path: Path, started: list[Node]) -> None:
-    """One node of two signs the periodic checkpoints; its election connection cut, it
-    stops and one of them leads again; the leader killed (-9), the other takes over within
-    a few election intervals; the chain verifies."""
+        tmp_path: Path, started: list[Node], request: pytest.FixtureRequest) -> None:
+    """One node of two signs the periodic checkpoints and ships the trail (each record
+    once); its election connection cut, it stops and one of them leads again; the leader
+    killed (-9), the other takes over within a few election intervals, shipping too; the
+    chain verifies."""
     from mss.leader import ELECTION_CONNECTION
 
     job = "audit-checkpoints"
-    nodes = make_nodes(tmp_path, 2, JOBS_CONFIG)
+    collector = UdpCollector()
+    request.addfinalizer(collector.close)
+    nodes = make_nodes(tmp_path, 2, JOBS_CONFIG + collector.destination())
     for node in nodes:
         with_election(node)
         node.start()
@@ -268,6 +310,11 @@ def test_checkpoints_signed_by_one_node_then_taken_over_after_kill(
     assert sorted(counts) == [0, 1], "exactly one node took the lead, and kept it"
     leader = new_leader([0, 0])
     assert leader is not None and signs(leader, "first leader")
+    shipping = [n for n in nodes if leaderships(n, "audit-ship:collector")]
+    assert len(shipping) == 1, "one shipper per destination in the cluster"
+    newest = _newest_record(leader, "smtp.")
+    assert wait_for(lambda: max(collector.ids, default=0) >= newest, timeout=10)
+    assert len(collector.ids) == len(set(collector.ids)), "a record shipped twice"
 
     # its election connection cut (a database restart, the network): it stops leading
     assert terminate(leader, ELECTION_CONNECTION) == 2  # one per node
@@ -289,6 +336,9 @@ def test_checkpoints_signed_by_one_node_then_taken_over_after_kill(
     survivor = new_leader(counts)
     assert survivor is not None and survivor is not leader
     assert signs(survivor, "after the kill"), "the new leader signs checkpoints"
+    newest = _newest_record(survivor, "smtp.")
+    assert wait_for(lambda: max(collector.ids, default=0) >= newest, timeout=10), \
+        "the survivor ships"
     verify = survivor.cli("audit", "verify")
     assert verify.returncode == 0, verify.stdout
 
