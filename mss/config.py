@@ -310,10 +310,11 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class WhitelistFetchConfig:
-    """The published list, fetched by 'mss serve' (worker 0) and by 'mss whitelist fetch': a
-    conditional GET (ETag / If-Modified-Since), the checksum verified when sha256_url is set,
-    then the same import as 'mss whitelist import' (shrink guard; the last good list stays in
-    force on any failure). Every attempt is audited (whitelist.fetch)."""
+    """The published list, fetched by 'mss serve' (one elected process of the cluster) and
+    by 'mss whitelist fetch': a conditional GET (ETag / If-Modified-Since), the checksum
+    verified when sha256_url is set, then the same import as 'mss whitelist import' (shrink
+    guard; the last good list stays in force on any failure). Every attempt is audited
+    (whitelist.fetch)."""
 
     url: str = key("", "e.g. the agency's https URL; \"\" = no periodic fetch",
                    scheme("https://", "http://", "file://", empty=True))
