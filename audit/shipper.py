@@ -23,7 +23,8 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 import structlog
@@ -37,6 +38,8 @@ from mss.lifecycle import BackgroundTask
 
 log = structlog.get_logger("mss.audit.ship")
 
+# runs a named job (a coroutine function) while this process is elected for it
+Elect = Callable[[str, Callable[[], Coroutine[Any, Any, None]]], Coroutine[Any, Any, None]]
 MSGID = "IHE+RFC-3881"
 FACILITY_AUTHPRIV = 10  # RFC 5424 §6.2.1 "security/authorization messages"
 CONFIRM_AFTER = 2.0
@@ -126,8 +129,10 @@ def _checked_name(dest: AuditDestination) -> str:
 
 class Shipper:
     def __init__(self, outbox: Outbox, destinations: Sequence[AuditDestination],
-                 source: Source, interval: float, batch: int) -> None:
+                 source: Source, interval: float, batch: int, *,
+                 elect: Elect | None = None) -> None:
         self.outbox = outbox
+        self.elect = elect  # runs one destination's loop while this process leads it
         self.destinations = list(destinations)
         self.source = source
         self.interval = interval
@@ -144,7 +149,15 @@ class Shipper:
         await self._task.stop(deadline)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._run_one(d) for d in self.destinations))
+        """One loop per destination; under *elect* (``mss serve``: mss.leader.Elector.run),
+        each runs in one process of the cluster at a time, the only reader and writer of
+        its cursor (job ``audit-ship:<destination>``)."""
+        elect = self.elect
+        if elect is None:
+            await asyncio.gather(*(self._run_one(d) for d in self.destinations))
+        else:
+            await asyncio.gather(*(elect(f"audit-ship:{d.name}", partial(self._run_one, d))
+                                   for d in self.destinations))
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

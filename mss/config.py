@@ -136,6 +136,10 @@ class ServerConfig:
 
     data_dir: Path = key(Path("."), "where the database, keys and PKI live", base=True)
     workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT)", within(1, 64))
+    election_interval: float = key(5.0, "periodic jobs (audit checkpoints and shipping, "
+                                   "whitelist fetch, directory sync) run in one process of "
+                                   "the cluster: every this many seconds the others try to "
+                                   "take over, and the leader checks it still leads", gt(0))
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,13 @@ class DatabaseConfig:
 
     url: str = key("sqlite:///mss.db", "SQLAlchemy URL (a relative SQLite path: in "
                    "server.data_dir)", scheme("sqlite:", "postgresql"))
-    change_poll: float = key(0.2, "seconds between reads of the database's change counter "
-                             "by each serving process: IDLE sessions and the queue worker "
-                             "see other processes' commits within this", gt(0))
+    change_poll: float = key(0.2, "SQLite: seconds between reads of the database's change "
+                             "counter by each serving process: IDLE sessions and the queue "
+                             "worker see other processes' commits within this", gt(0))
+    notify_poll: float = key(10.0, "PostgreSQL: other nodes' commits wake IDLE and the queue "
+                             "worker at once (LISTEN/NOTIFY); every this many seconds, each "
+                             "serving process compares its sleepers with the database anyway "
+                             "(commits of the CLI, notifications lost)", gt(0))
 
 
 @dataclass(frozen=True)
@@ -302,10 +310,11 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class WhitelistFetchConfig:
-    """The published list, fetched by 'mss serve' (worker 0) and by 'mss whitelist fetch': a
-    conditional GET (ETag / If-Modified-Since), the checksum verified when sha256_url is set,
-    then the same import as 'mss whitelist import' (shrink guard; the last good list stays in
-    force on any failure). Every attempt is audited (whitelist.fetch)."""
+    """The published list, fetched by 'mss serve' (one elected process of the cluster) and
+    by 'mss whitelist fetch': a conditional GET (ETag / If-Modified-Since), the checksum
+    verified when sha256_url is set, then the same import as 'mss whitelist import' (shrink
+    guard; the last good list stays in force on any failure). Every attempt is audited
+    (whitelist.fetch)."""
 
     url: str = key("", "e.g. the agency's https URL; \"\" = no periodic fetch",
                    scheme("https://", "http://", "file://", empty=True))

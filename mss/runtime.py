@@ -15,9 +15,11 @@ runtime).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +30,7 @@ from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.leader import Elector, locks_for
 from mss.lifecycle import BackgroundTask, Component
 from mss.limits import (
     MemoryBudget,
@@ -37,7 +40,7 @@ from mss.limits import (
     raise_open_files_limit,
 )
 from mss.mailstore import Mailstore
-from mss.mailstore.notify import ChangeWatcher
+from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
 from trustspace.pki import server_context
@@ -78,10 +81,25 @@ def process_limits(app: App) -> ProcessLimits:
     return ProcessLimits(MemoryBudget(cfg.limits.pending_bytes), files)
 
 
+def change_watch(app: App) -> tuple[ChangeWatcher, Mailstore]:
+    """The process's change watcher and mail store: on SQLite, data_version polling every
+    database.change_poll; on PostgreSQL, LISTEN/NOTIFY between the nodes (a full round
+    every database.notify_poll)."""
+    cfg = app.config.database
+    if app.engine.dialect.name == "postgresql":
+        pg = PgChangeWatcher(app.reader, app.engine, cfg.notify_poll)
+        changes: ChangeWatcher = pg
+        mailstore = Mailstore(notifier=pg.notifier, queued=pg.queued)
+    else:
+        changes, mailstore = ChangeWatcher(app.reader, cfg.change_poll), Mailstore()
+    changes.add(mailstore.notifier.poll)
+    return changes, mailstore
+
+
 @dataclass
 class Runtime:
     app: App
-    worker: int  # index of this process among server.workers; 0 runs the node-wide loops
+    worker: int  # index of this process among server.workers (0 signs at start/stop)
     committer: GroupCommitter
     limits: ProcessLimits
     whitelist: LiveWhitelist
@@ -90,58 +108,62 @@ class Runtime:
     mailstore: Mailstore
     changes: ChangeWatcher  # other processes' commits: wakes IDLE and the queue worker
     audit_key: Ed25519PrivateKey
+    elector: Elector  # runs the periodic jobs here while this process leads them
 
     @classmethod
     def build(cls, app: App, worker: int = 0) -> Runtime:
         """Called in the event loop that will serve (its error handler is installed)."""
         cfg = app.config
         assert cfg.pki is not None
-        mailstore = Mailstore()
-        changes = ChangeWatcher(app.reader, cfg.change_poll)
-        changes.add(mailstore.notifier.poll)
+        changes, mailstore = change_watch(app)
         return cls(app, worker, GroupCommitter(app.engine), process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
                    PeerVerifier(cfg.pki), tls_contexts(app), mailstore, changes,
-                   signing_key(cfg.audit.signing_key_file))
+                   signing_key(cfg.audit.signing_key_file),
+                   Elector(locks_for(app.engine, cfg.server.data_dir),
+                           cfg.server.election_interval))
 
     def services(self) -> list[Component]:
         """The background parts, in start order (stopped in reverse): the committer first
-        (everything else writes through it), worker 0's node-wide loops last."""
+        (everything else writes through it), the periodic jobs last. Every process (worker,
+        node) runs each job under its election (mss/leader.py): one of the cluster runs it
+        at a time."""
         cfg = self.app.config
-        parts: list[Component] = [self.committer, self.whitelist, self.verifier,
-                                  BackgroundTask("change-watch", self.changes.run)]
-        if self.worker != 0:
-            return parts
-        parts.append(BackgroundTask("audit-checkpoints", self._checkpoint_loop))
+        parts: list[Component] = [self.committer, self.elector, self.whitelist,
+                                  self.verifier, BackgroundTask("change-watch", self.changes.run)]
+        parts.append(self._elected("audit-checkpoints", self._checkpoint_loop))
         if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
-            parts.append(BackgroundTask("whitelist-fetch", self._whitelist_fetch_loop))
+            parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))
         if cfg.directory is not None and cfg.directory.interval > 0:
-            parts.append(BackgroundTask("directory-sync", self._directory_loop))
-        if cfg.audit.destinations:  # one shipper per node
+            parts.append(self._elected("directory-sync", self._directory_loop))
+        if cfg.audit.destinations:  # one shipper per destination cursor in the cluster
             parts.append(Shipper(Outbox(self.app.engine, self.app.reader),
                                  cfg.audit.destinations, audit_source(cfg),
-                                 cfg.audit.ship_interval, cfg.audit.batch))
+                                 cfg.audit.ship_interval, cfg.audit.batch,
+                                 elect=self.elector.run))
         return parts
+
+    def _elected(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]
+                 ) -> BackgroundTask:
+        return BackgroundTask(name, functools.partial(self.elector.run, name, loop))
 
     async def checkpoint(self) -> None:
         """Sign a checkpoint of the audit chain now (committed with the other writes)."""
         key = self.audit_key
         await self.committer.run(lambda conn: write_checkpoint(conn, key))
 
-    # ------------------------------------------------------------------ worker 0's loops
+    # ------------------------------------------------------------------ elected loops
     async def _in_thread(self, once: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(None, once)
 
     async def _checkpoint_loop(self) -> None:
-        """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds."""
-        def once() -> None:
-            with self.app.engine.begin() as conn:
-                write_checkpoint(conn, self.audit_key)
-
+        """Sign a checkpoint of the audit chain every audit.checkpoint_interval seconds,
+        through the committer like every other append of this process (one writer of the
+        chain per process; across nodes, the audit-chain lock)."""
         while True:
             await asyncio.sleep(self.app.config.audit.checkpoint_interval)
             try:
-                await self._in_thread(once)
+                await self.checkpoint()
             except Exception as exc:  # try again next time; verification still works
                 log.error("audit checkpoint failed", error=repr(exc))
 

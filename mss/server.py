@@ -147,8 +147,9 @@ async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None,
     set it with ``loop.call_soon_threadsafe(stop.set)``). *ready*, when given, is set once
     every listener is bound and ``server.start`` is committed (the log's "ready" line).
 
-    Parts start in order (committer, whitelist watch, CRL refresh, change watcher, worker
-    0's loops and shipper, delivery worker, SMTP and IMAP listeners) and stop in reverse
+    Parts start in order (committer, elections, whitelist watch, CRL refresh, change
+    watcher, the elected periodic jobs and shipper, delivery worker, SMTP and IMAP
+    listeners) and stop in reverse
     order, each by one deadline *grace* seconds after the stop began: the SMTP listeners
     wait for DATA in flight and answer the rest 421 4.3.2 (RFC 5321 §3.8), IMAP says BYE
     (RFC 3501 §7.1.5), deliveries in flight finish or give their lease back, the committer

@@ -24,13 +24,16 @@ class Mailstore:
     """The runtime state of the mail store in one process, built once by the root and
     handed down: the folder snapshot cache shared by IMAP sessions, the notifier that wakes
     sessions watching a mailbox, and the signal that wakes the outbound worker when a
-    commit queued rows."""
+    commit queued rows (on PostgreSQL, those of :class:`.notify.PgChangeWatcher`, which
+    reach the other nodes)."""
 
     def __init__(self, *, snapshots: SnapshotCache | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, queued: Signal | None = None) -> None:
         self.snapshots = snapshots if snapshots is not None else SnapshotCache()
         self.notifier: Notifier = notifier if notifier is not None else LocalNotifier()
-        self.queued = Signal()  # a commit queued outbound rows (SMTP handler, DSN)
+        # a commit queued outbound rows (SMTP handler, DSN); on PostgreSQL it reaches the
+        # other nodes too (notify.ClusterSignal)
+        self.queued = queued if queued is not None else Signal()
 
 
 __all__ = ["Mailstore"]

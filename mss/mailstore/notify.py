@@ -8,9 +8,9 @@ writers of that process wake it at once; commits of other processes (``server.wo
 1, the CLI) reach it through the process's :class:`ChangeWatcher`, which calls
 :meth:`LocalNotifier.poll` after the database changed: one query over the folders watched
 in this process (``uidnext``, ``highestmodseq``, their mailbox's ``enabled``) waking only
-the sessions of the folders that moved. A multi-node deployment plugs another
-implementation (e.g. PostgreSQL LISTEN/NOTIFY) behind the same interface
-(docs/architecture.md "Invariants").
+the sessions of the folders that moved. Nodes sharing a PostgreSQL database use
+:class:`ClusterNotifier` behind the same interface: ``changed`` also reaches the other nodes
+(LISTEN/NOTIFY, :class:`PgChangeWatcher`; docs/architecture.md "Invariants").
 
 Wake-ups on commits in general: a writer that committed something a sleeper waits for
 wakes it directly when both live in one process (:class:`Signal`, e.g. a queued message
@@ -19,8 +19,11 @@ process's one :class:`ChangeWatcher`: every ``database.change_poll`` seconds it 
 SQLite's ``PRAGMA data_version`` (which moves when another connection committed), and only
 then runs its listeners, each a small query comparing what its sleepers wait for with the
 database. The cost is O(1) per interval while nothing changes, whatever the number of
-sleepers. On PostgreSQL (no data_version) the listeners run every interval; LISTEN/NOTIFY
-can replace the watcher there. Sleepers keep a slow safety poll of their own.
+sleepers. On PostgreSQL (no data_version) :class:`PgChangeWatcher` listens instead: a
+notification of another node wakes the sleepers it names (a mailbox's sessions, the queue
+worker) without a query, and the listeners run after the listening connection
+(re)connected and every ``database.notify_poll`` seconds. Sleepers keep a slow safety poll
+of their own.
 
 The notifier, the queued signal and the snapshot cache of a process belong to its one
 :class:`mss.mailstore.Mailstore`; no module global holds them.
@@ -30,14 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select as _select
+import socket
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import psycopg
 import structlog
 from sqlalchemy import Connection, Engine, select
 
 from mss import db
+from mss.leader import dedicated_connection
 
 log = structlog.get_logger("mss.changes")
 
@@ -243,3 +250,187 @@ class ChangeWatcher:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+
+# ---------------------------------------------------------------------- across nodes
+CHANNEL = "mss_changes"  # payloads: "m<mailbox id>" (a folder of it changed), "q" (queued)
+LISTEN_CONNECTION = "mss-listen"  # its application_name (pg_stat_activity)
+_PING = 10.0  # seconds without traffic before the listening connection is checked
+
+
+class ClusterNotifier(LocalNotifier):
+    """The notifier of a node sharing its PostgreSQL database with others: wakes this
+    process's sessions at once, and the other nodes' through :class:`PgChangeWatcher`."""
+
+    def __init__(self, publish: Callable[[str], None]) -> None:
+        super().__init__()
+        self._publish = publish
+
+    def changed(self, mailbox_id: int) -> None:
+        super().changed(mailbox_id)
+        self._publish(f"m{mailbox_id}")
+
+    def changed_elsewhere(self, mailbox_id: int) -> None:
+        """Another node committed a change of *mailbox_id*: wake this process's sessions."""
+        super().changed(mailbox_id)
+
+
+class ClusterSignal(Signal):
+    """:attr:`Mailstore.queued` of a node on PostgreSQL: a queued row wakes every node's
+    delivery worker (any of them may claim it)."""
+
+    def __init__(self, publish: Callable[[str], None]) -> None:
+        super().__init__()
+        self._publish = publish
+
+    def fire(self) -> None:
+        super().fire()
+        self._publish("q")
+
+    def fired_elsewhere(self) -> None:
+        super().fire()
+
+
+class PgChangeWatcher(ChangeWatcher):
+    """The change watcher of a process on PostgreSQL: LISTEN/NOTIFY instead of polling.
+
+    One connection per process (a thread: :meth:`_listen`) listens on :data:`CHANNEL` and
+    sends this process's notifications. The writers' ``changed``/``fire`` run after their
+    commit (as on SQLite) and only queue the payload; the thread sends what is queued in
+    one autocommit statement. Sending after the commit, not inside the writers'
+    transaction (where NOTIFY would be delivered at its commit, PostgreSQL docs "NOTIFY"),
+    keeps the writers and the interface as they are (a writer does not know the notifier,
+    the CLI none) and keeps the writers' commits out of the lock PostgreSQL takes to
+    serialise the commits of notifying transactions (src/backend/commands/async.c,
+    PreCommit_Notify); a burst's payloads go in one statement. It keeps "never a wake-up
+    before the data": the data committed before the payload was even queued. A wake-up can
+    be lost (the node dies between the two; another node's listening connection was down):
+    the notification carries no data, sleepers keep their safety polls, a listener that
+    reconnects runs one full round of the listeners (what was sent meanwhile is not
+    replayed), a payload whose sending failed is sent again after the reconnection, and a
+    full round runs every ``interval`` anyway (``database.notify_poll``: commits of the CLI
+    send no notification).
+
+    A notification of another node wakes this process's sessions of that mailbox (or its
+    delivery worker) without a query; the sessions compute what changed from the database.
+    """
+
+    def __init__(self, reader: Engine, engine: Engine, interval: float) -> None:
+        super().__init__(reader, interval)
+        self.engine = engine  # the primary's (a standby takes no LISTEN nor NOTIFY)
+        self.notifier = ClusterNotifier(self.publish)
+        self.queued = ClusterSignal(self.publish)
+        self.received = 0  # notifications of other nodes (for tests and benchmarks)
+        self.connects = 0
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        # wakes the listening thread's select() when a payload is queued (socket objects: a
+        # send after close fails, it never reaches a descriptor number reused meanwhile)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()
+        self._full_round = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def publish(self, payload: str) -> None:
+        """Queue *payload* for the other nodes (any thread; sent by the listening thread)."""
+        with self._lock:
+            first = not self._pending
+            self._pending.add(payload)
+        if first:
+            self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+            self._wake_w.send(b"x")
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        thread = threading.Thread(target=self._listen, name="pg-listen", daemon=True)
+        thread.start()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full_round.wait(), self.interval)
+                self._full_round.clear()
+                try:
+                    await self._loop.run_in_executor(None, self.check)
+                except Exception as exc:  # database gone: the listener reconnects
+                    log.error("change watch failed", error=repr(exc))
+                    self._close()
+        finally:
+            self._stopping.set()
+            self._poke()
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
+            self._close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    # ---------------------------------------------------------------- listening thread
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                pg = self._connect()
+            except Exception as exc:  # database down: try again
+                log.warning("change listener cannot connect", error=repr(exc))
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            self.connects += 1
+            self._request_full_round()  # what was sent while no one listened is lost
+            try:
+                self._serve(pg)
+            except Exception as exc:  # connection lost (database restarted): reconnect
+                if not self._stopping.is_set():
+                    log.warning("change listener disconnected", error=repr(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    pg.close()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pg = dedicated_connection(self.engine, LISTEN_CONNECTION)
+        pg.rollback()
+        pg.autocommit = True
+        pg.execute(f"LISTEN {CHANNEL}")
+        return pg
+
+    def _serve(self, pg: psycopg.Connection[Any]) -> None:
+        own = pg.info.backend_pid
+        while not self._stopping.is_set():
+            with self._lock:
+                out, self._pending = sorted(self._pending), set()
+            if out:  # one transaction: PostgreSQL delivers them at its commit
+                try:
+                    pg.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                               [CHANNEL, out])
+                except psycopg.Error:  # sent again once reconnected (twice is harmless)
+                    with self._lock:
+                        self._pending.update(out)
+                    raise
+            for note in pg.notifies(timeout=0):  # those read meanwhile, then the socket's
+                if note.pid != own:
+                    self._dispatch(note.payload)
+            ready, _, _ = _select.select([pg.fileno(), self._wake_r.fileno()], [], [], _PING)
+            if self._wake_r.fileno() in ready:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+            if not ready:
+                pg.execute("SELECT 1")  # a connection dead without a word (no FIN)
+
+    def _dispatch(self, payload: str) -> None:
+        self.received += 1
+        if payload == "q":
+            self.queued.fired_elsewhere()
+        elif payload.startswith("m") and payload[1:].isdigit():
+            self.notifier.changed_elsewhere(int(payload[1:]))
+        else:  # a payload of a newer version: compare everything
+            self._request_full_round()
+
+    def _request_full_round(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: stopping
+                loop.call_soon_threadsafe(self._full_round.set)
