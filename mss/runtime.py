@@ -99,6 +99,7 @@ class Runtime:
         mailstore = Mailstore()
         changes = ChangeWatcher(app.reader, cfg.change_poll)
         changes.add(mailstore.notifier.poll)
+        changes.add(app.keyring.poll)  # keys shredded by other nodes leave the cache
         return cls(app, worker, GroupCommitter(app.engine), process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
                    PeerVerifier(cfg.pki), tls_contexts(app), mailstore, changes,
