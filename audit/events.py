@@ -240,11 +240,11 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "a user's access to a shared mailbox was removed (grantee in detail)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
-    EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "D",
+    EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable) and "
               "the mailbox disabled"),
     EventKind(Event.ADMIN_KEYS_INIT_HSM, SECURITY_ALERT, dcm("110129", "Security Configuration"),
-              "C", "the key-encryption key was generated in the PKCS#11 token (label in "
+              "E", "the key-encryption key was generated in the PKCS#11 token (label in "
               "detail)"),
     EventKind(Event.ADMIN_DOMAIN_RELAY, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain's next hop (relay_to) was set: its mail goes to that server"),

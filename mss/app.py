@@ -39,6 +39,7 @@ class App:
     def close(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
+        self.keyring.provider.close()
 
 
 def key_provider(config: Config) -> crypto.KeyProvider:
@@ -73,8 +74,11 @@ def open_app(config_path: Path | str) -> App:
         with reader.connect() as conn:
             keyring.verify_master(conn)
         folder_names.migrate(engine, keyring)  # names written in clear by older versions
-    except DBAPIError as exc:  # wrong path, not a database, corrupt pages
+    except BaseException as exc:
         engine.dispose()
         reader.dispose()
-        raise unusable(config.database_url, exc) from None
+        provider.close()
+        if isinstance(exc, DBAPIError):  # wrong path, not a database, corrupt pages
+            raise unusable(config.database_url, exc) from None
+        raise  # MasterKeyError: a version in use that the provider cannot unwrap
     return App(config, engine, reader, keyring)

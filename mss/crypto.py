@@ -109,6 +109,9 @@ class KeyProvider(Protocol):
     def legacy_key(self, version: int) -> bytes:
         """Master key *version* of a database made before providers (a key file line)."""
 
+    def close(self) -> None:
+        """Release the provider (a token session)."""
+
 
 _FILE_BLOB = b"F"  # file provider blob: b"F" | file version (4 bytes) | nonce | AES-GCM
 
@@ -210,6 +213,9 @@ class FileKeyProvider:
 
     def legacy_key(self, version: int) -> bytes:
         return self.key(version)
+
+    def close(self) -> None:
+        pass
 
     def add_version(self) -> int:
         """Append a fresh random KEK as a new version (file rewritten atomically): new

@@ -182,3 +182,5 @@ class Pkcs11KeyProvider:
     def close(self) -> None:
         with self._lock:
             self._session.close()
+        if self.previous is not None:
+            self.previous.close()
