@@ -175,6 +175,11 @@ def test_node_on_the_pkcs11_provider_serves(tmp_path: Path) -> None:
     assert f"master version 2: wrapped by pkcs11:{token.label}/mss-kek" in status
     assert "version 1: wraps" not in status
     (node.data_dir / "keys" / "master.key").unlink()
+    # two serving processes, forked after the parent checked the keys: each logs in itself
+    config = node.config.read_text()
+    node.config.write_text(config.replace('[server]\ndata_dir = "."\n',
+                                          '[server]\ndata_dir = "."\nworkers = 2\n', 1))
+    assert node.config.read_text() != config
     node.start()
     try:
         submit(node, BOB, "under the token")
