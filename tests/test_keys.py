@@ -6,6 +6,7 @@ crypto-shredding seen by the other nodes, and databases made before providers st
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import shutil
 import smtplib
@@ -21,10 +22,10 @@ from pkcs11.exceptions import AttributeSensitive, KeyUnextractable
 from sqlalchemy import delete, insert, select, text, update
 
 from mss import crypto, db
-from mss.app import open_app
+from mss.app import App, open_app
 from mss.mailstore import mailboxes, messages
-from mss.mailstore.notify import ChangeWatcher
 from mss.pkcs11 import Pkcs11KeyProvider, generate_kek, open_session
+from mss.runtime import Runtime
 from tests.node import (
     BACKENDS,
     DOMAIN,
@@ -79,6 +80,10 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mss: error: "), lines
     return lines[0]
+
+
+async def _runtime(app: App) -> Runtime:
+    return Runtime.build(app)  # in an event loop, as mss serve does (not started here)
 
 
 def share_database(first: Node, other: Node) -> None:
@@ -223,10 +228,9 @@ def test_rotation_and_shredding_seen_by_other_nodes(tmp_path: Path) -> None:
         finally:
             third.stop()
         # node 2's process has bob's key cached: the shred must reach it
-        app = open_app(second.config)  # node 2's keyring and change watcher, in this test
+        app = open_app(second.config)  # a serving process of node 2's, in this test
         try:
-            watcher = ChangeWatcher(app.reader, 0.1)
-            watcher.add(app.keyring.poll)
+            watcher = asyncio.run(_runtime(app)).changes  # as mss serve builds it
             watcher.check()
             with app.reader.connect() as conn:
                 bob = mailboxes.require_mailbox(conn, BOB)
