@@ -350,3 +350,58 @@ def test_master_versions_are_cached_per_process(tmp_path: Path) -> None:
             reader.key("mailbox:3", conn)
         assert reader.key("mailbox:4", conn) is reader.key("mailbox:4", conn)
     engine.dispose()
+
+
+def test_migration_adds_and_removes_the_keys_schema(tmp_path: Path, backend: str) -> None:
+    """mss/migrations/versions/keys.py run by Alembic's operations on a master_keys table
+    of main's schema (a row in it): up, down, up again, on this backend."""
+    import importlib.util
+
+    import sqlalchemy as sa
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    spec = importlib.util.spec_from_file_location(
+        "keys_revision", Path(__file__).parents[1] / "mss/migrations/versions/keys.py")
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    assert (revision.revision, revision.down_revision) == ("keys", "0001")
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        from tests.postgres import shared_cluster
+
+        cluster = shared_cluster()
+        url = cluster.url(cluster.create_database("keysrev"))
+    engine = sa.create_engine(url)
+    old = sa.MetaData()
+    sa.Table("master_keys", old, sa.Column("version", sa.Integer, primary_key=True),
+             sa.Column("check_value", sa.LargeBinary, nullable=False),
+             sa.Column("created_at", sa.Float, nullable=False))
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables["master_keys"].insert().values(
+            version=1, check_value=b"\x01", created_at=1.0))
+
+    def run(step: str) -> tuple[list[str], bool]:
+        with engine.begin() as conn:
+            context = MigrationContext.configure(conn, opts={"render_as_batch": True})
+            with Operations.context(context):
+                getattr(revision, step)()
+        inspector = sa.inspect(engine)
+        return ([c["name"] for c in inspector.get_columns("master_keys")],
+                inspector.has_table("key_shreds"))
+
+    try:
+        assert run("upgrade") == (["version", "check_value", "created_at", "wrapped", "kek"],
+                                  True)
+        assert run("downgrade") == (["version", "check_value", "created_at"], False)
+        assert run("upgrade")[1]
+        with engine.begin() as conn:  # the row kept; the tombstones numbered by the database
+            conn.execute(db.key_shreds.insert().values(key_id="mailbox:1", shredded_at=1.0))
+            assert conn.execute(select(db.key_shreds.c.seq)).scalar_one() == 1
+            assert conn.execute(select(db.master_keys.c.version, db.master_keys.c.wrapped)
+                                ).all() == [(1, None)]
+    finally:
+        engine.dispose()
