@@ -148,8 +148,13 @@ def test_wrong_pin_or_token_refused_in_one_line(tmp_path: Path) -> None:
     node = make_node(tmp_path)
     use_token(node, token)
     assert "generated" in node.cli("keys", "init-hsm").stdout
+    key_file = node.data_dir / "keys" / "master.key"
+    key_file.rename(key_file.with_suffix(".away"))  # versions in use are the file's still
+    line = one_line_error(node.cli("mailbox", "list", check=False))
+    assert "not wrapped by a PKCS#11 token" in line
+    key_file.with_suffix(".away").rename(key_file)
     assert "re-wrapped" in node.cli("keys", "rotate").stdout  # every key under the token
-    (node.data_dir / "keys" / "master.key").unlink()  # the token alone opens everything now
+    key_file.unlink()  # the token alone opens everything now
     assert node.cli("mailbox", "list").returncode == 0
     # the same labels on another token: another KEK, which does not unwrap this database
     other = hsm.token()
