@@ -46,7 +46,8 @@ class KeyringError(Exception):
 
 
 class MasterKeyError(KeyringError):
-    """The master key file is missing, unreadable, too open, or does not match the DB."""
+    """The key file or token is missing, unreadable or too open, or its KEK cannot unwrap a
+    master version the database uses (one line: start-up stops on it)."""
 
 
 class TamperedError(Exception):
@@ -178,7 +179,7 @@ class FileKeyProvider:
         with self._lock:
             key = self._keys.get(version)
         if key is None:
-            self.reload()  # another process (mss keys rotate) may have added it
+            self.reload()  # the operator may have added a line (add_version)
             with self._lock:
                 key = self._keys.get(version)
         if key is None:
