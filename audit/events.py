@@ -61,6 +61,8 @@ class Event(StrEnum):
     ADMIN_MAILBOX_GRANT = "admin.mailbox.grant"
     ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
     ADMIN_KEYS_ROTATE = "admin.keys.rotate"
+    ADMIN_KEYS_SHRED = "admin.keys.shred"
+    ADMIN_KEYS_INIT_HSM = "admin.keys.init_hsm"
     ADMIN_DOMAIN_RELAY = "admin.domain.relay"
     ADMIN_RELAY_ADD = "admin.relay.add"
     ADMIN_RELAY_REMOVE = "admin.relay.remove"
@@ -240,6 +242,12 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "a user's access to a shared mailbox was removed (grantee in detail)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
+    EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable) and "
+              "the mailbox disabled"),
+    EventKind(Event.ADMIN_KEYS_INIT_HSM, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "the key-encryption key was generated in the PKCS#11 token (label in "
+              "detail)"),
     EventKind(Event.ADMIN_DOMAIN_RELAY, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",
               "a hosted domain's next hop (relay_to) was set: its mail goes to that server"),
     EventKind(Event.ADMIN_RELAY_ADD, SECURITY_ALERT, dcm("110128", "Network Configuration"), "E",

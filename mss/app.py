@@ -1,13 +1,15 @@
-"""Opening a node's state: configuration, database engines, master key and keyring.
+"""Opening a node's state: configuration, database engines, key provider and keyring.
 
-Shared by the CLI and ``mss serve``; a wrong or missing master key raises
-:class:`mss.crypto.MasterKeyError` here, before anything else happens.
+Shared by the CLI and ``mss serve``; a wrong or missing key file or token, or a master
+version in use that the provider cannot unwrap, raises :class:`mss.crypto.MasterKeyError`
+here, before anything else happens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +19,9 @@ from mss import crypto
 from mss.config import Config, load_config
 from mss.db import create_schema, make_engine, unusable
 from mss.mailstore import names as folder_names
+
+if TYPE_CHECKING:
+    from mss.pkcs11 import TokenConfig
 
 
 @dataclass
@@ -34,12 +39,33 @@ class App:
     def close(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
+        self.keyring.provider.close()
+
+
+def key_provider(config: Config) -> crypto.KeyProvider:
+    """The configured [keys] provider (a token session opened: MasterKeyError if not)."""
+    cfg = config.keys
+    if cfg.provider == "file":
+        return crypto.FileKeyProvider(cfg.master_key_file)
+    from mss.pkcs11 import Pkcs11KeyProvider  # the PKCS#11 library: loaded on demand
+
+    previous = (crypto.FileKeyProvider(cfg.master_key_file)
+                if cfg.master_key_file.exists() else None)
+    return Pkcs11KeyProvider(token_config(config), previous)
+
+
+def token_config(config: Config) -> TokenConfig:
+    cfg = config.keys
+    from mss.pkcs11 import TokenConfig
+
+    return TokenConfig(cfg.pkcs11_module, cfg.token_label, cfg.key_label, cfg.pin_file,
+                       cfg.pin_env)
 
 
 def open_app(config_path: Path | str) -> App:
     """Raises ConfigError, MasterKeyError or DatabaseUnusable (one line each)."""
     config = load_config(config_path)
-    provider = crypto.FileKeyProvider(config.master_key_file)
+    provider = key_provider(config)
     engine = make_engine(config.database_url)
     reader = make_engine(config.database_url, writer=False)
     try:
@@ -48,8 +74,11 @@ def open_app(config_path: Path | str) -> App:
         with reader.connect() as conn:
             keyring.verify_master(conn)
         folder_names.migrate(engine, keyring)  # names written in clear by older versions
-    except DBAPIError as exc:  # wrong path, not a database, corrupt pages
+    except BaseException as exc:
         engine.dispose()
         reader.dispose()
-        raise unusable(config.database_url, exc) from None
+        provider.close()
+        if isinstance(exc, DBAPIError):  # wrong path, not a database, corrupt pages
+            raise unusable(config.database_url, exc) from None
+        raise  # MasterKeyError: a version in use that the provider cannot unwrap
     return App(config, engine, reader, keyring)

@@ -74,7 +74,8 @@ def _typer(**options: object) -> typer.Typer:
 app = _typer(cls=LazyGroup, help="mss: secure health messaging node (MSSanté).")
 domain_app = typer.Typer(no_args_is_help=True, help="Hosted domains.")
 mailbox_app = typer.Typer(no_args_is_help=True, help="Hosted mailboxes.")
-keys_app = typer.Typer(no_args_is_help=True, help="Master key and mailbox keys.")
+keys_app = typer.Typer(no_args_is_help=True,
+                        help="Key-encryption key, master key versions, mailbox keys.")
 app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
@@ -311,7 +312,8 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(ctx: typer.Context) -> None:
-    """Add a master key version and re-wrap every mailbox key (messages untouched)."""
+    """Add a master key version (in the database, wrapped by the provider's KEK: every
+    node sees it) and re-wrap every mailbox key (messages untouched)."""
     from audit.events import Outcome
     from audit.journal import AuditRecord, append
     from mss import crypto
@@ -331,13 +333,64 @@ def keys_rotate(ctx: typer.Context) -> None:
 
 @keys_app.command("status")
 def keys_status(ctx: typer.Context) -> None:
-    """Show master key versions and how many keys each wraps."""
+    """Show the key-encryption key, master key versions and how many keys each wraps."""
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         status = node_app.keyring.status(conn)
     print(f"current master version: {status.current_version}")
-    print(f"versions in key file:   {', '.join(map(str, status.file_versions))}")
+    print(f"key-encryption key:     {status.kek_id}")
+    for version, kek in sorted(status.versions.items()):
+        print(f"  master version {version}: wrapped by {kek}")
     for version, count in sorted(status.wrapped_by_version.items()):
         print(f"  version {version}: wraps {count} keys")
+
+
+@keys_app.command("shred")
+def keys_shred(ctx: typer.Context, address: str,
+               yes: Annotated[bool, typer.Option(
+                   "--yes", help="Confirm: every message of the mailbox becomes unreadable, "
+                   "for good.")] = False) -> None:
+    """Crypto-shred a mailbox: destroy its key on every node and disable it."""
+    from audit.events import Outcome
+    from audit.journal import AuditRecord, append
+    from mss import crypto
+    from mss.mailstore import mailboxes
+
+    with node(ctx) as node_app:
+        if not yes:
+            node_app.audit(AuditRecord(Event.ADMIN_KEYS_SHRED, Outcome.MINOR_FAILURE,
+                                       actor=actor(), mailbox=address,
+                                       reason="not confirmed (--yes)"))
+            fail(f"shredding {address} makes every message of it unreadable for good: "
+                 "add --yes")
+        with node_app.engine.begin() as conn:
+            mailbox = mailboxes.require_mailbox(conn, address)
+            if mailbox.enabled:  # no more logins nor mail for a mailbox without a key
+                mailboxes.disable_mailbox(conn, mailbox.address)
+            node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
+            append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
+                                      mailbox=mailbox.address)])
+    print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled")
+
+
+@keys_app.command("init-hsm")
+def keys_init_hsm(ctx: typer.Context) -> None:
+    """Generate the key-encryption key in the PKCS#11 token of [keys] (non-extractable)."""
+    from audit.journal import AuditRecord
+    from mss.app import token_config
+    from mss.config import load_config, resolve_config_path
+    from mss.pkcs11 import generate_kek
+
+    config = load_config(resolve_config_path(ctx.obj.get("config") if ctx.obj else None))
+    cfg = token_config(config)
+    generate_kek(cfg)
+    print(f"generated {cfg.describe()} (AES-256, non-extractable)")
+    if config.keys.provider != "pkcs11":
+        print('next: set [keys] provider = "pkcs11", then run: mss keys rotate')
+        return
+    with node(ctx) as node_app:
+        node_app.audit(AuditRecord(Event.ADMIN_KEYS_INIT_HSM, actor=actor(),
+                                   detail={"token": cfg.token_label, "key": cfg.key_label}))
+    print("next: mss keys rotate (moves every key under the token's KEK)")
 
 
 # --------------------------------------------------------------------------- entry point

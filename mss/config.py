@@ -160,11 +160,25 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class KeysConfig:
-    """Master key file: 'version:base64' lines, mode 0600 (refused if group/other can read
-    it). Newest version encrypts; 'mss keys rotate' appends one and re-wraps every mailbox
-    key."""
+    """Master key versions live in the database, wrapped by a key-encryption key (KEK)
+    that never leaves its provider: "file" (master_key_file: 'version:base64' lines, mode
+    0600, refused if group/other can read it; copy the same file to every node) or
+    "pkcs11" (a non-extractable AES key in an HSM token, made by 'mss keys init-hsm').
+    'mss keys rotate' adds a master version in the database and re-wraps every mailbox
+    key: every node sharing the database sees it (docs/keys.md)."""
 
-    master_key_file: Path = key(Path("keys/master.key"), "the master key file")
+    provider: str = key("file", "where the KEK is", one_of("file", "pkcs11"))
+    master_key_file: Path = key(Path("keys/master.key"), "the key file (provider \"file\"; with "
+                                "\"pkcs11\", if present: opens what it wrapped until 'mss keys "
+                                "rotate' moved every key under the token's KEK)")
+    pkcs11_module: Path = key(Path("/usr/lib/softhsm/libsofthsm2.so"),
+                              "the PKCS#11 library of the HSM (provider \"pkcs11\")")
+    token_label: str = key("mss", "the token holding the KEK")
+    key_label: str = key("mss-kek", "the KEK's label in the token")
+    pin_file: Path | None = key(None, "the token's user PIN (mode 0600), or pin_env; never "
+                                "logged, never in this file", example="keys/hsm.pin")
+    pin_env: str | None = key(None, "environment variable holding the PIN",
+                              example="MSS_HSM_PIN")
 
 
 @dataclass(frozen=True)

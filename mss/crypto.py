@@ -3,11 +3,16 @@
     message  --AES-256-GCM(data key, AD = kind|owner|message id)-->  body_blob
     data key --AES-256-GCM(mailbox key, AD = key|owner|message id)--> key_blob
     mailbox key --AES-256-GCM(master key vN, AD = mailbox key id)-->  keyring row
+    master key vN --provider.wrap(KEK, AD = version)-->                 master_keys row
+
+The key-encryption key (KEK) never leaves its provider: a key file (:class:`FileKeyProvider`,
+the default) or a non-extractable AES key in a PKCS#11 token (mss/pkcs11.py). Nodes that
+share a database and a KEK share every master version (docs/keys.md).
 
 Each message has its own random 256-bit data key and 96-bit nonce. The associated data
 binds a blob to its owner and its message id, so a blob copied to another row or mailbox
 fails to open. Rotating the master key re-wraps mailbox keys only; deleting a mailbox key
-destroys its mail (crypto-shredding).
+destroys its mail (crypto-shredding, :meth:`Keyring.destroy`).
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from mss import db
+from mss.locks import xact_lock
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -39,7 +46,8 @@ class KeyringError(Exception):
 
 
 class MasterKeyError(KeyringError):
-    """The master key file is missing, unreadable, too open, or does not match the DB."""
+    """The key file or token is missing, unreadable or too open, or its KEK cannot unwrap a
+    master version the database uses (one line: start-up stops on it)."""
 
 
 class TamperedError(Exception):
@@ -81,14 +89,41 @@ def _open(key: AESGCM, blob: bytes, ad: bytes) -> bytes:
         raise TamperedError("ciphertext failed authentication") from None
 
 
-# --------------------------------------------------------------------------- master keys
+# --------------------------------------------------------------------------- providers
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps key material with a key-encryption key that never leaves it."""
+
+    @property
+    def kek_id(self) -> str:
+        """Which KEK :meth:`wrap` uses now (stored beside what it wrapped)."""
+
+    def describe(self) -> str:
+        """The KEK's holder for a one-line error ("key file PATH", "PKCS#11 token T")."""
+
+    def wrap(self, key: bytes, ad: bytes) -> bytes:
+        """*key* encrypted and authenticated under the KEK, bound to *ad*."""
+
+    def unwrap(self, blob: bytes, ad: bytes) -> bytes:
+        """The inverse of :meth:`wrap`; :class:`MasterKeyError` when it does not open."""
+
+    def legacy_key(self, version: int) -> bytes:
+        """Master key *version* of a database made before providers (a key file line)."""
+
+    def close(self) -> None:
+        """Release the provider (a token session)."""
+
+
+_FILE_BLOB = b"F"  # file provider blob: b"F" | file version (4 bytes) | nonce | AES-GCM
+
 
 class FileKeyProvider:
-    """Master keys from a 0600 text file, one ``version:base64`` line per version.
+    """KEKs from a 0600 text file, one ``version:base64`` line per version.
 
-    The newest version encrypts; older ones stay to unwrap what they wrapped until
-    ``mss keys rotate`` has re-wrapped it. An HSM or KMS provider implements the same
-    three methods.
+    The newest version wraps; older ones unwrap what they wrapped (the blob names its
+    version). In a database made before providers, these lines were the master keys
+    themselves (:meth:`legacy_key`). Every node sharing the database gets a copy of the
+    same file.
     """
 
     def __init__(self, path: Path) -> None:
@@ -144,15 +179,48 @@ class FileKeyProvider:
         with self._lock:
             key = self._keys.get(version)
         if key is None:
-            self.reload()  # another process (mss keys rotate) may have added it
+            self.reload()  # the operator may have added a line (add_version)
             with self._lock:
                 key = self._keys.get(version)
         if key is None:
             raise MasterKeyError(f"master key version {version} is not in {self.path}")
         return key
 
+    @property
+    def kek_id(self) -> str:
+        version = self.current_version()
+        digest = hashlib.sha256(b"mss:kek-id:v1" + self.key(version)).hexdigest()[:12]
+        return f"file:{version}:{digest}"
+
+    def describe(self) -> str:
+        return f"master key file {self.path}"
+
+    def wrap(self, key: bytes, ad: bytes) -> bytes:
+        version = self.current_version()
+        return (_FILE_BLOB + version.to_bytes(4, "big")
+                + _seal(AESGCM(self.key(version)), key, ad))
+
+    def unwrap(self, blob: bytes, ad: bytes) -> bytes:
+        if blob[:1] != _FILE_BLOB or len(blob) < 5:
+            raise MasterKeyError("a master key in the database was not wrapped by a key "
+                                 "file: configure its provider ([keys] provider)")
+        version = int.from_bytes(blob[1:5], "big")
+        try:
+            return _open(AESGCM(self.key(version)), blob[5:], ad)
+        except TamperedError:
+            raise MasterKeyError(f"master key file {self.path} does not match this database "
+                                 f"(its version {version} does not unwrap): wrong key file?"
+                                 ) from None
+
+    def legacy_key(self, version: int) -> bytes:
+        return self.key(version)
+
+    def close(self) -> None:
+        pass
+
     def add_version(self) -> int:
-        """Append a fresh random key as a new version (file rewritten atomically)."""
+        """Append a fresh random KEK as a new version (file rewritten atomically): new
+        master versions are wrapped by it; copy the file to every node first."""
         with self._lock:
             keys = self._read()
             version = max(keys) + 1
@@ -188,70 +256,124 @@ def check_value(master_key: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- keyring
 
+def master_ad(version: int) -> bytes:
+    """The associated data of master key *version* wrapped by a provider's KEK."""
+    return b"mss:master:v1|%d" % version
+
+
+def _keyring_ad(key_id: str) -> bytes:
+    return b"mss:keyring:v1|" + key_id.encode()
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     current_version: int
-    file_versions: list[int]
+    kek_id: str  # the provider's key-encryption key
+    versions: dict[int, str]  # master version -> what wraps it (a KEK id, or "key file")
     wrapped_by_version: dict[int, int]  # master version -> number of keys it wraps
 
 
 class Keyring:
-    """Mailbox keys, unwrapped on first use and cached in memory (never written out)."""
+    """Master key versions and mailbox keys, unwrapped on first use and cached in memory
+    (never written out in clear).
 
-    def __init__(self, engine: Engine, provider: FileKeyProvider) -> None:
+    The master versions live in the database (``master_keys.wrapped``), wrapped by the
+    provider's KEK, so every node sharing the database and the KEK sees a rotation made
+    on another: a version it does not know yet is read and unwrapped on first use. A
+    database made before providers holds versions whose key is a key file line
+    (``wrapped`` NULL); the file provider still opens them and ``mss keys rotate`` moves
+    every key to a database-held version. Shredding deletes a key and records a
+    tombstone (``key_shreds``); :meth:`poll`, a listener of the process's change watcher,
+    drops the keys other nodes shredded from this process's cache.
+    """
+
+    def __init__(self, engine: Engine, provider: KeyProvider) -> None:
         self.engine = engine
         self.provider = provider
         self._cache: dict[str, AESGCM] = {}
         self._lookup: dict[str, bytes] = {}  # keyed lookups (mss/mailstore/names.py)
+        self._masters: dict[int, AESGCM] = {}
+        self._shred_seq: int | None = None  # last tombstone seen by poll()
+        self._shredded: set[str] = set()
         self._lock = threading.Lock()
+
+    # ---- master versions
+    def _master(self, version: int, conn: Connection) -> AESGCM:
+        with self._lock:
+            cached = self._masters.get(version)
+        if cached is not None:
+            return cached
+        row = conn.execute(select(db.master_keys).where(db.master_keys.c.version == version)
+                           ).first()
+        if row is None:
+            raise MasterKeyError(f"master key version {version} is not in the database")
+        if row.wrapped is None:  # a database made before key providers: a key file line
+            raw = self.provider.legacy_key(version)
+        else:
+            raw = self.provider.unwrap(row.wrapped, master_ad(version))
+        if not hmac.compare_digest(check_value(raw), row.check_value):
+            raise MasterKeyError(
+                f"{self.provider.describe()} does not match this database "
+                f"(version {version} check failed): wrong key file or token?")
+        key = AESGCM(raw)
+        with self._lock:
+            self._masters[version] = key
+        return key
+
+    def current_version(self, conn: Connection) -> int | None:
+        return conn.execute(select(func.max(db.master_keys.c.version))).scalar()
+
+    def _new_master(self, conn: Connection, version: int) -> AESGCM:
+        raw = os.urandom(KEY_BYTES)
+        conn.execute(insert(db.master_keys).values(
+            version=version, check_value=check_value(raw), created_at=time.time(),
+            wrapped=self.provider.wrap(raw, master_ad(version)), kek=self.provider.kek_id,
+        ))
+        key = AESGCM(raw)
+        with self._lock:
+            self._masters[version] = key
+        return key
 
     # ---- start-up check
     def verify_master(self, conn: Connection) -> None:
-        """Stop with a clear message when the key file does not match the database."""
-        rows = conn.execute(select(db.master_keys.c.version, db.master_keys.c.check_value))
-        for version, expected in rows:
-            try:
-                key = self.provider.key(version)
-            except MasterKeyError:
-                raise MasterKeyError(
-                    f"master key version {version} used by the database is missing from "
-                    f"{self.provider.path}"
-                ) from None
-            if not hmac.compare_digest(check_value(key), expected):
-                raise MasterKeyError(
-                    f"master key file {self.provider.path} does not match this database "
-                    f"(version {version} check failed): wrong key file?"
-                )
+        """Stop with one line when the provider cannot unwrap a master version in use
+        (one wrapping a key, or the current one)."""
+        in_use = {v for (v,) in conn.execute(select(db.keyring.c.master_version).distinct())}
+        current = self.current_version(conn)
+        if current is not None:
+            in_use.add(current)
+        for version in sorted(in_use):
+            self._master(version, conn)
+        if self._shred_seq is None:  # tombstones older than this process: nothing cached
+            self._shred_seq = conn.execute(select(func.max(db.key_shreds.c.seq))).scalar() or 0
 
     def register_current_master(self, conn: Connection) -> int:
-        version = self.provider.current_version()
-        known = conn.execute(
-            select(db.master_keys.c.version).where(db.master_keys.c.version == version)
-        ).first()
-        if known is None:
-            conn.execute(insert(db.master_keys).values(
-                version=version, check_value=check_value(self.provider.key(version)),
-                created_at=time.time(),
-            ))
+        """The master version new keys are wrapped by (version 1 made on a new database)."""
+        version = self.current_version(conn)
+        if version is None:
+            version = 1
+            self._new_master(conn, version)
         return version
 
     # ---- mailbox keys
     def create_key(self, conn: Connection, key_id: str) -> None:
         version = self.register_current_master(conn)
         raw = AESGCM.generate_key(bit_length=256)
-        master = AESGCM(self.provider.key(version))
         conn.execute(insert(db.keyring).values(
             key_id=key_id, master_version=version,
-            wrapped=_seal(master, raw, b"mss:keyring:v1|" + key_id.encode()),
+            wrapped=_seal(self._master(version, conn), raw, _keyring_ad(key_id)),
             created_at=time.time(),
         ))
+        with self._lock:
+            self._shredded.discard(key_id)  # the queue key made again by a restore, say
         self._remember(key_id, raw)
 
     def _remember(self, key_id: str, raw: bytes) -> AESGCM:
         key = AESGCM(raw)
         with self._lock:
-            self._cache[key_id] = key
-            self._lookup[key_id] = hmac.new(raw, LOOKUP_KEY_INFO, hashlib.sha256).digest()
+            if key_id not in self._shredded:  # read before a shred seen since: not kept
+                self._cache[key_id] = key
+                self._lookup[key_id] = hmac.new(raw, LOOKUP_KEY_INFO, hashlib.sha256).digest()
         return key
 
     def lookup_key(self, key_id: str, conn: Connection | None = None) -> bytes:
@@ -259,61 +381,93 @@ class Keyring:
         values, e.g. folder names), never used to encrypt."""
         with self._lock:
             derived = self._lookup.get(key_id)
-        if derived is None:
-            self.key(key_id, conn)
-            with self._lock:
-                derived = self._lookup[key_id]
-        return derived
+        if derived is not None:
+            return derived
+        raw = self._unwrap_key(key_id, conn)
+        self._remember(key_id, raw)
+        return hmac.new(raw, LOOKUP_KEY_INFO, hashlib.sha256).digest()
 
     def key(self, key_id: str, conn: Connection | None = None) -> AESGCM:
         with self._lock:
             cached = self._cache.get(key_id)
         if cached is not None:
             return cached
-        query = select(db.keyring.c.master_version, db.keyring.c.wrapped).where(
-            db.keyring.c.key_id == key_id
-        )
-        if conn is not None:
-            row = conn.execute(query).first()
-        else:
+        return self._remember(key_id, self._unwrap_key(key_id, conn))
+
+    def _unwrap_key(self, key_id: str, conn: Connection | None) -> bytes:
+        if conn is None:
             with self.engine.connect() as own:
-                row = own.execute(query).first()
+                return self._unwrap_key(key_id, own)
+        row = conn.execute(select(db.keyring.c.master_version, db.keyring.c.wrapped)
+                           .where(db.keyring.c.key_id == key_id)).first()
         if row is None:
             raise KeyringError(f"no key {key_id!r} in the keyring")
-        master = AESGCM(self.provider.key(row.master_version))
+        master = self._master(row.master_version, conn)
         try:
-            raw = _open(master, row.wrapped, b"mss:keyring:v1|" + key_id.encode())
+            return _open(master, row.wrapped, _keyring_ad(key_id))
         except TamperedError:
             raise TamperedError(f"wrapped key {key_id!r} failed authentication") from None
-        return self._remember(key_id, raw)
 
     def rotate(self, conn: Connection) -> tuple[int, int]:
-        """New master version; re-wrap every key under it. Returns (version, keys)."""
+        """New master version in the database, wrapped by the provider's KEK; re-wrap every
+        key under it (messages untouched). Returns (version, keys)."""
+        xact_lock(conn, "keys")  # one rotation or shred at a time across nodes
         rows = conn.execute(
             select(db.keyring.c.key_id, db.keyring.c.master_version, db.keyring.c.wrapped)
         ).all()
-        # unwrap everything first: a wrong old key must fail before the file changes
-        raws = {}
-        for key_id, version, wrapped in rows:
-            master = AESGCM(self.provider.key(version))
-            raws[key_id] = _open(master, wrapped, b"mss:keyring:v1|" + key_id.encode())
-        new_version = self.provider.add_version()
-        self.register_current_master(conn)
-        new_master = AESGCM(self.provider.key(new_version))
+        # unwrap everything first: a key that does not open must fail before any change
+        raws = {key_id: _open(self._master(version, conn), wrapped, _keyring_ad(key_id))
+                for key_id, version, wrapped in rows}
+        new_version = (self.current_version(conn) or 0) + 1
+        new_master = self._new_master(conn, new_version)
         now = time.time()
         for key_id, raw in raws.items():
             conn.execute(update(db.keyring).where(db.keyring.c.key_id == key_id).values(
                 master_version=new_version, rewrapped_at=now,
-                wrapped=_seal(new_master, raw, b"mss:keyring:v1|" + key_id.encode()),
+                wrapped=_seal(new_master, raw, _keyring_ad(key_id)),
             ))
         return new_version, len(raws)
+
+    # ---- crypto-shredding
+    def destroy(self, conn: Connection, key_id: str) -> None:
+        """Delete the key *key_id* (what it encrypts becomes unreadable, backups aside:
+        docs/backup.md) and record a tombstone every node's :meth:`poll` sees."""
+        xact_lock(conn, "keys")
+        deleted = conn.execute(delete(db.keyring).where(db.keyring.c.key_id == key_id))
+        if deleted.rowcount == 0:
+            raise KeyringError(f"no key {key_id!r} in the keyring")
+        conn.execute(insert(db.key_shreds).values(key_id=key_id, shredded_at=time.time()))
+        self._forget([key_id])
+
+    def poll(self, conn: Connection) -> None:
+        """Change watcher listener: drop the keys shredded since the last call from this
+        process's cache. One probe of key_shreds' primary key, run when the database
+        changed (not per message read)."""
+        since = self._shred_seq or 0
+        rows = conn.execute(select(db.key_shreds.c.seq, db.key_shreds.c.key_id)
+                            .where(db.key_shreds.c.seq > since)
+                            .order_by(db.key_shreds.c.seq)).all()
+        if rows:
+            self._forget([key_id for _, key_id in rows])
+            self._shred_seq = rows[-1].seq
+        elif self._shred_seq is None:
+            self._shred_seq = 0
+
+    def _forget(self, key_ids: list[str]) -> None:
+        with self._lock:
+            for key_id in key_ids:
+                self._shredded.add(key_id)
+                self._cache.pop(key_id, None)
+                self._lookup.pop(key_id, None)
 
     def status(self, conn: Connection) -> KeyStatus:
         counts: dict[int, int] = {}
         for (version,) in conn.execute(select(db.keyring.c.master_version)):
             counts[version] = counts.get(version, 0) + 1
-        return KeyStatus(self.provider.current_version(), self.provider.versions(), counts)
-
+        versions = {v: kek or "key file" for v, kek in
+                    conn.execute(select(db.master_keys.c.version, db.master_keys.c.kek))}
+        return KeyStatus(self.current_version(conn) or 0, self.provider.kek_id, versions,
+                         counts)
 
 # --------------------------------------------------------------------------- messages
 

@@ -71,6 +71,10 @@ master_keys = Table(
     Column("version", Integer, primary_key=True),
     Column("check_value", LargeBinary, nullable=False),  # HMAC proving the right key
     Column("created_at", Float, nullable=False),
+    # the master key wrapped by the key provider's KEK (mss/crypto.py); NULL: a database
+    # made before providers, whose master key is the key file's line of this version
+    Column("wrapped", LargeBinary),
+    Column("kek", String(200)),  # the KEK that wrapped it (KeyProvider.kek_id)
 )
 
 # Mailbox keys (and the queue key) wrapped by a master key version.
@@ -81,6 +85,15 @@ keyring = Table(
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("rewrapped_at", Float),
+)
+
+# Tombstones of shredded keys (Keyring.destroy): every node's change watcher drops the keys
+# listed after the last seq it saw from its cache.
+key_shreds = Table(
+    "key_shreds", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("key_id", String(64), nullable=False),
+    Column("shredded_at", Float, nullable=False),
 )
 
 folders = Table(

@@ -93,6 +93,7 @@ def change_watch(app: App) -> tuple[ChangeWatcher, Mailstore]:
     else:
         changes, mailstore = ChangeWatcher(app.reader, cfg.change_poll), Mailstore()
     changes.add(mailstore.notifier.poll)
+    changes.add(app.keyring.poll)  # keys shredded by other nodes leave the cache
     return changes, mailstore
 
 

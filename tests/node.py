@@ -95,6 +95,19 @@ class _CliServer:
 CLI = _CliServer()
 
 
+def set_child_env(name: str, value: str) -> None:
+    """Give the mss processes tests start (serve, and the CLI server: restarted if running)
+    *name*=*value* (tests/softhsm.py: SOFTHSM2_CONF)."""
+    if CHILD_ENV.get(name) == value:
+        return
+    CHILD_ENV[name] = value
+    with CLI._lock:
+        if CLI._proc is not None and CLI._proc.poll() is None:
+            CLI._proc.kill()
+            CLI._proc.wait()
+        CLI._proc = None
+
+
 def free_port(host: str = "127.0.0.1", *also: str) -> int:
     """A TCP port free on *host* and on every address in *also* (a port two test
     operators both listen on); still a guess: Node.start re-picks on EADDRINUSE."""

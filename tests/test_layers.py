@@ -31,8 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "audit.journal",
-                 "audit.events"),
+                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.migrations.*",
+                 "mss.pkcs11", "audit.journal", "audit.events"),
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
