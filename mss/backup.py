@@ -66,6 +66,7 @@ from audit.checkpoints import verify_all
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import crypto, db
+from mss.app import key_provider
 from mss.config import Config
 
 FORMAT = 1
@@ -179,8 +180,9 @@ def _key_files(config: Config) -> list[dict[str, Any]]:
 
 
 def keyring_for(config: Config, engine: Engine) -> crypto.Keyring:
-    """The node's keyring over *engine* (as mss.app.open_app builds it)."""
-    return crypto.Keyring(engine, crypto.FileKeyProvider(config.master_key_file))
+    """The node's keyring over *engine*, with the node's configured provider (file or
+    token) as mss.app.open_app builds it."""
+    return crypto.Keyring(engine, key_provider(config))
 
 
 # --------------------------------------------------------------------------- manifest facts
@@ -218,10 +220,13 @@ def _master_keys(conn: Connection) -> list[dict[str, Any]]:
     wrapped: dict[int, int] = {
         int(v): int(n) for v, n in conn.execute(select(db.keyring.c.master_version, func.count())
                                                 .group_by(db.keyring.c.master_version))}
-    rows = conn.execute(select(db.master_keys.c.version, db.master_keys.c.check_value)
+    rows = conn.execute(select(db.master_keys.c.version, db.master_keys.c.check_value,
+                               db.master_keys.c.wrapped, db.master_keys.c.kek)
                         .order_by(db.master_keys.c.version))
-    return [{"version": v, "check_value": bytes(c).hex(), "keys": wrapped.get(v, 0)}
-            for v, c in rows]
+    # the wrapped master key is ciphertext under the KEK (file or token), never the key
+    return [{"version": v, "check_value": bytes(c).hex(), "keys": wrapped.get(v, 0),
+             "wrapped": None if w is None else bytes(w).hex(), "kek": k}
+            for v, c, w, k in rows]
 
 
 def _facts(conn: Connection) -> dict[str, Any]:
@@ -648,16 +653,22 @@ def check_keys(config: Config, manifest: Mapping[str, Any]) -> None:
     pseudonym key fingerprints."""
     engine = create_engine("sqlite://", poolclass=StaticPool)
     try:
-        db.master_keys.create(engine)
+        db.metadata.create_all(engine, tables=[db.master_keys, db.keyring, db.key_shreds])
         with engine.begin() as conn:
             for entry in manifest["master_keys"]:
+                wrapped = entry.get("wrapped")  # absent: a version held in the key file
                 conn.execute(insert(db.master_keys).values(
                     version=entry["version"], check_value=bytes.fromhex(entry["check_value"]),
-                    created_at=0.0))
+                    created_at=0.0, kek=entry.get("kek"),
+                    wrapped=None if wrapped is None else bytes.fromhex(wrapped)))
+            keyring = keyring_for(config, engine)
             try:
-                keyring_for(config, engine).verify_master(conn)
+                for entry in manifest["master_keys"]:  # every version, in use or not
+                    keyring.check_master(entry["version"], conn)
             except crypto.KeyringError as exc:
                 raise BackupError(f"keys do not match the backup: {exc}") from None
+            finally:
+                keyring.provider.close()
     finally:
         engine.dispose()
     wanted = {f["config"]: f for f in manifest["key_files"]}
@@ -745,11 +756,15 @@ def _check_restored(config: Config, engine: Engine, where: str,
                     manifest: Mapping[str, Any]) -> Restored:
     """The audit chain up to the manifest's head; every message and queued copy decrypts."""
     keyring = keyring_for(config, engine)
-    with engine.connect() as conn:
-        chain = _chain_summary(conn, manifest, _signing_key(config.audit.signing_key_file))
-        messages = _open_all(conn, db.messages, lambda row: crypto.mailbox_key_id(
-            row.mailbox_id), keyring)
-        queued = _open_all(conn, db.outbound_queue, lambda row: crypto.QUEUE_KEY_ID, keyring)
+    try:
+        with engine.connect() as conn:
+            chain = _chain_summary(conn, manifest, _signing_key(config.audit.signing_key_file))
+            messages = _open_all(conn, db.messages, lambda row: crypto.mailbox_key_id(
+                row.mailbox_id), keyring)
+            queued = _open_all(conn, db.outbound_queue, lambda row: crypto.QUEUE_KEY_ID,
+                               keyring)
+    finally:
+        keyring.provider.close()
     if messages != manifest["counts"]["messages"]:
         raise BackupError(f"{messages} messages restored, the manifest says "
                           f"{manifest['counts']['messages']}")

@@ -347,6 +347,11 @@ class Keyring:
         if self._shred_seq is None:  # tombstones older than this process: nothing cached
             self._shred_seq = conn.execute(select(func.max(db.key_shreds.c.seq))).scalar() or 0
 
+    def check_master(self, version: int, conn: Connection) -> None:
+        """MasterKeyError unless the provider unwraps master *version* of *conn*'s database
+        to the key its check value names."""
+        self._master(version, conn)
+
     def register_current_master(self, conn: Connection) -> int:
         """The master version new keys are wrapped by (version 1 made on a new database)."""
         version = self.current_version(conn)
