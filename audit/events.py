@@ -66,6 +66,7 @@ class Event(StrEnum):
     ADMIN_RELAY_REMOVE = "admin.relay.remove"
     ADMIN_QUEUE_RETRY = "admin.queue.retry"
     ADMIN_QUEUE_PURGE = "admin.queue.purge"
+    ADMIN_DB_UPGRADE = "admin.db.upgrade"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -249,6 +250,9 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "an operator made queued rows due now or re-queued bounced/expired ones"),
     EventKind(Event.ADMIN_QUEUE_PURGE, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
+    EventKind(Event.ADMIN_DB_UPGRADE, SECURITY_ALERT, dcm("110131", "Software Configuration"),
+              "E", "the database schema was upgraded (mss db upgrade: revisions from and to "
+              "in detail)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

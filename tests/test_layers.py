@@ -31,7 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "audit.journal", "audit.events"),
+                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.schema", "mss.migrations.*",
+                 "audit.journal", "audit.events"),
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -50,7 +51,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "proxy.outbound": ("proxy.outbound.*",),
     },
     "roots": {  # the only modules that know every package
-        "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "audit.cli",
+        "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
+                  "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
                   "proxy.outbound.cli"),
     },
