@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     insert,
     inspect,
+    make_url,
     select,
     text,
 )
@@ -167,6 +168,19 @@ def test_fresh_node_is_at_head_and_status_says_so(fresh_node: Node) -> None:
     assert out[0].startswith("database: ") and "mss.db" in out[0] or "postgresql" in out[0]
     upgrade = fresh_node.cli("db", "upgrade").stdout
     assert upgrade.strip() == f"database schema already at {schema.HEAD}"
+
+
+def test_multi_host_url_reaches_the_host_that_answers(tmp_path: Path) -> None:
+    """The two-site URL of docs/database.md: libpq skips a first host that is down."""
+    from tests.postgres import HOST, free_port
+
+    node = make_node(tmp_path, backend="postgresql")
+    url = make_url(nodes._database_of(node.config))
+    two_sites = (f"postgresql+psycopg://{url.username}@/{url.database}?host={HOST}:{free_port()}"
+                 f"&host={HOST}:{url.port}&target_session_attrs=read-write&connect_timeout=5")
+    node.config.write_text(node.config.read_text().replace(str(url), two_sites))
+    out = node.cli("db", "status").stdout
+    assert out.endswith("up to date\n") and "target_session_attrs=read-write" in out
 
 
 # --------------------------------------------------------------------------- a newer mss
