@@ -131,8 +131,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     if force:
         for name in ("mss.db", "mss.db-wal", "mss.db-shm"):
             (data_dir / name).unlink(missing_ok=True)
-        if not url.startswith("sqlite"):
-            drop_mss_tables(url)
+        drop_mss_tables(url)  # PostgreSQL, or a SQLite file outside the data dir
         shutil.rmtree(data_dir / "keys", ignore_errors=True)
         shutil.rmtree(data_dir / "pki", ignore_errors=True)
     config_path = data_dir / DEFAULT_CONFIG_NAME

@@ -118,13 +118,17 @@ def require_empty_database(url: str) -> None:
 
 def drop_mss_tables(url: str) -> None:
     """Drop the tables of mss's schema and ``alembic_version`` (``mss init --force``);
-    any other table of the database stays."""
+    any other table of the database stays. Nothing to do for a SQLite file that is gone."""
+    from pathlib import Path
+
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     from mss import db, schema
     from mss.locks import xact_lock
 
+    if url.startswith("sqlite:///") and not Path(db.database_name(url)).exists():
+        return
     engine = db.make_engine(url)
     try:
         with engine.begin() as conn:
