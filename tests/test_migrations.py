@@ -378,3 +378,23 @@ def test_serve_on_an_uninitialised_postgresql_database_names_mss_init(tmp_path: 
     engine.dispose()
     keyless = one_line_error(node.cli("serve", check=False))
     assert keyless.endswith("holds no node keys: run mss init")
+
+
+def test_force_drops_only_the_tables_of_mss(backend: str, tmp_path: Path) -> None:
+    """What ``mss init --force`` does to a database wherever it lives (PostgreSQL, or a
+    SQLite file outside the data dir): mss's tables and alembic_version go, others stay."""
+    from mss.cli_support import CliError
+    from mss.db_cli import drop_mss_tables, require_empty_database
+
+    url = new_database(backend, tmp_path)
+    require_empty_database(url)
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE other_app (x integer)"))
+    with pytest.raises(CliError, match=r"is not empty \(\d+ tables\); use --force"):
+        require_empty_database(url)
+    drop_mss_tables(url)
+    with engine.connect() as conn:
+        assert schema.tables(conn) == ["other_app"]
+    engine.dispose()
