@@ -70,8 +70,9 @@ def upgrade(ctx: typer.Context) -> None:
     from mss.db import unusable
 
     def audited(conn: Connection, before: str | None, after: str) -> None:
-        append(conn, [AuditRecord(Event.ADMIN_DB_UPGRADE, actor=actor(),
-                                  detail={"from": before or "none", "to": after})])
+        if before != after:  # a no-op (already at the head) changes nothing to record
+            append(conn, [AuditRecord(Event.ADMIN_DB_UPGRADE, actor=actor(),
+                                      detail={"from": before or "none", "to": after})])
 
     engine = _engine(ctx)
     try:

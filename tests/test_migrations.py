@@ -169,6 +169,7 @@ def test_fresh_node_is_at_head_and_status_says_so(fresh_node: Node) -> None:
     assert out[0] == f"database: {url.render_as_string(hide_password=True)}"
     upgrade = fresh_node.cli("db", "upgrade").stdout
     assert upgrade.strip() == f"database schema already at {schema.HEAD}"
+    assert fresh_node.audit("--event", "admin.db.upgrade") == []  # nothing changed
 
 
 def test_multi_host_url_reaches_the_host_that_answers(tmp_path: Path) -> None:
