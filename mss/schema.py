@@ -89,13 +89,14 @@ def describe(revision: str) -> str:
 
 
 def known_revisions() -> set[str]:
-    """Every revision of mss/migrations/versions (imports Alembic: mismatches only)."""
-    return {script.revision for script in _scripts().walk_revisions()}
+    """The revisions this mss upgrades from: HEAD and its ancestors (imports Alembic:
+    mismatches only)."""
+    return {script.revision for script in _scripts().iterate_revisions(HEAD, "base")}
 
 
 def upgrade(engine: Engine, *, then: Callable[[Connection, str | None, str], None] | None = None
             ) -> tuple[str | None, str]:
-    """Bring the database to the head revision; (revision before, revision after).
+    """Bring the database to :data:`HEAD`; (revision before, revision after).
     *then(conn, before, after)* runs in the same transaction (the audit record of
     ``mss db upgrade``: committed with the change or not at all).
 
@@ -118,7 +119,7 @@ def upgrade(engine: Engine, *, then: Callable[[Connection, str | None, str], Non
                         raise SchemaMismatch(describe(before))
                     config = _config()
                     config.attributes["connection"] = conn
-                    command.upgrade(config, "head")
+                    command.upgrade(config, HEAD)
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
                     if broken is not None:
