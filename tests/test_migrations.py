@@ -373,6 +373,10 @@ def test_serve_on_an_uninitialised_postgresql_database_names_mss_init(tmp_path: 
     empty = one_line_error(node.cli("serve", check=False))
     assert empty.endswith("holds no mss schema: run mss init") and "bare" in empty
     assert "run mss init" in one_line_error(node.cli("db", "upgrade", check=False))
+    status = node.cli("db", "status", check=False)
+    assert status.returncode == 1
+    assert status.stdout.splitlines()[1:] == [
+        "current:  none", f"head:     {schema.HEAD}", "no mss schema: run mss init"]
 
     engine = db.make_engine(url)
     db.create_schema(engine)  # tables, but no master key, no queue key
