@@ -61,6 +61,7 @@ run: $(VENV)/.installed
 	  else echo "no national whitelist found under $(WHITELIST_DIR): remote domains refused"; fi; \
 	  echo; echo "demo mailbox: $(DEMO_MAILBOX)   password: $$pw   (shown once)"; echo; \
 	fi
+	$(MSS) --config $(DATA)/mss.toml db upgrade  # the demo node: its schema follows the code
 	exec $(MSS) --config $(DATA)/mss.toml serve
 
 test: install-test

@@ -70,6 +70,7 @@ class Event(StrEnum):
     ADMIN_QUEUE_PURGE = "admin.queue.purge"
     ADMIN_BACKUP_CREATE = "admin.backup.create"
     ADMIN_BACKUP_RESTORE = "admin.backup.restore"
+    ADMIN_DB_UPGRADE = "admin.db.upgrade"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -266,6 +267,9 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_BACKUP_RESTORE, IMPORT, own("MSS-RESTORE", "Backup restored"), "C",
               "mss backup restore put a verified backup into this node's empty database "
               "(the backup's time, audit head and counts in detail)"),
+    EventKind(Event.ADMIN_DB_UPGRADE, SECURITY_ALERT, dcm("110131", "Software Configuration"),
+              "E", "the database schema was upgraded (mss db upgrade: revisions from and to "
+              "in detail)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from audit.journal import AuditRecord, append
-from mss import crypto
+from mss import crypto, db
 from mss.config import Config, load_config
 from mss.db import create_schema, make_engine, unusable
 from mss.mailstore import names as folder_names
+from mss.schema import NotInitialised, require_current, where
 
 if TYPE_CHECKING:
     from mss.pkcs11 import TokenConfig
@@ -62,17 +63,25 @@ def token_config(config: Config) -> TokenConfig:
                        cfg.pin_env)
 
 
-def open_app(config_path: Path | str) -> App:
-    """Raises ConfigError, MasterKeyError or DatabaseUnusable (one line each)."""
+def open_app(config_path: Path | str, *, init: bool = False) -> App:
+    """Raises ConfigError, MasterKeyError, DatabaseUnusable or SchemaMismatch (one line
+    each). The database must be at this code's schema and initialised (a queue key:
+    ``mss init``); *init* (``mss init`` only) brings its schema to the head instead and
+    asks for no key (init creates them)."""
     config = load_config(config_path)
     provider = key_provider(config)
     engine = make_engine(config.database_url)
     reader = make_engine(config.database_url, writer=False)
     try:
-        create_schema(engine)
+        if init:
+            create_schema(engine)
+        else:
+            require_current(reader)
         keyring = crypto.Keyring(reader, provider)
         with reader.connect() as conn:
             keyring.verify_master(conn)
+            if not init:
+                _require_initialised(conn, reader)
         folder_names.migrate(engine, keyring)  # names written in clear by older versions
     except BaseException as exc:
         engine.dispose()
@@ -82,3 +91,12 @@ def open_app(config_path: Path | str) -> App:
             raise unusable(config.database_url, exc) from None
         raise  # MasterKeyError: a version in use that the provider cannot unwrap
     return App(config, engine, reader, keyring)
+
+
+def _require_initialised(conn: Connection, reader: Engine) -> None:
+    """A database whose schema was made but never initialised holds no queue key: mail
+    would be accepted, then answered 451 ("no key 'queue' in the keyring")."""
+    found = conn.execute(select(db.keyring.c.key_id)
+                         .where(db.keyring.c.key_id == crypto.QUEUE_KEY_ID)).first()
+    if found is None:
+        raise NotInitialised(f"database {where(reader)} holds no node keys: run mss init")

@@ -65,7 +65,7 @@ import mss
 from audit.checkpoints import verify_all
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
-from mss import crypto, db
+from mss import crypto, db, schema
 from mss.app import key_provider
 from mss.config import Config
 
@@ -188,11 +188,7 @@ def keyring_for(config: Config, engine: Engine) -> crypto.Keyring:
 # --------------------------------------------------------------------------- manifest facts
 
 def _schema_version(conn: Connection) -> str | None:
-    # the Alembic revision (mss.schema.current once migrations are in): its own table
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    return None if value is None else str(value)
+    return schema.current(conn)  # the Alembic revision
 
 
 def _count(conn: Connection, table: Any) -> int:

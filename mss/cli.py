@@ -47,6 +47,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "queue": ("proxy.outbound.cli", "queue_app"),
     "relay": ("trustspace.relay_cli", "relay_app"),
     "backup": ("mss.backup_cli", "backup_app"),
+    "db": ("mss.db_cli", "db_app"),
 })
 
 
@@ -94,21 +95,25 @@ def _global(ctx: typer.Context,
 @app.command()
 def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to create.")],
          domain: Annotated[str, typer.Option("--domain", help="First hosted domain.")],
-         force: Annotated[bool, typer.Option("--force",
-                                             help="Overwrite existing keys (destroys mail).")]
+         force: Annotated[bool, typer.Option(
+             "--force", help="Overwrite existing keys and drop mss's tables from the "
+             "database (destroys mail).")]
          = False,
          database_url: Annotated[str, typer.Option(
              "--database-url", help="SQLAlchemy URL of the database (default: SQLite in the "
              "data dir; postgresql+psycopg://user@host/db for PostgreSQL).")]
          = "sqlite:///mss.db") -> None:
-    """Create a data dir: config, SQLite DB, master key, development PKI, hosted domain."""
+    """Create a data dir: config, master key, development PKI; the database (SQLite in the
+    data dir, or --database-url, which must be empty) at the schema's head revision, with
+    the queue key and the hosted domain."""
     from audit.checkpoints import signing_key
     from audit.journal import AuditRecord, append
     from audit.patient import pseudonym_key
     from mss import crypto
     from mss.addresses import normalize_domain
     from mss.app import open_app
-    from mss.config import DEFAULT_CONFIG_NAME, render_default_config
+    from mss.config import DEFAULT_CONFIG_NAME, render_default_config, resolve_database_url
+    from mss.db_cli import drop_mss_tables, require_empty_database
     from mss.mailstore import domains
     from trustspace.pki import generate_dev_pki
 
@@ -120,11 +125,15 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     if key_file.exists() and not force:
         fail(f"{data_dir} already holds keys ({key_file}); use --force to replace them "
              "(mail stored with them becomes unreadable)")
+    url = resolve_database_url(database_url, data_dir)
+    if not force:
+        require_empty_database(url)  # before anything is written
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)  # an existing 0755 directory too: keys, mail and logs are inside
     if force:
         for name in ("mss.db", "mss.db-wal", "mss.db-shm"):
             (data_dir / name).unlink(missing_ok=True)
+        drop_mss_tables(url)  # PostgreSQL, or a SQLite file outside the data dir
         shutil.rmtree(data_dir / "keys", ignore_errors=True)
         shutil.rmtree(data_dir / "pki", ignore_errors=True)
     config_path = data_dir / DEFAULT_CONFIG_NAME
@@ -133,7 +142,7 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
     signing_key(data_dir / "keys" / "audit-signing.key")  # audit checkpoints (Ed25519)
     pseudonym_key(data_dir / "keys" / "pseudonym.key")  # patient pseudonyms in the trail
-    node_app = open_app(config_path)
+    node_app = open_app(config_path, init=True)  # the schema made at its head revision
     try:
         with node_app.engine.begin() as conn:
             node_app.keyring.register_current_master(conn)

@@ -98,10 +98,11 @@ def handled() -> tuple[type[Exception], ...]:
     from mss.crypto import KeyringError, TamperedError
     from mss.db import DatabaseUnusable
     from mss.mailstore.errors import StoreError
+    from mss.schema import SchemaMismatch
     from trustspace.relays import RelayError
 
     return (CliError, ConfigError, KeyringError, TamperedError, StoreError, RelayError,
-            DatabaseUnusable, OSError, AddressError)
+            DatabaseUnusable, OSError, AddressError, SchemaMismatch)
 
 
 def report(exc: BaseException) -> NoReturn:

@@ -660,10 +660,14 @@ class Config:
     @property
     def database_url(self) -> str:
         """database.url, a relative SQLite path resolved against server.data_dir."""
-        db = self.database.url
-        if db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
-            return "sqlite:///" + str(self.data_dir / db[len("sqlite:///"):])
-        return db
+        return resolve_database_url(self.database.url, self.data_dir)
+
+
+def resolve_database_url(url: str, data_dir: Path) -> str:
+    """*url*, a relative SQLite path resolved against *data_dir* (``sqlite:///mss.db``)."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(data_dir / url[len("sqlite:///"):])
+    return url
 
 
 # ----------------------------------------------------------------------------- reading

@@ -27,7 +27,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
     make_url,
 )
 from sqlalchemy.exc import DBAPIError
@@ -114,7 +113,7 @@ folders = Table(
     # set when the folder was deleted while subscribed: the row only keeps the subscription
     # (RFC 3501 §6.3.6: DELETE does not unsubscribe); NULL for a live folder
     Column("deleted_at", Float),
-    Column("name_sealed", LargeBinary),  # added by add_missing_columns on older databases
+    Column("name_sealed", LargeBinary),
     UniqueConstraint("mailbox_id", "name"),
 )
 
@@ -350,24 +349,12 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
-    add_missing_columns(engine)
+    """Bring the database to this code's schema: the Alembic revisions of mss/migrations
+    it lacks (all of them on a new database; docs/database.md). Tables are added to
+    ``metadata`` above AND by a revision, never by ``create_all``."""
+    from mss.schema import upgrade
 
-
-def add_missing_columns(engine: Engine) -> None:
-    """Additive upgrade of an existing database: ``ALTER TABLE ... ADD COLUMN`` for every
-    nullable column the schema has and the table lacks (create_all never alters a table)."""
-    with engine.begin() as conn:
-        existing = inspect(conn)
-        for table in metadata.sorted_tables:
-            if not existing.has_table(table.name):
-                continue
-            present = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.exec_driver_sql(
-                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+    upgrade(engine)
 
 
 class DatabaseUnusable(Exception):

@@ -318,13 +318,15 @@ def test_plaintext_folder_names_of_an_older_database_are_sealed_at_start(tmp_pat
                                                                          ) -> None:
     node = make_node(tmp_path)
     db = sqlite3.connect(node.data_dir / "mss.db")
-    with db:  # the schema before names were sealed, with a folder named in clear
-        db.execute("ALTER TABLE folders DROP COLUMN name_sealed")
+    with db:  # the schema before names were sealed (and before migrations), with a folder
+        db.execute("ALTER TABLE folders DROP COLUMN name_sealed")  # named in clear
+        db.execute("DROP TABLE alembic_version")
         db.execute("INSERT INTO folders (mailbox_id, name, uidvalidity, uidnext, "
                    "highestmodseq, subscribed) SELECT id, 'Dupont Ancien', 1, 1, 1, 1 "
                    "FROM mailboxes WHERE address = ?", (BOB,))
     db.close()
     assert b"Dupont Ancien" in _raw_database(node)
+    node.cli("db", "upgrade")  # serve refuses a schema older than its own
     node.start()
     try:
         m = imaps(node)

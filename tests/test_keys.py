@@ -358,7 +358,7 @@ def test_master_versions_are_cached_per_process(tmp_path: Path) -> None:
 
 
 def test_migration_adds_and_removes_the_keys_schema(tmp_path: Path, backend: str) -> None:
-    """mss/migrations/versions/keys.py run by Alembic's operations on a master_keys table
+    """mss/migrations/versions/0002_keys.py run by Alembic's operations on a master_keys table
     of main's schema (a row in it): up, down, up again, on this backend."""
     import importlib.util
 
@@ -367,11 +367,11 @@ def test_migration_adds_and_removes_the_keys_schema(tmp_path: Path, backend: str
     from alembic.operations import Operations
 
     spec = importlib.util.spec_from_file_location(
-        "keys_revision", Path(__file__).parents[1] / "mss/migrations/versions/keys.py")
+        "keys_revision", Path(__file__).parents[1] / "mss/migrations/versions/0002_keys.py")
     assert spec is not None and spec.loader is not None
     revision = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(revision)
-    assert (revision.revision, revision.down_revision) == ("keys", "0001")
+    assert (revision.revision, revision.down_revision) == ("0002", "0001")
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:

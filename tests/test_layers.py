@@ -31,8 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.migrations.*",
-                 "mss.pkcs11", "audit.journal", "audit.events"),
+                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.schema",
+                 "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events"),
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -53,7 +53,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "proxy.outbound": ("proxy.outbound.*",),
     },
     "roots": {  # the only modules that know every package
-        "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "audit.cli",
+        "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
+                  "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
                   "proxy.outbound.cli", "mss.backup_cli"),
     },

@@ -5,7 +5,7 @@ keys (``key_shreds``) that every node's change watcher reads (mss/crypto.py).
 Both columns are nullable: a row of an older database (NULL) is a master key held as a key
 file line, which the file provider still opens (docs/keys.md "Upgrading").
 
-Revision ID: keys
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-02
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "keys"
+revision = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | None = None
 depends_on: str | None = None

@@ -1,0 +1,1 @@
+"""The revisions, one linear chain from 0001 (tests/test_migrations.py checks one head)."""
