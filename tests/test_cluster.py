@@ -1,0 +1,285 @@
+"""Several nodes on one PostgreSQL database, correct by construction (issue 14, point 2).
+
+Real parts: two or three ``mss serve`` processes on one database of the test process's
+PostgreSQL server (tests/postgres.py, :func:`tests.node.make_cluster`), real smtplib and
+imaplib clients on every node, ``mss audit verify`` at the end. Unit-level races use two
+engines (two connection pools, as two nodes have) on one database.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, Engine, insert, select
+
+from audit.events import Event
+from audit.journal import AuditRecord, append, query
+from audit.verify import verify_chain
+from mss import db
+from mss.config import load_config
+from mss.db import make_engine
+from mss.mailstore import mailboxes
+from mss.mailstore.folders import claim_recent, next_uidvalidity
+from mss.mailstore.messages import new_id, store_flags
+from mss.mailstore.state import bump
+from tests.node import PASSWORD, Node, make_cluster, make_node, wait_for
+
+ALICE, BOB = "alice@demo.mssante.fr", "bob@demo.mssante.fr"
+
+
+def _message(tag: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = ALICE, BOB, f"cluster {tag}"
+    msg["Message-ID"] = f"<{tag}@cluster.test>"
+    msg.set_content(f"body of {tag}\n")
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def _submit_burst(node: Node, tags: list[str], accepted: list[str],
+                  errors: list[BaseException]) -> None:
+    """Submit each tag's message on one session; *accepted* gets the tags answered 250."""
+    try:
+        with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=30) as client:
+            client.starttls(context=node.client_context())
+            client.login(ALICE, PASSWORD)
+            for tag in tags:
+                client.mail(ALICE)
+                client.rcpt(BOB)
+                code, _ = client.data(_message(tag))
+                if code == 250:
+                    accepted.append(tag)
+    except (OSError, smtplib.SMTPException) as exc:  # a killed node: the session ends
+        errors.append(exc)
+
+
+def _in_threads(jobs: list[Callable[[], None]], timeout: float = 120.0) -> None:
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive(), "a client thread did not finish"
+
+
+def _engine(node: Node) -> Engine:
+    return make_engine(load_config(node.config).database_url)
+
+
+def _stored_tags(node: Node) -> list[str]:
+    """The Message-ID tag of every message in bob's INBOX, read and decrypted from the
+    store (one entry per stored copy: duplicates show)."""
+    from tests.node import read_all
+
+    tags = []
+    for data in read_all(node, BOB):
+        for line in data.split(b"\r\n"):
+            if line.lower().startswith(b"message-id: <"):
+                tags.append(line.split(b"<", 1)[1].split(b"@", 1)[0].decode())
+    return tags
+
+
+def _verify(node: Node) -> str:
+    proc = node.cli("audit", "verify", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[Node]]:
+    nodes = make_cluster(tmp_path, 2)
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.process is not None:
+                node.process.kill()
+                node.process.wait()
+
+
+# --------------------------------------------------------------------------- the audit chain
+
+def test_concurrent_submissions_on_two_nodes_leave_one_verifiable_chain(
+        cluster: list[Node]) -> None:
+    """100 submissions over both nodes at once (4 sessions per node): every 250 is stored
+    once and ``mss audit verify`` passes (on main: "record N was inserted", two records
+    chained to one predecessor, the head read by both nodes without a lock)."""
+    accepted: list[str] = []
+    errors: list[BaseException] = []
+    jobs = []
+    for n, node in enumerate(cluster):
+        for s in range(4):
+            tags = [f"n{n}s{s}m{i}" for i in range(13 if s < 2 else 12)]
+            jobs.append(lambda node=node, tags=tags: _submit_burst(node, tags, accepted,
+                                                                   errors))
+    _in_threads(jobs)
+    assert not errors
+    assert len(accepted) == 100
+    assert sorted(_stored_tags(cluster[0])) == sorted(accepted)
+    assert "chain intact" in _verify(cluster[1])
+
+
+# --------------------------------------------------------------------------- unit-level races
+# Two engines are two nodes' connection pools. A transaction is held open on one while the
+# other writes: the interleaving that loses a write without a lock is forced, not hoped for.
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
+    node = make_node(tmp_path, backend="postgresql")
+    pair = (_engine(node), _engine(node))
+    yield pair
+    for engine in pair:
+        engine.dispose()
+
+
+def _held_while(engine: Engine, first: Callable[[Connection], object],
+                second: Callable[[], object]) -> None:
+    """Run *first* in an open transaction of *engine*, start *second* in a thread, let it
+    run into whatever lock it meets (0.5 s), then commit *first* and wait for *second*."""
+    errors: list[BaseException] = []
+
+    def run_second() -> None:
+        try:
+            second()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with engine.begin() as conn:
+        first(conn)
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        time.sleep(0.5)
+    thread.join(30)
+    assert not thread.is_alive() and not errors, errors
+
+
+def _record(tag: str) -> AuditRecord:
+    return AuditRecord(Event.SERVER_START, actor="mss", detail={"tag": tag})
+
+
+def test_two_engines_appending_at_once_leave_one_chain(
+        engines: tuple[Engine, Engine]) -> None:
+    """Node B appends while node A's append is not committed: B waits for A's commit and
+    chains to A's record (on main B chained to A's predecessor: "record N was inserted")."""
+    a, b = engines
+
+    def append_b() -> None:
+        with b.begin() as conn:
+            append(conn, [_record("b")])
+
+    _held_while(a, lambda conn: append(conn, [_record("a")]), append_b)
+    with a.connect() as conn:
+        result = verify_chain(conn)
+        tags = [r["detail"].get("tag") for r in query(conn)][-2:]
+    assert result.ok, result.message
+    assert tags == ["a", "b"]
+
+
+def _bob_inbox(conn: Connection) -> tuple[int, int]:
+    bob = mailboxes.require_mailbox(conn, BOB)
+    inbox = conn.execute(select(db.folders.c.id).where(
+        (db.folders.c.mailbox_id == bob.id) & (db.folders.c.name == "INBOX"))).scalar_one()
+    return bob.id, int(inbox)
+
+
+def _store_row(conn: Connection, uid_source: tuple[int, int]) -> int:
+    """A message row in bob's INBOX (sealed bytes are not read here); its UID."""
+    mailbox_id, folder_id = uid_source
+    state = bump(conn, folder_id, 1)
+    conn.execute(insert(db.messages).values(
+        id=new_id(), mailbox_id=mailbox_id, folder_id=folder_id, uid=state.first_uid,
+        size=1, internal_date=time.time(), flags="", modseq=state.modseq, key_blob=b"k",
+        body_blob=b"b"))
+    return state.first_uid
+
+
+def test_two_engines_storing_flags_on_one_message_keep_both(
+        engines: tuple[Engine, Engine]) -> None:
+    """+FLAGS \\Seen on node A (not committed yet) and +FLAGS \\Flagged on node B: both
+    stay (on main B had read the flags before A's commit and wrote \\Flagged alone)."""
+    a, b = engines
+    with a.begin() as conn:
+        inbox = _bob_inbox(conn)
+        uid = _store_row(conn, inbox)
+
+    def store(conn: Connection, flag: str) -> None:
+        store_flags(conn, inbox[1], [uid], "+", (flag,), lambda deleted: [])
+
+    def store_b() -> None:
+        with b.begin() as conn:
+            store(conn, "\\Flagged")
+
+    _held_while(a, lambda conn: store(conn, "\\Seen"), store_b)
+    with a.connect() as conn:
+        flags, modseq = conn.execute(select(db.messages.c.flags, db.messages.c.modseq).where(
+            (db.messages.c.folder_id == inbox[1]) & (db.messages.c.uid == uid))).one()
+        highest = conn.execute(select(db.folders.c.highestmodseq)
+                               .where(db.folders.c.id == inbox[1])).scalar_one()
+    assert sorted(flags.split()) == ["\\Flagged", "\\Seen"]
+    assert modseq == highest  # the second change has the newest modseq (RFC 7162 §3.1.1)
+
+
+def test_two_engines_claiming_recent_claim_each_uid_once(
+        engines: tuple[Engine, Engine]) -> None:
+    """RFC 3501 §2.3.2: a message is \\Recent in one session only, across nodes too."""
+    a, b = engines
+    with a.begin() as conn:
+        inbox = _bob_inbox(conn)
+        top = max(_store_row(conn, inbox) for _ in range(3))
+    claims: list[int] = []
+
+    def claim_b() -> None:
+        with b.begin() as conn:
+            claims.append(claim_recent(conn, inbox[1], top))
+
+    _held_while(a, lambda conn: claims.append(claim_recent(conn, inbox[1], top)), claim_b)
+    assert claims[1] == top  # the second claimer finds everything claimed by the first
+    assert claims[0] < top
+
+
+def test_two_engines_allocating_uidvalidity_get_distinct_values(
+        engines: tuple[Engine, Engine]) -> None:
+    a, b = engines
+    with a.connect() as conn:
+        mailbox_id = _bob_inbox(conn)[0]
+    values: list[int] = []
+
+    def take_b() -> None:
+        with b.begin() as conn:
+            values.append(next_uidvalidity(conn, mailbox_id))
+
+    _held_while(a, lambda conn: values.append(next_uidvalidity(conn, mailbox_id)), take_b)
+    assert values[1] > values[0]
+
+
+def test_two_engines_allocating_uids_concurrently_get_distinct_gapless_uids(
+        engines: tuple[Engine, Engine]) -> None:
+    """Two pools, two threads, 60 one-message transactions each on one INBOX: 120 distinct
+    UIDs with no gap (RFC 3501 §2.3.1.1 strictly ascending; bump's UPDATE ... RETURNING)."""
+    with engines[0].connect() as conn:
+        inbox = _bob_inbox(conn)
+        start = conn.execute(select(db.folders.c.uidnext)
+                             .where(db.folders.c.id == inbox[1])).scalar_one()
+    got: list[list[int]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def allocate(engine: Engine, out: list[int]) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait()
+            for _ in range(60):
+                with engine.begin() as conn:
+                    out.append(_store_row(conn, inbox))
+        return run
+
+    _in_threads([allocate(e, out) for e, out in zip(engines, got, strict=True)])
+    everything = sorted(got[0] + got[1])
+    assert everything == list(range(start, start + 120))
+    assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])
