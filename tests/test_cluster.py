@@ -29,6 +29,7 @@ from mss.mailstore import mailboxes
 from mss.mailstore.folders import claim_recent, next_uidvalidity
 from mss.mailstore.messages import new_id, store_flags
 from mss.mailstore.state import bump
+from proxy.outbound import claims
 from tests.node import PASSWORD, Node, make_cluster, make_node, wait_for
 
 ALICE, BOB = "alice@demo.mssante.fr", "bob@demo.mssante.fr"
@@ -283,3 +284,70 @@ def test_two_engines_allocating_uids_concurrently_get_distinct_gapless_uids(
     everything = sorted(got[0] + got[1])
     assert everything == list(range(start, start + 120))
     assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])
+
+
+# --------------------------------------------------------------------------- queue claims
+
+def _queue_rows(count: int, now: float) -> list[dict[str, object]]:
+    return [{"id": f"{i:032x}", "created_at": now, "mail_from": ALICE,
+             "rcpt": f"r{i}@operator-a.mssante.fr", "domain": "operator-a.mssante.fr",
+             "message_id": None, "size": 1, "status": "queued", "attempts": 0,
+             "next_attempt_at": now, "key_blob": b"k", "body_blob": b"b"}
+            for i in range(count)]
+
+
+def test_a_claim_skips_the_rows_another_node_is_claiming(
+        engines: tuple[Engine, Engine]) -> None:
+    """Node B claims while node A's claim is not committed: B gets other rows at once
+    (FOR UPDATE SKIP LOCKED), not A's after waiting (on main: B waited for A's commit, then
+    found its rows leased and got nothing)."""
+    a, b = engines
+    now = time.time()
+    with a.begin() as conn:
+        conn.execute(insert(db.outbound_queue), _queue_rows(20, now - 1))
+    got: dict[str, list[str]] = {}
+    waited: list[float] = []
+
+    def claim_b() -> None:
+        started = time.monotonic()
+        with b.begin() as conn:
+            got["b"] = [c.id for c in claims.claim(conn, "node-b", now, 60.0, 10)]
+        waited.append(time.monotonic() - started)
+
+    def claim_a(conn: Connection) -> None:
+        got["a"] = [c.id for c in claims.claim(conn, "node-a", now, 60.0, 10)]
+
+    _held_while(a, claim_a, claim_b)
+    assert len(got["a"]) == len(got["b"]) == 10
+    assert not set(got["a"]) & set(got["b"])
+    assert waited[0] < 0.5  # B did not wait for A's commit (it was held 0.5 s)
+
+
+def test_workers_of_two_nodes_deliver_each_row_once(engines: tuple[Engine, Engine]) -> None:
+    """Four workers (two per engine) claim and record deliveries until the queue is empty:
+    each of 200 rows delivered once, one queue.delivered record each, the chain intact."""
+    now = time.time()
+    with engines[0].begin() as conn:
+        conn.execute(insert(db.outbound_queue), _queue_rows(200, now - 1))
+    done: list[list[str]] = [[] for _ in range(4)]
+
+    def worker(engine: Engine, owner: str, out: list[str]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(200):  # bounded: each round claims at least one row or stops
+                with engine.begin() as conn:
+                    batch = claims.claim(conn, owner, time.time(), 60.0, 7)
+                if not batch:
+                    return
+                for c in batch:
+                    with engine.begin() as conn:
+                        claims.delivered(conn, c, "mx.operator-a.fr", "250 ok", time.time())
+                    out.append(c.id)
+        return run
+
+    _in_threads([worker(engines[i % 2], f"w{i}", done[i]) for i in range(4)])
+    ids = [i for out in done for i in out]
+    assert len(ids) == len(set(ids)) == 200
+    with engines[1].connect() as conn:
+        delivered = [r["detail"]["queue_id"] for r in query(conn, event="queue.delivered")]
+        assert verify_chain(conn).ok
+    assert sorted(delivered) == sorted(ids)
