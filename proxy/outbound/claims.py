@@ -5,10 +5,10 @@ leased" condition, so two workers (processes or nodes) never hold the same row; 
 that dies leaves its lease to expire and any worker reclaims the row then. On PostgreSQL
 the rows are picked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL docs, SELECT, "The Locking
 Clause"): a node's worker skips the rows another node's worker is claiming instead of
-waiting for its commit and then finding them leased (SQLite has one writer at a time). Every result is
-written with its audit record in one transaction; a row becomes ``delivered`` only after
-the peer's 250 (a crash in between can deliver twice: RFC 5321 §6.1 allows duplicates,
-never loss).
+waiting for its commit and then finding them leased (SQLite has one writer at a time).
+Every result is written with its audit record in one transaction; a row becomes
+``delivered`` only after the peer's 250 (a crash in between can deliver twice: RFC 5321
+§6.1 allows duplicates, never loss).
 
 Row statuses: ``queued`` (waiting or leased), ``delivered``, ``bounced`` (permanent
 failure, or bounced by an operator), ``expired`` (attempts or max_age used up).
