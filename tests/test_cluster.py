@@ -351,3 +351,61 @@ def test_workers_of_two_nodes_deliver_each_row_once(engines: tuple[Engine, Engin
         delivered = [r["detail"]["queue_id"] for r in query(conn, event="queue.delivered")]
         assert verify_chain(conn).ok
     assert sorted(delivered) == sorted(ids)
+
+
+# --------------------------------------------------------------------------- login throttling
+
+def _imap_login(node: Node, user: str, password: str) -> tuple[str, str]:
+    with imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=30) as client:
+        client.starttls(ssl_context=node.client_context())
+        try:
+            status, data = client.login(user, password)
+            return status, data[0].decode()
+        except imaplib.IMAP4.error as exc:
+            return "NO", str(exc)
+
+
+def test_login_failures_on_two_nodes_add_up(cluster: list[Node]) -> None:
+    """Five failed IMAP logins of bob (the configured budget), three on node A and two on
+    node B: bob is locked out on both nodes, his right password refused without a check
+    (on main each node counted its own: 3 and 2, nobody locked)."""
+    a, b = cluster
+    for node, count in ((a, 3), (b, 2)):
+        for _ in range(count):
+            assert _imap_login(node, BOB, "wrong")[0] == "NO"
+    engine = _engine(a)
+    try:
+        def locked() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(select(db.login_failures.c.id).where(
+                    (db.login_failures.c.key == f"imap:user:{BOB}")
+                    & db.login_failures.c.locked_until.is_not(None))).first() is not None
+        wait_for(locked, timeout=10, step=0.05)  # written by B's committer after its reply
+    finally:
+        engine.dispose()
+    for node in cluster:
+        status, text = _imap_login(node, BOB, PASSWORD)
+        assert status == "NO" and "Too many failed logins" in text, text
+
+
+def test_a_login_asks_the_database_once(engines: tuple[Engine, Engine]) -> None:
+    """The fast path of a login without failures: one read, no write (counted with a
+    cursor event on the throttle's engine)."""
+    from sqlalchemy import event
+
+    from mss.throttle import SharedFailures, Throttle
+
+    reader = engines[0]
+    submitted: list[object] = []
+    statements: list[str] = []
+    event.listen(reader, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))
+    throttle = Throttle(5, 900, 300, SharedFailures(reader, submitted.append, "imap"))
+    assert not throttle.blocked(BOB, "127.0.0.1")
+    throttle.succeeded(BOB, "127.0.0.1")
+    assert len([s for s in statements if "login_failures" in s]) == 1
+    assert submitted == []  # nothing to write after a success without failures
+    throttle.failed(BOB, "127.0.0.1")
+    assert len(submitted) == 1  # a failure: one background commit
+    throttle.succeeded(BOB, "127.0.0.1")
+    assert len(submitted) == 2  # and the success after it clears the user's count
