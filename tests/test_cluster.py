@@ -541,3 +541,37 @@ def test_a_node_killed_mid_burst_loses_no_acknowledged_message(tmp_path: Path) -
 
 def _lost(nodes: list[Node], accepted: list[str]) -> set[str]:
     return set(accepted) - set(_stored_tags(nodes[1]))
+
+
+# --------------------------------------------------------------------------- whitelist import
+
+def test_two_nodes_importing_whitelists_leave_one_version_in_force(
+        engines: tuple[Engine, Engine]) -> None:
+    """Node A is mid-import (its version stored and switched, not committed) when node B
+    imports another list: B's import waits for A's and compares with A's version, and
+    exactly one version is active afterwards (on main both stayed active)."""
+    from mss.locks import xact_lock
+    from tests.node import REMOTE_DOMAINS
+    from tests.whitelist_fixtures import make_whitelist_xml
+    from trustspace import registry
+    from trustspace.whitelist import parse_whitelist
+
+    a, b = engines
+    extra = [(f"op-{i}.mssante.fr", f"CN=mx.op-{i}.fr,O=Op {i},C=FR") for i in range(2)]
+    on_a = parse_whitelist(make_whitelist_xml([*REMOTE_DOMAINS, extra[0]]))
+    on_b = make_whitelist_xml([*REMOTE_DOMAINS, *extra])
+    results: list[registry.ImportResult] = []
+
+    def import_a(conn: Connection) -> None:  # what import_whitelist does in its transaction
+        xact_lock(conn, registry.WHITELIST_LOCK)
+        registry._store(conn, on_a.sha256, on_a.generated_at, "a.xml", len(on_a.entries),
+                        len(on_a.domains), [], on_a.entries)
+
+    _held_while(a, import_a,
+                lambda: results.append(registry.import_whitelist(b, on_b, "b.xml")))
+    with a.connect() as conn:
+        active = conn.execute(select(db.whitelist_versions.c.id)
+                              .where(db.whitelist_versions.c.active.is_(True))).all()
+        assert len(active) == 1 and active[0].id == results[0].version_id
+        assert registry.active_version_id(conn) == results[0].version_id
+    assert results[0].previous_domains == len(REMOTE_DOMAINS) + 1  # compared with A's
