@@ -69,6 +69,20 @@ def _in_threads(jobs: list[Callable[[], None]], timeout: float = 120.0) -> None:
         assert not thread.is_alive(), "a client thread did not finish"
 
 
+def _start_all(nodes: list[Node]) -> None:
+    """Start the nodes at once (each start is seconds of imports and key loading)."""
+    errors: list[BaseException] = []
+
+    def start(node: Node) -> None:
+        try:
+            node.start()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    _in_threads([lambda node=node: start(node) for node in nodes])
+    assert not errors, errors
+
+
 def _engine(node: Node) -> Engine:
     return make_engine(load_config(node.config).database_url)
 
@@ -96,8 +110,7 @@ def _verify(node: Node) -> str:
 def cluster(tmp_path: Path) -> Iterator[list[Node]]:
     nodes = make_cluster(tmp_path, 2)
     try:
-        for node in nodes:
-            node.start()
+        _start_all(nodes)
         yield nodes
     finally:
         for node in nodes:
@@ -500,8 +513,7 @@ def test_a_node_killed_mid_burst_loses_no_acknowledged_message(tmp_path: Path) -
     sessions finish, a new session on each is accepted); the audit chain verifies."""
     nodes = make_cluster(tmp_path, 3)
     try:
-        for node in nodes:
-            node.start()
+        _start_all(nodes)
         accepted: list[str] = []
         errors: list[BaseException] = []
         jobs: list[Callable[[], None]] = []
