@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from sqlalchemy import Connection, delete, func, insert, select
 
 from audit.events import Event
-from audit.journal import GENESIS, AuditRecord, append
+from audit.journal import GENESIS, AuditRecord, append, lock_chain
 from audit.verify import VerifyResult, verify_chain
 from mss import db
 
@@ -170,7 +170,10 @@ def write_checkpoint(conn: Connection, key: Ed25519PrivateKey,
                      record_id: int | None = None) -> int | None:
     """Sign the newest record (or *record_id*) in a checkpoint chained to the previous one,
     and journal it as an ``audit.checkpoint`` record (shipped to the witnesses); returns the
-    record id signed, None when the trail is empty."""
+    record id signed, None when the trail is empty. The chain's cluster lock is taken
+    first: with several nodes, the newest record and the previous checkpoint read here stay
+    the newest until commit (the unique ``seq`` index would refuse a second seq anyway)."""
+    lock_chain(conn)
     t = db.audit_log
     stmt = select(t.c.id, t.c.hash)
     stmt = stmt.where(t.c.id == record_id) if record_id is not None \
@@ -411,6 +414,7 @@ def purge(conn: Connection, key: Ed25519PrivateKey, before_iso: str, now_iso: st
     now = datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
     cutoff = datetime.fromisoformat(before_iso.replace("Z", "+00:00"))
     floor = now - timedelta(days=max(retention_days, MIN_RETENTION_DAYS))
+    lock_chain(conn)  # the records counted and deleted are those the checkpoint signs
     if cutoff > floor:
         raise CheckpointError(
             f"refused: records younger than {max(retention_days, MIN_RETENTION_DAYS)} days "

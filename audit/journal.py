@@ -6,6 +6,16 @@ carries ``prev_hash`` and ``hash = sha256(prev_hash || canonical JSON of the row
 :mod:`audit.checkpoints` signs checkpoints of the chain and :mod:`audit.verify` (``mss audit
 verify``) checks it.
 
+Several nodes append to one chain (PostgreSQL): a record hashes its predecessor, so appends
+are serialized by the cluster lock ``audit-chain`` (:func:`lock_chain`, an advisory lock held
+until the transaction ends), taken before the head is read. Under READ COMMITTED each
+statement sees what was committed before it began, so the head read after the lock is the
+head every earlier holder committed (on SQLite, ``BEGIN IMMEDIATE`` serializes writers
+already). Because the lock is held until commit, ids also commit in chain order: a reader of
+``id > n`` (the shipper's cursor) never sees a lower id appear later. Writers of folder state
+take it first too (:func:`mss.mailstore.state.bump`), so every writing transaction takes its
+locks in one order, chain lock then rows, and two nodes' batches never deadlock on it.
+
 A record never holds message content or a subject: only envelope data, ids and reasons.
 """
 
@@ -23,9 +33,12 @@ from sqlalchemy import Connection, func, insert, select
 from audit.events import Event, Outcome, kind
 from mss import db
 from mss.committer import scratch
+from mss.locks import xact_lock
 
 GENESIS = "0" * 64
 _HEAD = "audit.journal.head"  # the chain head, in the committer's transaction scratch space
+_LOCKED = "audit.journal.locked"  # the chain lock is held by the committer's transaction
+CHAIN_LOCK = "audit-chain"
 
 
 @dataclass
@@ -76,6 +89,18 @@ def chain_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
 
 
+def lock_chain(conn: Connection) -> None:
+    """Hold the cluster lock of the chain until *conn*'s transaction ends: once per
+    committer transaction (its scratch space remembers), at each call otherwise (an
+    advisory lock taken again by its holder is granted at once)."""
+    cache = scratch(conn)
+    if cache is not None:
+        if cache.get(_LOCKED):
+            return
+        cache[_LOCKED] = True
+    xact_lock(conn, CHAIN_LOCK)
+
+
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     """Insert *records* in order, chained to the newest row; the caller commits."""
     rows = [_row_of(r) for r in records]
@@ -84,6 +109,7 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     cache = scratch(conn)
     prev = cache.get(_HEAD) if cache is not None else None
     if prev is None:
+        lock_chain(conn)  # before the head is read: no other node appends until we commit
         prev = conn.execute(
             select(db.audit_log.c.hash).order_by(db.audit_log.c.id.desc()).limit(1)
         ).scalar() or GENESIS

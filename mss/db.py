@@ -207,6 +207,18 @@ whitelist_entries = Table(
     Index("ix_whitelist_entries_version", "version_id"),
 )
 
+# Failed logins and lockouts every node sees (mss/throttle.py): append-only rows, so two
+# nodes recording at once never wait for each other; pruned once past window and lockout.
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(400), nullable=False),  # "<scope>:user:<name>" | "<scope>:addr:<ip>"
+    Column("at", Float, nullable=False),  # wall clock (time.time()) of the failure or lock
+    Column("locked_until", Float),  # set on a lockout row, NULL on a failure row
+    Index("ix_login_failures_key", "key", "at"),
+    Index("ix_login_failures_at", "at"),
+)
+
 audit_log = Table(
     "audit_log", metadata,
     Column("id", Integer, primary_key=True),

@@ -622,3 +622,23 @@ def inbox_count(node: Node, address: str) -> int:
             return mailboxes.mailbox_counts(conn, mailbox.id)[0]
     finally:
         app.close()
+
+
+def make_cluster(base: Path, n: int, backend: str = "postgresql",
+                 **make_node_kwargs: object) -> list[Node]:
+    """*n* subprocess nodes (``mss serve`` each, ports of their own) on ONE database: the
+    first is :func:`make_node`'s, the others copies of its data dir (same master key, same
+    PKI and keys files) whose configs name the first one's database URL."""
+    assert n >= 1 and backend == "postgresql", "several nodes share a PostgreSQL database"
+    first = make_node(base / "n0", backend=backend, **make_node_kwargs)  # type: ignore[arg-type]
+    assert type(first) is Node, "cluster nodes are subprocesses (kill -9)"
+    url = _database_of(first.config)
+    nodes = [first]
+    for i in range(1, n):
+        data_dir = base / f"n{i}" / "node"
+        shutil.copytree(first.data_dir, data_dir, ignore=shutil.ignore_patterns("serve.log"))
+        node = Node(data_dir, host=first.host, domain=first.domain, ports=dict(first.ports))
+        node._repick_ports()
+        _point_at(node.config, url)
+        nodes.append(node)
+    return nodes

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import AttributeSensitive, KeyUnextractable
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select
 
 from mss import crypto, db
 from mss.app import App, open_app
@@ -36,6 +36,7 @@ from tests.node import (
     make_node,
     read_all,
 )
+from tests.older import as_made_by_main
 from tests.softhsm import Token, softhsm
 
 BACKENDS = BACKENDS  # the upgrade test (fresh_node) on both
@@ -276,38 +277,16 @@ def test_node_with_another_key_file_refuses_to_start(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- upgrade
 
-def _as_made_by_main(node: Node) -> None:
-    """Bring a node's database back to the format of main 0b40d7e: no wrapped/kek columns
-    nor key_shreds table; master version 1 is the key file's line 1; keyring rows wrapped
-    by it directly (the mailbox keys themselves, hence the mail, unchanged)."""
-    file_key = crypto.FileKeyProvider(node.data_dir / "keys" / "master.key").key(1)
-    app = open_app(node.config)
-    try:
-        with app.engine.begin() as conn:
-            rows = conn.execute(select(db.keyring.c.key_id)).all()
-            raws = {key_id: app.keyring._unwrap_key(key_id, conn) for (key_id,) in rows}
-            for key_id, raw in raws.items():
-                conn.execute(update(db.keyring).where(db.keyring.c.key_id == key_id).values(
-                    master_version=1, wrapped=crypto.seal_bytes(AESGCM(file_key), raw,
-                                              b"mss:keyring:v1|" + key_id.encode())))
-            conn.execute(delete(db.master_keys).where(db.master_keys.c.version != 1))
-            conn.execute(update(db.master_keys).values(
-                check_value=crypto.check_value(file_key), wrapped=None, kek=None))
-        with app.engine.begin() as conn:
-            conn.execute(text("DROP TABLE key_shreds"))
-            conn.execute(text("ALTER TABLE master_keys DROP COLUMN wrapped"))
-            conn.execute(text("ALTER TABLE master_keys DROP COLUMN kek"))
-    finally:
-        app.close()
-
-
 def test_database_made_before_providers_keeps_opening(fresh_node: Node) -> None:
     fresh_node.start()
     submit(fresh_node, BOB, "made by main")
     fresh_node.stop()
     before = read_all(fresh_node, BOB)
-    _as_made_by_main(fresh_node)
-    status = fresh_node.cli("keys", "status").stdout  # the schema completed on opening
+    as_made_by_main(fresh_node)
+    refused = fresh_node.cli("keys", "status", check=False)
+    assert refused.returncode == 2 and "run mss db upgrade" in refused.stderr
+    fresh_node.cli("db", "upgrade")  # revision 0002 adds what the keys need
+    status = fresh_node.cli("keys", "status").stdout
     assert "master version 1: wrapped by key file" in status
     assert read_all(fresh_node, BOB) == before
     fresh_node.cli("keys", "rotate")

@@ -36,6 +36,7 @@ from mss import db, schema
 from mss.config import load_config
 from tests import node as nodes
 from tests.node import CHILD_ENV, DOMAIN, MSS, REPO, Node, make_node
+from tests.older import LATER_COLUMNS, LATER_TABLES, as_made_by_main
 from tests.test_cli import one_line_error
 
 BACKENDS = nodes.BACKENDS  # the backend fixture: each test on SQLite and PostgreSQL
@@ -249,12 +250,13 @@ def test_database_of_an_older_mss_is_adopted_losing_nothing(tmp_path: Path) -> N
     exactly the head's schema."""
     older = MetaData()
     for table in db.metadata.sorted_tables:
-        if table.name == "relays":
+        if table.name == "relays" or table.name in LATER_TABLES:
             continue  # a table that version did not have
         copy = Table(table.name, older, *(
             Column(c.name, c.type, *(ForeignKey(fk.target_fullname) for fk in c.foreign_keys),
                    primary_key=c.primary_key, nullable=c.nullable, unique=c.unique)
-            for c in table.columns if c.name != "name_sealed"), *(
+            for c in table.columns
+            if c.name != "name_sealed" and (table.name, c.name) not in LATER_COLUMNS), *(
             UniqueConstraint(*(c.name for c in u.columns)) for u in table.constraints
             if isinstance(u, UniqueConstraint) and len(u.columns) > 1))
         for index in table.indexes:
@@ -291,12 +293,12 @@ def test_database_of_an_older_mss_is_adopted_losing_nothing(tmp_path: Path) -> N
 
 
 def make_pre_migration(node: Node) -> None:
-    """Turn *node*'s database into one an older mss made: no alembic_version, no
-    folders.name_sealed (a nullable column added later), no relays table, no covering
-    index of the IMAP folder list."""
+    """Turn *node*'s database into one an older mss made: main 0b40d7e's (tests/older.py),
+    and older still: no folders.name_sealed (a nullable column added later), no relays
+    table, no covering index of the IMAP folder list."""
+    as_made_by_main(node)
     engine = db.make_engine(load_config(node.config).database_url)
     with engine.begin() as conn:
-        conn.execute(text(f"DROP TABLE {schema.VERSION_TABLE}"))
         conn.execute(text("DROP TABLE relays"))
         conn.execute(text("DROP INDEX ix_messages_folder_meta"))
         conn.execute(text("ALTER TABLE folders DROP COLUMN name_sealed"))
@@ -403,3 +405,24 @@ def test_force_drops_only_the_tables_of_mss(backend: str, tmp_path: Path) -> Non
     with engine.connect() as conn:
         assert schema.tables(conn) == ["other_app"]
     engine.dispose()
+
+
+def test_older_shape_lists_what_later_revisions_add(tmp_path: Path) -> None:
+    """tests/older.py's LATER_TABLES/LATER_COLUMNS are exactly what the revisions after the
+    baseline add: a database at 0001 differs from the head by those and nothing else."""
+    from alembic import command
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'baseline.db'}")
+    with engine.begin() as conn:
+        config = schema._config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with engine.connect() as conn:
+        found = inspect(conn)
+        at_baseline = {t: {c["name"] for c in found.get_columns(t)}
+                       for t in found.get_table_names() if t != schema.VERSION_TABLE}
+    engine.dispose()
+    at_head = {t.name: {c.name for c in t.columns} for t in db.metadata.sorted_tables}
+    assert set(at_head) - set(at_baseline) == set(LATER_TABLES)
+    assert {(t, c) for t in at_baseline for c in at_head[t] - at_baseline[t]} == \
+        set(LATER_COLUMNS)

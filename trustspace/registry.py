@@ -2,7 +2,10 @@
 
 An import is one transaction: the version row, its entries, the switch of the active
 version and the audit record. A refused or failed import writes only its audit record; the
-previous version stays in force.
+previous version stays in force. With several nodes on one database (PostgreSQL, READ
+COMMITTED) the transaction takes the cluster lock ``whitelist`` before it reads the version
+in force: two nodes importing at once are applied one after the other, each compared with
+the version the other committed, and exactly one version is active afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
+from mss.locks import xact_lock
 from trustspace.whitelist import (
     Whitelist,
     WhitelistEntry,
@@ -26,6 +30,7 @@ from trustspace.whitelist import (
 
 _INSERT_CHUNK = 2000
 _EVENT = Event.WHITELIST_IMPORT
+WHITELIST_LOCK = "whitelist"  # mss.locks name: imports and activation, one at a time
 
 
 class WhitelistImportError(Exception):
@@ -111,8 +116,10 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
         "sha256": parsed.sha256, "entries": entries, "domains": len(new_domains),
         "source": source, "truncated": parsed.truncated, "warnings": len(parsed.warnings)}
     refusal: str | None = None
-    # BEGIN IMMEDIATE: the comparison with the version in force and the switch are atomic.
+    # The comparison with the version in force and the switch are atomic: BEGIN IMMEDIATE
+    # on SQLite, the cluster lock on PostgreSQL (taken before the first read).
     with engine.begin() as conn:
+        xact_lock(conn, WHITELIST_LOCK)
         current = active_version_info(conn)
         current_domains = _domains_of(conn, current["id"]) if current else set()
         if current is not None and current["sha256"] == parsed.sha256:

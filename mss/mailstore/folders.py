@@ -31,7 +31,7 @@ from mss.mailstore.errors import BackendError, StoreError
 from mss.mailstore.messages import move_messages
 from mss.mailstore.names import DEFAULT_FOLDERS
 from mss.mailstore.state import LIVE as _LIVE
-from mss.mailstore.state import bump
+from mss.mailstore.state import bump, lock
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,12 @@ def folder_counts(conn: Connection, folder: Folder) -> tuple[int, int, int]:
 def claim_recent(conn: Connection, folder_id: int, upto: int) -> int:
     """In the writer's transaction: this session is the first to see the folder's UIDs up
     to *upto* (RFC 3501 §2.3.2: \\Recent for exactly one session); returns the UID
-    claimed before, the session's recent messages are those above it (and <= *upto*)."""
-    before = conn.execute(select(db.folders.c.recent_uid)
-                          .where(db.folders.c.id == folder_id)).scalar() or 0
+    claimed before, the session's recent messages are those above it (and <= *upto*).
+    The row is read FOR UPDATE after the writer's lock: two nodes' sessions selecting the
+    folder at once never both claim one UID."""
+    lock(conn)
+    before = conn.execute(select(db.folders.c.recent_uid).where(db.folders.c.id == folder_id)
+                          .with_for_update()).scalar() or 0
     if upto > before:
         conn.execute(update(db.folders).where(db.folders.c.id == folder_id)
                      .values(recent_uid=upto))
@@ -157,9 +160,12 @@ def next_uidvalidity(conn: Connection, mailbox_id: int, count: int = 1) -> int:
     RFC 3501 §2.3.1.1: a (UIDVALIDITY, UID) pair never names two messages, so a folder
     deleted and recreated (even within the same second) must get a higher value. Values
     come from a per-mailbox counter (``mailboxes.last_uidvalidity``), above the clock and
-    every value its folders hold (databases from before the counter), each used once."""
+    every value its folders hold (databases from before the counter), each used once: the
+    counter is read FOR UPDATE after the writer's lock (two nodes never take one value)."""
+    lock(conn)
     last = conn.execute(select(db.mailboxes.c.last_uidvalidity)
-                        .where(db.mailboxes.c.id == mailbox_id)).scalar() or 0
+                        .where(db.mailboxes.c.id == mailbox_id).with_for_update()
+                        ).scalar() or 0
     held = conn.execute(select(func.max(db.folders.c.uidvalidity))
                         .where(db.folders.c.mailbox_id == mailbox_id)).scalar() or 0
     first = max(int(time.time()), last + 1, held + 1)
@@ -176,6 +182,10 @@ def ensure_default_folders(conn: Connection, keyring: crypto.Keyring, mailbox_id
     place default folders are inserted, at ``mss mailbox add`` and at each IMAP login
     (mailboxes created before a folder was added to DEFAULT_FOLDERS get it lazily)."""
     present = {f.name for f in folders(conn, keyring, mailbox_id)}
+    if all(n in present for n, _ in DEFAULT_FOLDERS):
+        return  # the hot path of a login: one read, no lock
+    lock(conn)  # another node's login may be creating them: read again under the lock
+    present = {f.name for f in folders(conn, keyring, mailbox_id)}
     missing = [(n, u) for n, u in DEFAULT_FOLDERS if n not in present]
     for name, use in missing:
         create_folder(conn, keyring, mailbox_id, name, [], use)
@@ -190,6 +200,7 @@ def _uidvalidity(conn: Connection, mailbox_id: int) -> int:
 
 def create_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str,
                   audit: list[AuditRecord], special_use: str | None = None) -> None:
+    lock(conn)  # before the reads the change depends on (several nodes)
     if folder_by_name(conn, keyring, mailbox_id, name) is not None:
         raise BackendError("Mailbox already exists", "ALREADYEXISTS")
     # RFC 3501 §2.3.1.1: never a UIDVALIDITY a deleted folder of that name may have had
@@ -212,6 +223,7 @@ def delete_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, na
                   audit: list[AuditRecord]) -> tuple[int, int]:
     """Delete a folder and its messages; returns its (row id, UIDVALIDITY). A subscribed
     folder's row stays as its subscription (RFC 3501 §6.3.6: DELETE does not unsubscribe)."""
+    lock(conn)  # before the reads the change depends on (several nodes)
     folder = folder_by_name(conn, keyring, mailbox_id, name)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
@@ -234,6 +246,7 @@ def delete_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, na
 
 def rename_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, old: str,
                   new: str, audit: list[AuditRecord]) -> None:
+    lock(conn)  # before the reads the change depends on (several nodes)
     folder = folder_by_name(conn, keyring, mailbox_id, old)
     if folder is None:
         raise BackendError("No such mailbox", "NONEXISTENT")
@@ -272,6 +285,7 @@ def _name_folder(audit: list[AuditRecord], folder_id: int) -> None:
 
 def set_subscribed(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name: str,
                    value: bool) -> None:
+    lock(conn)  # before the reads the change depends on (several nodes)
     folder = folder_by_name(conn, keyring, mailbox_id, name)
     if folder is None:
         kept = deleted_subscriptions(conn, keyring, mailbox_id).get(name)

@@ -1,7 +1,10 @@
 """Messages of a folder: reads (metadata rows, decryption in memory) and every write (append,
 copy, move, flags, expunge). Each write moves the folder's state through
 :func:`mss.mailstore.state.bump` in the same transaction (RFC 7162 §3.1.1), and takes the
-audit records to append with it.
+audit records to append with it. A write that reads rows to rewrite them (flags, expunge)
+takes :func:`mss.mailstore.state.lock` before the read: with several nodes on PostgreSQL
+(READ COMMITTED) the rows read are then the ones committed last, not a copy another node
+is rewriting (on SQLite the writer transaction is BEGIN IMMEDIATE already).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, select, upda
 from audit.journal import AuditRecord, append
 from mss import crypto, db
 from mss.mailstore.errors import StoreError
-from mss.mailstore.state import bump
+from mss.mailstore.state import bump, lock
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -146,6 +149,7 @@ def store_flags(conn: Connection, folder_id: int, uids: Sequence[int], sign: str
     hold now (never on a session's copy: concurrent STOREs of other sessions are kept).
     Only rows whose flags change get the new modseq (RFC 7162 §3.1.3); UNCHANGEDSINCE is
     checked against the stored modseq. *audit_for* gets the UIDs newly set \\Deleted."""
+    lock(conn)  # two nodes' STOREs on one message: the second applies its change to the first's
     current: dict[int, tuple[tuple[str, ...], int]] = {}
     for start in range(0, len(uids), 500):
         for uid, text, modseq in conn.execute(_FLAGS_OF, {
@@ -173,6 +177,7 @@ def expunge(conn: Connection, folder_id: int, only: Sequence[int] | None,
             audit_for: object) -> list[tuple[int, str]]:
     """Delete the folder's \\Deleted messages (only those UIDs when given); returns
     [(uid, store id)]. *audit_for* maps that list to the audit records to append."""
+    lock(conn)  # two nodes' EXPUNGEs: the second sees the messages the first deleted gone
     found = conn.execute(select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags)
                          .where(db.messages.c.folder_id == folder_id)).all()
     wanted = set(only) if only is not None else None

@@ -8,6 +8,13 @@ transaction: the folder's ``highestmodseq`` grows by one (RFC 7162 §3.1.1) and 
 list: IMAP sessions compare it to detect changes, and the snapshot cache
 (:mod:`mss.mailstore.snapshots`) serves a cached list only for the key it was taken at.
 No other code writes these two columns (tests/test_mailstore.py checks the source).
+
+Several nodes on one PostgreSQL database: the UPDATE ... RETURNING is one atomic statement
+(the row stays locked until commit; a concurrent one waits, then re-reads the committed row:
+PostgreSQL docs, "13.2.1. Read Committed Isolation Level"), so two nodes never give out the
+same UID or modseq. Before it, :func:`lock` takes the audit chain's cluster lock: every write
+of a folder also appends audit records, and taking that lock first gives every writing
+transaction one lock order (chain, then rows), so two nodes' batches never deadlock.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, update
 
+from audit.journal import lock_chain
 from mss import db
 from mss.mailstore.errors import BackendError
 
@@ -41,10 +49,17 @@ class Bumped:
     first_uid: int  # the first of the UIDs given out (the old uidnext)
 
 
+def lock(conn: Connection) -> None:
+    """Take the writer's first lock (the audit chain's) before reading rows to change
+    (no-op on SQLite, whose writer transaction is BEGIN IMMEDIATE)."""
+    lock_chain(conn)
+
+
 def bump(conn: Connection, folder_id: int | None, uids: int = 0, *,
          inbox_of: int | None = None) -> Bumped:
     """Move the state of folder *folder_id* (or of the INBOX of mailbox *inbox_of*): next
     modseq, and *uids* new UIDs. Raises BackendError NONEXISTENT when the folder is gone."""
+    lock(conn)
     if folder_id is not None:
         row = conn.execute(_BUMP_BY_ID, {"b_folder": folder_id, "b_uids": uids}).first()
     else:

@@ -14,7 +14,7 @@ from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import ListenerGuard
 from mss.mailstore import folders
 from mss.runtime import Runtime
-from mss.throttle import Throttle
+from mss.throttle import SharedFailures, Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
@@ -50,7 +50,8 @@ class ImapListeners:
         cfg = app.config.imap
         await asyncio.get_running_loop().run_in_executor(None, folders.ensure_indexes,
                                                          app.engine)
-        throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout)
+        throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout,
+                            SharedFailures(app.reader, runtime.committer.submit, "imap"))
         envelopes = EnvelopeCache()  # one for both listeners: the same messages
         for name, implicit in IMAP_LISTENERS.items():
             listener = app.config.listeners.get(name)

@@ -2,10 +2,13 @@
 
 A worker claims due rows in one write transaction: the UPDATE repeats the "due and not
 leased" condition, so two workers (processes or nodes) never hold the same row; a worker
-that dies leaves its lease to expire and any worker reclaims the row then. Every result is
-written with its audit record in one transaction; a row becomes ``delivered`` only after
-the peer's 250 (a crash in between can deliver twice: RFC 5321 §6.1 allows duplicates,
-never loss).
+that dies leaves its lease to expire and any worker reclaims the row then. On PostgreSQL
+the rows are picked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL docs, SELECT, "The Locking
+Clause"): a node's worker skips the rows another node's worker is claiming instead of
+waiting for its commit and then finding them leased (SQLite has one writer at a time).
+Every result is written with its audit record in one transaction; a row becomes
+``delivered`` only after the peer's 250 (a crash in between can deliver twice: RFC 5321
+§6.1 allows duplicates, never loss).
 
 Row statuses: ``queued`` (waiting or leased), ``delivered``, ``bounced`` (permanent
 failure, or bounced by an operator), ``expired`` (attempts or max_age used up).
@@ -46,8 +49,10 @@ def _due(now: float) -> Any:
 
 def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) -> list[Claim]:
     """Lease up to *limit* due rows to *owner* until now + lease."""
-    ids = list(conn.execute(select(Q.c.id).where(_due(now)).order_by(Q.c.next_attempt_at)
-                            .limit(limit)).scalars())
+    pick = select(Q.c.id).where(_due(now)).order_by(Q.c.next_attempt_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(conn.execute(pick).scalars())
     if not ids:
         return []
     conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))

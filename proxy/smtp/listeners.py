@@ -12,7 +12,7 @@ from types import MappingProxyType
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import Admission, ListenerGuard
 from mss.runtime import Runtime
-from mss.throttle import Throttle
+from mss.throttle import SharedFailures, Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 
@@ -81,7 +81,8 @@ class SmtpListeners:
     async def start(self) -> None:
         app = self.runtime.app
         cfg = app.config.smtp
-        throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout)
+        throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout,
+                            SharedFailures(app.reader, self.runtime.committer.submit, "smtp"))
         for name, listener in app.config.listeners.items():
             if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap
                 continue
