@@ -149,6 +149,19 @@ class DatabaseConfig:
                              "by each serving process: IDLE sessions and the queue worker "
                              "see other processes' commits within this", gt(0))
 
+    def checked(self) -> Self:
+        # several servers (two sites): SQLAlchemy passes libpq a host list as
+        # ?host=h1:p1&host=h2:p2 or ?host=h1,h2&port=p1,p2; in "host=h1:p1,h2:p2" the
+        # ports would be read as part of the host names (PostgreSQL docs §34.1.1.3)
+        query = urlsplit(self.url).query
+        hosts = [v for k, v in (kv.partition("=")[::2] for kv in query.split("&"))
+                 if k == "host"]
+        if any("," in h and ":" in h for h in hosts):
+            raise Invalid("url", "a host list with ports is written "
+                          "?host=h1:p1&host=h2:p2 (or ?host=h1,h2&port=p1,p2), "
+                          f"not host={hosts[0]}")
+        return self
+
 
 @dataclass(frozen=True)
 class KeysConfig:

@@ -30,7 +30,7 @@ from sqlalchemy import (
     inspect,
     make_url,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 metadata = MetaData()
 
@@ -333,7 +333,39 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
         if writer:
             event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=8, pool_pre_ping=True)
+    return create_engine(url, pool_size=8, pool_pre_ping=True,
+                         connect_args=_pg_connect_args(url))
+
+
+# libpq connection parameters (PostgreSQL docs §34.1.2) bounding how long a lost server
+# can hold a node: a connection attempt gives up after connect_timeout seconds (per host of
+# a multi-host URL); TCP keepalives and tcp_user_timeout turn a silent peer (a site cut off,
+# a crashed host) into an error within seconds instead of the kernel's two hours; the pool
+# (pool_pre_ping) then opens a new connection, to the next host of the URL after a
+# failover. A parameter given in the URL's query wins.
+PG_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20000,  # milliseconds
+}
+
+
+def _pg_connect_args(url: str) -> dict[str, int]:
+    given = make_url(url).query
+    return {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in given}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """*exc* says the database is away (stopped, restarting, failing over, the connection
+    lost, SQLite busy): a temporary failure, answered 4xx / NO [UNAVAILABLE] while the
+    pool reconnects, not a bug. The DB-API classes OperationalError and InterfaceError
+    (PEP 249) hold connection failures and operator intervention (SQLSTATE classes 08, 57P:
+    PostgreSQL docs appendix A)."""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError))
 
 
 def create_schema(engine: Engine) -> None:

@@ -29,7 +29,9 @@ from typing import Any, Protocol
 
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from sqlalchemy.exc import DBAPIError
 
+from mss.db import unavailable
 from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.message import has_bare_cr_or_lf, longest_line
 from proxy.smtp.session import MssEnvelope, MssSession
@@ -335,8 +337,16 @@ class MssSMTP(SMTP):
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
             await self.push("454 4.7.0 Too many failed authentications, try again later")
             return AuthResult(success=False, handled=True)
-        ok: bool = await self.hooks.authenticate(
-            self, self.mss_session(), mechanism, LoginPassword(login, password))
+        try:
+            ok: bool = await self.hooks.authenticate(
+                self, self.mss_session(), mechanism, LoginPassword(login, password))
+        except DBAPIError as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("auth deferred: database unavailable", session=self.mss_session().id)
+            # RFC 4954 §6: 454 4.7.0 temporary authentication failure (not counted)
+            await self.push("454 4.7.0 Temporary authentication failure, try again later")
+            return AuthResult(success=False, handled=True)
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         return AuthResult(success=False, handled=False)
