@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, make_node, read_all
-from tests.postgres import PgCluster, new_cluster
+from tests.node import DOMAIN, PASSWORD, Node, _database_of, _point_at, make_node, read_all
+from tests.postgres import HOST, PgCluster, new_cluster, new_standby, wait_streaming
 
+ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 REMOTE = "dr.martin@operator-a.mssante.fr"
 THREADS = 4
@@ -125,10 +126,10 @@ class Burst:
         return client
 
 
-def imap_login(node: Node) -> imaplib.IMAP4:
+def imap_login(node: Node, user: str = BOB) -> imaplib.IMAP4:
     client = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=15)
     client.starttls(ssl_context=node.client_context())
-    client.login(BOB, PASSWORD)
+    client.login(user, PASSWORD)
     return client
 
 
@@ -142,17 +143,37 @@ def check_stored(node: Node, burst: Burst) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("query, ok", [
+    ("host=127.0.0.1:5432&host=127.0.0.1:5433&target_session_attrs=read-write", True),
+    ("host=10.0.0.1,10.0.0.2&port=5432,5433&target_session_attrs=read-write", True),
+    ("host=127.0.0.1:5432,127.0.0.1:5433", False)])
+def test_multi_host_database_url(tmp_path: Path, query: str, ok: bool) -> None:
+    """The forms SQLAlchemy 2 turns into libpq's host and port lists are accepted and
+    reach the driver as such; a host list with ports inside is refused at load time."""
+    from sqlalchemy import make_url
+
+    from mss.config import ConfigError, parse_config
+    from mss.db import make_engine
+
+    url = f"postgresql+psycopg://mss@/mss?{query}"
+    raw = {"database": {"url": url}}
+    if not ok:
+        with pytest.raises(ConfigError, match=r"database\.url: a host list with ports"):
+            parse_config(raw, tmp_path / "mss.toml")
+        return
+    assert parse_config(raw, tmp_path / "mss.toml").database_url == url
+    engine = make_engine(url)
+    _, params = engine.dialect.create_connect_args(make_url(url))
+    engine.dispose()
+    assert len(params["host"].split(",")) == len(params["port"].split(",")) == 2
+    assert params["target_session_attrs"] == "read-write"
+
+
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
     cluster = new_cluster()
     yield cluster
     cluster.stop("immediate")
-
-
-def _node_on(tmp_path: Path, cluster: PgCluster) -> Node:
-    node = make_node(tmp_path, backend="postgresql", pg_cluster=cluster)
-    node.start()
-    return node
 
 
 def _outage(burst: Burst, interrupt: Callable[[], None],
@@ -189,14 +210,44 @@ def _during_outage(node: Node, selected: imaplib.IMAP4) -> None:
     with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=15) as client:
         client.starttls(context=node.client_context())
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
-            client.login(f"alice@{DOMAIN}", PASSWORD)
+            client.login(ALICE, PASSWORD)
         assert refused.value.smtp_code == 454
+
+
+def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
+    """A delivery to *address* committed by the test process: only the node's change watcher
+    (the database) tells its sessions about it."""
+    from audit.journal import AuditRecord
+    from mss.app import open_app
+    from mss.mailstore import deliveries, mailboxes
+
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = mailboxes.require_mailbox(conn, address)
+        copy = deliveries.seal_local(app.keyring, mailbox.id, address, data)
+        record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
+                             detail={"store_id": copy.message_id, "size": copy.size})
+        with app.engine.begin() as conn:
+            deliveries.write_delivery(conn, deliveries.Delivery(
+                mail_from=REMOTE, local=[copy], queued=[], audit=[record],
+                header_message_id=None))
+    finally:
+        app.close()
 
 
 def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> None:
     """``pg_ctl restart`` (fast: sessions ended), then a crash (``-m immediate``), under a
-    burst on the MX: 4xx while away, every 250 stored, the node resumes by itself."""
-    node = _node_on(tmp_path, cluster)
+    burst on the MX: 4xx while away, every 250 stored, the node resumes by itself. An IDLE
+    session of before the outages is still woken by another process's commit after them:
+    the change watcher took a new connection (the IDLE safety poll is set to 30 s)."""
+    node = make_node(tmp_path, backend="postgresql", pg_cluster=cluster,
+                     extra_config="\n[imap]\nidle_poll = 30.0\n")
+    node.start()
+    idle = imap_login(node, ALICE)
+    assert idle.select("INBOX")[0] == "OK"
+    idle.send(b"i IDLE\r\n")
+    assert idle.readline().startswith(b"+")
     burst = Burst(node)
     burst.start()
     try:
@@ -210,6 +261,14 @@ def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> N
     finally:
         burst.finish()
     assert node.process is not None and node.process.poll() is None  # never restarted
+    _deliver_from_this_process(node, ALICE, b"From: x@operator-a.mssante.fr\r\n\r\nhi\r\n")
+    idle.sock.settimeout(10)  # the watcher polls every database.change_poll (0.2 s)
+    line = idle.readline()
+    assert line.endswith(b"EXISTS\r\n"), line
+    idle.send(b"DONE\r\n")
+    while not idle.readline().startswith(b"i OK"):  # RECENT, then the tagged OK
+        pass
+    idle.logout()
     again = imap_login(node)
     assert again.select("INBOX")[0] == "OK"
     again.logout()
@@ -217,46 +276,33 @@ def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> N
     node.stop()
 
 
-def _deliver_from_this_process(node: Node, data: bytes) -> None:
-    """A delivery to bob committed by the test process: only the node's change watcher
-    (the database) tells its sessions about it."""
-    from audit.journal import AuditRecord
-    from mss.app import open_app
-    from mss.mailstore import deliveries, mailboxes
-
-    app = open_app(node.config)
+def test_two_sites_failover_to_promoted_standby(tmp_path: Path, cluster: PgCluster) -> None:
+    """Site A's primary streams to site B's hot standby with synchronous commit; the node's
+    URL lists both servers with target_session_attrs=read-write. The primary crashes, the
+    standby is promoted: the node answers 4xx meanwhile, then writes to the new primary by
+    itself; every message acknowledged before the crash is there; the chain verifies."""
+    node = make_node(tmp_path, backend="postgresql", pg_cluster=cluster)
+    standby = new_standby(cluster, "site_b")
     try:
-        with app.reader.connect() as conn:
-            mailbox = mailboxes.require_mailbox(conn, BOB)
-        copy = deliveries.seal_local(app.keyring, mailbox.id, BOB, data)
-        record = AuditRecord("delivery.local", actor="mss", mailbox=BOB, rcpt=BOB,
-                             detail={"store_id": copy.message_id, "size": copy.size})
-        with app.engine.begin() as conn:
-            deliveries.write_delivery(conn, deliveries.Delivery(
-                mail_from=REMOTE, local=[copy], queued=[], audit=[record],
-                header_message_id=None))
+        wait_streaming(cluster, "site_b")
+        cluster.require_synchronous("site_b")
+        assert cluster.psql("SELECT sync_state FROM pg_stat_replication "
+                            "WHERE application_name = 'site_b'").strip() == "sync"
+        database = _database_of(node.config).rsplit("/", 1)[1]
+        _point_at(node.config, f"postgresql+psycopg://mss@/{database}?host={HOST}:"
+                  f"{cluster.port}&host={HOST}:{standby.port}&target_session_attrs=read-write")
+        node.start()
+        burst = Burst(node)
+        burst.start()
+        try:
+            resumed = _outage(burst, cluster.crash, standby.promote)
+        finally:
+            burst.finish()
+        print(f"\nfailover: node resumed {resumed:.3f} s after the promotion; "
+              f"{len(burst.acknowledged)} acknowledged, {len(burst.temporary)} 4xx")
+        assert not standby.in_recovery()
+        assert node.process is not None and node.process.poll() is None
+        check_stored(node, burst)  # read through the multi-host URL: the new primary
+        node.stop()
     finally:
-        app.close()
-
-
-def test_idle_woken_after_postgresql_restart(tmp_path: Path, cluster: PgCluster) -> None:
-    """The change watcher's connection is lost with the server: it takes a new one, so an
-    IDLE session of before the restart is woken by a commit of another process (the safety
-    poll set to 30 s does not do it)."""
-    node = make_node(tmp_path, backend="postgresql", pg_cluster=cluster,
-                     extra_config="\n[imap]\nidle_poll = 30.0\n")
-    node.start()
-    client = imap_login(node)
-    assert client.select("INBOX")[0] == "OK"
-    client.send(b"i IDLE\r\n")
-    assert client.readline().startswith(b"+")
-    cluster.restart()
-    _deliver_from_this_process(node, b"From: x@operator-a.mssante.fr\r\n\r\nafter\r\n")
-    client.sock.settimeout(10)  # the watcher polls every database.change_poll (0.2 s)
-    line = client.readline()
-    assert line.endswith(b"EXISTS\r\n"), line
-    client.send(b"DONE\r\n")
-    while not client.readline().startswith(b"i OK"):  # RECENT, then the tagged OK
-        pass
-    client.logout()
-    node.stop()
+        standby.stop("immediate")
