@@ -97,12 +97,12 @@ class PgCluster:
         self.start()
 
     def crash(self) -> None:
-        """Stop as a power cut would: ``pg_ctl stop -m immediate`` (no shutdown checkpoint;
-        the next start replays the WAL, PostgreSQL 15 docs §26.2 'pg_ctl')."""
+        """Stop as a power cut would: ``pg_ctl stop -m immediate`` (the server quits without a
+        shutdown checkpoint; the next start replays the WAL: pg_ctl's reference page)."""
         self.stop("immediate")
 
     def promote(self) -> None:
-        """Turn this standby into a primary (``pg_ctl promote``, docs §27.2.6 'Failover'),
+        """Turn this standby into a primary (``pg_ctl promote``, docs §27.3 'Failover'),
         waiting until it accepts writes."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
                   "promote")
