@@ -124,8 +124,10 @@ class GroupCommitter:
             try:
                 for job in jobs:
                     job.result = job.work(conn)
-            finally:
-                conn.info.pop(_SCRATCH, None)
+            finally:  # (a lost connection's info is gone: reading it would raise
+                # PendingRollbackError over the error that says the database is away)
+                if not conn.invalidated:
+                    conn.info.pop(_SCRATCH, None)
 
     def _commit(self, batch: list[_Job]) -> None:
         try:

@@ -343,19 +343,19 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
 # a crashed host) into an error within seconds instead of the kernel's two hours; the pool
 # (pool_pre_ping) then opens a new connection, to the next host of the URL after a
 # failover. A parameter given in the URL's query wins.
-PG_CONNECT_DEFAULTS: dict[str, int] = {
-    "connect_timeout": 5,
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 3,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 20000,  # milliseconds
-}
+PG_CONNECT_DEFAULTS: tuple[tuple[str, int], ...] = (
+    ("connect_timeout", 5),
+    ("keepalives", 1),
+    ("keepalives_idle", 10),
+    ("keepalives_interval", 3),
+    ("keepalives_count", 3),
+    ("tcp_user_timeout", 20000),  # milliseconds
+)
 
 
 def _pg_connect_args(url: str) -> dict[str, int]:
     given = make_url(url).query
-    return {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in given}
+    return {k: v for k, v in PG_CONNECT_DEFAULTS if k not in given}
 
 
 def unavailable(exc: BaseException) -> bool:

@@ -141,6 +141,11 @@ def check_stored(node: Node, burst: Burst) -> None:
     assert burst.permanent == []
     out = node.cli("audit", "verify")
     assert out.returncode == 0, out.stdout + out.stderr
+    assert node.log_path is not None  # each lost connection was seen for what it is:
+    log = node.log_path.read_text()  # no traceback of a "bug", no error masking another
+    for sign in ("PendingRollbackError", '"session error"', '"command failed"',
+                 '"session failed"'):
+        assert sign not in log, sign
 
 
 @pytest.mark.parametrize("query, ok", [
