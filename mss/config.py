@@ -141,7 +141,9 @@ class ServerConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     """SQLite (embedded default, WAL mode, fsync at every commit) or
-    postgresql+psycopg://..."""
+    postgresql+psycopg://...; a primary and its standby (two sites):
+    postgresql+psycopg://user@/db?host=h1:p1&host=h2:p2&target_session_attrs=read-write
+    (docs/operations.md)."""
 
     url: str = key("sqlite:///mss.db", "SQLAlchemy URL (a relative SQLite path: in "
                    "server.data_dir)", scheme("sqlite:", "postgresql"))
