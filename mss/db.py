@@ -358,14 +358,28 @@ def _pg_connect_args(url: str) -> dict[str, int]:
     return {k: v for k, v in PG_CONNECT_DEFAULTS if k not in given}
 
 
+# SQLSTATE classes of a server away or going away (PostgreSQL docs appendix A): 08
+# connection exception, 53 insufficient resources, 57P operator intervention (shutdown,
+# crash, starting up); 25006: a read-only server (a standby, before or after a failover)
+_AWAY_SQLSTATES = ("08", "53", "57P", "25006")
+_SQLITE_AWAY = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")
+
+
 def unavailable(exc: BaseException) -> bool:
     """*exc* says the database is away (stopped, restarting, failing over, the connection
     lost, SQLite busy): a temporary failure, answered 4xx / NO [UNAVAILABLE] while the
-    pool reconnects, not a bug. The DB-API classes OperationalError and InterfaceError
-    (PEP 249) hold connection failures and operator intervention (SQLSTATE classes 08, 57P:
-    PostgreSQL docs appendix A)."""
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError))
+    pool reconnects, not a bug nor bad data (a row SQLite cannot decode is also an
+    OperationalError: not this)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", "")  # psycopg: None when the server was never reached
+    if state != "":
+        return (state is None and isinstance(exc, OperationalError | InterfaceError)) or \
+            (isinstance(state, str) and state.startswith(_AWAY_SQLSTATES))
+    return getattr(orig, "sqlite_errorname", None) in _SQLITE_AWAY
 
 
 def create_schema(engine: Engine) -> None:

@@ -26,6 +26,8 @@ from tests.postgres import HOST, PgCluster, new_cluster, new_standby, wait_strea
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 REMOTE = "dr.martin@operator-a.mssante.fr"
+CLINIC = "clinique.test"  # an institution's server on the relay listener (mss relay add)
+CLINIC_DN = "CN=smtp.clinique.test,OU=1750000099,O=CLINIQUE TEST,ST=Paris (75),C=FR"
 THREADS = 4
 PER_THREAD = 400  # bound of each sender's loop (it stops earlier when told)
 
@@ -174,6 +176,32 @@ def test_multi_host_database_url(tmp_path: Path, query: str, ok: bool) -> None:
     assert params["target_session_attrs"] == "read-write"
 
 
+def test_database_away_is_told_from_a_bug() -> None:
+    """What counts as "the database is away" (4xx, NO [UNAVAILABLE]) and what does not: a
+    server never reached, shut down or read-only (a standby), SQLite busy; not a row SQLite
+    cannot decode (a corrupt page: the login fails as before), a constraint, a timeout."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+    from mss.db import unavailable
+
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorname = "SQLITE_BUSY"
+    away = [OperationalError("q", {}, psycopg.OperationalError("connection failed")),
+            OperationalError("q", {}, psycopg.errors.AdminShutdown("terminating")),
+            OperationalError("q", {}, psycopg.errors.CannotConnectNow("starting up")),
+            DBAPIError("q", {}, psycopg.errors.ReadOnlySqlTransaction("read-only")),
+            OperationalError("q", {}, busy)]
+    not_away = [OperationalError("q", {}, sqlite3.OperationalError("Could not decode")),
+                IntegrityError("q", {}, psycopg.errors.UniqueViolation("duplicate")),
+                OperationalError("q", {}, psycopg.errors.QueryCanceled("timeout")),
+                ValueError("no database error")]
+    assert [unavailable(e) for e in away] == [True] * len(away)
+    assert [unavailable(e) for e in not_away] == [False] * len(not_away)
+
+
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
     cluster = new_cluster()
@@ -217,6 +245,13 @@ def _during_outage(node: Node, selected: imaplib.IMAP4) -> None:
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             client.login(ALICE, PASSWORD)
         assert refused.value.smtp_code == 454
+    ctx = node.client_context()  # the relay's certificate is looked up at MAIL FROM
+    ctx.load_cert_chain(*node.operator_certificate("clinic", CLINIC_DN))
+    with smtplib.SMTP("127.0.0.1", node.ports["relay"], timeout=15) as client:
+        client.starttls(context=ctx)
+        client.ehlo("smtp.clinique.test")
+        code, reply = client.mail(f"dr.house@{CLINIC}")
+        assert (code, reply) == (421, b"4.3.0 Database unavailable, try again later")
 
 
 def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
@@ -248,6 +283,8 @@ def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> N
     the change watcher took a new connection (the IDLE safety poll is set to 30 s)."""
     node = make_node(tmp_path, backend="postgresql", pg_cluster=cluster,
                      extra_config="\n[imap]\nidle_poll = 30.0\n")
+    node.cli("domain", "add", CLINIC)
+    node.cli("relay", "add", "clinic", "--cert-dn", CLINIC_DN, "--domains", CLINIC)
     node.start()
     idle = imap_login(node, ALICE)
     assert idle.select("INBOX")[0] == "OK"

@@ -267,10 +267,14 @@ class MssSMTP(SMTP):
         """A bug in a command handler: log it with the session id, close this connection
         (never the server), reveal nothing on the wire."""
         session = self.session
-        log.error("session error", session=getattr(session, "id", None),
-                  error=repr(error), exc_info=error)
         if self.transport is not None:
             self.loop.call_soon(self.transport.close)
+        if unavailable(error):  # the database is away (RCPT and DATA answer 451 alone)
+            log.warning("session closed: database unavailable",
+                        session=getattr(session, "id", None))
+            return "421 4.3.0 Database unavailable, try again later"
+        log.error("session error", session=getattr(session, "id", None),
+                  error=repr(error), exc_info=error)
         return "421 4.3.0 Internal error, closing connection"
 
     # ------------------------------------------------------------------ EHLO / AUTH
