@@ -29,7 +29,7 @@ REMOTE = "dr.martin@operator-a.mssante.fr"
 CLINIC = "clinique.test"  # an institution's server on the relay listener (mss relay add)
 CLINIC_DN = "CN=smtp.clinique.test,OU=1750000099,O=CLINIQUE TEST,ST=Paris (75),C=FR"
 THREADS = 4
-PER_THREAD = 400  # bound of each sender's loop (it stops earlier when told)
+PER_THREAD = 1000  # bound of each sender's loop (it stops earlier when told)
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Burst:
                 self.temporary.append((time.monotonic(), code))
             else:
                 self.permanent.append((code, text))
-        time.sleep(0.05)  # the database is away: a real client waits longer
+        time.sleep(0.1)  # the database is away: a real client waits longer
 
     @staticmethod
     def _reset(client: smtplib.SMTP | None) -> smtplib.SMTP | None:
