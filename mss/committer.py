@@ -4,8 +4,10 @@ Sessions hand a *job* (a function of an open SQL connection) to :meth:`GroupComm
 and await its result. The writer thread takes every job waiting, runs them all in one
 transaction, commits once (one WAL fsync), then wakes the callers. If a job raises, the
 batch is rolled back and each job is run again in a transaction of its own, so a failing job
-fails alone (jobs are pure functions of the connection: running one twice is safe). A
-caller is only woken after the commit returned, so a 250 never precedes durability.
+fails alone (jobs are pure functions of the connection: running one twice is safe); when
+the database is away (:func:`mss.db.unavailable`) the whole batch fails at once and the
+thread carries on with the next one (the pool reconnects). A caller is only woken after the
+commit returned, so a 250 never precedes durability.
 
 Each transaction the writer opens carries a *scratch space* (:func:`scratch`): a dict that
 lives exactly as long as the transaction, shared by the jobs of one batch, dropped at commit
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Connection, Engine
 
+from mss.db import unavailable
 from mss.lifecycle import STOP_FLOOR, remaining
 
 log = structlog.get_logger("mss.committer")
@@ -121,15 +124,21 @@ class GroupCommitter:
             try:
                 for job in jobs:
                     job.result = job.work(conn)
-            finally:
-                conn.info.pop(_SCRATCH, None)
+            finally:  # (a lost connection's info is gone: reading it would raise
+                # PendingRollbackError over the error that says the database is away)
+                if not conn.invalidated:
+                    conn.info.pop(_SCRATCH, None)
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
             self._transaction(batch)
         except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+            if len(batch) == 1 or unavailable(exc):
+                # the database is away: every job fails with it (their callers answer
+                # 4xx / NO), none is run again; a COMMIT cut off may or may not have
+                # happened, and a caller told "failed" retries: a duplicate, never a loss
+                for job in batch:
+                    job.error = exc
             else:  # find the culprit: one transaction per job
                 for job in batch:
                     try:
@@ -139,6 +148,8 @@ class GroupCommitter:
             errors = [job.error for job in batch if job.error is not None] or [exc]
             if all(isinstance(e, Refusal) for e in errors):
                 log.info("commit refused", error=repr(errors[0]), jobs=len(batch))
+            elif unavailable(exc):  # the pool opens a new connection for the next batch
+                log.warning("database unavailable", error=repr(exc), jobs=len(batch))
             else:
                 log.error("commit failed", error=repr(exc), jobs=len(batch))
         self.batches += 1

@@ -145,7 +145,9 @@ class ServerConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     """SQLite (embedded default, WAL mode, fsync at every commit) or
-    postgresql+psycopg://..."""
+    postgresql+psycopg://...; a primary and its standby (two sites):
+    postgresql+psycopg://user@/db?host=h1:p1&host=h2:p2&target_session_attrs=read-write
+    (docs/operations.md)."""
 
     url: str = key("sqlite:///mss.db", "SQLAlchemy URL (a relative SQLite path: in "
                    "server.data_dir)", scheme("sqlite:", "postgresql"))
@@ -156,6 +158,19 @@ class DatabaseConfig:
                              "worker at once (LISTEN/NOTIFY); every this many seconds, each "
                              "serving process compares its sleepers with the database anyway "
                              "(commits of the CLI, notifications lost)", gt(0))
+
+    def checked(self) -> Self:
+        # several servers (two sites): SQLAlchemy passes libpq a host list as
+        # ?host=h1:p1&host=h2:p2 or ?host=h1,h2&port=p1,p2; in "host=h1:p1,h2:p2" the
+        # ports would be read as part of the host names (PostgreSQL docs §34.1.1.3)
+        query = urlsplit(self.url).query
+        hosts = [v for k, v in (kv.partition("=")[::2] for kv in query.split("&"))
+                 if k == "host"]
+        if any("," in h and ":" in h for h in hosts):
+            raise Invalid("url", "a host list with ports is written "
+                          "?host=h1:p1&host=h2:p2 (or ?host=h1,h2&port=p1,p2), "
+                          f"not host={hosts[0]}")
+        return self
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sqlalchemy import (
     event,
     make_url,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 metadata = MetaData()
 
@@ -357,7 +357,53 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
         if writer:
             event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=8, pool_pre_ping=True)
+    return create_engine(url, pool_size=8, pool_pre_ping=True,
+                         connect_args=_pg_connect_args(url))
+
+
+# libpq connection parameters (PostgreSQL docs §34.1.2) bounding how long a lost server
+# can hold a node: a connection attempt gives up after connect_timeout seconds (per host of
+# a multi-host URL); TCP keepalives and tcp_user_timeout turn a silent peer (a site cut off,
+# a crashed host) into an error within seconds instead of the kernel's two hours; the pool
+# (pool_pre_ping) then opens a new connection, to the next host of the URL after a
+# failover. A parameter given in the URL's query wins.
+PG_CONNECT_DEFAULTS: tuple[tuple[str, int], ...] = (
+    ("connect_timeout", 5),
+    ("keepalives", 1),
+    ("keepalives_idle", 10),
+    ("keepalives_interval", 3),
+    ("keepalives_count", 3),
+    ("tcp_user_timeout", 20000),  # milliseconds
+)
+
+
+def _pg_connect_args(url: str) -> dict[str, int]:
+    given = make_url(url).query
+    return {k: v for k, v in PG_CONNECT_DEFAULTS if k not in given}
+
+
+# SQLSTATE classes of a server away or going away (PostgreSQL docs appendix A): 08
+# connection exception, 53 insufficient resources, 57P operator intervention (shutdown,
+# crash, starting up); 25006: a read-only server (a standby, before or after a failover)
+_AWAY_SQLSTATES = ("08", "53", "57P", "25006")
+_SQLITE_AWAY = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """*exc* says the database is away (stopped, restarting, failing over, the connection
+    lost, SQLite busy): a temporary failure, answered 4xx / NO [UNAVAILABLE] while the
+    pool reconnects, not a bug nor bad data (a row SQLite cannot decode is also an
+    OperationalError: not this)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", "")  # psycopg: None when the server was never reached
+    if state != "":
+        return (state is None and isinstance(exc, OperationalError | InterfaceError)) or \
+            (isinstance(state, str) and state.startswith(_AWAY_SQLSTATES))
+    return getattr(orig, "sqlite_errorname", None) in _SQLITE_AWAY
 
 
 def create_schema(engine: Engine) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from mss.addresses import AddressError, normalize_address
+from mss.db import unavailable
 from mss.mailstore import mailboxes
 from mss.passwords import verify_password
 
@@ -61,6 +62,8 @@ def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
             with reader.connect() as conn:
                 mailbox = mailboxes.get_mailbox(conn, address)
         except DBAPIError as exc:
+            if unavailable(exc):  # the database is away: a temporary failure, not a login's
+                raise
             # a corrupt row: the driver's message quotes the column's text (the password
             # hash), so only the error class is logged, and the login fails
             log.error("mailbox record unreadable", mailbox=address,

@@ -19,11 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mss.app import open_app
 from mss.mailstore import mailboxes, messages
 from tests.whitelist_fixtures import make_whitelist_xml
+
+if TYPE_CHECKING:
+    from tests.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
 MSS = [sys.executable, "-m", "mss"]
@@ -459,7 +462,7 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
               tls: dict[str, Path] | None = None, extra_config: str = "",
               real_init: bool = False, in_process: bool = False,
-              backend: str = "sqlite") -> Node:
+              backend: str = "sqlite", pg_cluster: PgCluster | None = None) -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
     the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
 
@@ -468,7 +471,8 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
     *real_init* runs those commands for this node instead (tests of ``mss init`` itself);
     *in_process*: an :class:`InProcessNode`. *backend* ``"postgresql"``: the node's
     database is a database of its own on this process's PostgreSQL server
-    (tests/postgres.py), copied from the template's."""
+    (tests/postgres.py), copied from the template's; *pg_cluster*: on that cluster
+    instead (a test's own, to stop, crash or replicate), copied with pg_dump."""
     data_dir = base / "node"
     if real_init:
         _initialise(data_dir, domain, with_whitelist, base / "whitelist.xml",
@@ -481,7 +485,8 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
         if with_whitelist:
             shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
         if backend == "postgresql":
-            _point_at(data_dir / "mss.toml", _copy_pg_database(template / "node" / "mss.toml"))
+            _point_at(data_dir / "mss.toml",
+                      _copy_pg_database(template / "node" / "mss.toml", pg_cluster))
     node = (InProcessNode if in_process else Node)(data_dir, host=host, domain=domain,
                                                    fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
@@ -521,11 +526,13 @@ def _database_of(config: Path) -> str:
     return match.group(1)
 
 
-def _copy_pg_database(template_config: Path) -> str:
+def _copy_pg_database(template_config: Path, target: PgCluster | None = None) -> str:
     from tests.postgres import shared_cluster
 
     cluster = shared_cluster()
     template = _database_of(template_config).rsplit("/", 1)[1]
+    if target is not None and target is not cluster:
+        return target.url(target.copy_database(cluster, template, "node"))
     return cluster.url(cluster.create_database("node", template=template))
 
 

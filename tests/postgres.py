@@ -96,6 +96,42 @@ class PgCluster:
         self.stop()
         self.start()
 
+    def crash(self) -> None:
+        """Stop as a power cut would: ``pg_ctl stop -m immediate`` (the server quits without a
+        shutdown checkpoint; the next start replays the WAL: pg_ctl's reference page)."""
+        self.stop("immediate")
+
+    def promote(self) -> None:
+        """Turn this standby into a primary (``pg_ctl promote``, docs §27.3 'Failover'),
+        waiting until it accepts writes."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
+                  "promote")
+
+    def in_recovery(self) -> bool:
+        return self.psql("SELECT pg_is_in_recovery()").strip() == "t"
+
+    def require_synchronous(self, standby_name: str) -> None:
+        """Commits wait until the standby *standby_name* (its application_name) has the
+        WAL on disk (docs §27.2.8 'Synchronous Replication': synchronous_commit = on with
+        synchronous_standby_names). Set with ALTER SYSTEM after the base backup, so that
+        the standby, once promoted, does not wait for a standby of its own."""
+        self.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{standby_name}'")
+        self.psql("SELECT pg_reload_conf()")
+
+    def copy_database(self, source: PgCluster, database: str, prefix: str = "t") -> str:
+        """A copy of *source*'s *database* in this cluster (``pg_dump | psql``: a template
+        database is only copied within one cluster); returns its name."""
+        name = self.create_database(prefix)
+        dump = subprocess.run([str(self.bindir / "pg_dump"), "-h", HOST, "-p", str(source.port),
+                               "-U", source.user, "--no-owner", "-d", database],
+                              capture_output=True, text=True, timeout=120, check=True)
+        proc = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST,
+                               "-p", str(self.port), "-U", self.user, "-d", name],
+                              input=dump.stdout, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f"restoring {database} into {name}: {proc.stderr}")
+        return name
+
     def url(self, database: str, *, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{self.user}@{HOST}:{self.port}/{database}"
 
@@ -147,6 +183,43 @@ def new_cluster(*, extra: tuple[str, ...] = ()) -> PgCluster:
     cluster.start()
     atexit.register(_remove, cluster, root)
     return cluster
+
+
+REPLICATION_USER = "replicator"
+
+
+def new_standby(primary: PgCluster, name: str = "site_b") -> PgCluster:
+    """A hot standby of *primary* on a port of its own, streaming its WAL (docs §27.2
+    'Log-Shipping Standby Servers'): a replication role (initdb's pg_hba.conf already has
+    ``host replication all 127.0.0.1/32`` lines), ``pg_basebackup -R`` (writes
+    standby.signal and primary_conninfo, with *name* as application_name: the name
+    synchronous_standby_names refers to), started; stopped at exit."""
+    if primary.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{REPLICATION_USER}'") == "":
+        primary.psql(f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN")
+    root = Path(tempfile.mkdtemp(prefix="mss-pg-standby-"))
+    os.chmod(root, 0o755)
+    standby = PgCluster(primary.bindir, root / "cluster", free_port(), extra=primary.extra)
+    standby.root.mkdir(parents=True)
+    if os.geteuid() == 0:
+        shutil.chown(standby.root, "postgres")
+    conninfo = (f"host={HOST} port={primary.port} user={REPLICATION_USER} "
+                f"application_name={name}")
+    standby._run(str(primary.bindir / "pg_basebackup"), "-d", conninfo, "-D",
+                 str(standby.data), "-R", "--checkpoint=fast", "--no-sync", "-X", "stream")
+    atexit.register(_remove, standby, root)
+    standby.start()
+    return standby
+
+
+def wait_streaming(primary: PgCluster, name: str, timeout: float = 30.0) -> None:
+    """Until *primary* lists the standby *name* as streaming (pg_stat_replication)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if primary.psql("SELECT state FROM pg_stat_replication "
+                        f"WHERE application_name = '{name}'").strip() == "streaming":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"standby {name} not streaming after {timeout} s")
 
 
 def _remove(cluster: PgCluster, root: Path) -> None:

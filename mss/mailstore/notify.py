@@ -244,6 +244,9 @@ class ChangeWatcher:
                 listener(self._conn)
             except Exception as exc:  # one listener's failure must not starve the others
                 log.error("change listener failed", error=repr(exc))
+                if self._conn.invalidated:  # the connection was lost: a new one next round
+                    self._close()
+                    return
 
     def _close(self) -> None:
         if self._conn is not None:

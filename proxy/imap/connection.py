@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
+from mss.db import unavailable
 from mss.limits import Admission
 from mss.mailstore import errors, folders, grants, mailboxes, messages
 from mss.mailstore.mailboxes import Mailbox
@@ -232,7 +233,14 @@ class Session:
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except Exception as exc:  # a bug must end this connection only, never the server
-            log.exception("session failed", session=self.id, error=repr(exc))
+            if unavailable(exc):  # between commands (mailbox checks, updates): RFC 3501
+                # §7.1.5 BYE, the client logs in again once the database is back
+                log.warning("session ended: database unavailable", session=self.id)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    self.untagged(b"BYE Database unavailable, try again later")
+                    await self.flush()
+            else:
+                log.exception("session failed", session=self.id, error=repr(exc))
         finally:
             self._release()
             if self.admission is not None:
@@ -329,6 +337,12 @@ class Session:
         except (ConnectionError, ssl.SSLError):
             raise
         except Exception as exc:  # keep the connection usable; never leak details
+            if unavailable(exc):  # RFC 5530 §3: a subsystem is down, try again later
+                log.warning("command deferred: database unavailable", session=self.id,
+                            command=command.name)
+                self.tagged(command.tag, "NO", "Database unavailable, try again later",
+                            "UNAVAILABLE")
+                return
             log.exception("command failed", session=self.id, command=command.name,
                           error=repr(exc))
             self.tagged(command.tag, "NO", "Internal error, try again later", "SERVERBUG")

@@ -18,6 +18,7 @@ import structlog
 from aiosmtpd.smtp import LoginPassword
 from cryptography import x509
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
@@ -27,6 +28,7 @@ from mss import message as rfc5322
 from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.committer import GroupCommitter
+from mss.db import unavailable
 from mss.mailstore import Mailstore, deliveries, domains, mailboxes, messages
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
@@ -242,15 +244,21 @@ class SmtpHandler:
         else:
             if rcpt in envelope.rcpt_tos:
                 return "250 2.1.5 Recipient OK"  # duplicate: one copy only
-            with self.app.reader.connect() as conn:
-                target = self._postmaster_target(conn, rcpt)
-                if rcpt == "postmaster" and target is None:
-                    decision = policy.refuse(policy.Verdict.RECIPIENT_UNKNOWN,
-                                             "<Postmaster>: smtp.postmaster is not set",
-                                             whitelist)
-                else:
-                    facts, mailbox_id = self._facts(conn, target or rcpt)
-                    decision = self.policy.recipient(facts, whitelist)
+            try:
+                with self.app.reader.connect() as conn:
+                    target = self._postmaster_target(conn, rcpt)
+                    if rcpt == "postmaster" and target is None:
+                        decision = policy.refuse(policy.Verdict.RECIPIENT_UNKNOWN,
+                                                 "<Postmaster>: smtp.postmaster is not set",
+                                                 whitelist)
+                    else:
+                        facts, mailbox_id = self._facts(conn, target or rcpt)
+                        decision = self.policy.recipient(facts, whitelist)
+            except DBAPIError as exc:
+                if not unavailable(exc):
+                    raise
+                log.warning("recipient deferred: database unavailable", session=session.id)
+                return "451 4.3.0 Temporary lookup failure, try again later"
         if not decision.accepted:
             self._emit_record(session, Event.SMTP_RECIPIENT_REFUSED, Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],

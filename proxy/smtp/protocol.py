@@ -29,7 +29,9 @@ from typing import Any, Protocol
 
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from sqlalchemy.exc import DBAPIError
 
+from mss.db import unavailable
 from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.message import has_bare_cr_or_lf, longest_line
 from proxy.smtp.session import MssEnvelope, MssSession
@@ -265,10 +267,14 @@ class MssSMTP(SMTP):
         """A bug in a command handler: log it with the session id, close this connection
         (never the server), reveal nothing on the wire."""
         session = self.session
-        log.error("session error", session=getattr(session, "id", None),
-                  error=repr(error), exc_info=error)
         if self.transport is not None:
             self.loop.call_soon(self.transport.close)
+        if unavailable(error):  # the database is away (RCPT and DATA answer 451 alone)
+            log.warning("session closed: database unavailable",
+                        session=getattr(session, "id", None))
+            return "421 4.3.0 Database unavailable, try again later"
+        log.error("session error", session=getattr(session, "id", None),
+                  error=repr(error), exc_info=error)
         return "421 4.3.0 Internal error, closing connection"
 
     # ------------------------------------------------------------------ EHLO / AUTH
@@ -335,8 +341,16 @@ class MssSMTP(SMTP):
             # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
             await self.push("454 4.7.0 Too many failed authentications, try again later")
             return AuthResult(success=False, handled=True)
-        ok: bool = await self.hooks.authenticate(
-            self, self.mss_session(), mechanism, LoginPassword(login, password))
+        try:
+            ok: bool = await self.hooks.authenticate(
+                self, self.mss_session(), mechanism, LoginPassword(login, password))
+        except DBAPIError as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("auth deferred: database unavailable", session=self.mss_session().id)
+            # RFC 4954 §6: 454 4.7.0 temporary authentication failure (not counted)
+            await self.push("454 4.7.0 Temporary authentication failure, try again later")
+            return AuthResult(success=False, handled=True)
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         return AuthResult(success=False, handled=False)
