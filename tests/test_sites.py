@@ -348,3 +348,34 @@ def test_two_sites_failover_to_promoted_standby(tmp_path: Path, cluster: PgClust
         node.stop()
     finally:
         standby.stop("immediate")
+
+
+def test_a_serving_node_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Between its rounds a node holds no transaction open: one left "idle in transaction"
+    (the change watcher's reader, once) holds back VACUUM and blocks DDL, so ``mss db
+    upgrade`` on a running cluster would wait for ever. An IDLE session makes the watcher
+    query the folders; then an ALTER TABLE (what a migration runs) gets its lock at once."""
+    from tests.postgres import shared_cluster
+
+    node = make_node(tmp_path, backend="postgresql", in_process=True)
+    node.start()
+    try:
+        idle = imap_login(node, ALICE)
+        assert idle.select("INBOX")[0] == "OK"
+        idle.send(b"i IDLE\r\n")
+        assert idle.readline().startswith(b"+")
+        time.sleep(2.0)  # rounds of the change watcher, the queue worker, the elections
+        database = _database_of(node.config).rsplit("/", 1)[1]
+        open_ones = shared_cluster().psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'idle in transaction' AND now() - xact_start > interval '1 second'",
+            database)
+        assert open_ones.strip() == "0"
+        shared_cluster().psql("SET lock_timeout = '3s'; "
+                              "ALTER TABLE outbound_queue ADD COLUMN probe integer; "
+                              "ALTER TABLE outbound_queue DROP COLUMN probe", database)
+        idle.send(b"DONE\r\n")
+        assert idle.readline().startswith(b"i OK")
+        idle.logout()
+    finally:
+        node.stop()

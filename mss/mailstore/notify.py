@@ -247,6 +247,11 @@ class ChangeWatcher:
                 if self._conn.invalidated:  # the connection was lost: a new one next round
                     self._close()
                     return
+        # end the round's read transaction: on PostgreSQL one left open between rounds
+        # ("idle in transaction") holds back VACUUM and blocks DDL (mss db upgrade) for
+        # as long as the node runs; SQLite's data_version is per connection, not per
+        # transaction
+        self._conn.rollback()
 
     def _close(self) -> None:
         if self._conn is not None:
