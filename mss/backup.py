@@ -68,6 +68,7 @@ from audit.journal import AuditRecord, append
 from mss import crypto, db, schema
 from mss.app import key_provider
 from mss.config import Config
+from mss.mailstore import messages as store_messages
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -226,12 +227,12 @@ def _master_keys(conn: Connection) -> list[dict[str, Any]]:
 
 
 def _facts(conn: Connection) -> dict[str, Any]:
+    messages, mailboxes = store_messages.count_all(conn)
     return {
         "schema_version": _schema_version(conn),
         "master_keys": _master_keys(conn),
         "audit": {"head": _head(conn), "checkpoint": _checkpoint(conn)},
-        "counts": {"messages": _count(conn, db.messages),
-                   "mailboxes": _count(conn, db.mailboxes),
+        "counts": {"messages": messages, "mailboxes": mailboxes,
                    "queue": _count(conn, db.outbound_queue)},
     }
 
@@ -485,7 +486,7 @@ def _verify_sqlite(path: Path, manifest: Mapping[str, Any], key: Ed25519PrivateK
                 if check != "ok":
                     raise BackupError(f"{path.name} fails integrity_check: {check}")
                 counts = manifest["counts"]
-                found = _count(conn, db.messages)
+                found = store_messages.count_all(conn)[0]
                 if found != counts["messages"]:
                     raise BackupError(f"{found} messages, the manifest says "
                                       f"{counts['messages']}")
@@ -755,8 +756,10 @@ def _check_restored(config: Config, engine: Engine, where: str,
     try:
         with engine.connect() as conn:
             chain = _chain_summary(conn, manifest, _signing_key(config.audit.signing_key_file))
-            messages = _open_all(conn, db.messages, lambda row: crypto.mailbox_key_id(
-                row.mailbox_id), keyring)
+            try:
+                messages = store_messages.open_every_message(conn, keyring)
+            except (crypto.TamperedError, crypto.KeyringError) as exc:
+                raise BackupError(str(exc)) from None
             queued = _open_all(conn, db.outbound_queue, lambda row: crypto.QUEUE_KEY_ID,
                                keyring)
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from audit.journal import AuditRecord, append
 from mss import crypto, db
@@ -285,3 +285,28 @@ def list_uids(conn: Connection, mailbox_id: int, folder: str = "INBOX") -> Seque
         .where((db.messages.c.mailbox_id == mailbox_id) & (db.folders.c.name == folder))
         .order_by(db.messages.c.uid)
     ).scalars())
+
+
+def count_all(conn: Connection) -> tuple[int, int]:
+    """(messages, mailboxes) of the whole store (a backup's manifest and its checks)."""
+    count = select(func.count())
+    return (int(conn.execute(count.select_from(db.messages)).scalar() or 0),
+            int(conn.execute(count.select_from(db.mailboxes)).scalar() or 0))
+
+
+def open_every_message(conn: Connection, keyring: crypto.Keyring) -> int:
+    """Decrypt every message of the store in memory (streamed, nothing kept): the count.
+    TamperedError or KeyringError names the first that does not open (a restore's check)."""
+    opened = 0
+    rows = conn.execution_options(stream_results=True, yield_per=500).execute(
+        select(db.messages.c.id, db.messages.c.mailbox_id, db.messages.c.key_blob,
+               db.messages.c.body_blob).order_by(db.messages.c.id))
+    for row in rows:
+        key_id = crypto.mailbox_key_id(row.mailbox_id)
+        try:
+            crypto.open_message(keyring.key(key_id, conn), key_id, row.id, row.key_blob,
+                                row.body_blob)
+        except (crypto.TamperedError, crypto.KeyringError) as exc:
+            raise type(exc)(f"message {row.id} does not decrypt: {exc}") from None
+        opened += 1
+    return opened
