@@ -17,6 +17,7 @@ that completes the count, the next failure then locks.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -111,16 +112,36 @@ class Throttle:
         return f"user:{user.lower()}", f"addr:{address}"
 
     def blocked(self, user: str, address: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        """Whether this user or address is locked out (in this process, then in the
+        database): a blocking query, for threads and tests; sessions await :meth:`check`."""
         keys = self._keys(user, address)
+        if self._locked_here(keys, time.monotonic() if now is None else now):
+            return True
+        return self.shared is not None and self._shared_state(keys)
+
+    async def check(self, user: str, address: str) -> bool:
+        """:meth:`blocked` for an event loop: the database's count is read on an executor
+        thread, so a slow or lost database (connect_timeout) never freezes the loop. A
+        DBAPIError (database away) reaches the caller: a temporary refusal."""
+        keys = self._keys(user, address)
+        if self._locked_here(keys, time.monotonic()):
+            return True
+        if self.shared is None:
+            return False
+        return await asyncio.get_running_loop().run_in_executor(None, self._shared_state,
+                                                                keys)
+
+    def _locked_here(self, keys: tuple[str, str], now: float) -> bool:
         for key in keys:
             until = self._locked.get(key)
             if until is not None:
                 if until > now:
                     return True
                 del self._locked[key]
-        if self.shared is None:
-            return False
+        return False
+
+    def _shared_state(self, keys: tuple[str, str]) -> bool:
+        assert self.shared is not None
         locked, user_failed = self.shared.state(keys, max(self.window, self.lockout),
                                                 time.time())
         if user_failed:

@@ -78,7 +78,7 @@ async def starttls(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
 async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechanism: str) -> None:
     throttle = s.ctx.throttle
     name = throttle_name(login)  # the identity the password check uses (mss.login)
-    if throttle.blocked(name, s.remote_addr):
+    if await throttle.check(name, s.remote_addr):
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")

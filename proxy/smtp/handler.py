@@ -122,10 +122,10 @@ class SmtpHandler:
     # ------------------------------------------------------------------ AUTH
     # (no method of this class may be named auth_*: aiosmtpd takes those for SASL
     # mechanisms and advertises them in EHLO)
-    def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+    async def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
         """True (audited) when this login or this address is locked after failures."""
         name = self.policy.throttle_name(login)
-        if not self.throttle.blocked(name, session.remote_addr):
+        if not await self.throttle.check(name, session.remote_addr):
             return False
         self._emit(session, session.record(
             Event.SMTP_AUTH, Outcome.MINOR_FAILURE, actor=name[:320], reason="throttled",

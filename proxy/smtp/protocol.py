@@ -72,7 +72,7 @@ class SmtpHooks(Protocol):
         """EHLO: the capability lines to answer, from aiosmtpd's *responses*."""
         ...
 
-    def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
+    async def login_blocked(self, session: MssSession, mechanism: str, login: bytes) -> bool:
         """AUTH, before any password check: whether this login or address is locked."""
         ...
 
@@ -337,11 +337,12 @@ class MssSMTP(SMTP):
         return await self._verify("LOGIN", login, password)
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
-        if self.hooks.login_blocked(self.mss_session(), mechanism, login):
-            # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password check)
-            await self.push("454 4.7.0 Too many failed authentications, try again later")
-            return AuthResult(success=False, handled=True)
         try:
+            if await self.hooks.login_blocked(self.mss_session(), mechanism, login):
+                # RFC 4954 §6: 454 4.7.0 temporary authentication failure (no password
+                # check)
+                await self.push("454 4.7.0 Too many failed authentications, try again later")
+                return AuthResult(success=False, handled=True)
             ok: bool = await self.hooks.authenticate(
                 self, self.mss_session(), mechanism, LoginPassword(login, password))
         except DBAPIError as exc:
