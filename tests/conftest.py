@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import Engine
+
+from tests.databases import schema_engine
 from tests.node import Node, make_node
 
 
@@ -43,3 +46,11 @@ def fresh_node(tmp_path: Path, backend: str) -> Iterator[Node]:
     if node.process is not None:
         node.process.kill()
         node.process.wait()
+
+
+@pytest.fixture
+def db_engine(tmp_path: Path, backend: str) -> Iterator[Engine]:
+    """A writer engine on a new database holding the schema, on the module's backends (for
+    tests of the store's logic that need no node: tests/databases.py)."""
+    with schema_engine(backend, tmp_path) as engine:
+        yield engine
