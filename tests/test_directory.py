@@ -19,7 +19,12 @@ from directory.sync import DirectorySync, SyncError, ldap_connection
 from mss import db
 from mss.config import ConfigError, DirectoryConfig, parse_config
 from tests import peers, slapd
-from tests.node import free_port
+from tests.databases import schema_url
+from tests.node import BACKENDS, free_port
+
+# the sync's staging and swap, and a node's directory commands, on both backends (tests
+# taking ``backend``); the LDAP transport tests (TLS, paging errors) on SQLite only
+BACKENDS = BACKENDS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,10 +64,8 @@ def config_for(server: slapd.Slapd, tmp_path: Path, **extra: object) -> Director
                            password_file=password, page_size=500, **extra)  # type: ignore[arg-type]
 
 
-def engine_for(tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine = db.make_engine(f"sqlite:///{tmp_path}/dir.db")
-    db.create_schema(engine)
-    return engine
+def engine_for(tmp_path: Path, backend: str = "sqlite"):  # type: ignore[no-untyped-def]
+    return db.make_engine(schema_url(backend, tmp_path, "dir"))
 
 
 def count(engine) -> int:  # type: ignore[no-untyped-def]
@@ -77,8 +80,8 @@ def admin(server: slapd.Slapd) -> ldap3.Connection:
 
 
 def test_full_sync_pages_past_the_size_limit_and_reports_bad_entries(
-        server: slapd.Slapd, tmp_path: Path) -> None:
-    engine = engine_for(tmp_path)
+        server: slapd.Slapd, tmp_path: Path, backend: str) -> None:
+    engine = engine_for(tmp_path, backend)
     report = DirectorySync(engine, config_for(server, tmp_path)).full()
     assert report.status == "ok"
     assert report.entries == ENTRIES and count(engine) == ENTRIES
@@ -99,10 +102,12 @@ def test_full_sync_pages_past_the_size_limit_and_reports_bad_entries(
     with pytest.raises(SyncError, match="4 invalid entries"):
         strict.full()
     assert count(engine) == ENTRIES
+    engine.dispose()
 
 
-def test_changes_incremental_then_full(server: slapd.Slapd, tmp_path: Path) -> None:
-    engine = engine_for(tmp_path)
+def test_changes_incremental_then_full(server: slapd.Slapd, tmp_path: Path, backend: str
+                                       ) -> None:
+    engine = engine_for(tmp_path, backend)
     sync = DirectorySync(engine, config_for(server, tmp_path))
     sync.full()
     time.sleep(1.1)  # modifyTimestamp has a one-second resolution
@@ -126,6 +131,7 @@ def test_changes_incremental_then_full(server: slapd.Slapd, tmp_path: Path) -> N
         city = conn.execute(select(db.directory_entries.c.city).where(
             db.directory_entries.c.mail == "pro3@annuaire.mssante.fr")).scalar()
     assert city == "Lyon"
+    engine.dispose()
 
 
 def test_server_stopped_mid_sync_keeps_last_good(tmp_path: Path) -> None:
@@ -177,7 +183,8 @@ def test_server_truncating_paged_results_fails_the_run(tmp_path: Path) -> None:
         instance.stop()
 
 
-def test_submission_checks_remote_recipients_against_the_directory(tmp_path: Path) -> None:
+def test_submission_checks_remote_recipients_against_the_directory(tmp_path: Path,
+                                                                   backend: str) -> None:
     import smtplib
 
     from tests.node import DOMAIN, PASSWORD, make_node
@@ -187,7 +194,7 @@ def test_submission_checks_remote_recipients_against_the_directory(tmp_path: Pat
     instance.load([slapd.person_ldif(1, mail="dr.martin@operator-a.mssante.fr"),
                    slapd.person_ldif(2, mail="Dr.Durand@operator-b.mssante.fr")])
     instance.start()
-    node = make_node(tmp_path / "mss")
+    node = make_node(tmp_path / "mss", backend=backend)
     password = node.data_dir / "keys" / "ldap.password"
     password.write_text(slapd.PASSWORD)
     password.chmod(0o600)
