@@ -16,8 +16,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``backend``: the database of the module's nodes, each of the module's ``BACKENDS``
     (default SQLite only; ``BACKENDS = tests.node.BACKENDS`` runs it on PostgreSQL too)."""
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ("sqlite",)),
-                             scope="module")
+        backends = getattr(metafunc.module, "BACKENDS", ("sqlite",))
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:  # @pytest.mark.backends("sqlite"): a test bound to one backend
+            backends = tuple(b for b in backends if b in only.args)
+        metafunc.parametrize("backend", backends, scope="module")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from sqlalchemy import select, update
 from mss import crypto, db
 from mss.app import open_app
 from mss.mailstore import mailboxes, messages
-from tests.node import DOMAIN, PASSWORD, Node, make_node, read_all
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, read_all
+
+BACKENDS = BACKENDS  # keys, durability, workers on both; SQLite-bound tests are marked
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -42,6 +44,9 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
+# SQLite: the database and its WAL are files in the data dir (PostgreSQL's are the
+# server's)
+@pytest.mark.backends("sqlite")
 def test_no_plaintext_on_disk(fresh_node: Node) -> None:
     fresh_node.start()
     send_marker_mail(fresh_node)
@@ -171,7 +176,11 @@ def test_sigterm_exits_zero_and_audits_stop(fresh_node: Node) -> None:
     assert events.count("server.start") == 1 and events.count("server.stop") == 1
 
 
-def test_two_workers_share_the_ports(fresh_node: Node) -> None:
+def test_two_workers_share_the_ports(fresh_node: Node, backend: str) -> None:
+    if backend == "postgresql":  # two writers of one chain: audit/journal.py's head is read
+        # without the "audit-chain" lock and cached per process (issue 14 point 2, the
+        # cluster branch); remove once merged
+        pytest.xfail("audit chain across processes on PostgreSQL: not locked yet")
     text = fresh_node.config.read_text().replace('data_dir = "."', 'data_dir = "."\nworkers = 2')
     fresh_node.config.write_text(text)
     fresh_node.start()
@@ -212,6 +221,8 @@ def test_sigterm_finishes_data_in_flight(fresh_node: Node) -> None:
     assert any(b"second half" in m for m in read_all(fresh_node, BOB))
 
 
+# the SMTP session timer: no database in it
+@pytest.mark.backends("sqlite")
 def test_idle_session_times_out(fresh_node: Node) -> None:
     import socket
 
@@ -251,6 +262,8 @@ def test_disabled_mailbox_cannot_login_or_receive(fresh_node: Node) -> None:
     fresh_node.stop()
 
 
+# SQLite: a TEXT column holding bytes that are not UTF-8 (PostgreSQL refuses to store them)
+@pytest.mark.backends("sqlite")
 def test_corrupt_password_hash_row_never_reaches_the_log(fresh_node: Node) -> None:
     """A mailboxes row whose password_hash is not valid UTF-8 (a corrupt page, a bad
     restore): SQLite's decode error quotes the column's text, so it must never be logged;
