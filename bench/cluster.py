@@ -35,9 +35,12 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -175,10 +178,14 @@ def ingest(nodes: list[Node], result: Result, a: argparse.Namespace) -> None:
     rcpts = [RCPTS[i % len(RCPTS)] for i in range(a.messages)]
     payloads = [body(int(a.size_kb * 1024), i, rcpts[i]) for i in range(a.messages)]
     before_count = stored_count(nodes[0])
+    spy = _py_spy(nodes[0], a.py_spy and f"{a.py_spy}-{result.setup}-ingest.txt")
     before = cpu_of(nodes)
     load = send_all([n.ports["mx"] for n in nodes], nodes[0].mx_client_context(), rcpts,
                     payloads, a.sessions, a.max_seconds)
     used = cpu_of(nodes) - before
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+        spy.wait(60)
     result.stored = stored_count(nodes[0]) - before_count
     result.accepted, result.errors, result.first_errors = load.ok, load.err, load.errors
     result.msg_s = round(load.ok / load.elapsed, 1) if load.elapsed else 0.0
@@ -189,6 +196,21 @@ def ingest(nodes: list[Node], result: Result, a: argparse.Namespace) -> None:
     per = max(result.stored, 1)
     result.ingest_mss_ms = round(1000 * used.mss / per, 2)
     result.ingest_pg_ms = round(1000 * used.pg / per, 2)
+
+
+def _py_spy(node: Node, output: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy recording *node*'s server in collapsed-stack text (``--py-spy PREFIX``):
+    where the CPU goes, by function, for ``sort | uniq``-style reading or flamegraph.pl."""
+    if not output or node.process is None:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        sys.exit("py-spy not found: pip install py-spy")
+    spy = subprocess.Popen([exe, "record", "--pid", str(node.process.pid), "--rate", "200",
+                            "--format", "raw", "--output", output, "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached
+    return spy
 
 
 def fetch(nodes: list[Node], result: Result, a: argparse.Namespace) -> None:
@@ -375,6 +397,8 @@ def main() -> None:
     ap.add_argument("--idle-timeout", type=float, default=10.0,
                     help="seconds a delivery may take to wake the IDLE")
     ap.add_argument("--max-seconds", type=float, default=300, help="bound on each phase")
+    ap.add_argument("--py-spy", metavar="PREFIX", help="record the first node's server with "
+                    "py-spy during the ingest: PREFIX-<setup>-ingest.txt (collapsed stacks)")
     a = ap.parse_args()
     names = [n for n in a.setups.split(",") if n]
     unknown = set(names) - set(SETUPS)
