@@ -31,7 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "audit.journal", "audit.events"),
+                 "mss.throttle", "mss.lifecycle", "mss.locks", "audit.journal", "audit.events",
+                 "mss.migrations.*"),
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",

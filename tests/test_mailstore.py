@@ -290,6 +290,32 @@ def test_writes_bump_state_and_refusals_do_not(store: Store) -> None:
     assert state("INBOX") == after_store
 
 
+def test_counters_take_their_full_imap_range(store: Store) -> None:
+    """UIDVALIDITY and UIDs are 32-bit unsigned (RFC 3501 §9 nz-number), MODSEQs 63-bit
+    (RFC 7162 §7 mod-sequence-value): values past 2**31 are stored and read back on every
+    backend (PostgreSQL's integer is a signed 32-bit one: these columns are bigint)."""
+    from sqlalchemy import update
+
+    high_modseq = 2**40
+    with store.engine.begin() as conn:
+        inbox = _folder(conn, store.keyring, store.alice, "INBOX")
+        conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == store.alice.id)
+                     .values(last_uidvalidity=2**32 - 10))
+        conn.execute(update(db.folders).where(db.folders.c.id == inbox.id)
+                     .values(uidnext=2**31 + 5, highestmodseq=high_modseq))
+        folders.create_folder(conn, store.keyring, store.alice.id, "High", _record())
+    with store.engine.begin() as conn:
+        _deliver(store, store.alice)(conn)
+    with store.engine.begin() as conn:
+        _flags(store, "+", ("\\Seen",))(conn)
+    with store.reader.connect() as conn:
+        assert _folder(conn, store.keyring, store.alice, "High").uidvalidity == 2**32 - 9
+        inbox = _folder(conn, store.keyring, store.alice, "INBOX")
+        assert inbox.uidnext == 2**31 + 6 and inbox.highestmodseq == high_modseq + 2
+        (row,) = messages.rows(conn, inbox.id)
+        assert (row.uid, row.modseq) == (2**31 + 5, high_modseq + 2)
+
+
 def test_default_folders_inserted_once_and_restored(store: Store) -> None:
     """A new mailbox has the default folders (RFC 6154 special-use), each with its own
     UIDVALIDITY; a deleted one comes back at the next login with a higher one."""
