@@ -219,6 +219,7 @@ def fetch(nodes: list[Node], result: Result, a: argparse.Namespace) -> None:
     node = nodes[-1]
     target = Target("mss", "127.0.0.1", node.ports["imap"], RCPTS[1], PASSWORD,
                     node.client_context())
+    spy = _py_spy(node, a.py_spy and f"{a.py_spy}-{result.setup}-fetch.txt")
     before, t0, deadline = cpu_of(nodes), time.perf_counter(), time.monotonic() + a.max_seconds
     for _ in range(a.fetch_rounds):
         if time.monotonic() > deadline:
@@ -234,6 +235,9 @@ def fetch(nodes: list[Node], result: Result, a: argparse.Namespace) -> None:
             m.logout()
     elapsed = time.perf_counter() - t0
     used = cpu_of(nodes) - before
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     per = max(result.fetched, 1)
     result.fetch_msg_s = round(result.fetched / elapsed, 1)
     result.fetch_mss_ms = round(1000 * used.mss / per, 3)
@@ -361,13 +365,14 @@ def table(results: list[Result], a: argparse.Namespace) -> None:
     print(f"\n{a.messages} x {a.size_kb} KB over STARTTLS, {a.sessions} sessions; fetch "
           f"{a.fetch_rounds} rounds; IDLE {a.idle_deliveries} deliveries; load average "
           f"{os.getloadavg()[0]:.2f}; CPU in ms per message (ingest: per stored message)")
-    print(f"{'setup':<8}" + "".join(f"{title:>13}" for title, _ in COLUMNS))
+    print(f"{'setup':<8}" + "".join(f" {title:>12}" for title, _ in COLUMNS))
     for r in results:
         cells = []
         for title, attr in COLUMNS:
             value = (ingest_cpu(r) if title == "sum ms/msg" else fetch_cpu(r)
                      if title == "fetch ms/msg" else getattr(r, attr or ""))
-            cells.append(f"{'-' if value is None else value:>13}")
+            cells.append(" " + (f"{'-':>12}" if value is None else f"{value:>12.2f}"
+                                if isinstance(value, float) else f"{value:>12}"))
         print(f"{r.setup:<8}" + "".join(cells))
     by = {r.setup: r for r in results}
     if "sqlite" in by and "pg" in by and ingest_cpu(by["pg"]):
@@ -398,7 +403,8 @@ def main() -> None:
                     help="seconds a delivery may take to wake the IDLE")
     ap.add_argument("--max-seconds", type=float, default=300, help="bound on each phase")
     ap.add_argument("--py-spy", metavar="PREFIX", help="record the first node's server with "
-                    "py-spy during the ingest: PREFIX-<setup>-ingest.txt (collapsed stacks)")
+                    "py-spy: PREFIX-<setup>-ingest.txt, and the last one's during the fetch: "
+                    "PREFIX-<setup>-fetch.txt (collapsed stacks)")
     a = ap.parse_args()
     names = [n for n in a.setups.split(",") if n]
     unknown = set(names) - set(SETUPS)
