@@ -63,3 +63,29 @@ def schema_engine(backend: str, directory: Path, name: str = "mss") -> Iterator[
         yield engine
     finally:
         engine.dispose()
+
+
+def postgresql_dump(url: str) -> bytes:
+    """Every row of a PostgreSQL database as ``pg_dump --data-only`` writes it (what a
+    search of the database for plaintext reads; the server's files hold every test's
+    databases)."""
+    import subprocess
+
+    from tests.postgres import pg_bindir
+
+    bindir = pg_bindir()
+    assert bindir is not None
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return subprocess.run([str(bindir / "pg_dump"), "--data-only", "-d", plain],
+                          capture_output=True, check=True, timeout=60).stdout
+
+
+def postgresql_wal(url: str) -> bytes:
+    """The server's write-ahead log segments (pg_wal): every change any database of the
+    cluster committed lately, in the bytes that reach the disk."""
+    from tests.postgres import shared_cluster
+
+    cluster = shared_cluster()
+    assert f":{cluster.port}/" in url, "not a database of this process's server"
+    return b"".join(p.read_bytes() for p in sorted((cluster.data / "pg_wal").iterdir())
+                    if p.is_file())

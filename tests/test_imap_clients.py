@@ -263,16 +263,12 @@ def _raw_database(node: Node) -> bytes:
     server's SQLite locks included (a later "disk I/O error", SQLite FAQ "How to corrupt").
     On PostgreSQL, every row of the node's database as ``pg_dump --data-only`` writes it
     (the server's files hold every test's databases)."""
+    from tests.databases import postgresql_dump
     from tests.node import _database_of
-    from tests.postgres import pg_bindir
 
     url = _database_of(node.config)
     if url.startswith("postgresql"):
-        bindir = pg_bindir()
-        assert bindir is not None
-        plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return subprocess.run([str(bindir / "pg_dump"), "--data-only", "-d", plain],
-                              capture_output=True, check=True, timeout=60).stdout
+        return postgresql_dump(url)
     files = [str(p) for p in sorted(node.data_dir.glob("mss.db*")) if p.is_file()]
     return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
 

@@ -29,15 +29,18 @@ MARKER = "ZQXJ-MARKER-7f3a9c"
 
 
 
-def send_marker_mail(node: Node) -> None:
+def send_marker_mail(node: Node) -> str:
+    """Submit the marker mail; its Message-ID (audited in clear, unlike the rest)."""
+    message_id = f"<m1.{time.time_ns()}@demo>"
     body = (f"From: Alice <{ALICE}>\r\nTo: Bob <{BOB}>\r\nSubject: {MARKER} subject\r\n"
-            f"X-Dossier: {MARKER}-header\r\nMessage-ID: <m1.{time.time_ns()}@demo>\r\n\r\n"
+            f"X-Dossier: {MARKER}-header\r\nMessage-ID: {message_id}\r\n\r\n"
             f"Patient {MARKER} body line\r\n").encode()
     client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
     client.starttls(context=node.client_context())
     client.login(ALICE, PASSWORD)
     assert client.sendmail(ALICE, [BOB, REMOTE], body) == {}
     client.quit()
+    return message_id
 
 
 def files_containing(root: Path, needle: bytes) -> list[Path]:
@@ -60,6 +63,25 @@ def test_no_plaintext_on_disk(fresh_node: Node) -> None:
     assert files_containing(fresh_node.data_dir, MARKER.lower().encode()) == []
     fresh_node.stop()
     assert files_containing(fresh_node.data_dir, MARKER.encode()) == []
+
+
+@pytest.mark.backends("postgresql")
+def test_no_plaintext_in_the_postgresql_database(fresh_node: Node) -> None:
+    """The same on PostgreSQL: neither the rows of the node's database nor the server's
+    write-ahead log (the bytes that reached its disk) hold the content; nor the data dir."""
+    from tests.databases import postgresql_dump, postgresql_wal
+    from tests.node import _database_of
+
+    fresh_node.start()
+    message_id = send_marker_mail(fresh_node).encode()
+    assert any(MARKER.encode() in m for m in read_all(fresh_node, BOB))
+    url = _database_of(fresh_node.config)
+    rows, wal = postgresql_dump(url), postgresql_wal(url)
+    assert message_id in rows and message_id in wal  # the search sees this mail's rows
+    for needle in (MARKER.encode(), MARKER.lower().encode()):
+        assert needle not in rows and needle not in wal
+        assert files_containing(fresh_node.data_dir, needle) == []
+    fresh_node.stop()
 
 
 def test_key_rotation_keeps_old_mail_readable(fresh_node: Node) -> None:
