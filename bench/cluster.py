@@ -365,7 +365,8 @@ def fetch_cpu(r: Result) -> float:
 
 
 def table(results: list[Result], a: argparse.Namespace) -> None:
-    print(f"\n{a.messages} x {a.size_kb} KB over STARTTLS, {a.sessions} sessions; fetch "
+    print(f"\nmedians of {a.repeat} run(s); "
+          f"{a.messages} x {a.size_kb} KB over STARTTLS, {a.sessions} sessions; fetch "
           f"{a.fetch_rounds} rounds; IDLE {a.idle_deliveries} deliveries; load average "
           f"{os.getloadavg()[0]:.2f}; CPU in ms per message (ingest: per stored message)")
     print(f"{'setup':<8}" + "".join(f" {title:>12}" for title, _ in COLUMNS))
@@ -405,6 +406,8 @@ def main() -> None:
     ap.add_argument("--idle-timeout", type=float, default=10.0,
                     help="seconds a delivery may take to wake the IDLE")
     ap.add_argument("--max-seconds", type=float, default=300, help="bound on each phase")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of every set-up, interleaved; "
+                    "the table shows medians (a shared machine's load moves the figures)")
     ap.add_argument("--py-spy", metavar="PREFIX", help="record the first node's server with "
                     "py-spy: PREFIX-<setup>-ingest.txt, and the last one's during the fetch: "
                     "PREFIX-<setup>-fetch.txt (collapsed stacks)")
@@ -413,15 +416,32 @@ def main() -> None:
     unknown = set(names) - set(SETUPS)
     if unknown:
         sys.exit(f"unknown set-up(s): {', '.join(sorted(unknown))}")
-    if min(a.messages, a.sessions, a.fetch_rounds) < 1 or a.messages > 100_000:
-        sys.exit("--messages (1..100000), --sessions and --fetch-rounds must be positive")
-    results = []
+    if min(a.messages, a.sessions, a.fetch_rounds, a.repeat) < 1 or a.messages > 100_000:
+        sys.exit("--messages (1..100000), --sessions, --fetch-rounds and --repeat must be "
+                 "positive")
+    runs: dict[str, list[Result]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="mss-cluster-bench-") as tmp:
-        for name in names:
-            result = run_setup(name, a, Path(tmp))
-            print(json.dumps(result.__dict__))
-            results.append(result)
-    table(results, a)
+        for rep in range(a.repeat):  # interleaved: each set-up sees the machine's load
+            for name in names:
+                result = run_setup(name, a, Path(tmp) / f"r{rep}")
+                print(json.dumps(result.__dict__))
+                runs[name].append(result)
+    table([median_of(results) for results in runs.values()], a)
+
+
+def median_of(results: list[Result]) -> Result:
+    """One set-up's runs as one: the median of each figure, the sums of the counts."""
+    out = Result(results[0].setup, results[0].nodes)
+    for name, value in results[0].__dict__.items():
+        values = [getattr(r, name) for r in results]
+        if name in ("accepted", "errors", "stored", "fetched", "idle_missed"):
+            setattr(out, name, sum(values))
+        elif name == "first_errors":
+            out.first_errors = [e for r in results for e in r.first_errors]
+        elif isinstance(value, float) or value is None:
+            known = [v for v in values if v is not None]
+            setattr(out, name, round(statistics.median(known), 3) if known else None)
+    return out
 
 
 if __name__ == "__main__":
