@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +115,62 @@ def stored_count(config: Path) -> int:
     return count
 
 
+@dataclass
+class Load:
+    """What :func:`send_all` did: accepted and failed messages, each accepted one's
+    latency (connect to the 250 after DATA), the first errors, the wall time."""
+
+    ok: int = 0
+    err: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def send_all(ports: list[int], ctx: ssl.SSLContext, rcpts: list[str], payloads: list[bytes],
+             sessions: int, max_seconds: float) -> Load:
+    """Send ``payloads[i]`` to ``rcpts[i]`` over STARTTLS, one connection per message, from
+    *sessions* threads; message *i* goes to the MX on ``ports[i % len(ports)]`` (several
+    nodes behind one name). Bounded by the count and *max_seconds*."""
+    lock = threading.Lock()
+    load = Load()
+    state = {"next": 0}
+    stop_at = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= len(payloads) or time.monotonic() > stop_at:
+                    return
+                state["next"] += 1
+            t0 = time.perf_counter()
+            try:
+                client = smtplib.SMTP("127.0.0.1", ports[i % len(ports)], timeout=60,
+                                      local_hostname="mx.operator-a.fr")
+                client.starttls(context=ctx)
+                client.sendmail(SENDER, [rcpts[i]], payloads[i])
+                elapsed = time.perf_counter() - t0
+                client.quit()
+                with lock:
+                    load.ok += 1
+                    load.latencies.append(elapsed)
+            except (OSError, smtplib.SMTPException) as exc:
+                with lock:
+                    load.err += 1
+                    if len(load.errors) < 5:
+                        load.errors.append(repr(exc))
+
+    t0 = time.time()
+    threads = [threading.Thread(target=worker) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    load.elapsed = time.time() - t0
+    return load
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sessions", type=int, default=20)
@@ -139,50 +196,17 @@ def main() -> None:
             ctx.verify_mode = ssl.CERT_NONE
             pki = config.parent / "pki"
             ctx.load_cert_chain(pki / "bench-operator.crt", pki / "bench-operator.key")
-            lock = threading.Lock()
-            state = {"next": 0, "ok": 0, "err": 0}
-            latencies: list[float] = []
-            errors: list[str] = []
-            stop_at = time.monotonic() + args.max_seconds
-
-            def worker() -> None:
-                while True:
-                    with lock:
-                        i = state["next"]
-                        if i >= args.messages or time.monotonic() > stop_at:
-                            return
-                        state["next"] += 1
-                    t0 = time.perf_counter()
-                    try:
-                        client = smtplib.SMTP("127.0.0.1", ports["mx"], timeout=60,
-                                              local_hostname="mx.operator-a.fr")
-                        client.starttls(context=ctx)
-                        client.sendmail(SENDER, [rcpts[i]], payloads[i])
-                        elapsed = time.perf_counter() - t0
-                        client.quit()
-                        with lock:
-                            state["ok"] += 1
-                            latencies.append(elapsed)
-                    except (OSError, smtplib.SMTPException) as exc:
-                        with lock:
-                            state["err"] += 1
-                            if len(errors) < 5:
-                                errors.append(repr(exc))
-
             time.sleep(1.0)  # every worker listening
             cpu0 = _proc_cpu(server.pid)
-            t0 = time.time()
-            threads = [threading.Thread(target=worker) for _ in range(args.sessions)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.time() - t0
+            load = send_all([ports["mx"]], ctx, rcpts, payloads, args.sessions,
+                            args.max_seconds)
+            elapsed = load.elapsed
             cpu1 = _proc_cpu(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
-        latencies.sort()
+        latencies = sorted(load.latencies)
+        state, errors = {"ok": load.ok, "err": load.err}, load.errors
         result = {
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
             "workers": args.workers, "accepted": state["ok"], "errors": state["err"],

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -32,6 +33,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 metadata = MetaData()
+
+# IMAP counters: UIDVALIDITY and UIDs are 32-bit unsigned (RFC 3501 §9 nz-number), MODSEQs
+# 63-bit (RFC 7162 §7); PostgreSQL's integer is signed 32-bit, so bigint there (SQLite's
+# INTEGER is 64-bit already: its schema is unchanged). Migration: versions/0004_bigint_counters.
+COUNTER = BigInteger().with_variant(Integer(), "sqlite")
 
 meta = Table(
     "meta", metadata,
@@ -62,7 +68,7 @@ mailboxes = Table(
     Column("liste_rouge", Boolean, nullable=False, default=False),  # never published
     # the last IMAP UIDVALIDITY given to one of its folders (RFC 3501 §2.3.1.1: values only
     # grow, a deleted and recreated folder never gets one back; mailstore.folders.next_uidvalidity)
-    Column("last_uidvalidity", Integer),
+    Column("last_uidvalidity", COUNTER),
 )
 
 master_keys = Table(
@@ -103,13 +109,13 @@ folders = Table(
     # AES-GCM under the mailbox key (mss/mailstore/names.py)
     Column("name", String(255), nullable=False),
     Column("special_use", String(16)),
-    Column("uidvalidity", Integer, nullable=False),
-    Column("uidnext", Integer, nullable=False, default=1),
-    Column("highestmodseq", Integer, nullable=False, default=1),
+    Column("uidvalidity", COUNTER, nullable=False),
+    Column("uidnext", COUNTER, nullable=False, default=1),
+    Column("highestmodseq", COUNTER, nullable=False, default=1),
     Column("subscribed", Boolean, nullable=False, default=True),
     # IMAP \Recent (RFC 3501 §2.3.2): the highest UID a session has already seen as recent
     # (claimed at SELECT and at the untagged EXISTS of a read-write session); NULL is 0
-    Column("recent_uid", Integer),
+    Column("recent_uid", COUNTER),
     # set when the folder was deleted while subscribed: the row only keeps the subscription
     # (RFC 3501 §6.3.6: DELETE does not unsubscribe); NULL for a live folder
     Column("deleted_at", Float),
@@ -130,11 +136,11 @@ messages = Table(
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
     Column("folder_id", Integer, ForeignKey("folders.id"), nullable=False),
-    Column("uid", Integer, nullable=False),
+    Column("uid", COUNTER, nullable=False),
     Column("size", Integer, nullable=False),
     Column("internal_date", Float, nullable=False),
     Column("flags", Text, nullable=False, default=""),
-    Column("modseq", Integer, nullable=False, default=1),
+    Column("modseq", COUNTER, nullable=False, default=1),
     Column("key_blob", LargeBinary, nullable=False),  # data key wrapped by the mailbox key
     Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
     UniqueConstraint("folder_id", "uid"),

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from tests.databases import schema_engine
 from tests.node import Node, make_node
 
 
@@ -14,8 +16,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``backend``: the database of the module's nodes, each of the module's ``BACKENDS``
     (default SQLite only; ``BACKENDS = tests.node.BACKENDS`` runs it on PostgreSQL too)."""
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ("sqlite",)),
-                             scope="module")
+        backends = getattr(metafunc.module, "BACKENDS", ("sqlite",))
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:  # @pytest.mark.backends("sqlite"): a test bound to one backend
+            backends = tuple(b for b in backends if b in only.args)
+        metafunc.parametrize("backend", backends, scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +48,11 @@ def fresh_node(tmp_path: Path, backend: str) -> Iterator[Node]:
     if node.process is not None:
         node.process.kill()
         node.process.wait()
+
+
+@pytest.fixture
+def db_engine(tmp_path: Path, backend: str) -> Iterator[Engine]:
+    """A writer engine on a new database holding the schema, on the module's backends (for
+    tests of the store's logic that need no node: tests/databases.py)."""
+    with schema_engine(backend, tmp_path) as engine:
+        yield engine

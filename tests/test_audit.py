@@ -18,15 +18,19 @@ from audit.events import CATALOGUE, Outcome
 from audit.journal import AuditRecord, append, query
 from audit.verify import verify_chain
 from mss import db
+from tests.databases import schema_engine
+from tests.node import BACKENDS
 from tests.timing import best_cpu_time
 
+# the chain, checkpoints, purge and queries on both backends (tests taking ``backend``);
+# the message-shape tests (every event kind, XDM parsing) need no database
+BACKENDS = BACKENDS
 SOURCE = Source("mx.demo.mssante.fr", "demo.mssante.fr")
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = db.make_engine(f"sqlite:///{tmp_path}/audit.db")
-    db.create_schema(engine)
+def engine(db_engine: Engine) -> Engine:
+    engine = db_engine
     with engine.begin() as conn:
         append(conn, [AuditRecord("smtp.connect", actor=f"10.0.0.{i}", remote_addr="127.0.0.1")
                       for i in range(10)])
@@ -334,11 +338,11 @@ def test_forged_checkpoint_signature(engine: Engine, tmp_path: Path) -> None:
     assert not result.ok and "bad signature" in result.message
 
 
-def test_purge_keeps_chain_verifiable_and_respects_retention(tmp_path: Path) -> None:
+def test_purge_keeps_chain_verifiable_and_respects_retention(db_engine: Engine,
+                                                            tmp_path: Path) -> None:
     from audit.checkpoints import CheckpointError, purge, signing_key, verify_all
 
-    engine = db.make_engine(f"sqlite:///{tmp_path}/p.db")
-    db.create_schema(engine)
+    engine = db_engine
     key = signing_key(tmp_path / "sign.key")
     with engine.begin() as conn:
         append(conn, [AuditRecord("smtp.connect", ts=f"2025-0{m}-01T00:00:00.000000Z")
@@ -776,7 +780,7 @@ def test_plain_verify_sees_a_removed_newest_checkpoint_while_its_record_is_left(
     assert not result.ok and "checkpoint 3 is missing" in result.message, result.message
 
 
-def test_witness_reports_a_cut_tail(engine: Engine, tmp_path: Path) -> None:
+def test_witness_reports_a_cut_tail(engine: Engine, tmp_path: Path, backend: str) -> None:
     """Issue 20 #11: the cut leaves the database consistent; the witness does not agree."""
     import json
 
@@ -804,23 +808,22 @@ def test_witness_reports_a_cut_tail(engine: Engine, tmp_path: Path) -> None:
     assert "checkpoint 2" in result.message and "cut after checkpoint 1" in result.message
     # a forged witness entry (not signed by our key) is reported, not trusted
     other = signing_key(tmp_path / "other.key")
-    fresh = db.make_engine(f"sqlite:///{tmp_path}/other.db")
-    db.create_schema(fresh)
-    with fresh.begin() as conn:
-        append(conn, [AuditRecord("smtp.connect")])
-    _three_checkpoints(fresh, other)
-    with fresh.connect() as conn:
-        forged = read_witness("\n".join(json.dumps(r) for r in query(conn)))
+    with schema_engine(backend, tmp_path, "other") as fresh:
+        with fresh.begin() as conn:
+            append(conn, [AuditRecord("smtp.connect")])
+        _three_checkpoints(fresh, other)
+        with fresh.connect() as conn:
+            forged = read_witness("\n".join(json.dumps(r) for r in query(conn)))
     with engine.connect() as conn:
         result = verify_all(conn, key, forged)
     assert not result.ok and "not signed by this node's key" in result.message
 
 
-def test_cli_verify_witness_exit_status(tmp_path: Path) -> None:
+def test_cli_verify_witness_exit_status(tmp_path: Path, backend: str) -> None:
     from mss.app import open_app
     from tests.node import make_node
 
-    node = make_node(tmp_path)
+    node = make_node(tmp_path, backend=backend)
     node.cli("audit", "checkpoint")
     node.cli("audit", "list")  # an audit.read record: something new to sign
     node.cli("audit", "checkpoint")

@@ -14,9 +14,13 @@ import pytest
 
 from audit.shipper import UDP_MAX_OCTETS
 from tests import rsyslog
-from tests.node import DOMAIN, MSS, PASSWORD, REPO, Node, free_port, make_node
+from tests.node import BACKENDS, DOMAIN, MSS, PASSWORD, REPO, Node, free_port, make_node
 from tests.test_audit import check_audit_message
 from trustspace.pki import issue_certificate
+
+# the shipper's cursor over the audit table on both backends (the tests of ``shipped``);
+# the transports' tests on SQLite
+BACKENDS = BACKENDS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,8 +47,8 @@ port = {port}
 
 
 @pytest.fixture
-def shipped(tmp_path: Path) -> Iterator[tuple[Node, rsyslog.Receiver]]:
-    node = make_node(tmp_path)
+def shipped(tmp_path: Path, backend: str) -> Iterator[tuple[Node, rsyslog.Receiver]]:
+    node = make_node(tmp_path, backend=backend)
     pki = node.data_dir / "pki"
     cert, key = issue_certificate(pki, "syslog-receiver", ["localhost", "audit.test"])
     receiver = rsyslog.Receiver(tmp_path / "rsyslog", free_port(), pki / "ca.crt", cert, key)

@@ -21,7 +21,7 @@ import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, wait_for
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -29,6 +29,9 @@ ORG = f"secretariat@{DOMAIN}"
 ENABLED_CHECK = 0.5  # seconds: a disabled mailbox's session ends this soon (default 10)
 NODE_CONFIG = f"\n[imap]\nenabled_check = {ENABLED_CHECK}\n"  # running_node's
 IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
+# the store, folders, flags, grants, audit and two-process tests on both backends; those of
+# the IMAP exchange alone ("protocol only") on SQLite
+BACKENDS = BACKENDS
 
 
 def message(subject: str, body: str = "Bonjour.\n", sender: str = ALICE, rcpt: str = BOB
@@ -102,6 +105,7 @@ class Raw:
 
 # --------------------------------------------------------------------------- TLS and login
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_starttls_listener_hides_credentials_until_tls(running_node: Node) -> None:
     m = imaplib.IMAP4("127.0.0.1", running_node.ports["imap"], timeout=10)
     assert "STARTTLS" in m.capabilities and "LOGINDISABLED" in m.capabilities
@@ -114,6 +118,7 @@ def test_starttls_listener_hides_credentials_until_tls(running_node: Node) -> No
     m.logout()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_starttls_discards_commands_pipelined_in_clear(running_node: Node) -> None:
     """RFC 3501 §6.2.1 / CVE-2011-0411 class: a command sent in clear right behind STARTTLS
     must not be executed inside the TLS session."""
@@ -129,6 +134,7 @@ def test_starttls_discards_commands_pipelined_in_clear(running_node: Node) -> No
     tls.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_authenticate_plain_with_initial_response(running_node: Node) -> None:
     m = imaplib.IMAP4_SSL("127.0.0.1", running_node.ports["imaps"],
                           ssl_context=running_node.client_context(), timeout=10)
@@ -254,7 +260,15 @@ def test_utf7_folder_names(bob: imaplib.IMAP4_SSL) -> None:
 def _raw_database(node: Node) -> bytes:
     """The database file and its WAL, as bytes on disk; read by another process: closing a
     descriptor of a file drops every POSIX lock this process holds on it, the in-process
-    server's SQLite locks included (a later "disk I/O error", SQLite FAQ "How to corrupt")."""
+    server's SQLite locks included (a later "disk I/O error", SQLite FAQ "How to corrupt").
+    On PostgreSQL, every row of the node's database as ``pg_dump --data-only`` writes it
+    (the server's files hold every test's databases)."""
+    from tests.databases import postgresql_dump
+    from tests.node import _database_of
+
+    url = _database_of(node.config)
+    if url.startswith("postgresql"):
+        return postgresql_dump(url)
     files = [str(p) for p in sorted(node.data_dir.glob("mss.db*")) if p.is_file()]
     return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
 
@@ -314,6 +328,7 @@ def test_folder_names_are_encrypted_at_rest_and_never_audited(running_node: Node
     assert b"Dupont" not in _shipped(running_node)
 
 
+@pytest.mark.backends("sqlite")  # SQLite: an older database file
 def test_plaintext_folder_names_of_an_older_database_are_sealed_at_start(tmp_path: Path
                                                                          ) -> None:
     node = make_node(tmp_path)
@@ -494,6 +509,7 @@ def test_idle_sees_other_processes_commits_without_polling(tmp_path: Path) -> No
         node.stop()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_commands_pipelined_after_done(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login()
@@ -512,6 +528,7 @@ def test_commands_pipelined_after_done(running_node: Node) -> None:
 
 # --------------------------------------------------------------------------- bad input
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_literal_too_large_refused_before_its_bytes(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.login()
@@ -522,6 +539,7 @@ def test_literal_too_large_refused_before_its_bytes(running_node: Node) -> None:
     raw.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_malformed_commands_get_bad_and_session_stays(running_node: Node) -> None:
     raw = Raw(running_node)
     raw.send(b"\r\n")
@@ -546,6 +564,7 @@ def test_malformed_commands_get_bad_and_session_stays(running_node: Node) -> Non
     raw.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_syntax_is_bad_before_any_output_or_refusal(running_node: Node) -> None:
     """Arguments are parsed before the command runs: an unknown STATUS item of LIST-STATUS
     (RFC 5819) is BAD with no LIST line sent first, even when no folder matches; a bad
@@ -570,20 +589,32 @@ def test_corrupt_ciphertext_answers_no_and_is_audited(running_node: Node,
     bob.append(folder, None, None, message("intact"))
     appended = [r for r in running_node.audit("--event", "imap.append")
                 if r["mailbox"] == BOB][-2]  # "tamper": its store id (names are sealed)
-    db = sqlite3.connect(running_node.data_dir / "mss.db", timeout=30)
-    with db:
-        row = db.execute("SELECT id, body_blob FROM messages WHERE id = ? AND uid = 1",
-                         (appended["detail"]["store_id"],)).fetchone()  # type: ignore[index]
-        blob = bytearray(row[1])
-        blob[-1] ^= 0x01
-        db.execute("UPDATE messages SET body_blob = ? WHERE id = ?", (bytes(blob), row[0]))
-    db.close()
+    _flip_last_body_bit(running_node, str(appended["detail"]["store_id"]))  # type: ignore[index]
     bob.select(folder)
     typ, data = bob.uid("FETCH", "1:2", "(BODY.PEEK[])")
     assert typ == "NO"
     assert bob.uid("FETCH", "2", "(BODY.PEEK[])")[0] == "OK"
     rows = running_node.wait_audit(lambda r: r["event"] == "store.tampered")
     assert rows and rows[-1]["outcome"] == 12
+
+
+def _flip_last_body_bit(node: Node, store_id: str) -> None:
+    """Corrupt one stored message's ciphertext, through the node's own database URL."""
+    from sqlalchemy import select, update
+
+    from mss import db
+    from mss.config import load_config
+
+    engine = db.make_engine(load_config(node.config).database_url)
+    try:
+        with engine.begin() as conn:
+            m = db.messages
+            blob = bytearray(conn.execute(select(m.c.body_blob).where(m.c.id == store_id)
+                                          ).scalar_one())
+            blob[-1] ^= 0x01
+            conn.execute(update(m).where(m.c.id == store_id).values(body_blob=bytes(blob)))
+    finally:
+        engine.dispose()
 
 
 # --------------------------------------------------------------------------- sharing
@@ -691,12 +722,14 @@ async def _aioimaplib_session(node: Node) -> None:
     await client.logout()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_aioimaplib(running_node: Node) -> None:
     asyncio.run(_aioimaplib_session(running_node))
 
 
 # --------------------------------------------------------------------------- throttling (last)
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_login_throttling_per_address(running_node: Node) -> None:
     source = "127.0.0.9"  # its own client address: the rest of the module is not locked
     raw = Raw(running_node, source=source)
@@ -714,6 +747,7 @@ def test_login_throttling_per_address(running_node: Node) -> None:
     ok.logout()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_login_throttling_per_user(running_node: Node) -> None:
     """Five failures for one user from five addresses lock the user, not the addresses."""
     user = f"alice@{DOMAIN}"  # may already have one failure (test_wrong_password_...)
@@ -736,6 +770,7 @@ def test_login_throttling_per_user(running_node: Node) -> None:
     raw.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_tls_only_on_imaps(running_node: Node) -> None:
     """Plaintext on the implicit-TLS port gets no IMAP response (a TLS alert or a close)."""
     with socket.create_connection(("127.0.0.1", running_node.ports["imaps"]), timeout=5) as s:
@@ -817,6 +852,7 @@ def test_disabled_mailbox_sessions_end(running_node: Node) -> None:
     m.logout()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_too_many_bad_commands_end_the_session(running_node: Node) -> None:
     raw = Raw(running_node, source="127.0.0.40")
     raw.login()
@@ -935,6 +971,7 @@ def test_revoked_grant_serves_no_further_command(running_node: Node) -> None:
     raw.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_client_refusal_is_logged_at_info_not_error(running_node: Node) -> None:
     """A NO the client earned (CREATE of an existing folder) is an ordinary answer: the
     server log has it at info, no error line."""
@@ -1023,14 +1060,14 @@ def test_new_keywords_are_announced_before_fetch_shows_them(running_node: Node) 
     d.logout()
 
 
-def test_recent_across_two_worker_processes(tmp_path: object) -> None:
+def test_recent_across_two_worker_processes(tmp_path: object, backend: str) -> None:
     """\\Recent is claimed in the database: with two serving processes (server.workers),
     each new message is still recent in exactly one of the sessions selecting it."""
     from pathlib import Path
 
     from tests.node import make_node
 
-    node = make_node(Path(str(tmp_path)))
+    node = make_node(Path(str(tmp_path)), backend=backend)
     node.config.write_text(node.config.read_text().replace('data_dir = "."',
                                                            'data_dir = "."\nworkers = 2'))
     node.start()

@@ -14,9 +14,12 @@ import socket
 
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node
 
 IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
+# transcripts of commands that read or write the store on both backends (exact lines: an
+# order or a count the database decides shows); the IMAP exchange alone on SQLite
+BACKENDS = BACKENDS
 BOB = f"bob@{DOMAIN}"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE{auth} NAMESPACE UIDPLUS MOVE SPECIAL-USE "
         "UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH BINARY APPENDLIMIT=52428800")
@@ -75,6 +78,7 @@ def run(node: Node, transcript: str, *, tls: bool = True, login: bool = True) ->
         sock.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_runner_fails_on_an_unexpected_last_line(running_node: Node) -> None:
     """A reply the transcript does not list fails it, the last one too."""
     with pytest.raises(AssertionError, match=r"unexpected b'a1 OK NOOP"):
@@ -83,6 +87,7 @@ def test_runner_fails_on_an_unexpected_last_line(running_node: Node) -> None:
         run(running_node, "C: a1 NOOP\nS: a1 OK NOOP completed\nC: a2 NOOP\n")
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_greeting_starttls_and_capabilities(running_node: Node) -> None:
     run(running_node, f"""
 C: a1 CAPABILITY
@@ -97,6 +102,7 @@ S: a4 OK Begin TLS negotiation now
 """, tls=False, login=False)
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_login_and_authenticate(running_node: Node) -> None:
     run(running_node, f"""
 C: a1 CAPABILITY
@@ -366,6 +372,7 @@ S: a8 OK FETCH completed
 """)
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_idle_and_bad_input(running_node: Node) -> None:
     run(running_node, """
 C: a1 SELECT INBOX
@@ -407,6 +414,7 @@ S: b2 OK UID FETCH completed
 
 @pytest.mark.parametrize(("line", "expected"), [(b"a1 LOGIN {5}\r\n", b"+ "),
                                                (b"a1 CAPABILITY\r\n", b"* CAPABILITY ")])
+@pytest.mark.backends("sqlite")  # protocol only
 def test_preauth_literal_limit(running_node: Node, line: bytes, expected: bytes) -> None:
     """Before login the literal limit is 64 KiB; a larger one is refused unread."""
     sock = running_node.client_context().wrap_socket(
@@ -478,6 +486,7 @@ S: b1 OK [APPENDUID <n> 2] APPEND completed
 """)
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_authenticate_continuation(running_node: Node) -> None:
     import base64
 
@@ -538,6 +547,7 @@ S: b2 BAD Command not valid in this state
 """)
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_brackets_in_atoms_and_nul_only_in_literal8(running_node: Node) -> None:
     """RFC 3501 §9: "[" is an ATOM-CHAR (tags and astrings may hold "[" and "]"); a plain
     literal is CHAR8 (no NUL), binary content goes in a literal8 (RFC 3516 §4.1)."""

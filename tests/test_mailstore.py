@@ -1,6 +1,6 @@
 """The mail store (mss/mailstore): one owner for the tables, and the invariant the folder
-snapshot cache relies on, tried on every write path against a real SQLite database built
-by the app's schema; the address helpers of mss/addresses.py (core).
+snapshot cache relies on, tried on every write path against a real database (SQLite and
+PostgreSQL) built by the app's schema; the address helpers of mss/addresses.py (core).
 
 The invariant (mss/mailstore/state.py): every write that changes a folder's messages or
 their flags moves its (UIDNEXT, HIGHESTMODSEQ), so a snapshot taken before the write is
@@ -35,6 +35,10 @@ from mss.mailstore import (
 )
 from mss.mailstore.errors import BackendError, StoreError
 from mss.mailstore.snapshots import SnapshotCache
+from tests.databases import schema_url
+from tests.node import BACKENDS
+
+BACKENDS = BACKENDS  # the store's tests on both (those taking ``backend``)
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b"From: a@d.test\r\nTo: alice@d.test\r\nSubject: s\r\n\r\nhello\r\n"
@@ -49,15 +53,14 @@ class Store:
     org: mailboxes.Mailbox
 
 
-def _open_store(directory: Path) -> Store:
+def _open_store(directory: Path, backend: str) -> Store:
     """A node's state as :func:`mss.app.open_app` opens it: its own master key, database
     and keyring (folder names are sealed under its mailbox keys)."""
     directory.mkdir(exist_ok=True)
     key_file = directory / "master.key"
     crypto.new_master_key_file(key_file)
-    url = f"sqlite:///{directory / 'mss.db'}"
+    url = schema_url(backend, directory)
     engine = db.make_engine(url)
-    db.create_schema(engine)
     reader = db.make_engine(url, writer=False)
     keyring = crypto.Keyring(reader, crypto.FileKeyProvider(key_file))
     with engine.begin() as conn:
@@ -74,8 +77,8 @@ def _close_store(s: Store) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = _open_store(tmp_path)
+def store(tmp_path: Path, backend: str) -> Iterator[Store]:
+    s = _open_store(tmp_path, backend)
     yield s
     _close_store(s)
 
@@ -287,6 +290,32 @@ def test_writes_bump_state_and_refusals_do_not(store: Store) -> None:
     assert state("INBOX") == after_store
 
 
+def test_counters_take_their_full_imap_range(store: Store) -> None:
+    """UIDVALIDITY and UIDs are 32-bit unsigned (RFC 3501 §9 nz-number), MODSEQs 63-bit
+    (RFC 7162 §7 mod-sequence-value): values past 2**31 are stored and read back on every
+    backend (PostgreSQL's integer is a signed 32-bit one: these columns are bigint)."""
+    from sqlalchemy import update
+
+    high_modseq = 2**40
+    with store.engine.begin() as conn:
+        inbox = _folder(conn, store.keyring, store.alice, "INBOX")
+        conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == store.alice.id)
+                     .values(last_uidvalidity=2**32 - 10))
+        conn.execute(update(db.folders).where(db.folders.c.id == inbox.id)
+                     .values(uidnext=2**31 + 5, highestmodseq=high_modseq))
+        folders.create_folder(conn, store.keyring, store.alice.id, "High", _record())
+    with store.engine.begin() as conn:
+        _deliver(store, store.alice)(conn)
+    with store.engine.begin() as conn:
+        _flags(store, "+", ("\\Seen",))(conn)
+    with store.reader.connect() as conn:
+        assert _folder(conn, store.keyring, store.alice, "High").uidvalidity == 2**32 - 9
+        inbox = _folder(conn, store.keyring, store.alice, "INBOX")
+        assert inbox.uidnext == 2**31 + 6 and inbox.highestmodseq == high_modseq + 2
+        (row,) = messages.rows(conn, inbox.id)
+        assert (row.uid, row.modseq) == (2**31 + 5, high_modseq + 2)
+
+
 def test_default_folders_inserted_once_and_restored(store: Store) -> None:
     """A new mailbox has the default folders (RFC 6154 special-use), each with its own
     UIDVALIDITY; a deleted one comes back at the next login with a higher one."""
@@ -314,12 +343,13 @@ def test_mailstore_instances_share_nothing() -> None:
     assert one.queued is not two.queued
 
 
-def test_two_nodes_in_one_process_read_their_own_folder_names(tmp_path: Path) -> None:
+def test_two_nodes_in_one_process_read_their_own_folder_names(tmp_path: Path, backend: str
+                                                             ) -> None:
     """The keyring that seals and opens folder names is the caller's, not the process's:
     two nodes (own master key, own database) write and read sealed names turn about, each
     reads its own, and one node's keyring cannot open the other's (AES-GCM under another
     mailbox key fails authentication)."""
-    one, two = _open_store(tmp_path / "one"), _open_store(tmp_path / "two")
+    one, two = _open_store(tmp_path / "one", backend), _open_store(tmp_path / "two", backend)
     try:
         for s, name in ((one, "Dupont Jean"), (two, "Martin Paul"), (one, "Dupont Jean/2026")):
             with s.engine.begin() as conn:

@@ -1,5 +1,6 @@
-"""Leased queue claims on a real SQLite database shared by several processes: no row is
-ever held by two workers, and an expired lease (a crashed worker) is taken over."""
+"""Leased queue claims on a real database (SQLite file or PostgreSQL) shared by several
+processes: no row is ever held by two workers, and an expired lease (a crashed worker) is
+taken over."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 
 from mss import db
 from proxy.outbound import claims
+from tests.databases import schema_url
+from tests.node import BACKENDS
+
+BACKENDS = BACKENDS
 
 
 def _rows(count: int, now: float) -> list[dict[str, object]]:
@@ -29,13 +34,13 @@ def _claimer(url: str, owner: str, out: multiprocessing.Queue) -> None:  # type:
         if not batch:
             break
         got += [c.id for c in batch]
+    engine.dispose()
     out.put((owner, got))
 
 
-def test_concurrent_claimers_never_share_a_row(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'q.db'}"
+def test_concurrent_claimers_never_share_a_row(tmp_path: Path, backend: str) -> None:
+    url = schema_url(backend, tmp_path, "q")
     engine = db.make_engine(url)
-    db.create_schema(engine)
     with engine.begin() as conn:
         conn.execute(insert(db.outbound_queue), _rows(300, time.time() - 1))
     ctx = multiprocessing.get_context("spawn")
@@ -51,12 +56,12 @@ def test_concurrent_claimers_never_share_a_row(tmp_path: Path) -> None:
     with engine.connect() as conn:
         owners = dict(conn.execute(select(db.outbound_queue.c.id,
                                           db.outbound_queue.c.lease_owner)).all())
+    engine.dispose()
     assert all(owners[i] == owner for owner, got in results.items() for i in got)
 
 
-def test_expired_lease_is_reclaimed_and_release_gives_rows_back(tmp_path: Path) -> None:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'q.db'}")
-    db.create_schema(engine)
+def test_expired_lease_is_reclaimed_and_release_gives_rows_back(db_engine: Engine) -> None:
+    engine = db_engine
     now = time.time()
     with engine.begin() as conn:
         conn.execute(insert(db.outbound_queue), _rows(5, now - 1))

@@ -17,10 +17,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import Session
-from sqlalchemy import create_engine
+from sqlalchemy import Engine
 
 from mss.app import open_app
-from mss.db import create_schema
 from mss.runtime import Runtime
 from proxy.smtp import handler as handler_module
 from proxy.smtp import policies, protocol
@@ -28,7 +27,7 @@ from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.listeners import SmtpListeners
 from proxy.smtp.session import MssEnvelope, MssSession
 from tests import peers
-from tests.node import DOMAIN, PASSWORD, Node, inbox_count, make_node
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, inbox_count, make_node
 from trustspace.cache import LiveWhitelist
 from trustspace.policy import RecipientFacts
 from trustspace.relays import Relay
@@ -38,6 +37,9 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 REMOTE = "dr.martin@operator-a.mssante.fr"
 IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
+# the tests that read or write the store, whitelist, grants or audit trail run on both
+# backends; those of the SMTP exchange alone ("protocol only") on SQLite
+BACKENDS = BACKENDS
 
 
 def message(sender: str, rcpt: str, subject: str = "Compte rendu", body: str = "Bonjour.\n"
@@ -105,6 +107,7 @@ def test_mx_refuses_unknown_and_non_hosted_recipients(running_node: Node) -> Non
         assert client.rcpt(BOB)[0] == 250
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_mx_requires_starttls_before_mail(running_node: Node) -> None:
     with smtplib.SMTP("127.0.0.1", running_node.ports["mx"], timeout=10) as client:
         client.ehlo("mx.operator-a.fr")
@@ -114,6 +117,7 @@ def test_mx_requires_starttls_before_mail(running_node: Node) -> None:
         assert code == 530
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_mx_offers_no_auth(running_node: Node) -> None:
     with mx(running_node) as client:
         assert "auth" not in client.esmtp_features
@@ -150,6 +154,7 @@ def test_submission_sender_must_be_the_login(running_node: Node) -> None:
         assert (code, reply[:5]) == (553, b"5.7.1")
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_auth_before_tls_refused(running_node: Node) -> None:
     with smtplib.SMTP("127.0.0.1", running_node.ports["submission"], timeout=10) as client:
         client.ehlo("client.example")
@@ -175,6 +180,7 @@ def test_wrong_password_refused_and_audited(running_node: Node) -> None:
                if k != "reason")
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_auth_login_prompts_username_password(running_node: Node) -> None:
     import base64
 
@@ -189,6 +195,7 @@ def test_auth_login_prompts_username_password(running_node: Node) -> None:
         assert code == 235
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_implicit_tls_submissions_port(running_node: Node) -> None:
     ctx = running_node.client_context()
     with smtplib.SMTP_SSL("127.0.0.1", running_node.ports["submissions"], context=ctx,
@@ -208,6 +215,7 @@ async def test_aiosmtplib_submission(running_node: Node) -> None:
     assert errors == {} and reply.startswith("2.0.0 OK")
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_swaks_submission_and_mx(running_node: Node) -> None:
     swaks = peers.require_peer("swaks")
     # swaks only recommends its TLS module (Makefile DEBIAN_TEST_PACKAGES: libnet-ssleay-perl)
@@ -260,6 +268,7 @@ def smtp_prelude(tls: ssl.SSLSocket) -> None:
 
 
 @pytest.mark.parametrize("smuggle", [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"])
+@pytest.mark.backends("sqlite")  # protocol only
 def test_smuggling_sequences_do_not_end_data(running_node: Node, smuggle: bytes) -> None:
     before_alice = inbox_count(running_node, ALICE)
     tls = running_node.mx_tls_socket()
@@ -277,6 +286,7 @@ def test_smuggling_sequences_do_not_end_data(running_node: Node, smuggle: bytes)
     assert inbox_count(running_node, ALICE) == before_alice
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_dot_stuffing_and_crlf_dot_crlf(running_node: Node) -> None:
     tls = running_node.mx_tls_socket()
     smtp_prelude(tls)
@@ -285,6 +295,7 @@ def test_dot_stuffing_and_crlf_dot_crlf(running_node: Node) -> None:
     tls.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_oversized_mail_refused_and_nothing_stored(tmp_path: object, fresh_node: Node) -> None:
     text = fresh_node.config.read_text().replace("max_message_size = 52428800",
                                                   "max_message_size = 100000")
@@ -310,6 +321,7 @@ def test_oversized_mail_refused_and_nothing_stored(tmp_path: object, fresh_node:
         fresh_node.stop()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_long_line_refused(running_node: Node) -> None:
     tls = running_node.mx_tls_socket()
     smtp_prelude(tls)
@@ -320,6 +332,7 @@ def test_long_line_refused(running_node: Node) -> None:
     tls.close()
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_malformed_commands_answered_session_kept(running_node: Node) -> None:
     with mx(running_node) as client:
         assert client.docmd("FOO")[0] == 500
@@ -574,6 +587,7 @@ def test_queued_as_id_is_the_queue_and_audit_id(running_node: Node) -> None:
     assert ambiguous.returncode == 2 and "several queue rows" in ambiguous.stderr
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_line_length_limits_exact(running_node: Node) -> None:
     """RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF, the
     transparency dot not counted; §4.5.3.1.4: a command line at most 512 (issue 20)."""
@@ -598,6 +612,7 @@ def test_line_length_limits_exact(running_node: Node) -> None:
     assert inbox_count(running_node, BOB) == before + 2
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_aiosmtpd_log_is_json_without_client_text(running_node: Node) -> None:
     """Issue 20: aiosmtpd's own logger wrote the first word of unrecognised lines (the
     message text a client sends after a refused DATA), and not as JSON."""
@@ -639,6 +654,7 @@ def test_postmaster_config_is_an_address(tmp_path: Path) -> None:
         parse_config({"smtp": {"postmaster": "admin"}}, cfg)
 
 
+@pytest.mark.backends("sqlite")  # protocol only
 def test_postmaster_unset_refuses_bare_postmaster(running_node: Node) -> None:
     with mx(running_node) as client:
         assert client.mail(REMOTE)[0] == 250
@@ -737,12 +753,11 @@ def _author_message(from_: str, sender: str | None = None) -> bytes:
     return (head + "To: bob@example.test\r\nSubject: x\r\n\r\nbody\r\n").encode()
 
 
-async def test_listener_policies_decide_per_kind(tmp_path: Path) -> None:
+async def test_listener_policies_decide_per_kind(db_engine: Engine) -> None:
     """Each kind's checks, as values: the author rule of submission (the login's own
     address) and relay (its domains), none on the MX; the recipient rule; the throttle
     identity; and MX and relay refuse to exist without a certificate verifier."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'policies.db'}")
-    create_schema(engine)
+    engine = db_engine
     session = MssSession(asyncio.get_running_loop())
     session.login, session.may_send_as = ALICE, frozenset({ALICE})
     submission_policy = policies.listener_policy("submission", engine, None,

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from audit.events import Outcome
 from mss import db
 from mss.addresses import normalize_domain
+from tests.node import BACKENDS
 from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.registry import (
@@ -43,11 +44,14 @@ DOCTYPE_BOMB = ('<?xml version="1.0"?><!DOCTYPE ListeBlancheMSSante [<!ENTITY a 
                 '</Domaine></ListeDomaines></ListeBlancheMSSante>')
 
 
+# the registry (import, versions, shrink guard) on both backends: the tests taking
+# ``engine``; the parser and DN tests need no database
+BACKENDS = BACKENDS
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = db.make_engine(f"sqlite:///{tmp_path}/wl.db")
-    db.create_schema(engine)
-    return engine
+def engine(db_engine: Engine) -> Engine:
+    return db_engine
 
 
 def audit_rows(engine: Engine) -> list[dict[str, object]]:

@@ -116,8 +116,10 @@ def ensure_indexes(engine: Engine) -> None:
         conn.execute(CreateIndex(db.IMAP_FOLDER_INDEX, if_not_exists=True))
 
 
-# flags are stored space-separated; keywords never start with a backslash (RFC 3501 §9)
-_SEEN = (" " + db.messages.c.flags + " ").like("% \\Seen %")
+# flags are stored space-separated; keywords never start with a backslash (RFC 3501 §9).
+# An explicit ESCAPE: PostgreSQL's LIKE takes the backslash as its default escape
+# (PostgreSQL 15 §9.7.1), which made the pattern "% Seen %"; SQLite has no default
+_SEEN = (" " + db.messages.c.flags + " ").like("% \\Seen %", escape="/")
 
 
 _COUNTS = select(func.count(), func.coalesce(func.sum(case((_SEEN, 0), else_=1)), 0),

@@ -65,14 +65,13 @@ def rows(conn: Connection, folder_id: int, since_modseq: int | None = None) -> l
     """The folder's messages in UID order (only those changed after *since_modseq*)."""
     result: Iterable[tuple[Any, ...]]
     if since_modseq is not None:
-        result = conn.execute(_ROWS_SINCE, {"folder": folder_id, "modseq": since_modseq}
-                              ).tuples()
+        result = conn.execute(_ROWS_SINCE, {"folder": folder_id, "modseq": since_modseq})
     elif conn.dialect.name == "sqlite":  # the hot path of SELECT: the driver directly
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         result = cursor.execute(_ROWS_SQL, (folder_id,)).fetchall()
         cursor.close()
     else:
-        result = conn.execute(_ROWS, {"folder": folder_id}).tuples()
+        result = conn.execute(_ROWS, {"folder": folder_id})  # rows unpack as tuples
     return [Row(uid, row_id, tuple(flags.split()) if flags else (), date, size, modseq)
             for uid, row_id, flags, date, size, modseq in result]
 
