@@ -22,6 +22,7 @@ import imapclient
 import pytest
 
 from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, wait_for
+from tests.older import as_made_by_main
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -332,10 +333,10 @@ def test_folder_names_are_encrypted_at_rest_and_never_audited(running_node: Node
 def test_plaintext_folder_names_of_an_older_database_are_sealed_at_start(tmp_path: Path
                                                                          ) -> None:
     node = make_node(tmp_path)
+    as_made_by_main(node)  # before migrations (tests/older.py), and older still:
     db = sqlite3.connect(node.data_dir / "mss.db")
-    with db:  # the schema before names were sealed (and before migrations), with a folder
+    with db:  # the schema before names were sealed, with a folder
         db.execute("ALTER TABLE folders DROP COLUMN name_sealed")  # named in clear
-        db.execute("DROP TABLE alembic_version")
         db.execute("INSERT INTO folders (mailbox_id, name, uidvalidity, uidnext, "
                    "highestmodseq, subscribed) SELECT id, 'Dupont Ancien', 1, 1, 1, 1 "
                    "FROM mailboxes WHERE address = ?", (BOB,))
