@@ -258,8 +258,7 @@ def _check_journal(conn: Connection, chain: list[Checkpoint], first_id: int | No
     by_seq = {cp.seq: cp for cp in chain}
     t = db.audit_log
     position = _base_count(conn, first_prev_hash)
-    rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        select(t.c.id, t.c.hash, t.c.event, t.c.detail).order_by(t.c.id))
+    rows = db.in_pages(conn, select(t.c.id, t.c.hash, t.c.event, t.c.detail), t.c.id)
     for row in rows:
         position += 1
         cp = by_record.pop(row.id, None)

@@ -29,9 +29,7 @@ class VerifyResult:
 
 
 def _rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        select(db.audit_log).order_by(db.audit_log.c.id))
-    for row in result:
+    for row in db.in_pages(conn, select(db.audit_log), db.audit_log.c.id):
         yield dict(row._mapping)
 
 

@@ -777,8 +777,7 @@ def _open_all(conn: Connection, table: Any, owner: Callable[[Any], str],
     if "mailbox_id" in table.c:
         columns.append(table.c.mailbox_id)
     opened = 0
-    rows = conn.execution_options(stream_results=True, yield_per=500).execute(
-        select(*columns).order_by(table.c.id))
+    rows = db.in_pages(conn, select(*columns), table.c.id, 500)
     for row in rows:
         key_id = owner(row)
         try:

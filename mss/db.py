@@ -8,6 +8,7 @@ a commit is on disk (fsync'd) before it returns: a 250 is only sent after that.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
+    Connection,
     Engine,
     Float,
     ForeignKey,
@@ -22,6 +25,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
+    Select,
     String,
     Table,
     Text,
@@ -363,8 +368,34 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
         if writer:
             event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=8, pool_pre_ping=True,
+    if writer:  # the committer's few, long transactions: a ping per checkout is cheap
+        return create_engine(url, pool_size=8, pool_pre_ping=True,
+                             connect_args=_pg_connect_args(url))
+    # Readers, as on SQLite, run each statement on its own (autocommit): no BEGIN and no
+    # ROLLBACK round trip per checkout, and no pre-ping either (four round trips became
+    # one; issue 14's bench/cluster.py). Under READ COMMITTED each statement had its own
+    # snapshot anyway. A connection the server dropped fails once, and SQLAlchemy then
+    # invalidates the pool (its disconnect handling): that request gets a temporary
+    # answer (mss.db.unavailable), the next a new connection. Long reads page by key
+    # (:func:`in_pages`): no server-side cursor, which needs a transaction.
+    return create_engine(url, pool_size=8, isolation_level="AUTOCOMMIT",
                          connect_args=_pg_connect_args(url))
+
+
+def in_pages(conn: Connection, query: Select[Any], key: ColumnElement[Any],
+             size: int = 5000) -> Iterator[Row[Any]]:
+    """The rows of *query* (no ORDER BY of its own; *key*, unique, among its columns) in
+    *key* order, *size* at a time (keyset pagination: ``key > last ... LIMIT size``):
+    memory bounded by *size* on every backend, without a server-side cursor."""
+    name = key.name
+    last: Any = None
+    while True:
+        page = query if last is None else query.where(key > last)
+        rows = conn.execute(page.order_by(key).limit(size)).all()
+        yield from rows
+        if len(rows) < size:
+            return
+        last = rows[-1]._mapping[name]
 
 
 # libpq connection parameters (PostgreSQL docs §34.1.2) bounding how long a lost server

@@ -297,9 +297,9 @@ def open_every_message(conn: Connection, keyring: crypto.Keyring) -> int:
     """Decrypt every message of the store in memory (streamed, nothing kept): the count.
     TamperedError or KeyringError names the first that does not open (a restore's check)."""
     opened = 0
-    rows = conn.execution_options(stream_results=True, yield_per=500).execute(
-        select(db.messages.c.id, db.messages.c.mailbox_id, db.messages.c.key_blob,
-               db.messages.c.body_blob).order_by(db.messages.c.id))
+    rows = db.in_pages(conn, select(db.messages.c.id, db.messages.c.mailbox_id,
+                                    db.messages.c.key_blob, db.messages.c.body_blob),
+                       db.messages.c.id, 500)
     for row in rows:
         key_id = crypto.mailbox_key_id(row.mailbox_id)
         try:

@@ -244,16 +244,24 @@ class SmtpHandler:
         else:
             if rcpt in envelope.rcpt_tos:
                 return "250 2.1.5 Recipient OK"  # duplicate: one copy only
-            try:
+            def lookup() -> tuple[str | None, policy.Decision, int | None]:
                 with self.app.reader.connect() as conn:
-                    target = self._postmaster_target(conn, rcpt)
-                    if rcpt == "postmaster" and target is None:
-                        decision = policy.refuse(policy.Verdict.RECIPIENT_UNKNOWN,
-                                                 "<Postmaster>: smtp.postmaster is not set",
-                                                 whitelist)
-                    else:
-                        facts, mailbox_id = self._facts(conn, target or rcpt)
-                        decision = self.policy.recipient(facts, whitelist)
+                    found = self._postmaster_target(conn, rcpt)
+                    if rcpt == "postmaster" and found is None:
+                        return None, policy.refuse(
+                            policy.Verdict.RECIPIENT_UNKNOWN,
+                            "<Postmaster>: smtp.postmaster is not set", whitelist), None
+                    facts, box = self._facts(conn, found or rcpt)
+                    return found, self.policy.recipient(facts, whitelist), box
+
+            try:
+                if self.app.reader.dialect.name == "sqlite":  # a local page read: µs
+                    target, decision, mailbox_id = lookup()
+                else:  # a round trip to a server, and a reconnect when it went away (up
+                    # to connect_timeout): never on the event loop, which serves every
+                    # session of the process
+                    target, decision, mailbox_id = await asyncio.get_running_loop(
+                        ).run_in_executor(None, lookup)
             except DBAPIError as exc:
                 if not unavailable(exc):
                     raise
