@@ -649,3 +649,26 @@ def make_cluster(base: Path, n: int, backend: str = "postgresql",
         _point_at(node.config, url)
         nodes.append(node)
     return nodes
+
+
+def deliver_from_this_process(node: Node, address: str, data: bytes,
+                              mail_from: str = f"alice@{DOMAIN}") -> None:
+    """Commit a delivery to *address*'s INBOX from the test process (another process than
+    any of the node's: only the database tells the node's sessions about it)."""
+    from audit.events import Event
+    from audit.journal import AuditRecord
+    from mss.mailstore import deliveries
+
+    app = open_app(node.config)
+    try:
+        with app.reader.connect() as conn:
+            mailbox = mailboxes.require_mailbox(conn, address)
+        copy = deliveries.seal_local(app.keyring, mailbox.id, address, data)
+        record = AuditRecord(Event.DELIVERY_LOCAL, actor="mss", mailbox=address, rcpt=address,
+                             detail={"store_id": copy.message_id, "size": copy.size})
+        with app.engine.begin() as conn:
+            deliveries.write_delivery(conn, deliveries.Delivery(
+                mail_from=mail_from, local=[copy], queued=[], audit=[record],
+                header_message_id=None))
+    finally:
+        app.close()

@@ -21,7 +21,15 @@ import aioimaplib
 import imapclient
 import pytest
 
-from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, wait_for
+from tests.node import (
+    BACKENDS,
+    DOMAIN,
+    PASSWORD,
+    Node,
+    deliver_from_this_process,
+    make_node,
+    wait_for,
+)
 from tests.older import as_made_by_main
 
 ALICE = f"alice@{DOMAIN}"
@@ -450,28 +458,6 @@ def test_idle_sees_another_sessions_store_and_expunge(running_node: Node) -> Non
     other.logout()
 
 
-def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
-    """Commit a delivery to *address*'s INBOX from the test process (another process than
-    any of the node's: only the database tells the node about it)."""
-    from audit.journal import AuditRecord
-    from mss.app import open_app
-    from mss.mailstore import deliveries, mailboxes
-
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = mailboxes.require_mailbox(conn, address)
-        copy = deliveries.seal_local(app.keyring, mailbox.id, address, data)
-        record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
-                             detail={"store_id": copy.message_id, "size": copy.size})
-        with app.engine.begin() as conn:
-            deliveries.write_delivery(conn, deliveries.Delivery(
-                mail_from=ALICE, local=[copy], queued=[], audit=[record],
-                header_message_id=None))
-    finally:
-        app.close()
-
-
 def test_idle_sees_other_processes_commits_without_polling(tmp_path: Path) -> None:
     """Issue 20 #9: IDLE is woken by the commit (the process's change watcher for commits
     of other processes), not by re-reading the folder: with workers = 2 and the per-session
@@ -494,7 +480,7 @@ def test_idle_sees_other_processes_commits_without_polling(tmp_path: Path) -> No
         delays = []
         for i in range(5):  # new SMTP connections: SO_REUSEPORT spreads them over both
             if i == 4:
-                _deliver_from_this_process(node, BOB, message("from elsewhere"))
+                deliver_from_this_process(node, BOB, message("from elsewhere"))
             else:
                 submit(node, message(f"idle {i}"))
             committed = time.monotonic()  # the 250 (or the commit) came back

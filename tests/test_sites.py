@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.node import DOMAIN, PASSWORD, Node, _database_of, _point_at, make_node, read_all
+from tests.node import (
+    DOMAIN,
+    PASSWORD,
+    Node,
+    _database_of,
+    _point_at,
+    deliver_from_this_process,
+    make_node,
+    read_all,
+)
 from tests.postgres import HOST, PgCluster, new_cluster, new_standby, wait_streaming
 
 ALICE = f"alice@{DOMAIN}"
@@ -254,28 +263,6 @@ def _during_outage(node: Node, selected: imaplib.IMAP4) -> None:
         assert (code, reply) == (421, b"4.3.0 Database unavailable, try again later")
 
 
-def _deliver_from_this_process(node: Node, address: str, data: bytes) -> None:
-    """A delivery to *address* committed by the test process: only the node's change watcher
-    (the database) tells its sessions about it."""
-    from audit.journal import AuditRecord
-    from mss.app import open_app
-    from mss.mailstore import deliveries, mailboxes
-
-    app = open_app(node.config)
-    try:
-        with app.reader.connect() as conn:
-            mailbox = mailboxes.require_mailbox(conn, address)
-        copy = deliveries.seal_local(app.keyring, mailbox.id, address, data)
-        record = AuditRecord("delivery.local", actor="mss", mailbox=address, rcpt=address,
-                             detail={"store_id": copy.message_id, "size": copy.size})
-        with app.engine.begin() as conn:
-            deliveries.write_delivery(conn, deliveries.Delivery(
-                mail_from=REMOTE, local=[copy], queued=[], audit=[record],
-                header_message_id=None))
-    finally:
-        app.close()
-
-
 def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> None:
     """``pg_ctl restart`` (fast: sessions ended), then a crash (``-m immediate``), under a
     burst on the MX: 4xx while away, every 250 stored, the node resumes by itself. An IDLE
@@ -303,7 +290,8 @@ def test_postgresql_restarted_mid_burst(tmp_path: Path, cluster: PgCluster) -> N
     finally:
         burst.finish()
     assert node.process is not None and node.process.poll() is None  # never restarted
-    _deliver_from_this_process(node, ALICE, b"From: x@operator-a.mssante.fr\r\n\r\nhi\r\n")
+    deliver_from_this_process(node, ALICE, b"From: x@operator-a.mssante.fr\r\n\r\nhi\r\n",
+                              mail_from=REMOTE)
     idle.sock.settimeout(10)  # the watcher polls every database.change_poll (0.2 s)
     line = idle.readline()
     assert line.endswith(b"EXISTS\r\n"), line
