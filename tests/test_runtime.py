@@ -140,11 +140,13 @@ def _declaration(value: object) -> bool:
     from sqlalchemy.sql import ClauseElement
     from sqlalchemy.sql.base import ReadOnlyColumnCollection
     from sqlalchemy.sql.schema import SchemaItem
+    from sqlalchemy.types import TypeEngine
 
     kinds: tuple[type, ...] = (
         re.Pattern, logging.Logger, structlog.stdlib.BoundLogger, typing.TypeVar,
         typing.ParamSpec, types.GenericAlias, types.UnionType, type, types.FunctionType,
-        MetaData, SchemaItem, ClauseElement, ReadOnlyColumnCollection, typer.Typer,
+        MetaData, SchemaItem, ClauseElement, ReadOnlyColumnCollection, TypeEngine,
+        typer.Typer,
         ctypes._CFuncPtr)  # type: ignore[attr-defined]
     return (isinstance(value, kinds) or type(value).__module__ == "typing"
             or type(value).__name__ == "BoundLoggerLazyProxy")
