@@ -56,9 +56,9 @@ from tests.node import (  # noqa: E402
     DOMAIN,
     PASSWORD,
     Node,
-    _database_of,
-    _point_at,
+    database_of,
     make_node,
+    point_at,
 )
 
 SETUPS = {"sqlite": ("sqlite", 1), "pg": ("postgresql", 1), "pg-2": ("postgresql", 2)}
@@ -107,7 +107,7 @@ class Cpu:
 def _postmaster(node: Node) -> int | None:
     """The PID of the PostgreSQL server holding *node*'s database (postmaster.pid's first
     line), None on SQLite."""
-    url = _database_of(node.config)
+    url = database_of(node.config)
     if not url.startswith("postgresql"):
         return None
     from tests.postgres import shared_cluster
@@ -152,7 +152,7 @@ def start_nodes(base: Path, backend: str, count: int) -> list[Node]:
     for i in range(count):
         node = make_node(base / f"n{i}", backend=backend)  # log level info: "ready"
         if i:
-            _point_at(node.config, _database_of(nodes[0].config))
+            point_at(node.config, database_of(nodes[0].config))
         nodes.append(node)
     for node in nodes:
         node.start()

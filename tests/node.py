@@ -485,7 +485,7 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
         if with_whitelist:
             shutil.copy(template / "whitelist.xml", base / "whitelist.xml")
         if backend == "postgresql":
-            _point_at(data_dir / "mss.toml",
+            point_at(data_dir / "mss.toml",
                       _copy_pg_database(template / "node" / "mss.toml", pg_cluster))
     node = (InProcessNode if in_process else Node)(data_dir, host=host, domain=domain,
                                                    fixed_ports=frozenset(ports or {}))
@@ -520,7 +520,7 @@ def database_url(backend: str) -> str:
     return cluster.url(cluster.create_database("node"))
 
 
-def _database_of(config: Path) -> str:
+def database_of(config: Path) -> str:
     match = re.search(r'(?m)^url = "(.*)"$', config.read_text())
     assert match, f"no database url in {config}"
     return match.group(1)
@@ -530,13 +530,13 @@ def _copy_pg_database(template_config: Path, target: PgCluster | None = None) ->
     from tests.postgres import shared_cluster
 
     cluster = shared_cluster()
-    template = _database_of(template_config).rsplit("/", 1)[1]
+    template = database_of(template_config).rsplit("/", 1)[1]
     if target is not None and target is not cluster:
         return target.url(target.copy_database(cluster, template, "node"))
     return cluster.url(cluster.create_database("node", template=template))
 
 
-def _point_at(config: Path, url: str) -> None:
+def point_at(config: Path, url: str) -> None:
     text = config.read_text()
     text, count = re.subn(r'(?m)^url = ".*"$', f'url = "{url}"', text, count=1)
     assert count == 1
@@ -639,14 +639,14 @@ def make_cluster(base: Path, n: int, backend: str = "postgresql",
     assert n >= 1 and backend == "postgresql", "several nodes share a PostgreSQL database"
     first = make_node(base / "n0", backend=backend, **make_node_kwargs)  # type: ignore[arg-type]
     assert type(first) is Node, "cluster nodes are subprocesses (kill -9)"
-    url = _database_of(first.config)
+    url = database_of(first.config)
     nodes = [first]
     for i in range(1, n):
         data_dir = base / f"n{i}" / "node"
         shutil.copytree(first.data_dir, data_dir, ignore=shutil.ignore_patterns("serve.log"))
         node = Node(data_dir, host=first.host, domain=first.domain, ports=dict(first.ports))
         node._repick_ports()
-        _point_at(node.config, url)
+        point_at(node.config, url)
         nodes.append(node)
     return nodes
 

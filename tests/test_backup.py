@@ -27,9 +27,9 @@ from tests.node import (
     DOMAIN,
     PASSWORD,
     Node,
-    _database_of,
-    _point_at,
+    database_of,
     make_node,
+    point_at,
     read_all,
 )
 
@@ -145,7 +145,7 @@ def _target(base: Path, source: Node, backend: str) -> Node:
         from tests.postgres import shared_cluster
 
         cluster = shared_cluster()
-        _point_at(data_dir / "mss.toml", cluster.url(cluster.create_database("restore")))
+        point_at(data_dir / "mss.toml", cluster.url(cluster.create_database("restore")))
     return Node(data_dir)
 
 
@@ -160,7 +160,7 @@ def _tables(node: Node, backend: str) -> int:
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
     from tests.postgres import shared_cluster
 
-    database = _database_of(node.config).rsplit("/", 1)[1]
+    database = database_of(node.config).rsplit("/", 1)[1]
     return int(shared_cluster().psql(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
         database))
@@ -282,10 +282,10 @@ def test_restore_refuses_other_keys(taken: Taken, tmp_path: Path, key_file: str)
 
 def test_restore_refuses_a_database_that_is_not_empty(taken: Taken, tmp_path: Path) -> None:
     target = _target(tmp_path, taken.node, taken.backend)
-    source = _database_of(taken.node.config)
+    source = database_of(taken.node.config)
     if taken.backend == "sqlite":
         source = f"sqlite:///{taken.node.data_dir / 'mss.db'}"
-    _point_at(target.config, source)
+    point_at(target.config, source)
     proc = target.cli("backup", "restore", str(taken.backup), check=False)
     assert proc.returncode == 2 and "is not empty" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1

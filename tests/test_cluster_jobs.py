@@ -31,8 +31,8 @@ from tests.node import (
     DOMAIN,
     PASSWORD,
     Node,
-    _database_of,
-    _point_at,
+    database_of,
+    make_cluster,
     make_node,
     wait_for,
 )
@@ -45,15 +45,10 @@ BACKENDS = BACKENDS  # the elector test runs on both (tests/conftest.py "backend
 
 def make_nodes(base: Path, count: int, extra_config: str = "", database: str = ""
                ) -> list[Node]:
-    """*count* nodes on the first one's PostgreSQL database (same template: same keys)
-    (tests/node.py make_cluster, from the cluster helper, does the same); *database*:
+    """tests/node.py make_cluster's *count* nodes on one PostgreSQL database; *database*:
     lines added to their [database] table."""
-    nodes = [make_node(base / f"n{i}", backend="postgresql", extra_config=extra_config)
-             for i in range(count)]
-    url = _database_of(nodes[0].config)
+    nodes = make_cluster(base, count, extra_config=extra_config)
     for node in nodes:
-        if node is not nodes[0]:
-            _point_at(node.config, url)
         text = node.config.read_text()
         assert text.count("[database]\n") == 1
         node.config.write_text(text.replace("[database]\n", f"[database]\n{database}\n"))
@@ -138,7 +133,7 @@ def terminate(node: Node, application_name: str) -> int:
     restart or an administrator's pg_terminate_backend would); how many were cut."""
     from tests.postgres import shared_cluster
 
-    database = _database_of(node.config).rsplit("/", 1)[1]
+    database = database_of(node.config).rsplit("/", 1)[1]
     out = shared_cluster().psql(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         f"WHERE datname = '{database}' AND application_name = '{application_name}'", database)

@@ -273,9 +273,9 @@ def _raw_database(node: Node) -> bytes:
     On PostgreSQL, every row of the node's database as ``pg_dump --data-only`` writes it
     (the server's files hold every test's databases)."""
     from tests.databases import postgresql_dump
-    from tests.node import _database_of
+    from tests.node import database_of
 
-    url = _database_of(node.config)
+    url = database_of(node.config)
     if url.startswith("postgresql"):
         return postgresql_dump(url)
     files = [str(p) for p in sorted(node.data_dir.glob("mss.db*")) if p.is_file()]

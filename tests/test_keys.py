@@ -31,9 +31,9 @@ from tests.node import (
     DOMAIN,
     PASSWORD,
     Node,
-    _database_of,
-    _point_at,
+    database_of,
     make_node,
+    point_at,
     read_all,
 )
 from tests.older import as_made_by_main
@@ -89,7 +89,7 @@ async def _runtime(app: App) -> Runtime:
 
 def share_database(first: Node, other: Node) -> None:
     """*other* serves *first*'s database with the same key file (a node added to it)."""
-    _point_at(other.config, _database_of(first.config))
+    point_at(other.config, database_of(first.config))
     shutil.copy(first.data_dir / "keys" / "master.key", other.data_dir / "keys" / "master.key")
 
 
@@ -268,7 +268,7 @@ def test_node_with_another_key_file_refuses_to_start(tmp_path: Path) -> None:
     first = make_node(tmp_path / "1", backend=backend)
     first.cli("keys", "rotate")
     other = make_node(tmp_path / "2", backend=backend)
-    _point_at(other.config, _database_of(first.config))
+    point_at(other.config, database_of(first.config))
     crypto.new_master_key_file(other.data_dir / "keys" / "master.key")  # not the shared one
     for command in (("serve",), ("mailbox", "list"), ("keys", "status")):
         line = one_line_error(other.cli(*command, check=False))

@@ -178,7 +178,7 @@ def test_multi_host_url_reaches_the_host_that_answers(tmp_path: Path) -> None:
     from tests.postgres import HOST, free_port
 
     node = make_node(tmp_path, backend="postgresql")
-    url = make_url(nodes._database_of(node.config))
+    url = make_url(nodes.database_of(node.config))
     two_sites = (f"postgresql+psycopg://{url.username}@/{url.database}?host={HOST}:{free_port()}"
                  f"&host={HOST}:{url.port}&target_session_attrs=read-write&connect_timeout=5")
     node.config.write_text(node.config.read_text().replace(str(url), two_sites))

@@ -24,10 +24,10 @@ from tests.node import (
     DOMAIN,
     PASSWORD,
     Node,
-    _database_of,
-    _point_at,
+    database_of,
     deliver_from_this_process,
     make_node,
+    point_at,
     read_all,
 )
 from tests.postgres import HOST, PgCluster, new_cluster, new_standby, wait_streaming
@@ -318,8 +318,8 @@ def test_two_sites_failover_to_promoted_standby(tmp_path: Path, cluster: PgClust
         cluster.require_synchronous("site_b")
         assert cluster.psql("SELECT sync_state FROM pg_stat_replication "
                             "WHERE application_name = 'site_b'").strip() == "sync"
-        database = _database_of(node.config).rsplit("/", 1)[1]
-        _point_at(node.config, f"postgresql+psycopg://mss@/{database}?host={HOST}:"
+        database = database_of(node.config).rsplit("/", 1)[1]
+        point_at(node.config, f"postgresql+psycopg://mss@/{database}?host={HOST}:"
                   f"{cluster.port}&host={HOST}:{standby.port}&target_session_attrs=read-write")
         node.start()
         burst = Burst(node)
@@ -353,7 +353,7 @@ def test_a_serving_node_leaves_no_transaction_open(tmp_path: Path) -> None:
         idle.send(b"i IDLE\r\n")
         assert idle.readline().startswith(b"+")
         time.sleep(2.0)  # rounds of the change watcher, the queue worker, the elections
-        database = _database_of(node.config).rsplit("/", 1)[1]
+        database = database_of(node.config).rsplit("/", 1)[1]
         open_ones = shared_cluster().psql(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND state = 'idle in transaction' AND now() - xact_start > interval '1 second'",

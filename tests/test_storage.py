@@ -70,12 +70,12 @@ def test_no_plaintext_in_the_postgresql_database(fresh_node: Node) -> None:
     """The same on PostgreSQL: neither the rows of the node's database nor the server's
     write-ahead log (the bytes that reached its disk) hold the content; nor the data dir."""
     from tests.databases import postgresql_dump, postgresql_wal
-    from tests.node import _database_of
+    from tests.node import database_of
 
     fresh_node.start()
     message_id = send_marker_mail(fresh_node).encode()
     assert any(MARKER.encode() in m for m in read_all(fresh_node, BOB))
-    url = _database_of(fresh_node.config)
+    url = database_of(fresh_node.config)
     rows, wal = postgresql_dump(url), postgresql_wal(url)
     assert message_id in rows and message_id in wal  # the search sees this mail's rows
     for needle in (MARKER.encode(), MARKER.lower().encode()):
