@@ -30,11 +30,13 @@ def serve_workers(config_path: Path, workers: int) -> int:
     """Fork *workers* serving processes sharing the ports (SO_REUSEPORT); forward SIGTERM
     and SIGINT to them; exit status 0 when every worker stopped cleanly."""
     children: list[int] = []
+    parent = os.getpid()
     for index in range(workers):
         pid = os.fork()
         if pid == 0:  # child: its own engines, committer and event loop
             code = 0
             try:
+                _stop_with_parent(parent)
                 app = open_app(config_path)
                 asyncio.run(serve(app, worker=index))
             except BaseException as exc:  # noqa: BLE001 - report and exit non-zero
@@ -55,6 +57,27 @@ def serve_workers(config_path: Path, workers: int) -> int:
         _, code = os.waitpid(child, 0)
         status = status or os.waitstatus_to_exitcode(code)
     return status
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM (a clean stop: in-flight sessions finish) when the process
+    that forked it dies, even by SIGKILL, which it cannot forward: no orphan keeps serving
+    the ports and the database. Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    libc = ctypes.CDLL(name, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("workers will not stop with their parent",
+                    error=os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _Shutdown:

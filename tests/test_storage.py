@@ -218,6 +218,38 @@ def test_two_workers_share_the_ports(fresh_node: Node) -> None:
         assert row["prev_hash"] == prev["hash"]
 
 
+@pytest.mark.backends("sqlite")  # process handling only
+def test_workers_stop_when_their_parent_is_killed(fresh_node: Node) -> None:
+    """kill -9 of the ``mss serve`` that forked the workers (a signal it cannot forward):
+    the workers stop by themselves instead of serving on as orphans."""
+    text = fresh_node.config.read_text().replace('data_dir = "."', 'data_dir = "."\nworkers = 2')
+    fresh_node.config.write_text(text)
+    fresh_node.start()
+    assert fresh_node.process is not None and fresh_node.log_path is not None
+    deadline = time.monotonic() + 15
+    while fresh_node.log_path.read_text().count('"event": "ready"') < 2:
+        assert time.monotonic() < deadline, "second worker not ready"
+        time.sleep(0.05)
+    parent = fresh_node.process.pid
+    workers = [int(pid) for pid in
+               Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    assert len(workers) == 2
+    fresh_node.process.kill()
+    fresh_node.process.wait()
+    fresh_node.process = None
+
+    def gone(pid: int) -> bool:
+        try:
+            return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()  # exited
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not all(gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "orphaned workers still serving"
+        time.sleep(0.1)
+
+
 def test_sigterm_finishes_data_in_flight(fresh_node: Node) -> None:
     fresh_node.start()
     tls = fresh_node.mx_tls_socket()
