@@ -133,6 +133,17 @@ def _bindable(host: str, port: int) -> bool:
 
 
 _CERT_LOCK = threading.Lock()
+_SERVED: list[subprocess.Popen[bytes]] = []  # every mss serve started by this test process
+
+
+@atexit.register
+def _kill_served() -> None:
+    """A test that failed before stopping its node leaves no server behind it: each one
+    still running when the test process ends is killed (its workers follow it)."""
+    for process in _SERVED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class PortTaken(AssertionError):
@@ -253,6 +264,7 @@ class Node:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
                                             stdout=log, stderr=log, cwd=REPO, env=CHILD_ENV)
+        _SERVED.append(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
