@@ -179,7 +179,7 @@ class FileKeyProvider:
         with self._lock:
             key = self._keys.get(version)
         if key is None:
-            self.reload()  # the operator may have added a line (add_version)
+            self.reload()  # the operator may have added a line (a new KEK version)
             with self._lock:
                 key = self._keys.get(version)
         if key is None:
@@ -217,17 +217,6 @@ class FileKeyProvider:
 
     def close(self) -> None:
         pass
-
-    def add_version(self) -> int:
-        """Append a fresh random KEK as a new version (file rewritten atomically): new
-        master versions are wrapped by it; copy the file to every node first."""
-        with self._lock:
-            keys = self._read()
-            version = max(keys) + 1
-            keys[version] = os.urandom(KEY_BYTES)
-            write_key_file(self.path, keys)
-            self._keys = keys
-            return version
 
 
 def write_key_file(path: Path, keys: Mapping[int, bytes]) -> None:

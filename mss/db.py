@@ -402,8 +402,9 @@ def in_pages(conn: Connection, query: Select[Any], key: ColumnElement[Any],
 # can hold a node: a connection attempt gives up after connect_timeout seconds (per host of
 # a multi-host URL); TCP keepalives and tcp_user_timeout turn a silent peer (a site cut off,
 # a crashed host) into an error within seconds instead of the kernel's two hours; the pool
-# (pool_pre_ping) then opens a new connection, to the next host of the URL after a
-# failover. A parameter given in the URL's query wins.
+# then opens a new connection (writers: at the pre-ping; readers: after the one failed
+# read), to the next host of the URL after a failover. A parameter given in the URL's
+# query wins.
 PG_CONNECT_DEFAULTS: tuple[tuple[str, int], ...] = (
     ("connect_timeout", 5),
     ("keepalives", 1),

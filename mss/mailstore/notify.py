@@ -399,9 +399,7 @@ class PgChangeWatcher(ChangeWatcher):
                     pg.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        pg = dedicated_connection(self.engine, LISTEN_CONNECTION)
-        pg.rollback()
-        pg.autocommit = True
+        pg = dedicated_connection(self.engine, LISTEN_CONNECTION)  # autocommit
         pg.execute(f"LISTEN {CHANNEL}")
         return pg
 
