@@ -51,7 +51,10 @@ def test_key_file_permissions_and_format(tmp_path: Path) -> None:
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     provider = crypto.FileKeyProvider(path)
     assert provider.versions() == [1]
-    assert provider.add_version() == 2 and provider.current_version() == 2
+    crypto.write_key_file(path, {1: provider.key(1), 2: os.urandom(32)})  # a new KEK line
+    provider.reload()
+    assert provider.versions() == [1, 2] and provider.current_version() == 2
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     path.chmod(0o640)
     with pytest.raises(crypto.MasterKeyError, match="chmod 600"):
         crypto.FileKeyProvider(path)
