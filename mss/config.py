@@ -244,6 +244,9 @@ class SmtpConfig:
                           "postmaster@domain mailbox gets it)", norm=_postmaster)
 
 
+AUTH_METHODS = one_of("password", "app-password", "oauthbearer", "xoauth2", "external")
+
+
 @dataclass(frozen=True)
 class ListenerConfig:
     """One listener."""
@@ -258,6 +261,17 @@ class ListenerConfig:
     max_preauth_per_address: int = key(32, "not yet authenticated, from one client IP address "
                                        "(above the 20 parallel sessions of a Postfix peer)",
                                        ge(1))
+    # issue 15: which login mechanisms a submission or IMAP listener offers (the "fronts"
+    # of EX_LPS_0300); the MX and relay listeners ignore it
+    auth: tuple[str, ...] = key(("password", "app-password", "oauthbearer", "xoauth2"),
+                                "login mechanisms offered (submission, IMAP): \"password\" "
+                                "(the mailbox password, AUTH PLAIN/LOGIN, IMAP LOGIN), "
+                                "\"app-password\" (per device, same wire mechanisms), "
+                                "\"oauthbearer\" and \"xoauth2\" (tokens of [[auth.oidc]] "
+                                "issuers, RFC 7628), \"external\" (a client certificate bound "
+                                "to an APP mailbox, RFC 4422 appendix A)", AUTH_METHODS)
+    public_name: str = key("", "the host name clients reach this listener by (SRV targets of "
+                           "'mss dns records', autoconfig); \"\": smtp.hostname")
 
 
 def _listener(port: int, doc: str) -> MappingProxyType[str, Any]:
