@@ -309,3 +309,95 @@ async def test_untrusted_tls_is_unavailable(oidc_provider: OidcProvider,  # noqa
     with pytest.raises(TokenUnavailable, match="certificate verify failed|SSL"):
         await v.verify(oidc_provider.access_token())
     await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- opaque tokens
+
+
+async def test_opaque_token_introspected(oidc_provider: OidcProvider,  # noqa: F811
+                                         verifier: TokenVerifier) -> None:
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    assert token.count(".") == 0  # opaque, not a JWT
+    identity = await verifier.verify(token)
+    assert identity.kind == "introspected" and identity.subject == ACCOUNT
+    assert identity.national_id == ACCOUNT and identity.acr == "eidas1"
+    assert identity.token_tail == token[-32:] and identity.jti is None
+    assert 250 < identity.expires_at - time.time() <= 300
+    detail = identity.audit_detail()
+    assert detail["token_tail"] == token[-32:] and token not in json.dumps(detail)
+
+
+async def test_inactive_opaque_token_refused(verifier: TokenVerifier) -> None:
+    with pytest.raises(TokenRejected, match=r"inactive \(introspection\)"):
+        await verifier.verify("x" * 43)  # shaped like the provider's, never issued
+    with pytest.raises(TokenRejected, match="malformed"):
+        await verifier.verify("not a b64token")
+
+
+async def test_revoked_token_refused_once_the_cache_ends(oidc_provider: OidcProvider,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    cache = 2.0
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection_cache=cache))
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    first = time.monotonic()
+    assert (await v.verify(token)).subject == ACCOUNT
+    oidc_provider.revoke(token)  # RFC 7009
+    # within introspection_cache the answer is reused (the documented window) ...
+    if time.monotonic() - first < cache - 0.5:
+        assert (await v.verify(token)).subject == ACCOUNT
+    time.sleep(max(0.0, first + cache + 0.2 - time.monotonic()))
+    with pytest.raises(TokenRejected, match="inactive"):  # ... then asked again: revoked
+        await v.verify(token)
+    # a fresh verifier (no cache) refuses it at once
+    fresh = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection_cache=0.0))
+    with pytest.raises(TokenRejected, match="inactive"):
+        await fresh.verify(token)
+    await v.stop(time.monotonic() + 5)
+    await fresh.stop(time.monotonic() + 5)
+
+
+async def test_introspection_cache_is_shorter_than_the_token_life(tmp_path: Path) -> None:
+    provider = OidcProvider(tmp_path / "own", host="127.0.21.4").start()
+    try:
+        v = TokenVerifier(auth_config(provider, tmp_path, introspection_cache=600.0,
+                                      clock_skew=0.0))
+        long_lived = provider.access_token(resource=OPAQUE_RESOURCE)
+        short = provider.access_token(client="mss-short", resource=OPAQUE_RESOURCE)
+        assert (await v.verify(long_lived)).subject == ACCOUNT
+        identity = await v.verify(short)  # a 2-second token
+        provider.stop()  # from now on only the cache answers
+        assert (await v.verify(long_lived)).subject == ACCOUNT  # cached (600 s, 300 s life)
+        time.sleep(max(0.0, identity.expires_at - time.time()) + 0.5)
+        # not cached past its life: asked again, and the issuer is down
+        with pytest.raises(TokenUnavailable, match="introspection"):
+            await v.verify(short)
+        provider.start()
+        with pytest.raises(TokenRejected, match="inactive|expired"):
+            await v.verify(short)
+        await v.stop(time.monotonic() + 5)
+    finally:
+        provider.stop()
+
+
+async def test_opaque_token_without_introspection_refused(oidc_provider: OidcProvider,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection=False))
+    with pytest.raises(TokenRejected, match="no issuer with introspection"):
+        await v.verify(oidc_provider.access_token(resource=OPAQUE_RESOURCE))
+    await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+async def test_cached_jwt_verify_costs_well_under_a_millisecond_of_cpu(
+        oidc_provider: OidcProvider, verifier: TokenVerifier) -> None:  # noqa: F811
+    token = oidc_provider.access_token()
+    await verifier.verify(token)  # keys fetched
+    n = 1000
+    start = time.process_time()
+    for _ in range(n):
+        await verifier.verify(token)
+    per_verify = (time.process_time() - start) / n
+    print(f"cached JWT verify: {per_verify * 1e6:.0f} us of CPU")
+    assert per_verify < 0.001

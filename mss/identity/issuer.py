@@ -6,6 +6,7 @@ introspection endpoint."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import stat
 import time
@@ -207,12 +208,12 @@ class Issuer:
         if not metadata.introspection_endpoint:
             raise TokenUnavailable("discovery document has no introspection_endpoint",
                                    self.name)
-        auth = aiohttp.BasicAuth(_form_encoded(self.config.client_id),
-                                 _form_encoded(self._secret or ""))
+        pair = f"{_form_encoded(self.config.client_id)}:{_form_encoded(self._secret or '')}"
+        basic = "Basic " + base64.b64encode(pair.encode()).decode()
         try:
             return await request_json(
                 self.session(), "POST", metadata.introspection_endpoint,
-                timeout=self.config.timeout, auth=auth,
+                timeout=self.config.timeout, headers={"Authorization": basic},
                 data={"token": token, "token_type_hint": "access_token"})
         except FetchError as exc:
             raise TokenUnavailable(f"introspection: {exc}", self.name) from None
