@@ -208,6 +208,14 @@ def test_config_refuses_an_issuer_without_audience(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"jwks_max_agee: unknown key \(did you mean "
                                           r"jwks_max_age\?\)"):
         parse_config(raw, tmp_path / "mss.toml")
+    one = {"issuer": "https://idp.test", "audience": ["x"], "introspection": True,
+           "client_id": "c", "client_secret_file": "s"}
+    raw = {"auth": {"oidc": [one, {**one, "issuer": "https://idp2.test"}]}}
+    with pytest.raises(ConfigError, match=r"auth\.oidc\[1\]\.introspection: only one"):
+        parse_config(raw, tmp_path / "mss.toml")
+    raw = {"auth": {"oidc": [one, {**one, "introspection": False}]}}
+    with pytest.raises(ConfigError, match=r"auth\.oidc\[1\]\.issuer: duplicate issuer"):
+        parse_config(raw, tmp_path / "mss.toml")
     auth = parse_config({"auth": {"oidc": [{"issuer": "https://idp.test/realm",
                                             "audience": ["x"]}]}}, tmp_path / "m.toml").auth
     assert auth.oidc[0].name == "oidc0"
