@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.oidc import (
     JWT_RESOURCE,
     OPAQUE_RESOURCE,
     OTHER_RESOURCE,
+    Client,
     OidcProvider,
     oidc_provider,  # noqa: F401 (the fixture)
 )
@@ -30,13 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def auth_config(provider: OidcProvider, tmp: Path, **overrides: Any) -> AuthConfig:
     """[[auth.oidc]] for *provider*, read by the real config parser."""
-    issuer: dict[str, Any] = {
-        "name": "test", "issuer": provider.issuer, "audience": [JWT_RESOURCE, OPAQUE_RESOURCE],
-        "ca_file": str(provider.ca_file), "required_acr": "eidas1",
-        "client_id": "mss", "client_secret_file": str(provider.secret_file(tmp)),
-        "introspection": True, "jwks_refetch_interval": 0.0,
-    }
-    issuer.update(overrides)
+    issuer = provider.oidc_table(tmp, **{"jwks_refetch_interval": 0.0, **overrides})
     return parse_config({"auth": {"oidc": [issuer]}}, tmp / "mss.toml").auth
 
 
@@ -48,6 +44,13 @@ async def verifier(oidc_provider: OidcProvider, tmp_path: Path) -> AsyncIterator
         yield v
     finally:
         await v.stop(time.monotonic() + 5)
+
+
+def test_toml_table_is_read_by_the_config_loader(oidc_provider: OidcProvider,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    raw = tomllib.loads(oidc_provider.toml(tmp_path, jwks_max_age=10.0))
+    auth = parse_config(raw, tmp_path / "mss.toml").auth
+    assert auth.oidc[0].issuer == oidc_provider.issuer and auth.oidc[0].jwks_max_age == 10.0
 
 
 async def test_good_jwt_gives_the_identity(oidc_provider: OidcProvider,  # noqa: F811
@@ -409,3 +412,22 @@ async def test_cached_jwt_verify_costs_well_under_a_millisecond_of_cpu(
     per_verify = (time.process_time() - start) / n
     print(f"cached JWT verify: {per_verify * 1e6:.0f} us of CPU")
     assert per_verify < 0.001
+
+
+async def test_a_client_added_later_gets_tokens_at_its_redirect_uri(
+        own_provider: OidcProvider, tmp_path: Path) -> None:
+    portal = Client("portal", "portal-secret", ("https://127.0.21.9:8443/login/callback",))
+    own_provider.add_client(portal)  # restarts: same issuer and keys
+    code, verifier_, redirect = own_provider.authorization_code(client="portal")
+    assert redirect == portal.redirect_uris[0]
+    tokens = own_provider.redeem(code, verifier_, redirect, client="portal")
+    assert tokens.id_token is not None
+    v = TokenVerifier(auth_config(own_provider, tmp_path))
+    claims = await v.verify_jwt(tokens.id_token, "test", audience="portal", nonce=None)
+    assert claims["sub"] == ACCOUNT
+    with pytest.raises(TokenRejected, match="wrong audience"):
+        await v.verify_jwt(tokens.id_token, "test", audience="mss", nonce=None)
+    with pytest.raises(TokenRejected, match="nonce mismatch"):
+        await v.verify_jwt(tokens.id_token, "test", audience="portal", nonce="other")
+    assert (await v.verify(tokens.access_token)).subject == ACCOUNT
+    await v.stop(time.monotonic() + 5)
