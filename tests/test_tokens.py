@@ -77,8 +77,10 @@ async def test_expired_jwt_refused(oidc_provider: OidcProvider,  # noqa: F811
     assert (await v.verify(token)).subject == ACCOUNT
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     time.sleep(max(0.0, exp - time.time()) + 1.1)
-    with pytest.raises(TokenRejected, match=r"expired \(exp\)"):
+    with pytest.raises(TokenRejected, match=r"expired \(exp\)") as refused:
         await v.verify(token)
+    assert refused.value.audit_detail() == {"reason": refused.value.reason, "issuer": "test"}
+    assert token not in str(refused.value.audit_detail())
     await v.stop(time.monotonic() + 5)
 
 

@@ -12,6 +12,13 @@ class TokenError(Exception):
         self.reason = reason
         self.issuer = issuer  # the [[auth.oidc]] name, when known
 
+    def audit_detail(self) -> dict[str, str]:
+        """The refusal's audit fields (the reason never quotes the token)."""
+        detail = {"reason": self.reason}
+        if self.issuer:
+            detail["issuer"] = self.issuer
+        return detail
+
 
 class TokenRejected(TokenError):
     """Permanent: expired, not yet valid, bad signature, wrong audience or issuer, acr
