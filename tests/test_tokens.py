@@ -5,6 +5,8 @@ acr, key rotation, JWKS down) and opaque ones (RFC 7662 introspection and its ca
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -433,3 +435,42 @@ async def test_a_client_added_later_gets_tokens_at_its_redirect_uri(
         await v.verify_jwt(tokens.id_token, "test", audience="portal", nonce="other")
     assert (await v.verify(tokens.access_token)).subject == ACCOUNT
     await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- mss auth
+
+
+def _mss(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mss", "--config", str(config), *args],
+                          input=stdin, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_mss_auth_check_and_verify_token(oidc_provider: OidcProvider,  # noqa: F811
+                                         tmp_path: Path) -> None:
+    config = tmp_path / "mss.toml"
+    config.write_text(oidc_provider.toml(tmp_path))
+    done = _mss(config, "auth", "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"test: ok: {oidc_provider.issuer} keys=key-1 "
+                                  f"introspection={oidc_provider.issuer}/token/introspection")
+    token = oidc_provider.access_token()
+    done = _mss(config, "auth", "verify-token", stdin=token + "\n")
+    assert done.returncode == 0, done.stderr
+    assert f"accepted: issuer=test subject={ACCOUNT} national_id={ACCOUNT} acr=eidas1" \
+        in done.stdout and token not in done.stdout + done.stderr
+    done = _mss(config, "auth", "verify-token", stdin="x" * 43 + "\n")
+    assert (done.returncode, done.stdout) == (1, "refused: inactive (introspection)\n")
+    done = _mss(config, "auth", "verify-token")
+    assert (done.returncode, done.stderr) == (2, "mss: error: no token on stdin\n")
+    done = _mss(config, "auth", "check", "nope")
+    assert done.returncode == 2 and "no [[auth.oidc]] issuer named 'nope'" in done.stderr
+
+
+def test_mss_auth_check_names_an_unreachable_issuer(tmp_path: Path) -> None:
+    provider = OidcProvider(tmp_path / "down", host="127.0.21.5")  # never started
+    config = tmp_path / "mss.toml"
+    config.write_text(provider.toml(tmp_path, timeout=2.0))
+    done = _mss(config, "auth", "check")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.startswith("test: unreachable: discovery: ")

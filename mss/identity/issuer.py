@@ -169,6 +169,12 @@ class Issuer:
         self._attempt_failed = False
         log.info("oidc jwks fetched", issuer=self.name, keys=len(keys))
 
+    async def refresh_keys(self) -> tuple[str, ...]:
+        """Fetch the JWKS now (``mss auth check``); the kids of its usable keys."""
+        async with self._lock:
+            await self._fetch_keys()
+            return tuple(self._keys)
+
     async def signing_key(self, kid: str | None, alg: str) -> Any:
         """The public key for *kid* and *alg*. TokenRejected: no such key even after a
         fetch; TokenUnavailable: the cache is older than jwks_max_age (or lacks *kid*) and

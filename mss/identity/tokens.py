@@ -152,6 +152,13 @@ class TokenVerifier:
     async def metadata(self, issuer_name: str) -> IssuerMetadata:
         return await self._issuer(issuer_name).metadata()
 
+    async def refresh(self, issuer_name: str) -> tuple[IssuerMetadata, tuple[str, ...]]:
+        """The discovery document and the kids of the keys, fetched now (TokenUnavailable:
+        unreachable)."""
+        issuer = self._issuer(issuer_name)
+        kids = await issuer.refresh_keys()
+        return await issuer.metadata(), kids
+
     def client_credentials(self, issuer_name: str) -> tuple[str, str | None]:
         """(client_id, client secret) of an issuer (the portal's client)."""
         issuer = self._issuer(issuer_name)
