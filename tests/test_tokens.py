@@ -4,6 +4,7 @@ acr, key rotation, JWKS down) and opaque ones (RFC 7662 introspection and its ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -474,3 +475,14 @@ def test_mss_auth_check_names_an_unreachable_issuer(tmp_path: Path) -> None:
     done = _mss(config, "auth", "check")
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith("test: unreachable: discovery: ")
+
+
+async def test_concurrent_first_logins_share_one_key_fetch(oidc_provider: OidcProvider,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    # nothing fetched yet, and one fetch allowed per 10 minutes: every one of the 20 logins
+    # is accepted only if they all wait for the first one's fetch
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, jwks_refetch_interval=600.0))
+    token = oidc_provider.access_token()
+    identities = await asyncio.gather(*(v.verify(token) for _ in range(20)))
+    assert {i.subject for i in identities} == {ACCOUNT}
+    await v.stop(time.monotonic() + 5)
