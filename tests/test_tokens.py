@@ -486,3 +486,27 @@ async def test_concurrent_first_logins_share_one_key_fetch(oidc_provider: OidcPr
     identities = await asyncio.gather(*(v.verify(token) for _ in range(20)))
     assert {i.subject for i in identities} == {ACCOUNT}
     await v.stop(time.monotonic() + 5)
+
+
+async def test_discovery_document_of_another_issuer_is_unusable(
+        oidc_provider: OidcProvider, tmp_path: Path) -> None:  # noqa: F811
+    # OIDC Discovery §4.3: the document must name the issuer configured, exactly
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, issuer=oidc_provider.issuer + "/",
+                                  discovery_url=oidc_provider.discovery_url))
+    with pytest.raises(TokenUnavailable, match="discovery document of issuer"):
+        await v.refresh("test")
+    await v.stop(time.monotonic() + 5)
+
+
+def test_metadata_endpoints_must_be_https() -> None:
+    from mss.identity.fetch import FetchError
+    from mss.identity.issuer import IssuerMetadata
+
+    doc = {"issuer": "https://idp.test", "jwks_uri": "https://idp.test/jwks",
+           "introspection_endpoint": "https://idp.test/introspect"}
+    assert IssuerMetadata.parse(doc, "https://idp.test").jwks_uri == "https://idp.test/jwks"
+    for name in ("jwks_uri", "introspection_endpoint", "token_endpoint"):
+        with pytest.raises(FetchError, match=f"{name} is not an https URL"):
+            IssuerMetadata.parse({**doc, name: "http://idp.test/x"}, "https://idp.test")
+    with pytest.raises(FetchError, match="jwks_uri missing"):
+        IssuerMetadata.parse({"issuer": "https://idp.test"}, "https://idp.test")

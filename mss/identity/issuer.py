@@ -153,8 +153,10 @@ class Issuer:
             doc = await self._get(metadata.jwks_uri)
         except FetchError as exc:
             raise TokenUnavailable(f"jwks: {exc}", self.name) from None
+        if not isinstance(doc.get("keys"), list):  # RFC 7517 §5: {"keys": [...]}
+            raise TokenUnavailable("jwks: no \"keys\" array", self.name)
         keys: dict[str, _Key] = {}
-        for index, jwk in enumerate(doc.get("keys") or []):
+        for index, jwk in enumerate(doc["keys"]):
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             if jwk.get("kty") not in ("RSA", "EC", "OKP"):
