@@ -100,6 +100,7 @@ class Issuer:
         self.name = config.name
         self._secret = client_secret
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._metadata: IssuerMetadata | None = None
         self._metadata_at = 0.0
         self._keys: dict[str, _Key] = {}
@@ -110,15 +111,19 @@ class Issuer:
 
     # ----------------------------------------------------------------- http
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        """The HTTPS client of this issuer, made in the running loop (a session is bound
+        to the loop it was made in: a verifier used by another loop gets a new one)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
             connector = aiohttp.TCPConnector(ssl=tls_context(self.config.ca_file), limit=16)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session_loop = loop
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
             await self._session.close()
-            self._session = None
+        self._session = None
 
     async def _get(self, url: str) -> dict[str, Any]:
         return await request_json(self.session(), "GET", url, timeout=self.config.timeout)
