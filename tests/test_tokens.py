@@ -344,8 +344,11 @@ async def test_opaque_token_introspected(oidc_provider: OidcProvider,  # noqa: F
 
 
 async def test_inactive_opaque_token_refused(verifier: TokenVerifier) -> None:
-    with pytest.raises(TokenRejected, match=r"inactive \(introspection\)"):
-        await verifier.verify("x" * 43)  # shaped like the provider's, never issued
+    never_issued = "x" * 11 + "y" * 32  # shaped like the provider's
+    with pytest.raises(TokenRejected, match=r"inactive \(introspection\)") as refused:
+        await verifier.verify(never_issued)
+    assert refused.value.audit_detail() == {"reason": "inactive (introspection)",
+                                            "issuer": "test", "token_tail": "y" * 32}
     with pytest.raises(TokenRejected, match="malformed"):
         await verifier.verify("not a b64token")
 

@@ -171,8 +171,12 @@ class TokenVerifier:
             raise TokenRejected("malformed token (not an RFC 6750 b64token, or longer than "
                                 f"{MAX_TOKEN})")
         parts = _jwt_parts(token)
-        if parts is None:
-            return await self._introspect(token)
+        if parts is None:  # opaque: its tail may name it in the audit, whatever the answer
+            try:
+                return await self._introspect(token)
+            except TokenError as exc:
+                exc.token_tail = token[-TAIL:]
+                raise
         header, unverified = parts
         iss = unverified.get("iss")
         issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
