@@ -513,3 +513,27 @@ def test_metadata_endpoints_must_be_https() -> None:
             IssuerMetadata.parse({**doc, name: "http://idp.test/x"}, "https://idp.test")
     with pytest.raises(FetchError, match="jwks_uri missing"):
         IssuerMetadata.parse({"issuer": "https://idp.test"}, "https://idp.test")
+
+
+async def test_national_id_claim_is_configurable(oidc_provider: OidcProvider,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    token = oidc_provider.access_token("810000000002")
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, national_id_claim="SubjectNameID"))
+    assert (await v.verify(token)).national_id == "810000000002"
+    none = TokenVerifier(auth_config(oidc_provider, tmp_path, national_id_claim="idNat"))
+    identity = await none.verify(token)  # accepted; no national id: the login maps none
+    assert identity.national_id is None and identity.subject == "810000000002"
+    await v.stop(time.monotonic() + 5)
+    await none.stop(time.monotonic() + 5)
+
+
+async def test_introspection_with_a_wrong_client_secret_is_unavailable(
+        oidc_provider: OidcProvider, tmp_path: Path) -> None:  # noqa: F811
+    secret = tmp_path / "wrong.secret"
+    secret.write_text("not-the-secret\n")
+    secret.chmod(0o600)
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, client_secret_file=str(secret)))
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    with pytest.raises(TokenUnavailable, match=r"introspection: .*HTTP 401"):
+        await v.verify(token)  # our misconfiguration: temporary, never an acceptance
+    await v.stop(time.monotonic() + 5)
