@@ -114,14 +114,16 @@ class TokenVerifier:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Reads every issuer's discovery document and keys once (an issuer down is only
-        logged: its tokens get TokenUnavailable until it answers)."""
+        """Reads every issuer's discovery document and keys once, in parallel, waiting at
+        most each issuer's ``timeout`` (an issuer down is only logged: its tokens get
+        TokenUnavailable until it answers)."""
         async def warm(issuer: Issuer) -> None:
             try:
-                await issuer.signing_key(None, "RS256")
-            except TokenUnavailable as exc:
+                async with asyncio.timeout(issuer.config.timeout):
+                    await issuer.signing_key(None, "RS256")
+            except (TokenUnavailable, TimeoutError) as exc:
                 log.warning("oidc issuer unreachable at start", issuer=issuer.name,
-                            error=exc.reason)
+                            error=getattr(exc, "reason", "timeout"))
             except TokenRejected:
                 pass  # several keys: fetched all the same
         await asyncio.gather(*(warm(i) for i in self._issuers.values()))
