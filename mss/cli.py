@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss.app_password_cli import app_password_app
 from mss.cli_support import (
     PRIVATE_UMASK,
     CliError,
@@ -80,6 +81,7 @@ keys_app = typer.Typer(no_args_is_help=True,
 app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
+mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
 
 
 @app.callback()

@@ -56,7 +56,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
-                  "proxy.outbound.cli", "mss.backup_cli"),
+                  "proxy.outbound.cli", "mss.backup_cli",
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}
