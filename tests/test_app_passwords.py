@@ -18,11 +18,12 @@ import pytest
 
 from mss.mailstore import app_passwords
 from mss.mailstore.errors import StoreError
-from tests.node import DOMAIN, PASSWORD, Node, make_node
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 SOURCE = "127.0.23.10"  # this branch's loopback block (CONTRACTS.md): the last use's address
+BACKENDS = BACKENDS
 
 
 # --------------------------------------------------------------------------- pure logic
@@ -61,8 +62,8 @@ def set_auth(text: str, listener: str, methods: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = make_node(tmp_path_factory.mktemp("apppw"), in_process=True,
+def node(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Node]:
+    n = make_node(tmp_path_factory.mktemp("apppw"), in_process=True, backend=backend,
                   extra_config="\n[imap]\nlogin_failures = 100\n")
     text = n.config.read_text().replace("[smtp]\n", "[smtp]\nauth_failures = 100\n", 1)
     text = set_auth(text, "imaps", ["password"])  # a front without app passwords
