@@ -202,8 +202,10 @@ class SubmissionPolicy:
     checks_directory = True
     adds_message_id = True
 
-    def __init__(self, reader: Engine) -> None:
+    def __init__(self, reader: Engine, methods: frozenset[str] = frozenset({"password"})
+                 ) -> None:
         self.reader = reader
+        self.methods = methods  # the listener's auth (listeners.<name>.auth)
 
     def throttle_name(self, login: bytes) -> str:
         """The normalised login (mss.login), the one the password check uses."""
@@ -213,6 +215,10 @@ class SubmissionPolicy:
                                 credentials: LoginPassword) -> AuthCheck:
         login_text = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
+        if "password" not in self.methods:  # app passwords only: never the mailbox's
+            name = throttle_name(login_text)
+            return AuthCheck(actor=name[:320], reason="passwords not accepted on this "
+                             "listener")
         checked = await asyncio.get_running_loop().run_in_executor(
             None, check_login, self.reader, login_text, password)
         address = checked.address
@@ -334,11 +340,13 @@ class RelayPolicy:
 
 
 def listener_policy(mode: Mode, reader: Engine, verifier: PeerVerifier | None,
-                    whitelist: LiveWhitelist) -> ListenerPolicy:
+                    whitelist: LiveWhitelist,
+                    methods: frozenset[str] = frozenset({"password"})) -> ListenerPolicy:
     """The policy of a listener kind. MX and relay verify client certificates: they
-    need a verifier (never an unverified certificate)."""
+    need a verifier (never an unverified certificate). *methods*: a submission
+    listener's auth."""
     if mode == "submission":
-        return SubmissionPolicy(reader)
+        return SubmissionPolicy(reader, methods)
     if verifier is None:
         raise ValueError(f"the {mode} listener needs an PeerVerifier")
     certificates = CertificateCheck(verifier, whitelist)

@@ -1,0 +1,225 @@
+"""Who a login is: one :class:`Authenticator` per serving process, for SMTP AUTH and IMAP.
+
+Three kinds of credential, each giving an :class:`AuthOutcome` (the mailbox or None, the
+method, the audit actor, the private reason and detail, temporary or not):
+
+- **passwords** (AUTH PLAIN/LOGIN, IMAP LOGIN/AUTHENTICATE PLAIN): ``mss.login.check_login``
+  (scrypt, off the event loop, constant work for unknown users);
+- **bearer tokens** (OAUTHBEARER, XOAUTH2; RFC 7628): the process's ``TokenVerifier``
+  (``[[auth.oidc]]``), then the mailboxes of the token's national id
+  (``mss.mailstore.identities``): the SASL authzid picks one, absent it must be the only one;
+- **client certificates** (EXTERNAL; RFC 4422 appendix A): the chain presented in the TLS
+  handshake verified by the runtime's :class:`~trustspace.verifier.PeerVerifier` (anchors,
+  validity, CRL: as peers are), then the APP mailbox bound to its subject DN.
+
+Every kind is throttled by the protocol's :class:`~mss.throttle.Throttle` (``smtp.auth_*``,
+``imap.login_*``) under the identity it names: the login, the token's subject, the DN, and
+the client address. The audit detail names the method, the issuer, the subject, the ``jti``
+or the token's last characters, the certificate's DN and fingerprint: never a token or a
+password. Layer: runtime (it joins the mail store, the trust space and the identity
+service); the protocols call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+from cryptography import x509
+from sqlalchemy import Connection, Engine
+
+from mss.config import ListenerConfig
+from mss.login import check_login, login_address, throttle_name
+from mss.mailstore import identities
+from mss.mailstore.mailboxes import Mailbox
+from mss.sasl import BearerMessage, oauthbearer_error
+from mss.throttle import Throttle
+from trustspace.chain import PkiCheck
+from trustspace.dn import DNError, canonical_name, dn_key
+from trustspace.verifier import PeerVerifier
+
+log = structlog.get_logger("mss.auth")
+
+Service = Literal["smtp", "imap"]
+PASSWORD_METHODS = frozenset({"password", "app-password"})
+TOKEN_MECHANISMS = {"OAUTHBEARER": "oauthbearer", "XOAUTH2": "xoauth2"}  # SASL -> auth method
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """The verdict on one login. ``mailbox`` set: authenticated as it."""
+
+    method: str  # password | app-password | oauthbearer | xoauth2 | external
+    actor: str  # the audit actor: the mailbox, else the login / token subject / DN
+    reason: str  # private, for the audit record
+    mailbox: Mailbox | None = None
+    detail: dict[str, str] = field(default_factory=dict)  # audit detail (never a secret)
+    temporary: bool = False  # issuer or CRL unavailable, database away: 454 / NO [UNAVAILABLE]
+    throttled: bool = False  # refused without a check: locked after failures
+    status: str = "invalid_token"  # OAUTHBEARER error status (RFC 6750 §3.1) on failure
+    app_password_id: int | None = None  # the app password used (apppw: touched on success)
+
+    @property
+    def ok(self) -> bool:
+        return self.mailbox is not None
+
+
+def offered(listener: ListenerConfig, tokens: bool, kind: str) -> tuple[str, ...]:
+    """The SASL mechanisms a listener offers (after TLS): PLAIN and LOGIN (SMTP) for
+    passwords or app passwords, OAUTHBEARER and XOAUTH2 when an issuer is configured,
+    EXTERNAL. *kind*: "submission", "imap" or "relay" (relay: PLAIN and LOGIN only, the
+    relay's own password)."""
+    if kind == "relay":
+        return ("LOGIN", "PLAIN")
+    methods = set(listener.auth)
+    out: list[str] = []
+    if methods & PASSWORD_METHODS:
+        out += ["PLAIN"] if kind == "imap" else ["LOGIN", "PLAIN"]
+    if tokens:
+        out += [m for m, method in TOKEN_MECHANISMS.items() if method in methods]
+    if "external" in methods:
+        out.append("EXTERNAL")
+    return tuple(out)
+
+
+def certificate_dn(chain: list[bytes]) -> tuple[str, str] | None:
+    """(RFC 4514 text, canonical key) of a presented chain's leaf subject; None when it has
+    none or cannot be parsed."""
+    if not chain:
+        return None
+    try:
+        subject = x509.load_der_x509_certificate(chain[0]).subject
+        return subject.rfc4514_string(), dn_key(canonical_name(subject))
+    except (ValueError, DNError):
+        return None
+
+
+class Authenticator:
+    """The process's login checks (built by :class:`mss.runtime.Runtime`)."""
+
+    def __init__(self, reader: Engine, verifier: PeerVerifier,
+                 throttles: dict[str, Throttle], tokens: object | None = None) -> None:
+        self.reader = reader
+        self.verifier = verifier
+        self.throttles = throttles  # "smtp" (submission and relay), "imap"
+        self.tokens = tokens
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.tokens is not None
+
+    def throttle(self, service: Service) -> Throttle:
+        return self.throttles[service]
+
+    async def _thread(self, work: Callable[[], Mailbox | None]) -> Mailbox | None:
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    # ------------------------------------------------------------------ passwords
+    async def password(self, service: Service, login: str, password: str, remote: str,
+                       methods: frozenset[str], mechanism: str) -> AuthOutcome:
+        """A login and password (PLAIN, LOGIN), throttled; *methods*: the listener's."""
+        throttle = self.throttle(service)
+        name = throttle_name(login)  # the identity the password check uses (mss.login)
+        detail = {"mechanism": mechanism}
+        if await throttle.check(name, remote):
+            return AuthOutcome("password", name, "throttled", detail=detail, throttled=True)
+        if "password" not in methods:  # app passwords only: not the mailbox's password
+            throttle.failed(name, remote)
+            return AuthOutcome("password", name, "passwords not accepted on this listener",
+                               detail=detail)
+        checked = await asyncio.get_running_loop().run_in_executor(
+            None, check_login, self.reader, login, password)
+        if checked.mailbox is None:
+            locked = throttle.failed(name, remote)
+            return AuthOutcome("password", checked.address or name,
+                               checked.reason + ("; now throttled" if locked else ""),
+                               detail=detail)
+        throttle.succeeded(name, remote)
+        return AuthOutcome("password", checked.mailbox.address, "authenticated",
+                           checked.mailbox, detail={**detail, "method": "password"})
+
+    # ------------------------------------------------------------------ client certificates
+    async def certificate(self, service: Service, chain: list[bytes], authzid: str | None,
+                          remote: str) -> AuthOutcome:
+        """SASL EXTERNAL: the TLS client certificate, verified as peers' are, bound to an
+        APP mailbox; *authzid*, when given, must be that mailbox."""
+        detail = {"mechanism": "EXTERNAL", "method": "external"}
+        subject = certificate_dn(chain)
+        if subject is None:
+            return self._count(service, "cert:none", remote, AuthOutcome(
+                "external", remote, "no_certificate: no client certificate presented"
+                if not chain else "untrusted_chain: unparsable certificate", detail=detail))
+        text, key = subject
+        name = "cert:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        detail["cert_dn"] = text
+        throttle = self.throttle(service)
+        if await throttle.check(name, remote):
+            return AuthOutcome("external", text, "throttled", detail=detail, throttled=True)
+        result = await self.verifier.verify(chain)
+        if result.fingerprint:
+            detail["sha256"] = result.fingerprint
+        detail["pki"] = result.check.value
+        if result.check is PkiCheck.CRL_UNAVAILABLE and not self.verifier.fail_open:
+            return AuthOutcome("external", text, result.reason, detail=detail, temporary=True)
+        if not result.ok and result.check is not PkiCheck.CRL_UNAVAILABLE:
+            return self._count(service, name, remote, AuthOutcome(
+                "external", text, result.reason, detail=detail))
+
+        def lookup() -> Mailbox | None:
+            with self.reader.connect() as conn:
+                return identities.mailbox_of_certificate(conn, key)
+
+        mailbox = await self._thread(lookup)
+        reason = None
+        if mailbox is None:
+            reason = f"dn_not_bound: certificate DN {text} is bound to no mailbox"
+        elif not mailbox.enabled:
+            reason = f"mailbox disabled: {mailbox.address}"
+        elif authzid and _address(authzid) != mailbox.address:
+            reason = (f"authzid {authzid[:320]!r} is not {mailbox.address}, the mailbox "
+                      "bound to the certificate")
+        if reason is not None or mailbox is None:
+            return self._count(service, name, remote, AuthOutcome(
+                "external", text, reason or "", detail=detail))
+        throttle.succeeded(name, remote)
+        if result.check is PkiCheck.CRL_UNAVAILABLE:  # fail-open: accepted, on record
+            detail["fail_open"] = "crl_unavailable"
+        return AuthOutcome("external", mailbox.address, "client certificate bound to the "
+                           "mailbox", mailbox, detail=detail)
+
+    def _count(self, service: Service, name: str, remote: str,
+               outcome: AuthOutcome) -> AuthOutcome:
+        """A failed login: counted against the throttle (the reason says when it locked)."""
+        if self.throttle(service).failed(name, remote):
+            return AuthOutcome(outcome.method, outcome.actor, outcome.reason + "; now throttled",
+                               detail=outcome.detail, status=outcome.status)
+        return outcome
+
+    # ------------------------------------------------------------------ bearer tokens
+    async def bearer(self, service: Service, mechanism: str, message: BearerMessage,
+                     remote: str) -> AuthOutcome:
+        """OAUTHBEARER / XOAUTH2: filled in by the token verifier (fix/tokens)."""
+        method = TOKEN_MECHANISMS[mechanism]
+        return AuthOutcome(method, remote, "no token issuer configured",
+                           detail={"mechanism": mechanism, "method": method})
+
+    def bearer_error(self, outcome: AuthOutcome) -> bytes:
+        """RFC 7628 §3.2.2: the error challenge of a refused token (JSON)."""
+        return oauthbearer_error(outcome.status, None)
+
+    def success_work(self, outcome: AuthOutcome, remote: str, when: float
+                     ) -> Callable[[Connection], None]:
+        """What a successful login writes in its audit transaction (the app password's
+        last use, when one was used)."""
+        def work(conn: Connection) -> None:
+            return None
+        return work
+
+
+def _address(text: str) -> str:
+    """An authzid as a mailbox address (mss.login's normalisation), or the text itself."""
+    return login_address(text) or text
