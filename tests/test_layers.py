@@ -58,7 +58,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
-                  "proxy.outbound.cli", "mss.backup_cli"),
+                  "proxy.outbound.cli", "mss.backup_cli",
+                  "mss.cert_cli"),  # mss mailbox cert (issue 15)
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}
