@@ -62,6 +62,9 @@ class Event(StrEnum):
     ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
     ADMIN_MAILBOX_CERT_BIND = "admin.mailbox.cert.bind"  # issue 15: SASL EXTERNAL
     ADMIN_MAILBOX_CERT_UNBIND = "admin.mailbox.cert.unbind"
+    # issue 15, app passwords (mss mailbox app-password)
+    ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
+    ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
     ADMIN_KEYS_ROTATE = "admin.keys.rotate"
     ADMIN_KEYS_SHRED = "admin.keys.shred"
     ADMIN_KEYS_INIT_HSM = "admin.keys.init_hsm"
@@ -254,6 +257,13 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               dcm("110137", "User security Attributes Changed"), "E",
               "a client certificate subject DN was unbound from its mailbox (cert_dn in "
               "detail)"),
+    EventKind(Event.ADMIN_APP_PASSWORD_ADD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "C",
+              "the operator made an app password for a mailbox (id, label, scopes in detail; "
+              "never the secret)"),
+    EventKind(Event.ADMIN_APP_PASSWORD_REVOKE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "D",
+              "the operator revoked an app password of a mailbox (id, label in detail)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

@@ -3,8 +3,9 @@
 Three kinds of credential, each giving an :class:`AuthOutcome` (the mailbox or None, the
 method, the audit actor, the private reason and detail, temporary or not):
 
-- **passwords** (AUTH PLAIN/LOGIN, IMAP LOGIN/AUTHENTICATE PLAIN): ``mss.login.check_login``
-  (scrypt, off the event loop, constant work for unknown users);
+- **passwords** and app passwords stay with the protocols (``mss.login.check_login``, called
+  by proxy/smtp/policies.py and proxy/imap/session_commands.py with the listener's methods),
+  which share this object's throttles;
 - **bearer tokens** (OAUTHBEARER, XOAUTH2; RFC 7628): the process's ``TokenVerifier``
   (``[[auth.oidc]]``), then the mailboxes of the token's national id
   (``mss.mailstore.identities``): the SASL authzid picks one, absent it must be the only one;
@@ -33,7 +34,7 @@ from cryptography import x509
 from sqlalchemy import Connection, Engine
 
 from mss.config import ListenerConfig
-from mss.login import check_login, login_address, throttle_name
+from mss.login import login_address
 from mss.mailstore import identities
 from mss.mailstore.mailboxes import Mailbox
 from mss.sasl import BearerMessage, oauthbearer_error
@@ -117,30 +118,6 @@ class Authenticator:
 
     async def _thread(self, work: Callable[[], Mailbox | None]) -> Mailbox | None:
         return await asyncio.get_running_loop().run_in_executor(None, work)
-
-    # ------------------------------------------------------------------ passwords
-    async def password(self, service: Service, login: str, password: str, remote: str,
-                       methods: frozenset[str], mechanism: str) -> AuthOutcome:
-        """A login and password (PLAIN, LOGIN), throttled; *methods*: the listener's."""
-        throttle = self.throttle(service)
-        name = throttle_name(login)  # the identity the password check uses (mss.login)
-        detail = {"mechanism": mechanism}
-        if await throttle.check(name, remote):
-            return AuthOutcome("password", name, "throttled", detail=detail, throttled=True)
-        if "password" not in methods:  # app passwords only: not the mailbox's password
-            throttle.failed(name, remote)
-            return AuthOutcome("password", name, "passwords not accepted on this listener",
-                               detail=detail)
-        checked = await asyncio.get_running_loop().run_in_executor(
-            None, check_login, self.reader, login, password)
-        if checked.mailbox is None:
-            locked = throttle.failed(name, remote)
-            return AuthOutcome("password", checked.address or name,
-                               checked.reason + ("; now throttled" if locked else ""),
-                               detail=detail)
-        throttle.succeeded(name, remote)
-        return AuthOutcome("password", checked.mailbox.address, "authenticated",
-                           checked.mailbox, detail={**detail, "method": "password"})
 
     # ------------------------------------------------------------------ client certificates
     async def certificate(self, service: Service, chain: list[bytes], authzid: str | None,

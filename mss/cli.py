@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss.app_password_cli import app_password_app
 from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
 from mss.cli_support import (
     PRIVATE_UMASK,
@@ -82,6 +83,7 @@ app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
 mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list (issue 15)
+mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
 
 
 @app.callback()

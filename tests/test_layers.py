@@ -60,7 +60,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
                   "proxy.outbound.cli", "mss.backup_cli",
-                  "mss.cert_cli"),  # mss mailbox cert (issue 15)
+                  "mss.cert_cli",  # mss mailbox cert (issue 15)
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

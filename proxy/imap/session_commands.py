@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from audit.journal import append
 from mss import sasl
 from mss.authenticator import AuthOutcome
 from mss.login import check_login, throttle_name
-from mss.mailstore import folders
+from mss.mailstore import app_passwords, folders
 from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.parser import Command
@@ -88,19 +89,25 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
-    if "password" in s.ctx.methods:
-        checked = await s.thread(check_login, s.ctx.app.reader, login, password)
-        mailbox, reason = checked.mailbox, checked.reason
-    else:  # app passwords only on this listener: never the mailbox's own password
-        mailbox, reason = None, "passwords not accepted on this listener"
+    # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
+    checked = await s.thread(functools.partial(check_login, service="imap",
+                                               methods=s.ctx.methods),
+                             s.ctx.app.reader, login, password)
+    mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
         locked = throttle.failed(name, s.remote_addr)
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.SERIOUS_FAILURE, actor=name,
                                reason=reason + ("; now throttled" if locked else ""),
-                               detail={"mechanism": mechanism}))
+                               detail={"mechanism": mechanism, **checked.audit_detail()}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
     throttle.succeeded(name, s.remote_addr)
-    await _logged_in(s, cmd, mailbox, {"mechanism": mechanism, "method": "password"}, None)
+    when, used = time.time(), checked.app_password_id
+
+    def touch(conn: Connection) -> None:
+        if used is not None:  # its last use, in the login's transaction
+            app_passwords.touch(conn, used, s.remote_addr, when)
+    await _logged_in(s, cmd, mailbox, {"mechanism": mechanism, **checked.audit_detail()},
+                     touch)
 
 
 async def _logged_in(s: ImapSession, cmd: Command, mailbox: Mailbox, detail: dict[str, str],

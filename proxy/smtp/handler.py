@@ -31,7 +31,7 @@ from mss.authenticator import Authenticator, AuthOutcome
 from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
 from mss.db import unavailable
-from mss.mailstore import Mailstore, deliveries, domains, mailboxes, messages
+from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
 from mss.sasl import BearerMessage
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
@@ -161,7 +161,13 @@ class SmtpHandler:
         session.may_send_as = identity.may_send_as
         session.relay = identity.relay
         batch = session.take_pending(record)
-        await self.committer.run(lambda conn: append(conn, batch))
+        app_password_id, when = checked.app_password_id, time.time()
+
+        def commit(conn: Connection) -> None:
+            if app_password_id is not None:  # its last use, in the login's transaction
+                app_passwords.touch(conn, app_password_id, session.remote_addr, when)
+            append(conn, batch)
+        await self.committer.run(commit)
         return True
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,

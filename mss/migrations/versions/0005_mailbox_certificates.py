@@ -2,7 +2,7 @@
 DN, the DN kept as given and as its canonical key (trustspace/dn.py), unique.
 
 Revision ID: 0005_mailbox_certificates
-Revises: 0004
+Revises: 0005_app_passwords
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_mailbox_certificates"
-down_revision = "0004"
+down_revision = "0005_app_passwords"  # fix/apppw's, merged here: the lead renumbers
 branch_labels = None
 depends_on = None
 
