@@ -24,7 +24,9 @@ service); the protocols call it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -34,6 +36,7 @@ from cryptography import x509
 from sqlalchemy import Connection, Engine
 
 from mss.config import ListenerConfig
+from mss.identity.tokens import TokenRejected, TokenUnavailable, TokenVerifier
 from mss.login import login_address
 from mss.mailstore import identities
 from mss.mailstore.mailboxes import Mailbox
@@ -47,6 +50,7 @@ log = structlog.get_logger("mss.auth")
 
 Service = Literal["smtp", "imap"]
 PASSWORD_METHODS = frozenset({"password", "app-password"})
+TAIL = 32  # characters of an opaque token the audit may keep
 TOKEN_MECHANISMS = {"OAUTHBEARER": "oauthbearer", "XOAUTH2": "xoauth2"}  # SASL -> auth method
 
 
@@ -103,7 +107,7 @@ class Authenticator:
     """The process's login checks (built by :class:`mss.runtime.Runtime`)."""
 
     def __init__(self, reader: Engine, verifier: PeerVerifier,
-                 throttles: dict[str, Throttle], tokens: object | None = None) -> None:
+                 throttles: dict[str, Throttle], tokens: TokenVerifier | None = None) -> None:
         self.reader = reader
         self.verifier = verifier
         self.throttles = throttles  # "smtp" (submission and relay), "imap"
@@ -179,14 +183,67 @@ class Authenticator:
     # ------------------------------------------------------------------ bearer tokens
     async def bearer(self, service: Service, mechanism: str, message: BearerMessage,
                      remote: str) -> AuthOutcome:
-        """OAUTHBEARER / XOAUTH2: filled in by the token verifier (fix/tokens)."""
+        """OAUTHBEARER / XOAUTH2: the token verified (signature, iss, aud, exp/nbf, acr, or
+        introspection), then the mailbox of its national id the authzid names (absent:
+        the person's only one)."""
         method = TOKEN_MECHANISMS[mechanism]
-        return AuthOutcome(method, remote, "no token issuer configured",
-                           detail={"mechanism": mechanism, "method": method})
+        detail = {"mechanism": mechanism, "method": method}
+        tail = message.token[-TAIL:]
+        name = _token_name(message.token)
+        throttle = self.throttle(service)
+        if await throttle.check(name, remote):
+            return AuthOutcome(method, name, "throttled", detail=detail, throttled=True)
+        if self.tokens is None:  # not offered without issuers: a client sending it anyway
+            return self._count(service, name, remote, AuthOutcome(
+                method, remote, "no [[auth.oidc]] issuer configured", detail=detail))
+        try:
+            identity = await self.tokens.verify(message.token)
+        except TokenUnavailable as exc:  # the issuer unreachable, nothing usable cached
+            if exc.issuer:
+                detail["issuer"] = exc.issuer
+            return AuthOutcome(method, name, f"token_unavailable: {exc.reason}",
+                               detail=detail, temporary=True)
+        except TokenRejected as exc:
+            if exc.issuer:
+                detail["issuer"] = exc.issuer
+            if "." not in message.token:  # opaque: its tail identifies it in the audit
+                detail["token_tail"] = tail
+            return self._count(service, name, remote, AuthOutcome(
+                method, name, f"token_rejected: {exc.reason}", detail=detail))
+        detail.update(identity.audit_detail())
+        actor = f"{identity.issuer_name}:{identity.subject}"[:320]
+        name = f"sub:{actor}"
+        if identity.national_id is None:
+            return self._count(service, name, remote, AuthOutcome(
+                method, actor, "token_no_national_id: the token carries no national id "
+                "claim", detail=detail))
+        detail["national_id"] = identity.national_id
+        national_id = identity.national_id
+
+        def mailboxes() -> list[Mailbox]:
+            with self.reader.connect() as conn:
+                return identities.mailboxes_of_national_id(conn, national_id)
+
+        found = await asyncio.get_running_loop().run_in_executor(None, mailboxes)
+        mailbox, reason = _pick(found, message.authzid, national_id)
+        if mailbox is None:
+            return self._count(service, name, remote, AuthOutcome(
+                method, actor, reason, detail=detail))
+        throttle.succeeded(name, remote)
+        return AuthOutcome(method, mailbox.address, reason, mailbox, detail=detail)
 
     def bearer_error(self, outcome: AuthOutcome) -> bytes:
-        """RFC 7628 §3.2.2: the error challenge of a refused token (JSON)."""
-        return oauthbearer_error(outcome.status, None)
+        """RFC 7628 §3.2.2: the error challenge of a refused token (JSON): the discovery
+        URL of the token's issuer (else the first configured) for the client to get a
+        new one."""
+        url = None
+        if self.tokens is not None:
+            issuer = outcome.detail.get("issuer")
+            try:
+                url = self.tokens.discovery_url(issuer)
+            except TokenRejected:
+                url = self.tokens.discovery_url(None) if self.tokens.config.oidc else None
+        return oauthbearer_error(outcome.status, url, "openid")
 
     def success_work(self, outcome: AuthOutcome, remote: str, when: float
                      ) -> Callable[[Connection], None]:
@@ -195,6 +252,38 @@ class Authenticator:
         def work(conn: Connection) -> None:
             return None
         return work
+
+
+def _token_name(token: str) -> str:
+    """The throttle key of a token before it is verified: its subject as it claims it (a
+    JWT; unverified: a key, never a decision), else a digest of the token."""
+    parts = token.split(".")
+    if len(parts) == 3:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            if isinstance(claims, dict) and isinstance(claims.get("sub"), str):
+                return f"sub:?{str(claims.get('iss'))[:100]}:{claims['sub'][:100]}"
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def _pick(found: list[Mailbox], authzid: str | None, national_id: str
+          ) -> tuple[Mailbox | None, str]:
+    """The mailbox a token login takes among the person's: the authzid's, or the only one."""
+    if not found:
+        return None, f"no_mailbox: national id {national_id} owns no mailbox here"
+    if authzid:
+        wanted = _address(authzid)
+        for mailbox in found:
+            if mailbox.address == wanted:
+                return mailbox, "token of the mailbox's owner or grantee"
+        return None, (f"authzid_not_allowed: {authzid[:320]!r} is not a mailbox of national "
+                      f"id {national_id}")
+    if len(found) > 1:
+        return None, (f"authzid_required: national id {national_id} has {len(found)} "
+                      "mailboxes and the client named none")
+    return found[0], "token of the mailbox's owner"
 
 
 def _address(text: str) -> str:

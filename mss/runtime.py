@@ -32,6 +32,7 @@ from mss.app import App
 from mss.authenticator import Authenticator
 from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
+from mss.identity.tokens import TokenVerifier
 from mss.leader import Elector, locks_for
 from mss.lifecycle import BackgroundTask, Component
 from mss.limits import (
@@ -91,7 +92,8 @@ def authenticator(app: App, committer: GroupCommitter, verifier: PeerVerifier
                          cfg.imap.login_lockout,
                          SharedFailures(app.reader, committer.submit, "imap")),
     }
-    return Authenticator(app.reader, verifier, throttles)
+    tokens = TokenVerifier(cfg.auth) if cfg.auth.oidc else None  # [[auth.oidc]] issuers
+    return Authenticator(app.reader, verifier, throttles, tokens)
 
 
 def process_limits(app: App) -> ProcessLimits:
@@ -163,6 +165,8 @@ class Runtime:
         cfg = self.app.config
         parts: list[Component] = [self.committer, self.elector, self.whitelist,
                                   self.verifier, BackgroundTask("change-watch", self.changes.run)]
+        if self.authenticator.tokens is not None:  # issuers' keys read before serving
+            parts.append(self.authenticator.tokens)
         parts.append(self._elected("audit-checkpoints", self._checkpoint_loop))
         if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
             parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))
