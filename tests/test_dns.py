@@ -37,6 +37,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     # a client-certificate front (EX_LPS_0300 priority 20) and a disabled service
     text = _set(text, "imaps", f'public_name = "{IMAP_CERT}"\nauth = ["external"]\n')
     text = _set(text, "submissions", "enabled = false\n")
+    text = _set(text, "imap-cert", f'public_name = "{IMAP_CERT}"\n')
     n.config.write_text(text)
     return n
 
@@ -46,9 +47,12 @@ def zone(node: Node) -> dict[tuple[str, str], list[str]]:
     p = node.ports
     return {
         (DOMAIN, "MX"): [f"10 {MX}."],
-        (f"_submission._tcp.{DOMAIN}", "SRV"): [f"10 100 {p['submission']} {MX}."],
+        # EX_LPS_0300: the PSC front (10) and the client-certificate front (20)
+        (f"_submission._tcp.{DOMAIN}", "SRV"): [f"10 100 {p['submission']} {MX}.",
+                                                f"20 100 {p['submission-cert']} {MX}."],
         (f"_submissions._tcp.{DOMAIN}", "SRV"): ["0 0 0 ."],
-        (f"_imap._tcp.{DOMAIN}", "SRV"): [f"10 100 {p['imap']} {IMAP}."],
+        (f"_imap._tcp.{DOMAIN}", "SRV"): [f"10 100 {p['imap']} {IMAP}.",
+                                          f"20 100 {p['imap-cert']} {IMAP_CERT}."],
         (f"_imaps._tcp.{DOMAIN}", "SRV"): [f"20 100 {p['imaps']} {IMAP_CERT}."],
         (MX, "A"): ["192.0.2.25"],
         (IMAP, "A"): ["192.0.2.143"],
@@ -72,6 +76,7 @@ def test_records_are_the_zone_lines(node: Node) -> None:
             if rtype in ("MX", "SRV") for value in values]
     assert lines == want
     assert "; RFC 6186/8314, EX_LPS_0300: listeners.imaps" in out
+    assert "; RFC 6186/8314, EX_LPS_0300: listeners.imap, listeners.imap-cert" in out
     assert "; RFC 6186/8314, EX_LPS_0300: not offered" in out
     assert out.splitlines()[-1] == (f"; and an A/AAAA record for each target: {MX}, {IMAP}, "
                                     f"{IMAP_CERT}")

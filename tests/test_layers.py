@@ -32,7 +32,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
                  "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.schema",
-                 "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events"),
+                 "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
+                 "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -40,11 +41,13 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "trustspace": ("trustspace.*",),
         "directory": ("directory.*",),
         "audit": ("audit.*",),  # export, shipping, checkpoints, verification
+        "identity": ("mss.identity.*",),  # OIDC/OAuth tokens; nothing of mailboxes
     },
     "runtime": {  # built once by the roots, handed to every listener and worker
         # mss.backup: a copy of every service's tables, checked with the audit service
         # (chain verification) and the keyring, as mss.app opens them
-        "runtime": ("mss.runtime", "mss.app", "mss.backup"),
+        "runtime": ("mss.runtime", "mss.app", "mss.backup",
+                    "mss.authenticator"),  # logins: passwords, tokens, certificates
     },
     "protocols": {  # never import one another
         "proxy": ("proxy",),  # the package's docstring only
@@ -57,6 +60,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
                   "proxy.outbound.cli", "mss.backup_cli",
+                  "mss.cert_cli",  # mss mailbox cert (issue 15)
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
     },
 }
