@@ -4,6 +4,7 @@ listeners, then checked by the real CLI against a real DNS server on loopback
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from mss.config import load_config
-from mss.dns_records import Portal, expected, zone_text
+from mss.dns_records import Portal, expected, portal_of, zone_text
 from tests.dnsserver import DnsServer
 from tests.node import DOMAIN, Node, free_port, make_node
 
@@ -96,8 +97,15 @@ def test_autoconfig_names_point_at_the_portal(node: Node) -> None:
     assert sets[(f"autoconfig.{DOMAIN}.", "CNAME")] == ("portal.demo.mssante.fr.",)
     assert sets[(f"autodiscover.{DOMAIN}.", "CNAME")] == ("portal.demo.mssante.fr.",)
     assert sets[(f"_autodiscover._tcp.{DOMAIN}.", "SRV")] == ("0 0 443 portal.demo.mssante.fr.",)
-    if not hasattr(config, "portal"):  # [portal] of proxy/portal: not merged here yet
-        assert "the portal is not served" in zone_text(config, DOMAIN)
+    assert portal_of(config) is None  # mss init: the portal is off
+    assert "the portal is not served" in zone_text(config, DOMAIN)
+    if hasattr(config, "portal"):  # [portal] (proxy/portal, issue 15): on, at its public URL
+        section = dataclasses.replace(config.portal, enabled=True, issuer="psc",
+                                      public_url="https://Portal.demo.mssante.fr:8443")
+        served = dataclasses.replace(config, portal=section)
+        assert portal_of(served) == Portal("portal.demo.mssante.fr.", 8443)
+        assert f"autoconfig.{DOMAIN}. 3600 IN CNAME portal.demo.mssante.fr." in \
+            zone_text(served, DOMAIN).splitlines()
 
 
 def doctor(node: Node, *args: str) -> tuple[int, list[list[str]]]:
