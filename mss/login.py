@@ -30,7 +30,6 @@ from mss.passwords import verify_password
 log = structlog.get_logger("mss.login")
 
 
-METHODS = ("password", "app-password")  # what check_login knows of mss.config.AUTH_METHODS
 SERVICES = ("imap", "smtp")  # the app password scopes (mss.mailstore.app_passwords.SCOPES)
 
 
