@@ -76,6 +76,19 @@ mailboxes = Table(
     Column("last_uidvalidity", COUNTER),
 )
 
+# APP mailboxes bound to a client certificate's subject DN (SASL EXTERNAL, issue 15):
+# dn_key is the DN parsed and canonicalised (trustspace/dn.py, as JSON), one mailbox per DN
+mailbox_certificates = Table(
+    "mailbox_certificates", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("cert_dn", Text, nullable=False),  # RFC 4514 text, as given or read from the cert
+    Column("dn_key", String(1024), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ux_mailbox_certificates_dn", "dn_key", unique=True),
+    Index("ix_mailbox_certificates_mailbox", "mailbox_id"),
+)
+
 master_keys = Table(
     "master_keys", metadata,
     Column("version", Integer, primary_key=True),
@@ -134,6 +147,23 @@ mailbox_grants = Table(
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
     Column("grantee_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
     Column("created_at", Float, nullable=False),
+)
+
+# App passwords (issue 15): per device, scoped, a SHA-256 of a random secret shown once
+# (mss/mailstore/app_passwords.py; migration versions/0005_app_passwords)
+app_passwords = Table(
+    "app_passwords", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("label", String(64), nullable=False),  # the device, as its owner named it
+    Column("scopes", String(32), nullable=False),  # "imap", "smtp" or "imap,smtp"
+    Column("hash", String(128), nullable=False),  # "$sha256$<b64>" of the secret
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(16), nullable=False),  # operator | portal
+    Column("last_used_at", Float),
+    Column("last_used_from", String(64)),  # the client address of that login
+    Column("revoked_at", Float),
+    Index("ix_app_passwords_mailbox", "mailbox_id"),
 )
 
 messages = Table(
