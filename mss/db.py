@@ -136,6 +136,23 @@ mailbox_grants = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# App passwords (issue 15): per device, scoped, a SHA-256 of a random secret shown once
+# (mss/mailstore/app_passwords.py; migration versions/0005_app_passwords)
+app_passwords = Table(
+    "app_passwords", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("label", String(64), nullable=False),  # the device, as its owner named it
+    Column("scopes", String(32), nullable=False),  # "imap", "smtp" or "imap,smtp"
+    Column("hash", String(128), nullable=False),  # "$sha256$<b64>" of the secret
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(16), nullable=False),  # operator | portal
+    Column("last_used_at", Float),
+    Column("last_used_from", String(64)),  # the client address of that login
+    Column("revoked_at", Float),
+    Index("ix_app_passwords_mailbox", "mailbox_id"),
+)
+
 messages = Table(
     "messages", metadata,
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data

@@ -1,4 +1,6 @@
-"""The password check of a mailbox login, shared by SMTP AUTH (submission) and IMAP.
+"""The password check of a mailbox login, shared by SMTP AUTH (submission) and IMAP: the
+mailbox password and the app passwords (mss.mailstore.app_passwords), as the listener's
+``listeners.<name>.auth`` offers them.
 
 The mailbox is read on a short reader connection, released before scrypt runs (tens of
 milliseconds of CPU: callers on the event loop run this in an executor). An unknown login
@@ -22,10 +24,14 @@ from sqlalchemy.exc import DBAPIError
 
 from mss.addresses import AddressError, normalize_address
 from mss.db import unavailable
-from mss.mailstore import mailboxes
+from mss.mailstore import app_passwords, mailboxes
 from mss.passwords import verify_password
 
 log = structlog.get_logger("mss.login")
+
+
+METHODS = ("password", "app-password")  # what check_login knows of mss.config.AUTH_METHODS
+SERVICES = ("imap", "smtp")  # the app password scopes (mss.mailstore.app_passwords.SCOPES)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,15 @@ class LoginCheck:
     address: str | None  # the login normalised, None when it is no address at all
     mailbox: mailboxes.Mailbox | None  # set when the login succeeded
     reason: str  # for the audit record
+    method: str = "password"  # "password" | "app-password": the one that matched (or failed)
+    app_password_id: int | None = None  # the app password that matched (touch it on success)
+
+    def audit_detail(self) -> dict[str, str]:
+        """What the login's audit record adds: the method, the app password's id."""
+        detail = {"method": self.method}
+        if self.app_password_id is not None:
+            detail["app_password"] = str(self.app_password_id)
+        return detail
 
 
 def login_address(login: str) -> str | None:
@@ -54,13 +69,28 @@ def throttle_name(login: str) -> str:
     return unicodedata.normalize("NFKC", login).strip().casefold()[:320]
 
 
-def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
+def check_login(reader: Engine, login: str, password: str, *, service: str = "imap",
+                methods: frozenset[str] = frozenset({"password"})) -> LoginCheck:
+    """Check *password* for *login* on *service* ("imap" | "smtp"): the mailbox password
+    when "password" is in *methods*, an app password of that scope when "app-password" is.
+
+    Constant work whatever the login names: the same reads (the mailbox, then its live app
+    passwords, mailbox id 0 when unknown) and, when "password" is offered, one scrypt. Only a
+    matching app password skips the scrypt, and its success is no secret."""
+    if service not in SERVICES:
+        raise ValueError(f"service {service!r}: one of {SERVICES}")
     address = login_address(login)
     mailbox = None
+    app_password_id, wrong_scope = None, False
+    with_app = "app-password" in methods
+    with_password = "password" in methods
     if address is not None:
         try:
             with reader.connect() as conn:
                 mailbox = mailboxes.get_mailbox(conn, address)
+                if with_app:
+                    app_password_id, wrong_scope = app_passwords.matching(
+                        conn, mailbox.id if mailbox else 0, password, service)
         except DBAPIError as exc:
             if unavailable(exc):  # the database is away: a temporary failure, not a login's
                 raise
@@ -70,13 +100,30 @@ def check_login(reader: Engine, login: str, password: str) -> LoginCheck:
                       error=type(exc.orig).__name__)
             verify_password(password, None)  # same work as any other failed login
             return LoginCheck(address, None, "mailbox record unreadable")
+    if mailbox is not None and app_password_id is not None:
+        if not mailbox.enabled:
+            return LoginCheck(address, None, "mailbox disabled", "app-password", app_password_id)
+        return LoginCheck(address, mailbox, "authenticated", "app-password", app_password_id)
     hashed = mailbox.password_hash if mailbox else None
-    ok = verify_password(password, hashed)  # constant work even when unknown
+    # constant work even when unknown
+    ok = verify_password(password, hashed) if with_password else False
+    method = "app-password" if wrong_scope or not with_password else "password"
     if mailbox is None:
-        return LoginCheck(address, None, "unknown user")
+        return LoginCheck(address, None, "unknown user", method)
     if not ok:
-        return LoginCheck(address, None,
-                          "wrong password" if hashed else "mailbox has no password")
+        return LoginCheck(address, None, _failure(hashed, with_password, with_app, wrong_scope,
+                                                  service), method)
     if not mailbox.enabled:
         return LoginCheck(address, None, "mailbox disabled")
     return LoginCheck(address, mailbox, "authenticated")
+
+
+def _failure(hashed: str | None, with_password: bool, with_app: bool, wrong_scope: bool,
+             service: str) -> str:
+    """The private reason of a failed login of a known mailbox (audit)."""
+    if wrong_scope:
+        return f"app password not valid for {service}"
+    if not with_password:
+        return "wrong app password" if with_app else "no login method offered"
+    reason = "wrong password" if hashed else "mailbox has no password"
+    return reason + ("; no app password matches" if with_app else "")

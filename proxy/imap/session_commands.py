@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import time
 
 from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import append
 from mss.login import check_login, throttle_name
-from mss.mailstore import folders
+from mss.mailstore import app_passwords, folders
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.parser import Command
 from proxy.imap.session_args import AuthenticateArgs, EnableArgs, LoginArgs
@@ -82,20 +84,27 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
-    checked = await s.thread(check_login, s.ctx.app.reader, login, password)
+    # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
+    listener = s.ctx.app.config.listeners.get(s.ctx.listener)
+    methods = frozenset(listener.auth if listener else ("password",))
+    checked = await s.thread(functools.partial(check_login, service="imap", methods=methods),
+                             s.ctx.app.reader, login, password)
     mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
         locked = throttle.failed(name, s.remote_addr)
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.SERIOUS_FAILURE, actor=name,
                                reason=reason + ("; now throttled" if locked else ""),
-                               detail={"mechanism": mechanism}))
+                               detail={"mechanism": mechanism, **checked.audit_detail()}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
     throttle.succeeded(name, s.remote_addr)
+    when = time.time()
 
     def setup(conn: Connection) -> None:
         folders.ensure_default_folders(conn, s.ctx.keyring, mailbox.id)
+        if checked.app_password_id is not None:  # its last use, in the login's transaction
+            app_passwords.touch(conn, checked.app_password_id, s.remote_addr, when)
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
-                               detail={"mechanism": mechanism})])
+                               detail={"mechanism": mechanism, **checked.audit_detail()})])
     await s.write(setup)
     s.user = mailbox
     s.state = AUTHENTICATED

@@ -29,7 +29,7 @@ from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.db import unavailable
-from mss.mailstore import Mailstore, deliveries, domains, mailboxes, messages
+from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
@@ -53,11 +53,13 @@ class SmtpHandler:
 
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
-                 throttle: Throttle | None = None, *, mailstore: Mailstore) -> None:
+                 throttle: Throttle | None = None, *, mailstore: Mailstore,
+                 auth: tuple[str, ...] = ("password",)) -> None:
         self.app = app
         self.committer = committer
         self.whitelist = whitelist
-        self.policy = listener_policy(mode, app.reader, verifier, whitelist)
+        # auth: the listener's listeners.<name>.auth (submission: password, app passwords)
+        self.policy = listener_policy(mode, app.reader, verifier, whitelist, frozenset(auth))
         self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
@@ -154,7 +156,13 @@ class SmtpHandler:
         session.may_send_as = identity.may_send_as
         session.relay = identity.relay
         batch = session.take_pending(record)
-        await self.committer.run(lambda conn: append(conn, batch))
+        app_password_id, when = checked.app_password_id, time.time()
+
+        def commit(conn: Connection) -> None:
+            if app_password_id is not None:  # its last use, in the login's transaction
+                app_passwords.touch(conn, app_password_id, session.remote_addr, when)
+            append(conn, batch)
+        await self.committer.run(commit)
         return True
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,

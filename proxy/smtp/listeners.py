@@ -90,7 +90,7 @@ class SmtpListeners:
             handler = SmtpHandler(app, self.runtime.committer, self.runtime.whitelist,
                                   "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
                                   verifier=self.runtime.verifier, throttle=throttle,
-                                  mailstore=self.runtime.mailstore)
+                                  mailstore=self.runtime.mailstore, auth=listener.auth)
             # MX and relay ask for a client certificate (verified after the handshake)
             context = self.runtime.tls.submission if mode == "submission" \
                 else self.runtime.tls.mx

@@ -17,6 +17,7 @@ checks step by step.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -59,6 +60,7 @@ class AuthCheck:
     identity: Identity | None = None
     mailbox: str | None = None
     detail: dict[str, str] = field(default_factory=dict)  # besides the mechanism
+    app_password_id: int | None = None  # its last use is recorded with the success
 
 
 class Refusal(NamedTuple):
@@ -202,8 +204,10 @@ class SubmissionPolicy:
     checks_directory = True
     adds_message_id = True
 
-    def __init__(self, reader: Engine) -> None:
+    def __init__(self, reader: Engine, methods: frozenset[str] = frozenset({"password"})
+                 ) -> None:
         self.reader = reader
+        self.methods = methods  # listeners.<name>.auth: mailbox password, app passwords
 
     def throttle_name(self, login: bytes) -> str:
         """The normalised login (mss.login), the one the password check uses."""
@@ -213,15 +217,17 @@ class SubmissionPolicy:
                                 credentials: LoginPassword) -> AuthCheck:
         login_text = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
-        checked = await asyncio.get_running_loop().run_in_executor(
-            None, check_login, self.reader, login_text, password)
+        checked = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            check_login, self.reader, login_text, password, service="smtp",
+            methods=self.methods))
         address = checked.address
         identity = None
         if checked.mailbox is not None:
             assert address is not None
             identity = Identity(login=address, may_send_as=frozenset({address}))
         return AuthCheck(actor=address or login_text[:320], reason=checked.reason,
-                         identity=identity, mailbox=address)
+                         identity=identity, mailbox=address, detail=checked.audit_detail(),
+                         app_password_id=checked.app_password_id if identity else None)
 
     async def sender(self, session: MssSession, sender: str,
                      whitelist: Whitelist) -> policy.Decision:
@@ -334,11 +340,12 @@ class RelayPolicy:
 
 
 def listener_policy(mode: Mode, reader: Engine, verifier: PeerVerifier | None,
-                    whitelist: LiveWhitelist) -> ListenerPolicy:
+                    whitelist: LiveWhitelist,
+                    methods: frozenset[str] = frozenset({"password"})) -> ListenerPolicy:
     """The policy of a listener kind. MX and relay verify client certificates: they
     need a verifier (never an unverified certificate)."""
     if mode == "submission":
-        return SubmissionPolicy(reader)
+        return SubmissionPolicy(reader, methods)
     if verifier is None:
         raise ValueError(f"the {mode} listener needs an PeerVerifier")
     certificates = CertificateCheck(verifier, whitelist)
