@@ -653,6 +653,9 @@ class PortalConfig:
                           "slash (the redirect URI is public_url + \"/login/callback\"); "
                           "\"\": https://<listeners.portal.public_name>:<port>",
                           scheme("https://", empty=True), norm=lambda v: v.rstrip("/"))
+    scope: str = key("openid profile", "scopes asked at the issuer (the ID token or UserInfo "
+                     "must then carry the issuer's national_id_claim; PSC: \"openid "
+                     "scope_all\")")
     session_idle: float = key(900.0, "seconds without a request before a session ends",
                               gt(0))
     session_max: float = key(28800.0, "seconds a session lasts at most from its login", gt(0))

@@ -28,6 +28,7 @@ from mss.addresses import AddressError, normalize_address
 from mss.config import Config
 from mss.identity.rp import LoginFailed, RelyingParty
 from mss.mailstore import app_passwords, domains
+from mss.mailstore.errors import StoreError
 from mss.runtime import Runtime
 from proxy.portal import autoconfig, history, people, sessions
 from proxy.portal.security import (
@@ -310,7 +311,10 @@ class Portal:
                                       detail={"app_password": made.id,
                                               "scopes": list(scopes)})])
             return made, secret
-        made, secret = await self.write(create)
+        try:
+            made, secret = await self.write(create)
+        except StoreError as exc:  # too many active ones, a control character
+            return self.page(request, "error.html", {"message": str(exc)}, status=400)
         return self.page(request, "created.html", {
             "session": session, "person": person, "mailbox": mailbox, "made": made,
             "secret": secret, "settings": autoconfig.client_settings(self.app.config)})

@@ -1,0 +1,58 @@
+"""The portal listener, one component of ``mss serve``: aiohttp.web over TLS (the node's
+tls.cert_file) on listeners.portal, served when portal.enabled. The OIDC relying party is
+built at start from the [[auth.oidc]] issuer portal.issuer names."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from mss.identity.rp import RelyingParty, read_client_secret
+from mss.identity.tokens import TokenVerifier
+from mss.runtime import Runtime
+from proxy.portal.web import LISTENER, Portal
+
+log = structlog.get_logger("proxy.portal")
+KEEPALIVE = 75.0  # seconds an idle HTTP/1.1 connection is kept
+MAX_FIELD = 8190  # octets of a request line or header (aiohttp's default, stated)
+SHUTDOWN = 5.0  # seconds requests in flight get at a stop (they are short)
+
+
+def relying_party(runtime: Runtime, verifier: TokenVerifier) -> RelyingParty:
+    cfg = runtime.app.config
+    issuer = next(i for i in cfg.auth.oidc if i.name == cfg.portal.issuer)
+    secret_file = cfg.portal.client_secret_file or issuer.client_secret_file
+    return RelyingParty(verifier, issuer.name, cfg.portal.client_id or issuer.client_id,
+                        read_client_secret(secret_file),
+                        national_id_claim=issuer.national_id_claim,
+                        ca_file=issuer.ca_file, timeout=issuer.timeout,
+                        required_acr=issuer.required_acr, scope=cfg.portal.scope)
+
+
+class PortalListener:
+    name = "portal"
+
+    def __init__(self, runtime: Runtime, verifier: TokenVerifier) -> None:
+        self.runtime = runtime
+        self.verifier = verifier
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = self.runtime.app
+        listener = app.config.listeners[LISTENER]
+        portal = Portal(self.runtime, relying_party(self.runtime, self.verifier))
+        self.runner = web.AppRunner(portal.web_app(), access_log=None,
+                                    keepalive_timeout=KEEPALIVE, max_line_size=MAX_FIELD,
+                                    max_field_size=MAX_FIELD, handle_signals=False,
+                                    shutdown_timeout=SHUTDOWN)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, listener.host, listener.port,
+                           ssl_context=self.runtime.tls.submission, reuse_address=True,
+                           reuse_port=app.config.workers > 1)
+        await site.start()
+        log.info("portal listening", host=listener.host, port=listener.port)
+
+    async def stop(self, deadline: float) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:  # no new connection; requests in flight get SHUTDOWN s
+            await runner.cleanup()
