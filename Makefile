@@ -21,7 +21,7 @@ DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen
 	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates \
 	postgresql postgresql-client softhsm2
 
-.PHONY: run test lint install install-test system-deps bench clean
+.PHONY: run test lint install install-test system-deps oidc-provider bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,19 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test system-deps
+install-test: $(VENV)/.installed-test system-deps oidc-provider
+
+# The OpenID Connect provider the token tests start (tests/oidc: npm oidc-provider, locked by
+# package-lock.json); Debian's nodejs + npm when node is missing (installed when root).
+oidc-provider: tests/oidc/node_modules/.installed
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends nodejs npm >/dev/null; \
+	  else echo "note: not root, cannot install nodejs npm (token tests skip; fail under CI)"; fi; \
+	fi
+	if command -v npm >/dev/null; then cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; fi
 
 # Debian packages of real peers used by the tests (installed when running as root).
 system-deps:

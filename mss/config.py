@@ -633,6 +633,85 @@ class DirectoryConfig:
         return self
 
 
+# issue 15 (tokens branch): the OpenID Connect issuers whose bearer tokens log people in
+_HTTPS = scheme("https://")
+
+
+@dataclass(frozen=True)
+class OidcIssuerConfig:
+    """OpenID Connect issuers whose access tokens log professionals in (SASL OAUTHBEARER,
+    XOAUTH2; the portal's login): JWTs checked against the issuer's JWKS (OIDC Discovery),
+    or opaque tokens sent to its RFC 7662 introspection endpoint. Pro Santé Connect:
+    issuer "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet", required_acr
+    "eidas1" (docs/authentication.md)."""
+
+    issuer: str = key(MISSING, "the issuer identifier: the tokens' iss, exactly", _HTTPS,
+                      example="https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet")
+    audience: tuple[str, ...] = key(MISSING, "the aud a token must carry (one of these); "
+                                    "empty stops start-up", example=["https://mss.example.fr"])
+    name: str = key("", "names the issuer in the audit and in other sections (default: "
+                    "oidc<i>)", example="psc")
+    discovery_url: str = key("", "its OpenID Connect discovery document (default: issuer + "
+                             "/.well-known/openid-configuration)", _HTTPS,
+                             like=lambda get: get("issuer").rstrip("/")
+                             + "/.well-known/openid-configuration",
+                             example="https://auth.esw.esante.gouv.fr/auth/realms/"
+                             "esante-wallet/.well-known/openid-configuration")
+    required_acr: str = key("", "the acr a token must carry (\"\": none required; PSC: "
+                            "\"eidas1\")")
+    national_id_claim: str = key("preferred_username", "the claim holding the person's "
+                                 "national identifier (PSC: the idNat, also in SubjectNameID)")
+    clock_skew: float = key(60.0, "seconds of leeway on exp, nbf and iat", ge(0))
+    jwks_max_age: float = key(3600.0, "cached signing keys are used at most this many "
+                              "seconds after their last successful fetch (then re-fetched; "
+                              "the issuer down: temporary failure, never an acceptance)", gt(0))
+    jwks_refetch_interval: float = key(10.0, "a token signed by an unknown kid re-fetches the "
+                                       "JWKS at most once per this many seconds", ge(0))
+    introspection: bool = key(False, "true: opaque tokens go to the discovery document's "
+                              "introspection_endpoint (RFC 7662), with client_id and its secret")
+    client_id: str = key("", "our client at the issuer (introspection, the portal)",
+                         example="mss-operator")
+    client_secret_file: Path | None = key(None, "its secret (mode 0600, refused otherwise; "
+                                          "never logged)", example="keys/oidc-client.secret")
+    introspection_cache: float = key(60.0, "seconds an introspection answer is reused (always "
+                                     "less than the token's remaining life; 0: never)", ge(0))
+    ca_file: Path | None = key(None, "trust anchors of the issuer's HTTPS (absent or \"\": the "
+                               "system store)", example="pki/oidc-ca.crt")
+    timeout: float = key(5.0, "seconds for one request to the issuer", gt(0))
+
+    def checked(self) -> Self:
+        if not self.audience or not all(self.audience):
+            raise Invalid("audience", "must list the audience the tokens carry (a token for "
+                          "any audience would be accepted)")
+        if self.introspection and not (self.client_id and self.client_secret_file):
+            raise Invalid("introspection", "needs client_id and client_secret_file (RFC 7662 "
+                          "§2.1: the endpoint authenticates its callers)")
+        return self
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Strong authentication of professionals: token issuers (issue 15)."""
+
+    introspection_cache_entries: int = key(10000, "opaque tokens whose introspection answer "
+                                           "is kept, per serving process (the oldest dropped "
+                                           "first)", ge(1))
+    oidc: tuple[OidcIssuerConfig, ...] = key((), "")
+
+    def checked(self) -> Self:
+        named = [o if o.name else dataclasses.replace(o, name=f"oidc{i}")
+                 for i, o in enumerate(self.oidc)]
+        for index, one in enumerate(named):
+            if one.name in [o.name for o in named[:index]]:
+                raise Invalid(f"oidc[{index}].name", f"duplicate name {one.name!r}")
+            if one.issuer in [o.issuer for o in named[:index]]:
+                raise Invalid(f"oidc[{index}].issuer", f"duplicate issuer {one.issuer!r}")
+        return dataclasses.replace(self, oidc=tuple(named))
+
+    def issuer(self, name: str) -> OidcIssuerConfig | None:
+        return next((o for o in self.oidc if o.name == name), None)
+
+
 @dataclass(frozen=True)
 class PortalConfig:
     """The professionals' portal (proxy/portal, docs/portal.md) on the "portal" listener
@@ -698,7 +777,14 @@ class Config:
     logging: LoggingConfig = key(LoggingConfig, "")
     audit: AuditConfig = key(AuditConfig, "")
     directory: DirectoryConfig | None = key(None, "")
-    portal: PortalConfig = key(PortalConfig, "")
+    auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
+    portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
+
+    def checked(self) -> Self:
+        if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:
+            raise Invalid("portal.issuer", f"{self.portal.issuer!r} names no [[auth.oidc]] "
+                          "issuer (their name key)")
+        return self
 
     # the attribute paths of the flat schema this one replaced
     @property

@@ -16,6 +16,7 @@ Fixtures: ``oidc_provider`` (module scope) for other test modules::
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import html
@@ -226,10 +227,8 @@ class OidcProvider:
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.stdin is not None:
-                try:
+                with contextlib.suppress(BrokenPipeError):
                     proc.stdin.close()  # provider.mjs exits when stdin closes
-                except BrokenPipeError:
-                    pass
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:

@@ -40,6 +40,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "trustspace": ("trustspace.*",),
         "directory": ("directory.*",),
         "audit": ("audit.*",),  # export, shipping, checkpoints, verification
+        "identity": ("mss.identity.*",),  # OIDC/OAuth tokens; nothing of mailboxes
     },
     "runtime": {  # built once by the roots, handed to every listener and worker
         # mss.backup: a copy of every service's tables, checked with the audit service
