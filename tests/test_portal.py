@@ -41,7 +41,11 @@ TB = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/
 # ----------------------------------------------------------------------------- fixtures
 
 def portal_config(node: Node, provider: OidcProvider, secret_file: Path) -> str:
-    return f"""
+    """The node's configuration with the portal on (mss init wrote it off)."""
+    text, count = re.subn(r"\[portal\]\n(#.*\n)*enabled = false\n", "",
+                          node.config.read_text())
+    assert count == 1, text
+    return text + f"""
 [[auth.oidc]]
 name = "test"
 issuer = "{provider.issuer}"
@@ -69,8 +73,7 @@ def portal_node(base: Path) -> tuple[Node, OidcProvider]:
         *default_clients(), Client(PORTAL_CLIENT, secret, redirect_uris=(callback,), acr=None)])
     provider.start()
     secret_file = provider.secret_file(base / "oidc", PORTAL_CLIENT)
-    with open(node.config, "a") as out:
-        out.write(portal_config(node, provider, secret_file))
+    node.config.write_text(portal_config(node, provider, secret_file))
     try:
         node.start()
     except BaseException:
@@ -312,7 +315,7 @@ def test_login_then_pages_csrf_and_idle_expiry(served: tuple[Node, OidcProvider]
         assert status == 403
         status, _, body, _ = await b.fetch("POST", url(node, "/app-passwords"),
                                            data={**form, "csrf": csrf},
-                                           headers={"Origin": url(node, "")[:-1]})
+                                           headers={"Origin": url(node, "")})
         assert status == 200, body
         secret = re.search(r'<code id="secret">([^<]+)</code>', body)
         assert secret

@@ -14,6 +14,7 @@ import hashlib
 import json
 import secrets
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from mss.identity.tokens import TokenError, TokenVerifier
+from mss.config import ConfigError
+from mss.identity.errors import TokenError
+from mss.identity.fetch import FetchError, https_only, tls_context
+from mss.identity.issuer import IssuerMetadata
+from mss.identity.tokens import TokenVerifier
 
 MAX_RESPONSE = 1 << 20  # octets of a token or UserInfo response
 
@@ -65,32 +70,44 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def read_client_secret(path: Path | None) -> str | None:
-    """The client secret file: refused if group or others may read it."""
+def read_client_secret(path: Path | None, key: str) -> str | None:
+    """A client secret file (0600, refused otherwise); *key* names it in the error."""
     if path is None:
         return None
-    if path.stat().st_mode & 0o077:
-        raise LoginFailed(f"{path}: must be mode 0600 (group or others can read it)")
-    return path.read_text(encoding="utf-8").strip() or None
+    try:
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"config: {key}: {path} is readable by group or others "
+                              "(chmod 600)")
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"config: {key}: {path}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"config: {key}: {path} is empty")
+    return secret
 
 
 class RelyingParty:
-    """One issuer, one client; built once per serving process by the portal listener."""
+    """One issuer, one client; built once per serving process by the portal listener.
+    The client is the issuer's (client_id, client_secret_file) unless given."""
 
-    def __init__(self, verifier: TokenVerifier, issuer_name: str, client_id: str,
-                 client_secret: str | None, *, national_id_claim: str, ca_file: Path | None,
-                 timeout: float, required_acr: str = "", scope: str = "openid") -> None:
+    def __init__(self, verifier: TokenVerifier, issuer_name: str, *, client_id: str = "",
+                 client_secret: str | None = None, scope: str = "openid profile") -> None:
+        config = verifier.issuer_config(issuer_name)
+        default_id, default_secret = verifier.client_credentials(issuer_name)
         self.verifier = verifier
         self.issuer_name = issuer_name
-        self.client_id = client_id
-        self._secret = client_secret
-        self.national_id_claim = national_id_claim
-        self.required_acr = required_acr
+        self.client_id = client_id or default_id
+        self._secret = client_secret if client_secret is not None else default_secret
+        self.national_id_claim = config.national_id_claim
+        self.required_acr = config.required_acr
         self.scope = scope
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self.timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self.ssl = tls_context(config.ca_file)
+        if not self.client_id:
+            raise ConfigError("config: portal.client_id: required (or the issuer's "
+                              "client_id)")
 
-    async def _metadata(self) -> Any:
+    async def _metadata(self) -> IssuerMetadata:
         try:
             return await self.verifier.metadata(self.issuer_name)
         except TokenError as exc:
@@ -106,6 +123,8 @@ class RelyingParty:
         if self.required_acr:  # OIDC Core §3.1.2.1 acr_values
             params["acr_values"] = self.required_acr
         endpoint = meta.authorization_endpoint
+        if not endpoint:
+            raise LoginFailed("the issuer's discovery document has no authorization_endpoint")
         return Begun(f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}",
                      state, nonce, verifier)
 
@@ -119,6 +138,8 @@ class RelyingParty:
             auth = aiohttp.BasicAuth(_form_encode(self.client_id), _form_encode(self._secret))
         else:
             form["client_id"] = self.client_id
+        if not meta.token_endpoint:
+            raise LoginFailed("the issuer's discovery document has no token_endpoint")
         answer = await self._call("POST", meta.token_endpoint, data=form, auth=auth)
         id_token = answer.get("id_token")
         if not isinstance(id_token, str):
@@ -132,7 +153,7 @@ class RelyingParty:
         if self.required_acr and acr != self.required_acr:
             raise LoginFailed(f"ID token acr {acr!r}, {self.required_acr!r} required")
         national_id = claims.get(self.national_id_claim)
-        if not national_id and getattr(meta, "userinfo_endpoint", None):
+        if not national_id and meta.userinfo_endpoint:
             access = answer.get("access_token")
             if isinstance(access, str):
                 info = await self._call("GET", meta.userinfo_endpoint,
@@ -146,11 +167,14 @@ class RelyingParty:
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         try:
+            https_only(url, "endpoint")
             async with aiohttp.ClientSession(timeout=self.timeout) as http, \
                     http.request(method, url, ssl=self.ssl, allow_redirects=False,
                                  **kwargs) as response:
                 body = await response.content.read(MAX_RESPONSE + 1)
                 status = response.status
+        except FetchError as exc:
+            raise LoginFailed(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
             raise LoginFailed(f"{method} {url}: {type(exc).__name__}") from None
         if len(body) > MAX_RESPONSE:

@@ -54,7 +54,8 @@ def client_settings(config: Config) -> list[ServerSetting]:
 
 
 def _xml(root: ET.Element) -> bytes:
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:

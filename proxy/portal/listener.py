@@ -19,14 +19,11 @@ SHUTDOWN = 5.0  # seconds requests in flight get at a stop (they are short)
 
 
 def relying_party(runtime: Runtime, verifier: TokenVerifier) -> RelyingParty:
-    cfg = runtime.app.config
-    issuer = next(i for i in cfg.auth.oidc if i.name == cfg.portal.issuer)
-    secret_file = cfg.portal.client_secret_file or issuer.client_secret_file
-    return RelyingParty(verifier, issuer.name, cfg.portal.client_id or issuer.client_id,
-                        read_client_secret(secret_file),
-                        national_id_claim=issuer.national_id_claim,
-                        ca_file=issuer.ca_file, timeout=issuer.timeout,
-                        required_acr=issuer.required_acr, scope=cfg.portal.scope)
+    cfg = runtime.app.config.portal
+    return RelyingParty(verifier, cfg.issuer, client_id=cfg.client_id,
+                        client_secret=read_client_secret(cfg.client_secret_file,
+                                                         "portal.client_secret_file"),
+                        scope=cfg.scope)
 
 
 class PortalListener:

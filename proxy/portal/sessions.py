@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
@@ -44,8 +46,7 @@ def key_of(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii", "replace")).hexdigest()
 
 
-def _session(row: object) -> Session:
-    m = row._mapping  # type: ignore[attr-defined]
+def _session(m: Mapping[Any, Any]) -> Session:
     return Session(m["id"], m["public_id"], m["csrf"], m["issuer"], m["national_id"],
                    m["subject"], m["state"], m["nonce"], m["verifier"], m["created_at"],
                    m["last_seen"])
@@ -55,12 +56,13 @@ def start_login(conn: Connection, issuer: str, state: str, nonce: str, verifier:
                 now: float) -> tuple[str, Session]:
     """A pending session; (cookie secret, session)."""
     secret = secrets.token_urlsafe(32)
-    values = {"id": key_of(secret), "public_id": secrets.token_hex(8),
-              "csrf": secrets.token_urlsafe(32), "issuer": issuer, "national_id": None,
-              "subject": None, "state": state, "nonce": nonce, "verifier": verifier,
-              "created_at": now, "last_seen": now}
+    values: dict[str, Any] = {
+        "id": key_of(secret), "public_id": secrets.token_hex(8),
+        "csrf": secrets.token_urlsafe(32), "issuer": issuer, "national_id": None,
+        "subject": None, "state": state, "nonce": nonce, "verifier": verifier,
+        "created_at": now, "last_seen": now}
     conn.execute(insert(db.portal_sessions).values(**values))
-    return secret, _session(_Row(values))
+    return secret, _session(values)
 
 
 def log_in(conn: Connection, pending: Session, national_id: str, subject: str,
@@ -74,18 +76,19 @@ def log_in(conn: Connection, pending: Session, national_id: str, subject: str,
     if gone != 1:
         raise LookupError("login already completed or expired")
     secret = secrets.token_urlsafe(32)
-    values = {"id": key_of(secret), "public_id": pending.public_id,
-              "csrf": secrets.token_urlsafe(32), "issuer": pending.issuer,
-              "national_id": national_id, "subject": subject, "state": None, "nonce": None,
-              "verifier": None, "created_at": now, "last_seen": now}
+    values: dict[str, Any] = {
+        "id": key_of(secret), "public_id": pending.public_id,
+        "csrf": secrets.token_urlsafe(32), "issuer": pending.issuer,
+        "national_id": national_id, "subject": subject, "state": None, "nonce": None,
+        "verifier": None, "created_at": now, "last_seen": now}
     conn.execute(insert(db.portal_sessions).values(**values))
-    return secret, _session(_Row(values))
+    return secret, _session(values)
 
 
 def find(conn: Connection, secret: str) -> Session | None:
     row = conn.execute(select(db.portal_sessions).where(
         db.portal_sessions.c.id == key_of(secret))).first()
-    return _session(row) if row is not None else None
+    return _session(row._mapping) if row is not None else None
 
 
 def alive(session: Session, now: float, *, idle: float, maximum: float,
@@ -111,10 +114,3 @@ def prune(conn: Connection, now: float, *, idle: float, maximum: float,
     return int(conn.execute(delete(t).where(or_(
         t.c.last_seen < now - max(idle, login_timeout),
         t.c.created_at < now - max(maximum, login_timeout)))).rowcount or 0)
-
-
-class _Row:
-    """A dict seen as a row (for :func:`_session` on values just inserted)."""
-
-    def __init__(self, values: dict[str, object]) -> None:
-        self._mapping = values
