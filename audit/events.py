@@ -60,6 +60,11 @@ class Event(StrEnum):
     ADMIN_MAILBOX_DISABLE = "admin.mailbox.disable"
     ADMIN_MAILBOX_GRANT = "admin.mailbox.grant"
     ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
+    ADMIN_MAILBOX_CERT_BIND = "admin.mailbox.cert.bind"  # issue 15: SASL EXTERNAL
+    ADMIN_MAILBOX_CERT_UNBIND = "admin.mailbox.cert.unbind"
+    # issue 15, app passwords (mss mailbox app-password)
+    ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
+    ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
     ADMIN_KEYS_ROTATE = "admin.keys.rotate"
     ADMIN_KEYS_SHRED = "admin.keys.shred"
     ADMIN_KEYS_INIT_HSM = "admin.keys.init_hsm"
@@ -159,8 +164,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "an SMTP session got 421 4.4.2 and was closed at a deadline (reason: "
               "preauth_timeout, session_timeout or data_timeout)"),
     EventKind(Event.SMTP_AUTH, USER_AUTHENTICATION, dcm("110122", "Login"), "E",
-              "SMTP AUTH success (0), failure (8) or refusal while throttled (4) on submission "
-              "and relay"),
+              "SMTP AUTH success (0), failure (8) or refusal while throttled or temporary "
+              "(4) on submission and relay; detail: mechanism, method, and for tokens the "
+              "issuer, subject, jti or token_tail, for certificates cert_dn, sha256 (never a "
+              "secret)"),
     EventKind(Event.SMTP_SENDER_REFUSED, IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
               "MAIL FROM refused by policy (reason and whitelist version recorded)"),
     EventKind(Event.SMTP_RECIPIENT_REFUSED, IMPORT,
@@ -195,7 +202,8 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "queued"),
     # IMAP sessions (proxy/imap); never content: store ids, UIDs, folder ids (a name is content)
     EventKind(Event.IMAP_LOGIN, USER_AUTHENTICATION, dcm("110122", "Login"), "E",
-              "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled (4)"),
+              "IMAP LOGIN/AUTHENTICATE success (0), failure (8) or refusal while throttled "
+              "or temporary (4); detail as smtp.auth"),
     EventKind(Event.IMAP_SELECT, MAILBOX_ACCESS, own("MSS-IMAP-SELECT", "Folder opened"), "R",
               "SELECT or EXAMINE of a folder (read-only flag and delegation in detail)"),
     EventKind(Event.IMAP_FETCH, MAILBOX_ACCESS, own("MSS-IMAP-FETCH", "Message content read"), "R",
@@ -248,6 +256,21 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_MAILBOX_REVOKE, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "a user's access to a shared mailbox was removed (grantee in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_CERT_BIND, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a client certificate subject DN was bound to an APP mailbox (SASL EXTERNAL; "
+              "cert_dn in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_CERT_UNBIND, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a client certificate subject DN was unbound from its mailbox (cert_dn in "
+              "detail)"),
+    EventKind(Event.ADMIN_APP_PASSWORD_ADD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "C",
+              "the operator made an app password for a mailbox (id, label, scopes in detail; "
+              "never the secret)"),
+    EventKind(Event.ADMIN_APP_PASSWORD_REVOKE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "D",
+              "the operator revoked an app password of a mailbox (id, label in detail)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

@@ -20,6 +20,8 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss.app_password_cli import app_password_app
+from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
 from mss.cli_support import (
     PRIVATE_UMASK,
     CliError,
@@ -80,6 +82,8 @@ keys_app = typer.Typer(no_args_is_help=True,
 app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
+mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list (issue 15)
+mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
 
 
 @app.callback()
@@ -237,19 +241,33 @@ def mailbox_add(
         "--password-stdin", help="Read the password from the first line of stdin.")] = False,
     liste_rouge: Annotated[bool, typer.Option(
         "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
+    cert: CertFile = None,
+    cert_dn: CertDn = None,
 ) -> None:
-    """Create a mailbox (with its own encryption key and default folders)."""
+    """Create a mailbox (with its own encryption key and default folders); an APP mailbox
+    may be bound to a client certificate (--cert FILE or --cert-dn DN: SASL EXTERNAL)."""
     from audit.journal import AuditRecord, append
-    from mss.mailstore import mailboxes
+    from mss.mailstore import identities, mailboxes
 
+    bound = None
+    if cert is not None or cert_dn is not None:
+        if mailbox_type.upper() != "APP":
+            fail("--cert/--cert-dn: only APP mailboxes log in with a certificate")
+        bound = subject_dn(cert, cert_dn)
     password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = mailboxes.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,
                                     liste_rouge=liste_rouge)
-        append(conn, [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
-                                  detail={"type": mailbox.type})])
-    print(f"mailbox {mailbox.address} ({mailbox.type}) created")
+        records = [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
+                               detail={"type": mailbox.type})]
+        if bound is not None:
+            identities.bind_certificate(conn, mailbox.address, *bound)
+            records.append(AuditRecord(Event.ADMIN_MAILBOX_CERT_BIND, actor=actor(),
+                                       mailbox=mailbox.address, detail={"cert_dn": bound[0]}))
+        append(conn, records)
+    print(f"mailbox {mailbox.address} ({mailbox.type}) created"
+          + (f", certificate DN {bound[0]} bound" if bound else ""))
 
 
 @mailbox_app.command("list")

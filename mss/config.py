@@ -244,6 +244,7 @@ class SmtpConfig:
                           "postmaster@domain mailbox gets it)", norm=_postmaster)
 
 
+FRONT_AUTH = ("password", "app-password", "oauthbearer", "xoauth2")  # listeners' default
 AUTH_METHODS = one_of("password", "app-password", "oauthbearer", "xoauth2", "external")
 
 
@@ -263,7 +264,7 @@ class ListenerConfig:
                                        ge(1))
     # issue 15: which login mechanisms a submission or IMAP listener offers (the "fronts"
     # of EX_LPS_0300); the MX and relay listeners ignore it
-    auth: tuple[str, ...] = key(("password", "app-password", "oauthbearer", "xoauth2"),
+    auth: tuple[str, ...] = key(FRONT_AUTH,
                                 "login mechanisms offered (submission, IMAP): \"password\" "
                                 "(the mailbox password, AUTH PLAIN/LOGIN, IMAP LOGIN), "
                                 "\"app-password\" (per device, same wire mechanisms), "
@@ -274,10 +275,12 @@ class ListenerConfig:
                            "'mss dns records', autoconfig); \"\": smtp.hostname")
 
 
-def _listener(port: int, doc: str) -> MappingProxyType[str, Any]:
-    return MappingProxyType({"port": port, "doc": doc})
+def _listener(port: int, doc: str, **defaults: Any) -> MappingProxyType[str, Any]:
+    return MappingProxyType({"port": port, "doc": doc, **defaults})
 
 
+# the four EX_LPS_0300 fronts (PSC tokens, client certificates): 'mss init' writes their auth
+FRONTS = ("submission", "imap", "submission-cert", "imap-cert")
 LISTENERS = MappingProxyType({  # name -> its defaults and what it serves (its header comment)
     "mx": _listener(2525, "other operators: STARTTLS required, no AUTH"),
     "submission": _listener(2587, "professionals' clients: STARTTLS, then AUTH"),
@@ -286,6 +289,13 @@ LISTENERS = MappingProxyType({  # name -> its defaults and what it serves (its h
                        "then a registered client certificate or AUTH"),
     "imap": _listener(2143, "mail clients: IMAP, STARTTLS before any login"),
     "imaps": _listener(2993, "same, implicit TLS (RFC 8314); no ALPN required"),
+    # issue 15, EX_LPS_0300: the client-certificate fronts of professional software (APP
+    # mailboxes, SASL EXTERNAL); submission and imap above are the Pro Santé Connect fronts
+    "submission-cert": _listener(2588, "software's SMTP front: STARTTLS asking for a client "
+                                 "certificate, then AUTH EXTERNAL (APP mailboxes)",
+                                 auth=("external",)),
+    "imap-cert": _listener(2144, "software's IMAP front: STARTTLS asking for a client "
+                           "certificate, then AUTHENTICATE EXTERNAL", auth=("external",)),
     "portal": _listener(2443, "professionals' browsers (HTTPS): the portal, Thunderbird "
                         "autoconfig, Outlook autodiscover; served only with portal.enabled"),
 })
@@ -1078,7 +1088,9 @@ def render() -> str:
 
 def render_default_config(domain: str, database_url: str = "sqlite:///mss.db") -> str:
     """The ``mss.toml`` that ``mss init`` writes (paths relative to the data dir)."""
-    listeners = "".join(f'[listeners.{name}]\nhost = "127.0.0.1"\nport = {d["port"]}\n\n'
+    listeners = "".join(f'[listeners.{name}]\nhost = "127.0.0.1"\nport = {d["port"]}\n'
+                        + (f'auth = {_shown(d.get("auth", FRONT_AUTH))}\n' if name in FRONTS
+                           else "") + "\n"
                         for name, d in LISTENERS.items())
     return f"""# mss configuration written by 'mss init' (see config/mss.toml for every key)
 [server]

@@ -76,6 +76,19 @@ mailboxes = Table(
     Column("last_uidvalidity", COUNTER),
 )
 
+# APP mailboxes bound to a client certificate's subject DN (SASL EXTERNAL, issue 15):
+# dn_key is the DN parsed and canonicalised (trustspace/dn.py, as JSON), one mailbox per DN
+mailbox_certificates = Table(
+    "mailbox_certificates", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("cert_dn", Text, nullable=False),  # RFC 4514 text, as given or read from the cert
+    Column("dn_key", String(1024), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ux_mailbox_certificates_dn", "dn_key", unique=True),
+    Index("ix_mailbox_certificates_mailbox", "mailbox_id"),
+)
+
 master_keys = Table(
     "master_keys", metadata,
     Column("version", Integer, primary_key=True),

@@ -29,7 +29,10 @@ from audit.dicom import audit_source
 from audit.shipper import Outbox, Shipper
 from directory.sync import DirectorySync
 from mss.app import App
+from mss.authenticator import Authenticator
 from mss.committer import GroupCommitter
+from mss.config import ListenerConfig
+from mss.identity.tokens import TokenVerifier
 from mss.leader import Elector, locks_for
 from mss.lifecycle import BackgroundTask, Component
 from mss.limits import (
@@ -41,6 +44,7 @@ from mss.limits import (
 )
 from mss.mailstore import Mailstore
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
+from mss.throttle import SharedFailures, Throttle
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
 from trustspace.pki import server_context
@@ -54,6 +58,14 @@ log = structlog.get_logger("mss.runtime")
 class TlsContexts:
     mx: ssl.SSLContext  # MX and relay: the peer operator's certificate is asked for
     submission: ssl.SSLContext  # submission(s), imap(s): no client certificate
+    # listeners offering SASL EXTERNAL (submission-cert, imap-cert): a client certificate
+    # is asked for, verified after the handshake (mss.authenticator), as on the MX
+    client_cert: ssl.SSLContext
+
+    def for_listener(self, listener: ListenerConfig) -> ssl.SSLContext:
+        """A submission or IMAP listener's: asking for a client certificate when it
+        offers EXTERNAL."""
+        return self.client_cert if "external" in listener.auth else self.submission
 
 
 def tls_contexts(app: App) -> TlsContexts:
@@ -63,7 +75,25 @@ def tls_contexts(app: App) -> TlsContexts:
     # the handshake; trustspace.chain verifies it after against pki.anchors, so that each
     # refusal is an SMTP reply with an audit reason (docs/trust-space.md)
     accept_any_client_certificate(mx)
-    return TlsContexts(mx, server_context(cfg.cert_file, cfg.key_file))
+    client_cert = server_context(cfg.cert_file, cfg.key_file)
+    accept_any_client_certificate(client_cert)  # EXTERNAL: 535 / NO with a reason, not an alert
+    return TlsContexts(mx, server_context(cfg.cert_file, cfg.key_file), client_cert)
+
+
+def authenticator(app: App, committer: GroupCommitter, verifier: PeerVerifier
+                  ) -> Authenticator:
+    """The process's login checks, with the SMTP and IMAP throttles (counted in the
+    database: every process and node adds up)."""
+    cfg = app.config
+    throttles = {
+        "smtp": Throttle(cfg.smtp.auth_failures, cfg.smtp.auth_window, cfg.smtp.auth_lockout,
+                         SharedFailures(app.reader, committer.submit, "smtp")),
+        "imap": Throttle(cfg.imap.login_failures, cfg.imap.login_window,
+                         cfg.imap.login_lockout,
+                         SharedFailures(app.reader, committer.submit, "imap")),
+    }
+    tokens = TokenVerifier(cfg.auth) if cfg.auth.oidc else None  # [[auth.oidc]] issuers
+    return Authenticator(app.reader, verifier, throttles, tokens)
 
 
 def process_limits(app: App) -> ProcessLimits:
@@ -110,6 +140,7 @@ class Runtime:
     changes: ChangeWatcher  # other processes' commits: wakes IDLE and the queue worker
     audit_key: Ed25519PrivateKey
     elector: Elector  # runs the periodic jobs here while this process leads them
+    authenticator: Authenticator  # logins of SMTP AUTH and IMAP (passwords, tokens, certs)
 
     @classmethod
     def build(cls, app: App, worker: int = 0) -> Runtime:
@@ -117,12 +148,14 @@ class Runtime:
         cfg = app.config
         assert cfg.pki is not None
         changes, mailstore = change_watch(app)
-        return cls(app, worker, GroupCommitter(app.engine), process_limits(app),
+        committer, verifier = GroupCommitter(app.engine), PeerVerifier(cfg.pki)
+        return cls(app, worker, committer, process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
-                   PeerVerifier(cfg.pki), tls_contexts(app), mailstore, changes,
+                   verifier, tls_contexts(app), mailstore, changes,
                    signing_key(cfg.audit.signing_key_file),
                    Elector(locks_for(app.engine, cfg.server.data_dir),
-                           cfg.server.election_interval))
+                           cfg.server.election_interval),
+                   authenticator(app, committer, verifier))
 
     def services(self) -> list[Component]:
         """The background parts, in start order (stopped in reverse): the committer first
@@ -132,6 +165,8 @@ class Runtime:
         cfg = self.app.config
         parts: list[Component] = [self.committer, self.elector, self.whitelist,
                                   self.verifier, BackgroundTask("change-watch", self.changes.run)]
+        if self.authenticator.tokens is not None:  # issuers' keys read before serving
+            parts.append(self.authenticator.tokens)
         parts.append(self._elected("audit-checkpoints", self._checkpoint_loop))
         if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
             parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))

@@ -16,7 +16,6 @@ import structlog
 from audit.events import Event
 from audit.journal import AuditRecord, append
 from mss.app import App, open_app
-from mss.identity.tokens import TokenVerifier
 from mss.lifecycle import STOP_FLOOR, Component, remaining
 from mss.runtime import Runtime
 from proxy.imap.listeners import ImapListeners
@@ -195,9 +194,7 @@ async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None,
             for listeners in (SmtpListeners(runtime), ImapListeners(runtime)):
                 await _start(stack, listeners, shutdown)
             if app.config.portal.enabled and app.config.listeners["portal"].enabled:
-                tokens = TokenVerifier(app.config.auth)  # the portal's ID tokens
-                await _start(stack, tokens, shutdown)
-                await _start(stack, PortalListener(runtime, tokens), shutdown)
+                await _start(stack, PortalListener(runtime), shutdown)
             await records.start()
             if ready is not None:
                 ready.set()

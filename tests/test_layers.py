@@ -32,7 +32,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
                  "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.schema",
-                 "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events"),
+                 "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
+                 "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -45,7 +46,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "runtime": {  # built once by the roots, handed to every listener and worker
         # mss.backup: a copy of every service's tables, checked with the audit service
         # (chain verification) and the keyring, as mss.app opens them
-        "runtime": ("mss.runtime", "mss.app", "mss.backup"),
+        "runtime": ("mss.runtime", "mss.app", "mss.backup",
+                    "mss.authenticator"),  # logins: passwords, tokens, certificates
     },
     "protocols": {  # never import one another
         "proxy": ("proxy",),  # the package's docstring only
@@ -58,7 +60,9 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
-                  "proxy.outbound.cli", "mss.backup_cli"),
+                  "proxy.outbound.cli", "mss.backup_cli",
+                  "mss.cert_cli",  # mss mailbox cert (issue 15)
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

@@ -13,6 +13,7 @@ list the RDNs last-first, some publishers write them in X.500 (first-first) orde
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from types import MappingProxyType
@@ -122,3 +123,9 @@ def canonical_name(name: x509.Name) -> CanonicalDN:
             avas.add((_TYPES.get(oid, oid), _value(value)))
         rdns.append(tuple(sorted(avas)))
     return _oriented(rdns)
+
+
+def dn_key(dn: CanonicalDN) -> str:
+    """A canonical DN as one string, equal for equal DNs: the key a DN is stored and looked
+    up by (mailbox certificate bindings, mss/mailstore/identities.py)."""
+    return json.dumps(dn, ensure_ascii=False, separators=(",", ":"))

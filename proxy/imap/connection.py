@@ -178,8 +178,10 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state == NOT_AUTHENTICATED:
-            if self.tls:
-                caps.append("AUTH=PLAIN")
+            if self.tls:  # the listener's mechanisms (listeners.<name>.auth)
+                caps += [f"AUTH={m}" for m in self.ctx.mechanisms]
+                if "PLAIN" not in self.ctx.mechanisms:  # passwords off on this front
+                    caps.append("LOGINDISABLED")
             else:  # RFC 3501 §6.2.3, RFC 8314 §4.1: no credential before TLS
                 caps += ["STARTTLS", "LOGINDISABLED"]
         caps += ["NAMESPACE", "UIDPLUS", "MOVE", "SPECIAL-USE", "UNSELECT", "CHILDREN",

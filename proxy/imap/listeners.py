@@ -10,17 +10,20 @@ import time
 from collections.abc import Callable
 from types import MappingProxyType
 
+from mss.authenticator import offered
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import ListenerGuard
 from mss.mailstore import folders
 from mss.runtime import Runtime
-from mss.throttle import SharedFailures, Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.connection import start_session
 from proxy.imap.state import ServerContext
 
 # listener name -> implicit TLS
-IMAP_LISTENERS: MappingProxyType[str, bool] = MappingProxyType({"imap": False, "imaps": True})
+IMAP_LISTENERS: MappingProxyType[str, bool] = MappingProxyType({
+    "imap": False, "imaps": True,
+    "imap-cert": False,  # EX_LPS_0300 certificate front (AUTHENTICATE EXTERNAL)
+})
 STREAM_LIMIT = 2 ** 20
 CLOSE_GRACE = 1.0  # seconds for a client to see the BYE and close before the abort
 
@@ -50,16 +53,20 @@ class ImapListeners:
         cfg = app.config.imap
         await asyncio.get_running_loop().run_in_executor(None, folders.ensure_indexes,
                                                          app.engine)
-        throttle = Throttle(cfg.login_failures, cfg.login_window, cfg.login_lockout,
-                            SharedFailures(app.reader, runtime.committer.submit, "imap"))
+        authenticator = runtime.authenticator
+        throttle = authenticator.throttle("imap")
         envelopes = EnvelopeCache()  # one for both listeners: the same messages
         for name, implicit in IMAP_LISTENERS.items():
             listener = app.config.listeners.get(name)
             if listener is None or not listener.enabled:
                 continue
             # connection caps are checked before the TLS handshake of imaps (start_session)
+            # a listener offering EXTERNAL asks for a client certificate (verified after)
             ctx = ServerContext(app, runtime.committer, runtime.mailstore, throttle,
-                                cfg, runtime.tls.submission, name, implicit,
+                                cfg, runtime.tls.for_listener(listener), name, implicit,
+                                authenticator,
+                                offered(listener, authenticator.has_tokens, "imap"),
+                                frozenset(listener.auth),
                                 ListenerGuard.of(listener, runtime.committer,
                                                  app.config.limits.report_interval,
                                                  runtime.limits.files),

@@ -7,13 +7,17 @@ import base64
 import binascii
 import functools
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Connection
 
 from audit.events import Event, Outcome
 from audit.journal import append
+from mss import sasl
+from mss.authenticator import AuthOutcome
 from mss.login import check_login, throttle_name
 from mss.mailstore import app_passwords, folders
+from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.parser import Command
 from proxy.imap.session_args import AuthenticateArgs, EnableArgs, LoginArgs
@@ -25,6 +29,7 @@ from proxy.imap.state import (
     Responded,
 )
 from proxy.imap.tokens import ImapParseError
+from trustspace.tlshook import presented_chain
 
 
 async def capability(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
@@ -85,9 +90,8 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
     # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
-    listener = s.ctx.app.config.listeners.get(s.ctx.listener)
-    methods = frozenset(listener.auth if listener else ("password",))
-    checked = await s.thread(functools.partial(check_login, service="imap", methods=methods),
+    checked = await s.thread(functools.partial(check_login, service="imap",
+                                               methods=s.ctx.methods),
                              s.ctx.app.reader, login, password)
     mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
@@ -97,14 +101,25 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
                                detail={"mechanism": mechanism, **checked.audit_detail()}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
     throttle.succeeded(name, s.remote_addr)
-    when = time.time()
+    when, used = time.time(), checked.app_password_id
 
+    def touch(conn: Connection) -> None:
+        if used is not None:  # its last use, in the login's transaction
+            app_passwords.touch(conn, used, s.remote_addr, when)
+    await _logged_in(s, cmd, mailbox, {"mechanism": mechanism, **checked.audit_detail()},
+                     touch)
+
+
+async def _logged_in(s: ImapSession, cmd: Command, mailbox: Mailbox, detail: dict[str, str],
+                     touch: Callable[[Connection], None] | None) -> None:
+    """The login's audit record (and the default folders, an app password's last use)
+    committed, then the tagged OK."""
     def setup(conn: Connection) -> None:
         folders.ensure_default_folders(conn, s.ctx.keyring, mailbox.id)
-        if checked.app_password_id is not None:  # its last use, in the login's transaction
-            app_passwords.touch(conn, checked.app_password_id, s.remote_addr, when)
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
-                               detail={"mechanism": mechanism, **checked.audit_detail()})])
+                               detail=detail)])
+        if touch is not None:
+            touch(conn)
     await s.write(setup)
     s.user = mailbox
     s.state = AUTHENTICATED
@@ -117,16 +132,15 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
 async def login(s: ImapSession, cmd: Command, args: LoginArgs) -> Result:
     if not s.tls:  # RFC 3501 §6.2.3 LOGINDISABLED
         raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+    if "PLAIN" not in s.ctx.mechanisms:  # LOGINDISABLED: this front takes no password
+        raise No("LOGIN is disabled on this port", "CANNOT")
     await _login(s, cmd, args.user, args.password, "LOGIN")
     return None
 
 
-async def authenticate(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> Result:
-    if args.mechanism != "PLAIN":
-        raise No("Unsupported mechanism", "CANNOT")
-    if not s.tls:
-        raise No("Use STARTTLS first", "PRIVACYREQUIRED")
-    if args.initial is not None:  # RFC 4959 SASL-IR
+async def _client_response(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> bytes:
+    """The client's SASL message (RFC 4959 SASL-IR, else after an empty ``+``), decoded."""
+    if args.initial is not None:
         response = args.initial
     else:
         s.send(b"+ \r\n")
@@ -140,15 +154,77 @@ async def authenticate(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> 
         s.bad(cmd.tag, "Authentication cancelled")
         raise Responded
     try:
-        decoded = base64.b64decode(response, validate=True)
-        _authzid, authcid, password = decoded.split(b"\0")  # RFC 4616
-    except (binascii.Error, ValueError):
-        s.bad(cmd.tag, "Invalid SASL PLAIN response")
+        return base64.b64decode(response, validate=True)
+    except binascii.Error:
+        s.bad(cmd.tag, f"Invalid SASL {args.mechanism} response")
         raise Responded from None
-    if _authzid and _authzid != authcid:
-        raise No("Authorization identity must be empty or the same", "AUTHORIZATIONFAILED")
-    await _login(s, cmd, authcid.decode("utf-8", "replace"),
-                 password.decode("utf-8", "replace"), "PLAIN")
+
+
+async def authenticate(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> Result:
+    if args.mechanism not in s.ctx.mechanisms:
+        raise No("Unsupported mechanism", "CANNOT")
+    if not s.tls:
+        raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+    decoded = await _client_response(s, cmd, args)
+    if args.mechanism == "PLAIN":
+        try:
+            _authzid, authcid, password = decoded.split(b"\0")  # RFC 4616
+        except ValueError:
+            s.bad(cmd.tag, "Invalid SASL PLAIN response")
+            raise Responded from None
+        if _authzid and _authzid != authcid:
+            raise No("Authorization identity must be empty or the same", "AUTHORIZATIONFAILED")
+        await _login(s, cmd, authcid.decode("utf-8", "replace"),
+                     password.decode("utf-8", "replace"), "PLAIN")
+        return None
+    authenticator = s.ctx.authenticator
+    assert authenticator is not None  # offered only with one (listeners.py)
+    try:
+        if args.mechanism == "EXTERNAL":  # RFC 4422 appendix A
+            authzid = sasl.parse_external(decoded)
+            ssl_object = s.writer.get_extra_info("ssl_object")
+            outcome = await authenticator.certificate(
+                "imap", presented_chain(ssl_object) if ssl_object is not None else [],
+                authzid, s.remote_addr)
+        else:  # OAUTHBEARER (RFC 7628), XOAUTH2
+            parse = sasl.parse_oauthbearer if args.mechanism == "OAUTHBEARER" \
+                else sasl.parse_xoauth2
+            outcome = await authenticator.bearer("imap", args.mechanism, parse(decoded),
+                                                 s.remote_addr)
+    except sasl.SaslError as exc:
+        await s.audit(s.record(Event.IMAP_LOGIN, Outcome.SERIOUS_FAILURE,
+                               reason=f"malformed {args.mechanism} message: {exc}",
+                               detail={"mechanism": args.mechanism}))
+        s.bad(cmd.tag, f"Invalid SASL {args.mechanism} response")
+        raise Responded from None
+    await _sasl_verdict(s, cmd, args.mechanism, outcome)
     return None
 
 
+async def _sasl_verdict(s: ImapSession, cmd: Command, mechanism: str,
+                        outcome: AuthOutcome) -> None:
+    """A token or certificate login: logged in, or ``NO [UNAVAILABLE]`` (throttled, issuer
+    or CRL unavailable), or ``NO [AUTHENTICATIONFAILED]``, a refused token first getting
+    its RFC 7628 §3.2.2 error challenge, which the client answers (%x01)."""
+    mailbox = outcome.mailbox
+    if mailbox is not None:
+        assert s.ctx.authenticator is not None
+        await _logged_in(s, cmd, mailbox, outcome.detail, s.ctx.authenticator.success_work(
+            outcome, s.remote_addr, time.time()))
+        return
+    await s.audit(s.record(
+        Event.IMAP_LOGIN, Outcome.MINOR_FAILURE if outcome.throttled or outcome.temporary
+        else Outcome.SERIOUS_FAILURE, actor=outcome.actor[:320], reason=outcome.reason,
+        detail=outcome.detail))
+    if outcome.throttled:
+        raise No("Too many failed logins, try again later", "UNAVAILABLE")
+    if outcome.temporary:
+        raise No("Temporary authentication failure, try again later", "UNAVAILABLE")
+    if mechanism in ("OAUTHBEARER", "XOAUTH2"):
+        assert s.ctx.authenticator is not None
+        s.send(b"+ " + base64.b64encode(s.ctx.authenticator.bearer_error(outcome)) + b"\r\n")
+        await s.flush()
+        if await s.input.readline(s.ctx.config.max_line_length) is None:
+            s.state = LOGOUT
+            raise Responded
+    raise No("Authentication failed", "AUTHENTICATIONFAILED")

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss.app import App
+from mss.authenticator import Authenticator
 from mss.committer import GroupCommitter
 from mss.config import ImapConfig
 from mss.crypto import Keyring
@@ -148,6 +149,9 @@ class ServerContext:
     tls: ssl.SSLContext
     listener: str
     implicit_tls: bool
+    authenticator: Authenticator | None = None  # logins (mss serve's runtime)
+    mechanisms: tuple[str, ...] = ("PLAIN",)  # SASL offered after TLS (authenticator.offered)
+    methods: frozenset[str] = frozenset({"password"})  # the listener's auth
     guard: ListenerGuard | None = None  # the listener's connection caps
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[ImapSession] = field(default_factory=set)

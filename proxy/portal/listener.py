@@ -1,6 +1,7 @@
 """The portal listener, one component of ``mss serve``: aiohttp.web over TLS (the node's
 tls.cert_file) on listeners.portal, served when portal.enabled. The OIDC relying party is
-built at start from the [[auth.oidc]] issuer portal.issuer names."""
+built at start on the process's TokenVerifier, for the [[auth.oidc]] issuer portal.issuer
+names."""
 
 from __future__ import annotations
 
@@ -29,15 +30,18 @@ def relying_party(runtime: Runtime, verifier: TokenVerifier) -> RelyingParty:
 class PortalListener:
     name = "portal"
 
-    def __init__(self, runtime: Runtime, verifier: TokenVerifier) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.verifier = verifier
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = self.runtime.app
         listener = app.config.listeners[LISTENER]
-        portal = Portal(self.runtime, relying_party(self.runtime, self.verifier))
+        # the process's TokenVerifier (started with the runtime's services): portal.issuer
+        # names an [[auth.oidc]] issuer (mss.config), so the runtime built one
+        verifier = self.runtime.authenticator.tokens
+        assert verifier is not None
+        portal = Portal(self.runtime, relying_party(self.runtime, verifier))
         self.runner = web.AppRunner(portal.web_app(), access_log=None,
                                     keepalive_timeout=KEEPALIVE, max_line_size=MAX_FIELD,
                                     max_field_size=MAX_FIELD, handle_signals=False,

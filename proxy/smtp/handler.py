@@ -27,9 +27,12 @@ from directory.lookup import directory_has
 from mss import message as rfc5322
 from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
+from mss.authenticator import Authenticator, AuthOutcome
 from mss.committer import GroupCommitter
+from mss.config import ListenerConfig
 from mss.db import unavailable
 from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
+from mss.sasl import BearerMessage
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
@@ -54,12 +57,14 @@ class SmtpHandler:
     def __init__(self, app: App, committer: GroupCommitter, whitelist: LiveWhitelist,
                  mode: Mode, verifier: PeerVerifier | None = None,
                  throttle: Throttle | None = None, *, mailstore: Mailstore,
-                 auth: tuple[str, ...] = ("password",)) -> None:
+                 authenticator: Authenticator | None = None,
+                 listener: ListenerConfig | None = None) -> None:
         self.app = app
         self.committer = committer
         self.whitelist = whitelist
-        # auth: the listener's listeners.<name>.auth (submission: password, app passwords)
-        self.policy = listener_policy(mode, app.reader, verifier, whitelist, frozenset(auth))
+        self.authenticator = authenticator  # tokens and certificates (mss serve's runtime)
+        methods = frozenset(listener.auth if listener is not None else ("password",))
+        self.policy = listener_policy(mode, app.reader, verifier, whitelist, methods)
         self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
@@ -168,8 +173,51 @@ class SmtpHandler:
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
         self._emit_record(session, Event.SMTP_AUTH, Outcome.SERIOUS_FAILURE,
-                          actor=login.decode("utf-8", "replace")[:320], reason=reason,
-                          detail={"mechanism": mechanism})
+                          actor=login.decode("utf-8", "replace")[:320] or session.remote_addr,
+                          reason=reason, detail={"mechanism": mechanism})
+
+    async def authenticate_bearer(self, server: MssSMTP, session: MssSession, mechanism: str,
+                                  message: BearerMessage) -> AuthOutcome:
+        assert self.authenticator is not None  # offered only with one (listeners.py)
+        return await self._sasl_done(session, await self.authenticator.bearer(
+            "smtp", mechanism, message, session.remote_addr))
+
+    async def authenticate_certificate(self, server: MssSMTP, session: MssSession,
+                                       authzid: str | None) -> AuthOutcome:
+        assert self.authenticator is not None
+        return await self._sasl_done(session, await self.authenticator.certificate(
+            "smtp", session.peer_chain, authzid, session.remote_addr))
+
+    def bearer_error(self, outcome: AuthOutcome) -> bytes:
+        assert self.authenticator is not None
+        return self.authenticator.bearer_error(outcome)
+
+    async def _sasl_done(self, session: MssSession, outcome: AuthOutcome) -> AuthOutcome:
+        """Audit a token or certificate login: a refusal without waiting, a success
+        committed (with the session's pending records) before the 235."""
+        mailbox = outcome.mailbox
+        record = session.record(
+            Event.SMTP_AUTH, Outcome.SUCCESS if mailbox else (
+                Outcome.MINOR_FAILURE if outcome.throttled or outcome.temporary
+                else Outcome.SERIOUS_FAILURE),
+            actor=outcome.actor[:320], mailbox=mailbox.address if mailbox else None,
+            reason=outcome.reason, detail=outcome.detail)
+        if mailbox is None:
+            self._emit(session, record)
+            log.info("auth failed", session=session.id, remote=session.remote_addr,
+                     mechanism=outcome.detail.get("mechanism"))
+            return outcome
+        assert self.authenticator is not None
+        session.login = mailbox.address
+        session.may_send_as = frozenset({mailbox.address})
+        batch = session.take_pending(record)
+        touch = self.authenticator.success_work(outcome, session.remote_addr, time.time())
+
+        def commit(conn: Connection) -> None:
+            append(conn, batch)
+            touch(conn)
+        await self.committer.run(commit)
+        return outcome
 
     # ------------------------------------------------------------------ MAIL / RCPT
     async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,

@@ -9,10 +9,10 @@ import weakref
 from collections.abc import Callable
 from types import MappingProxyType
 
+from mss.authenticator import offered
 from mss.lifecycle import STOP_FLOOR, remaining
 from mss.limits import Admission, ListenerGuard
 from mss.runtime import Runtime
-from mss.throttle import SharedFailures, Throttle
 from proxy.smtp.handler import SmtpHandler
 from proxy.smtp.protocol import MssSMTP
 
@@ -22,6 +22,7 @@ LISTENER_KINDS: MappingProxyType[str, tuple[str, bool]] = MappingProxyType({
     "submission": ("submission", False),
     "submissions": ("submission", True),
     "relay": ("relay", False),
+    "submission-cert": ("submission", False),  # EX_LPS_0300 certificate front (EXTERNAL)
 })
 TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the implicit TLS handshake (submissions)
 CLOSE_GRACE = 1.0  # seconds for a peer to see the 421 and close before the abort
@@ -80,9 +81,8 @@ class SmtpListeners:
 
     async def start(self) -> None:
         app = self.runtime.app
-        cfg = app.config.smtp
-        throttle = Throttle(cfg.auth_failures, cfg.auth_window, cfg.auth_lockout,
-                            SharedFailures(app.reader, self.runtime.committer.submit, "smtp"))
+        authenticator = self.runtime.authenticator
+        throttle = authenticator.throttle("smtp")  # submission and relay share it
         for name, listener in app.config.listeners.items():
             if not listener.enabled or name not in LISTENER_KINDS:  # IMAP: proxy/imap
                 continue
@@ -90,14 +90,17 @@ class SmtpListeners:
             handler = SmtpHandler(app, self.runtime.committer, self.runtime.whitelist,
                                   "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
                                   verifier=self.runtime.verifier, throttle=throttle,
-                                  mailstore=self.runtime.mailstore, auth=listener.auth)
-            # MX and relay ask for a client certificate (verified after the handshake)
-            context = self.runtime.tls.submission if mode == "submission" \
+                                  mailstore=self.runtime.mailstore,
+                                  authenticator=authenticator, listener=listener)
+            # MX and relay ask for a client certificate (verified after the handshake), and
+            # so do the submission listeners offering EXTERNAL
+            context = self.runtime.tls.for_listener(listener) if mode == "submission" \
                 else self.runtime.tls.mx
+            mechanisms = offered(listener, authenticator.has_tokens, mode)
             guard = ListenerGuard.of(listener, self.runtime.committer,
                                      app.config.limits.report_interval,
                                      self.runtime.limits.files)
-            factory = self._factory(handler, name, mode, implicit, context, guard)
+            factory = self._factory(handler, name, mode, implicit, context, guard, mechanisms)
 
             def admit_first(factory: Callable[[], MssSMTP] = factory,
                             guard: ListenerGuard = guard,
@@ -111,7 +114,8 @@ class SmtpListeners:
             self.handlers.append(handler)
 
     def _factory(self, handler: SmtpHandler, name: str, mode: str, implicit: bool,
-                 context: ssl.SSLContext, guard: ListenerGuard) -> Callable[[], MssSMTP]:
+                 context: ssl.SSLContext, guard: ListenerGuard,
+                 mechanisms: tuple[str, ...]) -> Callable[[], MssSMTP]:
         cfg = self.runtime.app.config.smtp
         loop = asyncio.get_running_loop()
 
@@ -122,6 +126,7 @@ class SmtpListeners:
                 data_timeout=cfg.data_timeout, max_errors=cfg.max_errors,
                 preauth_timeout=cfg.preauth_timeout,
                 implicit_tls=implicit, offer_auth=mode in ("submission", "relay"),
+                mechanisms=mechanisms,
                 hostname=cfg.hostname, ident="mss", data_size_limit=cfg.max_message_size,
                 tls_context=None if implicit else context,
                 require_starttls=not implicit,  # no mail and no credential in clear text

@@ -207,7 +207,7 @@ class SubmissionPolicy:
     def __init__(self, reader: Engine, methods: frozenset[str] = frozenset({"password"})
                  ) -> None:
         self.reader = reader
-        self.methods = methods  # listeners.<name>.auth: mailbox password, app passwords
+        self.methods = methods  # the listener's auth (listeners.<name>.auth)
 
     def throttle_name(self, login: bytes) -> str:
         """The normalised login (mss.login), the one the password check uses."""
@@ -343,7 +343,8 @@ def listener_policy(mode: Mode, reader: Engine, verifier: PeerVerifier | None,
                     whitelist: LiveWhitelist,
                     methods: frozenset[str] = frozenset({"password"})) -> ListenerPolicy:
     """The policy of a listener kind. MX and relay verify client certificates: they
-    need a verifier (never an unverified certificate)."""
+    need a verifier (never an unverified certificate). *methods*: a submission
+    listener's auth."""
     if mode == "submission":
         return SubmissionPolicy(reader, methods)
     if verifier is None:

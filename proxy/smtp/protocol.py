@@ -7,7 +7,9 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   limit enforced while reading with nothing kept past it (RFC 1870 §6.3), line length checked
   (RFC 5321 §4.5.3.1.6);
 - AUTH PLAIN/LOGIN: the password check runs off the event loop; LOGIN prompts with
-  ``Username:`` / ``Password:`` (Outlook needs them);
+  ``Username:`` / ``Password:`` (Outlook needs them); OAUTHBEARER, XOAUTH2 (RFC 7628) and
+  EXTERNAL (RFC 4422 appendix A), the mechanisms offered per listener, the AUTH line and
+  its responses bounded to 12288 octets (RFC 4954 §4);
 - a session id, an idle timeout reset per command, a deadline for the pre-auth phase
   counted from the connection (``smtp.preauth_timeout``), ``421 4.4.2`` at either, audited
   ``smtp.timeout``, and a cap on bad commands;
@@ -24,22 +26,28 @@ import asyncio
 import collections
 import io
 import ssl
-from base64 import b64decode
+from base64 import b64decode, b64encode
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 from sqlalchemy.exc import DBAPIError
 
+from mss import sasl
+from mss.authenticator import AuthOutcome
 from mss.db import unavailable
 from mss.limits import Admission, ListenerGuard, MemoryBudget
 from mss.message import has_bare_cr_or_lf, longest_line
+from mss.sasl import BearerMessage
 from proxy.smtp.session import MssEnvelope, MssSession
 
 log = structlog.get_logger("mss.smtp")
 
 END_OF_DATA = b"\r\n.\r\n"
 COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
+AUTH_LINE_LIMIT = 12288  # octets with CRLF: the AUTH line and its responses, RFC 4954 §4
+MECHANISMS = ("EXTERNAL", "LOGIN", "OAUTHBEARER", "PLAIN", "XOAUTH2")  # the auth_* below
 _DATA_CHUNK = 256 * 1024
 
 
@@ -83,7 +91,23 @@ class SmtpHooks(Protocol):
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
-        """AUTH refused by the engine itself (a PLAIN authzid that is not the login)."""
+        """AUTH refused by the engine itself (a PLAIN authzid that is not the login, a
+        malformed SASL message)."""
+        ...
+
+    async def authenticate_bearer(self, server: MssSMTP, session: MssSession, mechanism: str,
+                                  message: BearerMessage) -> AuthOutcome:
+        """AUTH OAUTHBEARER / XOAUTH2: the token's verdict (a success is committed with its
+        audit record before it returns)."""
+        ...
+
+    async def authenticate_certificate(self, server: MssSMTP, session: MssSession,
+                                       authzid: str | None) -> AuthOutcome:
+        """AUTH EXTERNAL: the TLS client certificate's verdict (committed as above)."""
+        ...
+
+    def bearer_error(self, outcome: AuthOutcome) -> bytes:
+        """The RFC 7628 §3.2.2 error challenge (JSON) of a refused token."""
         ...
 
     async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
@@ -116,18 +140,24 @@ class MssSMTP(SMTP):
                  data_timeout: float, max_errors: int, implicit_tls: bool,
                  preauth_timeout: float = 60.0,
                  offer_auth: bool, guard: ListenerGuard | None = None,
-                 budget: MemoryBudget | None = None, **kwargs: Any) -> None:
+                 budget: MemoryBudget | None = None,
+                 mechanisms: tuple[str, ...] = ("LOGIN", "PLAIN"), **kwargs: Any) -> None:
         # RFC 5321 §4.5.3.1.6: a text line is at most line_length_limit octets with its
-        # CRLF, the transparency dot (§4.5.2) not counted. aiosmtpd sizes its command
-        # StreamReader from this attribute, whose readuntil(b"\n") takes a line whose LF
-        # is at index <= limit: limit - 1 lets a line of exactly line_length_limit in.
-        self.line_length_limit = line_length_limit - 1
+        # CRLF, the transparency dot (§4.5.2) not counted (DATA: _unstuff). aiosmtpd sizes
+        # its command StreamReader from this attribute, whose readuntil(b"\n") takes a line
+        # whose LF is at index <= limit: the longest command line, AUTH's (RFC 4954 §4),
+        # minus one; each command's own limit is checked once it is read.
+        self.line_length_limit = max(line_length_limit, AUTH_LINE_LIMIT) - 1
         self.text_line_limit = line_length_limit
         # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF
         # (aiosmtpd measures it without); per session, not aiosmtpd's dict shared by every
         # connection, reset at each EHLO (which adds the SIZE / SMTPUTF8 allowances)
         self.command_size_limit = COMMAND_LINE_LIMIT - 2
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT - 2)
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT - 2
+        # the SASL mechanisms this listener offers (mss.authenticator.offered), the others
+        # neither advertised nor accepted (504 5.5.4)
+        kwargs["auth_exclude_mechanism"] = [m for m in MECHANISMS if m not in mechanisms]
         self.listener = listener
         self.data_timeout = data_timeout
         self.preauth_timeout = preauth_timeout
@@ -283,6 +313,7 @@ class MssSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
         self.command_size_limits.clear()
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT - 2
         await super().smtp_EHLO(hostname)
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -335,6 +366,128 @@ class MssSMTP(SMTP):
         if not isinstance(password, bytes):
             return AuthResult(success=False, handled=True)
         return await self._verify("LOGIN", login, password)
+
+    # ------------------------------------------------------------------ SASL: tokens, cert
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> bytes | Any:
+        """aiosmtpd's, with the response line bounded (RFC 4954 §4: 12288 octets; longer:
+        ``500 5.5.6``); the client's response is never logged."""
+        raw = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (b64encode(raw) if encode_to_b64 else raw))
+        line = await self._auth_line()
+        if line is None:
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # RFC 4954 §4: the client cancelled
+            await self.push("501 5.7.0 Authentication cancelled")
+            return MISSING
+        try:
+            return b64decode(blob, validate=True)
+        except ValueError:
+            await self.push("501 5.5.2 Cannot decode base64")
+            return MISSING
+
+    async def _auth_line(self) -> bytes | None:
+        """One response line of an AUTH exchange; None when the connection is gone or the
+        line was too long (then answered ``500 5.5.6``, its bytes dropped)."""
+        reader = self._reader
+        try:
+            line: bytes = await reader.readuntil(b"\n")
+            return line
+        except asyncio.LimitOverrunError as error:
+            try:
+                await reader.read(error.consumed)
+                while True:
+                    try:
+                        await reader.readuntil(b"\n")
+                        break
+                    except asyncio.LimitOverrunError as more:
+                        await reader.read(more.consumed)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return None
+            await self.push("500 5.5.6 Authentication Exchange line is too long")
+            return None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    async def _initial_response(self, args: list[str]) -> bytes | None:
+        """RFC 4954 §4: the initial response ("=": empty), else the client's answer to an
+        empty challenge; None when refused (replied) or cancelled."""
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            return blob if isinstance(blob, bytes) else None
+        if args[1] == "=":
+            return b""
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except ValueError:
+            await self.push("501 5.5.2 Cannot decode base64")
+            return None
+
+    async def auth_OAUTHBEARER(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._bearer("OAUTHBEARER", args, sasl.parse_oauthbearer)
+
+    async def auth_XOAUTH2(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._bearer("XOAUTH2", args, sasl.parse_xoauth2)
+
+    async def _bearer(self, mechanism: str, args: list[str],
+                      parse: Callable[[bytes], BearerMessage]) -> AuthResult:
+        blob = await self._initial_response(args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            message = parse(blob)
+        except sasl.SaslError as exc:
+            await self.push(f"501 5.5.2 Invalid {mechanism} message")
+            self.hooks.on_auth_failure(self, self.mss_session(), mechanism, b"",
+                                       f"malformed {mechanism} message: {exc}")
+            return AuthResult(success=False, handled=True)
+        return await self._sasl_result(mechanism, self.hooks.authenticate_bearer(
+            self, self.mss_session(), mechanism, message))
+
+    async def auth_EXTERNAL(self, _: Any, args: list[str]) -> AuthResult:
+        # RFC 4422 appendix A: the message is the authorization identity (may be empty)
+        blob = await self._initial_response(args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            authzid = sasl.parse_external(blob)
+        except sasl.SaslError as exc:
+            await self.push("501 5.5.2 Invalid EXTERNAL message")
+            self.hooks.on_auth_failure(self, self.mss_session(), "EXTERNAL", b"",
+                                       f"malformed EXTERNAL message: {exc}")
+            return AuthResult(success=False, handled=True)
+        return await self._sasl_result("EXTERNAL", self.hooks.authenticate_certificate(
+            self, self.mss_session(), authzid))
+
+    async def _sasl_result(self, mechanism: str,
+                           verdict: Coroutine[Any, Any, AuthOutcome]) -> AuthResult:
+        """The reply to a token or certificate login: 235 (committed), 454 4.7.0 when
+        temporary or throttled (RFC 4954 §6), else 535 5.7.8, a refused token first
+        getting its error challenge (RFC 7628 §3.2.2) which the client answers %x01."""
+        try:
+            outcome = await verdict
+        except DBAPIError as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("auth deferred: database unavailable", session=self.mss_session().id)
+            await self.push("454 4.7.0 Temporary authentication failure, try again later")
+            return AuthResult(success=False, handled=True)
+        if outcome.mailbox is not None:
+            return AuthResult(success=True,
+                              auth_data=LoginPassword(outcome.mailbox.address.encode(), b""))
+        if outcome.throttled:
+            await self.push("454 4.7.0 Too many failed authentications, try again later")
+            return AuthResult(success=False, handled=True)
+        if outcome.temporary:
+            await self.push("454 4.7.0 Temporary authentication failure, try again later")
+            return AuthResult(success=False, handled=True)
+        if mechanism in ("OAUTHBEARER", "XOAUTH2"):
+            await self.push(b"334 " + b64encode(self.hooks.bearer_error(outcome)))
+            if await self._auth_line() is None:  # any answer ends it (%x01 expected)
+                return AuthResult(success=False, handled=True)
+        await self.push("535 5.7.8 Authentication credentials invalid")
+        return AuthResult(success=False, handled=True)
 
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         try:

@@ -1,7 +1,7 @@
 """Portal sessions in the database (every worker and node serving the portal sees them).
 
 Revision ID: 0005_portal_sessions
-Revises: 0005_app_passwords
+Revises: 0005_mailbox_certificates
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_portal_sessions"
-down_revision = "0005_app_passwords"
+down_revision = "0005_mailbox_certificates"  # after fix/sasl's (the lead renumbers)
 branch_labels = None
 depends_on = None
 

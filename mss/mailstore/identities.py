@@ -1,0 +1,112 @@
+"""Who a strong login is, in mailboxes: a person's national identifier (a token's claim) and
+a client certificate's subject DN (SASL EXTERNAL).
+
+- **National id** (Pro Santé Connect ``idNat``): ``"8" + RPPS`` names the professional
+  whose PER mailboxes carry that RPPS; the person may use those and the ORG/APP mailboxes
+  granted to them (``mss mailbox grant``). Other idNat forms (ADELI "0...", staff ids)
+  name no mailbox here.
+- **Certificate**: an APP mailbox is bound to one or more subject DNs (``mss mailbox add
+  --type APP --cert FILE|--cert-dn DN``, ``mss mailbox cert add``); a DN is bound to one
+  mailbox at most. DNs are compared parsed: the caller gives the canonical key
+  (``trustspace.dn``, computed by the runtime and the CLI: the mail store knows no DN
+  grammar) and the text kept for display.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from mss import db
+from mss.mailstore.errors import StoreError
+from mss.mailstore.mailboxes import Mailbox, mailbox_of, require_mailbox
+
+_RPPS_ID = re.compile(r"8(\d{11})")
+C = db.mailbox_certificates
+
+
+@dataclass(frozen=True)
+class CertificateBinding:
+    mailbox: str  # the APP mailbox's address
+    cert_dn: str  # as registered (RFC 4514)
+    created_at: float
+
+
+def rpps_of(national_id: str) -> str | None:
+    """The RPPS of an idNat ``8`` + 11 digits, else None."""
+    found = _RPPS_ID.fullmatch(national_id.strip())
+    return found.group(1) if found else None
+
+
+def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox]:
+    """The enabled mailboxes the person may log in to: their PER mailboxes (by RPPS), then
+    the ORG/APP mailboxes granted to any of them; by address, each once."""
+    rpps = rpps_of(national_id)
+    if rpps is None:
+        return []
+    own = [mailbox_of(r) for r in conn.execute(
+        select(db.mailboxes).where(and_(db.mailboxes.c.rpps == rpps,
+                                        db.mailboxes.c.type == "PER",
+                                        db.mailboxes.c.enabled.is_(True)))
+        .order_by(db.mailboxes.c.address))]
+    if not own:
+        return []
+    shared = [mailbox_of(r) for r in conn.execute(
+        select(db.mailboxes).join(db.mailbox_grants,
+                                  db.mailbox_grants.c.mailbox_id == db.mailboxes.c.id)
+        .where(and_(db.mailbox_grants.c.grantee_id.in_([m.id for m in own]),
+                    db.mailboxes.c.enabled.is_(True)))
+        .order_by(db.mailboxes.c.address))]
+    seen: dict[str, Mailbox] = {}
+    for mailbox in (*own, *shared):
+        seen.setdefault(mailbox.address, mailbox)
+    return list(seen.values())
+
+
+def mailbox_of_certificate(conn: Connection, dn_key: str) -> Mailbox | None:
+    """The mailbox bound to the canonical DN *dn_key* (enabled or not: the caller says
+    why it refuses), or None."""
+    row = conn.execute(select(db.mailboxes).join(C, C.c.mailbox_id == db.mailboxes.c.id)
+                       .where(C.c.dn_key == dn_key)).first()
+    return mailbox_of(row) if row else None
+
+
+def bind_certificate(conn: Connection, address: str, cert_dn: str, dn_key: str) -> Mailbox:
+    """Bind the subject DN to the APP mailbox *address*."""
+    mailbox = require_mailbox(conn, address)
+    if mailbox.type != "APP":
+        raise StoreError(f"mailbox {mailbox.address} is {mailbox.type}: only APP mailboxes "
+                         "log in with a certificate")
+    holder = mailbox_of_certificate(conn, dn_key)
+    if holder is not None:
+        raise StoreError(f"certificate DN {cert_dn} is already bound to {holder.address}")
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(C).values(mailbox_id=mailbox.id, cert_dn=cert_dn,
+                                          dn_key=dn_key, created_at=time.time()))
+    except IntegrityError:  # bound meanwhile by another command
+        raise StoreError(f"certificate DN {cert_dn} is already bound") from None
+    return mailbox
+
+
+def unbind_certificate(conn: Connection, address: str, dn_key: str) -> Mailbox:
+    mailbox = require_mailbox(conn, address)
+    done = conn.execute(delete(C).where(and_(C.c.mailbox_id == mailbox.id,
+                                             C.c.dn_key == dn_key))).rowcount
+    if not done:
+        raise StoreError(f"no such certificate DN bound to {mailbox.address}")
+    return mailbox
+
+
+def certificates_of(conn: Connection, address: str | None = None) -> list[CertificateBinding]:
+    """The bindings of one mailbox, or of every mailbox; by address then DN."""
+    query = select(db.mailboxes.c.address, C.c.cert_dn, C.c.created_at).join(
+        C, C.c.mailbox_id == db.mailboxes.c.id)
+    if address is not None:
+        query = query.where(db.mailboxes.c.id == require_mailbox(conn, address).id)
+    rows = conn.execute(query.order_by(db.mailboxes.c.address, C.c.cert_dn))
+    return [CertificateBinding(r.address, r.cert_dn, r.created_at) for r in rows]

@@ -1,0 +1,36 @@
+"""APP mailboxes bound to client certificates (SASL EXTERNAL, issue 15): one row per subject
+DN, the DN kept as given and as its canonical key (trustspace/dn.py), unique.
+
+Revision ID: 0005_mailbox_certificates
+Revises: 0005_app_passwords
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005_mailbox_certificates"
+down_revision = "0005_app_passwords"  # fix/apppw's, merged here: the lead renumbers
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "mailbox_certificates",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("mailbox_id", sa.Integer, sa.ForeignKey("mailboxes.id"), nullable=False),
+        sa.Column("cert_dn", sa.Text, nullable=False),
+        sa.Column("dn_key", sa.String(1024), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_index("ux_mailbox_certificates_dn", "mailbox_certificates", ["dn_key"],
+                    unique=True)
+    op.create_index("ix_mailbox_certificates_mailbox", "mailbox_certificates", ["mailbox_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_mailbox_certificates_mailbox", "mailbox_certificates")
+    op.drop_index("ux_mailbox_certificates_dn", "mailbox_certificates")
+    op.drop_table("mailbox_certificates")
