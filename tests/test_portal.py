@@ -9,6 +9,7 @@ import asyncio
 import base64
 import hashlib
 import html
+import imaplib
 import re
 import secrets
 import ssl
@@ -28,7 +29,7 @@ from mss import db
 from mss.config import ConfigError, load_config
 from mss.identity.rp import pkce_pair
 from proxy.portal import autoconfig
-from tests.node import DOMAIN, Node, make_node
+from tests.node import DOMAIN, PASSWORD, Node, make_node
 from tests.oidc import Client, OidcProvider, default_clients
 
 ALICE = f"alice@{DOMAIN}"
@@ -364,3 +365,32 @@ def test_login_of_someone_without_mailbox_and_replayed_callback(
     reasons = {r["reason"] for r in failed}
     assert "no mailbox for this national id" in reasons
     assert "no login in progress or it expired" in reasons
+
+
+def test_history_shows_a_delegates_access_to_a_shared_mailbox(
+        served: tuple[Node, OidcProvider]) -> None:
+    """secretariat@ is shared with alice and bob; bob opens it over IMAP: alice's history
+    shows it (by bob, from his address), and never the folder's name."""
+    node, provider = served
+    shared = f"secretariat@{DOMAIN}"
+    for user in ("alice", "bob"):
+        node.cli("mailbox", "grant", shared, f"{user}@{DOMAIN}")
+    with imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=20) as imap:
+        imap.starttls(verified(node))
+        imap.login(f"bob@{DOMAIN}", PASSWORD)
+        status, _ = imap.select(f'"Shared/{shared}/INBOX"')
+        assert status == "OK"
+    node.wait_audit(lambda r: r["event"] == "imap.delegated" and r["mailbox"] == shared)
+
+    async def go() -> str:
+        b = Browser(node, provider)
+        status, _ = await b.login()
+        assert status == 200
+        status, _, body, _ = await b.fetch("GET", url(node, f"/history?mailbox={shared}"))
+        assert status == 200
+        return body
+    body = run(go())
+    rows = re.findall(r'<tr class="access delegated">(.*?)</tr>', body, re.S)
+    assert any("Delegated access" in r and f"bob@{DOMAIN}" in r and "127.0.0.1" in r
+               for r in rows), body
+    assert "INBOX" not in body.split('id="history"', 1)[1]

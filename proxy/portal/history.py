@@ -28,6 +28,12 @@ LABELS: dict[Event, str] = {
     Event.IMAP_FOLDER_RENAME: "Folder renamed",
     Event.IMAP_DELEGATED: "Delegated access",
     Event.SMTP_MESSAGE_ACCEPTED: "Message sent",
+    Event.ADMIN_APP_PASSWORD_ADD: "App password created by the operator",
+    Event.ADMIN_APP_PASSWORD_REVOKE: "App password revoked by the operator",
+    Event.PORTAL_LOGIN: "Portal login",
+    Event.PORTAL_LOGOUT: "Portal logout",
+    Event.PORTAL_APP_PASSWORD_CREATE: "App password created",
+    Event.PORTAL_APP_PASSWORD_REVOKE: "App password revoked",
 }
 OUTCOMES = {Outcome.SUCCESS: "ok", Outcome.MINOR_FAILURE: "refused",
             Outcome.SERIOUS_FAILURE: "failed", Outcome.MAJOR_FAILURE: "error"}

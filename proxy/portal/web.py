@@ -353,7 +353,7 @@ class Portal:
         before = request.query.get("before", "")
         before_id = int(before) if before.isdigit() else None
         addresses = [m.address for m in chosen]
-        labels = {**history.default_labels(), **PORTAL_LABELS}
+        labels = history.default_labels()
 
         def read(conn: Connection) -> list[history.Access]:
             return history.history(conn, addresses, labels, before_id=before_id)
@@ -407,14 +407,6 @@ class Portal:
                                 content_type="application/xml", charset="utf-8")
         body = autoconfig.autodiscover(autoconfig.client_settings(self.app.config), address)
         return web.Response(body=body, content_type="application/xml", charset="utf-8")
-
-
-PORTAL_LABELS = {
-    str(Event.PORTAL_LOGIN): "Portal login",
-    str(Event.PORTAL_LOGOUT): "Portal logout",
-    str(Event.PORTAL_APP_PASSWORD_CREATE): "App password created",
-    str(Event.PORTAL_APP_PASSWORD_REVOKE): "App password revoked",
-}
 
 
 def _time(epoch: float | None) -> str:
