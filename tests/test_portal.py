@@ -64,10 +64,10 @@ public_url = "https://127.0.0.1:{node.ports['portal']}"
 """
 
 
-def portal_node(base: Path) -> tuple[Node, OidcProvider]:
-    """A node serving the portal and the provider it logs in at (client "portal" whose
-    redirect URI is the node's callback)."""
-    node = make_node(base)
+def portal_node(base: Path, node: Node | None = None) -> tuple[Node, OidcProvider]:
+    """A node (*node*, made in *base* when None) serving the portal and the provider it
+    logs in at (client "portal" whose redirect URI is the node's callback)."""
+    node = node or make_node(base)
     callback = f"https://127.0.0.1:{node.ports['portal']}/login/callback"
     secret = secrets.token_urlsafe(24)
     provider = OidcProvider(base / "oidc", clients=[
@@ -394,3 +394,27 @@ def test_history_shows_a_delegates_access_to_a_shared_mailbox(
     assert any("Delegated access" in r and f"bob@{DOMAIN}" in r and "127.0.0.1" in r
                for r in rows), body
     assert "INBOX" not in body.split('id="history"', 1)[1]
+
+
+def test_sessions_hold_across_two_workers(tmp_path: Path) -> None:
+    """server.workers = 2 share the port (SO_REUSEPORT): each request on a new connection
+    lands on either; the session, in the database, is known to both."""
+    node = make_node(tmp_path)
+    text = node.config.read_text().replace("[server]\n", "[server]\nworkers = 2\n", 1)
+    node.config.write_text(text)
+    node, provider = portal_node(tmp_path, node=node)
+    try:
+        async def go() -> None:
+            b = Browser(node, provider)
+            status, _ = await b.login()
+            assert status == 200
+            for _ in range(12):  # a new connection each (the kernel spreads them)
+                status, _, body, _ = await b.fetch("GET", url(node, "/settings"))
+                assert status == 200 and "Client settings" in body
+        run(go())
+        served = {r["detail"]["worker"] for r in node.audit("--event", "server.start")}
+        assert served == {0, 1}
+    finally:
+        if node.running:
+            node.stop()
+        provider.stop()

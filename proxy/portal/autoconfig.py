@@ -103,9 +103,10 @@ def autodiscover_address(body: bytes) -> str:
     except ET.ParseError as exc:
         raise AutodiscoverError(f"not XML: {exc}") from None
     found = root.find(f"{{{REQUEST_SCHEMA}}}Request/{{{REQUEST_SCHEMA}}}EMailAddress")
-    if found is None or not (found.text or "").strip():
+    address = (found.text or "").strip() if found is not None else ""
+    if not address:
         raise AutodiscoverError("no Request/EMailAddress")
-    return found.text.strip()  # type: ignore[union-attr]
+    return address
 
 
 def autodiscover(settings: list[ServerSetting], address: str) -> bytes:

@@ -178,10 +178,11 @@ class Portal:
     # ------------------------------------------------------------------ login
     async def login(self, request: web.Request) -> web.StreamResponse:
         """Start the authorization code flow (OIDC Core §3.1.2.1) with PKCE (RFC 7636)."""
-        if self.rp is None:
+        rp = self.rp
+        if rp is None:
             return self.login_page(request, message="No login issuer is configured.")
         try:
-            begun = await self.rp.begin(self.settings.redirect_uri)
+            begun = await rp.begin(self.settings.redirect_uri)
         except LoginFailed as exc:
             log.warning("portal login unavailable", reason=exc.reason)
             return self.login_page(request, message="The login service is unreachable; "
@@ -191,8 +192,8 @@ class Portal:
         def start(conn: Connection) -> str:
             sessions.prune(conn, now, idle=s.idle, maximum=s.maximum,
                            login_timeout=s.login_timeout)
-            secret, _ = sessions.start_login(conn, self.rp.issuer_name, begun.state,  # type: ignore[union-attr]
-                                             begun.nonce, begun.verifier, now)
+            secret, _ = sessions.start_login(conn, rp.issuer_name, begun.state, begun.nonce,
+                                             begun.verifier, now)
             return secret
         secret = await self.write(start)
         response = web.HTTPFound(begun.url)
