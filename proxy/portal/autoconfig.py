@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from mss.config import Config
 
@@ -13,8 +14,9 @@ from mss.config import Config
 MAIL_LISTENERS = (("imaps", "imap", True), ("imap", "imap", False),
                   ("submissions", "smtp", True), ("submission", "smtp", False))
 # listeners.<n>.auth -> Thunderbird's <authentication> values (config-v1.1 documentation)
-THUNDERBIRD_AUTH = {"password": "password-cleartext", "app-password": "password-cleartext",
-                    "oauthbearer": "OAuth2", "xoauth2": "OAuth2", "external": "TLS-client-cert"}
+THUNDERBIRD_AUTH = MappingProxyType({
+    "password": "password-cleartext", "app-password": "password-cleartext",
+    "oauthbearer": "OAuth2", "xoauth2": "OAuth2", "external": "TLS-client-cert"})
 PASSWORD_METHODS = frozenset({"password", "app-password"})
 AUTODISCOVER_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_SCHEMA = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"

@@ -4,7 +4,9 @@ folder name: the journal holds none, and only the fields below leave this module
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection
@@ -13,7 +15,7 @@ from audit.events import Event, Outcome
 from audit.journal import access_history
 
 # the events shown, with their label
-LABELS: dict[Event, str] = {
+LABELS: Mapping[Event, str] = MappingProxyType({
     Event.IMAP_LOGIN: "IMAP login",
     Event.SMTP_AUTH: "SMTP login (sending)",
     Event.IMAP_SELECT: "Folder opened",
@@ -34,9 +36,10 @@ LABELS: dict[Event, str] = {
     Event.PORTAL_LOGOUT: "Portal logout",
     Event.PORTAL_APP_PASSWORD_CREATE: "App password created",
     Event.PORTAL_APP_PASSWORD_REVOKE: "App password revoked",
-}
-OUTCOMES = {Outcome.SUCCESS: "ok", Outcome.MINOR_FAILURE: "refused",
-            Outcome.SERIOUS_FAILURE: "failed", Outcome.MAJOR_FAILURE: "error"}
+})
+OUTCOMES = MappingProxyType({Outcome.SUCCESS: "ok", Outcome.MINOR_FAILURE: "refused",
+                             Outcome.SERIOUS_FAILURE: "failed",
+                             Outcome.MAJOR_FAILURE: "error"})
 PAGE = 100
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -18,7 +19,7 @@ SESSION_COOKIE = "__Host-mss-session"
 LOGIN_COOKIE = "__Host-mss-login"
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
-HEADERS = {
+HEADERS = MappingProxyType({
     "Content-Security-Policy": CSP,
     "Strict-Transport-Security": "max-age=31536000",
     "X-Content-Type-Options": "nosniff",
@@ -29,7 +30,7 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
+})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

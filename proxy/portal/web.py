@@ -43,7 +43,7 @@ from proxy.portal.security import (
 
 log = structlog.get_logger("proxy.portal")
 T = TypeVar("T")
-HERE = Path(__file__).parent
+HERE = str(Path(__file__).parent)  # templates/ and static/
 SCOPES = ("imap", "smtp")
 MAX_LABEL = 64
 MAX_BODY = 64 * 1024  # octets of a request body (forms, autodiscover)
@@ -79,7 +79,7 @@ class Portal:
     # ------------------------------------------------------------------ plumbing
     def web_app(self) -> web.Application:
         app = web.Application(middlewares=[security_headers], client_max_size=MAX_BODY)
-        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
+        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(Path(HERE, "templates")),
                              autoescape=jinja2.select_autoescape(default=True))
         app.router.add_get("/", self.home)
         app.router.add_get("/login", self.login)
@@ -89,7 +89,7 @@ class Portal:
         app.router.add_post("/app-passwords/{id:[0-9]+}/revoke", self.revoke_app_password)
         app.router.add_get("/history", self.history)
         app.router.add_get("/settings", self.client_settings)
-        app.router.add_static("/static/", HERE / "static", show_index=False)
+        app.router.add_static("/static/", Path(HERE, "static"), show_index=False)
         for path in ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml"):
             app.router.add_get(path, self.thunderbird)
         for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"):
