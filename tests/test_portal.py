@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -119,15 +119,19 @@ class Browser:
             cookies = r.headers.getall("Set-Cookie", [])
             return r.status, dict(r.headers), await r.text(), cookies
 
-    async def login(self, account: str = ALICE_ID) -> tuple[int, str]:
+    async def login(self, account: str = ALICE_ID,
+                    before_callback: Callable[[str], str] | None = None) -> tuple[int, str]:
         """The portal's /login through the provider's dev login and consent forms back to
-        the callback; (status, body) of the callback's answer."""
+        the callback; (status, body) of the callback's answer. *before_callback* may change
+        the callback URL (or the database) first."""
         status, headers, body, _ = await self.fetch("GET", url(self.node, "/login"))
         assert status == 302, body
         target = headers["Location"]
         assert target.startswith(self.provider.issuer + "/auth?")
         for _ in range(12):
             if target.startswith(url(self.node, "/login/callback")):
+                if before_callback is not None:
+                    target = before_callback(target)
                 status, _, body, _ = await self.fetch("GET", target)
                 return status, body
             status, headers, body, _ = await self.fetch("GET", target)
@@ -418,3 +422,45 @@ def test_sessions_hold_across_two_workers(tmp_path: Path) -> None:
         if node.running:
             node.stop()
         provider.stop()
+
+
+def _pending(node: Node, **values: str) -> None:
+    """Change the pending login rows (as a tampered or confused flow would leave them)."""
+    engine = db.make_engine(load_config(node.config).database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(db.portal_sessions)
+                         .where(db.portal_sessions.c.national_id.is_(None)).values(**values))
+    finally:
+        engine.dispose()
+
+
+def test_state_nonce_and_pkce_are_checked(served: tuple[Node, OidcProvider]) -> None:
+    """A callback with another state, an ID token whose nonce is not the login's, a code
+    redeemed with another PKCE verifier (the provider refuses it): each a failed login."""
+    node, provider = served
+
+    def other_state(target: str) -> str:
+        return re.sub(r"state=[^&]+", "state=" + "x" * 43, target)
+
+    def other_nonce(target: str) -> str:
+        _pending(node, nonce="n" * 43)
+        return target
+
+    def other_verifier(target: str) -> str:
+        _pending(node, verifier="v" * 86)
+        return target
+
+    async def go() -> None:
+        for change in (other_state, other_nonce, other_verifier):
+            b = Browser(node, provider)
+            status, body = await b.login(before_callback=change)
+            assert status == 403, (change.__name__, body)
+            assert not [c for c in b.jar if c.key == "__Host-mss-session"]
+    run(go())
+    failed = node.wait_audit(lambda r: r["event"] == "portal.login" and r["outcome"] == 8,
+                             count=3)
+    reasons = " | ".join(str(r["reason"]) for r in failed)
+    assert "state mismatch" in reasons
+    assert "ID token: nonce mismatch" in reasons
+    assert "invalid_grant" in reasons, reasons
