@@ -29,6 +29,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import structlog
@@ -51,7 +52,8 @@ log = structlog.get_logger("mss.auth")
 Service = Literal["smtp", "imap"]
 PASSWORD_METHODS = frozenset({"password", "app-password"})
 TAIL = 32  # characters of an opaque token the audit may keep
-TOKEN_MECHANISMS = {"OAUTHBEARER": "oauthbearer", "XOAUTH2": "xoauth2"}  # SASL -> auth method
+TOKEN_MECHANISMS = MappingProxyType({"OAUTHBEARER": "oauthbearer",  # SASL -> auth method
+                                     "XOAUTH2": "xoauth2"})
 
 
 @dataclass(frozen=True)
