@@ -214,7 +214,6 @@ class Authenticator:
                 method, name, f"token_rejected: {exc.reason}", detail=detail))
         detail.update(identity.audit_detail())
         actor = f"{identity.issuer_name}:{identity.subject}"[:320]
-        name = f"sub:{actor}"
         if identity.national_id is None:
             return self._count(service, name, remote, AuthOutcome(
                 method, actor, "token_no_national_id: the token carries no national id "
@@ -257,8 +256,9 @@ class Authenticator:
 
 
 def _token_name(token: str) -> str:
-    """The throttle key of a token before it is verified: its subject as it claims it (a
-    JWT; unverified: a key, never a decision), else a digest of the token."""
+    """The throttle key of a token, the same before and after it is verified (one check
+    per login): a JWT's issuer and subject as it claims them (unverified: a key, never a
+    decision; a verified token's are its own), an opaque token's digest."""
     parts = token.split(".")
     if len(parts) == 3:
         try:
