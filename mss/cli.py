@@ -50,6 +50,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "relay": ("trustspace.relay_cli", "relay_app"),
     "backup": ("mss.backup_cli", "backup_app"),
     "db": ("mss.db_cli", "db_app"),
+    "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
 })
 
 
