@@ -265,11 +265,11 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "a client certificate subject DN was unbound from its mailbox (cert_dn in "
               "detail)"),
     EventKind(Event.ADMIN_APP_PASSWORD_ADD, SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "C",
+              dcm("110137", "User security Attributes Changed"), "E",
               "the operator made an app password for a mailbox (id, label, scopes in detail; "
               "never the secret)"),
     EventKind(Event.ADMIN_APP_PASSWORD_REVOKE, SECURITY_ALERT,
-              dcm("110137", "User security Attributes Changed"), "D",
+              dcm("110137", "User security Attributes Changed"), "E",
               "the operator revoked an app password of a mailbox (id, label in detail)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),

@@ -50,6 +50,8 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "relay": ("trustspace.relay_cli", "relay_app"),
     "backup": ("mss.backup_cli", "backup_app"),
     "db": ("mss.db_cli", "db_app"),
+    "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
+    "dns": ("mss.dns_cli", "dns_app"),
 })
 
 
@@ -333,6 +335,22 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_REVOKE, actor=actor(),
                                   mailbox=shared.address, detail={"grantee": grantee.address})])
     print(f"{grantee.address} no longer has access to {shared.address}")
+
+
+# --------------------------------------------------------------------------- doctor
+
+@app.command()
+def doctor(ctx: typer.Context, domain: str,
+           nameserver: Annotated[str | None, typer.Option(
+               "--nameserver", help="Ask this server (IP[:PORT]) instead of the system "
+               "resolver.")] = None,
+           timeout: Annotated[float, typer.Option(
+               "--timeout", min=0.1, help="Seconds per lookup.")] = 5.0) -> None:
+    """Check that DOMAIN publishes the records 'mss dns records DOMAIN' prints (MX, SRV,
+    autoconfig, the targets' addresses): a table check/status/fix; exit 0 all ok, 1 not."""
+    from mss.dns_cli import run_doctor
+
+    run_doctor(ctx, domain, nameserver, timeout)
 
 
 # --------------------------------------------------------------------------- keys

@@ -716,6 +716,10 @@ class AuthConfig:
                 raise Invalid(f"oidc[{index}].name", f"duplicate name {one.name!r}")
             if one.issuer in [o.issuer for o in named[:index]]:
                 raise Invalid(f"oidc[{index}].issuer", f"duplicate issuer {one.issuer!r}")
+        introspecting = [i for i, o in enumerate(named) if o.introspection]
+        if len(introspecting) > 1:  # an opaque token names no issuer: it would go to each
+            raise Invalid(f"oidc[{introspecting[1]}].introspection", "only one issuer may "
+                          "introspect opaque tokens (a token would be shown to every one)")
         return dataclasses.replace(self, oidc=tuple(named))
 
     def issuer(self, name: str) -> OidcIssuerConfig | None:

@@ -120,10 +120,10 @@ def check_login(reader: Engine, login: str, password: str, *, service: str = "im
 
 def _failure(hashed: str | None, with_password: bool, with_app: bool, wrong_scope: bool,
              service: str) -> str:
-    """The private reason of a failed login of a known mailbox (audit)."""
+    """The private reason of a failed login of a known mailbox (audit): "wrong password"
+    when the mailbox password was offered (whether app passwords were too: method)."""
     if wrong_scope:
         return f"app password not valid for {service}"
     if not with_password:
         return "wrong app password" if with_app else "no login method offered"
-    reason = "wrong password" if hashed else "mailbox has no password"
-    return reason + ("; no app password matches" if with_app else "")
+    return "wrong password" if hashed else "mailbox has no password"

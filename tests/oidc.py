@@ -356,6 +356,31 @@ class OidcProvider:
                                       {"token": token}, self._basic(client))
         assert status == 200, f"revocation: HTTP {status}: {body[:300]}"
 
+    def add_client(self, client: Client) -> None:
+        """Register *client* (a portal's redirect URI); a running provider restarts (same
+        issuer, port and keys) to load it."""
+        self.clients[client.client_id] = client
+        if self.running:
+            self.restart()
+
+    def oidc_table(self, directory: Path, **overrides: Any) -> dict[str, Any]:
+        """An ``[[auth.oidc]]`` table for this issuer (JWT and opaque audiences, acr eidas1,
+        introspection with client "mss", whose secret is written under *directory*)."""
+        table: dict[str, Any] = {
+            "name": "test", "issuer": self.issuer, "audience": [JWT_RESOURCE, OPAQUE_RESOURCE],
+            "ca_file": str(self.ca_file), "required_acr": "eidas1", "client_id": "mss",
+            "client_secret_file": str(self.secret_file(directory)), "introspection": True,
+        }
+        table.update(overrides)
+        return table
+
+    def toml(self, directory: Path, **overrides: Any) -> str:
+        """:meth:`oidc_table` as TOML lines to append to a node's mss.toml."""
+        lines = ["", "[[auth.oidc]]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in self.oidc_table(directory,
+                                                                      **overrides).items()]
+        return "\n".join(lines) + "\n"
+
     def secret_file(self, directory: Path, client: str = "mss") -> Path:
         """The client's secret in a 0600 file (client_secret_file)."""
         path = directory / f"{client}.secret"

@@ -18,11 +18,12 @@ import pytest
 
 from mss.mailstore import app_passwords
 from mss.mailstore.errors import StoreError
-from tests.node import DOMAIN, PASSWORD, Node, make_node
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 SOURCE = "127.0.23.10"  # this branch's loopback block (CONTRACTS.md): the last use's address
+BACKENDS = BACKENDS
 
 
 # --------------------------------------------------------------------------- pure logic
@@ -61,8 +62,8 @@ def set_auth(text: str, listener: str, methods: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = make_node(tmp_path_factory.mktemp("apppw"), in_process=True,
+def node(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Node]:
+    n = make_node(tmp_path_factory.mktemp("apppw"), in_process=True, backend=backend,
                   extra_config="\n[imap]\nlogin_failures = 100\n")
     text = n.config.read_text().replace("[smtp]\n", "[smtp]\nauth_failures = 100\n", 1)
     text = set_auth(text, "imaps", ["password"])  # a front without app passwords
@@ -183,10 +184,10 @@ def test_app_password_with_real_clients(node: Node) -> None:
         assert rows[app_password_id][-2] == SOURCE, rows  # last use: from where
         assert rows[app_password_id][-3] != "-"
     records = login_records(node, "imap.login")
-    assert any(r["detail"] == {"mechanism": "LOGIN", "method": "app-password",  # type: ignore[comparison-overlap]
+    assert any(r["detail"] == {"mechanism": "LOGIN", "method": "app-password",
                                "app_password": str(imap_id)} for r in records), records
     smtp = login_records(node, "smtp.auth")
-    assert any(r["outcome"] == 0 and r["detail"] == {  # type: ignore[comparison-overlap]
+    assert any(r["outcome"] == 0 and r["detail"] == {
         "mechanism": "LOGIN", "method": "app-password", "app_password": str(both_id)}
         for r in smtp), smtp
     everything = json.dumps(node.audit())
@@ -265,3 +266,57 @@ def test_cli_errors_are_one_line(node: Node) -> None:
     assert error("revoke", BOB, str(made)) == \
         f"mss: error: app password {made} of {BOB} is already revoked"
     assert error("revoke", BOB, "seven").startswith("mss: error: Invalid value for 'ID'")
+
+
+def test_check_login_same_work_for_unknown_users(node: Node, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    """The same statements and the same number of scrypt runs whether the login names a
+    mailbox or not, for each set of methods; a match says which method and app password."""
+    import hashlib
+
+    from sqlalchemy import event
+
+    from mss import passwords
+    from mss.config import load_config
+    from mss.db import make_engine
+    from mss.login import LoginCheck, check_login
+
+    app_password_id, secret = add(node, BOB, "Work phone", "imap")
+    engine = make_engine(load_config(node.config).database_url, writer=False)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))  # (conn, cursor, statement, ...)
+    scrypts: list[int] = []
+    real_scrypt = hashlib.scrypt
+
+    def counted(*args: object, **kwargs: object) -> bytes:
+        scrypts.append(1)
+        return real_scrypt(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(passwords.hashlib, "scrypt", counted)
+
+    def work(login: str, password: str, methods: set[str]
+             ) -> tuple[list[str], int, LoginCheck]:
+        statements.clear()
+        scrypts.clear()
+        checked = check_login(engine, login, password, service="imap",
+                              methods=frozenset(methods))
+        return list(statements), len(scrypts), checked
+
+    try:
+        for methods, runs in (({"app-password"}, 0), ({"password", "app-password"}, 1),
+                              ({"password"}, 1)):
+            known = work(BOB, "not-the-secret", methods)
+            unknown = work(f"nobody@{DOMAIN}", "not-the-secret", methods)
+            assert known[0] == unknown[0] and known[1] == unknown[1] == runs, methods
+        _, runs, checked = work(BOB, secret, {"password", "app-password"})
+        assert runs == 0 and checked.method == "app-password"
+        assert checked.app_password_id == app_password_id
+        assert checked.mailbox is not None
+        _, runs, checked = work(BOB, PASSWORD, {"password", "app-password"})
+        assert runs == 1 and checked.method == "password"
+        assert checked.app_password_id is None
+        _, _, checked = work(BOB, secret, {"password"})  # app passwords not offered
+        assert checked.mailbox is None
+        assert checked.reason == "wrong password"
+    finally:
+        engine.dispose()

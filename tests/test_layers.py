@@ -62,7 +62,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
                   "proxy.outbound.cli", "mss.backup_cli",
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
-                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
+                  "mss.identity_cli"),  # mss auth (issue 15)
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

@@ -4,8 +4,12 @@ acr, key rotation, JWKS down) and opaque ones (RFC 7662 introspection and its ca
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from tests.oidc import (
     JWT_RESOURCE,
     OPAQUE_RESOURCE,
     OTHER_RESOURCE,
+    Client,
     OidcProvider,
     oidc_provider,  # noqa: F401 (the fixture)
 )
@@ -30,13 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def auth_config(provider: OidcProvider, tmp: Path, **overrides: Any) -> AuthConfig:
     """[[auth.oidc]] for *provider*, read by the real config parser."""
-    issuer: dict[str, Any] = {
-        "name": "test", "issuer": provider.issuer, "audience": [JWT_RESOURCE, OPAQUE_RESOURCE],
-        "ca_file": str(provider.ca_file), "required_acr": "eidas1",
-        "client_id": "mss", "client_secret_file": str(provider.secret_file(tmp)),
-        "introspection": True, "jwks_refetch_interval": 0.0,
-    }
-    issuer.update(overrides)
+    issuer = provider.oidc_table(tmp, **{"jwks_refetch_interval": 0.0, **overrides})
     return parse_config({"auth": {"oidc": [issuer]}}, tmp / "mss.toml").auth
 
 
@@ -48,6 +47,13 @@ async def verifier(oidc_provider: OidcProvider, tmp_path: Path) -> AsyncIterator
         yield v
     finally:
         await v.stop(time.monotonic() + 5)
+
+
+def test_toml_table_is_read_by_the_config_loader(oidc_provider: OidcProvider,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    raw = tomllib.loads(oidc_provider.toml(tmp_path, jwks_max_age=10.0))
+    auth = parse_config(raw, tmp_path / "mss.toml").auth
+    assert auth.oidc[0].issuer == oidc_provider.issuer and auth.oidc[0].jwks_max_age == 10.0
 
 
 async def test_good_jwt_gives_the_identity(oidc_provider: OidcProvider,  # noqa: F811
@@ -74,8 +80,10 @@ async def test_expired_jwt_refused(oidc_provider: OidcProvider,  # noqa: F811
     assert (await v.verify(token)).subject == ACCOUNT
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     time.sleep(max(0.0, exp - time.time()) + 1.1)
-    with pytest.raises(TokenRejected, match=r"expired \(exp\)"):
+    with pytest.raises(TokenRejected, match=r"expired \(exp\)") as refused:
         await v.verify(token)
+    assert refused.value.audit_detail() == {"reason": refused.value.reason, "issuer": "test"}
+    assert token not in str(refused.value.audit_detail())
     await v.stop(time.monotonic() + 5)
 
 
@@ -208,6 +216,14 @@ def test_config_refuses_an_issuer_without_audience(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"jwks_max_agee: unknown key \(did you mean "
                                           r"jwks_max_age\?\)"):
         parse_config(raw, tmp_path / "mss.toml")
+    one = {"issuer": "https://idp.test", "audience": ["x"], "introspection": True,
+           "client_id": "c", "client_secret_file": "s"}
+    raw = {"auth": {"oidc": [one, {**one, "issuer": "https://idp2.test"}]}}
+    with pytest.raises(ConfigError, match=r"auth\.oidc\[1\]\.introspection: only one"):
+        parse_config(raw, tmp_path / "mss.toml")
+    raw = {"auth": {"oidc": [one, {**one, "introspection": False}]}}
+    with pytest.raises(ConfigError, match=r"auth\.oidc\[1\]\.issuer: duplicate issuer"):
+        parse_config(raw, tmp_path / "mss.toml")
     auth = parse_config({"auth": {"oidc": [{"issuer": "https://idp.test/realm",
                                             "audience": ["x"]}]}}, tmp_path / "m.toml").auth
     assert auth.oidc[0].name == "oidc0"
@@ -308,4 +324,216 @@ async def test_untrusted_tls_is_unavailable(oidc_provider: OidcProvider,  # noqa
     v = TokenVerifier(auth_config(oidc_provider, tmp_path, ca_file=""))  # the system store
     with pytest.raises(TokenUnavailable, match="certificate verify failed|SSL"):
         await v.verify(oidc_provider.access_token())
+    await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- opaque tokens
+
+
+async def test_opaque_token_introspected(oidc_provider: OidcProvider,  # noqa: F811
+                                         verifier: TokenVerifier) -> None:
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    assert token.count(".") == 0  # opaque, not a JWT
+    identity = await verifier.verify(token)
+    assert identity.kind == "introspected" and identity.subject == ACCOUNT
+    assert identity.national_id == ACCOUNT and identity.acr == "eidas1"
+    assert identity.token_tail == token[-32:] and identity.jti is None
+    assert 250 < identity.expires_at - time.time() <= 300
+    detail = identity.audit_detail()
+    assert detail["token_tail"] == token[-32:] and token not in json.dumps(detail)
+
+
+async def test_inactive_opaque_token_refused(verifier: TokenVerifier) -> None:
+    never_issued = "x" * 11 + "y" * 32  # shaped like the provider's
+    with pytest.raises(TokenRejected, match=r"inactive \(introspection\)") as refused:
+        await verifier.verify(never_issued)
+    assert refused.value.audit_detail() == {"reason": "inactive (introspection)",
+                                            "issuer": "test", "token_tail": "y" * 32}
+    with pytest.raises(TokenRejected, match="malformed"):
+        await verifier.verify("not a b64token")
+
+
+async def test_revoked_token_refused_once_the_cache_ends(oidc_provider: OidcProvider,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    cache = 2.0
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection_cache=cache))
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    first = time.monotonic()
+    assert (await v.verify(token)).subject == ACCOUNT
+    oidc_provider.revoke(token)  # RFC 7009
+    # within introspection_cache the answer is reused (the documented window) ...
+    if time.monotonic() - first < cache - 0.5:
+        assert (await v.verify(token)).subject == ACCOUNT
+    time.sleep(max(0.0, first + cache + 0.2 - time.monotonic()))
+    with pytest.raises(TokenRejected, match="inactive"):  # ... then asked again: revoked
+        await v.verify(token)
+    # a fresh verifier (no cache) refuses it at once
+    fresh = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection_cache=0.0))
+    with pytest.raises(TokenRejected, match="inactive"):
+        await fresh.verify(token)
+    await v.stop(time.monotonic() + 5)
+    await fresh.stop(time.monotonic() + 5)
+
+
+async def test_introspection_cache_is_shorter_than_the_token_life(tmp_path: Path) -> None:
+    provider = OidcProvider(tmp_path / "own", host="127.0.21.4").start()
+    try:
+        v = TokenVerifier(auth_config(provider, tmp_path, introspection_cache=600.0,
+                                      clock_skew=0.0))
+        long_lived = provider.access_token(resource=OPAQUE_RESOURCE)
+        short = provider.access_token(client="mss-short", resource=OPAQUE_RESOURCE)
+        assert (await v.verify(long_lived)).subject == ACCOUNT
+        identity = await v.verify(short)  # a 2-second token
+        provider.stop()  # from now on only the cache answers
+        assert (await v.verify(long_lived)).subject == ACCOUNT  # cached (600 s, 300 s life)
+        time.sleep(max(0.0, identity.expires_at - time.time()) + 0.5)
+        # not cached past its life: asked again, and the issuer is down
+        with pytest.raises(TokenUnavailable, match="introspection"):
+            await v.verify(short)
+        provider.start()
+        with pytest.raises(TokenRejected, match="inactive|expired"):
+            await v.verify(short)
+        await v.stop(time.monotonic() + 5)
+    finally:
+        provider.stop()
+
+
+async def test_opaque_token_without_introspection_refused(oidc_provider: OidcProvider,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, introspection=False))
+    with pytest.raises(TokenRejected, match="no issuer with introspection"):
+        await v.verify(oidc_provider.access_token(resource=OPAQUE_RESOURCE))
+    await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+async def test_cached_jwt_verify_costs_well_under_a_millisecond_of_cpu(
+        oidc_provider: OidcProvider, verifier: TokenVerifier) -> None:  # noqa: F811
+    token = oidc_provider.access_token()
+    await verifier.verify(token)  # keys fetched
+    n = 1000
+    start = time.process_time()
+    for _ in range(n):
+        await verifier.verify(token)
+    per_verify = (time.process_time() - start) / n
+    print(f"cached JWT verify: {per_verify * 1e6:.0f} us of CPU")
+    assert per_verify < 0.001
+
+
+async def test_a_client_added_later_gets_tokens_at_its_redirect_uri(
+        own_provider: OidcProvider, tmp_path: Path) -> None:
+    portal = Client("portal", "portal-secret", ("https://127.0.21.9:8443/login/callback",))
+    own_provider.add_client(portal)  # restarts: same issuer and keys
+    code, verifier_, redirect = own_provider.authorization_code(client="portal")
+    assert redirect == portal.redirect_uris[0]
+    tokens = own_provider.redeem(code, verifier_, redirect, client="portal")
+    assert tokens.id_token is not None
+    v = TokenVerifier(auth_config(own_provider, tmp_path))
+    claims = await v.verify_jwt(tokens.id_token, "test", audience="portal", nonce=None)
+    assert claims["sub"] == ACCOUNT
+    with pytest.raises(TokenRejected, match="wrong audience"):
+        await v.verify_jwt(tokens.id_token, "test", audience="mss", nonce=None)
+    with pytest.raises(TokenRejected, match="nonce mismatch"):
+        await v.verify_jwt(tokens.id_token, "test", audience="portal", nonce="other")
+    assert (await v.verify(tokens.access_token)).subject == ACCOUNT
+    await v.stop(time.monotonic() + 5)
+
+
+# ----------------------------------------------------------------------------- mss auth
+
+
+def _mss(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mss", "--config", str(config), *args],
+                          input=stdin, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_mss_auth_check_and_verify_token(oidc_provider: OidcProvider,  # noqa: F811
+                                         tmp_path: Path) -> None:
+    config = tmp_path / "mss.toml"
+    config.write_text(oidc_provider.toml(tmp_path))
+    done = _mss(config, "auth", "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"test: ok: {oidc_provider.issuer} keys=key-1 "
+                                  f"introspection={oidc_provider.issuer}/token/introspection")
+    token = oidc_provider.access_token()
+    done = _mss(config, "auth", "verify-token", stdin=token + "\n")
+    assert done.returncode == 0, done.stderr
+    assert f"accepted: issuer=test subject={ACCOUNT} national_id={ACCOUNT} acr=eidas1" \
+        in done.stdout and token not in done.stdout + done.stderr
+    done = _mss(config, "auth", "verify-token", stdin="x" * 43 + "\n")
+    assert (done.returncode, done.stdout) == (1, "refused: inactive (introspection)\n")
+    done = _mss(config, "auth", "verify-token")
+    assert (done.returncode, done.stderr) == (2, "mss: error: no token on stdin\n")
+    done = _mss(config, "auth", "check", "nope")
+    assert done.returncode == 2 and "no [[auth.oidc]] issuer named 'nope'" in done.stderr
+
+
+def test_mss_auth_check_names_an_unreachable_issuer(tmp_path: Path) -> None:
+    provider = OidcProvider(tmp_path / "down", host="127.0.21.5")  # never started
+    config = tmp_path / "mss.toml"
+    config.write_text(provider.toml(tmp_path, timeout=2.0))
+    done = _mss(config, "auth", "check")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.startswith("test: unreachable: discovery: ")
+
+
+async def test_concurrent_first_logins_share_one_key_fetch(oidc_provider: OidcProvider,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    # nothing fetched yet, and one fetch allowed per 10 minutes: every one of the 20 logins
+    # is accepted only if they all wait for the first one's fetch
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, jwks_refetch_interval=600.0))
+    token = oidc_provider.access_token()
+    identities = await asyncio.gather(*(v.verify(token) for _ in range(20)))
+    assert {i.subject for i in identities} == {ACCOUNT}
+    await v.stop(time.monotonic() + 5)
+
+
+async def test_discovery_document_of_another_issuer_is_unusable(
+        oidc_provider: OidcProvider, tmp_path: Path) -> None:  # noqa: F811
+    # OIDC Discovery §4.3: the document must name the issuer configured, exactly
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, issuer=oidc_provider.issuer + "/",
+                                  discovery_url=oidc_provider.discovery_url))
+    with pytest.raises(TokenUnavailable, match="discovery document of issuer"):
+        await v.refresh("test")
+    await v.stop(time.monotonic() + 5)
+
+
+def test_metadata_endpoints_must_be_https() -> None:
+    from mss.identity.fetch import FetchError
+    from mss.identity.issuer import IssuerMetadata
+
+    doc = {"issuer": "https://idp.test", "jwks_uri": "https://idp.test/jwks",
+           "introspection_endpoint": "https://idp.test/introspect"}
+    assert IssuerMetadata.parse(doc, "https://idp.test").jwks_uri == "https://idp.test/jwks"
+    for name in ("jwks_uri", "introspection_endpoint", "token_endpoint"):
+        with pytest.raises(FetchError, match=f"{name} is not an https URL"):
+            IssuerMetadata.parse({**doc, name: "http://idp.test/x"}, "https://idp.test")
+    with pytest.raises(FetchError, match="jwks_uri missing"):
+        IssuerMetadata.parse({"issuer": "https://idp.test"}, "https://idp.test")
+
+
+async def test_national_id_claim_is_configurable(oidc_provider: OidcProvider,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    token = oidc_provider.access_token("810000000002")
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, national_id_claim="SubjectNameID"))
+    assert (await v.verify(token)).national_id == "810000000002"
+    none = TokenVerifier(auth_config(oidc_provider, tmp_path, national_id_claim="idNat"))
+    identity = await none.verify(token)  # accepted; no national id: the login maps none
+    assert identity.national_id is None and identity.subject == "810000000002"
+    await v.stop(time.monotonic() + 5)
+    await none.stop(time.monotonic() + 5)
+
+
+async def test_introspection_with_a_wrong_client_secret_is_unavailable(
+        oidc_provider: OidcProvider, tmp_path: Path) -> None:  # noqa: F811
+    secret = tmp_path / "wrong.secret"
+    secret.write_text("not-the-secret\n")
+    secret.chmod(0o600)
+    v = TokenVerifier(auth_config(oidc_provider, tmp_path, client_secret_file=str(secret)))
+    token = oidc_provider.access_token(resource=OPAQUE_RESOURCE)
+    with pytest.raises(TokenUnavailable, match=r"introspection: .*HTTP 401"):
+        await v.verify(token)  # our misconfiguration: temporary, never an acceptance
     await v.stop(time.monotonic() + 5)

@@ -11,6 +11,16 @@ class TokenError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.issuer = issuer  # the [[auth.oidc]] name, when known
+        self.token_tail: str | None = None  # an opaque token's last <= 32 characters
+
+    def audit_detail(self) -> dict[str, str]:
+        """The refusal's audit fields (the reason never quotes the token)."""
+        detail = {"reason": self.reason}
+        if self.issuer:
+            detail["issuer"] = self.issuer
+        if self.token_tail:
+            detail["token_tail"] = self.token_tail
+        return detail
 
 
 class TokenRejected(TokenError):

@@ -33,14 +33,14 @@ def https_only(url: str, what: str) -> str:
 
 async def request_json(session: aiohttp.ClientSession, method: str, url: str, *,
                        timeout: float, data: dict[str, str] | None = None,
-                       auth: aiohttp.BasicAuth | None = None) -> dict[str, Any]:
+                       headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One request; its JSON object answer (HTTP 200 only)."""
     https_only(url, "endpoint")
     try:
         async with asyncio.timeout(timeout):
             async with session.request(
-                    method, url, data=data, auth=auth, allow_redirects=False,
-                    headers={"Accept": "application/json"}) as response:
+                    method, url, data=data, allow_redirects=False,
+                    headers={"Accept": "application/json", **(headers or {})}) as response:
                 body = await response.content.read(MAX_RESPONSE + 1)
                 if len(body) > MAX_RESPONSE:
                     raise FetchError(f"{url}: answer larger than {MAX_RESPONSE} bytes")

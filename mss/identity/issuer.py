@@ -6,6 +6,7 @@ introspection endpoint."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import stat
 import time
@@ -99,6 +100,7 @@ class Issuer:
         self.name = config.name
         self._secret = client_secret
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._metadata: IssuerMetadata | None = None
         self._metadata_at = 0.0
         self._keys: dict[str, _Key] = {}
@@ -109,15 +111,19 @@ class Issuer:
 
     # ----------------------------------------------------------------- http
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        """The HTTPS client of this issuer, made in the running loop (a session is bound
+        to the loop it was made in: a verifier used by another loop gets a new one)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
             connector = aiohttp.TCPConnector(ssl=tls_context(self.config.ca_file), limit=16)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session_loop = loop
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
             await self._session.close()
-            self._session = None
+        self._session = None
 
     async def _get(self, url: str) -> dict[str, Any]:
         return await request_json(self.session(), "GET", url, timeout=self.config.timeout)
@@ -152,8 +158,10 @@ class Issuer:
             doc = await self._get(metadata.jwks_uri)
         except FetchError as exc:
             raise TokenUnavailable(f"jwks: {exc}", self.name) from None
+        if not isinstance(doc.get("keys"), list):  # RFC 7517 §5: {"keys": [...]}
+            raise TokenUnavailable("jwks: no \"keys\" array", self.name)
         keys: dict[str, _Key] = {}
-        for index, jwk in enumerate(doc.get("keys") or []):
+        for index, jwk in enumerate(doc["keys"]):
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             if jwk.get("kty") not in ("RSA", "EC", "OKP"):
@@ -167,6 +175,12 @@ class Issuer:
         self._keys, self._keys_at = keys, time.monotonic()
         self._attempt_failed = False
         log.info("oidc jwks fetched", issuer=self.name, keys=len(keys))
+
+    async def refresh_keys(self) -> tuple[str, ...]:
+        """Fetch the JWKS now (``mss auth check``); the kids of its usable keys."""
+        async with self._lock:
+            await self._fetch_keys()
+            return tuple(self._keys)
 
     async def signing_key(self, kid: str | None, alg: str) -> Any:
         """The public key for *kid* and *alg*. TokenRejected: no such key even after a
@@ -207,12 +221,12 @@ class Issuer:
         if not metadata.introspection_endpoint:
             raise TokenUnavailable("discovery document has no introspection_endpoint",
                                    self.name)
-        auth = aiohttp.BasicAuth(_form_encoded(self.config.client_id),
-                                 _form_encoded(self._secret or ""))
+        pair = f"{_form_encoded(self.config.client_id)}:{_form_encoded(self._secret or '')}"
+        basic = "Basic " + base64.b64encode(pair.encode()).decode()
         try:
             return await request_json(
                 self.session(), "POST", metadata.introspection_endpoint,
-                timeout=self.config.timeout, auth=auth,
+                timeout=self.config.timeout, headers={"Authorization": basic},
                 data={"token": token, "token_type_hint": "access_token"})
         except FetchError as exc:
             raise TokenUnavailable(f"introspection: {exc}", self.name) from None

@@ -114,14 +114,16 @@ class TokenVerifier:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Reads every issuer's discovery document and keys once (an issuer down is only
-        logged: its tokens get TokenUnavailable until it answers)."""
+        """Reads every issuer's discovery document and keys once, in parallel, waiting at
+        most each issuer's ``timeout`` (an issuer down is only logged: its tokens get
+        TokenUnavailable until it answers)."""
         async def warm(issuer: Issuer) -> None:
             try:
-                await issuer.signing_key(None, "RS256")
-            except TokenUnavailable as exc:
+                async with asyncio.timeout(issuer.config.timeout):
+                    await issuer.signing_key(None, "RS256")
+            except (TokenUnavailable, TimeoutError) as exc:
                 log.warning("oidc issuer unreachable at start", issuer=issuer.name,
-                            error=exc.reason)
+                            error=getattr(exc, "reason", "timeout"))
             except TokenRejected:
                 pass  # several keys: fetched all the same
         await asyncio.gather(*(warm(i) for i in self._issuers.values()))
@@ -149,11 +151,15 @@ class TokenVerifier:
         """For the OAUTHBEARER error JSON's openid-configuration (RFC 7628 §3.2.2)."""
         return self._issuer(issuer_name).config.discovery_url
 
-    def scope(self, issuer_name: str | None = None) -> str:
-        return "openid"
-
     async def metadata(self, issuer_name: str) -> IssuerMetadata:
         return await self._issuer(issuer_name).metadata()
+
+    async def refresh(self, issuer_name: str) -> tuple[IssuerMetadata, tuple[str, ...]]:
+        """The discovery document and the kids of the keys, fetched now (TokenUnavailable:
+        unreachable)."""
+        issuer = self._issuer(issuer_name)
+        kids = await issuer.refresh_keys()
+        return await issuer.metadata(), kids
 
     def client_credentials(self, issuer_name: str) -> tuple[str, str | None]:
         """(client_id, client secret) of an issuer (the portal's client)."""
@@ -167,10 +173,15 @@ class TokenVerifier:
             raise TokenRejected("malformed token (not an RFC 6750 b64token, or longer than "
                                 f"{MAX_TOKEN})")
         parts = _jwt_parts(token)
-        if parts is None:
-            return await self._introspect(token)
+        if parts is None:  # opaque: its tail may name it in the audit, whatever the answer
+            try:
+                return await self._introspect(token)
+            except TokenError as exc:
+                exc.token_tail = token[-TAIL:]
+                raise
         header, unverified = parts
-        issuer = self._by_iss.get(unverified.get("iss"))  # type: ignore[arg-type]
+        iss = unverified.get("iss")
+        issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise TokenRejected(f"unknown issuer {str(unverified.get('iss'))[:200]!r}")
         claims = await self._checked_jwt(issuer, token, header,
@@ -202,7 +213,7 @@ class TokenVerifier:
                 token, key, algorithms=[str(alg)], audience=list(audience),
                 issuer=config.issuer, leeway=config.clock_skew,
                 options={"require": ["exp", "iss", "aud", "sub"]})
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:  # TypeError: a key of another kty
             reason = next((text for kind, text in _JWT_ERRORS if isinstance(exc, kind)),
                           "invalid JWT")
             raise TokenRejected(f"{reason}: {exc}"[:300], issuer.name) from None
@@ -227,35 +238,23 @@ class TokenVerifier:
 
     # ----------------------------------------------------------------- introspection
     async def _introspect(self, token: str) -> TokenIdentity:
-        issuers = [i for i in self._issuers.values() if i.config.introspection]
-        if not issuers:
+        # an opaque token names no issuer: it goes to the one issuer that introspects (the
+        # config allows one), never shown to another
+        issuer = next((i for i in self._issuers.values() if i.config.introspection), None)
+        if issuer is None:
             raise TokenRejected("opaque token and no issuer with introspection = true")
         digest = hashlib.sha256(token.encode()).digest()
-        now = time.monotonic()
         cached = self._introspected.get(digest)
-        if cached is not None and cached[0] > now:
-            return self._cached(cached[1], issuers[0].name if len(issuers) == 1 else None)
-        tail = token[-TAIL:]
-        unavailable: TokenUnavailable | None = None
-        refusals: list[str] = []
-        for issuer in issuers:
-            try:
-                answer = await issuer.introspect(token)
-            except TokenUnavailable as exc:
-                unavailable = exc
-                continue
-            try:
-                identity = self._introspected_identity(issuer, answer, tail)
-            except TokenRejected as exc:
-                refusals.append(exc.reason)
-                continue
-            self._remember(digest, identity, issuer.config.introspection_cache)
-            return identity
-        if unavailable is not None:
-            raise unavailable
-        reason = "; ".join(refusals)
-        self._remember(digest, reason, min(i.config.introspection_cache for i in issuers))
-        raise TokenRejected(reason, issuers[0].name if len(issuers) == 1 else None)
+        if cached is not None and cached[0] > time.monotonic():
+            return self._cached(cached[1], issuer.name)
+        answer = await issuer.introspect(token)  # TokenUnavailable: nothing cached is used
+        try:
+            identity = self._introspected_identity(issuer, answer, token[-TAIL:])
+        except TokenRejected as exc:
+            self._remember(digest, exc.reason, issuer.config.introspection_cache)
+            raise
+        self._remember(digest, identity, issuer.config.introspection_cache)
+        return identity
 
     @staticmethod
     def _cached(entry: TokenIdentity | str, issuer: str | None) -> TokenIdentity:
