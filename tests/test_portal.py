@@ -233,6 +233,8 @@ def test_autoconfig_with_curl_over_verified_tls(served: tuple[Node, OidcProvider
         assert ("imap", host, node.ports["imaps"], "SSL", "OAuth2", "%EMAILADDRESS%") in incoming
         assert (str(node.ports["submissions"]), "SSL") in outgoing
         assert (str(node.ports["submission"]), "STARTTLS") in outgoing
+        assert ("imap", host, node.ports["imap-cert"], "STARTTLS", "TLS-client-cert",
+                "%EMAILADDRESS%") == incoming[-1]
     # a domain the node does not host: nothing
     proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
                            str(node.ca_file),

@@ -12,7 +12,9 @@ from mss.config import Config
 
 # (listener, protocol, implicit TLS): what a mail client is told about, best first
 MAIL_LISTENERS = (("imaps", "imap", True), ("imap", "imap", False),
-                  ("submissions", "smtp", True), ("submission", "smtp", False))
+                  ("submissions", "smtp", True), ("submission", "smtp", False),
+                  # the client-certificate fronts of professional software (EX_LPS_0300)
+                  ("imap-cert", "imap", False), ("submission-cert", "smtp", False))
 # listeners.<n>.auth -> Thunderbird's <authentication> values (config-v1.1 documentation)
 THUNDERBIRD_AUTH = MappingProxyType({
     "password": "password-cleartext", "app-password": "password-cleartext",
