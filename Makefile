@@ -17,10 +17,12 @@ WHITELIST_DIR ?= ../shared/data/liste-blanche
 #   by libsasl2-2); openssl and ca-certificates (TLS tooling the peers load);
 #   postgresql (initdb/pg_ctl/pg_basebackup: clusters the fixtures start; postgresql-client
 #   for psql, pg_dump); softhsm2 (a PKCS#11 token for the HSM key provider); curl (an IMAP
-#   client logging in with app passwords, imap:// --ssl-reqd).
+#   client logging in with app passwords, imap:// --ssl-reqd); chromium, chromium-driver and
+#   a font (the portal's browser test: Playwright drives Debian's chromium).
 DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
 	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates \
-	postgresql postgresql-client softhsm2 curl
+	postgresql postgresql-client softhsm2 curl \
+	chromium chromium-driver fonts-dejavu-core
 
 .PHONY: run test lint install install-test system-deps oidc-provider bench clean
 

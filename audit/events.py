@@ -82,6 +82,13 @@ class Event(StrEnum):
     AUDIT_EXPORT = "audit.export"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_PURGE = "audit.purge"
+    # the portal (proxy/portal, issue 15)
+    PORTAL_LOGIN = "portal.login"
+    PORTAL_LOGOUT = "portal.logout"
+    PORTAL_APP_PASSWORD_CREATE = "portal.app_password.create"
+    PORTAL_APP_PASSWORD_REVOKE = "portal.app_password.revoke"
+    PORTAL_HISTORY_READ = "portal.history.read"
+    PORTAL_REFUSED = "portal.refused"
 
 
 class Outcome(IntEnum):
@@ -309,6 +316,28 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "hash, signature in detail), shipped so that a witness can show a cut tail"),
     EventKind(Event.AUDIT_PURGE, SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
               "records older than the retention period were deleted after a checkpoint"),
+    # the portal (proxy/portal): one record per mailbox of the person, so that each
+    # mailbox's access history shows it; never a token, a code or a secret
+    EventKind(Event.PORTAL_LOGIN, USER_AUTHENTICATION, dcm("110122", "Login"), "E",
+              "a professional logged in to the portal through the OIDC issuer (issuer, "
+              "subject in detail) (0), or the login failed (8: state, code exchange, ID "
+              "token, no mailbox; reason)"),
+    EventKind(Event.PORTAL_LOGOUT, USER_AUTHENTICATION, dcm("110123", "Logout"), "E",
+              "a portal session ended by logout"),
+    EventKind(Event.PORTAL_APP_PASSWORD_CREATE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an app password was created in the portal (its id and scopes in detail, "
+              "never the secret)"),
+    EventKind(Event.PORTAL_APP_PASSWORD_REVOKE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an app password was revoked in the portal (its id in detail)"),
+    EventKind(Event.PORTAL_HISTORY_READ, AUDIT_LOG_USED,
+              own("MSS-PORTAL-HISTORY", "Access history read"), "R",
+              "a professional read their mailbox's access history in the portal"),
+    EventKind(Event.PORTAL_REFUSED, SECURITY_ALERT,
+              own("MSS-PORTAL-REFUSED", "Portal request refused"), "E",
+              "a portal request was refused: missing or wrong CSRF token, foreign Origin, a "
+              "mailbox or app password not the session's (reason, path)"),
 )
 
 

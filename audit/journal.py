@@ -175,3 +175,23 @@ def query_after(conn: Connection, after_id: int, limit: int) -> Iterator[dict[st
         out["detail"] = json.loads(out["detail"]) if out["detail"] else {}
         yield out
 
+
+
+def access_history(conn: Connection, addresses: Iterable[str], events: Iterable[str], *,
+                   limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
+    """The newest rows (at most *limit*, id below *before_id*) of *events* whose mailbox or
+    actor is one of *addresses*: what was done to those mailboxes, by them or by a
+    delegate (the portal's access history)."""
+    t = db.audit_log
+    wanted = [a.lower() for a in addresses]
+    stmt = (select(t).where(t.c.event.in_(list(events)),
+                            t.c.mailbox.in_(wanted) | t.c.actor.in_(wanted))
+            .order_by(t.c.id.desc()).limit(limit))
+    if before_id is not None:
+        stmt = stmt.where(t.c.id < before_id)
+    out = []
+    for row in conn.execute(stmt):
+        item = dict(row._mapping)
+        item["detail"] = json.loads(item["detail"]) if item["detail"] else {}
+        out.append(item)
+    return out

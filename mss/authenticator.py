@@ -29,6 +29,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import structlog
@@ -51,7 +52,8 @@ log = structlog.get_logger("mss.auth")
 Service = Literal["smtp", "imap"]
 PASSWORD_METHODS = frozenset({"password", "app-password"})
 TAIL = 32  # characters of an opaque token the audit may keep
-TOKEN_MECHANISMS = {"OAUTHBEARER": "oauthbearer", "XOAUTH2": "xoauth2"}  # SASL -> auth method
+TOKEN_MECHANISMS = MappingProxyType({"OAUTHBEARER": "oauthbearer",  # SASL -> auth method
+                                     "XOAUTH2": "xoauth2"})
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,6 @@ class Authenticator:
                 method, name, f"token_rejected: {exc.reason}", detail=detail))
         detail.update(identity.audit_detail())
         actor = f"{identity.issuer_name}:{identity.subject}"[:320]
-        name = f"sub:{actor}"
         if identity.national_id is None:
             return self._count(service, name, remote, AuthOutcome(
                 method, actor, "token_no_national_id: the token carries no national id "
@@ -255,8 +256,9 @@ class Authenticator:
 
 
 def _token_name(token: str) -> str:
-    """The throttle key of a token before it is verified: its subject as it claims it (a
-    JWT; unverified: a key, never a decision), else a digest of the token."""
+    """The throttle key of a token, the same before and after it is verified (one check
+    per login): a JWT's issuer and subject as it claims them (unverified: a key, never a
+    decision; a verified token's are its own), an opaque token's digest."""
     parts = token.split(".")
     if len(parts) == 3:
         try:

@@ -296,6 +296,8 @@ LISTENERS = MappingProxyType({  # name -> its defaults and what it serves (its h
                                  auth=("external",)),
     "imap-cert": _listener(2144, "software's IMAP front: STARTTLS asking for a client "
                            "certificate, then AUTHENTICATE EXTERNAL", auth=("external",)),
+    "portal": _listener(2443, "professionals' browsers (HTTPS): the portal, Thunderbird "
+                        "autoconfig, Outlook autodiscover; served only with portal.enabled"),
 })
 
 
@@ -725,6 +727,42 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    """The professionals' portal (proxy/portal, docs/portal.md) on the "portal" listener
+    (HTTPS, the tls.cert_file certificate): login through an [[auth.oidc]] issuer
+    (authorization code + PKCE), then app passwords, access history and client settings;
+    the same listener answers Thunderbird autoconfig and Outlook autodiscover. Off until
+    an issuer is set."""
+
+    enabled: bool = key(False, "true: serve the portal listener (needs issuer)")
+    issuer: str = key("", "the name of the [[auth.oidc]] issuer professionals log in with",
+                      example="psc")
+    client_id: str = key("", "the portal's OAuth client at the issuer (\"\": that issuer's "
+                         "client_id)")
+    client_secret_file: Path | None = key(None, "its secret, mode 0600, never logged "
+                                          "(absent: that issuer's client_secret_file)",
+                                          example="keys/portal-client.secret")
+    public_url: str = key("", "https URL browsers reach the portal by, without a trailing "
+                          "slash (the redirect URI is public_url + \"/login/callback\"); "
+                          "\"\": https://<listeners.portal.public_name>:<port>",
+                          scheme("https://", empty=True), norm=lambda v: v.rstrip("/"))
+    scope: str = key("openid profile", "scopes asked at the issuer (the ID token or UserInfo "
+                     "must then carry the issuer's national_id_claim; PSC: \"openid "
+                     "scope_all\")")
+    session_idle: float = key(900.0, "seconds without a request before a session ends",
+                              gt(0))
+    session_max: float = key(28800.0, "seconds a session lasts at most from its login", gt(0))
+    login_timeout: float = key(600.0, "seconds from the redirect to the issuer to the "
+                               "callback", gt(0))
+
+    def checked(self) -> Self:
+        if self.enabled and not self.issuer:
+            raise Invalid("issuer", "required when enabled = true (the [[auth.oidc]] name "
+                          "professionals log in with)")
+        return self
+
+
+@dataclass(frozen=True)
 class Config:
     """mss configuration: every key, with its default. Load order for every command:
     --config PATH, then $MSS_CONFIG, then ./var/mss.toml. An invalid value stops 'mss serve'
@@ -754,6 +792,13 @@ class Config:
     audit: AuditConfig = key(AuditConfig, "")
     directory: DirectoryConfig | None = key(None, "")
     auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
+    portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
+
+    def checked(self) -> Self:
+        if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:
+            raise Invalid("portal.issuer", f"{self.portal.issuer!r} names no [[auth.oidc]] "
+                          "issuer (their name key)")
+        return self
 
     # the attribute paths of the flat schema this one replaced
     @property
@@ -1071,7 +1116,11 @@ ca_file = "pki/ca.crt"
 hostname = "mx.{domain}"
 max_message_size = 52428800
 
-{listeners}[logging]
+{listeners}[portal]
+# the web portal and autoconfig (docs/portal.md): set issuer (an [[auth.oidc]] name) first
+enabled = false
+
+[logging]
 level = "info"
 """
 

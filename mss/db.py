@@ -260,6 +260,25 @@ login_failures = Table(
     Index("ix_login_failures_at", "at"),
 )
 
+# Portal sessions (proxy/portal/sessions.py), in the database so that every worker and node
+# serving the portal sees them: the row's id is the SHA-256 of the cookie's secret (a read
+# of the table gives no cookie); a row without national_id is a login in progress.
+portal_sessions = Table(
+    "portal_sessions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("public_id", String(32), nullable=False),  # the audit records' session field
+    Column("csrf", String(64), nullable=False),
+    Column("issuer", String(64), nullable=False),
+    Column("national_id", String(128)),
+    Column("subject", String(255)),
+    Column("state", String(64)),  # OIDC state, nonce and PKCE verifier of a pending login
+    Column("nonce", String(64)),
+    Column("verifier", String(128)),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Index("ix_portal_sessions_last_seen", "last_seen"),
+)
+
 audit_log = Table(
     "audit_log", metadata,
     Column("id", Integer, primary_key=True),

@@ -20,6 +20,7 @@ from mss.lifecycle import STOP_FLOOR, Component, remaining
 from mss.runtime import Runtime
 from proxy.imap.listeners import ImapListeners
 from proxy.outbound.worker import DeliveryWorker
+from proxy.portal.listener import PortalListener
 from proxy.smtp.listeners import SmtpListeners
 
 log = structlog.get_logger("mss.server")
@@ -140,7 +141,7 @@ class _ServerRecords:
     async def start(self) -> None:
         cfg, worker = self.runtime.app.config, self.runtime.worker
         listening = {name: f"{lc.host}:{lc.port}" for name, lc in cfg.listeners.items()
-                     if lc.enabled}
+                     if lc.enabled and (name != "portal" or cfg.portal.enabled)}
         await self.runtime.committer.run(lambda conn: append(conn, [AuditRecord(
             Event.SERVER_START, actor="mss", detail={"listeners": listening, "worker": worker})]))
         self.started = True
@@ -172,7 +173,7 @@ async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None,
 
     Parts start in order (committer, elections, whitelist watch, CRL refresh, change
     watcher, the elected periodic jobs and shipper, delivery worker, SMTP and IMAP
-    listeners) and stop in reverse
+    listeners, the portal) and stop in reverse
     order, each by one deadline *grace* seconds after the stop began: the SMTP listeners
     wait for DATA in flight and answer the rest 421 4.3.2 (RFC 5321 §3.8), IMAP says BYE
     (RFC 3501 §7.1.5), deliveries in flight finish or give their lease back, the committer
@@ -192,6 +193,8 @@ async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None,
                 await _start(stack, DeliveryWorker(runtime), shutdown)
             for listeners in (SmtpListeners(runtime), ImapListeners(runtime)):
                 await _start(stack, listeners, shutdown)
+            if app.config.portal.enabled and app.config.listeners["portal"].enabled:
+                await _start(stack, PortalListener(runtime), shutdown)
             await records.start()
             if ready is not None:
                 ready.set()

@@ -15,7 +15,8 @@ from mss.app import open_app
 from tests.node import Node
 
 # what the revisions after 0001 add (tests/test_migrations.py checks this list is whole)
-LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates")
+LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates",
+                "portal_sessions")
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"))
 
 

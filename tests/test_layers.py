@@ -54,6 +54,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "proxy.smtp": ("proxy.smtp.*",),
         "proxy.imap": ("proxy.imap.*",),
         "proxy.outbound": ("proxy.outbound.*",),
+        "proxy.portal": ("proxy.portal.*",),  # issue 15: the HTTPS portal and autoconfig
     },
     "roots": {  # the only modules that know every package
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",

@@ -268,3 +268,27 @@ def test_auth_line_of_12288_octets_is_read(setup: Setup) -> None:
         client.send(b"A" * 12300 + b"\r\n")  # a response line past the bound
         assert client.getreply() == (500, b"5.5.6 Authentication Exchange line is too long")
         assert client.noop()[0] == 250  # the session goes on
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def test_cli_bindings(setup: Setup) -> None:
+    node = setup.node
+    listed = node.cli("mailbox", "cert", "list", APP).stdout
+    assert listed.startswith(f"{APP}\tCN=lps.editeur.test,")
+    bad = node.cli("mailbox", "add", f"per@{DOMAIN}", "--type", "PER", "--cert-dn",
+                   SUBJECTS["unbound"], check=False)
+    assert bad.returncode == 2 and "only APP mailboxes" in bad.stderr
+    # the same DN written another way is the same DN: already bound
+    variant = ",".join(reversed(SUBJECTS["lps"].lower().split(",")))
+    taken = node.cli("mailbox", "cert", "add", f"expired@{DOMAIN}", "--cert-dn", variant,
+                     check=False)
+    assert taken.returncode == 2 and f"already bound to {APP}" in taken.stderr
+    garbage = node.cli("mailbox", "cert", "add", APP, "--cert-dn", "not a dn", check=False)
+    assert garbage.returncode == 2 and "--cert-dn" in garbage.stderr
+    both = node.cli("mailbox", "cert", "add", APP, check=False)
+    assert both.returncode == 2 and "exactly one of --cert FILE or --cert-dn DN" in both.stderr
+    node.cli("mailbox", "cert", "add", APP, "--cert", str(setup.pki / "unbound.crt"))
+    node.cli("mailbox", "cert", "remove", APP, "--cert-dn", SUBJECTS["unbound"])
+    events = [r["event"] for r in node.audit("--mailbox", APP)]
+    assert "admin.mailbox.cert.bind" in events and "admin.mailbox.cert.unbind" in events

@@ -321,3 +321,20 @@ def test_malformed_message(node: Node) -> None:
         assert client.docmd("AUTH", f"OAUTHBEARER {blob}")[0] == 501
         source = client.sock.getsockname()[0]
     assert "malformed OAUTHBEARER" in str(last_auth(node, "smtp.auth", source)["reason"])
+
+
+def test_failures_of_one_subject_are_throttled(node: Node,
+                                               oidc_provider: OidcProvider) -> None:  # noqa: F811
+    """The last test: it locks bob's subject (imap.login_failures = 5, from 5 addresses)."""
+    token = oidc_provider.access_token(BOB_ID)
+    for _ in range(5):  # authzid_required: bob has two mailboxes and names none
+        client = imap(node)
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
+            client.authenticate("OAUTHBEARER", answer(oauthbearer(token), []))
+        client.logout()
+    client = imap(node)
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+        client.authenticate("OAUTHBEARER", lambda _: oauthbearer(token, SHARED))
+    client.logout()
+    row = last_auth(node, "imap.login", client.source)
+    assert row["reason"] == "throttled" and row["outcome"] == 4
