@@ -34,7 +34,7 @@ from typing import Literal
 
 import structlog
 from cryptography import x509
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from mss.config import ListenerConfig
 from mss.identity.tokens import TokenRejected, TokenUnavailable, TokenVerifier
@@ -68,7 +68,6 @@ class AuthOutcome:
     temporary: bool = False  # issuer or CRL unavailable, database away: 454 / NO [UNAVAILABLE]
     throttled: bool = False  # refused without a check: locked after failures
     status: str = "invalid_token"  # OAUTHBEARER error status (RFC 6750 §3.1) on failure
-    app_password_id: int | None = None  # the app password used (apppw: touched on success)
 
     @property
     def ok(self) -> bool:
@@ -132,16 +131,17 @@ class Authenticator:
         APP mailbox; *authzid*, when given, must be that mailbox."""
         detail = {"mechanism": "EXTERNAL", "method": "external"}
         subject = certificate_dn(chain)
-        if subject is None:
-            return self._count(service, "cert:none", remote, AuthOutcome(
-                "external", remote, "no_certificate: no client certificate presented"
-                if not chain else "untrusted_chain: unparsable certificate", detail=detail))
-        text, key = subject
-        name = "cert:" + hashlib.sha256(key.encode()).hexdigest()[:32]
-        detail["cert_dn"] = text
+        text, key = subject or (remote, "")
+        name = "cert:" + hashlib.sha256(key.encode()).hexdigest()[:32] if subject \
+            else "cert:none"
         throttle = self.throttle(service)
         if await throttle.check(name, remote):
             return AuthOutcome("external", text, "throttled", detail=detail, throttled=True)
+        if subject is None:
+            return self._count(service, name, remote, AuthOutcome(
+                "external", remote, "no_certificate: no client certificate presented"
+                if not chain else "untrusted_chain: unparsable certificate", detail=detail))
+        detail["cert_dn"] = text
         result = await self.verifier.verify(chain)
         if result.fingerprint:
             detail["sha256"] = result.fingerprint
@@ -246,13 +246,6 @@ class Authenticator:
                 url = self.tokens.discovery_url(None) if self.tokens.config.oidc else None
         return oauthbearer_error(outcome.status, url, "openid")
 
-    def success_work(self, outcome: AuthOutcome, remote: str, when: float
-                     ) -> Callable[[Connection], None]:
-        """What a successful login writes in its audit transaction (the app password's
-        last use, when one was used)."""
-        def work(conn: Connection) -> None:
-            return None
-        return work
 
 
 def _token_name(token: str) -> str:

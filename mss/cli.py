@@ -288,15 +288,19 @@ def mailbox_show(ctx: typer.Context, address: str) -> None:
     import datetime as dt
 
     from mss.mailstore import mailboxes
+    from mss.mailstore.identities import certificates_of
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         m = mailboxes.require_mailbox(conn, address)
         count, size = mailboxes.mailbox_counts(conn, m.id)
+        bound = certificates_of(conn, m.address)
     created = dt.datetime.fromtimestamp(m.created_at, dt.UTC).isoformat(timespec="seconds")
     print(f"address:  {m.address}\ntype:     {m.type}\nrpps:     {m.rpps or '-'}\n"
           f"finess:   {m.finess or '-'}\nstate:    {'enabled' if m.enabled else 'disabled'}\n"
           f"password: {'set' if m.password_hash else 'none'}\ncreated:  {created}\n"
           f"messages: {count} ({size} bytes)")
+    for binding in bound:  # SASL EXTERNAL (mss mailbox cert)
+        print(f"cert_dn:  {binding.cert_dn}")
 
 
 @mailbox_app.command("disable")

@@ -292,3 +292,33 @@ def test_cli_bindings(setup: Setup) -> None:
     node.cli("mailbox", "cert", "remove", APP, "--cert-dn", SUBJECTS["unbound"])
     events = [r["event"] for r in node.audit("--mailbox", APP)]
     assert "admin.mailbox.cert.bind" in events and "admin.mailbox.cert.unbind" in events
+    assert "cert_dn:  CN=lps.editeur.test," in node.cli("mailbox", "show", APP).stdout
+
+
+def test_no_current_crl_is_a_temporary_failure(setup: Setup) -> None:
+    """The last test (it restarts the node): revocation configured from a URL that does
+    not answer, pki.crl_unavailable = "fail-closed": 454 4.7.0 / NO [UNAVAILABLE]."""
+    node = setup.node
+    node.stop()
+    text = node.config.read_text()
+    node.config.write_text(text.replace(
+        f'crl_files = ["{setup.pki / "organisations.crl.pem"}"]',
+        'crl_urls = ["http://127.0.22.1:9/organisations.crl"]\ncrl_fetch_timeout = 2'))
+    node.start()
+    try:
+        with smtp(setup, "submission-cert", context(setup, "lps")) as client:
+            code, text_ = client.docmd("AUTH", "EXTERNAL =")
+            assert (code, text_[:5]) == (454, b"4.7.0")
+            source = client.sock.getsockname()[0]
+        rows = node.wait_audit(lambda r: r["event"] == "smtp.auth"
+                               and r["remote_addr"] == source)
+        assert rows[-1]["outcome"] == 4
+        assert str(rows[-1]["reason"]).startswith("crl_unavailable: ")
+        client2 = imap(setup, "imap-cert", context(setup, "lps"))
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+            client2.authenticate("EXTERNAL", lambda _: b"")
+        client2.logout()
+    finally:
+        node.stop()
+        node.config.write_text(text)
+        node.start()

@@ -208,9 +208,7 @@ async def _sasl_verdict(s: ImapSession, cmd: Command, mechanism: str,
     its RFC 7628 §3.2.2 error challenge, which the client answers (%x01)."""
     mailbox = outcome.mailbox
     if mailbox is not None:
-        assert s.ctx.authenticator is not None
-        await _logged_in(s, cmd, mailbox, outcome.detail, s.ctx.authenticator.success_work(
-            outcome, s.remote_addr, time.time()))
+        await _logged_in(s, cmd, mailbox, outcome.detail, None)
         return
     await s.audit(s.record(
         Event.IMAP_LOGIN, Outcome.MINOR_FAILURE if outcome.throttled or outcome.temporary

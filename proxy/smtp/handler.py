@@ -207,16 +207,10 @@ class SmtpHandler:
             log.info("auth failed", session=session.id, remote=session.remote_addr,
                      mechanism=outcome.detail.get("mechanism"))
             return outcome
-        assert self.authenticator is not None
         session.login = mailbox.address
         session.may_send_as = frozenset({mailbox.address})
         batch = session.take_pending(record)
-        touch = self.authenticator.success_work(outcome, session.remote_addr, time.time())
-
-        def commit(conn: Connection) -> None:
-            append(conn, batch)
-            touch(conn)
-        await self.committer.run(commit)
+        await self.committer.run(lambda conn: append(conn, batch))
         return outcome
 
     # ------------------------------------------------------------------ MAIL / RCPT
