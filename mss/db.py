@@ -150,7 +150,7 @@ mailbox_grants = Table(
 )
 
 # App passwords (issue 15): per device, scoped, a SHA-256 of a random secret shown once
-# (mss/mailstore/app_passwords.py; migration versions/0005_app_passwords)
+# (mss/mailstore/app_passwords.py; migration versions/0005_app_passwords.py)
 app_passwords = Table(
     "app_passwords", metadata,
     Column("id", Integer, primary_key=True),

@@ -1,7 +1,7 @@
 """App passwords: per device, scoped (IMAP, SMTP), hashed, revocable (issue 15;
 mss/mailstore/app_passwords.py).
 
-Revision ID: 0005_app_passwords
+Revision ID: 0005
 Revises: 0004
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_app_passwords"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None

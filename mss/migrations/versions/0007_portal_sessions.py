@@ -1,7 +1,7 @@
 """Portal sessions in the database (every worker and node serving the portal sees them).
 
-Revision ID: 0005_portal_sessions
-Revises: 0005_mailbox_certificates
+Revision ID: 0007
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_portal_sessions"
-down_revision = "0005_mailbox_certificates"  # after fix/sasl's (the lead renumbers)
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

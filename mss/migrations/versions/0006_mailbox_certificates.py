@@ -1,8 +1,8 @@
 """APP mailboxes bound to client certificates (SASL EXTERNAL, issue 15): one row per subject
 DN, the DN kept as given and as its canonical key (trustspace/dn.py), unique.
 
-Revision ID: 0005_mailbox_certificates
-Revises: 0005_app_passwords
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_mailbox_certificates"
-down_revision = "0005_app_passwords"  # fix/apppw's, merged here: the lead renumbers
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
