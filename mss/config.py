@@ -1116,9 +1116,20 @@ ca_file = "pki/ca.crt"
 hostname = "mx.{domain}"
 max_message_size = 52428800
 
+# The four EX_LPS_0300 fronts ('mss dns records' prints their SRV records): submission and
+# imap take Pro Santé Connect tokens and app passwords, submission-cert and imap-cert the
+# IGC-Santé certificates of application (APP) mailboxes (docs/authentication.md).
 {listeners}[portal]
 # the web portal and autoconfig (docs/portal.md): set issuer (an [[auth.oidc]] name) first
 enabled = false
+
+# Pro Santé Connect as the token issuer (docs/identity.md); tokens are refused until set:
+# [[auth.oidc]]
+# name = "psc"
+# issuer = "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet"
+# audience = ["<the audience PSC puts in the tokens issued for your service>"]
+# required_acr = "eidas1"
+# national_id_claim = "preferred_username"  # the idNat ("8" + RPPS)
 
 [logging]
 level = "info"

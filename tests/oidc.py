@@ -57,6 +57,7 @@ OPAQUE_RESOURCE = "https://mss.test/mail-opaque"  # opaque tokens, introspected
 OTHER_RESOURCE = "https://other.test/api"  # a JWT for another audience
 REDIRECT_URI = "https://127.0.21.1/callback"  # never fetched: the code is read from it
 RESOURCES = {JWT_RESOURCE: "jwt", OPAQUE_RESOURCE: "opaque", OTHER_RESOURCE: "jwt"}
+ANSWERS = ("listening ", "reloaded ", "jwks ", "error ")  # provider.mjs's answer lines
 ACCOUNT = "810000000001"  # idNat of RPPS 10000000001 (the demo mailbox's)
 
 
@@ -206,15 +207,27 @@ class OidcProvider:
         return self
 
     def _answer(self, timeout: float = 10.0) -> str:
+        """provider.mjs's next answer line; other lines on its stdout (oidc-provider's own
+        notices, printed by console.info) are skipped into the provider's log."""
         assert self._proc is not None and self._proc.stdout is not None
-        result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not result:
-            raise AssertionError(f"oidc provider silent for {timeout}s")
-        return result[0].strip()
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            result: list[str] = []
+            reader = threading.Thread(target=self._read_line, args=(result,), daemon=True)
+            reader.start()
+            reader.join(left)
+            if not result or not result[0]:
+                break
+            line = result[0].strip()
+            if line.startswith(ANSWERS):
+                return line
+            if self._log is not None:
+                self._log.write(f"stdout: {line}\n")
+        raise AssertionError(f"oidc provider silent for {timeout}s")
+
+    def _read_line(self, into: list[str]) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        into.append(self._proc.stdout.readline())
 
     def _command(self, command: str) -> str:
         with self._lock:

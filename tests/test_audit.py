@@ -171,7 +171,7 @@ PS3_16 = {
     "110100": "Application Activity", "110101": "Audit Log Used", "110106": "Export",
     "110107": "Import", "110108": "Network Entry", "110113": "Security Alert",
     "110114": "User Authentication", "110120": "Application Start",
-    "110121": "Application Stop", "110122": "Login", "110124": "Attach",
+    "110121": "Application Stop", "110122": "Login", "110123": "Logout", "110124": "Attach",
     "110126": "Node Authentication", "110128": "Network Configuration",
     "110129": "Security Configuration", "110131": "Software Configuration",
     "110137": "User security Attributes Changed", "110150": "Application",
