@@ -30,9 +30,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import signal
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -170,7 +172,8 @@ def run_phase(node: Node, phase: str, login: Login, clients: int, logins: int,
 
 
 def sasl(mechanism: str, message: bytes) -> bytes:
-    return b"a AUTHENTICATE " + mechanism.encode() + b" " + base64.b64encode(message) + b"\r\n"
+    initial = base64.b64encode(message) or b"="  # RFC 4959 §3: "=" is an empty response
+    return b"a AUTHENTICATE " + mechanism.encode() + b" " + initial + b"\r\n"
 
 
 def oauthbearer(token: str) -> bytes:
@@ -230,12 +233,24 @@ introspection = true
     return node, provider, logins
 
 
+def spying(pid: int, out: str) -> subprocess.Popen[bytes]:
+    raw = ["--format", "raw"] if out.endswith(".txt") else []  # collapsed stacks
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-o", out,
+                            "--pid", str(pid), "--rate", "250", "--nonblocking", *raw],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the phase starts
+    return spy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--logins", type=int, default=600, help="per phase (password: /5)")
     parser.add_argument("--seconds", type=float, default=30.0, help="per phase at most")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--py-spy", metavar="OUT.svg",
+                        help="a flame graph of the server during the jwt phase (py-spy; "
+                        ".txt: collapsed stacks)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mss-bench-auth-") as tmp:
         node, provider, logins = setup(Path(tmp))
@@ -248,11 +263,17 @@ def main() -> None:
                 for way in ways.values():  # warm: discovery, keys, introspection answer
                     if way.command is not None:
                         one_connection(node.ports[way.listener], way)
-                rounds.append({
-                    phase: run_phase(node, phase, ways[phase], args.clients,
-                                     args.logins // 5 if phase == "password" else args.logins,
-                                     args.seconds, pid)
-                    for phase in PHASES})
+                results: dict[str, Result] = {}
+                for phase in PHASES:
+                    spy = spying(pid, args.py_spy) if args.py_spy and phase == "jwt" else None
+                    results[phase] = run_phase(
+                        node, phase, ways[phase], args.clients,
+                        args.logins // 5 if phase == "password" else args.logins,
+                        args.seconds, pid)
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
+                rounds.append(results)
         finally:
             node.stop()
             provider.stop()

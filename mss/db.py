@@ -74,6 +74,8 @@ mailboxes = Table(
     # the last IMAP UIDVALIDITY given to one of its folders (RFC 3501 §2.3.1.1: values only
     # grow, a deleted and recreated folder never gets one back; mailstore.folders.next_uidvalidity)
     Column("last_uidvalidity", COUNTER),
+    # a token login's national id names its PER mailboxes by RPPS (mss/mailstore/identities.py)
+    Index("ix_mailboxes_rpps", "rpps"),
 )
 
 # APP mailboxes bound to a client certificate's subject DN (SASL EXTERNAL, issue 15):

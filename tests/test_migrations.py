@@ -36,7 +36,7 @@ from mss import db, schema
 from mss.config import load_config
 from tests import node as nodes
 from tests.node import CHILD_ENV, DOMAIN, MSS, REPO, Node, make_node
-from tests.older import LATER_COLUMNS, LATER_TABLES, as_made_by_main
+from tests.older import LATER_COLUMNS, LATER_INDEXES, LATER_TABLES, as_made_by_main
 from tests.test_cli import one_line_error
 
 BACKENDS = nodes.BACKENDS  # the backend fixture: each test on SQLite and PostgreSQL
@@ -260,7 +260,7 @@ def test_database_of_an_older_mss_is_adopted_losing_nothing(tmp_path: Path) -> N
             UniqueConstraint(*(c.name for c in u.columns)) for u in table.constraints
             if isinstance(u, UniqueConstraint) and len(u.columns) > 1))
         for index in table.indexes:
-            if index.name != "ix_messages_folder_meta":
+            if index.name != "ix_messages_folder_meta" and index.name not in LATER_INDEXES:
                 Index(index.name, *(copy.c[c.name] for c in index.columns), unique=index.unique)
     engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     older.create_all(engine)
@@ -408,8 +408,9 @@ def test_force_drops_only_the_tables_of_mss(backend: str, tmp_path: Path) -> Non
 
 
 def test_older_shape_lists_what_later_revisions_add(tmp_path: Path) -> None:
-    """tests/older.py's LATER_TABLES/LATER_COLUMNS are exactly what the revisions after the
-    baseline add: a database at 0001 differs from the head by those and nothing else."""
+    """tests/older.py's LATER_TABLES/LATER_COLUMNS/LATER_INDEXES are exactly what the
+    revisions after the baseline add: a database at 0001 differs from the head by those and
+    nothing else."""
     from alembic import command
 
     engine = db.make_engine(f"sqlite:///{tmp_path / 'baseline.db'}")
@@ -421,8 +422,11 @@ def test_older_shape_lists_what_later_revisions_add(tmp_path: Path) -> None:
         found = inspect(conn)
         at_baseline = {t: {c["name"] for c in found.get_columns(t)}
                        for t in found.get_table_names() if t != schema.VERSION_TABLE}
+        indexes_at_baseline = {i["name"] for t in at_baseline for i in found.get_indexes(t)}
     engine.dispose()
     at_head = {t.name: {c.name for c in t.columns} for t in db.metadata.sorted_tables}
     assert set(at_head) - set(at_baseline) == set(LATER_TABLES)
     assert {(t, c) for t in at_baseline for c in at_head[t] - at_baseline[t]} == \
         set(LATER_COLUMNS)
+    assert {i.name for t in db.metadata.sorted_tables if t.name in at_baseline
+            for i in t.indexes} - indexes_at_baseline == set(LATER_INDEXES)

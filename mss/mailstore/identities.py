@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mss import db
@@ -42,36 +42,33 @@ def rpps_of(national_id: str) -> str | None:
     return found.group(1) if found else None
 
 
+_M, _G = db.mailboxes, db.mailbox_grants
+_OWN = _M.alias("own")  # the person's PER mailboxes, through which grants reach them
+# One statement built once (SQLAlchemy caches its compiled form), one round trip a login:
+# the enabled PER mailboxes of the RPPS, and the enabled mailboxes granted to one of them.
+_OF_RPPS = select(_M).where(and_(_M.c.enabled.is_(True), or_(
+    and_(_M.c.type == "PER", _M.c.rpps == bindparam("rpps")),
+    _M.c.id.in_(select(_G.c.mailbox_id).join(_OWN, _OWN.c.id == _G.c.grantee_id).where(
+        and_(_OWN.c.rpps == bindparam("rpps"), _OWN.c.type == "PER",
+             _OWN.c.enabled.is_(True))))))).order_by(_M.c.address)
+_OF_DN = select(_M).join(C, C.c.mailbox_id == _M.c.id).where(C.c.dn_key == bindparam("dn"))
+
+
 def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox]:
     """The enabled mailboxes the person may log in to: their PER mailboxes (by RPPS), then
     the ORG/APP mailboxes granted to any of them; by address, each once."""
     rpps = rpps_of(national_id)
     if rpps is None:
         return []
-    own = [mailbox_of(r) for r in conn.execute(
-        select(db.mailboxes).where(and_(db.mailboxes.c.rpps == rpps,
-                                        db.mailboxes.c.type == "PER",
-                                        db.mailboxes.c.enabled.is_(True)))
-        .order_by(db.mailboxes.c.address))]
-    if not own:
-        return []
-    shared = [mailbox_of(r) for r in conn.execute(
-        select(db.mailboxes).join(db.mailbox_grants,
-                                  db.mailbox_grants.c.mailbox_id == db.mailboxes.c.id)
-        .where(and_(db.mailbox_grants.c.grantee_id.in_([m.id for m in own]),
-                    db.mailboxes.c.enabled.is_(True)))
-        .order_by(db.mailboxes.c.address))]
-    seen: dict[str, Mailbox] = {}
-    for mailbox in (*own, *shared):
-        seen.setdefault(mailbox.address, mailbox)
-    return list(seen.values())
+    found = [mailbox_of(r) for r in conn.execute(_OF_RPPS, {"rpps": rpps})]
+    own = [m for m in found if m.type == "PER" and m.rpps == rpps]
+    return [*own, *(m for m in found if m not in own)] if own else []
 
 
 def mailbox_of_certificate(conn: Connection, dn_key: str) -> Mailbox | None:
     """The mailbox bound to the canonical DN *dn_key* (enabled or not: the caller says
     why it refuses), or None."""
-    row = conn.execute(select(db.mailboxes).join(C, C.c.mailbox_id == db.mailboxes.c.id)
-                       .where(C.c.dn_key == dn_key)).first()
+    row = conn.execute(_OF_DN, {"dn": dn_key}).first()
     return mailbox_of(row) if row else None
 
 

@@ -28,9 +28,12 @@ def upgrade() -> None:
     op.create_index("ux_mailbox_certificates_dn", "mailbox_certificates", ["dn_key"],
                     unique=True)
     op.create_index("ix_mailbox_certificates_mailbox", "mailbox_certificates", ["mailbox_id"])
+    # token logins look mailboxes up by the RPPS of a national id
+    op.create_index("ix_mailboxes_rpps", "mailboxes", ["rpps"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_mailboxes_rpps", "mailboxes")
     op.drop_index("ix_mailbox_certificates_mailbox", "mailbox_certificates")
     op.drop_index("ux_mailbox_certificates_dn", "mailbox_certificates")
     op.drop_table("mailbox_certificates")
