@@ -65,6 +65,11 @@ _TOMBSTONES = select(db.folders).where(and_(
     db.folders.c.mailbox_id == bindparam("mailbox"), db.folders.c.deleted_at.is_not(None)))
 
 
+_DEFAULTS_PRESENT = select(db.folders.c.name).where(and_(
+    db.folders.c.mailbox_id == bindparam("mailbox"), _LIVE,
+    db.folders.c.name.in_([name for name, _ in DEFAULT_FOLDERS])))
+
+
 _FOLDER_BY_NAME = _FOLDERS_OF.where(db.folders.c.name == bindparam("name"))
 
 
@@ -183,9 +188,11 @@ def ensure_default_folders(conn: Connection, keyring: crypto.Keyring, mailbox_id
     """Create any of INBOX, Sent, Drafts, Trash, Junk, Archive a mailbox lacks: the one
     place default folders are inserted, at ``mss mailbox add`` and at each IMAP login
     (mailboxes created before a folder was added to DEFAULT_FOLDERS get it lazily)."""
-    present = {f.name for f in folders(conn, keyring, mailbox_id)}
-    if all(n in present for n, _ in DEFAULT_FOLDERS):
-        return  # the hot path of a login: one read, no lock
+    # the hot path of a login: one read of the default names (stored in clear,
+    # mailstore.names), nothing decrypted, no lock
+    if len(conn.execute(_DEFAULTS_PRESENT, {"mailbox": mailbox_id}).all()) == \
+            len(DEFAULT_FOLDERS):
+        return
     lock(conn)  # another node's login may be creating them: read again under the lock
     present = {f.name for f in folders(conn, keyring, mailbox_id)}
     missing = [(n, u) for n, u in DEFAULT_FOLDERS if n not in present]
