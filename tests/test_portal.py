@@ -235,12 +235,42 @@ def test_autoconfig_with_curl_over_verified_tls(served: tuple[Node, OidcProvider
         assert (str(node.ports["submission"]), "STARTTLS") in outgoing
         assert ("imap", host, node.ports["imap-cert"], "STARTTLS", "TLS-client-cert",
                 "%EMAILADDRESS%") == incoming[-1]
+    configure_a_client_from(node, provider)
     # a domain the node does not host: nothing
     proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
                            str(node.ca_file),
                            url(node, "/mail/config-v1.1.xml?emailaddress=x@elsewhere.fr")],
                           capture_output=True, text=True, timeout=30)
     assert proc.stdout == "404"
+
+
+def configure_a_client_from(node: Node, provider: ET.Element) -> None:
+    """A client set up from the autoconfig answer alone: curl reaches the announced IMAP
+    (SSL) and SMTP (SSL) servers by the announced host name (resolved to the node's
+    loopback address: --resolve), verifies the certificate for that name, logs in with the
+    announced user name, lists the folders and sends a message."""
+    def server(kind: str, socket_type: str) -> tuple[str, str, str]:
+        for s in provider.findall(f"{kind}Server"):
+            if s.findtext("socketType") == socket_type and \
+                    s.findtext("authentication") == "password-cleartext":
+                return (s.findtext("hostname") or "", s.findtext("port") or "",
+                        (s.findtext("username") or "").replace("%EMAILADDRESS%", ALICE))
+        raise AssertionError(f"no {kind} {socket_type} server announced")
+
+    host, port, user = server("incoming", "SSL")
+    common = ["curl", "-sS", "--fail", "--max-time", "30", "--cacert", str(node.ca_file),
+              "--resolve", f"{host}:{port}:{node.host}", "--user", f"{user}:{PASSWORD}"]
+    listed = subprocess.run([*common, f"imaps://{host}:{port}/"], capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and "INBOX" in listed.stdout, listed.stderr
+    host, port, user = server("outgoing", "SSL")
+    common[common.index("--resolve") + 1] = f"{host}:{port}:{node.host}"
+    common[-1] = f"{user}:{PASSWORD}"
+    message = f"From: {ALICE}\r\nTo: {ALICE}\r\nSubject: autoconfig\r\n\r\nset up\r\n"
+    sent = subprocess.run([*common, f"smtps://{host}:{port}", "--mail-from", ALICE,
+                           "--mail-rcpt", ALICE, "-T", "-"], input=message,
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
 
 
 def test_autodiscover_pox(served: tuple[Node, OidcProvider]) -> None:
