@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import stat
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -62,22 +62,20 @@ class IssuerMetadata:
                    url("userinfo_endpoint"), url("end_session_endpoint"), doc)
 
 
-def read_client_secret(config: OidcIssuerConfig, index: int) -> str | None:
-    """The client secret of *config* (a 0600 file), or None when none is configured."""
-    path = config.client_secret_file
+def read_client_secret(path: Path | None, key: str) -> str | None:
+    """A client secret file (0600, refused otherwise), or None when none is configured;
+    *key* names it in the error (``auth.oidc[0].client_secret_file``)."""
     if path is None:
         return None
-    where = f"config: auth.oidc[{index}].client_secret_file"
     try:
-        mode = os.stat(path).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{where}: {path} is readable by group or others "
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"config: {key}: {path} is readable by group or others "
                               "(chmod 600)")
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{where}: {path}: {exc.strerror}") from None
+        raise ConfigError(f"config: {key}: {path}: {exc.strerror}") from None
     if not secret:
-        raise ConfigError(f"{where}: {path} is empty")
+        raise ConfigError(f"config: {key}: {path} is empty")
     return secret
 
 

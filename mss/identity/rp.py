@@ -14,9 +14,7 @@ import hashlib
 import json
 import secrets
 import ssl
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -68,22 +66,6 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def read_client_secret(path: Path | None, key: str) -> str | None:
-    """A client secret file (0600, refused otherwise); *key* names it in the error."""
-    if path is None:
-        return None
-    try:
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"config: {key}: {path} is readable by group or others "
-                              "(chmod 600)")
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"config: {key}: {path}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"config: {key}: {path} is empty")
-    return secret
 
 
 class RelyingParty:

@@ -105,7 +105,8 @@ class TokenVerifier:
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self._issuers = {o.name: Issuer(o, read_client_secret(o, i))
+        self._issuers = {o.name: Issuer(o, read_client_secret(
+            o.client_secret_file, f"auth.oidc[{i}].client_secret_file"))
                          for i, o in enumerate(config.oidc)}
         self._by_iss = {i.config.issuer: i for i in self._issuers.values()}
         # sha256(token) -> (monotonic time the entry ends, identity or refusal reason)

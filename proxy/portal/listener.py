@@ -8,7 +8,8 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from mss.identity.rp import RelyingParty, read_client_secret
+from mss.identity.issuer import read_client_secret
+from mss.identity.rp import RelyingParty
 from mss.identity.tokens import TokenVerifier
 from mss.runtime import Runtime
 from proxy.portal.web import LISTENER, Portal
