@@ -344,17 +344,30 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 # --------------------------------------------------------------------------- doctor
 
 @app.command()
-def doctor(ctx: typer.Context, domain: str,
+def doctor(ctx: typer.Context,
+           domains: Annotated[list[str] | None, typer.Argument(
+               metavar="[DOMAIN]...", help="Also check the DNS records of these hosted "
+               "domains.", show_default=False)] = None,
+           every_domain: Annotated[bool, typer.Option(
+               "--dns", help="Check the DNS records of every hosted domain.")] = False,
            nameserver: Annotated[str | None, typer.Option(
                "--nameserver", help="Ask this server (IP[:PORT]) instead of the system "
                "resolver.")] = None,
            timeout: Annotated[float, typer.Option(
-               "--timeout", min=0.1, help="Seconds per lookup.")] = 5.0) -> None:
-    """Check that DOMAIN publishes the records 'mss dns records DOMAIN' prints (MX, SRV,
-    autoconfig, the targets' addresses): a table check/status/fix; exit 0 all ok, 1 not."""
-    from mss.dns_cli import run_doctor
+               "--timeout", min=0.1, help="Seconds per lookup or connection.")] = 5.0,
+           json_out: Annotated[bool, typer.Option(
+               "--json", help="A JSON list of {check, status, fix}.")] = False) -> None:
+    """Check the node as an MSSanté auditor would (certificate and its DN in the whitelist,
+    CRLs, anchors, audit and directory destinations, key modes, schema, listeners, issuers)
+    and the DNS records of each DOMAIN: a table check/status/fix; exit 0 no fail, 1 a fail."""
+    from mss.config import resolve_config_path
+    from mss.doctor import run
 
-    run_doctor(ctx, domain, nameserver, timeout)
+    config_path = resolve_config_path(ctx.obj.get("config") if ctx.obj else None)
+    code = run(config_path, domains or [], every_domain=every_domain, nameserver=nameserver,
+               timeout=timeout, json_out=json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- keys
