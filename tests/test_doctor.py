@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests import rsyslog
+from tests import rsyslog, slapd
 from tests.node import (
     CHILD_ENV,
     DOMAIN,
@@ -31,6 +31,7 @@ from tests.node import (
     free_port,
     make_node,
 )
+from tests.oidc import OidcProvider
 from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.pki import issue_certificate, write_private_key
 
@@ -260,3 +261,85 @@ def test_table_fits_80_columns_and_bad_input(doctored: Doctored) -> None:
         bad = doctored.node.cli("doctor", *args, check=False)
         assert bad.returncode == 2 and bad.stdout == "", bad
         assert error in bad.stderr and len(bad.stderr.splitlines()) == 1, bad
+
+
+def test_the_directory_and_a_token_issuer_over_verified_tls(doctored: Doctored,
+                                                             tmp_path: Path) -> None:
+    slapd.require()
+    node = doctored.node
+    pki = node.data_dir / "pki"  # slapd serves our certificate (IP SAN 127.0.0.1) on StartTLS
+    instance = slapd.Slapd(tmp_path / "slapd", free_port(),
+                           tls=(pki / "ca.crt", pki / "server.crt", pki / "server.key"))
+    instance.configure()
+    instance.load([])
+    instance.start()
+    provider = OidcProvider(tmp_path / "oidc", host="127.0.33.2")
+    password = node.data_dir / "keys" / "ldap.password"
+    password.write_text(slapd.PASSWORD)
+    password.chmod(0o600)
+    url = instance.url
+    node.config.write_text(doctored.good_config + f'''
+[directory]
+urls = ["{url}"]
+base_dn = "ou=people,{slapd.SUFFIX}"
+bind_dn = "{slapd.READER_DN}"
+password_file = "keys/ldap.password"
+tls = "starttls"
+ca_file = "{pki / "ca.crt"}"
+interval = 0
+''' + provider.toml(tmp_path, timeout=2.0))
+    try:
+        provider.start()
+        code, rows = doctored.run()
+        assert code == 0 and not_ok(rows) == {}, rows
+        assert rows[f"directory {url}"]["fix"] == "verified TLS, bound"
+        assert rows["issuer test"]["fix"] == provider.discovery_url
+        assert {"key file directory.password_file",
+                "key file auth.oidc[0].client_secret_file"} <= set(rows)
+        provider.stop()
+        doctored.edit(rf'(?m)^ca_file = "{re.escape(str(pki / "ca.crt"))}"$',
+                      f'ca_file = "{provider.ca_file}"')  # anchors that are not slapd's
+        code, rows = doctored.run("--timeout", "2")
+        assert code == 1 and not_ok(rows) == {f"directory {url}": "fail",
+                                              "issuer test": "fail"}, rows
+        assert rows[f"directory {url}"]["fix"].startswith("unreachable or refused (LDAP")
+        assert rows["issuer test"]["fix"].startswith(f"{provider.discovery_url}: ")
+        assert rows["issuer test"]["fix"].endswith(": check the issuer URL, ca_file")
+    finally:
+        node.config.write_text(doctored.good_config)
+        provider.stop()
+        instance.stop()
+
+
+def _cert(days: int, eku: list[x509.ObjectIdentifier] | None,
+          ca: bool = False) -> x509.Certificate:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name.from_rfc4514_string("CN=mx.unit.test,O=Unit,C=FR")
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(1)
+               .not_valid_before(now - dt.timedelta(days=1))
+               .not_valid_after(now + dt.timedelta(days=days, hours=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_expiry_and_usage_checks() -> None:
+    """Pure checks on certificates built here: under 30 days a warning, a server-only or a
+    CA certificate unusable for mutual TLS."""
+    from mss.doctor import Ours, check_expiry, check_usage
+
+    now = dt.datetime.now(dt.UTC)
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert check_expiry(Ours((_cert(400, both),)), now).status == "ok"
+    soon = check_expiry(Ours((_cert(12, both),)), now)
+    assert soon.status == "warn" and soon.fix.startswith("expires in 12 days"), soon
+    server_only = Ours((_cert(400, [ExtendedKeyUsageOID.SERVER_AUTH]),))
+    assert check_usage(server_only, "server").status == "ok"
+    client = check_usage(server_only, "client")
+    assert client.status == "fail" and client.fix.startswith("extendedKeyUsage lacks "
+                                                             "clientAuth"), client
+    assert check_usage(Ours((_cert(400, None),)), "client").status == "ok"  # no EKU: any
+    assert check_usage(Ours((_cert(400, None, ca=True),)), "server").status == "fail"
