@@ -11,9 +11,10 @@
 A table (rich) is never wider than the terminal: ``COLUMNS`` when set, else the terminal's
 width, else 80 (a pipe). Long cells wrap (``overflow="fold"``) or are cut with an ellipsis
 (``overflow="ellipsis"``); no markup is read from the data. With ``--json``: one JSON list
-of objects on stdout, keyed by the columns' keys, values unformatted (numbers stay numbers,
-timestamps stay epoch seconds, None is null): what a script parses. ``emit_fields`` is the
-same for one record (``mss mailbox show``): aligned ``label: value`` lines or one object.
+of objects on stdout, each row with every key it was given (it may carry more than the
+table shows), values unformatted (numbers stay numbers, timestamps stay epoch seconds, None
+is null): what a script parses. ``emit_fields`` is the same for one record (``mss mailbox
+show``): aligned ``label: value`` lines or one object.
 
 Light to import (rich is loaded when a table is printed): every admin command loads this.
 """
@@ -109,11 +110,14 @@ def print_json(value: object) -> None:
 
 
 def emit(rows: Sequence[Mapping[str, object]], columns: Sequence[Column], *, json_out: bool,
-         title: str | None = None, caption: str | None = None) -> None:
-    """Print *rows* as a table fitting the terminal, or (``json_out``) as a JSON list of
-    objects keyed by the columns' keys. *title* and *caption* go with the table only."""
+         title: str | None = None, caption: str | None = None,
+         json_skip: Sequence[str] = ()) -> None:
+    """Print *rows* as a table of *columns* fitting the terminal, or (``json_out``) as a
+    JSON list of the rows themselves: every key of each row (a row may carry more than the
+    table shows) except *json_skip* (a key made for the table only). *title* and *caption*
+    go with the table only."""
     if json_out:
-        print_json([{c.key: row.get(c.key) for c in columns} for row in rows])
+        print_json([{k: v for k, v in row.items() if k not in json_skip} for row in rows])
         return
     from rich import box
     from rich.table import Table
