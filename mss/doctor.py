@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from mss.cli_output import Column, emit
 from mss.config import Config, ListenerConfig
 
 if TYPE_CHECKING:
@@ -667,21 +668,14 @@ def run(config_path: Path, domains: Sequence[str], *, every_domain: bool,
     return 1 if any(f.status == "fail" for f in findings) else 0
 
 
-def show(findings: Sequence[Finding], *, json_out: bool) -> None:
-    """The table (check, status, fix) or, with --json, a list of objects."""
-    rows = [f.row() for f in findings]
-    if json_out:
-        print(json.dumps(rows, ensure_ascii=False, indent=1))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+COLUMNS = (Column("check", min_width=12), Column("status"), Column("fix", min_width=20))
 
-    table = Table("CHECK", "STATUS", "FIX", box=None)
-    for row in rows:
-        table.add_row(*(Text(str(row[k])) for k in ("check", "status", "fix")))
-    Console().print(table)  # the terminal's width, COLUMNS honoured
+
+def show(findings: Sequence[Finding], *, json_out: bool) -> None:
+    """The table (check, status, fix; for an ok check, what was seen) fitting the terminal,
+    or with --json a list of {check, status, fix} (mss/cli_output.py)."""
     failed = sum(f.status == "fail" for f in findings)
     warned = sum(f.status == "warn" for f in findings)
-    print(f"{len(findings)} checks: " + ("all ok" if not failed and not warned
-                                         else f"{failed} fail, {warned} warn"))
+    summary = f"{len(findings)} checks: " + (f"{failed} fail, {warned} warn"
+                                             if failed or warned else "all ok")
+    emit([f.row() for f in findings], COLUMNS, json_out=json_out, caption=summary)
