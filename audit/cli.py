@@ -90,8 +90,8 @@ def audit_list(
 
 ABOUT = ("remote_addr", "mail_from", "rcpt", "mailbox", "message_id", "reason",
          "whitelist_version")
-AUDIT_COLUMNS = (Column("ts", header="time (UTC)", format=lambda v: f"{str(v)[:10]} {str(v)[11:19]}Z",
-                        min_width=10),
+AUDIT_COLUMNS = (Column("ts", header="time (UTC)", min_width=10,
+                        format=lambda v: f"{str(v)[:10]} {str(v)[11:19]}"),
                  Column("event"), Column("outcome", justify="right"), Column("actor"),
                  Column("about"))
 

@@ -17,6 +17,7 @@ import dns.exception
 import dns.resolver
 import typer
 
+from mss.cli_output import JSON_OPTION, print_json
 from mss.cli_support import fail, node
 from mss.config import Config
 from mss.dns_records import RRset, targets, zone_text
@@ -159,9 +160,14 @@ def hosted(ctx: typer.Context, domain: str) -> tuple[Config, str]:
 
 
 @dns_app.command("records")
-def records(ctx: typer.Context, domain: str) -> None:
+def records(ctx: typer.Context, domain: str, json_out: JSON_OPTION = False) -> None:
     """Print the zone lines DOMAIN publishes: MX, the SRV records of the client fronts
-    (RFC 6186/8314, EX_LPS_0300), the autoconfig names when the portal is served."""
+    (RFC 6186/8314, EX_LPS_0300), the autoconfig names when the portal is served (--json:
+    a list of record sets: name, type, values, why)."""
     config, name = hosted(ctx, domain)
+    if json_out:
+        print_json([{"name": s.name, "type": s.type, "values": list(s.values), "why": s.why}
+                    for s in expected(config, name, portal_of(config))])
+        return
     print(zone_text(config, name), end="")
 

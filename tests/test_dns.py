@@ -82,6 +82,9 @@ def test_records_are_the_zone_lines(node: Node) -> None:
     assert "; RFC 6186/8314, EX_LPS_0300: not offered" in out
     assert out.splitlines()[-1] == (f"; and an A/AAAA record for each target: {MX}, {IMAP}, "
                                     f"{IMAP_CERT}")
+    sets = node.cli_json("dns", "records", DOMAIN)  # the same records, one object per set
+    assert [f"{s['name']} 3600 IN {s['type']} {v}" for s in sets if s["type"] in ("MX", "SRV")
+            for v in s["values"]] == want
     # the same domain spelt otherwise; a domain not hosted here; no domain at all
     assert node.cli("dns", "records", DOMAIN.upper() + ".").stdout == out
     for bad, error in (("other.example", "mss: error: domain other.example is not hosted "
