@@ -20,7 +20,7 @@ import typer
 from mss.cli_output import JSON_OPTION, print_json
 from mss.cli_support import fail, node
 from mss.config import Config
-from mss.dns_records import RRset, targets, zone_text
+from mss.dns_records import RRset, expected, portal_of, targets, zone_text
 
 dns_app = typer.Typer(no_args_is_help=True, help="DNS records of the hosted domains.")
 NOT_OFFERED = "0 0 0 ."  # RFC 6186 §3.4: the service is not available here
