@@ -456,8 +456,9 @@ def check_directory(config: Config, timeout: float) -> list[Finding]:
     for label, url, tls, ca_file, bind_dn, password in targets:
         secure = url.startswith("ldaps://") or tls in ("ldaps", "starttls")
         try:
-            conn = ldap_connection(url, tls, ca_file, min(timeout, directory.timeout), bind_dn,
-                                   password(), read_only=True)
+            bounded = max(1.0, min(timeout, directory.timeout))  # ldap3 takes whole seconds
+            conn = ldap_connection(url, tls, ca_file, bounded, bind_dn, password(),
+                                   read_only=True)
             conn.unbind()
         except (LDAPException, OSError) as exc:
             findings.append(fail(f"{label} {url}", f"unreachable or refused "
@@ -515,8 +516,8 @@ def check_listeners(config: Config, ours: Ours | None, timeout: float) -> list[F
                 fix = f"nothing listens on {where}: start mss serve (or check listeners." \
                       f"{lc.name}.host / port)"
             elif isinstance(exc, ProtocolMismatch):
-                fix = f"{where} is not mss: {exc}; stop that service or move listeners." \
-                      f"{lc.name}.port"
+                fix = f"{where} answers, but not as the {lc.name} listener ({exc}): stop " \
+                      f"that service or move listeners.{lc.name}.port"
             else:
                 fix = f"{where}: {_why(exc)}: is mss serve running and healthy?"
             findings.append(fail(label, fix))
@@ -629,6 +630,8 @@ def dns_findings(config: Config, domains: Sequence[str], nameserver: str | None,
 def hosted_domains(engine: Engine, asked: Sequence[str], every: bool) -> list[str]:
     """The domains whose DNS to check: *asked* normalised (each hosted, else CliError), or
     every hosted domain with *every*."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from mss.addresses import normalize_domain
     from mss.cli_support import fail as cli_fail
     from mss.mailstore.domains import is_hosted_domain, list_domains
@@ -639,12 +642,17 @@ def hosted_domains(engine: Engine, asked: Sequence[str], every: bool) -> list[st
             names.append(normalize_domain(domain))
         except ValueError as exc:
             cli_fail(f"invalid domain {domain!r}: {exc}")
-    with engine.connect() as conn:
-        for name in names:
-            if not is_hosted_domain(conn, name):
-                cli_fail(f"domain {name} is not hosted here (mss domain add {name})")
-        if every:
-            names += [d for d in list_domains(conn) if d not in names]
+    if not names and not every:
+        return names
+    try:
+        with engine.connect() as conn:
+            for name in names:
+                if not is_hosted_domain(conn, name):
+                    cli_fail(f"domain {name} is not hosted here (mss domain add {name})")
+            if every:
+                names += [d for d in list_domains(conn) if d not in names]
+    except SQLAlchemyError:  # the "database" row says it; the DNS needs no database
+        pass
     return names
 
 

@@ -133,6 +133,10 @@ def status(rows: list[list[str]]) -> dict[str, str]:
 def test_doctor_all_right(node: Node, dns_server: DnsServer) -> None:
     code, rows = doctor(node, "--nameserver", f"{DNS_HOST}:{dns_server.port}")
     assert set(status(rows).values()) == {"ok"} and len(status(rows)) == 8, rows
+    every = node.cli("doctor", "--dns", "--json", "--nameserver", f"{DNS_HOST}:{dns_server.port}",
+                     check=False)  # every hosted domain: this one
+    assert {r["check"]: r["status"] for r in json.loads(every.stdout)
+            if r["check"].split()[0] in ("MX", "SRV", "A/AAAA")} == status(rows)
 
 
 def test_doctor_missing_and_wrong(node: Node, dns_server: DnsServer) -> None:

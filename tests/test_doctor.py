@@ -245,6 +245,15 @@ def test_a_listener_not_running(doctored: Doctored) -> None:
     assert code == 1 and not_ok(rows) == {"listener imap": "fail"}, rows
     assert rows["listener imap"]["fix"] == (f"nothing listens on {HOST}:{moved}: start mss "
                                             "serve (or check listeners.imap.host / port)")
+    mx = doctored.node.ports["mx"]  # another service there: the SMTP MX, not an IMAP server
+    doctored.edit(r"(\[listeners\.imap\]\nhost = \"[^\"]*\"\nport = )\d+", rf"\g<1>{mx}")
+    try:
+        code, rows = doctored.run()
+    finally:
+        doctored.node.config.write_text(doctored.good_config)
+    assert code == 1 and not_ok(rows) == {"listener imap": "fail"}, rows
+    assert rows["listener imap"]["fix"].startswith(
+        f"{HOST}:{mx} answers, but not as the imap listener (no IMAP greeting (b'220 "), rows
 
 
 def test_table_fits_80_columns_and_bad_input(doctored: Doctored) -> None:
