@@ -338,7 +338,7 @@ def _cert(days: int, eku: list[x509.ObjectIdentifier] | None,
 def test_expiry_and_usage_checks() -> None:
     """Pure checks on certificates built here: under 30 days a warning, a server-only or a
     CA certificate unusable for mutual TLS."""
-    from mss.doctor import Ours, check_expiry, check_usage
+    from mss.doctor.pki import Ours, check_expiry, check_usage
 
     now = dt.datetime.now(dt.UTC)
     both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
