@@ -352,7 +352,7 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 @app.command()
 def doctor(ctx: typer.Context,
            domains: Annotated[list[str] | None, typer.Argument(
-               metavar="[DOMAIN]...", help="Also check the DNS records of these hosted "
+               metavar="DOMAIN", help="Also check the DNS records of these hosted "
                "domains.", show_default=False)] = None,
            every_domain: Annotated[bool, typer.Option(
                "--dns", help="Check the DNS records of every hosted domain.")] = False,
