@@ -22,6 +22,7 @@ from audit.events import CATALOGUE, Event, Outcome
 from audit.fhir import to_audit_event
 from audit.journal import AuditRecord, append, count, query
 from audit.shipper import Outbox
+from mss.cli_output import JSON_OPTION, Column, emit, when
 from mss.cli_support import actor, fail, node
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
@@ -44,9 +45,10 @@ SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO 8601 start ti
 UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO 8601 end time (excluded).")]
 ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this actor.")]
 EventOpt = Annotated[str | None, typer.Option(
-    "--event", help="An event kind, or a prefix such as 'smtp.'.")]
+    "--event", help="An event kind, or a dotted prefix such as 'smtp' or 'admin.mailbox'.")]
 OutcomeOpt = Annotated[int | None, typer.Option("--outcome", help="0, 4, 8 or 12.")]
-MessageOpt = Annotated[str | None, typer.Option("--message-id", help="RFC 5322 Message-ID.")]
+MessageOpt = Annotated[str | None, typer.Option(
+    "--message-id", help="RFC 5322 Message-ID, with or without its angle brackets.")]
 PatientOpt = Annotated[str | None, typer.Option("--patient", help="Patient pseudonym.")]
 
 
@@ -55,8 +57,10 @@ def _filters(mailbox: str | None, since: str | None, until: str | None, actor: s
              patient: str | None) -> dict[str, Any]:
     if outcome is not None and outcome not in (0, 4, 8, 12):
         fail(f"--outcome: {outcome} is not 0, 4, 8 or 12")
-    if event and not event.endswith(".") and event not in CATALOGUE:
-        fail(f"--event: unknown event kind {event!r} (see docs/audit-events.md)")
+    stem = (event or "").removesuffix(".")
+    if event and not any(k == stem or k.startswith(f"{stem}.") for k in CATALOGUE):
+        fail(f"--event: {event!r} is no event kind nor dotted prefix of one "
+             "(see docs/audit-events.md)")
     return {"mailbox": mailbox, "since": _since(since) if since else None,
             "until": _since(until, "--until") if until else None, "actor": actor, "event": event,
             "outcome": outcome, "message_id": message_id, "patient": patient}
@@ -67,9 +71,9 @@ def audit_list(
     ctx: typer.Context, mailbox: MailboxOpt = None, since: SinceOpt = None,
     until: UntilOpt = None, actor_name: ActorOpt = None, event: EventOpt = None,
     outcome: OutcomeOpt = None, message_id: MessageOpt = None, patient: PatientOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    json_out: JSON_OPTION = False,
 ) -> None:
-    """List audit records, oldest first."""
+    """List audit records, oldest first (--json: every field of each record)."""
     filters = _filters(mailbox, since, until, actor_name, event, outcome, message_id, patient)
     with node(ctx) as app:
         with app.reader.connect() as conn:
@@ -79,15 +83,17 @@ def audit_list(
             append(conn, [AuditRecord(Event.AUDIT_READ, actor=actor(), mailbox=mailbox,
                                       detail={**used, "rows": len(rows)})])
     for row in rows:
-        if as_json:
-            print(json.dumps(row, ensure_ascii=False, sort_keys=True))
-        else:
-            parts = [row["ts"], row["event"], str(row["outcome"]), row["actor"] or "-"]
-            for key in ("remote_addr", "mail_from", "rcpt", "mailbox", "message_id", "reason",
-                        "whitelist_version"):
-                if row[key] is not None:
-                    parts.append(f"{key}={row[key]}")
-            print("  ".join(parts))
+        row["about"] = "  ".join(f"{key}={row[key]}" for key in ABOUT if row[key] is not None)
+    emit(rows, AUDIT_COLUMNS, json_out=json_out, json_skip=("about",),
+         caption=f"{len(rows)} record(s)")
+
+
+ABOUT = ("remote_addr", "mail_from", "rcpt", "mailbox", "message_id", "reason",
+         "whitelist_version")
+AUDIT_COLUMNS = (Column("ts", header="time (UTC)", min_width=10,
+                        format=lambda v: f"{str(v)[:10]} {str(v)[11:19]}"),
+                 Column("event"), Column("outcome", justify="right"), Column("actor"),
+                 Column("about"))
 
 
 @audit_app.command("verify")
@@ -183,23 +189,26 @@ def audit_export(
 
 
 @audit_app.command("status")
-def audit_status(ctx: typer.Context) -> None:
+def audit_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     """Per configured destination: backlog, last record shipped, last success, last error."""
     with node(ctx) as app:
-        names = [d.name for d in app.config.audit.destinations]
-        if not names:
+        destinations = app.config.audit.destinations
+        if not destinations and not json_out:
             print("no audit destination configured ([[audit.destinations]])")
             return
-        rows = Outbox(app.engine, app.reader).status(names)
+        rows = Outbox(app.engine, app.reader).status([d.name for d in destinations])
+    listing = [{"destination": dest.name, "transport": dest.transport,
+                "address": f"{dest.host}:{dest.port}", "backlog": row["backlog"],
+                "shipped": row["last_id"], "newest": row["newest_id"],
+                "last_success_at": row.get("last_success_at"),
+                "last_error_at": row.get("last_error_at"), "last_error": row.get("last_error")}
+               for dest, row in zip(destinations, rows, strict=True)]
+    emit(listing, STATUS_COLUMNS, json_out=json_out)
 
-    def when(value: float | None) -> str:
-        if value is None:
-            return "never"
-        return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
 
-    for dest, row in zip(app.config.audit.destinations, rows, strict=True):
-        print(f"{dest.name} ({dest.transport} {dest.host}:{dest.port}): backlog {row['backlog']}"
-              f", shipped up to {row['last_id']} of {row['newest_id']}, last success "
-              f"{when(row.get('last_success_at'))}"
-              + (f", last error {when(row.get('last_error_at'))}: {row['last_error']}"
-                 if row.get("last_error") else ""))
+STATUS_COLUMNS = (Column("destination"), Column("transport"), Column("address"),
+                  Column("backlog", justify="right"), Column("shipped", justify="right"),
+                  Column("newest", justify="right"),
+                  Column("last_success_at", header="last success", format=when, min_width=10),
+                  Column("last_error_at", header="last error at", format=when, min_width=10),
+                  Column("last_error", header="last error"))

@@ -126,7 +126,9 @@ def query(conn: Connection, *, mailbox: str | None = None, since: str | None = N
           outcome: int | None = None, message_id: str | None = None,
           patient: str | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Rows as dicts, oldest first. *mailbox* matches the mailbox, actor, sender or
-    recipient; *event* matches a kind or a prefix ending in '.'; times are ISO 8601 UTC."""
+    recipient; *event* matches a kind or a dotted prefix ('admin.mailbox' or 'admin.mailbox.'
+    matches admin.mailbox.add, not admin.mailboxes); *message_id* with or without its angle
+    brackets (RFC 5322 §3.6.4 msg-id); times are ISO 8601 UTC."""
     t = db.audit_log
     stmt = select(t).order_by(t.c.id)
     if mailbox:
@@ -140,12 +142,14 @@ def query(conn: Connection, *, mailbox: str | None = None, since: str | None = N
     if actor:
         stmt = stmt.where(t.c.actor == actor)
     if event:
-        stmt = stmt.where(t.c.event.startswith(event) if event.endswith(".")
-                          else t.c.event == event)
+        stem = event.removesuffix(".")
+        stmt = stmt.where((t.c.event == stem)
+                          | t.c.event.startswith(f"{stem}.", autoescape=True))
     if outcome is not None:
         stmt = stmt.where(t.c.outcome == outcome)
     if message_id:
-        stmt = stmt.where(t.c.message_id == message_id)
+        bare = message_id.strip().removeprefix("<").removesuffix(">")
+        stmt = stmt.where(t.c.message_id.in_([f"<{bare}>", bare]))
     if patient:
         stmt = stmt.where(t.c.detail.contains(f'"patient":"{patient}"'))
     if limit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy import func, or_, select
@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 from directory.publish import desired_entries, publish, to_ldif
 from directory.sync import DirectorySync, RunReport, SyncError
 from mss import db
+from mss.cli_output import JSON_OPTION, Column, emit, print_json, when
 from mss.cli_support import actor, fail, node
 from mss.config import DEFAULT_ATTRIBUTES, read_secret
 from mss.mailstore import mailboxes
@@ -68,34 +69,41 @@ def directory_sync(
 
 
 @directory_app.command("status")
-def directory_status(ctx: typer.Context) -> None:
-    """Last runs, counts and age of the directory in force."""
+def directory_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """Counts and age of the directory in force, and its last five runs (--json: one
+    object: entries, last_good_at, runs)."""
     with node(ctx) as app, app.reader.connect() as conn:
         count = conn.execute(select(func.count()).select_from(db.directory_entries)).scalar()
-        runs = conn.execute(select(db.directory_runs).order_by(db.directory_runs.c.id.desc())
-                            .limit(5)).all()
+        runs = [dict(r._mapping) for r in conn.execute(
+            select(db.directory_runs).order_by(db.directory_runs.c.id.desc()).limit(5))]
+    ok = [r for r in runs if r["status"] == "ok"]
+    last_good = (ok[0]["finished_at"] or ok[0]["started_at"]) if ok else None
+    if json_out:
+        print_json({"entries": count, "last_good_at": last_good, "runs": runs})
+        return
     print(f"entries in force: {count}")
-    ok = [r for r in runs if r.status == "ok"]
-    if ok:
+    if last_good is not None:
         import time
 
-        age = time.time() - (ok[0].finished_at or ok[0].started_at)
-        print(f"last good run: {ok[0].kind} at {_when(ok[0].finished_at)} ({age:.0f} s ago)")
-    for r in runs:
-        print(f"run {r.id}: {r.kind} {r.status} started {_when(r.started_at)}: {r.entries} "
-              f"entries, +{r.added} ~{r.changed} -{r.removed}, {r.rejected} rejected"
-              + (f" ({r.error})" if r.error else ""))
+        print(f"last good run: {ok[0]['kind']} at {_when(last_good)} "
+              f"({time.time() - last_good:.0f} s ago)")
+    emit(runs, RUN_COLUMNS, json_out=False)
 
 
-def _row_line(row: Any) -> str:
-    return "\t".join(str(getattr(row, c) or "-") for c in
-                     ("mail", "type", "display_name", "id_nat", "profession", "city"))
+RUN_COLUMNS = (Column("id", header="run", justify="right"), Column("kind"), Column("status"),
+               Column("started_at", header="started", format=when, min_width=10),
+               Column("entries", justify="right"), Column("added", header="add", justify="right"),
+               Column("changed", header="chg", justify="right"),
+               Column("removed", header="del", justify="right"),
+               Column("rejected", header="rej", justify="right"), Column("error"))
 
 
 @directory_app.command("search")
 def directory_search(ctx: typer.Context, text: str,
-                     limit: Annotated[int, typer.Option("--limit")] = 50) -> None:
-    """Find entries by name, mail, idNat, profession or city; prints a table."""
+                     limit: Annotated[int, typer.Option("--limit")] = 50,
+                     json_out: JSON_OPTION = False) -> None:
+    """Find entries by name, mail, idNat, profession or city: mail, type, name, idNat,
+    profession, city."""
     e = db.directory_entries
     pattern = f"%{text.lower()}%"
     with node(ctx) as app, app.reader.connect() as conn:
@@ -103,27 +111,26 @@ def directory_search(ctx: typer.Context, text: str,
             e.c.mail.like(pattern), e.c.display_name.ilike(pattern), e.c.id_nat.like(pattern),
             e.c.profession.ilike(pattern), e.c.city.ilike(pattern), e.c.surname.ilike(pattern)
         )).order_by(e.c.mail).limit(limit)).all()
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
+    emit([{c: getattr(r, c) for c in SEARCH_KEYS} for r in rows], SEARCH_COLUMNS,
+         json_out=json_out)
 
-        table = Table("mail", "type", "name", "idNat", "profession", "city")
-        for r in rows:
-            table.add_row(*_row_line(r).split("\t"))
-        Console().print(table)
-    else:
-        for r in rows:
-            print(_row_line(r))
+
+SEARCH_KEYS = ("mail", "type", "display_name", "id_nat", "profession", "city")
+SEARCH_COLUMNS = (Column("mail"), Column("type"), Column("display_name", header="name"),
+                  Column("id_nat", header="idNat"), Column("profession"), Column("city"))
 
 
 @directory_app.command("show")
-def directory_show(ctx: typer.Context, address: str) -> None:
+def directory_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False) -> None:
     """Show the directory entry of one address."""
     e = db.directory_entries
     with node(ctx) as app, app.reader.connect() as conn:
         row = conn.execute(select(e).where(e.c.mail == address.lower())).first()
     if row is None:
         fail(f"{address} is not in the directory")
+    if json_out:
+        print_json({c.name: getattr(row, c.name) for c in e.columns if c.name != "digest"})
+        return
     for column in e.columns:
         if column.name != "digest":
             value = getattr(row, column.name)

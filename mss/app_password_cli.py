@@ -9,19 +9,12 @@ from typing import Annotated
 import typer
 
 from audit.events import Event
+from mss.cli_output import JSON_OPTION, Column, emit, when
 from mss.cli_support import actor, fail, node
 
 app_password_app = typer.Typer(
     no_args_is_help=True,
     help="App passwords: per device, scoped to IMAP and/or SMTP, shown once, revocable.")
-
-
-def _when(epoch: float | None) -> str:
-    import datetime as dt
-
-    if epoch is None:
-        return "-"
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @app_password_app.command("add")
@@ -46,20 +39,21 @@ def add(ctx: typer.Context, address: str,
 
 
 @app_password_app.command("list")
-def list_command(ctx: typer.Context, address: str) -> None:
+def list_command(ctx: typer.Context, address: str, json_out: JSON_OPTION = False) -> None:
     """List the app passwords of ADDRESS: id, label, scopes, created, last use, from, state."""
     from mss.mailstore import app_passwords, mailboxes
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         mailbox = mailboxes.require_mailbox(conn, address)
         rows = app_passwords.list_for(conn, mailbox.id)
-    table = [("ID", "LABEL", "SCOPES", "CREATED", "LAST USE", "FROM", "STATE")]
-    table += [(str(p.id), p.label, ",".join(p.scopes), _when(p.created_at),
-               _when(p.last_used_at), p.last_used_from or "-", p.state) for p in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
+    listing = [{"id": p.id, "label": p.label, "scopes": list(p.scopes),
+                "created_at": p.created_at, "last_used_at": p.last_used_at,
+                "last_used_from": p.last_used_from, "state": p.state} for p in rows]
+    emit(listing, (Column("id", justify="right"), Column("label"), Column("scopes"),
+                   Column("created_at", header="created", format=when, min_width=10),
+                   Column("last_used_at", header="last use", format=when, min_width=10),
+                   Column("last_used_from", header="from"), Column("state")),
+         json_out=json_out)
 
 
 @app_password_app.command("revoke")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from audit.events import Event
+from mss.cli_output import JSON_OPTION, Column, emit, when
 from mss.cli_support import actor, fail, node
 
 cert_app = typer.Typer(no_args_is_help=True,
@@ -80,14 +81,14 @@ def cert_remove(ctx: typer.Context, address: str, cert: CertFile = None,
 
 
 @cert_app.command("list")
-def cert_list(ctx: typer.Context, address: Annotated[str | None, typer.Argument()] = None
-              ) -> None:
+def cert_list(ctx: typer.Context, address: Annotated[str | None, typer.Argument()] = None,
+              json_out: JSON_OPTION = False) -> None:
     """The bindings: mailbox, subject DN, since."""
-    import datetime as dt
-
     from mss.mailstore.identities import certificates_of
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        for b in certificates_of(conn, address):
-            since = dt.datetime.fromtimestamp(b.created_at, dt.UTC).isoformat(timespec="seconds")
-            print(f"{b.mailbox}\t{b.cert_dn}\t{since}")
+        rows = [{"mailbox": b.mailbox, "cert_dn": b.cert_dn, "created_at": b.created_at}
+                for b in certificates_of(conn, address)]
+    emit(rows, (Column("mailbox"), Column("cert_dn", header="subject DN"),
+                Column("created_at", header="since", format=when, min_width=10)),
+         json_out=json_out)

@@ -22,6 +22,7 @@ from typer.exceptions import Abort, Exit, TyperException
 from audit.events import Event
 from mss.app_password_cli import app_password_app
 from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
+from mss.cli_output import JSON_OPTION, Column, emit, emit_fields, when
 from mss.cli_support import (
     PRIVATE_UMASK,
     CliError,
@@ -220,14 +221,17 @@ def domain_add(ctx: typer.Context, name: str,
 
 
 @domain_app.command("list")
-def domain_list(ctx: typer.Context) -> None:
-    """List hosted domains."""
+def domain_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """List hosted domains: name, where its mail goes (stored here or relayed)."""
     from mss.mailstore import domains
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         relays = domains.list_relays(conn)
-        for name in domains.list_domains(conn):
-            print(f"{name}\trelay to {relays[name]}" if name in relays else name)
+        rows = [{"domain": name, "relay_to": relays.get(name)}
+                for name in domains.list_domains(conn)]
+    emit(rows, (Column("domain"), Column("relay_to", header="relayed to",
+                                         format=lambda v: str(v) if v else "stored here")),
+         json_out=json_out)
 
 
 # --------------------------------------------------------------------------- mailboxes
@@ -273,20 +277,21 @@ def mailbox_add(
 
 
 @mailbox_app.command("list")
-def mailbox_list(ctx: typer.Context) -> None:
-    """List mailboxes: address, type, state."""
+def mailbox_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """List mailboxes: address, type, state, RPPS, FINESS."""
     from mss.mailstore import mailboxes
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        for m in mailboxes.list_mailboxes(conn):
-            print(f"{m.address}\t{m.type}\t{'enabled' if m.enabled else 'disabled'}")
+        rows = [{"address": m.address, "type": m.type,
+                 "state": "enabled" if m.enabled else "disabled", "rpps": m.rpps,
+                 "finess": m.finess} for m in mailboxes.list_mailboxes(conn)]
+    emit(rows, (Column("address"), Column("type"), Column("state"), Column("rpps"),
+                Column("finess")), json_out=json_out, caption=f"{len(rows)} mailbox(es)")
 
 
 @mailbox_app.command("show")
-def mailbox_show(ctx: typer.Context, address: str) -> None:
+def mailbox_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False) -> None:
     """Show one mailbox."""
-    import datetime as dt
-
     from mss.mailstore import mailboxes
     from mss.mailstore.identities import certificates_of
 
@@ -294,13 +299,14 @@ def mailbox_show(ctx: typer.Context, address: str) -> None:
         m = mailboxes.require_mailbox(conn, address)
         count, size = mailboxes.mailbox_counts(conn, m.id)
         bound = certificates_of(conn, m.address)
-    created = dt.datetime.fromtimestamp(m.created_at, dt.UTC).isoformat(timespec="seconds")
-    print(f"address:  {m.address}\ntype:     {m.type}\nrpps:     {m.rpps or '-'}\n"
-          f"finess:   {m.finess or '-'}\nstate:    {'enabled' if m.enabled else 'disabled'}\n"
-          f"password: {'set' if m.password_hash else 'none'}\ncreated:  {created}\n"
-          f"messages: {count} ({size} bytes)")
-    for binding in bound:  # SASL EXTERNAL (mss mailbox cert)
-        print(f"cert_dn:  {binding.cert_dn}")
+    record = {"address": m.address, "type": m.type, "rpps": m.rpps, "finess": m.finess,
+              "state": "enabled" if m.enabled else "disabled",
+              "password": "set" if m.password_hash else "none", "created_at": m.created_at,
+              "messages": count, "bytes": size,
+              "cert_dns": [b.cert_dn for b in bound]}  # SASL EXTERNAL (mss mailbox cert)
+    emit_fields(record, json_out=json_out, labels={"created_at": "created",
+                                                   "cert_dns": "cert DNs"},
+                formats={"created_at": when})
 
 
 @mailbox_app.command("disable")
@@ -344,17 +350,30 @@ def mailbox_revoke(ctx: typer.Context, address: str, user: str) -> None:
 # --------------------------------------------------------------------------- doctor
 
 @app.command()
-def doctor(ctx: typer.Context, domain: str,
+def doctor(ctx: typer.Context,
+           domains: Annotated[list[str] | None, typer.Argument(
+               metavar="DOMAIN", help="Also check the DNS records of these hosted "
+               "domains.", show_default=False)] = None,
+           every_domain: Annotated[bool, typer.Option(
+               "--dns", help="Check the DNS records of every hosted domain.")] = False,
            nameserver: Annotated[str | None, typer.Option(
                "--nameserver", help="Ask this server (IP[:PORT]) instead of the system "
                "resolver.")] = None,
            timeout: Annotated[float, typer.Option(
-               "--timeout", min=0.1, help="Seconds per lookup.")] = 5.0) -> None:
-    """Check that DOMAIN publishes the records 'mss dns records DOMAIN' prints (MX, SRV,
-    autoconfig, the targets' addresses): a table check/status/fix; exit 0 all ok, 1 not."""
-    from mss.dns_cli import run_doctor
+               "--timeout", min=0.1, help="Seconds per lookup or connection.")] = 5.0,
+           json_out: Annotated[bool, typer.Option(
+               "--json", help="A JSON list of {check, status, fix}.")] = False) -> None:
+    """Check the node as an MSSanté auditor would (certificate and its DN in the whitelist,
+    CRLs, anchors, audit and directory destinations, key modes, schema, listeners, issuers)
+    and the DNS records of each DOMAIN: a table check/status/fix; exit 0 no fail, 1 a fail."""
+    from mss.config import resolve_config_path
+    from mss.doctor import run
 
-    run_doctor(ctx, domain, nameserver, timeout)
+    config_path = resolve_config_path(ctx.obj.get("config") if ctx.obj else None)
+    code = run(config_path, domains or [], every_domain=every_domain, nameserver=nameserver,
+               timeout=timeout, json_out=json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- keys
@@ -381,16 +400,19 @@ def keys_rotate(ctx: typer.Context) -> None:
 
 
 @keys_app.command("status")
-def keys_status(ctx: typer.Context) -> None:
-    """Show the key-encryption key, master key versions and how many keys each wraps."""
+def keys_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """Show the master key versions: the key-encryption key wrapping each, how many keys
+    each wraps, the current one (titled with the key-encryption key in use)."""
     with node(ctx) as node_app, node_app.reader.connect() as conn:
         status = node_app.keyring.status(conn)
-    print(f"current master version: {status.current_version}")
-    print(f"key-encryption key:     {status.kek_id}")
-    for version, kek in sorted(status.versions.items()):
-        print(f"  master version {version}: wrapped by {kek}")
-    for version, count in sorted(status.wrapped_by_version.items()):
-        print(f"  version {version}: wraps {count} keys")
+    versions = sorted({*status.versions, *status.wrapped_by_version})
+    rows = [{"version": v, "current": v == status.current_version,
+             "wrapped_by": status.versions.get(v), "keys": status.wrapped_by_version.get(v, 0),
+             "kek_in_use": status.kek_id} for v in versions]
+    emit(rows, (Column("version", header="master version", justify="right"),
+                Column("current"), Column("wrapped_by", header="wrapped by"),
+                Column("keys", header="keys wrapped", justify="right")),
+         json_out=json_out, title=f"key-encryption key in use: {status.kek_id}")
 
 
 @keys_app.command("shred")

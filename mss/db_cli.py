@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mss.cli_output import JSON_OPTION, print_json
 from mss.cli_support import actor, fail
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def _engine(ctx: typer.Context) -> Engine:
 
 
 @db_app.command("status")
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     """Show the database's schema revision and this mss's (exit 1 when they differ)."""
     from sqlalchemy.exc import DBAPIError
 
@@ -44,6 +45,11 @@ def status(ctx: typer.Context) -> None:
         raise unusable(str(engine.url), exc) from None
     finally:
         engine.dispose()
+    if json_out:  # the same exit status
+        print_json({"database": schema.where(engine), "current": revision,
+                    "made_before_migrations": legacy, "head": schema.HEAD,
+                    "up_to_date": revision == schema.HEAD})
+        raise typer.Exit(0 if revision == schema.HEAD else 1)
     print(f"database: {schema.where(engine)}")
     print(f"current:  {revision or ('none (made before migrations)' if legacy else 'none')}")
     print(f"head:     {schema.HEAD}")

@@ -1,11 +1,11 @@
-"""``mss dns records DOMAIN`` (the zone lines to publish) and ``mss doctor DOMAIN`` (are
-they published?), from the records :mod:`mss.dns_records` computes (docs/dns.md).
+"""``mss dns records DOMAIN`` (the zone lines to publish) and the DNS checks of ``mss doctor
+DOMAIN`` (are they published? :mod:`mss.doctor` prints them), from the records
+:mod:`mss.dns_records` computes (docs/dns.md).
 
 The doctor asks the system resolver (/etc/resolv.conf) or ``--nameserver IP[:PORT]`` with
-dnspython, one query per name and type, and prints a table check / status / fix: ``ok``,
-``missing`` (NXDOMAIN or no record of that type), ``wrong`` (other values: what to publish
-and what to remove) or ``error`` (no answer: timeout, SERVFAIL). Exit 0 when every check is
-ok, 1 otherwise, 2 on bad input.
+dnspython, one query per name and type; each check is ``ok``, ``missing`` (NXDOMAIN or no
+record of that type), ``wrong`` (other values: what to publish and what to remove) or
+``error`` (no answer: timeout, SERVFAIL); the doctor shows the last three as ``fail``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import dns.exception
 import dns.resolver
 import typer
 
+from mss.cli_output import JSON_OPTION, print_json
 from mss.cli_support import fail, node
 from mss.config import Config
 from mss.dns_records import RRset, expected, portal_of, targets, zone_text
@@ -111,19 +112,6 @@ def diagnose(resolver: dns.resolver.Resolver, sets: list[RRset]) -> list[Check]:
             *(check_target(resolver, host) for host in targets(sets))]
 
 
-def render(checks: list[Check]) -> str:
-    rows = [("CHECK", "STATUS", "FIX")]
-    for c in checks:
-        fixes = c.fix or ("",)
-        rows.append((c.check, c.status, fixes[0]))
-        rows.extend(("", "", more) for more in fixes[1:])
-    width = [max(len(r[i]) for r in rows) for i in (0, 1)]
-    lines = [f"{a.ljust(width[0])}  {b.ljust(width[1])}  {c}".rstrip() for a, b, c in rows]
-    bad = sum(c.status != "ok" for c in checks)
-    lines.append(f"{len(checks)} checks: " + ("all ok" if not bad else f"{bad} to fix"))
-    return "\n".join(lines) + "\n"
-
-
 def parse_nameserver(text: str) -> tuple[str, int]:
     """``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` (port 53 by default)."""
     host, port = text.strip(), "53"
@@ -172,19 +160,14 @@ def hosted(ctx: typer.Context, domain: str) -> tuple[Config, str]:
 
 
 @dns_app.command("records")
-def records(ctx: typer.Context, domain: str) -> None:
+def records(ctx: typer.Context, domain: str, json_out: JSON_OPTION = False) -> None:
     """Print the zone lines DOMAIN publishes: MX, the SRV records of the client fronts
-    (RFC 6186/8314, EX_LPS_0300), the autoconfig names when the portal is served."""
+    (RFC 6186/8314, EX_LPS_0300), the autoconfig names when the portal is served (--json:
+    a list of record sets: name, type, values, why)."""
     config, name = hosted(ctx, domain)
+    if json_out:
+        print_json([{"name": s.name, "type": s.type, "values": list(s.values), "why": s.why}
+                    for s in expected(config, name, portal_of(config))])
+        return
     print(zone_text(config, name), end="")
 
-
-def run_doctor(ctx: typer.Context, domain: str, nameserver: str | None,
-               timeout: float) -> None:
-    """``mss doctor`` (its options are declared in mss/cli.py): the table, exit 0 or 1."""
-    resolver = make_resolver(nameserver, timeout)
-    config, name = hosted(ctx, domain)
-    checks = diagnose(resolver, expected(config, name, portal_of(config)))
-    print(render(checks), end="")
-    if any(c.status != "ok" for c in checks):
-        raise typer.Exit(1)

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mss.app import open_app
 from mss.mailstore import mailboxes, messages
@@ -48,6 +48,7 @@ def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "mss-test-pycache"))
+    env["COLUMNS"] = "80"  # the CLI's tables as an 80-column terminal shows them (issue 17)
     return env
 
 
@@ -182,6 +183,12 @@ class Node:
             raise AssertionError(f"mss {' '.join(args)} failed ({proc.returncode}): "
                                  f"{proc.stderr}{proc.stdout}")
         return proc
+
+    def cli_json(self, *args: str) -> Any:
+        """``mss ... ARGS --json``, parsed (mss.cli_output: a list, or one object)."""
+        import json
+
+        return json.loads(self.cli(*args, "--json").stdout)
 
     def cli_process(self, *args: str, input: str | None = None,
                     check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -319,7 +326,8 @@ class Node:
         import json
 
         out = self.cli("audit", "list", "--json", *args).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        rows: list[dict[str, object]] = json.loads(out)  # one JSON list (mss.cli_output)
+        return rows
 
     def wait_audit(self, predicate: object, timeout: float = 30.0,
                    count: int = 1) -> list[dict[str, object]]:

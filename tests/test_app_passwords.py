@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -84,11 +85,10 @@ def add(node: Node, address: str, label: str, scope: str | None = None) -> tuple
     return int(made.group(1)), out[1]
 
 
-def listed(node: Node, address: str) -> dict[int, list[str]]:
-    lines = node.cli("mailbox", "app-password", "list", address).stdout.splitlines()
-    assert lines[0].split() == ["ID", "LABEL", "SCOPES", "CREATED", "LAST", "USE", "FROM",
-                                "STATE"]
-    return {int(line.split()[0]): line.split() for line in lines[1:]}
+def listed(node: Node, address: str) -> dict[int, dict[str, Any]]:
+    table = node.cli("mailbox", "app-password", "list", address).stdout.splitlines()
+    assert "label" in table[0] and max(map(len, table)) <= 80  # COLUMNS=80 (tests/node.py)
+    return {row["id"]: row for row in node.cli_json("mailbox", "app-password", "list", address)}
 
 
 class SourcedIMAP(imaplib.IMAP4):
@@ -166,8 +166,8 @@ def test_app_password_with_real_clients(node: Node) -> None:
     imap_id, imap_secret = add(node, ALICE, "Thunderbird laptop", "imap")
     smtp_id, smtp_secret = add(node, ALICE, "Scanner", "smtp")
     both_id, both_secret = add(node, ALICE, "Outlook desk")
-    assert listed(node, ALICE)[both_id][-1] == "active"
-    assert listed(node, ALICE)[both_id][3] == "imap,smtp"
+    assert listed(node, ALICE)[both_id]["state"] == "active"
+    assert listed(node, ALICE)[both_id]["scopes"] == ["imap", "smtp"]
 
     assert imap_login(node, ALICE, imap_secret) == "OK"
     assert imap_login(node, ALICE, imap_secret.upper().replace("-", " "), plain=True) == "OK"
@@ -181,8 +181,8 @@ def test_app_password_with_real_clients(node: Node) -> None:
 
     rows = listed(node, ALICE)
     for app_password_id in (imap_id, smtp_id, both_id):
-        assert rows[app_password_id][-2] == SOURCE, rows  # last use: from where
-        assert rows[app_password_id][-3] != "-"
+        assert rows[app_password_id]["last_used_from"] == SOURCE, rows  # last use: from where
+        assert rows[app_password_id]["last_used_at"] is not None
     records = login_records(node, "imap.login")
     assert any(r["detail"] == {"mechanism": "LOGIN", "method": "app-password",
                                "app_password": str(imap_id)} for r in records), records
@@ -205,7 +205,7 @@ def test_wrong_scope_and_revoked_are_refused(node: Node) -> None:
         lambda r: r["event"] in ("imap.login", "smtp.auth") and r["actor"] == ALICE
         and "not valid for" in str(r.get("reason")), count=3)}
     assert reasons == {"app password not valid for smtp", "app password not valid for imap"}
-    assert listed(node, ALICE)[imap_id][-3] == "-"  # a refused login is no use
+    assert listed(node, ALICE)[imap_id]["last_used_at"] is None  # a refused login: no use
 
     out = node.cli("mailbox", "app-password", "revoke", ALICE, str(imap_id)).stdout
     assert out == f"app password {imap_id} of {ALICE} (Tablet) revoked\n"
@@ -214,7 +214,7 @@ def test_wrong_scope_and_revoked_are_refused(node: Node) -> None:
     assert curl_imap(node, ALICE, imap_secret).returncode != 0
     assert smtp_login(node, ALICE, smtp_secret, "LOGIN") == 535
     rows = listed(node, ALICE)
-    assert rows[imap_id][-1] == rows[smtp_id][-1] == "revoked"
+    assert rows[imap_id]["state"] == rows[smtp_id]["state"] == "revoked"
     # another mailbox's app password is not alice's
     _, bob_secret = add(node, BOB, "Bob's phone")
     assert "AUTHENTICATIONFAILED" in imap_login(node, ALICE, bob_secret)

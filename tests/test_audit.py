@@ -467,7 +467,12 @@ def test_query_filters(engine: Engine) -> None:
     with engine.connect() as conn:
         assert [r["event"] for r in query(conn, outcome=8)] == ["smtp.auth"]
         assert len(list(query(conn, event="smtp."))) == 12
-        assert [r["message_id"] for r in query(conn, message_id="<k@x>")] == ["<k@x>"]
+        assert len(list(query(conn, event="smtp"))) == 12  # a dotted prefix without its dot
+        assert [r["event"] for r in query(conn, event="smtp.message")] == [
+            "smtp.message.accepted"]
+        assert list(query(conn, event="smtp.mess")) == []  # never a part of a word
+        for written in ("<k@x>", "k@x", " <k@x> "):  # RFC 5322 msg-id, brackets or not
+            assert [r["message_id"] for r in query(conn, message_id=written)] == ["<k@x>"]
         assert [r["event"] for r in query(conn, patient="pp1")] == ["smtp.message.accepted"]
         assert [r["actor"] for r in query(conn, actor="x@y.fr")] == ["x@y.fr"]
         window = list(query(conn, since="2025-12-31T00:00:00.000000Z",

@@ -93,8 +93,9 @@ def test_records_arrive_as_rfc5424_with_dicom_xml(shipped: tuple[Node, rsyslog.R
         assert m.pri // 8 == 10  # authpriv
         check_audit_message(fromstring(m.xml))
         assert "body" not in m.xml and "Subject" not in m.xml  # never content
-    status = node.cli("audit", "status").stdout
-    assert "siem (tls 127.0.0.1:" in status and "last success" in status
+    status = node.cli_json("audit", "status")
+    assert status[0]["destination"] == "siem" and status[0]["transport"] == "tls"
+    assert status[0]["address"].startswith("127.0.0.1:") and status[0]["last_success_at"]
 
 
 def test_receiver_down_during_burst_loses_nothing(shipped: tuple[Node, rsyslog.Receiver]
@@ -159,8 +160,9 @@ def test_receiver_must_carry_the_destination_name(tmp_path: Path, names: list[st
                     if "certificate does not verify" in x)
         assert line["level"] == "error" and line["destination"] == "siem"
         assert line["server_name"] == "localhost" and "mismatch" in line["reason"].lower()
-        status = node.cli("audit", "status").stdout
-        assert "siem" in status and "Hostname mismatch" in status
+        status = node.cli_json("audit", "status")
+        assert status[0]["destination"] == "siem"
+        assert "Hostname mismatch" in str(status[0]["last_error"])
     finally:
         node.stop()
         receiver.stop()
@@ -217,9 +219,9 @@ def test_udp_datagrams_stay_within_2048_octets(tmp_path: Path) -> None:
                 datagrams.append(receiver.recv(65535))
             except TimeoutError:
                 if sum(b"MSS-MSG-ACCEPTED" in d for d in datagrams) >= 1 and \
-                        "RFC 5426" in node.cli("audit", "status").stdout:
+                        "RFC 5426" in json.dumps(node.cli_json("audit", "status")):
                     break
-        status = node.cli("audit", "status").stdout
+        status = json.dumps(node.cli_json("audit", "status"))
     finally:
         node.stop()
         receiver.close()

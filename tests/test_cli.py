@@ -89,19 +89,24 @@ def test_config_from_env_and_missing_config() -> None:
 
 
 def test_domains(node: Node) -> None:
-    assert node.cli("domain", "list").stdout.split() == [DOMAIN]
+    assert node.cli_json("domain", "list") == [{"domain": DOMAIN, "relay_to": None}]
     node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
-    assert "clinique-exemple.mssante.fr" in node.cli("domain", "list").stdout.split()
+    assert "clinique-exemple.mssante.fr" in [d["domain"] for d in node.cli_json("domain",
+                                                                                 "list")]
     assert "already hosted" in one_line_error(node.cli("domain", "add", DOMAIN, check=False))
     assert "invalid domain" in one_line_error(node.cli("domain", "add", "bad..name",
                                                        check=False))
 
 
 def test_mailboxes(node: Node) -> None:
-    out = node.cli("mailbox", "list").stdout
-    assert f"alice@{DOMAIN}\tPER\tenabled" in out
+    listed = node.cli_json("mailbox", "list")
+    assert {"address": f"alice@{DOMAIN}", "type": "PER", "state": "enabled",
+            "rpps": "10000000001", "finess": None} in listed
     show = node.cli("mailbox", "show", f"alice@{DOMAIN}").stdout
     assert "rpps:     10000000001" in show and "password: set" in show
+    record = node.cli_json("mailbox", "show", f"alice@{DOMAIN}")
+    assert record["rpps"] == "10000000001" and record["password"] == "set"
+    assert isinstance(record["created_at"], float | int) and record["cert_dns"] == []
     errors = [
         (["mailbox", "add", f"x@{DOMAIN}", "--type", "XYZ"], "invalid mailbox type"),
         (["mailbox", "add", "x@not-hosted.fr", "--type", "PER"], "not hosted"),
@@ -116,11 +121,11 @@ def test_mailboxes(node: Node) -> None:
     short = node.cli("mailbox", "add", f"w@{DOMAIN}", "--type", "PER", "--password-stdin",
                      input="short\n", check=False)
     assert "shorter than 8" in one_line_error(short)
-    assert f"w@{DOMAIN}" not in node.cli("mailbox", "list").stdout
+    assert f"w@{DOMAIN}" not in [m["address"] for m in node.cli_json("mailbox", "list")]
     node.cli("mailbox", "disable", f"secretariat@{DOMAIN}")
     assert "already disabled" in one_line_error(
         node.cli("mailbox", "disable", f"secretariat@{DOMAIN}", check=False))
-    assert "disabled" in node.cli("mailbox", "show", f"secretariat@{DOMAIN}").stdout
+    assert node.cli_json("mailbox", "show", f"secretariat@{DOMAIN}")["state"] == "disabled"
 
 
 def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> None:
@@ -173,9 +178,33 @@ def test_audit_list_filters_and_json(node: Node) -> None:
     future = node.audit_cli("--since", "2999-01-01")
     assert future == []
     text = node.cli("audit", "list").stdout
-    assert "admin.init" in text
+    assert "admin.init" in text and max(map(len, text.splitlines())) <= 80  # COLUMNS=80
+    # a kind, or a dotted prefix with or without its final dot; never a part of a word
+    adds = node.audit_cli("--event", "admin.mailbox.add")
+    assert adds and {r["event"] for r in adds} == {"admin.mailbox.add"}
+    for prefix in ("admin.mailbox", "admin.mailbox.", "admin"):
+        rows = node.audit_cli("--event", prefix)
+        assert {r["id"] for r in adds} <= {r["id"] for r in rows}
+        assert all(str(r["event"]).startswith(prefix.rstrip(".") + ".") for r in rows)
+    for part in ("admin.mail", "adm", "admin.mailbox.ad"):
+        assert "no event kind nor dotted prefix" in one_line_error(
+            node.cli("audit", "list", "--event", part, check=False))
     assert "not an ISO 8601" in one_line_error(node.cli("audit", "list", "--since", "yesterday",
                                                         check=False))
+    # --message-id as a mail client shows it (brackets) or as it was copied (none)
+    from audit.journal import AuditRecord, append
+    from mss.config import load_config
+    from mss.db import make_engine
+
+    engine = make_engine(load_config(node.config).database_url)
+    try:
+        with engine.begin() as conn:
+            append(conn, [AuditRecord("smtp.message.accepted", message_id="<cli.17@demo>")])
+    finally:
+        engine.dispose()
+    for written in ("<cli.17@demo>", "cli.17@demo"):
+        found = node.audit_cli("--message-id", written)
+        assert [r["message_id"] for r in found] == ["<cli.17@demo>"], written
     # every row chains to the previous one
     all_rows = node.audit_cli()
     for prev, row in zip(all_rows, all_rows[1:], strict=False):
@@ -212,7 +241,7 @@ def test_audit_verify_and_export(node: Node) -> None:
     assert len(fhir) >= len(lines) and all(r["resourceType"] == "AuditEvent" for r in fhir)
     admin = node.audit("--event", "admin.", "--outcome", "0")
     assert admin and all(r["event"].startswith("admin.") for r in admin)
-    assert "unknown event kind" in one_line_error(node.cli("audit", "list", "--event", "nope",
+    assert "no event kind nor dotted" in one_line_error(node.cli("audit", "list", "--event", "nope",
                                                            check=False))
     assert "not 0, 4, 8 or 12" in one_line_error(node.cli("audit", "list", "--outcome", "3",
                                                           check=False))

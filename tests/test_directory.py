@@ -235,8 +235,10 @@ unpublished_domains = ["operator-b.mssante.fr"]
         out = node.cli("directory", "sync", "--full")
         assert "full sync from" in out.stdout and "2 entries" in out.stdout
         assert "entries in force: 2" in node.cli("directory", "status").stdout
-        assert "dr.martin@operator-a.mssante.fr" in node.cli("directory", "search",
-                                                             "martin").stdout
+        status = node.cli_json("directory", "status")
+        assert status["entries"] == 2 and status["runs"][0]["status"] == "ok"
+        assert [r["mail"] for r in node.cli_json("directory", "search", "martin")] == [
+            "dr.martin@operator-a.mssante.fr"]
         assert "type: PER" in node.cli("directory", "show",
                                        "dr.martin@operator-a.mssante.fr").stdout
         node.start()

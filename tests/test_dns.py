@@ -5,6 +5,7 @@ listeners, then checked by the real CLI against a real DNS server on loopback
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -81,6 +82,9 @@ def test_records_are_the_zone_lines(node: Node) -> None:
     assert "; RFC 6186/8314, EX_LPS_0300: not offered" in out
     assert out.splitlines()[-1] == (f"; and an A/AAAA record for each target: {MX}, {IMAP}, "
                                     f"{IMAP_CERT}")
+    sets = node.cli_json("dns", "records", DOMAIN)  # the same records, one object per set
+    assert [f"{s['name']} 3600 IN {s['type']} {v}" for s in sets if s["type"] in ("MX", "SRV")
+            for v in s["values"]] == want
     # the same domain spelt otherwise; a domain not hosted here; no domain at all
     assert node.cli("dns", "records", DOMAIN.upper() + ".").stdout == out
     for bad, error in (("other.example", "mss: error: domain other.example is not hosted "
@@ -109,27 +113,30 @@ def test_autoconfig_names_point_at_the_portal(node: Node) -> None:
 
 
 def doctor(node: Node, *args: str) -> tuple[int, list[list[str]]]:
-    proc = node.cli("doctor", DOMAIN, *args, check=False)
+    """``mss doctor DOMAIN --json``: its DNS rows as [type, name, status, fix] (the node
+    checks that run too are tests/test_doctor.py's); the exit status says whether any row,
+    node checks included, failed."""
+    proc = node.cli("doctor", DOMAIN, "--json", *args, check=False)
     assert proc.stderr == "", proc.stderr
-    rows = [line.split(None, 2) for line in proc.stdout.splitlines()]
-    assert rows[0] == ["CHECK", "STATUS", "FIX"], proc.stdout
+    found = json.loads(proc.stdout)
+    assert proc.returncode == (1 if any(r["status"] == "fail" for r in found) else 0)
+    rows = [[*r["check"].split(None, 1), r["status"], r["fix"]] for r in found
+            if r["check"].split()[0] in ("MX", "SRV", "CNAME", "A/AAAA")]
     return proc.returncode, rows
 
 
 def status(rows: list[list[str]]) -> dict[str, str]:
-    """check -> status ('A/AAAA host' checks keep their two words)."""
-    found = {}
-    for row in rows[1:-1]:
-        if len(row) >= 3 and row[0] in ("MX", "SRV", "CNAME", "A/AAAA"):
-            found[f"{row[0]} {row[1]}"] = row[2].split()[0]
-    return found
+    """check -> status of the DNS rows."""
+    return {f"{row[0]} {row[1]}": row[2] for row in rows}
 
 
 def test_doctor_all_right(node: Node, dns_server: DnsServer) -> None:
     code, rows = doctor(node, "--nameserver", f"{DNS_HOST}:{dns_server.port}")
-    assert code == 0, rows
-    assert set(status(rows).values()) == {"ok"} and len(status(rows)) == 8
-    assert rows[-1] == ["8", "checks:", "all ok"]
+    assert set(status(rows).values()) == {"ok"} and len(status(rows)) == 8, rows
+    every = node.cli("doctor", "--dns", "--json", "--nameserver", f"{DNS_HOST}:{dns_server.port}",
+                     check=False)  # every hosted domain: this one
+    assert {r["check"]: r["status"] for r in json.loads(every.stdout)
+            if r["check"].split()[0] in ("MX", "SRV", "A/AAAA")} == status(rows)
 
 
 def test_doctor_missing_and_wrong(node: Node, dns_server: DnsServer) -> None:
@@ -142,18 +149,20 @@ def test_doctor_missing_and_wrong(node: Node, dns_server: DnsServer) -> None:
     code, rows = doctor(node, "--nameserver", f"{DNS_HOST}:{dns_server.port}")
     assert code == 1
     checks = status(rows)
-    assert checks == {
-        f"MX {DOMAIN}.": "wrong", f"SRV _submission._tcp.{DOMAIN}.": "ok",
-        f"SRV _submissions._tcp.{DOMAIN}.": "ok", f"SRV _imap._tcp.{DOMAIN}.": "missing",
-        f"SRV _imaps._tcp.{DOMAIN}.": "wrong", f"A/AAAA {MX}.": "ok",
-        f"A/AAAA {IMAP}.": "missing", f"A/AAAA {IMAP_CERT}.": "ok"}, rows
+    assert checks == {  # missing, wrong: the fix says which
+        f"MX {DOMAIN}.": "fail", f"SRV _submission._tcp.{DOMAIN}.": "ok",
+        f"SRV _submissions._tcp.{DOMAIN}.": "ok", f"SRV _imap._tcp.{DOMAIN}.": "fail",
+        f"SRV _imaps._tcp.{DOMAIN}.": "fail", f"A/AAAA {MX}.": "ok",
+        f"A/AAAA {IMAP}.": "fail", f"A/AAAA {IMAP_CERT}.": "ok"}, rows
     text = "\n".join(" ".join(r) for r in rows)
     # the fix: the line to publish, what to remove
     assert f"_imap._tcp.{DOMAIN}. 3600 IN SRV 10 100 {p['imap']} {IMAP}." in text
     assert f"_imaps._tcp.{DOMAIN}. 3600 IN SRV 20 100 {p['imaps']} {IMAP_CERT}." in text
     assert f"remove: _imaps._tcp.{DOMAIN}. SRV 10 100 {p['imaps']} {IMAP_CERT}." in text
     assert f"remove: {DOMAIN}. MX 20 mx.elsewhere.example." in text
-    assert rows[-1] == ["8", "checks:", "4 to fix"]
+    fixes = {f"{r[0]} {r[1]}": r[3] for r in rows}
+    assert "remove:" not in fixes[f"SRV _imap._tcp.{DOMAIN}."]  # missing: publish only
+    assert fixes[f"A/AAAA {IMAP}."] == f"{IMAP}. 3600 IN A <the address clients reach>"
 
 
 def test_doctor_without_an_answer_and_bad_input(node: Node) -> None:
@@ -164,11 +173,13 @@ def test_doctor_without_an_answer_and_bad_input(node: Node) -> None:
         silent.stop()
     checks = status(rows)
     assert code == 1 and checks.pop(f"SRV _submissions._tcp.{DOMAIN}.") == "ok"  # not offered
-    assert set(checks.values()) == {"missing"}
+    assert set(checks.values()) == {"fail"}
+    assert all("remove:" not in r[3] for r in rows)  # all missing
     port = free_port(DNS_HOST)  # nobody answers there: each lookup times out, bounded
     started = time.monotonic()
     code, rows = doctor(node, "--nameserver", f"{DNS_HOST}:{port}", "--timeout", "0.3")
-    assert code == 1 and set(status(rows).values()) == {"error"}
+    assert code == 1 and set(status(rows).values()) == {"fail"}
+    assert all(r[3].startswith("lookup failed") for r in rows)
     assert time.monotonic() - started < 30
     for bad, error in (("dns.example", "an address, not a name"),
                        (f"{DNS_HOST}:0", "port must be between 1 and 65535"),

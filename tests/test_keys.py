@@ -181,10 +181,10 @@ def test_node_on_the_pkcs11_provider_serves(tmp_path: Path) -> None:
     use_token(node, token)
     node.cli("keys", "init-hsm")
     node.cli("keys", "rotate")  # the upgrade path: every key moves under the token's KEK
-    status = node.cli("keys", "status").stdout
-    assert f"key-encryption key:     pkcs11:{token.label}/mss-kek" in status
-    assert f"master version 2: wrapped by pkcs11:{token.label}/mss-kek" in status
-    assert "version 1: wraps" not in status
+    status = {row["version"]: row for row in node.cli_json("keys", "status")}
+    assert status[2]["kek_in_use"] == f"pkcs11:{token.label}/mss-kek" and status[2]["current"]
+    assert status[2]["wrapped_by"] == f"pkcs11:{token.label}/mss-kek"
+    assert status[1]["keys"] == 0
     (node.data_dir / "keys" / "master.key").unlink()
     # two serving processes, forked after the parent checked the keys: each logs in itself
     config = node.config.read_text()
@@ -286,17 +286,18 @@ def test_database_made_before_providers_keeps_opening(fresh_node: Node) -> None:
     refused = fresh_node.cli("keys", "status", check=False)
     assert refused.returncode == 2 and "run mss db upgrade" in refused.stderr
     fresh_node.cli("db", "upgrade")  # revision 0002 adds what the keys need
-    status = fresh_node.cli("keys", "status").stdout
-    assert "master version 1: wrapped by key file" in status
+    status = {row["version"]: row for row in fresh_node.cli_json("keys", "status")}
+    assert status[1]["wrapped_by"] == "key file"
     assert read_all(fresh_node, BOB) == before
     fresh_node.cli("keys", "rotate")
-    status = fresh_node.cli("keys", "status").stdout
-    assert "version 2: wraps" in status and "version 1: wraps" not in status
-    assert "master version 2: wrapped by file:1:" in status
+    status = {row["version"]: row for row in fresh_node.cli_json("keys", "status")}
+    assert status[2]["keys"] > 0 and status[1]["keys"] == 0
+    assert str(status[2]["wrapped_by"]).startswith("file:1:")
     assert read_all(fresh_node, BOB) == before  # the mailbox keys themselves unchanged
     fresh_node.cli("mailbox", "add", f"dan@{DOMAIN}", "--type", "PER", "--rpps",
                    "10000000004")  # a new key, under the database-held version
-    assert "version 2: wraps 5 keys" in fresh_node.cli("keys", "status").stdout
+    status = {row["version"]: row for row in fresh_node.cli_json("keys", "status")}
+    assert status[2]["keys"] == 5
 
 
 def test_master_versions_are_cached_per_process(tmp_path: Path) -> None:

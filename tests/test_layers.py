@@ -63,7 +63,9 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "proxy.outbound.cli", "mss.backup_cli",
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
-                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
+                  "mss.cli_output",  # issue 17: tables fitting the terminal, --json
+                  "mss.doctor.*"),  # issue 17: the node checks of mss doctor
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

@@ -360,7 +360,7 @@ def test_init_refuses_a_non_empty_postgresql_database(tmp_path: Path) -> None:
 
     again = init(tmp_path / "a", url, "--force")  # a second init: mss's tables dropped
     assert again.returncode == 0, again.stderr
-    assert node.cli("domain", "list").stdout.split() == [DOMAIN]
+    assert [d["domain"] for d in node.cli_json("domain", "list")] == [DOMAIN]
     assert [r["event"] for r in node.audit()] == ["admin.init", "admin.domain.add"]
     assert cluster.psql("SELECT x FROM other_app", name).strip() == "7"
 

@@ -117,8 +117,10 @@ def test_relay_requires_an_identity(node: Node) -> None:
 
 
 def test_relay_cli(node: Node) -> None:
-    listing = node.cli("relay", "list").stdout
-    assert "clinic\tcertificate\tclinique.test" in listing and "lab\tpassword" in listing
+    listing = {r["name"]: r for r in node.cli_json("relay", "list")}
+    assert listing["clinic"]["method"] == "certificate"
+    assert listing["clinic"]["domains"] == ["clinique.test"]
+    assert listing["lab"]["method"] == "password" and listing["lab"]["cert_dn"] is None
     for args, error in (
             (("relay", "add", "x", "--domains", CLINIC), "exactly one of"),
             (("relay", "add", "x", "--domains", CLINIC, "--cert-dn", "CN=a",
@@ -140,7 +142,7 @@ def test_relay_cli(node: Node) -> None:
         assert len(lines) == 1 and lines[0].startswith("mss: error: ") and error in lines[0]
     node.cli("relay", "add", "temp", "--cert-dn", "CN=temp.test,C=FR", "--domains", CLINIC)
     node.cli("relay", "remove", "temp")
-    assert "temp" not in node.cli("relay", "list").stdout
+    assert "temp" not in [r["name"] for r in node.cli_json("relay", "list")]
     events = {r["event"] for r in node.audit()}
     assert {"admin.relay.add", "admin.relay.remove"} <= events
 

@@ -274,8 +274,9 @@ def test_auth_line_of_12288_octets_is_read(setup: Setup) -> None:
 
 def test_cli_bindings(setup: Setup) -> None:
     node = setup.node
-    listed = node.cli("mailbox", "cert", "list", APP).stdout
-    assert listed.startswith(f"{APP}\tCN=lps.editeur.test,")
+    listed = node.cli_json("mailbox", "cert", "list", APP)
+    assert listed[0]["mailbox"] == APP
+    assert str(listed[0]["cert_dn"]).startswith("CN=lps.editeur.test,")
     bad = node.cli("mailbox", "add", f"per@{DOMAIN}", "--type", "PER", "--cert-dn",
                    SUBJECTS["unbound"], check=False)
     assert bad.returncode == 2 and "only APP mailboxes" in bad.stderr
@@ -292,7 +293,8 @@ def test_cli_bindings(setup: Setup) -> None:
     node.cli("mailbox", "cert", "remove", APP, "--cert-dn", SUBJECTS["unbound"])
     events = [r["event"] for r in node.audit("--mailbox", APP)]
     assert "admin.mailbox.cert.bind" in events and "admin.mailbox.cert.unbind" in events
-    assert "cert_dn:  CN=lps.editeur.test," in node.cli("mailbox", "show", APP).stdout
+    bound = node.cli_json("mailbox", "show", APP)["cert_dns"]
+    assert bound[0].startswith("CN=lps.editeur.test,")
 
 
 def test_no_current_crl_is_a_temporary_failure(setup: Setup) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mss.addresses import AddressError, normalize_address, normalize_domain
+from mss.cli_output import JSON_OPTION, Column, emit, print_json
 from mss.cli_support import actor, fail, node
 from trustspace.registry import (
     WhitelistImportError,
@@ -94,10 +95,13 @@ def whitelist_fetch(
 
 
 @whitelist_app.command("show")
-def whitelist_show(ctx: typer.Context) -> None:
-    """Show the version in force."""
+def whitelist_show(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """Show the version in force (--json: one object, null when none is)."""
     with node(ctx) as app, app.reader.connect() as conn:
         info = active_version_info(conn)
+    if json_out:
+        print_json(info)
+        return
     if info is None:
         print("no whitelist imported: every remote domain is refused (default deny)")
         return
@@ -203,7 +207,7 @@ def pki_verify(
 
 
 @pki_app.command("crl-status")
-def pki_crl_status(ctx: typer.Context) -> None:
+def pki_crl_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     """Fetch the due CRL URLs of [pki] now and show every CRL source."""
     import asyncio
 
@@ -214,10 +218,11 @@ def pki_crl_status(ctx: typer.Context) -> None:
         verifier = PeerVerifier(app.config.pki)
         asyncio.run(verifier.crls.refresh())
     rows = verifier.crls.status()
-    if not rows:
+    if not rows and not json_out:
         print("no CRL configured: revocation is not checked")
-    for row in rows:
-        state = (f"{row['entries']} revoked, issuer {row['issuer']}, next update "
-                 f"{row['next_update']}") if row["loaded"] else "NOT LOADED"
-        error = f" (last error: {row['error']})" if row["error"] else ""
-        print(f"{row['kind']}\t{row['source']}\t{state}{error}")
+        return
+    emit(rows, (Column("kind"), Column("source"), Column("loaded"),
+                Column("entries", header="revoked", justify="right"), Column("issuer"),
+                Column("next_update", header="next update", min_width=10,
+                       format=lambda v: str(v or "-").replace("T", " ")),
+                Column("error", header="last error")), json_out=json_out)

@@ -8,6 +8,7 @@ import typer
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
+from mss.cli_output import JSON_OPTION, Column, emit
 from mss.cli_support import actor, fail, node, password_hash_from_stdin
 from mss.mailstore.domains import is_hosted_domain
 from trustspace import relays
@@ -45,15 +46,13 @@ def relay_add(
 
 
 @relay_app.command("list")
-def relay_list(ctx: typer.Context) -> None:
+def relay_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     """List relays: name, method, domains, certificate DN."""
     with node(ctx) as app, app.reader.connect() as conn:
-        rows = relays.list_relays(conn)
-    if not rows:
-        print("no relay")
-    for relay in rows:
-        print(f"{relay.name}\t{relay.method}\t{','.join(sorted(relay.domains))}"
-              + (f"\t{relay.cert_dn}" if relay.cert_dn else ""))
+        rows = [{"name": r.name, "method": r.method, "domains": sorted(r.domains),
+                 "cert_dn": r.cert_dn} for r in relays.list_relays(conn)]
+    emit(rows, (Column("name"), Column("method"), Column("domains", header="may send as"),
+                Column("cert_dn", header="certificate DN")), json_out=json_out)
 
 
 @relay_app.command("remove")

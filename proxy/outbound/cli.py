@@ -11,6 +11,7 @@ import typer
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
+from mss.cli_output import JSON_OPTION, Column, emit, when
 from mss.cli_support import actor, fail, node
 from mss.mailstore import deliveries, domains
 from proxy.outbound import claims
@@ -44,24 +45,31 @@ def queue_list(ctx: typer.Context,
                status: Annotated[str | None, typer.Option(
                    "--status", help="queued, delivered, bounced or expired.")] = None,
                limit: Annotated[int, typer.Option("--limit", min=1,
-                                                  help="Rows shown at most.")] = 200) -> None:
-    """Queue rows, oldest first: id, status, recipient, attempts, next attempt, last error."""
-    from rich.console import Console
-    from rich.table import Table
-
+                                                  help="Rows shown at most.")] = 200,
+               json_out: JSON_OPTION = False) -> None:
+    """Queue rows, oldest first: id, status, sender, recipient, size, attempts, next attempt,
+    last error (--json: every field of each row, the full id, epoch seconds)."""
     if status is not None and status not in STATUSES:
         fail(f"unknown status {status!r}: use {', '.join(STATUSES)}")
     with node(ctx) as app, app.reader.connect() as conn:
         rows = claims.listing(conn, status, limit)
-    table = Table("id", "status", "from", "to", "size", "attempts", "next attempt",
-                  "last error")
-    for r in rows:
-        table.add_row(r["id"][:16], r["status"], r["mail_from"] or "<>", r["rcpt"],
-                      str(r["size"]), str(r["attempts"]),
-                      _when(r["next_attempt_at"]) if r["status"] == "queued" else "-",
-                      (r["last_error"] or "")[:80])
-    Console(width=200).print(table)
+    if json_out:
+        emit(rows, QUEUE_COLUMNS, json_out=True)
+        return
+    for r in rows:  # the table's cells (a row's id: its first 16 characters name it)
+        r["short_id"] = r["id"][:16]
+        r["next"] = r["next_attempt_at"] if r["status"] == "queued" else None
+    emit(rows, QUEUE_COLUMNS, json_out=False)
     print(f"{len(rows)} row(s)")
+
+
+QUEUE_COLUMNS = (Column("short_id", header="id", min_width=16),
+                 Column("status"),
+                 Column("mail_from", header="from", format=lambda v: str(v or "<>")),
+                 Column("rcpt", header="to"), Column("size", justify="right"),
+                 Column("attempts", justify="right"),
+                 Column("next", header="next attempt", format=when, min_width=10),
+                 Column("last_error", header="last error", overflow="ellipsis", min_width=12))
 
 
 @queue_app.command("show")
