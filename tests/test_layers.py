@@ -31,7 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.schema",
+                 "mss.throttle", "mss.sending", "mss.lifecycle", "mss.locks", "mss.leader",
+                 "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
                  "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
     },
