@@ -132,7 +132,8 @@ def _bump_statement(conn: Connection) -> Insert:
                   "append_bytes": C.c.append_bytes + ex.append_bytes},
             where=and_(C.c.messages + ex.messages <= bindparam("cap_m"),
                        C.c.recipients + ex.recipients <= bindparam("cap_r"),
-                       C.c.append_bytes + ex.append_bytes <= bindparam("cap_b")))
+                       C.c.append_bytes + ex.append_bytes <= bindparam("cap_b"))
+        ).returning(C.c.window)  # a row back: added (rowcount is 1 either way on psycopg)
         _BUMPS[name] = statement
     return statement
 
@@ -148,7 +149,7 @@ def bump(conn: Connection, key: str, window: int, caps: Caps, messages: int = 0,
         "key": key, "window": window, "m": messages, "r": recipients, "b": append_bytes,
         "cap_m": caps.messages or UNLIMITED, "cap_r": caps.recipients or UNLIMITED,
         "cap_b": caps.append_bytes or UNLIMITED})
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 def _mark_statement(conn: Connection, limit: Limit) -> Insert:
@@ -158,7 +159,7 @@ def _mark_statement(conn: Connection, limit: Limit) -> Insert:
     return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=[C.c.key, C.c.window],
         set_={"audited": C.c.audited + f",{limit}"},
-        where=not_(C.c.audited.contains(f",{limit}")))
+        where=not_(C.c.audited.contains(f",{limit}"))).returning(C.c.window)
 
 
 def audit_once(conn: Connection, key: str, window: int, limit: Limit,
@@ -167,7 +168,7 @@ def audit_once(conn: Connection, key: str, window: int, limit: Limit,
     process or node): the mark and the record commit together."""
     lock_chain(conn)
     marked = conn.execute(_mark_statement(conn, limit), {"key": key, "window": window})
-    if not marked.rowcount:
+    if marked.first() is None:
         return False
     append(conn, [record])
     return True
