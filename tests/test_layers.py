@@ -64,7 +64,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "proxy.outbound.cli", "mss.backup_cli",
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
-                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records"),  # issue 15
+                  "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
+                  "mss.report"),  # issue 17: mss report
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}
