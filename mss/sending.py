@@ -216,7 +216,11 @@ class SendingLimits:
         self._bumps += 1
         if self._bumps % PRUNE_EVERY == 0:
             before = self.window() - 1  # the previous window stays (reports, clock skew)
-            self.submit(lambda conn: conn.execute(delete(C).where(C.c.window < before)))
+
+            def prune(conn: Connection) -> None:
+                lock_chain(conn)  # the writers' one lock order (two nodes pruning at once)
+                conn.execute(delete(C).where(C.c.window < before))
+            self.submit(prune)
 
     def refused(self, key: str, window: int, limit: Limit, record: AuditRecord) -> None:
         """A refusal over *limit*: audited once per key, limit and window (cluster-wide),

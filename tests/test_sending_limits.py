@@ -10,10 +10,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from mss.sending import Caps, Usage
+from audit.events import Event
+from audit.journal import AuditRecord
+from mss import db
+from mss.sending import Caps, Usage, audit_once, bump
 from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node
 
 BACKENDS = BACKENDS
@@ -34,6 +38,27 @@ def test_caps_over() -> None:
     assert caps.over(Usage(0, 3, 0), recipients=1) == "recipients"
     assert caps.over(Usage(0, 0, 10**12), append_bytes=10**9) is None  # 0: no limit
     assert Caps().off and not caps.off
+
+
+def test_bump_and_audit_once_in_one_database(tmp_path: Path) -> None:
+    """The conditional upsert adds only what fits; the audit mark is set once per limit."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    db.metadata.create_all(engine, tables=[db.send_counters, db.audit_log])
+    caps = Caps(messages=2, recipients=3)
+    with engine.begin() as conn:
+        results = [bump(conn, "mailbox:a", 7, caps, 1, 1) for _ in range(3)]
+        assert results == [True, True, False]
+        assert not bump(conn, "mailbox:b", 7, caps, 1, 4)  # more than a window's cap at once
+        assert bump(conn, "mailbox:a", 8, caps, 1, 3)  # the next window starts again
+        marks = [audit_once(conn, "mailbox:a", 7, limit, AuditRecord(Event.LIMIT_EXCEEDED))
+                 for limit in ("messages", "messages", "recipients")]
+        assert marks == [True, False, True]
+        rows = conn.execute(db.send_counters.select().order_by("window")).all()
+        logged = conn.execute(db.audit_log.select()).all()
+    assert [tuple(r) for r in rows] == [("mailbox:a", 7, 2, 2, 0, ",messages,recipients"),
+                                        ("mailbox:a", 8, 1, 3, 0, "")]
+    assert len(logged) == 2
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
