@@ -100,6 +100,14 @@ class Count:
     actor: str  # the audit records' actor: the mailbox address or relay:NAME
 
 
+def near(caps: Caps, usage: Usage) -> bool:
+    """Within a tenth of a cap (other processes may have taken that much since): the early
+    check reads the database."""
+    return any(cap and used + max(1, cap // 10) >= cap for cap, used in (
+        (caps.messages, usage.messages), (caps.recipients, usage.recipients),
+        (caps.append_bytes, usage.append_bytes)))
+
+
 def mailbox_key(address: str) -> str:
     return f"mailbox:{address}"[:400]
 
@@ -133,23 +141,26 @@ def _bump_statement(conn: Connection) -> Insert:
             where=and_(C.c.messages + ex.messages <= bindparam("cap_m"),
                        C.c.recipients + ex.recipients <= bindparam("cap_r"),
                        C.c.append_bytes + ex.append_bytes <= bindparam("cap_b"))
-        ).returning(C.c.window)  # a row back: added (rowcount is 1 either way on psycopg)
+        ).returning(C.c.messages, C.c.recipients, C.c.append_bytes)  # the new counts
+        # (no row back: not added; rowcount says 1 either way on psycopg)
         _BUMPS[name] = statement
     return statement
 
 
 def bump(conn: Connection, key: str, window: int, caps: Caps, messages: int = 0,
-         recipients: int = 0, append_bytes: int = 0) -> bool:
+         recipients: int = 0, append_bytes: int = 0) -> Usage | None:
     """Add the amounts to *key*'s row of *window* when they fit its caps (in the caller's
-    transaction, the one recording what they count); False, and nothing changed, when not."""
+    transaction, the one recording what they count): the row's new counts (every process's
+    and node's), or None, and nothing changed, when they do not fit."""
     if caps.over(Usage(), messages, recipients, append_bytes):
-        return False  # more than a whole window's cap at once
+        return None  # more than a whole window's cap at once
     lock_chain(conn)  # every writer's first lock (audit/journal.py): one lock order
     result = conn.execute(_bump_statement(conn), {
         "key": key, "window": window, "m": messages, "r": recipients, "b": append_bytes,
         "cap_m": caps.messages or UNLIMITED, "cap_r": caps.recipients or UNLIMITED,
         "cap_b": caps.append_bytes or UNLIMITED})
-    return result.first() is not None
+    row = result.first()
+    return Usage(*row) if row is not None else None
 
 
 def _mark_statement(conn: Connection, limit: Limit) -> Insert:
@@ -185,6 +196,7 @@ class SendingLimits:
     _audited: set[tuple[str, str]] = field(default_factory=set)  # in _window
     _window: int = -1
     _bumps: int = 0
+    _seen: dict[str, tuple[int, Usage]] = field(default_factory=dict)  # key: last counts
 
     @property
     def mailbox(self) -> Caps:
@@ -207,12 +219,26 @@ class SendingLimits:
         return Usage(*row) if row is not None else Usage()
 
     def count(self, key: str, caps: Caps, actor: str) -> Count:
-        """*key*'s caps and use in the current window (one read)."""
+        """*key*'s caps and use in the current window: the counts this process last saw
+        (its last bump's, every node's at that time) while they are clear of the caps, else
+        one read of the database (the early check only: the bump decides)."""
         window = self.window()
-        return Count(key, window, caps, self.usage(key, window), actor)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] == window and not near(caps, seen[1]):
+            return Count(key, window, caps, seen[1], actor)
+        usage = self.usage(key, window)
+        self.saw(key, window, usage)
+        return Count(key, window, caps, usage, actor)
 
-    def counted(self) -> None:
-        """A bump committed by this process: every PRUNE_EVERY, past windows are deleted."""
+    def saw(self, key: str, window: int, usage: Usage) -> None:
+        if len(self._seen) > 10_000:
+            self._seen.clear()  # bounded under a spray of senders
+        self._seen[key] = (window, usage)
+
+    def counted(self, key: str, window: int, usage: Usage) -> None:
+        """A bump committed by this process, *usage* the counts it returned; every
+        PRUNE_EVERY, past windows are deleted."""
+        self.saw(key, window, usage)
         self._bumps += 1
         if self._bumps % PRUNE_EVERY == 0:
             before = self.window() - 1  # the previous window stays (reports, clock skew)

@@ -47,9 +47,9 @@ def test_bump_and_audit_once_in_one_database(tmp_path: Path) -> None:
     caps = Caps(messages=2, recipients=3)
     with engine.begin() as conn:
         results = [bump(conn, "mailbox:a", 7, caps, 1, 1) for _ in range(3)]
-        assert results == [True, True, False]
-        assert not bump(conn, "mailbox:b", 7, caps, 1, 4)  # more than a window's cap at once
-        assert bump(conn, "mailbox:a", 8, caps, 1, 3)  # the next window starts again
+        assert results == [Usage(1, 1, 0), Usage(2, 2, 0), None]
+        assert bump(conn, "mailbox:b", 7, caps, 1, 4) is None  # over a window's cap at once
+        assert bump(conn, "mailbox:a", 8, caps, 1, 3) == Usage(1, 3, 0)  # the next window
         marks = [audit_once(conn, "mailbox:a", 7, limit, AuditRecord(Event.LIMIT_EXCEEDED))
                  for limit in ("messages", "messages", "recipients")]
         assert marks == [True, False, True]

@@ -330,10 +330,15 @@ async def append_command(s: ImapSession, cmd: Command, args: AppendArgs) -> Resu
                       detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
 
+    counts: list[sending.Usage] = []
+
     def commit(conn: Connection) -> tuple[int, int] | None:
-        if count is not None and not sending.bump(conn, count.key, count.window, count.caps,
-                                                  append_bytes=len(args.message)):
-            return None  # another session took the rest of the window's volume
+        if count is not None:
+            usage = sending.bump(conn, count.key, count.window, count.caps,
+                                 append_bytes=len(args.message))
+            if usage is None:
+                return None  # another session took the rest of the window's volume
+            counts[:] = [usage]
         return messages.append_message(conn, folder.id, target.owner.id, copy.message_id,
                                        copy.sealed, copy.size, args.flags, when, [record])
 
@@ -342,8 +347,8 @@ async def append_command(s: ImapSession, cmd: Command, args: AppendArgs) -> Resu
         assert count is not None
         append_refused(s, count)
     validity, uid = done
-    if count is not None and s.ctx.sending is not None:
-        s.ctx.sending.counted()
+    if count is not None and counts and s.ctx.sending is not None:
+        s.ctx.sending.counted(count.key, count.window, counts[0])
     s.ctx.notifier.changed(target.owner.id)
     return ("APPEND completed", f"APPENDUID {validity} {uid}")  # RFC 4315
 

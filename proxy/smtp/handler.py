@@ -39,6 +39,7 @@ from mss.sending import (
     Count,
     Limit,
     SendingLimits,
+    Usage,
     bump,
     mailbox_key,
     relay_key,
@@ -406,6 +407,7 @@ class SmtpHandler:
         451 4.7.1, nothing stored; which limit, from a fresh read (a rare path)."""
         assert self.sending is not None
         usage = await self._off_loop(self.sending.usage, count.key, window)
+        self.sending.saw(count.key, window, usage)
         over = count.caps.over(usage, messages=1, recipients=recipients) or "messages"
         self._limit_refused(session, Count(count.key, window, count.caps, usage, count.actor),
                             over)
@@ -467,12 +469,16 @@ class SmtpHandler:
         count, recipients = envelope.count, len(envelope.rcpt_tos)
         window = self.sending.window() if self.sending is not None else 0
 
+        counts: list[Usage] = []
+
         def commit(conn: Connection) -> list[int] | None:
             # the sender's counts, bumped in the transaction recording the message: None
             # (nothing written) when another session of any process took the last place
-            if count is not None and not bump(conn, count.key, window, count.caps, 1,
-                                              recipients):
-                return None
+            if count is not None:
+                usage = bump(conn, count.key, window, count.caps, 1, recipients)
+                if usage is None:
+                    return None
+                counts[:] = [usage]
             return deliveries.write_delivery(conn, delivery)
 
         try:
@@ -490,9 +496,9 @@ class SmtpHandler:
                               mail_from=mail_from, message_id=header_msgid,
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
-        if count is not None:
+        if count is not None and counts:
             assert self.sending is not None
-            self.sending.counted()
+            self.sending.counted(count.key, window, counts[0])
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             self.mailstore.notifier.changed(copy.mailbox_id)
         if delivery.queued:  # and this process's queue worker (others: its change watcher)
