@@ -4,8 +4,10 @@ IMAP APPEND bytes per window per login (``[limits.sending]``, docs/limits.md).
 Counted in the database (table ``send_counters``: one row per sender key and window), so
 that every worker process and every node adds up. Two steps:
 
-- :meth:`SendingLimits.usage`, one indexed read of the sender's row (at MAIL FROM, and for
-  APPEND before the message is sealed): refuse early, before the client sends DATA;
+- :meth:`SendingLimits.count` (at MAIL FROM, and for APPEND before the message is sealed):
+  refuse early, before the client sends DATA, from the counts this process last saw for the
+  sender (its last bump's answer), or one indexed read of the row when those are within a
+  tenth of a cap or unknown;
 - :func:`bump`, in the very transaction that records the accepted message (the committer's
   job, after the audit chain lock every writer takes first, so no lock-order deadlock): a
   conditional upsert that adds the message only while the counts stay within the caps.
