@@ -24,6 +24,7 @@ class Event(StrEnum):
     SERVER_START = "server.start"
     SERVER_STOP = "server.stop"
     CONNECTION_REFUSED = "connection.refused"
+    LIMIT_EXCEEDED = "limit.exceeded"  # issue 17: sending limits (mss/sending.py)
     SMTP_CONNECT = "smtp.connect"
     SMTP_TLS = "smtp.tls"
     SMTP_TIMEOUT = "smtp.timeout"
@@ -155,6 +156,12 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "max_connections_per_address, max_preauth, max_preauth_per_address, "
               "open_files) got 421 / BYE; one record per cap and limits.report_interval, "
               "detail.refused counts them"),
+    EventKind(Event.LIMIT_EXCEEDED, SECURITY_ALERT,
+              own("MSS-SEND-LIMIT", "Sending limit reached"), "E",
+              "a mailbox or relay reached a sending limit (reason names it: messages, "
+              "recipients, append_bytes; limits.sending): 451 4.7.1 / NO [LIMIT] until the "
+              "window ends; one record per sender, limit and window across the cluster, "
+              "detail: limit, window_start, window"),
     # SMTP sessions
     EventKind(Event.SMTP_CONNECT, NETWORK_ENTRY, dcm("110124", "Attach"), "E",
               "an SMTP client connected to a listener"),

@@ -376,6 +376,23 @@ def doctor(ctx: typer.Context,
         raise typer.Exit(code)
 
 
+# --------------------------------------------------------------------------- report
+
+@app.command("report")
+def report_command(ctx: typer.Context,
+           month: Annotated[str, typer.Option(
+               "--month", help="The month, YYYY-MM (UTC).")],
+           fmt: Annotated[str, typer.Option(
+               "--format", help="csv (a header line) or json (a list of objects).")] = "csv"
+           ) -> None:
+    """The month's indicators from the audit journal (no content): mailboxes by type and
+    state, messages sent and received per domain and peer operator, logins per method and
+    outcome, refusals per reason (docs/report.md)."""
+    from mss.report import run_report
+
+    run_report(ctx, month, fmt)
+
+
 # --------------------------------------------------------------------------- keys
 
 @keys_app.command("rotate")

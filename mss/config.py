@@ -353,6 +353,25 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class SendingLimitsConfig:
+    """Sending limits per hour window (mss/sending.py, docs/limits.md), counted in the
+    database so that every worker and node adds up: over one, SMTP answers 451 4.7.1 (at
+    MAIL FROM for messages, at RCPT TO for recipients) and IMAP APPEND NO [LIMIT]; audited
+    limit.exceeded once per key, limit and window. 0 = no limit."""
+
+    window: float = key(3600.0, "seconds of one counting window (fixed windows, aligned on "
+                        "the epoch)", gt(0))
+    messages_per_mailbox: int = key(200, "messages a mailbox may submit per window "
+                                    "(submission listeners)", ge(0))
+    recipients_per_mailbox: int = key(1000, "recipients of those messages per window", ge(0))
+    messages_per_relay: int = key(5000, "messages a relay (mss relay add) may send per window",
+                                  ge(0))
+    recipients_per_relay: int = key(20000, "recipients of those messages per window", ge(0))
+    append_bytes_per_mailbox: int = key(1024 * 1024 * 1024, "bytes a login may IMAP APPEND "
+                                        "per window", ge(0))
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Process-wide bounds (mss/limits.py), per serving process."""
 
@@ -361,6 +380,7 @@ class LimitsConfig:
                              "literal NO [UNAVAILABLE] (both temporary)", ge(1))
     report_interval: float = key(10.0, "seconds: at most one log line / audit record per kind "
                                  "(refused connection per cap, event loop error)", gt(0))
+    sending: SendingLimitsConfig = key(SendingLimitsConfig, "")
 
 
 @dataclass(frozen=True)

@@ -281,6 +281,19 @@ portal_sessions = Table(
     Index("ix_portal_sessions_last_seen", "last_seen"),
 )
 
+# Sending limits (mss/sending.py): one row per sender and window, bumped in the transaction
+# that records an accepted message (or APPEND), so that every worker and node adds up.
+send_counters = Table(
+    "send_counters", metadata,
+    Column("key", String(400), primary_key=True),  # "mailbox:<address>" | "relay:<name>"
+    Column("window", COUNTER, primary_key=True),  # int(time.time() // window length)
+    Column("messages", COUNTER, nullable=False, default=0),
+    Column("recipients", COUNTER, nullable=False, default=0),
+    Column("append_bytes", COUNTER, nullable=False, default=0),
+    Column("audited", String(64), nullable=False, default=""),  # limits already audited
+    Index("ix_send_counters_window", "window"),
+)
+
 audit_log = Table(
     "audit_log", metadata,
     Column("id", Integer, primary_key=True),

@@ -44,6 +44,7 @@ from mss.limits import (
 )
 from mss.mailstore import Mailstore
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
+from mss.sending import SendingLimits
 from mss.throttle import SharedFailures, Throttle
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
@@ -141,6 +142,7 @@ class Runtime:
     audit_key: Ed25519PrivateKey
     elector: Elector  # runs the periodic jobs here while this process leads them
     authenticator: Authenticator  # logins of SMTP AUTH and IMAP (passwords, tokens, certs)
+    sending: SendingLimits  # [limits.sending]: counters in the database (issue 17)
 
     @classmethod
     def build(cls, app: App, worker: int = 0) -> Runtime:
@@ -155,7 +157,8 @@ class Runtime:
                    signing_key(cfg.audit.signing_key_file),
                    Elector(locks_for(app.engine, cfg.server.data_dir),
                            cfg.server.election_interval),
-                   authenticator(app, committer, verifier))
+                   authenticator(app, committer, verifier),
+                   SendingLimits(cfg.limits.sending, app.reader, committer.submit))
 
     def services(self) -> list[Component]:
         """The background parts, in start order (stopped in reverse): the committer first

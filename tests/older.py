@@ -16,7 +16,7 @@ from tests.node import Node
 
 # what the revisions after 0001 add (tests/test_migrations.py checks this list is whole)
 LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates",
-                "portal_sessions")
+                "portal_sessions", "send_counters")
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"))
 LATER_INDEXES = ("ix_mailboxes_rpps",)  # on tables of the baseline
 

@@ -31,7 +31,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     "core": {  # one component: core modules may import one another
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
-                 "mss.throttle", "mss.lifecycle", "mss.locks", "mss.leader", "mss.schema",
+                 "mss.throttle", "mss.sending", "mss.lifecycle", "mss.locks", "mss.leader",
+                 "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
                  "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
     },
@@ -65,7 +66,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
-                  "mss.doctor.*"),  # issue 17: the node checks of mss doctor
+                  "mss.doctor.*",  # issue 17: the node checks of mss doctor
+                  "mss.report"),  # issue 17: mss report
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

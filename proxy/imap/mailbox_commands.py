@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import Connection
 
 from audit.events import Event
 from audit.journal import append
+from mss import sending
 from mss.mailstore import deliveries, folders, messages, snapshots
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.mailbox_args import (
@@ -321,16 +323,57 @@ async def append_command(s: ImapSession, cmd: Command, args: AppendArgs) -> Resu
     folder = await s.db(folders.folder_by_name, s.ctx.keyring, target.owner.id, target.folder)
     if folder is None:  # RFC 3501 §6.3.11
         raise No("Mailbox does not exist", "TRYCREATE")
+    count = await append_count(s, len(args.message))  # the login's APPEND bytes per window
     copy = await s.thread(deliveries.seal_local, s.ctx.app.keyring, target.owner.id,
                           target.owner.address, args.message)
     record = s.record(Event.IMAP_APPEND, mailbox=target.owner.address,
                       detail={"folder_id": folder.id, "store_id": copy.message_id,
                               "size": copy.size})
-    validity, uid = await s.write(lambda conn: messages.append_message(
-        conn, folder.id, target.owner.id, copy.message_id, copy.sealed, copy.size,
-        args.flags, when, [record]))
+
+    counts: list[sending.Usage] = []
+
+    def commit(conn: Connection) -> tuple[int, int] | None:
+        if count is not None:
+            usage = sending.bump(conn, count.key, count.window, count.caps,
+                                 append_bytes=len(args.message))
+            if usage is None:
+                return None  # another session took the rest of the window's volume
+            counts[:] = [usage]
+        return messages.append_message(conn, folder.id, target.owner.id, copy.message_id,
+                                       copy.sealed, copy.size, args.flags, when, [record])
+
+    done = await s.write(commit)
+    if done is None:
+        assert count is not None
+        append_refused(s, count)
+    validity, uid = done
+    if count is not None and counts and s.ctx.sending is not None:
+        s.ctx.sending.counted(count.key, count.window, counts[0])
     s.ctx.notifier.changed(target.owner.id)
     return ("APPEND completed", f"APPENDUID {validity} {uid}")  # RFC 4315
+
+
+async def append_count(s: ImapSession, size: int) -> sending.Count | None:
+    """The login's APPEND volume in this window (None: unlimited); NO [LIMIT] when *size*
+    more would pass the cap (RFC 9051 §7.1), before the message is sealed."""
+    limits, user = s.ctx.sending, s.user
+    if limits is None or user is None or not limits.config.append_bytes_per_mailbox:
+        return None
+    key = sending.mailbox_key(user.address)
+    count = await s.thread(limits.count, key, limits.mailbox, user.address)
+    if count.caps.over(count.usage, append_bytes=size) is not None:
+        append_refused(s, count)
+    return count
+
+
+def append_refused(s: ImapSession, count: sending.Count) -> NoReturn:
+    """Audited once per login and window (mss/sending.py), then NO [LIMIT]."""
+    limits = s.ctx.sending
+    assert limits is not None
+    limits.refused(count.key, count.window, "append_bytes", limits.record(
+        count.key, count.window, "append_bytes", count.caps, actor=count.actor,
+        mailbox=count.actor, remote_addr=s.remote_addr, listener=s.ctx.listener))
+    raise No(sending.APPEND_TEXT, "LIMIT")
 
 
 async def idle(s: ImapSession, cmd: Command, args: NoArgs) -> Result:

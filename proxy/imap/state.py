@@ -28,6 +28,7 @@ from mss.limits import ListenerGuard, MemoryBudget
 from mss.mailstore import Mailstore, errors, folders, messages
 from mss.mailstore.mailboxes import Mailbox
 from mss.mailstore.notify import Notifier, Watch
+from mss.sending import SendingLimits
 from mss.throttle import Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
@@ -156,6 +157,7 @@ class ServerContext:
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[ImapSession] = field(default_factory=set)
     envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
+    sending: SendingLimits | None = None  # APPEND bytes per login and window (issue 17)
 
     @property
     def notifier(self) -> Notifier:

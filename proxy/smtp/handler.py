@@ -33,6 +33,17 @@ from mss.config import ListenerConfig
 from mss.db import unavailable
 from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
 from mss.sasl import BearerMessage
+from mss.sending import (
+    MAIL_REPLY,
+    RCPT_REPLY,
+    Count,
+    Limit,
+    SendingLimits,
+    Usage,
+    bump,
+    mailbox_key,
+    relay_key,
+)
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
@@ -58,8 +69,10 @@ class SmtpHandler:
                  mode: Mode, verifier: PeerVerifier | None = None,
                  throttle: Throttle | None = None, *, mailstore: Mailstore,
                  authenticator: Authenticator | None = None,
-                 listener: ListenerConfig | None = None) -> None:
+                 listener: ListenerConfig | None = None,
+                 sending: SendingLimits | None = None) -> None:
         self.app = app
+        self.sending = sending  # [limits.sending] (submission and relay listeners)
         self.committer = committer
         self.whitelist = whitelist
         self.authenticator = authenticator  # tokens and certificates (mss serve's runtime)
@@ -237,9 +250,53 @@ class SmtpHandler:
                               mail_from=address[:320], reason=decision.reason,
                               whitelist_version=decision.whitelist_version, detail=detail)
             return str(decision.reply)
+        if self.sending is not None and self.policy.kind != "mx":
+            # the sender's messages in this window, checked at MAIL FROM: refused before
+            # any recipient or DATA is sent (the authoritative check is the bump at DATA)
+            try:
+                count = await self._off_loop(self._count, session)
+            except DBAPIError as exc:
+                if not unavailable(exc):
+                    raise
+                return "451 4.3.0 Temporary lookup failure, try again later"
+            if count is not None:
+                over = count.caps.over(count.usage, messages=1)
+                if over is not None:
+                    self._limit_refused(session, count, over)
+                    return MAIL_REPLY
+                envelope.count = count
         envelope.mail_from = sender or NULL_PATH  # aiosmtpd needs a true value for RCPT
         envelope.mail_options.extend(mail_options)
         return str(decision.reply)
+
+    async def _off_loop(self, work: Any, *args: Any) -> Any:
+        """*work* inline on SQLite (a local page read: µs), in a thread on a database
+        server (a round trip, and a reconnect when it went away)."""
+        if self.app.reader.dialect.name == "sqlite":
+            return work(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+
+    def _count(self, session: MssSession) -> Count | None:
+        """The sending limits of the session's sender and its use (None: unlimited)."""
+        assert self.sending is not None
+        if session.relay is not None:
+            key, caps, actor = relay_key(session.relay.name), self.sending.relay, \
+                f"relay:{session.relay.name}"
+        elif session.login is not None and self.policy.kind == "submission":
+            key, caps, actor = mailbox_key(session.login), self.sending.mailbox, session.login
+        else:
+            return None
+        if caps.off:
+            return None
+        return self.sending.count(key, caps, actor)
+
+    def _limit_refused(self, session: MssSession, count: Count, limit: Limit) -> None:
+        """Audited once per sender, limit and window (mss/sending.py), not per refusal."""
+        assert self.sending is not None
+        self.sending.refused(count.key, count.window, limit, self.sending.record(
+            count.key, count.window, limit, count.caps, actor=count.actor,
+            mailbox=count.actor if count.key.startswith("mailbox:") else None,
+            remote_addr=session.remote_addr, session=session.id, listener=session.listener))
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
@@ -323,6 +380,12 @@ class SmtpHandler:
                               reason=decision.reason,
                               whitelist_version=decision.whitelist_version)
             return str(decision.reply)
+        count = envelope.count
+        if count is not None:
+            over = count.caps.over(count.usage, recipients=len(envelope.rcpt_tos) + 1)
+            if over is not None:  # this recipient would pass the window's cap
+                self._limit_refused(session, count, over)
+                return RCPT_REPLY
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
         if mailbox_id is not None:
@@ -337,6 +400,18 @@ class SmtpHandler:
         self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MINOR_FAILURE,
                           mail_from=envelope.mail_from, reason=reply,
                           rcpt=",".join(envelope.rcpt_tos)[:320])
+
+    async def _limit_at_data(self, session: MssSession, count: Count, window: int,
+                             recipients: int) -> str:
+        """The bump at DATA did not fit (concurrent sessions passed MAIL FROM together):
+        451 4.7.1, nothing stored; which limit, from a fresh read (a rare path)."""
+        assert self.sending is not None
+        usage = await self._off_loop(self.sending.usage, count.key, window)
+        self.sending.saw(count.key, window, usage)
+        over = count.caps.over(usage, messages=1, recipients=recipients) or "messages"
+        self._limit_refused(session, Count(count.key, window, count.caps, usage, count.actor),
+                            over)
+        return MAIL_REPLY
 
     async def handle_DATA(self, server: MssSMTP, session: MssSession,
                           envelope: MssEnvelope) -> str:
@@ -391,12 +466,29 @@ class SmtpHandler:
                                   header_message_id=header_msgid,
                                   received_at=time.time())
 
+        count, recipients = envelope.count, len(envelope.rcpt_tos)
+        window = self.sending.window() if self.sending is not None else 0
+
+        counts: list[Usage] = []
+
+        def commit(conn: Connection) -> list[int] | None:
+            # the sender's counts, bumped in the transaction recording the message: None
+            # (nothing written) when another session of any process took the last place
+            if count is not None:
+                usage = bump(conn, count.key, window, count.caps, 1, recipients)
+                if usage is None:
+                    return None
+                counts[:] = [usage]
+            return deliveries.write_delivery(conn, delivery)
+
         try:
             if len(stored) <= _SEAL_INLINE_MAX:
                 delivery = seal()
             else:
                 delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
-            await self.committer.run(lambda conn: deliveries.write_delivery(conn, delivery))
+            if await self.committer.run(commit) is None:
+                assert count is not None and self.sending is not None
+                return await self._limit_at_data(session, count, window, recipients)
             session.pending_audit = []
         except Exception as exc:
             log.error("store failed", session=session.id, error=repr(exc))
@@ -404,6 +496,9 @@ class SmtpHandler:
                               mail_from=mail_from, message_id=header_msgid,
                               reason=f"storage failure: {type(exc).__name__}")
             return "451 4.3.0 Temporary storage failure, try again later"
+        if count is not None and counts:
+            assert self.sending is not None
+            self.sending.counted(count.key, window, counts[0])
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             self.mailstore.notifier.changed(copy.mailbox_id)
         if delivery.queued:  # and this process's queue worker (others: its change watcher)

@@ -14,6 +14,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
+from mss.sending import Count
 from trustspace.chain import ChainResult
 from trustspace.policy import PeerCertificate
 from trustspace.relays import Relay
@@ -73,8 +74,10 @@ class MssEnvelope(Envelope):
 
     local: dict[str, int]  # recipient address -> mailbox id
     remote: list[str]  # whitelisted remote recipients (outbound queue)
+    count: Count | None  # the sender's sending limits and use, read at MAIL FROM
 
     def __init__(self) -> None:
         super().__init__()
         self.local = {}
         self.remote = []
+        self.count = None
