@@ -70,7 +70,8 @@ class ImapListeners:
                                 ListenerGuard.of(listener, runtime.committer,
                                                  app.config.limits.report_interval,
                                                  runtime.limits.files),
-                                runtime.limits.budget, envelopes=envelopes)
+                                runtime.limits.budget, envelopes=envelopes,
+                                metrics=runtime.metrics)
             server = await asyncio.get_running_loop().create_server(
                 _factory(ctx, implicit), listener.host, listener.port,
                 reuse_address=True, reuse_port=app.config.workers > 1)

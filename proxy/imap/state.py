@@ -28,6 +28,7 @@ from mss.limits import ListenerGuard, MemoryBudget
 from mss.mailstore import Mailstore, errors, folders, messages
 from mss.mailstore.mailboxes import Mailbox
 from mss.mailstore.notify import Notifier, Watch
+from mss.metrics import Metrics, NoMetrics
 from mss.throttle import Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
@@ -156,6 +157,7 @@ class ServerContext:
     budget: MemoryBudget | None = None  # the process's bytes of literals being read
     sessions: set[ImapSession] = field(default_factory=set)
     envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
+    metrics: Metrics = field(default_factory=NoMetrics)  # the process's (mss/metrics.py)
 
     @property
     def notifier(self) -> Notifier:

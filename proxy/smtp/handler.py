@@ -32,6 +32,7 @@ from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
 from mss.db import unavailable
 from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
+from mss.metrics import Metrics, NoMetrics
 from mss.sasl import BearerMessage
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
@@ -58,8 +59,9 @@ class SmtpHandler:
                  mode: Mode, verifier: PeerVerifier | None = None,
                  throttle: Throttle | None = None, *, mailstore: Mailstore,
                  authenticator: Authenticator | None = None,
-                 listener: ListenerConfig | None = None) -> None:
+                 listener: ListenerConfig | None = None, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics or NoMetrics()  # the process's (mss/metrics.py)
         self.committer = committer
         self.whitelist = whitelist
         self.authenticator = authenticator  # tokens and certificates (mss serve's runtime)
@@ -89,6 +91,7 @@ class SmtpHandler:
     def on_connect(self, server: MssSMTP, session: MssSession) -> None:
         log.info("connect", session=session.id, listener=session.listener,
                  remote=session.remote_addr)
+        self.metrics.session("smtp", session.listener)
         session.pending_audit.append(session.record(Event.SMTP_CONNECT, actor=session.remote_addr))
 
     def on_disconnect(self, server: MssSMTP, session: MssSession) -> None:

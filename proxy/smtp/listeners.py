@@ -91,7 +91,8 @@ class SmtpListeners:
                                   "submission" if mode == "submission" else mode,  # type: ignore[arg-type]
                                   verifier=self.runtime.verifier, throttle=throttle,
                                   mailstore=self.runtime.mailstore,
-                                  authenticator=authenticator, listener=listener)
+                                  authenticator=authenticator, listener=listener,
+                                  metrics=self.runtime.metrics)
             # MX and relay ask for a client certificate (verified after the handshake), and
             # so do the submission listeners offering EXTERNAL
             context = self.runtime.tls.for_listener(listener) if mode == "submission" \
