@@ -38,7 +38,8 @@ from mss.config import Config
 # the login methods of issue 15 (listeners.<name>.auth); SASL mechanism names map to them
 METHODS = ("password", "app-password", "oauthbearer", "xoauth2", "external")
 _MECHANISM_METHOD = {"PLAIN": "password", "LOGIN": "password", "OAUTHBEARER": "oauthbearer",
-                     "XOAUTH2": "xoauth2", "EXTERNAL": "external"}
+                     "XOAUTH2": "xoauth2", "EXTERNAL": "external",
+                     "CERTIFICATE": "certificate"}  # a relay by its registered certificate
 _REFUSAL_STAGE = {Event.SMTP_SENDER_REFUSED.value: "sender",
                   Event.SMTP_RECIPIENT_REFUSED.value: "recipient",
                   Event.SMTP_MESSAGE_REFUSED.value: "data"}
@@ -59,8 +60,10 @@ def refusal_reason(record: AuditRecord) -> str:
     """A bounded label for a refusal: the policy's reason code (``domain_not_whitelisted``),
     else the enhanced status code of the reply (``5.3.4``), else ``other``; never an
     address or free text."""
-    check = record.detail.get("check")
-    text = check if isinstance(check, str) else (record.reason or "")
+    check = record.detail.get("check")  # set by the code that refused, never by a client
+    if isinstance(check, str):
+        return check[:40]
+    text = record.reason or ""
     if m := _ENHANCED.match(text):
         return m.group(1)
     if m := _CODE.match(text):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,8 @@ class AdminListener:
         try:
             if self._probe is None:  # SQLite: the file itself, read-only, never created
                 path = self.runtime.app.engine.url.database or ""
+                # the file opened by this check (SQLite may reuse a descriptor it holds)
+                os.close(os.open(path, os.O_RDWR))
                 conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
                 try:
                     conn.execute("SELECT count(*) FROM meta").fetchone()

@@ -324,7 +324,8 @@ class SmtpHandler:
             self._emit_record(session, Event.SMTP_RECIPIENT_REFUSED, Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
                               reason=decision.reason,
-                              whitelist_version=decision.whitelist_version)
+                              whitelist_version=decision.whitelist_version,
+                              detail={"check": decision.verdict.value})  # a bounded code
             return str(decision.reply)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
