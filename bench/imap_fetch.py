@@ -213,6 +213,8 @@ def main() -> None:
     ap.add_argument("--compare-user", default="bench2@bench.mssante.fr")
     ap.add_argument("--compare-password", default="bench2")
     ap.add_argument("--compare-label", default="dovecot")
+    ap.add_argument("--metrics", choices=("on", "off"), default="on",
+                    help="metrics.enabled of the node (off: the baseline of their overhead)")
     ap.add_argument("--hold", type=float, default=0, help="keep the node up N s at the end")
     ap.add_argument("--py-spy", metavar="OUT.svg", help="record the mss server with py-spy "
                     "(`pip install py-spy`, needs ptrace rights) during the timed rounds")
@@ -232,7 +234,9 @@ def main() -> None:
                                   insecure))
         else:
             tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
-            node = make_node(Path(tmp.name))  # asserts a free port set on every listener
+            node = make_node(Path(tmp.name),  # asserts a free port set on every listener
+                             extra_config="" if a.metrics == "on"
+                             else "\n[metrics]\nenabled = false\n")
             node.start()
             t0 = time.perf_counter()
             n = fill(node, a.messages, a.size_kb * 1024, a.sessions, a.marker,

@@ -291,6 +291,55 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 10 rules found" in proc.stdout
 
 
+ALERT_TESTS = """
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'mss_queue_oldest_age_seconds{{instance="n1",destination="operator-a.mssante.fr"}}'
+        values: '4000+60x30'
+      - series: 'mss_queue_oldest_age_seconds{{instance="n1",destination="operator-b.mssante.fr"}}'
+        values: '10+60x30'
+      - series: 'mss_whitelist_version{{instance="n1"}}'
+        values: '0x30'
+      - series: 'mss_certificate_expiry_days{{instance="n1",certificate="server"}}'
+        values: '45x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: MssQueueStuck
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: n1, destination: operator-a.mssante.fr}}
+            exp_annotations:
+              summary: "Outbound queue to operator-a.mssante.fr stuck"
+              description: "The oldest message for operator-a.mssante.fr has waited 1h 26m 40s.
+                Check `mss queue list`, the peer's MX and its certificate (docs/operations.md)."
+      - eval_time: 20m
+        alertname: MssWhitelistMissing
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: n1}}
+            exp_annotations:
+              summary: "No whitelist in force: every remote domain is refused"
+      - eval_time: 20m
+        alertname: MssCertificateExpiring
+        exp_alerts: []
+"""
+
+
+def test_promtool_alerts_fire_on_their_series(tmp_path: Path) -> None:
+    """promtool test rules: a stuck destination alerts and a moving one does not, a missing
+    whitelist alerts, a certificate with 45 days left does not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian prometheus, make system-deps)")
+    tests = tmp_path / "alerts.yml"
+    tests.write_text(ALERT_TESTS.format(rules=REPO / "config" / "prometheus-rules.yml"))
+    proc = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
 # --------------------------------------------------------------------------- labels (pure)
 def test_refusal_reasons_are_bounded_codes() -> None:
     def reason(text: str, **detail: str) -> str:

@@ -230,8 +230,8 @@ class SmtpHandler:
         if not decision.accepted:
             detail: dict[str, Any] = {}
             code = decision.reason.split(":", 1)[0]
-            if code in policy.REASON_CODES:  # the precise reason, machine-readable
-                detail["check"] = code
+            # the precise reason, machine-readable; else the verdict (both bounded codes)
+            detail["check"] = code if code in policy.REASON_CODES else decision.verdict.value
             if session.certificate_result is not None:
                 detail.update(pki_detail(session.certificate_result))
             elif session.peer_certificate is not None:
