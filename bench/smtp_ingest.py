@@ -212,7 +212,8 @@ def main() -> None:
         state, errors = {"ok": load.ok, "err": load.err}, load.errors
         result = {
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
-            "workers": args.workers, "metrics": args.metrics, "accepted": state["ok"], "errors": state["err"],
+            "workers": args.workers, "metrics": args.metrics, "accepted": state["ok"],
+            "errors": state["err"],
             "elapsed_s": round(elapsed, 3), "accepted_msg_s": round(state["ok"] / elapsed, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)
