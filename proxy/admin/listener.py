@@ -9,7 +9,7 @@ listeners.admin (loopback by default), served by worker 0.
   (:mod:`proxy.admin.aggregate`) and the gauges read from the database at scrape time
   (:class:`mss.metrics.StateCollector`); ``404`` with ``metrics.enabled = false``.
 
-Every worker (``server.workers`` > 1) answers its own counters on a Unix socket for it.
+Every other worker (``server.workers`` > 1) answers its own counters on a Unix socket for it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class AdminListener:
         cfg = runtime.app.config
         self.exposition = (WorkerExposition(runtime.metrics.registry,
                                             socket_path(cfg.data_dir, runtime.worker))
-                           if runtime.metrics.enabled and cfg.workers > 1 else None)
+                           if runtime.metrics.enabled and runtime.worker > 0 else None)
         self.runner: web.AppRunner | None = None
         url = cfg.database_url
         # readiness: a new connection per check (a pooled one keeps an unreadable file open)
