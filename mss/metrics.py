@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
@@ -37,23 +38,23 @@ from mss.config import Config
 
 # the login methods of issue 15 (listeners.<name>.auth); SASL mechanism names map to them
 METHODS = ("password", "app-password", "oauthbearer", "xoauth2", "external")
-_MECHANISM_METHOD = {"PLAIN": "password", "LOGIN": "password", "OAUTHBEARER": "oauthbearer",
-                     "XOAUTH2": "xoauth2", "EXTERNAL": "external",
-                     "CERTIFICATE": "certificate"}  # a relay by its registered certificate
-_REFUSAL_STAGE = {Event.SMTP_SENDER_REFUSED.value: "sender",
-                  Event.SMTP_RECIPIENT_REFUSED.value: "recipient",
-                  Event.SMTP_MESSAGE_REFUSED.value: "data"}
-_DELIVERY_RESULT = {Event.DELIVERY_LOCAL.value: "local", Event.DELIVERY_QUEUED.value: "queued",
-                    Event.QUEUE_DELIVERED.value: "delivered",
-                    Event.QUEUE_DEFERRED.value: "deferred",
-                    Event.QUEUE_BOUNCED.value: "bounced", Event.QUEUE_EXPIRED.value: "expired"}
-_LOGIN_PROTOCOL = {Event.SMTP_AUTH.value: "smtp", Event.IMAP_LOGIN.value: "imap"}
+_MECHANISM_METHOD = MappingProxyType({
+    "PLAIN": "password", "LOGIN": "password", "OAUTHBEARER": "oauthbearer",
+    "XOAUTH2": "xoauth2", "EXTERNAL": "external",
+    "CERTIFICATE": "certificate"})  # a relay by its registered certificate
+_REFUSAL_STAGE = MappingProxyType({
+    Event.SMTP_SENDER_REFUSED.value: "sender", Event.SMTP_RECIPIENT_REFUSED.value: "recipient",
+    Event.SMTP_MESSAGE_REFUSED.value: "data"})
+_DELIVERY_RESULT = MappingProxyType({
+    Event.DELIVERY_LOCAL.value: "local", Event.DELIVERY_QUEUED.value: "queued",
+    Event.QUEUE_DELIVERED.value: "delivered", Event.QUEUE_DEFERRED.value: "deferred",
+    Event.QUEUE_BOUNCED.value: "bounced", Event.QUEUE_EXPIRED.value: "expired"})
+_LOGIN_PROTOCOL = MappingProxyType({Event.SMTP_AUTH.value: "smtp", Event.IMAP_LOGIN.value: "imap"})
 _ENHANCED = re.compile(r"^[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})")  # RFC 3463 in a reply
 _CODE = re.compile(r"^([a-z][a-z0-9_ ]{0,39})(?::|$)")  # "recipient_unknown: ..."
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _COMMIT = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-_NOTHING = contextlib.nullcontext()
 
 
 def refusal_reason(record: AuditRecord) -> str:
@@ -144,12 +145,13 @@ class NoMetrics(Metrics):
     """``metrics.enabled = false``: every hook does nothing (the benchmarks' baseline)."""
 
     enabled = False
+    nothing = contextlib.nullcontext()
 
     def session(self, protocol: str, listener: str) -> None:
         pass
 
     def imap_timer(self, command: str) -> AbstractContextManager[Any]:
-        return _NOTHING
+        return self.nothing
 
     def batch(self, jobs: int, commit_seconds: float) -> None:
         pass
