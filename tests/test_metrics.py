@@ -27,9 +27,10 @@ import tests.node as node_module
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss.metrics import login_labels, refusal_reason
-from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
+from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
+BACKENDS = BACKENDS  # the node of the traffic tests is SQLite's; readiness also on PostgreSQL
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
 REMOTE = "dr.martin@operator-a.mssante.fr"
 # root bypasses file modes: the node runs without the capabilities that do it, so a file
@@ -129,13 +130,15 @@ def _answers(node: Node) -> bool:
 # --------------------------------------------------------------------------- traffic
 EXPECTED = {  # (sample, labels) -> how much the traffic below adds
     ("mss_messages_accepted_total", (("listener", "mx"),)): 3,
-    ("mss_messages_accepted_total", (("listener", "submission"),)): 2,
+    ("mss_messages_accepted_total", (("listener", "submission"),)): 3,
     ("mss_deliveries_total", (("result", "local"),)): 5,
+    ("mss_deliveries_total", (("result", "queued"),)): 1,
+    ("mss_queue_depth", (("destination", "operator-a.mssante.fr"),)): 1,
     ("mss_sessions_total", (("listener", "mx"), ("protocol", "smtp"))): 4,
-    ("mss_sessions_total", (("listener", "submission"), ("protocol", "smtp"))): 3,
+    ("mss_sessions_total", (("listener", "submission"), ("protocol", "smtp"))): 4,
     ("mss_sessions_total", (("listener", "imap"), ("protocol", "imap"))): 3,
     ("mss_logins_total", (("method", "password"), ("outcome", "success"),
-                          ("protocol", "smtp"))): 2,
+                          ("protocol", "smtp"))): 3,
     ("mss_logins_total", (("method", "password"), ("outcome", "failure"),
                           ("protocol", "smtp"))): 1,
     ("mss_logins_total", (("method", "password"), ("outcome", "success"),
@@ -160,6 +163,8 @@ def send_traffic(node: Node) -> None:
     for _ in range(2):  # submission: 2 logins, one message each
         with submission(node) as client:
             assert client.sendmail(ALICE, [BOB], message(ALICE, BOB)) == {}
+    with submission(node) as client:  # and one queued for a peer operator (delivery is off)
+        assert client.sendmail(ALICE, [REMOTE], message(ALICE, REMOTE)) == {}
     with pytest.raises(smtplib.SMTPAuthenticationError):
         submission(node, "wrong password").quit()
     for _ in range(2):  # IMAP: 2 logins, SELECT, FETCH
@@ -225,6 +230,24 @@ def test_counts_exact_during_traffic(node: Node) -> None:
     assert 300 < value(after, "mss_certificate_expiry_days", certificate="server") < 40000
     assert value(after, "mss_database_up") == 1
     assert value(after, "mss_directory_entries") == 0
+    assert 0 <= value(after, "mss_queue_oldest_age_seconds",
+                      destination="operator-a.mssante.fr") < 120
+
+
+@pytest.mark.backends("postgresql")
+def test_ready_and_gauges_on_postgresql(tmp_path: Path, backend: str) -> None:
+    """The readiness probe's own connection and the scrape-time gauges on PostgreSQL."""
+    n = make_node(tmp_path, backend=backend, in_process=True)
+    n.start()
+    try:
+        status, body = get(n, "/readyz")
+        assert status == 200 and json.loads(body)["checks"]["database"] == "ok", body
+        samples, _ = scrape(n)
+        assert value(samples, "mss_database_up") == 1
+        assert value(samples, "mss_whitelist_entries") == 2
+        assert value(samples, "mss_workers", state="answered") == 1
+    finally:
+        n.stop()
 
 
 def test_readyz_follows_an_unreadable_database(node: Node) -> None:
