@@ -22,7 +22,8 @@ WHITELIST_DIR ?= ../shared/data/liste-blanche
 DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
 	rsyslog rsyslog-gnutls slapd ldap-utils isync libsasl2-modules postfix openssl ca-certificates \
 	postgresql postgresql-client softhsm2 curl \
-	chromium chromium-driver fonts-dejavu-core
+	chromium chromium-driver fonts-dejavu-core \
+	prometheus  # issue 17: promtool checks config/prometheus-rules.yml (tests/test_metrics.py)
 
 .PHONY: run test lint install install-test system-deps oidc-provider bench clean
 

@@ -176,10 +176,12 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "issuer, subject, jti or token_tail, for certificates cert_dn, sha256 (never a "
               "secret)"),
     EventKind(Event.SMTP_SENDER_REFUSED, IMPORT, own("MSS-SENDER-REFUSED", "Sender refused"), "C",
-              "MAIL FROM refused by policy (reason and whitelist version recorded)"),
+              "MAIL FROM refused by policy (reason, its code in detail.check, and whitelist "
+              "version recorded)"),
     EventKind(Event.SMTP_RECIPIENT_REFUSED, IMPORT,
               own("MSS-RCPT-REFUSED", "Recipient refused"), "C",
-              "RCPT TO refused by policy (reason and whitelist version recorded)"),
+              "RCPT TO refused by policy (reason, its code in detail.check, and whitelist "
+              "version recorded)"),
     EventKind(Event.SMTP_MESSAGE_REFUSED, IMPORT,
               own("MSS-MSG-REFUSED", "Message refused"), "C",
               "DATA refused: too large, bare CR/LF, long line, From:/Sender: not allowed "

@@ -37,6 +37,9 @@ from mss.locks import xact_lock
 
 GENESIS = "0" * 64
 _HEAD = "audit.journal.head"  # the chain head, in the committer's transaction scratch space
+# the records appended in a committer's transaction, for its observer after the commit
+# (mss/metrics.py counts what was committed)
+COMMITTED = "audit.journal.committed"
 _LOCKED = "audit.journal.locked"  # the chain lock is held by the committer's transaction
 CHAIN_LOCK = "audit-chain"
 
@@ -103,10 +106,13 @@ def lock_chain(conn: Connection) -> None:
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     """Insert *records* in order, chained to the newest row; the caller commits."""
+    records = list(records)
     rows = [_row_of(r) for r in records]
     if not rows:
         return
     cache = scratch(conn)
+    if cache is not None:
+        cache.setdefault(COMMITTED, []).extend(records)
     prev = cache.get(_HEAD) if cache is not None else None
     if prev is None:
         lock_chain(conn)  # before the head is read: no other node appends until we commit

@@ -213,6 +213,9 @@ def main() -> None:
     ap.add_argument("--compare-user", default="bench2@bench.mssante.fr")
     ap.add_argument("--compare-password", default="bench2")
     ap.add_argument("--compare-label", default="dovecot")
+    ap.add_argument("--metrics", choices=("on", "off", "compare"), default="on",
+                    help="metrics.enabled of the node (off: the baseline of their overhead); "
+                    "compare: a second node with metrics off, filled alike, rounds interleaved")
     ap.add_argument("--hold", type=float, default=0, help="keep the node up N s at the end")
     ap.add_argument("--py-spy", metavar="OUT.svg", help="record the mss server with py-spy "
                     "(`pip install py-spy`, needs ptrace rights) during the timed rounds")
@@ -224,6 +227,7 @@ def main() -> None:
     insecure.verify_mode = ssl.CERT_NONE
 
     node: Node | None = None
+    baseline: Node | None = None  # --metrics compare
     tmp: tempfile.TemporaryDirectory[str] | None = None
     targets: list[Target] = []
     try:
@@ -232,16 +236,27 @@ def main() -> None:
                                   insecure))
         else:
             tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
-            node = make_node(Path(tmp.name))  # asserts a free port set on every listener
+            node = make_node(Path(tmp.name),  # asserts a free port set on every listener
+                             extra_config="\n[metrics]\nenabled = false\n"
+                             if a.metrics == "off" else "")
             node.start()
+            if a.metrics == "compare":  # issue 17: the same, metrics off, measured alike
+                baseline = make_node(Path(tmp.name) / "off",
+                                     extra_config="\n[metrics]\nenabled = false\n")
+                baseline.start()
+                fill(baseline, a.messages, a.size_kb * 1024, a.sessions, a.marker,
+                     a.marker_every, a.max_seconds)
+                targets.append(Target("metrics-off", a.host, baseline.ports["imap"],
+                                      f"bob@{DOMAIN}", PASSWORD, baseline.client_context()))
+                a.label = "metrics-on"
             t0 = time.perf_counter()
             n = fill(node, a.messages, a.size_kb * 1024, a.sessions, a.marker,
                      a.marker_every, a.max_seconds)
             dt = time.perf_counter() - t0
             print(f"filled {n} messages in {dt:.1f} s ({n / dt:.0f} msg/s)", file=sys.stderr)
             port = node.ports["imap"]  # STARTTLS, as Dovecot's 10143 and --port
-            targets.append(Target(a.label, a.host, port, f"bob@{DOMAIN}", PASSWORD,
-                                  node.client_context()))
+            targets.insert(0, Target(a.label, a.host, port, f"bob@{DOMAIN}", PASSWORD,
+                                     node.client_context()))
             print("anchor client against this node: python3 ../shared/anchors/"
                   f"anchor_imap_bench.py --port {port} --user bob@{DOMAIN} "
                   f"--password '{PASSWORD}' --marker {a.marker} --server-comm python3",
@@ -260,8 +275,8 @@ def main() -> None:
         results: dict[str, dict[str, list[float]]] = {t.label: {op: [] for op in OPS}
                                                       for t in targets}
         infos: dict[str, dict[str, int]] = {}
-        for _ in range(a.rounds):  # bounded; interleaved so both see the same load
-            for t in targets:
+        for i in range(a.rounds):  # bounded; interleaved so both see the same load
+            for t in targets if i % 2 == 0 else targets[::-1]:  # neither always first
                 sec, info = one_round(t, a.marker)
                 for op, s in sec.items():
                     results[t.label][op].append(s)
@@ -273,8 +288,9 @@ def main() -> None:
         if a.hold and node is not None:
             time.sleep(a.hold)
     finally:
-        if node is not None and node.process is not None:
-            node.stop()
+        for served in (node, baseline):
+            if served is not None and served.process is not None:
+                served.stop()
         if tmp is not None:
             tmp.cleanup()
 

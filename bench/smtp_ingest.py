@@ -58,21 +58,22 @@ def wait_listening(port: int, timeout: float = 30) -> None:
     sys.exit(f"nothing listening on 127.0.0.1:{port}")
 
 
-def setup(base: Path, mailboxes: int, workers: int = 1) -> tuple[Path, dict[str, int]]:
+def setup(base: Path, mailboxes: int, workers: int = 1,
+          metrics: bool = True) -> tuple[Path, dict[str, int]]:
     data = base / "node"
     subprocess.run([*MSS, "init", "--data-dir", str(data), "--domain", DOMAIN], check=True,
                    cwd=REPO, capture_output=True)
     config = data / "mss.toml"
     text = config.read_text()
     ports = {}
-    for name in ("mx", "submission", "submissions", "relay"):
-        if f"[listeners.{name}]" not in text:
-            continue
+    for name in re.findall(r"(?m)^\[listeners\.([a-z-]+)\]$", text):  # every one: no clash
         ports[name] = port = free_port()
         text = re.sub(rf"(\[listeners\.{name}\]\nhost = \"127.0.0.1\"\nport = )\d+",
                       rf"\g<1>{port}", text)
     text = text.replace('level = "info"', 'level = "warning"')
     text = text.replace('data_dir = "."', f'data_dir = "."\nworkers = {workers}')
+    if not metrics:  # issue 17: the baseline of the metrics overhead
+        text += "\n[metrics]\nenabled = false\n"
     config.write_text(text)
     wl = base / "wl.xml"
     wl.write_bytes(make_whitelist_xml([("operator-a.mssante.fr", OPERATOR_DN)]))
@@ -179,10 +180,12 @@ def main() -> None:
     ap.add_argument("--mailboxes", type=int, default=10)
     ap.add_argument("--max-seconds", type=float, default=600)
     ap.add_argument("--workers", type=int, default=1, help="server.workers (SO_REUSEPORT)")
+    ap.add_argument("--metrics", choices=("on", "off"), default="on",
+                    help="metrics.enabled (off: the baseline of their overhead)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
-        config, ports = setup(Path(tmp), args.mailboxes, args.workers)
+        config, ports = setup(Path(tmp), args.mailboxes, args.workers, args.metrics == "on")
         with open(Path(tmp) / "serve.log", "wb") as log:
             server = subprocess.Popen([*MSS, "--config", str(config), "serve"], cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT)
@@ -209,7 +212,8 @@ def main() -> None:
         state, errors = {"ok": load.ok, "err": load.err}, load.errors
         result = {
             "sessions": args.sessions, "messages": args.messages, "size_kb": args.size_kb,
-            "workers": args.workers, "accepted": state["ok"], "errors": state["err"],
+            "workers": args.workers, "metrics": args.metrics, "accepted": state["ok"],
+            "errors": state["err"],
             "elapsed_s": round(elapsed, 3), "accepted_msg_s": round(state["ok"] / elapsed, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)

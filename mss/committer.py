@@ -21,9 +21,10 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
@@ -62,10 +63,20 @@ class _Job:
 _STOP = object()
 
 
+class Observer(Protocol):
+    """Told of each committed transaction, on the writer thread (mss/metrics.py)."""
+
+    def batch(self, jobs: int, commit_seconds: float) -> None: ...
+
+    def committed(self, scratch: dict[str, Any]) -> None: ...
+
+
 class GroupCommitter:
-    def __init__(self, engine: Engine, max_batch: int = 512) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 512,
+                 observer: Observer | None = None) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.observer = observer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -119,8 +130,9 @@ class GroupCommitter:
             self._commit(batch)
 
     def _transaction(self, jobs: list[_Job]) -> None:
+        space: dict[str, Any] = {}
         with self.engine.begin() as conn:
-            conn.info[_SCRATCH] = {}
+            conn.info[_SCRATCH] = space
             try:
                 for job in jobs:
                     job.result = job.work(conn)
@@ -128,6 +140,13 @@ class GroupCommitter:
                 # PendingRollbackError over the error that says the database is away)
                 if not conn.invalidated:
                     conn.info.pop(_SCRATCH, None)
+            done = time.perf_counter()
+        if self.observer is not None:  # committed: the COMMIT (fsync) took this long
+            try:  # (never an error of the transaction: it committed)
+                self.observer.batch(len(jobs), time.perf_counter() - done)
+                self.observer.committed(space)
+            except Exception as exc:
+                log.error("commit observer failed", error=repr(exc))
 
     def _commit(self, batch: list[_Job]) -> None:
         try:

@@ -298,6 +298,9 @@ LISTENERS = MappingProxyType({  # name -> its defaults and what it serves (its h
                            "certificate, then AUTHENTICATE EXTERNAL", auth=("external",)),
     "portal": _listener(2443, "professionals' browsers (HTTPS): the portal, Thunderbird "
                         "autoconfig, Outlook autodiscover; served only with portal.enabled"),
+    # issue 17: monitoring, plain HTTP on loopback (docs/metrics.md)
+    "admin": _listener(2909, "operators' monitoring (HTTP, no TLS: keep it on loopback): "
+                       "/metrics (Prometheus), /healthz, /readyz"),
 })
 
 
@@ -467,6 +470,16 @@ class LoggingConfig:
                                                                   "error"), norm=str.lower)
     file: Path | None = key(None, "JSON lines appended to this file instead of stderr",
                             example="mss.log")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics (docs/metrics.md), served with /healthz and /readyz on the "admin"
+    listener (plain HTTP: keep it on loopback or behind a TLS proxy). Counts are kept per
+    serving process and summed across server.workers at each scrape."""
+
+    enabled: bool = key(True, "false: no counter is kept and /metrics answers 404 (/healthz "
+                        "and /readyz still served)")
 
 
 _DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?", re.I)
@@ -813,6 +826,7 @@ class Config:
     directory: DirectoryConfig | None = key(None, "")
     auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
     portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
+    metrics: MetricsConfig = key(MetricsConfig, "")  # issue 17 (metrics branch)
 
     def checked(self) -> Self:
         if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import ssl
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -44,6 +44,7 @@ from mss.limits import (
 )
 from mss.mailstore import Mailstore
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
+from mss.metrics import Metrics, NoMetrics, metrics_for
 from mss.sending import SendingLimits
 from mss.throttle import SharedFailures, Throttle
 from trustspace.cache import LiveWhitelist
@@ -143,6 +144,7 @@ class Runtime:
     elector: Elector  # runs the periodic jobs here while this process leads them
     authenticator: Authenticator  # logins of SMTP AUTH and IMAP (passwords, tokens, certs)
     sending: SendingLimits  # [limits.sending]: counters in the database (issue 17)
+    metrics: Metrics = field(default_factory=NoMetrics)  # this process's (issue 17)
 
     @classmethod
     def build(cls, app: App, worker: int = 0) -> Runtime:
@@ -150,7 +152,9 @@ class Runtime:
         cfg = app.config
         assert cfg.pki is not None
         changes, mailstore = change_watch(app)
-        committer, verifier = GroupCommitter(app.engine), PeerVerifier(cfg.pki)
+        metrics = metrics_for(cfg)  # counts the audit records of each commit (observer)
+        committer = GroupCommitter(app.engine, observer=metrics if metrics.enabled else None)
+        verifier = PeerVerifier(cfg.pki)
         return cls(app, worker, committer, process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
                    verifier, tls_contexts(app), mailstore, changes,
@@ -158,7 +162,7 @@ class Runtime:
                    Elector(locks_for(app.engine, cfg.server.data_dir),
                            cfg.server.election_interval),
                    authenticator(app, committer, verifier),
-                   SendingLimits(cfg.limits.sending, app.reader, committer.submit))
+                   SendingLimits(cfg.limits.sending, app.reader, committer.submit), metrics)
 
     def services(self) -> list[Component]:
         """The background parts, in start order (stopped in reverse): the committer first

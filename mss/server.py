@@ -18,6 +18,7 @@ from audit.journal import AuditRecord, append
 from mss.app import App, open_app
 from mss.lifecycle import STOP_FLOOR, Component, remaining
 from mss.runtime import Runtime
+from proxy.admin.listener import AdminListener
 from proxy.imap.listeners import ImapListeners
 from proxy.outbound.worker import DeliveryWorker
 from proxy.portal.listener import PortalListener
@@ -189,6 +190,9 @@ async def serve(app: App, worker: int = 0, *, stop: asyncio.Event | None = None,
                 await _start(stack, part, shutdown)
             records = _ServerRecords(runtime)
             stack.push_async_callback(shutdown.stop, records)  # after every part below
+            # issue 17: /metrics, /healthz, /readyz (ready once records.start is committed)
+            await _start(stack, AdminListener(runtime, lambda: records.started
+                                              and not stopping.is_set()), shutdown)
             if app.config.delivery.enabled:  # every worker: claims are leased per row
                 await _start(stack, DeliveryWorker(runtime), shutdown)
             for listeners in (SmtpListeners(runtime), ImapListeners(runtime)):

@@ -511,7 +511,8 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
                                                    fixed_ports=frozenset(ports or {}))
     text = node.config.read_text()
     for name in ("mx", "submission", "submissions", "relay", "imap", "imaps", "submission-cert",
-                 "imap-cert", "portal"):
+                 "imap-cert", "portal",
+                 "admin"):  # issue 17: /metrics, /healthz, /readyz
         port = (ports or {}).get(name) or free_port(host)
         text, count = re.subn(rf"(\[listeners\.{name}\]\nhost = )\"127.0.0.1\"(\nport = )\d+",
                               rf'\g<1>"{host}"\g<2>{port}', text)

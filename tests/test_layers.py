@@ -48,7 +48,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         # mss.backup: a copy of every service's tables, checked with the audit service
         # (chain verification) and the keyring, as mss.app opens them
         "runtime": ("mss.runtime", "mss.app", "mss.backup",
-                    "mss.authenticator"),  # logins: passwords, tokens, certificates
+                    "mss.authenticator",  # logins: passwords, tokens, certificates
+                    "mss.metrics"),  # issue 17: counters, scrape-time gauges
     },
     "protocols": {  # never import one another
         "proxy": ("proxy",),  # the package's docstring only
@@ -56,6 +57,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "proxy.imap": ("proxy.imap.*",),
         "proxy.outbound": ("proxy.outbound.*",),
         "proxy.portal": ("proxy.portal.*",),  # issue 15: the HTTPS portal and autoconfig
+        "proxy.admin": ("proxy.admin.*",),  # issue 17: /metrics, /healthz, /readyz
     },
     "roots": {  # the only modules that know every package
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",

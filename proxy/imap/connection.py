@@ -300,7 +300,8 @@ class Session:
         except CommandError as exc:
             self.bad(exc.tag, str(exc))
             return
-        await self.dispatch(command)
+        with self.ctx.metrics.imap_timer(command.name if command.name in COMMANDS else "OTHER"):
+            await self.dispatch(command)
         if self.admission is not None and self.state != NOT_AUTHENTICATED:
             self.admission.authenticated()  # logged in: out of the pre-auth caps
 
@@ -593,6 +594,7 @@ async def start_session(ctx: ServerContext, reader: asyncio.StreamReader,
         await refuse(ctx, writer)
         return
     connected = time.monotonic()
+    ctx.metrics.session("imap", ctx.listener)
     try:
         if ctx.implicit_tls:  # RFC 8314 §3.3, counted and timed before the handshake
             await asyncio.wait_for(writer.start_tls(ctx.tls), ctx.config.preauth_timeout)

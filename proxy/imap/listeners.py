@@ -71,7 +71,7 @@ class ImapListeners:
                                                  app.config.limits.report_interval,
                                                  runtime.limits.files),
                                 runtime.limits.budget, envelopes=envelopes,
-                                sending=runtime.sending)
+                                sending=runtime.sending, metrics=runtime.metrics)
             server = await asyncio.get_running_loop().create_server(
                 _factory(ctx, implicit), listener.host, listener.port,
                 reuse_address=True, reuse_port=app.config.workers > 1)

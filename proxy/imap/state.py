@@ -28,6 +28,7 @@ from mss.limits import ListenerGuard, MemoryBudget
 from mss.mailstore import Mailstore, errors, folders, messages
 from mss.mailstore.mailboxes import Mailbox
 from mss.mailstore.notify import Notifier, Watch
+from mss.metrics import Metrics, NoMetrics
 from mss.sending import SendingLimits
 from mss.throttle import Throttle
 from proxy.imap.cache import EnvelopeCache
@@ -158,6 +159,7 @@ class ServerContext:
     sessions: set[ImapSession] = field(default_factory=set)
     envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
     sending: SendingLimits | None = None  # APPEND bytes per login and window (issue 17)
+    metrics: Metrics = field(default_factory=NoMetrics)  # the process's (mss/metrics.py)
 
     @property
     def notifier(self) -> Notifier:

@@ -32,6 +32,7 @@ from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
 from mss.db import unavailable
 from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
+from mss.metrics import Metrics, NoMetrics
 from mss.sasl import BearerMessage
 from mss.sending import (
     MAIL_REPLY,
@@ -70,9 +71,10 @@ class SmtpHandler:
                  throttle: Throttle | None = None, *, mailstore: Mailstore,
                  authenticator: Authenticator | None = None,
                  listener: ListenerConfig | None = None,
-                 sending: SendingLimits | None = None) -> None:
+                 sending: SendingLimits | None = None, metrics: Metrics | None = None) -> None:
         self.app = app
         self.sending = sending  # [limits.sending] (submission and relay listeners)
+        self.metrics = metrics or NoMetrics()  # the process's (mss/metrics.py)
         self.committer = committer
         self.whitelist = whitelist
         self.authenticator = authenticator  # tokens and certificates (mss serve's runtime)
@@ -102,6 +104,7 @@ class SmtpHandler:
     def on_connect(self, server: MssSMTP, session: MssSession) -> None:
         log.info("connect", session=session.id, listener=session.listener,
                  remote=session.remote_addr)
+        self.metrics.session("smtp", session.listener)
         session.pending_audit.append(session.record(Event.SMTP_CONNECT, actor=session.remote_addr))
 
     def on_disconnect(self, server: MssSMTP, session: MssSession) -> None:
@@ -240,8 +243,8 @@ class SmtpHandler:
         if not decision.accepted:
             detail: dict[str, Any] = {}
             code = decision.reason.split(":", 1)[0]
-            if code in policy.REASON_CODES:  # the precise reason, machine-readable
-                detail["check"] = code
+            # the precise reason, machine-readable; else the verdict (both bounded codes)
+            detail["check"] = code if code in policy.REASON_CODES else decision.verdict.value
             if session.certificate_result is not None:
                 detail.update(pki_detail(session.certificate_result))
             elif session.peer_certificate is not None:
@@ -378,7 +381,8 @@ class SmtpHandler:
             self._emit_record(session, Event.SMTP_RECIPIENT_REFUSED, Outcome.MINOR_FAILURE,
                               mail_from=envelope.mail_from, rcpt=rcpt[:320],
                               reason=decision.reason,
-                              whitelist_version=decision.whitelist_version)
+                              whitelist_version=decision.whitelist_version,
+                              detail={"check": decision.verdict.value})  # a bounded code
             return str(decision.reply)
         count = envelope.count
         if count is not None:

@@ -92,7 +92,8 @@ class SmtpListeners:
                                   verifier=self.runtime.verifier, throttle=throttle,
                                   mailstore=self.runtime.mailstore,
                                   authenticator=authenticator, listener=listener,
-                                  sending=self.runtime.sending)
+                                  sending=self.runtime.sending,
+                                  metrics=self.runtime.metrics)
             # MX and relay ask for a client certificate (verified after the handshake), and
             # so do the submission listeners offering EXTERNAL
             context = self.runtime.tls.for_listener(listener) if mode == "submission" \
