@@ -24,15 +24,17 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 COLUMNS = ("month", "section", "item", "qualifier", "count")
 MAILBOX_EVENTS = ("admin.mailbox.add", "admin.mailbox.disable", "admin.keys.shred")
-LOGIN_EVENTS = {"smtp.auth": "smtp", "imap.login": "imap", "portal.login": "portal"}
+LOGIN_EVENTS = MappingProxyType({"smtp.auth": "smtp", "imap.login": "imap",
+                                 "portal.login": "portal"})
 REFUSAL_EVENTS = ("connection.refused", "limit.exceeded", "smtp.sender.refused",
                   "smtp.recipient.refused", "smtp.message.refused", "smtp.timeout",
                   "portal.refused")
-OUTCOMES = {0: "success", 4: "refused", 8: "failure", 12: "error"}
+OUTCOMES = MappingProxyType({0: "success", 4: "refused", 8: "failure", 12: "error"})
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _CODE = re.compile(r"^[A-Za-z0-9_.\- ]{1,64}$")
 

@@ -28,6 +28,7 @@ audited ``limit.exceeded`` once per key, limit and window for the whole cluster 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,31 +123,29 @@ def _dialect_insert(conn: Connection) -> Callable[[Any], Any]:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-_BUMPS: dict[str, Insert] = {}
-
-
 def _bump_statement(conn: Connection) -> Insert:
     """INSERT ... ON CONFLICT DO UPDATE ... WHERE the sums stay within the caps (built once
     per dialect; the caps are parameters)."""
-    name = conn.dialect.name
-    statement = _BUMPS.get(name)
-    if statement is None:
-        stmt = _dialect_insert(conn)(C).values(
-            key=bindparam("key"), window=bindparam("window"), messages=bindparam("m"),
-            recipients=bindparam("r"), append_bytes=bindparam("b"), audited="")
-        ex = stmt.excluded
-        statement = stmt.on_conflict_do_update(
-            index_elements=[C.c.key, C.c.window],
-            set_={"messages": C.c.messages + ex.messages,
-                  "recipients": C.c.recipients + ex.recipients,
-                  "append_bytes": C.c.append_bytes + ex.append_bytes},
-            where=and_(C.c.messages + ex.messages <= bindparam("cap_m"),
-                       C.c.recipients + ex.recipients <= bindparam("cap_r"),
-                       C.c.append_bytes + ex.append_bytes <= bindparam("cap_b"))
-        ).returning(C.c.messages, C.c.recipients, C.c.append_bytes)  # the new counts
-        # (no row back: not added; rowcount says 1 either way on psycopg)
-        _BUMPS[name] = statement
-    return statement
+    return _bump_for(conn.dialect.name)
+
+
+@functools.cache
+def _bump_for(dialect: str) -> Insert:
+    insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert_for(C).values(
+        key=bindparam("key"), window=bindparam("window"), messages=bindparam("m"),
+        recipients=bindparam("r"), append_bytes=bindparam("b"), audited="")
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[C.c.key, C.c.window],
+        set_={"messages": C.c.messages + ex.messages,
+              "recipients": C.c.recipients + ex.recipients,
+              "append_bytes": C.c.append_bytes + ex.append_bytes},
+        where=and_(C.c.messages + ex.messages <= bindparam("cap_m"),
+                   C.c.recipients + ex.recipients <= bindparam("cap_r"),
+                   C.c.append_bytes + ex.append_bytes <= bindparam("cap_b"))
+    ).returning(C.c.messages, C.c.recipients, C.c.append_bytes)  # the new counts
+    # (no row back: not added; rowcount says 1 either way on psycopg)
 
 
 def bump(conn: Connection, key: str, window: int, caps: Caps, messages: int = 0,

@@ -36,8 +36,9 @@ from tests.whitelist_fixtures import make_whitelist_xml
 from trustspace.pki import issue_certificate, write_private_key
 
 HOST = "127.0.33.1"  # the doctor branch's loopback block (CONTRACTS17.md)
-LISTENERS = ("mx", "submission", "submissions", "relay", "imap", "imaps", "submission-cert",
-             "imap-cert")
+TLS_LISTENERS = ("mx", "submission", "submissions", "relay", "imap", "imaps",
+                 "submission-cert", "imap-cert")
+LISTENERS = (*TLS_LISTENERS, "admin")  # admin: plain HTTP on loopback (docs/metrics.md)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -187,7 +188,7 @@ def test_an_expired_certificate(doctored: Doctored) -> None:
         code, rows = doctored.run()
     finally:
         doctored.node.config.write_text(doctored.good_config)
-    listeners = {f"listener {name}": "fail" for name in LISTENERS}  # serving the old one
+    listeners = {f"listener {name}": "fail" for name in TLS_LISTENERS}  # serving the old one
     assert code == 1 and not_ok(rows) == {"certificate expiry": "fail", **listeners}, rows
     assert re.fullmatch(r"our certificate expired on \d{4}-\d\d-\d\d \d\d:\d\d UTC: renew it "
                         r"\(IGC-Santé SERV SSL\), install it in tls.cert_file / tls.key_file, "

@@ -141,7 +141,7 @@ def check_listeners(config: Config, ours: Ours | None, timeout: float) -> list[F
                 fix = f"{where}: {why(exc)}: is mss serve running and healthy?"
             findings.append(fail(label, fix))
             continue
-        if leaf is not None and presented != leaf:
+        if leaf is not None and presented is not None and presented != leaf:
             findings.append(fail(label, f"{where} presents another certificate than "
                                  f"{config.tls.cert_file}: restart mss serve (or stop the "
                                  "other service)"))
@@ -160,6 +160,10 @@ def _probe(lc: ListenerConfig, timeout: float) -> bytes | None:
     ctx.check_hostname = False  # compared with our certificate byte for byte instead
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection((_connect_host(lc.host), lc.port), timeout=timeout) as raw:
+        if lc.name == "admin":  # plain HTTP on loopback (docs/metrics.md): no certificate
+            raw.sendall(b"GET /healthz HTTP/1.0\r\nHost: doctor.invalid\r\n\r\n")
+            _expect(raw.makefile("rb").readline(1024), b"HTTP/1.", "no HTTP answer")
+            return None
         sock: socket.socket = raw
         if lc.name in IMPLICIT_TLS:
             sock = ctx.wrap_socket(raw)
