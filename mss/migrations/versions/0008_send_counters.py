@@ -1,6 +1,6 @@
 """Sending limits' counters, per sender and window (mss/sending.py).
 
-Revision ID: 0008_send_counters
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_send_counters"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
