@@ -1,0 +1,127 @@
+"""Every line a node writes while it works is a JSON object (issue 17): its whole serve log
+(stdout and stderr of ``mss serve``, start to SIGTERM) read after real SMTP and IMAP
+sessions, good and bad, and parsed line by line."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.node import DOMAIN, PASSWORD, Node, make_node, wait_for
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+REMOTE = "dr.martin@operator-a.mssante.fr"
+
+
+def _submit(node: Node, n: int) -> None:
+    with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=15) as client:
+        client.starttls(context=node.client_context())
+        client.login(ALICE, PASSWORD)
+        for i in range(n):
+            body = (f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: log {i}\r\n"
+                    f"Message-ID: <log.{i}.{time.time_ns()}@demo>\r\n\r\nbody {i}\r\n").encode()
+            assert client.sendmail(ALICE, [BOB, REMOTE], body) == {}
+
+
+def _bad_smtp(node: Node) -> None:
+    with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=15) as client:
+        assert client.docmd("AUTH", "PLAIN AGFiYwBkZWY=")[0] == 530  # before STARTTLS
+        assert client.docmd("NONSENSE")[0] in (500, 530)  # 530: STARTTLS first
+        client.starttls(context=node.client_context())
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(ALICE, "wrong password")
+    # a client gone in the middle of DATA
+    client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=15)
+    client.starttls(context=node.client_context())
+    client.login(ALICE, PASSWORD)
+    client.mail(ALICE)
+    client.rcpt(BOB)
+    client.putcmd("DATA")
+    client.getreply()
+    client.send(b"Subject: cut\r\n\r\nhalf a line")
+    client.sock.close()  # type: ignore[union-attr]
+    # the MX: a peer with its operator certificate, one without
+    for client_cert in (True, False):
+        with node.mx_tls_socket(client_cert) as tls:
+            tls.sendall(b"EHLO mx.operator-a.fr\r\nMAIL FROM:<dr.martin@operator-a.mssante.fr>"
+                        b"\r\nQUIT\r\n")
+            while tls.recv(4096):
+                pass
+
+
+def _imap(node: Node) -> None:
+    with imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=node.client_context(),
+                           timeout=15) as m:
+        m.login(BOB, PASSWORD)
+        assert m.select("INBOX")[0] == "OK"
+        assert m.fetch("1:*", "(FLAGS BODY.PEEK[HEADER])")[0] == "OK"
+        assert m.search(None, "ALL")[0] == "OK"
+        m.send(b"x1 NONSENSE\r\n")  # an unknown command: a tagged BAD
+        assert m.readline().startswith(b"x1 BAD")
+        m.logout()
+    with imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=node.client_context(),
+                           timeout=15) as m, pytest.raises(imaplib.IMAP4.error):
+        m.login(BOB, "wrong password")
+
+
+def _rude(node: Node) -> None:
+    """A TCP connection closed without a word, and plain text to a TLS port, on each
+    listener; a TLS client that does not trust the node's certificate."""
+    for port in node.ports.values():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:  # a listener the default config leaves off
+            continue
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"\x16\x03\x01 not a handshake\r\n\r\n")
+            sock.settimeout(5)
+            try:
+                sock.recv(1024)
+            except OSError:
+                pass
+    untrusting = ssl.create_default_context()  # the system CAs: not the node's test CA
+    with socket.create_connection(("127.0.0.1", node.ports["imaps"]), timeout=5) as sock, \
+            pytest.raises(ssl.SSLError):
+        untrusting.wrap_socket(sock, server_hostname="localhost")
+
+
+def _non_json(log: Path) -> list[str]:
+    bad = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            assert isinstance(json.loads(line), dict)
+        except (ValueError, AssertionError):
+            bad.append(line)
+    return bad
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_line_of_a_busy_nodes_log_is_json(tmp_path: Path, workers: int) -> None:
+    node = make_node(tmp_path)
+    if workers > 1:
+        text = node.config.read_text()
+        node.config.write_text(text.replace('[server]\ndata_dir = "."\n',
+                                            f'[server]\ndata_dir = "."\nworkers = {workers}\n',
+                                            1))
+    node.start()
+    try:
+        _submit(node, 5)
+        _bad_smtp(node)
+        _imap(node)
+        _rude(node)
+        assert wait_for(lambda: len(node.audit("--event", "smtp.message.accepted")) >= 5, 30)
+    finally:
+        assert node.stop() == 0
+    assert node.log_path is not None
+    lines = node.log_path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 10 and any('"event": "ready"' in line for line in lines)
+    assert _non_json(node.log_path) == []
