@@ -174,15 +174,19 @@ def serve(ctx: typer.Context) -> None:
     import asyncio
 
     from mss.config import load_config, resolve_config_path
-    from mss.logs import configure
-    from mss.server import serve as run
-    from mss.server import serve_workers
+    from mss.logs import configure, route_crashes
 
     config = load_config(resolve_config_path(ctx.obj.get("config") if ctx.obj else None))
     require_private_dir(config.data_dir)  # before any file is created in it
     require_tls_files(config.tls)
+    # JSON from here on, before the listeners' imports (a library's import-time warning)
+    # and before the node opens; a refusal to start stays the CLI's one line on stderr
+    configure(config.log_level, config.log_file)
+    route_crashes()
+    from mss.server import serve as run
+    from mss.server import serve_workers
+
     with node(ctx) as node_app:  # checks config and master key before any fork
-        configure(node_app.config.log_level, node_app.config.log_file)
         workers = node_app.config.workers
         if workers == 1:
             asyncio.run(run(node_app))

@@ -1,14 +1,18 @@
 """structlog set-up: JSON lines on stderr (or ``logging.file``), never a secret or message
-content."""
+content. ``mss serve`` also routes what Python itself would print as plain text (an uncaught
+exception in a thread or at the top, an exception ignored in ``__del__``) into the same JSON
+lines: every line of the log parses (issue 17)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import threading
+import traceback
 from collections.abc import MutableMapping
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -83,3 +87,41 @@ def configure(level: str = "info", file: Path | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
+
+
+def where(tb: TracebackType | None, depth: int = 6) -> list[str]:
+    """The innermost frames of *tb* as ``file:line in function``: where a crash happened,
+    without the source lines nor the locals (data a crash may hold stays out of the log)."""
+    return [f"{frame.filename}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(tb)[-depth:]]
+
+
+def route_crashes() -> None:
+    """Uncaught exceptions (main thread, other threads) and unraisable ones as JSON lines
+    instead of Python's plain-text tracebacks on stderr. For the serving process only (a
+    test process keeps its own hooks)."""
+    crash_log = structlog.get_logger("mss.crash")
+
+    def main_hook(kind: type[BaseException], exc: BaseException,
+                  tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            crash_log.info("interrupted")
+            return
+        crash_log.critical("uncaught exception", error=repr(exc), where=where(tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        crash_log.critical("uncaught exception in thread", error=repr(args.exc_value),
+                           thread=args.thread.name if args.thread else None,
+                           where=where(args.exc_traceback))
+
+    def unraisable_hook(unraisable: Any) -> None:
+        crash_log.error("exception ignored", error=repr(unraisable.exc_value),
+                        context=unraisable.err_msg or "Exception ignored in",
+                        object=type(unraisable.object).__name__,
+                        where=where(unraisable.exc_traceback))
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
