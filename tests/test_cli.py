@@ -88,6 +88,28 @@ def test_config_from_env_and_missing_config() -> None:
     assert "not found" in one_line_error(proc)
 
 
+def test_bin_mss_is_the_readme_command_from_any_directory(node: Node, tmp_path: Path) -> None:
+    """bin/mss, what the README puts on PATH after 'make run' (issue 17): this checkout's
+    CLI from any directory; --config, then MSS_CONFIG, then the checkout's var/mss.toml."""
+    env = env_without_config()
+    env["PATH"] = f"{REPO / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    if not (REPO / ".venv" / "bin" / "python").exists():  # a worktree on a shared venv
+        env["PYTHON"] = sys.executable
+
+    def mss(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mss", *args], capture_output=True, text=True, cwd=tmp_path,
+                              env={**env, **extra}, timeout=120)
+
+    listed = mss("--config", str(node.config), "domain", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [d["domain"] for d in json.loads(listed.stdout)] == [DOMAIN]
+    by_env = mss("mailbox", "list", "--json", MSS_CONFIG=str(node.config))
+    assert f"alice@{DOMAIN}" in [m["address"] for m in json.loads(by_env.stdout)]
+    if not (REPO / "var" / "mss.toml").exists():  # no 'make run' node in this checkout
+        assert f"{REPO / 'var' / 'mss.toml'} not found" in one_line_error(mss("domain", "list"))
+    assert "Usage: mss" in mss("--help").stdout
+
+
 def test_domains(node: Node) -> None:
     assert node.cli_json("domain", "list") == [{"domain": DOMAIN, "relay_to": None}]
     node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
