@@ -110,6 +110,34 @@ def test_bin_mss_is_the_readme_command_from_any_directory(node: Node, tmp_path: 
     assert "Usage: mss" in mss("--help").stdout
 
 
+LISTINGS = (["domain", "list"], ["mailbox", "list"], ["mailbox", "show", f"alice@{DOMAIN}"],
+            ["keys", "status"], ["audit", "list"], ["audit", "status"], ["queue", "list"],
+            ["relay", "list"], ["directory", "status"], ["directory", "search", "x"],
+            ["mailbox", "app-password", "list", f"alice@{DOMAIN}"], ["mailbox", "cert", "list"])
+
+
+def test_every_listing_fits_80_columns_and_prints_json(node: Node) -> None:
+    """Tables at COLUMNS=80 (tests/node.py sets it): no line wider, however long the cells;
+    --json: the same rows, parsed (issue 17)."""
+    long_box = f"a-rather-long-mailbox-name.for-the-secretariat-of-cardiology@{DOMAIN}"
+    node.cli("mailbox", "add", long_box, "--type", "APP", "--finess", "750000002",
+             "--cert-dn", "CN=an application with a long name,OU=a department with a long "
+             "name,O=Clinique Exemple,L=Paris,C=FR")
+    node.cli("relay", "add", "scanner-of-the-radiology-department", "--domains", DOMAIN,
+             "--cert-dn", "CN=scanner.radiologie.clinique-exemple.fr,OU=Radiologie,"
+             "O=Clinique Exemple,L=Paris,C=FR")
+    node.cli("mailbox", "app-password", "add", f"alice@{DOMAIN}", "--label",
+             "Thunderbird, laptop of the secretariat, second floor, east wing")
+    for args in LISTINGS:
+        table = node.cli(*args).stdout
+        assert table and max(map(len, table.splitlines())) <= 80, (args, table)
+        one_record = tuple(args[:2]) in (("mailbox", "show"), ("directory", "status"))
+        assert isinstance(node.cli_json(*args), dict if one_record else list), args
+    assert long_box in [m["address"] for m in node.cli_json("mailbox", "list")]
+    relays = node.cli_json("relay", "list")
+    assert relays[-1]["name"] == "scanner-of-the-radiology-department"
+
+
 def test_domains(node: Node) -> None:
     assert node.cli_json("domain", "list") == [{"domain": DOMAIN, "relay_to": None}]
     node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
