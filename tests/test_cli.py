@@ -187,6 +187,11 @@ def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> 
     assert node.cli("whitelist", "check", "D7.MSSante.fr.").returncode == 0
     absent = node.cli("whitelist", "check", "gmail.com", check=False)
     assert absent.returncode == 1 and "not whitelisted" in absent.stdout
+    listed = node.cli_json("whitelist", "check", "d7.mssante.fr")
+    assert listed["whitelisted"] and listed["dns"] == ["CN=mx1.op.fr,O=Op,C=FR"]
+    absent = node.cli("whitelist", "check", "gmail.com", "--json", check=False)
+    assert absent.returncode == 1 and json.loads(absent.stdout)["whitelisted"] is False
+    assert node.cli_json("whitelist", "show")["domains"] == 100
     half = tmp_path / "half.xml"
     half.write_bytes(make_whitelist_xml(domains[:50]))
     err = one_line_error(node.cli("whitelist", "import", str(half), check=False))

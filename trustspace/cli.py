@@ -122,15 +122,20 @@ def whitelist_show(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
 
 
 @whitelist_app.command("check")
-def whitelist_check(ctx: typer.Context, domain: str) -> None:
+def whitelist_check(ctx: typer.Context, domain: str, json_out: JSON_OPTION = False) -> None:
     """Exit 0 when DOMAIN is whitelisted, 1 when not (2: not a domain name); prints the
-    operator DNs."""
+    operator DNs (--json: one object: domain, whitelisted, version, dns; the same exit)."""
     try:
         normalize_domain(domain)
     except ValueError as exc:  # a usage error, not a "no" answer
         fail(f"invalid domain {domain!r}: {exc}")
     with node(ctx) as app, app.reader.connect() as conn:
         whitelist = load_active(conn)
+    if json_out:
+        listed = whitelist.is_whitelisted(domain)
+        print_json({"domain": domain, "whitelisted": listed, "version": whitelist.version_id,
+                    "dns": sorted(whitelist.dns_for(domain)) if listed else []})
+        raise typer.Exit(0 if listed else 1)
     if whitelist.is_whitelisted(domain):
         print(f"{domain}: whitelisted (version {whitelist.version_id})")
         for dn in sorted(whitelist.dns_for(domain)):
