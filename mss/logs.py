@@ -5,7 +5,9 @@ lines: every line of the log parses (issue 17)."""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -42,6 +44,36 @@ class _ToStructlog(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 
+class _LineWriter:
+    """structlog's output: each line in one write(2) of its own. Several processes share
+    the log (``server.workers`` on one stderr or ``logging.file``): print() wrote a line
+    and its newline in two calls, and two workers stopping at once wrote
+    ``{...}{...}`` then an empty line (tests/test_json_log.py)."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = file.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):  # a stream of a test
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        line = message + "\n"
+        with self._lock:
+            if self._fd is None:
+                self._file.write(line)
+                self._file.flush()
+                return
+            self._file.flush()  # anything written through the stream itself goes first
+            data = line.encode("utf-8", "backslashreplace")
+            while data:  # a regular file or pipe takes it whole; a short write continues
+                data = data[os.write(self._fd, data):]
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+    failure = msg
+
+
 _LEVELS = MappingProxyType({"debug": logging.DEBUG, "info": logging.INFO,
                             "warning": logging.WARNING, "error": logging.ERROR})
 # a column's value quoted by SQLite's decode error, and any stored password hash
@@ -76,6 +108,7 @@ def configure(level: str = "info", file: Path | None = None) -> None:
     mail_log.setLevel(logging.WARNING)
     mail_log.handlers = [_ToStructlog(drop_args=True)]
     mail_log.propagate = False
+    writer = _LineWriter(out)  # one per process: forked workers each write whole lines
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -84,7 +117,7 @@ def configure(level: str = "info", file: Path | None = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
 

@@ -107,7 +107,7 @@ def test_receiver_down_during_burst_loses_nothing(shipped: tuple[Node, rsyslog.R
     send(node, 20)  # a burst while the repository is down: backlog, not loss
     time.sleep(1)
     assert node.cli_json("audit", "status")[0]["backlog"] >= 0
-    assert "backlog" in node.cli("audit", "status").stdout.splitlines()[0]
+    assert "backlog" in node.cli("audit", "status").stdout.split()  # a header
     receiver.start()
     assert wait_for_all(node, receiver, timeout=60) == set()
     # at least once: duplicates allowed, but every record is there

@@ -158,3 +158,39 @@ def test_crashes_python_would_print_are_json_lines() -> None:
     assert lines[1]["thread"] == "worker-thread" and "ZeroDivisionError" in lines[1]["error"]
     assert lines[2]["error"] == "LookupError('at the top')"
     assert all(x["where"] and ":" in x["where"][-1] for x in lines)  # file:line, no source
+
+
+WORKERS = """
+import os, sys
+import structlog
+from mss.logs import configure
+configure("info", None if sys.argv[1] == "stderr" else __import__("pathlib").Path(sys.argv[1]))
+children = []
+for worker in range(3):  # as mss serve forks its workers after configure()
+    pid = os.fork()
+    if pid == 0:
+        log = structlog.get_logger("mss.test")
+        for i in range(400):
+            log.info("stopping", worker=worker, i=i, pad="x" * (i % 200))
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("target", ["stderr", "file"])
+def test_workers_sharing_the_log_write_whole_lines(tmp_path: Path, target: str) -> None:
+    """Three forked processes logging at once to one stderr (a file, as tests/node.py and
+    systemd give it) or one logging.file: 1200 lines, each a JSON object."""
+    log = tmp_path / "serve.log"
+    with log.open("ab") as out:
+        subprocess.run([sys.executable, "-c", WORKERS,
+                        "stderr" if target == "stderr" else str(tmp_path / "mss.log")],
+                       stdout=out, stderr=out, cwd=REPO, env=CHILD_ENV, timeout=120,
+                       check=True)
+    written = log if target == "stderr" else tmp_path / "mss.log"
+    lines = written.read_text(encoding="utf-8").splitlines()
+    assert _non_json(written) == [] and len(lines) == 1200
+    assert {(x["worker"], x["i"]) for x in map(json.loads, lines)} == {
+        (w, i) for w in range(3) for i in range(400)}
