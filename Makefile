@@ -78,6 +78,7 @@ run: $(VENV)/.installed
 	  echo; echo "demo mailbox: $(DEMO_MAILBOX)   password: $$pw   (shown once)"; echo; \
 	fi
 	$(MSS) --config $(DATA)/mss.toml db upgrade  # the demo node: its schema follows the code
+	@echo "admin commands, from another terminal: bin/mss --help (export PATH=\"\$$PWD/bin:\$$PATH\": mss ...)"
 	exec $(MSS) --config $(DATA)/mss.toml serve
 
 test: install-test

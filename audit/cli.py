@@ -197,18 +197,22 @@ def audit_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
             print("no audit destination configured ([[audit.destinations]])")
             return
         rows = Outbox(app.engine, app.reader).status([d.name for d in destinations])
-    listing = [{"destination": dest.name, "transport": dest.transport,
-                "address": f"{dest.host}:{dest.port}", "backlog": row["backlog"],
-                "shipped": row["last_id"], "newest": row["newest_id"],
-                "last_success_at": row.get("last_success_at"),
-                "last_error_at": row.get("last_error_at"), "last_error": row.get("last_error")}
-               for dest, row in zip(destinations, rows, strict=True)]
-    emit(listing, STATUS_COLUMNS, json_out=json_out)
+    listing: list[dict[str, object]] = [
+        {"destination": dest.name, "transport": dest.transport,
+         "address": f"{dest.host}:{dest.port}", "backlog": row["backlog"],
+         "shipped": row["last_id"], "newest": row["newest_id"],
+         "last_success_at": row.get("last_success_at"),
+         "last_error_at": row.get("last_error_at"), "last_error": row.get("last_error")}
+        for dest, row in zip(destinations, rows, strict=True)]
+    for r in listing:  # the table's cells
+        r["to"] = f"{r['transport']} {r['address']}"
+        r["up_to"] = f"{r['shipped']} of {r['newest']}"
+        r["error"] = (f"{when(r['last_error_at'])}: {r['last_error']}" if r["last_error"]
+                      else None)
+    emit(listing, STATUS_COLUMNS, json_out=json_out, json_skip=("to", "up_to", "error"))
 
 
-STATUS_COLUMNS = (Column("destination"), Column("transport"), Column("address"),
-                  Column("backlog", justify="right"), Column("shipped", justify="right"),
-                  Column("newest", justify="right"),
+STATUS_COLUMNS = (Column("destination"), Column("to"), Column("backlog", justify="right"),
+                  Column("up_to", header="shipped up to"),
                   Column("last_success_at", header="last success", format=when, min_width=10),
-                  Column("last_error_at", header="last error at", format=when, min_width=10),
-                  Column("last_error", header="last error"))
+                  Column("error", header="last error"))

@@ -77,6 +77,7 @@ class Event(StrEnum):
     ADMIN_BACKUP_CREATE = "admin.backup.create"
     ADMIN_BACKUP_RESTORE = "admin.backup.restore"
     ADMIN_DB_UPGRADE = "admin.db.upgrade"
+    ADMIN_PKI_DEV_CERT = "admin.pki.dev_cert"  # issue 17: mss pki dev-cert
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -309,6 +310,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_DB_UPGRADE, SECURITY_ALERT, dcm("110131", "Software Configuration"),
               "E", "the database schema was upgraded (mss db upgrade: revisions from and to "
               "in detail)"),
+    EventKind(Event.ADMIN_PKI_DEV_CERT, SECURITY_ALERT,
+              dcm("110129", "Security Configuration"), "E",
+              "mss pki dev-cert reissued the development server certificate (its names, "
+              "serial and the backup file in detail; the key unchanged)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

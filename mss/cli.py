@@ -109,10 +109,17 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
          database_url: Annotated[str, typer.Option(
              "--database-url", help="SQLAlchemy URL of the database (default: SQLite in the "
              "data dir; postgresql+psycopg://user@host/db for PostgreSQL).")]
-         = "sqlite:///mss.db") -> None:
+         = "sqlite:///mss.db",
+         hostname: Annotated[list[str] | None, typer.Option(
+             "--hostname", help="Another DNS name of the development certificate "
+             "(repeatable; mx.DOMAIN and localhost always).")] = None,
+         ip: Annotated[list[str] | None, typer.Option(
+             "--ip", help="Another IP address of the development certificate (repeatable; "
+             "127.0.0.1 always).")] = None) -> None:
     """Create a data dir: config, master key, development PKI; the database (SQLite in the
     data dir, or --database-url, which must be empty) at the schema's head revision, with
-    the queue key and the hosted domain."""
+    the queue key and the hosted domain. The development certificate names mx.DOMAIN,
+    localhost, 127.0.0.1 and each --hostname and --ip (mss pki dev-cert reissues it)."""
     from audit.checkpoints import signing_key
     from audit.journal import AuditRecord, append
     from audit.patient import pseudonym_key
@@ -122,12 +129,16 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     from mss.config import DEFAULT_CONFIG_NAME, render_default_config, resolve_database_url
     from mss.db_cli import drop_mss_tables, require_empty_database
     from mss.mailstore import domains
-    from trustspace.pki import generate_dev_pki
+    from trustspace.pki import generate_dev_pki, parse_names
 
     try:
         domain = normalize_domain(domain)
     except ValueError as exc:
         fail(f"invalid domain {domain!r}: {exc}")
+    try:
+        names, addresses = parse_names(hostname or [], ip or [])
+    except ValueError as exc:
+        fail(str(exc))
     key_file = data_dir / "keys" / "master.key"
     if key_file.exists() and not force:
         fail(f"{data_dir} already holds keys ({key_file}); use --force to replace them "
@@ -146,7 +157,8 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
     config_path = data_dir / DEFAULT_CONFIG_NAME
     config_path.write_text(render_default_config(domain, database_url), encoding="utf-8")
     crypto.new_master_key_file(key_file)
-    generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost"])
+    generate_dev_pki(data_dir / "pki", domain, [f"mx.{domain}", "localhost", *names],
+                     addresses)
     signing_key(data_dir / "keys" / "audit-signing.key")  # audit checkpoints (Ed25519)
     pseudonym_key(data_dir / "keys" / "pseudonym.key")  # patient pseudonyms in the trail
     node_app = open_app(config_path, init=True)  # the schema made at its head revision
@@ -156,7 +168,9 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
             node_app.keyring.create_key(conn, crypto.QUEUE_KEY_ID)
             domains.add_domain(conn, domain)
             append(conn, [
-                AuditRecord(Event.ADMIN_INIT, actor=actor(), detail={"data_dir": str(data_dir)}),
+                AuditRecord(Event.ADMIN_INIT, actor=actor(), detail={
+                    "data_dir": str(data_dir), "hostnames": ",".join(names),
+                    "ips": ",".join(str(a) for a in addresses)}),
                 AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(), detail={"domain": domain}),
             ])
     finally:
@@ -174,15 +188,19 @@ def serve(ctx: typer.Context) -> None:
     import asyncio
 
     from mss.config import load_config, resolve_config_path
-    from mss.logs import configure
-    from mss.server import serve as run
-    from mss.server import serve_workers
+    from mss.logs import configure, route_crashes
 
     config = load_config(resolve_config_path(ctx.obj.get("config") if ctx.obj else None))
     require_private_dir(config.data_dir)  # before any file is created in it
     require_tls_files(config.tls)
+    # JSON from here on, before the listeners' imports (a library's import-time warning)
+    # and before the node opens; a refusal to start stays the CLI's one line on stderr
+    configure(config.log_level, config.log_file)
+    route_crashes()
+    from mss.server import serve as run
+    from mss.server import serve_workers
+
     with node(ctx) as node_app:  # checks config and master key before any fork
-        configure(node_app.config.log_level, node_app.config.log_file)
         workers = node_app.config.workers
         if workers == 1:
             asyncio.run(run(node_app))

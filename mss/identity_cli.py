@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from mss.cli_output import JSON_OPTION, print_json
 from mss.cli_support import fail
 from mss.config import AuthConfig, load_config, resolve_config_path
 
@@ -35,15 +36,19 @@ def _when(epoch: float) -> str:
 @auth_app.command("check")
 def auth_check(ctx: typer.Context,
                name: Annotated[str | None, typer.Argument(
-                   help="One issuer's name (default: every one).")] = None) -> None:
+                   help="One issuer's name (default: every one).")] = None,
+               json_out: JSON_OPTION = False) -> None:
     """Fetch each issuer's discovery document and signing keys now, as 'mss serve' does:
-    one line each; exit 1 if one cannot be reached."""
+    one line each (--json: a list of objects: name, ok, issuer, keys, introspection,
+    error); exit 1 if one cannot be reached."""
     from mss.identity.tokens import TokenError, TokenVerifier
 
     auth = _auth(ctx)
     names = [o.name for o in auth.oidc]
     if name is not None and name not in names:
         fail(f"no [[auth.oidc]] issuer named {name!r} (known: {', '.join(names)})")
+
+    rows: list[dict[str, object]] = []
 
     async def run() -> bool:
         verifier = TokenVerifier(auth)
@@ -54,17 +59,25 @@ def auth_check(ctx: typer.Context,
                     metadata, kids = await verifier.refresh(one)
                 except TokenError as exc:
                     ok = False
-                    print(f"{one}: unreachable: {exc.reason}")
+                    rows.append({"name": one, "ok": False, "error": exc.reason})
+                    if not json_out:
+                        print(f"{one}: unreachable: {exc.reason}")
                     continue
                 introspection = (metadata.introspection_endpoint or "none") \
                     if verifier.issuer_config(one).introspection else "off"
-                print(f"{one}: ok: {metadata.issuer} keys={','.join(kids) or 'none'} "
-                      f"introspection={introspection}")
+                rows.append({"name": one, "ok": True, "issuer": metadata.issuer,
+                             "keys": list(kids), "introspection": introspection})
+                if not json_out:
+                    print(f"{one}: ok: {metadata.issuer} keys={','.join(kids) or 'none'} "
+                          f"introspection={introspection}")
         finally:
             await verifier.stop(time.monotonic() + 5)
         return ok
 
-    if not asyncio.run(run()):
+    ok = asyncio.run(run())
+    if json_out:
+        print_json(rows)
+    if not ok:
         raise typer.Exit(1)
 
 

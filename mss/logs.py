@@ -1,14 +1,20 @@
 """structlog set-up: JSON lines on stderr (or ``logging.file``), never a secret or message
-content."""
+content. ``mss serve`` also routes what Python itself would print as plain text (an uncaught
+exception in a thread or at the top, an exception ignored in ``__del__``) into the same JSON
+lines: every line of the log parses (issue 17)."""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import sys
+import threading
+import traceback
 from collections.abc import MutableMapping
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -37,6 +43,36 @@ class _ToStructlog(logging.Handler):
             structlog.get_logger("stdlib").log(record.levelno, text, **fields)
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
+
+class _LineWriter:
+    """structlog's output: each line in one write(2) of its own. Several processes share
+    the log (``server.workers`` on one stderr or ``logging.file``): print() wrote a line
+    and its newline in two calls, and two workers stopping at once wrote
+    ``{...}{...}`` then an empty line (tests/test_json_log.py)."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = file.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):  # a stream of a test
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        line = message + "\n"
+        with self._lock:
+            if self._fd is None:
+                self._file.write(line)
+                self._file.flush()
+                return
+            self._file.flush()  # anything written through the stream itself goes first
+            data = line.encode("utf-8", "backslashreplace")
+            while data:  # a regular file or pipe takes it whole; a short write continues
+                data = data[os.write(self._fd, data):]
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+    failure = msg
+
 
 _LEVELS = MappingProxyType({"debug": logging.DEBUG, "info": logging.INFO,
                             "warning": logging.WARNING, "error": logging.ERROR})
@@ -72,6 +108,7 @@ def configure(level: str = "info", file: Path | None = None) -> None:
     mail_log.setLevel(logging.WARNING)
     mail_log.handlers = [_ToStructlog(drop_args=True)]
     mail_log.propagate = False
+    writer = _LineWriter(out)  # one per process: forked workers each write whole lines
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -80,6 +117,44 @@ def configure(level: str = "info", file: Path | None = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
+
+
+def where(tb: TracebackType | None, depth: int = 6) -> list[str]:
+    """The innermost frames of *tb* as ``file:line in function``: where a crash happened,
+    without the source lines nor the locals (data a crash may hold stays out of the log)."""
+    return [f"{frame.filename}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(tb)[-depth:]]
+
+
+def route_crashes() -> None:
+    """Uncaught exceptions (main thread, other threads) and unraisable ones as JSON lines
+    instead of Python's plain-text tracebacks on stderr. For the serving process only (a
+    test process keeps its own hooks)."""
+    crash_log = structlog.get_logger("mss.crash")
+
+    def main_hook(kind: type[BaseException], exc: BaseException,
+                  tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            crash_log.info("interrupted")
+            return
+        crash_log.critical("uncaught exception", error=repr(exc), where=where(tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        crash_log.critical("uncaught exception in thread", error=repr(args.exc_value),
+                           thread=args.thread.name if args.thread else None,
+                           where=where(args.exc_traceback))
+
+    def unraisable_hook(unraisable: Any) -> None:
+        crash_log.error("exception ignored", error=repr(unraisable.exc_value),
+                        context=unraisable.err_msg or "Exception ignored in",
+                        object=type(unraisable.object).__name__,
+                        where=where(unraisable.exc_traceback))
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook

@@ -88,6 +88,56 @@ def test_config_from_env_and_missing_config() -> None:
     assert "not found" in one_line_error(proc)
 
 
+def test_bin_mss_is_the_readme_command_from_any_directory(node: Node, tmp_path: Path) -> None:
+    """bin/mss, what the README puts on PATH after 'make run' (issue 17): this checkout's
+    CLI from any directory; --config, then MSS_CONFIG, then the checkout's var/mss.toml."""
+    env = env_without_config()
+    env["PATH"] = f"{REPO / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    if not (REPO / ".venv" / "bin" / "python").exists():  # a worktree on a shared venv
+        env["PYTHON"] = sys.executable
+
+    def mss(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mss", *args], capture_output=True, text=True, cwd=tmp_path,
+                              env={**env, **extra}, timeout=120)
+
+    listed = mss("--config", str(node.config), "domain", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [d["domain"] for d in json.loads(listed.stdout)] == [DOMAIN]
+    by_env = mss("mailbox", "list", "--json", MSS_CONFIG=str(node.config))
+    assert f"alice@{DOMAIN}" in [m["address"] for m in json.loads(by_env.stdout)]
+    if not (REPO / "var" / "mss.toml").exists():  # no 'make run' node in this checkout
+        assert f"{REPO / 'var' / 'mss.toml'} not found" in one_line_error(mss("domain", "list"))
+    assert "Usage: mss" in mss("--help").stdout
+
+
+LISTINGS = (["domain", "list"], ["mailbox", "list"], ["mailbox", "show", f"alice@{DOMAIN}"],
+            ["keys", "status"], ["audit", "list"], ["audit", "status"], ["queue", "list"],
+            ["relay", "list"], ["directory", "status"], ["directory", "search", "x"],
+            ["mailbox", "app-password", "list", f"alice@{DOMAIN}"], ["mailbox", "cert", "list"])
+
+
+def test_every_listing_fits_80_columns_and_prints_json(node: Node) -> None:
+    """Tables at COLUMNS=80 (tests/node.py sets it): no line wider, however long the cells;
+    --json: the same rows, parsed (issue 17)."""
+    long_box = f"a-rather-long-mailbox-name.for-the-secretariat-of-cardiology@{DOMAIN}"
+    node.cli("mailbox", "add", long_box, "--type", "APP", "--finess", "750000002",
+             "--cert-dn", "CN=an application with a long name,OU=a department with a long "
+             "name,O=Clinique Exemple,L=Paris,C=FR")
+    node.cli("relay", "add", "scanner-of-the-radiology-department", "--domains", DOMAIN,
+             "--cert-dn", "CN=scanner.radiologie.clinique-exemple.fr,OU=Radiologie,"
+             "O=Clinique Exemple,L=Paris,C=FR")
+    node.cli("mailbox", "app-password", "add", f"alice@{DOMAIN}", "--label",
+             "Thunderbird, laptop of the secretariat, second floor, east wing")
+    for args in LISTINGS:
+        table = node.cli(*args).stdout
+        assert table and max(map(len, table.splitlines())) <= 80, (args, table)
+        one_record = tuple(args[:2]) in (("mailbox", "show"), ("directory", "status"))
+        assert isinstance(node.cli_json(*args), dict if one_record else list), args
+    assert long_box in [m["address"] for m in node.cli_json("mailbox", "list")]
+    relays = node.cli_json("relay", "list")
+    assert relays[-1]["name"] == "scanner-of-the-radiology-department"
+
+
 def test_domains(node: Node) -> None:
     assert node.cli_json("domain", "list") == [{"domain": DOMAIN, "relay_to": None}]
     node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
@@ -137,6 +187,11 @@ def test_whitelist_import_check_and_shrink_guard(node: Node, tmp_path: Path) -> 
     assert node.cli("whitelist", "check", "D7.MSSante.fr.").returncode == 0
     absent = node.cli("whitelist", "check", "gmail.com", check=False)
     assert absent.returncode == 1 and "not whitelisted" in absent.stdout
+    listed = node.cli_json("whitelist", "check", "d7.mssante.fr")
+    assert listed["whitelisted"] and listed["dns"] == ["CN=mx1.op.fr,O=Op,C=FR"]
+    absent = node.cli("whitelist", "check", "gmail.com", "--json", check=False)
+    assert absent.returncode == 1 and json.loads(absent.stdout)["whitelisted"] is False
+    assert node.cli_json("whitelist", "show")["domains"] == 100
     half = tmp_path / "half.xml"
     half.write_bytes(make_whitelist_xml(domains[:50]))
     err = one_line_error(node.cli("whitelist", "import", str(half), check=False))

@@ -576,6 +576,8 @@ def test_queued_as_id_is_the_queue_and_audit_id(running_node: Node) -> None:
     ids = [line.split()[1] for line in shown.splitlines() if line.startswith("id:")]
     assert len(ids) == 2 and all(i.startswith(queue_id) for i in ids), shown
     assert f"to:           {REMOTE}" in shown and f"to:           {other}" in shown
+    shown_json = running_node.cli_json("queue", "show", queue_id)
+    assert sorted(r["rcpt"] for r in shown_json) == sorted([REMOTE, other])
     listed = running_node.cli_json("queue", "list")
     assert [r["id"].startswith(queue_id) for r in listed].count(True) == 2
     accepted = running_node.wait_audit(lambda r: r["event"] == "smtp.message.accepted"

@@ -458,6 +458,10 @@ def test_mss_auth_check_and_verify_token(oidc_provider: OidcProvider,  # noqa: F
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"test: ok: {oidc_provider.issuer} keys=key-1 "
                                   f"introspection={oidc_provider.issuer}/token/introspection")
+    done = _mss(config, "auth", "check", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == [
+        {"name": "test", "ok": True, "issuer": oidc_provider.issuer, "keys": ["key-1"],
+         "introspection": f"{oidc_provider.issuer}/token/introspection"}]
     token = oidc_provider.access_token()
     done = _mss(config, "auth", "verify-token", stdin=token + "\n")
     assert done.returncode == 0, done.stderr
@@ -478,6 +482,9 @@ def test_mss_auth_check_names_an_unreachable_issuer(tmp_path: Path) -> None:
     done = _mss(config, "auth", "check")
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith("test: unreachable: discovery: ")
+    done = _mss(config, "auth", "check", "--json")
+    assert done.returncode == 1
+    assert [(r["name"], r["ok"]) for r in json.loads(done.stdout)] == [("test", False)]
 
 
 async def test_concurrent_first_logins_share_one_key_fetch(oidc_provider: OidcProvider,  # noqa: F811

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +19,10 @@ from trustspace.registry import (
     import_whitelist,
     load_active,
 )
+
+if TYPE_CHECKING:
+    from mss.config import Config
+    from trustspace.pki import IP
 
 whitelist_app = typer.Typer(no_args_is_help=True, help="The national whitelist (liste blanche).")
 
@@ -116,15 +122,20 @@ def whitelist_show(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
 
 
 @whitelist_app.command("check")
-def whitelist_check(ctx: typer.Context, domain: str) -> None:
+def whitelist_check(ctx: typer.Context, domain: str, json_out: JSON_OPTION = False) -> None:
     """Exit 0 when DOMAIN is whitelisted, 1 when not (2: not a domain name); prints the
-    operator DNs."""
+    operator DNs (--json: one object: domain, whitelisted, version, dns; the same exit)."""
     try:
         normalize_domain(domain)
     except ValueError as exc:  # a usage error, not a "no" answer
         fail(f"invalid domain {domain!r}: {exc}")
     with node(ctx) as app, app.reader.connect() as conn:
         whitelist = load_active(conn)
+    if json_out:
+        listed = whitelist.is_whitelisted(domain)
+        print_json({"domain": domain, "whitelisted": listed, "version": whitelist.version_id,
+                    "dns": sorted(whitelist.dns_for(domain)) if listed else []})
+        raise typer.Exit(0 if listed else 1)
     if whitelist.is_whitelisted(domain):
         print(f"{domain}: whitelisted (version {whitelist.version_id})")
         for dn in sorted(whitelist.dns_for(domain)):
@@ -152,6 +163,88 @@ def pki_init_test(directory: Annotated[Path, typer.Option(
         state = " (expired)" if spec.not_after_days < 0 else \
             " (revoked in the CRL)" if spec.revoked else ""
         print(f"  {paths[spec.name].name}: {spec.subject}{state}")
+
+
+@pki_app.command("dev-cert")
+def pki_dev_cert(
+    ctx: typer.Context,
+    hostname: Annotated[list[str] | None, typer.Option(
+        "--hostname", help="A DNS name to add (repeatable).")] = None,
+    ip: Annotated[list[str] | None, typer.Option(
+        "--ip", help="An IP address to add (repeatable).")] = None,
+    only: Annotated[bool, typer.Option(
+        "--only", help="Drop the names of the current certificate: only the configured "
+        "ones, localhost, 127.0.0.1 and those given.")] = False,
+) -> None:
+    """Reissue the development server certificate of [tls] (mss init's) for more names:
+    the current certificate's, the configured ones (smtp.hostname, each listener's
+    public_name and specific host), localhost, 127.0.0.1 and each --hostname/--ip. Same
+    key and key usage; the old certificate kept as CERT.bak; listeners use the new one at
+    their next start."""
+    from audit.events import Event
+    from audit.journal import AuditRecord, append
+    from trustspace.pki import DevCertError, parse_names, reissue_dev_server_cert, san_names
+
+    try:
+        names, addresses = parse_names(hostname or [], ip or [])
+    except ValueError as exc:
+        fail(str(exc))
+    with node(ctx) as app:
+        tls = app.config.tls
+        configured, listening = configured_names(app.config)
+        try:
+            current = current_names(tls.cert_file) if not only else ([], [])
+            wanted = [*current[0], *configured, "localhost", *names]
+            ips = [*current[1], ipaddress.ip_address("127.0.0.1"), *listening, *addresses]
+            cert, backup = reissue_dev_server_cert(tls.ca_file, tls.cert_file, tls.key_file,
+                                                   wanted, ips)
+        except (DevCertError, ValueError) as exc:
+            fail(str(exc))
+        dns, sans_ips = san_names(cert)
+        try:
+            with app.engine.begin() as conn:
+                append(conn, [AuditRecord(Event.ADMIN_PKI_DEV_CERT, actor=actor(), detail={
+                    "hostnames": ",".join(dns), "ips": ",".join(map(str, sans_ips)),
+                    "serial": f"{cert.serial_number:x}", "backup": str(backup)})])
+        except BaseException:  # not audited: the previous certificate back in place
+            shutil.copyfile(backup, tls.cert_file)
+            raise
+    print(f"development certificate {tls.cert_file} reissued for "
+          f"{', '.join([*dns, *map(str, sans_ips)])}")
+    print(f"  previous one kept as {backup}; key {tls.key_file} unchanged")
+    print("  listeners use it at their next start (restart mss serve)")
+
+
+def configured_names(config: Config) -> tuple[list[str], list[IP]]:
+    """The DNS names and addresses the configuration announces: smtp.hostname, each
+    enabled listener's public_name, and its host when it is a specific address or name."""
+    names: list[str] = [config.smtp.hostname]
+    addresses: list[IP] = []
+    for listener in config.listeners.values():
+        if not listener.enabled:
+            continue
+        if listener.public_name:
+            names.append(listener.public_name)
+        try:
+            address = ipaddress.ip_address(listener.host)
+        except ValueError:
+            names.append(listener.host)  # a host name to bind: clients use it too
+            continue
+        if not address.is_unspecified:  # 0.0.0.0 and :: name no address of their own
+            addresses.append(address)
+    return [n.lower().rstrip(".") for n in names if n], addresses
+
+
+def current_names(cert_file: Path) -> tuple[list[str], list[IP]]:
+    """The names of the certificate in force (the first of *cert_file*)."""
+    from cryptography import x509
+
+    from trustspace.pki import san_names
+
+    try:
+        return san_names(x509.load_pem_x509_certificates(cert_file.read_bytes())[0])
+    except (OSError, ValueError) as exc:
+        fail(f"tls.cert_file {cert_file}: {exc}")
 
 
 @pki_app.command("verify")

@@ -11,7 +11,7 @@ import typer
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
-from mss.cli_output import JSON_OPTION, Column, emit, when
+from mss.cli_output import JSON_OPTION, Column, emit, print_json, when
 from mss.cli_support import actor, fail, node
 from mss.mailstore import deliveries, domains
 from proxy.outbound import claims
@@ -73,12 +73,16 @@ QUEUE_COLUMNS = (Column("short_id", header="id", min_width=16),
 
 
 @queue_app.command("show")
-def queue_show(ctx: typer.Context, queue_id: str) -> None:
+def queue_show(ctx: typer.Context, queue_id: str, json_out: JSON_OPTION = False) -> None:
     """A row: envelope, size, attempts, dates, last error and remote reply (no body). The
-    id of an SMTP reply ("queued as ID") shows every row of that message."""
+    id of an SMTP reply ("queued as ID") shows every row of that message (--json: a list
+    of the rows, each with its next hop)."""
     with node(ctx) as app, app.reader.connect() as conn:
         rows = claims.matching(conn, queue_id) or [_row(conn, queue_id)]
         hops = {r["domain"]: domains.relay_of(conn, r["domain"]) for r in rows}
+    if json_out:
+        print_json([{**r, "next_hop": hops[r["domain"]]} for r in rows])
+        return
     for n, r in enumerate(rows):
         if n:
             print()
