@@ -162,19 +162,9 @@ class CrlStore:
     def lookup(self, issuer: x509.Certificate,
                now: dt.datetime | None = None) -> x509.CertificateRevocationList | None:
         """A current CRL signed by *issuer*, or None."""
-        now = now or dt.datetime.now(dt.UTC)
-        for source in [*self.files.values(), *self.urls.values()]:
-            crl = source.crl
-            if crl is None or crl.issuer != issuer.subject:
-                continue
-            if crl.next_update_utc is not None and now > crl.next_update_utc:
-                continue
-            try:
-                if crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-                    return crl
-            except TypeError:
-                continue
-        return None
+        sources = [*self.files.values(), *self.urls.values()]
+        return current_crl([s.crl for s in sources if s.crl is not None], issuer,
+                           now or dt.datetime.now(dt.UTC))
 
     def status(self) -> list[dict[str, object]]:
         """One line per source, for logs and ``mss pki crl-status``."""
@@ -190,3 +180,19 @@ class CrlStore:
                     "entries": len(crl) if crl else 0, "error": source.error or None})
         return out
 
+
+def current_crl(crls: list[x509.CertificateRevocationList], issuer: x509.Certificate,
+                now: dt.datetime) -> x509.CertificateRevocationList | None:
+    """The first of *crls* issued and signed by *issuer* and not past its nextUpdate (RFC 5280
+    §6.3.3 (a)), or None."""
+    for crl in crls:
+        if crl.issuer != issuer.subject:
+            continue
+        if crl.next_update_utc is not None and now > crl.next_update_utc:
+            continue
+        try:
+            if crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                return crl
+        except TypeError:  # a key type that signs no CRL
+            continue
+    return None

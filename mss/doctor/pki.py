@@ -13,6 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from mss.config import Config
 from mss.doctor.findings import EXPIRY_WARN_DAYS, Finding, day, fail, ok, warn
+from trustspace.crl import current_crl
 
 
 @dataclass(frozen=True)
@@ -200,14 +201,6 @@ def check_crls(config: Config, now: dt.datetime) -> tuple[
             findings.append(ok(label, f"next update {day(nxt)}" if nxt else "current"))
 
     def lookup(issuer: x509.Certificate) -> x509.CertificateRevocationList | None:
-        for crl in loaded:
-            current = crl.next_update_utc is None or crl.next_update_utc >= now
-            if crl.issuer == issuer.subject and current:
-                try:
-                    if crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-                        return crl
-                except TypeError:
-                    continue
-        return None
+        return current_crl(loaded, issuer, now)
 
     return findings, lookup
