@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--smtp", action="store_true", help="SMTP DATA instead of APPEND")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mss-bench-append-") as tmp:
-        node = make_node(Path(tmp), with_whitelist=False)
+        node = make_node(Path(tmp), with_whitelist=False, sending_limits=False)
         node.start()
         assert node.process is not None
         try:

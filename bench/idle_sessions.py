@@ -151,7 +151,7 @@ def main() -> None:
     args = p.parse_args()
     raise_fd_limit()  # inherited by mss serve
     with tempfile.TemporaryDirectory(prefix="mss-idle-bench-") as tmp:
-        node = make_node(Path(tmp))
+        node = make_node(Path(tmp), sending_limits=False)
         node.start()
         try:
             assert node.process is not None

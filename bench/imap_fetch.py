@@ -236,12 +236,12 @@ def main() -> None:
                                   insecure))
         else:
             tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
-            node = make_node(Path(tmp.name),  # asserts a free port set on every listener
+            node = make_node(Path(tmp.name), sending_limits=False,  # a free port on each
                              extra_config="\n[metrics]\nenabled = false\n"
                              if a.metrics == "off" else "")
             node.start()
             if a.metrics == "compare":  # issue 17: the same, metrics off, measured alike
-                baseline = make_node(Path(tmp.name) / "off",
+                baseline = make_node(Path(tmp.name) / "off", sending_limits=False,
                                      extra_config="\n[metrics]\nenabled = false\n")
                 baseline.start()
                 fill(baseline, a.messages, a.size_kb * 1024, a.sessions, a.marker,

@@ -482,9 +482,12 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
               host: str = "127.0.0.1", ports: dict[str, int] | None = None,
               tls: dict[str, Path] | None = None, extra_config: str = "",
               real_init: bool = False, in_process: bool = False,
-              backend: str = "sqlite", pg_cluster: PgCluster | None = None) -> Node:
+              backend: str = "sqlite", pg_cluster: PgCluster | None = None,
+              sending_limits: bool = True) -> Node:
     """*host*, *ports* (fixed listener ports), *tls* (cert_file/key_file/ca_file, e.g. from
-    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests.
+    the test PKI) and *extra_config* (appended TOML tables) serve multi-operator tests;
+    *sending_limits* false turns [limits.sending] off, for tests and benchmarks that load a
+    mailbox with thousands of messages from one sender.
 
     The data dir is a copy of a template initialised once per pytest process with the real
     CLI (``mss init``, ``mailbox add`` x3, ``whitelist import``: seconds of subprocesses);
@@ -523,10 +526,16 @@ def make_node(base: Path, *, with_whitelist: bool = True, domain: str = DOMAIN,
         text = re.sub(rf'(?m)^{key} = ".*"$', f'{key} = "{path}"', text)
     if "[delivery]" not in extra_config:  # never real DNS or port 25 from a test node
         extra_config += "\n[delivery]\nenabled = false\n"
+    if not sending_limits:
+        extra_config += NO_SENDING_LIMITS
     node.config.write_text(text + extra_config)
     return node
 
 
+NO_SENDING_LIMITS = "".join(  # docs/limits.md: 0 turns a limit off
+    f"{k} = 0\n" for k in ("\n[limits.sending]\nmessages_per_mailbox", "recipients_per_mailbox",
+                          "messages_per_relay", "recipients_per_relay",
+                          "append_bytes_per_mailbox"))
 BACKENDS = ("sqlite", "postgresql")  # a module's BACKENDS = BACKENDS runs it on both
 
 

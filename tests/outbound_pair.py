@@ -102,7 +102,7 @@ def delivery_config(dns_port: int, mx_port: int, **overrides: object) -> str:
     return "\n[delivery]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
 
 
-def make_pair(base: Path, **delivery: object) -> Pair:
+def make_pair(base: Path, *, sending_limits: bool = True, **delivery: object) -> Pair:
     pki = base / "pki"
     subprocess.run([*MSS, "pki", "init-test", "--dir", str(pki)], check=True, cwd=REPO,
                    capture_output=True, timeout=120)
@@ -135,7 +135,7 @@ def make_pair(base: Path, **delivery: object) -> Pair:
         tls = {"cert_file": pki / f"operator-{name}.crt", "key_file": pki / f"operator-{name}.key",
                "ca_file": pki / "root.crt"}
         node = make_node(base / name, with_whitelist=False, domain=domain, host=host,
-                         ports={"mx": mx_port}, tls=tls,
+                         ports={"mx": mx_port}, tls=tls, sending_limits=sending_limits,
                          extra_config=delivery_config(dns.port, mx_port, **delivery)
                          # revocation checked both ways, as in production
                          + f'\n[pki]\ncrl_files = ["{pki / "organisations.crl.pem"}"]\n')

@@ -44,7 +44,7 @@ MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Se
 
 @pytest.fixture(scope="module")
 def imap_node(tmp_path_factory: pytest.TempPathFactory) -> object:
-    node = make_node(tmp_path_factory.mktemp("mbsync"))
+    node = make_node(tmp_path_factory.mktemp("mbsync"), sending_limits=False)  # 1000 from one
     node.start()
     yield node
     if node.process is not None:

@@ -43,7 +43,6 @@ def _name(cn: str, org: str) -> x509.Name:
 
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 def generate_dev_pki(directory: Path, domain: str, hostnames: list[str],
@@ -78,7 +77,7 @@ def generate_dev_pki(directory: Path, domain: str, hostnames: list[str],
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(_sans(hostnames, [LOOPBACK, *ips]), critical=False)
+        .add_extension(_sans(hostnames, [ipaddress.ip_address("127.0.0.1"), *ips]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
