@@ -59,7 +59,8 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-relay-") as tmp:
-        pair = make_pair(Path(tmp), sending_limits=False, lease=300.0, max_concurrency=max(20, args.per_destination),
+        pair = make_pair(Path(tmp), sending_limits=False, lease=300.0,
+                         max_concurrency=max(20, args.per_destination),
                          max_per_destination=args.per_destination, poll_interval=0.05,
                          batch=50)
         a, b = pair.nodes()
