@@ -29,6 +29,7 @@ from mss.config import Config
 from mss.identity.rp import LoginFailed, RelyingParty
 from mss.mailstore import app_passwords, domains
 from mss.mailstore.errors import StoreError
+from mss.mailstore.mailboxes import Mailbox
 from mss.runtime import Runtime
 from proxy.portal import autoconfig, history, people, sessions
 from proxy.portal.security import (
@@ -167,6 +168,18 @@ class Portal:
             return await self.refuse(request, "bad CSRF token", session)
         return session, await self.person(session), form
 
+    async def posted_for_mailbox(self, request: web.Request) -> tuple[
+            sessions.Session, people.Person, dict[str, str], Mailbox] | web.Response:
+        """:meth:`posted`, naming one of the person's own mailboxes (field ``mailbox``)."""
+        got = await self.posted(request)
+        if isinstance(got, web.Response):
+            return got
+        session, person, form = got
+        mailbox = person.owned(form.get("mailbox", ""))
+        if mailbox is None:
+            return await self.refuse(request, "mailbox not the session's", session)
+        return session, person, form, mailbox
+
     def login_page(self, request: web.Request, *, expired: bool = False,
                    message: str = "") -> web.Response:
         response = self.page(request, "login.html", {
@@ -291,13 +304,10 @@ class Portal:
             "fmt": _time})
 
     async def create_app_password(self, request: web.Request) -> web.StreamResponse:
-        got = await self.posted(request)
+        got = await self.posted_for_mailbox(request)
         if isinstance(got, web.Response):
             return got
-        session, person, form = got
-        mailbox = person.owned(form.get("mailbox", ""))
-        if mailbox is None:
-            return await self.refuse(request, "mailbox not the session's", session)
+        session, person, form, mailbox = got
         label = " ".join(form.get("label", "").split())[:MAX_LABEL]
         scopes = tuple(s for s in SCOPES if form.get(f"scope_{s}") == "on")
         if not label or not scopes:
@@ -321,13 +331,10 @@ class Portal:
             "secret": secret, "settings": autoconfig.client_settings(self.app.config)})
 
     async def revoke_app_password(self, request: web.Request) -> web.StreamResponse:
-        got = await self.posted(request)
+        got = await self.posted_for_mailbox(request)
         if isinstance(got, web.Response):
             return got
-        session, person, form = got
-        mailbox = person.owned(form.get("mailbox", ""))
-        if mailbox is None:
-            return await self.refuse(request, "mailbox not the session's", session)
+        session, _, _, mailbox = got
         ident = int(request.match_info["id"])
 
         def revoke(conn: Connection) -> bool:
