@@ -468,11 +468,7 @@ class MssSMTP(SMTP):
         try:
             outcome = await verdict
         except DBAPIError as exc:
-            if not unavailable(exc):
-                raise
-            log.warning("auth deferred: database unavailable", session=self.mss_session().id)
-            await self.push("454 4.7.0 Temporary authentication failure, try again later")
-            return AuthResult(success=False, handled=True)
+            return await self._database_away(exc)
         if outcome.mailbox is not None:
             return AuthResult(success=True,
                               auth_data=LoginPassword(outcome.mailbox.address.encode(), b""))
@@ -489,6 +485,15 @@ class MssSMTP(SMTP):
         await self.push("535 5.7.8 Authentication credentials invalid")
         return AuthResult(success=False, handled=True)
 
+    async def _database_away(self, exc: DBAPIError) -> AuthResult:
+        """AUTH while the database is away: RFC 4954 §6 454 4.7.0, a temporary failure (not
+        counted against the throttle); any other database error propagates."""
+        if not unavailable(exc):
+            raise exc
+        log.warning("auth deferred: database unavailable", session=self.mss_session().id)
+        await self.push("454 4.7.0 Temporary authentication failure, try again later")
+        return AuthResult(success=False, handled=True)
+
     async def _verify(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         try:
             if await self.hooks.login_blocked(self.mss_session(), mechanism, login):
@@ -499,12 +504,7 @@ class MssSMTP(SMTP):
             ok: bool = await self.hooks.authenticate(
                 self, self.mss_session(), mechanism, LoginPassword(login, password))
         except DBAPIError as exc:
-            if not unavailable(exc):
-                raise
-            log.warning("auth deferred: database unavailable", session=self.mss_session().id)
-            # RFC 4954 §6: 454 4.7.0 temporary authentication failure (not counted)
-            await self.push("454 4.7.0 Temporary authentication failure, try again later")
-            return AuthResult(success=False, handled=True)
+            return await self._database_away(exc)
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         return AuthResult(success=False, handled=False)
