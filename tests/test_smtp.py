@@ -7,6 +7,7 @@ import asyncio
 import base64
 import inspect
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -202,6 +203,24 @@ def test_implicit_tls_submissions_port(running_node: Node) -> None:
                           timeout=10) as client:
         client.login(ALICE, PASSWORD)
         assert client.sendmail(ALICE, [BOB], message(ALICE, BOB)) == {}
+
+
+@pytest.mark.backends("sqlite")  # protocol only
+def test_implicit_tls_client_gone_during_the_handshake(running_node: Node) -> None:
+    """A client that connects to submissions and leaves before or during the TLS handshake
+    costs nothing: no event loop error in the log, the next client served."""
+    port = running_node.ports["submissions"]
+    offset = running_node.log_path.stat().st_size
+    for hello in (b"", b"\x16\x03\x01\x00\x05", b"EHLO not-tls\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            if hello:
+                raw.sendall(hello)
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=running_node.client_context(),
+                          timeout=10) as client:
+        assert client.noop()[0] == 250
+    time.sleep(0.3)  # the log lines of the closed connections written
+    logged = running_node.log_path.read_bytes()[offset:].decode(errors="replace")
+    assert "AssertionError" not in logged and "event loop error" not in logged, logged
 
 
 async def test_aiosmtplib_submission(running_node: Node) -> None:

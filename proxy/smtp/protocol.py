@@ -260,7 +260,7 @@ class MssSMTP(SMTP):
             super().data_received(data)
 
     def eof_received(self) -> bool | None:
-        return False if self.refused else super().eof_received()
+        return False if self.refused or self.session is None else super().eof_received()
 
     def mss_session(self) -> MssSession:
         assert isinstance(self.session, MssSession)
@@ -653,7 +653,9 @@ class MssSMTP(SMTP):
         return MssEnvelope()
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.refused:
+        if self.refused or self.session is None:
+            # session None: implicit TLS lost during the handshake; asyncio's start_tls
+            # reports it to this protocol though connection_made never ran (RFC 8314 §3.3)
             return
         if self._preauth_deadline is not None:
             self._preauth_deadline.cancel()
