@@ -20,19 +20,17 @@ cert_app = typer.Typer(no_args_is_help=True,
 def subject_dn(cert_file: Path | None, cert_dn: str | None) -> tuple[str, str]:
     """(RFC 4514 text, canonical key) of ``--cert FILE`` (the first PEM certificate's
     subject) or ``--cert-dn DN``: exactly one of them."""
-    from cryptography import x509
 
     from trustspace.dn import DNError, canonical_name, dn_key, parse_dn
+    from trustspace.verifier import read_pem_certificates
 
     if (cert_file is None) == (cert_dn is None):
         fail("give exactly one of --cert FILE or --cert-dn DN")
     if cert_file is not None:
         try:
-            certs = x509.load_pem_x509_certificates(cert_file.read_bytes())
-        except OSError as exc:
-            fail(f"--cert: {cert_file}: {exc.strerror}")
-        except ValueError:
-            fail(f"--cert: {cert_file}: no PEM certificate")
+            certs = read_pem_certificates(cert_file)
+        except ValueError as exc:
+            fail(f"--cert: {exc}")
         subject = certs[0].subject
         if not subject.rdns:
             fail(f"--cert: {cert_file}: the certificate has an empty subject")

@@ -258,12 +258,11 @@ def pki_verify(
     this node's [pki] and whitelist: prints the check and reason; exit 0 accepted, 1 not."""
     import asyncio
 
-    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     from trustspace import policy
     from trustspace.dn import canonical_name
-    from trustspace.verifier import PeerVerifier
+    from trustspace.verifier import PeerVerifier, read_pem_certificates
 
     mail_from = None
     if sender is not None:  # as the MX reads MAIL FROM: "" or "<>" is the null sender
@@ -272,11 +271,9 @@ def pki_verify(
         except AddressError as exc:
             fail(str(exc))
     try:
-        certs = x509.load_pem_x509_certificates(file.read_bytes())
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc.strerror}")
-    except ValueError:
-        fail(f"{file}: no PEM certificate")
+        certs = read_pem_certificates(file)
+    except ValueError as exc:
+        fail(str(exc))
     chain = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     with node(ctx) as app:
         assert app.config.pki is not None

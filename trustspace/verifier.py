@@ -29,14 +29,22 @@ MAX_CACHE = 10_000
 MAX_LEARNED = 256
 
 
+def read_pem_certificates(path: Path) -> list[x509.Certificate]:
+    """The PEM certificates of a file; ValueError saying why in a few words (unreadable, no
+    PEM certificate) for the caller to prefix with the option or key that named it."""
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: no PEM certificate ({exc})") from None
+
+
 def load_bundle(path: Path, what: str) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"config: {what}: {path}: {exc.strerror}") from None
+        return read_pem_certificates(path)
     except ValueError as exc:
-        raise ConfigError(f"config: {what}: {path}: no PEM certificate ({exc})") from None
-    return certs
+        raise ConfigError(f"config: {what}: {exc}") from None
 
 
 class PeerVerifier:
