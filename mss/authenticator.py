@@ -160,8 +160,8 @@ class Authenticator:
         reason = None
         if mailbox is None:
             reason = f"dn_not_bound: certificate DN {text} is bound to no mailbox"
-        elif not mailbox.enabled:
-            reason = f"mailbox disabled: {mailbox.address}"
+        elif not mailbox.usable:
+            reason = f"mailbox {mailbox.state}: {mailbox.address}"
         elif authzid and _address(authzid) != mailbox.address:
             reason = (f"authzid {authzid[:320]!r} is not {mailbox.address}, the mailbox "
                       "bound to the certificate")

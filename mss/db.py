@@ -56,6 +56,7 @@ domains = Table(
     Column("name", String(255), nullable=False, unique=True),  # IDNA ascii, lower case
     Column("created_at", Float, nullable=False),
     Column("relay_to", String(300)),  # "host:port": inbound mail queued to this next hop
+    Column("suspended_at", Float),  # mss domain suspend (issue 16): its mailboxes as suspended
 )
 
 mailboxes = Table(
@@ -63,7 +64,7 @@ mailboxes = Table(
     Column("id", Integer, primary_key=True),
     Column("address", String(320), nullable=False, unique=True),  # lower case
     Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
-    Column("type", String(3), nullable=False),  # PER | ORG | APP
+    Column("type", String(3), nullable=False),  # PER | ORG | APP | CAB
     Column("rpps", String(11)),
     Column("finess", String(9)),
     Column("password_hash", String(255)),
@@ -74,6 +75,14 @@ mailboxes = Table(
     # the last IMAP UIDVALIDITY given to one of its folders (RFC 3501 §2.3.1.1: values only
     # grow, a deleted and recreated folder never gets one back; mailstore.folders.next_uidvalidity)
     Column("last_uidvalidity", COUNTER),
+    # lifecycle (issue 16, migration 0009): suspended (logins refused, inbound deferred or
+    # kept), deletion scheduled (purged, key destroyed, after the grace period), legal hold
+    # (no expunge, retention nor delete), sessions begun before sessions_ended_at end
+    Column("suspended_at", Float),
+    Column("delete_after", Float),
+    Column("held_at", Float),
+    Column("hold_reason", Text),
+    Column("sessions_ended_at", Float),
     # a token login's national id names its PER mailboxes by RPPS (mss/mailstore/identities.py)
     Index("ix_mailboxes_rpps", "rpps"),
 )
@@ -149,6 +158,8 @@ mailbox_grants = Table(
     Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
     Column("grantee_id", Integer, ForeignKey("mailboxes.id"), primary_key=True),
     Column("created_at", Float, nullable=False),
+    # the grantee may also send as the shared mailbox (Sender: the grantee; issue 16)
+    Column("can_send", Boolean, nullable=False, default=False),
 )
 
 # App passwords (issue 15): per device, scoped, a SHA-256 of a random secret shown once

@@ -100,8 +100,9 @@ def check_login(reader: Engine, login: str, password: str, *, service: str = "im
             verify_password(password, None)  # same work as any other failed login
             return LoginCheck(address, None, "mailbox record unreadable")
     if mailbox is not None and app_password_id is not None:
-        if not mailbox.enabled:
-            return LoginCheck(address, None, "mailbox disabled", "app-password", app_password_id)
+        if not mailbox.usable:
+            return LoginCheck(address, None, f"mailbox {mailbox.state}", "app-password",
+                              app_password_id)
         return LoginCheck(address, mailbox, "authenticated", "app-password", app_password_id)
     hashed = mailbox.password_hash if mailbox else None
     # constant work even when unknown
@@ -112,8 +113,8 @@ def check_login(reader: Engine, login: str, password: str, *, service: str = "im
     if not ok:
         return LoginCheck(address, None, _failure(hashed, with_password, with_app, wrong_scope,
                                                   service), method)
-    if not mailbox.enabled:
-        return LoginCheck(address, None, "mailbox disabled")
+    if not mailbox.usable:
+        return LoginCheck(address, None, f"mailbox {mailbox.state}")
     return LoginCheck(address, mailbox, "authenticated")
 
 

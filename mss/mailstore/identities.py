@@ -60,7 +60,8 @@ def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox
     rpps = rpps_of(national_id)
     if rpps is None:
         return []
-    found = [mailbox_of(r) for r in conn.execute(_OF_RPPS, {"rpps": rpps})]
+    found = [m for m in (mailbox_of(r) for r in conn.execute(_OF_RPPS, {"rpps": rpps}))
+             if m.usable]  # suspended or being deleted: no login (issue 16)
     own = [m for m in found if m.type == "PER" and m.rpps == rpps]
     return [*own, *(m for m in found if m not in own)] if own else []
 

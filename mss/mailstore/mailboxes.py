@@ -17,7 +17,7 @@ from mss.mailstore.folders import ensure_default_folders
 _MAILBOX_BY_ADDRESS = select(db.mailboxes).where(db.mailboxes.c.address == bindparam("address"))
 
 
-MAILBOX_TYPES = ("PER", "ORG", "APP")
+MAILBOX_TYPES = ("PER", "ORG", "APP", "CAB")  # CAB: a practice (cabinet), issue 16
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,25 @@ class Mailbox:
     created_at: float
     password_hash: str | None = field(default=None, repr=False)
     liste_rouge: bool = False
+    suspended_at: float | None = None  # mss mailbox suspend (issue 16)
+    delete_after: float | None = None  # mss mailbox delete: purged after this
+    held_at: float | None = None  # mss mailbox hold: legal hold
+    hold_reason: str | None = None
+    sessions_ended_at: float | None = None  # sessions begun before it end
+
+    @property
+    def state(self) -> str:
+        """active | suspended | disabled | deleting (deletion scheduled)."""
+        if self.delete_after is not None:
+            return "deleting"
+        if not self.enabled:
+            return "disabled"
+        return "suspended" if self.suspended_at is not None else "active"
+
+    @property
+    def usable(self) -> bool:
+        """Logins allowed (the mailbox's domain suspended is checked apart)."""
+        return self.state == "active"
 
 
 def _address(address: str) -> str:
@@ -45,7 +64,10 @@ def mailbox_of(row: object) -> Mailbox:
     m = row._mapping  # type: ignore[attr-defined]
     return Mailbox(id=m["id"], address=m["address"], type=m["type"], enabled=bool(m["enabled"]),
                    rpps=m["rpps"], finess=m["finess"], created_at=m["created_at"],
-                   password_hash=m["password_hash"], liste_rouge=bool(m["liste_rouge"]))
+                   password_hash=m["password_hash"], liste_rouge=bool(m["liste_rouge"]),
+                   suspended_at=m["suspended_at"], delete_after=m["delete_after"],
+                   held_at=m["held_at"], hold_reason=m["hold_reason"],
+                   sessions_ended_at=m["sessions_ended_at"])
 
 
 def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox_type: str,
@@ -111,6 +133,26 @@ def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def mailbox_enabled(conn: Connection, mailbox_id: int) -> bool:
-    return bool(conn.execute(select(db.mailboxes.c.enabled)
-                             .where(db.mailboxes.c.id == mailbox_id)).scalar())
+_SESSION_STATE = select(db.mailboxes.c.enabled, db.mailboxes.c.suspended_at,
+                        db.mailboxes.c.delete_after, db.mailboxes.c.sessions_ended_at,
+                        db.domains.c.suspended_at.label("domain_suspended_at")) \
+    .join(db.domains, db.domains.c.id == db.mailboxes.c.domain_id) \
+    .where(db.mailboxes.c.id == bindparam("mailbox_id"))
+
+
+def mailbox_enabled(conn: Connection, mailbox_id: int, since: float | None = None) -> bool:
+    """A logged-in session of the mailbox may go on: enabled, neither suspended nor being
+    deleted, its domain not suspended and, for a session begun at *since* (time.time()),
+    its sessions not ended since (mss mailbox passwd, mss sessions end --mailbox)."""
+    row = conn.execute(_SESSION_STATE, {"mailbox_id": mailbox_id}).first()
+    if row is None or not row.enabled or row.suspended_at is not None or \
+            row.delete_after is not None or row.domain_suspended_at is not None:
+        return False
+    return since is None or row.sessions_ended_at is None or row.sessions_ended_at < since
+
+
+def end_sessions(conn: Connection, mailbox_id: int, now: float | None = None) -> None:
+    """Every session of the mailbox begun before *now* ends at its next state check (IMAP:
+    at most imap.enabled_check seconds later, on every worker and node)."""
+    conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox_id)
+                 .values(sessions_ended_at=time.time() if now is None else now))

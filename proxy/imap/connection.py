@@ -114,6 +114,7 @@ class Session:
         self.errors = 0
         self.command_name = ""
         self.enabled_checked = time.monotonic()
+        self.logged_in_at = 0.0  # time.time() of the login: sessions ended since end this one
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -363,7 +364,7 @@ class Session:
                 time.monotonic() - self.enabled_checked < self.ctx.config.enabled_check:
             return True
         self.enabled_checked = time.monotonic()
-        if await self.db(mailboxes.mailbox_enabled, self.user.id):
+        if await self.db(mailboxes.mailbox_enabled, self.user.id, self.logged_in_at):
             return True
         self.untagged(b"BYE Mailbox disabled")
         self.state = LOGOUT
@@ -416,7 +417,8 @@ class Session:
             time.monotonic() - self.enabled_checked >= self.ctx.config.enabled_check
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
-            if enabled_due and user is not None and not mailboxes.mailbox_enabled(conn, user.id):
+            if enabled_due and user is not None and \
+                    not mailboxes.mailbox_enabled(conn, user.id, self.logged_in_at):
                 return "disabled"
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):

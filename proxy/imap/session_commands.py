@@ -121,6 +121,7 @@ async def _logged_in(s: ImapSession, cmd: Command, mailbox: Mailbox, detail: dic
         if touch is not None:
             touch(conn)
     await s.write(setup)
+    s.logged_in_at = time.time()
     s.user = mailbox
     s.state = AUTHENTICATED
     s.commands.max_literal = s.ctx.config.max_literal_size

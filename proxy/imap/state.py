@@ -95,6 +95,7 @@ class ImapSession(Protocol):
     condstore: bool
     tls: bool
     unaudited: list[AuditRecord]
+    logged_in_at: float
 
     @property
     def ctx(self) -> ServerContext: ...
