@@ -74,6 +74,9 @@ class Event(StrEnum):
     ADMIN_RELAY_REMOVE = "admin.relay.remove"
     ADMIN_QUEUE_RETRY = "admin.queue.retry"
     ADMIN_QUEUE_PURGE = "admin.queue.purge"
+    ADMIN_QUEUE_HOLD = "admin.queue.hold"  # issue 16: mss queue hold/release DOMAIN
+    ADMIN_QUEUE_RELEASE = "admin.queue.release"
+    ADMIN_SESSION_END = "admin.session.end"  # issue 16: mss sessions end
     ADMIN_BACKUP_CREATE = "admin.backup.create"
     ADMIN_BACKUP_RESTORE = "admin.backup.restore"
     ADMIN_DB_UPGRADE = "admin.db.upgrade"
@@ -300,6 +303,16 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "an operator made queued rows due now or re-queued bounced/expired ones"),
     EventKind(Event.ADMIN_QUEUE_PURGE, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
               "an operator deleted delivered or bounced/expired rows (count in detail)"),
+    EventKind(Event.ADMIN_QUEUE_HOLD, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"), "E",
+              "an operator held the delivery of a domain's queued rows (domain, reason, "
+              "rows in detail)"),
+    EventKind(Event.ADMIN_QUEUE_RELEASE, SECURITY_ALERT, own("MSS-QUEUE-ADMIN", "Queue changed"),
+              "E", "an operator released a held domain: its rows are due now (domain, rows, "
+              "seconds held in detail)"),
+    EventKind(Event.ADMIN_SESSION_END, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an operator ended a client session (its id, node, protocol in detail) or "
+              "every session of a mailbox (count in detail)"),
     # PS3.15 A.5.3: Export is R, Import is C; what is copied is ciphertext only
     EventKind(Event.ADMIN_BACKUP_CREATE, EXPORT, own("MSS-BACKUP", "Backup taken"), "R",
               "mss backup create copied the database (ciphertext and wrapped keys, no key "

@@ -53,6 +53,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "db": ("mss.db_cli", "db_app"),
     "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
     "dns": ("mss.dns_cli", "dns_app"),
+    "sessions": ("mss.sessions_cli", "sessions_app"),  # issue 16
 })
 
 

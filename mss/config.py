@@ -356,6 +356,17 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """The session registry (mss sessions list / end, docs/sessions.md): every serving
+    process records its logged-in sessions in the database, with a heartbeat."""
+
+    node: str = key("", "this node's name in mss sessions list (\"\": the host name)")
+    heartbeat: float = key(30.0, "seconds between heartbeats of each serving process; the "
+                           "sessions of a process silent for 3 heartbeats are no longer "
+                           "listed (it died), then removed", gt(0))
+
+
+@dataclass(frozen=True)
 class SendingLimitsConfig:
     """Sending limits per hour window (mss/sending.py, docs/limits.md), counted in the
     database so that every worker and node adds up: over one, SMTP answers 451 4.7.1 (at
@@ -818,6 +829,7 @@ class Config:
         "institutions whose users share one NAT address.", names=LISTENERS)
     pki: PkiConfig = key(PkiConfig, "")
     imap: ImapConfig = key(ImapConfig, "")
+    sessions: SessionsConfig = key(SessionsConfig, "")  # issue 16 (sessions branch)
     limits: LimitsConfig = key(LimitsConfig, "")
     whitelist: WhitelistConfig = key(WhitelistConfig, "")
     delivery: DeliveryConfig = key(DeliveryConfig, "")

@@ -221,7 +221,48 @@ outbound_queue = Table(
     # the patient pseudonym of the message (from its delivery.queued record), for the audit
     # records of the delivery: mss audit list --patient follows the message to the peer
     Column("patient", String(40)),
+    # seconds the row spent under a hold of its domain (mss queue hold): they do not count
+    # towards delivery.max_age (added at the release; issue 16)
+    Column("held_for", Float, nullable=False, default=0.0, server_default="0"),
     Index("ix_queue_due", "status", "next_attempt_at"),
+)
+
+# mss queue hold DOMAIN (issue 16): the delivery worker claims no row of a held domain
+queue_holds = Table(
+    "queue_holds", metadata,
+    Column("domain", String(255), primary_key=True),  # IDNA ascii, lower case
+    Column("held_at", Float, nullable=False),
+    Column("held_by", String(320), nullable=False),  # the operator (audit actor)
+    Column("reason", Text),
+)
+
+# The session registry (issue 16, mss sessions): one row per serving process, its heartbeat
+# moved every sessions.heartbeat seconds (rows of a process whose heartbeat is older than
+# 3 heartbeats are not shown, then reaped), and one row per logged-in client session,
+# written in the login's transaction, deleted when the session ends.
+serving_processes = Table(
+    "serving_processes", metadata,
+    Column("id", String(32), primary_key=True),  # random, drawn at each process start
+    Column("node", String(255), nullable=False),  # sessions.node, else the host name
+    Column("worker", Integer, nullable=False),  # its index among server.workers
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
+client_sessions = Table(
+    "client_sessions", metadata,
+    Column("id", String(32), primary_key=True),  # the session id of its audit records
+    Column("process_id", String(32), nullable=False),  # serving_processes.id
+    Column("protocol", String(8), nullable=False),  # imap | smtp
+    Column("listener", String(32), nullable=False),
+    Column("mailbox_id", Integer, nullable=False),  # no foreign key: a purge drops the rows
+    Column("remote_addr", String(64), nullable=False),
+    Column("auth_method", String(32), nullable=False),  # password, app-password, ...
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),  # mss sessions end: the session ends at its next check
+    Index("ix_client_sessions_process", "process_id", "ended_at"),
+    Index("ix_client_sessions_mailbox", "mailbox_id"),
 )
 
 whitelist_versions = Table(

@@ -46,6 +46,7 @@ from mss.mailstore import Mailstore
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
 from mss.metrics import Metrics, NoMetrics, metrics_for
 from mss.sending import SendingLimits
+from mss.session_registry import SessionRegistry
 from mss.throttle import SharedFailures, Throttle
 from trustspace.cache import LiveWhitelist
 from trustspace.fetch import WhitelistFetchError, redact, refresh
@@ -145,6 +146,7 @@ class Runtime:
     authenticator: Authenticator  # logins of SMTP AUTH and IMAP (passwords, tokens, certs)
     sending: SendingLimits  # [limits.sending]: counters in the database (issue 17)
     metrics: Metrics = field(default_factory=NoMetrics)  # this process's (issue 17)
+    registry: SessionRegistry | None = None  # logged-in sessions (issue 16, mss sessions)
 
     @classmethod
     def build(cls, app: App, worker: int = 0) -> Runtime:
@@ -155,6 +157,8 @@ class Runtime:
         metrics = metrics_for(cfg)  # counts the audit records of each commit (observer)
         committer = GroupCommitter(app.engine, observer=metrics if metrics.enabled else None)
         verifier = PeerVerifier(cfg.pki)
+        registry = SessionRegistry(committer, worker, cfg.sessions.node, cfg.sessions.heartbeat)
+        changes.add(registry.poll)  # sessions ended by an operator (mss sessions end)
         return cls(app, worker, committer, process_limits(app),
                    LiveWhitelist(app.reader, cfg.whitelist.reload_interval),
                    verifier, tls_contexts(app), mailstore, changes,
@@ -162,7 +166,8 @@ class Runtime:
                    Elector(locks_for(app.engine, cfg.server.data_dir),
                            cfg.server.election_interval),
                    authenticator(app, committer, verifier),
-                   SendingLimits(cfg.limits.sending, app.reader, committer.submit), metrics)
+                   SendingLimits(cfg.limits.sending, app.reader, committer.submit), metrics,
+                   registry)
 
     def services(self) -> list[Component]:
         """The background parts, in start order (stopped in reverse): the committer first
@@ -172,6 +177,8 @@ class Runtime:
         cfg = self.app.config
         parts: list[Component] = [self.committer, self.elector, self.whitelist,
                                   self.verifier, BackgroundTask("change-watch", self.changes.run)]
+        if self.registry is not None:  # before the listeners, stopped after them
+            parts.append(self.registry)
         if self.authenticator.tokens is not None:  # issuers' keys read before serving
             parts.append(self.authenticator.tokens)
         parts.append(self._elected("audit-checkpoints", self._checkpoint_loop))

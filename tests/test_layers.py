@@ -49,7 +49,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         # (chain verification) and the keyring, as mss.app opens them
         "runtime": ("mss.runtime", "mss.app", "mss.backup",
                     "mss.authenticator",  # logins: passwords, tokens, certificates
-                    "mss.metrics"),  # issue 17: counters, scrape-time gauges
+                    "mss.metrics",  # issue 17: counters, scrape-time gauges
+                    "mss.session_registry"),  # issue 16: the process's logged-in sessions
     },
     "protocols": {  # never import one another
         "proxy": ("proxy",),  # the package's docstring only
@@ -69,7 +70,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
-                  "mss.report"),  # issue 17: mss report
+                  "mss.report",  # issue 17: mss report
+                  "mss.sessions_cli"),  # issue 16: mss sessions
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import psycopg
 import structlog
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, text
 
 from mss import db
 from mss.leader import dedicated_connection
@@ -261,9 +261,21 @@ class ChangeWatcher:
 
 
 # ---------------------------------------------------------------------- across nodes
-CHANNEL = "mss_changes"  # payloads: "m<mailbox id>" (a folder of it changed), "q" (queued)
+# payloads: "m<mailbox id>" (a folder of it changed), "q" (queued), ROUND
+CHANNEL = "mss_changes"
+ROUND = "r"  # every node runs a full round of its listeners (a CLI change to see now)
 LISTEN_CONNECTION = "mss-listen"  # its application_name (pg_stat_activity)
 _PING = 10.0  # seconds without traffic before the listening connection is checked
+
+
+def request_rounds(conn: Connection) -> None:
+    """Ask every node for a full round of its change listeners once the caller's
+    transaction commits (PostgreSQL delivers a NOTIFY at the commit; PostgreSQL docs
+    "NOTIFY"). For a CLI change the nodes must see before their next notify_poll round;
+    on SQLite nothing to do: every serving process sees the commit move data_version."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                     {"channel": CHANNEL, "payload": ROUND})
 
 
 class ClusterNotifier(LocalNotifier):
@@ -432,6 +444,8 @@ class PgChangeWatcher(ChangeWatcher):
             self.queued.fired_elsewhere()
         elif payload.startswith("m") and payload[1:].isdigit():
             self.notifier.changed_elsewhere(int(payload[1:]))
+        elif payload == ROUND:  # e.g. mss sessions end
+            self._request_full_round()
         else:  # a payload of a newer version: compare everything
             self._request_full_round()
 

@@ -27,7 +27,7 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss.db import unavailable
 from mss.limits import Admission
-from mss.mailstore import errors, folders, grants, mailboxes, messages
+from mss.mailstore import errors, folders, grants, mailboxes, messages, sessions
 from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.commands import COMMANDS
 from proxy.imap.parser import (
@@ -56,6 +56,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 PREAUTH_MAX_LITERAL = 64 * 1024  # literals before login: credentials only
+CLOSE_GRACE = 1.0  # seconds for a client to see a BYE and close before the abort
+BYE_ENDED = b"BYE Session ended by the administrator"  # mss sessions end
 LARGE_LITERAL = 1 << 20  # bytes from which a literal is read straight into its own object
 
 
@@ -115,6 +117,9 @@ class Session:
         self.command_name = ""
         self.enabled_checked = time.monotonic()
         self.logged_in_at = 0.0  # time.time() of the login: sessions ended since end this one
+        self.ending = False  # an operator ended the session (mss sessions end)
+        self.reading = False  # waiting for the next command (between commands)
+        self.kick = asyncio.Event()  # wakes IDLE when the session must end
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -249,6 +254,8 @@ class Session:
             if self.admission is not None:
                 self.admission.release()
             self.ctx.sessions.discard(self)
+            if self.ctx.registry is not None:
+                self.ctx.registry.gone(self.id)  # its row (mss sessions list) deleted
             self.close_selected()
             if not self.writer.is_closing():
                 self.writer.close()
@@ -266,7 +273,15 @@ class Session:
             # one deadline for reading the command and skipping a refused literal; before
             # login it also bounds running the command (STARTTLS handshake, LOGIN)
             async with asyncio.timeout(self.timeout()):
-                parts = await self._read_command()
+                if self.ending:  # ended while the last command ran
+                    self.untagged(BYE_ENDED)
+                    self.state = LOGOUT
+                    return False
+                self.reading = True
+                try:
+                    parts = await self._read_command()
+                finally:
+                    self.reading = False
                 if parts is None or isinstance(parts, bool):
                     return bool(parts)
                 if preauth:
@@ -357,16 +372,38 @@ class Session:
         text, code = done_text if isinstance(done_text, tuple) else (done_text, None)
         self.tagged(command.tag, "OK", text, code)
 
+    def operator_ended(self) -> None:
+        """On the session's loop, when ``mss sessions end`` named it (the registry saw
+        the mark): an IDLE is woken and says BYE; a session waiting for its next command
+        gets ``* BYE`` now (RFC 3501 §7.1.5: the server may close at any time) and is
+        closed; one running a command, after it."""
+        if self.ending or self.state == LOGOUT:
+            return
+        self.ending = True
+        self.kick.set()
+        if self.reading and not self.out and not self.writer.is_closing():
+            self.writer.write(b"* " + BYE_ENDED + b"\r\n")
+            self.state = LOGOUT
+            self.writer.close()  # the read waiting ends with the connection
+            transport = self.writer.transport  # a TLS close may wait for the client
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
+
     async def still_enabled(self) -> bool:
         """A mailbox disabled by the operator (mss mailbox disable) ends its sessions at their
-        next command (checked at most every imap.enabled_check seconds)."""
+        next command (checked at most every imap.enabled_check seconds), as does a session
+        ended by mss sessions end (its registry row marked)."""
+        if self.ending:
+            self.untagged(BYE_ENDED)
+            self.state = LOGOUT
+            return False
         if self.user is None or \
                 time.monotonic() - self.enabled_checked < self.ctx.config.enabled_check:
             return True
         self.enabled_checked = time.monotonic()
-        if await self.db(mailboxes.mailbox_enabled, self.user.id, self.logged_in_at):
+        why = await self.db(sessions.session_live, self.id, self.user.id, self.logged_in_at)
+        if why is None:
             return True
-        self.untagged(b"BYE Mailbox disabled")
+        self.untagged(BYE_ENDED if why == "ended" else b"BYE Mailbox disabled")
         self.state = LOGOUT
         return False
 
@@ -417,9 +454,10 @@ class Session:
             time.monotonic() - self.enabled_checked >= self.ctx.config.enabled_check
 
         def read_state(conn: Connection) -> tuple[int, int, int] | str:
-            if enabled_due and user is not None and \
-                    not mailboxes.mailbox_enabled(conn, user.id, self.logged_in_at):
-                return "disabled"
+            if enabled_due and user is not None:
+                why = sessions.session_live(conn, self.id, user.id, self.logged_in_at)
+                if why is not None:
+                    return why  # "disabled" or "ended"
             if sel.delegated and user is not None and not grants.has_grant(
                     conn, sel.owner.id, user.id):
                 return "revoked"  # or the shared mailbox disabled
@@ -427,8 +465,8 @@ class Session:
         state = await self.db(read_state)
         if enabled_due:
             self.enabled_checked = time.monotonic()
-        if state == "disabled":
-            self.untagged(b"BYE Mailbox disabled")
+        if state in ("disabled", "ended"):
+            self.untagged(BYE_ENDED if state == "ended" else b"BYE Mailbox disabled")
             self.state = LOGOUT
             return
         if state == "revoked":  # RFC 3501 §7.1.5
@@ -549,7 +587,8 @@ class Session:
         deadline = time.monotonic() + self.ctx.config.session_timeout
         try:
             while not line_task.done():
-                waits: set[asyncio.Future[Any]] = {line_task}
+                waits: set[asyncio.Future[Any]] = {line_task,
+                                                   asyncio.ensure_future(self.kick.wait())}
                 if watch is not None:
                     waits.add(asyncio.ensure_future(watch.wait(self.ctx.config.idle_poll)))
                 left = deadline - time.monotonic()
@@ -563,6 +602,10 @@ class Session:
                 for task in pending:
                     if task is not line_task:
                         task.cancel()
+                if self.ending:  # mss sessions end
+                    self.untagged(BYE_ENDED)
+                    self.state = LOGOUT
+                    return
                 if self.selected is None and not await self.still_enabled():
                     return
                 if self.selected is not None:

@@ -71,7 +71,8 @@ class ImapListeners:
                                                  app.config.limits.report_interval,
                                                  runtime.limits.files),
                                 runtime.limits.budget, envelopes=envelopes,
-                                sending=runtime.sending, metrics=runtime.metrics)
+                                sending=runtime.sending, metrics=runtime.metrics,
+                                registry=runtime.registry)
             server = await asyncio.get_running_loop().create_server(
                 _factory(ctx, implicit), listener.host, listener.port,
                 reuse_address=True, reuse_port=app.config.workers > 1)

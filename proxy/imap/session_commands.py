@@ -112,15 +112,28 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
 
 async def _logged_in(s: ImapSession, cmd: Command, mailbox: Mailbox, detail: dict[str, str],
                      touch: Callable[[Connection], None] | None) -> None:
-    """The login's audit record (and the default folders, an app password's last use)
-    committed, then the tagged OK."""
+    """The login's audit record (and the default folders, an app password's last use, the
+    session's row in the registry: mss sessions) committed, then the tagged OK."""
+    registry = s.ctx.registry
+    method = detail.get("method") or detail.get("mechanism", "").lower()
+
     def setup(conn: Connection) -> None:
         folders.ensure_default_folders(conn, s.ctx.keyring, mailbox.id)
         append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
                                detail=detail)])
         if touch is not None:
             touch(conn)
-    await s.write(setup)
+        if registry is not None:
+            registry.row(conn, s.id, "imap", s.ctx.listener, mailbox.id, s.remote_addr,
+                         method)
+    if registry is not None:
+        registry.expect(s.id, s.operator_ended)
+    try:
+        await s.write(setup)
+    except BaseException:
+        if registry is not None:
+            registry.forget(s.id)
+        raise
     s.logged_in_at = time.time()
     s.user = mailbox
     s.state = AUTHENTICATED

@@ -30,6 +30,7 @@ from mss.mailstore.mailboxes import Mailbox
 from mss.mailstore.notify import Notifier, Watch
 from mss.metrics import Metrics, NoMetrics
 from mss.sending import SendingLimits
+from mss.session_registry import SessionRegistry
 from mss.throttle import Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
@@ -89,6 +90,7 @@ class Selected:
 class ImapSession(Protocol):
     """The session as command handlers use it (implemented by connection.Session)."""
 
+    id: str
     state: str
     user: Mailbox | None
     selected: Selected | None
@@ -136,6 +138,7 @@ class ImapSession(Protocol):
     def flags_fetch(self, seq: int, row: messages.Row, uid: bool) -> bytes: ...
     def report_expunged(self, uids: set[int]) -> None: ...
     def close_selected(self) -> None: ...
+    def operator_ended(self) -> None: ...
     def selection_gone(self) -> None: ...
     async def idle(self, tag: str) -> None: ...
 
@@ -161,6 +164,7 @@ class ServerContext:
     envelopes: EnvelopeCache = field(default_factory=EnvelopeCache)  # rendered ENVELOPEs
     sending: SendingLimits | None = None  # APPEND bytes per login and window (issue 17)
     metrics: Metrics = field(default_factory=NoMetrics)  # the process's (mss/metrics.py)
+    registry: SessionRegistry | None = None  # the process's logged-in sessions (issue 16)
 
     @property
     def notifier(self) -> Notifier:
