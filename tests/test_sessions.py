@@ -8,6 +8,7 @@ within it, woken by the change watcher, not by the periodic check.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import os
@@ -247,10 +248,8 @@ def test_a_dead_workers_sessions_are_not_listed(tmp_path: Path) -> None:
                 app.close()
         assert wait_for(reaped, 15)  # deleted by worker 0's heartbeat
         for m in clients:
-            try:
+            with contextlib.suppress(imaplib.IMAP4.abort, OSError):  # the killed worker's
                 m.logout()
-            except (imaplib.IMAP4.abort, OSError):
-                pass  # the killed worker's
     finally:
         served.stop()
     from sqlalchemy import func, select

@@ -12,6 +12,13 @@ Every result is written with its audit record in one transaction; a row becomes
 
 Row statuses: ``queued`` (waiting or leased), ``delivered``, ``bounced`` (permanent
 failure, or bounced by an operator), ``expired`` (attempts or max_age used up).
+
+Holds (``mss queue hold DOMAIN``, issue 16): no worker claims a queued row of a held
+domain (the claim's condition, so every worker and node honours it at its next claim; a
+row already leased finishes its attempt). A held row is not attempted, hence never
+expires while held: expiry is decided after an attempt, and the time a row spent held
+(``held_for``, added at the release) does not count towards delivery.max_age. The
+release makes the domain's rows due at once.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, exists, func, insert, or_, select, update
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
 from mss import db
 
 Q = db.outbound_queue
+H = db.queue_holds
 FINAL = ("delivered", "bounced", "expired")
 
 
@@ -40,11 +48,23 @@ class Claim:
     attempts: int
     created_at: float
     patient: str | None = None  # pseudonym from the submission (delivery.queued record)
+    held_for: float = 0.0  # seconds held (mss queue hold): not counted in max_age
+
+    @property
+    def aged_from(self) -> float:
+        """When the row's delivery.max_age counts from: its creation, moved by the time
+        it spent held."""
+        return self.created_at + self.held_for
+
+
+def _held() -> Any:
+    """The row's domain is held (a correlated probe of queue_holds' key)."""
+    return exists().where(H.c.domain == Q.c.domain)
 
 
 def _due(now: float) -> Any:
     return and_(Q.c.status == "queued", Q.c.next_attempt_at <= now,
-                or_(Q.c.lease_until.is_(None), Q.c.lease_until < now))
+                or_(Q.c.lease_until.is_(None), Q.c.lease_until < now), ~_held())
 
 
 def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) -> list[Claim]:
@@ -58,7 +78,8 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
     conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))
                  .values(lease_owner=owner, lease_until=now + lease))
     rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
-                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient)
+                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient,
+                               Q.c.held_for)
                         .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
                                & (Q.c.lease_until == now + lease)))
     return [Claim(**r._mapping) for r in rows]
@@ -71,10 +92,12 @@ def due_exists(conn: Connection, now: float) -> bool:
 
 def next_due(conn: Connection) -> float | None:
     """When the earliest waiting row becomes claimable (its retry time, or the end of the
-    lease another worker holds on it); None when nothing waits."""
+    lease another worker holds on it); None when nothing waits (held rows wait for their
+    release, whose commit wakes the workers)."""
     when = case((Q.c.lease_until > Q.c.next_attempt_at, Q.c.lease_until),
                 else_=Q.c.next_attempt_at)
-    value = conn.execute(select(func.min(when)).where(Q.c.status == "queued")).scalar()
+    value = conn.execute(select(func.min(when)).where(Q.c.status == "queued")
+                         .where(~_held())).scalar()
     return float(value) if value is not None else None
 
 
@@ -154,15 +177,65 @@ def as_claim(row: dict[str, Any]) -> Claim:
     return Claim(id=row["id"], mail_from=row["mail_from"], rcpt=row["rcpt"],
                  domain=row["domain"], message_id=row["message_id"], size=row["size"],
                  attempts=row["attempts"], created_at=row["created_at"],
-                 patient=row.get("patient"))
+                 patient=row.get("patient"), held_for=row.get("held_for") or 0.0)
 
 
 def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """Rows without ciphertext, oldest first, each with ``held`` (its domain is held);
+    *status* "held": the queued rows of held domains."""
     columns = [c for c in Q.c if c.name not in ("key_blob", "body_blob")]
-    query = select(*columns).order_by(Q.c.created_at).limit(limit)
-    if status:
+    query = select(*columns, _held().label("held")).order_by(Q.c.created_at).limit(limit)
+    if status == "held":
+        query = query.where(Q.c.status == "queued").where(_held())
+    elif status:
         query = query.where(Q.c.status == status)
-    return [dict(r._mapping) for r in conn.execute(query)]
+    return [{**r._mapping, "held": bool(r.held)} for r in conn.execute(query)]
+
+
+# --------------------------------------------------------------------------- holds
+
+@dataclass(frozen=True)
+class Hold:
+    domain: str
+    held_at: float
+    held_by: str
+    reason: str | None
+    rows: int  # queued rows of the domain
+
+
+def _queued_of(domain: str) -> Any:
+    return and_(Q.c.domain == domain, Q.c.status == "queued")
+
+
+def holds(conn: Connection, domain: str | None = None) -> list[Hold]:
+    """The held domains (or *domain*'s hold), with their queued rows."""
+    count = (select(func.count()).where(and_(Q.c.domain == H.c.domain,
+                                             Q.c.status == "queued"))
+             .scalar_subquery())
+    query = select(H.c.domain, H.c.held_at, H.c.held_by, H.c.reason, count.label("rows"))
+    if domain is not None:
+        query = query.where(H.c.domain == domain)
+    return [Hold(**r._mapping) for r in conn.execute(query.order_by(H.c.domain))]
+
+
+def hold(conn: Connection, domain: str, held_by: str, reason: str | None, now: float) -> int:
+    """Hold *domain* (the caller checked it is not held); its queued rows."""
+    conn.execute(insert(H).values(domain=domain, held_at=now, held_by=held_by[:320],
+                                  reason=reason))
+    return int(conn.execute(select(func.count()).where(_queued_of(domain))).scalar_one())
+
+
+def release_hold(conn: Connection, held: Hold, now: float) -> int:
+    """Lift *held*: its queued rows are due now, each credited the time it spent held
+    (since the hold, or since it was queued if later). Returns the rows released."""
+    since = case((Q.c.created_at > held.held_at, Q.c.created_at), else_=held.held_at)
+    released = conn.execute(update(Q).where(_queued_of(held.domain)).values(
+        held_for=Q.c.held_for + func.max(0.0, now - since)
+        if conn.dialect.name == "sqlite" else
+        Q.c.held_for + func.greatest(0.0, now - since),
+        next_attempt_at=now, updated_at=now)).rowcount
+    conn.execute(delete(H).where(H.c.domain == held.domain))
+    return int(released)
 
 
 def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
@@ -177,7 +250,7 @@ def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
         values: dict[str, Any] = {"next_attempt_at": now, "updated_at": now}
         if row["status"] != "queued":
             values.update(status="queued", attempts=0, created_at=now, lease_owner=None,
-                          lease_until=None)
+                          lease_until=None, held_for=0.0)
         conn.execute(update(Q).where(Q.c.id == row["id"]).values(**values))
     return [as_claim(r) for r in rows]
 

@@ -303,7 +303,8 @@ class DeliveryWorker:
         now = time.time()
         attempts = c.attempts + 1
         next_at = now + retry_delay(attempts, self.cfg)
-        if not failure.permanent and not gives_up(attempts, c.created_at, next_at, self.cfg):
+        # the time held (mss queue hold) does not count towards max_age
+        if not failure.permanent and not gives_up(attempts, c.aged_from, next_at, self.cfg):
             await self.committer.run(lambda conn: claims.deferred(
                 conn, c, failure.reason, failure.reply, next_at, now))
             log.info("deferred", queue_id=c.id, attempt=attempts, reason=failure.reason)
