@@ -8,6 +8,7 @@ within it, woken by the change watcher, not by the periodic check.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 import json
@@ -190,6 +191,56 @@ def test_end_every_session_of_a_mailbox(node: Node) -> None:
         alice.logout()
         for client in bobs:
             client.close()
+
+
+class Smtp:
+    """A raw submission client over implicit TLS, logged in (AUTH PLAIN)."""
+
+    def __init__(self, node: Node, user: str = BOB) -> None:
+        sock = socket.create_connection(("127.0.0.1", node.ports["submissions"]), timeout=20)
+        self.sock = node.client_context().wrap_socket(sock)
+        self.file = self.sock.makefile("rb")
+        assert self.line().startswith(b"220 ")
+        self.sock.sendall(b"EHLO client.test\r\n")
+        while not self.line().startswith(b"250 "):
+            pass
+        token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode())
+        self.sock.sendall(b"AUTH PLAIN " + token + b"\r\n")
+        assert self.line().startswith(b"235 ")
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_smtp_submission_sessions_are_listed_and_ended(node: Node) -> None:
+    smtp, kept = Smtp(node), Smtp(node)
+    try:
+        rows = [r for r in listed(node, "--mailbox", BOB) if r["protocol"] == "smtp"]
+        assert len(rows) == 2
+        assert {r["listener"] for r in rows} == {"submissions"}
+        assert {r["auth_method"] for r in rows} == {"password"}
+        smtp_logins = {str(r["session"]) for r in node.audit("--event", "smtp.auth")
+                       if r["outcome"] == 0}
+        assert {str(r["id"]) for r in rows} <= smtp_logins
+        first = min(rows, key=lambda r: float(r["started_at"]))  # type: ignore[arg-type]
+        node.cli("sessions", "end", str(first["id"]))
+        assert smtp.line() == b"421 4.7.0 Session ended by the administrator\r\n"
+        assert smtp.line() == b""  # closed
+        kept.sock.sendall(b"NOOP\r\n")
+        assert kept.line().startswith(b"250")
+        assert wait_for(lambda: str(first["id"]) not in
+                        {str(r["id"]) for r in listed(node)}, 10)
+        kept.sock.sendall(b"QUIT\r\n")
+        assert kept.line().startswith(b"221")
+        kept.close()  # as a client does after QUIT (the TLS close completes)
+        assert wait_for(lambda: not [r for r in listed(node, "--mailbox", BOB)
+                                     if r["protocol"] == "smtp"], 10)
+    finally:
+        smtp.close()
+        kept.close()
 
 
 def test_bad_input_is_one_line_and_changes_nothing(node: Node) -> None:

@@ -10,8 +10,10 @@ The order of checks is described, step by step, in ``docs/flow.md``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -45,6 +47,7 @@ from mss.sending import (
     mailbox_key,
     relay_key,
 )
+from mss.session_registry import SessionRegistry
 from mss.throttle import Throttle
 from proxy.smtp.policies import Mode, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
@@ -71,8 +74,10 @@ class SmtpHandler:
                  throttle: Throttle | None = None, *, mailstore: Mailstore,
                  authenticator: Authenticator | None = None,
                  listener: ListenerConfig | None = None,
-                 sending: SendingLimits | None = None, metrics: Metrics | None = None) -> None:
+                 sending: SendingLimits | None = None, metrics: Metrics | None = None,
+                 registry: SessionRegistry | None = None) -> None:
         self.app = app
+        self.registry = registry  # logged-in sessions (mss sessions list/end; issue 16)
         self.sending = sending  # [limits.sending] (submission and relay listeners)
         self.metrics = metrics or NoMetrics()  # the process's (mss/metrics.py)
         self.committer = committer
@@ -109,6 +114,16 @@ class SmtpHandler:
 
     def on_disconnect(self, server: MssSMTP, session: MssSession) -> None:
         self._emit(session)
+        if self.registry is not None:
+            self.registry.gone(session.id)  # its row (mss sessions list) deleted
+
+    async def handle_QUIT(self, server: MssSMTP, session: MssSession,
+                          envelope: MssEnvelope) -> str:
+        """RFC 5321 §4.1.1.10: the session is over at QUIT: its registry row goes now,
+        not once the TLS close completes (the client's close_notify may be long)."""
+        if self.registry is not None:
+            self.registry.gone(session.id)
+        return "221 Bye"
 
     def on_timeout(self, server: MssSMTP, session: MssSession, reason: str) -> None:
         log.info("timeout", session=session.id, listener=session.listener,
@@ -178,13 +193,37 @@ class SmtpHandler:
         session.relay = identity.relay
         batch = session.take_pending(record)
         app_password_id, when = checked.app_password_id, time.time()
+        register = self._register(server, session, checked.mailbox_id,
+                                  checked.detail.get("method", mechanism.lower()))
 
         def commit(conn: Connection) -> None:
             if app_password_id is not None:  # its last use, in the login's transaction
                 app_passwords.touch(conn, app_password_id, session.remote_addr, when)
             append(conn, batch)
-        await self.committer.run(commit)
+            register(conn)
+        await self._login_commit(session, commit)
         return True
+
+    def _register(self, server: MssSMTP, session: MssSession, mailbox_id: int | None,
+                  method: str) -> Callable[[Connection], None]:
+        """The session's registry row (mss sessions), for the login's transaction: a
+        mailbox's login only (a relay is no mailbox)."""
+        registry = self.registry
+        if registry is None or mailbox_id is None:
+            return lambda conn: None
+        registry.expect(session.id, server.operator_ended)
+        return functools.partial(registry.row, session_id=session.id, protocol="smtp",
+                                 listener=session.listener, mailbox_id=mailbox_id,
+                                 remote_addr=session.remote_addr, auth_method=method)
+
+    async def _login_commit(self, session: MssSession,
+                            work: Callable[[Connection], None]) -> None:
+        try:
+            await self.committer.run(work)
+        except BaseException:
+            if self.registry is not None:
+                self.registry.forget(session.id)
+            raise
 
     def on_auth_failure(self, server: MssSMTP, session: MssSession, mechanism: str,
                         login: bytes, reason: str) -> None:
@@ -195,20 +234,21 @@ class SmtpHandler:
     async def authenticate_bearer(self, server: MssSMTP, session: MssSession, mechanism: str,
                                   message: BearerMessage) -> AuthOutcome:
         assert self.authenticator is not None  # offered only with one (listeners.py)
-        return await self._sasl_done(session, await self.authenticator.bearer(
+        return await self._sasl_done(server, session, await self.authenticator.bearer(
             "smtp", mechanism, message, session.remote_addr))
 
     async def authenticate_certificate(self, server: MssSMTP, session: MssSession,
                                        authzid: str | None) -> AuthOutcome:
         assert self.authenticator is not None
-        return await self._sasl_done(session, await self.authenticator.certificate(
+        return await self._sasl_done(server, session, await self.authenticator.certificate(
             "smtp", session.peer_chain, authzid, session.remote_addr))
 
     def bearer_error(self, outcome: AuthOutcome) -> bytes:
         assert self.authenticator is not None
         return self.authenticator.bearer_error(outcome)
 
-    async def _sasl_done(self, session: MssSession, outcome: AuthOutcome) -> AuthOutcome:
+    async def _sasl_done(self, server: MssSMTP, session: MssSession,
+                         outcome: AuthOutcome) -> AuthOutcome:
         """Audit a token or certificate login: a refusal without waiting, a success
         committed (with the session's pending records) before the 235."""
         mailbox = outcome.mailbox
@@ -226,7 +266,12 @@ class SmtpHandler:
         session.login = mailbox.address
         session.may_send_as = frozenset({mailbox.address})
         batch = session.take_pending(record)
-        await self.committer.run(lambda conn: append(conn, batch))
+        register = self._register(server, session, mailbox.id, outcome.method)
+
+        def commit(conn: Connection) -> None:
+            append(conn, batch)
+            register(conn)
+        await self._login_commit(session, commit)
         return outcome
 
     # ------------------------------------------------------------------ MAIL / RCPT

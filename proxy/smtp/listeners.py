@@ -93,7 +93,8 @@ class SmtpListeners:
                                   mailstore=self.runtime.mailstore,
                                   authenticator=authenticator, listener=listener,
                                   sending=self.runtime.sending,
-                                  metrics=self.runtime.metrics)
+                                  metrics=self.runtime.metrics,
+                                  registry=self.runtime.registry)
             # MX and relay ask for a client certificate (verified after the handshake), and
             # so do the submission listeners offering EXTERNAL
             context = self.runtime.tls.for_listener(listener) if mode == "submission" \

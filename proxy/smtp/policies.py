@@ -61,6 +61,7 @@ class AuthCheck:
     mailbox: str | None = None
     detail: dict[str, str] = field(default_factory=dict)  # besides the mechanism
     app_password_id: int | None = None  # its last use is recorded with the success
+    mailbox_id: int | None = None  # a mailbox's login (mss sessions list); None: a relay
 
 
 class Refusal(NamedTuple):
@@ -227,7 +228,8 @@ class SubmissionPolicy:
             identity = Identity(login=address, may_send_as=frozenset({address}))
         return AuthCheck(actor=address or login_text[:320], reason=checked.reason,
                          identity=identity, mailbox=address, detail=checked.audit_detail(),
-                         app_password_id=checked.app_password_id if identity else None)
+                         app_password_id=checked.app_password_id if identity else None,
+                         mailbox_id=checked.mailbox.id if checked.mailbox else None)
 
     async def sender(self, session: MssSession, sender: str,
                      whitelist: Whitelist) -> policy.Decision:

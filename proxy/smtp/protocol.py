@@ -49,6 +49,7 @@ COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 AUTH_LINE_LIMIT = 12288  # octets with CRLF: the AUTH line and its responses, RFC 4954 §4
 MECHANISMS = ("EXTERNAL", "LOGIN", "OAUTHBEARER", "PLAIN", "XOAUTH2")  # the auth_* below
 _DATA_CHUNK = 256 * 1024
+CLOSE_GRACE = 1.0  # seconds for a client to see a 421 and close before the abort
 
 
 class SmtpHooks(Protocol):
@@ -173,6 +174,7 @@ class MssSMTP(SMTP):
         self.hooks = handler  # aiosmtpd's event_handler, typed
         super().__init__(handler, **kwargs)
         self.busy = False  # inside DATA: shutdown waits for it
+        self.ending = False  # ended by mss sessions end during DATA: closed after its reply
 
     # ------------------------------------------------------------------ session
     def _create_session(self) -> MssSession:
@@ -533,6 +535,25 @@ class MssSMTP(SMTP):
             await self._data_transaction(envelope)
         finally:
             self.busy = False
+            if self.ending:
+                self._close_ended()
+
+    def operator_ended(self) -> None:
+        """``mss sessions end`` named this session (on its loop): ``421 4.7.0`` and close
+        (RFC 5321 §3.8), at once, or after the reply of a DATA in progress (a message
+        being committed is acknowledged first)."""
+        if self.busy:
+            self.ending = True
+            return
+        self._close_ended()
+
+    def _close_ended(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.7.0 Session ended by the administrator\r\n")
+            transport.close()
+            # a TLS close waits for the client's close_notify, which it may never send
+            self.loop.call_later(CLOSE_GRACE, transport.abort)
 
     async def _data_transaction(self, envelope: MssEnvelope) -> None:
         try:
