@@ -111,6 +111,11 @@ class SmtpHooks(Protocol):
         """The RFC 7628 §3.2.2 error challenge (JSON) of a refused token."""
         ...
 
+    async def handle_QUIT(self, server: MssSMTP, session: MssSession,
+                          envelope: MssEnvelope) -> str:
+        """QUIT: the reply (the session is over: mss sessions forgets it now)."""
+        ...
+
     async def handle_MAIL(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: the reply; on 250 the envelope's sender is set."""
