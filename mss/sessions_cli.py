@@ -94,8 +94,8 @@ def sessions_end(ctx: typer.Context,
         else:
             assert mailbox is not None
             target = mailboxes.require_mailbox(conn, mailbox)
-            mailboxes.end_sessions(conn, target.id, now)  # the unregistered ones too
-            ended = sessions.end_mailbox_sessions(conn, target.id, now)
+            ended = sessions.end_mailbox_sessions(conn, target.id, now)  # the listed ones
+            mailboxes.end_sessions(conn, target.id, now)  # and any begun before now
             append(conn, [AuditRecord(Event.ADMIN_SESSION_END, actor=actor(),
                                       mailbox=target.address,
                                       detail={"sessions": len(ended), "ids": ended[:100]})])

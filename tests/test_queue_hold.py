@@ -8,8 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine, insert, select
 
-from tests.node import Node, read_all, wait_for
+from mss import db
+from proxy.outbound import claims
+from tests.node import BACKENDS, Node, read_all, wait_for
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
@@ -22,6 +25,47 @@ from tests.outbound_pair import (
 )
 
 MAX_AGE = 4.0  # delivery.max_age of the pair: a held row outlives it
+BACKENDS = BACKENDS  # the claims' SQL on both; the pair on SQLite
+
+
+def _row(i: int, domain: str, created: float) -> dict[str, object]:
+    return {"id": f"{i:032x}", "created_at": created, "mail_from": "a@x.test",
+            "rcpt": f"r{i}@{domain}", "domain": domain, "message_id": None, "size": 1,
+            "status": "queued", "attempts": 0, "next_attempt_at": created,
+            "key_blob": b"k", "body_blob": b"b"}
+
+
+def test_claims_skip_a_held_domain_and_credit_the_time_held(db_engine: Engine) -> None:
+    """The claim, the 'anything due' probe and the next wake-up ignore a held domain's
+    rows; the release makes them due and credits each the time it was held (from the hold,
+    or from its queuing when later), on SQLite and PostgreSQL."""
+    t0 = 1_000_000.0
+    with db_engine.begin() as conn:
+        conn.execute(insert(db.outbound_queue), [_row(1, "held.test", t0 - 50),
+                                                 _row(2, "free.test", t0 - 50)])
+        assert claims.hold(conn, "held.test", "cli:test", "why", t0) == 1
+        conn.execute(insert(db.outbound_queue), [_row(3, "held.test", t0 + 30)])
+    with db_engine.begin() as conn:
+        got = claims.claim(conn, "w1", t0 + 100, 60.0, 10)
+        assert [c.domain for c in got] == ["free.test"]
+        assert not claims.due_exists(conn, t0 + 120)  # the free row is leased
+        # the next wake-up: the free row's lease end, not the held rows (due long ago)
+        assert claims.next_due(conn) == t0 + 160
+        [hold] = claims.holds(conn)
+        assert (hold.domain, hold.rows, hold.reason) == ("held.test", 2, "why")
+        assert {r["id"][-1:]: r["held"] for r in claims.listing(conn, None, 10)} == \
+            {"1": True, "2": False, "3": True}
+        assert len(claims.listing(conn, "held", 10)) == 2
+        assert claims.release_hold(conn, hold, t0 + 130) == 2
+    with db_engine.begin() as conn:
+        assert claims.holds(conn) == []
+        got = claims.claim(conn, "w2", t0 + 130, 60.0, 10)
+        assert sorted(c.id[-1:] for c in got) == ["1", "3"]
+        aged = {c.id[-1:]: c.aged_from for c in got}
+        assert aged == {"1": t0 - 50 + 130, "3": t0 + 30 + 100}
+        held_for = dict(conn.execute(select(db.outbound_queue.c.id,
+                                            db.outbound_queue.c.held_for)).all())
+        assert held_for[f"{2:032x}"] == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -587,15 +587,16 @@ class Session:
         deadline = time.monotonic() + self.ctx.config.session_timeout
         try:
             while not line_task.done():
-                waits: set[asyncio.Future[Any]] = {line_task,
-                                                   asyncio.ensure_future(self.kick.wait())}
-                if watch is not None:
-                    waits.add(asyncio.ensure_future(watch.wait(self.ctx.config.idle_poll)))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.untagged(b"BYE Autologout; idle for too long")
                     self.state = LOGOUT
                     return
+                # the client's DONE, the session ended (mss sessions end), the folder
+                waits: set[asyncio.Future[Any]] = {line_task,
+                                                   asyncio.ensure_future(self.kick.wait())}
+                if watch is not None:
+                    waits.add(asyncio.ensure_future(watch.wait(self.ctx.config.idle_poll)))
                 done, pending = await asyncio.wait(
                     waits, timeout=min(left, self.ctx.config.idle_poll * 2),
                     return_when=asyncio.FIRST_COMPLETED)
