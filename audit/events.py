@@ -78,6 +78,10 @@ class Event(StrEnum):
     ADMIN_BACKUP_RESTORE = "admin.backup.restore"
     ADMIN_DB_UPGRADE = "admin.db.upgrade"
     ADMIN_PKI_DEV_CERT = "admin.pki.dev_cert"  # issue 17: mss pki dev-cert
+    # issue 16, retention and legal hold (mss/mailstore/retention.py, holds.py)
+    ADMIN_MAILBOX_HOLD = "admin.mailbox.hold"
+    ADMIN_MAILBOX_RELEASE = "admin.mailbox.release"
+    RETENTION_EXPUNGE = "retention.expunge"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -314,6 +318,19 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               dcm("110129", "Security Configuration"), "E",
               "mss pki dev-cert reissued the development server certificate (its names, "
               "serial and the backup file in detail; the key unchanged)"),
+    EventKind(Event.ADMIN_MAILBOX_HOLD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was put under legal hold (reason in detail): no expunge, retention, "
+              "deletion nor key shredding until released; or the hold was refused (8)"),
+    EventKind(Event.ADMIN_MAILBOX_RELEASE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's legal hold was released (since when and its reason in detail); "
+              "or the release was refused (8)"),
+    EventKind(Event.RETENTION_EXPUNGE, MAILBOX_ACCESS,
+              own("MSS-RETENTION", "Messages expired"), "D",
+              "a retention rule expunged a folder's expired messages (folder id, special-use "
+              "attribute, rule index, days, cutoff, messages and bytes in detail: counts, "
+              "never a folder name)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

@@ -35,6 +35,7 @@ from mss.cli_support import (
     require_private_dir,
     require_tls_files,
 )
+from mss.retention_cli import hold, hold_fields, release, show_hold
 
 if TYPE_CHECKING:
     import click
@@ -53,6 +54,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "db": ("mss.db_cli", "db_app"),
     "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
     "dns": ("mss.dns_cli", "dns_app"),
+    "retention": ("mss.retention_cli", "retention_app"),  # issue 16
 })
 
 
@@ -87,6 +89,8 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
 mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list (issue 15)
 mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
+mailbox_app.command("hold")(hold)  # issue 16: legal hold
+mailbox_app.command("release")(release)
 
 
 @app.callback()
@@ -321,10 +325,13 @@ def mailbox_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False
               "state": "enabled" if m.enabled else "disabled",
               "password": "set" if m.password_hash else "none", "created_at": m.created_at,
               "messages": count, "bytes": size,
-              "cert_dns": [b.cert_dn for b in bound]}  # SASL EXTERNAL (mss mailbox cert)
+              "cert_dns": [b.cert_dn for b in bound],  # SASL EXTERNAL (mss mailbox cert)
+              **hold_fields(m.held_at, m.hold_reason)}  # issue 16: legal hold
     emit_fields(record, json_out=json_out, labels={"created_at": "created",
-                                                   "cert_dns": "cert DNs"},
-                formats={"created_at": when})
+                                                   "cert_dns": "cert DNs",
+                                                   "hold": "legal hold",
+                                                   "hold_reason": "hold reason"},
+                formats={"created_at": when, "hold": show_hold})
 
 
 @mailbox_app.command("disable")
@@ -460,6 +467,7 @@ def keys_shred(ctx: typer.Context, address: str,
     from audit.journal import AuditRecord, append
     from mss import crypto
     from mss.mailstore import mailboxes
+    from mss.mailstore.state import lock
 
     with node(ctx) as node_app:
         if not yes:
@@ -468,13 +476,22 @@ def keys_shred(ctx: typer.Context, address: str,
                                        reason="not confirmed (--yes)"))
             fail(f"shredding {address} makes every message of it unreadable for good: "
                  "add --yes")
+        held = None
         with node_app.engine.begin() as conn:
+            lock(conn)  # a legal hold set meanwhile is seen (mss/mailstore/holds.py)
             mailbox = mailboxes.require_mailbox(conn, address)
-            if mailbox.enabled:  # no more logins nor mail for a mailbox without a key
+            if mailbox.held_at is not None:  # issue 16: a held mailbox's mail stays
+                held = mailbox.address
+            elif mailbox.enabled:  # no more logins nor mail for a mailbox without a key
                 mailboxes.disable_mailbox(conn, mailbox.address)
-            node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
-            append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
-                                      mailbox=mailbox.address)])
+            if held is None:
+                node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
+                append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
+                                          mailbox=mailbox.address)])
+        if held is not None:  # the transaction is over: its refusal audited apart
+            node_app.audit(AuditRecord(Event.ADMIN_KEYS_SHRED, Outcome.MINOR_FAILURE,
+                                       actor=actor(), mailbox=held, reason="legal hold"))
+            fail(f"mailbox {held} is under legal hold (mss mailbox release first)")
     print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled")
 
 

@@ -31,7 +31,7 @@ from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from mss.addresses import AddressError, normalize_address
+from mss.addresses import AddressError, normalize_address, normalize_domain
 
 DEFAULT_CONFIG_NAME = "mss.toml"
 T = TypeVar("T")
@@ -553,6 +553,63 @@ class AuditConfig:
         return dataclasses.replace(self, destinations=tuple(named))
 
 
+# RFC 6154 §2: the special-use attributes a retention rule may name a folder by
+SPECIAL_USE = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+               "\\Trash")
+
+
+def _rule_domain(value: str) -> str:
+    return normalize_domain(value) if value.strip() else ""
+
+
+def _rule_folder(value: str) -> str:
+    """A special-use attribute in its RFC 6154 spelling, INBOX in any case, or a name."""
+    if value.startswith("\\"):
+        found = [u for u in SPECIAL_USE if u.lower() == value.lower()]
+        if not found:
+            raise ValueError(f"{value!r} is not a special-use attribute (RFC 6154: "
+                             f"{', '.join(SPECIAL_USE)})")
+        return found[0]
+    return "INBOX" if value.upper() == "INBOX" else value.strip("/")
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """Retention rules (docs/retention.md): the messages of the folders a rule matches are
+    expunged once they have been in their folder this many days (since delivery, APPEND,
+    COPY or MOVE into it; messages stored before schema 0010: since their internal date).
+    The first rule matching a folder applies, in file order: put the specific ones first.
+    A mailbox under legal hold (mss mailbox hold) is never touched."""
+
+    days: float = key(MISSING, "age in days past which its messages are expunged; 0: kept "
+                      "(exempts what later rules would match)", ge(0), example=30)
+    domain: str = key("", "a hosted domain (\"\": every domain)", norm=_rule_domain)
+    folder: str = key("", "a folder by its special-use attribute (\"\\\\Trash\", RFC 6154) or "
+                      "by its name (\"INBOX\", \"Archive/2019\"); \"\": every folder",
+                      norm=_rule_folder, example="\\Trash")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Message retention, applied by a periodic job of 'mss serve' (one elected process of
+    the cluster) and by 'mss retention run': expunges as an IMAP EXPUNGE would (sessions
+    see it, modseqs move), audited retention.expunge with counts, never a folder name."""
+
+    interval: float = key(3600.0, "seconds between rounds of the job (0: no job; 'mss "
+                          "retention run' applies the rules at once)", ge(0))
+    batch: int = key(500, "messages expunged per transaction", ge(1))
+    rules: tuple[RetentionRule, ...] = key((), "")
+
+    def checked(self) -> Self:
+        for later, rule in enumerate(self.rules):
+            for first, earlier in enumerate(self.rules[:later]):
+                if earlier.domain in ("", rule.domain) and earlier.folder in ("", rule.folder):
+                    raise Invalid(f"rules[{later}]", f"never applies: rules[{first}] before "
+                                  "it matches every folder it matches (the first matching "
+                                  "rule applies)")
+        return self
+
+
 def cleartext_bind(url: str, tls: str, has_password: bool) -> bool:
     """A password bind to *url* would cross a network unencrypted: ``ldap://`` with tls =
     "none" to a host that is not loopback (127.0.0.0/8, ::1, localhost: a local slapd),
@@ -823,6 +880,7 @@ class Config:
     delivery: DeliveryConfig = key(DeliveryConfig, "")
     logging: LoggingConfig = key(LoggingConfig, "")
     audit: AuditConfig = key(AuditConfig, "")
+    retention: RetentionConfig = key(RetentionConfig, "")  # issue 16 (retention branch)
     directory: DirectoryConfig | None = key(None, "")
     auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
     portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)

@@ -8,6 +8,7 @@ a commit is on disk (fsync'd) before it returns: a 250 is only sent after that.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,13 @@ messages = Table(
     Column("modseq", COUNTER, nullable=False, default=1),
     Column("key_blob", LargeBinary, nullable=False),  # data key wrapped by the mailbox key
     Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
+    # when the message entered its folder (delivery, APPEND, COPY, MOVE): the age retention
+    # rules count (mss/mailstore/retention.py); NULL in rows older than migration 0010,
+    # whose internal date stands for it. Set by default on every insert, by MOVE on update
+    Column("saved_at", Float, default=time.time),
     UniqueConstraint("folder_id", "uid"),
+    # the retention job finds a folder's expired messages in this index alone
+    Index("ix_messages_folder_saved", "folder_id", "saved_at", "internal_date"),
 )
 # IMAP SELECT reads a folder's message list from this covering index alone (the table rows
 # hold the ciphertext: one page or more each)

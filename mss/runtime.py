@@ -44,6 +44,7 @@ from mss.limits import (
 )
 from mss.mailstore import Mailstore
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
+from mss.mailstore.retention import run_round
 from mss.metrics import Metrics, NoMetrics, metrics_for
 from mss.sending import SendingLimits
 from mss.throttle import SharedFailures, Throttle
@@ -179,6 +180,8 @@ class Runtime:
             parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))
         if cfg.directory is not None and cfg.directory.interval > 0:
             parts.append(self._elected("directory-sync", self._directory_loop))
+        if cfg.retention.rules and cfg.retention.interval > 0:  # issue 16
+            parts.append(self._elected("retention", self._retention_loop))
         if cfg.audit.destinations:  # one shipper per destination cursor in the cluster
             parts.append(Shipper(Outbox(self.app.engine, self.app.reader),
                                  cfg.audit.destinations, audit_source(cfg),
@@ -227,6 +230,27 @@ class Runtime:
                 await self._in_thread(once)
             except Exception as exc:  # recorded as a failed run; the last good one stays
                 log.error("directory sync failed", error=str(exc))
+            await asyncio.sleep(cfg.interval)
+
+    async def _retention_loop(self) -> None:
+        """Apply [[retention.rules]] now, then every retention.interval seconds (as of the
+        clock at each round); this process's sessions are woken after each commit, other
+        processes' and nodes' by the notifier (docs/retention.md)."""
+        cfg, app, notifier = self.app.config.retention, self.app, self.mailstore.notifier
+
+        def once() -> None:
+            report = run_round(app.engine, app.reader, app.keyring, cfg,
+                               changed=notifier.changed)
+            if report.folders:
+                log.info("retention applied", messages=report.messages, bytes=report.bytes,
+                         folders=len(report.folders), mailboxes=report.mailboxes,
+                         held=report.held)
+
+        while True:
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # e.g. database away: the next round catches up
+                log.error("retention round failed", error=repr(exc))
             await asyncio.sleep(cfg.interval)
 
     async def _whitelist_fetch_loop(self) -> None:

@@ -20,8 +20,9 @@ LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certif
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
-                 ("domains", "suspended_at"), ("mailbox_grants", "can_send"))
-LATER_INDEXES = ("ix_mailboxes_rpps",)  # on tables of the baseline
+                 ("domains", "suspended_at"), ("mailbox_grants", "can_send"),
+                 ("messages", "saved_at"))
+LATER_INDEXES = ("ix_mailboxes_rpps", "ix_messages_folder_saved")  # on tables of the baseline
 
 
 def as_made_by_main(node: Node) -> None:
