@@ -329,8 +329,7 @@ def mailbox_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False
               **hold_fields(m.held_at, m.hold_reason)}  # issue 16: legal hold
     emit_fields(record, json_out=json_out, labels={"created_at": "created",
                                                    "cert_dns": "cert DNs",
-                                                   "hold": "legal hold",
-                                                   "hold_reason": "hold reason"},
+                                                   "hold_reason": "reason"},
                 formats={"created_at": when, "hold": show_hold})
 
 
