@@ -455,3 +455,35 @@ def test_retention_run_without_rules_is_refused(tmp_path: Path) -> None:
     n = make_node(tmp_path)
     assert error_line(n, "retention", "run") == \
         "mss: error: no [[retention.rules]] in the configuration: nothing to apply"
+
+
+def test_a_hold_set_during_a_round_stops_it_for_that_mailbox(quiet_node: Node) -> None:
+    """Batches of one message: after the first commit the mailbox goes under hold (another
+    transaction, as the CLI's); the round reads the hold again under the writer's lock
+    before each batch and leaves the rest."""
+    import dataclasses
+
+    from mss.mailstore import holds
+
+    n = quiet_node
+    for i in range(3):
+        deliver_from_this_process(n, ALICE, message(f"inbox {i}", rcpt=ALICE))
+    time.sleep(0.6)
+    app = open_app(n.config)
+    try:
+        cfg = dataclasses.replace(app.config.retention, batch=1)
+        woken: list[int] = []
+
+        def changed(mailbox_id: int) -> None:
+            woken.append(mailbox_id)
+            with app.engine.begin() as conn:
+                holds.hold(conn, mailbox_id, ALICE, "during the round")
+
+        report = run_round(app.engine, app.reader, app.keyring, cfg, changed=changed)
+        with app.reader.connect() as conn:
+            alice = mailboxes.require_mailbox(conn, ALICE)
+    finally:
+        app.close()
+    assert woken == [alice.id] and alice.held_at is not None
+    assert [(f.mailbox, f.messages) for f in report.folders] == [(ALICE, 1)]
+    assert message_count(n, ALICE) == 2
