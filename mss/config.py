@@ -597,7 +597,8 @@ class RetentionConfig:
 
     interval: float = key(3600.0, "seconds between rounds of the job (0: no job; 'mss "
                           "retention run' applies the rules at once)", ge(0))
-    batch: int = key(500, "messages expunged per transaction", ge(1))
+    batch: int = key(100, "messages expunged per transaction (each holds the writer's lock: "
+                     "deliveries wait that long; bench/retention.py)", ge(1))
     rules: tuple[RetentionRule, ...] = key((), "")
 
     def checked(self) -> Self:
