@@ -69,7 +69,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
-                  "mss.report"),  # issue 17: mss report
+                  "mss.report",  # issue 17: mss report
+                  "mss.lifecycle_cli"),  # issue 16: mss mailbox passwd/suspend/delete...
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

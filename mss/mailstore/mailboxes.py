@@ -76,7 +76,7 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
     address = _address(address)
     mailbox_type = mailbox_type.upper()
     if mailbox_type not in MAILBOX_TYPES:
-        raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG or APP")
+        raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG, APP or CAB")
     if rpps is not None and not re.fullmatch(r"\d{11}", rpps):
         raise StoreError(f"invalid RPPS {rpps!r}: 11 digits expected")
     if finess is not None and not re.fullmatch(r"\d[0-9AB]\d{7}", finess):
