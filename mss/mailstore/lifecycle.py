@@ -38,6 +38,7 @@ from mss.mailstore.mailboxes import (
     get_mailbox,
     mailbox_of,
     require_mailbox,
+    select_mailboxes,
 )
 
 
@@ -50,7 +51,7 @@ def _set(conn: Connection, mailbox: Mailbox, **values: object) -> None:
 
 
 def _reread(conn: Connection, mailbox: Mailbox) -> Mailbox:
-    row = conn.execute(select(db.mailboxes).where(db.mailboxes.c.id == mailbox.id)).one()
+    row = conn.execute(select_mailboxes().where(db.mailboxes.c.id == mailbox.id)).one()
     return mailbox_of(row)
 
 
@@ -79,10 +80,10 @@ def suspend(conn: Connection, address: str, now: float | None = None) -> Mailbox
     """Logins refused and sessions ended until :func:`resume`; inbound mail deferred or
     kept (lifecycle.suspended_inbound). Only an active mailbox is suspended."""
     mailbox = require_mailbox(conn, address)
-    if mailbox.state != "active":
+    if mailbox.state in ("disabled", "deleting") or mailbox.suspended_at is not None:
         raise StoreError(f"mailbox {mailbox.address} is {mailbox.state}, not active: "
                          "only an active mailbox can be suspended")
-    when = _now(now)
+    when = _now(now)  # (one of a suspended domain too: it stays so when the domain resumes)
     _set(conn, mailbox, suspended_at=when)
     end_sessions(conn, mailbox.id, when)
     return _reread(conn, mailbox)
@@ -90,8 +91,11 @@ def suspend(conn: Connection, address: str, now: float | None = None) -> Mailbox
 
 def resume(conn: Connection, address: str) -> Mailbox:
     mailbox = require_mailbox(conn, address)
-    if mailbox.state != "suspended":
-        raise StoreError(f"mailbox {mailbox.address} is {mailbox.state}, not suspended")
+    if mailbox.suspended_at is None or mailbox.state != "suspended":
+        domain = mailbox.address.split("@", 1)[1]
+        hint = f" (its domain is: mss domain resume {domain})" \
+            if mailbox.domain_suspended and mailbox.suspended_at is None else ""
+        raise StoreError(f"mailbox {mailbox.address} is {mailbox.state}, not suspended{hint}")
     _set(conn, mailbox, suspended_at=None)
     return _reread(conn, mailbox)
 
@@ -277,9 +281,7 @@ def purge_due(engine: Engine, keyring: crypto.Keyring, now: float | None = None,
 
 # SMTP RCPT (a hot path): a mailbox and its domain's suspension in one query; a domain's
 # hosting, next hop and suspension in one more when there is no such mailbox
-_RECIPIENT = select(db.mailboxes, db.domains.c.suspended_at.label("domain_suspended_at")) \
-    .join(db.domains, db.domains.c.id == db.mailboxes.c.domain_id) \
-    .where(db.mailboxes.c.address == bindparam("address"))
+_RECIPIENT = select_mailboxes().where(db.mailboxes.c.address == bindparam("address"))
 _DOMAIN = select(db.domains.c.relay_to, db.domains.c.suspended_at) \
     .where(db.domains.c.name == bindparam("name"))
 
@@ -298,7 +300,8 @@ def recipient(conn: Connection, address: str) -> Recipient:
     """*address* normalised (lower case, IDNA domain)."""
     row = conn.execute(_RECIPIENT, {"address": address}).first()
     if row is not None:
-        return Recipient(mailbox_of(row), True, None, row.domain_suspended_at is not None)
+        mailbox = mailbox_of(row)
+        return Recipient(mailbox, True, None, mailbox.domain_suspended)
     found = conn.execute(_DOMAIN, {"name": address.rsplit("@", 1)[1]}).first()
     if found is None:
         return Recipient(None, False, None, False)
