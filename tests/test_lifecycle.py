@@ -579,3 +579,32 @@ def test_suspended_inbound_keep(keeping_node: Node) -> None:
     keeping_node.cli("mailbox", "resume", bob)
     with imap_login(keeping_node, bob) as m:
         assert m.select("INBOX")[1] == [str(before + 1).encode()]
+
+
+# --------------------------------------------------------------------------- mss report
+
+def test_report_counts_mailboxes_by_lifecycle_state() -> None:
+    """mss report's mailbox section follows the lifecycle records (pure part)."""
+    from mss.report import indicators
+
+    def r(event: str, mailbox: str, outcome: int = 0, **detail: object) -> dict[str, object]:
+        return {"event": event, "outcome": outcome, "mailbox": mailbox, "detail": detail}
+
+    d = "hopital.test"
+    rows = [r("admin.mailbox.add", f"a@{d}", type="PER"),
+            r("admin.mailbox.add", f"b@{d}", type="PER"),
+            r("admin.mailbox.add", f"c@{d}", type="CAB"),
+            r("admin.mailbox.add", f"e@{d}", type="ORG"),
+            r("admin.mailbox.add", f"f@{d}", type="PER"),
+            r("admin.mailbox.suspend", f"a@{d}"),
+            r("admin.mailbox.resume", f"a@{d}", outcome=4),  # refused: still suspended
+            r("admin.mailbox.suspend", f"b@{d}"), r("admin.mailbox.resume", f"b@{d}"),
+            r("admin.mailbox.rename", f"b@{d}", new_address=f"b2@{d}"),
+            r("admin.mailbox.delete", f"c@{d}"),
+            r("admin.mailbox.suspend", f"e@{d}"), r("admin.mailbox.delete", f"e@{d}"),
+            r("admin.mailbox.undelete", f"e@{d}"),  # back to suspended
+            r("admin.mailbox.delete", f"f@{d}", now=True), r("mailbox.purge", f"f@{d}")]
+    counts = {(x["item"], x["qualifier"]): x["count"]
+              for x in indicators("2020-11", rows, []) if x["section"] == "mailboxes"}
+    assert counts == {("PER", "suspended"): 1, ("PER", "enabled"): 1,
+                      ("CAB", "deleting"): 1, ("ORG", "suspended"): 1}
