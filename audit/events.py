@@ -63,6 +63,18 @@ class Event(StrEnum):
     ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
     ADMIN_MAILBOX_CERT_BIND = "admin.mailbox.cert.bind"  # issue 15: SASL EXTERNAL
     ADMIN_MAILBOX_CERT_UNBIND = "admin.mailbox.cert.unbind"
+    # issue 16, mailbox lifecycle (mss/lifecycle_cli.py, docs/lifecycle.md)
+    ADMIN_MAILBOX_PASSWD = "admin.mailbox.passwd"
+    ADMIN_MAILBOX_SUSPEND = "admin.mailbox.suspend"
+    ADMIN_MAILBOX_RESUME = "admin.mailbox.resume"
+    ADMIN_MAILBOX_ENABLE = "admin.mailbox.enable"
+    ADMIN_MAILBOX_RENAME = "admin.mailbox.rename"
+    ADMIN_MAILBOX_DELETE = "admin.mailbox.delete"
+    ADMIN_MAILBOX_UNDELETE = "admin.mailbox.undelete"
+    MAILBOX_PURGE = "mailbox.purge"
+    ADMIN_DOMAIN_SUSPEND = "admin.domain.suspend"
+    ADMIN_DOMAIN_RESUME = "admin.domain.resume"
+    ADMIN_DOMAIN_REMOVE = "admin.domain.remove"
     # issue 15, app passwords (mss mailbox app-password)
     ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
     ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
@@ -278,6 +290,43 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               dcm("110137", "User security Attributes Changed"), "E",
               "a client certificate subject DN was unbound from its mailbox (cert_dn in "
               "detail)"),
+    EventKind(Event.ADMIN_MAILBOX_PASSWD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's password was replaced (or removed: --no-password); its sessions "
+              "ended (never the password)"),
+    EventKind(Event.ADMIN_MAILBOX_SUSPEND, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was suspended: logins refused, sessions ended, inbound mail deferred "
+              "or kept (lifecycle.suspended_inbound in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_RESUME, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a suspended mailbox was resumed"),
+    EventKind(Event.ADMIN_MAILBOX_ENABLE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a disabled mailbox was enabled again"),
+    EventKind(Event.ADMIN_MAILBOX_RENAME, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was given another address (the old one in mailbox, the new one in "
+              "detail); its sessions ended"),
+    EventKind(Event.ADMIN_MAILBOX_DELETE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's deletion was scheduled (delete_after in detail; --now: at once); "
+              "logins refused, sessions ended, inbound mail refused as unknown"),
+    EventKind(Event.ADMIN_MAILBOX_UNDELETE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a scheduled deletion was cancelled during its grace period"),
+    EventKind(Event.MAILBOX_PURGE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+              "a deleted mailbox was purged: its rows removed and its key destroyed "
+              "(crypto-shredding); counts in detail, never content"),
+    EventKind(Event.ADMIN_DOMAIN_SUSPEND, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a hosted domain was suspended: its mailboxes as suspended"),
+    EventKind(Event.ADMIN_DOMAIN_RESUME, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a suspended domain was resumed"),
+    EventKind(Event.ADMIN_DOMAIN_REMOVE, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a hosted domain without mailboxes was removed"),
     EventKind(Event.ADMIN_APP_PASSWORD_ADD, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "the operator made an app password for a mailbox (id, label, scopes in detail; "

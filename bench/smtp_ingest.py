@@ -85,7 +85,8 @@ def setup(base: Path, mailboxes: int, workers: int = 1,
     subprocess.run([*cli, "whitelist", "import", str(wl)], check=True, cwd=REPO,
                    capture_output=True)
     for i in range(1, mailboxes + 1):
-        subprocess.run([*cli, "mailbox", "add", f"bench{i}@{DOMAIN}", "--type", "PER"],
+        subprocess.run([*cli, "mailbox", "add", f"bench{i}@{DOMAIN}", "--type", "PER",
+                        "--no-password"],
                        check=True, cwd=REPO, capture_output=True)
     return config, ports
 

@@ -35,6 +35,19 @@ from mss.cli_support import (
     require_private_dir,
     require_tls_files,
 )
+from mss.lifecycle_cli import (
+    delete,
+    domain_remove,
+    domain_resume,
+    domain_set,
+    domain_suspend,
+    enable,
+    passwd,
+    rename,
+    resume,
+    suspend,
+    undelete,
+)
 from mss.retention_cli import hold, hold_fields, release, show_hold
 
 if TYPE_CHECKING:
@@ -91,6 +104,18 @@ mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list
 mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
 mailbox_app.command("hold")(hold)  # issue 16: legal hold
 mailbox_app.command("release")(release)
+# issue 16, lifecycle (mss/lifecycle_cli.py)
+mailbox_app.command("passwd")(passwd)
+mailbox_app.command("suspend")(suspend)
+mailbox_app.command("resume")(resume)
+mailbox_app.command("enable")(enable)
+mailbox_app.command("rename")(rename)
+mailbox_app.command("delete")(delete)
+mailbox_app.command("undelete")(undelete)
+domain_app.command("set")(domain_set)
+domain_app.command("suspend")(domain_suspend)
+domain_app.command("resume")(domain_resume)
+domain_app.command("remove")(domain_remove)
 
 
 @app.callback()
@@ -244,15 +269,16 @@ def domain_add(ctx: typer.Context, name: str,
 
 @domain_app.command("list")
 def domain_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
-    """List hosted domains: name, where its mail goes (stored here or relayed)."""
-    from mss.mailstore import domains
+    """List hosted domains: name, where its mail goes (stored here or relayed), state
+    (active or suspended), mailboxes."""
+    from mss.mailstore import lifecycle
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        relays = domains.list_relays(conn)
-        rows = [{"domain": name, "relay_to": relays.get(name)}
-                for name in domains.list_domains(conn)]
+        rows = [{"domain": d.name, "relay_to": d.relay_to, "state": d.state,
+                 "mailboxes": d.mailboxes} for d in lifecycle.list_domains(conn)]
     emit(rows, (Column("domain"), Column("relay_to", header="relayed to",
-                                         format=lambda v: str(v) if v else "stored here")),
+                                         format=lambda v: str(v) if v else "stored here"),
+                Column("state"), Column("mailboxes", justify="right")),
          json_out=json_out)
 
 
@@ -262,18 +288,23 @@ def domain_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
 def mailbox_add(
     ctx: typer.Context,
     address: str,
-    mailbox_type: Annotated[str, typer.Option("--type", help="PER, ORG or APP.")],
+    mailbox_type: Annotated[str, typer.Option(
+        "--type", help="PER, ORG, APP or CAB (a practice).")],
     rpps: Annotated[str | None, typer.Option("--rpps", help="RPPS number (PER).")] = None,
     finess: Annotated[str | None, typer.Option("--finess", help="FINESS (ORG/APP).")] = None,
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+    no_password: Annotated[bool, typer.Option(
+        "--no-password", help="No password: the mailbox logs in by token or certificate "
+        "only, or is reached through grants (ORG, CAB).")] = False,
     liste_rouge: Annotated[bool, typer.Option(
         "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
     cert: CertFile = None,
     cert_dn: CertDn = None,
 ) -> None:
-    """Create a mailbox (with its own encryption key and default folders); an APP mailbox
-    may be bound to a client certificate (--cert FILE or --cert-dn DN: SASL EXTERNAL)."""
+    """Create a mailbox (with its own encryption key and default folders): with a password
+    (--password-stdin), or bound to a client certificate (APP: --cert FILE or --cert-dn DN,
+    SASL EXTERNAL), or --no-password (tokens, grants; mss mailbox passwd sets one later)."""
     from audit.journal import AuditRecord, append
     from mss.mailstore import identities, mailboxes
 
@@ -282,11 +313,16 @@ def mailbox_add(
         if mailbox_type.upper() != "APP":
             fail("--cert/--cert-dn: only APP mailboxes log in with a certificate")
         bound = subject_dn(cert, cert_dn)
+    if password_stdin and no_password:
+        fail("--password-stdin and --no-password: choose one")
     password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = mailboxes.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,
                                     liste_rouge=liste_rouge)
+        if password_hash is None and bound is None and not no_password:  # rolled back
+            fail("nobody could log in to this mailbox: give --password-stdin, a certificate "
+                 "(--cert/--cert-dn) or --no-password")
         records = [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
                                detail={"type": mailbox.type})]
         if bound is not None:
@@ -300,12 +336,12 @@ def mailbox_add(
 
 @mailbox_app.command("list")
 def mailbox_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
-    """List mailboxes: address, type, state, RPPS, FINESS."""
+    """List mailboxes: address, type, state (active, suspended, disabled, deleting), RPPS,
+    FINESS."""
     from mss.mailstore import mailboxes
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        rows = [{"address": m.address, "type": m.type,
-                 "state": "enabled" if m.enabled else "disabled", "rpps": m.rpps,
+        rows = [{"address": m.address, "type": m.type, "state": m.state, "rpps": m.rpps,
                  "finess": m.finess} for m in mailboxes.list_mailboxes(conn)]
     emit(rows, (Column("address"), Column("type"), Column("state"), Column("rpps"),
                 Column("finess")), json_out=json_out, caption=f"{len(rows)} mailbox(es)")
@@ -322,15 +358,19 @@ def mailbox_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False
         count, size = mailboxes.mailbox_counts(conn, m.id)
         bound = certificates_of(conn, m.address)
     record = {"address": m.address, "type": m.type, "rpps": m.rpps, "finess": m.finess,
-              "state": "enabled" if m.enabled else "disabled",
-              "password": "set" if m.password_hash else "none", "created_at": m.created_at,
+              "state": m.state, "password": "set" if m.password_hash else "none",
+              "created_at": m.created_at, "suspended_at": m.suspended_at,
+              "delete_after": m.delete_after,
               "messages": count, "bytes": size,
               "cert_dns": [b.cert_dn for b in bound],  # SASL EXTERNAL (mss mailbox cert)
               **hold_fields(m.held_at, m.hold_reason)}  # issue 16: legal hold
     emit_fields(record, json_out=json_out, labels={"created_at": "created",
+                                                   "suspended_at": "suspended",
+                                                   "delete_after": "purged after",
                                                    "cert_dns": "cert DNs",
                                                    "hold_reason": "reason"},
-                formats={"created_at": when, "hold": show_hold})
+                formats={"created_at": when, "suspended_at": when, "delete_after": when,
+                         "hold": show_hold})
 
 
 @mailbox_app.command("disable")

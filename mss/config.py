@@ -356,6 +356,21 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """Mailbox lifecycle (issue 16, docs/lifecycle.md): suspension and deletion."""
+
+    suspended_inbound: str = key("defer", "mail for a suspended mailbox (or one of a "
+                                 "suspended domain): \"defer\" answers 450 4.2.1 (the sender "
+                                 "retries), \"keep\" accepts and stores it",
+                                 one_of("defer", "keep"))
+    delete_grace: float = key(30 * 86400.0, "seconds between 'mss mailbox delete' and the "
+                              "purge (mss mailbox undelete meanwhile); then the mailbox key is "
+                              "destroyed and its rows removed", ge(0))
+    purge_interval: float = key(300.0, "seconds between rounds of the purge job of mss serve "
+                                "(mailboxes whose grace period ended; 0: off)", ge(0))
+
+
+@dataclass(frozen=True)
 class SendingLimitsConfig:
     """Sending limits per hour window (mss/sending.py, docs/limits.md), counted in the
     database so that every worker and node adds up: over one, SMTP answers 451 4.7.1 (at
@@ -886,6 +901,7 @@ class Config:
     auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
     portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
     metrics: MetricsConfig = key(MetricsConfig, "")  # issue 17 (metrics branch)
+    lifecycle: LifecycleConfig = key(LifecycleConfig, "")  # issue 16 (lifecycle branch)
 
     def checked(self) -> Self:
         if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:

@@ -148,7 +148,7 @@ def make_pair(base: Path, *, sending_limits: bool = True, **delivery: object) ->
     a.cli("domain", "add", LOOP_DOMAIN, "--relay-to", f"127.0.0.2:{mx_port}")
     b.cli("domain", "add", RELAYED_DOMAIN)
     b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
-          "10000000009")
+          "10000000009", "--no-password")
     return Pair(a, b, dns, pki, mx_port)
 
 

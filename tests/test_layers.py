@@ -70,7 +70,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
                   "mss.report",  # issue 17: mss report
-                  "mss.retention_cli"),  # issue 16: mss mailbox hold, mss retention
+                  "mss.retention_cli",  # issue 16: mss mailbox hold, mss retention
+                  "mss.lifecycle_cli"),  # issue 16: mss mailbox passwd/suspend/delete...
     },
 }
 ORDER = {layer: rank for rank, layer in enumerate(LAYERS)}

@@ -24,6 +24,7 @@ class Verdict(Enum):
     NULL_SENDER_REFUSED = "null-sender-refused"
     RECIPIENT_OUTSIDE_TRUST_SPACE = "recipient-outside-trust-space"
     RECIPIENT_UNKNOWN = "recipient-unknown"
+    RECIPIENT_SUSPENDED = "recipient-suspended"  # issue 16: lifecycle.suspended_inbound
     BAD_ADDRESS = "bad-address"
     TEMPORARY_FAILURE = "temporary-failure"
     CERTIFICATE_REQUIRED = "certificate-required"
@@ -52,6 +53,10 @@ REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.RECIPIENT_OUTSIDE_TRUST_SPACE: Reply(
         550, "5.7.1", "Recipient outside the MSSante trust space"),
     Verdict.RECIPIENT_UNKNOWN: Reply(550, "5.1.1", "Recipient unknown"),
+    # RFC 5321 §4.2.2 450 (mailbox unavailable, try again), RFC 3463 X.2.1 (mailbox disabled,
+    # not accepting messages): the sender's MTA retries until the mailbox is resumed
+    Verdict.RECIPIENT_SUSPENDED: Reply(450, "4.2.1", "Mailbox temporarily unavailable, try "
+                                       "again later"),
     Verdict.BAD_ADDRESS: Reply(553, "5.1.3", "Bad address syntax"),
     Verdict.TEMPORARY_FAILURE: Reply(451, "4.3.0", "Temporary failure, try again later"),
     Verdict.CERTIFICATE_REQUIRED: Reply(550, "5.7.1", "Client certificate required"),
@@ -111,6 +116,9 @@ class RecipientFacts:
     mailbox_enabled: bool
     in_directory: bool | None = None  # None: the directory check does not apply
     relayed: bool = False  # hosted domain with a next hop: its server knows its mailboxes
+    mailbox_state: str = "active"  # mss.mailstore.mailboxes.Mailbox.state, for the reason
+    # the mailbox or its domain suspended and lifecycle.suspended_inbound = "defer"
+    suspended: str | None = None  # what is suspended ("mailbox X", "domain D"), else None
 
 
 @dataclass(frozen=True)
@@ -190,11 +198,18 @@ def mx_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decision:
         return refuse(Verdict.RECIPIENT_UNKNOWN,
                       f"domain {facts.domain} is not hosted here (no relaying on MX)", whitelist)
     if facts.relayed:
+        if facts.suspended:
+            return refuse(Verdict.RECIPIENT_SUSPENDED, f"{facts.suspended} is suspended",
+                          whitelist)
         return accept(f"domain {facts.domain} goes to its next hop", whitelist, RECIPIENT_OK)
     if not facts.mailbox_exists:
         return refuse(Verdict.RECIPIENT_UNKNOWN, f"no mailbox {facts.address}", whitelist)
-    if not facts.mailbox_enabled:
-        return refuse(Verdict.RECIPIENT_UNKNOWN, f"mailbox {facts.address} is disabled",
+    if not facts.mailbox_enabled:  # disabled, or being deleted (mss mailbox delete)
+        state = "being deleted" if facts.mailbox_state == "deleting" else "disabled"
+        return refuse(Verdict.RECIPIENT_UNKNOWN, f"mailbox {facts.address} is {state}",
+                      whitelist)
+    if facts.suspended:
+        return refuse(Verdict.RECIPIENT_SUSPENDED, f"{facts.suspended} is suspended",
                       whitelist)
     return accept("hosted mailbox", whitelist, RECIPIENT_OK)
 

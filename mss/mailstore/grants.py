@@ -18,9 +18,9 @@ from mss.mailstore.mailboxes import Mailbox, mailbox_of, require_mailbox
 def grant(conn: Connection, address: str, user: str) -> tuple[Mailbox, Mailbox]:
     shared = require_mailbox(conn, address)
     grantee = require_mailbox(conn, user)
-    if shared.type not in ("ORG", "APP"):
-        raise StoreError(f"mailbox {shared.address} is {shared.type}: only ORG and APP "
-                               "mailboxes can be shared")
+    if shared.type not in ("ORG", "APP", "CAB"):  # CAB: a practice's, shared by its staff
+        raise StoreError(f"mailbox {shared.address} is {shared.type}: only ORG, APP and "
+                         "CAB mailboxes can be shared")
     if grantee.id == shared.id:
         raise StoreError("a mailbox cannot be granted to itself")
     if _granted(conn, shared.id, grantee.id):

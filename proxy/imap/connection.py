@@ -557,8 +557,11 @@ class Session:
                     self.untagged(b"BYE Autologout; idle for too long")
                     self.state = LOGOUT
                     return
+                # woken at least every imap.enabled_check: a suspended, deleted or
+                # re-passworded mailbox's IDLE session ends within it (issue 16)
                 done, pending = await asyncio.wait(
-                    waits, timeout=min(left, self.ctx.config.idle_poll * 2),
+                    waits, timeout=min(left, self.ctx.config.idle_poll * 2,
+                                       self.ctx.config.enabled_check),
                     return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     if task is not line_task:

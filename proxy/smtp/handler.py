@@ -31,7 +31,15 @@ from mss.authenticator import Authenticator, AuthOutcome
 from mss.committer import GroupCommitter
 from mss.config import ListenerConfig
 from mss.db import unavailable
-from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
+from mss.mailstore import (
+    Mailstore,
+    app_passwords,
+    deliveries,
+    domains,
+    lifecycle,
+    mailboxes,
+    messages,
+)
 from mss.metrics import Metrics, NoMetrics
 from mss.sasl import BearerMessage
 from mss.sending import (
@@ -83,6 +91,7 @@ class SmtpHandler:
         self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
+        self.defer_suspended = app.config.lifecycle.suspended_inbound == "defer"
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
         cfg = app.config.smtp
         # one per process, shared by the AUTH listeners (SmtpListeners passes it)
@@ -303,18 +312,24 @@ class SmtpHandler:
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
-        mailbox = mailboxes.get_mailbox(conn, address)
-        hosted, relayed = True, False  # a mailbox's domain is hosted, its mail stored here
-        if mailbox is None:
-            hosted, next_hop = domains.domain_hosting(conn, domain)
-            relayed = next_hop is not None
+        found = lifecycle.recipient(conn, address)  # a mailbox's domain is hosted here
+        mailbox, hosted, relayed = found.mailbox, found.hosted, found.next_hop is not None
         in_directory = None
         if not hosted and self.policy.checks_directory and self._directory_applies(domain):
             in_directory = directory_has(conn, address)
-        facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
-                                      mailbox_exists=mailbox is not None,
-                                      mailbox_enabled=bool(mailbox and mailbox.enabled),
-                                      in_directory=in_directory, relayed=relayed)
+        suspended = None  # issue 16: deferred (450 4.2.1) unless suspended_inbound = "keep"
+        if self.defer_suspended:
+            if found.domain_suspended:
+                suspended = f"domain {domain}"
+            elif mailbox is not None and mailbox.suspended_at is not None:
+                suspended = f"mailbox {address}"
+        facts = policy.RecipientFacts(
+            address=address, domain=domain, domain_hosted=hosted,
+            mailbox_exists=mailbox is not None,
+            # a mailbox being deleted is refused as unknown (docs/lifecycle.md)
+            mailbox_enabled=bool(mailbox and mailbox.enabled and mailbox.delete_after is None),
+            in_directory=in_directory, relayed=relayed,
+            mailbox_state=mailbox.state if mailbox else "active", suspended=suspended)
         return facts, (mailbox.id if mailbox else None)
 
     def _postmaster_target(self, conn: Connection, rcpt: str) -> str | None:
