@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from types import MappingProxyType
 from typing import Annotated
 
 import typer
@@ -20,7 +21,7 @@ peer_app = typer.Typer(no_args_is_help=True,
                        help="Local blocks of peer operators, on top of the whitelist.")
 
 _DURATION = re.compile(r"\+?(\d+)\s*([smhdw])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNIT = MappingProxyType({"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800})
 
 DomainArg = Annotated[str | None, typer.Argument(
     metavar="[DOMAIN]", help="The peer domain.", show_default=False)]
