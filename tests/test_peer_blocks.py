@@ -14,7 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.node import DOMAIN, OPERATOR_A_DN, PASSWORD, Node, make_node, read_all, wait_for
+from tests.node import (
+    BACKENDS,
+    DOMAIN,
+    OPERATOR_A_DN,
+    PASSWORD,
+    Node,
+    make_node,
+    read_all,
+    wait_for,
+)
 from tests.outbound_pair import (
     A_DOMAIN,
     B_DOMAIN,
@@ -33,11 +42,12 @@ from trustspace.whitelist import Whitelist, WhitelistEntry
 PEER = "operator-a.mssante.fr"  # whitelisted for OPERATOR_A_DN, the MX client's certificate
 OTHER = "operator-b.mssante.fr"
 ALICE = f"alice@{DOMAIN}"
+BACKENDS = BACKENDS  # the single-node tests on SQLite and PostgreSQL (the pair: SQLite)
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = make_node(tmp_path_factory.mktemp("blocks"))
+def node(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Node]:
+    n = make_node(tmp_path_factory.mktemp("blocks"), backend=backend)
     n.start()
     yield n
     n.stop()
