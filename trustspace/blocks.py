@@ -25,6 +25,7 @@ never per RCPT. DNs are compared parsed (``trustspace.dn``), domains normalised 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,8 +84,6 @@ class PeerBlock:
 
 
 def _iso(epoch: float) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
 
