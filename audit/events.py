@@ -34,6 +34,7 @@ class Event(StrEnum):
     SMTP_MESSAGE_REFUSED = "smtp.message.refused"
     SMTP_CERTIFICATE_FAIL_OPEN = "smtp.certificate.fail_open"
     SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
+    SMTP_DELEGATED = "smtp.delegated"  # issue 16: sent as a shared mailbox (grant --send)
     DELIVERY_LOCAL = "delivery.local"
     DELIVERY_QUEUED = "delivery.queued"
     QUEUE_DELIVERED = "queue.delivered"
@@ -94,6 +95,8 @@ class Event(StrEnum):
     ADMIN_MAILBOX_HOLD = "admin.mailbox.hold"
     ADMIN_MAILBOX_RELEASE = "admin.mailbox.release"
     RETENTION_EXPUNGE = "retention.expunge"
+    ADMIN_PEER_BLOCK = "admin.peer.block"  # issue 16: local blocks (mss peer block)
+    ADMIN_PEER_UNBLOCK = "admin.peer.unblock"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
@@ -210,6 +213,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "smtp.sender.refused)"),
     EventKind(Event.SMTP_MESSAGE_ACCEPTED, IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
               "a message was accepted (250) for all its valid recipients"),
+    EventKind(Event.SMTP_DELEGATED, IMPORT, own("MSS-SMTP-DELEGATED", "Sent on behalf"), "C",
+              "a grantee submitted a message as a shared ORG/APP mailbox through a grant "
+              "with the send right (actor the grantee, mailbox the shared one; Sender: the "
+              "grantee, sender_added when mss added it), in the message's transaction"),
     EventKind(Event.DELIVERY_LOCAL, IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
               "a message copy was stored, encrypted, in a hosted mailbox"),
     EventKind(Event.DELIVERY_QUEUED, EXPORT, own("MSS-QUEUED", "Queued for an operator"), "R",
@@ -380,6 +387,13 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "a retention rule expunged a folder's expired messages (folder id, special-use "
               "attribute, rule index, days, cutoff, messages and bytes in detail: counts, "
               "never a folder name)"),
+    EventKind(Event.ADMIN_PEER_BLOCK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "a peer domain or operator certificate DN was blocked locally, on top of "
+              "the whitelist (block id, domain or cert_dn, until, reason in detail); refusals "
+              "it causes carry check peer_blocked"),
+    EventKind(Event.ADMIN_PEER_UNBLOCK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "a local peer block was ended (block id, target and the queued rows "
+              "released in detail)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

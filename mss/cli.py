@@ -68,6 +68,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
     "dns": ("mss.dns_cli", "dns_app"),
     "retention": ("mss.retention_cli", "retention_app"),  # issue 16
+    "peer": ("trustspace.peer_cli", "peer_app"),  # issue 16: local peer blocks
 })
 
 
@@ -386,16 +387,21 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
 
 
 @mailbox_app.command("grant")
-def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
+def mailbox_grant(ctx: typer.Context, address: str, user: str,
+                  send: Annotated[bool, typer.Option(
+                      "--send", help="Also let the user send as the mailbox (Sender: the "
+                      "user). On an existing grant: adds the right; without --send: "
+                      "withdraws it.")] = False) -> None:
     """Share an ORG/APP mailbox with a user over IMAP (seen as Shared/ADDRESS/...)."""
     from audit.journal import AuditRecord, append
     from mss.mailstore.grants import grant
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
-        shared, grantee = grant(conn, address, user)
+        shared, grantee = grant(conn, address, user, send=send)
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_GRANT, actor=actor(), mailbox=shared.address,
-                                  detail={"grantee": grantee.address})])
-    print(f"{grantee.address} now has access to {shared.address}")
+                                  detail={"grantee": grantee.address, "can_send": send})])
+    print(f"{grantee.address} now has access to {shared.address}"
+          + (" and may send as it" if send else " (no send right)"))
 
 
 @mailbox_app.command("revoke")

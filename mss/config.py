@@ -431,8 +431,8 @@ class WhitelistConfig:
 
     max_shrink_ratio: float = key(0.10, "refuse an import dropping more domains, unless "
                                   "--force", within(0, 1))
-    reload_interval: float = key(5.0, "seconds between checks for a newly imported version",
-                                 gt(0))
+    reload_interval: float = key(5.0, "seconds between checks for a newly imported version "
+                                 "and for changed local peer blocks (mss peer block)", gt(0))
     fetch: WhitelistFetchConfig = key(WhitelistFetchConfig, "")
 
 

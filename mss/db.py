@@ -379,6 +379,26 @@ relays = Table(
 )
 
 
+# Local blocks of peer operators on top of the national whitelist (mss peer block;
+# trustspace/blocks.py, migration versions/0011_peer_blocks.py). Rows are never deleted:
+# an unblock sets ended_at, so the table is the history and (max id, ended count) its
+# version (trustspace/cache.py polls it like the whitelist's).
+peer_blocks = Table(
+    "peer_blocks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255)),  # a peer domain (IDNA ascii, lower case), or
+    Column("cert_dn", Text),  # an operator certificate subject DN (RFC 4514, as given)
+    Column("dn_key", String(1024)),  # its canonical form (trustspace.dn.dn_key), compared parsed
+    Column("until", Float),  # the block ends by itself then; NULL: until unblocked
+    Column("reason", Text),  # the operator's words, shown by mss peer list
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("ended_at", Float),  # mss peer unblock
+    Column("ended_by", String(320)),
+    Index("ix_peer_blocks_domain", "domain"),
+    Index("ix_peer_blocks_dn_key", "dn_key"),
+)
+
 # The synchronised professional directory (docs/directory.md).
 _DIRECTORY_COLUMNS = (
     ("mail", 320), ("type", 8), ("id_nat", 32), ("display_name", 256), ("given_name", 128),

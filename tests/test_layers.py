@@ -63,6 +63,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
                   "audit.cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
+                  "trustspace.peer_cli",  # mss peer (issue 16)
                   "proxy.outbound.cli", "mss.backup_cli",
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)

@@ -67,6 +67,20 @@ def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox
     return [*own, *(m for m in found if m not in own)] if own else []
 
 
+def grantee_of(conn: Connection, national_id: str, mailbox_id: int) -> Mailbox | None:
+    """The person's usable PER mailbox through whose grant a token login reached the
+    shared mailbox *mailbox_id* (one holding the send right first, then by address); None
+    when it is not reached through a grant of theirs. The transmitter of what that login
+    sends, named in ``Sender:`` (mss.mailstore.grants)."""
+    rpps = rpps_of(national_id)
+    if rpps is None:
+        return None
+    rows = conn.execute(select(_M).join(_G, _G.c.grantee_id == _M.c.id).where(and_(
+        _G.c.mailbox_id == mailbox_id, _M.c.type == "PER", _M.c.rpps == rpps))
+        .order_by(_G.c.can_send.desc(), _M.c.address))
+    return next((m for m in map(mailbox_of, rows) if m.usable), None)
+
+
 def mailbox_of_certificate(conn: Connection, dn_key: str) -> Mailbox | None:
     """The mailbox bound to the canonical DN *dn_key* (enabled or not: the caller says
     why it refuses), or None."""

@@ -54,7 +54,7 @@ from mss.sending import (
     relay_key,
 )
 from mss.throttle import Throttle
-from proxy.smtp.policies import Mode, listener_policy, pki_detail
+from proxy.smtp.policies import Mode, delegated_to, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
 from proxy.smtp.session import MssEnvelope, MssSession
 from trustspace import policy
@@ -184,6 +184,7 @@ class SmtpHandler:
         self.throttle.succeeded(name, session.remote_addr)
         session.login = identity.login
         session.may_send_as = identity.may_send_as
+        session.delegated = identity.delegated
         session.relay = identity.relay
         batch = session.take_pending(record)
         app_password_id, when = checked.app_password_id, time.time()
@@ -232,8 +233,14 @@ class SmtpHandler:
             log.info("auth failed", session=session.id, remote=session.remote_addr,
                      mechanism=outcome.detail.get("mechanism"))
             return outcome
-        session.login = mailbox.address
-        session.may_send_as = frozenset({mailbox.address})
+        # a token that reached a shared mailbox through a grant sends as the person's own
+        # mailbox, and as the shared one only with the grant's send right (Sender: them)
+        sender = outcome.via or mailbox
+        delegated: frozenset[str] = await self._off_loop(delegated_to, self.app.reader,
+                                                         sender.id)
+        session.login = sender.address
+        session.may_send_as = frozenset({sender.address}) | delegated
+        session.delegated = delegated
         batch = session.take_pending(record)
         await self.committer.run(lambda conn: append(conn, batch))
         return outcome
@@ -443,6 +450,10 @@ class SmtpHandler:
                               rcpt=",".join(envelope.rcpt_tos)[:320],
                               detail={"check": refused.reason.split(":", 1)[0]})
             return refused.reply
+        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
+        behalf = self.policy.on_behalf(session, mail_from, data)
+        if behalf is not None and behalf.add_sender:  # RFC 5322 §3.6.2: the transmitter
+            data = f"Sender: <{behalf.grantee}>\r\n".encode() + data
         # the transaction's id: in Received:, in the 250 reply, in the audit, and the
         # prefix of its queue rows' ids (mss queue list / show)
         queue_id = messages.new_id()
@@ -457,7 +468,6 @@ class SmtpHandler:
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
             hostname=self.hostname, protocol=protocol, queue_id=short_id,
             recipient=single) + data
-        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
         def seal() -> deliveries.Delivery:
@@ -470,10 +480,17 @@ class SmtpHandler:
                                     "whitelist_version": whitelist_version}
             patient = patient_pseudonym(self.pseudonym_key, data)
             about = {"patient": patient} if patient else {}
+            sent_for = {"on_behalf_of": behalf.mailbox} if behalf is not None else {}
             records = [session.record(Event.SMTP_MESSAGE_ACCEPTED,
                                       detail={"size": len(stored), "queue_id": short_id,
-                                              "recipients": len(envelope.rcpt_tos), **about},
+                                              "recipients": len(envelope.rcpt_tos),
+                                              **sent_for, **about},
                                       **base)]
+            if behalf is not None:  # both identities: the grantee acts, the mailbox is used
+                records.append(session.record(
+                    Event.SMTP_DELEGATED, actor=behalf.grantee, mailbox=behalf.mailbox,
+                    detail={"grantee": behalf.grantee, "queue_id": short_id,
+                            "sender_added": behalf.add_sender}, **base))
             records += [session.record(Event.DELIVERY_LOCAL, rcpt=c.address, mailbox=c.address,
                                        detail={"store_id": c.message_id, **about}, **base)
                         for c in local]
