@@ -41,6 +41,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import IO
 from xml.parsers import expat
 
@@ -77,13 +78,14 @@ SOURCE_PATIENT_SLOT = "sourcePatientId"  # ITI TF-3 §4.2.3.2.23, on the Documen
 CLASS_CODE = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a"
 TYPE_CODE = "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
 FORMAT_CODE = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"
-CODE_SCHEMES = {CLASS_CODE: "class", TYPE_CODE: "type", FORMAT_CODE: "format"}
+CODE_SCHEMES = MappingProxyType({CLASS_CODE: "class", TYPE_CODE: "type",
+                                 FORMAT_CODE: "format"})
 # ANS "Référentiel INS": assigning authorities of the INS (NIR, NIA, test NIR, test NIA)
 INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9",
                       "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
 
 # problem code -> public text (the reply of xdm = "refuse"; the code goes to the audit)
-PROBLEMS = {
+PROBLEMS = MappingProxyType({
     "package_too_large": "XDM package too large to check",
     "too_many_members": "XDM package has too many entries",
     "not_a_zip": "XDM attachment is not a readable ZIP archive",
@@ -110,7 +112,7 @@ PROBLEMS = {
     "type_code_mismatch": "XDM document type code differs from its CDA code",
     "no_patient_id": "XDM metadata names no patient",
     "patient_mismatch": "XDM metadata names several patients",
-}
+})
 
 
 class _Stop(Exception):

@@ -22,6 +22,7 @@ refuse ``554 5.6.0``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from mss.mime import MimeMessage, decode_header_value
@@ -34,7 +35,7 @@ MES = "x-mss-mes"
 FIELDS = (INS_FLAG, CODECDA, NIL, MES)
 MAX_FIELD = 256  # characters kept of a field's value (the NIL goes to the audit)
 
-HEADER_PROBLEMS = {
+HEADER_PROBLEMS = MappingProxyType({
     "ins_flag_invalid": "X-MSS-INS must be O or N",
     "ins_flag_missing": "X-MSS-INS is required with a CDA document in IHE_XDM",
     "ins_flag_mismatch": "X-MSS-INS does not match the XDM patient identifier",
@@ -42,8 +43,8 @@ HEADER_PROBLEMS = {
     "codecda_unexpected": "X-MSS-CODECDA without a CDA document in IHE_XDM",
     "codecda_mismatch": "X-MSS-CODECDA differs from the CDA document codes",
     "mes_invalid": "X-MSS-MES must be FIN",
-}
-ALL_PROBLEMS = {**PROBLEMS, **HEADER_PROBLEMS}
+})
+ALL_PROBLEMS = MappingProxyType({**PROBLEMS, **HEADER_PROBLEMS})
 
 
 def mss_fields(message: bytes) -> dict[str, str]:
