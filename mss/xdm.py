@@ -24,8 +24,10 @@ mentions IHE_XDM; attachments are the base64 parts of the node's MIME reader
 ``MAX_MEMBERS`` entries each (counted from the End of Central Directory record before
 zipfile reads the directory). Before anything is inflated every entry's name is checked
 (no absolute path, ``..``, backslash, drive or control character), no entry may be
-encrypted, declare more than ``MAX_MEMBER_BYTES`` or a ratio over ``MAX_RATIO``; inflation
-never passes the size an entry declares (zipfile stops there, and the CRC then fails), runs
+encrypted, declare more than ``MAX_MEMBER_BYTES`` or a ratio over ``MAX_RATIO``, or use
+another compression than stored or deflate (zipfile inflates bzip2 and LZMA in one
+unbounded call); inflation never passes the size an entry declares (zipfile stops there,
+and the CRC then fails), runs
 in ``CHUNK`` pieces, ``MAX_INFLATED_BYTES`` over the message and within ``CHECK_BUDGET``
 seconds. METADATA.XML is parsed by expat as a stream, ``MAX_METADATA_BYTES`` at most, no
 DTD (no entity can expand), within ``TIME_BUDGET`` seconds of parsing per message.
@@ -93,6 +95,7 @@ PROBLEMS = MappingProxyType({
     "encrypted": "XDM package has an encrypted entry",
     "member_too_large": "XDM package has an oversized entry",
     "compression_ratio": "XDM package has an entry compressed beyond reason",
+    "compression_method": "XDM package uses a compression other than stored or deflate",
     "member_corrupt": "XDM package has a corrupt entry",
     "check_budget": "XDM package too costly to check",
     "index_missing": "XDM package lacks INDEX.HTM",
@@ -398,6 +401,10 @@ def _screen(members: list[zipfile.ZipInfo]) -> None:
         if info.file_size > RATIO_FLOOR and \
                 info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise _Stop("compression_ratio")
+        # APPNOTE 4.4.5: zipfile inflates bzip2 and LZMA without an output bound (one call
+        # returns the whole member, whatever its header says): only stored and deflate
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _Stop("compression_method")
 
 
 def _stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget,

@@ -63,16 +63,23 @@ def header_problems(fields: dict[str, str], packages: list[Package]) -> list[str
     problems: list[str] = []
     cda = [code for p in packages for code in p.cda_codes]
     qualified = any(p.ins for p in packages)
+    # a package that could not be read (no document entry came out of it, its own problem
+    # says why) cannot be compared with: only the fields' syntax is checked then
+    compare = not any(p.problems and not p.documents for p in packages)
     flag = fields.get(INS_FLAG)
-    if flag is None:
+    if flag is not None and flag not in ("O", "N"):
+        problems.append("ins_flag_invalid")
+    elif not compare:
+        pass
+    elif flag is None:
         if cda:
             problems.append("ins_flag_missing")
-    elif flag not in ("O", "N"):
-        problems.append("ins_flag_invalid")
     elif (flag == "O") != qualified:
         problems.append("ins_flag_mismatch")
     codes = fields.get(CODECDA)
-    if codes is None:
+    if not compare:
+        pass
+    elif codes is None:
         if cda:
             problems.append("codecda_missing")
     elif not cda:

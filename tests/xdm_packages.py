@@ -59,6 +59,7 @@ class Doc:
     size: int | None = None  # None: the real size
     hash: str | None = None  # None: the real SHA-1
     slots: bool = True  # size and hash slots present
+    patient: str | None = None  # its patient id, when not the package's
 
 
 @dataclass
@@ -97,7 +98,8 @@ class Xdm:
                 f'objectType="{_EXTRINSIC}">{slots}{_slot("URI", d.name)}'
                 f'{_slot("creationTime", "20261203080000")}{codes}'
                 f'<rim:ExternalIdentifier id="pid{i}" registryObject="doc{i}" '
-                f'identificationScheme="{_DOC_PATIENT}" value={quoteattr(self.patient)}/>'
+                f'identificationScheme="{_DOC_PATIENT}" '
+                f'value={quoteattr(d.patient or self.patient)}/>'
                 "</rim:ExtrinsicObject>")
         ns = ('xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0" '
               'xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"')
