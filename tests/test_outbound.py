@@ -128,6 +128,9 @@ def test_queue_delivered_names_the_peer_and_the_patient(pair: Pair) -> None:
         package, sender=f"alice@{A_DOMAIN}", rcpt=f"bob@{B_DOMAIN}",
         headers=xdm_packages.GOOD_HEADERS, msgid=f"<{tag}@test.example>"))
     assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag))
+    arrived = with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag)[0]
+    for name, value in xdm_packages.GOOD_HEADERS.items():  # issue 18: carried unchanged
+        assert f"\r\n{name}: {value}\r\n".encode() in arrived
     msgid = f"<{tag}@test.example>"
     delivered = a.wait_audit(lambda r: r["event"] == "queue.delivered"
                              and r["message_id"] == msgid)
