@@ -21,6 +21,7 @@ refuse ``554 5.6.0``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -128,13 +129,28 @@ class Examination:
                                            for d in p.documents][:20]}
         if self.problems:
             detail["xdm_problems"] = list(self.problems)
-        fields = dict(self.fields)
-        shown = {k[len("x-mss-"):]: v[:64] for k, v in fields.items() if k != CODECDA}
-        if CODECDA in fields:
-            shown["codecda"] = fields[CODECDA][:128]
+        shown = {k[len("x-mss-"):]: _shown(k, v) for k, v in self.fields}
         if shown:
             detail["x_mss"] = shown
         return detail
+
+
+_CODE = re.compile(r"[A-Za-z0-9._-]{1,32}")  # a LOINC or CI-SIS code
+_NIL = re.compile(r"[ -~]{1,64}")  # a product reference: printable ASCII
+
+
+def _shown(name: str, value: str) -> str:
+    """What the audit keeps of an X-MSS field: its value when it has the rule's form, else
+    "invalid" (a legacy X-MSS-INS holding the INS itself must not reach the trail)."""
+    if name == INS_FLAG:
+        ok = value in ("O", "N")
+    elif name == MES:
+        ok = value.upper() == "FIN"
+    elif name == CODECDA:
+        ok = all(_CODE.fullmatch(c.strip()) for c in value.split(",")) and len(value) <= 128
+    else:
+        ok = bool(_NIL.fullmatch(value))
+    return value if ok else "invalid"
 
 
 def examine(message: bytes) -> Examination:

@@ -189,6 +189,18 @@ def test_x_mss_rules_against_the_package(headers: dict[str, str],
     assert header_problems(fields, [package]) == problems
 
 
+def test_audit_keeps_x_mss_values_only_in_their_form() -> None:
+    """A legacy X-MSS-INS holding the INS itself (the node read it so before issue 18) is
+    a problem, and its value never reaches the trail."""
+    headers = {"X-MSS-INS": x.INS, "X-MSS-CODECDA": "Dupont Jean", "X-MSS-NIL": "LPS 2.1",
+               "X-MSS-MES": "FIN"}
+    examined = examine(x.message(x.Xdm().zip(), headers=headers))
+    assert examined.problems == ("ins_flag_invalid", "codecda_mismatch")
+    assert examined.audit_detail()["x_mss"] == {"ins": "invalid", "codecda": "invalid",
+                                                "nil": "LPS 2.1", "mes": "FIN"}
+    assert x.INS not in json.dumps(examined.audit_detail())
+
+
 def test_x_mss_rules_without_a_package() -> None:
     assert header_problems({}, []) == []
     assert header_problems({"x-mss-ins": "N", "x-mss-mes": "FIN"}, []) == []
