@@ -103,6 +103,7 @@ class Event(StrEnum):
     AUDIT_EXPORT = "audit.export"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_PURGE = "audit.purge"
+    AUDIT_REVEAL_REQUEST = "audit.reveal.request"  # issue 18: mss audit reveal-request
     # the portal (proxy/portal, issue 15)
     PORTAL_LOGIN = "portal.login"
     PORTAL_LOGOUT = "portal.logout"
@@ -410,6 +411,11 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "hash, signature in detail), shipped so that a witness can show a cut tail"),
     EventKind(Event.AUDIT_PURGE, SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
               "records older than the retention period were deleted after a checkpoint"),
+    EventKind(Event.AUDIT_REVEAL_REQUEST, AUDIT_LOG_USED,
+              own("MSS-AUDIT-REVEAL-REQUEST", "Pseudonym reveal requested"), "R",
+              "an operator asked the trusted third party to reveal a patient pseudonym "
+              "(pseudonym, reason, request id and sealed values exported in detail; 4: "
+              "nothing sealed for it)"),
     # the portal (proxy/portal): one record per mailbox of the person, so that each
     # mailbox's access history shows it; never a token, a code or a secret
     EventKind(Event.PORTAL_LOGIN, USER_AUTHENTICATION, dcm("110122", "Login"), "E",

@@ -273,6 +273,27 @@ class ListenerConfig:
                                 "to an APP mailbox, RFC 4422 appendix A)", AUTH_METHODS)
     public_name: str = key("", "the host name clients reach this listener by (SRV targets of "
                            "'mss dns records', autoconfig); \"\": smtp.hostname")
+    # issue 18: the XDM policy of this SMTP listener (docs/mssante-messages.md)
+    xdm: str = key("", "SMTP listeners: IHE XDM and X-MSS checks of this listener, \"check\", "
+                   "\"refuse\" or \"off\"; \"\": messages.xdm",
+                   one_of("", "check", "refuse", "off"))
+
+
+XDM_POLICIES = one_of("check", "refuse", "off")
+
+
+@dataclass(frozen=True)
+class MessagesConfig:
+    """What the SMTP listeners check of MSSanté messages (docs/mssante-messages.md): the
+    IHE XDM attachment (ITI-32) and the X-MSS header fields (Référentiel #2 ECO.2.4)."""
+
+    xdm: str = key("check", "\"check\": XDM packages and X-MSS fields read and checked, "
+                   "the message accepted and what is wrong audited (smtp.message.accepted "
+                   "detail.xdm_problems); \"refuse\": a message with a problem gets 554 5.6.0 "
+                   "with a public reason; \"off\": not read (no patient pseudonym either). "
+                   "Each SMTP listener may set its own (listeners.NAME.xdm)", XDM_POLICIES)
+    require_nil: bool = key(False, "submission and relay: a message without an X-MSS-NIL "
+                            "field (the sending product's reference) gets 550 5.6.0")
 
 
 def _listener(port: int, doc: str, **defaults: Any) -> MappingProxyType[str, Any]:
@@ -556,7 +577,13 @@ class AuditConfig:
     signing_key_file: Path = key(Path("keys/audit-signing.key"), "Ed25519, created 0600 on "
                                  "first use")
     pseudonym_key_file: Path = key(Path("keys/pseudonym.key"), "HMAC key of patient "
-                                   "pseudonyms (X-MSS-INS, XDM)")
+                                   "pseudonyms (the INS of an XDM attachment)")
+    ttp_public_key_file: Path | None = key(None, "a trusted third party's X25519 public key "
+                                           "(PEM, 'mss-ttp keygen'): the patient's INS is "
+                                           "also kept sealed to it (HPKE, RFC 9180), which "
+                                           "only 'mss-ttp reveal' with its private key opens "
+                                           "(docs/mssante-messages.md)",
+                                           example="keys/ttp-public.pem")
     destinations: tuple[AuditDestination, ...] = key((), "")
 
     def checked(self) -> Self:
@@ -902,6 +929,7 @@ class Config:
     portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
     metrics: MetricsConfig = key(MetricsConfig, "")  # issue 17 (metrics branch)
     lifecycle: LifecycleConfig = key(LifecycleConfig, "")  # issue 16 (lifecycle branch)
+    messages: MessagesConfig = key(MessagesConfig, "")  # issue 18 (xdm branch)
 
     def checked(self) -> Self:
         if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:
