@@ -75,7 +75,7 @@ run: $(VENV)/.installed
 	  wl=$$(ls $(WHITELIST_DIR)/*.xml 2>/dev/null | sort | tail -n 1); \
 	  if [ -n "$$wl" ]; then $(MSS) --config $(DATA)/mss.toml whitelist import "$$wl"; \
 	  else echo "no national whitelist found under $(WHITELIST_DIR): remote domains refused"; fi; \
-	  echo; echo "demo mailbox: $(DEMO_MAILBOX)   password: $$pw   (shown once)"; echo; \
+	  echo; echo "demo mailbox: $(DEMO_MAILBOX)   password: $$pw   (shown once; a new one: echo PASSWORD | bin/mss mailbox passwd $(DEMO_MAILBOX))"; echo; \
 	fi
 	$(MSS) --config $(DATA)/mss.toml db upgrade  # the demo node: its schema follows the code
 	@echo "admin commands, from another terminal: bin/mss --help (export PATH=\"\$$PWD/bin:\$$PATH\": mss ...)"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -216,3 +219,60 @@ STATUS_COLUMNS = (Column("destination"), Column("to"), Column("backlog", justify
                   Column("up_to", header="shipped up to"),
                   Column("last_success_at", header="last success", format=when, min_width=10),
                   Column("error", header="last error"))
+
+
+_PSEUDONYM = re.compile(r"pp-[0-9a-f]{32}")
+
+
+@audit_app.command("reveal-request")
+def audit_reveal_request(
+    ctx: typer.Context,
+    patient: Annotated[str, typer.Argument(help="The patient pseudonym (pp-...).")],
+    reason: Annotated[str, typer.Option(
+        "--reason", help="Why (an investigation, a court order's reference): recorded.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the request here (0600) instead of stdout.")] = None,
+) -> None:
+    """Record that the identifier behind a pseudonym is to be revealed, and write what the
+    trusted third party needs ('mss-ttp reveal'): the sealed values the trail holds for
+    it. The node cannot open them (docs/mssante-messages.md)."""
+    if not _PSEUDONYM.fullmatch(patient):
+        fail(f"{patient!r} is not a patient pseudonym (pp- and 32 hexadecimal digits)")
+    reason = " ".join(reason.split())
+    if not reason or len(reason) > 500:
+        fail("--reason: give the investigation's reason (1 to 500 characters)")
+    request_id = secrets.token_hex(8)
+    with node(ctx) as app:
+        sealed: dict[str, str] = {}  # key id -> the newest value sealed to that key
+        records: list[int] = []
+        with app.reader.connect() as conn:
+            for row in query(conn, patient=patient, event=Event.SMTP_MESSAGE_ACCEPTED):
+                value = (row.get("detail") or {}).get("patient_sealed")
+                if isinstance(value, str) and value.count(".") == 2:
+                    sealed[value.split(".")[1]] = value
+                    records.append(int(row["id"]))
+        detail = {"patient": patient, "request": request_id, "sealed": len(sealed),
+                  "records": records[-20:]}
+        if not sealed:
+            app.audit(AuditRecord(Event.AUDIT_REVEAL_REQUEST, Outcome.MINOR_FAILURE,
+                                  actor=actor(), reason=reason, detail=detail))
+            fail(f"no sealed identifier for {patient} in the trail (audit."
+                 "ttp_public_key_file was not set when its messages came in)")
+        request = {"request": request_id, "pseudonym": patient, "reason": reason,
+                   "requested_by": actor(), "node": app.config.smtp.hostname,
+                   "requested_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "sealed": list(sealed.values()), "records": records}
+        with app.engine.begin() as conn:  # recorded before anything leaves the node
+            append(conn, [AuditRecord(Event.AUDIT_REVEAL_REQUEST, actor=actor(),
+                                      reason=reason, detail=detail)])
+    text = json.dumps(request, indent=2) + "\n"
+    if output is None:
+        print(text, end="")
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        fail(f"--output: cannot write {output}: {exc.strerror}")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    print(f"reveal request {request_id} written to {output} ({len(sealed)} sealed value(s))")

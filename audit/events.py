@@ -34,6 +34,7 @@ class Event(StrEnum):
     SMTP_MESSAGE_REFUSED = "smtp.message.refused"
     SMTP_CERTIFICATE_FAIL_OPEN = "smtp.certificate.fail_open"
     SMTP_MESSAGE_ACCEPTED = "smtp.message.accepted"
+    SMTP_DELEGATED = "smtp.delegated"  # issue 16: sent as a shared mailbox (grant --send)
     DELIVERY_LOCAL = "delivery.local"
     DELIVERY_QUEUED = "delivery.queued"
     QUEUE_DELIVERED = "queue.delivered"
@@ -63,6 +64,18 @@ class Event(StrEnum):
     ADMIN_MAILBOX_REVOKE = "admin.mailbox.revoke"
     ADMIN_MAILBOX_CERT_BIND = "admin.mailbox.cert.bind"  # issue 15: SASL EXTERNAL
     ADMIN_MAILBOX_CERT_UNBIND = "admin.mailbox.cert.unbind"
+    # issue 16, mailbox lifecycle (mss/lifecycle_cli.py, docs/lifecycle.md)
+    ADMIN_MAILBOX_PASSWD = "admin.mailbox.passwd"
+    ADMIN_MAILBOX_SUSPEND = "admin.mailbox.suspend"
+    ADMIN_MAILBOX_RESUME = "admin.mailbox.resume"
+    ADMIN_MAILBOX_ENABLE = "admin.mailbox.enable"
+    ADMIN_MAILBOX_RENAME = "admin.mailbox.rename"
+    ADMIN_MAILBOX_DELETE = "admin.mailbox.delete"
+    ADMIN_MAILBOX_UNDELETE = "admin.mailbox.undelete"
+    MAILBOX_PURGE = "mailbox.purge"
+    ADMIN_DOMAIN_SUSPEND = "admin.domain.suspend"
+    ADMIN_DOMAIN_RESUME = "admin.domain.resume"
+    ADMIN_DOMAIN_REMOVE = "admin.domain.remove"
     # issue 15, app passwords (mss mailbox app-password)
     ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
     ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
@@ -81,12 +94,19 @@ class Event(StrEnum):
     ADMIN_BACKUP_RESTORE = "admin.backup.restore"
     ADMIN_DB_UPGRADE = "admin.db.upgrade"
     ADMIN_PKI_DEV_CERT = "admin.pki.dev_cert"  # issue 17: mss pki dev-cert
+    # issue 16, retention and legal hold (mss/mailstore/retention.py, holds.py)
+    ADMIN_MAILBOX_HOLD = "admin.mailbox.hold"
+    ADMIN_MAILBOX_RELEASE = "admin.mailbox.release"
+    RETENTION_EXPUNGE = "retention.expunge"
+    ADMIN_PEER_BLOCK = "admin.peer.block"  # issue 16: local blocks (mss peer block)
+    ADMIN_PEER_UNBLOCK = "admin.peer.unblock"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
     AUDIT_READ = "audit.read"
     AUDIT_EXPORT = "audit.export"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_PURGE = "audit.purge"
+    AUDIT_REVEAL_REQUEST = "audit.reveal.request"  # issue 18: mss audit reveal-request
     # the portal (proxy/portal, issue 15)
     PORTAL_LOGIN = "portal.login"
     PORTAL_LOGOUT = "portal.logout"
@@ -197,6 +217,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "smtp.sender.refused)"),
     EventKind(Event.SMTP_MESSAGE_ACCEPTED, IMPORT, own("MSS-MSG-ACCEPTED", "Message accepted"), "C",
               "a message was accepted (250) for all its valid recipients"),
+    EventKind(Event.SMTP_DELEGATED, IMPORT, own("MSS-SMTP-DELEGATED", "Sent on behalf"), "C",
+              "a grantee submitted a message as a shared ORG/APP mailbox through a grant "
+              "with the send right (actor the grantee, mailbox the shared one; Sender: the "
+              "grantee, sender_added when mss added it), in the message's transaction"),
     EventKind(Event.DELIVERY_LOCAL, IMPORT, own("MSS-DELIVER-LOCAL", "Local delivery"), "C",
               "a message copy was stored, encrypted, in a hosted mailbox"),
     EventKind(Event.DELIVERY_QUEUED, EXPORT, own("MSS-QUEUED", "Queued for an operator"), "R",
@@ -277,6 +301,43 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               dcm("110137", "User security Attributes Changed"), "E",
               "a client certificate subject DN was unbound from its mailbox (cert_dn in "
               "detail)"),
+    EventKind(Event.ADMIN_MAILBOX_PASSWD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's password was replaced (or removed: --no-password); its sessions "
+              "ended (never the password)"),
+    EventKind(Event.ADMIN_MAILBOX_SUSPEND, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was suspended: logins refused, sessions ended, inbound mail deferred "
+              "or kept (lifecycle.suspended_inbound in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_RESUME, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a suspended mailbox was resumed"),
+    EventKind(Event.ADMIN_MAILBOX_ENABLE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a disabled mailbox was enabled again"),
+    EventKind(Event.ADMIN_MAILBOX_RENAME, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was given another address (the old one in mailbox, the new one in "
+              "detail); its sessions ended"),
+    EventKind(Event.ADMIN_MAILBOX_DELETE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's deletion was scheduled (delete_after in detail; --now: at once); "
+              "logins refused, sessions ended, inbound mail refused as unknown"),
+    EventKind(Event.ADMIN_MAILBOX_UNDELETE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a scheduled deletion was cancelled during its grace period"),
+    EventKind(Event.MAILBOX_PURGE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
+              "a deleted mailbox was purged: its rows removed and its key destroyed "
+              "(crypto-shredding); counts in detail, never content"),
+    EventKind(Event.ADMIN_DOMAIN_SUSPEND, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a hosted domain was suspended: its mailboxes as suspended"),
+    EventKind(Event.ADMIN_DOMAIN_RESUME, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a suspended domain was resumed"),
+    EventKind(Event.ADMIN_DOMAIN_REMOVE, SECURITY_ALERT,
+              dcm("110128", "Network Configuration"), "E",
+              "a hosted domain without mailboxes was removed"),
     EventKind(Event.ADMIN_APP_PASSWORD_ADD, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "the operator made an app password for a mailbox (id, label, scopes in detail; "
@@ -327,6 +388,26 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               dcm("110129", "Security Configuration"), "E",
               "mss pki dev-cert reissued the development server certificate (its names, "
               "serial and the backup file in detail; the key unchanged)"),
+    EventKind(Event.ADMIN_MAILBOX_HOLD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox was put under legal hold (reason in detail): no expunge, retention, "
+              "deletion nor key shredding until released; or the hold was refused (8)"),
+    EventKind(Event.ADMIN_MAILBOX_RELEASE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "a mailbox's legal hold was released (since when and its reason in detail); "
+              "or the release was refused (8)"),
+    EventKind(Event.RETENTION_EXPUNGE, MAILBOX_ACCESS,
+              own("MSS-RETENTION", "Messages expired"), "D",
+              "a retention rule expunged a folder's expired messages (folder id, special-use "
+              "attribute, rule index, days, cutoff, messages and bytes in detail: counts, "
+              "never a folder name)"),
+    EventKind(Event.ADMIN_PEER_BLOCK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "a peer domain or operator certificate DN was blocked locally, on top of "
+              "the whitelist (block id, domain or cert_dn, until, reason in detail); refusals "
+              "it causes carry check peer_blocked"),
+    EventKind(Event.ADMIN_PEER_UNBLOCK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "a local peer block was ended (block id, target and the queued rows "
+              "released in detail)"),
     EventKind(Event.WHITELIST_IMPORT, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a whitelist version was imported (0) or an import refused (4/8)"),
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
@@ -343,6 +424,11 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               "hash, signature in detail), shipped so that a witness can show a cut tail"),
     EventKind(Event.AUDIT_PURGE, SECURITY_ALERT, own("MSS-AUDIT-PURGE", "Audit trail purged"), "E",
               "records older than the retention period were deleted after a checkpoint"),
+    EventKind(Event.AUDIT_REVEAL_REQUEST, AUDIT_LOG_USED,
+              own("MSS-AUDIT-REVEAL-REQUEST", "Pseudonym reveal requested"), "R",
+              "an operator asked the trusted third party to reveal a patient pseudonym "
+              "(pseudonym, reason, request id and sealed values exported in detail; 4: "
+              "nothing sealed for it)"),
     # the portal (proxy/portal): one record per mailbox of the person, so that each
     # mailbox's access history shows it; never a token, a code or a secret
     EventKind(Event.PORTAL_LOGIN, USER_AUTHENTICATION, dcm("110122", "Login"), "E",

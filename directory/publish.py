@@ -3,9 +3,11 @@
 Each enabled mailbox not on the liste rouge becomes an ``inetOrgPerson`` + ``mssMailbox``
 entry ``uid=<address>,<base>`` carrying mail, type, idNat (8+RPPS) and structure id
 (1+FINESS). Publication adds new mailboxes, updates changed attributes and removes what was
-deleted, disabled or put on the liste rouge here. The address and the type of an entry are
-never modified in place (the national rules forbid it): a changed type is a delete plus an
-add, and is reported. A second run changes nothing.
+deleted (from ``mss mailbox delete`` on, grace period included), renamed (the old address;
+the new one is added), disabled or put on the liste rouge here; a suspended mailbox stays
+(it still exists, its mail waits). The address and the type of an entry are never modified
+in place (the national rules forbid it): a changed type is a delete plus an add, and is
+reported. A second run changes nothing.
 """
 
 from __future__ import annotations
@@ -55,13 +57,15 @@ class Publishable(Protocol):
     def finess(self) -> str | None: ...
     @property
     def liste_rouge(self) -> bool: ...
+    @property
+    def delete_after(self) -> float | None: ...  # mss mailbox delete: unpublished at once
 
 
 def desired_entries(mailboxes: Iterable[Publishable]) -> dict[str, dict[str, str]]:
     """Our publishable mailboxes: address -> logical attributes."""
     out = {}
     for m in mailboxes:
-        if not m.enabled or m.liste_rouge:
+        if not m.enabled or m.liste_rouge or m.delete_after is not None:
             continue
         local = m.address.split("@", 1)[0]
         entry = {"mail": m.address, "type": m.type, "display_name": m.address,

@@ -40,6 +40,7 @@ from mss.config import ListenerConfig
 from mss.identity.tokens import TokenRejected, TokenUnavailable, TokenVerifier
 from mss.login import login_address
 from mss.mailstore import identities
+from mss.mailstore.identities import rpps_of
 from mss.mailstore.mailboxes import Mailbox
 from mss.sasl import BearerMessage, oauthbearer_error
 from mss.throttle import Throttle
@@ -68,6 +69,9 @@ class AuthOutcome:
     temporary: bool = False  # issuer or CRL unavailable, database away: 454 / NO [UNAVAILABLE]
     throttled: bool = False  # refused without a check: locked after failures
     status: str = "invalid_token"  # OAUTHBEARER error status (RFC 6750 §3.1) on failure
+    # a token login that reached a shared mailbox through a grant: the person's own PER
+    # mailbox holding it (the transmitter of what the session sends: Sender:)
+    via: Mailbox | None = None
 
     @property
     def ok(self) -> bool:
@@ -221,17 +225,25 @@ class Authenticator:
         detail["national_id"] = identity.national_id
         national_id = identity.national_id
 
-        def mailboxes() -> list[Mailbox]:
+        def mailboxes() -> tuple[Mailbox | None, str, Mailbox | None]:
             with self.reader.connect() as conn:
-                return identities.mailboxes_of_national_id(conn, national_id)
+                found = identities.mailboxes_of_national_id(conn, national_id)
+                mailbox, reason = _pick(found, message.authzid, national_id)
+                via = None
+                if mailbox is not None and not (mailbox.type == "PER"
+                                                and mailbox.rpps == rpps_of(national_id)):
+                    via = identities.grantee_of(conn, national_id, mailbox.id)
+                return mailbox, reason, via
 
-        found = await asyncio.get_running_loop().run_in_executor(None, mailboxes)
-        mailbox, reason = _pick(found, message.authzid, national_id)
+        mailbox, reason, via = await asyncio.get_running_loop().run_in_executor(None,
+                                                                                 mailboxes)
         if mailbox is None:
             return self._count(service, name, remote, AuthOutcome(
                 method, actor, reason, detail=detail))
         throttle.succeeded(name, remote)
-        return AuthOutcome(method, mailbox.address, reason, mailbox, detail=detail)
+        if via is not None:  # both identities on record: the shared mailbox and the person's
+            detail["grantee"] = via.address
+        return AuthOutcome(method, mailbox.address, reason, mailbox, detail=detail, via=via)
 
     def bearer_error(self, outcome: AuthOutcome) -> bytes:
         """RFC 7628 §3.2.2: the error challenge of a refused token (JSON): the discovery

@@ -35,6 +35,20 @@ from mss.cli_support import (
     require_private_dir,
     require_tls_files,
 )
+from mss.lifecycle_cli import (
+    delete,
+    domain_remove,
+    domain_resume,
+    domain_set,
+    domain_suspend,
+    enable,
+    passwd,
+    rename,
+    resume,
+    suspend,
+    undelete,
+)
+from mss.retention_cli import hold, hold_fields, release, show_hold
 
 if TYPE_CHECKING:
     import click
@@ -53,6 +67,8 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "db": ("mss.db_cli", "db_app"),
     "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
     "dns": ("mss.dns_cli", "dns_app"),
+    "retention": ("mss.retention_cli", "retention_app"),  # issue 16
+    "peer": ("trustspace.peer_cli", "peer_app"),  # issue 16: local peer blocks
     "sessions": ("mss.sessions_cli", "sessions_app"),  # issue 16
 })
 
@@ -88,6 +104,20 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
 mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list (issue 15)
 mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
+mailbox_app.command("hold")(hold)  # issue 16: legal hold
+mailbox_app.command("release")(release)
+# issue 16, lifecycle (mss/lifecycle_cli.py)
+mailbox_app.command("passwd")(passwd)
+mailbox_app.command("suspend")(suspend)
+mailbox_app.command("resume")(resume)
+mailbox_app.command("enable")(enable)
+mailbox_app.command("rename")(rename)
+mailbox_app.command("delete")(delete)
+mailbox_app.command("undelete")(undelete)
+domain_app.command("set")(domain_set)
+domain_app.command("suspend")(domain_suspend)
+domain_app.command("resume")(domain_resume)
+domain_app.command("remove")(domain_remove)
 
 
 @app.callback()
@@ -241,15 +271,16 @@ def domain_add(ctx: typer.Context, name: str,
 
 @domain_app.command("list")
 def domain_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
-    """List hosted domains: name, where its mail goes (stored here or relayed)."""
-    from mss.mailstore import domains
+    """List hosted domains: name, where its mail goes (stored here or relayed), state
+    (active or suspended), mailboxes."""
+    from mss.mailstore import lifecycle
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        relays = domains.list_relays(conn)
-        rows = [{"domain": name, "relay_to": relays.get(name)}
-                for name in domains.list_domains(conn)]
+        rows = [{"domain": d.name, "relay_to": d.relay_to, "state": d.state,
+                 "mailboxes": d.mailboxes} for d in lifecycle.list_domains(conn)]
     emit(rows, (Column("domain"), Column("relay_to", header="relayed to",
-                                         format=lambda v: str(v) if v else "stored here")),
+                                         format=lambda v: str(v) if v else "stored here"),
+                Column("state"), Column("mailboxes", justify="right")),
          json_out=json_out)
 
 
@@ -259,18 +290,23 @@ def domain_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
 def mailbox_add(
     ctx: typer.Context,
     address: str,
-    mailbox_type: Annotated[str, typer.Option("--type", help="PER, ORG or APP.")],
+    mailbox_type: Annotated[str, typer.Option(
+        "--type", help="PER, ORG, APP or CAB (a practice).")],
     rpps: Annotated[str | None, typer.Option("--rpps", help="RPPS number (PER).")] = None,
     finess: Annotated[str | None, typer.Option("--finess", help="FINESS (ORG/APP).")] = None,
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+    no_password: Annotated[bool, typer.Option(
+        "--no-password", help="No password: the mailbox logs in by token or certificate "
+        "only, or is reached through grants (ORG, CAB).")] = False,
     liste_rouge: Annotated[bool, typer.Option(
         "--liste-rouge", help="Never publish this mailbox in the directory.")] = False,
     cert: CertFile = None,
     cert_dn: CertDn = None,
 ) -> None:
-    """Create a mailbox (with its own encryption key and default folders); an APP mailbox
-    may be bound to a client certificate (--cert FILE or --cert-dn DN: SASL EXTERNAL)."""
+    """Create a mailbox (with its own encryption key and default folders): with a password
+    (--password-stdin), or bound to a client certificate (APP: --cert FILE or --cert-dn DN,
+    SASL EXTERNAL), or --no-password (tokens, grants; mss mailbox passwd sets one later)."""
     from audit.journal import AuditRecord, append
     from mss.mailstore import identities, mailboxes
 
@@ -279,11 +315,16 @@ def mailbox_add(
         if mailbox_type.upper() != "APP":
             fail("--cert/--cert-dn: only APP mailboxes log in with a certificate")
         bound = subject_dn(cert, cert_dn)
+    if password_stdin and no_password:
+        fail("--password-stdin and --no-password: choose one")
     password_hash = password_hash_from_stdin(8) if password_stdin else None
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         mailbox = mailboxes.add_mailbox(conn, node_app.keyring, address, mailbox_type, rpps=rpps,
                                     finess=finess, password_hash=password_hash,
                                     liste_rouge=liste_rouge)
+        if password_hash is None and bound is None and not no_password:  # rolled back
+            fail("nobody could log in to this mailbox: give --password-stdin, a certificate "
+                 "(--cert/--cert-dn) or --no-password")
         records = [AuditRecord(Event.ADMIN_MAILBOX_ADD, actor=actor(), mailbox=mailbox.address,
                                detail={"type": mailbox.type})]
         if bound is not None:
@@ -297,12 +338,12 @@ def mailbox_add(
 
 @mailbox_app.command("list")
 def mailbox_list(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
-    """List mailboxes: address, type, state, RPPS, FINESS."""
+    """List mailboxes: address, type, state (active, suspended, disabled, deleting), RPPS,
+    FINESS."""
     from mss.mailstore import mailboxes
 
     with node(ctx) as node_app, node_app.reader.connect() as conn:
-        rows = [{"address": m.address, "type": m.type,
-                 "state": "enabled" if m.enabled else "disabled", "rpps": m.rpps,
+        rows = [{"address": m.address, "type": m.type, "state": m.state, "rpps": m.rpps,
                  "finess": m.finess} for m in mailboxes.list_mailboxes(conn)]
     emit(rows, (Column("address"), Column("type"), Column("state"), Column("rpps"),
                 Column("finess")), json_out=json_out, caption=f"{len(rows)} mailbox(es)")
@@ -319,13 +360,19 @@ def mailbox_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = False
         count, size = mailboxes.mailbox_counts(conn, m.id)
         bound = certificates_of(conn, m.address)
     record = {"address": m.address, "type": m.type, "rpps": m.rpps, "finess": m.finess,
-              "state": "enabled" if m.enabled else "disabled",
-              "password": "set" if m.password_hash else "none", "created_at": m.created_at,
+              "state": m.state, "password": "set" if m.password_hash else "none",
+              "created_at": m.created_at, "suspended_at": m.suspended_at,
+              "delete_after": m.delete_after,
               "messages": count, "bytes": size,
-              "cert_dns": [b.cert_dn for b in bound]}  # SASL EXTERNAL (mss mailbox cert)
+              "cert_dns": [b.cert_dn for b in bound],  # SASL EXTERNAL (mss mailbox cert)
+              **hold_fields(m.held_at, m.hold_reason)}  # issue 16: legal hold
     emit_fields(record, json_out=json_out, labels={"created_at": "created",
-                                                   "cert_dns": "cert DNs"},
-                formats={"created_at": when})
+                                                   "suspended_at": "suspended",
+                                                   "delete_after": "purged after",
+                                                   "cert_dns": "cert DNs",
+                                                   "hold_reason": "reason"},
+                formats={"created_at": when, "suspended_at": when, "delete_after": when,
+                         "hold": show_hold})
 
 
 @mailbox_app.command("disable")
@@ -341,16 +388,21 @@ def mailbox_disable(ctx: typer.Context, address: str) -> None:
 
 
 @mailbox_app.command("grant")
-def mailbox_grant(ctx: typer.Context, address: str, user: str) -> None:
+def mailbox_grant(ctx: typer.Context, address: str, user: str,
+                  send: Annotated[bool, typer.Option(
+                      "--send", help="Also let the user send as the mailbox (Sender: the "
+                      "user). On an existing grant: adds the right; without --send: "
+                      "withdraws it.")] = False) -> None:
     """Share an ORG/APP mailbox with a user over IMAP (seen as Shared/ADDRESS/...)."""
     from audit.journal import AuditRecord, append
     from mss.mailstore.grants import grant
 
     with node(ctx) as node_app, node_app.engine.begin() as conn:
-        shared, grantee = grant(conn, address, user)
+        shared, grantee = grant(conn, address, user, send=send)
         append(conn, [AuditRecord(Event.ADMIN_MAILBOX_GRANT, actor=actor(), mailbox=shared.address,
-                                  detail={"grantee": grantee.address})])
-    print(f"{grantee.address} now has access to {shared.address}")
+                                  detail={"grantee": grantee.address, "can_send": send})])
+    print(f"{grantee.address} now has access to {shared.address}"
+          + (" and may send as it" if send else " (no send right)"))
 
 
 @mailbox_app.command("revoke")
@@ -461,6 +513,7 @@ def keys_shred(ctx: typer.Context, address: str,
     from audit.journal import AuditRecord, append
     from mss import crypto
     from mss.mailstore import mailboxes
+    from mss.mailstore.state import lock
 
     with node(ctx) as node_app:
         if not yes:
@@ -469,13 +522,22 @@ def keys_shred(ctx: typer.Context, address: str,
                                        reason="not confirmed (--yes)"))
             fail(f"shredding {address} makes every message of it unreadable for good: "
                  "add --yes")
+        held = None
         with node_app.engine.begin() as conn:
+            lock(conn)  # a legal hold set meanwhile is seen (mss/mailstore/holds.py)
             mailbox = mailboxes.require_mailbox(conn, address)
-            if mailbox.enabled:  # no more logins nor mail for a mailbox without a key
+            if mailbox.held_at is not None:  # issue 16: a held mailbox's mail stays
+                held = mailbox.address
+            elif mailbox.enabled:  # no more logins nor mail for a mailbox without a key
                 mailboxes.disable_mailbox(conn, mailbox.address)
-            node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
-            append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
-                                      mailbox=mailbox.address)])
+            if held is None:
+                node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
+                append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
+                                          mailbox=mailbox.address)])
+        if held is not None:  # the transaction is over: its refusal audited apart
+            node_app.audit(AuditRecord(Event.ADMIN_KEYS_SHRED, Outcome.MINOR_FAILURE,
+                                       actor=actor(), mailbox=held, reason="legal hold"))
+            fail(f"mailbox {held} is under legal hold (mss mailbox release first)")
     print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled")
 
 

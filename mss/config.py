@@ -31,7 +31,7 @@ from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from mss.addresses import AddressError, normalize_address
+from mss.addresses import AddressError, normalize_address, normalize_domain
 
 DEFAULT_CONFIG_NAME = "mss.toml"
 T = TypeVar("T")
@@ -273,6 +273,27 @@ class ListenerConfig:
                                 "to an APP mailbox, RFC 4422 appendix A)", AUTH_METHODS)
     public_name: str = key("", "the host name clients reach this listener by (SRV targets of "
                            "'mss dns records', autoconfig); \"\": smtp.hostname")
+    # issue 18: the XDM policy of this SMTP listener (docs/mssante-messages.md)
+    xdm: str = key("", "SMTP listeners: IHE XDM and X-MSS checks of this listener, \"check\", "
+                   "\"refuse\" or \"off\"; \"\": messages.xdm",
+                   one_of("", "check", "refuse", "off"))
+
+
+XDM_POLICIES = one_of("check", "refuse", "off")
+
+
+@dataclass(frozen=True)
+class MessagesConfig:
+    """What the SMTP listeners check of MSSanté messages (docs/mssante-messages.md): the
+    IHE XDM attachment (ITI-32) and the X-MSS header fields (Référentiel #2 ECO.2.4)."""
+
+    xdm: str = key("check", "\"check\": XDM packages and X-MSS fields read and checked, "
+                   "the message accepted and what is wrong audited (smtp.message.accepted "
+                   "detail.xdm_problems); \"refuse\": a message with a problem gets 554 5.6.0 "
+                   "with a public reason; \"off\": not read (no patient pseudonym either). "
+                   "Each SMTP listener may set its own (listeners.NAME.xdm)", XDM_POLICIES)
+    require_nil: bool = key(False, "submission and relay: a message without an X-MSS-NIL "
+                            "field (the sending product's reference) gets 550 5.6.0")
 
 
 def _listener(port: int, doc: str, **defaults: Any) -> MappingProxyType[str, Any]:
@@ -367,6 +388,21 @@ class SessionsConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """Mailbox lifecycle (issue 16, docs/lifecycle.md): suspension and deletion."""
+
+    suspended_inbound: str = key("defer", "mail for a suspended mailbox (or one of a "
+                                 "suspended domain): \"defer\" answers 450 4.2.1 (the sender "
+                                 "retries), \"keep\" accepts and stores it",
+                                 one_of("defer", "keep"))
+    delete_grace: float = key(30 * 86400.0, "seconds between 'mss mailbox delete' and the "
+                              "purge (mss mailbox undelete meanwhile); then the mailbox key is "
+                              "destroyed and its rows removed", ge(0))
+    purge_interval: float = key(300.0, "seconds between rounds of the purge job of mss serve "
+                                "(mailboxes whose grace period ended; 0: off)", ge(0))
+
+
+@dataclass(frozen=True)
 class SendingLimitsConfig:
     """Sending limits per hour window (mss/sending.py, docs/limits.md), counted in the
     database so that every worker and node adds up: over one, SMTP answers 451 4.7.1 (at
@@ -427,8 +463,8 @@ class WhitelistConfig:
 
     max_shrink_ratio: float = key(0.10, "refuse an import dropping more domains, unless "
                                   "--force", within(0, 1))
-    reload_interval: float = key(5.0, "seconds between checks for a newly imported version",
-                                 gt(0))
+    reload_interval: float = key(5.0, "seconds between checks for a newly imported version "
+                                 "and for changed local peer blocks (mss peer block)", gt(0))
     fetch: WhitelistFetchConfig = key(WhitelistFetchConfig, "")
 
 
@@ -552,7 +588,13 @@ class AuditConfig:
     signing_key_file: Path = key(Path("keys/audit-signing.key"), "Ed25519, created 0600 on "
                                  "first use")
     pseudonym_key_file: Path = key(Path("keys/pseudonym.key"), "HMAC key of patient "
-                                   "pseudonyms (X-MSS-INS, XDM)")
+                                   "pseudonyms (the INS of an XDM attachment)")
+    ttp_public_key_file: Path | None = key(None, "a trusted third party's X25519 public key "
+                                           "(PEM, 'mss-ttp keygen'): the patient's INS is "
+                                           "also kept sealed to it (HPKE, RFC 9180), which "
+                                           "only 'mss-ttp reveal' with its private key opens "
+                                           "(docs/mssante-messages.md)",
+                                           example="keys/ttp-public.pem")
     destinations: tuple[AuditDestination, ...] = key((), "")
 
     def checked(self) -> Self:
@@ -562,6 +604,64 @@ class AuditConfig:
             if dest.name in [d.name for d in named[:index]]:
                 raise Invalid(f"destinations[{index}].name", f"duplicate name {dest.name!r}")
         return dataclasses.replace(self, destinations=tuple(named))
+
+
+# RFC 6154 §2: the special-use attributes a retention rule may name a folder by
+SPECIAL_USE = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+               "\\Trash")
+
+
+def _rule_domain(value: str) -> str:
+    return normalize_domain(value) if value.strip() else ""
+
+
+def _rule_folder(value: str) -> str:
+    """A special-use attribute in its RFC 6154 spelling, INBOX in any case, or a name."""
+    if value.startswith("\\"):
+        found = [u for u in SPECIAL_USE if u.lower() == value.lower()]
+        if not found:
+            raise ValueError(f"{value!r} is not a special-use attribute (RFC 6154: "
+                             f"{', '.join(SPECIAL_USE)})")
+        return found[0]
+    return "INBOX" if value.upper() == "INBOX" else value.strip("/")
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """Retention rules (docs/retention.md): the messages of the folders a rule matches are
+    expunged once they have been in their folder this many days (since delivery, APPEND,
+    COPY or MOVE into it; messages stored before schema 0010: since their internal date).
+    The first rule matching a folder applies, in file order: put the specific ones first.
+    A mailbox under legal hold (mss mailbox hold) is never touched."""
+
+    days: float = key(MISSING, "age in days past which its messages are expunged; 0: kept "
+                      "(exempts what later rules would match)", ge(0), example=30)
+    domain: str = key("", "a hosted domain (\"\": every domain)", norm=_rule_domain)
+    folder: str = key("", "a folder by its special-use attribute (\"\\\\Trash\", RFC 6154) or "
+                      "by its name (\"INBOX\", \"Archive/2019\"); \"\": every folder",
+                      norm=_rule_folder, example="\\Trash")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Message retention, applied by a periodic job of 'mss serve' (one elected process of
+    the cluster) and by 'mss retention run': expunges as an IMAP EXPUNGE would (sessions
+    see it, modseqs move), audited retention.expunge with counts, never a folder name."""
+
+    interval: float = key(3600.0, "seconds between rounds of the job (0: no job; 'mss "
+                          "retention run' applies the rules at once)", ge(0))
+    batch: int = key(100, "messages expunged per transaction (each holds the writer's lock: "
+                     "deliveries wait that long; bench/retention.py)", ge(1))
+    rules: tuple[RetentionRule, ...] = key((), "")
+
+    def checked(self) -> Self:
+        for later, rule in enumerate(self.rules):
+            for first, earlier in enumerate(self.rules[:later]):
+                if earlier.domain in ("", rule.domain) and earlier.folder in ("", rule.folder):
+                    raise Invalid(f"rules[{later}]", f"never applies: rules[{first}] before "
+                                  "it matches every folder it matches (the first matching "
+                                  "rule applies)")
+        return self
 
 
 def cleartext_bind(url: str, tls: str, has_password: bool) -> bool:
@@ -835,10 +935,13 @@ class Config:
     delivery: DeliveryConfig = key(DeliveryConfig, "")
     logging: LoggingConfig = key(LoggingConfig, "")
     audit: AuditConfig = key(AuditConfig, "")
+    retention: RetentionConfig = key(RetentionConfig, "")  # issue 16 (retention branch)
     directory: DirectoryConfig | None = key(None, "")
     auth: AuthConfig = key(AuthConfig, "")  # issue 15 (tokens branch)
     portal: PortalConfig = key(PortalConfig, "")  # issue 15 (portal branch)
     metrics: MetricsConfig = key(MetricsConfig, "")  # issue 17 (metrics branch)
+    lifecycle: LifecycleConfig = key(LifecycleConfig, "")  # issue 16 (lifecycle branch)
+    messages: MessagesConfig = key(MessagesConfig, "")  # issue 18 (xdm branch)
 
     def checked(self) -> Self:
         if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:

@@ -8,6 +8,7 @@ a commit is on disk (fsync'd) before it returns: a 250 is only sent after that.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,13 @@ messages = Table(
     Column("modseq", COUNTER, nullable=False, default=1),
     Column("key_blob", LargeBinary, nullable=False),  # data key wrapped by the mailbox key
     Column("body_blob", LargeBinary, nullable=False),  # nonce || AES-256-GCM(message)
+    # when the message entered its folder (delivery, APPEND, COPY, MOVE): the age retention
+    # rules count (mss/mailstore/retention.py); NULL in rows older than migration 0010,
+    # whose internal date stands for it. Set by default on every insert, by MOVE on update
+    Column("saved_at", Float, default=time.time),
     UniqueConstraint("folder_id", "uid"),
+    # the retention job finds a folder's expired messages in this index alone
+    Index("ix_messages_folder_saved", "folder_id", "saved_at", "internal_date"),
 )
 # IMAP SELECT reads a folder's message list from this covering index alone (the table rows
 # hold the ciphertext: one page or more each)
@@ -412,6 +419,26 @@ relays = Table(
     Column("created_at", Float, nullable=False),
 )
 
+
+# Local blocks of peer operators on top of the national whitelist (mss peer block;
+# trustspace/blocks.py, migration versions/0011_peer_blocks.py). Rows are never deleted:
+# an unblock sets ended_at, so the table is the history and (max id, ended count) its
+# version (trustspace/cache.py polls it like the whitelist's).
+peer_blocks = Table(
+    "peer_blocks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255)),  # a peer domain (IDNA ascii, lower case), or
+    Column("cert_dn", Text),  # an operator certificate subject DN (RFC 4514, as given)
+    Column("dn_key", String(1024)),  # its canonical form (trustspace.dn.dn_key), compared parsed
+    Column("until", Float),  # the block ends by itself then; NULL: until unblocked
+    Column("reason", Text),  # the operator's words, shown by mss peer list
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("ended_at", Float),  # mss peer unblock
+    Column("ended_by", String(320)),
+    Index("ix_peer_blocks_domain", "domain"),
+    Index("ix_peer_blocks_dn_key", "dn_key"),
+)
 
 # The synchronised professional directory (docs/directory.md).
 _DIRECTORY_COLUMNS = (

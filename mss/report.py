@@ -2,8 +2,10 @@
 agency and the operator's customers, computed from the audit journal only (docs/report.md).
 
 Counted from ``audit_log`` rows, never from content (no subject, no body: the journal holds
-none): mailboxes by type and state at the end of the month (every ``admin.mailbox.add``,
-``admin.mailbox.disable`` and successful ``admin.keys.shred`` up to then), messages sent
+none): mailboxes by type and state at the end of the month (every successful
+``admin.mailbox.add``, ``admin.mailbox.disable`` and ``admin.keys.shred`` up to then, and
+the lifecycle's: suspend, resume, enable, rename, delete, undelete, ``mailbox.purge``,
+which removes the mailbox from the count), messages sent
 (submission and relay ``smtp.message.accepted`` by the sender's domain, ``queue.delivered``
 by the peer operator's certificate DN or, without one, the recipient's domain) and received
 (MX ``smtp.message.accepted`` by the sender's domain and by the peer's DN, from the
@@ -28,7 +30,15 @@ from types import MappingProxyType
 from typing import Any
 
 COLUMNS = ("month", "section", "item", "qualifier", "count")
-MAILBOX_EVENTS = ("admin.mailbox.add", "admin.mailbox.disable", "admin.keys.shred")
+MAILBOX_EVENTS = ("admin.mailbox.add", "admin.mailbox.disable", "admin.keys.shred",
+                  # issue 16: the lifecycle (mss/lifecycle_cli.py)
+                  "admin.mailbox.suspend", "admin.mailbox.resume", "admin.mailbox.enable",
+                  "admin.mailbox.rename", "admin.mailbox.delete", "admin.mailbox.undelete",
+                  "mailbox.purge")
+_STATE_AFTER = MappingProxyType({  # a successful record -> the mailbox's state after it
+    "admin.mailbox.disable": "disabled", "admin.keys.shred": "disabled",
+    "admin.mailbox.suspend": "suspended", "admin.mailbox.resume": "enabled",
+    "admin.mailbox.enable": "enabled", "admin.mailbox.delete": "deleting"})
 LOGIN_EVENTS = MappingProxyType({"smtp.auth": "smtp", "imap.login": "imap",
                                  "portal.login": "portal"})
 REFUSAL_EVENTS = ("connection.refused", "limit.exceeded", "smtp.sender.refused",
@@ -85,15 +95,27 @@ def indicators(month: str, mailbox_rows: Iterable[Mapping[str, Any]],
     *rows* every record of the month (oldest first both)."""
     kinds: dict[str, str] = {}
     state: dict[str, str] = {}
+    before_delete: dict[str, str] = {}  # undelete restores it
     for r in mailbox_rows:
-        address = r.get("mailbox")
-        if not address:
+        address, event = r.get("mailbox"), r["event"]
+        if not address or r["outcome"] != 0:
             continue
-        if r["event"] == "admin.mailbox.add" and r["outcome"] == 0:
+        if event == "admin.mailbox.add":
             kinds[address] = str((r.get("detail") or {}).get("type", "?"))
             state[address] = "enabled"
-        elif r["outcome"] == 0 and address in state:  # disable, shred
-            state[address] = "disabled"
+        elif address not in state:
+            continue
+        elif event == "mailbox.purge":
+            del state[address], kinds[address]
+        elif event == "admin.mailbox.rename":
+            new = str((r.get("detail") or {}).get("new_address", address))
+            state[new], kinds[new] = state.pop(address), kinds.pop(address)
+        elif event == "admin.mailbox.undelete":
+            state[address] = before_delete.pop(address, "enabled")
+        elif event in _STATE_AFTER:
+            if event == "admin.mailbox.delete":
+                before_delete[address] = state[address]
+            state[address] = _STATE_AFTER[event]
     counts: Counter[tuple[str, str, str]] = Counter(
         ("mailboxes", kinds[a], s) for a, s in state.items())
     peers: dict[str, str] = {}  # MX session -> the presented certificate's DN

@@ -42,8 +42,9 @@ from mss.limits import (
     install_loop_error_handler,
     raise_open_files_limit,
 )
-from mss.mailstore import Mailstore
+from mss.mailstore import Mailstore, lifecycle
 from mss.mailstore.notify import ChangeWatcher, PgChangeWatcher
+from mss.mailstore.retention import run_round
 from mss.metrics import Metrics, NoMetrics, metrics_for
 from mss.sending import SendingLimits
 from mss.session_registry import SessionRegistry
@@ -186,6 +187,10 @@ class Runtime:
             parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))
         if cfg.directory is not None and cfg.directory.interval > 0:
             parts.append(self._elected("directory-sync", self._directory_loop))
+        if cfg.retention.rules and cfg.retention.interval > 0:  # issue 16
+            parts.append(self._elected("retention", self._retention_loop))
+        if cfg.lifecycle.purge_interval > 0:  # issue 16: mss mailbox delete's grace ended
+            parts.append(self._elected("mailbox-purge", self._purge_loop))
         if cfg.audit.destinations:  # one shipper per destination cursor in the cluster
             parts.append(Shipper(Outbox(self.app.engine, self.app.reader),
                                  cfg.audit.destinations, audit_source(cfg),
@@ -235,6 +240,44 @@ class Runtime:
             except Exception as exc:  # recorded as a failed run; the last good one stays
                 log.error("directory sync failed", error=str(exc))
             await asyncio.sleep(cfg.interval)
+
+    async def _retention_loop(self) -> None:
+        """Apply [[retention.rules]] now, then every retention.interval seconds (as of the
+        clock at each round); this process's sessions are woken after each commit, other
+        processes' and nodes' by the notifier (docs/retention.md)."""
+        cfg, app, notifier = self.app.config.retention, self.app, self.mailstore.notifier
+
+        def once() -> None:
+            report = run_round(app.engine, app.reader, app.keyring, cfg,
+                               changed=notifier.changed)
+            if report.folders:
+                log.info("retention applied", messages=report.messages, bytes=report.bytes,
+                         folders=len(report.folders), mailboxes=report.mailboxes,
+                         held=report.held)
+
+        while True:
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # e.g. database away: the next round catches up
+                log.error("retention round failed", error=repr(exc))
+            await asyncio.sleep(cfg.interval)
+    async def _purge_loop(self) -> None:
+        """Every lifecycle.purge_interval seconds, purge the mailboxes whose deletion grace
+        period ended (mss.mailstore.lifecycle.purge_due: rows removed, key destroyed, one
+        transaction and one mailbox.purge audit record each)."""
+        app = self.app
+
+        def once() -> None:
+            for purged in lifecycle.purge_due(app.engine, app.keyring):
+                log.info("mailbox purged", mailbox_id=purged.mailbox.id,
+                         messages=purged.messages)
+
+        while True:
+            await asyncio.sleep(app.config.lifecycle.purge_interval)
+            try:
+                await self._in_thread(once)
+            except Exception as exc:  # e.g. database busy: the next round tries again
+                log.error("mailbox purge failed", error=repr(exc))
 
     async def _whitelist_fetch_loop(self) -> None:
         """Fetch the published whitelist now, then every ``whitelist.fetch.interval``.

@@ -588,7 +588,7 @@ def _initialise(data_dir: Path, domain: str, with_whitelist: bool, whitelist: Pa
                  "10000000001" if user == "alice" else "10000000002", "--password-stdin",
                  input=PASSWORD + "\n")
     node.cli("mailbox", "add", f"secretariat@{domain}", "--type", "ORG", "--finess",
-             "750000001")
+             "750000001", "--no-password")
     if with_whitelist:
         whitelist.write_bytes(make_whitelist_xml(REMOTE_DOMAINS))
         node.cli("whitelist", "import", str(whitelist))

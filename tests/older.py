@@ -16,14 +16,14 @@ from tests.node import Node
 
 # what the revisions after 0001 add (tests/test_migrations.py checks this list is whole)
 LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates",
-                "portal_sessions", "send_counters", "serving_processes", "client_sessions",
-                "queue_holds")
+                "portal_sessions", "send_counters", "peer_blocks", "serving_processes",
+                "client_sessions", "queue_holds")
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
                  ("domains", "suspended_at"), ("mailbox_grants", "can_send"),
-                 ("outbound_queue", "held_for"))
-LATER_INDEXES = ("ix_mailboxes_rpps",)  # on tables of the baseline
+                 ("messages", "saved_at"), ("outbound_queue", "held_for"))
+LATER_INDEXES = ("ix_mailboxes_rpps", "ix_messages_folder_saved")  # on tables of the baseline
 
 
 def as_made_by_main(node: Node) -> None:

@@ -102,20 +102,22 @@ def delivery_config(dns_port: int, mx_port: int, **overrides: object) -> str:
     return "\n[delivery]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
 
 
-def make_pair(base: Path, *, sending_limits: bool = True, **delivery: object) -> Pair:
+def make_pair(base: Path, *, sending_limits: bool = True,
+              hosts: tuple[str, str] = ("127.0.0.2", "127.0.0.3"), **delivery: object) -> Pair:
+    """*hosts*: the addresses A and B listen on (a test module's own loopback range)."""
     pki = base / "pki"
     subprocess.run([*MSS, "pki", "init-test", "--dir", str(pki)], check=True, cwd=REPO,
                    capture_output=True, timeout=120)
     dns = DnsServer().start()
     # A and B listen on it, and the test peers on 127.0.0.4-7
-    mx_port = free_port("127.0.0.2", *(f"127.0.0.{n}" for n in range(3, 8)))
-    for name, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
+    mx_port = free_port(hosts[0], hosts[1], *(f"127.0.0.{n}" for n in range(4, 8)))
+    for name, host in (("a", hosts[0]), ("b", hosts[1])):
         dns.set(f"{name}.mssante.test", "MX", [f"10 mx.{name}.mssante.test."])
         dns.set(f"mx.{name}.mssante.test", "A", [host])
     dns.set(WRONG_DN_DOMAIN, "MX", ["10 mx.b.mssante.test."])
     dns.set(NULL_MX_DOMAIN, "MX", ["0 ."])
     dns.set(HOSPITAL_DOMAIN, "MX", ["10 mx.a.mssante.test."])
-    dns.set(IMPLICIT_DOMAIN, "A", ["127.0.0.3"])
+    dns.set(IMPLICIT_DOMAIN, "A", [hosts[1]])
     dns.set(PLAIN_DOMAIN, "MX", [f"10 mx.{PLAIN_DOMAIN}."])
     dns.set(f"mx.{PLAIN_DOMAIN}", "A", ["127.0.0.4"])
     dns.set(UNTRUSTED_DOMAIN, "MX", [f"10 mx.{UNTRUSTED_DOMAIN}."])
@@ -130,7 +132,7 @@ def make_pair(base: Path, *, sending_limits: bool = True, **delivery: object) ->
         *((d, SUBJECTS["operator-b"]) for d in (NULL_MX_DOMAIN, IMPLICIT_DOMAIN, PLAIN_DOMAIN,
                                                  UNTRUSTED_DOMAIN))]))
     nodes = []
-    for name, host, domain in (("a", "127.0.0.2", A_DOMAIN), ("b", "127.0.0.3", B_DOMAIN)):
+    for name, host, domain in (("a", hosts[0], A_DOMAIN), ("b", hosts[1], B_DOMAIN)):
         (base / name).mkdir()
         tls = {"cert_file": pki / f"operator-{name}.crt", "key_file": pki / f"operator-{name}.key",
                "ca_file": pki / "root.crt"}
@@ -143,12 +145,12 @@ def make_pair(base: Path, *, sending_limits: bool = True, **delivery: object) ->
         nodes.append(node)
     a, b = nodes
     # A hosts clinique.test but relays it to the clinic's own server (played by B)
-    a.cli("domain", "add", RELAYED_DOMAIN, "--relay-to", f"127.0.0.3:{mx_port}")
+    a.cli("domain", "add", RELAYED_DOMAIN, "--relay-to", f"{hosts[1]}:{mx_port}")
     a.cli("domain", "add", HOSPITAL_DOMAIN, "--relay-to", f"127.0.0.6:{mx_port}")
-    a.cli("domain", "add", LOOP_DOMAIN, "--relay-to", f"127.0.0.2:{mx_port}")
+    a.cli("domain", "add", LOOP_DOMAIN, "--relay-to", f"{hosts[0]}:{mx_port}")
     b.cli("domain", "add", RELAYED_DOMAIN)
     b.cli("mailbox", "add", f"dr.house@{RELAYED_DOMAIN}", "--type", "PER", "--rpps",
-          "10000000009")
+          "10000000009", "--no-password")
     return Pair(a, b, dns, pki, mx_port)
 
 

@@ -507,7 +507,9 @@ def xdm_message(patient_id: str) -> bytes:
     return msg.as_bytes()
 
 
-def test_patient_pseudonym_from_header_and_xdm(tmp_path: Path) -> None:
+def test_patient_pseudonym_from_xdm_never_from_the_header(tmp_path: Path) -> None:
+    """Issue 18: X-MSS-INS is the flag O/N of Référentiel #2 ECO.2.4.2, not the INS: the
+    patient comes from the XDM metadata only."""
     from audit.patient import patient_pseudonym, pseudonym, pseudonym_key
 
     key = pseudonym_key(tmp_path / "k")
@@ -515,9 +517,10 @@ def test_patient_pseudonym_from_header_and_xdm(tmp_path: Path) -> None:
     ins = "1850575123456"
     by_header = patient_pseudonym(key, f"X-MSS-INS: {ins}\r\nSubject: x\r\n\r\nbody".encode())
     by_xdm = patient_pseudonym(key, xdm_message(f"{ins}^^^&1.2.250.1.213.1.4.8&ISO"))
-    assert by_header == by_xdm == pseudonym(key, ins)
-    assert by_header is not None and ins not in by_header and by_header.startswith("pp-")
-    assert pseudonym(pseudonym_key(tmp_path / "other"), ins) != by_header  # keyed
+    assert by_header is None
+    assert by_xdm == pseudonym(key, ins)
+    assert by_xdm is not None and ins not in by_xdm and by_xdm.startswith("pp-")
+    assert pseudonym(pseudonym_key(tmp_path / "other"), ins) != by_xdm  # keyed
     assert patient_pseudonym(key, b"Subject: nothing\r\n\r\nIHE_XDM but no zip") is None
 
 

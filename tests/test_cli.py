@@ -139,7 +139,9 @@ def test_every_listing_fits_80_columns_and_prints_json(node: Node) -> None:
 
 
 def test_domains(node: Node) -> None:
-    assert node.cli_json("domain", "list") == [{"domain": DOMAIN, "relay_to": None}]
+    [listed] = node.cli_json("domain", "list")
+    assert listed["domain"] == DOMAIN and listed["relay_to"] is None
+    assert listed["state"] == "active" and listed["mailboxes"] >= 3
     node.cli("domain", "add", "Clinique-Exemple.MSSante.fr")
     assert "clinique-exemple.mssante.fr" in [d["domain"] for d in node.cli_json("domain",
                                                                                  "list")]
@@ -150,10 +152,11 @@ def test_domains(node: Node) -> None:
 
 def test_mailboxes(node: Node) -> None:
     listed = node.cli_json("mailbox", "list")
-    assert {"address": f"alice@{DOMAIN}", "type": "PER", "state": "enabled",
+    assert {"address": f"alice@{DOMAIN}", "type": "PER", "state": "active",
             "rpps": "10000000001", "finess": None} in listed
     show = node.cli("mailbox", "show", f"alice@{DOMAIN}").stdout
-    assert "rpps:     10000000001" in show and "password: set" in show
+    words = " ".join(show.split())  # labels aligned on the longest one
+    assert "rpps: 10000000001" in words and "password: set" in words
     record = node.cli_json("mailbox", "show", f"alice@{DOMAIN}")
     assert record["rpps"] == "10000000001" and record["password"] == "set"
     assert isinstance(record["created_at"], float | int) and record["cert_dns"] == []

@@ -270,7 +270,8 @@ def test_publish_round_trip_and_export(tmp_path: Path) -> None:
     instance.load([])
     instance.start()
     node = make_node(tmp_path / "mss", with_whitelist=False)
-    node.cli("mailbox", "add", f"cachee@{DOMAIN}", "--type", "PER", "--liste-rouge")
+    node.cli("mailbox", "add", f"cachee@{DOMAIN}", "--type", "PER", "--liste-rouge",
+             "--no-password")
     secret = node.data_dir / "keys" / "publish.password"
     secret.write_text(slapd.PASSWORD)
     node.config.write_text(node.config.read_text() + f"""

@@ -624,12 +624,13 @@ def test_grant_and_revoke_shared_mailbox(running_node: Node) -> None:
     assert m2.select(f"Shared/{ORG}/INBOX")[0] == "NO"
     m2.logout()
     proc = running_node.cli("mailbox", "grant", BOB, ALICE, check=False)
-    assert proc.returncode == 2 and "only ORG and APP" in proc.stderr
+    assert proc.returncode == 2 and "only ORG, APP and CAB" in proc.stderr
 
 
 def test_disabled_shared_mailbox_ends_the_grantees_session(running_node: Node) -> None:
     shared = f"direction@{DOMAIN}"
-    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000002")
+    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000002",
+                     "--no-password")
     running_node.cli("mailbox", "grant", shared, BOB)
     raw = Raw(running_node)
     raw.login()
@@ -944,7 +945,8 @@ def test_revoked_grant_serves_no_further_command(running_node: Node) -> None:
     """The grant is checked before a command on a delegated selection runs: after
     `mss mailbox revoke`, the next FETCH gets BYE and not one byte of the shared box."""
     shared = f"accueil@{DOMAIN}"
-    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000003")
+    running_node.cli("mailbox", "add", shared, "--type", "ORG", "--finess", "750000003",
+                     "--no-password")
     running_node.cli("mailbox", "grant", shared, BOB)
     submit(running_node, message("Confidentiel accueil", rcpt=shared), rcpt=shared)
     raw = Raw(running_node)

@@ -295,7 +295,7 @@ def test_database_made_before_providers_keeps_opening(fresh_node: Node) -> None:
     assert str(status[2]["wrapped_by"]).startswith("file:1:")
     assert read_all(fresh_node, BOB) == before  # the mailbox keys themselves unchanged
     fresh_node.cli("mailbox", "add", f"dan@{DOMAIN}", "--type", "PER", "--rpps",
-                   "10000000004")  # a new key, under the database-held version
+                   "10000000004", "--no-password")  # a new key, under the database-held version
     status = {row["version"]: row for row in fresh_node.cli_json("keys", "status")}
     assert status[2]["keys"] == 5
 

@@ -34,7 +34,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                  "mss.throttle", "mss.sending", "mss.lifecycle", "mss.locks", "mss.leader",
                  "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
-                 "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
+                 "mss.sasl",  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
+                 "mss.xdm", "mss.xmss"),  # issue 18: XDM packages, X-MSS header rules
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -62,8 +63,9 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "roots": {  # the only modules that know every package
         "roots": ("mss.server", "mss.cli", "mss.__main__", "mss.cli_support", "mss.db_cli",
-                  "audit.cli",
+                  "audit.cli", "audit.ttp_cli",
                   "directory.cli", "trustspace.cli", "trustspace.relay_cli",
+                  "trustspace.peer_cli",  # mss peer (issue 16)
                   "proxy.outbound.cli", "mss.backup_cli",
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
@@ -71,6 +73,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
                   "mss.report",  # issue 17: mss report
+                  "mss.retention_cli",  # issue 16: mss mailbox hold, mss retention
+                  "mss.lifecycle_cli",  # issue 16: mss mailbox passwd/suspend/delete...
                   "mss.sessions_cli"),  # issue 16: mss sessions
     },
 }

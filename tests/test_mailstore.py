@@ -371,7 +371,7 @@ def test_two_nodes_in_one_process_read_their_own_folder_names(tmp_path: Path, ba
 
 def test_grants_and_bad_input_are_store_errors(store: Store) -> None:
     with store.engine.begin() as conn:
-        with pytest.raises(StoreError, match="only ORG and APP"):
+        with pytest.raises(StoreError, match="only ORG, APP and CAB"):
             grants.grant(conn, store.alice.address, store.org.address)
         with pytest.raises(StoreError, match="invalid address"):
             mailboxes.add_mailbox(conn, store.keyring, "no-at-sign", "PER")

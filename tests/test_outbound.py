@@ -27,6 +27,7 @@ from proxy.outbound import client
 from proxy.outbound.backoff import gives_up, retry_delay
 from proxy.outbound.dsn import build_dsn, is_report
 from proxy.outbound.mx import parse_next_hop
+from tests import xdm_packages
 from tests.dnsserver import DnsServer
 from tests.node import PASSWORD, Node, read_all, wait_for
 from tests.outbound_pair import (
@@ -122,9 +123,14 @@ def test_queue_delivered_names_the_peer_and_the_patient(pair: Pair) -> None:
     mss audit list --patient follows the message to the peer."""
     a, b = pair.nodes()
     tag = f"ins{time.time_ns()}"
-    data = message(f"alice@{A_DOMAIN}", f"bob@{B_DOMAIN}", tag)
-    submit(a, pair.pki, [f"bob@{B_DOMAIN}"], b"X-MSS-INS: 1850575123456\r\n" + data)
+    package = xdm_packages.Xdm().zip()  # the patient is in the XDM (X-MSS-INS is a flag)
+    submit(a, pair.pki, [f"bob@{B_DOMAIN}"], xdm_packages.message(
+        package, sender=f"alice@{A_DOMAIN}", rcpt=f"bob@{B_DOMAIN}",
+        headers=xdm_packages.GOOD_HEADERS, msgid=f"<{tag}@test.example>"))
     assert wait_for(lambda: with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag))
+    arrived = with_tag(read_all(b, f"bob@{B_DOMAIN}"), tag)[0]
+    for name, value in xdm_packages.GOOD_HEADERS.items():  # issue 18: carried unchanged
+        assert f"\r\n{name}: {value}\r\n".encode() in arrived
     msgid = f"<{tag}@test.example>"
     delivered = a.wait_audit(lambda r: r["event"] == "queue.delivered"
                              and r["message_id"] == msgid)

@@ -23,7 +23,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.node import DOMAIN, Node, make_node
+from tests.node import DOMAIN, Node, make_node, read_all
 from tests.oidc import (
     ACCOUNT,
     JWT_RESOURCE,
@@ -231,6 +231,35 @@ def test_authzid_picks_one_of_several(node: Node,
                                lambda _: oauthbearer(token, SHARED))[0] == "OK"
     assert last_auth(node, "imap.login", client.source)["mailbox"] == SHARED
     client.logout()
+
+
+def test_token_through_a_grant_sends_as_the_shared_mailbox_only_with_the_send_right(
+        node: Node, oidc_provider: OidcProvider) -> None:  # noqa: F811
+    """Issue 16: bob's token with authzid the shared mailbox (reached through his grant):
+    the SMTP session acts as bob, who may send as the shared mailbox only with the send
+    right, the message then carrying Sender: bob; the login names both identities."""
+    token = oidc_provider.access_token(BOB_ID)
+    note = f"From: <{SHARED}>\r\nTo: <{ALICE}>\r\nSubject: x\r\n\r\nhello\r\n"
+    with smtp(node) as client:
+        assert client.auth("OAUTHBEARER", answer(oauthbearer(token, SHARED), [], True)
+                           )[0] == 235
+        source = client.sock.getsockname()[0]
+        assert client.mail(SHARED)[0] == 553  # the grant gives no send right (fixture)
+    row = last_auth(node, "smtp.auth", source)
+    assert row["mailbox"] == SHARED and row["detail"]["grantee"] == BOB  # type: ignore[index]
+    node.cli("mailbox", "grant", SHARED, BOB, "--send")
+    try:
+        with smtp(node) as client:
+            assert client.auth("OAUTHBEARER", answer(oauthbearer(token, SHARED), [], True)
+                               )[0] == 235
+            assert client.sendmail(SHARED, [ALICE], note) == {}
+            source = client.sock.getsockname()[0]
+        rows = node.wait_audit(lambda r: r["event"] == "smtp.delegated"
+                               and r["remote_addr"] == source)
+        assert rows[-1]["actor"] == BOB and rows[-1]["mailbox"] == SHARED
+        assert [m for m in read_all(node, ALICE) if f"Sender: <{BOB}>\r\n".encode() in m]
+    finally:
+        node.cli("mailbox", "grant", SHARED, BOB)  # back to the fixture's: no send right
 
 
 def test_curl_oauth2_bearer_imap_and_smtp(node: Node, oidc_provider: OidcProvider,  # noqa: F811

@@ -366,10 +366,12 @@ def test_malformed_commands_answered_session_kept(running_node: Node) -> None:
 
 def test_patient_is_audited_as_pseudonym_only(running_node: Node) -> None:
     from audit.patient import pseudonym, pseudonym_key
+    from tests import xdm_packages
 
-    ins = "2790699123456"
-    body = (f"From: {ALICE}\r\nTo: {BOB}\r\nX-MSS-INS: {ins}\r\nSubject: resultats\r\n\r\n"
-            "ok\r\n").encode()
+    ins = "2790699123456"  # in the XDM metadata (X-MSS-INS is only the flag O/N)
+    package = xdm_packages.Xdm(patient=f"{ins}^^^&1.2.250.1.213.1.4.8&ISO").zip()
+    body = xdm_packages.message(package, sender=ALICE, rcpt=BOB,
+                                headers=xdm_packages.GOOD_HEADERS)
     with submission(running_node) as client:
         assert client.sendmail(ALICE, [BOB], body) == {}
     alias = pseudonym(pseudonym_key(running_node.data_dir / "keys" / "pseudonym.key"), ins)

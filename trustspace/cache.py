@@ -3,6 +3,8 @@
 Every node polls the active version id (one indexed query) and reloads only when it
 changed, so an import by ``mss whitelist import`` or by another node takes effect within
 ``whitelist.reload_interval`` seconds without a restart (docs/architecture.md "Invariants").
+The local peer blocks (``mss peer block``, trustspace/blocks.py) ride on the same watch:
+their version is polled with the whitelist's and the blocks reloaded when it moved.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import structlog
 from sqlalchemy import Engine
 
 from mss.lifecycle import BackgroundTask
+from trustspace import blocks
 from trustspace.registry import active_version_id, load_active
 from trustspace.whitelist import Whitelist
 
@@ -26,6 +29,7 @@ class LiveWhitelist:
     def __init__(self, engine: Engine, reload_interval: float = 0.0) -> None:
         self.engine = engine
         self.current: Whitelist = Whitelist.empty()
+        self.blocks: blocks.PeerBlocks = blocks.PeerBlocks.empty()  # mss peer block
         self.refresh()
         self._watcher = BackgroundTask("whitelist-watch", lambda: self.watch(reload_interval))
 
@@ -36,8 +40,13 @@ class LiveWhitelist:
         await self._watcher.stop(deadline)
 
     def refresh(self) -> bool:
-        """Reload when the active version changed; True when it did."""
+        """Reload what changed (the active version, the peer blocks); True when the
+        whitelist did."""
         with self.engine.connect() as conn:
+            if blocks.version(conn) != self.blocks.version:
+                self.blocks = blocks.load(conn)
+                log.info("peer blocks loaded", version=list(self.blocks.version),
+                         blocks=len(self.blocks))
             version = active_version_id(conn)
             if version == self.current.version_id or (version is None
                                                       and self.current.version_id == 0):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 
+from trustspace.blocks import PeerBlock, PeerBlocks
 from trustspace.chain import ChainResult, PkiCheck
 from trustspace.dn import CanonicalDN
 from trustspace.whitelist import Whitelist
@@ -24,6 +25,7 @@ class Verdict(Enum):
     NULL_SENDER_REFUSED = "null-sender-refused"
     RECIPIENT_OUTSIDE_TRUST_SPACE = "recipient-outside-trust-space"
     RECIPIENT_UNKNOWN = "recipient-unknown"
+    RECIPIENT_SUSPENDED = "recipient-suspended"  # issue 16: lifecycle.suspended_inbound
     BAD_ADDRESS = "bad-address"
     TEMPORARY_FAILURE = "temporary-failure"
     CERTIFICATE_REQUIRED = "certificate-required"
@@ -31,6 +33,9 @@ class Verdict(Enum):
     CERTIFICATE_STATUS_UNAVAILABLE = "certificate-status-unavailable"
     AUTHENTICATION_REQUIRED = "authentication-required"
     SENDER_NOT_RELAY_DOMAIN = "sender-not-relay-domain"
+    PEER_BLOCKED = "peer-blocked"  # mss peer block, without an end
+    PEER_BLOCKED_TEMPORARILY = "peer-blocked-temporarily"  # mss peer block --until
+    RECIPIENT_BLOCKED = "recipient-blocked"  # submission/relay RCPT to a blocked domain
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,10 @@ REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.RECIPIENT_OUTSIDE_TRUST_SPACE: Reply(
         550, "5.7.1", "Recipient outside the MSSante trust space"),
     Verdict.RECIPIENT_UNKNOWN: Reply(550, "5.1.1", "Recipient unknown"),
+    # RFC 5321 §4.2.2 450 (mailbox unavailable, try again), RFC 3463 X.2.1 (mailbox disabled,
+    # not accepting messages): the sender's MTA retries until the mailbox is resumed
+    Verdict.RECIPIENT_SUSPENDED: Reply(450, "4.2.1", "Mailbox temporarily unavailable, try "
+                                       "again later"),
     Verdict.BAD_ADDRESS: Reply(553, "5.1.3", "Bad address syntax"),
     Verdict.TEMPORARY_FAILURE: Reply(451, "4.3.0", "Temporary failure, try again later"),
     Verdict.CERTIFICATE_REQUIRED: Reply(550, "5.7.1", "Client certificate required"),
@@ -62,12 +71,18 @@ REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.AUTHENTICATION_REQUIRED: Reply(530, "5.7.0", "Authentication required"),
     Verdict.SENDER_NOT_RELAY_DOMAIN: Reply(550, "5.7.1",
                                            "Sender address not allowed for this relay"),
+    # a local block (trustspace/blocks.py): with an end, temporary, so that the peer's
+    # queue tries again after it (RFC 5321 §4.2.1 4yz; RFC 3463 X.7.1 not authorized)
+    Verdict.PEER_BLOCKED: Reply(550, "5.7.1", "Sender not accepted by local policy"),
+    Verdict.PEER_BLOCKED_TEMPORARILY: Reply(
+        450, "4.7.1", "Sender temporarily not accepted, try again later"),
+    Verdict.RECIPIENT_BLOCKED: Reply(550, "5.7.1", "Recipient not accepted by local policy"),
 })
 
 
 # the first word of a refusal's private reason, also in the audit detail as "check"
 REASON_CODES = frozenset({c.value for c in PkiCheck} | {
-    "domain_not_whitelisted", "dn_not_listed", "dn_not_registered"})
+    "domain_not_whitelisted", "dn_not_listed", "dn_not_registered", "peer_blocked"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,9 @@ class RecipientFacts:
     mailbox_enabled: bool
     in_directory: bool | None = None  # None: the directory check does not apply
     relayed: bool = False  # hosted domain with a next hop: its server knows its mailboxes
+    mailbox_state: str = "active"  # mss.mailstore.mailboxes.Mailbox.state, for the reason
+    # the mailbox or its domain suspended and lifecycle.suspended_inbound = "defer"
+    suspended: str | None = None  # what is suspended ("mailbox X", "domain D"), else None
 
 
 @dataclass(frozen=True)
@@ -136,9 +154,17 @@ def certificate_check(result: ChainResult, whitelist: Whitelist | None,
     return refuse(Verdict.CERTIFICATE_REFUSED, result.reason, whitelist)
 
 
+def blocked(block: PeerBlock, whitelist: Whitelist | None, what: str) -> Decision:
+    """The refusal of a local block: temporary when the block has an end."""
+    verdict = Verdict.PEER_BLOCKED_TEMPORARILY if block.temporary else Verdict.PEER_BLOCKED
+    return refuse(verdict, f"peer_blocked: {what}: {block.describe()}", whitelist)
+
+
 def mx_sender(mail_from: str, whitelist: Whitelist,
-              peer: PeerCertificate | None = None) -> Decision:
-    """MX MAIL FROM, once the peer's certificate chain has been accepted: the sender's
+              peer: PeerCertificate | None = None,
+              blocks: PeerBlocks | None = None) -> Decision:
+    """MX MAIL FROM, once the peer's certificate chain has been accepted: the certificate's
+    DN and the sender's domain must not be blocked locally (*blocks*, mss peer block), the
     domain must be on the whitelist (docs/flow.md "MX") and the certificate's subject DN one
     the whitelist lists for that domain. A null reverse-path (delivery reports, RFC 5321
     §4.5.5) needs a DN the whitelist lists for some domain: an operator of the trust space.
@@ -147,6 +173,15 @@ def mx_sender(mail_from: str, whitelist: Whitelist,
     if peer is None:
         return refuse(Verdict.CERTIFICATE_REQUIRED,
                       "no_certificate: no client certificate presented", whitelist)
+    if blocks is not None:
+        found = blocks.dn_block(peer.dn)
+        if found is not None:
+            return blocked(found, whitelist, f"certificate DN {peer.subject}")
+        if mail_from:
+            domain = mail_from.rsplit("@", 1)[1]
+            found = blocks.domain_block(domain)
+            if found is not None:
+                return blocked(found, whitelist, f"sender domain {domain}")
     if not mail_from:
         if whitelist.dn_known(peer.dn):
             return accept("null reverse-path from a listed operator certificate",
@@ -190,11 +225,18 @@ def mx_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decision:
         return refuse(Verdict.RECIPIENT_UNKNOWN,
                       f"domain {facts.domain} is not hosted here (no relaying on MX)", whitelist)
     if facts.relayed:
+        if facts.suspended:
+            return refuse(Verdict.RECIPIENT_SUSPENDED, f"{facts.suspended} is suspended",
+                          whitelist)
         return accept(f"domain {facts.domain} goes to its next hop", whitelist, RECIPIENT_OK)
     if not facts.mailbox_exists:
         return refuse(Verdict.RECIPIENT_UNKNOWN, f"no mailbox {facts.address}", whitelist)
-    if not facts.mailbox_enabled:
-        return refuse(Verdict.RECIPIENT_UNKNOWN, f"mailbox {facts.address} is disabled",
+    if not facts.mailbox_enabled:  # disabled, or being deleted (mss mailbox delete)
+        state = "being deleted" if facts.mailbox_state == "deleting" else "disabled"
+        return refuse(Verdict.RECIPIENT_UNKNOWN, f"mailbox {facts.address} is {state}",
+                      whitelist)
+    if facts.suspended:
+        return refuse(Verdict.RECIPIENT_SUSPENDED, f"{facts.suspended} is suspended",
                       whitelist)
     return accept("hosted mailbox", whitelist, RECIPIENT_OK)
 
@@ -209,10 +251,17 @@ def submission_sender(mail_from: str, login: str, may_send_as: frozenset[str]) -
     return accept("authenticated owner", None, SENDER_OK)
 
 
-def submission_recipient(facts: RecipientFacts, whitelist: Whitelist) -> Decision:
-    """Submission RCPT TO: a hosted mailbox, or a domain on the whitelist; nothing else."""
+def submission_recipient(facts: RecipientFacts, whitelist: Whitelist,
+                         blocks: PeerBlocks | None = None) -> Decision:
+    """Submission RCPT TO: a hosted mailbox, or a domain on the whitelist and not blocked
+    for good (a block with an end lets it be queued: the worker holds it); nothing else."""
     if facts.domain_hosted:
         return mx_recipient(facts, whitelist)
+    found = blocks.domain_block(facts.domain) if blocks is not None else None
+    if found is not None and not found.temporary:
+        return refuse(Verdict.RECIPIENT_BLOCKED,
+                      f"peer_blocked: recipient domain {facts.domain}: {found.describe()}",
+                      whitelist)
     if whitelist.is_whitelisted(facts.domain):
         if facts.in_directory is False:
             return refuse(Verdict.RECIPIENT_UNKNOWN,

@@ -15,3 +15,7 @@ class BackendError(Refusal):
     def __init__(self, text: str, code: str | None = None) -> None:
         super().__init__(text)
         self.code = code
+
+
+class HoldError(BackendError):
+    """Refused because the mailbox is under legal hold (:mod:`mss.mailstore.holds`)."""

@@ -28,6 +28,7 @@ from audit.journal import AuditRecord, append
 from mss import crypto, db
 from mss.mailstore import names
 from mss.mailstore.errors import BackendError, StoreError
+from mss.mailstore.holds import refuse_if_held
 from mss.mailstore.messages import move_messages
 from mss.mailstore.names import DEFAULT_FOLDERS
 from mss.mailstore.state import LIVE as _LIVE
@@ -241,6 +242,9 @@ def delete_folder(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, na
     if any(f.name.startswith(folder.name + "/") for f in folders(conn, keyring, mailbox_id)):
         # RFC 3501 §6.3.4: a folder with inferiors would keep \Noselect; refuse instead
         raise BackendError("Mailbox has children, delete them first", "INUSE")
+    if conn.execute(select(db.messages.c.id).where(db.messages.c.folder_id == folder.id)
+                    .limit(1)).first() is not None:
+        refuse_if_held(conn, mailbox_id)  # legal hold: an empty folder may still go
     bump(conn, folder.id)  # its messages go: no snapshot of them may be served again
     conn.execute(delete(db.messages).where(db.messages.c.folder_id == folder.id))
     if folder.subscribed:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mss import db
 from mss.mailstore.errors import StoreError
-from mss.mailstore.mailboxes import Mailbox, mailbox_of, require_mailbox
+from mss.mailstore.mailboxes import Mailbox, mailbox_of, require_mailbox, select_mailboxes
 
 _RPPS_ID = re.compile(r"8(\d{11})")
 C = db.mailbox_certificates
@@ -46,12 +46,13 @@ _M, _G = db.mailboxes, db.mailbox_grants
 _OWN = _M.alias("own")  # the person's PER mailboxes, through which grants reach them
 # One statement built once (SQLAlchemy caches its compiled form), one round trip a login:
 # the enabled PER mailboxes of the RPPS, and the enabled mailboxes granted to one of them.
-_OF_RPPS = select(_M).where(and_(_M.c.enabled.is_(True), or_(
+_OF_RPPS = select_mailboxes().where(and_(_M.c.enabled.is_(True), or_(
     and_(_M.c.type == "PER", _M.c.rpps == bindparam("rpps")),
     _M.c.id.in_(select(_G.c.mailbox_id).join(_OWN, _OWN.c.id == _G.c.grantee_id).where(
         and_(_OWN.c.rpps == bindparam("rpps"), _OWN.c.type == "PER",
              _OWN.c.enabled.is_(True))))))).order_by(_M.c.address)
-_OF_DN = select(_M).join(C, C.c.mailbox_id == _M.c.id).where(C.c.dn_key == bindparam("dn"))
+_OF_DN = select_mailboxes().join(C, C.c.mailbox_id == _M.c.id) \
+    .where(C.c.dn_key == bindparam("dn"))
 
 
 def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox]:
@@ -64,6 +65,20 @@ def mailboxes_of_national_id(conn: Connection, national_id: str) -> list[Mailbox
              if m.usable]  # suspended or being deleted: no login (issue 16)
     own = [m for m in found if m.type == "PER" and m.rpps == rpps]
     return [*own, *(m for m in found if m not in own)] if own else []
+
+
+def grantee_of(conn: Connection, national_id: str, mailbox_id: int) -> Mailbox | None:
+    """The person's usable PER mailbox through whose grant a token login reached the
+    shared mailbox *mailbox_id* (one holding the send right first, then by address); None
+    when it is not reached through a grant of theirs. The transmitter of what that login
+    sends, named in ``Sender:`` (mss.mailstore.grants)."""
+    rpps = rpps_of(national_id)
+    if rpps is None:
+        return None
+    rows = conn.execute(select(_M).join(_G, _G.c.grantee_id == _M.c.id).where(and_(
+        _G.c.mailbox_id == mailbox_id, _M.c.type == "PER", _M.c.rpps == rpps))
+        .order_by(_G.c.can_send.desc(), _M.c.address))
+    return next((m for m in map(mailbox_of, rows) if m.usable), None)
 
 
 def mailbox_of_certificate(conn: Connection, dn_key: str) -> Mailbox | None:

@@ -5,16 +5,29 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 
 from mss import crypto, db
 from mss.addresses import AddressError, normalize_address
 from mss.mailstore.errors import StoreError
 from mss.mailstore.folders import ensure_default_folders
 
+# A mailbox row with its domain's suspension (mss domain suspend): Mailbox.state and
+# .usable say "suspended" for both, so that every login path refuses it (issue 16).
+DOMAIN_SUSPENDED = db.domains.c.suspended_at.label("domain_suspended_at")
+
+
+def select_mailboxes() -> Select[Any]:
+    """``SELECT mailboxes.*, domain_suspended_at`` (what :func:`mailbox_of` reads), the
+    mailboxes joined to their domain (the caller's joins and filters follow)."""
+    return select(db.mailboxes, DOMAIN_SUSPENDED).select_from(db.mailboxes.join(
+        db.domains, db.domains.c.id == db.mailboxes.c.domain_id))
+
+
 # Statements on the SMTP hot path are built once; SQLAlchemy caches their compiled form.
-_MAILBOX_BY_ADDRESS = select(db.mailboxes).where(db.mailboxes.c.address == bindparam("address"))
+_MAILBOX_BY_ADDRESS = select_mailboxes().where(db.mailboxes.c.address == bindparam("address"))
 
 
 MAILBOX_TYPES = ("PER", "ORG", "APP", "CAB")  # CAB: a practice (cabinet), issue 16
@@ -36,19 +49,22 @@ class Mailbox:
     held_at: float | None = None  # mss mailbox hold: legal hold
     hold_reason: str | None = None
     sessions_ended_at: float | None = None  # sessions begun before it end
+    domain_suspended: bool = False  # mss domain suspend: as if the mailbox were suspended
 
     @property
     def state(self) -> str:
-        """active | suspended | disabled | deleting (deletion scheduled)."""
+        """active | suspended (itself or its domain) | disabled | deleting (deletion
+        scheduled)."""
         if self.delete_after is not None:
             return "deleting"
         if not self.enabled:
             return "disabled"
-        return "suspended" if self.suspended_at is not None else "active"
+        suspended = self.suspended_at is not None or self.domain_suspended
+        return "suspended" if suspended else "active"
 
     @property
     def usable(self) -> bool:
-        """Logins allowed (the mailbox's domain suspended is checked apart)."""
+        """Logins allowed."""
         return self.state == "active"
 
 
@@ -67,7 +83,8 @@ def mailbox_of(row: object) -> Mailbox:
                    password_hash=m["password_hash"], liste_rouge=bool(m["liste_rouge"]),
                    suspended_at=m["suspended_at"], delete_after=m["delete_after"],
                    held_at=m["held_at"], hold_reason=m["hold_reason"],
-                   sessions_ended_at=m["sessions_ended_at"])
+                   sessions_ended_at=m["sessions_ended_at"],
+                   domain_suspended=m.get("domain_suspended_at") is not None)
 
 
 def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox_type: str,
@@ -76,7 +93,7 @@ def add_mailbox(conn: Connection, keyring: crypto.Keyring, address: str, mailbox
     address = _address(address)
     mailbox_type = mailbox_type.upper()
     if mailbox_type not in MAILBOX_TYPES:
-        raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG or APP")
+        raise StoreError(f"invalid mailbox type {mailbox_type!r}: use PER, ORG, APP or CAB")
     if rpps is not None and not re.fullmatch(r"\d{11}", rpps):
         raise StoreError(f"invalid RPPS {rpps!r}: 11 digits expected")
     if finess is not None and not re.fullmatch(r"\d[0-9AB]\d{7}", finess):
@@ -113,7 +130,7 @@ def require_mailbox(conn: Connection, address: str) -> Mailbox:
 
 
 def list_mailboxes(conn: Connection) -> list[Mailbox]:
-    rows = conn.execute(select(db.mailboxes).order_by(db.mailboxes.c.address))
+    rows = conn.execute(select_mailboxes().order_by(db.mailboxes.c.address))
     return [mailbox_of(r) for r in rows]
 
 

@@ -10,6 +10,7 @@ is rewriting (on SQLite the writer transaction is BEGIN IMMEDIATE already).
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select
 from audit.journal import AuditRecord, append
 from mss import crypto, db
 from mss.mailstore.errors import StoreError
+from mss.mailstore.holds import refuse_if_folder_held
 from mss.mailstore.state import bump, lock
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -175,7 +177,8 @@ def store_flags(conn: Connection, folder_id: int, uids: Sequence[int], sign: str
 def expunge(conn: Connection, folder_id: int, only: Sequence[int] | None,
             audit_for: object) -> list[tuple[int, str]]:
     """Delete the folder's \\Deleted messages (only those UIDs when given); returns
-    [(uid, store id)]. *audit_for* maps that list to the audit records to append."""
+    [(uid, store id)]. *audit_for* maps that list to the audit records to append.
+    HoldError when there are some and the mailbox is under legal hold (nothing removed)."""
     lock(conn)  # two nodes' EXPUNGEs: the second sees the messages the first deleted gone
     found = conn.execute(select(db.messages.c.uid, db.messages.c.id, db.messages.c.flags)
                          .where(db.messages.c.folder_id == folder_id)).all()
@@ -183,6 +186,7 @@ def expunge(conn: Connection, folder_id: int, only: Sequence[int] | None,
     gone = sorted((u, i) for u, i, f in found if "\\Deleted" in parse_flags(f)
                   and (wanted is None or u in wanted))
     if gone:
+        refuse_if_folder_held(conn, folder_id)
         bump(conn, folder_id)
         for start in range(0, len(gone), 500):
             conn.execute(delete(db.messages).where(
@@ -241,16 +245,19 @@ def move_messages(conn: Connection, source_id: int, dest_id: int,
     modseq, first = state.modseq, state.first_uid
     bump(conn, source_id)
     new_uids = list(range(first, first + len(moved)))
+    now = time.time()  # its age in the destination counts from now (retention)
     for (_, row_id), uid in zip(moved, new_uids, strict=True):
         conn.execute(update(db.messages).where(and_(db.messages.c.id == row_id,
                                                     db.messages.c.folder_id == source_id))
-                     .values(folder_id=dest_id, uid=uid, modseq=modseq))
+                     .values(folder_id=dest_id, uid=uid, modseq=modseq, saved_at=now))
     append(conn, audit)
     return state.uidvalidity, new_uids
 
 
 def remove_messages(conn: Connection, folder_id: int, ids: Sequence[str]) -> None:
-    """Delete messages moved away to another mailbox (their copies were just inserted)."""
+    """Delete messages moved away to another mailbox (their copies were just inserted);
+    HoldError when the source mailbox is under legal hold (the caller's copies roll back)."""
+    refuse_if_folder_held(conn, folder_id)
     bump(conn, folder_id)
     for start in range(0, len(ids), 500):
         conn.execute(delete(db.messages).where(and_(

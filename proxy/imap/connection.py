@@ -592,13 +592,16 @@ class Session:
                     self.untagged(b"BYE Autologout; idle for too long")
                     self.state = LOGOUT
                     return
-                # the client's DONE, the session ended (mss sessions end), the folder
+                # the client's DONE, the session ended (mss sessions end), the folder;
+                # woken at least every imap.enabled_check: a suspended, deleted or
+                # re-passworded mailbox's IDLE session ends within it (issue 16)
                 waits: set[asyncio.Future[Any]] = {line_task,
                                                    asyncio.ensure_future(self.kick.wait())}
                 if watch is not None:
                     waits.add(asyncio.ensure_future(watch.wait(self.ctx.config.idle_poll)))
                 done, pending = await asyncio.wait(
-                    waits, timeout=min(left, self.ctx.config.idle_poll * 2),
+                    waits, timeout=min(left, self.ctx.config.idle_poll * 2,
+                                       self.ctx.config.enabled_check),
                     return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     if task is not line_task:

@@ -10,10 +10,11 @@ from typing import NoReturn
 
 from sqlalchemy import Connection
 
-from audit.events import Event
+from audit.events import Event, Outcome
 from audit.journal import append
 from mss import sending
 from mss.mailstore import deliveries, folders, messages, snapshots
+from mss.mailstore.errors import HoldError
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.mailbox_args import (
     AppendArgs,
@@ -152,8 +153,13 @@ async def create(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
 async def delete_command(s: ImapSession, cmd: Command, args: MailboxArgs) -> Result:
     target = await resolve(s, args.name, access="DELETE")
     record = s.record(Event.IMAP_FOLDER_DELETE, mailbox=target.owner.address)  # + folder_id
-    deleted = await s.write(lambda conn: folders.delete_folder(
-        conn, s.ctx.keyring, target.owner.id, target.folder, [record]))
+    try:
+        deleted = await s.write(lambda conn: folders.delete_folder(
+            conn, s.ctx.keyring, target.owner.id, target.folder, [record]))
+    except HoldError:  # a folder holding messages, in a mailbox under legal hold
+        await s.audit(s.record(Event.IMAP_FOLDER_DELETE, Outcome.MINOR_FAILURE,
+                               mailbox=target.owner.address, reason="legal hold"))
+        raise
     s.ctx.notifier.changed(target.owner.id)
     sel = s.selected
     if sel is not None and (sel.folder.id, sel.folder.uidvalidity) == deleted:

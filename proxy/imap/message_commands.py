@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss.mailstore import deliveries, folders, messages
+from mss.mailstore.errors import HoldError
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.cache import CachedEnvelope, EnvelopeCache, RecordingParsed
 from proxy.imap.fetch import FetchItem, UnknownCte, render_fetch, sets_seen
@@ -408,12 +409,26 @@ async def _expunge(s: ImapSession, only: list[int] | None, *, quiet: bool = Fals
         if not gone:
             return []
         return _per_messages(s, Event.IMAP_EXPUNGE, sel, "messages", [list(g) for g in gone])
-    gone = await s.write(lambda conn: messages.expunge(conn, sel.folder.id, only, audit_for))
+    try:
+        gone = await s.write(lambda conn: messages.expunge(conn, sel.folder.id, only,
+                                                           audit_for))
+    except HoldError:
+        if quiet:  # CLOSE: closes, removes nothing (as from a read-only selection)
+            return
+        await s.audit(_held(s, sel, Event.IMAP_EXPUNGE))
+        raise
     if gone:
         s.ctx.notifier.changed(sel.owner.id)
     if not quiet:
         s.report_expunged({u for u, _ in gone} | sel.gone)
         sel.gone = set()
+
+
+def _held(s: ImapSession, sel: Selected, event: Event) -> AuditRecord:
+    """The refusal of a removal from a mailbox under legal hold (mss.mailstore.holds)."""
+    return s.record(event, Outcome.MINOR_FAILURE, mailbox=sel.owner.address,
+                    reason="legal hold", detail={"folder_id": sel.folder.id,
+                                                 "delegated": sel.delegated})
 
 
 async def expunge_command(s: ImapSession, cmd: Command, args: ExpungeArgs) -> Result:
@@ -485,7 +500,11 @@ async def copy_move(s: ImapSession, cmd: Command, args: CopyArgs) -> Result:
             if moving:
                 messages.remove_messages(conn, sel.folder.id, [r.id for _, r in rows])
             return result
-        validity, new_uids = await s.write(work)
+        try:
+            validity, new_uids = await s.write(work)
+        except HoldError:  # MOVE out of a mailbox under legal hold: nothing copied
+            await s.audit(_held(s, sel, Event.IMAP_MOVE))
+            raise
     s.ctx.notifier.changed(target.owner.id)
     if target.owner.id != sel.owner.id:
         s.ctx.notifier.changed(sel.owner.id)

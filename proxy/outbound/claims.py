@@ -132,12 +132,15 @@ def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
 
 
 def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at: float,
-             now: float) -> None:
+             now: float, *, counts_attempt: bool = True) -> None:
+    """Back to waiting until *next_at*; *counts_attempt* False: no attempt was made (a
+    row held by a local peer block, trustspace/blocks.py)."""
+    step = 1 if counts_attempt else 0
     conn.execute(update(Q).where(Q.c.id == c.id).values(
-        attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None, last_error=reason,
+        attempts=Q.c.attempts + step, lease_owner=None, lease_until=None, last_error=reason,
         remote_reply=reply, next_attempt_at=next_at, updated_at=now))
     append(conn, [_record(Event.QUEUE_DEFERRED, c, Outcome.MINOR_FAILURE, reason,
-                          {"attempt": c.attempts + 1, "next_attempt_at": round(next_at, 3)})])
+                          {"attempt": c.attempts + step, "next_attempt_at": round(next_at, 3)})])
 
 
 def failed(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,
@@ -257,3 +260,16 @@ def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
 
 def purge(conn: Connection, statuses: tuple[str, ...]) -> int:
     return conn.execute(delete(Q).where(Q.c.status.in_(statuses))).rowcount
+
+
+HELD_PREFIX = "peer_blocked:"  # last_error of a row the worker holds for a local block
+
+
+def release_held(conn: Connection, now: float, domain: str | None = None) -> int:
+    """Waiting rows held or failed by a local peer block (``mss peer unblock``) made due
+    now: those of *domain*, or (a certificate DN unblocked: None) every such row."""
+    where = (Q.c.status == "queued") & Q.c.last_error.contains(HELD_PREFIX, autoescape=True)
+    if domain is not None:
+        where = where & (Q.c.domain == domain)
+    return conn.execute(update(Q).where(where).values(next_attempt_at=now,
+                                                      updated_at=now)).rowcount

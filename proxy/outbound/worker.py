@@ -32,6 +32,7 @@ from proxy.outbound.claims import Claim
 from proxy.outbound.notify import DsnCopy, dsn_copy, dsn_delivery
 from proxy.outbound.result import Delivered, DeliveryFailure
 from trustspace import policy
+from trustspace.blocks import PeerBlock
 from trustspace.chain import PkiCheck
 from trustspace.dn import CanonicalDN
 from trustspace.whitelist import Whitelist
@@ -170,6 +171,15 @@ class DeliveryWorker:
                 await self._record_failure(c, None, DeliveryFailure(
                     f"queued copy unreadable: {type(exc).__name__}", permanent=False))
             return
+        held = self.whitelist.blocks.domain_block(group[0].domain)
+        if held is not None:  # confirmed by the database: the unblock that released these
+            # rows may be newer than the cache (whitelist.reload_interval)
+            await loop.run_in_executor(None, self.whitelist.refresh)
+            held = self.whitelist.blocks.domain_block(group[0].domain)
+        if held is not None:  # mss peer block: not even a connection (trustspace/blocks.py)
+            for c in group:
+                await self._hold(c, bodies[c.id], held)
+            return
         same: dict[bytes, list[Claim]] = defaultdict(list)
         for c in group:  # the copies of one message are equal; group only equal bytes
             same[bodies[c.id]].append(c)
@@ -249,7 +259,7 @@ class DeliveryWorker:
                 try:
                     results = await client.send(
                         address, hop.host, hop.port, self.ctx, self.hostname, envelope,
-                        self._dn_check(domain) if hop.verify_dn else None,
+                        self._dn_check(domain, hop.verify_dn),
                         certificate_check=self._certificate_check, pool=self.pool,
                         connect_timeout=self.cfg.connect_timeout,
                         command_timeout=self.cfg.command_timeout)
@@ -288,15 +298,38 @@ class DeliveryWorker:
                         peer_dn=result.subject, reason=result.reason)
         return None
 
-    def _dn_check(self, domain: str) -> client.DnCheck:
-        whitelist = self.whitelist.current
+    def _dn_check(self, domain: str, listed: bool = True) -> client.DnCheck:
+        """The peer's certificate DN: not blocked locally (mss peer block: every hop, a
+        next hop too), and one the whitelist lists for *domain* (when *listed*: not for
+        a next hop of ours)."""
+        whitelist, blocks = self.whitelist.current, self.whitelist.blocks
 
         def check(dn: CanonicalDN, subject: str) -> str | None:
-            if whitelist.dn_listed(domain, dn):
+            block = blocks.dn_block(dn)
+            if block is not None:
+                return f"peer_blocked: certificate DN {subject}: {block.describe()}"
+            if not listed or whitelist.dn_listed(domain, dn):
                 return None
             return (f"certificate DN {subject} is not listed for {domain} in whitelist "
                     f"version {whitelist.version_id}")
         return check
+
+    async def _hold(self, c: Claim, data: bytes, block: PeerBlock) -> None:
+        """A row for a blocked domain: deferred without an attempt counted, until the
+        block ends (--until) or, for a block without end, re-checked after the row's
+        usual delay; expired (DSN) once past delivery.max_age like any row."""
+        now = time.time()
+        reason = f"peer_blocked: recipient domain {c.domain}: {block.describe()}"
+        next_at = block.until if block.until is not None else \
+            now + retry_delay(max(c.attempts, 1), self.cfg)
+        if gives_up(0, c.aged_from, next_at, self.cfg):  # mss queue hold time not counted
+            await self.finish(c, data, "expired", "4.4.7", f"held past delivery.max_age: "
+                              f"{reason}", None, None, counts_attempt=False)
+            log.info("expired", queue_id=c.id, reason="peer blocked")
+            return
+        await self.committer.run(lambda conn: claims.deferred(
+            conn, c, reason, None, next_at, now, counts_attempt=False))
+        log.info("held", queue_id=c.id, block=block.id, until=next_at)
 
     async def _record_failure(self, c: Claim, data: bytes | None,
                               failure: DeliveryFailure) -> None:

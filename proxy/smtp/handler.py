@@ -24,16 +24,25 @@ from sqlalchemy.exc import DBAPIError
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
-from audit.patient import patient_pseudonym, pseudonym_key
+from audit.patient import pseudonym, pseudonym_key
+from audit.ttp import TtpError, load_public_key, seal
 from directory.lookup import directory_has
 from mss import message as rfc5322
 from mss.addresses import AddressError, normalize_address, normalize_domain
 from mss.app import App
 from mss.authenticator import Authenticator, AuthOutcome
 from mss.committer import GroupCommitter
-from mss.config import ListenerConfig
+from mss.config import ConfigError, ListenerConfig
 from mss.db import unavailable
-from mss.mailstore import Mailstore, app_passwords, deliveries, domains, mailboxes, messages
+from mss.mailstore import (
+    Mailstore,
+    app_passwords,
+    deliveries,
+    domains,
+    lifecycle,
+    mailboxes,
+    messages,
+)
 from mss.metrics import Metrics, NoMetrics
 from mss.sasl import BearerMessage
 from mss.sending import (
@@ -49,7 +58,8 @@ from mss.sending import (
 )
 from mss.session_registry import SessionRegistry
 from mss.throttle import Throttle
-from proxy.smtp.policies import Mode, listener_policy, pki_detail
+from mss.xmss import Examination, examine
+from proxy.smtp.policies import Mode, delegated_to, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
 from proxy.smtp.session import MssEnvelope, MssSession
 from trustspace import policy
@@ -88,7 +98,17 @@ class SmtpHandler:
         self.mailstore = mailstore  # wakes IMAP sessions and the queue worker after a commit
         self.hostname = app.config.smtp.hostname
         self.max_recipients = app.config.smtp.max_recipients
+        self.defer_suspended = app.config.lifecycle.suspended_inbound == "defer"
         self.pseudonym_key = pseudonym_key(app.config.audit.pseudonym_key_file)
+        # issue 18: the XDM and X-MSS checks (docs/mssante-messages.md)
+        self.xdm = (listener.xdm if listener is not None and listener.xdm
+                    else app.config.messages.xdm)
+        self.require_nil = app.config.messages.require_nil and mode != "mx"
+        ttp = app.config.audit.ttp_public_key_file
+        try:
+            self.ttp_key = load_public_key(ttp) if ttp is not None else None
+        except TtpError as exc:
+            raise ConfigError(f"config: audit.ttp_public_key_file: {exc}") from None
         cfg = app.config.smtp
         # one per process, shared by the AUTH listeners (SmtpListeners passes it)
         self.throttle = throttle or Throttle(cfg.auth_failures, cfg.auth_window,
@@ -190,6 +210,7 @@ class SmtpHandler:
         self.throttle.succeeded(name, session.remote_addr)
         session.login = identity.login
         session.may_send_as = identity.may_send_as
+        session.delegated = identity.delegated
         session.relay = identity.relay
         batch = session.take_pending(record)
         app_password_id, when = checked.app_password_id, time.time()
@@ -263,8 +284,14 @@ class SmtpHandler:
             log.info("auth failed", session=session.id, remote=session.remote_addr,
                      mechanism=outcome.detail.get("mechanism"))
             return outcome
-        session.login = mailbox.address
-        session.may_send_as = frozenset({mailbox.address})
+        # a token that reached a shared mailbox through a grant sends as the person's own
+        # mailbox, and as the shared one only with the grant's send right (Sender: them)
+        sender = outcome.via or mailbox
+        delegated: frozenset[str] = await self._off_loop(delegated_to, self.app.reader,
+                                                         sender.id)
+        session.login = sender.address
+        session.may_send_as = frozenset({sender.address}) | delegated
+        session.delegated = delegated
         batch = session.take_pending(record)
         register = self._register(server, session, mailbox.id, outcome.method)
 
@@ -348,18 +375,24 @@ class SmtpHandler:
 
     def _facts(self, conn: Connection, address: str) -> tuple[policy.RecipientFacts, int | None]:
         domain = address.rsplit("@", 1)[1]
-        mailbox = mailboxes.get_mailbox(conn, address)
-        hosted, relayed = True, False  # a mailbox's domain is hosted, its mail stored here
-        if mailbox is None:
-            hosted, next_hop = domains.domain_hosting(conn, domain)
-            relayed = next_hop is not None
+        found = lifecycle.recipient(conn, address)  # a mailbox's domain is hosted here
+        mailbox, hosted, relayed = found.mailbox, found.hosted, found.next_hop is not None
         in_directory = None
         if not hosted and self.policy.checks_directory and self._directory_applies(domain):
             in_directory = directory_has(conn, address)
-        facts = policy.RecipientFacts(address=address, domain=domain, domain_hosted=hosted,
-                                      mailbox_exists=mailbox is not None,
-                                      mailbox_enabled=bool(mailbox and mailbox.enabled),
-                                      in_directory=in_directory, relayed=relayed)
+        suspended = None  # issue 16: deferred (450 4.2.1) unless suspended_inbound = "keep"
+        if self.defer_suspended:
+            if found.domain_suspended:
+                suspended = f"domain {domain}"
+            elif mailbox is not None and mailbox.suspended_at is not None:
+                suspended = f"mailbox {address}"
+        facts = policy.RecipientFacts(
+            address=address, domain=domain, domain_hosted=hosted,
+            mailbox_exists=mailbox is not None,
+            # a mailbox being deleted is refused as unknown (docs/lifecycle.md)
+            mailbox_enabled=bool(mailbox and mailbox.enabled and mailbox.delete_after is None),
+            in_directory=in_directory, relayed=relayed,
+            mailbox_state=mailbox.state if mailbox else "active", suspended=suspended)
         return facts, (mailbox.id if mailbox else None)
 
     def _postmaster_target(self, conn: Connection, rcpt: str) -> str | None:
@@ -462,6 +495,36 @@ class SmtpHandler:
                             over)
         return MAIL_REPLY
 
+    def _content_refused(self, session: MssSession, envelope: MssEnvelope, check: str,
+                         problems: list[str], reply: str) -> str:
+        """A message refused for its MSSanté content (X-MSS-NIL, XDM): audited with the
+        problem codes (never a value of the message), nothing stored."""
+        detail: dict[str, Any] = {"check": check}
+        if problems:
+            detail["xdm_problems"] = problems
+        self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MINOR_FAILURE,
+                          mail_from=envelope.mail_from,
+                          reason=f"{check}: {', '.join(problems) or reply[10:]}"[:500],
+                          rcpt=",".join(envelope.rcpt_tos)[:320], detail=detail)
+        return reply
+
+    def _about(self, examination: Examination | None) -> tuple[dict[str, Any],
+                                                                 dict[str, Any]]:
+        """The patient fields of every record of the message (its pseudonym), and what the
+        acceptance record adds: the XDM and X-MSS detail, the INS sealed to the trusted
+        third party (audit/ttp.py)."""
+        if examination is None:
+            return {}, {}
+        detail = examination.audit_detail()
+        ins = examination.patient
+        if ins is None:
+            return {}, detail
+        alias = pseudonym(self.pseudonym_key, ins)
+        if self.ttp_key is not None:
+            detail["patient_sealed"] = seal(self.ttp_key, ins, examination.patient_oid or "",
+                                            alias)
+        return {"patient": alias}, detail
+
     async def handle_DATA(self, server: MssSMTP, session: MssSession,
                           envelope: MssEnvelope) -> str:
         data = envelope.content
@@ -473,6 +536,26 @@ class SmtpHandler:
                               rcpt=",".join(envelope.rcpt_tos)[:320],
                               detail={"check": refused.reason.split(":", 1)[0]})
             return refused.reply
+        if self.require_nil and not rfc5322.find_header(data, "X-MSS-NIL"):
+            return self._content_refused(session, envelope, "nil_missing", [],
+                                         "550 5.6.0 Message refused: X-MSS-NIL header "
+                                         "required")
+        examination = None
+        if self.xdm != "off":  # issue 18: XDM packages and X-MSS fields (mss/xmss.py)
+            if b"UEsDB" not in data:  # no ZIP attachment (base64 of PK\x03\x04): µs
+                examination = examine(data)
+            else:  # inflating and hashing documents: never on the event loop
+                examination = await asyncio.get_running_loop().run_in_executor(
+                    None, examine, data)
+            if self.xdm == "refuse" and examination.problems:
+                return self._content_refused(
+                    session, envelope, "xdm", list(examination.problems),
+                    f"554 5.6.0 Message refused: {examination.reason()}")
+        about, accepted_detail = self._about(examination)
+        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
+        behalf = self.policy.on_behalf(session, mail_from, data)
+        if behalf is not None and behalf.add_sender:  # RFC 5322 §3.6.2: the transmitter
+            data = f"Sender: <{behalf.grantee}>\r\n".encode() + data
         # the transaction's id: in Received:, in the 250 reply, in the audit, and the
         # prefix of its queue rows' ids (mss queue list / show)
         queue_id = messages.new_id()
@@ -487,7 +570,6 @@ class SmtpHandler:
             helo=session.host_name or "unknown", peer_ip=session.remote_addr,
             hostname=self.hostname, protocol=protocol, queue_id=short_id,
             recipient=single) + data
-        mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         whitelist_version = self.whitelist.current.version_id
 
         def seal() -> deliveries.Delivery:
@@ -498,12 +580,17 @@ class SmtpHandler:
                       for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
-            patient = patient_pseudonym(self.pseudonym_key, data)
-            about = {"patient": patient} if patient else {}
+            sent_for = {"on_behalf_of": behalf.mailbox} if behalf is not None else {}
             records = [session.record(Event.SMTP_MESSAGE_ACCEPTED,
                                       detail={"size": len(stored), "queue_id": short_id,
-                                              "recipients": len(envelope.rcpt_tos), **about},
+                                              "recipients": len(envelope.rcpt_tos),
+                                              **sent_for, **about, **accepted_detail},
                                       **base)]
+            if behalf is not None:  # both identities: the grantee acts, the mailbox is used
+                records.append(session.record(
+                    Event.SMTP_DELEGATED, actor=behalf.grantee, mailbox=behalf.mailbox,
+                    detail={"grantee": behalf.grantee, "queue_id": short_id,
+                            "sender_added": behalf.add_sender}, **base))
             records += [session.record(Event.DELIVERY_LOCAL, rcpt=c.address, mailbox=c.address,
                                        detail={"store_id": c.message_id, **about}, **base)
                         for c in local]

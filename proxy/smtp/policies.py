@@ -17,7 +17,6 @@ checks step by step.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -28,7 +27,8 @@ from sqlalchemy import Engine
 from audit.events import Event, Outcome
 from mss import message as rfc5322
 from mss.addresses import AddressError, normalize_address
-from mss.login import check_login, throttle_name
+from mss.login import LoginCheck, check_login, throttle_name
+from mss.mailstore import grants
 from mss.passwords import verify_password
 from proxy.smtp.session import MssSession
 from trustspace import policy
@@ -48,6 +48,7 @@ class Identity:
     login: str  # the mailbox address, or relay:NAME
     may_send_as: frozenset[str] = frozenset()  # submission: the addresses it may use
     relay: Relay | None = None  # relay listener: the relay
+    delegated: frozenset[str] = frozenset()  # shared mailboxes granted with the send right
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,63 @@ class ListenerPolicy(Protocol):
     def data_refusal(self, session: MssSession, data: bytes) -> Refusal | None:
         """DATA, once read and before anything is stored: a refusal, or None."""
         ...
+
+    def on_behalf(self, session: MssSession, mail_from: str, data: bytes) -> OnBehalf | None:
+        """DATA accepted: the shared mailbox the message is sent on behalf of (a grant
+        with the send right), or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class OnBehalf:
+    """A message a grantee sends as a shared mailbox (RFC 5322 §3.6.2: the author is the
+    mailbox, the transmitter the grantee)."""
+
+    mailbox: str  # the shared ORG/APP mailbox: an author (From:) or the MAIL FROM
+    grantee: str  # the login, named in Sender:
+    add_sender: bool  # the From: names the mailbox and the message has no Sender: yet
+
+
+def delegation(login: str, delegated: frozenset[str], mail_from: str,
+               data: bytes) -> OnBehalf | None:
+    """The shared mailbox a message from *login* is sent on behalf of: the first From:
+    address among *delegated*, else the MAIL FROM when it is one; None when neither."""
+    if not delegated:
+        return None
+    found = rfc5322.authors(data)
+    for address in found.from_:
+        try:
+            author = normalize_address(address)
+        except AddressError:
+            continue
+        if author in delegated:
+            return OnBehalf(author, login, add_sender=found.sender is None)
+    return OnBehalf(mail_from, login, add_sender=False) if mail_from in delegated else None
+
+
+def sender_refusal(login: str, delegated: frozenset[str], data: bytes) -> Refusal | None:
+    """A From: naming a shared mailbox granted to *login*: the Sender:, when present, must
+    be the login itself (RFC 5322 §3.6.2: the agent responsible for the transmission); it
+    is added when absent (:func:`delegation`)."""
+    found = rfc5322.authors(data)
+    if found.sender is None or found.problem is not None:
+        return None
+    authors = set()
+    for address in found.from_:
+        try:
+            authors.add(normalize_address(address))
+        except AddressError:
+            continue
+    shared = sorted(authors & delegated)
+    try:
+        sender = normalize_address(found.sender)
+    except AddressError:
+        sender = found.sender
+    if shared and sender != login:
+        return Refusal("550 5.7.1 Sender address not allowed for this login",
+                       f"header_sender_not_allowed: Sender: {sender} is not {login}, who "
+                       f"sends on behalf of {shared[0]}")
+    return None
 
 
 def pki_detail(result: ChainResult) -> dict[str, Any]:
@@ -188,7 +246,8 @@ class MxPolicy:
         _, refusal = await self.certificates.verify(session)
         if refusal is not None:
             return refusal
-        return policy.mx_sender(sender, whitelist, session.peer_certificate)
+        return policy.mx_sender(sender, whitelist, session.peer_certificate,
+                                self.certificates.whitelist.blocks)
 
     def recipient(self, facts: policy.RecipientFacts, whitelist: Whitelist
                   ) -> policy.Decision:
@@ -196,6 +255,9 @@ class MxPolicy:
 
     def data_refusal(self, session: MssSession, data: bytes) -> Refusal | None:
         return None  # other operators answer for their authors
+
+    def on_behalf(self, session: MssSession, mail_from: str, data: bytes) -> OnBehalf | None:
+        return None
 
 
 class SubmissionPolicy:
@@ -205,10 +267,11 @@ class SubmissionPolicy:
     checks_directory = True
     adds_message_id = True
 
-    def __init__(self, reader: Engine, methods: frozenset[str] = frozenset({"password"})
-                 ) -> None:
+    def __init__(self, reader: Engine, methods: frozenset[str] = frozenset({"password"}),
+                 live: LiveWhitelist | None = None) -> None:
         self.reader = reader
         self.methods = methods  # the listener's auth (listeners.<name>.auth)
+        self.live = live  # its peer blocks (mss peer block) at RCPT
 
     def throttle_name(self, login: bytes) -> str:
         """The normalised login (mss.login), the one the password check uses."""
@@ -218,14 +281,20 @@ class SubmissionPolicy:
                                 credentials: LoginPassword) -> AuthCheck:
         login_text = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
-        checked = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-            check_login, self.reader, login_text, password, service="smtp",
-            methods=self.methods))
+        def check() -> tuple[LoginCheck, frozenset[str]]:
+            checked = check_login(self.reader, login_text, password, service="smtp",
+                                  methods=self.methods)
+            if checked.mailbox is None:
+                return checked, frozenset()
+            return checked, delegated_to(self.reader, checked.mailbox.id)
+
+        checked, delegated = await asyncio.get_running_loop().run_in_executor(None, check)
         address = checked.address
         identity = None
         if checked.mailbox is not None:
             assert address is not None
-            identity = Identity(login=address, may_send_as=frozenset({address}))
+            identity = Identity(login=address, may_send_as=frozenset({address}) | delegated,
+                                delegated=delegated)
         return AuthCheck(actor=address or login_text[:320], reason=checked.reason,
                          identity=identity, mailbox=address, detail=checked.audit_detail(),
                          app_password_id=checked.app_password_id if identity else None,
@@ -242,10 +311,15 @@ class SubmissionPolicy:
 
     def recipient(self, facts: policy.RecipientFacts, whitelist: Whitelist
                   ) -> policy.Decision:
-        return policy.submission_recipient(facts, whitelist)
+        return policy.submission_recipient(facts, whitelist,
+                                           self.live.blocks if self.live else None)
 
     def data_refusal(self, session: MssSession, data: bytes) -> Refusal | None:
-        return authors_refusal(data, lambda author: self.may_send_as(session, author))
+        return authors_refusal(data, lambda author: self.may_send_as(session, author)) \
+            or sender_refusal(session.login or "", session.delegated, data)
+
+    def on_behalf(self, session: MssSession, mail_from: str, data: bytes) -> OnBehalf | None:
+        return delegation(session.login or "", session.delegated, mail_from, data)
 
 
 class RelayPolicy:
@@ -335,10 +409,21 @@ class RelayPolicy:
 
     def recipient(self, facts: policy.RecipientFacts, whitelist: Whitelist
                   ) -> policy.Decision:
-        return policy.submission_recipient(facts, whitelist)  # as on submission
+        # as on submission
+        return policy.submission_recipient(facts, whitelist,
+                                           self.certificates.whitelist.blocks)
 
     def data_refusal(self, session: MssSession, data: bytes) -> Refusal | None:
         return authors_refusal(data, lambda author: self.may_send_as(session, author))
+
+    def on_behalf(self, session: MssSession, mail_from: str, data: bytes) -> OnBehalf | None:
+        return None  # an institution sends as its domains: no grant
+
+
+def delegated_to(reader: Engine, mailbox_id: int) -> frozenset[str]:
+    """The shared mailboxes *mailbox_id* may send as (grants with the send right)."""
+    with reader.connect() as conn:
+        return frozenset(m.address for m in grants.send_as(conn, mailbox_id))
 
 
 def listener_policy(mode: Mode, reader: Engine, verifier: PeerVerifier | None,
@@ -348,7 +433,7 @@ def listener_policy(mode: Mode, reader: Engine, verifier: PeerVerifier | None,
     need a verifier (never an unverified certificate). *methods*: a submission
     listener's auth."""
     if mode == "submission":
-        return SubmissionPolicy(reader, methods)
+        return SubmissionPolicy(reader, methods, whitelist)
     if verifier is None:
         raise ValueError(f"the {mode} listener needs an PeerVerifier")
     certificates = CertificateCheck(verifier, whitelist)

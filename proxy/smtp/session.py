@@ -28,6 +28,7 @@ class MssSession(Session):
     remote_addr: str
     login: str | None  # the authenticated mailbox address, or relay:NAME
     may_send_as: frozenset[str]  # submission: the addresses the login may send as
+    delegated: frozenset[str]  # of those, the mailboxes granted with the send right
     peer_certificate: PeerCertificate | None  # the presented leaf (unverified)
     peer_chain: list[bytes]  # DER, leaf first, as presented (unverified)
     certificate_ok: bool  # the chain passed trustspace.chain (MX, relay)
@@ -43,6 +44,7 @@ class MssSession(Session):
         self.remote_addr = ""
         self.login = None
         self.may_send_as = frozenset()
+        self.delegated = frozenset()
         self.peer_certificate = None
         self.peer_chain = []
         self.certificate_ok = False
