@@ -193,31 +193,6 @@ def test_end_every_session_of_a_mailbox(node: Node) -> None:
             client.close()
 
 
-def test_a_mailbox_change_ending_its_sessions_reaches_them_at_once(node: Node) -> None:
-    """mailboxes.end_sessions (what mss mailbox passwd and suspend call, in their own
-    transaction) marks the registered sessions too: they end at their process's next change
-    round, not at their next imap.enabled_check."""
-    from mss.app import open_app
-    from mss.mailstore import mailboxes
-
-    waiting, alice = Raw(node), Raw(node, ALICE)
-    try:
-        app = open_app(node.config)
-        try:
-            began = time.monotonic()
-            with app.engine.begin() as conn:
-                mailboxes.end_sessions(conn, mailboxes.require_mailbox(conn, BOB).id)
-        finally:
-            app.close()
-        assert waiting.line() == BYE and waiting.closed()
-        assert time.monotonic() - began < ENABLED_CHECK / 2
-        alice.send(b"n NOOP\r\n")
-        assert alice.until(b"n")[-1] == b"n OK NOOP completed"
-    finally:
-        waiting.close()
-        alice.close()
-
-
 class Smtp:
     """A raw submission client over implicit TLS, logged in (AUTH PLAIN)."""
 

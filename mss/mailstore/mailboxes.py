@@ -170,11 +170,7 @@ def mailbox_enabled(conn: Connection, mailbox_id: int, since: float | None = Non
 
 def end_sessions(conn: Connection, mailbox_id: int, now: float | None = None) -> None:
     """Every session of the mailbox begun before *now* ends at its next state check (IMAP:
-    at most imap.enabled_check seconds later, on every worker and node); those in the
-    session registry (mss sessions) as soon as their process sees the commit."""
-    when = time.time() if now is None else now
+    at most imap.enabled_check seconds later, on every worker and node). mss sessions end
+    --mailbox also marks the registry rows (mss.mailstore.sessions), ending them at once."""
     conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox_id)
-                 .values(sessions_ended_at=when))
-    sessions = db.client_sessions
-    conn.execute(update(sessions).where((sessions.c.mailbox_id == mailbox_id)
-                                        & sessions.c.ended_at.is_(None)).values(ended_at=when))
+                 .values(sessions_ended_at=time.time() if now is None else now))
