@@ -20,7 +20,9 @@ LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certif
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
-                 ("domains", "suspended_at"), ("mailbox_grants", "can_send"))
+                 ("domains", "suspended_at"), ("mailbox_grants", "can_send"),
+                 *(("outbound_queue", c) for c in ("dsn_notify", "dsn_orcpt", "dsn_ret",
+                                                   "dsn_envid", "delay_reported_at")))
 LATER_INDEXES = ("ix_mailboxes_rpps",)  # on tables of the baseline
 
 

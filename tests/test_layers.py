@@ -34,7 +34,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                  "mss.throttle", "mss.sending", "mss.lifecycle", "mss.locks", "mss.leader",
                  "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
-                 "mss.sasl"),  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
+                 "mss.sasl",  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
+                 "mss.dsn", "mss.citizen"),  # issue 18: RFC 3461/3464, INS addresses
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",

@@ -31,6 +31,8 @@ class Verdict(Enum):
     CERTIFICATE_STATUS_UNAVAILABLE = "certificate-status-unavailable"
     AUTHENTICATION_REQUIRED = "authentication-required"
     SENDER_NOT_RELAY_DOMAIN = "sender-not-relay-domain"
+    PATIENT_ADDRESS_INVALID = "patient-address-invalid"  # issue 18: not <INS>@citizen domain
+    PATIENT_SENDER_REFUSED = "patient-sender-refused"  # a mailbox type not in citizen.senders
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.AUTHENTICATION_REQUIRED: Reply(530, "5.7.0", "Authentication required"),
     Verdict.SENDER_NOT_RELAY_DOMAIN: Reply(550, "5.7.1",
                                            "Sender address not allowed for this relay"),
+    # RFC 3463 §3.2 X.1.3 bad destination mailbox address syntax: the local part is no INS
+    Verdict.PATIENT_ADDRESS_INVALID: Reply(550, "5.1.3", "Invalid patient address"),
+    Verdict.PATIENT_SENDER_REFUSED: Reply(550, "5.7.1",
+                                          "This mailbox may not write to patients"),
 })
 
 

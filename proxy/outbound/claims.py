@@ -40,6 +40,13 @@ class Claim:
     attempts: int
     created_at: float
     patient: str | None = None  # pseudonym from the submission (delivery.queued record)
+    # RFC 3461 parameters (mss.dsn): the recipient's NOTIFY and ORCPT, the message's RET and
+    # ENVID; when the last "delayed" report was written
+    dsn_notify: str | None = None
+    dsn_orcpt: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    delay_reported_at: float | None = None
 
 
 def _due(now: float) -> Any:
@@ -58,7 +65,9 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
     conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))
                  .values(lease_owner=owner, lease_until=now + lease))
     rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
-                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient)
+                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient,
+                               Q.c.dsn_notify, Q.c.dsn_orcpt, Q.c.dsn_ret, Q.c.dsn_envid,
+                               Q.c.delay_reported_at)
                         .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
                                & (Q.c.lease_until == now + lease)))
     return [Claim(**r._mapping) for r in rows]
@@ -109,10 +118,13 @@ def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
 
 
 def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at: float,
-             now: float) -> None:
+             now: float, *, delay_reported: bool = False) -> None:
+    """The row waits for *next_at*; *delay_reported*: a "delayed" report was written in
+    this transaction (its time kept: at most one per delivery.delay_warning_repeat)."""
+    values: dict[str, Any] = {"delay_reported_at": now} if delay_reported else {}
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None, last_error=reason,
-        remote_reply=reply, next_attempt_at=next_at, updated_at=now))
+        remote_reply=reply, next_attempt_at=next_at, updated_at=now, **values))
     append(conn, [_record(Event.QUEUE_DEFERRED, c, Outcome.MINOR_FAILURE, reason,
                           {"attempt": c.attempts + 1, "next_attempt_at": round(next_at, 3)})])
 
@@ -154,7 +166,10 @@ def as_claim(row: dict[str, Any]) -> Claim:
     return Claim(id=row["id"], mail_from=row["mail_from"], rcpt=row["rcpt"],
                  domain=row["domain"], message_id=row["message_id"], size=row["size"],
                  attempts=row["attempts"], created_at=row["created_at"],
-                 patient=row.get("patient"))
+                 patient=row.get("patient"), dsn_notify=row.get("dsn_notify"),
+                 dsn_orcpt=row.get("dsn_orcpt"), dsn_ret=row.get("dsn_ret"),
+                 dsn_envid=row.get("dsn_envid"),
+                 delay_reported_at=row.get("delay_reported_at"))
 
 
 def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -177,7 +192,7 @@ def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
         values: dict[str, Any] = {"next_attempt_at": now, "updated_at": now}
         if row["status"] != "queued":
             values.update(status="queued", attempts=0, created_at=now, lease_owner=None,
-                          lease_until=None)
+                          lease_until=None, delay_reported_at=None)
         conn.execute(update(Q).where(Q.c.id == row["id"]).values(**values))
     return [as_claim(r) for r in rows]
 
