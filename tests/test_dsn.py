@@ -337,7 +337,9 @@ def test_parameters_reach_the_peer_and_its_delivered_report_comes_back(pair: Pai
         "Original-Recipient": f"rfc822; {bob}", "Final-Recipient": f"rfc822; {bob}",
         "Action": "delivered", "Status": "2.0.0"}]
     assert with_tag(read_all(b, bob), tag)
-    # A sent no "relayed" report of its own: B offered DSN
+    # B offered DSN (A's delivery record says so): A sent no "relayed" report of its own
+    delivered = a.audit("--event", "queue.delivered")
+    assert [r["detail"]["dsn"] for r in delivered if r["rcpt"] == bob] == [True]  # type: ignore[index]
     assert not [r for r in a.audit("--event", "delivery.")
                 if (r.get("detail") or {}).get("dsn_action") == "relayed"]  # type: ignore[union-attr]
 

@@ -106,13 +106,15 @@ def _record(event: Event, c: Claim, outcome: Outcome, reason: str | None,
 
 
 def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
-              peer_dn: str | None = None) -> None:
+              peer_dn: str | None = None, peer_dsn: bool | None = None) -> None:
     """The row is delivered; its record names the server that took it (host, certificate
     subject DN) and the patient, so the message's path can be followed to the peer."""
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
         last_error=None, remote_reply=reply, updated_at=now))
-    peer = {"peer_dn": peer_dn} if peer_dn else {}
+    peer: dict[str, Any] = {"peer_dn": peer_dn} if peer_dn else {}
+    if peer_dsn is not None:  # the peer offered DSN: the RFC 3461 parameters went on
+        peer["dsn"] = peer_dsn
     append(conn, [_record(Event.QUEUE_DELIVERED, c, Outcome.SUCCESS, reply,
                           {"host": host, **peer, "attempt": c.attempts + 1, "size": c.size})])
 

@@ -310,7 +310,7 @@ class DeliveryWorker:
 
         def commit(conn: Connection) -> None:
             claims.delivered(conn, c, host=result.host, reply=result.reply, now=now,
-                             peer_dn=result.peer_dn)
+                             peer_dn=result.peer_dn, peer_dsn=result.dsn)
             if copy is not None:
                 deliveries.write_delivery(conn, dsn_delivery(copy, c, "relayed"))
         await self.committer.run(commit)
