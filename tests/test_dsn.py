@@ -203,6 +203,18 @@ def test_replies_carry_enhanced_codes(node: Node) -> None:
         assert client.quit()[1].startswith(b"2.0.0")
 
 
+def test_parameters_are_read_after_authentication(node: Node) -> None:
+    """Before AUTH a MAIL with a bad DSN parameter gets 530, not 501: nothing of the
+    transaction is looked at before the login."""
+    client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
+    try:
+        client.starttls(context=node.client_context())
+        client.ehlo("client.example")
+        assert client.mail(ALICE, ["RET=PART"]) == (530, b"5.7.0 Authentication required")
+    finally:
+        client.quit()
+
+
 @pytest.mark.parametrize("mail, rcpt", [
     (["RET=PART"], []), (["RET=FULL", "RET=HDRS"], []), (["ENVID=a+zz"], []),
     ([], ["NOTIFY=NEVER,SUCCESS"]), ([], ["NOTIFY=SOMETIMES"]), ([], ["ORCPT=rfc822"]),

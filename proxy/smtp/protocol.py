@@ -354,26 +354,25 @@ class MssSMTP(SMTP):
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         envelope = self.envelope
-        assert isinstance(envelope, MssEnvelope)
         taken = await self._dsn_params(arg, "FROM:", dsn.parse_mail_params)
         if taken is None:
             return
         arg, params = taken
-        if params is not None and not envelope.mail_from:  # not a nested MAIL (503)
-            assert isinstance(params, dsn.MailParams)
+        if isinstance(params, dsn.MailParams) and isinstance(envelope, MssEnvelope) \
+                and not envelope.mail_from:  # not a nested MAIL (503)
             envelope.dsn_mail = params
         await super().smtp_MAIL(arg)
         self._promote()  # the client certificate is verified at MAIL FROM (MX, relay)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         envelope = self.envelope
-        assert isinstance(envelope, MssEnvelope)
         taken = await self._dsn_params(arg, "TO:", dsn.parse_rcpt_params)
         if taken is None:
             return
         arg, params = taken
-        assert params is None or isinstance(params, dsn.RcptParams)
-        envelope.pending_rcpt = params or dsn.RcptParams()  # the handler keeps it at 250
+        if isinstance(envelope, MssEnvelope):  # the handler keeps it at 250
+            envelope.pending_rcpt = params if isinstance(params, dsn.RcptParams) \
+                else dsn.RcptParams()
         await super().smtp_RCPT(arg)
 
     async def _dsn_params(self, arg: str | None, keyword: str,
@@ -385,8 +384,9 @@ class MssSMTP(SMTP):
         argument left, the parsed parameters or None) or None when refused (``501
         5.5.4``, replied here)."""
         session = self.session
-        if arg is None or not isinstance(session, MssSession) or not session.extended_smtp:
-            return arg, None
+        if arg is None or not isinstance(session, MssSession) or not session.extended_smtp \
+                or (self._auth_required and not session.authenticated):
+            return arg, None  # aiosmtpd answers (no EHLO: 501; no AUTH: 530)
         stripped = self._strip_command_keyword(keyword, arg)
         if stripped is None:
             return arg, None
