@@ -228,6 +228,14 @@ outbound_queue = Table(
     # the patient pseudonym of the message (from its delivery.queued record), for the audit
     # records of the delivery: mss audit list --patient follows the message to the peer
     Column("patient", String(40)),
+    # RFC 3461 DSN parameters (0010): the recipient's NOTIFY ("NEVER" or kinds joined by
+    # commas; NULL: absent) and ORCPT ("addr-type;address", decoded), the transaction's RET
+    # and ENVID (decoded); when the last "delayed" report of the row was written
+    Column("dsn_notify", String(32)),
+    Column("dsn_orcpt", String(512)),
+    Column("dsn_ret", String(4)),
+    Column("dsn_envid", String(128)),
+    Column("delay_reported_at", Float),
     Index("ix_queue_due", "status", "next_attempt_at"),
 )
 

@@ -35,7 +35,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                  "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
                  "mss.sasl",  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
-                 "mss.xdm", "mss.xmss"),  # issue 18: XDM packages, X-MSS header rules
+                 "mss.xdm", "mss.xmss",  # issue 18: XDM packages, X-MSS header rules
+                 "mss.dsn", "mss.citizen"),  # issue 18: RFC 3461/3464, INS addresses
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
