@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss import archive_cli
 from mss.app_password_cli import app_password_app
 from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
 from mss.cli_output import JSON_OPTION, Column, emit, emit_fields, when
@@ -53,6 +54,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "db": ("mss.db_cli", "db_app"),
     "auth": ("mss.identity_cli", "auth_app"),  # issue 15: token issuers
     "dns": ("mss.dns_cli", "dns_app"),
+    "operator": ("mss.operator_cli", "operator_app"),  # issue 16: migration logins
 })
 
 
@@ -87,6 +89,8 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(keys_app, name="keys")
 mailbox_app.add_typer(cert_app, name="cert")  # mss mailbox cert add|remove|list (issue 15)
 mailbox_app.add_typer(app_password_app, name="app-password")  # issue 15
+mailbox_app.command("export")(archive_cli.export)  # issue 16: reversibility
+mailbox_app.command("import")(archive_cli.import_command)
 
 
 @app.callback()
