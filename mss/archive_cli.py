@@ -249,7 +249,7 @@ def import_archive(node_app: App, address: str, path: Path, identity: Path | Non
     kind = "maildir-dir"
     try:
         if path.is_dir():
-            messages: Iterator[archive.ArchivedMessage] = archive.parse_maildir_dir(
+            messages: Iterator[archive.Item] = archive.parse_maildir_dir(
                 path, max_size)
         else:
             source = path.open("rb")

@@ -83,6 +83,16 @@ class ArchivedMessage:
     data: bytes
 
 
+@dataclass(frozen=True)
+class ArchivedFolder:
+    """A folder of a Maildir tree, with or without messages (kept even when empty)."""
+
+    name: str
+
+
+Item = ArchivedMessage | ArchivedFolder
+
+
 @dataclass
 class Counts:
     messages: int = 0
@@ -332,13 +342,12 @@ def _tar_member(name: str, data: bytes | None, mtime: float, mode: int = 0o600) 
 
 def maildir_chunks(reader: Engine, keyring: crypto.Keyring, mailbox_id: int,
                    counts: Counts | None = None) -> Iterator[bytes]:
-    """The tar stream of the mailbox as a Maildir++ tree, one chunk per member."""
-    now = time.time()
+    """The tar stream of the mailbox as a Maildir++ tree, one chunk per member. Members
+    other than messages get mtime 0: the same mailbox gives the same bytes."""
+    now = 0.0
     yield _tar_member(ROOT + "/", None, now)
     for folder, messages in exported_folders(reader, keyring, mailbox_id, counts):
         base = folder_dir(folder.name)
-        if counts is not None:
-            counts.folders.add(folder.name)
         if base != ROOT:
             yield _tar_member(base + "/", None, now)
         for sub in ("cur", "new", "tmp"):
@@ -379,6 +388,8 @@ def _split_member(path: str) -> tuple[str, str, str] | None:
         parts = parts[1:]
     if not parts or parts[0] != ROOT:
         return None
+    if len(parts) == 3 and parts[1].startswith("."):  # a folder's dovecot-keywords
+        return folder_name(parts[1]), "", parts[2]
     if len(parts) == 3:
         return "INBOX", parts[1], parts[2]
     if len(parts) == 4:
@@ -389,17 +400,23 @@ def _split_member(path: str) -> tuple[str, str, str] | None:
 
 
 def parse_maildir_tar(stream: BinaryIO, max_size: int = 50 * 1024 * 1024
-                      ) -> Iterator[ArchivedMessage]:
-    """The messages of a Maildir++ tar stream (as :func:`maildir_chunks` writes it)."""
+                      ) -> Iterator[Item]:
+    """The folders and messages of a Maildir++ tar stream (as :func:`maildir_chunks`
+    writes it)."""
     keywords: dict[str, dict[str, str]] = {}
     number = 0
     try:
         archive = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 (a stream)
         for member in archive:
             where = _split_member(member.name)
-            if where is None or not member.isfile():
+            if where is None:
                 continue
             folder, sub, name = where
+            if member.isdir() and name == "cur":  # Maildir/cur, Maildir/.X/cur
+                yield ArchivedFolder(folder)
+                continue
+            if not member.isfile():
+                continue
             handle = archive.extractfile(member)
             assert handle is not None
             if sub == "" and name == "dovecot-keywords":
@@ -419,7 +436,7 @@ def parse_maildir_tar(stream: BinaryIO, max_size: int = 50 * 1024 * 1024
 
 
 def parse_maildir_dir(root: Path, max_size: int = 50 * 1024 * 1024
-                      ) -> Iterator[ArchivedMessage]:
+                      ) -> Iterator[Item]:
     """The messages of a Maildir++ directory on disk (INBOX at *root*, folders in .name)."""
     if not (root / "cur").is_dir():
         raise ArchiveError(f"{root} is not a Maildir (no cur/)")
@@ -428,6 +445,7 @@ def parse_maildir_dir(root: Path, max_size: int = 50 * 1024 * 1024
         if p.name.startswith(".") and p.name not in (".", "..") and (p / "cur").is_dir())
     number = 0
     for folder, path in found:
+        yield ArchivedFolder(folder)
         keys_file = path / "dovecot-keywords"
         keywords = _keywords_file(keys_file.read_bytes()) if keys_file.is_file() else {}
         files = sorted((f for sub in ("cur", "new") for f in (path / sub).iterdir()
@@ -455,7 +473,7 @@ def sniff(head: bytes) -> str | None:
 # --------------------------------------------------------------------------- import: writing
 
 def import_messages(conn: Connection, keyring: crypto.Keyring, mailbox_id: int,
-                    messages: Iterable[ArchivedMessage],
+                    messages: Iterable[Item],
                     on_batch: Callable[[int], None] | None = None) -> Counts:
     """Seal and store *messages* in the caller's transaction (folders created as needed),
     :data:`BATCH` at a time; the caller commits, or rolls back on ArchiveError."""
@@ -476,6 +494,11 @@ def import_messages(conn: Connection, keyring: crypto.Keyring, mailbox_id: int,
         batch, batch_bytes = [], 0
 
     for message in messages:
+        if isinstance(message, ArchivedFolder):
+            if message.name not in folder_ids:
+                folder_ids[message.name] = _folder_id(conn, keyring, mailbox_id, message.name,
+                                                      counts)
+            continue
         target = folder_ids.get(message.folder)
         if target is None:
             target = _folder_id(conn, keyring, mailbox_id, message.folder, counts)
