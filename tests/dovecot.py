@@ -100,7 +100,7 @@ service submission-login {{
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     err = self.process.stderr.read() if self.process.stderr else b""
                     self.stop()
-                    raise AssertionError(f"dovecot did not start: {err!r} {self.log()}")
+                    raise AssertionError(f"dovecot did not start: {err!r} {self.log()}") from None
                 time.sleep(0.1)
 
     def log(self) -> str:
