@@ -59,9 +59,11 @@ PAGE = 200  # messages read per statement on export (ciphertext: a few MB at mos
 BATCH = 500  # messages inserted per statement on import
 BATCH_BYTES = 16 * 1024 * 1024
 
-_FROM_LINE = re.compile(rb"^>*From ")
 _ASCTIME = re.compile(rb"([A-Z][a-z]{2}) +([A-Z][a-z]{2}) +(\d{1,2}) +(\d{1,2}):(\d\d):(\d\d) +"
                       rb"(?:[A-Z]{3,4} +|[+-]\d{4} +)?(\d{4})")
+_HEADER_END = re.compile(rb"\n\r?\n")
+_MONTHS = {m.encode(): i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")  # RFC 5322 §2.2 field name, then ":"
 _FLAG_LETTERS = (("\\Draft", "D"), ("\\Flagged", "F"), ("\\Answered", "R"), ("\\Seen", "S"),
                  ("\\Deleted", "T"))  # Maildir info "2," letters, in ASCII order
@@ -193,9 +195,13 @@ def mbox_chunks(messages: Iterable[ArchivedMessage]) -> Iterator[bytes]:
                          _OURS[3], keywords, eol))
         body = message.data
         if b"From " in body:  # every line to escape holds it
-            lines = body.splitlines(keepends=True)
-            body = b"".join(b">" + line if _FROM_LINE.match(line) else line for line in lines)
-        yield head + body + eol
+            if b"\n>" in body or body.startswith((b">", b"From ")):
+                body = _ESCAPE.sub(rb">\1", body)
+            else:  # no line starts with ">": only "From " lines, a faster scan
+                body = body.replace(b"\nFrom ", b"\n>From ")
+        yield head
+        yield body
+        yield eol
 
 
 def _from_date(line: bytes, number: int) -> float:
@@ -203,20 +209,18 @@ def _from_date(line: bytes, number: int) -> float:
     if found is None:
         raise ArchiveError(f"message {number}: From_ line has no date")
     _, month, day, hour, minute, second, year = found.groups()
-    try:
-        parsed = time.strptime(b" ".join((month, day, hour, minute, second, year)).decode(),
-                               "%b %d %H %M %S %Y")
-    except ValueError:
-        raise ArchiveError(f"message {number}: From_ line has an invalid date") from None
-    return float(calendar.timegm(parsed))
+    fields = (int(year), _MONTHS.get(month, 0), int(day), int(hour), int(minute), int(second))
+    if not (fields[1] and 1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60
+            and fields[5] < 61):
+        raise ArchiveError(f"message {number}: From_ line has an invalid date")
+    return float(calendar.timegm(fields))
 
 
 def _header_flags(data: bytes) -> tuple[str, ...]:
     """Flags of a message written by another tool: its Status, X-Status, X-Keywords."""
     flags: list[str] = []
-    for line in data.splitlines():
-        if not line.strip():
-            break
+    end = _HEADER_END.search(data)
+    for line in data[:end.start() if end else len(data)].splitlines():
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"status" and b"R" in value:
@@ -229,7 +233,7 @@ def _header_flags(data: bytes) -> tuple[str, ...]:
 
 
 def _check(data: bytes, number: int, max_size: int) -> None:
-    if not data.strip():
+    if not data or data.isspace():  # isspace stops at the first other byte
         raise ArchiveError(f"message {number}: empty")
     if len(data) > max_size:
         raise ArchiveError(f"message {number}: larger than {max_size} bytes")
@@ -238,27 +242,40 @@ def _check(data: bytes, number: int, max_size: int) -> None:
                            "(RFC 5322 §2.2)")
 
 
-def _finish(number: int, from_line: bytes, lines: list[bytes], default_folder: str,
-            max_size: int) -> ArchivedMessage:
-    when = _from_date(from_line, number)
+_UNESCAPE = re.compile(rb"(?m)^>(>*From )")
+_ESCAPE = re.compile(rb"(?m)^(>*From )")
+READ = 1024 * 1024
+
+
+def _finish(number: int, block: bytes, default_folder: str, max_size: int) -> ArchivedMessage:
+    """One message of an mbox: *block* from its From_ line to the separator included."""
+    end = block.find(b"\n") + 1
+    when = _from_date(block[:end], number)
     folder, flags = default_folder, None
-    if len(lines) >= 4 and all(lines[i].startswith(p) for i, p in enumerate(_OURS)):
-        ours = [line[len(p):].rstrip(b"\r\n") for line, p in zip(lines, _OURS, strict=False)]
-        try:
-            folder = ours[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ArchiveError(f"message {number}: X-Mss-Folder is not UTF-8") from None
-        if not folder:
-            raise ArchiveError(f"message {number}: empty X-Mss-Folder")
-        flags = (("\\Seen",) if b"R" in ours[1] else ()) + tuple(
-            flag for flag, letter in _X_STATUS if letter.encode() in ours[2]) + tuple(
-            ours[3].decode("utf-8", "replace").split())
-        lines = lines[4:]
-    if lines:  # the separator: the end of line after the message
-        last = lines[-1]
-        lines[-1] = last[:-2] if last.endswith(b"\r\n") else last[:-1] if \
-            last.endswith(b"\n") else last
-    data = b"".join(lines)
+    if block.startswith(_OURS[0], end):  # our four lines, in their order
+        lines, at = [], end
+        for prefix in _OURS:
+            stop = block.find(b"\n", at) + 1
+            if not stop or not block.startswith(prefix, at):
+                break
+            lines.append(block[at + len(prefix):stop].rstrip(b"\r\n"))
+            at = stop
+        if len(lines) == len(_OURS):
+            try:
+                folder = lines[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ArchiveError(f"message {number}: X-Mss-Folder is not UTF-8") from None
+            if not folder:
+                raise ArchiveError(f"message {number}: empty X-Mss-Folder")
+            flags = (("\\Seen",) if b"R" in lines[1] else ()) + tuple(
+                flag for flag, letter in _X_STATUS if letter.encode() in lines[2]) + tuple(
+                lines[3].decode("utf-8", "replace").split())
+            end = at
+    # the separator: the end of line after the message
+    stop = len(block) - (2 if block.endswith(b"\r\n") else 1 if block.endswith(b"\n") else 0)
+    data = block[end:stop]
+    if b"From " in data:
+        data = _UNESCAPE.sub(rb"\1", data)
     _check(data, number, max_size)
     return ArchivedMessage(folder, flags if flags is not None else _header_flags(data),
                            when, data)
@@ -266,27 +283,41 @@ def _finish(number: int, from_line: bytes, lines: list[bytes], default_folder: s
 
 def parse_mbox(stream: BinaryIO, default_folder: str = "INBOX",
                max_size: int = 50 * 1024 * 1024) -> Iterator[ArchivedMessage]:
-    """The messages of an mboxrd stream, one at a time; ArchiveError names the first
-    malformed message (1-based)."""
-    number, from_line, size = 0, b"", 0
-    lines: list[bytes] = []
-    for line in stream:
-        if line.startswith(b"From "):
-            if number:
-                yield _finish(number, from_line, lines, default_folder, max_size)
-            number, from_line, lines, size = number + 1, line, [], 0
+    """The messages of an mboxrd stream, one at a time (read by blocks: a message is cut at
+    the next line starting ``From ``); ArchiveError names the first malformed message
+    (1-based)."""
+    buffer, start, number, eof = b"", 0, 0, False
+    limit = max_size + 64 * 1024  # the message, its From_ line and our four lines
+    while not buffer.lstrip(b"\r\n") and not eof:
+        more = stream.read(READ)
+        eof = not more
+        buffer += more
+    buffer = buffer.lstrip(b"\r\n")
+    if not buffer:
+        return
+    if not buffer.startswith(b"From "):
+        raise ArchiveError("message 1: the mbox does not start with a From_ line")
+    searched = 0
+    while True:
+        cut = buffer.find(b"\nFrom ", max(start, searched))
+        if cut >= 0:
+            number += 1
+            yield _finish(number, buffer[start:cut + 1], default_folder, max_size)
+            start = searched = cut + 1
             continue
-        if not number:
-            if line.strip():
-                raise ArchiveError("message 1: the mbox does not start with a From_ line")
-            continue
-        size += len(line)
-        if size > max_size + 4096:
-            raise ArchiveError(f"message {number}: larger than {max_size} bytes")
-        lines.append(line[1:] if line.startswith(b">") and _FROM_LINE.match(line[1:])
-                     else line)
-    if number:
-        yield _finish(number, from_line, lines, default_folder, max_size)
+        if eof:
+            if start < len(buffer):
+                number += 1
+                yield _finish(number, buffer[start:], default_folder, max_size)
+            return
+        if len(buffer) - start > limit:
+            raise ArchiveError(f"message {number + 1}: larger than {max_size} bytes")
+        searched = max(start, len(buffer) - 6)  # "\nFrom " may straddle two reads
+        more = stream.read(READ)
+        eof = not more
+        buffer = buffer[start:] + more
+        searched -= start
+        start = 0
 
 
 # --------------------------------------------------------------------------- maildir
