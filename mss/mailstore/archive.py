@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import BinaryIO
 
 from sqlalchemy import Connection, Engine, and_, select
@@ -62,8 +63,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 _ASCTIME = re.compile(rb"([A-Z][a-z]{2}) +([A-Z][a-z]{2}) +(\d{1,2}) +(\d{1,2}):(\d\d):(\d\d) +"
                       rb"(?:[A-Z]{3,4} +|[+-]\d{4} +)?(\d{4})")
 _HEADER_END = re.compile(rb"\n\r?\n")
-_MONTHS = {m.encode(): i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTHS = MappingProxyType({m.encode(): i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)})
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")  # RFC 5322 §2.2 field name, then ":"
 _FLAG_LETTERS = (("\\Draft", "D"), ("\\Flagged", "F"), ("\\Answered", "R"), ("\\Seen", "S"),
                  ("\\Deleted", "T"))  # Maildir info "2," letters, in ASCII order
