@@ -275,6 +275,8 @@ def import_archive(node_app: App, address: str, path: Path, identity: Path | Non
             kind = sniffed + (" (age)" if encrypted else "")
         with node_app.engine.begin() as conn:
             mailbox = mailboxes.require_mailbox(conn, address)
+            if mailbox.state == "deleting":  # its rows are about to be purged
+                fail(f"mailbox {mailbox.address} is being deleted: nothing imported")
             counts = archive.import_messages(conn, node_app.keyring, mailbox.id, messages)
             if decrypted is not None:  # every byte authenticated before the commit
                 decrypted.finish()

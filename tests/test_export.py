@@ -22,8 +22,17 @@ from pathlib import Path
 
 import pyrage
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyrage import x25519
 
+from mss.mailstore.archive import (
+    ArchivedMessage,
+    folder_dir,
+    folder_name,
+    mbox_chunks,
+    parse_mbox,
+)
 from tests.node import DOMAIN, PASSWORD, Node, make_node
 
 ALICE = f"alice@{DOMAIN}"
@@ -398,3 +407,47 @@ def test_operator_logs_in_as_the_mailbox(node: Node) -> None:
     failed = [r for r in node.audit("--event", "imap.login")
               if r["actor"] == "operator:ops" and r["outcome"] != 0]
     assert len(failed) == 2  # the wrong password and the unknown mailbox
+
+
+# --------------------------------------------------------------------------- the formats
+
+_HEADER = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,10}: [ -~]{0,30}\Z")
+_LINE = st.one_of(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+                  st.sampled_from([b"From x", b">From y", b">>From z", b"From ", b">", b""]))
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> list[ArchivedMessage]:
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+        lines = [draw(_HEADER), b"", *draw(st.lists(_LINE, max_size=8))]
+        data = eol.join(lines) + draw(st.sampled_from([eol, b""]))
+        flags = tuple(draw(st.sets(st.sampled_from(
+            ["\\Seen", "\\Answered", "\\Flagged", "\\Draft", "\\Deleted", "$Label", "kw"]))))
+        folder = draw(st.sampled_from(["INBOX", "Archive", "a.b/c%d", "Équipe"]))
+        out.append(ArchivedMessage(folder, flags, float(draw(st.integers(0, 2**31))), data))
+    return out
+
+
+def _canonical(m: ArchivedMessage) -> tuple[str, frozenset[str], float, bytes]:
+    return m.folder, frozenset(m.flags), m.internal_date, m.data
+
+
+@settings(max_examples=300, deadline=None)
+@given(_messages())
+def test_mbox_round_trip_property(messages: list[ArchivedMessage]) -> None:
+    """Any messages starting with a header field: mbox_chunks then parse_mbox gives them
+    back exactly (bytes, folder, flags, date), whatever their lines and line ends."""
+    stream = io.BytesIO(b"".join(mbox_chunks(messages)))
+    assert [_canonical(m) for m in parse_mbox(stream)] == [_canonical(m) for m in messages]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["INBOX", "Archive", "a.b/c%d", "x/y.z", "%2E"]),
+                min_size=1, max_size=5))
+def test_maildir_folder_names_round_trip(names: list[str]) -> None:
+    for name in names:
+        directory = folder_dir(name)
+        assert directory == "Maildir" if name == "INBOX" else \
+            folder_name(directory.removeprefix("Maildir/")) == name
