@@ -95,7 +95,9 @@ class _Chunks:
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self.chunks
-        except BaseException as exc:
+        except GeneratorExit:  # closed by its reader: not an error of the export
+            raise
+        except BaseException as exc:  # KeyboardInterrupt too
             self.error = exc
             raise
 
@@ -130,7 +132,7 @@ def export_mailbox(node_app: App, address: str, fmt: str, to: Path, recipients: 
         with os.fdopen(fd, "wb") as out:
             try:
                 pyrage.encrypt_io(archive.ChunkReader(iter(source)), out, recipients)
-            except Exception:
+            except BaseException:
                 if source.error is not None:
                     raise source.error from None
                 raise

@@ -14,7 +14,9 @@ import imaplib
 import io
 import mailbox as pymailbox
 import re
+import signal
 import sqlite3
+import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -33,7 +35,7 @@ from mss.mailstore.archive import (
     mbox_chunks,
     parse_mbox,
 )
-from tests.node import DOMAIN, PASSWORD, Node, make_node
+from tests.node import CHILD_ENV, DOMAIN, MSS, PASSWORD, REPO, Node, make_node
 
 ALICE = f"alice@{DOMAIN}"
 OPERATOR_PASSWORD = "operator migration secret"
@@ -451,3 +453,36 @@ def test_maildir_folder_names_round_trip(names: list[str]) -> None:
         directory = folder_dir(name)
         assert directory == "Maildir" if name == "INBOX" else \
             folder_name(directory.removeprefix("Maildir/")) == name
+
+
+def test_interrupted_export_leaves_no_file(node: Node, key: x25519.Identity,
+                                           tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while the archive is being written: the `.part` file is removed,
+    nothing under the final name. The mailbox (30 MB) is filled by a plain mbox import."""
+    big = add_mailbox(node, "big")
+    source = tmp_path / "big.mbox"
+    line = b"x" * 76 + b"\r\n"
+    with source.open("wb") as out:
+        for i in range(600):
+            out.write(b"From a@b Thu Jan  1 00:00:00 2024\r\nSubject: %d\r\n\r\n" % i
+                      + line * 650 + b"\r\n")
+    assert node.cli_json("mailbox", "import", big, str(source))["messages"] == 600
+    source.unlink()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "big.age"
+    proc = subprocess.Popen([*MSS, "--config", str(node.config), "mailbox", "export", big,
+                             "--format", "mbox", "--to", str(target), "--recipient",
+                             str(key.to_public())], cwd=REPO, env=CHILD_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".part") and p.stat().st_size > 0
+                  for p in out_dir.iterdir()):
+        assert proc.poll() is None, "the export ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, "the export ended before it could be interrupted"
+    assert proc.returncode == 130, (proc.returncode, err)  # mss.cli: "aborted"
+    assert list(out_dir.iterdir()) == []
