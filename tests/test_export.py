@@ -35,8 +35,10 @@ from mss.mailstore.archive import (
     mbox_chunks,
     parse_mbox,
 )
-from tests.node import CHILD_ENV, DOMAIN, MSS, PASSWORD, REPO, Node, make_node
+from tests.node import BACKENDS, CHILD_ENV, DOMAIN, MSS, PASSWORD, REPO, Node, make_node
 
+BACKENDS = BACKENDS  # the round trips, the all-or-nothing import, operator logins: both
+SQLITE_ONLY = pytest.mark.backends("sqlite")  # what does not depend on the database
 ALICE = f"alice@{DOMAIN}"
 OPERATOR_PASSWORD = "operator migration secret"
 FOLDERS = ("INBOX", "Archive", "Dossiers/2024.1", "Équipe")
@@ -126,8 +128,8 @@ def snapshot(node: Node, user: str) -> dict[str, list[tuple[str, str, bytes]]]:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = make_node(tmp_path_factory.mktemp("export"), sending_limits=False)
+def node(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Node]:
+    n = make_node(tmp_path_factory.mktemp("export"), sending_limits=False, backend=backend)
     n.start()
     fill(n, ALICE, 6)
     yield n
@@ -209,6 +211,7 @@ def tar_members(data: bytes) -> list[tuple[str, int, bytes | None]]:
         return out
 
 
+@SQLITE_ONLY
 def test_maildir_layout(node: Node, key: x25519.Identity, tmp_path: Path) -> None:
     """Maildir++: INBOX at the root, ".Dossiers.2024%2E1", flags letters, dovecot-keywords."""
     target = tmp_path / "a.tar.age"
@@ -224,6 +227,7 @@ def test_maildir_layout(node: Node, key: x25519.Identity, tmp_path: Path) -> Non
     assert names[3].endswith(":2,DRb") and names[4].endswith(":2,Ta")
 
 
+@SQLITE_ONLY
 def test_import_foreign_mbox_and_maildir(node: Node, tmp_path: Path) -> None:
     """An mbox written by Python's mailbox module (Status/X-Status headers) and a Maildir
     directory: messages, flags and dates taken in (plain files, no identity)."""
@@ -282,6 +286,7 @@ def test_malformed_mbox_imports_nothing(node: Node, tmp_path: Path) -> None:
                for r in refused)
 
 
+@SQLITE_ONLY
 def test_encrypted_import_needs_the_right_identity(node: Node, key: x25519.Identity,
                                                    tmp_path: Path) -> None:
     archive = tmp_path / "a.age"
@@ -302,6 +307,7 @@ def test_encrypted_import_needs_the_right_identity(node: Node, key: x25519.Ident
     assert message_count(node, target) == 0
 
 
+@SQLITE_ONLY
 def test_export_bad_input(node: Node, key: x25519.Identity, tmp_path: Path) -> None:
     target = tmp_path / "x.age"
     recipient = str(key.to_public())
@@ -324,6 +330,7 @@ def test_export_bad_input(node: Node, key: x25519.Identity, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.age"]
 
 
+@SQLITE_ONLY
 def test_failed_export_leaves_no_file(node: Node, key: x25519.Identity, tmp_path: Path) -> None:
     """A message that does not decrypt half-way: exit 2, nothing under the final name and
     no temporary file left; the failure audited."""
@@ -358,6 +365,7 @@ def fill_inbox(node: Node, user: str, count: int) -> None:
 
 # --------------------------------------------------------------------------- operators
 
+@SQLITE_ONLY
 def test_operator_cli(node: Node) -> None:
     proc = node.cli("operator", "add", "migration", check=False)
     assert proc.returncode == 2 and "--password-stdin" in proc.stderr
@@ -455,6 +463,7 @@ def test_maildir_folder_names_round_trip(names: list[str]) -> None:
             folder_name(directory.removeprefix("Maildir/")) == name
 
 
+@SQLITE_ONLY
 def test_interrupted_export_leaves_no_file(node: Node, key: x25519.Identity,
                                            tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) while the archive is being written: the `.part` file is removed,
