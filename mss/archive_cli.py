@@ -211,12 +211,16 @@ class _Decrypted:
         except BaseException as exc:  # reported by finish(), in the importing thread
             self.error = exc
 
+    def close(self) -> None:
+        """Close the pipe's reading end (a thread still writing gets EPIPE) and wait."""
+        self.stream.close()
+        self._thread.join()
+
     def finish(self) -> None:
         """Close the pipe, wait for the thread; ArchiveError when it did not decrypt."""
         from mss.mailstore.archive import ArchiveError
 
-        self.stream.close()
-        self._thread.join()
+        self.close()
         if self.error is not None and not isinstance(self.error, BrokenPipeError):
             raise ArchiveError(f"the archive does not decrypt with --identity: {self.error}")
 
@@ -289,8 +293,7 @@ def import_archive(node_app: App, address: str, path: Path, identity: Path | Non
                                       detail={"format": kind, **counts.detail()})])
     finally:
         if decrypted is not None:
-            decrypted.stream.close()
-            decrypted._thread.join()
+            decrypted.close()
         if source is not None:
             source.close()
     return {"mailbox": mailbox.address, "format": kind, **counts.detail()}

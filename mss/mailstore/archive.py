@@ -48,7 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
-from sqlalchemy import Connection, Engine, and_, select
+from sqlalchemy import Connection, Engine, select
 
 from mss import crypto, db
 from mss.mailstore import folders as folder_store
@@ -115,8 +115,7 @@ def exported(reader: Engine, keyring: crypto.Keyring, mailbox_id: int,
     """Every message of the mailbox, folder by folder in UID order, decrypted one at a time;
     each page of :data:`PAGE` rows its own autocommit statement (no transaction held open).
     TamperedError names the first message that does not open."""
-    for folder, messages in exported_folders(reader, keyring, mailbox_id, counts):
-        del folder
+    for _, messages in exported_folders(reader, keyring, mailbox_id, counts):
         yield from messages
 
 
@@ -561,13 +560,6 @@ def _folder_id(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name:
         found = folder_store.folder_by_name(conn, keyring, mailbox_id, name)
         assert found is not None
     return found.id
-
-
-def message_count(conn: Connection, mailbox_id: int) -> int:
-    from sqlalchemy import func
-
-    return int(conn.execute(select(func.count()).select_from(db.messages).where(
-        and_(db.messages.c.mailbox_id == mailbox_id))).scalar() or 0)
 
 
 class ChunkReader(io.RawIOBase):
