@@ -84,24 +84,6 @@ def parse_identities(path: Path) -> list[Any]:
 
 # --------------------------------------------------------------------------- export
 
-class _Chunks:
-    """An iterator of chunks remembering the error that ended it (pyrage turns an exception
-    raised in a read into its own error: the real one is raised again after)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.error: BaseException | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self.chunks
-        except GeneratorExit:  # closed by its reader: not an error of the export
-            raise
-        except BaseException as exc:  # KeyboardInterrupt too
-            self.error = exc
-            raise
-
-
 def export_mailbox(node_app: App, address: str, fmt: str, to: Path, recipients: list[Any],
                    force: bool = False) -> dict[str, Any]:
     """Write the archive (see the module); the counts. Raises on any failure, leaving no
@@ -125,19 +107,21 @@ def export_mailbox(node_app: App, address: str, fmt: str, to: Path, recipients: 
                                                       mailbox.id, counts))
     else:
         chunks = archive.maildir_chunks(node_app.reader, node_app.keyring, mailbox.id, counts)
-    source = _Chunks(chunks)
+    reader = archive.ChunkReader(chunks)
     started = time.monotonic()
     fd, temporary = tempfile.mkstemp(dir=parent, prefix=f".{to.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                pyrage.encrypt_io(archive.ChunkReader(iter(source)), out, recipients)
-            except BaseException:
-                if source.error is not None:
-                    raise source.error from None
-                raise
-            if source.error is not None:
-                raise source.error
+                pyrage.encrypt_io(reader, out, recipients)
+            except Exception as exc:  # pyrage.EncryptError, or what a read raised
+                if reader.error is not None:  # ours, through pyrage: raised as it was
+                    raise reader.error from None
+                if str(exc).startswith("KeyboardInterrupt"):  # Ctrl-C while it wrote
+                    raise KeyboardInterrupt from None
+                raise OSError(f"age encryption failed: {exc}") from None
+            if reader.error is not None:
+                raise reader.error
             out.flush()
             os.fsync(out.fileno())
             written = out.tell()

@@ -563,25 +563,32 @@ def _folder_id(conn: Connection, keyring: crypto.Keyring, mailbox_id: int, name:
 
 
 class ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (what pyrage.encrypt_io pulls)."""
+    """A readable file over an iterator of byte chunks (what pyrage.encrypt_io pulls).
+    ``error``: the exception a read raised (a message that does not decrypt, Ctrl-C),
+    which pyrage turns into its own: the caller raises it again."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._pending = memoryview(b"")
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+        try:
+            while not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return 0
+                self._pending = memoryview(chunk)
+            size = min(len(buffer), len(self._pending))
+            buffer[:size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            return size
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 def fsync_dir(path: Path) -> None:
