@@ -15,7 +15,14 @@ from audit.events import Event, Outcome
 from audit.journal import append
 from mss import sasl
 from mss.authenticator import AuthOutcome
-from mss.login import check_login, check_operator_login, operator_login, throttle_name
+from mss.login import (
+    LoginCheck,
+    check_login,
+    check_operator_login,
+    login_address,
+    operator_login,
+    throttle_name,
+)
 from mss.mailstore import app_passwords, folders, operators
 from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.args import NoArgs, Result
@@ -96,7 +103,10 @@ async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechan
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
-    if operator is not None:
+    if operator is not None and "password" not in s.ctx.methods:  # app passwords only here
+        checked = LoginCheck(login_address(login), None, "operator: this listener takes no "
+                             "password login", "operator", operator=operator[:64])
+    elif operator is not None:
         checked = await s.thread(check_operator_login, s.ctx.app.reader, operator, login,
                                  password)
     else:  # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
