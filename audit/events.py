@@ -79,6 +79,11 @@ class Event(StrEnum):
     # issue 15, app passwords (mss mailbox app-password)
     ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
     ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
+    # issue 16, reversibility: operator accounts, mailbox export and import
+    ADMIN_OPERATOR_ADD = "admin.operator.add"
+    ADMIN_OPERATOR_REMOVE = "admin.operator.remove"
+    ADMIN_MAILBOX_EXPORT = "admin.mailbox.export"
+    ADMIN_MAILBOX_IMPORT = "admin.mailbox.import"
     ADMIN_KEYS_ROTATE = "admin.keys.rotate"
     ADMIN_KEYS_SHRED = "admin.keys.shred"
     ADMIN_KEYS_INIT_HSM = "admin.keys.init_hsm"
@@ -342,6 +347,22 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_APP_PASSWORD_REVOKE, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "the operator revoked an app password of a mailbox (id, label in detail)"),
+    EventKind(Event.ADMIN_OPERATOR_ADD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an operator account was made (mss operator add): it may log in over IMAP as "
+              "any mailbox, each use audited as imap.delegated (name in detail)"),
+    EventKind(Event.ADMIN_OPERATOR_REMOVE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an operator account was removed (name in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_EXPORT, EXPORT,
+              own("MSS-MAILBOX-EXPORT", "Mailbox exported"), "R",
+              "a mailbox was exported to an archive encrypted to the recipients given "
+              "(format, counts, bytes and recipients in detail), or the export failed (8)"),
+    EventKind(Event.ADMIN_MAILBOX_IMPORT, IMPORT,
+              own("MSS-MAILBOX-IMPORT", "Mailbox imported"), "C",
+              "messages were imported into a mailbox from an mbox, a Maildir or an "
+              "encrypted archive (format, counts in detail), or the import was refused (8, "
+              "nothing imported)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss import archive_cli
 from mss.app_password_cli import app_password_app
 from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
 from mss.cli_output import JSON_OPTION, Column, emit, emit_fields, when
@@ -69,6 +70,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "dns": ("mss.dns_cli", "dns_app"),
     "retention": ("mss.retention_cli", "retention_app"),  # issue 16
     "peer": ("trustspace.peer_cli", "peer_app"),  # issue 16: local peer blocks
+    "operator": ("mss.operator_cli", "operator_app"),  # issue 16: migration logins
 })
 
 
@@ -117,6 +119,8 @@ domain_app.command("set")(domain_set)
 domain_app.command("suspend")(domain_suspend)
 domain_app.command("resume")(domain_resume)
 domain_app.command("remove")(domain_remove)
+mailbox_app.command("export")(archive_cli.export)  # issue 16: reversibility
+mailbox_app.command("import")(archive_cli.import_command)
 
 
 @app.callback()

@@ -180,6 +180,17 @@ app_passwords = Table(
     Index("ix_app_passwords_mailbox", "mailbox_id"),
 )
 
+# Operator accounts (issue 16): a migration login that acts as any mailbox over IMAP, each
+# use audited as delegated access (mss/mailstore/operators.py; versions/0010_operators.py)
+operators = Table(
+    "operators", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),  # not an address
+    Column("password_hash", String(255), nullable=False),  # scrypt (mss/passwords.py)
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)
+
 messages = Table(
     "messages", metadata,
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data

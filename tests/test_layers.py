@@ -70,6 +70,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
+                  "mss.archive_cli", "mss.operator_cli",  # issue 16: reversibility
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
                   "mss.report",  # issue 17: mss report

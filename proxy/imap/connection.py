@@ -115,6 +115,7 @@ class Session:
         self.command_name = ""
         self.enabled_checked = time.monotonic()
         self.logged_in_at = 0.0  # time.time() of the login: sessions ended since end this one
+        self.operator: str | None = None  # an operator acting as user (mss operator; issue 16)
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -162,7 +163,8 @@ class Session:
 
     def record(self, event: Event, outcome: Outcome = Outcome.SUCCESS, **fields: Any
                ) -> AuditRecord:
-        actor = fields.pop("actor", self.user.address if self.user else self.remote_addr)
+        actor = fields.pop("actor", (f"operator:{self.operator}" if self.operator else
+                                     self.user.address if self.user else self.remote_addr))
         return AuditRecord(event=event, outcome=outcome, actor=actor,
                            remote_addr=self.remote_addr, session=self.id,
                            listener=self.ctx.listener, **fields)
