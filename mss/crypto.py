@@ -18,13 +18,15 @@ destroys its mail (crypto-shredding, :meth:`Keyring.destroy`).
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -266,12 +268,7 @@ class FileKeyProvider:
         """Rewrite the file with the lines from *generation* on only (derived when ahead),
         under an exclusive lock of the file (every process of the node ratchets it when it
         sees the shred; the first one writes, the others find it done)."""
-        import fcntl
-
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
             self.reload()
             with self._lock:
                 if min(self._keys) >= generation:
@@ -281,8 +278,6 @@ class FileKeyProvider:
                 kept.update({g: k for g, k in self._keys.items() if g > generation})
             write_key_file(self.path, kept)
             self.reload()
-        finally:
-            os.close(fd)
 
     def unwrap(self, blob: bytes, ad: bytes) -> bytes:
         if blob[:1] != _FILE_BLOB or len(blob) < 5:
@@ -301,6 +296,18 @@ class FileKeyProvider:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on *path*, made 0600 if absent, between the processes of
+    one host: a KEK ratchet is done by one of them, the others find it done."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_key_file(path: Path, keys: Mapping[int, bytes]) -> None:
@@ -416,12 +423,13 @@ class Keyring:
         return key
 
     def kek_generation(self, conn: Connection) -> int:
-        """The KEK generation the database's master versions are wrapped by (the newest
-        named by a blob of this provider), else the provider's own."""
+        """The KEK generation new master versions are wrapped by: the provider's newest
+        (a KEK line the operator added, say), or the newest a blob of the database names
+        when that is ahead (another node's shred this process has not ratcheted to yet)."""
         generations = [g for (blob,) in conn.execute(
             select(db.master_keys.c.wrapped).where(db.master_keys.c.wrapped.is_not(None)))
             if (g := self.provider.blob_generation(bytes(blob))) is not None]
-        return max(generations, default=self.provider.generation)
+        return max([*generations, self.provider.generation])
 
     def catch_up(self, conn: Connection) -> bool:
         """Ratchet the provider to the KEK generation the database uses when it is behind

@@ -39,7 +39,7 @@ from pkcs11.exceptions import PKCS11Error, UserAlreadyLoggedIn
 from pkcs11.mechanisms import GCMParams
 from pkcs11.types import DecryptMixin, DeriveMixin, EncryptMixin
 
-from mss.crypto import KEY_BYTES, KeyProvider, MasterKeyError, ratchet_label
+from mss.crypto import KEY_BYTES, KeyProvider, MasterKeyError, exclusive_lock, ratchet_label
 
 
 class _AesKey(EncryptMixin, DecryptMixin, DeriveMixin):
@@ -158,11 +158,16 @@ def generate_kek(cfg: TokenConfig) -> None:
 class Pkcs11KeyProvider:
     """:class:`mss.crypto.KeyProvider` whose KEK is an AES key object in a token."""
 
-    def __init__(self, cfg: TokenConfig, previous: KeyProvider | None = None) -> None:
+    def __init__(self, cfg: TokenConfig, previous: KeyProvider | None = None,
+                 lock_path: Path | None = None) -> None:
         """*previous*: the key file of a node moving to the token, which still opens the
-        versions it wrapped until ``mss keys rotate`` re-wrapped every key."""
+        versions it wrapped until ``mss keys rotate`` re-wrapped every key. *lock_path*: a
+        file the processes of this host lock while one of them ratchets the token (one
+        derived object per generation; nodes of other hosts sharing a network HSM may each
+        derive one: identical keys, every one destroyed at the next ratchet)."""
         self.cfg = cfg
         self.previous = previous
+        self.lock_path = lock_path
         self._lock = threading.Lock()  # one operation at a time on the session
         self._session = open_session(cfg)
         self._derived: dict[int, _AesKey] = {}  # session objects ahead of the token's
@@ -231,7 +236,7 @@ class Pkcs11KeyProvider:
 
     @property
     def kek_id(self) -> str:
-        return f"pkcs11:{self.cfg.token_label}/{self.cfg.key_label}"
+        return self.kek_name(self.generation)
 
     def describe(self) -> str:
         return self.cfg.describe()
@@ -274,6 +279,14 @@ class Pkcs11KeyProvider:
         token did it already) and destroy the objects of older generations. The key file
         of a node moving to the token (*previous*) wraps nothing the database uses any more
         after a shred: it is ratcheted too, so that it no longer opens older copies."""
+        with contextlib.ExitStack() as stack:
+            if self.lock_path is not None:
+                stack.enter_context(exclusive_lock(self.lock_path))
+            self._ratchet(generation)
+        if self.previous is not None:
+            self.previous.ratchet(self.previous.generation + 1)
+
+    def _ratchet(self, generation: int) -> None:
         session = open_session(self.cfg, rw=True)
         try:
             with self._lock:
@@ -296,8 +309,6 @@ class Pkcs11KeyProvider:
                                  f"{generation} ({type(exc).__name__})") from None
         finally:
             session.close()
-        if self.previous is not None:
-            self.previous.ratchet(self.previous.generation + 1)
 
     def legacy_key(self, version: int) -> bytes:
         if self.previous is not None:
