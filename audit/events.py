@@ -345,8 +345,9 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
-              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable) and "
-              "the mailbox disabled"),
+              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable, "
+              "also in older copies of the database: the key-encryption key moved to the "
+              "generation in detail, the older one erased) and the mailbox disabled"),
     EventKind(Event.ADMIN_KEYS_INIT_HSM, SECURITY_ALERT, dcm("110129", "Security Configuration"),
               "E", "the key-encryption key was generated in the PKCS#11 token (label in "
               "detail)"),
