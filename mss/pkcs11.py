@@ -52,10 +52,11 @@ _IV_BYTES = 12
 
 # A KEK's attributes (PKCS#11 v2.40 section 4.9): never leaves the token, encrypts and
 # decrypts, derives the next generation (CKA_DERIVE), nothing else
-_KEK_TEMPLATE = {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True,
-                 Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.DERIVE: True,
-                 Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.SIGN: False,
-                 Attribute.VERIFY: False, Attribute.PRIVATE: True, Attribute.MODIFIABLE: False}
+def _kek_template() -> dict[Attribute, bool]:
+    return {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True,
+            Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.DERIVE: True,
+            Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.SIGN: False,
+            Attribute.VERIFY: False, Attribute.PRIVATE: True, Attribute.MODIFIABLE: False}
 
 
 def generation_label(key_label: str, generation: int) -> str:
@@ -147,7 +148,7 @@ def generate_kek(cfg: TokenConfig) -> None:
         if token_keks(session, cfg.key_label):  # generation 0, or a later one
             raise MasterKeyError(f"{cfg.describe()} already exists")
         session.generate_key(KeyType.AES, KEY_BYTES * 8, label=cfg.key_label, store=True,
-                             template=_KEK_TEMPLATE)
+                             template=_kek_template())
     except PKCS11Error as exc:
         raise MasterKeyError(f"{cfg.describe()}: cannot generate the key "
                              f"({type(exc).__name__})") from None
@@ -225,7 +226,7 @@ class Pkcs11KeyProvider:
                 KeyType.AES, KEY_BYTES * 8, label=generation_label(self.cfg.key_label,
                                                                    generation),
                 store=store, mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
-                mechanism_param=ratchet_label(generation), template=_KEK_TEMPLATE)
+                mechanism_param=ratchet_label(generation), template=_kek_template())
         except PKCS11Error as exc:  # KeyFunctionNotPermitted: a KEK without CKA_DERIVE
             raise MasterKeyError(
                 f"{self.describe()}: cannot derive KEK generation {generation} "
