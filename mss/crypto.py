@@ -12,7 +12,11 @@ share a database and a KEK share every master version (docs/keys.md).
 Each message has its own random 256-bit data key and 96-bit nonce. The associated data
 binds a blob to its owner and its message id, so a blob copied to another row or mailbox
 fails to open. Rotating the master key re-wraps mailbox keys only; deleting a mailbox key
-destroys its mail (crypto-shredding, :meth:`Keyring.destroy`).
+destroys its mail (crypto-shredding, :meth:`Keyring.destroy`), in older copies of the
+database too: the shred moves every other key under a new master version wrapped by the
+next KEK generation, derived one way from the current one, and every node erases the older
+generation (:meth:`Keyring.catch_up`; docs/keys.md "Crypto-shredding that survives old
+copies").
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from mss import db
 from mss.locks import xact_lock
+
+log = structlog.get_logger("mss.keys")
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -449,7 +456,10 @@ class Keyring:
             with self._lock:
                 self._masters.pop(current, None)
             self._master(current, conn)
+        before = self.provider.generation
         self.provider.ratchet(generation)
+        log.info("key-encryption key ratcheted", generation=generation, erased_below=generation,
+                 was=before, provider=self.provider.describe())
         return True
 
     # ---- start-up check
@@ -585,6 +595,8 @@ class Keyring:
         process ratchets once it committed (:meth:`catch_up`: its change watcher, its next
         start, or the caller right after the commit). Mailbox keys themselves do not change:
         other nodes' cached keys of other mailboxes stay valid."""
+        if not key_ids:
+            return
         xact_lock(conn, "keys")  # one rotation or shred at a time across nodes
         wanted = set(key_ids)
         rows = conn.execute(
@@ -624,8 +636,10 @@ class Keyring:
                             .order_by(db.key_shreds.c.seq)).all()
         if rows:
             self._forget([key_id for _, key_id in rows])
+            # the shred's KEK generation, the older one erased here; should that fail (a
+            # token away), the next call tries again: the tombstones count as seen after it
+            self.catch_up(conn)
             self._shred_seq = rows[-1].seq
-            self.catch_up(conn)  # the shred's KEK generation: the older one erased here
         elif self._shred_seq is None:
             self._shred_seq = 0
 

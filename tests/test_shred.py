@@ -309,3 +309,43 @@ def test_node_away_during_the_shred_ratchets_at_start(tmp_path: Path) -> None:
     line = one_line_error(wrong.cli("mailbox", "list", check=False))
     assert "does not match this database" in line
     assert (wrong.data_dir / "keys" / "master.key").read_bytes() == before
+
+
+def test_shred_during_the_move_to_a_token_ratchets_the_key_file_too(tmp_path: Path) -> None:
+    """A node moving from the key file to a token (the file kept as *previous*): after a
+    shred the file wraps nothing the database uses, and it is ratcheted as well, so it no
+    longer opens a copy taken before the shred."""
+    token = softhsm().token()
+    from mss.pkcs11 import generate_kek
+
+    generate_kek(token.config())
+    key_file = tmp_path / "master.key"
+    crypto.new_master_key_file(key_file)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'mss.db'}")
+    db.create_schema(engine)
+    on_file = crypto.Keyring(engine, crypto.FileKeyProvider(key_file))
+    with engine.begin() as conn:
+        for i in range(3):
+            on_file.create_key(conn, f"mailbox:{i}")
+    copy = tmp_path / "before.db"
+    with closing(sqlite3.connect(tmp_path / "mss.db")) as src, \
+            closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+    moving = crypto.Keyring(engine, Pkcs11KeyProvider(token.config(),
+                                                      crypto.FileKeyProvider(key_file)))
+    with engine.begin() as conn:
+        moving.destroy(conn, "mailbox:1")
+    with engine.connect() as conn:
+        assert moving.catch_up(conn)
+        assert [v.kek for v in conn.execute(select(db.master_keys.c.kek))] == \
+            [f"pkcs11:{token.label}/mss-kek#1"]
+    assert [line[:2] for line in key_file.read_text().splitlines()
+            if not line.startswith("#")] == ["2:"]
+    assert moving.key("mailbox:2") is not None
+    old = create_engine(f"sqlite:///{copy}")
+    try:
+        with old.connect() as conn, pytest.raises(crypto.MasterKeyError, match="erased"):
+            crypto.Keyring(old, crypto.FileKeyProvider(key_file)).key("mailbox:1", conn)
+    finally:
+        old.dispose()
+        engine.dispose()
