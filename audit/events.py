@@ -104,6 +104,7 @@ class Event(StrEnum):
     ADMIN_PEER_UNBLOCK = "admin.peer.unblock"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
+    WHITELIST_ROLLBACK = "whitelist.rollback"
     AUDIT_READ = "audit.read"
     AUDIT_EXPORT = "audit.export"
     AUDIT_CHECKPOINT = "audit.checkpoint"
@@ -366,8 +367,9 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
-              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable) and "
-              "the mailbox disabled"),
+              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable, "
+              "also in older copies of the database: the key-encryption key moved to the "
+              "generation in detail, the older one erased) and the mailbox disabled"),
     EventKind(Event.ADMIN_KEYS_INIT_HSM, SECURITY_ALERT, dcm("110129", "Security Configuration"),
               "E", "the key-encryption key was generated in the PKCS#11 token (label in "
               "detail)"),
@@ -421,6 +423,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "the published whitelist was fetched: not modified, unchanged or imported (0), "
               "or the refresh failed (8: HTTP error, checksum mismatch, import refused)"),
+    EventKind(Event.WHITELIST_ROLLBACK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "an older whitelist version was put back in force, the one in force "
+              "withdrawn (0), or the rollback refused (4: unknown version, already in force, "
+              "shrink guard)"),
     EventKind(Event.AUDIT_READ, AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
     EventKind(Event.AUDIT_EXPORT, AUDIT_LOG_USED, own("MSS-AUDIT-EXPORT", "Audit trail exported"),

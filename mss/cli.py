@@ -535,13 +535,19 @@ def keys_shred(ctx: typer.Context, address: str,
                 mailboxes.disable_mailbox(conn, mailbox.address)
             if held is None:
                 node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
+                generation = node_app.keyring.kek_generation(conn)
                 append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
-                                          mailbox=mailbox.address)])
+                                          mailbox=mailbox.address,
+                                          detail={"kek_generation": generation})])
         if held is not None:  # the transaction is over: its refusal audited apart
             node_app.audit(AuditRecord(Event.ADMIN_KEYS_SHRED, Outcome.MINOR_FAILURE,
                                        actor=actor(), mailbox=held, reason="legal hold"))
             fail(f"mailbox {held} is under legal hold (mss mailbox release first)")
-    print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled")
+        with node_app.reader.connect() as conn:  # committed: erase the older KEK here
+            node_app.keyring.catch_up(conn)
+    print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled; key-encryption key "
+          f"ratcheted to generation {generation} (older copies of the database no longer "
+          f"open with this node's keys)")
 
 
 @keys_app.command("init-hsm")

@@ -261,6 +261,9 @@ whitelist_versions = Table(
     Column("domains", Integer, nullable=False),
     Column("warnings", Text, nullable=False, default=""),
     Column("active", Boolean, nullable=False, default=False),
+    # when mss whitelist rollback put an older version in force instead of this one: the
+    # same document is not imported again (a fetch, say) unless forced (trustspace/registry)
+    Column("withdrawn_at", Float),
 )
 
 # Where the list is fetched from, and the validators of the last document put in force.

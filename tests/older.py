@@ -21,7 +21,7 @@ LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
                  ("domains", "suspended_at"), ("mailbox_grants", "can_send"),
-                 ("messages", "saved_at"),
+                 ("messages", "saved_at"), ("whitelist_versions", "withdrawn_at"),
                  *(("outbound_queue", c) for c in ("dsn_notify", "dsn_orcpt", "dsn_ret",
                                                    "dsn_envid", "delay_reported_at")))
 LATER_INDEXES = ("ix_mailboxes_rpps", "ix_messages_folder_saved")  # on tables of the baseline
