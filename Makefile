@@ -24,6 +24,9 @@ DEBIAN_TEST_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen
 	postgresql postgresql-client softhsm2 curl \
 	chromium chromium-driver fonts-dejavu-core \
 	prometheus  # issue 17: promtool checks config/prometheus-rules.yml (tests/test_metrics.py)
+# issue 16: dovecot-imapd (with dovecot-core): the IMAP server a mailbox is migrated from and
+# back with mbsync (tests/test_migration.py)
+DEBIAN_TEST_PACKAGES += dovecot-imapd
 
 .PHONY: run test lint install install-test system-deps oidc-provider bench clean
 

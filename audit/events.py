@@ -79,6 +79,11 @@ class Event(StrEnum):
     # issue 15, app passwords (mss mailbox app-password)
     ADMIN_APP_PASSWORD_ADD = "admin.app_password.add"
     ADMIN_APP_PASSWORD_REVOKE = "admin.app_password.revoke"
+    # issue 16, reversibility: operator accounts, mailbox export and import
+    ADMIN_OPERATOR_ADD = "admin.operator.add"
+    ADMIN_OPERATOR_REMOVE = "admin.operator.remove"
+    ADMIN_MAILBOX_EXPORT = "admin.mailbox.export"
+    ADMIN_MAILBOX_IMPORT = "admin.mailbox.import"
     ADMIN_KEYS_ROTATE = "admin.keys.rotate"
     ADMIN_KEYS_SHRED = "admin.keys.shred"
     ADMIN_KEYS_INIT_HSM = "admin.keys.init_hsm"
@@ -102,6 +107,7 @@ class Event(StrEnum):
     ADMIN_PEER_UNBLOCK = "admin.peer.unblock"
     WHITELIST_IMPORT = "whitelist.import"
     WHITELIST_FETCH = "whitelist.fetch"
+    WHITELIST_ROLLBACK = "whitelist.rollback"
     AUDIT_READ = "audit.read"
     AUDIT_EXPORT = "audit.export"
     AUDIT_CHECKPOINT = "audit.checkpoint"
@@ -345,11 +351,28 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.ADMIN_APP_PASSWORD_REVOKE, SECURITY_ALERT,
               dcm("110137", "User security Attributes Changed"), "E",
               "the operator revoked an app password of a mailbox (id, label in detail)"),
+    EventKind(Event.ADMIN_OPERATOR_ADD, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an operator account was made (mss operator add): it may log in over IMAP as "
+              "any mailbox, each use audited as imap.delegated (name in detail)"),
+    EventKind(Event.ADMIN_OPERATOR_REMOVE, SECURITY_ALERT,
+              dcm("110137", "User security Attributes Changed"), "E",
+              "an operator account was removed (name in detail)"),
+    EventKind(Event.ADMIN_MAILBOX_EXPORT, EXPORT,
+              own("MSS-MAILBOX-EXPORT", "Mailbox exported"), "R",
+              "a mailbox was exported to an archive encrypted to the recipients given "
+              "(format, counts, bytes and recipients in detail), or the export failed (8)"),
+    EventKind(Event.ADMIN_MAILBOX_IMPORT, IMPORT,
+              own("MSS-MAILBOX-IMPORT", "Mailbox imported"), "C",
+              "messages were imported into a mailbox from an mbox, a Maildir or an "
+              "encrypted archive (format, counts in detail), or the import was refused (8, "
+              "nothing imported)"),
     EventKind(Event.ADMIN_KEYS_ROTATE, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "a new master key version was added and mailbox keys re-wrapped"),
     EventKind(Event.ADMIN_KEYS_SHRED, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
-              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable) and "
-              "the mailbox disabled"),
+              "a mailbox's key was destroyed (crypto-shredding: its mail is unreadable, "
+              "also in older copies of the database: the key-encryption key moved to the "
+              "generation in detail, the older one erased) and the mailbox disabled"),
     EventKind(Event.ADMIN_KEYS_INIT_HSM, SECURITY_ALERT, dcm("110129", "Security Configuration"),
               "E", "the key-encryption key was generated in the PKCS#11 token (label in "
               "detail)"),
@@ -413,6 +436,10 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
     EventKind(Event.WHITELIST_FETCH, SECURITY_ALERT, dcm("110129", "Security Configuration"), "E",
               "the published whitelist was fetched: not modified, unchanged or imported (0), "
               "or the refresh failed (8: HTTP error, checksum mismatch, import refused)"),
+    EventKind(Event.WHITELIST_ROLLBACK, SECURITY_ALERT, dcm("110129", "Security Configuration"),
+              "E", "an older whitelist version was put back in force, the one in force "
+              "withdrawn (0), or the rollback refused (4: unknown version, already in force, "
+              "shrink guard)"),
     EventKind(Event.AUDIT_READ, AUDIT_LOG_USED, own("MSS-AUDIT-READ", "Audit trail read"), "R",
               "an operator listed the audit trail"),
     EventKind(Event.AUDIT_EXPORT, AUDIT_LOG_USED, own("MSS-AUDIT-EXPORT", "Audit trail exported"),

@@ -52,7 +52,9 @@ def key_provider(config: Config) -> crypto.KeyProvider:
 
     previous = (crypto.FileKeyProvider(cfg.master_key_file)
                 if cfg.master_key_file.exists() else None)
-    return Pkcs11KeyProvider(token_config(config), previous)
+    lock = cfg.master_key_file.with_name("kek-ratchet.lock")  # keys/: made by mss init
+    return Pkcs11KeyProvider(token_config(config), previous,
+                             lock if lock.parent.is_dir() else None)
 
 
 def token_config(config: Config) -> TokenConfig:

@@ -605,9 +605,10 @@ def _copy_rows(lines: Iterator[str], batch: int = 1000
 @dataclass(frozen=True)
 class Restored:
     database: str
-    messages: int
+    messages: int  # opened with the node's keys
     queued: int
     chain: str
+    shredded: int = 0  # rows of crypto-shredded mailboxes (unreadable on purpose)
 
 
 def restore(config: Config, source: Path, actor: str) -> Restored:
@@ -638,7 +639,8 @@ def restore(config: Config, source: Path, actor: str) -> Restored:
             "dir": str(source), "backend": manifest["backend"],
             "backup_created_at": manifest["created_at"],
             "head": (manifest["audit"]["head"] or {}).get("id"),
-            "messages": restored.messages, "queue": restored.queued}))
+            "messages": restored.messages, "queue": restored.queued,
+            "shredded": restored.shredded}))
     finally:
         engine.dispose()
     return restored
@@ -757,17 +759,17 @@ def _check_restored(config: Config, engine: Engine, where: str,
         with engine.connect() as conn:
             chain = _chain_summary(conn, manifest, _signing_key(config.audit.signing_key_file))
             try:
-                messages = store_messages.open_every_message(conn, keyring)
+                messages, shredded = store_messages.open_every_message(conn, keyring)
             except (crypto.TamperedError, crypto.KeyringError) as exc:
                 raise BackupError(str(exc)) from None
             queued = _open_all(conn, db.outbound_queue, lambda row: crypto.QUEUE_KEY_ID,
                                keyring)
     finally:
         keyring.provider.close()
-    if messages != manifest["counts"]["messages"]:
-        raise BackupError(f"{messages} messages restored, the manifest says "
+    if messages + shredded != manifest["counts"]["messages"]:
+        raise BackupError(f"{messages + shredded} messages restored, the manifest says "
                           f"{manifest['counts']['messages']}")
-    return Restored(where, messages, queued, chain)
+    return Restored(where, messages, queued, chain, shredded)
 
 
 def _open_all(conn: Connection, table: Any, owner: Callable[[Any], str],

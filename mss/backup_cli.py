@@ -74,5 +74,7 @@ def backup_restore(ctx: typer.Context, directory: DirArg) -> None:
         fail(str(exc))
     except DBAPIError as exc:  # the target database cannot be reached or written
         raise unusable(config.database_url, exc) from None
+    shredded = (f" ({restored.shredded} messages of crypto-shredded mailboxes do not, on "
+                f"purpose)" if restored.shredded else "")
     print(f"restored {directory} into {restored.database}: {restored.messages} messages and "
-          f"{restored.queued} queued copies decrypt; {restored.chain}")
+          f"{restored.queued} queued copies decrypt{shredded}; {restored.chain}")

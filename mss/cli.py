@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from audit.events import Event
+from mss import archive_cli
 from mss.app_password_cli import app_password_app
 from mss.cert_cli import CertDn, CertFile, cert_app, subject_dn
 from mss.cli_output import JSON_OPTION, Column, emit, emit_fields, when
@@ -69,6 +70,7 @@ SUBCOMMANDS = MappingProxyType({  # name: (module, Typer attribute)
     "dns": ("mss.dns_cli", "dns_app"),
     "retention": ("mss.retention_cli", "retention_app"),  # issue 16
     "peer": ("trustspace.peer_cli", "peer_app"),  # issue 16: local peer blocks
+    "operator": ("mss.operator_cli", "operator_app"),  # issue 16: migration logins
     "sessions": ("mss.sessions_cli", "sessions_app"),  # issue 16
 })
 
@@ -118,6 +120,8 @@ domain_app.command("set")(domain_set)
 domain_app.command("suspend")(domain_suspend)
 domain_app.command("resume")(domain_resume)
 domain_app.command("remove")(domain_remove)
+mailbox_app.command("export")(archive_cli.export)  # issue 16: reversibility
+mailbox_app.command("import")(archive_cli.import_command)
 
 
 @app.callback()
@@ -532,13 +536,19 @@ def keys_shred(ctx: typer.Context, address: str,
                 mailboxes.disable_mailbox(conn, mailbox.address)
             if held is None:
                 node_app.keyring.destroy(conn, crypto.mailbox_key_id(mailbox.id))
+                generation = node_app.keyring.kek_generation(conn)
                 append(conn, [AuditRecord(Event.ADMIN_KEYS_SHRED, actor=actor(),
-                                          mailbox=mailbox.address)])
+                                          mailbox=mailbox.address,
+                                          detail={"kek_generation": generation})])
         if held is not None:  # the transaction is over: its refusal audited apart
             node_app.audit(AuditRecord(Event.ADMIN_KEYS_SHRED, Outcome.MINOR_FAILURE,
                                        actor=actor(), mailbox=held, reason="legal hold"))
             fail(f"mailbox {held} is under legal hold (mss mailbox release first)")
-    print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled")
+        with node_app.reader.connect() as conn:  # committed: erase the older KEK here
+            node_app.keyring.catch_up(conn)
+    print(f"mailbox {mailbox.address}: key destroyed, mailbox disabled; key-encryption key "
+          f"ratcheted to generation {generation} (older copies of the database no longer "
+          f"open with this node's keys)")
 
 
 @keys_app.command("init-hsm")

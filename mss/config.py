@@ -501,12 +501,42 @@ class DeliveryConfig:
     session_idle: float = key(5.0, "seconds an idle session waits for the next message to the "
                               "same host (0: close at once; RFC 5321 §4.5.3.2.7: servers "
                               "wait 5 min)", within(0, 240))
+    # RFC 3461 §4.1 NOTIFY=DELAY (and NOTIFY absent): a "delayed" report (RFC 3464) to the
+    # sender of a message still queued this long after it was accepted
+    delay_warning: float = key(14400.0, "seconds queued before a \"delayed\" report to the "
+                               "sender (NOTIFY=DELAY or no NOTIFY; 0: never)", ge(0))
+    delay_warning_repeat: float = key(14400.0, "seconds at least between two \"delayed\" "
+                                      "reports of one recipient", gt(0))
 
     def checked(self) -> Self:
         if self.lease * 0.8 <= 2 * self.connect_timeout:
             raise Invalid("lease", "must exceed 2.5 x delivery.connect_timeout (an attempt "
                           "must end within 80 % of its lease)")
         return self
+
+
+_SENDER_TYPES = ("PER", "ORG", "APP", "CAB")  # mss.mailstore.mailboxes.MAILBOX_TYPES
+
+
+def _sender_type(value: str) -> str:
+    """One mailbox type of citizen.senders, upper-cased."""
+    if value.upper() not in _SENDER_TYPES:
+        raise ValueError(f"unknown mailbox type {value!r}: PER, ORG, APP or CAB")
+    return value.upper()
+
+
+@dataclass(frozen=True)
+class CitizenConfig:
+    """Citizen messaging (Mon espace santé, docs/mssante-messages.md "Citizen messaging"):
+    mail between professionals and patients at <INS>@domain. The domain must still be on
+    the whitelist (its operator's certificate checked as any peer's, both ways); it is
+    exempt from the professional directory check."""
+
+    domain: str = key("patient.mssante.fr", "the patients' domain (\"\": no citizen rules, "
+                      "the domain is treated as any other)", norm=lambda v: v.strip().lower())
+    senders: tuple[str, ...] = key(("PER", "ORG"), "mailbox types that may write to patients "
+                                   "(submission, relay); others get 550 5.7.1",
+                                   norm=_sender_type)
 
 
 @dataclass(frozen=True)
@@ -942,6 +972,7 @@ class Config:
     metrics: MetricsConfig = key(MetricsConfig, "")  # issue 17 (metrics branch)
     lifecycle: LifecycleConfig = key(LifecycleConfig, "")  # issue 16 (lifecycle branch)
     messages: MessagesConfig = key(MessagesConfig, "")  # issue 18 (xdm branch)
+    citizen: CitizenConfig = key(CitizenConfig, "")  # issue 18 (dsn branch)
 
     def checked(self) -> Self:
         if self.portal.enabled and self.auth.issuer(self.portal.issuer) is None:

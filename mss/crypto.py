@@ -12,29 +12,38 @@ share a database and a KEK share every master version (docs/keys.md).
 Each message has its own random 256-bit data key and 96-bit nonce. The associated data
 binds a blob to its owner and its message id, so a blob copied to another row or mailbox
 fails to open. Rotating the master key re-wraps mailbox keys only; deleting a mailbox key
-destroys its mail (crypto-shredding, :meth:`Keyring.destroy`).
+destroys its mail (crypto-shredding, :meth:`Keyring.destroy`), in older copies of the
+database too: the shred moves every other key under a new master version wrapped by the
+next KEK generation, derived one way from the current one, and every node erases the older
+generation (:meth:`Keyring.catch_up`; docs/keys.md "Crypto-shredding that survives old
+copies").
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from mss import db
 from mss.locks import xact_lock
+
+log = structlog.get_logger("mss.keys")
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -98,14 +107,31 @@ class KeyProvider(Protocol):
     def kek_id(self) -> str:
         """Which KEK :meth:`wrap` uses now (stored beside what it wrapped)."""
 
+    @property
+    def generation(self) -> int:
+        """The newest KEK generation the provider holds (persisted: file line, token
+        object). A crypto-shred moves the cluster to the next one (docs/keys.md)."""
+
+    def kek_name(self, generation: int) -> str:
+        """:attr:`kek_id` of KEK *generation* (master_keys.kek)."""
+
+    def blob_generation(self, blob: bytes) -> int | None:
+        """The KEK generation *blob* names, None when another provider wrapped it."""
+
     def describe(self) -> str:
         """The KEK's holder for a one-line error ("key file PATH", "PKCS#11 token T")."""
 
-    def wrap(self, key: bytes, ad: bytes) -> bytes:
-        """*key* encrypted and authenticated under the KEK, bound to *ad*."""
+    def wrap(self, key: bytes, ad: bytes, generation: int | None = None) -> bytes:
+        """*key* encrypted and authenticated under the KEK (of *generation*, derived in
+        memory from the newest held when ahead of it; default the newest), bound to *ad*."""
 
     def unwrap(self, blob: bytes, ad: bytes) -> bytes:
-        """The inverse of :meth:`wrap`; :class:`MasterKeyError` when it does not open."""
+        """The inverse of :meth:`wrap` (a generation ahead of the newest held derived in
+        memory, nothing persisted); :class:`MasterKeyError` when it does not open."""
+
+    def ratchet(self, generation: int) -> None:
+        """Persist KEK *generation* (derived one way from the newest held) and erase every
+        older one (key file lines, token objects). Only once the database uses it."""
 
     def legacy_key(self, version: int) -> bytes:
         """Master key *version* of a database made before providers (a key file line)."""
@@ -117,24 +143,43 @@ class KeyProvider(Protocol):
 _FILE_BLOB = b"F"  # file provider blob: b"F" | file version (4 bytes) | nonce | AES-GCM
 
 
+_RATCHET_LABEL = b"mss:kek-ratchet:v1|%d"
+
+
+def next_kek(kek: bytes, generation: int) -> bytes:
+    """KEK *generation* from KEK *generation* - 1: HMAC-SHA256 (a PRF, RFC 2104), so the
+    older KEK cannot be computed from the newer one (docs/keys.md, crypto-shredding)."""
+    return hmac.new(kek, _RATCHET_LABEL % generation, hashlib.sha256).digest()
+
+
+def ratchet_label(generation: int) -> bytes:
+    """The 32 bytes a token encrypts with KEK *generation* - 1 (CKM_AES_ECB_ENCRYPT_DATA)
+    to derive KEK *generation* (mss/pkcs11.py)."""
+    return hashlib.sha256(_RATCHET_LABEL % generation).digest()
+
+
 class FileKeyProvider:
-    """KEKs from a 0600 text file, one ``version:base64`` line per version.
+    """KEKs from a 0600 text file, one ``version:base64`` line per version (generation).
 
     The newest version wraps; older ones unwrap what they wrapped (the blob names its
     version). In a database made before providers, these lines were the master keys
     themselves (:meth:`legacy_key`). Every node sharing the database gets a copy of the
-    same file.
+    same file. A crypto-shred ratchets it (:meth:`ratchet`): the next version is derived
+    one way from the newest (:func:`next_kek`) and every older line is erased.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._keys: dict[int, bytes] = {}
+        self._derived: dict[int, bytes] = {}  # ahead of the file, in memory only
         self.reload()
 
     def reload(self) -> None:
         with self._lock:
             self._keys = self._read()
+            newest = max(self._keys)
+            self._derived = {g: k for g, k in self._derived.items() if g > newest}
 
     def _read(self) -> dict[int, bytes]:
         try:
@@ -175,30 +220,71 @@ class FileKeyProvider:
     def current_version(self) -> int:
         return self.versions()[-1]
 
-    def key(self, version: int) -> bytes:
+    def key(self, version: int, *, derive: bool = False) -> bytes:
+        """The file's line *version*; with *derive*, a version ahead of the file's newest
+        is derived in memory (another node's shred, not yet persisted here)."""
         with self._lock:
-            key = self._keys.get(version)
+            key = self._keys.get(version) or self._derived.get(version)
         if key is None:
             self.reload()  # the operator may have added a line (a new KEK version)
             with self._lock:
                 key = self._keys.get(version)
+                newest = max(self._keys)
+                if key is None and derive and version > newest:
+                    key = self._keys[newest]
+                    for generation in range(newest + 1, version + 1):
+                        key = self._derived.get(generation) or next_kek(key, generation)
+                        self._derived[generation] = key
+                oldest = min(self._keys)
         if key is None:
+            if version < oldest:
+                raise MasterKeyError(
+                    f"master key version {version} is not in {self.path} (it holds "
+                    f"{oldest} and later: older versions are erased by a crypto-shred, "
+                    f"docs/keys.md): a database copy older than the shred cannot be opened")
             raise MasterKeyError(f"master key version {version} is not in {self.path}")
         return key
 
     @property
+    def generation(self) -> int:
+        return self.current_version()
+
+    @property
     def kek_id(self) -> str:
-        version = self.current_version()
-        digest = hashlib.sha256(b"mss:kek-id:v1" + self.key(version)).hexdigest()[:12]
-        return f"file:{version}:{digest}"
+        return self.kek_name(self.current_version())
+
+    def kek_name(self, generation: int) -> str:
+        digest = hashlib.sha256(b"mss:kek-id:v1" + self.key(generation, derive=True)
+                                ).hexdigest()[:12]
+        return f"file:{generation}:{digest}"
+
+    def blob_generation(self, blob: bytes) -> int | None:
+        if blob[:1] != _FILE_BLOB or len(blob) < 5:
+            return None
+        return int.from_bytes(blob[1:5], "big")
 
     def describe(self) -> str:
         return f"master key file {self.path}"
 
-    def wrap(self, key: bytes, ad: bytes) -> bytes:
-        version = self.current_version()
+    def wrap(self, key: bytes, ad: bytes, generation: int | None = None) -> bytes:
+        version = self.current_version() if generation is None else generation
         return (_FILE_BLOB + version.to_bytes(4, "big")
-                + _seal(AESGCM(self.key(version)), key, ad))
+                + _seal(AESGCM(self.key(version, derive=True)), key, ad))
+
+    def ratchet(self, generation: int) -> None:
+        """Rewrite the file with the lines from *generation* on only (derived when ahead),
+        under an exclusive lock of the file (every process of the node ratchets it when it
+        sees the shred; the first one writes, the others find it done)."""
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+            self.reload()
+            with self._lock:
+                if min(self._keys) >= generation:
+                    return  # done by another process
+            kept = {generation: self.key(generation, derive=True)}
+            with self._lock:
+                kept.update({g: k for g, k in self._keys.items() if g > generation})
+            write_key_file(self.path, kept)
+            self.reload()
 
     def unwrap(self, blob: bytes, ad: bytes) -> bytes:
         if blob[:1] != _FILE_BLOB or len(blob) < 5:
@@ -206,7 +292,7 @@ class FileKeyProvider:
                                  "file: configure its provider ([keys] provider)")
         version = int.from_bytes(blob[1:5], "big")
         try:
-            return _open(AESGCM(self.key(version)), blob[5:], ad)
+            return _open(AESGCM(self.key(version, derive=True)), blob[5:], ad)
         except TamperedError:
             raise MasterKeyError(f"master key file {self.path} does not match this database "
                                  f"(its version {version} does not unwrap): wrong key file?"
@@ -219,9 +305,21 @@ class FileKeyProvider:
         pass
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on *path*, made 0600 if absent, between the processes of
+    one host: a KEK ratchet is done by one of them, the others find it done."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_key_file(path: Path, keys: Mapping[int, bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     body = "# mss master keys: keep secret, mode 0600, back up with the database\n" + "".join(
         f"{v}:{base64.b64encode(k).decode()}\n" for v, k in sorted(keys.items())
     )
@@ -312,16 +410,57 @@ class Keyring:
     def current_version(self, conn: Connection) -> int | None:
         return conn.execute(select(func.max(db.master_keys.c.version))).scalar()
 
-    def _new_master(self, conn: Connection, version: int) -> AESGCM:
+    def _new_master(self, conn: Connection, version: int, generation: int | None = None,
+                    *, cache: bool = True) -> AESGCM:
+        """A new random master *version* wrapped by KEK *generation* (default: the one
+        the database uses, so that a node behind another's shred never wraps under a KEK
+        generation the others erased)."""
+        if generation is None:
+            generation = self.kek_generation(conn)
         raw = os.urandom(KEY_BYTES)
         conn.execute(insert(db.master_keys).values(
             version=version, check_value=check_value(raw), created_at=time.time(),
-            wrapped=self.provider.wrap(raw, master_ad(version)), kek=self.provider.kek_id,
+            wrapped=self.provider.wrap(raw, master_ad(version), generation),
+            kek=self.provider.kek_name(generation),
         ))
         key = AESGCM(raw)
-        with self._lock:
-            self._masters[version] = key
+        if cache:
+            with self._lock:
+                self._masters[version] = key
         return key
+
+    def kek_generation(self, conn: Connection) -> int:
+        """The KEK generation new master versions are wrapped by: the provider's newest
+        (a KEK line the operator added, say), or the newest a blob of the database names
+        when that is ahead (another node's shred this process has not ratcheted to yet)."""
+        generations = [g for (blob,) in conn.execute(
+            select(db.master_keys.c.wrapped).where(db.master_keys.c.wrapped.is_not(None)))
+            if (g := self.provider.blob_generation(bytes(blob))) is not None]
+        return max([*generations, self.provider.generation])
+
+    def catch_up(self, conn: Connection) -> bool:
+        """Ratchet the provider to the KEK generation the database uses when it is behind
+        (another node shredded; or this process, once its transaction committed), after
+        checking that generation opens the current master version: the older generation
+        is erased from the key file or token. Drops cached master versions the database no
+        longer holds. True when it ratcheted."""
+        generation = self.kek_generation(conn)
+        current = self.current_version(conn)
+        present = {v for (v,) in conn.execute(select(db.master_keys.c.version))}
+        with self._lock:
+            for version in [v for v in self._masters if v not in present]:
+                del self._masters[version]
+        if generation <= self.provider.generation:
+            return False
+        if current is not None:  # unwrapped (derived in memory) and checked first
+            with self._lock:
+                self._masters.pop(current, None)
+            self._master(current, conn)
+        before = self.provider.generation
+        self.provider.ratchet(generation)
+        log.info("key-encryption key ratcheted", generation=generation, erased_below=generation,
+                 was=before, provider=self.provider.describe())
+        return True
 
     # ---- start-up check
     def verify_master(self, conn: Connection) -> None:
@@ -333,6 +472,7 @@ class Keyring:
             in_use.add(current)
         for version in sorted(in_use):
             self._master(version, conn)
+        self.catch_up(conn)  # a shred made while this node was away: erase the old KEK
         if self._shred_seq is None:  # tombstones older than this process: nothing cached
             self._shred_seq = conn.execute(select(func.max(db.key_shreds.c.seq))).scalar() or 0
 
@@ -351,6 +491,7 @@ class Keyring:
 
     # ---- mailbox keys
     def create_key(self, conn: Connection, key_id: str) -> None:
+        xact_lock(conn, "keys")  # not under a master version a shred is deleting
         version = self.register_current_master(conn)
         raw = AESGCM.generate_key(bit_length=256)
         conn.execute(insert(db.keyring).values(
@@ -392,11 +533,20 @@ class Keyring:
         if conn is None:
             with self.engine.connect() as own:
                 return self._unwrap_key(key_id, own)
-        row = conn.execute(select(db.keyring.c.master_version, db.keyring.c.wrapped)
-                           .where(db.keyring.c.key_id == key_id)).first()
+        query = (select(db.keyring.c.master_version, db.keyring.c.wrapped)
+                 .where(db.keyring.c.key_id == key_id))
+        row = conn.execute(query).first()
         if row is None:
             raise KeyringError(f"no key {key_id!r} in the keyring")
-        master = self._master(row.master_version, conn)
+        try:
+            master = self._master(row.master_version, conn)
+        except MasterKeyError:
+            # PostgreSQL READ COMMITTED: a shred committed between the two statements moved
+            # the row to a new master version and deleted the old one: read it again
+            row = conn.execute(query).first()
+            if row is None:
+                raise KeyringError(f"no key {key_id!r} in the keyring") from None
+            master = self._master(row.master_version, conn)
         try:
             return _open(master, row.wrapped, _keyring_ad(key_id))
         except TamperedError:
@@ -424,14 +574,57 @@ class Keyring:
 
     # ---- crypto-shredding
     def destroy(self, conn: Connection, key_id: str) -> None:
-        """Delete the key *key_id* (what it encrypts becomes unreadable, backups aside:
-        docs/backup.md) and record a tombstone every node's :meth:`poll` sees."""
-        xact_lock(conn, "keys")
-        deleted = conn.execute(delete(db.keyring).where(db.keyring.c.key_id == key_id))
-        if deleted.rowcount == 0:
-            raise KeyringError(f"no key {key_id!r} in the keyring")
-        conn.execute(insert(db.key_shreds).values(key_id=key_id, shredded_at=time.time()))
-        self._forget([key_id])
+        """Crypto-shred the key *key_id*: :meth:`destroy_many` of one key."""
+        self.destroy_many(conn, [key_id])
+
+    def destroy_many(self, conn: Connection, key_ids: list[str]) -> None:
+        """Delete the keys *key_ids* so that no copy of the database can give them back
+        with the keys the nodes hold afterwards (docs/keys.md, "Crypto-shredding"):
+
+        1. every other key is re-wrapped under a new random master version, and every
+           older master version is deleted (a copy holds the shredded key wrapped by one of
+           them);
+        2. that new version is wrapped by the next KEK generation, derived one way from
+           the current one (:func:`next_kek`, or ``CKM_AES_ECB_ENCRYPT_DATA`` in a token),
+           which cannot give the older generation back;
+        3. a tombstone per key (``key_shreds``): every process's :meth:`poll` drops the key
+           from its cache and ratchets its provider (:meth:`catch_up`), erasing the older
+           KEK generation from its key file or token.
+
+        All in the caller's transaction, under the cluster lock "keys"; the provider of this
+        process ratchets once it committed (:meth:`catch_up`: its change watcher, its next
+        start, or the caller right after the commit). Mailbox keys themselves do not change:
+        other nodes' cached keys of other mailboxes stay valid."""
+        if not key_ids:
+            return
+        xact_lock(conn, "keys")  # one rotation or shred at a time across nodes
+        wanted = set(key_ids)
+        rows = conn.execute(
+            select(db.keyring.c.key_id, db.keyring.c.master_version, db.keyring.c.wrapped)
+        ).all()
+        missing = sorted(wanted - {row.key_id for row in rows})
+        if missing:
+            raise KeyringError(f"no key {missing[0]!r} in the keyring")
+        # unwrap the keys kept first: a key that does not open must fail before any change
+        kept = {key_id: _open(self._master(version, conn), wrapped, _keyring_ad(key_id))
+                for key_id, version, wrapped in rows if key_id not in wanted}
+        generation = self.kek_generation(conn) + 1
+        version = (self.current_version(conn) or 0) + 1
+        master = self._new_master(conn, version, generation, cache=False)
+        now = time.time()
+        conn.execute(delete(db.keyring).where(db.keyring.c.key_id.in_(sorted(wanted))))
+        if kept:  # one executemany: 10 000 keys in about a second (docs/keys.md)
+            conn.execute(
+                update(db.keyring).where(db.keyring.c.key_id == bindparam("k")).values(
+                    master_version=version, rewrapped_at=now, wrapped=bindparam("w")),
+                [{"k": key_id, "w": _seal(master, raw, _keyring_ad(key_id))}
+                 for key_id, raw in kept.items()])
+        conn.execute(delete(db.master_keys).where(db.master_keys.c.version != version))
+        conn.execute(insert(db.key_shreds), [{"key_id": key_id, "shredded_at": now}
+                                             for key_id in sorted(wanted)])
+        self._forget(sorted(wanted))
+        with self._lock:  # the new version is cached once committed and read back
+            self._masters.clear()
 
     def poll(self, conn: Connection) -> None:
         """Change watcher listener: drop the keys shredded since the last call from this
@@ -443,6 +636,9 @@ class Keyring:
                             .order_by(db.key_shreds.c.seq)).all()
         if rows:
             self._forget([key_id for _, key_id in rows])
+            # the shred's KEK generation, the older one erased here; should that fail (a
+            # token away), the next call tries again: the tombstones count as seen after it
+            self.catch_up(conn)
             self._shred_seq = rows[-1].seq
         elif self._shred_seq is None:
             self._shred_seq = 0

@@ -180,6 +180,17 @@ app_passwords = Table(
     Index("ix_app_passwords_mailbox", "mailbox_id"),
 )
 
+# Operator accounts (issue 16): a migration login that acts as any mailbox over IMAP, each
+# use audited as delegated access (mss/mailstore/operators.py; versions/0010_operators.py)
+operators = Table(
+    "operators", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),  # not an address
+    Column("password_hash", String(255), nullable=False),  # scrypt (mss/passwords.py)
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)
+
 messages = Table(
     "messages", metadata,
     Column("id", String(32), primary_key=True),  # random, bound into the AEAD data
@@ -228,6 +239,14 @@ outbound_queue = Table(
     # the patient pseudonym of the message (from its delivery.queued record), for the audit
     # records of the delivery: mss audit list --patient follows the message to the peer
     Column("patient", String(40)),
+    # RFC 3461 DSN parameters (0010): the recipient's NOTIFY ("NEVER" or kinds joined by
+    # commas; NULL: absent) and ORCPT ("addr-type;address", decoded), the transaction's RET
+    # and ENVID (decoded); when the last "delayed" report of the row was written
+    Column("dsn_notify", String(32)),
+    Column("dsn_orcpt", String(512)),
+    Column("dsn_ret", String(4)),
+    Column("dsn_envid", String(128)),
+    Column("delay_reported_at", Float),
     # seconds the row spent under a hold of its domain (mss queue hold): they do not count
     # towards delivery.max_age (added at the release; issue 16)
     Column("held_for", Float, nullable=False, default=0.0, server_default="0"),
@@ -283,6 +302,9 @@ whitelist_versions = Table(
     Column("domains", Integer, nullable=False),
     Column("warnings", Text, nullable=False, default=""),
     Column("active", Boolean, nullable=False, default=False),
+    # when mss whitelist rollback put an older version in force instead of this one: the
+    # same document is not imported again (a fetch, say) unless forced (trustspace/registry)
+    Column("withdrawn_at", Float),
 )
 
 # Where the list is fetched from, and the validators of the last document put in force.

@@ -149,6 +149,10 @@ def delete(ctx: typer.Context, address: str,
             _audit(conn, Event.ADMIN_MAILBOX_DELETE, m.address, now=True)
             _audit(conn, Event.MAILBOX_PURGE, m.address, type=m.type, **purged.counts())
     if purged is not None:
+        # committed (the node above is closed): this process ratchets its key file or
+        # token now, the older KEK generation erased (docs/keys.md)
+        with node(ctx) as again, again.reader.connect() as ratchet_conn:
+            again.keyring.catch_up(ratchet_conn)
         print(f"mailbox {m.address} purged: {purged.messages} message(s) removed, key "
               "destroyed")
     else:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mss.addresses import AddressError, normalize_address
 from mss.db import unavailable
-from mss.mailstore import app_passwords, mailboxes
+from mss.mailstore import app_passwords, mailboxes, operators
 from mss.passwords import verify_password
 
 log = structlog.get_logger("mss.login")
@@ -40,12 +40,17 @@ class LoginCheck:
     reason: str  # for the audit record
     method: str = "password"  # "password" | "app-password": the one that matched (or failed)
     app_password_id: int | None = None  # the app password that matched (touch it on success)
+    operator: str | None = None  # "operator": the operator acting as the mailbox
+    operator_id: int | None = None
 
     def audit_detail(self) -> dict[str, str]:
-        """What the login's audit record adds: the method, the app password's id."""
+        """What the login's audit record adds: the method, the app password's id, the
+        operator."""
         detail = {"method": self.method}
         if self.app_password_id is not None:
             detail["app_password"] = str(self.app_password_id)
+        if self.operator is not None:
+            detail["operator"] = self.operator
         return detail
 
 
@@ -127,3 +132,41 @@ def _failure(hashed: str | None, with_password: bool, with_app: bool, wrong_scop
     if not with_password:
         return "wrong app password" if with_app else "no login method offered"
     return "wrong password" if hashed else "mailbox has no password"
+
+
+def operator_login(login: str) -> tuple[str, str] | None:
+    """(mailbox login, operator name) of a ``MAILBOX*OPERATOR`` login (Dovecot's master-user
+    convention, for clients that send no SASL authzid), else None: the operator is what
+    follows the last ``*``, a valid operator name (so never an address's domain)."""
+    mailbox, sep, name = login.rpartition(operators.SEPARATOR)
+    if not sep or not mailbox or not operators.NAME.fullmatch(name.strip().lower()):
+        return None
+    return mailbox, name
+
+
+def check_operator_login(reader: Engine, operator: str, login: str, password: str
+                         ) -> LoginCheck:
+    """An operator (mss operator add) logging in as the mailbox *login*: RFC 4616 PLAIN
+    with authzid = the mailbox and authcid = the operator. The operator's password (one
+    scrypt whatever the names), then the mailbox: it must exist and be usable."""
+    address = login_address(login)
+    try:
+        with reader.connect() as conn:
+            found = operators.check(conn, operator, password)
+            mailbox = mailboxes.get_mailbox(conn, address) if address else None
+    except DBAPIError as exc:
+        if unavailable(exc):
+            raise
+        log.error("operator record unreadable", error=type(exc.orig).__name__)
+        return LoginCheck(address, None, "operator record unreadable", "operator")
+    if found is None:
+        return LoginCheck(address, None, "operator: unknown operator or wrong password",
+                          "operator", operator=operator[:64])
+    if mailbox is None:
+        return LoginCheck(address, None, "operator: unknown mailbox", "operator",
+                          operator=found.name, operator_id=found.id)
+    if not mailbox.usable:
+        return LoginCheck(address, None, f"operator: mailbox {mailbox.state}", "operator",
+                          operator=found.name, operator_id=found.id)
+    return LoginCheck(address, mailbox, "operator acting as the mailbox", "operator",
+                      operator=found.name, operator_id=found.id)

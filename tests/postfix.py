@@ -99,6 +99,10 @@ class Postfix:
     transport_entries: dict[str, str] = field(default_factory=dict)
     # virtual(5) aliases, rewritten by cleanup after smtpd accepted the recipient
     virtual_aliases: dict[str, str] = field(default_factory=dict)
+    # more hosted domains (the same users in each), and more smtpd listeners:
+    # "host:port" -> their -o options (e.g. one whose EHLO offers no DSN)
+    extra_domains: tuple[str, ...] = ()
+    extra_smtpd: dict[str, tuple[str, ...]] = field(default_factory=dict)
     started: bool = False
 
     # ------------------------------------------------------------------ paths
@@ -114,8 +118,8 @@ class Postfix:
     def log_path(self) -> Path:
         return self.base / "postfix.log"
 
-    def maildir(self, user: str) -> Path:
-        return self.base / "mail" / self.domain / user
+    def maildir(self, user: str, domain: str | None = None) -> Path:
+        return self.base / "mail" / (domain or self.domain) / user
 
     # ------------------------------------------------------------------ configuration
     def main_cf(self) -> str:
@@ -149,7 +153,7 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 # mailboxes of {self.domain}: Maildirs under mail/
-virtual_mailbox_domains = {self.domain}
+virtual_mailbox_domains = {" ".join((self.domain, *self.extra_domains))}
 virtual_mailbox_maps = texthash:{etc}/vmailbox
 virtual_mailbox_base = {self.base}/mail
 virtual_uid_maps = static:{nobody}
@@ -181,6 +185,9 @@ smtp_tls_loglevel = 1
 
     def master_cf(self) -> str:
         lines = [f"{self.host}:{self.port} inet n - n - - smtpd", _SERVICES.rstrip()]
+        for address, options in self.extra_smtpd.items():
+            lines.append(f"{address} inet n - n - - smtpd"
+                         + "".join(f"\n  -o {o}" for o in options))
         for name, cert in self.alt_transports.items():  # cert "": presents none
             crt, key = (f"{self.pki}/{cert}.crt", f"{self.pki}/{cert}.key") if cert else ("", "")
             lines.append(f"{name} unix - - n - - smtp\n"
@@ -193,7 +200,8 @@ smtp_tls_loglevel = 1
                      for r in self.routes if a.endswith("@" + r.domain)]
         transport += [f"{r.domain} smtp:[{r.host}]:{r.port}" for r in self.routes]
         policy = [f"[{r.host}]:{r.port} secure match={r.cert_name}" for r in self.routes]
-        boxes = [f"{u}@{self.domain} {self.domain}/{u}/" for u in self.users]
+        boxes = [f"{u}@{d} {d}/{u}/" for d in (self.domain, *self.extra_domains)
+                 for u in self.users]
         return {"transport": "\n".join(transport), "tls_policy": "\n".join(policy),
                 "vmailbox": "\n".join(boxes),
                 "virtual_alias": "\n".join(f"{a} {t}" for a, t in self.virtual_aliases.items())}
@@ -253,10 +261,13 @@ smtp_tls_loglevel = 1
         except (OSError, ValueError):
             return None
 
-    def sendmail(self, sender: str, recipients: list[str], data: bytes) -> None:
-        """Inject a message the way a local program does (sendmail -> postdrop -> pickup)."""
-        proc = subprocess.run([SENDMAIL, "-C", str(self.etc), "-i", "-f", sender, "--",
-                               *recipients], input=data, capture_output=True, timeout=60)
+    def sendmail(self, sender: str, recipients: list[str], data: bytes,
+                 options: tuple[str, ...] = ()) -> None:
+        """Inject a message the way a local program does (sendmail -> postdrop -> pickup);
+        *options*: more sendmail(1) options (``-N success`` ``-V envid``: DSN)."""
+        proc = subprocess.run([SENDMAIL, "-C", str(self.etc), "-i", "-f", sender, *options,
+                               "--", *recipients], input=data, capture_output=True,
+                              timeout=60)
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
     # ------------------------------------------------------------------ reading
@@ -269,9 +280,9 @@ smtp_tls_loglevel = 1
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
-    def messages(self, user: str) -> list[bytes]:
+    def messages(self, user: str, domain: str | None = None) -> list[bytes]:
         """Every message delivered to *user*'s Maildir (new/ and cur/), oldest first."""
-        box = self.maildir(user)
+        box = self.maildir(user, domain)
         files = [p for sub in ("new", "cur") if (box / sub).is_dir()
                  for p in (box / sub).iterdir() if p.is_file()]
         return [p.read_bytes() for p in sorted(files, key=lambda p: p.stat().st_mtime_ns)]

@@ -113,7 +113,8 @@ def test_bin_mss_is_the_readme_command_from_any_directory(node: Node, tmp_path: 
 LISTINGS = (["domain", "list"], ["mailbox", "list"], ["mailbox", "show", f"alice@{DOMAIN}"],
             ["keys", "status"], ["audit", "list"], ["audit", "status"], ["queue", "list"],
             ["relay", "list"], ["directory", "status"], ["directory", "search", "x"],
-            ["mailbox", "app-password", "list", f"alice@{DOMAIN}"], ["mailbox", "cert", "list"])
+            ["mailbox", "app-password", "list", f"alice@{DOMAIN}"], ["mailbox", "cert", "list"],
+            ["whitelist", "versions"])
 
 
 def test_every_listing_fits_80_columns_and_prints_json(node: Node) -> None:

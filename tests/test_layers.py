@@ -35,7 +35,8 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                  "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
                  "mss.sasl",  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
-                 "mss.xdm", "mss.xmss"),  # issue 18: XDM packages, X-MSS header rules
+                 "mss.xdm", "mss.xmss",  # issue 18: XDM packages, X-MSS header rules
+                 "mss.dsn", "mss.citizen"),  # issue 18: RFC 3461/3464, INS addresses
     },
     "services": {  # never import one another
         "mailstore": ("mss.mailstore.*",
@@ -70,6 +71,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
                   "mss.identity_cli",  # mss auth (issue 15)
                   "mss.cert_cli",  # mss mailbox cert (issue 15)
                   "mss.app_password_cli", "mss.dns_cli", "mss.dns_records",  # issue 15
+                  "mss.archive_cli", "mss.operator_cli",  # issue 16: reversibility
                   "mss.cli_output",  # issue 17: tables fitting the terminal, --json
                   "mss.doctor.*",  # issue 17: the node checks of mss doctor
                   "mss.report",  # issue 17: mss report

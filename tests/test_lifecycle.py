@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from mss import crypto
+from mss import crypto, db
 from mss.app import open_app
-from mss.mailstore import lifecycle, messages
+from mss.mailstore import lifecycle
 from tests.node import (
     BACKENDS,
     DOMAIN,
@@ -449,29 +449,33 @@ def backup(node: Node, target: Path) -> None:
 RESULTS: dict[str, tuple[Path, int]] = {}  # a test's result another reads (module order)
 
 
-@pytest.mark.backends("sqlite")  # a copy of the SQLite file (fix/shred tests pg_dump)
-@pytest.mark.xfail(strict=True, reason="crypto-shredding against an old copy of the "
-                   "database is issue 16's fix/shred branch (an irreversible "
-                   "Keyring.destroy): remove this mark when it is merged")
+@pytest.mark.backends("sqlite")  # a copy of the SQLite file (tests/test_shred.py: pg_dump)
 def test_a_copy_taken_before_the_purge_cannot_be_opened(node: Node, tmp_path: Path) -> None:
+    """The purge ratcheted the node's key-encryption key (docs/keys.md): the copy's master
+    versions are wrapped by a generation the node erased, so neither the node's CLI nor a
+    keyring over the copy opens the purged mailbox's key (the other mailboxes of the copy
+    only with their keys as the live database holds them: tests/test_shred.py)."""
     copy, ident = RESULTS["purged_copy"]
     old = sqlite3.connect(copy)  # the copy still holds the rows
     assert old.execute("SELECT count(*) FROM messages WHERE mailbox_id = ?", (ident,)
                        ).fetchone() == (1,)
     old.close()
+    key_file = node.data_dir / "keys" / "master.key"
+    assert [line.split(":")[0] for line in key_file.read_text().splitlines()
+            if line and not line.startswith("#")] == ["2"]  # generation 1 erased
     config = tmp_path / "old.toml"  # the node's keys and config, the old copy's database
     config.write_text(node.config.read_text()
                       .replace('data_dir = "."', f'data_dir = "{node.data_dir}"', 1)
                       .replace('url = "sqlite:///mss.db"', f'url = "sqlite:///{copy}"', 1))
-    app = open_app(config)
+    with pytest.raises(crypto.MasterKeyError, match="erased by a crypto-shred"):
+        open_app(config)
+    engine = db.make_engine(f"sqlite:///{copy}", writer=False)
     try:
-        with app.reader.connect() as conn:
-            uids = messages.list_uids(conn, ident)
-            assert uids
-            with pytest.raises((crypto.KeyringError, crypto.TamperedError)):
-                messages.read_message(conn, app.keyring, ident, uids[0])
+        keyring = crypto.Keyring(engine, crypto.FileKeyProvider(key_file))
+        with engine.connect() as conn, pytest.raises(crypto.KeyringError, match="erased"):
+            keyring.key(crypto.mailbox_key_id(ident), conn)
     finally:
-        app.close()
+        engine.dispose()
 
 
 def test_delete_refused_under_legal_hold(node: Node) -> None:

@@ -463,11 +463,12 @@ def _ehlo_lines(client: smtplib.SMTP, name: str = "client.example") -> list[str]
 def test_ehlo_capabilities_exact_per_listener(tmp_path: Path) -> None:
     """Each listener's EHLO capability list, exactly (issue 12 §3: no SASL mechanism
     "blocked", which aiosmtpd took from a handler method named auth_blocked). AUTH only
-    after TLS (RFC 4954 §4), never on the MX."""
+    after TLS (RFC 4954 §4), never on the MX. Issue 18: ENHANCEDSTATUSCODES (RFC 2034)
+    and DSN (RFC 3461) on every listener."""
     node = make_node(tmp_path)
     node.start()
     head = ["SIZE 52428800", "8BITMIME"]
-    tail = ["PIPELINING", "HELP"]
+    tail = ["ENHANCEDSTATUSCODES", "DSN", "PIPELINING", "HELP"]
     try:
         with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as client:
             assert _ehlo_lines(client) == [*head, "STARTTLS", *tail]

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mss.addresses import AddressError, normalize_address, normalize_domain
-from mss.cli_output import JSON_OPTION, Column, emit, print_json
+from mss.cli_output import JSON_OPTION, Column, emit, print_json, when
 from mss.cli_support import actor, fail, node
 from trustspace.registry import (
     WhitelistImportError,
     active_version_info,
     import_whitelist,
+    list_versions,
     load_active,
+    rollback_whitelist,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +121,49 @@ def whitelist_show(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     if info["warnings"]:
         for line in str(info["warnings"]).splitlines():
             print(f"warning:   {line}")
+
+
+@whitelist_app.command("versions")
+def whitelist_versions(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
+    """Every whitelist version kept, newest first: imported (UTC), generated (by the
+    publisher), source, entries, domains, in force (yes, or withdrawn by a rollback)."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        rows = list_versions(conn)
+    for row in rows:
+        row["in_force"] = ("yes" if row["active"] else
+                           "withdrawn" if row["withdrawn_at"] is not None else "no")
+    emit(rows, (Column("id", justify="right"), Column("imported_at", header="imported",
+                                                     format=when),
+                Column("generated_at", header="generated"),
+                Column("source", overflow="ellipsis", min_width=8),
+                Column("entries", justify="right"), Column("domains", justify="right"),
+                Column("in_force", header="active")),
+         json_out=json_out, json_skip=("in_force",))
+
+
+@whitelist_app.command("rollback")
+def whitelist_rollback(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="The version to put back in force "
+                                                "(mss whitelist versions).")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Roll back even if more than whitelist.max_shrink_ratio of the "
+        "domains in force disappear.")] = False,
+) -> None:
+    """Put an older whitelist version back in force (audited); the one in force is marked
+    withdrawn and is not imported again unless forced. Every node picks it up within
+    whitelist.reload_interval, as after an import."""
+    with node(ctx) as app:
+        try:
+            result = rollback_whitelist(app.engine, version, force=force,
+                                        max_shrink_ratio=app.config.whitelist.max_shrink_ratio,
+                                        actor=actor())
+        except WhitelistImportError as exc:
+            fail(str(exc))
+    withdrawn = (f"; version {result.withdrawn_id} withdrawn"
+                 if result.withdrawn_id is not None else "")
+    print(f"whitelist version {result.version_id} in force again: {result.entries} entries, "
+          f"{result.domains} domains (was {result.previous_domains}){withdrawn}")
 
 
 @whitelist_app.command("check")

@@ -36,6 +36,8 @@ class Verdict(Enum):
     PEER_BLOCKED = "peer-blocked"  # mss peer block, without an end
     PEER_BLOCKED_TEMPORARILY = "peer-blocked-temporarily"  # mss peer block --until
     RECIPIENT_BLOCKED = "recipient-blocked"  # submission/relay RCPT to a blocked domain
+    PATIENT_ADDRESS_INVALID = "patient-address-invalid"  # issue 18: not <INS>@citizen domain
+    PATIENT_SENDER_REFUSED = "patient-sender-refused"  # a mailbox type not in citizen.senders
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ REPLIES: MappingProxyType[Verdict, Reply] = MappingProxyType({
     Verdict.PEER_BLOCKED_TEMPORARILY: Reply(
         450, "4.7.1", "Sender temporarily not accepted, try again later"),
     Verdict.RECIPIENT_BLOCKED: Reply(550, "5.7.1", "Recipient not accepted by local policy"),
+    # RFC 3463 §3.2 X.1.3 bad destination mailbox address syntax: the local part is no INS
+    Verdict.PATIENT_ADDRESS_INVALID: Reply(550, "5.1.3", "Invalid patient address"),
+    Verdict.PATIENT_SENDER_REFUSED: Reply(550, "5.7.1",
+                                          "This mailbox may not write to patients"),
 })
 
 

@@ -38,6 +38,17 @@ class WhitelistImportError(Exception):
 
 
 @dataclass(frozen=True)
+class RollbackResult:
+    version_id: int  # now in force
+    withdrawn_id: int | None  # the version it replaced
+    entries: int
+    domains: int
+    previous_domains: int
+    dropped: int  # domains of the withdrawn version not in this one
+    forced: bool
+
+
+@dataclass(frozen=True)
 class ImportResult:
     version_id: int
     sha256: str
@@ -131,7 +142,16 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
                                 unchanged=True)
         dropped = len(current_domains - new_domains)
         shrinks = bool(current_domains) and dropped > max_shrink_ratio * len(current_domains)
-        if shrinks and not force:
+        withdrawn = None if force else _withdrawn(conn, parsed.sha256)
+        if withdrawn is not None:
+            refusal = (f"refused: this list (sha256 {parsed.sha256[:16]}) is version "
+                       f"{withdrawn}, withdrawn by mss whitelist rollback; use --force to "
+                       f"import it anyway")
+            append(conn, [AuditRecord(
+                _EVENT, Outcome.MINOR_FAILURE, actor=who, reason=refusal,
+                whitelist_version=current["id"] if current else None,
+                detail={**detail, "withdrawn_version": withdrawn})])
+        elif shrinks and not force:
             # Only the audit record is written (in this otherwise empty transaction).
             refusal = (f"refused: the new list drops {dropped} of {len(current_domains)} "
                        f"domains ({100 * dropped / len(current_domains):.1f}% > "
@@ -149,6 +169,75 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
             return ImportResult(version_id, parsed.sha256, parsed.generated_at, entries,
                                 len(new_domains), len(current_domains), parsed.warnings,
                                 unchanged=False)
+    raise WhitelistImportError(refusal)
+
+
+def _withdrawn(conn: Connection, sha256: str) -> int | None:
+    """The newest version of the document *sha256* withdrawn by a rollback, if any."""
+    v = db.whitelist_versions
+    return conn.execute(select(v.c.id).where((v.c.sha256 == sha256)
+                                             & v.c.withdrawn_at.is_not(None))
+                        .order_by(v.c.id.desc()).limit(1)).scalar()
+
+
+def rollback_whitelist(engine: Engine, version_id: int, *, force: bool = False,
+                       max_shrink_ratio: float = 0.10, actor: str | None = None
+                       ) -> RollbackResult:
+    """Put version *version_id* back in force, or raise :class:`WhitelistImportError`.
+
+    Refused (only the audit record written) when there is no such version, when it is the
+    one in force, or when it drops more than *max_shrink_ratio* of the domains in force and
+    *force* is false. The version it replaces is marked withdrawn (``withdrawn_at``); the
+    target's own mark, if any, is cleared. One transaction under the cluster lock
+    ``whitelist``, as an import: nodes see the active version change and reload."""
+    if not 0.0 <= max_shrink_ratio <= 1.0:
+        raise ValueError(f"max_shrink_ratio must be within [0, 1], not {max_shrink_ratio}")
+    who = actor or "cli"
+    v = db.whitelist_versions
+    with engine.begin() as conn:
+        xact_lock(conn, WHITELIST_LOCK)
+        current = active_version_info(conn)
+        target = conn.execute(select(v).where(v.c.id == version_id)).first()
+        detail: dict[str, Any] = {"version": version_id,
+                                  "from": current["id"] if current else None}
+        refusal: str | None = None
+        dropped = 0
+        current_domains: set[str] = set()
+        if target is None:
+            refusal = (f"no whitelist version {version_id} (mss whitelist versions lists "
+                       f"them)")
+        elif current is not None and current["id"] == version_id:
+            refusal = f"whitelist version {version_id} is already in force"
+        else:
+            current_domains = _domains_of(conn, current["id"]) if current else set()
+            dropped = len(current_domains - _domains_of(conn, version_id))
+            shrinks = bool(current_domains) and \
+                dropped > max_shrink_ratio * len(current_domains)
+            detail.update(dropped=dropped, previous_domains=len(current_domains),
+                          domains=target.domains, forced=shrinks and force)
+            if shrinks and not force:
+                refusal = (f"refused: version {version_id} drops {dropped} of "
+                           f"{len(current_domains)} domains in force "
+                           f"({100 * dropped / len(current_domains):.1f}% > "
+                           f"{100 * max_shrink_ratio:g}%); use --force to roll back anyway")
+        if refusal is not None:
+            append(conn, [AuditRecord(Event.WHITELIST_ROLLBACK, Outcome.MINOR_FAILURE,
+                                      actor=who, reason=refusal, detail=detail,
+                                      whitelist_version=current["id"] if current else None)])
+        else:
+            assert target is not None
+            now = time.time()
+            if current is not None:
+                conn.execute(update(v).where(v.c.id == current["id"])
+                             .values(withdrawn_at=now))
+            conn.execute(update(v).where(v.c.active.is_(True)).values(active=False))
+            conn.execute(update(v).where(v.c.id == version_id)
+                         .values(active=True, withdrawn_at=None))
+            append(conn, [AuditRecord(Event.WHITELIST_ROLLBACK, Outcome.SUCCESS, actor=who,
+                                      whitelist_version=version_id, detail=detail)])
+            return RollbackResult(version_id, current["id"] if current else None,
+                                  target.entries, target.domains, len(current_domains),
+                                  dropped, bool(detail["forced"]))
     raise WhitelistImportError(refusal)
 
 

@@ -11,7 +11,8 @@ serve a folder's message list from memory (tests/test_mailstore.py tries every w
 
 Modules: ``errors`` (StoreError, BackendError), ``state`` (bump), ``names`` (folder names
 sealed at rest, the default folders), ``domains``, ``mailboxes``, ``folders``,
-``messages``, ``deliveries``, ``grants``, ``snapshots``, ``notify`` (wake-ups).
+``messages``, ``deliveries``, ``reports`` (where a delivery report goes), ``grants``,
+``snapshots``, ``notify`` (wake-ups).
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ class QueuedCopy:
     queue_id: str
     sealed: crypto.SealedMessage
     size: int
+    notify: str | None = None  # RFC 3461 NOTIFY of this recipient (mss.dsn stored form)
+    orcpt: str | None = None  # its ORCPT, "addr-type;address"
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Delivery:
     audit: list[AuditRecord]
     header_message_id: str | None
     received_at: float = field(default_factory=time.time)
+    ret: str | None = None  # RFC 3461 RET and ENVID of the transaction (queued copies)
+    envid: str | None = None
 
 
 def seal_local(keyring: crypto.Keyring, mailbox_id: int, address: str, data: bytes) -> LocalCopy:
@@ -52,14 +56,16 @@ def seal_local(keyring: crypto.Keyring, mailbox_id: int, address: str, data: byt
 
 
 def seal_queued(keyring: crypto.Keyring, rcpt: str, data: bytes,
-                transaction: str | None = None) -> QueuedCopy:
+                transaction: str | None = None, *, notify: str | None = None,
+                orcpt: str | None = None) -> QueuedCopy:
     """A queue row's copy. Its id starts with the 16 characters of the SMTP transaction id
     (*transaction*, the id of ``250 ... queued as``) when given, so ``mss queue`` finds
     every row of that transaction by it."""
     queue_id = transaction[:16] + new_id()[:16] if transaction else new_id()
     sealed = crypto.seal_message(keyring.key(crypto.QUEUE_KEY_ID), crypto.QUEUE_KEY_ID,
                                  queue_id, data)
-    return QueuedCopy(rcpt, rcpt.rsplit("@", 1)[1], queue_id, sealed, len(data))
+    return QueuedCopy(rcpt, rcpt.rsplit("@", 1)[1], queue_id, sealed, len(data), notify,
+                      orcpt)
 
 
 def write_delivery(conn: Connection, delivery: Delivery) -> list[int]:
@@ -88,6 +94,8 @@ def write_delivery(conn: Connection, delivery: Delivery) -> list[int]:
             "attempts": 0, "next_attempt_at": delivery.received_at,
             "key_blob": q.sealed.key_blob, "body_blob": q.sealed.body_blob,
             "patient": patients.get(q.queue_id),
+            "dsn_notify": q.notify, "dsn_orcpt": q.orcpt, "dsn_ret": delivery.ret,
+            "dsn_envid": delivery.envid,
         } for q in delivery.queued])
     append(conn, delivery.audit)
     return uids

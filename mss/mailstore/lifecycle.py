@@ -277,6 +277,9 @@ def purge_due(engine: Engine, keyring: crypto.Keyring, now: float | None = None,
                                       detail={"type": purged.mailbox.type,
                                               **purged.counts()})])
         done.append(purged)
+    if done:  # committed: this process ratchets its key file or token now (docs/keys.md)
+        with engine.connect() as conn:
+            keyring.catch_up(conn)
     return done
 
 

@@ -300,19 +300,28 @@ def count_all(conn: Connection) -> tuple[int, int]:
             int(conn.execute(count.select_from(db.mailboxes)).scalar() or 0))
 
 
-def open_every_message(conn: Connection, keyring: crypto.Keyring) -> int:
-    """Decrypt every message of the store in memory (streamed, nothing kept): the count.
-    TamperedError or KeyringError names the first that does not open (a restore's check)."""
-    opened = 0
+def open_every_message(conn: Connection, keyring: crypto.Keyring) -> tuple[int, int]:
+    """Decrypt every message of the store in memory (streamed, nothing kept): (opened,
+    shredded), the second the rows of mailboxes whose key was crypto-shredded on purpose
+    (a tombstone in key_shreds, no keyring row: unreadable by design, not opened).
+    TamperedError or KeyringError names the first other row that does not open (a
+    restore's check)."""
+    shredded_keys = set(conn.execute(
+        select(db.key_shreds.c.key_id).where(db.key_shreds.c.key_id.not_in(
+            select(db.keyring.c.key_id)))).scalars())
+    opened = shredded = 0
     rows = db.in_pages(conn, select(db.messages.c.id, db.messages.c.mailbox_id,
                                     db.messages.c.key_blob, db.messages.c.body_blob),
                        db.messages.c.id, 500)
     for row in rows:
         key_id = crypto.mailbox_key_id(row.mailbox_id)
+        if key_id in shredded_keys:
+            shredded += 1
+            continue
         try:
             crypto.open_message(keyring.key(key_id, conn), key_id, row.id, row.key_blob,
                                 row.body_blob)
         except (crypto.TamperedError, crypto.KeyringError) as exc:
             raise type(exc)(f"message {row.id} does not decrypt: {exc}") from None
         opened += 1
-    return opened
+    return opened, shredded

@@ -120,6 +120,7 @@ class Session:
         self.ending = False  # an operator ended the session (mss sessions end)
         self.reading = False  # waiting for the next command (between commands)
         self.kick = asyncio.Event()  # wakes IDLE when the session must end
+        self.operator: str | None = None  # an operator acting as user (mss operator; issue 16)
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -167,7 +168,8 @@ class Session:
 
     def record(self, event: Event, outcome: Outcome = Outcome.SUCCESS, **fields: Any
                ) -> AuditRecord:
-        actor = fields.pop("actor", self.user.address if self.user else self.remote_addr)
+        actor = fields.pop("actor", (f"operator:{self.operator}" if self.operator else
+                                     self.user.address if self.user else self.remote_addr))
         return AuditRecord(event=event, outcome=outcome, actor=actor,
                            remote_addr=self.remote_addr, session=self.id,
                            listener=self.ctx.listener, **fields)

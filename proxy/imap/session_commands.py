@@ -15,8 +15,15 @@ from audit.events import Event, Outcome
 from audit.journal import append
 from mss import sasl
 from mss.authenticator import AuthOutcome
-from mss.login import check_login, throttle_name
-from mss.mailstore import app_passwords, folders
+from mss.login import (
+    LoginCheck,
+    check_login,
+    check_operator_login,
+    login_address,
+    operator_login,
+    throttle_name,
+)
+from mss.mailstore import app_passwords, folders, operators
 from mss.mailstore.mailboxes import Mailbox
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.parser import Command
@@ -82,30 +89,47 @@ async def starttls(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     raise Responded
 
 
-async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechanism: str) -> None:
+async def _login(s: ImapSession, cmd: Command, login: str, password: str, mechanism: str,
+                 authzid: str | None = None) -> None:
+    operator = None
+    if authzid:  # RFC 4616 §2: authzid = the mailbox, authcid = the operator acting as it
+        operator, login = login, authzid
+    elif (split := operator_login(login)) is not None:  # MAILBOX*OPERATOR (no authzid)
+        login, operator = split
     throttle = s.ctx.throttle
-    name = throttle_name(login)  # the identity the password check uses (mss.login)
+    # the identity the password check uses (mss.login): the operator's own when one logs in
+    name = f"operator:{throttle_name(operator)[:64]}" if operator else throttle_name(login)
     if await throttle.check(name, s.remote_addr):
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.MINOR_FAILURE, actor=name,
                                reason="throttled", detail={"mechanism": mechanism}))
         raise No("Too many failed logins, try again later", "UNAVAILABLE")
-    # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
-    checked = await s.thread(functools.partial(check_login, service="imap",
-                                               methods=s.ctx.methods),
-                             s.ctx.app.reader, login, password)
+    if operator is not None and "password" not in s.ctx.methods:  # app passwords only here
+        checked = LoginCheck(login_address(login), None, "operator: this listener takes no "
+                             "password login", "operator", operator=operator[:64])
+    elif operator is not None:
+        checked = await s.thread(check_operator_login, s.ctx.app.reader, operator, login,
+                                 password)
+    else:  # the listener's listeners.<name>.auth: mailbox password and/or IMAP app passwords
+        checked = await s.thread(functools.partial(check_login, service="imap",
+                                                   methods=s.ctx.methods),
+                                 s.ctx.app.reader, login, password)
     mailbox, reason = checked.mailbox, checked.reason
     if mailbox is None:
         locked = throttle.failed(name, s.remote_addr)
         await s.audit(s.record(Event.IMAP_LOGIN, Outcome.SERIOUS_FAILURE, actor=name,
+                               mailbox=checked.address if operator else None,
                                reason=reason + ("; now throttled" if locked else ""),
                                detail={"mechanism": mechanism, **checked.audit_detail()}))
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
     throttle.succeeded(name, s.remote_addr)
-    when, used = time.time(), checked.app_password_id
+    when, used, operator_id = time.time(), checked.app_password_id, checked.operator_id
 
     def touch(conn: Connection) -> None:
         if used is not None:  # its last use, in the login's transaction
             app_passwords.touch(conn, used, s.remote_addr, when)
+        if operator_id is not None:
+            operators.touch(conn, operator_id, when)
+    s.operator = checked.operator  # every record of the session names the operator
     await _logged_in(s, cmd, mailbox, {"mechanism": mechanism, **checked.audit_detail()},
                      touch)
 
@@ -119,8 +143,12 @@ async def _logged_in(s: ImapSession, cmd: Command, mailbox: Mailbox, detail: dic
 
     def setup(conn: Connection) -> None:
         folders.ensure_default_folders(conn, s.ctx.keyring, mailbox.id)
-        append(conn, [s.record(Event.IMAP_LOGIN, actor=mailbox.address, mailbox=mailbox.address,
-                               detail=detail)])
+        records = [s.record(Event.IMAP_LOGIN, mailbox=mailbox.address, detail=detail,
+                            actor=f"operator:{s.operator}" if s.operator else mailbox.address)]
+        if s.operator:  # delegated access: who, which mailbox (issue 16)
+            records.append(s.record(Event.IMAP_DELEGATED, mailbox=mailbox.address, detail={
+                "command": "LOGIN", "operator": s.operator, "mechanism": detail["mechanism"]}))
+        append(conn, records)
         if touch is not None:
             touch(conn)
         if registry is not None:
@@ -186,10 +214,10 @@ async def authenticate(s: ImapSession, cmd: Command, args: AuthenticateArgs) -> 
         except ValueError:
             s.bad(cmd.tag, "Invalid SASL PLAIN response")
             raise Responded from None
-        if _authzid and _authzid != authcid:
-            raise No("Authorization identity must be empty or the same", "AUTHORIZATIONFAILED")
         await _login(s, cmd, authcid.decode("utf-8", "replace"),
-                     password.decode("utf-8", "replace"), "PLAIN")
+                     password.decode("utf-8", "replace"), "PLAIN",
+                     _authzid.decode("utf-8", "replace") if _authzid and _authzid != authcid
+                     else None)
         return None
     authenticator = s.ctx.authenticator
     assert authenticator is not None  # offered only with one (listeners.py)

@@ -98,6 +98,7 @@ class ImapSession(Protocol):
     tls: bool
     unaudited: list[AuditRecord]
     logged_in_at: float
+    operator: str | None  # an operator logged in as user: the actor of its records
 
     @property
     def ctx(self) -> ServerContext: ...

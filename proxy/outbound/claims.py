@@ -48,6 +48,13 @@ class Claim:
     attempts: int
     created_at: float
     patient: str | None = None  # pseudonym from the submission (delivery.queued record)
+    # RFC 3461 parameters (mss.dsn): the recipient's NOTIFY and ORCPT, the message's RET and
+    # ENVID; when the last "delayed" report was written
+    dsn_notify: str | None = None
+    dsn_orcpt: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    delay_reported_at: float | None = None
     held_for: float = 0.0  # seconds held (mss queue hold): not counted in max_age
 
     @property
@@ -79,7 +86,8 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
                  .values(lease_owner=owner, lease_until=now + lease))
     rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
                                Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient,
-                               Q.c.held_for)
+                               Q.c.dsn_notify, Q.c.dsn_orcpt, Q.c.dsn_ret, Q.c.dsn_envid,
+                               Q.c.delay_reported_at, Q.c.held_for)
                         .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
                                & (Q.c.lease_until == now + lease)))
     return [Claim(**r._mapping) for r in rows]
@@ -120,25 +128,31 @@ def _record(event: Event, c: Claim, outcome: Outcome, reason: str | None,
 
 
 def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
-              peer_dn: str | None = None) -> None:
+              peer_dn: str | None = None, peer_dsn: bool | None = None) -> None:
     """The row is delivered; its record names the server that took it (host, certificate
     subject DN) and the patient, so the message's path can be followed to the peer."""
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
         last_error=None, remote_reply=reply, updated_at=now))
-    peer = {"peer_dn": peer_dn} if peer_dn else {}
+    peer: dict[str, Any] = {"peer_dn": peer_dn} if peer_dn else {}
+    if peer_dsn is not None:  # the peer offered DSN: the RFC 3461 parameters went on
+        peer["dsn"] = peer_dsn
     append(conn, [_record(Event.QUEUE_DELIVERED, c, Outcome.SUCCESS, reply,
                           {"host": host, **peer, "attempt": c.attempts + 1, "size": c.size})])
 
 
 def deferred(conn: Connection, c: Claim, reason: str, reply: str | None, next_at: float,
-             now: float, *, counts_attempt: bool = True) -> None:
+             now: float, *, counts_attempt: bool = True,
+             delay_reported: bool = False) -> None:
     """Back to waiting until *next_at*; *counts_attempt* False: no attempt was made (a
-    row held by a local peer block, trustspace/blocks.py)."""
+    row held by a local peer block, trustspace/blocks.py); *delay_reported*: a "delayed"
+    report was written in this transaction (its time kept: at most one per
+    delivery.delay_warning_repeat)."""
+    values: dict[str, Any] = {"delay_reported_at": now} if delay_reported else {}
     step = 1 if counts_attempt else 0
     conn.execute(update(Q).where(Q.c.id == c.id).values(
         attempts=Q.c.attempts + step, lease_owner=None, lease_until=None, last_error=reason,
-        remote_reply=reply, next_attempt_at=next_at, updated_at=now))
+        remote_reply=reply, next_attempt_at=next_at, updated_at=now, **values))
     append(conn, [_record(Event.QUEUE_DEFERRED, c, Outcome.MINOR_FAILURE, reason,
                           {"attempt": c.attempts + step, "next_attempt_at": round(next_at, 3)})])
 
@@ -180,7 +194,11 @@ def as_claim(row: dict[str, Any]) -> Claim:
     return Claim(id=row["id"], mail_from=row["mail_from"], rcpt=row["rcpt"],
                  domain=row["domain"], message_id=row["message_id"], size=row["size"],
                  attempts=row["attempts"], created_at=row["created_at"],
-                 patient=row.get("patient"), held_for=row.get("held_for") or 0.0)
+                 patient=row.get("patient"), dsn_notify=row.get("dsn_notify"),
+                 dsn_orcpt=row.get("dsn_orcpt"), dsn_ret=row.get("dsn_ret"),
+                 dsn_envid=row.get("dsn_envid"),
+                 delay_reported_at=row.get("delay_reported_at"),
+                 held_for=row.get("held_for") or 0.0)
 
 
 def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -253,7 +271,7 @@ def retry(conn: Connection, queue_id: str | None, now: float) -> list[Claim]:
         values: dict[str, Any] = {"next_attempt_at": now, "updated_at": now}
         if row["status"] != "queued":
             values.update(status="queued", attempts=0, created_at=now, lease_owner=None,
-                          lease_until=None, held_for=0.0)
+                          lease_until=None, delay_reported_at=None, held_for=0.0)
         conn.execute(update(Q).where(Q.c.id == row["id"]).values(**values))
     return [as_claim(r) for r in rows]
 

@@ -50,6 +50,10 @@ class Envelope:
     mail_from: str
     rcpts: tuple[str, ...]  # one message's recipients in one domain: one transaction
     data: bytes
+    # RFC 3461 parameters, sent only to a peer whose EHLO offers DSN: MAIL FROM's (RET,
+    # ENVID) and each recipient's (NOTIFY, ORCPT)
+    mail_options: tuple[str, ...] = ()
+    rcpt_options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 Results = dict[str, Delivered | DeliveryFailure]  # per recipient
@@ -217,8 +221,12 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
     """MAIL FROM, RCPT TO each, DATA; the results and whether the session is clean for the
     next transaction (RFC 5321 §4.1.4)."""
     smtp, peer = session.smtp, session.peer
+    # RFC 3461 §5.2: the parameters go on only to a peer that offers DSN; to one that does
+    # not, the delivery is "relayed" (the caller reports it when NOTIFY asks for SUCCESS)
+    dsn = smtp.supports_extension("dsn")
     try:
-        await smtp.mail(envelope.mail_from)
+        await smtp.mail(envelope.mail_from,
+                        options=list(envelope.mail_options) if dsn else None)
     except aiosmtplib.SMTPResponseException as exc:
         if reused and exc.code == 421:  # RFC 5321 §3.8: the peer is closing the session
             raise _Stale() from None
@@ -232,7 +240,8 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
     accepted: list[str] = []
     for rcpt in envelope.rcpts:
         try:
-            await smtp.rcpt(rcpt)
+            options = envelope.rcpt_options.get(rcpt, ()) if dsn else ()
+            await smtp.rcpt(rcpt, options=list(options) or None)
             accepted.append(rcpt)
         except aiosmtplib.SMTPResponseException as exc:
             results[rcpt] = _failure("RCPT TO", exc, peer)  # this recipient only
@@ -246,7 +255,7 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
         return results, False
     reply = f"{response.code} {' '.join(response.message.split())}"[:500]
     dn = session.subject.rfc4514_string()
-    results.update((rcpt, Delivered(peer, reply, dn)) for rcpt in accepted)
+    results.update((rcpt, Delivered(peer, reply, dn, dsn)) for rcpt in accepted)
     return results, True
 
 

@@ -1,82 +1,62 @@
-"""The DSN for a failed row (RFC 3464), to its sender wherever it is.
+"""The queue's delivery reports (RFC 3464), to a row's sender wherever it is.
 
 RFC 5321 §6.1: a server that accepted a message and then cannot deliver it MUST send a
-notification to the reverse-path. A hosted, enabled sender (submission mail) gets the DSN
-in its own INBOX. A sender elsewhere in the trust space (mail our MX accepted for a domain
-we relay to its next hop) or behind a next hop of ours gets it through the outbound queue,
-``MAIL FROM:<>`` (RFC 5321 §4.5.5), with the same checks as any delivery. Never for a null
-reverse-path or for a message that is itself a report (RFC 3464 §2), so a DSN never loops;
-never to a domain outside the trust space (default deny). The DSN copy is written in the
-same transaction as the row's final status, so it exists exactly once.
+notification to the reverse-path; RFC 3461 lets the sender ask for more, per recipient
+(NOTIFY, kept on the row): ``failed`` (bounced or expired), ``delayed`` (still queued after
+delivery.delay_warning), ``relayed`` (delivered to a peer that does not offer DSN, so no
+report of the final delivery will come, RFC 3461 §5.2.2). NOTIFY=NEVER: none; absent:
+failures and delays. Where a report goes (the sender's INBOX, or the queue with
+``MAIL FROM:<>``), and never for a null reverse-path, a report, or outside the trust space:
+:mod:`mss.mailstore.reports`. The report is written in the same transaction as the row's
+new status, so it exists exactly once.
 """
 
 from __future__ import annotations
 
-import time
+from types import MappingProxyType
 
 from sqlalchemy import Connection
 
-from audit.events import Event
-from audit.journal import AuditRecord
 from mss import crypto
-from mss.mailstore import deliveries, domains, mailboxes
+from mss.dsn import build_dsn, wants
+from mss.mailstore import deliveries
+from mss.mailstore.reports import may_report as report_refusal
+from mss.mailstore.reports import report_copy, report_delivery
 from proxy.outbound.claims import Claim
-from proxy.outbound.dsn import build_dsn, is_report
 from trustspace.whitelist import Whitelist
 
 DsnCopy = deliveries.LocalCopy | deliveries.QueuedCopy
-
-
-def _sender_route(conn: Connection, sender: str, whitelist: Whitelist
-                  ) -> tuple[mailboxes.Mailbox | None, str | None]:
-    """(the sender's local mailbox, None), (None, None) to queue it, or (None, why not)."""
-    mailbox = mailboxes.get_mailbox(conn, sender)
-    if mailbox is not None:
-        return (mailbox, None) if mailbox.enabled else \
-            (None, f"sender {sender} has a disabled mailbox: no DSN")
-    domain = sender.rsplit("@", 1)[-1]
-    hosted, next_hop = domains.domain_hosting(conn, domain)
-    if hosted:
-        if next_hop is not None:
-            return None, None  # our institution's own server, through the queue
-        return None, f"sender {sender} has no mailbox here: no DSN"
-    if whitelist.is_whitelisted(domain):
-        return None, None  # another operator of the trust space, through the queue
-    return None, f"sender domain {domain} is outside the trust space: no DSN"
+# RFC 3461 §4.1: the NOTIFY keyword of each action
+KINDS = MappingProxyType({"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS",
+                          "delivered": "SUCCESS"})
 
 
 def dsn_copy(conn: Connection, keyring: crypto.Keyring, reporting_mta: str, c: Claim,
              original: bytes | None, status: str, reason: str, reply: str | None,
-             remote_mta: str | None, whitelist: Whitelist) -> tuple[DsnCopy | None, str]:
-    """The sealed DSN for *c*'s sender (a local copy or a queue row), or None and why not."""
-    if not c.mail_from:
-        return None, "null reverse-path: no DSN"
-    if original is not None and is_report(original):
-        return None, "the message is a delivery report: no DSN for a DSN"
-    mailbox, why_not = _sender_route(conn, c.mail_from, whitelist)
+             remote_mta: str | None, whitelist: Whitelist, *, action: str = "failed",
+             will_retry_until: float | None = None) -> tuple[DsnCopy | None, str]:
+    """The sealed report for *c*'s sender (a local copy or a queue row), or None and why
+    not."""
+    why_not = report_refusal(c.mail_from, original)
     if why_not is not None:
         return None, why_not
+    if not wants(c.dsn_notify, KINDS[action]):
+        return None, f"NOTIFY={c.dsn_notify}: no {action} DSN"
     data = build_dsn(reporting_mta=reporting_mta, mail_from=c.mail_from, rcpt=c.rcpt,
-                     original=original or b"", action="failed", status=status,
+                     original=original or b"", action=action, status=status,
                      diagnostic=reply, remote_mta=remote_mta, arrival=c.created_at,
-                     explanation=reason)
-    if mailbox is not None:
-        return deliveries.seal_local(keyring, mailbox.id, mailbox.address, data), "DSN stored"
-    return deliveries.seal_queued(keyring, c.mail_from, data), "DSN queued to the sender"
+                     explanation=reason, envid=c.dsn_envid, ret=c.dsn_ret,
+                     original_recipient=_original_recipient(c.dsn_orcpt),
+                     will_retry_until=will_retry_until)
+    return report_copy(conn, keyring, c.mail_from, data, whitelist.is_whitelisted)
 
 
-def dsn_delivery(copy: DsnCopy, c: Claim) -> deliveries.Delivery:
-    if isinstance(copy, deliveries.LocalCopy):
-        record = AuditRecord(Event.DELIVERY_LOCAL, actor="mss", mailbox=copy.address,
-                             rcpt=copy.address, message_id=c.message_id,
-                             detail={"store_id": copy.message_id, "dsn_for": c.id,
-                                     "size": copy.size})
-        local, queued = [copy], []
-    else:
-        record = AuditRecord(Event.DELIVERY_QUEUED, actor="mss", rcpt=copy.rcpt,
-                             message_id=c.message_id,
-                             detail={"queue_id": copy.queue_id, "dsn_for": c.id,
-                                     "size": copy.size})
-        local, queued = [], [copy]
-    return deliveries.Delivery(mail_from="", local=local, queued=queued, audit=[record],
-                          header_message_id=None, received_at=time.time())
+def _original_recipient(orcpt: str | None) -> str | None:
+    if orcpt is None:
+        return None
+    kind, _, address = orcpt.partition(";")
+    return f"{kind}; {address}"
+
+
+def dsn_delivery(copy: DsnCopy, c: Claim, action: str = "failed") -> deliveries.Delivery:
+    return report_delivery(copy, c.message_id, c.id, action)

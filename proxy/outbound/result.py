@@ -32,3 +32,4 @@ class Delivered:
     host: str  # "name[address]:port" of the peer that answered 250
     reply: str  # its reply to the end of DATA, e.g. "250 2.0.0 OK queued as ..."
     peer_dn: str | None = None  # RFC 4514 subject DN of the certificate it presented
+    dsn: bool = False  # the peer offered DSN (RFC 3461): the DSN parameters went on to it

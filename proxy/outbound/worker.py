@@ -23,6 +23,7 @@ from mss import message as rfc5322
 from mss.app import App
 from mss.committer import GroupCommitter
 from mss.config import DeliveryConfig
+from mss.dsn import MailParams, RcptParams, wants
 from mss.lifecycle import STOP_FLOOR, BackgroundTask, remaining
 from mss.mailstore import Mailstore, deliveries, domains
 from mss.runtime import Runtime
@@ -221,11 +222,7 @@ class DeliveryWorker:
             if isinstance(result, DeliveryFailure):
                 await self._record_failure(c, data, result)
                 continue
-            now = time.time()
-            await self.committer.run(functools.partial(
-                claims.delivered, c=c, host=result.host, reply=result.reply, now=now,
-                peer_dn=result.peer_dn))
-            log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
+            await self._record_delivered(c, data, result)
 
     def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
         with self.app.reader.connect() as conn:
@@ -255,7 +252,8 @@ class DeliveryWorker:
             for address in addresses:
                 if not pending:
                     break
-                envelope = client.Envelope(rows[0].mail_from, tuple(pending), data)
+                envelope = client.Envelope(rows[0].mail_from, tuple(pending), data,
+                                           *_dsn_options(rows))
                 try:
                     results = await client.send(
                         address, hop.host, hop.port, self.ctx, self.hostname, envelope,
@@ -330,6 +328,52 @@ class DeliveryWorker:
         await self.committer.run(lambda conn: claims.deferred(
             conn, c, reason, None, next_at, now, counts_attempt=False))
         log.info("held", queue_id=c.id, block=block.id, until=next_at)
+    async def _record_delivered(self, c: Claim, data: bytes, result: Delivered) -> None:
+        """The row is delivered; a peer without DSN gets no parameters and sends no
+        report, so a sender whose NOTIFY asks for SUCCESS gets a ``relayed`` one from us
+        (RFC 3461 §5.2.2, §6.2.3), in the same transaction."""
+        now = time.time()
+        copy: DsnCopy | None = None
+        if not result.dsn and wants(c.dsn_notify, "SUCCESS"):
+            copy = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                self._report, c, data, "relayed", "2.0.0",
+                f"relayed to {result.host}, which sends no delivery reports",
+                result.reply, result.host))
+
+        def commit(conn: Connection) -> None:
+            claims.delivered(conn, c, host=result.host, reply=result.reply, now=now,
+                             peer_dn=result.peer_dn, peer_dsn=result.dsn)
+            if copy is not None:
+                deliveries.write_delivery(conn, dsn_delivery(copy, c, "relayed"))
+        await self.committer.run(commit)
+        self._wake_report(copy)
+        log.info("delivered", queue_id=c.id, host=result.host, attempt=c.attempts + 1)
+
+    def _report(self, c: Claim, data: bytes | None, action: str, status: str, reason: str,
+                reply: str | None, host: str | None,
+                will_retry_until: float | None = None) -> DsnCopy | None:
+        """The sealed *action* report for *c*'s sender, or None (NOTIFY, null sender, a
+        report, outside the trust space: mss.mailstore.reports)."""
+        with self.app.reader.connect() as conn:
+            copy, _ = dsn_copy(conn, self.app.keyring, self.hostname, c, data, status,
+                               reason, reply, host, self.whitelist.current, action=action,
+                               will_retry_until=will_retry_until)
+        return copy
+
+    def _wake_report(self, copy: DsnCopy | None) -> None:
+        if isinstance(copy, deliveries.LocalCopy):  # an INBOX: its IDLE sessions
+            self.mailstore.notifier.changed(copy.mailbox_id)
+        elif copy is not None:
+            self.wake.set()
+
+    def _delay_due(self, c: Claim, now: float) -> bool:
+        """delivery.delay_warning passed since the message was queued, and the last
+        "delayed" report of the row is older than delivery.delay_warning_repeat."""
+        cfg = self.cfg
+        if cfg.delay_warning <= 0 or now - c.created_at < cfg.delay_warning:
+            return False
+        return c.delay_reported_at is None or \
+            now - c.delay_reported_at >= cfg.delay_warning_repeat
 
     async def _record_failure(self, c: Claim, data: bytes | None,
                               failure: DeliveryFailure) -> None:
@@ -338,9 +382,25 @@ class DeliveryWorker:
         next_at = now + retry_delay(attempts, self.cfg)
         # the time held (mss queue hold) does not count towards max_age
         if not failure.permanent and not gives_up(attempts, c.aged_from, next_at, self.cfg):
-            await self.committer.run(lambda conn: claims.deferred(
-                conn, c, failure.reason, failure.reply, next_at, now))
-            log.info("deferred", queue_id=c.id, attempt=attempts, reason=failure.reason)
+            copy: DsnCopy | None = None
+            if self._delay_due(c, now) and wants(c.dsn_notify, "DELAY"):
+                status = failure.status if failure.status.startswith("4") else "4.0.0"
+                copy = await asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(
+                        self._report, c, data, "delayed", status,
+                        f"not delivered yet after {attempts} attempts: {failure.reason}",
+                        failure.reply, failure.host,
+                        c.aged_from + self.cfg.max_age))
+
+            def commit(conn: Connection) -> None:
+                claims.deferred(conn, c, failure.reason, failure.reply, next_at, now,
+                                delay_reported=copy is not None)
+                if copy is not None:
+                    deliveries.write_delivery(conn, dsn_delivery(copy, c, "delayed"))
+            await self.committer.run(commit)
+            self._wake_report(copy)
+            log.info("deferred", queue_id=c.id, attempt=attempts, reason=failure.reason,
+                     delay_report=copy is not None)
             return
         status = "bounced" if failure.permanent else "expired"
         dsn_status = failure.status if failure.permanent else "4.4.7"  # RFC 3463: expired
@@ -372,6 +432,15 @@ async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: C
                                                  copy, now, counts_attempt, actor))
     if isinstance(copy, deliveries.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
         mailstore.notifier.changed(copy.mailbox_id)
+
+
+def _dsn_options(rows: list[Claim]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The RFC 3461 parameters of one transaction's rows: MAIL FROM's (RET, ENVID: the
+    message's, equal on every row) and each recipient's (NOTIFY, ORCPT)."""
+    first = rows[0]
+    mail = MailParams(first.dsn_ret, first.dsn_envid).esmtp()
+    return tuple(mail), {c.rcpt: tuple(RcptParams(c.dsn_notify, c.dsn_orcpt).esmtp())
+                         for c in rows}
 
 
 def write_final(conn: Connection, c: Claim, status: str, reason: str, reply: str | None,

@@ -43,6 +43,7 @@ from mss.mailstore import (
     mailboxes,
     messages,
 )
+from mss.mailstore.reports import ReportCopy, report_copy, report_delivery
 from mss.metrics import Metrics, NoMetrics
 from mss.sasl import BearerMessage
 from mss.sending import (
@@ -59,6 +60,8 @@ from mss.sending import (
 from mss.session_registry import SessionRegistry
 from mss.throttle import Throttle
 from mss.xmss import Examination, examine
+from proxy.smtp.citizen import citizen_refusal, is_citizen
+from proxy.smtp.dsn import delivered_report
 from proxy.smtp.policies import Mode, delegated_to, listener_policy, pki_detail
 from proxy.smtp.protocol import MssSMTP
 from proxy.smtp.session import MssEnvelope, MssSession
@@ -171,10 +174,10 @@ class SmtpHandler:
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         lines = [r for r in responses if server.offer_auth or not r.startswith("250-AUTH")]
+        # RFC 2034 (every reply then carries an RFC 3463 code: MssSMTP.push adds one to
+        # aiosmtpd's own replies), RFC 3461 (NOTIFY, ORCPT, RET, ENVID: proxy/smtp/dsn.py),
         # RFC 2920: commands are read from one buffer in order, so pipelining is safe.
-        # (No ENHANCEDSTATUSCODES: RFC 2034 §3 would require one in every reply, and
-        # aiosmtpd's own replies have none.)
-        lines.insert(-1, "250-PIPELINING")
+        lines[-1:-1] = ["250-ENHANCEDSTATUSCODES", "250-DSN", "250-PIPELINING"]
         return lines
 
     # ------------------------------------------------------------------ AUTH
@@ -411,7 +414,9 @@ class SmtpHandler:
         """The directory recipient check: configured, on, and not an unpublished domain."""
         cfg = self.app.config.directory
         return (cfg is not None and cfg.check_recipients
-                and domain not in cfg.unpublished_domains)
+                and domain not in cfg.unpublished_domains
+                # patients are in no professional directory (proxy/smtp/citizen.py)
+                and not is_citizen(self.app.config.citizen, domain))
 
     async def handle_RCPT(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -440,6 +445,14 @@ class SmtpHandler:
                             policy.Verdict.RECIPIENT_UNKNOWN,
                             "<Postmaster>: smtp.postmaster is not set", whitelist), None
                     facts, box = self._facts(conn, found or rcpt)
+                    citizen = self.app.config.citizen
+                    if self.policy.kind != "mx" and not facts.domain_hosted \
+                            and is_citizen(citizen, facts.domain):
+                        sender = "" if envelope.mail_from == NULL_PATH else \
+                            str(envelope.mail_from or "")
+                        refused = citizen_refusal(citizen, conn, sender, rcpt, whitelist)
+                        if refused is not None:
+                            return None, refused, None
                     return found, self.policy.recipient(facts, whitelist), box
 
             try:
@@ -470,6 +483,8 @@ class SmtpHandler:
                 return RCPT_REPLY
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
+        # RFC 3461: this recipient's NOTIFY and ORCPT (one copy per address: the first's)
+        envelope.dsn_rcpt.setdefault(target or rcpt, envelope.pending_rcpt)
         if mailbox_id is not None:
             envelope.local[target or rcpt] = mailbox_id  # one copy per mailbox
         else:  # (a postmaster mailbox of a domain with a next hop: queued to it)
@@ -576,8 +591,9 @@ class SmtpHandler:
             keyring = self.app.keyring
             local = [deliveries.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
-            queued = [deliveries.seal_queued(keyring, rcpt, stored, queue_id)
-                      for rcpt in envelope.remote]
+            queued = [deliveries.seal_queued(
+                keyring, rcpt, stored, queue_id, notify=envelope.dsn_rcpt[rcpt].notify,
+                orcpt=envelope.dsn_rcpt[rcpt].orcpt) for rcpt in envelope.remote]
             base: dict[str, Any] = {"message_id": header_msgid, "mail_from": mail_from,
                                     "whitelist_version": whitelist_version}
             sent_for = {"on_behalf_of": behalf.mailbox} if behalf is not None else {}
@@ -600,7 +616,8 @@ class SmtpHandler:
             return deliveries.Delivery(mail_from=mail_from, local=local, queued=queued,
                                   audit=[*session.pending_audit, *records],
                                   header_message_id=header_msgid,
-                                  received_at=time.time())
+                                  received_at=time.time(), ret=envelope.dsn_mail.ret,
+                                  envid=envelope.dsn_mail.envid)
 
         count, recipients = envelope.count, len(envelope.rcpt_tos)
         window = self.sending.window() if self.sending is not None else 0
@@ -615,8 +632,19 @@ class SmtpHandler:
                 if usage is None:
                     return None
                 counts[:] = [usage]
-            return deliveries.write_delivery(conn, delivery)
+            uids = deliveries.write_delivery(conn, delivery)
+            if report is not None:  # RFC 3461 NOTIFY=SUCCESS: "delivered", same transaction
+                copy, _ = report_copy(conn, self.app.keyring, mail_from, report,
+                                      whitelist.is_whitelisted)
+                if copy is not None:
+                    deliveries.write_delivery(conn, report_delivery(
+                        copy, header_msgid, short_id, "delivered"))
+                    reports[:] = [copy]
+            return uids
 
+        whitelist = self.whitelist.current
+        reports: list[ReportCopy] = []
+        report = delivered_report(self.hostname, mail_from, stored, envelope)
         try:
             if len(stored) <= _SEAL_INLINE_MAX:
                 delivery = seal()
@@ -637,7 +665,11 @@ class SmtpHandler:
             self.sending.counted(count.key, window, counts[0])
         for copy in delivery.local:  # committed: wake IMAP sessions (IDLE) of the mailbox
             self.mailstore.notifier.changed(copy.mailbox_id)
-        if delivery.queued:  # and this process's queue worker (others: its change watcher)
+        for report_copy_ in reports:  # a delivered report: the sender's INBOX or the queue
+            if isinstance(report_copy_, deliveries.LocalCopy):
+                self.mailstore.notifier.changed(report_copy_.mailbox_id)
+        if delivery.queued or any(isinstance(r, deliveries.QueuedCopy) for r in reports):
+            # and this process's queue worker (others: its change watcher)
             self.mailstore.queued.fire()
         log.info("accepted", session=session.id, queue_id=short_id,
                  local=len(delivery.local), queued=len(delivery.queued), size=len(stored))

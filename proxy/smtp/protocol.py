@@ -25,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+import re
 import ssl
 from base64 import b64decode, b64encode
 from collections.abc import Callable, Coroutine
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 from sqlalchemy.exc import DBAPIError
 
-from mss import sasl
+from mss import dsn, sasl
 from mss.authenticator import AuthOutcome
 from mss.db import unavailable
 from mss.limits import Admission, ListenerGuard, MemoryBudget
@@ -50,6 +52,24 @@ AUTH_LINE_LIMIT = 12288  # octets with CRLF: the AUTH line and its responses, RF
 MECHANISMS = ("EXTERNAL", "LOGIN", "OAUTHBEARER", "PLAIN", "XOAUTH2")  # the auth_* below
 _DATA_CHUNK = 256 * 1024
 CLOSE_GRACE = 1.0  # seconds for a client to see a 421 and close before the abort
+# RFC 2034 §3: once EHLO offered ENHANCEDSTATUSCODES, every reply but the greeting, the
+# EHLO reply and the intermediate ones (334, 354) carries a code (RFC 3463); aiosmtpd's own
+# replies have none: these are added (§3.5 system, §3.6 protocol)
+_ENHANCED = MappingProxyType({500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1",
+                              504: "5.5.4", 552: "5.3.4", 553: "5.1.3", 555: "5.5.4",
+                              421: "4.3.0"})
+_HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+
+
+def with_enhanced_code(reply: str) -> str:
+    """*reply* with an RFC 3463 enhanced code after its SMTP code, if it has none."""
+    if len(reply) < 3 or not reply[:3].isdigit() or reply[0] not in "245" \
+            or reply[:3] in ("334", "354") or _HAS_ENHANCED.match(reply):
+        return reply
+    code = int(reply[:3])
+    enhanced = _ENHANCED.get(code, f"{reply[0]}.0.0")
+    sep, text = reply[3:4] or " ", reply[4:]
+    return f"{reply[:3]}{sep}{enhanced} {text}".rstrip()
 
 
 class SmtpHooks(Protocol):
@@ -177,6 +197,7 @@ class MssSMTP(SMTP):
         self.refused = False  # over a connection cap: closed at connect, no session
         self.held = 0  # bytes of DATA taken from the budget
         self.hooks = handler  # aiosmtpd's event_handler, typed
+        self._in_ehlo = False
         super().__init__(handler, **kwargs)
         self.busy = False  # inside DATA: shutdown waits for it
         self.ending = False  # ended by mss sessions end during DATA: closed after its reply
@@ -288,6 +309,10 @@ class MssSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if isinstance(status, str) and not self._in_ehlo:
+            session = self.session
+            if isinstance(session, MssSession) and session.extended_smtp:
+                status = text = with_enhanced_code(text)
         if text[:1] == "5" and text[:3] not in ("554", "552", "550", "553", "535"):
             # syntax and sequence errors: close sessions that keep sending garbage
             session = self.session
@@ -321,7 +346,11 @@ class MssSMTP(SMTP):
             return
         self.command_size_limits.clear()
         self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT - 2
-        await super().smtp_EHLO(hostname)
+        self._in_ehlo = True  # RFC 2034 §3: the EHLO reply carries no enhanced code
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
 
     async def smtp_AUTH(self, arg: str) -> None:
         if not self.offer_auth:
@@ -331,8 +360,53 @@ class MssSMTP(SMTP):
         self._promote()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        envelope = self.envelope
+        taken = await self._dsn_params(arg, "FROM:", dsn.parse_mail_params)
+        if taken is None:
+            return
+        arg, params = taken
+        if isinstance(params, dsn.MailParams) and isinstance(envelope, MssEnvelope) \
+                and not envelope.mail_from:  # not a nested MAIL (503)
+            envelope.dsn_mail = params
         await super().smtp_MAIL(arg)
         self._promote()  # the client certificate is verified at MAIL FROM (MX, relay)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        envelope = self.envelope
+        taken = await self._dsn_params(arg, "TO:", dsn.parse_rcpt_params)
+        if taken is None:
+            return
+        arg, params = taken
+        if isinstance(envelope, MssEnvelope):  # the handler keeps it at 250
+            envelope.pending_rcpt = params if isinstance(params, dsn.RcptParams) \
+                else dsn.RcptParams()
+        await super().smtp_RCPT(arg)
+
+    async def _dsn_params(self, arg: str | None, keyword: str,
+                          parse: Callable[[list[str]], tuple[Any, list[str]]]
+                          ) -> tuple[str | None, Any] | None:
+        """RFC 3461 §4: take the DSN parameters (RET, ENVID on MAIL; NOTIFY, ORCPT on
+        RCPT) out of the command's argument, as given (aiosmtpd upper-cases parameters,
+        which would change an ENVID or ORCPT), before aiosmtpd reads the rest. (the
+        argument left, the parsed parameters or None) or None when refused (``501
+        5.5.4``, replied here)."""
+        session = self.session
+        if arg is None or not isinstance(session, MssSession) or not session.extended_smtp \
+                or (self._auth_required and not session.authenticated):
+            return arg, None  # aiosmtpd answers (no EHLO: 501; no AUTH: 530)
+        stripped = self._strip_command_keyword(keyword, arg)
+        if stripped is None:
+            return arg, None
+        address, params = self._getaddr(stripped)
+        if address is None or not params or not stripped.endswith(params):
+            return arg, None
+        try:
+            parsed, rest = parse(params.split())
+        except dsn.DsnError as exc:
+            await self.push(f"501 5.5.4 Invalid DSN parameter: {exc}")
+            return None
+        head = stripped[:len(stripped) - len(params)].rstrip()
+        return " ".join([keyword + head, *rest]), parsed
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         # RFC 4616 §2: [authzid] NUL authcid NUL passwd

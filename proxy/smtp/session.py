@@ -14,6 +14,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord
+from mss.dsn import MailParams, RcptParams
 from mss.sending import Count
 from trustspace.chain import ChainResult
 from trustspace.policy import PeerCertificate
@@ -77,9 +78,15 @@ class MssEnvelope(Envelope):
     local: dict[str, int]  # recipient address -> mailbox id
     remote: list[str]  # whitelisted remote recipients (outbound queue)
     count: Count | None  # the sender's sending limits and use, read at MAIL FROM
+    dsn_mail: MailParams  # RFC 3461 RET and ENVID of MAIL FROM
+    pending_rcpt: RcptParams  # NOTIFY and ORCPT of the RCPT TO being answered
+    dsn_rcpt: dict[str, RcptParams]  # those of each accepted recipient (local or remote)
 
     def __init__(self) -> None:
         super().__init__()
         self.local = {}
         self.remote = []
         self.count = None
+        self.dsn_mail = MailParams()
+        self.pending_rcpt = RcptParams()
+        self.dsn_rcpt = {}
