@@ -31,6 +31,7 @@ import typer
 from audit.events import Event, Outcome
 from mss.cli_output import JSON_OPTION, emit_fields
 from mss.cli_support import actor, fail, node
+from mss.files import fsync_path
 
 if TYPE_CHECKING:
     from mss.app import App
@@ -126,7 +127,7 @@ def export_mailbox(node_app: App, address: str, fmt: str, to: Path, recipients: 
             os.fsync(out.fileno())
             written = out.tell()
         os.replace(temporary, to)
-        archive.fsync_dir(parent)
+        fsync_path(parent)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -68,6 +68,7 @@ from audit.journal import AuditRecord, append
 from mss import crypto, db, schema
 from mss.app import key_provider
 from mss.config import Config
+from mss.files import fsync_path
 from mss.mailstore import messages as store_messages
 
 FORMAT = 1
@@ -100,15 +101,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """A file's data, or a directory's entries, on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _private_file(path: Path) -> None:
@@ -245,7 +237,7 @@ def _write_manifest(target: Path, manifest: Mapping[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync(target)
+    fsync_path(target)
 
 
 def read_manifest(source: Path) -> dict[str, Any]:
@@ -396,7 +388,7 @@ def _sqlite_copy(source: Path, dest: Path) -> dict[str, Any]:
     finally:
         dst.close()
         src.close()
-    _fsync(dest)
+    fsync_path(dest)
     with _sqlite_engine(dest, immutable=True) as engine, engine.connect() as conn:
         return _facts(conn)
 
@@ -420,7 +412,7 @@ def _pg_dump(url: str, dest: Path) -> dict[str, Any]:
                          f"--file={dest}", f"--dbname={conninfo}"], env, "pg_dump")
     finally:
         engine.dispose()
-    _fsync(dest)
+    fsync_path(dest)
     return facts
 
 
@@ -727,7 +719,7 @@ def _restore_sqlite(config: Config, database: Path, target: Path,
         for suffix in ("-wal", "-shm", "-journal"):  # of the empty database it replaces
             target.with_name(target.name + suffix).unlink(missing_ok=True)
         os.replace(tmp, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return restored

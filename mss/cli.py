@@ -30,6 +30,7 @@ from mss.cli_support import (
     actor,
     fail,
     handled,
+    next_hop,
     node,
     password_hash_from_stdin,
     report,
@@ -254,14 +255,9 @@ def domain_add(ctx: typer.Context, name: str,
     """Host a domain."""
     from audit.journal import AuditRecord, append
     from mss.mailstore import domains
-    from proxy.outbound.mx import parse_next_hop
 
     if relay_to is not None:
-        try:
-            host, port = parse_next_hop(relay_to)
-        except ValueError as exc:
-            fail(str(exc))
-        relay_to = f"{host}:{port}"
+        relay_to = next_hop(relay_to)
     with node(ctx) as node_app, node_app.engine.begin() as conn:
         domain = domains.add_domain(conn, name)
         append(conn, [AuditRecord(Event.ADMIN_DOMAIN_ADD, actor=actor(),

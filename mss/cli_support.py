@@ -34,6 +34,17 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def next_hop(text: str) -> str:
+    """--relay-to HOST:PORT normalised (proxy/outbound/mx.py), or the CLI's one-line error."""
+    from proxy.outbound.mx import parse_next_hop
+
+    try:
+        host, port = parse_next_hop(text)
+    except ValueError as exc:
+        fail(str(exc))
+    return f"{host}:{port}"
+
+
 def password_hash_from_stdin(min_length: int) -> str:
     """Hash the password on the first line of stdin; fail if shorter than *min_length*."""
     from mss.passwords import hash_password

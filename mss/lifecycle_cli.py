@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from audit.events import Event
-from mss.cli_support import actor, fail, node, password_hash_from_stdin
+from mss.cli_support import actor, fail, next_hop, node, password_hash_from_stdin
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -180,16 +180,11 @@ def domain_set(ctx: typer.Context, name: str,
                    "--no-relay", help="Store the domain's mail here again.")] = False) -> None:
     """Change where a hosted domain's mail goes: --relay-to HOST:PORT or --no-relay."""
     from mss.mailstore import domains, lifecycle
-    from proxy.outbound.mx import parse_next_hop
 
     if (relay_to is None) == (not no_relay):
         fail("give one of --relay-to HOST:PORT or --no-relay")
     if relay_to is not None:
-        try:
-            host, port = parse_next_hop(relay_to)
-        except ValueError as exc:
-            fail(str(exc))
-        relay_to = f"{host}:{port}"
+        relay_to = next_hop(relay_to)
     with _change(ctx, Event.ADMIN_DOMAIN_RELAY, domain=name) as (_app, conn):
         domain = lifecycle.require_domain(conn, name)
         if domain.relay_to == relay_to:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -703,3 +705,23 @@ def deliver_from_this_process(node: Node, address: str, data: bytes,
                 header_message_id=None))
     finally:
         app.close()
+
+
+def simple_message(sender: str, rcpt: str, subject: str = "Compte rendu",
+                   body: str = "Bonjour.\n") -> bytes:
+    """A small text message with a fresh Message-ID, CRLF line ends (SMTP DATA)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
+    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
+    msg.set_content(body)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def mx_session(node: Node) -> smtplib.SMTP:
+    """An SMTP session on *node*'s MX as operator A's server: EHLO, STARTTLS with its
+    client certificate, EHLO again."""
+    client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
+    client.ehlo("mx.operator-a.fr")
+    client.starttls(context=node.mx_client_context())
+    client.ehlo("mx.operator-a.fr")
+    return client

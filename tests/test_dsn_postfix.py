@@ -18,7 +18,6 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pytest
 
 from mss.config import load_config
 from tests.dnsserver import DnsServer
-from tests.node import PASSWORD, Node, make_node, read_all, wait_for
+from tests.node import PASSWORD, Node, free_port, make_node, read_all, wait_for
 from tests.outbound_pair import close_all, delivery_config, message, with_tag
 from tests.postfix import PeerRoute, Postfix, make_base, remove_base, skip_unless_usable
 from tests.whitelist_fixtures import make_whitelist_xml
@@ -53,20 +52,6 @@ class Peers:
     pki: Path
 
 
-def _port_free_on(*hosts: str) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no port free on all of " + ", ".join(hosts))
-
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
@@ -75,8 +60,8 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     pki = base / "pki"
     init_test_pki(pki, (*DEFAULT_SERVERS, PF_SPEC))
     dns = DnsServer().start()
-    port = _port_free_on(OUR_HOST, PF_HOST)
-    no_dsn_port = _port_free_on(PF_HOST)
+    port = free_port(OUR_HOST, PF_HOST)
+    no_dsn_port = free_port(PF_HOST)
     for domain, host in ((OUR_DOMAIN, OUR_HOST), (PF_DOMAIN, PF_HOST)):
         dns.set(domain, "MX", [f"10 mx.{domain}."])
         dns.set(f"mx.{domain}", "A", [host])

@@ -32,7 +32,7 @@ LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
         "core": ("mss", "mss.db", "mss.crypto", "mss.config", "mss.addresses", "mss.mime",
                  "mss.message", "mss.committer", "mss.passwords", "mss.logs", "mss.limits",
                  "mss.throttle", "mss.sending", "mss.lifecycle", "mss.locks", "mss.leader",
-                 "mss.schema",
+                 "mss.files", "mss.schema",
                  "mss.migrations.*", "mss.pkcs11", "audit.journal", "audit.events",
                  "mss.sasl",  # issue 15: SASL messages of OAUTHBEARER, XOAUTH2, EXTERNAL
                  "mss.xdm", "mss.xmss",  # issue 18: XDM packages, X-MSS header rules

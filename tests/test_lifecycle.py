@@ -13,7 +13,6 @@ import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,8 @@ from tests.node import (
     read_all,
     wait_for,
 )
+from tests.node import mx_session as mx
+from tests.node import simple_message as message
 
 IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
 BACKENDS = BACKENDS  # the purge's one transaction on PostgreSQL too
@@ -56,20 +57,6 @@ def add(node: Node, address: str, password: str = PASSWORD, kind: str = "PER") -
              input=password + "\n")
 
 
-def message(sender: str, rcpt: str, subject: str = "Compte rendu") -> bytes:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
-    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
-    msg.set_content("Bonjour.\n")
-    return msg.as_bytes().replace(b"\n", b"\r\n")
-
-
-def mx(node: Node) -> smtplib.SMTP:
-    client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
-    client.ehlo("mx.operator-a.fr")
-    client.starttls(context=node.mx_client_context())
-    client.ehlo("mx.operator-a.fr")
-    return client
 
 
 def rcpt_reply(node: Node, rcpt: str) -> tuple[int, bytes]:

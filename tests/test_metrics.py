@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,8 @@ from audit.events import Event, Outcome
 from audit.journal import AuditRecord
 from mss.metrics import login_labels, refusal_reason
 from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, make_node, wait_for
+from tests.node import mx_session as mx
+from tests.node import simple_message as message
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = BACKENDS  # the node of the traffic tests is SQLite's; readiness also on PostgreSQL
@@ -67,20 +68,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def message(sender: str, rcpt: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, "Compte rendu"
-    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
-    msg.set_content("Bonjour.\n")
-    return msg.as_bytes().replace(b"\n", b"\r\n")
-
-
-def mx(node: Node) -> smtplib.SMTP:
-    client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
-    client.ehlo("mx.operator-a.fr")
-    client.starttls(context=node.mx_client_context())
-    client.ehlo("mx.operator-a.fr")
-    return client
 
 
 def submission(node: Node, password: str = PASSWORD) -> smtplib.SMTP:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.dnsserver import DnsServer
-from tests.node import Node, make_node, read_all, wait_for
+from tests.node import Node, free_port, make_node, read_all, wait_for
 from tests.outbound_pair import close_all, delivery_config, message, submit, with_tag
 from tests.postfix import PeerRoute, Postfix, make_base, remove_base, skip_unless_usable
 from tests.whitelist_fixtures import make_whitelist_xml
@@ -56,21 +55,6 @@ class Peers:
     port: int
 
 
-def port_free_on(*hosts: str) -> int:
-    """One port free on every host (our queue uses one [delivery] port for all peers)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no port free on all of " + ", ".join(hosts))
-
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
@@ -79,7 +63,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     pki = base / "pki"
     init_test_pki(pki, (*DEFAULT_SERVERS, PF_SPEC, STRANGER_SPEC))
     dns = DnsServer().start()
-    port = port_free_on(OUR_HOST, PF_HOST)
+    port = free_port(OUR_HOST, PF_HOST)
     for domain, host in ((OUR_DOMAIN, OUR_HOST), (PF_DOMAIN, PF_HOST)):
         dns.set(domain, "MX", [f"10 mx.{domain}."])
         dns.set(f"mx.{domain}", "A", [host])

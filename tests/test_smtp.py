@@ -29,6 +29,8 @@ from proxy.smtp.listeners import SmtpListeners
 from proxy.smtp.session import MssEnvelope, MssSession
 from tests import peers
 from tests.node import BACKENDS, DOMAIN, PASSWORD, Node, inbox_count, make_node
+from tests.node import mx_session as mx
+from tests.node import simple_message as message
 from trustspace.cache import LiveWhitelist
 from trustspace.policy import RecipientFacts
 from trustspace.relays import Relay
@@ -43,16 +45,6 @@ IN_PROCESS = True  # running_node served in a thread of this process (tests/conf
 BACKENDS = BACKENDS
 
 
-def message(sender: str, rcpt: str, subject: str = "Compte rendu", body: str = "Bonjour.\n"
-            ) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = rcpt
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{time.time_ns()}@test.example>"
-    msg.set_content(body)
-    return msg.as_bytes().replace(b"\n", b"\r\n")
-
 
 def submission(node: Node) -> smtplib.SMTP:
     client = smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=10)
@@ -60,13 +52,6 @@ def submission(node: Node) -> smtplib.SMTP:
     client.login(ALICE, PASSWORD)
     return client
 
-
-def mx(node: Node) -> smtplib.SMTP:
-    client = smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10)
-    client.ehlo("mx.operator-a.fr")
-    client.starttls(context=node.mx_client_context())
-    client.ehlo("mx.operator-a.fr")
-    return client
 
 
 

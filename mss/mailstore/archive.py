@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import calendar
 import io
-import os
 import re
 import tarfile
 import time
@@ -591,9 +590,3 @@ class ChunkReader(io.RawIOBase):
             raise
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
