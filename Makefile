@@ -85,7 +85,7 @@ run: $(VENV)/.installed
 	exec $(MSS) --config $(DATA)/mss.toml serve
 
 test: install-test
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mss proxy trustspace directory audit tests bench
