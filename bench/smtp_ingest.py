@@ -17,6 +17,13 @@ with ``xdm = "check"`` (--rounds times each, alternating), and the ratio of thei
 accepted msg/s is printed (the check must keep >= 0.9x).
 
     .venv/bin/python bench/smtp_ingest.py --xdm --size-kb 1024 --messages 200 --sessions 8
+
+``--xdm --paired``: both nodes run at once and take the load together (half the sessions
+each, the same messages), --rounds bursts: the server CPU per message of each under the
+same machine load, which on a shared machine varies more between two runs than the check
+costs. Their ratio (check/off, server only, and with the client's CPU) is printed.
+
+    .venv/bin/python bench/smtp_ingest.py --xdm --paired --size-kb 1024 --messages 150
 """
 
 from __future__ import annotations
@@ -255,12 +262,17 @@ def main() -> None:
     ap.add_argument("--xdm", action="store_true",
                     help="messages carry an XDM package; xdm = off, then check, compared")
     ap.add_argument("--rounds", type=int, default=2, help="--xdm: runs of each policy")
+    ap.add_argument("--paired", action="store_true",
+                    help="--xdm: both nodes at once, the CPU of each under the same load")
     args = ap.parse_args()
     if not args.xdm:
         print(json.dumps(run(args, None)))
         return
     rcpts = [f"bench{i % args.mailboxes + 1}@{DOMAIN}" for i in range(args.messages)]
     payloads = xdm_bodies(int(args.size_kb * 1024), args.messages, rcpts)
+    if args.paired:
+        paired(args, rcpts, payloads)
+        return
     rates: dict[str, list[float]] = {"off": [], "check": []}
     cpu: dict[str, list[float]] = {"off": [], "check": []}  # server ms per message
     total: dict[str, list[float]] = {"off": [], "check": []}  # server + client ms
@@ -285,6 +297,74 @@ def main() -> None:
                       # what the ratio tends to when the machine is CPU-bound
                       "cpu_ratio": round(both["off"] / both["check"], 3),
                       "message_bytes": len(payloads[0])}))
+
+
+def paired(args: argparse.Namespace, rcpts: list[str], payloads: list[bytes]) -> None:
+    """xdm = "off" and "check" on two nodes at once, each sent every message by half the
+    sessions, --rounds times: server CPU per message of each, and their ratio."""
+    policies = ("off", "check")
+    with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
+        nodes: dict[str, tuple[int, ssl.SSLContext, subprocess.Popen[bytes]]] = {}
+        try:
+            for policy in policies:
+                base = Path(tmp) / policy
+                base.mkdir()
+                config, ports = setup(base, args.mailboxes, args.workers,
+                                      args.metrics == "on", policy)
+                with open(base / "serve.log", "wb") as log:
+                    server = subprocess.Popen([*MSS, "--config", str(config), "serve"],
+                                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                pki = config.parent / "pki"  # each node's CA issued its client certificate
+                ctx.load_cert_chain(pki / "bench-operator.crt", pki / "bench-operator.key")
+                nodes[policy] = (ports["mx"], ctx, server)
+            for port, _, _ in nodes.values():
+                wait_listening(port)
+            time.sleep(1.0)
+            server_ms: dict[str, list[float]] = {p: [] for p in policies}
+            client_ms: list[float] = []
+            for burst in range(args.rounds):
+                cpu0 = {p: _proc_cpu(n[2].pid) for p, n in nodes.items()}
+                client0 = time.process_time()
+                loads: dict[str, Load] = {}
+
+                def load(policy: str, loads: dict[str, Load] = loads) -> None:
+                    port, ctx, _ = nodes[policy]
+                    loads[policy] = send_all([port], ctx, rcpts, payloads,
+                                             max(1, args.sessions // 2), args.max_seconds)
+
+                threads = [threading.Thread(target=load, args=(p,)) for p in policies]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                cpu1 = {p: _proc_cpu(n[2].pid) for p, n in nodes.items()}
+                accepted = sum(loads[p].ok for p in policies)
+                client_ms.append(1000 * (time.process_time() - client0) / max(1, accepted))
+                for p in policies:
+                    server_ms[p].append(1000 * (cpu1[p] - cpu0[p]) / max(1, loads[p].ok))
+                print(json.dumps({"round": burst, **{
+                    f"{p}_{k}": v for p in policies for k, v in (
+                        ("accepted", loads[p].ok), ("errors", loads[p].err),
+                        ("msg_s", round(loads[p].ok / loads[p].elapsed, 1)),
+                        ("server_cpu_ms", round(server_ms[p][-1], 2)))},
+                    "client_cpu_ms": round(client_ms[-1], 2)}), flush=True)
+        finally:
+            for _, _, server in nodes.values():
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
+    mean = {p: statistics.mean(v) for p, v in server_ms.items()}
+    client = statistics.mean(client_ms)
+    print(json.dumps({
+        "server_cpu_ms_per_msg_off": round(mean["off"], 2),
+        "server_cpu_ms_per_msg_check": round(mean["check"], 2),
+        "server_cpu_ratio": round(mean["check"] / mean["off"], 3),  # check/off
+        "client_cpu_ms_per_msg": round(client, 2),
+        # what accepted msg/s tends to (check/off) when the machine is CPU-bound
+        "cpu_ratio": round((mean["off"] + client) / (mean["check"] + client), 3),
+        "message_bytes": len(payloads[0])}))
 
 
 def _proc_cpu(pid: int) -> float:

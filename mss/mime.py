@@ -651,21 +651,34 @@ def decode_quoted_printable(data: bytes) -> bytes:
     return quopri.decodestring(_strip_line_ends(data))
 
 
+_FEW_BOUNDARIES = 4  # distinct enclosing boundaries searched for one by one
+_LONG_BOUNDARY = 8  # ... when none is shorter than this
+
+
 class _Boundaries:
     """The boundaries of the enclosing multiparts, outermost first (RFC 2046 §5.1.1), and
     an index of them by length, so that telling whether a line is a boundary costs one
     look-up per distinct length, not one test per nesting level."""
 
-    __slots__ = ("items", "_by_length", "_lengths")
+    __slots__ = ("items", "_by_length", "_lengths", "_few")
 
     def __init__(self, items: tuple[bytes, ...] = (),
                  by_length: dict[int, dict[bytes, int]] | None = None) -> None:
         self.items = items
         self._by_length = by_length or {}
         self._lengths = sorted(self._by_length, reverse=True)
+        distinct = frozenset(items)
+        self._few = distinct if (distinct and len(distinct) <= _FEW_BOUNDARIES
+                                 and self._lengths[-1] >= _LONG_BOUNDARY) else None
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def few(self) -> frozenset[bytes] | None:
+        """The distinct boundaries when there are a few long ones, else None. A long needle
+        skips through a body (base64 above all) several times faster than the search for
+        every line starting with "--" that the caller does otherwise."""
+        return self._few
 
     def push(self, boundary: bytes) -> _Boundaries:
         by_length = dict(self._by_length)
@@ -692,6 +705,8 @@ class _TreeBuilder:
         self.count = 0
         self.top_fields = top_fields  # already parsed fields of the top header
         self._blank: tuple[int, int, re.Match[bytes] | None] | None = None
+        # (boundary, search end) -> (searched from, "\n--boundary" found at or -1)
+        self._found: dict[tuple[bytes, int], tuple[int, int]] = {}
 
     def blank_line(self, start: int, limit: int) -> re.Match[bytes] | None:
         """The first blank line at or after ``start``, the last answer reused while it
@@ -722,6 +737,15 @@ class _TreeBuilder:
             if hit is not None:
                 return 0, hit[0], hit[1]
         search = max(pos - 1, 0)
+        few = stack.few()
+        if few is not None:  # the line of each boundary, found by its own long needle
+            nl = min((n for n in (self._find_line(b, search, limit) for b in few) if n >= 0),
+                     default=-1)
+            if nl < 0:
+                return limit, -1, False
+            hit = self.boundary_at(nl + 1, stack)
+            assert hit is not None  # the line starts with one of the boundaries
+            return nl + 1, hit[0], hit[1]
         while True:
             nl = raw.find(b"\n--", search, limit)
             if nl < 0:
@@ -732,6 +756,19 @@ class _TreeBuilder:
                 if hit is not None:
                     return line, hit[0], hit[1]
             search = nl + 1
+
+    def _find_line(self, boundary: bytes, search: int, limit: int) -> int:
+        """Where the first ``"\\n--" + boundary`` at or after *search* starts, its "\\n--"
+        before *limit* (the boundary itself may run past it, as :meth:`_Boundaries.at`
+        reads it), or -1; the last answer per boundary reused while it still holds (the
+        searches move forward: each boundary costs one pass over the message)."""
+        end = min(len(self.raw), limit + len(boundary))
+        key = (boundary, end)
+        since, at = self._found.get(key, (end + 1, -1))
+        if not (since <= search and (at < 0 or search <= at)):
+            at = self.raw.find(b"\n--" + boundary, search, end)
+            self._found[key] = (search, at)
+        return at if at + 3 <= limit else -1
 
     def line_end(self, pos: int, limit: int) -> int:
         nl = self.raw.find(b"\n", pos, limit)

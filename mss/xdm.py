@@ -51,10 +51,13 @@ from types import MappingProxyType
 from typing import IO
 from xml.parsers import expat
 
+import pybase64
+
 from mss.mime import MimeMessage, Part, param_text
 
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_B64 = bytes(c for c in range(256) if c not in _B64)  # RFC 2045 §6.8: ignored
+_PAD_TAIL = re.compile(rb"[= \t\r\n]*\Z")  # what may follow the first "=" of a base64 body
 _TAIL_TEXT = 96 * 1024  # base64 text read for the central directory of an unnamed ZIP
 _ZIP_START = b"UEsDB"  # base64 of b"PK\x03\x04" (APPNOTE 4.3.7: a local file header)
 MAX_ZIP_BYTES = 64 * 1024 * 1024  # a larger attachment is not opened (package_too_large)
@@ -602,10 +605,20 @@ def _names_xdm(part: Part) -> bool:
 
 def _decoded(part: Part) -> bytes:
     """A base64 body decoded as :meth:`mss.mime.Part.decoded_body` does (every character
-    outside the alphabet ignored, padding lenient), without its regex (25 ms a MiB there):
-    binascii skips line ends itself (non-strict mode); only a body it refuses (stray
+    outside the alphabet ignored, padding lenient), without its regex (25 ms a MiB there).
+    When "=" appears only at the end (any well-formed body), pybase64 (SIMD, 0.3 ms a MiB)
+    decodes it: there it gives what binascii gives, errors included; binascii (1.5 ms a
+    MiB) skips line ends itself (non-strict mode) but stops at the first complete padding,
+    where pybase64 goes on: a body with "=" inside is its. Only a body both refuse (stray
     padding) is filtered first."""
-    data = memoryview(part.raw)[part.body:part.end]
+    raw = part.raw
+    data = memoryview(raw)[part.body:part.end]
+    pad = raw.find(b"=", part.body, part.end)
+    if pad < 0 or _PAD_TAIL.match(raw, pad, part.end):
+        try:
+            return pybase64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            pass
     try:
         return binascii.a2b_base64(data)
     except binascii.Error:

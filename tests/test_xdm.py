@@ -8,7 +8,10 @@ with ``xdm = "check"`` (the default), submission with ``xdm = "refuse"``,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import random
 import smtplib
 import subprocess
 import sys
@@ -19,7 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mss import xdm
+from mss.mime import MimeMessage
 from mss.xdm import MAX_MEMBER_BYTES, read_package, read_packages
 from mss.xmss import examine, header_problems
 from tests import xdm_packages as x
@@ -408,3 +415,32 @@ def test_reveal_request_refusals(node: Node) -> None:
     rows = node.wait_audit(lambda r: r["event"] == "audit.reveal.request"
                            and r["outcome"] == 4)
     assert rows and rows[-1]["detail"]["patient"] == unknown  # type: ignore[index]
+
+
+def _binascii_decoded(body: bytes) -> bytes:
+    """How the check decoded a base64 body before pybase64 (binascii, else the filtered
+    text): what it must still give."""
+    try:
+        return binascii.a2b_base64(body)
+    except binascii.Error:
+        pass
+    try:
+        return base64.b64decode(body.translate(None, xdm._NOT_B64) + b"===")
+    except (binascii.Error, ValueError):
+        return b""
+
+
+@given(st.randoms(use_true_random=False), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_base64_bodies_decode_as_binascii_decoded_them(rnd: random.Random,
+                                                       pads_inside: bool) -> None:
+    """pybase64 decodes a body whose "=" are all at its end (issue 18: 5x faster); any
+    body, padding anywhere, junk bytes, line breaks: the bytes binascii gave."""
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    junk = b" \t\r\n-_.*!\x00\xff~" + (b"=" if pads_inside else b"")
+    body = bytes(rnd.choice(alphabet) if rnd.random() < .8 else rnd.choice(junk)
+                 for _ in range(rnd.randint(0, 200)))
+    body += b"=" * rnd.choice([0, 0, 1, 2, 3]) + rnd.choice([b"", b"\r\n", b" \r\n"])
+    raw = b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body
+    part = MimeMessage(raw).root
+    assert xdm._decoded(part) == _binascii_decoded(raw[part.body:part.end])

@@ -555,18 +555,6 @@ class SmtpHandler:
             return self._content_refused(session, envelope, "nil_missing", [],
                                          "550 5.6.0 Message refused: X-MSS-NIL header "
                                          "required")
-        examination = None
-        if self.xdm != "off":  # issue 18: XDM packages and X-MSS fields (mss/xmss.py)
-            if b"UEsDB" not in data:  # no ZIP attachment (base64 of PK\x03\x04): µs
-                examination = examine(data)
-            else:  # inflating and hashing documents: never on the event loop
-                examination = await asyncio.get_running_loop().run_in_executor(
-                    None, examine, data)
-            if self.xdm == "refuse" and examination.problems:
-                return self._content_refused(
-                    session, envelope, "xdm", list(examination.problems),
-                    f"554 5.6.0 Message refused: {examination.reason()}")
-        about, accepted_detail = self._about(examination)
         mail_from = "" if envelope.mail_from == NULL_PATH else (envelope.mail_from or "")
         behalf = self.policy.on_behalf(session, mail_from, data)
         if behalf is not None and behalf.add_sender:  # RFC 5322 §3.6.2: the transmitter
@@ -587,7 +575,8 @@ class SmtpHandler:
             recipient=single) + data
         whitelist_version = self.whitelist.current.version_id
 
-        def seal() -> deliveries.Delivery:
+        def seal(examination: Examination | None) -> deliveries.Delivery:
+            about, accepted_detail = self._about(examination)
             keyring = self.app.keyring
             local = [deliveries.seal_local(keyring, mid, addr, stored)
                      for addr, mid in envelope.local.items()]
@@ -642,24 +631,47 @@ class SmtpHandler:
                     reports[:] = [copy]
             return uids
 
+        checking = [self.xdm != "off"]  # the phase, for a failure's audit record
+
+        def check_and_seal() -> tuple[Examination | None, deliveries.Delivery | None]:
+            """issue 18: the XDM packages and X-MSS fields (mss/xmss.py), then, unless the
+            policy refuses what they show, the copies sealed: one pass in one place."""
+            examination = examine(data) if checking[0] else None
+            checking[0] = False
+            if examination is not None and self.xdm == "refuse" and examination.problems:
+                return examination, None
+            return examination, seal(examination)
+
         whitelist = self.whitelist.current
         reports: list[ReportCopy] = []
-        report = delivered_report(self.hostname, mail_from, stored, envelope)
         try:
-            if len(stored) <= _SEAL_INLINE_MAX:
-                delivery = seal()
+            # inflating and hashing documents, encrypting a large message: never on the
+            # event loop (one hop for both); without a ZIP (base64 of PK\x03\x04) the
+            # check reads the headers and the MIME tree only: µs
+            if len(stored) > _SEAL_INLINE_MAX or (checking[0] and b"UEsDB" in data):
+                examination, sealed = await asyncio.get_running_loop().run_in_executor(
+                    None, check_and_seal)
             else:
-                delivery = await asyncio.get_running_loop().run_in_executor(None, seal)
+                examination, sealed = check_and_seal()
+            if sealed is None:
+                assert examination is not None
+                return self._content_refused(
+                    session, envelope, "xdm", list(examination.problems),
+                    f"554 5.6.0 Message refused: {examination.reason()}")
+            delivery = sealed
+            report = delivered_report(self.hostname, mail_from, stored, envelope)
             if await self.committer.run(commit) is None:
                 assert count is not None and self.sending is not None
                 return await self._limit_at_data(session, count, window, recipients)
             session.pending_audit = []
         except Exception as exc:
-            log.error("store failed", session=session.id, error=repr(exc))
+            failed = "check" if checking[0] else "storage"
+            log.error("check failed" if checking[0] else "store failed", session=session.id,
+                      error=repr(exc))
             self._emit_record(session, Event.SMTP_MESSAGE_REFUSED, Outcome.MAJOR_FAILURE,
                               mail_from=mail_from, message_id=header_msgid,
-                              reason=f"storage failure: {type(exc).__name__}")
-            return "451 4.3.0 Temporary storage failure, try again later"
+                              reason=f"{failed} failure: {type(exc).__name__}")
+            return f"451 4.3.0 Temporary {failed} failure, try again later"
         if count is not None and counts:
             assert self.sending is not None
             self.sending.counted(count.key, window, counts[0])
