@@ -86,6 +86,7 @@ def _rude(node: Node) -> None:
             continue
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"\x16\x03\x01 not a handshake\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)  # the TLS ports' handshake ends at once, unfinished
             sock.settimeout(5)
             with contextlib.suppress(OSError):
                 sock.recv(1024)
