@@ -18,7 +18,6 @@ import smtplib
 import ssl
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage, Message
 
 import pytest
 from hypothesis import given
@@ -36,6 +35,7 @@ from mss.dsn import (
     xtext_encode,
 )
 from proxy.smtp.protocol import with_enhanced_code
+from tests.dsn_reports import parse, status_fields
 from tests.node import DOMAIN, PASSWORD, Node, make_node, read_all
 from tests.outbound_pair import (
     A_DOMAIN,
@@ -48,30 +48,6 @@ from tests.outbound_pair import (
 )
 
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
-
-
-# --------------------------------------------------------------------------- parsing helpers
-
-def parse(raw: bytes) -> EmailMessage:
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def status_fields(raw: bytes) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The per-message fields and each recipient's fields of a report (RFC 3464 §2)."""
-    report = parse(raw)
-    assert report.get_content_type() == "multipart/report"
-    assert report.get_param("report-type") == "delivery-status"
-    parts = list(report.iter_parts())
-    status = parts[1]
-    assert status.get_content_type() == "message/delivery-status"
-    blocks = status.get_payload()
-    assert isinstance(blocks, list)
-
-    def fields(block: Message) -> dict[str, str]:
-        return {k: str(v) for k, v in block.items()}
-    return fields(blocks[0]), [fields(b) for b in blocks[1:]]
 
 
 def reports(node: Node, address: str, tag: str) -> list[bytes]:

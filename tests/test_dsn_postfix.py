@@ -15,20 +15,18 @@ our node relays ``clinique.test`` to. Checked, each report parsed with ``email``
 
 from __future__ import annotations
 
-import email
-import email.policy
 import smtplib
 import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
 
 from mss.config import load_config
 from tests.dnsserver import DnsServer
+from tests.dsn_reports import status_fields
 from tests.node import PASSWORD, Node, free_port, make_node, read_all, wait_for
 from tests.outbound_pair import close_all, delivery_config, message, with_tag
 from tests.postfix import PeerRoute, Postfix, make_base, remove_base, skip_unless_usable
@@ -90,25 +88,6 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
         postfix.stop()
         close_all([node], dns)
         remove_base(postfix.base)
-
-
-def parse(raw: bytes) -> EmailMessage:
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def status_fields(raw: bytes) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The per-message and per-recipient fields of a report (RFC 3464 §2)."""
-    report = parse(raw)
-    assert report.get_content_type() == "multipart/report"
-    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
-    blocks = status.get_payload()
-    assert isinstance(blocks, list)
-
-    def fields(block: Message) -> dict[str, str]:
-        return {k: str(v) for k, v in block.items()}
-    return fields(blocks[0]), [fields(b) for b in blocks[1:]]
 
 
 def _submit(peers: Peers, rcpt: str, tag: str, rcpt_options: list[str],
