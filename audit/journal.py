@@ -32,7 +32,6 @@ from sqlalchemy import Connection, func, insert, select
 
 from audit.events import Event, Outcome, kind
 from mss import db
-from mss.committer import scratch
 from mss.locks import xact_lock
 
 GENESIS = "0" * 64
@@ -96,7 +95,7 @@ def lock_chain(conn: Connection) -> None:
     """Hold the cluster lock of the chain until *conn*'s transaction ends: once per
     committer transaction (its scratch space remembers), at each call otherwise (an
     advisory lock taken again by its holder is granted at once)."""
-    cache = scratch(conn)
+    cache = db.scratch(conn)
     if cache is not None:
         if cache.get(_LOCKED):
             return
@@ -110,7 +109,7 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     rows = [_row_of(r) for r in records]
     if not rows:
         return
-    cache = scratch(conn)
+    cache = db.scratch(conn)
     if cache is not None:
         cache.setdefault(COMMITTED, []).extend(records)
     prev = cache.get(_HEAD) if cache is not None else None

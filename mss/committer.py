@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from sqlalchemy import Connection, Engine
 
+from mss.db import SCRATCH as _SCRATCH
 from mss.db import unavailable
 from mss.lifecycle import STOP_FLOOR, remaining
 
@@ -36,16 +37,6 @@ log = structlog.get_logger("mss.committer")
 T = TypeVar("T")
 
 Work = Callable[[Connection], Any]
-_SCRATCH = "mss.committer.scratch"  # key of Connection.info while a batch is open
-
-
-def scratch(conn: Connection) -> dict[str, Any] | None:
-    """The scratch space of the committer's transaction open on *conn*, or None when *conn*
-    is not one (a CLI command's own transaction): callers then do without a cache."""
-    space: dict[str, Any] | None = conn.info.get(_SCRATCH)
-    return space
-
-
 class Refusal(Exception):
     """Raised by a work function that refuses what a client asked (an IMAP ``NO``): rolled
     back like any error, but an ordinary answer, logged at info and not as a failure."""

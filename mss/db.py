@@ -521,6 +521,18 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+SCRATCH = "mss.committer.scratch"  # key of Connection.info while a committer batch is open
+
+
+def scratch(conn: Connection) -> dict[str, Any] | None:
+    """The scratch space of the committer's transaction open on *conn*, or None when *conn*
+    is not one (a CLI command's own transaction): callers then do without a cache. Here,
+    not in mss.committer, so that the audit journal does not load the committer's thread
+    machinery into every CLI command."""
+    space: dict[str, Any] | None = conn.info.get(SCRATCH)
+    return space
+
+
 def make_engine(url: str, *, writer: bool = True) -> Engine:
     """An engine for ``url``. On SQLite, a *writer* engine opens every transaction with
     ``BEGIN IMMEDIATE``; a reader engine runs each statement on its own (autocommit), which

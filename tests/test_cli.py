@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node import DOMAIN, MSS, REPO, Node, env_without_config, make_node
+from tests.node import CHILD_ENV, DOMAIN, MSS, REPO, Node, env_without_config, make_node
 from tests.peers import require_file
 from tests.whitelist_fixtures import make_whitelist_xml
 
@@ -39,25 +39,36 @@ def test_import_mss_cli_loads_no_store_nor_protocol() -> None:
     assert loaded == []
 
 
-def test_whitelist_check_answers_fast(node: Node) -> None:
-    """An admin command pays only for its own imports (sqlalchemy, typer's pydantic): about
-    0.5 s on an idle machine, 1.1 s of CPU when mss.cli imported every package. Bounded on
-    CPU time (the best of five runs): wall time on a loaded machine measures the others."""
+def _best_cpu(command: list[str], runs: int = 5) -> tuple[float, float]:
+    """The least CPU time (user + system) and its wall time of *runs* runs of *command*."""
     import resource
 
-    runs = []
-    for _ in range(5):
+    measured = []
+    for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = node.cli_process("whitelist", "check", "operator-a.mssante.fr", check=False)
+        subprocess.run(command, capture_output=True, cwd=REPO, timeout=120, env=CHILD_ENV)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        runs.append((cpu, wall))
-        assert proc.returncode == 1 and "not whitelisted" in proc.stdout
-    cpu, wall = min(runs)
-    print(f"mss whitelist check: best {cpu:.2f} s CPU ({wall:.2f} s wall); runs {runs}")
-    assert cpu < 1.0  # issue 13 asks 0.3 s: sqlalchemy and typer alone take more
+        measured.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+                         wall))
+    return min(measured)
+
+
+def test_whitelist_check_answers_fast(node: Node) -> None:
+    """An admin command pays only for its own imports beyond what no command can do without
+    (sqlalchemy with its SQLite dialect, typer with its pydantic): measured in the same run,
+    so a slower machine moves both. On an idle machine here the floor is about 0.4 s of CPU
+    and the command 0.6-0.8 s; it was 1.1 s when mss.cli imported every package. Bounded on
+    CPU time (the best of five runs): wall time on a loaded machine measures the others."""
+    proc = node.cli_process("whitelist", "check", "operator-a.mssante.fr", check=False)
+    assert proc.returncode == 1 and "not whitelisted" in proc.stdout
+    floor, _ = _best_cpu([sys.executable, "-c", "import sqlalchemy, sqlalchemy.dialects.sqlite,"
+                          " typer, typer._adapters"])
+    cpu, wall = _best_cpu([*MSS, "--config", str(node.config), "whitelist", "check",
+                           "operator-a.mssante.fr"])
+    print(f"mss whitelist check: best {cpu:.2f} s CPU ({wall:.2f} s wall); floor {floor:.2f} s")
+    assert cpu < floor + 0.5  # issue 13 asked 0.3 s: the floor alone takes more
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

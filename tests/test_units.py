@@ -17,8 +17,9 @@ from audit.events import CATALOGUE, Event, catalogue_table
 from audit.journal import GENESIS, AuditRecord, append, chain_hash
 from mss import crypto, db
 from mss import message as rfc5322
-from mss.committer import GroupCommitter, scratch
+from mss.committer import GroupCommitter
 from mss.config import ConfigError, parse_config
+from mss.db import scratch
 from mss.passwords import hash_password, verify_password
 from trustspace import policy
 from trustspace.dn import parse_dn

@@ -17,8 +17,10 @@ import json
 import re
 import unicodedata
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:  # annotations only: the whitelist and the CLI parse DNs without it
+    from cryptography import x509
 
 RDN = tuple[tuple[str, str], ...]  # the AVAs of one RDN, sorted: compared as a set
 CanonicalDN = tuple[RDN, ...]  # the RDN sequence, oriented one fixed way (see _oriented)

@@ -37,14 +37,15 @@ import select as _select
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
 import structlog
 from sqlalchemy import Connection, Engine, select, text
 
 from mss import db
-from mss.leader import dedicated_connection
+
+if TYPE_CHECKING:  # PostgreSQL only: a SQLite node (and every CLI command) never loads it
+    import psycopg
 
 log = structlog.get_logger("mss.changes")
 
@@ -411,11 +412,15 @@ class PgChangeWatcher(ChangeWatcher):
                     pg.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
+        from mss.leader import dedicated_connection
+
         pg = dedicated_connection(self.engine, LISTEN_CONNECTION)  # autocommit
         pg.execute(f"LISTEN {CHANNEL}")
         return pg
 
     def _serve(self, pg: psycopg.Connection[Any]) -> None:
+        import psycopg
+
         own = pg.info.backend_pid
         while not self._stopping.is_set():
             with self._lock:
