@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
+from directory.sources import SyncError
 from mss import db
 from mss.addresses import AddressError, normalize_address
 from mss.config import DIRECTORY_FIELDS, ConfigError, DirectoryConfig, cleartext_bind
@@ -36,10 +37,6 @@ BATCH = 5000
 set_config_parameter("CASE_INSENSITIVE_ATTRIBUTE_NAMES", False)
 MAX_REPORTED = 20
 Progress = Callable[[int], None]
-
-
-class SyncError(Exception):
-    """The run failed; the previous directory stays in force. One-line message."""
 
 
 @dataclass
