@@ -11,7 +11,8 @@ import typer
 from sqlalchemy import func, or_, select
 
 from directory.publish import desired_entries, publish, to_ldif
-from directory.sync import DirectorySync, RunReport, SyncError
+from directory.sources import SyncError
+from directory.sync import DirectorySync, RunReport
 from mss import db
 from mss.cli_output import JSON_OPTION, Column, emit, print_json, when
 from mss.cli_support import actor, fail, node

@@ -15,7 +15,8 @@ import ldap3
 import pytest
 from sqlalchemy import Engine, func, select
 
-from directory.sync import DirectorySync, SyncError, ldap_connection
+from directory.sources import SyncError
+from directory.sync import DirectorySync, ldap_connection
 from mss import db
 from mss.config import ConfigError, DirectoryConfig, parse_config
 from tests import peers, slapd
