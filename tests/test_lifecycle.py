@@ -187,7 +187,7 @@ def test_passwd_ends_sessions_of_the_old_password(node: Node) -> None:
     idle = Idle(node, carol)
     try:
         node.cli("mailbox", "passwd", carol, input="a brand new secret\n")
-        assert idle.ended_within(10) <= ENABLED_CHECK * 2 + 1
+        assert idle.ended_within(10) < ENABLED_CHECK  # at once: not at its next state check
     finally:
         idle.close()
     assert login_refused(node, carol, PASSWORD)
@@ -214,7 +214,7 @@ def test_suspend_and_resume(node: Node) -> None:
     idle = Idle(node, dave)
     try:
         node.cli("mailbox", "suspend", dave)
-        assert idle.ended_within(10) <= ENABLED_CHECK * 2 + 1  # within 10 s: IDLE included
+        assert idle.ended_within(10) < ENABLED_CHECK  # at once, IDLE included
     finally:
         idle.close()
     assert state(node, dave) == "suspended"
@@ -251,8 +251,8 @@ def test_a_session_waiting_for_its_next_command_gets_bye(node: Node) -> None:
     add(node, erin)
     with imap_login(node, erin) as m:
         node.cli("mailbox", "suspend", erin)
-        time.sleep(ENABLED_CHECK + 0.2)  # its next state check
-        with pytest.raises(imaplib.IMAP4.abort, match="Mailbox disabled"):  # its BYE
+        time.sleep(0.5)  # its registry row marked ended: BYE at the process's next round
+        with pytest.raises(imaplib.IMAP4.abort, match="Session ended by the administrator"):
             m.noop()
     node.cli("mailbox", "resume", erin)
 

@@ -13,6 +13,7 @@ from mss import crypto, db
 from mss.addresses import AddressError, normalize_address
 from mss.mailstore.errors import StoreError
 from mss.mailstore.folders import ensure_default_folders
+from mss.mailstore.notify import request_rounds
 
 # A mailbox row with its domain's suspension (mss domain suspend): Mailbox.state and
 # .usable say "suspended" for both, so that every login path refuses it (issue 16).
@@ -138,8 +139,10 @@ def disable_mailbox(conn: Connection, address: str) -> Mailbox:
     mailbox = require_mailbox(conn, address)
     if not mailbox.enabled:
         raise StoreError(f"mailbox {mailbox.address} is already disabled")
+    now = time.time()
     conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox.id)
-                 .values(enabled=False, disabled_at=time.time()))
+                 .values(enabled=False, disabled_at=now))
+    end_sessions(conn, mailbox.id, now)  # at once, not at their next state check
     return mailbox
 
 
@@ -169,8 +172,14 @@ def mailbox_enabled(conn: Connection, mailbox_id: int, since: float | None = Non
 
 
 def end_sessions(conn: Connection, mailbox_id: int, now: float | None = None) -> None:
-    """Every session of the mailbox begun before *now* ends at its next state check (IMAP:
-    at most imap.enabled_check seconds later, on every worker and node). mss sessions end
-    --mailbox also marks the registry rows (mss.mailstore.sessions), ending them at once."""
+    """Every session of the mailbox begun before *now* ends: the registered ones at once
+    (their rows marked ended: each serving process ends its own at its next change round,
+    PostgreSQL nodes asked for one at the commit), any other at its next state check (IMAP:
+    at most imap.enabled_check seconds later, on every worker and node)."""
+    when = time.time() if now is None else now
     conn.execute(update(db.mailboxes).where(db.mailboxes.c.id == mailbox_id)
-                 .values(sessions_ended_at=time.time() if now is None else now))
+                 .values(sessions_ended_at=when))
+    s = db.client_sessions
+    if conn.execute(update(s).where(s.c.mailbox_id == mailbox_id, s.c.ended_at.is_(None),
+                                    s.c.started_at <= when).values(ended_at=when)).rowcount:
+        request_rounds(conn)
