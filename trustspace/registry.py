@@ -126,7 +126,6 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
     detail: dict[str, Any] = {
         "sha256": parsed.sha256, "entries": entries, "domains": len(new_domains),
         "source": source, "truncated": parsed.truncated, "warnings": len(parsed.warnings)}
-    refusal: str | None = None
     # The comparison with the version in force and the switch are atomic: BEGIN IMMEDIATE
     # on SQLite, the cluster lock on PostgreSQL (taken before the first read).
     with engine.begin() as conn:
@@ -143,24 +142,7 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
         dropped = len(current_domains - new_domains)
         shrinks = bool(current_domains) and dropped > max_shrink_ratio * len(current_domains)
         withdrawn = None if force else _withdrawn(conn, parsed.sha256)
-        if withdrawn is not None:
-            refusal = (f"refused: this list (sha256 {parsed.sha256[:16]}) is version "
-                       f"{withdrawn}, withdrawn by mss whitelist rollback; use --force to "
-                       f"import it anyway")
-            append(conn, [AuditRecord(
-                _EVENT, Outcome.MINOR_FAILURE, actor=who, reason=refusal,
-                whitelist_version=current["id"] if current else None,
-                detail={**detail, "withdrawn_version": withdrawn})])
-        elif shrinks and not force:
-            # Only the audit record is written (in this otherwise empty transaction).
-            refusal = (f"refused: the new list drops {dropped} of {len(current_domains)} "
-                       f"domains ({100 * dropped / len(current_domains):.1f}% > "
-                       f"{100 * max_shrink_ratio:g}%); use --force to import it anyway")
-            append(conn, [AuditRecord(
-                _EVENT, Outcome.MINOR_FAILURE, actor=who, reason=refusal,
-                whitelist_version=current["id"] if current else None,
-                detail={**detail, "dropped": dropped, "previous_domains": len(current_domains)})])
-        else:
+        if withdrawn is None and not (shrinks and not force):
             version_id = _store(conn, parsed.sha256, parsed.generated_at, source, entries,
                                 len(new_domains), parsed.warnings, parsed.entries)
             append(conn, [AuditRecord(
@@ -169,6 +151,20 @@ def import_whitelist(engine: Engine, data: bytes, source: str, *, force: bool = 
             return ImportResult(version_id, parsed.sha256, parsed.generated_at, entries,
                                 len(new_domains), len(current_domains), parsed.warnings,
                                 unchanged=False)
+        if withdrawn is not None:
+            refusal = (f"refused: this list (sha256 {parsed.sha256[:16]}) is version "
+                       f"{withdrawn}, withdrawn by mss whitelist rollback; use --force to "
+                       f"import it anyway")
+            why: dict[str, Any] = {"withdrawn_version": withdrawn}
+        else:
+            refusal = (f"refused: the new list drops {dropped} of {len(current_domains)} "
+                       f"domains ({100 * dropped / len(current_domains):.1f}% > "
+                       f"{100 * max_shrink_ratio:g}%); use --force to import it anyway")
+            why = {"dropped": dropped, "previous_domains": len(current_domains)}
+        # Only the audit record is written (in this otherwise empty transaction).
+        append(conn, [AuditRecord(
+            _EVENT, Outcome.MINOR_FAILURE, actor=who, reason=refusal,
+            whitelist_version=current["id"] if current else None, detail={**detail, **why})])
     raise WhitelistImportError(refusal)
 
 
