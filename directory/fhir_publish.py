@@ -12,8 +12,9 @@ is a ``Parameters`` of FHIR Patch operations on ``telecom``:
 - a changed type: ``delete`` then ``add`` in one Patch (the address and the type are never
   modified in place); a changed holder (RPPS, FINESS): delete at the old, add at the new;
 - a mailbox gone (deleted, disabled, renamed here): ``delete``.
-The liste rouge is published as the metadata's ``listeRouge`` = true, so the national
-directory knows the mailbox and hides it. What was published is kept in
+A mailbox on the liste rouge is published with the metadata's ``listeRouge`` = true (the
+national directory knows it and hides it) or, [directory.fhir] liste_rouge = "omit", not at
+all (and deleted if it was). What was published is kept in
 directory_fhir_published: a second run with nothing changed sends nothing. Every call is
 audited with its outcome; a 404 (no such holder) or 412 (several) is reported for that
 mailbox and the run goes on. ``dry_run`` builds the same documents and sends nothing.
@@ -75,12 +76,16 @@ class Wanted:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def wanted(mailboxes: Iterable[Publishable]) -> tuple[dict[str, Wanted], list[str]]:
-    """Our publishable mailboxes (enabled, not being deleted) and, for those that cannot be
-    published, why (no RPPS for a PER, no FINESS for a structure's)."""
+def wanted(mailboxes: Iterable[Publishable], liste_rouge: str = "flag"
+           ) -> tuple[dict[str, Wanted], list[str]]:
+    """Our publishable mailboxes (enabled, not being deleted; on the liste rouge flagged,
+    or left out when *liste_rouge* is "omit") and, for those that cannot be published, why
+    (no RPPS for a PER, no FINESS for a structure's)."""
     out, skipped = {}, []
     for m in mailboxes:
         if not m.enabled or m.delete_after is not None:
+            continue
+        if m.liste_rouge and liste_rouge == "omit":
             continue
         if m.type == "PER":
             if not m.rpps:
@@ -188,11 +193,12 @@ def publish_fhir(engine: Engine, mailboxes: Iterable[Publishable], config: FhirC
                  actor: str, *, dry_run: bool = False,
                  sleep: Callable[[float], None] = time.sleep) -> FhirPublishReport:
     """Bring the national directory in line with our mailboxes; see the module's text."""
-    desired, skipped = wanted(mailboxes)
+    desired, skipped = wanted(mailboxes, config.liste_rouge)
     published = published_state(engine)
     calls = plan(desired, published)
+    called = {c.mail for c in calls}
     report = FhirPublishReport(skipped=skipped,
-                               unchanged=len(desired) - len({c.mail for c in calls}))
+                               unchanged=sum(1 for mail in desired if mail not in called))
     client = FhirClient(config, None if dry_run else api_key(config), sleep)
     if dry_run:
         for call in calls:

@@ -784,6 +784,10 @@ class FhirConfig:
                             "Retry-After, doubled each time", ge(0))
     retry_max_wait: float = key(60.0, "longest wait honoured, Retry-After included", ge(0))
     resources: tuple[str, ...] = key(FHIR_RESOURCES, "resource types searched for mailboxes")
+    liste_rouge: str = key("flag", "publish --fhir: a mailbox on the liste rouge is published "
+                           "with listeRouge = true, the national directory hiding it "
+                           "(\"flag\"), or not published at all (\"omit\")",
+                           one_of("flag", "omit"))
 
     def checked(self) -> Self:
         unknown = [r for r in self.resources if r not in FHIR_RESOURCES]
