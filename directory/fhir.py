@@ -104,7 +104,7 @@ class FhirClient:
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
         text = self.label + "/" + path.lstrip("/")
-        return text + ("?" + urllib.parse.urlencode(query, safe=",|:") if query else "")
+        return text + ("?" + urllib.parse.urlencode(query, safe=",:") if query else "")
 
     def _target(self, url: str) -> str:
         """The request target of *url*, which must be on the configured origin: a next link

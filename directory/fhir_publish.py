@@ -89,12 +89,12 @@ def wanted(mailboxes: Iterable[Publishable], liste_rouge: str = "flag"
             continue
         if m.type == "PER":
             if not m.rpps:
-                skipped.append(f"{m.address}: a PER mailbox without RPPS")
+                skipped.append(f"{m.address}: type PER without RPPS")
                 continue
             target = ("Practitioner", f"{ID_NAT_PS}|8{m.rpps}")
         else:
             if not m.finess:
-                skipped.append(f"{m.address}: a {m.type} mailbox without FINESS")
+                skipped.append(f"{m.address}: type {m.type} without FINESS")
                 continue
             target = ("Organization", f"{ID_NAT_STRUCT}|1{m.finess}")
         out[m.address] = Wanted(m.address, m.type, *target,
@@ -203,8 +203,8 @@ def publish_fhir(engine: Engine, mailboxes: Iterable[Publishable], config: FhirC
     if dry_run:
         for call in calls:
             report.documents.append(
-                f"PATCH {call.url(client)}\nContent-Type: application/fhir+json\n\n"
-                + json.dumps(call.body, indent=2, ensure_ascii=False))
+                f"PATCH {urllib.parse.unquote(call.url(client))}\n"
+                "Content-Type: application/fhir+json\n\n" + json.dumps(call.body, indent=2, ensure_ascii=False))
         return report
     t = db.directory_fhir_published
     try:

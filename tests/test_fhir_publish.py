@@ -161,3 +161,33 @@ def test_publish_without_a_fhir_section_is_a_one_line_error(tmp_path: Path) -> N
     proc = bare.cli("directory", "publish", "--fhir", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("no [directory.fhir] section in the configuration")
+
+
+class _Box:
+    def __init__(self, address: str, type: str = "PER", rpps: str | None = "10000000001",
+                 finess: str | None = None, liste_rouge: bool = False) -> None:
+        self.address, self.type, self.rpps, self.finess = address, type, rpps, finess
+        self.enabled, self.liste_rouge, self.delete_after = True, liste_rouge, None
+
+
+def test_plan_moves_a_mailbox_whose_holder_changed_and_honours_omit() -> None:
+    """Pure planning: a new RPPS is a delete at the old Practitioner then an add at the new
+    one; liste_rouge = "omit" unpublishes; a PER mailbox without RPPS is reported."""
+    from directory.fhir_publish import plan, wanted
+
+    before, _ = wanted([_Box("a@x.fr")])
+    w = before["a@x.fr"]
+    published = {"a@x.fr": {"resource_type": w.resource_type, "identifier": w.identifier,
+                            "mailbox_type": w.kind, "digest": w.digest}}
+    after, _ = wanted([_Box("a@x.fr", rpps="10000000009")])
+    calls = plan(after, published)
+    assert [(c.action, c.identifier) for c in calls] == [
+        ("move-out", "urn:oid:1.2.250.1.71.4.2.1|810000000001"),
+        ("move-in", "urn:oid:1.2.250.1.71.4.2.1|810000000009")]
+    hidden, _ = wanted([_Box("a@x.fr", liste_rouge=True)], "omit")
+    assert [c.action for c in plan(hidden, published)] == ["delete"]
+    flagged, _ = wanted([_Box("a@x.fr", liste_rouge=True)])
+    assert [c.action for c in plan(flagged, published)] == ["replace"]
+    assert plan(before, published) == []
+    _, skipped = wanted([_Box("b@x.fr", rpps=None), _Box("c@x.fr", "ORG", rpps=None)])
+    assert skipped == ["b@x.fr: type PER without RPPS", "c@x.fr: type ORG without FINESS"]
