@@ -204,7 +204,8 @@ def publish_fhir(engine: Engine, mailboxes: Iterable[Publishable], config: FhirC
         for call in calls:
             report.documents.append(
                 f"PATCH {urllib.parse.unquote(call.url(client))}\n"
-                "Content-Type: application/fhir+json\n\n" + json.dumps(call.body, indent=2, ensure_ascii=False))
+                "Content-Type: application/fhir+json\n\n"
+                + json.dumps(call.body, indent=2, ensure_ascii=False))
         return report
     t = db.directory_fhir_published
     try:
