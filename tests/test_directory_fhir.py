@@ -46,7 +46,8 @@ def population() -> Iterator[dict[str, Any]]:
                                            "value": "810000000001"}, "display": "Dr Prénom1"},
            "organization": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2",
                                            "value": "1750000100"}},
-           "telecom": [mailbox("pro1@clinique.mssante.fr", "APP")]}
+           "telecom": [mailbox("pro1@clinique.mssante.fr", "APP"),
+                       mailbox("pro1@medecin.mssante.fr")]}  # its Practitioner's, again
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,8 @@ def test_full_read_follows_the_pages_and_maps_the_mailboxes(server: FhirServer,
     role = rows["fhir:PractitionerRole/r1#pro1@clinique.mssante.fr"]
     assert (role["type"], role["id_nat"], role["structure_id"]) == \
         ("APP", "810000000001", "1750000100")
+    assert "fhir:PractitionerRole/r1#pro1@medecin.mssante.fr" not in rows  # same holder
+    assert source.same_holder == 1
     assert seen and seen[-1] == 77 and seen == sorted(seen)  # one call per page
     assert source.high_water(time.time()) == "2025-01-01T00:00:00Z"
 
@@ -139,8 +142,16 @@ def test_incremental_read_gives_what_changed_after_the_mark(server: FhirServer,
         resource["telecom"] = [mailbox("accueil0@clinique.mssante.fr", "ORG",
                                        liste_rouge=True)]
 
+    def no_mailbox(resource: dict[str, Any]) -> None:
+        resource.pop("telecom")
+
+    def retired(resource: dict[str, Any]) -> None:
+        resource["active"] = False
+
     server.update("Practitioner", "p10", add_mailbox)
     server.update("Organization", "o0", red_list)
+    server.update("Practitioner", "p11", no_mailbox)
+    server.update("Practitioner", "p12", retired)
     started = time.time()
     increment = FhirSource(config(server, key_file))
     changed, _ = read(increment, first_mark)
@@ -148,9 +159,18 @@ def test_incremental_read_gives_what_changed_after_the_mark(server: FhirServer,
     assert set(changed) == {"fhir:Practitioner/p10#pro10@medecin.mssante.fr",
                             "fhir:Practitioner/p10#nouveau@medecin.mssante.fr",
                             "fhir:Organization/o0#accueil0@clinique.mssante.fr"}
+    # what the sync does with an increment: upsert its rows, drop the other mailboxes of
+    # the resources that changed (p11 lost its mailbox, p12 is no longer active)
+    assert increment.holders == {"fhir:Practitioner/p10#", "fhir:Organization/o0#",
+                                 "fhir:Practitioner/p11#", "fhir:Practitioner/p12#"}
+    for dn in [dn for dn in directory if dn.split("#")[0] + "#" in increment.holders
+               and dn not in changed]:
+        del directory[dn]
     directory.update(changed)
     assert directory["fhir:Organization/o0#accueil0@clinique.mssante.fr"]["liste_rouge"]
-    assert len(directory) == 78
+    assert "fhir:Practitioner/p11#pro11@medecin.mssante.fr" not in directory
+    assert "fhir:Practitioner/p12#pro12@medecin.mssante.fr" not in directory
+    assert len(directory) == 76
     second_mark = increment.high_water(started)
     limit = mark(dt.datetime.fromtimestamp(started - 5, dt.UTC))
     assert second_mark is not None and first_mark < second_mark <= limit
