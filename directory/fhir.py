@@ -148,12 +148,16 @@ class FhirClient:
             self.close()
         return response.status, response.headers, data
 
-    def send(self, method: str, url: str, body: Any = None,
-             content_type: str = FHIR_JSON) -> tuple[int, Any]:
+    def send(self, method: str, url: str, body: Any = None, content_type: str = FHIR_JSON,
+             *, idempotent: bool | None = None) -> tuple[int, Any]:
         """(status, decoded JSON or None). 429 and 5xx are retried (after Retry-After, else
         retry_wait doubled each time, at most retry_max_wait), then the last answer is
-        returned; a broken connection is retried for GET only (a PATCH may have been
-        applied) and otherwise ends the run (SyncError)."""
+        returned. A broken connection (a kept-alive one the server closed while idle,
+        typically) is retried the same way when the request is idempotent (GET; the
+        caller says so of a PATCH whose operations are, RFC 9110 §9.2.2), else it ends the
+        run (SyncError)."""
+        if idempotent is None:
+            idempotent = method == "GET"
         target = self._target(url)
         headers = {"Accept": FHIR_JSON, "User-Agent": "mss-directory"}
         if self.key:
@@ -173,7 +177,7 @@ class FhirClient:
                                 f"({exc.verify_message})") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                if last or method != "GET":
+                if last or not idempotent:
                     raise SyncError(f"{self.label}: {type(exc).__name__}: {exc}") from None
                 self.retried += 1
                 self.sleep(min(cfg.retry_max_wait, cfg.retry_wait * 2 ** attempt))
@@ -406,6 +410,24 @@ class FhirSource:
                     self.progress(self.read)
                 url = next((link.get("url") for link in bundle.get("link") or ()
                             if link.get("relation") == "next"), None)
+
+    def lookup(self, address: str) -> list[Row]:
+        """The rows of one address, asked with ``mailbox-mss`` (a string search: a prefix
+        match, so the exact address is kept): what reconciliation asks of the API about a
+        mailbox the extraction lists and the last runs did not bring."""
+        address = address.strip().lower()
+        found: list[Row] = []
+        for kind in self.config.resources:
+            url: str | None = self.client.url(kind, {"mailbox-mss": address,
+                                                     "_count": str(self.config.page_size)})
+            while url:
+                bundle = self.client.get(url)
+                for entry in bundle.get("entry") or ():
+                    found += [r for r in resource_rows(entry.get("resource") or {})
+                              if not isinstance(r, Rejected) and r["mail"] == address]
+                url = next((link.get("url") for link in bundle.get("link") or ()
+                            if link.get("relation") == "next"), None)
+        return found
 
     def high_water(self, started: float) -> str | None:
         """The newest meta.lastUpdated seen, but never within SKEW_MARGIN of the run's

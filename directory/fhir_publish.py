@@ -5,8 +5,9 @@ value the IG stores under urn:oid:1.2.250.1.71.4.2.1); an ORG, APP or CAB mailbo
 its structure's Organization, by idNatSt ("1" + FINESS, urn:oid:1.2.250.1.71.4.2.2). Each
 change is one conditional ``PATCH [base]/<Type>?identifier=<system>|<value>`` whose body
 is a ``Parameters`` of FHIR Patch operations on ``telecom``:
-- a new mailbox: ``add`` of the ContactPoint (``insert`` needs an index into a list we do
-  not read; ``add`` appends, which is what an insert at the end is);
+- a new mailbox: ``delete`` of any copy of the address then ``add`` of the ContactPoint
+  (``insert`` needs an index into a list we do not read; ``add`` appends, which is an
+  insert at the end; the delete first makes the Patch idempotent, so safe to retry);
 - changed metadata (liste rouge, service): ``replace`` of ``telecom.where(value='...')``
   by the whole ContactPoint, same address and type;
 - a changed type: ``delete`` then ``add`` in one Patch (the address and the type are never
@@ -116,8 +117,11 @@ def _where(resource_type: str, address: str) -> str:
     return f"{resource_type}.telecom.where(value='{address}')"
 
 
-def add_op(w: Wanted) -> dict[str, Any]:
-    return _operation("add", w.resource_type, name="telecom", value=w.telecom)
+def add_ops(w: Wanted) -> list[dict[str, Any]]:
+    """Delete then add: the Patch is idempotent (a retry, or a state lost, never leaves the
+    address twice) and the address is ours, so any copy of it on the resource goes."""
+    return [delete_op(w.resource_type, w.mail),
+            _operation("add", w.resource_type, name="telecom", value=w.telecom)]
 
 
 def delete_op(resource_type: str, address: str) -> dict[str, Any]:
@@ -153,16 +157,15 @@ def plan(desired: dict[str, Wanted], published: dict[str, dict[str, Any]]) -> li
     for mail, w in desired.items():
         prev = published.get(mail)
         if prev is None:
-            calls.append(Call(mail, "add", w.resource_type, w.identifier, [add_op(w)], w))
+            calls.append(Call(mail, "add", w.resource_type, w.identifier, add_ops(w), w))
         elif prev["digest"] == w.digest:
             continue
         elif (prev["resource_type"], prev["identifier"]) != (w.resource_type, w.identifier):
             calls.append(Call(mail, "move-out", prev["resource_type"], prev["identifier"],
                               [delete_op(prev["resource_type"], mail)], None))
-            calls.append(Call(mail, "move-in", w.resource_type, w.identifier, [add_op(w)], w))
+            calls.append(Call(mail, "move-in", w.resource_type, w.identifier, add_ops(w), w))
         elif prev["mailbox_type"] != w.kind:  # never in place: delete + add
-            calls.append(Call(mail, "retype", w.resource_type, w.identifier,
-                              [delete_op(w.resource_type, mail), add_op(w)], w))
+            calls.append(Call(mail, "retype", w.resource_type, w.identifier, add_ops(w), w))
         else:
             calls.append(Call(mail, "replace", w.resource_type, w.identifier,
                               [replace_op(w)], w))
@@ -244,7 +247,8 @@ _STATUS = {404: "no resource has this identifier", 412: "several resources have 
 
 
 def _send(client: FhirClient, call: Call) -> tuple[int, Any]:
-    return client.send("PATCH", call.url(client), call.body)
+    # every Patch we send is idempotent (add_ops; replace and delete are): safe to retry
+    return client.send("PATCH", call.url(client), call.body, idempotent=True)
 
 
 def _audit(call: Call, client: FhirClient, status: int, reason: str | None,

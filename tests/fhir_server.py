@@ -5,7 +5,8 @@ read, and FHIR Patch (R4 §2.41: add, insert, delete, replace on a path of the f
 ``Type.elem`` or ``Type.elem.where(field='value')``), conditional by ``identifier`` (404 when
 nothing matches, 412 when several do). Resources and the searchset Bundles are validated
 with fhir.resources (R4B models) after each patch and before they are served (validate=True);
-429 and 5xx are injected on demand (:meth:`FhirServer.fail_next`). The ``ESANTE-API-KEY``
+429, 5xx and connections closed without an answer (status 0) are injected on demand
+(:meth:`FhirServer.fail_next`). The ``ESANTE-API-KEY``
 header is required when an api_key is set.
 
     python -m tests.fhir_server --entries 100000 --dir /tmp/x   # prints base_url, ca_file
@@ -357,6 +358,10 @@ def _handler(server: FhirServer) -> type[BaseHTTPRequestHandler]:
                 return None
             if server.faults:
                 status, headers = server.faults.popleft()
+                if status == 0:  # the connection closed without an answer
+                    server.log.append((self.command, self.path, 0))
+                    self.close_connection = True
+                    return None
                 self._send(status, outcome(f"injected {status}", "transient"), headers)
                 return None
             parts = urllib.parse.urlsplit(self.path)

@@ -181,6 +181,19 @@ def test_incremental_read_gives_what_changed_after_the_mark(server: FhirServer,
     assert quiet.high_water(time.time()) is not None
 
 
+def test_lookup_of_one_address_with_mailbox_mss(server: FhirServer, key_file: Path) -> None:
+    source = FhirSource(config(server, key_file))
+    source.open()
+    try:
+        found = source.lookup("Pro1@medecin.mssante.fr")
+        assert [r["dn"] for r in found] == ["fhir:Practitioner/p1#pro1@medecin.mssante.fr",
+                                            "fhir:PractitionerRole/r1#pro1@medecin.mssante.fr"]
+        assert [r["dn"] for r in source.lookup("pro1")] == []  # a prefix is not an address
+        assert source.lookup("absent@medecin.mssante.fr") == []
+    finally:
+        source.close()
+
+
 def test_429_and_5xx_are_retried_after_retry_after_then_the_run_fails(
         server: FhirServer, key_file: Path) -> None:
     waits: list[float] = []
@@ -188,7 +201,7 @@ def test_429_and_5xx_are_retried_after_retry_after_then_the_run_fails(
                         sleep=waits.append)
     server.fail_next(429, retry_after="7")
     server.fail_next(503)
-    server.fail_next(502)
+    server.fail_next(0)  # a connection closed without an answer
     rows, _ = read(source)
     assert len(rows) == 5
     assert waits == [7.0, 1.0, 2.0]  # Retry-After, then retry_wait 0.5 doubled per attempt
