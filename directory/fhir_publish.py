@@ -18,7 +18,8 @@ national directory knows it and hides it) or, [directory.fhir] liste_rouge = "om
 all (and deleted if it was). What was published is kept in
 directory_fhir_published: a second run with nothing changed sends nothing. Every call is
 audited with its outcome; a 404 (no such holder) or 412 (several) is reported for that
-mailbox and the run goes on. ``dry_run`` builds the same documents and sends nothing.
+mailbox and the run goes on; a 429 or 5xx still there after the retries stops it (what was
+done stays recorded). ``dry_run`` builds the same documents and sends nothing.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ def publish_fhir(engine: Engine, mailboxes: Iterable[Publishable], config: FhirC
         for call in calls:
             status, answer = _send(client, call)
             report.sent += 1
+            if status == 429 or status >= 500:  # still, after the retries: the API's trouble
+                raise SyncError(f"{client.label} answered {status}{_issue(answer)} after "
+                                f"{config.retries} retries ({call.mail}: {call.action})")
             ok = 200 <= status < 300
             reason = None if ok else f"{status}{_issue(answer) or ' ' + _STATUS.get(status, '')}"
             with engine.begin() as conn:
@@ -254,7 +258,7 @@ def _send(client: FhirClient, call: Call) -> tuple[int, Any]:
 def _audit(call: Call, client: FhirClient, status: int, reason: str | None,
            actor: str) -> AuditRecord:
     outcome = Outcome.SUCCESS if reason is None else \
-        Outcome.MINOR_FAILURE if status in (404, 412, 422) else Outcome.SERIOUS_FAILURE
+        Outcome.MINOR_FAILURE if status in (404, 409, 412, 422) else Outcome.SERIOUS_FAILURE
     return AuditRecord(Event.DIRECTORY_PUBLISH, outcome, actor=actor, mailbox=call.mail,
                        reason=reason, detail={"server": client.label, "action": call.action,
         "resource": f"{call.resource_type}?identifier={urllib.parse.quote(call.identifier)}",

@@ -156,6 +156,18 @@ def test_publication_round_trip(node: Node, server: FhirServer,
     assert retype["outcome"] == 0
     assert "0 calls (none)" in node.cli("directory", "publish", "--fhir").stdout
 
+    # the API failing past the retries (5 by default): the run stops, audited, and the
+    # next run sends what was not done
+    set_mailbox(node, f"alice@{DOMAIN}", liste_rouge=False)
+    server.fail_next(503, count=6)
+    down = node.cli("directory", "publish", "--fhir", check=False)
+    assert down.returncode == 2
+    assert f"publication stopped after 1 calls: {server.base_url} answered 503: injected " \
+        f"503 after 5 retries (alice@{DOMAIN}: replace)" in down.stderr
+    last = [r for r in node.audit() if r["event"] == "directory.publish"][-1]
+    assert last["outcome"] == 8 and "503" in str(last["reason"])
+    assert "1 calls (1 replace)" in node.cli("directory", "publish", "--fhir").stdout
+
 
 def test_publish_without_a_fhir_section_is_a_one_line_error(tmp_path: Path) -> None:
     bare = make_node(tmp_path, with_whitelist=False)
