@@ -24,7 +24,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from directory.sources import Rejected, Row, SyncError
 from mss.config import ConfigError, FhirConfig
@@ -439,3 +439,10 @@ class FhirSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+if TYPE_CHECKING:
+    from directory.sources import Source
+
+    def _is_a_source(source: FhirSource) -> Source:
+        return source  # mypy checks FhirSource against the protocol
