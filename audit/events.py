@@ -281,7 +281,8 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
               own("MSS-DIRECTORY-SYNC", "Directory synchronised"), "C",
               "a directory sync run ended (counts in detail) or failed (8, last good kept)"),
     EventKind(Event.DIRECTORY_PUBLISH, EXPORT, own("MSS-DIRECTORY-PUBLISH", "Mailboxes published"),
-              "R", "our mailboxes were published to the directory (counts in detail)"),
+              "R", "our mailboxes were published to the directory (counts in detail); over FHIR "
+              "one record per PATCH: mailbox, action, HTTP status (4: 404/412/422)"),
     # administration (mss CLI)
     EventKind(Event.ADMIN_INIT, SECURITY_ALERT, dcm("110131", "Software Configuration"), "E",
               "mss init created a data dir, keys and development PKI"),

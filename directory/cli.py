@@ -157,8 +157,20 @@ def directory_export(ctx: typer.Context, ldif: Annotated[Path, typer.Option(
 
 
 @directory_app.command("publish")
-def directory_publish(ctx: typer.Context) -> None:
-    """Add, update and remove our mailboxes under [directory.publish] base_dn."""
+def directory_publish(
+    ctx: typer.Context,
+    fhir: Annotated[bool, typer.Option("--fhir", help="Publish over FHIR Patch to "
+                                       "[directory.fhir] base_url (the Annuaire Santé).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --fhir: print the Patch "
+                                          "documents, send nothing.")] = False,
+) -> None:
+    """Add, update and remove our mailboxes under [directory.publish] base_dn (LDAP), or in
+    the national directory over FHIR Patch (--fhir)."""
+    if fhir:
+        _publish_fhir(ctx, dry_run)
+        return
+    if dry_run:
+        fail("--dry-run goes with --fhir")
     with node(ctx) as app:
         directory = app.config.directory
         if directory is None or directory.publish is None:
@@ -176,3 +188,32 @@ def directory_publish(ctx: typer.Context) -> None:
           "unchanged")
     for address in report.retyped:
         print(f"type changed: {address} deleted and added again", file=sys.stderr)
+
+
+def _publish_fhir(ctx: typer.Context, dry_run: bool) -> None:
+    from directory.fhir_publish import publish_fhir
+
+    with node(ctx) as app:
+        directory = app.config.directory
+        if directory is None or directory.fhir is None:
+            fail("no [directory.fhir] section in the configuration")
+        with app.reader.connect() as conn:
+            ours = mailboxes.list_mailboxes(conn)
+        try:
+            report = publish_fhir(app.engine, ours, directory.fhir, actor(), dry_run=dry_run)
+        except SyncError as exc:
+            fail(str(exc))
+    for problem in report.skipped:
+        print(f"not published: {problem}", file=sys.stderr)
+    if dry_run:
+        for document in report.documents:
+            print(document + "\n")
+        print(f"dry run: {len(report.documents)} PATCH calls, {report.unchanged} unchanged")
+        return
+    done = ", ".join(f"{n} {action}" for action, n in sorted(report.done.items())) or "none"
+    print(f"published over FHIR: {report.sent} calls ({done}), {len(report.failed)} refused, "
+          f"{report.unchanged} unchanged")
+    for problem in report.failed:
+        print(f"refused: {problem}", file=sys.stderr)
+    if report.failed:
+        raise typer.Exit(1)

@@ -760,6 +760,42 @@ class PublishConfig:
         return self
 
 
+FHIR_RESOURCES = ("Practitioner", "PractitionerRole", "Organization")
+
+
+@dataclass(frozen=True)
+class FhirConfig:
+    """The Annuaire Santé FHIR API (v2): directory source = "fhir" reads its mailboxes,
+    'mss directory publish --fhir' writes ours (FHIR Patch); docs/directory-fhir.md."""
+
+    base_url: str = key(MISSING, "the API's base (https only)", scheme("https://"),
+                        example="https://gateway.api.esante.gouv.fr/fhir/v2")
+    api_key_file: Path | None = key(None, "file holding the ESANTE-API-KEY value (or "
+                                    "api_key_env); never logged", example="keys/esante.key")
+    api_key_env: str | None = key(None, "environment variable holding the API key",
+                                  example="MSS_ESANTE_API_KEY")
+    ca_file: Path | None = key(None, "trust anchors of the API (absent: system store)",
+                               example="pki/esante-ca.crt")
+    page_size: int = key(1000, "_count: resources per searchset page", within(1, 5000))
+    timeout: float = key(30.0, "seconds per HTTP request", gt(0))
+    retries: int = key(5, "retries of a request answered 429 or 5xx (or a GET whose "
+                       "connection broke), then the run fails", ge(0))
+    retry_wait: float = key(1.0, "seconds before the first retry when the server sends no "
+                            "Retry-After, doubled each time", ge(0))
+    retry_max_wait: float = key(60.0, "longest wait honoured, Retry-After included", ge(0))
+    resources: tuple[str, ...] = key(FHIR_RESOURCES, "resource types searched for mailboxes")
+    liste_rouge: str = key("flag", "publish --fhir: a mailbox on the liste rouge is published "
+                           "with listeRouge = true, the national directory hiding it "
+                           "(\"flag\"), or not published at all (\"omit\")",
+                           one_of("flag", "omit"))
+
+    def checked(self) -> Self:
+        unknown = [r for r in self.resources if r not in FHIR_RESOURCES]
+        if unknown or not self.resources:
+            raise Invalid("resources", f"must list some of {', '.join(FHIR_RESOURCES)}")
+        return self
+
+
 DEFAULT_ATTRIBUTES = MappingProxyType({
     "mail": "mail", "type": "mssMailboxType", "id_nat": "mssIdNat", "display_name": "cn",
     "given_name": "givenName", "surname": "sn", "profession": "mssProfession",
@@ -804,6 +840,7 @@ class DirectoryConfig:
     attributes: dict[str, str] = key(DEFAULT_ATTRIBUTES, "every attribute name is mappable "
                                      "(AD, OpenLDAP...)", names=DEFAULT_ATTRIBUTES)
     publish: PublishConfig | None = key(None, "")
+    fhir: FhirConfig | None = key(None, "")
 
     def password(self) -> str | None:
         return read_secret("directory", self.password_env, self.password_file)

@@ -505,6 +505,19 @@ directory_runs = Table(
 )
 
 
+# What 'mss directory publish --fhir' last published of each of our mailboxes (issue 19):
+# a second run with nothing changed sends nothing; a mailbox gone is deleted where it was.
+directory_fhir_published = Table(
+    "directory_fhir_published", metadata,
+    Column("mail", String(320), primary_key=True),
+    Column("resource_type", String(32), nullable=False),  # Practitioner | Organization
+    Column("identifier", String(128), nullable=False),  # system|value of the conditional PATCH
+    Column("mailbox_type", String(8), nullable=False),  # PER | ORG | APP | CAB
+    Column("digest", String(64), nullable=False),  # of the telecom as published
+    Column("published_at", Float, nullable=False),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's implicit BEGIN is
     # deferred, which turns writer contention into SQLITE_BUSY mid-transaction).

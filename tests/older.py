@@ -17,7 +17,8 @@ from tests.node import Node
 # what the revisions after 0001 add (tests/test_migrations.py checks this list is whole)
 LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates",
                 "portal_sessions", "send_counters", "peer_blocks", "operators",
-                "serving_processes", "client_sessions", "queue_holds")
+                "serving_processes", "client_sessions", "queue_holds",
+                "directory_fhir_published")
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
