@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from directory.sources import Rejected, Row, SyncError
-from mss.addresses import AddressError, normalize_address
 from mss.config import ExtractionConfig
 
 MEMBER = re.compile(r"Extraction_Correspondance_MSSante_(\d{12})\.txt$")
@@ -236,7 +235,9 @@ class ExtractionSource:
     # ------------------------------------------------------------------ reading
     def _lines(self) -> Iterator[bytes]:
         assert self._path is not None, "open() first"
-        if not zipfile.is_zipfile(self._path):
+        with self._path.open("rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # a ZIP's first local header (APPNOTE 4.3.7)
+        if not zipped:
             self._stamp = _stamp(self._path.name)
             with self._path.open("rb") as f:
                 yield from _bounded(f, self.max_bytes, str(self._path))
@@ -293,11 +294,7 @@ class ExtractionSource:
             if not row["mail"]:
                 yield Rejected(where, "no Adresse BAL")
                 continue
-            try:
-                normalize_address(row["mail"])
-            except AddressError as exc:
-                yield Rejected(where, str(exc))
-                continue
+            row["where"] = where  # DirectorySync names the line if the address is invalid
             key = hash(row["mail"])
             if key in seen:
                 yield Rejected(where, f"{row['mail']} already on an earlier line (first kept)")

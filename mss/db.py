@@ -511,8 +511,7 @@ directory_seen = Table(
     "directory_seen", metadata,
     Column("source", String(16), primary_key=True),
     Column("mail", String(320), primary_key=True),
-    Column("dn", Text, nullable=False),
-    Column("run_id", Integer, nullable=False),
+    sqlite_with_rowid=False,  # the key is the row: one B-tree, not two
 )
 
 

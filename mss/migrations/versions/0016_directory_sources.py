@@ -23,8 +23,7 @@ def upgrade() -> None:
         "directory_seen",
         sa.Column("source", sa.String(16), primary_key=True),
         sa.Column("mail", sa.String(320), primary_key=True),
-        sa.Column("dn", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Integer(), nullable=False),
+        sqlite_with_rowid=False,
     )
 
 
