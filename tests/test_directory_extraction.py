@@ -131,17 +131,32 @@ def test_full_load_reports_bad_lines_then_counts_changes(extraction: Path,
     assert seen == LINES + 1
     assert '"source":"extraction"' in audit and f'"entries":{LINES + 1}' in audit
 
-    # the next day's file: 3 mailboxes gone, 2 changed, 1 new
+
+
+def test_the_next_file_counts_changes(tmp_path: Path) -> None:
+    """The next day's file: 3 mailboxes gone, 2 changed, 1 new; only those rewritten."""
+    engine = engine_for(tmp_path)
+    size = 2000
+    load(engine, data.write_zip(tmp_path / "day1.zip", data.lines(size)))
+    with engine.connect() as conn:
+        before = dict(conn.execute(select(db.directory_entries.c.mail,
+                                          db.directory_entries.c.updated_at)).all())
+
     def changed() -> Iterator[bytes]:
-        for i, raw in enumerate(data.lines(LINES)):
-            if i in (10, 11, 12):
-                continue
-            yield raw.replace(b"|NOM21|", b"|NOM-EPOUSE21|").replace(b"|NOM31|", b"|X31|")
-        yield data.line(data.fields(LINES + 5))
-    second = load(engine, data.write_zip(tmp_path / "next.zip", changed(), "202612040600"))
+        for i, raw in enumerate(data.lines(size)):
+            if i not in (10, 11, 12):  # lines 10-12 are mailboxes 9-11
+                yield raw.replace(b"|NOM21|", b"|NOM-EPOUSE21|").replace(b"|NOM31|", b"|X31|")
+        yield data.line(data.fields(size + 5))
+    second = load(engine, data.write_zip(tmp_path / "day2.zip", changed(), "202612040600"))
     assert (second.entries, second.added, second.changed, second.removed) == (  # type: ignore[attr-defined]
-        LINES - 2, 1, 2, 4)  # MARTIN is not in the second file either
-    assert entries(engine) == LINES - 2
+        size - 2, 1, 2, 3)
+    with engine.connect() as conn:
+        after = dict(conn.execute(select(db.directory_entries.c.mail,
+                                         db.directory_entries.c.updated_at)).all())
+        seen = set(conn.execute(select(db.directory_seen.c.mail)).scalars())
+    assert seen == set(after) and data.mail_of(9) not in seen and data.mail_of(size + 5) in seen
+    touched = {m for m in after if after[m] != before.get(m)}
+    assert touched == {data.mail_of(21), data.mail_of(31), data.mail_of(size + 5)}
 
 
 def test_bad_files_keep_the_last_good_directory(extraction: Path, tmp_path: Path) -> None:
@@ -237,28 +252,31 @@ def test_https_download_verifies_the_server(tmp_path: Path) -> None:
 
 def test_import_through_the_cli_then_recipient_check(extraction: Path, tmp_path: Path) -> None:
     node = make_node(tmp_path / "mss")
+    small = tmp_path / "configured.zip"
     node.config.write_text(node.config.read_text() + f"""
 [directory]
 source = "extraction"
 
 [directory.extraction]
-file = "{extraction}"
+file = "{small}"
 interval = 0
 """)
+    # the configured source first (a full load each time): the first 20 mailboxes
+    data.write_zip(small, data.lines(20))
+    assert "20 entries, 20 added" in node.cli("directory", "sync").stdout
     sha = hashlib.sha256(extraction.read_bytes()).hexdigest()
     bad = node.cli("directory", "import", str(extraction), "--sha256", "f" * 64, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "directory import failed, last good directory kept" in bad.stderr
     out = node.cli("directory", "import", str(extraction), "--sha256", sha)
     assert f"full sync from {extraction} sha256:{sha} (extraction): {LINES + 1} entries, " \
-        f"{LINES + 1} added, 0 changed, 0 removed, 5 rejected" in out.stdout
+        f"{LINES + 1 - 20} added, 0 changed, 0 removed, 5 rejected" in out.stdout
     assert [line.removeprefix("rejected: ") for line in out.stderr.splitlines()
             if line.startswith("rejected: ")] == REJECTS
-    again = node.cli("directory", "sync")  # the configured source: a full load each time
-    assert "0 added, 0 changed, 0 removed, 5 rejected" in again.stdout
     status = node.cli_json("directory", "status")
     assert status["entries"] == LINES + 1
-    assert [r["source"] for r in status["runs"][:3]] == ["extraction"] * 3
+    assert [(r["source"], r["status"]) for r in status["runs"][:3]] == [
+        ("extraction", "ok"), ("extraction", "failed"), ("extraction", "ok")]
     assert [r["mail"] for r in node.cli_json("directory", "search", "martin")] == [MARTIN]
     show = node.cli_json("directory", "show", data.mail_of(3))
     assert (show["display_name"], show["sources"]) == ("Prénom3 NOM3", ["extraction"])
