@@ -115,16 +115,16 @@ def directory_reconcile(
     run plus later incremental ones (--json: one object with the counts and lists)."""
     with node(ctx) as app, app.reader.connect() as conn:
         known = reconcile.sources(conn)
+        stored = ", ".join(known) or "none"
         if right is None:
             others = [s for s in known if s != left]
             if len(others) != 1:
-                fail(f"name the source to compare {left} with (stored: "
-                     f"{', '.join(known) or 'none'})")
+                fail(f"name the source to compare {left} with (stored: {stored})")
             right = others[0]
         for name in (left, right):
             if name not in known:
-                fail(f"no mailbox list stored for source {name!r} (stored: "
-                     f"{', '.join(known) or 'none'}): run a full sync or import first")
+                fail(f"no mailbox list stored for source {name!r} (stored: {stored}): run "
+                     "a full sync or import from it first")
         result = reconcile.stored(conn, left, right, limit)
     if json_out:
         print_json(dataclasses.asdict(result))
