@@ -199,7 +199,7 @@ class ExtractionSource:
 
     @classmethod
     def from_config(cls, config: ExtractionConfig) -> ExtractionSource:
-        return cls(config.url or str(config.file), ca_file=config.ca_file,
+        return cls(str(config.file) if config.file else config.url, ca_file=config.ca_file,
                    timeout=config.timeout, max_bytes=config.max_bytes)
 
     def open(self) -> str:

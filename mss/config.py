@@ -775,11 +775,11 @@ class ExtractionConfig:
     ZIP of a pipe-delimited UTF-8 text file, loaded in full every interval
     (docs/directory.md)."""
 
-    url: str = key("", "the agency's https URL (TLS verified), or file instead",
+    url: str = key("", "the agency's https URL (TLS verified)",
                    scheme("https://", empty=True),
                    example="https://service.annuaire.sante.fr/annuaire-sante-webservices/"
                    "V300/services/extraction/Extraction_Correspondance_MSSante")
-    file: Path | None = key(None, "a local copy (ZIP or text) instead of url",
+    file: Path | None = key(None, "a local copy (ZIP or text), read instead of url when set",
                             example="directory/Extraction_Correspondance_MSSante.zip")
     ca_file: Path | None = key(None, "anchors of the https server (the agency's chain ends "
                                "at IGC-Santé; absent: the system store)",
@@ -791,8 +791,8 @@ class ExtractionConfig:
                          ge(1))
 
     def checked(self) -> Self:
-        if bool(self.url) == bool(self.file):
-            raise Invalid("url", "give exactly one of url and file")
+        if not self.url and not self.file:
+            raise Invalid("url", "give url (https) or file")
         return self
 
 
@@ -858,9 +858,10 @@ class DirectoryConfig:
                               "[directory.extraction] section (url or file)")
             return self
         if not self.urls:
-            raise Invalid("urls", "must list at least one ldap:// or ldaps:// URL")
+            raise Invalid("urls", "required with source = \"ldap\" (at least one ldap:// "
+                          "or ldaps:// URL)")
         if not self.base_dn:
-            raise Invalid("base_dn", "is required with source = \"ldap\"")
+            raise Invalid("base_dn", "required with source = \"ldap\"")
         # TLS before any credential (RFC 4513 §6.3.4), checked before any connection
         _no_cleartext_bind(self.urls, self.tls,
                            bool(self.bind_dn and (self.password_file or self.password_env)))
