@@ -88,6 +88,20 @@ def test_header_columns_found_by_name_whatever_the_spelling() -> None:
         header_positions(["mail", "type"])
 
 
+def test_plain_text_copy_with_bom_and_crlf(tmp_path: Path) -> None:
+    """data.gouv.fr's mirror serves the text itself: a BOM, CRLF line ends and lines
+    without the trailing '|' read the same; no generation stamp in the name."""
+    header = "\ufeff" + "|".join(HEADER) + "\r\n"
+    body = "\r\n".join("|".join(data.fields(i)) for i in range(3)) + "\r\n\r\n"
+    path = tmp_path / "extraction-correspondance-mssante.txt"
+    path.write_text(header + body, encoding="utf-8", newline="")
+    source = ExtractionSource(path)
+    assert source.open().startswith(f"{path} sha256:")
+    rows = list(source.rows(None))
+    assert [r["mail"] for r in rows] == [data.mail_of(i) for i in range(3)]  # type: ignore[index]
+    assert rows[1]["city"] == "LYON" and source.high_water(0) is None  # type: ignore[index]
+
+
 def test_config_source_keys(tmp_path: Path) -> None:
     """urls/base_dn only for source = "ldap"; the extraction needs its section, with url or
     file; "fhir" is a known value refused until its source is merged."""
