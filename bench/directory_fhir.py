@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy import insert
 from directory.fhir import FhirSource
 from directory.sources import Rejected
-from directory.sync import _digest
+from directory.sync import digest
 from mss import db
 from mss.config import FhirConfig
 
@@ -47,7 +47,7 @@ for item in source.rows(None):
     if isinstance(item, Rejected):
         rejected += 1
         continue
-    item["digest"] = _digest(item)
+    item["digest"] = digest(item)
     batch.append(item)
     rows += 1
     if len(batch) >= 5000:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -10,16 +11,19 @@ from typing import Annotated
 import typer
 from sqlalchemy import func, or_, select
 
+from directory import reconcile
+from directory.extraction import ExtractionSource
 from directory.publish import desired_entries, publish, to_ldif
 from directory.sources import SyncError
 from directory.sync import DirectorySync, RunReport
 from mss import db
 from mss.cli_output import JSON_OPTION, Column, emit, print_json, when
 from mss.cli_support import actor, fail, node
-from mss.config import DEFAULT_ATTRIBUTES, read_secret
+from mss.config import DEFAULT_ATTRIBUTES, DirectoryConfig, ExtractionConfig, read_secret
 from mss.mailstore import mailboxes
 
-directory_app = typer.Typer(no_args_is_help=True, help="The professional directory (LDAP).")
+directory_app = typer.Typer(no_args_is_help=True,
+                            help="The professional directory (LDAP, national extraction).")
 
 
 def _when(epoch: float | None) -> str:
@@ -29,11 +33,31 @@ def _when(epoch: float | None) -> str:
 
 
 def _report(report: RunReport) -> None:
-    print(f"{report.kind} sync from {report.server}: {report.entries} entries, "
+    print(f"{report.kind} sync from {report.server} ({report.source}): {report.entries} entries, "
           f"{report.added} added, {report.changed} changed, {report.removed} removed, "
           f"{report.rejected} rejected, {report.seconds:.1f} s")
     for problem in report.rejects:
         print(f"rejected: {problem}", file=sys.stderr)
+
+
+def _run(sync: DirectorySync, full: bool) -> RunReport:
+    """One run, with a progress bar on a terminal (a line per batch otherwise)."""
+    if sys.stderr.isatty():
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                      TextColumn("{task.completed} entries"), transient=True) as bar:
+            task = bar.add_task(f"{'full' if full else 'incremental'} {sync.source.name} sync")
+
+            def tick(count: int) -> None:
+                bar.update(task, completed=count)
+
+            return sync.full(tick) if full else sync.incremental(tick)
+
+    def line(count: int) -> None:
+        print(f"... {count} entries", file=sys.stderr)
+
+    return sync.full(line) if full else sync.incremental(line)
 
 
 @directory_app.command("sync")
@@ -41,32 +65,79 @@ def directory_sync(
     ctx: typer.Context,
     full: Annotated[bool, typer.Option("--full", help="Full sync (detects deletions).")] = False,
 ) -> None:
-    """Synchronise now: incremental (modifyTimestamp) unless --full or a full one is due."""
+    """Synchronise now from directory.source: incremental (LDAP modifyTimestamp) unless
+    --full, a full one is due or the source only loads in full (the extraction)."""
     with node(ctx) as app:
         if app.config.directory is None:
             fail("no [directory] section in the configuration")
-        sync = DirectorySync(app.engine, app.config.directory, actor=actor())
-        do_full = full or sync.needs_full()
         try:
-            if sys.stderr.isatty():
-                from rich.progress import Progress, SpinnerColumn, TextColumn
-
-                with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                              TextColumn("{task.completed} entries"), transient=True) as bar:
-                    task = bar.add_task("full sync" if do_full else "incremental sync")
-
-                    def tick(count: int) -> None:
-                        bar.update(task, completed=count)
-
-                    report = sync.full(tick) if do_full else sync.incremental(tick)
-            else:
-                def line(count: int) -> None:
-                    print(f"... {count} entries", file=sys.stderr)
-
-                report = sync.full(line) if do_full else sync.incremental(line)
+            sync = DirectorySync(app.engine, app.config.directory, actor=actor())
+            report = _run(sync, full or sync.needs_full())
         except SyncError as exc:
             fail(f"directory sync failed, last good directory kept: {exc}")
     _report(report)
+
+
+@directory_app.command("import")
+def directory_import(
+    ctx: typer.Context,
+    location: Annotated[str, typer.Argument(
+        metavar="FILE|URL", help="The extraction: its ZIP or text file, or an https URL.")],
+    sha256: Annotated[str | None, typer.Option(
+        "--sha256", metavar="HEX", help="Refuse the file unless its SHA-256 is this.")] = None,
+) -> None:
+    """Load the national extraction (Extraction des BAL MSSanté) in full: staged, checked
+    and swapped in like any full sync, whatever directory.source; bad lines are reported
+    with their number and the last good directory stays on any failure."""
+    with node(ctx) as app:
+        config = app.config.directory or DirectoryConfig(source="extraction")
+        ext = config.extraction or ExtractionConfig()  # its defaults: timeout, max_bytes
+        try:
+            source = ExtractionSource(location, sha256=sha256, ca_file=ext.ca_file,
+                                      timeout=ext.timeout, max_bytes=ext.max_bytes)
+            report = _run(DirectorySync(app.engine, config, actor(), source=source), True)
+        except SyncError as exc:
+            fail(f"directory import failed, last good directory kept: {exc}")
+    _report(report)
+
+
+@directory_app.command("reconcile")
+def directory_reconcile(
+    ctx: typer.Context,
+    left: Annotated[str, typer.Argument(help="A source: extraction, fhir or ldap.")]
+    = "extraction",
+    right: Annotated[str | None, typer.Argument(
+        help="The other (default: the one other source with a stored list).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Addresses listed per side.")] = 100,
+    json_out: JSON_OPTION = False,
+) -> None:
+    """Mailboxes one source lists and the other does not, each source as of its last full
+    run plus later incremental ones (--json: one object with the counts and lists)."""
+    with node(ctx) as app, app.reader.connect() as conn:
+        known = reconcile.sources(conn)
+        stored = ", ".join(known) or "none"
+        if right is None:
+            others = [s for s in known if s != left]
+            if len(others) != 1:
+                fail(f"name the source to compare {left} with (stored: {stored})")
+            right = others[0]
+        for name in (left, right):
+            if name not in known:
+                fail(f"no mailbox list stored for source {name!r} (stored: {stored}): run "
+                     "a full sync or import from it first")
+        result = reconcile.stored(conn, left, right, limit)
+    if json_out:
+        print_json(dataclasses.asdict(result))
+        return
+    print(f"in both {left} and {right}: {result.common}; only in {left}: {result.only_left}; "
+          f"only in {right}: {result.only_right}")
+    for name, count, mails in ((left, result.only_left, result.in_left_only),
+                               (right, result.only_right, result.in_right_only)):
+        if count:
+            more = f" (first {len(mails)})" if len(mails) < count else ""
+            print(f"only in {name}{more}:")
+            for mail in mails:
+                print(f"  {mail}")
 
 
 @directory_app.command("status")
@@ -91,7 +162,8 @@ def directory_status(ctx: typer.Context, json_out: JSON_OPTION = False) -> None:
     emit(runs, RUN_COLUMNS, json_out=False)
 
 
-RUN_COLUMNS = (Column("id", header="run", justify="right"), Column("kind"), Column("status"),
+RUN_COLUMNS = (Column("id", header="run", justify="right"), Column("kind"), Column("source"),
+               Column("status"),
                Column("started_at", header="started", format=when, min_width=10),
                Column("entries", justify="right"), Column("added", header="add", justify="right"),
                Column("changed", header="chg", justify="right"),
@@ -127,15 +199,20 @@ def directory_show(ctx: typer.Context, address: str, json_out: JSON_OPTION = Fal
     e = db.directory_entries
     with node(ctx) as app, app.reader.connect() as conn:
         row = conn.execute(select(e).where(e.c.mail == address.lower())).first()
+        seen = db.directory_seen
+        listed = list(conn.execute(select(seen.c.source).where(
+            seen.c.mail == address.lower()).order_by(seen.c.source)).scalars())
     if row is None:
         fail(f"{address} is not in the directory")
     if json_out:
-        print_json({c.name: getattr(row, c.name) for c in e.columns if c.name != "digest"})
+        print_json({**{c.name: getattr(row, c.name) for c in e.columns if c.name != "digest"},
+                    "sources": listed})
         return
     for column in e.columns:
         if column.name != "digest":
             value = getattr(row, column.name)
             print(f"{column.name}: {_when(value) if column.name == 'updated_at' else value}")
+    print(f"sources: {', '.join(listed) or '-'}")
 
 
 @directory_app.command("export")

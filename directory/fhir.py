@@ -377,6 +377,7 @@ class FhirSource:
         time only (Practitioner first); with another idNat it is yielded again and the
         sync's duplicate check rejects both, as for LDAP. The check keeps two hashes per
         mailbox (~100 bytes), not the rows."""
+        self.holders = set()  # this run's: the source object lives as long as mss serve
         if since and self.newest is None:
             self.newest = _instant(since.replace("Z", "+00:00"))  # nothing newer: kept
         holder_of: dict[int, int] = {}

@@ -25,8 +25,8 @@ from sqlalchemy import Engine
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
+from directory.ldap_source import ldap_connection
 from directory.sources import SyncError
-from directory.sync import ldap_connection
 from mss.config import DirectoryConfig, PublishConfig
 
 OBJECT_CLASSES = ("top", "person", "organizationalPerson", "inetOrgPerson", "mssMailbox")

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Row = dict[str, Any]  # "dn" + DIRECTORY_FIELDS (strings or None; liste_rouge a bool)
+# "dn" + DIRECTORY_FIELDS (strings or None; liste_rouge a bool); optionally "where" (a line
+# number, a resource id), naming the row in a rejection instead of its dn
+Row = dict[str, Any]
 
 
 class SyncError(Exception):

@@ -8,6 +8,7 @@ these two functions, so a name means the same thing everywhere.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from types import MappingProxyType
@@ -50,6 +51,11 @@ def normalize_domain(name: str) -> str:
     """
     if not isinstance(name, str):
         raise ValueError("domain name must be a string")
+    return _normalized_domain(name)
+
+
+@functools.lru_cache(maxsize=4096)  # few domains, many addresses (a directory of a million)
+def _normalized_domain(name: str) -> str:
     text = name.strip().translate(_IDNA_DOTS)
     if text.endswith("."):
         text = text[:-1]

@@ -806,15 +806,48 @@ DIRECTORY_FIELDS = tuple(DEFAULT_ATTRIBUTES)
 
 
 @dataclass(frozen=True)
-class DirectoryConfig:
-    """The professional directory, synchronised over LDAP (absent: no sync, no recipient
-    check)."""
+class ExtractionConfig:
+    """The national bulk extraction "Extraction des BAL MSSanté" (source = "extraction"): a
+    ZIP of a pipe-delimited UTF-8 text file, loaded in full every interval
+    (docs/directory.md)."""
 
-    urls: tuple[str, ...] = key(MISSING, "failover in order (url = \"ldaps://...\" for a "
-                                "single server)", LDAP, single="url",
+    url: str = key("", "the agency's https URL (TLS verified)",
+                   scheme("https://", empty=True),
+                   example="https://service.annuaire.sante.fr/annuaire-sante-webservices/"
+                   "V300/services/extraction/Extraction_Correspondance_MSSante")
+    file: Path | None = key(None, "a local copy (ZIP or text), read instead of url when set",
+                            example="directory/Extraction_Correspondance_MSSante.zip")
+    ca_file: Path | None = key(None, "anchors of the https server (the agency's chain ends "
+                               "at IGC-Santé; absent: the system store)",
+                               example="pki/igc-sante-ca.crt")
+    interval: float = key(86400.0, "seconds between loads in mss serve (0: off); the file "
+                          "is published daily", ge(0))
+    timeout: float = key(120.0, "seconds per network read", gt(0))
+    max_bytes: int = key(1024 * 1024 * 1024, "a larger download or unpacked file is refused",
+                         ge(1))
+
+    def checked(self) -> Self:
+        if not self.url and not self.file:
+            raise Invalid("url", "give url (https) or file")
+        return self
+
+
+DIRECTORY_SOURCES = ("ldap", "extraction", "fhir")
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """The professional directory, synchronised from one source (absent: no sync, no
+    recipient check)."""
+
+    source: str = key("ldap", "ldap (urls, base_dn...) | extraction ([directory.extraction]) "
+                      "| fhir", one_of(*DIRECTORY_SOURCES))
+    urls: tuple[str, ...] = key((), "source = \"ldap\": failover in order (url = "
+                                "\"ldaps://...\" for a single server)", LDAP, single="url",
                                 example=["ldaps://annuaire.example.fr",
                                          "ldaps://annuaire2.example.fr"])
-    base_dn: str = key(MISSING, "the subtree searched", example="ou=people,dc=sante,dc=fr")
+    base_dn: str = key("", "source = \"ldap\": the subtree searched",
+                       example="ou=people,dc=sante,dc=fr")
     bind_dn: str | None = key(None, "absent: anonymous", example="cn=reader,dc=sante,dc=fr")
     password_file: Path | None = key(None, "or password_env; never logged",
                                      example="keys/ldap.password")
@@ -829,7 +862,8 @@ class DirectoryConfig:
                                example="pki/ldap-ca.crt")
     page_size: int = key(1000, "RFC 2696 paged search", ge(1))
     timeout: float = key(30.0, "seconds per LDAP operation", gt(0))
-    interval: float = key(3600.0, "seconds between syncs in mss serve (0: off)")
+    interval: float = key(3600.0, "seconds between syncs in mss serve (0: off; source = "
+                          "\"extraction\": extraction.interval)")
     full_every: float = key(86400.0, "a full sync (detects deletions) at least this often")
     reject_invalid: bool = key(False, "true: an entry without mail, with an invalid mail or a "
                                "mail held twice fails the whole run")
@@ -841,13 +875,33 @@ class DirectoryConfig:
                                      "(AD, OpenLDAP...)", names=DEFAULT_ATTRIBUTES)
     publish: PublishConfig | None = key(None, "")
     fhir: FhirConfig | None = key(None, "")
+    extraction: ExtractionConfig | None = key(None, "")
 
     def password(self) -> str | None:
         return read_secret("directory", self.password_env, self.password_file)
 
+    def sync_interval(self) -> float:
+        """Seconds between runs in mss serve: the source's own schedule."""
+        if self.source == "extraction" and self.extraction is not None:
+            return self.extraction.interval
+        return self.interval
+
     def checked(self) -> Self:
+        if self.source == "fhir":
+            if self.fhir is None:
+                raise Invalid("fhir", "source = \"fhir\" needs a [directory.fhir] section "
+                              "(base_url, the API key)")
+            return self
+        if self.source == "extraction":
+            if self.extraction is None:
+                raise Invalid("extraction", "source = \"extraction\" needs a "
+                              "[directory.extraction] section (url or file)")
+            return self
         if not self.urls:
-            raise Invalid("urls", "must list at least one ldap:// or ldaps:// URL")
+            raise Invalid("urls", "required with source = \"ldap\" (at least one ldap:// "
+                          "or ldaps:// URL)")
+        if not self.base_dn:
+            raise Invalid("base_dn", "required with source = \"ldap\"")
         # TLS before any credential (RFC 4513 §6.3.4), checked before any connection
         _no_cleartext_bind(self.urls, self.tls,
                            bool(self.bind_dn and (self.password_file or self.password_env)))

@@ -491,6 +491,7 @@ directory_runs = Table(
     "directory_runs", metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),  # full | incremental
+    Column("source", String(16), nullable=False, server_default="ldap"),  # directory.sources
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float),
     Column("status", String(16), nullable=False),  # running | ok | failed
@@ -502,6 +503,15 @@ directory_runs = Table(
     Column("rejected", Integer, nullable=False, default=0),
     Column("high_water", String(32)),  # newest modifyTimestamp seen
     Column("error", Text),
+)
+
+# The mailboxes each source listed as of its last full run plus later incremental ones
+# (mss directory reconcile: in the extraction and not in the FHIR API, and back).
+directory_seen = Table(
+    "directory_seen", metadata,
+    Column("source", String(16), primary_key=True),
+    Column("mail", String(320), primary_key=True),
+    sqlite_with_rowid=False,  # the key is the row: one B-tree, not two
 )
 
 

@@ -185,7 +185,7 @@ class Runtime:
         parts.append(self._elected("audit-checkpoints", self._checkpoint_loop))
         if cfg.whitelist.fetch.url and cfg.whitelist.fetch.interval > 0:
             parts.append(self._elected("whitelist-fetch", self._whitelist_fetch_loop))
-        if cfg.directory is not None and cfg.directory.interval > 0:
+        if cfg.directory is not None and cfg.directory.sync_interval() > 0:
             parts.append(self._elected("directory-sync", self._directory_loop))
         if cfg.retention.rules and cfg.retention.interval > 0:  # issue 16
             parts.append(self._elected("retention", self._retention_loop))
@@ -239,7 +239,7 @@ class Runtime:
                 await self._in_thread(once)
             except Exception as exc:  # recorded as a failed run; the last good one stays
                 log.error("directory sync failed", error=str(exc))
-            await asyncio.sleep(cfg.interval)
+            await asyncio.sleep(cfg.sync_interval())
 
     async def _retention_loop(self) -> None:
         """Apply [[retention.rules]] now, then every retention.interval seconds (as of the

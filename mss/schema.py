@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # The newest revision of mss/migrations/versions: what this code reads and writes. A new
 # revision moves it (tests/test_migrations.py checks it against Alembic's computed head).
-HEAD = "0016"
+HEAD = "0017"
 MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 VERSION_TABLE = "alembic_version"
 LEGACY_MARK = "master_keys"  # a table every mss database made before migrations holds

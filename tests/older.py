@@ -18,12 +18,13 @@ from tests.node import Node
 LATER_TABLES = ("key_shreds", "login_failures", "app_passwords", "mailbox_certificates",
                 "portal_sessions", "send_counters", "peer_blocks", "operators",
                 "serving_processes", "client_sessions", "queue_holds",
-                "directory_fhir_published")
+                "directory_fhir_published", "directory_seen")  # issue 19
 LATER_COLUMNS = (("master_keys", "wrapped"), ("master_keys", "kek"),
                  *(("mailboxes", c) for c in ("suspended_at", "delete_after", "held_at",
                                               "hold_reason", "sessions_ended_at")),
                  ("domains", "suspended_at"), ("mailbox_grants", "can_send"),
                  ("messages", "saved_at"), ("whitelist_versions", "withdrawn_at"),
+                 ("directory_runs", "source"),  # issue 19 (dirext branch)
                  *(("outbound_queue", c) for c in ("dsn_notify", "dsn_orcpt", "dsn_ret",
                                                    "dsn_envid", "delay_reported_at",
                                                    "held_for")))

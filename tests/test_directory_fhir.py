@@ -287,3 +287,46 @@ def test_config_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape("config: directory.fhir.resources:")):
         parse_config({"directory": {**ldap, "fhir": {"base_url": "https://api.test",
                                                      "resources": ["Patient"]}}}, cfg)
+
+
+def test_sync_through_the_cli_then_reconcile_with_the_extraction(
+        server: FhirServer, key_file: Path, tmp_path: Path) -> None:
+    """source = "fhir" behind DirectorySync and the real CLI: a full run, an incremental
+    run that drops at once the mailbox of a resource that lost it, recipient data through
+    `directory show`, then `directory reconcile` against an extraction import."""
+    from tests import extraction_data
+    from tests.node import make_node
+
+    node = make_node(tmp_path / "mss")
+    node.config.write_text(node.config.read_text() + f"""
+[directory]
+source = "fhir"
+interval = 0
+
+[directory.fhir]
+base_url = "{server.base_url}"
+api_key_file = "{key_file}"
+ca_file = "{server.ca_file}"
+page_size = {PAGE}
+retry_wait = 0.5
+""")
+    full = node.cli("directory", "sync", "--full").stdout
+    entries = int(re.search(r"\(fhir\): (\d+) entries, \1 added", full).group(1))  # type: ignore[union-attr]
+    assert entries > 70 and node.cli_json("directory", "status")["entries"] == entries
+    assert node.cli_json("directory", "show", "pro20@medecin.mssante.fr")["sources"] == ["fhir"]
+
+    def lost_mailbox(resource: dict[str, Any]) -> None:
+        resource["telecom"] = [mailbox("pro20.bis@medecin.mssante.fr")]  # pro20 gone
+
+    server.update("Practitioner", "p20", lost_mailbox)
+    time.sleep(1.1)  # the mark is per second: the change after the full run's mark
+    increment = node.cli("directory", "sync").stdout
+    assert "incremental" in increment and ", 1 removed" in increment, increment
+    assert node.cli("directory", "show", "pro20@medecin.mssante.fr",
+                    check=False).returncode != 0
+    assert node.cli_json("directory", "status")["entries"] == entries  # -1 +1 (pro20.bis)
+    zipped = tmp_path / "extraction.zip"
+    extraction_data.write_zip(zipped, extraction_data.lines(5))
+    node.cli("directory", "import", str(zipped))
+    found = node.cli_json("directory", "reconcile", "fhir", "extraction")
+    assert (found["only_left"], found["only_right"]) == (entries, 5)

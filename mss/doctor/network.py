@@ -59,7 +59,7 @@ def check_directory(config: Config, timeout: float) -> list[Finding]:
         return []
     from ldap3.core.exceptions import LDAPException
 
-    from directory.sync import ldap_connection
+    from directory.ldap_source import ldap_connection
     from mss.config import read_secret
 
     targets = [("directory", url, directory.tls, directory.ca_file, directory.bind_dn,
