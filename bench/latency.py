@@ -30,10 +30,12 @@ import dataclasses
 import json
 import os
 import queue
+import signal
 import smtplib
 import sqlite3
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -194,7 +196,13 @@ def run(pair: Pair, args: argparse.Namespace) -> dict[str, object]:
     threads = [threading.Thread(target=sender, args=(c,)) for c in clients]
     for t in threads:
         t.start()
-    cpu0 = cpu_seconds(a) + cpu_seconds(b)
+    spies = [subprocess.Popen([args.py_spy, "record", "--format", "raw", "--subprocesses",
+                               "--nonblocking", "--gil", "-r", "200",
+                               "-o", f"{args.spy_out}-{n.domain[0]}.txt",
+                               "-p", str(n.process.pid)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+             for n in (a, b) if args.py_spy and n.process is not None]
+    cpu0 = cpu_seconds(a), cpu_seconds(b)
     t0 = time.monotonic()
     for i in range(total):  # open loop: each message at its time, late or not
         due = t0 + i / args.rate
@@ -210,7 +218,10 @@ def run(pair: Pair, args: argparse.Namespace) -> dict[str, object]:
     deadline = time.monotonic() + args.drain
     while time.monotonic() < deadline and len(observer.seen) < len(acked):
         time.sleep(0.05)
-    cpu = cpu_seconds(a) + cpu_seconds(b) - cpu0
+    cpu = cpu_seconds(a) - cpu0[0], cpu_seconds(b) - cpu0[1]
+    for spy in spies:  # py-spy writes its profile on SIGINT
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
     observer.stop.set()
     observer.join()
 
@@ -239,7 +250,10 @@ def run(pair: Pair, args: argparse.Namespace) -> dict[str, object]:
         "stored_in_b": len(seen), "schedule_lag_max_ms": round(max(lag, default=0) * 1000, 1),
         "end_to_end": summary(end_to_end),
         "stages": {name: summary(v) for name, v in stages.items()},
-        "server_cpu_ms_per_msg": round(cpu / max(1, len(seen)) * 1000, 2),
+        "server_cpu_ms_per_msg": {  # A: submission and delivery; B: reception
+            "a": round(cpu[0] / max(1, len(seen)) * 1000, 2),
+            "b": round(cpu[1] / max(1, len(seen)) * 1000, 2),
+            "both": round(sum(cpu) / max(1, len(seen)) * 1000, 2)},
     }
 
 
@@ -261,6 +275,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a [delivery] key for both nodes instead of its default "
                          "(e.g. poll_interval=0.05), to compare")
+    ap.add_argument("--py-spy", metavar="BIN", help="profile both nodes with py-spy during "
+                    "the load (raw flame-graph input, one file per node)")
+    ap.add_argument("--spy-out", default="latency-profile", help="prefix of those files")
     args = ap.parse_args()
     delivery: dict[str, object] = dict(DEFAULTS)
     for item in args.set:
