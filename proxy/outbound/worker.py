@@ -74,7 +74,8 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Claim and start deliveries; sleep until a commit queues a row (this process:
         :attr:`Mailstore.queued`; others: :meth:`poll` from the change watcher), a
-        delivery ends, the earliest deferred row is due, or the safety poll runs out."""
+        delivery ends while the last claim left due rows (no room), the earliest deferred
+        row is due (read in the claim's transaction), or the safety poll runs out."""
         cfg = self.cfg
         self.loop = asyncio.get_running_loop()
         self.mailstore.queued.subscribe(self.wake)
@@ -133,12 +134,10 @@ class DeliveryWorker:
                 # what the claim left is not due yet: sleep until the earliest is (a second
                 # claim at once would find nothing: every commit queuing a row wakes us)
                 timeout = cfg.poll_interval  # no room: the end of a delivery wakes us
-                if failed:  # (the claim's own reading of it is missing)
-                    timeout = await self._sleep_time()
+                if failed:  # not at once again (rows may be due): at most once a second
+                    timeout = min(cfg.poll_interval, max(await self._sleep_time(), 1.0))
                 elif due is not None:
                     timeout = min(cfg.poll_interval, max(0.01, due - time.time()))
-                if failed:  # not at once again (rows may be due): at most once a second
-                    timeout = min(cfg.poll_interval, max(timeout, 1.0))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
 
