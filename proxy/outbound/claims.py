@@ -26,7 +26,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from audit.events import Event, Outcome
 from audit.journal import AuditRecord, append
@@ -69,43 +83,60 @@ def _held() -> Any:
     return exists().where(H.c.domain == Q.c.domain)
 
 
-def _due(now: float) -> Any:
+def _due(now: Any) -> Any:  # a time, or the bound parameter of one
     return and_(Q.c.status == "queued", Q.c.next_attempt_at <= now,
                 or_(Q.c.lease_until.is_(None), Q.c.lease_until < now), ~_held())
 
 
+# The worker's statements run for every message: built once, with bound parameters (a
+# statement object keeps its cache key, so SQLAlchemy neither rebuilds nor recompiles it)
+_NOW = bindparam("q_now", type_=Float)
+_PICK = (select(Q.c.id).where(_due(_NOW)).order_by(Q.c.next_attempt_at)
+         .limit(bindparam("q_limit", type_=Integer)))
+_CLAIMED = (Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id, Q.c.size,
+            Q.c.attempts, Q.c.created_at, Q.c.patient, Q.c.dsn_notify, Q.c.dsn_orcpt,
+            Q.c.dsn_ret, Q.c.dsn_envid, Q.c.delay_reported_at, Q.c.held_for)
+
+
+def _lease(pick: Any) -> Any:
+    """One statement: lease the picked rows, return them (the outer condition repeats
+    "due and not leased", so a row another worker leased meanwhile is left alone)."""
+    return (update(Q).where(Q.c.id.in_(pick) & _due(_NOW))
+            .values(lease_owner=bindparam("q_owner"), lease_until=bindparam("q_until"))
+            .returning(*_CLAIMED))
+
+
+_CLAIM = _lease(_PICK)
+_CLAIM_PG = _lease(_PICK.with_for_update(skip_locked=True))
+_DUE_EXISTS = select(Q.c.id).where(_due(_NOW)).limit(1)
+_NEXT_DUE = (select(func.min(case((Q.c.lease_until > Q.c.next_attempt_at, Q.c.lease_until),
+                                  else_=Q.c.next_attempt_at)))
+             .where(Q.c.status == "queued").where(~_held()))
+_DELIVERED = update(Q).where(Q.c.id == bindparam("q_id")).values(
+    status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
+    last_error=None, remote_reply=bindparam("q_reply"), updated_at=bindparam("q_at"))
+
+
 def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) -> list[Claim]:
     """Lease up to *limit* due rows to *owner* until now + lease."""
-    pick = select(Q.c.id).where(_due(now)).order_by(Q.c.next_attempt_at).limit(limit)
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    ids = list(conn.execute(pick).scalars())
-    if not ids:
+    if limit <= 0:
         return []
-    conn.execute(update(Q).where(Q.c.id.in_(ids) & _due(now))
-                 .values(lease_owner=owner, lease_until=now + lease))
-    rows = conn.execute(select(Q.c.id, Q.c.mail_from, Q.c.rcpt, Q.c.domain, Q.c.message_id,
-                               Q.c.size, Q.c.attempts, Q.c.created_at, Q.c.patient,
-                               Q.c.dsn_notify, Q.c.dsn_orcpt, Q.c.dsn_ret, Q.c.dsn_envid,
-                               Q.c.delay_reported_at, Q.c.held_for)
-                        .where(Q.c.id.in_(ids) & (Q.c.lease_owner == owner)
-                               & (Q.c.lease_until == now + lease)))
+    statement = _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM
+    rows = conn.execute(statement, {"q_now": now, "q_limit": limit, "q_owner": owner,
+                                    "q_until": now + lease})
     return [Claim(**r._mapping) for r in rows]
 
 
 def due_exists(conn: Connection, now: float) -> bool:
     """A row a worker could claim now (the change watcher's check: one index probe)."""
-    return conn.execute(select(Q.c.id).where(_due(now)).limit(1)).first() is not None
+    return conn.execute(_DUE_EXISTS, {"q_now": now}).first() is not None
 
 
 def next_due(conn: Connection) -> float | None:
     """When the earliest waiting row becomes claimable (its retry time, or the end of the
     lease another worker holds on it); None when nothing waits (held rows wait for their
     release, whose commit wakes the workers)."""
-    when = case((Q.c.lease_until > Q.c.next_attempt_at, Q.c.lease_until),
-                else_=Q.c.next_attempt_at)
-    value = conn.execute(select(func.min(when)).where(Q.c.status == "queued")
-                         .where(~_held())).scalar()
+    value = conn.execute(_NEXT_DUE).scalar()
     return float(value) if value is not None else None
 
 
@@ -131,9 +162,7 @@ def delivered(conn: Connection, c: Claim, host: str, reply: str, now: float,
               peer_dn: str | None = None, peer_dsn: bool | None = None) -> None:
     """The row is delivered; its record names the server that took it (host, certificate
     subject DN) and the patient, so the message's path can be followed to the peer."""
-    conn.execute(update(Q).where(Q.c.id == c.id).values(
-        status="delivered", attempts=Q.c.attempts + 1, lease_owner=None, lease_until=None,
-        last_error=None, remote_reply=reply, updated_at=now))
+    conn.execute(_DELIVERED, {"q_id": c.id, "q_reply": reply, "q_at": now})
     peer: dict[str, Any] = {"peer_dn": peer_dn} if peer_dn else {}
     if peer_dsn is not None:  # the peer offered DSN: the RFC 3461 parameters went on
         peer["dsn"] = peer_dsn

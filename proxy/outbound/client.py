@@ -86,6 +86,10 @@ class Session:
     dn: CanonicalDN  # the subject parsed per RFC 4514, for the whitelist DN check
     sent: int = 0  # transactions done on it
     idle_since: float = field(default_factory=time.monotonic)
+    subject_text: str = field(init=False)  # the subject as RFC 4514 text (reasons, audit)
+
+    def __post_init__(self) -> None:
+        self.subject_text = self.subject.rfc4514_string()  # once, not per message
 
 
 QUIT_TIMEOUT = 5.0  # seconds a QUIT sent after the replies are in may take
@@ -207,7 +211,7 @@ async def _check(session: Session, dn_check: DnCheck | None,
             raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
                                   host=session.peer)
     if dn_check is not None:
-        refusal = dn_check(session.dn, session.subject.rfc4514_string())
+        refusal = dn_check(session.dn, session.subject_text)
         if refusal:
             raise DeliveryFailure(f"{session.peer}: {refusal}", permanent=False,
                                   host=session.peer)
@@ -254,7 +258,7 @@ async def _transact(session: Session, envelope: Envelope, reused: bool) -> tuple
         results.update((rcpt, failure) for rcpt in accepted)
         return results, False
     reply = f"{response.code} {' '.join(response.message.split())}"[:500]
-    dn = session.subject.rfc4514_string()
+    dn = session.subject_text
     results.update((rcpt, Delivered(peer, reply, dn, dsn)) for rcpt in accepted)
     return results, True
 

@@ -65,6 +65,7 @@ class DeliveryWorker:
         self.per_domain: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.cfg.max_per_destination))
         self.wake = asyncio.Event()
+        self.saturated = False  # the last claim may have left due rows behind
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task = BackgroundTask("delivery", self.run)
         runtime.changes.add(self.poll)  # rows queued by other processes
@@ -73,7 +74,8 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Claim and start deliveries; sleep until a commit queues a row (this process:
         :attr:`Mailstore.queued`; others: :meth:`poll` from the change watcher), a
-        delivery ends, the earliest deferred row is due, or the safety poll runs out."""
+        delivery ends while the last claim left due rows (no room), the earliest deferred
+        row is due (read in the claim's transaction), or the safety poll runs out."""
         cfg = self.cfg
         self.loop = asyncio.get_running_loop()
         self.mailstore.queued.subscribe(self.wake)
@@ -105,16 +107,21 @@ class DeliveryWorker:
         while True:
             self.wake.clear()  # before the claim: a row queued meanwhile wakes the wait
             room = cfg.max_concurrency - len(self.in_flight)
+            limit = min(room, cfg.batch)
             batch: list[Claim] = []
+            due: float | None = None
             failed = False
             if room > 0:
                 try:
-                    batch = await self.committer.run(functools.partial(
-                        claims.claim, owner=self.owner, now=time.time(), lease=cfg.lease,
-                        limit=min(room, cfg.batch)))
+                    batch, due = await self.committer.run(functools.partial(
+                        _claim, owner=self.owner, now=time.time(), lease=cfg.lease,
+                        limit=limit))
                 except Exception as exc:  # database busy or gone: try again later
                     log.error("queue claim failed", error=repr(exc))
                     failed = True
+            # rows may have been left due (no room, or as many as asked): the end of a
+            # delivery claims again; otherwise only a queued row (or a retry) wakes us
+            self.saturated = failed or room <= 0 or len(batch) >= limit
             groups: dict[tuple[object, ...], list[Claim]] = defaultdict(list)
             for c in batch:  # one message's copies for one domain: one SMTP transaction
                 groups[(c.domain, c.mail_from, c.message_id, c.created_at)].append(c)
@@ -123,16 +130,21 @@ class DeliveryWorker:
                 self.in_flight.add(task)
                 task.add_done_callback(self._done)
             self.pool.reap()
-            if not batch or len(self.in_flight) >= cfg.max_concurrency:
-                timeout = await self._sleep_time() if not batch else cfg.poll_interval
+            if failed or not self.saturated or len(self.in_flight) >= cfg.max_concurrency:
+                # what the claim left is not due yet: sleep until the earliest is (a second
+                # claim at once would find nothing: every commit queuing a row wakes us)
+                timeout = cfg.poll_interval  # no room: the end of a delivery wakes us
                 if failed:  # not at once again (rows may be due): at most once a second
-                    timeout = min(cfg.poll_interval, max(timeout, 1.0))
+                    timeout = min(cfg.poll_interval, max(await self._sleep_time(), 1.0))
+                elif due is not None:
+                    timeout = min(cfg.poll_interval, max(0.01, due - time.time()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
-        self.wake.set()
+        if self.saturated:  # room for rows the last claim had to leave
+            self.wake.set()
 
     async def start(self) -> None:
         await self._task.start()
@@ -184,18 +196,34 @@ class DeliveryWorker:
         same: dict[bytes, list[Claim]] = defaultdict(list)
         for c in group:  # the copies of one message are equal; group only equal bytes
             same[bodies[c.id]].append(c)
+        # the destination's slot is held for the SMTP transactions only: recording their
+        # results (a commit each) must not keep the next message to that domain waiting
         async with self.per_domain[group[0].domain]:
-            for data, rows in same.items():
-                await self._deliver_rows(rows, data, relay_to, deadline)
+            sent = [(rows, data, await self._send_rows(rows, data, relay_to, deadline))
+                    for data, rows in same.items()]
+        for rows, data, results in sent:
+            if results is None:  # waited too long for a slot: not attempted
+                await asyncio.gather(*(self.committer.run(functools.partial(
+                    claims.release, owner=self.owner, queue_id=c.id)) for c in rows))
+                self.wake.set()  # due again at once
+                continue
+            # one commit job per row, awaited together: one group commit for them all
+            await asyncio.gather(*(self._record(c, data, results[c.rcpt]) for c in rows))
 
-    async def _deliver_rows(self, rows: list[Claim], data: bytes, relay_to: str | None,
-                            deadline: float) -> None:
+    async def _record(self, c: Claim, data: bytes,
+                      result: Delivered | DeliveryFailure) -> None:
+        if isinstance(result, DeliveryFailure):
+            await self._record_failure(c, data, result)
+        else:
+            await self._record_delivered(c, data, result)
+
+    async def _send_rows(self, rows: list[Claim], data: bytes, relay_to: str | None,
+                         deadline: float) -> client.Results | None:
+        """Each row's result of one attempt; None when too little of the attempt's time is
+        left to try (its rows are released, due again at once)."""
         loop = asyncio.get_running_loop()
         if deadline - loop.time() < self.cfg.connect_timeout:  # waited too long for a slot
-            for c in rows:
-                await self.committer.run(
-                    functools.partial(claims.release, owner=self.owner, queue_id=c.id))
-            return
+            return None
         everyone: DeliveryFailure | None = None
         hops = rfc5322.header_block(data).lower().count(b"\nreceived:") + \
             data[:9].lower().startswith(b"received:")
@@ -217,12 +245,7 @@ class DeliveryWorker:
                                        permanent=False)
         if everyone is not None:
             results = {c.rcpt: everyone for c in rows}
-        for c in rows:
-            result = results[c.rcpt]
-            if isinstance(result, DeliveryFailure):
-                await self._record_failure(c, data, result)
-                continue
-            await self._record_delivered(c, data, result)
+        return results
 
     def _load(self, group: list[Claim]) -> tuple[dict[str, bytes], str | None]:
         with self.app.reader.connect() as conn:
@@ -327,6 +350,7 @@ class DeliveryWorker:
             return
         await self.committer.run(lambda conn: claims.deferred(
             conn, c, reason, None, next_at, now, counts_attempt=False))
+        self.wake.set()  # its re-check may be due before the worker's current sleep ends
         log.info("held", queue_id=c.id, block=block.id, until=next_at)
     async def _record_delivered(self, c: Claim, data: bytes, result: Delivered) -> None:
         """The row is delivered; a peer without DSN gets no parameters and sends no
@@ -399,6 +423,7 @@ class DeliveryWorker:
                     deliveries.write_delivery(conn, dsn_delivery(copy, c, "delayed"))
             await self.committer.run(commit)
             self._wake_report(copy)
+            self.wake.set()  # its retry may be due before the worker's current sleep ends
             log.info("deferred", queue_id=c.id, attempt=attempts, reason=failure.reason,
                      delay_report=copy is not None)
             return
@@ -432,6 +457,14 @@ async def finish(app: App, committer: GroupCommitter, whitelist: Whitelist, c: C
                                                  copy, now, counts_attempt, actor))
     if isinstance(copy, deliveries.LocalCopy):  # landed in a local INBOX: wake its IMAP sessions
         mailstore.notifier.changed(copy.mailbox_id)
+
+
+def _claim(conn: Connection, owner: str, now: float, lease: float, limit: int
+           ) -> tuple[list[Claim], float | None]:
+    """The rows claimed and, when the claim took fewer than *limit* (nothing else is due),
+    when the earliest row left becomes claimable: one job of the committer for both."""
+    batch = claims.claim(conn, owner, now, lease, limit)
+    return batch, claims.next_due(conn) if len(batch) < limit else None
 
 
 def _dsn_options(rows: list[Claim]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
