@@ -78,6 +78,15 @@ def rows(conn: Connection, folder_id: int, since_modseq: int | None = None) -> l
             for uid, row_id, flags, date, size, modseq in result]
 
 
+_COUNT = select(func.count()).select_from(db.messages).where(
+    db.messages.c.folder_id == bindparam("folder"))
+
+
+def count(conn: Connection, folder_id: int) -> int:
+    """The folder's number of messages (counted on the folder's index)."""
+    return int(conn.execute(_COUNT, {"folder": folder_id}).scalar() or 0)
+
+
 def uids(conn: Connection, folder_id: int) -> list[int]:
     return list(conn.execute(_UIDS, {"folder": folder_id}).scalars())
 

@@ -88,7 +88,7 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
     watch = s.ctx.notifier.watch(target.owner.id, folder.id, target.delegated)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
                           folder.highestmodseq, watch, args.name, keywords=set(snap.keywords),
-                          recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
+                          recent=snap.uids_between(*recent))
     s.state = SELECTED
     for line in render_select(folder, snap, len(s.selected.recent), readonly):
         s.untagged(line)
