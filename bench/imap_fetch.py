@@ -138,20 +138,25 @@ def bench_message(i: int, size: int, marker: str | None) -> bytes:
     return m.as_bytes(policy=SMTP)
 
 
-def fill_import(node: Node, count: int, size: int, marker: str, every: int) -> int:
+def fill_import(node: Node, count: int, size: int, marker: str, every: int,
+                keep: Path | None = None) -> int:
     """Write *count* messages as an mbox (mboxrd; the bodies have no From_ lines) and load
-    it with ``mss mailbox import`` (one transaction): the fast fill."""
-    path = node.data_dir.parent / "fill.mbox"
-    with path.open("wb") as out:
-        for i in range(count):
-            data = bench_message(i, size, marker if i % every == 0 else None)
-            out.write(b"From alice@%s %s\n" % (DOMAIN.encode(), b"Thu Dec  3 10:00:00 2026"))
-            out.write(data.replace(b"\r\n", b"\n"))
-            out.write(b"\n")
+    it with ``mss mailbox import`` (one transaction): the fast fill. *keep*: the mbox is
+    written there once and used again by later runs (generating 100 000 messages takes
+    minutes; importing them, one)."""
+    path = keep or node.data_dir.parent / "fill.mbox"
+    if keep is None or not keep.exists():
+        with path.open("wb") as out:
+            for i in range(count):
+                data = bench_message(i, size, marker if i % every == 0 else None)
+                out.write(b"From alice@%s Thu Dec  3 10:00:00 2026\n" % DOMAIN.encode())
+                out.write(data.replace(b"\r\n", b"\n"))
+                out.write(b"\n")
     subprocess.run([*MSS, "--config", str(node.config), "mailbox", "import", f"bob@{DOMAIN}",
                     str(path)], check=True, timeout=3600, env=CHILD_ENV, cwd=REPO,
                    stdout=subprocess.DEVNULL)
-    path.unlink()
+    if keep is None:
+        path.unlink()
     return count
 
 
@@ -285,7 +290,8 @@ def report(results: dict[str, dict[str, list[float]]], cpus: dict[str, dict[str,
 
 def do_fill(a: argparse.Namespace, node: Node) -> int:
     if a.fill == "import":
-        return fill_import(node, a.messages, a.size_kb * 1024, a.marker, a.marker_every)
+        return fill_import(node, a.messages, a.size_kb * 1024, a.marker, a.marker_every,
+                           a.mbox)
     return fill(node, a.messages, a.size_kb * 1024, a.sessions, a.marker, a.marker_every,
                 a.max_seconds)
 
@@ -296,6 +302,8 @@ def main() -> None:
     ap.add_argument("--size-kb", type=int, default=5)
     ap.add_argument("--fill", choices=("import", "smtp"), default="import",
                     help="mss mailbox import of a generated mbox (fast), or SMTP submission")
+    ap.add_argument("--mbox", type=Path, help="--fill import: the generated mbox kept at "
+                    "this path and used again when it exists (same --messages)")
     ap.add_argument("--sessions", type=int, default=8, help="SMTP connections for the fill")
     ap.add_argument("--marker", default="ANCHORMARKER", help="the rare word searched")
     ap.add_argument("--marker-every", type=int, default=100)

@@ -221,6 +221,11 @@ TRICKY = {
                 "padded=  \nline\n"),
     "qp-upper": _crlf('Content-Type: text/plain; charset="UTF-8"\nContent-Transfer-'
                       "Encoding: Quoted-Printable\n\nCARDIO=\nLOGIE =41NALYSE\n"),
+    # padded soft breaks (the exact decoding), padding elsewhere (binascii.a2b_qp alone)
+    "qp-padded": _crlf("Content-Transfer-Encoding: quoted-printable\n\nordon=  \nnance car=\t"
+                       "\ndio\n"),
+    "qp-padding": _crlf("Content-Transfer-Encoding: quoted-printable\n\nordo  \nnance =4  \n"
+                        "x=41b\n=3D=\n3D\n"),
     "base64": _crlf("Content-Transfer-Encoding: base64\n\nb3Jkb25uYW5jZSBzZWNyZXRl\n"),
     "encoded-word": _crlf("Subject: =?utf-8?b?b3Jkb25uYW5jZQ==?=\n\nbody\n"),
     "eightbit": _crlf("Content-Type: text/plain; charset=utf-8\n\nstra\u00dfe \ufb01chier "
@@ -242,7 +247,8 @@ def _needles(raw: bytes) -> set[str]:
     words = set(re.findall(r"\S+", text))
     out = {"", "nom", "ss", "fi", "kelvin", "ordonnance", "cardiologie", "analyse",
            "prescription", "pre=scription", "a=41", "aba", "paddedline", "subject:",
-           "x-colon:", "onetwo", "one two", "absent-word", "=3d", "=41"}
+           "x-colon:", "onetwo", "one two", "absent-word", "=3d", "=41", "cardio",
+           "ordonnance", "xab", "=4", "==", "=3d3d", "=3"}
     for w in sorted(words)[:40]:  # bounded: a few hundred checks per message at most
         out.add(w)
         out.update(w[i:i + 4] for i in range(0, min(len(w), 24), 3))
@@ -271,3 +277,4 @@ def test_quick_test_applies_only_where_bytes_tell() -> None:
     assert byte_views(TRICKY["plain"]) is not None
     assert byte_views(TRICKY["qp"]) is None  # =C3=A9: not ASCII once decoded
     assert len(byte_views(TRICKY["qp-upper"]) or ()) == 2  # the bytes, the decoded view
+    assert b"ordonnance" in (byte_views(TRICKY["qp-padded"]) or (b"",))[-1]

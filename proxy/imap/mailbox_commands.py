@@ -74,7 +74,8 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
                                detail={"readonly": readonly, "delegated": target.delegated,
                                        "folder_id": folder.id})])  # never its name
         last = folder.uidnext - 1
-        claimed = (folder.recent_uid if readonly
+        # nothing above the UID claimed last (recent_uid only grows): no claim to write
+        claimed = (folder.recent_uid if readonly or last <= folder.recent_uid
                    else folders.claim_recent(conn, folder.id, last))
         return folder, s.ctx.mailstore.snapshots.peek(folder), (claimed, last)
 

@@ -8,6 +8,7 @@ of the decoded text (RFC 2047 words and transfer encodings undone).
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email.utils
 import functools
@@ -166,6 +167,8 @@ def _compare(op: str, day: dt.date, wanted: dt.date) -> bool:
 
 # ---------------------------------------------------------------- a quick test of the bytes
 
+_EQUALS_BLANK = re.compile(rb"=[ \t]")
+
 # charsets whose decoding gives each ASCII byte as that character (RFC 2046 §4.1.2)
 _ASCII_CHARSET = re.compile(rb'charset[ \t]*=[ \t]*"?(?:us-ascii|ascii|utf-8|utf8|'
                             rb'iso-8859-[0-9]{1,2}|windows-125[0-9])"?(?=[ \t\r\n;]|\Z)')
@@ -189,14 +192,19 @@ def byte_views(raw: bytes) -> tuple[bytes, ...] | None:
     U+00DF to "ss"), RFC 2047 encoded words, base64, a charset that does not keep ASCII
     bytes as they are (UTF-7, UTF-16...): then the message is decoded as usual."""
     low = raw.lower()
-    if not low.isascii() or b"=?" in low or b"base64" in low:
+    # an encoded word ends with "?=" (RFC 2047 §2): rarer than "=?" in quoted-printable
+    if not low.isascii() or b"?=" in low or b"base64" in low:
         return None
     if low.count(b"charset") != len(_ASCII_CHARSET.findall(low)):
         return None
     if b"quoted-printable" not in low:
         return (low,)
-    # =XX escapes are hexadecimal in either case; what they give is lowered again
-    decoded = decode_quoted_printable(low).lower()
+    # =XX escapes are hexadecimal in either case; what they give is lowered again. The
+    # padding that decode_quoted_printable strips before line ends (RFC 2045 §6.7 rule 3)
+    # only matters after an "=" (a soft break "= \r\n"): elsewhere binascii.a2b_qp alone
+    # gives the same characters but for blanks, and the needle holds none
+    decoded = (decode_quoted_printable(low) if _EQUALS_BLANK.search(low)
+               else binascii.a2b_qp(low)).lower()
     if not decoded.isascii():
         return None
     return low, decoded
