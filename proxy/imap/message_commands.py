@@ -42,17 +42,20 @@ def _sel(s: ImapSession) -> Selected:
     return s.selected
 
 
+def _uid(row: messages.Row) -> int:
+    return row.uid
+
+
 def _rows_for(sel: Selected, sset: SequenceSet, by_uid: bool
               ) -> list[tuple[int, messages.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     rows = sel.rows
     out: list[tuple[int, messages.Row]] = []
-    if by_uid:
-        uids = [r.uid for r in rows]
-        for low, high in sset.resolved(uids[-1] if uids else 0):
-            start = bisect.bisect_left(uids, low)
-            end = bisect.bisect_right(uids, high)
-            out += [(i + 1, rows[i]) for i in range(start, end)]
+    if by_uid:  # rows are in UID order: bisections, no list of every UID
+        for low, high in sset.resolved(rows[-1].uid if rows else 0):
+            start = bisect.bisect_left(rows, low, key=_uid)
+            end = bisect.bisect_right(rows, high, lo=start, key=_uid)
+            out += zip(range(start + 1, end + 1), rows[start:end], strict=True)
     else:
         # RFC 3501 §9 seq-number: a number above the message count (other than "*") is an
         # error, unlike a UID that no longer exists
