@@ -78,6 +78,15 @@ def rows(conn: Connection, folder_id: int, since_modseq: int | None = None) -> l
             for uid, row_id, flags, date, size, modseq in result]
 
 
+_COUNT = select(func.count()).select_from(db.messages).where(
+    db.messages.c.folder_id == bindparam("folder"))
+
+
+def count(conn: Connection, folder_id: int) -> int:
+    """The folder's number of messages (counted on the folder's index)."""
+    return int(conn.execute(_COUNT, {"folder": folder_id}).scalar() or 0)
+
+
 def uids(conn: Connection, folder_id: int) -> list[int]:
     return list(conn.execute(_UIDS, {"folder": folder_id}).scalars())
 
@@ -91,17 +100,27 @@ class Opened:
     error: str | None = None
 
 
+_OPEN_SQL = "SELECT id, key_blob, body_blob FROM messages WHERE id IN (%s)"
+
+
 def open_messages(conn: Connection, keyring: crypto.Keyring, mailbox_id: int,
                   ids: Sequence[str]) -> dict[str, Opened]:
     """Decrypt messages by store id, in memory; a tampered one has ``error`` set."""
     key_id = crypto.mailbox_key_id(mailbox_id)
     owner_key = keyring.key(key_id, conn)
     out: dict[str, Opened] = {}
+    sqlite = conn.dialect.name == "sqlite"
     for start in range(0, len(ids), 500):
         chunk = list(ids[start:start + 500])
-        found = conn.execute(select(db.messages.c.id, db.messages.c.key_blob,
-                                    db.messages.c.body_blob)
-                             .where(db.messages.c.id.in_(chunk)))
+        found: Iterable[tuple[Any, ...]]
+        if sqlite:  # FETCH and SEARCH of a whole folder: the driver directly (as rows())
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            found = cursor.execute(_OPEN_SQL % ",".join("?" * len(chunk)), chunk).fetchall()
+            cursor.close()
+        else:
+            found = conn.execute(select(db.messages.c.id, db.messages.c.key_blob,
+                                        db.messages.c.body_blob)
+                                 .where(db.messages.c.id.in_(chunk)))
         for row_id, key_blob, body_blob in found:
             try:
                 out[row_id] = Opened(row_id, crypto.open_message(owner_key, key_id, row_id,

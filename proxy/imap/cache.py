@@ -31,6 +31,18 @@ class EnvelopeCache:
                 self._data.move_to_end(store_id)
             return value
 
+    def get_many(self, store_ids: list[str]) -> dict[str, bytes]:
+        """The envelopes held of *store_ids* (one lock for a whole batch)."""
+        out: dict[str, bytes] = {}
+        with self._lock:
+            data = self._data
+            for store_id in store_ids:
+                value = data.get(store_id)
+                if value is not None:
+                    data.move_to_end(store_id)
+                    out[store_id] = value
+        return out
+
     def put(self, store_id: str, envelope: bytes) -> None:
         with self._lock:
             self._data[store_id] = envelope

@@ -74,7 +74,8 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
                                detail={"readonly": readonly, "delegated": target.delegated,
                                        "folder_id": folder.id})])  # never its name
         last = folder.uidnext - 1
-        claimed = (folder.recent_uid if readonly
+        # nothing above the UID claimed last (recent_uid only grows): no claim to write
+        claimed = (folder.recent_uid if readonly or last <= folder.recent_uid
                    else folders.claim_recent(conn, folder.id, last))
         return folder, s.ctx.mailstore.snapshots.peek(folder), (claimed, last)
 
@@ -88,7 +89,7 @@ async def select_command(s: ImapSession, cmd: Command, args: SelectArgs) -> Resu
     watch = s.ctx.notifier.watch(target.owner.id, folder.id, target.delegated)
     s.selected = Selected(folder, target.owner, target.delegated, readonly, list(snap.rows),
                           folder.highestmodseq, watch, args.name, keywords=set(snap.keywords),
-                          recent={r.uid for r in snap.rows if recent[0] < r.uid <= recent[1]})
+                          recent=snap.uids_between(*recent))
     s.state = SELECTED
     for line in render_select(folder, snap, len(s.selected.recent), readonly):
         s.untagged(line)

@@ -16,7 +16,14 @@ from mss.mailstore import deliveries, folders, messages
 from mss.mailstore.errors import HoldError
 from proxy.imap.args import NoArgs, Result
 from proxy.imap.cache import CachedEnvelope, EnvelopeCache, RecordingParsed
-from proxy.imap.fetch import FetchItem, UnknownCte, render_fetch, sets_seen
+from proxy.imap.fetch import (
+    FastRender,
+    FetchItem,
+    UnknownCte,
+    fast_renderer,
+    render_fetch,
+    sets_seen,
+)
 from proxy.imap.message_args import CopyArgs, ExpungeArgs, FetchArgs, SearchArgs, StoreArgs
 from proxy.imap.mime import ParsedMessage, parse_message
 from proxy.imap.names import resolve
@@ -35,17 +42,20 @@ def _sel(s: ImapSession) -> Selected:
     return s.selected
 
 
+def _uid(row: messages.Row) -> int:
+    return row.uid
+
+
 def _rows_for(sel: Selected, sset: SequenceSet, by_uid: bool
               ) -> list[tuple[int, messages.Row]]:
     """(seq, row) for a sequence set (RFC 3501 §9 sequence-set; ``*`` is the largest)."""
     rows = sel.rows
     out: list[tuple[int, messages.Row]] = []
-    if by_uid:
-        uids = [r.uid for r in rows]
-        for low, high in sset.resolved(uids[-1] if uids else 0):
-            start = bisect.bisect_left(uids, low)
-            end = bisect.bisect_right(uids, high)
-            out += [(i + 1, rows[i]) for i in range(start, end)]
+    if by_uid:  # rows are in UID order: bisections, no list of every UID
+        for low, high in sset.resolved(rows[-1].uid if rows else 0):
+            start = bisect.bisect_left(rows, low, key=_uid)
+            end = bisect.bisect_right(rows, high, lo=start, key=_uid)
+            out += zip(range(start + 1, end + 1), rows[start:end], strict=True)
     else:
         # RFC 3501 §9 seq-number: a number above the message count (other than "*") is an
         # error, unlike a UID that no longer exists
@@ -215,6 +225,26 @@ async def _fetch_sources(s: ImapSession, sel: Selected, plan: FetchPlan,
     return sources
 
 
+def fast_chunk(plan: FetchPlan, render: FastRender, sel: Selected,
+               chunk: list[tuple[int, messages.Row]], cache: EnvelopeCache
+               ) -> FetchChunk | None:
+    """The batch rendered on the event loop from metadata and cached envelopes alone (no
+    decryption, no thread hand-off); None when an envelope is not cached (the batch then
+    takes the decrypting path, which caches them)."""
+    envelopes = cache.get_many([r.id for _, r in chunk]) if plan.content else {}
+    if plan.content and len(envelopes) < len(chunk):
+        return None
+    out = bytearray()
+    recent = sel.recent
+    get = envelopes.get
+    for seq, row in chunk:
+        flags = (*row.flags, "\\Recent") if row.uid in recent else row.flags  # flags_of
+        out += b"* %d FETCH " % seq + render(row.uid, flags, row.internal_date, row.size,
+                                            row.modseq, get(row.id)) + b"\r\n"
+    served = [[r.uid, r.id] for _, r in chunk] if plan.audited else []
+    return FetchChunk(bytes(out), served, [], [])
+
+
 async def fetch(s: ImapSession, cmd: Command, args: FetchArgs) -> Result:
     sel = _sel(s)
     rows = _rows_for(sel, args.sequence, args.by_uid)
@@ -228,11 +258,15 @@ async def fetch(s: ImapSession, cmd: Command, args: FetchArgs) -> Result:
     broken: list[int] = []
     unknown_cte: list[int] = []
     cache = s.ctx.envelopes
+    fast = (fast_renderer(plan.items, add_uid=plan.add_uid, add_modseq=plan.add_modseq)
+            if not plan.content or plan.envelope_only else None)
     for start in range(0, len(rows), _BATCH):
         chunk = [(q, r) for q, r in rows[start:start + _BATCH] if r.uid not in sel.gone]
-        sources = await _fetch_sources(s, sel, plan, chunk, cache)
-        done = (await s.thread(render_chunk, plan, sources, cache) if plan.content
-                else render_chunk(plan, sources, cache))
+        done = fast_chunk(plan, fast, sel, chunk, cache) if fast is not None else None
+        if done is None:
+            sources = await _fetch_sources(s, sel, plan, chunk, cache)
+            done = (await s.thread(render_chunk, plan, sources, cache) if plan.content
+                    else render_chunk(plan, sources, cache))
         broken += done.broken
         unknown_cte += done.unknown_cte
         # committed before these bytes leave (Session.flush), in as few commits as flushes

@@ -8,12 +8,16 @@ of the decoded text (RFC 2047 words and transfer encodings undone).
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email.utils
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from mss.mime import decode_quoted_printable
 from proxy.imap.mime import ParsedMessage
 from proxy.imap.seqset import SequenceSet, parse_sequence_set
 from proxy.imap.tokens import (
@@ -161,6 +165,51 @@ def _compare(op: str, day: dt.date, wanted: dt.date) -> bool:
     return day >= wanted
 
 
+# ---------------------------------------------------------------- a quick test of the bytes
+
+_EQUALS_BLANK = re.compile(rb"=[ \t]")
+
+# charsets whose decoding gives each ASCII byte as that character (RFC 2046 §4.1.2)
+_ASCII_CHARSET = re.compile(rb'charset[ \t]*=[ \t]*"?(?:us-ascii|ascii|utf-8|utf8|'
+                            rb'iso-8859-[0-9]{1,2}|windows-125[0-9])"?(?=[ \t\r\n;]|\Z)')
+
+
+@functools.lru_cache(maxsize=256)  # once per search key, not per message
+def _plain_needle(text: str) -> bool:
+    """A string the quick test can look for: ASCII, no white space, no colon (the
+    decoded text joins fields as ``name: value`` lines, unfolded: the raw bytes may
+    differ there, never within a run of other characters)."""
+    return text.isascii() and not any(c.isspace() or c == ":" for c in text)
+
+
+def byte_views(raw: bytes) -> tuple[bytes, ...] | None:
+    """Lower-case views of a message's bytes holding every run of non-blank ASCII
+    characters that its decoded header and body text (what TEXT and BODY search,
+    :meth:`_Context.header`, :meth:`_Context.body`) can hold: the bytes as stored and,
+    when a part is quoted-printable, the whole message with that encoding undone (each
+    part's decoding is the same function on its own span, RFC 2045 §6.7). None when no
+    such views exist cheaply: non-ASCII bytes (a character whose case folding is ASCII,
+    U+00DF to "ss"), RFC 2047 encoded words, base64, a charset that does not keep ASCII
+    bytes as they are (UTF-7, UTF-16...): then the message is decoded as usual."""
+    low = raw.lower()
+    # an encoded word ends with "?=" (RFC 2047 §2): rarer than "=?" in quoted-printable
+    if not low.isascii() or b"?=" in low or b"base64" in low:
+        return None
+    if low.count(b"charset") != len(_ASCII_CHARSET.findall(low)):
+        return None
+    if b"quoted-printable" not in low:
+        return (low,)
+    # =XX escapes are hexadecimal in either case; what they give is lowered again. The
+    # padding that decode_quoted_printable strips before line ends (RFC 2045 §6.7 rule 3)
+    # only matters after an "=" (a soft break "= \r\n"): elsewhere binascii.a2b_qp alone
+    # gives the same characters but for blanks, and the needle holds none
+    decoded = (decode_quoted_printable(low) if _EQUALS_BLANK.search(low)
+               else binascii.a2b_qp(low)).lower()
+    if not decoded.isascii():
+        return None
+    return low, decoded
+
+
 class _Context:
     def __init__(self, meta: MessageMeta, largest_seq: int, largest_uid: int,
                  msg: ParsedMessage | None) -> None:
@@ -171,6 +220,22 @@ class _Context:
         self.flags = {f.casefold() for f in meta.flags}
         self._body: str | None = None
         self._header: str | None = None
+        self._views: tuple[bytes, ...] | None | bool = False  # False: not computed yet
+
+    def cannot_contain(self, text: str) -> bool:
+        """True when *text* (case-folded) is surely in neither the decoded header nor the
+        body text: found in no :func:`byte_views` of the message (ASCII bytes lowered are
+        their case folding). False when it may be: decode and look."""
+        if not _plain_needle(text):
+            return False
+        if self._views is False:
+            assert self.msg is not None
+            self._views = byte_views(self.msg.raw)
+        views = self._views
+        if not isinstance(views, tuple):
+            return False
+        needle = text.encode("ascii")
+        return not any(needle in view for view in views)
 
     def body(self) -> str:
         if self._body is None:
@@ -217,6 +282,8 @@ def _eval(key: Key, c: _Context) -> bool | None:
     if isinstance(key, Body):
         if c.msg is None:
             return None
+        if c.cannot_contain(key.text):
+            return False
         if key.with_header and key.text in c.header():
             return True
         return key.text in c.body()
