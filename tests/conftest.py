@@ -6,10 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine
 
 from tests.databases import schema_engine
 from tests.node import Node, make_node
+
+# Property tests are bounded by their example counts, not by the clock: on a loaded machine
+# (CI's two cores running the suite on both) generating inputs may be slow, which is not a
+# failure of the code under test.
+settings.register_profile("mss", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mss")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
