@@ -14,7 +14,10 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   counted from the connection (``smtp.preauth_timeout``), ``421 4.4.2`` at either, audited
   ``smtp.timeout``, and a cap on bad commands;
 - the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
-  connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
+  connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5);
+- replies: held and written together when the session would wait for input (RFC 2920
+  §3.1: the replies to a pipelined group, in order, in one write, so one TLS record; the
+  EHLO reply one write instead of one per line), at once before a close or STARTTLS.
 
 The engine knows its handler only as :class:`SmtpHooks`: policy, audit and storage are
 the handler's (proxy/smtp/handler.py), per-connection state is :mod:`proxy.smtp.session`.
@@ -51,6 +54,13 @@ COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 AUTH_LINE_LIMIT = 12288  # octets with CRLF: the AUTH line and its responses, RFC 4954 §4
 MECHANISMS = ("EXTERNAL", "LOGIN", "OAUTHBEARER", "PLAIN", "XOAUTH2")  # the auth_* below
 _DATA_CHUNK = 256 * 1024
+# replies held past this many bytes go out without waiting for the end of the group, and
+# the session then waits for the client to read them (a client that pipelines without
+# reading gets back-pressure, not an unbounded buffer)
+_REPLY_HOLD = 16 * 1024
+# replies after which the connection closes or changes (STARTTLS, RFC 3207 §4): written
+# at once with what is held before them
+_FLUSH_AT = frozenset({b"220", b"221", b"421", b"502"})
 CLOSE_GRACE = 1.0  # seconds for a client to see a 421 and close before the abort
 # RFC 2034 §3: once EHLO offered ENHANCEDSTATUSCODES, every reply but the greeting, the
 # EHLO reply and the intermediate ones (334, 354) carries a code (RFC 3463); aiosmtpd's own
@@ -158,6 +168,21 @@ class SmtpHooks(Protocol):
         ...
 
 
+class ReplyFlushingReader(asyncio.StreamReader):
+    """The session's stream reader: before it waits for more input it writes the replies
+    the session holds (RFC 2920 §3.1: a server may hold the replies of a pipelined group
+    but must send them before it blocks on reading, or client and server wait on each
+    other). Every read of the session (commands, AUTH responses, DATA) goes through
+    :meth:`_wait_for_data` when its buffer has too little."""
+
+    flush: Callable[[], None] | None = None
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        if self.flush is not None:
+            self.flush()
+        await super()._wait_for_data(func_name)  # type: ignore[misc]
+
+
 class MssSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
@@ -198,7 +223,14 @@ class MssSMTP(SMTP):
         self.held = 0  # bytes of DATA taken from the budget
         self.hooks = handler  # aiosmtpd's event_handler, typed
         self._in_ehlo = False
+        self._replies: list[bytes] = []  # held until the session waits (flush_replies)
+        self._held_bytes = 0
         super().__init__(handler, **kwargs)
+        reader = self._stream_reader  # aiosmtpd's, made at __init__: flushes before waits
+        assert reader is not None
+        reader.__class__ = ReplyFlushingReader
+        assert isinstance(reader, ReplyFlushingReader)
+        reader.flush = self.flush_replies
         self.busy = False  # inside DATA: shutdown waits for it
         self.ending = False  # ended by mss sessions end during DATA: closed after its reply
 
@@ -276,6 +308,7 @@ class MssSMTP(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.flush_replies()
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(f"421 4.4.2 {self.hostname} {text}, closing connection\r\n"
                             .encode())
@@ -299,6 +332,7 @@ class MssSMTP(SMTP):
         accepting messages) and close, unless the connection is closing already."""
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            self.flush_replies()
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
 
@@ -319,11 +353,37 @@ class MssSMTP(SMTP):
             if isinstance(session, MssSession):
                 session.errors += 1
                 if session.errors > self.max_errors:
-                    await super().push("421 4.7.0 Too many errors, closing connection")
+                    await self._reply("421 4.7.0 Too many errors, closing connection")
                     if self.transport is not None:
                         self.transport.close()
                     return
-        await super().push(status)
+        await self._reply(status)
+
+    async def _reply(self, status: str | bytes) -> None:
+        """aiosmtpd's push without its write and drain per line: the reply is held (with
+        the others of its group) until the session waits for input, a close or STARTTLS
+        follows it, or the held replies pass _REPLY_HOLD; then, as aiosmtpd did after every
+        line, it waits while the transport is over its high-water mark (a client that does
+        not read its replies is not read either)."""
+        line = (status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+                if isinstance(status, str) else status) + b"\r\n"
+        self._replies.append(line)
+        self._held_bytes += len(line)
+        if line[:3] in _FLUSH_AT \
+                or self._held_bytes > _REPLY_HOLD or self._paused:
+            self.flush_replies()
+            await self._writer.drain()
+
+    def flush_replies(self) -> None:
+        """Write the held replies, in order, in one write (one TLS record)."""
+        if not self._replies:
+            return
+        data = b"".join(self._replies)
+        self._replies.clear()
+        self._held_bytes = 0
+        writer = getattr(self, "_writer", None)
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(data)
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug in a command handler: log it with the session id, close this connection
@@ -629,6 +689,7 @@ class MssSMTP(SMTP):
     def _close_ended(self) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            self.flush_replies()
             transport.write(b"421 4.7.0 Session ended by the administrator\r\n")
             transport.close()
             # a TLS close waits for the client's close_notify, which it may never send
