@@ -136,6 +136,10 @@ class ServerConfig:
 
     data_dir: Path = key(Path("."), "where the database, keys and PKI live", base=True)
     workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT)", within(1, 64))
+    event_loop: str = key("asyncio", "the serving processes' event loop: \"asyncio\" "
+                          "(the standard library's) or \"uvloop\" (libuv: less CPU per "
+                          "connection; bench/compare.py measures both; the uvloop package "
+                          "must be installed)", one_of("asyncio", "uvloop"))
     election_interval: float = key(5.0, "periodic jobs (audit checkpoints and shipping, "
                                    "whitelist fetch, directory sync) run in one process of "
                                    "the cluster: every this many seconds the others try to "

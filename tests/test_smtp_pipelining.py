@@ -15,7 +15,11 @@ import ssl
 import time
 
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy.smtp import protocol
 from tests.node import DOMAIN, Node, inbox_count
 from tests.node import simple_message as message
 
@@ -148,3 +152,41 @@ def test_burst_of_many_commands_answered_in_order(client: RecordClient) -> None:
                                     + b"QUIT\r\n", b"221 ")
     assert text == b"250 OK\r\n" * count + b"221 Bye\r\n"
     assert records <= 20
+
+
+# --------------------------------------------------------------------------- MAIL/RCPT paths
+
+_PATH_ALPHABET = "ab.@<> \t()\"\\[]:,;_-+=SIZE9"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.text(alphabet=_PATH_ALPHABET, max_size=24),
+    st.builds(lambda local, domain, rest: f"<{local}@{domain}>{rest}",
+              st.from_regex(r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,8}", fullmatch=True),
+              st.from_regex(r"[a-z0-9._-]{1,8}", fullmatch=True),
+              st.text(alphabet=" \tSIZE=9(x)", max_size=10))))
+def test_fast_path_reading_agrees_with_aiosmtpd(arg: str) -> None:
+    """MssSMTP._getaddr reads common paths by a regular expression: (address, rest) equal
+    to aiosmtpd's header parser's for any argument."""
+    ours = protocol.MssSMTP.__new__(protocol.MssSMTP)
+    theirs = SMTP.__new__(SMTP)
+
+    def read(session: SMTP) -> object:
+        try:
+            return session._getaddr(arg)
+        except Exception as exc:  # noqa: BLE001 - the parser's own failures (arg '"')
+            return type(exc)
+
+    for limit in (0, 4):  # RFC 5321 §4.5.3.1.1: the local part's limit (64 in use)
+        ours.local_part_limit = theirs.local_part_limit = limit
+        assert read(ours) == read(theirs)
+
+
+def test_protocol_lists_its_commands_and_mechanisms() -> None:
+    """dir() of a session (what aiosmtpd's __init__ reads on every connection) holds
+    every smtp_* and auth_* method of the class and nothing else."""
+    expected = sorted(n for n in {*vars(protocol.MssSMTP), *vars(SMTP)}
+                      if n.startswith(("smtp_", "auth_")))
+    ours = protocol.MssSMTP.__new__(protocol.MssSMTP)
+    assert dir(ours) == expected
