@@ -481,9 +481,12 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
 )
 
 
+_BY_VALUE: dict[str, EventKind] = {str(event): k for event, k in CATALOGUE.items()}
+
+
 def kind(name: str) -> EventKind:
     """The catalogue entry of *name* (an Event, or its value read back from the journal)."""
-    found = CATALOGUE.get(name)  # type: ignore[call-overload]  # a StrEnum: its value hashes alike
+    found = _BY_VALUE.get(name)  # an Event is a str: the same key as its value
     if found is None:
         raise ValueError(f"audit event {name!r} is not in the catalogue")
     return found

@@ -221,7 +221,6 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Start the listeners from the configuration (SIGTERM: finish in-flight, exit 0)."""
-    import asyncio
 
     from mss.config import load_config, resolve_config_path
     from mss.logs import configure, route_crashes

@@ -135,7 +135,8 @@ class ServerConfig:
     directory holding this file."""
 
     data_dir: Path = key(Path("."), "where the database, keys and PKI live", base=True)
-    workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT)", within(1, 64))
+    workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT); 0: one per "
+                       "CPU core", within(0, 64))
     event_loop: str = key("asyncio", "the serving processes' event loop: \"asyncio\" "
                           "(the standard library's) or \"uvloop\" (libuv: less CPU per "
                           "connection; bench/compare.py measures both; the uvloop package "
@@ -991,7 +992,8 @@ class Config:
 
     @property
     def workers(self) -> int:
-        return self.server.workers
+        """server.workers, 0 resolved to the CPU cores this process may run on."""
+        return self.server.workers or len(os.sched_getaffinity(0)) or 1
 
     @property
     def change_poll(self) -> float:

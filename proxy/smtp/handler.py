@@ -77,6 +77,16 @@ NULL_PATH = "<>"  # the null reverse-path in the envelope (stored and queued as 
 _SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
 
 
+_HOOK_NAMES: dict[type, list[str]] = {}
+
+
+def _hook_names(cls: type) -> list[str]:
+    names = _HOOK_NAMES.get(cls)
+    if names is None:
+        names = _HOOK_NAMES[cls] = sorted(n for n in dir(cls) if n.startswith("handle_"))
+    return names
+
+
 @functools.lru_cache(maxsize=256)
 def _peer_subject(der: bytes) -> policy.PeerCertificate | None:
     """The subject of a presented certificate (DER), parsed once per certificate: a peer
@@ -127,6 +137,12 @@ class SmtpHandler:
         # one per process, shared by the AUTH listeners (SmtpListeners passes it)
         self.throttle = throttle or Throttle(cfg.auth_failures, cfg.auth_window,
                                              cfg.auth_lockout)
+
+    def __dir__(self) -> list[str]:
+        """The ``handle_*`` hooks only: aiosmtpd's ``__init__`` reads them, and looks for
+        ``auth_*`` mechanisms, by ``dir()`` and ``inspect.getmembers`` on every
+        connection (a getattr of every attribute)."""
+        return _hook_names(type(self))
 
     # ------------------------------------------------------------------ audit
     def _emit(self, session: MssSession, *records: AuditRecord) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import io
 import re
 import ssl
@@ -192,9 +191,15 @@ class ReplyFlushingReader(asyncio.StreamReader):
         await super()._wait_for_data(func_name)  # type: ignore[misc]
 
 
-@functools.cache
+_METHOD_NAMES: dict[type, list[str]] = {}
+
+
 def _method_names(cls: type) -> list[str]:
-    return sorted(name for name in dir(cls) if name.startswith(("auth_", "smtp_")))
+    names = _METHOD_NAMES.get(cls)
+    if names is None:
+        names = _METHOD_NAMES[cls] = sorted(
+            name for name in dir(cls) if name.startswith(("auth_", "smtp_")))
+    return names
 
 
 class MssSMTP(SMTP):
@@ -213,7 +218,7 @@ class MssSMTP(SMTP):
         (tests/test_smtp_pipelining.py checks both agree)."""
         match = _SIMPLE_PATH.match(arg)
         if match is None:
-            return super()._getaddr(arg)  # type: ignore[no-any-return]
+            return super()._getaddr(arg)
         address = match.group(1)
         if self.local_part_limit and address.rindex("@") > self.local_part_limit:
             return None, None
@@ -258,7 +263,8 @@ class MssSMTP(SMTP):
         self._replies: list[bytes] = []  # held until the session waits (flush_replies)
         self._held_bytes = 0
         super().__init__(handler, **kwargs)
-        reader = self._stream_reader  # aiosmtpd's, made at __init__: flushes before waits
+        # aiosmtpd's reader, made at __init__: it flushes the held replies before it waits
+        reader = self._stream_reader  # type: ignore[attr-defined]
         assert reader is not None
         reader.__class__ = ReplyFlushingReader
         assert isinstance(reader, ReplyFlushingReader)
@@ -402,7 +408,8 @@ class MssSMTP(SMTP):
         self._replies.append(line)
         self._held_bytes += len(line)
         if line[:3] in _FLUSH_AT \
-                or self._held_bytes > _REPLY_HOLD or self._paused:
+                or self._held_bytes > _REPLY_HOLD \
+                or self._paused:  # type: ignore[attr-defined]  # FlowControlMixin's
             self.flush_replies()
             await self._writer.drain()
 
