@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -20,10 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.smtp import protocol
-from tests.node import DOMAIN, Node, inbox_count
+from tests.node import DOMAIN, Node, inbox_count, make_node
 from tests.node import simple_message as message
 
-IN_PROCESS = True  # running_node served in a thread of this process (tests/conftest.py)
 BOB = f"bob@{DOMAIN}"
 REMOTE = "dr.martin@operator-a.mssante.fr"
 APPLICATION_DATA = 23  # TLS record content type (RFC 8446 §5.1: every 1.3 record after
@@ -88,9 +88,26 @@ class RecordClient:
         self.sock.close()
 
 
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def node(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A node on each event loop (server.event_loop): asyncio's served in a thread of this
+    process, uvloop's by ``mss serve``."""
+    loop = request.param
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    served = make_node(tmp_path_factory.mktemp("node"), in_process=loop == "asyncio")
+    if loop == "uvloop":
+        served.config.write_text(served.config.read_text().replace(
+            "[server]\n", '[server]\nevent_loop = "uvloop"\n', 1))
+    served.start()
+    yield served
+    served.stop()
+
+
 @pytest.fixture
-def client(running_node: Node) -> RecordClient:
-    peer = RecordClient(running_node)
+def client(node: Node) -> Iterator[RecordClient]:
+    peer = RecordClient(node)
     # TLS 1.3 session tickets come after the handshake, as records of their own: a
     # first command takes them out of the way of the counts below
     assert peer.exchange(b"NOOP\r\n", b"250 ")[0] == b"250 OK\r\n"  # no EHLO yet
@@ -107,8 +124,8 @@ def test_ehlo_reply_is_one_record(client: RecordClient) -> None:
 
 
 def test_pipelined_transaction_in_order_exact_bytes_one_record_per_group(
-        client: RecordClient, running_node: Node) -> None:
-    before = inbox_count(running_node, BOB)
+        client: RecordClient, node: Node) -> None:
+    before = inbox_count(node, BOB)
     client.exchange(b"EHLO mx.operator-a.fr\r\n", b"250 HELP")
     # RFC 2920 §3.1: MAIL, RCPT and DATA sent together; DATA ends the group
     text, records = client.exchange(
@@ -124,11 +141,11 @@ def test_pipelined_transaction_in_order_exact_bytes_one_record_per_group(
     assert records == 1
     # QUIT: its 221 at once, then the close (TLS 1.3's close_notify: a record of its own)
     assert client.exchange(b"QUIT\r\n", b"221 ")[0] == b"221 2.0.0 Bye\r\n"
-    assert inbox_count(running_node, BOB) == before + 1  # a duplicate RCPT: one copy
+    assert inbox_count(node, BOB) == before + 1  # a duplicate RCPT: one copy
 
 
 def test_pipelined_errors_keep_rfc2920_semantics(client: RecordClient,
-                                                 running_node: Node) -> None:
+                                                 node: Node) -> None:
     client.exchange(b"EHLO mx.operator-a.fr\r\n", b"250 HELP")
     # every RCPT refused: DATA gets 503 (RFC 2920 §3.1), the session goes on
     text, records = client.exchange(

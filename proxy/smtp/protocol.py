@@ -217,7 +217,7 @@ class MssSMTP(SMTP):
         one regular expression; the same (address, rest) as its parser
         (tests/test_smtp_pipelining.py checks both agree)."""
         match = _SIMPLE_PATH.match(arg)
-        if match is None:
+        if match is None or arg.startswith("(", match.end()):  # a comment: the parser's
             return super()._getaddr(arg)
         address = match.group(1)
         if self.local_part_limit and address.rindex("@") > self.local_part_limit:
