@@ -20,6 +20,7 @@ is the figure that says how good the server is; msg/s only side by side.
     .venv/bin/python bench/compare.py                         # 5 KB x 2000, 3 rounds
     .venv/bin/python bench/compare.py --size 1048576 --count 200 --sessions 20
     .venv/bin/python bench/compare.py --py-spy /tmp/mss.txt   # collapsed stacks of mss
+    .venv/bin/python bench/compare.py --also /path/to/other/checkout   # another commit too
 Loopback only; every load is bounded by --count and --max-seconds.
 """
 
@@ -102,24 +103,34 @@ def main() -> None:
     ap.add_argument("--py-spy", metavar="FILE", default=None,
                     help="record mss during its first load (py-spy, collapsed stacks)")
     ap.add_argument("--skip-floor", action="store_true", help="mss only (no ratio)")
+    ap.add_argument("--also", action="append", default=[], metavar="CHECKOUT",
+                    help="also run the mss of this checkout (another commit: a git "
+                         "worktree) in the same rounds")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-compare-") as tmp:
         base = Path(tmp)
-        config, ports = setup(base, 10, args.workers)
-        if args.event_loop is not None:
-            text = config.read_text()
-            config.write_text(text.replace("[server]\n", f'[server]\nevent_loop = '
-                                           f'"{args.event_loop}"\n', 1))
-        pki = config.parent / "pki"
-        cert, key = pki / "bench-operator.crt", pki / "bench-operator.key"
+        nodes = {"mss": (REPO, base / "mss")}
+        for n, checkout in enumerate(args.also, 1):
+            nodes[f"mss@{Path(checkout).name}" if n == 1 else f"mss@{n}"] = (
+                Path(checkout).resolve(), base / f"also{n}")
+        configs: dict[str, Path] = {}
         servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         floor_dir = base / "floor"
         try:
-            with open(base / "serve.log", "wb") as log:
-                servers["mss"] = (subprocess.Popen(
-                    [*MSS, "--config", str(config), "serve"], cwd=REPO, stdout=log,
-                    stderr=subprocess.STDOUT), ports["mx"])
+            for name, (repo, home) in nodes.items():
+                home.mkdir()
+                config, ports = setup(home, 10, args.workers, repo=repo)
+                if args.event_loop is not None and repo == REPO:
+                    text = config.read_text()
+                    config.write_text(text.replace("[server]\n", f'[server]\nevent_loop = '
+                                                   f'"{args.event_loop}"\n', 1))
+                configs[name] = config
+                with open(home / "serve.log", "wb") as log:
+                    servers[name] = (subprocess.Popen(
+                        [*MSS, "--config", str(config), "serve"], cwd=repo, stdout=log,
+                        stderr=subprocess.STDOUT), ports["mx"])
+            pki = configs["mss"].parent / "pki"
             if not args.skip_floor:
                 floor_port = free_port()
                 servers["floor"] = (subprocess.Popen(
@@ -128,6 +139,11 @@ def main() -> None:
                      "--cert", str(pki / "server.crt"), "--key", str(pki / "server.key"),
                      "--max-seconds", str(args.rounds * 2 * (args.max_seconds + 60))],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), floor_port)
+
+            def stored(name: str) -> int:
+                return floor_stored(floor_dir) if name == "floor" \
+                    else stored_count(configs[name])
+
             for _, port in servers.values():
                 wait_listening(port)
             time.sleep(1.0)  # every worker listening
@@ -136,7 +152,7 @@ def main() -> None:
                 order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                 for name in order:
                     process, port = servers[name]
-                    before = stored_count(config) if name == "mss" else floor_stored(floor_dir)
+                    before = stored(name)
                     spy = None
                     if args.py_spy and name == "mss" and round_ == 0:
                         spy = subprocess.Popen(
@@ -146,20 +162,21 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(1.0)
                     cpu0 = _proc_cpu(process.pid)
-                    load = generate(port, cert, key, args)
+                    pki = configs.get(name, configs["mss"]).parent / "pki"
+                    load = generate(port, pki / "bench-operator.crt",
+                                    pki / "bench-operator.key", args)
                     cpu1 = _proc_cpu(process.pid)
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(timeout=60)
                     time.sleep(0.2)
-                    after = stored_count(config) if name == "mss" else floor_stored(floor_dir)
-                    stored = min(after - before, int(str(load["ok"])))
+                    count = min(stored(name) - before, int(str(load["ok"])))
                     elapsed = float(str(load["elapsed_s"]))
-                    row = {"stored": stored, "errors": float(str(load["err"])),
-                           "msg_s": round(stored / elapsed, 1),
-                           "server_cpu_ms": round(1000 * (cpu1 - cpu0) / max(1, stored), 2),
+                    row = {"stored": count, "errors": float(str(load["err"])),
+                           "msg_s": round(count / elapsed, 1),
+                           "server_cpu_ms": round(1000 * (cpu1 - cpu0) / max(1, count), 2),
                            "client_cpu_ms": round(1000 * float(str(load["client_cpu_s"]))
-                                                  / max(1, stored), 2)}
+                                                  / max(1, count), 2)}
                     figures[name].append(row)
                     print(json.dumps({"round": round_, "server": name, **row,
                                       "first_errors": load["errors"]}), flush=True)
@@ -190,6 +207,19 @@ def main() -> None:
                                                         strict=True)), 3),
             "cpu_ratio_mss_floor": round(median["mss"]["server_cpu_ms"]
                                          / median["floor"]["server_cpu_ms"], 3)})
+    for name in nodes:
+        if name == "mss":
+            continue
+        summary.update({f"{name}_msg_s": median[name]["msg_s"],
+                        f"{name}_server_cpu_ms_per_msg": median[name]["server_cpu_ms"]})
+        if "floor" in median:
+            summary[f"{name}_ratio_floor"] = round(statistics.median(
+                m["msg_s"] / f["msg_s"] for m, f in zip(figures[name], figures["floor"],
+                                                        strict=True)), 3)
+    # the least CPU per message of each server over the rounds (a shared machine only
+    # ever adds to it)
+    summary["least_server_cpu_ms"] = {name: min(r["server_cpu_ms"] for r in rows)
+                                      for name, rows in figures.items()}
     print(json.dumps(summary))
 
 
