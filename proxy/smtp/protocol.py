@@ -260,6 +260,8 @@ class MssSMTP(SMTP):
         self.held = 0  # bytes of DATA taken from the budget
         self.hooks = handler  # aiosmtpd's event_handler, typed
         self._in_ehlo = False
+        self._deadline = 0.0  # of the idle (or DATA) timeout: _reset_timeout
+        self._timer_at = float("inf")  # when the timer armed for it fires
         self._replies: list[bytes] = []  # held until the session waits (flush_replies)
         self._held_bytes = 0
         super().__init__(handler, **kwargs)
@@ -334,6 +336,29 @@ class MssSMTP(SMTP):
         self._preauth_deadline = None
         if not self._authenticated():
             self._close_on_timeout("preauth_timeout", "Pre-authentication timeout")
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's, without a cancelled timer and a new one at every command: the
+        deadline moves, and the one timer, when it fires before it, waits again for the
+        rest (a timer is re-armed only when the deadline comes sooner than it)."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and self._timer_at <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timer_at = deadline
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        now = self.loop.time()
+        if now < self._deadline:  # moved since: wait for the rest
+            self._timer_at = self._deadline
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timer_at = float("inf")  # fired: the next reset arms a new one
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle (or DATA) timer: 421 and close instead of a silent close."""
