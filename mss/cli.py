@@ -232,10 +232,11 @@ def serve(ctx: typer.Context) -> None:
     # and before the node opens; a refusal to start stays the CLI's one line on stderr
     configure(config.log_level, config.log_file)
     route_crashes()
-    from mss.server import run_loop, serve_workers
+    from mss.server import loop_factory, run_loop, serve_workers
     from mss.server import serve as run
 
     with node(ctx) as node_app:  # checks config and master key before any fork
+        loop_factory(node_app.config.server.event_loop)  # uvloop installed, if named
         workers = node_app.config.workers
         if workers == 1:
             run_loop(node_app.config.server.event_loop, run(node_app))

@@ -30,18 +30,26 @@ log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
 
 
+def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``server.event_loop`` names: None for asyncio's own, uvloop's (the
+    same asyncio API, its transports in libuv) when installed, else a ConfigError."""
+    if event_loop != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError("config: server.event_loop: uvloop is not installed "
+                          "(pip install 'mss[uvloop]', or event_loop = \"asyncio\")") from None
+    return uvloop.new_event_loop
+
+
 def run_loop(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
-    """Run *main* in a new event loop of the kind ``server.event_loop`` names (asyncio's
-    own, or uvloop's: the same asyncio API, its transports and TLS in libuv and Cython)."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            main.close()
-            raise ConfigError("config: server.event_loop: uvloop is not installed "
-                              "(pip install uvloop, or event_loop = \"asyncio\")") from None
-        factory = uvloop.new_event_loop
+    """Run *main* in a new event loop of the kind ``server.event_loop`` names."""
+    try:
+        factory = loop_factory(event_loop)
+    except ConfigError:
+        main.close()
+        raise
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main)
 
