@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,10 @@ def main() -> None:
     ap.add_argument("--py-spy", metavar="FILE", default=None,
                     help="record mss during its first load (py-spy, collapsed stacks)")
     ap.add_argument("--skip-floor", action="store_true", help="mss only (no ratio)")
+    ap.add_argument("--paired", action="store_true",
+                    help="with --also: the mss nodes take their loads at the same time "
+                         "(each its own generator), so each round's machine load is the "
+                         "same for them; the floor still runs alone")
     ap.add_argument("--also", action="append", default=[], metavar="CHECKOUT",
                     help="also run the mss of this checkout (another commit: a git "
                          "worktree) in the same rounds")
@@ -149,37 +154,50 @@ def main() -> None:
             time.sleep(1.0)  # every worker listening
             figures: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             for round_ in range(args.rounds):
-                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    process, port = servers[name]
-                    before = stored(name)
+                order: list[list[str]] = [[name] for name in servers]
+                if args.paired:
+                    order = [[name for name in servers if name != "floor"],
+                             *([["floor"]] if "floor" in servers else [])]
+                for group in (order if round_ % 2 == 0 else list(reversed(order))):
+                    loads: dict[str, dict[str, object]] = {}
+                    marks = {name: (stored(name), _proc_cpu(servers[name][0].pid))
+                             for name in group}
+
+                    def drive(name: str, loads: dict[str, dict[str, object]] = loads) -> None:
+                        pki = configs.get(name, configs["mss"]).parent / "pki"
+                        loads[name] = generate(servers[name][1], pki / "bench-operator.crt",
+                                               pki / "bench-operator.key", args)
+
                     spy = None
-                    if args.py_spy and name == "mss" and round_ == 0:
+                    if args.py_spy and "mss" in group and round_ == 0:
                         spy = subprocess.Popen(
                             [shutil.which("py-spy") or "py-spy", "record", "-p",
-                             str(process.pid), "-f", "raw", "-o", args.py_spy, "-r", "50",
-                             "--subprocesses", "--nonblocking"],
+                             str(servers["mss"][0].pid), "-f", "raw", "-o", args.py_spy,
+                             "-r", "50", "--subprocesses", "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(1.0)
-                    cpu0 = _proc_cpu(process.pid)
-                    pki = configs.get(name, configs["mss"]).parent / "pki"
-                    load = generate(port, pki / "bench-operator.crt",
-                                    pki / "bench-operator.key", args)
-                    cpu1 = _proc_cpu(process.pid)
+                    threads = [threading.Thread(target=drive, args=(n,)) for n in group]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(timeout=60)
-                    time.sleep(0.2)
-                    count = min(stored(name) - before, int(str(load["ok"])))
-                    elapsed = float(str(load["elapsed_s"]))
-                    row = {"stored": count, "errors": float(str(load["err"])),
-                           "msg_s": round(count / elapsed, 1),
-                           "server_cpu_ms": round(1000 * (cpu1 - cpu0) / max(1, count), 2),
-                           "client_cpu_ms": round(1000 * float(str(load["client_cpu_s"]))
-                                                  / max(1, count), 2)}
-                    figures[name].append(row)
-                    print(json.dumps({"round": round_, "server": name, **row,
-                                      "first_errors": load["errors"]}), flush=True)
+                    cpu1s = {name: _proc_cpu(servers[name][0].pid) for name in group}
+                    time.sleep(0.2)  # the last commits
+                    for name in group:
+                        (before, cpu0), cpu1, load = marks[name], cpu1s[name], loads[name]
+                        count = min(stored(name) - before, int(str(load["ok"])))
+                        elapsed = float(str(load["elapsed_s"]))
+                        row = {"stored": count, "errors": float(str(load["err"])),
+                               "msg_s": round(count / elapsed, 1),
+                               "server_cpu_ms": round(1000 * (cpu1 - cpu0) / max(1, count), 2),
+                               "client_cpu_ms": round(1000 * float(str(load["client_cpu_s"]))
+                                                      / max(1, count), 2)}
+                        figures[name].append(row)
+                        print(json.dumps({"round": round_, "server": name, **row,
+                                          "first_errors": load["errors"]}), flush=True)
         finally:
             for process, _ in servers.values():
                 process.send_signal(signal.SIGTERM)
