@@ -482,12 +482,15 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
 )
 
 
+_BY_VALUE: dict[str, EventKind] = {str(event): k for event, k in CATALOGUE.items()}
+
+
 def kind(name: str) -> EventKind:
     """The catalogue entry of *name* (an Event, or its value read back from the journal)."""
-    try:
-        return CATALOGUE[Event(name)]
-    except ValueError:
-        raise ValueError(f"audit event {name!r} is not in the catalogue") from None
+    found = _BY_VALUE.get(name)  # an Event is a str: the same key as its value
+    if found is None:
+        raise ValueError(f"audit event {name!r} is not in the catalogue")
+    return found
 
 
 def catalogue_table() -> str:

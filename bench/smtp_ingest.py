@@ -74,10 +74,13 @@ def wait_listening(port: int, timeout: float = 30) -> None:
 
 
 def setup(base: Path, mailboxes: int, workers: int = 1,
-          metrics: bool = True, xdm: str | None = None) -> tuple[Path, dict[str, int]]:
+          metrics: bool = True, xdm: str | None = None,
+          repo: Path = REPO) -> tuple[Path, dict[str, int]]:
+    """A node made by the CLI of the checkout *repo* (bench/compare.py --also: another
+    commit's mss on the same load)."""
     data = base / "node"
     subprocess.run([*MSS, "init", "--data-dir", str(data), "--domain", DOMAIN], check=True,
-                   cwd=REPO, capture_output=True)
+                   cwd=repo, capture_output=True)
     config = data / "mss.toml"
     text = config.read_text()
     ports = {}
@@ -99,12 +102,12 @@ def setup(base: Path, mailboxes: int, workers: int = 1,
     issue_certificate(data / "pki", "bench-operator", ["mx.operator-a.mssante.fr"],
                       subject=OPERATOR_DN)
     cli = [*MSS, "--config", str(config)]
-    subprocess.run([*cli, "whitelist", "import", str(wl)], check=True, cwd=REPO,
+    subprocess.run([*cli, "whitelist", "import", str(wl)], check=True, cwd=repo,
                    capture_output=True)
     for i in range(1, mailboxes + 1):
         subprocess.run([*cli, "mailbox", "add", f"bench{i}@{DOMAIN}", "--type", "PER",
                         "--no-password"],
-                       check=True, cwd=REPO, capture_output=True)
+                       check=True, cwd=repo, capture_output=True)
     return config, ports
 
 

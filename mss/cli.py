@@ -221,7 +221,6 @@ def init(data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory to
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Start the listeners from the configuration (SIGTERM: finish in-flight, exit 0)."""
-    import asyncio
 
     from mss.config import load_config, resolve_config_path
     from mss.logs import configure, route_crashes
@@ -233,13 +232,14 @@ def serve(ctx: typer.Context) -> None:
     # and before the node opens; a refusal to start stays the CLI's one line on stderr
     configure(config.log_level, config.log_file)
     route_crashes()
+    from mss.server import loop_factory, run_loop, serve_workers
     from mss.server import serve as run
-    from mss.server import serve_workers
 
     with node(ctx) as node_app:  # checks config and master key before any fork
+        loop_factory(node_app.config.server.event_loop)  # uvloop installed, if named
         workers = node_app.config.workers
         if workers == 1:
-            asyncio.run(run(node_app))
+            run_loop(node_app.config.server.event_loop, run(node_app))
             return
         config_path = node_app.config.path
     raise typer.Exit(serve_workers(config_path, workers))

@@ -135,7 +135,12 @@ class ServerConfig:
     directory holding this file."""
 
     data_dir: Path = key(Path("."), "where the database, keys and PKI live", base=True)
-    workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT)", within(1, 64))
+    workers: int = key(1, "serving processes sharing the ports (SO_REUSEPORT); 0: one per "
+                       "CPU core", within(0, 64))
+    event_loop: str = key("asyncio", "the serving processes' event loop: \"asyncio\" "
+                          "(the standard library's) or \"uvloop\" (libuv: less CPU per "
+                          "connection; bench/compare.py measures both; the uvloop package "
+                          "must be installed)", one_of("asyncio", "uvloop"))
     election_interval: float = key(5.0, "periodic jobs (audit checkpoints and shipping, "
                                    "whitelist fetch, directory sync) run in one process of "
                                    "the cluster: every this many seconds the others try to "
@@ -1078,7 +1083,8 @@ class Config:
 
     @property
     def workers(self) -> int:
-        return self.server.workers
+        """server.workers, 0 resolved to the CPU cores this process may run on."""
+        return self.server.workers or len(os.sched_getaffinity(0)) or 1
 
     @property
     def change_poll(self) -> float:

@@ -8,14 +8,16 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from audit.events import Event
 from audit.journal import AuditRecord, append
 from mss.app import App, open_app
+from mss.config import ConfigError
 from mss.lifecycle import STOP_FLOOR, Component, remaining
 from mss.runtime import Runtime
 from proxy.admin.listener import AdminListener
@@ -26,6 +28,30 @@ from proxy.smtp.listeners import SmtpListeners
 
 log = structlog.get_logger("mss.server")
 SHUTDOWN_GRACE = 30.0  # seconds given to DATA transactions in flight at SIGTERM
+
+
+def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``server.event_loop`` names: None for asyncio's own, uvloop's (the
+    same asyncio API, its transports in libuv) when installed, else a ConfigError."""
+    if event_loop != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError("config: server.event_loop: uvloop is not installed "
+                          "(pip install 'mss[uvloop]', or event_loop = \"asyncio\")") from None
+    return uvloop.new_event_loop
+
+
+def run_loop(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run *main* in a new event loop of the kind ``server.event_loop`` names."""
+    try:
+        factory = loop_factory(event_loop)
+    except ConfigError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def serve_workers(config_path: Path, workers: int) -> int:
@@ -40,7 +66,7 @@ def serve_workers(config_path: Path, workers: int) -> int:
             try:
                 _stop_with_parent(parent)
                 app = open_app(config_path)
-                asyncio.run(serve(app, worker=index))
+                run_loop(app.config.server.event_loop, serve(app, worker=index))
             except BaseException as exc:  # noqa: BLE001 - report and exit non-zero
                 log.error("worker failed", worker=index, error=repr(exc))
                 code = 1

@@ -77,6 +77,27 @@ NULL_PATH = "<>"  # the null reverse-path in the envelope (stored and queued as 
 _SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
 
 
+_HOOK_NAMES: dict[type, list[str]] = {}
+
+
+def _hook_names(cls: type) -> list[str]:
+    names = _HOOK_NAMES.get(cls)
+    if names is None:
+        names = _HOOK_NAMES[cls] = sorted(n for n in dir(cls) if n.startswith("handle_"))
+    return names
+
+
+@functools.lru_cache(maxsize=256)
+def _peer_subject(der: bytes) -> policy.PeerCertificate | None:
+    """The subject of a presented certificate (DER), parsed once per certificate: a peer
+    operator presents the same one on each of its connections. None: unparsable."""
+    try:
+        subject = x509.load_der_x509_certificate(der).subject
+        return policy.PeerCertificate(subject.rfc4514_string(), canonical_name(subject))
+    except ValueError:
+        return None
+
+
 class SmtpHandler:
     """The hooks of one SMTP listener (:class:`proxy.smtp.protocol.SmtpHooks`): what
     every listener does, and its :class:`~proxy.smtp.policies.ListenerPolicy` for what
@@ -116,6 +137,12 @@ class SmtpHandler:
         # one per process, shared by the AUTH listeners (SmtpListeners passes it)
         self.throttle = throttle or Throttle(cfg.auth_failures, cfg.auth_window,
                                              cfg.auth_lockout)
+
+    def __dir__(self) -> list[str]:
+        """The ``handle_*`` hooks only: aiosmtpd's ``__init__`` reads them, and looks for
+        ``auth_*`` mechanisms, by ``dir()`` and ``inspect.getmembers`` on every
+        connection (a getattr of every attribute)."""
+        return _hook_names(type(self))
 
     # ------------------------------------------------------------------ audit
     def _emit(self, session: MssSession, *records: AuditRecord) -> None:
@@ -161,13 +188,9 @@ class SmtpHandler:
             detail = {"version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
             session.peer_chain = presented_chain(ssl_object)
             if session.peer_chain:  # not verified yet: see policies.CertificateCheck
-                try:
-                    subject = x509.load_der_x509_certificate(session.peer_chain[0]).subject
-                    session.peer_certificate = policy.PeerCertificate(
-                        subject.rfc4514_string(), canonical_name(subject))
-                    detail["peer_dn"] = session.peer_certificate.subject
-                except ValueError:
-                    detail["peer_dn"] = "unparsable certificate"
+                session.peer_certificate = _peer_subject(session.peer_chain[0])
+                detail["peer_dn"] = session.peer_certificate.subject \
+                    if session.peer_certificate is not None else "unparsable certificate"
         session.pending_audit.append(session.record(Event.SMTP_TLS, detail=detail))
 
     async def handle_EHLO(self, server: MssSMTP, session: MssSession, envelope: MssEnvelope,

@@ -14,7 +14,10 @@ aiosmtpd parses commands, STARTTLS and the MAIL/RCPT grammar. We replace:
   counted from the connection (``smtp.preauth_timeout``), ``421 4.4.2`` at either, audited
   ``smtp.timeout``, and a cap on bad commands;
 - the listener's connection caps (mss/limits.py: ``421 4.7.0 Too many connections`` at
-  connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5).
+  connect) and the process's memory budget for DATA (``452 4.3.1``, RFC 5321 §4.2.5);
+- replies: held and written together when the session would wait for input (RFC 2920
+  §3.1: the replies to a pipelined group, in order, in one write, so one TLS record; the
+  EHLO reply one write instead of one per line), at once before a close or STARTTLS.
 
 The engine knows its handler only as :class:`SmtpHooks`: policy, audit and storage are
 the handler's (proxy/smtp/handler.py), per-connection state is :mod:`proxy.smtp.session`.
@@ -51,6 +54,13 @@ COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
 AUTH_LINE_LIMIT = 12288  # octets with CRLF: the AUTH line and its responses, RFC 4954 §4
 MECHANISMS = ("EXTERNAL", "LOGIN", "OAUTHBEARER", "PLAIN", "XOAUTH2")  # the auth_* below
 _DATA_CHUNK = 256 * 1024
+# replies held past this many bytes go out without waiting for the end of the group, and
+# the session then waits for the client to read them (a client that pipelines without
+# reading gets back-pressure, not an unbounded buffer)
+_REPLY_HOLD = 16 * 1024
+# replies after which the connection closes or changes (STARTTLS, RFC 3207 §4): written
+# at once with what is held before them
+_FLUSH_AT = frozenset({b"220", b"221", b"421", b"502"})
 CLOSE_GRACE = 1.0  # seconds for a client to see a 421 and close before the abort
 # RFC 2034 §3: once EHLO offered ENHANCEDSTATUSCODES, every reply but the greeting, the
 # EHLO reply and the intermediate ones (334, 354) carries a code (RFC 3463); aiosmtpd's own
@@ -58,6 +68,14 @@ CLOSE_GRACE = 1.0  # seconds for a client to see a 421 and close before the abor
 _ENHANCED = MappingProxyType({500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1",
                               504: "5.5.4", 552: "5.3.4", 553: "5.1.3", 555: "5.5.4",
                               421: "4.3.0"})
+# a path alone, "<local@domain>" without parameters (RFC 5321 §4.1.2): no DSN parameter to
+# take out, nothing to parse twice
+_BARE_PATH = re.compile(r"\s*<[^<>\s\"\\]*>\s*$")
+# a path of dot-atoms, "<local@domain>" then what follows (RFC 5321 §4.1.2, RFC 5322
+# §3.2.3): the addresses of nearly every MAIL and RCPT, read without the email package's
+# header parser (aiosmtpd's _getaddr: ~50 µs each); anything else goes to that parser
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>(?:[ \t]+|$)")
 _HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 
 
@@ -158,9 +176,53 @@ class SmtpHooks(Protocol):
         ...
 
 
+class ReplyFlushingReader(asyncio.StreamReader):
+    """The session's stream reader: before it waits for more input it writes the replies
+    the session holds (RFC 2920 §3.1: a server may hold the replies of a pipelined group
+    but must send them before it blocks on reading, or client and server wait on each
+    other). Every read of the session (commands, AUTH responses, DATA) goes through
+    :meth:`_wait_for_data` when its buffer has too little."""
+
+    flush: Callable[[], None] | None = None
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        if self.flush is not None:
+            self.flush()
+        await super()._wait_for_data(func_name)  # type: ignore[misc]
+
+
+_METHOD_NAMES: dict[type, list[str]] = {}
+
+
+def _method_names(cls: type) -> list[str]:
+    names = _METHOD_NAMES.get(cls)
+    if names is None:
+        names = _METHOD_NAMES[cls] = sorted(
+            name for name in dir(cls) if name.startswith(("auth_", "smtp_")))
+    return names
+
+
 class MssSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
+
+    def __dir__(self) -> list[str]:
+        """The SASL (``auth_*``) and command (``smtp_*``) methods only: aiosmtpd's
+        ``__init__`` finds them, on every connection, by ``dir()`` and
+        ``inspect.getmembers`` (a getattr of each of ~300 attributes, properties run)."""
+        return _method_names(type(self))
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's, with the common case (a path of dot-atoms, RFC 5321 §4.1.2) read by
+        one regular expression; the same (address, rest) as its parser
+        (tests/test_smtp_pipelining.py checks both agree)."""
+        match = _SIMPLE_PATH.match(arg)
+        if match is None or arg.startswith("(", match.end()):  # a comment: the parser's
+            return super()._getaddr(arg)
+        address = match.group(1)
+        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
+            return None, None
+        return address, arg[match.end():]
 
     def __init__(self, handler: SmtpHooks, *, listener: str, line_length_limit: int,
                  data_timeout: float, max_errors: int, implicit_tls: bool,
@@ -198,7 +260,17 @@ class MssSMTP(SMTP):
         self.held = 0  # bytes of DATA taken from the budget
         self.hooks = handler  # aiosmtpd's event_handler, typed
         self._in_ehlo = False
+        self._deadline = 0.0  # of the idle (or DATA) timeout: _reset_timeout
+        self._timer_at = float("inf")  # when the timer armed for it fires
+        self._replies: list[bytes] = []  # held until the session waits (flush_replies)
+        self._held_bytes = 0
         super().__init__(handler, **kwargs)
+        # aiosmtpd's reader, made at __init__: it flushes the held replies before it waits
+        reader = self._stream_reader  # type: ignore[attr-defined]
+        assert reader is not None
+        reader.__class__ = ReplyFlushingReader
+        assert isinstance(reader, ReplyFlushingReader)
+        reader.flush = self.flush_replies
         self.busy = False  # inside DATA: shutdown waits for it
         self.ending = False  # ended by mss sessions end during DATA: closed after its reply
 
@@ -265,6 +337,29 @@ class MssSMTP(SMTP):
         if not self._authenticated():
             self._close_on_timeout("preauth_timeout", "Pre-authentication timeout")
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's, without a cancelled timer and a new one at every command: the
+        deadline moves, and the one timer, when it fires before it, waits again for the
+        rest (a timer is re-armed only when the deadline comes sooner than it)."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and self._timer_at <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timer_at = deadline
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        now = self.loop.time()
+        if now < self._deadline:  # moved since: wait for the rest
+            self._timer_at = self._deadline
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timer_at = float("inf")  # fired: the next reset arms a new one
+        self._timeout_cb()
+
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle (or DATA) timer: 421 and close instead of a silent close."""
         self._close_on_timeout("data_timeout" if self.busy else "session_timeout",
@@ -276,6 +371,7 @@ class MssSMTP(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.flush_replies()
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(f"421 4.4.2 {self.hostname} {text}, closing connection\r\n"
                             .encode())
@@ -299,6 +395,7 @@ class MssSMTP(SMTP):
         accepting messages) and close, unless the connection is closing already."""
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            self.flush_replies()
             transport.write(b"421 4.3.2 Service shutting down\r\n")
             transport.close()
 
@@ -319,11 +416,38 @@ class MssSMTP(SMTP):
             if isinstance(session, MssSession):
                 session.errors += 1
                 if session.errors > self.max_errors:
-                    await super().push("421 4.7.0 Too many errors, closing connection")
+                    await self._reply("421 4.7.0 Too many errors, closing connection")
                     if self.transport is not None:
                         self.transport.close()
                     return
-        await super().push(status)
+        await self._reply(status)
+
+    async def _reply(self, status: str | bytes) -> None:
+        """aiosmtpd's push without its write and drain per line: the reply is held (with
+        the others of its group) until the session waits for input, a close or STARTTLS
+        follows it, or the held replies pass _REPLY_HOLD; then, as aiosmtpd did after every
+        line, it waits while the transport is over its high-water mark (a client that does
+        not read its replies is not read either)."""
+        line = (status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+                if isinstance(status, str) else status) + b"\r\n"
+        self._replies.append(line)
+        self._held_bytes += len(line)
+        if line[:3] in _FLUSH_AT \
+                or self._held_bytes > _REPLY_HOLD \
+                or self._paused:  # type: ignore[attr-defined]  # FlowControlMixin's
+            self.flush_replies()
+            await self._writer.drain()
+
+    def flush_replies(self) -> None:
+        """Write the held replies, in order, in one write (one TLS record)."""
+        if not self._replies:
+            return
+        data = b"".join(self._replies)
+        self._replies.clear()
+        self._held_bytes = 0
+        writer = getattr(self, "_writer", None)
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(data)
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug in a command handler: log it with the session id, close this connection
@@ -395,7 +519,7 @@ class MssSMTP(SMTP):
                 or (self._auth_required and not session.authenticated):
             return arg, None  # aiosmtpd answers (no EHLO: 501; no AUTH: 530)
         stripped = self._strip_command_keyword(keyword, arg)
-        if stripped is None:
+        if stripped is None or _BARE_PATH.match(stripped):  # no parameters: aiosmtpd's
             return arg, None
         address, params = self._getaddr(stripped)
         if address is None or not params or not stripped.endswith(params):
@@ -629,6 +753,7 @@ class MssSMTP(SMTP):
     def _close_ended(self) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            self.flush_replies()
             transport.write(b"421 4.7.0 Session ended by the administrator\r\n")
             transport.close()
             # a TLS close waits for the client's close_notify, which it may never send
