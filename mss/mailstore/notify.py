@@ -55,8 +55,9 @@ _CHUNK = 500  # folder ids per IN (...) query (well under SQLite's variable limi
 
 
 class Watch(Protocol):
-    async def wait(self, timeout: float) -> bool:
-        """True when a change was signalled (since the last wait), False on timeout."""
+    async def wait(self, timeout: float | None) -> bool:
+        """True when a change was signalled (since the last wait), False on timeout (None:
+        no timeout)."""
 
     def close(self) -> None: ...
 
@@ -85,11 +86,14 @@ class _LocalWatch:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return False
+    async def wait(self, timeout: float | None) -> bool:
+        if timeout is None:
+            await self.event.wait()
+        else:
+            try:
+                await asyncio.wait_for(self.event.wait(), timeout)
+            except TimeoutError:
+                return False
         self.event.clear()
         return True
 
@@ -152,11 +156,17 @@ class LocalNotifier:
             return len(self._by_folder)
 
     def _wake(self, watches: list[_LocalWatch]) -> None:
+        """One call per event loop for all its watches (one wake-up of its selector, not
+        one per session: 10 000 sessions of one folder)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_LocalWatch]] = {}
         for watch in watches:
+            by_loop.setdefault(watch.loop, []).append(watch)
+        for loop, group in by_loop.items():
             try:
-                watch.loop.call_soon_threadsafe(watch.event.set)
-            except RuntimeError:  # its loop is closed: the session is gone
-                self._remove(watch)
+                loop.call_soon_threadsafe(_set_all, group)
+            except RuntimeError:  # its loop is closed: the sessions are gone
+                for watch in group:
+                    self._remove(watch)
 
     def _remove(self, watch: _LocalWatch) -> None:
         with self._lock:
@@ -170,6 +180,11 @@ class LocalNotifier:
                     watches.discard(watch)
                     if not watches:
                         del index[key]
+
+
+def _set_all(watches: list[_LocalWatch]) -> None:
+    for watch in watches:
+        watch.event.set()
 
 
 class Signal:
