@@ -59,6 +59,10 @@ class Watch(Protocol):
         """True when a change was signalled (since the last wait), False on timeout (None:
         no timeout)."""
 
+    def saw(self, uidnext: int, modseq: int) -> None:
+        """The session has reported its folder up to this state: a poll finding the
+        folder there need not wake it."""
+
     def close(self) -> None: ...
 
 
@@ -85,6 +89,7 @@ class _LocalWatch:
         self.delegated = delegated
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.known: tuple[int, int] | None = None  # (uidnext, highestmodseq) reported
 
     async def wait(self, timeout: float | None) -> bool:
         if timeout is None:
@@ -96,6 +101,9 @@ class _LocalWatch:
                 return False
         self.event.clear()
         return True
+
+    def saw(self, uidnext: int, modseq: int) -> None:
+        self.known = (uidnext, modseq)
 
     def close(self) -> None:
         self.owner._remove(self)
@@ -145,9 +153,13 @@ class LocalNotifier:
                           for r in conn.execute(_STATES.where(db.folders.c.id.in_(chunk))))
         with self._lock:
             for folder_id in folder_ids:  # moved, deleted, or not seen before
-                state = states.get(folder_id)
-                if state is None or self._states.get(folder_id) != state:
+                state, before = states.get(folder_id), self._states.get(folder_id)
+                if state is None or before is None or before[2] != state[2]:
                     woken += self._by_folder.get(folder_id, ())
+                elif before != state:  # not those that reported it already (woken by
+                    # this process's commit): one wake-up per change, not two
+                    woken += [w for w in self._by_folder.get(folder_id, ())
+                              if w.known != state[:2]]
             self._states = states
         self._wake(woken)
 

@@ -491,6 +491,7 @@ class Session:
                     sel.update(seq, current.flags, row.modseq)
             sel.modseq = modseq
             sel.folder = dataclasses.replace(sel.folder, uidnext=uidnext, highestmodseq=modseq)
+            sel.watch.saw(uidnext, modseq)
             if new:
                 sel.rows.extend(new)
                 sel.changed_order()
