@@ -244,6 +244,9 @@ def main() -> None:
     p.add_argument("--per-address", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=16, help="logins at once per client")
     p.add_argument("--smtp-every", type=float, default=0.5)
+    p.add_argument("--profile-wake", metavar="FILE", help="py-spy (on PATH or --py-spy) "
+                   "records the serve process from the delivery on, 4 s, raw stacks to FILE")
+    p.add_argument("--py-spy", default="py-spy")
     p.add_argument("--client", nargs=6, metavar=("PORT", "FIRST", "COUNT", "PER_ADDRESS",
                                                  "SECRET", "CAFILE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -290,13 +293,25 @@ def main() -> None:
             idle0, i0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.seconds)
             idle1, i1 = cpu_seconds(pid), time.monotonic()
+            spy = None
             with smtplib.SMTP(HOST, node.ports["submission"], timeout=30) as smtp:
                 smtp.starttls(context=node.client_context())
                 smtp.login(ALICE, PASSWORD)
+                if args.profile_wake:
+                    flags = os.environ.get("PYSPY_FLAGS", "").split()  # e.g. --native
+                    spy = subprocess.Popen([args.py_spy, "record", "-p", str(pid), "-d", "4",
+                                            *flags, "-r", "500", "-f", "raw",
+                                            "-o", args.profile_wake])
+                    time.sleep(1.0)  # attached
+                w0 = cpu_seconds(pid)
                 t0 = time.monotonic()  # MAIL FROM .. the end of DATA: stored
                 submit(node, ALICE, BOB, "wake up", smtp)
                 stored = time.monotonic() - t0
             time.sleep(max(3.0, 10 * stored))  # every session has seen it by then
+            if spy is not None:
+                spy.wait(30)
+            # the server's CPU for the delivery and every session's wake-up, less idling's
+            wake_cpu = cpu_seconds(pid) - w0 - (idle1 - idle0) / (i1 - i0) * (time.monotonic() - t0)
             rss2 = rss_kib(pid)
             latencies: list[float] = []
             smtp_cpu = None
@@ -326,7 +341,12 @@ def main() -> None:
             for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
-            node.stop()
+            try:
+                node.stop()
+            except subprocess.TimeoutExpired:  # a loaded machine: the figures are taken
+                print("mss serve slow to stop: killed", file=sys.stderr)
+                if node.process is not None:
+                    node.process.kill()
     woken = [s - t0 for s in seen if s is not None]
     result = {
         "sessions": args.sessions, "failed": failed, "workers": args.workers,
@@ -341,6 +361,8 @@ def main() -> None:
         "wake_p50_s": round(statistics.median(woken), 3) if woken else None,
         "wake_p99_s": round(percentile(woken, 0.99), 3) if woken else None,
         "wake_max_s": round(max(woken), 3) if woken else None,
+        "wake_cpu_s": round(wake_cpu, 3),
+        "wake_cpu_us_per_session": round(1e6 * wake_cpu / max(1, len(seen)), 1),
         "done_ok": done_ok,
         "smtp_cpu_percent": round(smtp_cpu, 1) if smtp_cpu is not None else None,
         "smtp_median_s": round(statistics.median(latencies), 4) if latencies else None,
@@ -353,7 +375,9 @@ def main() -> None:
           f"{result['idle_window_s']} s; "
           f"one delivery seen by {len(woken)}/{len(seen)}: p50 {result['wake_p50_s']} s, "
           f"p99 {result['wake_p99_s']} s, max {result['wake_max_s']} s (from MAIL FROM; "
-          f"the transaction took {result['submission_s']} s); DONE answered OK "
+          f"the transaction took {result['submission_s']} s; server CPU for it and the "
+          f"wake-ups {result['wake_cpu_s']} s, {result['wake_cpu_us_per_session']} µs per "
+          f"session); DONE answered OK "
           f"{done_ok}/{len(seen)}")
 
 

@@ -90,6 +90,10 @@ class _LocalWatch:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.known: tuple[int, int] | None = None  # (uidnext, highestmodseq) reported
+        # woken, its session reading the folder (until saw): a poll's newer state is
+        # compared with what it saw instead of waking it a second time
+        self.reading = False
+        self.target: tuple[int, int] | None = None
 
     async def wait(self, timeout: float | None) -> bool:
         if timeout is None:
@@ -100,10 +104,24 @@ class _LocalWatch:
             except TimeoutError:
                 return False
         self.event.clear()
+        self.reading = True
         return True
 
     def saw(self, uidnext: int, modseq: int) -> None:
         self.known = (uidnext, modseq)
+        self.reading = False
+        target, self.target = self.target, None
+        if target is not None and target != self.known:
+            self.event.set()  # a poll saw a state its read did not: once more
+
+    def offer(self, state: tuple[int, int]) -> None:
+        """On the watch's loop: a poll found the folder at *state*."""
+        if self.known == state:
+            return  # reported already (woken by this process's commit)
+        if self.reading:
+            self.target = state  # compared once its read is done (saw)
+        else:
+            self.event.set()
 
     def close(self) -> None:
         self.owner._remove(self)
@@ -146,6 +164,7 @@ class LocalNotifier:
         with self._lock:
             folder_ids = list(self._by_folder)
             woken = list(self._delegated)  # a grant revoked elsewhere: re-checked on wake
+        offered: list[tuple[_LocalWatch, tuple[int, int]]] = []
         states: dict[int, FolderState] = {}
         for i in range(0, len(folder_ids), _CHUNK):
             chunk = folder_ids[i:i + _CHUNK]
@@ -156,12 +175,11 @@ class LocalNotifier:
                 state, before = states.get(folder_id), self._states.get(folder_id)
                 if state is None or before is None or before[2] != state[2]:
                     woken += self._by_folder.get(folder_id, ())
-                elif before != state:  # not those that reported it already (woken by
-                    # this process's commit): one wake-up per change, not two
-                    woken += [w for w in self._by_folder.get(folder_id, ())
-                              if w.known != state[:2]]
+                elif before != state:  # moved: those that did not report it yet
+                    offered += [(w, state[:2]) for w in self._by_folder.get(folder_id, ())]
             self._states = states
         self._wake(woken)
+        self._offer(offered)
 
     def watched_folders(self) -> int:
         with self._lock:
@@ -178,6 +196,20 @@ class LocalNotifier:
                 loop.call_soon_threadsafe(_set_all, group)
             except RuntimeError:  # its loop is closed: the sessions are gone
                 for watch in group:
+                    self._remove(watch)
+
+    def _offer(self, offers: list[tuple[_LocalWatch, tuple[int, int]]]) -> None:
+        """:meth:`_LocalWatch.offer` on each watch's loop, one call per loop: a session
+        that reported the state already, or is reading the folder, is not woken again
+        (one wake-up per change, not one per path that saw it)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_LocalWatch, tuple[int, int]]]] = {}
+        for watch, state in offers:
+            by_loop.setdefault(watch.loop, []).append((watch, state))
+        for loop, group in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_offer_all, group)
+            except RuntimeError:  # its loop is closed: the sessions are gone
+                for watch, _ in group:
                     self._remove(watch)
 
     def _remove(self, watch: _LocalWatch) -> None:
@@ -197,6 +229,11 @@ class LocalNotifier:
 def _set_all(watches: list[_LocalWatch]) -> None:
     for watch in watches:
         watch.event.set()
+
+
+def _offer_all(offers: list[tuple[_LocalWatch, tuple[int, int]]]) -> None:
+    for watch, state in offers:
+        watch.offer(state)
 
 
 class Signal:

@@ -491,7 +491,6 @@ class Session:
                     sel.update(seq, current.flags, row.modseq)
             sel.modseq = modseq
             sel.folder = dataclasses.replace(sel.folder, uidnext=uidnext, highestmodseq=modseq)
-            sel.watch.saw(uidnext, modseq)
             if new:
                 sel.rows.extend(new)
                 sel.changed_order()
@@ -500,6 +499,7 @@ class Session:
                 self.announce_keywords(tuple(f for r in new for f in r.flags))
                 self.untagged(b"%d EXISTS" % len(sel.rows))
                 self.untagged(b"%d RECENT" % len(sel.recent))
+        sel.watch.saw(uidnext, modseq)  # after the claim: a poll's wake-up waits for it
         if allow_expunge and sel.gone:
             self.report_expunged(sel.gone)
             sel.gone = set()
