@@ -257,9 +257,10 @@ def main() -> None:
                                 cafile, args.concurrency))
         return
     with tempfile.TemporaryDirectory(prefix="mss-idle-bench-") as tmp:
-        node = make_node(Path(tmp), host=HOST, sending_limits=False,
-                         extra_config=f"\n[server]\nworkers = {args.workers}\n"
-                         if args.workers != 1 else "")
+        node = make_node(Path(tmp), host=HOST, sending_limits=False)
+        text = node.config.read_text()  # [server] workers (SO_REUSEPORT)
+        node.config.write_text(text.replace('data_dir = "."',
+                                            f'data_dir = "."\nworkers = {args.workers}', 1))
         raise_caps(node, "imaps", args.sessions + 10)
         node.start()
         procs: list[subprocess.Popen[str]] = []
