@@ -59,6 +59,16 @@ class Watch(Protocol):
         """True when a change was signalled (since the last wait), False on timeout (None:
         no timeout)."""
 
+    def on_signal(self, callback: Callable[[], None] | None) -> None:
+        """*callback* (None: no more) is called on the watch's loop at each signal."""
+
+    def signalled(self) -> bool:
+        """A change was signalled and not yet taken."""
+
+    def take(self) -> bool:
+        """True when a change was signalled since the last take or wait (then cleared),
+        the session about to read the folder."""
+
     def saw(self, uidnext: int, modseq: int) -> None:
         """The session has reported its folder up to this state: a poll finding the
         folder there need not wake it."""
@@ -94,6 +104,7 @@ class _LocalWatch:
         # compared with what it saw instead of waking it a second time
         self.reading = False
         self.target: tuple[int, int] | None = None
+        self.callback: Callable[[], None] | None = None
 
     async def wait(self, timeout: float | None) -> bool:
         if timeout is None:
@@ -107,12 +118,31 @@ class _LocalWatch:
         self.reading = True
         return True
 
+    def on_signal(self, callback: Callable[[], None] | None) -> None:
+        self.callback = callback
+
+    def signalled(self) -> bool:
+        return self.event.is_set()
+
+    def take(self) -> bool:
+        if not self.event.is_set():
+            return False
+        self.event.clear()
+        self.reading = True
+        return True
+
+    def signal(self) -> None:
+        """On the watch's loop."""
+        self.event.set()
+        if self.callback is not None:
+            self.callback()
+
     def saw(self, uidnext: int, modseq: int) -> None:
         self.known = (uidnext, modseq)
         self.reading = False
         target, self.target = self.target, None
         if target is not None and target != self.known:
-            self.event.set()  # a poll saw a state its read did not: once more
+            self.signal()  # a poll saw a state its read did not: once more
 
     def offer(self, state: tuple[int, int]) -> None:
         """On the watch's loop: a poll found the folder at *state*."""
@@ -121,7 +151,7 @@ class _LocalWatch:
         if self.reading:
             self.target = state  # compared once its read is done (saw)
         else:
-            self.event.set()
+            self.signal()
 
     def close(self) -> None:
         self.owner._remove(self)
@@ -228,7 +258,7 @@ class LocalNotifier:
 
 def _set_all(watches: list[_LocalWatch]) -> None:
     for watch in watches:
-        watch.event.set()
+        watch.signal()
 
 
 def _offer_all(offers: list[tuple[_LocalWatch, tuple[int, int]]]) -> None:

@@ -122,7 +122,8 @@ class Session:
         self.logged_in_at = 0.0  # time.time() of the login: sessions ended since end this one
         self.ending = False  # an operator ended the session (mss sessions end)
         self.reading = False  # waiting for the next command (between commands)
-        self.kick = asyncio.Event()  # wakes IDLE when the session must end
+        self.kick = asyncio.Event()  # set when the session must end (IDLE: and waker)
+        self.waker: Callable[[], None] | None = None  # wakes IDLE (while in it)
         self.must_end: bytes | None = None  # the BYE that IDLE says when kicked (end_idle)
         self.idling = False  # in IDLE (the listeners check these sessions together)
         self.operator: str | None = None  # an operator acting as user (mss operator; issue 16)
@@ -388,6 +389,8 @@ class Session:
             return
         self.ending = True
         self.kick.set()
+        if self.waker is not None:
+            self.waker()
         if self.reading and not self.out and not self.writer.is_closing():
             self.writer.write(b"* " + BYE_ENDED + b"\r\n")
             self.state = LOGOUT
@@ -583,23 +586,33 @@ class Session:
         changes."""
         self.send(b"+ idling\r\n")
         await self.flush()
+        loop = asyncio.get_running_loop()
         watch = self.selected.watch if self.selected else None
         line_task = asyncio.ensure_future(self.input.readline(self.ctx.config.max_line_length))
-        kick_task = asyncio.ensure_future(self.kick.wait())
-        watch_task = asyncio.ensure_future(watch.wait(None)) if watch is not None else None
-        deadline = time.monotonic() + self.ctx.config.session_timeout
+        sleep: list[asyncio.Future[None]] = []  # the one the session waits on, if any
+
+        def wake(*_: object) -> None:  # the line, the watch, the kick, the autologout
+            if sleep and not sleep[0].done():
+                sleep[0].set_result(None)
+        # one future per wake-up, no task nor timer per wake-up: 10 000 sessions woken by
+        # one delivery (bench/idle_sessions.py)
+        line_task.add_done_callback(wake)
+        self.waker = wake
+        if watch is not None:
+            watch.on_signal(wake)
+        deadline = loop.time() + self.ctx.config.session_timeout
+        timer = loop.call_at(deadline, wake)
         self.idling = True
         try:
             while not line_task.done():
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if loop.time() >= deadline - 0.01:  # the timer may run a tick early
                     self.untagged(b"BYE Autologout; idle for too long")
                     self.state = LOGOUT
                     return
-                waits: set[asyncio.Future[Any]] = {line_task, kick_task}
-                if watch_task is not None:
-                    waits.add(watch_task)
-                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if not self.kick.is_set() and (watch is None or not watch.signalled()):
+                    sleep[:] = [loop.create_future()]
+                    await sleep[0]
+                    sleep.clear()
                 if self.ending:  # mss sessions end
                     self.untagged(BYE_ENDED)
                     self.state = LOGOUT
@@ -608,24 +621,26 @@ class Session:
                     self.untagged(self.must_end)
                     self.state = LOGOUT
                     return
-                if watch is not None and watch_task is not None and watch_task.done():
-                    watch_task = asyncio.ensure_future(watch.wait(None))
+                if watch is not None and watch.take():
                     await self.refresh(allow_expunge=True)
                     await self.flush()
                     if self.state == LOGOUT:  # folder deleted or access revoked
                         return
                     if self.selected is None:  # deleted: IDLE goes on unselected
-                        watch_task.cancel()
-                        watch = watch_task = None
+                        watch.on_signal(None)
+                        watch = None
             line = line_task.result()
         except LineTooLong:
             self.bad(tag, "Expected DONE")
             return
         finally:
             self.idling = False
-            for task in (line_task, kick_task, watch_task):
-                if task is not None and not task.done():
-                    task.cancel()
+            self.waker = None
+            timer.cancel()
+            if watch is not None:
+                watch.on_signal(None)
+            if not line_task.done():
+                line_task.cancel()
         if line is None:
             self.state = LOGOUT
             return
@@ -643,6 +658,8 @@ class Session:
             return
         self.must_end = b"BYE Mailbox disabled"
         self.kick.set()
+        if self.waker is not None:
+            self.waker()
 
 
 _UID = operator.attrgetter("uid")
