@@ -122,7 +122,12 @@ def test_many_idle_sessions_woken_by_notification_with_bounded_memory(node: Node
 
     async def scenario() -> None:
         before = rss_kib(node.process.pid)  # type: ignore[union-attr]
-        idlers = [await open_idler(node, ctx, secret, i) for i in range(SESSIONS)]
+        gate = asyncio.Semaphore(16)  # logins at once (under the pre-auth caps)
+
+        async def opened(i: int) -> Idler:
+            async with gate:
+                return await open_idler(node, ctx, secret, i)
+        idlers = list(await asyncio.gather(*(opened(i) for i in range(SESSIONS))))
         await asyncio.sleep(1.0)  # the logins' background writes (registry rows, audit)
         per_session = (rss_kib(node.process.pid) - before) / SESSIONS  # type: ignore[union-attr]
         assert per_session < KIB_PER_SESSION, f"{per_session:.0f} KiB per IDLE session"
