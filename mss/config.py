@@ -371,8 +371,9 @@ class ImapConfig:
     max_literal_size: int = key(50 * 1024 * 1024, "APPENDLIMIT (RFC 7889): largest literal",
                                 ge(1), like="smtp.max_message_size")
     max_errors: int = key(20, "BAD replies before the connection is closed", ge(1))
-    idle_poll: float = key(30.0, "safety poll of an IDLE session: commits wake it at once "
-                           "(this process) or within database.change_poll (others)", gt(0))
+    idle_poll: float = key(30.0, "safety poll of the folders IDLE sessions selected (one read "
+                           "per process): commits wake them at once (this process) or within "
+                           "database.change_poll (others)", gt(0))
     login_failures: int = key(5, "failed logins of one user or from one address ...", ge(1))
     login_window: float = key(900.0, "... within this many seconds ...", gt(0))
     login_lockout: float = key(300.0, "... lock logins of that user / address this long",

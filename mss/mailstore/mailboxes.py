@@ -153,22 +153,38 @@ def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-_SESSION_STATE = select(db.mailboxes.c.enabled, db.mailboxes.c.suspended_at,
-                        db.mailboxes.c.delete_after, db.mailboxes.c.sessions_ended_at,
-                        db.domains.c.suspended_at.label("domain_suspended_at")) \
-    .join(db.domains, db.domains.c.id == db.mailboxes.c.domain_id) \
-    .where(db.mailboxes.c.id == bindparam("mailbox_id"))
+_SESSION_COLUMNS = select(db.mailboxes.c.id, db.mailboxes.c.enabled,
+                          db.mailboxes.c.suspended_at, db.mailboxes.c.delete_after,
+                          db.mailboxes.c.sessions_ended_at,
+                          db.domains.c.suspended_at.label("domain_suspended_at")) \
+    .join(db.domains, db.domains.c.id == db.mailboxes.c.domain_id)
+_SESSION_STATE = _SESSION_COLUMNS.where(db.mailboxes.c.id == bindparam("mailbox_id"))
+_SESSION_STATES = _SESSION_COLUMNS.where(db.mailboxes.c.id.in_(bindparam("ids",
+                                                                          expanding=True)))
 
 
 def mailbox_enabled(conn: Connection, mailbox_id: int, since: float | None = None) -> bool:
     """A logged-in session of the mailbox may go on: enabled, neither suspended nor being
     deleted, its domain not suspended and, for a session begun at *since* (time.time()),
     its sessions not ended since (mss mailbox passwd, mss sessions end --mailbox)."""
-    row = conn.execute(_SESSION_STATE, {"mailbox_id": mailbox_id}).first()
+    return may_go_on(conn.execute(_SESSION_STATE, {"mailbox_id": mailbox_id}).first(), since)
+
+
+def may_go_on(row: Any, since: float | None) -> bool:
+    """:func:`mailbox_enabled` on a row of :data:`_SESSION_STATE` (None: no mailbox)."""
     if row is None or not row.enabled or row.suspended_at is not None or \
             row.delete_after is not None or row.domain_suspended_at is not None:
         return False
     return since is None or row.sessions_ended_at is None or row.sessions_ended_at < since
+
+
+def session_states(conn: Connection, mailbox_ids: list[int]) -> dict[int, Any]:
+    """The :data:`_SESSION_STATE` rows of many mailboxes (chunks of 500 ids), by id."""
+    out: dict[int, Any] = {}
+    for i in range(0, len(mailbox_ids), 500):
+        out.update((row.id, row) for row in conn.execute(
+            _SESSION_STATES, {"ids": mailbox_ids[i:i + 500]}))
+    return out
 
 
 def end_sessions(conn: Connection, mailbox_id: int, now: float | None = None) -> None:

@@ -55,8 +55,23 @@ _CHUNK = 500  # folder ids per IN (...) query (well under SQLite's variable limi
 
 
 class Watch(Protocol):
-    async def wait(self, timeout: float) -> bool:
-        """True when a change was signalled (since the last wait), False on timeout."""
+    async def wait(self, timeout: float | None) -> bool:
+        """True when a change was signalled (since the last wait), False on timeout (None:
+        no timeout)."""
+
+    def on_signal(self, callback: Callable[[], None] | None) -> None:
+        """*callback* (None: no more) is called on the watch's loop at each signal."""
+
+    def signalled(self) -> bool:
+        """A change was signalled and not yet taken."""
+
+    def take(self) -> bool:
+        """True when a change was signalled since the last take or wait (then cleared),
+        the session about to read the folder."""
+
+    def saw(self, uidnext: int, modseq: int) -> None:
+        """The session has reported its folder up to this state: a poll finding the
+        folder there need not wake it."""
 
     def close(self) -> None: ...
 
@@ -84,14 +99,59 @@ class _LocalWatch:
         self.delegated = delegated
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.known: tuple[int, int] | None = None  # (uidnext, highestmodseq) reported
+        # woken, its session reading the folder (until saw): a poll's newer state is
+        # compared with what it saw instead of waking it a second time
+        self.reading = False
+        self.target: tuple[int, int] | None = None
+        self.callback: Callable[[], None] | None = None
 
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
+    async def wait(self, timeout: float | None) -> bool:
+        if timeout is None:
+            await self.event.wait()
+        else:
+            try:
+                await asyncio.wait_for(self.event.wait(), timeout)
+            except TimeoutError:
+                return False
+        self.event.clear()
+        self.reading = True
+        return True
+
+    def on_signal(self, callback: Callable[[], None] | None) -> None:
+        self.callback = callback
+
+    def signalled(self) -> bool:
+        return self.event.is_set()
+
+    def take(self) -> bool:
+        if not self.event.is_set():
             return False
         self.event.clear()
+        self.reading = True
         return True
+
+    def signal(self) -> None:
+        """On the watch's loop."""
+        self.event.set()
+        if self.callback is not None:
+            self.callback()
+
+    def saw(self, uidnext: int, modseq: int) -> None:
+        self.known = (uidnext, modseq)
+        self.reading = False
+        target, self.target = self.target, None
+        if target is not None and target != self.known:
+            self.signal()  # a poll saw a state its read did not: once more
+
+    def offer(self, state: tuple[int, int]) -> None:
+        """On the watch's loop: a poll found the folder at *state*."""
+        if self.known == state:
+            return  # reported already (woken by this process's commit)
+        if self.reading:
+            self.target = state  # compared once its read is done (saw)
+        else:
+            self.signal()
 
     def close(self) -> None:
         self.owner._remove(self)
@@ -134,6 +194,7 @@ class LocalNotifier:
         with self._lock:
             folder_ids = list(self._by_folder)
             woken = list(self._delegated)  # a grant revoked elsewhere: re-checked on wake
+        offered: list[tuple[_LocalWatch, tuple[int, int]]] = []
         states: dict[int, FolderState] = {}
         for i in range(0, len(folder_ids), _CHUNK):
             chunk = folder_ids[i:i + _CHUNK]
@@ -141,22 +202,45 @@ class LocalNotifier:
                           for r in conn.execute(_STATES.where(db.folders.c.id.in_(chunk))))
         with self._lock:
             for folder_id in folder_ids:  # moved, deleted, or not seen before
-                state = states.get(folder_id)
-                if state is None or self._states.get(folder_id) != state:
+                state, before = states.get(folder_id), self._states.get(folder_id)
+                if state is None or before is None or before[2] != state[2]:
                     woken += self._by_folder.get(folder_id, ())
+                elif before != state:  # moved: those that did not report it yet
+                    offered += [(w, state[:2]) for w in self._by_folder.get(folder_id, ())]
             self._states = states
         self._wake(woken)
+        self._offer(offered)
 
     def watched_folders(self) -> int:
         with self._lock:
             return len(self._by_folder)
 
     def _wake(self, watches: list[_LocalWatch]) -> None:
+        """One call per event loop for all its watches (one wake-up of its selector, not
+        one per session: 10 000 sessions of one folder)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_LocalWatch]] = {}
         for watch in watches:
+            by_loop.setdefault(watch.loop, []).append(watch)
+        for loop, group in by_loop.items():
             try:
-                watch.loop.call_soon_threadsafe(watch.event.set)
-            except RuntimeError:  # its loop is closed: the session is gone
-                self._remove(watch)
+                loop.call_soon_threadsafe(_set_all, group)
+            except RuntimeError:  # its loop is closed: the sessions are gone
+                for watch in group:
+                    self._remove(watch)
+
+    def _offer(self, offers: list[tuple[_LocalWatch, tuple[int, int]]]) -> None:
+        """:meth:`_LocalWatch.offer` on each watch's loop, one call per loop: a session
+        that reported the state already, or is reading the folder, is not woken again
+        (one wake-up per change, not one per path that saw it)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_LocalWatch, tuple[int, int]]]] = {}
+        for watch, state in offers:
+            by_loop.setdefault(watch.loop, []).append((watch, state))
+        for loop, group in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_offer_all, group)
+            except RuntimeError:  # its loop is closed: the sessions are gone
+                for watch, _ in group:
+                    self._remove(watch)
 
     def _remove(self, watch: _LocalWatch) -> None:
         with self._lock:
@@ -170,6 +254,16 @@ class LocalNotifier:
                     watches.discard(watch)
                     if not watches:
                         del index[key]
+
+
+def _set_all(watches: list[_LocalWatch]) -> None:
+    for watch in watches:
+        watch.signal()
+
+
+def _offer_all(offers: list[tuple[_LocalWatch, tuple[int, int]]]) -> None:
+    for watch, state in offers:
+        watch.offer(state)
 
 
 class Signal:

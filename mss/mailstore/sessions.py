@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from mss import db
-from mss.mailstore.mailboxes import mailbox_enabled
+from mss.mailstore.mailboxes import mailbox_enabled, may_go_on, session_states
 
 P, S = db.serving_processes, db.client_sessions
 STALE_HEARTBEATS = 3  # a process silent for this many heartbeats is taken for dead
@@ -161,3 +161,22 @@ def session_live(conn: Connection, session_id: str, mailbox_id: int, since: floa
     if conn.execute(_ENDED, {"session_id": session_id}).scalar() is not None:
         return "ended"
     return None if mailbox_enabled(conn, mailbox_id, since) else "disabled"
+
+
+def sessions_live(conn: Connection, checks: Iterable[tuple[str, int, float]]
+                  ) -> dict[str, str]:
+    """:func:`session_live` of many sessions (session id, mailbox id, login time) in a few
+    queries (a process's IDLE sessions, checked together every imap.enabled_check): why
+    each of those that must end must end ("ended" or "disabled")."""
+    checks = list(checks)
+    ids = [c[0] for c in checks]
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        out.update((sid, "ended") for sid in conn.execute(
+            select(S.c.id).where(S.c.id.in_(ids[i:i + 500]), S.c.ended_at.is_not(None)))
+            .scalars())
+    states = session_states(conn, sorted({c[1] for c in checks}))
+    for session_id, mailbox_id, since in checks:
+        if session_id not in out and not may_go_on(states.get(mailbox_id), since):
+            out[session_id] = "disabled"
+    return out

@@ -10,10 +10,12 @@ command (EXPUNGE not during FETCH, STORE or SEARCH by sequence number) and durin
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import functools
 import io
+import operator
 import secrets
 import ssl
 import time
@@ -49,6 +51,7 @@ from proxy.imap.state import (
     Selected,
     ServerContext,
 )
+from proxy.imap.tls_buffers import lean_tls
 from proxy.imap.tokens import ImapParseError
 
 log = structlog.get_logger("mss.imap")
@@ -119,7 +122,10 @@ class Session:
         self.logged_in_at = 0.0  # time.time() of the login: sessions ended since end this one
         self.ending = False  # an operator ended the session (mss sessions end)
         self.reading = False  # waiting for the next command (between commands)
-        self.kick = asyncio.Event()  # wakes IDLE when the session must end
+        self.kick = asyncio.Event()  # set when the session must end (IDLE: and waker)
+        self.waker: Callable[[], None] | None = None  # wakes IDLE (while in it)
+        self.must_end: bytes | None = None  # the BYE that IDLE says when kicked (end_idle)
+        self.idling = False  # in IDLE (the listeners check these sessions together)
         self.operator: str | None = None  # an operator acting as user (mss operator; issue 16)
 
     # ------------------------------------------------------------------ output
@@ -383,6 +389,8 @@ class Session:
             return
         self.ending = True
         self.kick.set()
+        if self.waker is not None:
+            self.waker()
         if self.reading and not self.out and not self.writer.is_closing():
             self.writer.write(b"* " + BYE_ENDED + b"\r\n")
             self.state = LOGOUT
@@ -444,51 +452,37 @@ class Session:
         if self.selected is not None:
             await self.refresh(command is None or self.expunge_allowed(command))
 
-    async def refresh(self, allow_expunge: bool, check_enabled: bool = False) -> None:
-        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH);
-        *check_enabled*: also :meth:`still_enabled`'s check when due, in the same read
-        (IDLE: one database round trip per wake-up)."""
+    async def refresh(self, allow_expunge: bool) -> None:
+        """Report other sessions' changes to the selected folder (EXISTS, EXPUNGE, FETCH).
+        The folder is read through the process's :class:`FolderReads`: the sessions woken
+        by one change share one read (and one claim of \\Recent)."""
         sel = self.selected
         if sel is None:
             return
         user = self.user
-        enabled_due = check_enabled and user is not None and \
-            time.monotonic() - self.enabled_checked >= self.ctx.config.enabled_check
-
-        def read_state(conn: Connection) -> tuple[int, int, int] | str:
-            if enabled_due and user is not None:
-                why = sessions.session_live(conn, self.id, user.id, self.logged_in_at)
-                if why is not None:
-                    return why  # "disabled" or "ended"
-            if sel.delegated and user is not None and not grants.has_grant(
-                    conn, sel.owner.id, user.id):
-                return "revoked"  # or the shared mailbox disabled
-            return folders.folder_state(conn, sel.folder) or "deleted"
-        state = await self.db(read_state)
-        if enabled_due:
-            self.enabled_checked = time.monotonic()
-        if state in ("disabled", "ended"):
-            self.untagged(BYE_ENDED if state == "ended" else b"BYE Mailbox disabled")
-            self.state = LOGOUT
+        # a delegated selection: the grant first (or the shared mailbox disabled), never
+        # one more update through a revoked one
+        if sel.delegated and user is not None and \
+                not await self.db(grants.has_grant, sel.owner.id, user.id):
+            self.revoked()  # RFC 3501 §7.1.5
             return
-        if state == "revoked":  # RFC 3501 §7.1.5
-            self.revoked()
-            return
-        if isinstance(state, str):
+        delta = await self.ctx.reads.delta(self.ctx.app.reader, sel.folder, sel.modseq)
+        if delta.state is None:
             self.selection_gone()
             return
-        uidnext, modseq, recent_uid = state
+        uidnext, modseq, recent_uid = delta.state
         if modseq != sel.modseq:
-            def load(conn: Connection) -> tuple[list[int], list[messages.Row]]:
-                return messages.uids(conn, sel.folder.id), messages.rows(conn, sel.folder.id,
-                                                                        sel.modseq)
-            present, changed = await self.db(load)
-            known = {r.uid for r in sel.rows}
-            sel.gone |= known - set(present)
+            present, changed = delta.present, delta.changed
             last = sel.rows[-1].uid if sel.rows else 0
-            new = [r for r in changed if r.uid > last and r.uid not in known]
+            # UIDs only grow (RFC 3501 §2.3.1.1): the present ones up to *last* are the
+            # known ones still there; counted first, compared as sets only when some went
+            if bisect.bisect_right(present, last) != len(sel.rows):
+                sel.gone |= {r.uid for r in sel.rows} - set(present)
+            new = [r for r in changed if r.uid > last]
             for row in changed:
-                seq = sel.seq_of(row.uid)
+                if row.uid > last:
+                    break  # the new ones (UID order): reported below
+                seq = _seq_of(sel, row.uid)
                 if seq is None or row.uid in sel.gone:
                     continue
                 current = sel.rows[seq - 1]
@@ -508,6 +502,7 @@ class Session:
                 self.announce_keywords(tuple(f for r in new for f in r.flags))
                 self.untagged(b"%d EXISTS" % len(sel.rows))
                 self.untagged(b"%d RECENT" % len(sel.recent))
+        sel.watch.saw(uidnext, modseq)  # after the claim: a poll's wake-up waits for it
         if allow_expunge and sel.gone:
             self.report_expunged(sel.gone)
             sel.gone = set()
@@ -520,8 +515,11 @@ class Session:
         upto = new[-1].uid
         if not sel.readonly:
             folder_id = sel.folder.id
-            recent_uid = await self.write(
-                lambda conn: folders.claim_recent(conn, folder_id, upto))
+            claimed = await self.ctx.reads.claim(folder_id, upto, lambda: self.write(
+                lambda conn: folders.claim_recent(conn, folder_id, upto)))
+            if claimed is None:  # another session of this process claimed them
+                return
+            recent_uid = claimed
         sel.recent |= {r.uid for r in new if r.uid > recent_uid}
 
     def revoked(self) -> None:
@@ -580,50 +578,67 @@ class Session:
         """RFC 2177: report changes as they happen until the client sends DONE.
 
         The session sleeps until its folder's watch is signalled (a commit of this process,
-        or the process's change watcher seeing another's) or the safety poll
-        (imap.idle_poll) runs out: an idle session costs nothing while nothing changes."""
+        or the process's change watcher seeing another's; a lost wake-up is found by the
+        listeners' safety poll, imap.idle_poll), the client writes, or the session must end
+        (mss sessions end; the listeners' check of the process's IDLE sessions every
+        imap.enabled_check: disabled, suspended, re-passworded mailboxes, issue 16). No
+        timer of its own but the autologout: an idle session costs nothing while nothing
+        changes."""
         self.send(b"+ idling\r\n")
         await self.flush()
+        loop = asyncio.get_running_loop()
         watch = self.selected.watch if self.selected else None
         line_task = asyncio.ensure_future(self.input.readline(self.ctx.config.max_line_length))
-        deadline = time.monotonic() + self.ctx.config.session_timeout
+        sleep: list[asyncio.Future[None]] = []  # the one the session waits on, if any
+
+        def wake(*_: object) -> None:  # the line, the watch, the kick, the autologout
+            if sleep and not sleep[0].done():
+                sleep[0].set_result(None)
+        # one future per wake-up, no task nor timer per wake-up: 10 000 sessions woken by
+        # one delivery (bench/idle_sessions.py)
+        line_task.add_done_callback(wake)
+        self.waker = wake
+        if watch is not None:
+            watch.on_signal(wake)
+        deadline = loop.time() + self.ctx.config.session_timeout
+        timer = loop.call_at(deadline, wake)
+        self.idling = True
         try:
             while not line_task.done():
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if loop.time() >= deadline - 0.01:  # the timer may run a tick early
                     self.untagged(b"BYE Autologout; idle for too long")
                     self.state = LOGOUT
                     return
-                # the client's DONE, the session ended (mss sessions end), the folder;
-                # woken at least every imap.enabled_check: a suspended, deleted or
-                # re-passworded mailbox's IDLE session ends within it (issue 16)
-                waits: set[asyncio.Future[Any]] = {line_task,
-                                                   asyncio.ensure_future(self.kick.wait())}
-                if watch is not None:
-                    waits.add(asyncio.ensure_future(watch.wait(self.ctx.config.idle_poll)))
-                done, pending = await asyncio.wait(
-                    waits, timeout=min(left, self.ctx.config.idle_poll * 2,
-                                       self.ctx.config.enabled_check),
-                    return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
-                    if task is not line_task:
-                        task.cancel()
+                if not self.kick.is_set() and (watch is None or not watch.signalled()):
+                    sleep[:] = [loop.create_future()]
+                    await sleep[0]
+                    sleep.clear()
                 if self.ending:  # mss sessions end
                     self.untagged(BYE_ENDED)
                     self.state = LOGOUT
                     return
-                if self.selected is None and not await self.still_enabled():
+                if self.must_end is not None:  # the listeners' check
+                    self.untagged(self.must_end)
+                    self.state = LOGOUT
                     return
-                if self.selected is not None:
-                    await self.refresh(allow_expunge=True, check_enabled=True)
+                if watch is not None and watch.take():
+                    await self.refresh(allow_expunge=True)
                     await self.flush()
                     if self.state == LOGOUT:  # folder deleted or access revoked
                         return
+                    if self.selected is None:  # deleted: IDLE goes on unselected
+                        watch.on_signal(None)
+                        watch = None
             line = line_task.result()
         except LineTooLong:
             self.bad(tag, "Expected DONE")
             return
         finally:
+            self.idling = False
+            self.waker = None
+            timer.cancel()
+            if watch is not None:
+                watch.on_signal(None)
             if not line_task.done():
                 line_task.cancel()
         if line is None:
@@ -634,6 +649,27 @@ class Session:
             return
         await self.updates(None)
         self.tagged(tag, "OK", "IDLE terminated")
+
+    def end_idle(self, why: str) -> None:
+        """The listeners' check found this IDLE session's mailbox disabled ("disabled") or
+        its registry row ended ("ended"): woken to say BYE (RFC 3501 §7.1.5)."""
+        if why == "ended":
+            self.operator_ended()
+            return
+        self.must_end = b"BYE Mailbox disabled"
+        self.kick.set()
+        if self.waker is not None:
+            self.waker()
+
+
+_UID = operator.attrgetter("uid")
+
+
+def _seq_of(sel: Selected, uid: int) -> int | None:
+    """``sel.seq_of`` without building its index of every UID (rows are in UID order): a
+    refresh of many sessions woken by one change costs no memory per session."""
+    i = bisect.bisect_left(sel.rows, uid, key=_UID)
+    return i + 1 if i < len(sel.rows) and sel.rows[i].uid == uid else None
 
 
 async def start_session(ctx: ServerContext, reader: asyncio.StreamReader,
@@ -649,6 +685,7 @@ async def start_session(ctx: ServerContext, reader: asyncio.StreamReader,
     try:
         if ctx.implicit_tls:  # RFC 8314 §3.3, counted and timed before the handshake
             await asyncio.wait_for(writer.start_tls(ctx.tls), ctx.config.preauth_timeout)
+            lean_tls(writer)
         session = Session(ctx, reader, writer, admission)
         session.started = connected
     except (ConnectionError, ssl.SSLError, TimeoutError, OSError):

@@ -35,6 +35,7 @@ from proxy.imap.state import (
     No,
     Responded,
 )
+from proxy.imap.tls_buffers import lean_tls
 from proxy.imap.tokens import ImapParseError
 from trustspace.tlshook import presented_chain
 
@@ -85,6 +86,7 @@ async def starttls(s: ImapSession, cmd: Command, args: NoArgs) -> Result:
     if isinstance(pending, bytearray):
         pending.clear()
     await s.writer.start_tls(s.ctx.tls)
+    lean_tls(s.writer)
     s.tls = True
     raise Responded
 

@@ -34,6 +34,7 @@ from mss.session_registry import SessionRegistry
 from mss.throttle import Throttle
 from proxy.imap.cache import EnvelopeCache
 from proxy.imap.parser import CommandReader, LineBuffer
+from proxy.imap.refresh import FolderReads
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -166,6 +167,7 @@ class ServerContext:
     sending: SendingLimits | None = None  # APPEND bytes per login and window (issue 17)
     metrics: Metrics = field(default_factory=NoMetrics)  # the process's (mss/metrics.py)
     registry: SessionRegistry | None = None  # the process's logged-in sessions (issue 16)
+    reads: FolderReads = field(default_factory=FolderReads)  # shared by the listeners
 
     @property
     def notifier(self) -> Notifier:
