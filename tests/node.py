@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 MSS = [sys.executable, "-m", "mss"]
+_MSS = list(MSS)  # a test may prefix MSS (a wrapper command): serve then runs it
 DOMAIN = "demo.mssante.fr"
 PASSWORD = "correct horse battery"
 # remote operators' domains on the test whitelist
@@ -358,9 +359,13 @@ class Node:
         assert self.process is None
         self.log_path = self.data_dir / "serve.log"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # restarts
-        self.log_path.touch()
-        self.process = SPAWN.spawn(["--config", str(self.config), "serve"],
-                                   self.log_path)
+        if MSS == _MSS:  # forked from the spawn server
+            self.log_path.touch()
+            self.process = SPAWN.spawn(["--config", str(self.config), "serve"], self.log_path)
+        else:  # a test wraps the command (tests/test_metrics.py: setpriv): a real process
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen([*MSS, "--config", str(self.config), "serve"],
+                                                stdout=log, stderr=log, cwd=REPO, env=CHILD_ENV)
         _SERVED.append(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
