@@ -7,6 +7,12 @@ the CLI itself start a real ``python -m mss`` (``Node.cli_process``).
 
 Protocol, one JSON line each way on the server's stdin/stdout: ``{"args", "stdin", "stdout",
 "stderr"}`` (file paths) -> ``{"rc"}``.
+
+``--spawn``: the same for long-running commands (``mss serve`` of tests/node.py): the server
+also imports what serve runs, forks the command with the request's environment and working
+directory, its output appended to ``log``, and answers ``{"pid"}`` at once; when the child
+exits, its exit code is written to the request's ``rc`` file (this server is its parent and
+reaps it: pidfds in the select loop).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import sys
 import traceback
+from typing import Any
 
 
 def _run_child(request: dict[str, object]) -> None:
@@ -47,11 +54,84 @@ def _run_child(request: dict[str, object]) -> None:
         os._exit(code)
 
 
-def serve() -> None:
+def _spawn_child(request: dict[str, Any], inherited: list[int]) -> None:
+    """In the forked child of --spawn: what subprocess.Popen(args, cwd=, env=, stdin=DEVNULL,
+    stdout=log, stderr=log) gives a fresh process; never returns."""
+    for fd in inherited:  # the other children's pidfds
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    code = 1
+    try:
+        from mss.cli import main
+
+        try:
+            main([str(a) for a in request["args"]])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def spawn_server() -> None:
+    import select
+
+    import mss.server  # noqa: F401  the listeners, the runtime, the queue worker
+    serve_imports()
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    children: dict[int, tuple[int, str]] = {}  # pidfd -> (pid, rc file)
+    while True:
+        ready, _, _ = select.select([requests, *children], [], [])
+        for fd in ready:
+            if fd is requests:
+                continue
+            pid, rc_file = children.pop(fd)  # type: ignore[call-overload]
+            os.close(fd)  # type: ignore[arg-type]
+            _, status = os.waitpid(pid, 0)
+            with open(rc_file + ".part", "w") as out:
+                out.write(str(os.waitstatus_to_exitcode(status)))
+            os.rename(rc_file + ".part", rc_file)
+        if requests not in ready:
+            continue
+        line = requests.readline()
+        if not line:
+            return
+        request = json.loads(line)
+        replies.flush()
+        pid = os.fork()
+        if pid == 0:
+            _spawn_child(request, list(children))
+        children[os.pidfd_open(pid)] = (pid, request["rc"])
+        replies.write(json.dumps({"pid": pid}).encode() + b"\n")
+        replies.flush()
+
+
+def serve_imports() -> None:
     import mss.app  # noqa: F401
     import mss.cli  # noqa: F401  the CLI and the modules its commands import
     import mss.mailstore  # noqa: F401
     import trustspace.registry  # noqa: F401
+
+
+def serve() -> None:
+    serve_imports()
 
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     while True:
@@ -70,4 +150,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    spawn_server() if sys.argv[1:] == ["--spawn"] else serve()

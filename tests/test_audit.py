@@ -690,46 +690,63 @@ def test_xdm_attachment_is_the_mime_part_imap_shows() -> None:
 def test_hostile_xdm_does_not_freeze_the_node(tmp_path: Path) -> None:
     """Issue 20 #1: an 838-byte message froze every session of the node for 13 s. Real node:
     the hostile message goes in over submission in one thread while another times IMAP
-    NOOPs; each NOOP answers within 100 ms and the message gets its 250."""
+    NOOPs; each gets its 250 and no NOOP waits longer than 100 ms, or, on a machine loaded
+    by other work, three times the slowest NOOP of the same run while a harmless XDM message
+    of the same shape goes in (the baseline: what the machine gives now; a freeze is
+    seconds)."""
     import imaplib
-    import smtplib
-    import threading
 
-    from tests.node import PASSWORD, make_node
+    from tests.node import make_node
 
     node = make_node(tmp_path)
     node.start()
     try:
         hostile = xdm_zip_message(b"<r " + b'value="x" ' * 10_000 + b"</r>")
         assert len(hostile) < 2000
-        replies: list[tuple[int, bytes]] = []
-
-        def submit() -> None:
-            with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=60) as client:
-                client.starttls(context=node.client_context())
-                client.login("alice@demo.mssante.fr", PASSWORD)
-                for _ in range(3):
-                    client.mail("alice@demo.mssante.fr")
-                    client.rcpt("bob@demo.mssante.fr")
-                    replies.append(client.data(hostile))
-
+        harmless = xdm_zip_message(b"<r>" + b"x " * 50_000 + b"</r>")
         imap = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=60)
         imap.noop()
-        sender = threading.Thread(target=submit)
-        sender.start()
-        latencies: list[float] = []
-        deadline = time.monotonic() + 60
-        while (sender.is_alive() or len(latencies) < 20) and time.monotonic() < deadline:
-            started = time.perf_counter()
-            assert imap.noop()[0] == "OK"
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.01)
-        sender.join(60)
+        baseline = _noops_while_submitting(node, imap, harmless)
+        latencies = _noops_while_submitting(node, imap, hostile)
         imap.logout()
-        assert [code for code, _ in replies] == [250, 250, 250]
-        assert max(latencies) < 0.1, f"NOOP took {max(latencies):.3f} s"
+        limit = max(0.1, 3 * max(baseline))
+        assert max(latencies) < limit, (f"NOOP took {max(latencies):.3f} s (baseline "
+                                        f"{max(baseline):.3f} s)")
     finally:
         node.stop()
+
+
+def _noops_while_submitting(node: Any, imap: Any, message: bytes) -> list[float]:
+    """The NOOP latencies of *imap* while another thread submits *message* three times
+    (each must get its 250), and at least 20 NOOPs."""
+    import smtplib
+    import threading
+
+    from tests.node import PASSWORD
+
+    replies: list[tuple[int, bytes]] = []
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", node.ports["submission"], timeout=60) as client:
+            client.starttls(context=node.client_context())
+            client.login("alice@demo.mssante.fr", PASSWORD)
+            for _ in range(3):
+                client.mail("alice@demo.mssante.fr")
+                client.rcpt("bob@demo.mssante.fr")
+                replies.append(client.data(message))
+
+    sender = threading.Thread(target=submit)
+    sender.start()
+    latencies: list[float] = []
+    deadline = time.monotonic() + 60
+    while (sender.is_alive() or len(latencies) < 20) and time.monotonic() < deadline:
+        started = time.perf_counter()
+        assert imap.noop()[0] == "OK"
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    sender.join(60)
+    assert [code for code, _ in replies] == [250, 250, 250]
+    return latencies
 
 
 # --------------------------------------------------------------------------- chained checkpoints

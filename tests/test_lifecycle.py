@@ -150,6 +150,7 @@ def other_domain(node: Node) -> str:
 
 # --------------------------------------------------------------------------- add, CAB
 
+@pytest.mark.backends("sqlite")  # the CLI's refusals and one column: no purge, no backend SQL
 def test_add_refuses_a_mailbox_nobody_can_log_in_to(node: Node) -> None:
     address = f"personne@{DOMAIN}"
     error = one_line_error(node.cli("mailbox", "add", address, "--type", "PER", check=False))
@@ -511,6 +512,7 @@ def test_the_purge_job_of_serve(node: Node) -> None:
 
 # --------------------------------------------------------------------------- domains
 
+@pytest.mark.backends("sqlite")  # the CLI's refusals and one column: no purge, no backend SQL
 def test_domain_set_relay(node: Node, other_domain: str) -> None:
     node.cli("domain", "set", other_domain, "--relay-to", "mail.cabinet.example:2525")
     listed = {d["domain"]: d for d in node.cli_json("domain", "list")}
