@@ -482,7 +482,8 @@ CATALOGUE: Mapping[Event, EventKind] = _kinds(
 )
 
 
-_BY_VALUE: dict[str, EventKind] = {str(event): k for event, k in CATALOGUE.items()}
+_BY_VALUE: Mapping[str, EventKind] = MappingProxyType(
+    {str(event): k for event, k in CATALOGUE.items()})
 
 
 def kind(name: str) -> EventKind:

@@ -48,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.idle_connections import raise_caps  # noqa: E402
 from tests.node import DOMAIN, PASSWORD, Node, make_node  # noqa: E402
 
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
@@ -187,14 +188,6 @@ async def client_main(port: int, first: int, count: int, per_address: int, secre
 
 
 # ---------------------------------------------------------------------- parent
-def raise_caps(node: Node, listener: str, count: int) -> None:
-    text = node.config.read_text()
-    keys = (f"max_connections = {count}\nmax_connections_per_address = {count}\n"
-            f"max_preauth = {count}\nmax_preauth_per_address = {count}\n")
-    node.config.write_text(text.replace(f"[listeners.{listener}]\n",
-                                        f"[listeners.{listener}]\n{keys}", 1))
-
-
 def app_password(node: Node) -> str:
     out = node.cli("mailbox", "app-password", "add", BOB, "--label", "bench",
                    "--scope", "imap").stdout

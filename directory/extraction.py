@@ -29,13 +29,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.client import HTTPMessage
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 from directory.sources import Rejected, Row, SyncError
 from mss.config import ExtractionConfig
+from mss.files import sha256_of
 
 MEMBER = re.compile(r"Extraction_Correspondance_MSSante_(\d{12})\.txt$")
 CHUNK = 1024 * 1024
@@ -49,7 +51,7 @@ def column_key(name: str) -> str:
 
 
 # what we read -> the header names it may have (as column_key); the first present wins
-COLUMNS: dict[str, tuple[str, ...]] = {
+COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "mail": ("adressebal",),
     "type": ("typedebal", "typebal"),
     "id_nat": ("identificationnationalepp", "identifiantnationalpp"),
@@ -64,7 +66,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "l6": ("l6ligneacheminement", "l6ligneacheminementstructurebal",
            "ligneacheminementstructurebal"),
     "postal_code": ("codepostalstructurebal", "codepostal"),
-}
+})
 # the published header, in order (the generator of tests and bench/directory_sync.py)
 HEADER = ("Type de BAL", "Adresse BAL", "Type Identifiant PP", "Identifiant PP",
           "Identification nationale PP", "Type identifiant structure",
@@ -169,14 +171,6 @@ def download(url: str, into: IO[bytes], *, ca_file: Path | None, timeout: float,
     return sha.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 class ExtractionSource:
     """:class:`directory.sources.Source` reading the extraction from *location* (a path,
     ZIP or plain text, or an https URL)."""
@@ -214,7 +208,7 @@ class ExtractionSource:
         else:
             self._path = Path(self.location)
             try:
-                digest = file_sha256(self._path)
+                digest = sha256_of(self._path)
             except OSError as exc:
                 raise SyncError(f"{self._path}: {exc.strerror}") from None
             label = str(self._path)

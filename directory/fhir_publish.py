@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
@@ -246,8 +247,9 @@ def publish_fhir(engine: Engine, mailboxes: Iterable[Publishable], config: FhirC
     return report
 
 
-_STATUS = {404: "no resource has this identifier", 412: "several resources have this "
-           "identifier", 422: "the patch was refused"}
+_STATUS = MappingProxyType({404: "no resource has this identifier",
+                            412: "several resources have this identifier",
+                            422: "the patch was refused"})
 
 
 def _send(client: FhirClient, call: Call) -> tuple[int, Any]:

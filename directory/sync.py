@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
@@ -36,10 +37,9 @@ BATCH = 5000
 MAX_REPORTED = 20
 Progress = Callable[[int], None]
 # a longer value is cut (PostgreSQL refuses it, and one long name must not fail a run)
-_WIDTHS: dict[str, int] = {c.name: getattr(c.type, "length", None) or 0
-                           for c in db.directory_staging.columns
-                           if c.name in DIRECTORY_FIELDS and c.name != "mail"}
-_WIDTHS = {name: width for name, width in _WIDTHS.items() if width}
+_WIDTHS: Mapping[str, int] = MappingProxyType({
+    c.name: c.type.length for c in db.directory_staging.columns  # type: ignore[attr-defined]
+    if c.name in DIRECTORY_FIELDS and c.name != "mail" and getattr(c.type, "length", None)})
 _STAGED = tuple(c.name for c in db.directory_staging.columns)
 
 

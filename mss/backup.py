@@ -68,7 +68,7 @@ from audit.journal import AuditRecord, append
 from mss import crypto, db, schema
 from mss.app import key_provider
 from mss.config import Config
-from mss.files import fsync_path
+from mss.files import fsync_path, sha256_of
 from mss.mailstore import messages as store_messages
 
 FORMAT = 1
@@ -93,14 +93,6 @@ class Verdict:
 
 def backend_of(url: str) -> str:
     return "sqlite" if url.startswith("sqlite") else "postgresql"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _private_file(path: Path) -> None:
@@ -331,7 +323,7 @@ def create(config: Config, target: Path, actor: str, engine: Engine) -> dict[str
             "format": FORMAT, "mss_version": mss.__version__, "backend": backend,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "database": name, **facts, "key_files": key_files,
-            "files": {name: {"sha256": _sha256(target / name),
+            "files": {name: {"sha256": sha256_of(target / name),
                              "size": (target / name).stat().st_size}},
         }
         _write_manifest(target, manifest)
@@ -449,7 +441,7 @@ def _check_files(source: Path, manifest: Mapping[str, Any]) -> None:
         path = source / name
         if not path.is_file():
             raise BackupError(f"{name} is missing")
-        if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        if path.stat().st_size != entry["size"] or sha256_of(path) != entry["sha256"]:
             raise BackupError(f"{name} does not match its SHA-256 in the manifest "
                               "(modified or truncated)")
 

@@ -22,29 +22,24 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 
-def _run_child(request: dict[str, object]) -> None:
-    """In the forked child: the command's files on fds 0-2, then mss.cli.main; never returns."""
+@contextlib.contextmanager
+def _as_a_process() -> Iterator[None]:
+    """What ending a real process does with the block's outcome: its exit code, a message
+    of ``sys.exit(text)`` on stderr, an uncaught exception's traceback, the streams flushed;
+    then ``os._exit`` (the forked child never returns into the server's loop)."""
     code = 1
     try:
-        for fd, key, flags in ((0, "stdin", os.O_RDONLY),
-                               (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                               (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
-            opened = os.open(str(request[key]), flags, 0o600)
-            os.dup2(opened, fd)
-            os.close(opened)
-        from mss.cli import main
-
-        try:
-            main([str(a) for a in request["args"]])  # type: ignore[attr-defined]
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    except BaseException:  # what an uncaught exception does to a real process
+        yield
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
         traceback.print_exc()
         code = 1
     finally:
@@ -52,6 +47,24 @@ def _run_child(request: dict[str, object]) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _main(args: list[object]) -> None:
+    from mss.cli import main
+
+    main([str(a) for a in args])
+
+
+def _run_child(request: dict[str, object]) -> None:
+    """In the forked child: the command's files on fds 0-2, then mss.cli.main; never returns."""
+    with _as_a_process():
+        for fd, key, flags in ((0, "stdin", os.O_RDONLY),
+                               (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                               (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            opened = os.open(str(request[key]), flags, 0o600)
+            os.dup2(opened, fd)
+            os.close(opened)
+        _main(request["args"])  # type: ignore[arg-type]
 
 
 def _spawn_child(request: dict[str, Any], inherited: list[int]) -> None:
@@ -69,25 +82,8 @@ def _spawn_child(request: dict[str, Any], inherited: list[int]) -> None:
     os.dup2(log, 2)
     os.close(null)
     os.close(log)
-    code = 1
-    try:
-        from mss.cli import main
-
-        try:
-            main([str(a) for a in request["args"]])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+    with _as_a_process():
+        _main(request["args"])
 
 
 def spawn_server() -> None:

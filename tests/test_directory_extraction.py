@@ -116,7 +116,7 @@ def test_config_source_keys(tmp_path: Path) -> None:
              "directory.extraction.url: give url (https) or file"),
             ({"source": "extraction", "extraction": {"url": "http://a.test/x"}},
              "directory.extraction.url: must be a URL starting with https://"),
-            ({"source": "fhir"}, "directory.source: \"fhir\" is not built yet"),
+            ({"source": "fhir"}, "directory.fhir: source = \"fhir\" needs a [directory.fhir]"),
             ({"source": "x500"}, "directory.source: must be"),
             ({"base_dn": "o=x"}, "directory.urls: required with source = \"ldap\""),
             ({"url": "ldaps://a.test"}, "directory.base_dn: required")):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from mss import db
 from mss.mailstore import folders
@@ -99,7 +99,14 @@ def test_change_watcher_wakes_only_the_folders_another_connection_changed(tmp_pa
             if change is not None:
                 write(change)
             watcher.check()
-            return tuple([await w.wait(0.05) for w in watches])  # type: ignore[return-value]
+            woken = tuple([await w.wait(0.05) for w in watches])
+            with reader.connect() as conn:  # each woken session reads its folder, reports
+                states = {r.id: (r.uidnext, r.highestmodseq) for r in conn.execute(
+                    select(db.folders.c.id, db.folders.c.uidnext, db.folders.c.highestmodseq))}
+            for folder, watch, was_woken in zip((1, 2, 3), watches, woken, strict=True):
+                if was_woken:
+                    watch.saw(*states.get(folder, (0, 0)))
+            return woken  # type: ignore[return-value]
         results = [await round_(None)]  # first sight: everyone looks once
         checks = watcher.checks
         results.append(await round_(None))  # nothing committed: no listener ran

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import time
@@ -181,7 +182,10 @@ def internal_date(posix: float) -> bytes:
         t.tm_mday, MONTHS[t.tm_mon - 1].encode(), t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
-_DAYS: dict[int, bytes] = {}  # day number -> b'"03-Dec-2026 ' (bounded below)
+@functools.lru_cache(maxsize=4096)
+def _day_prefix(day: int) -> bytes:
+    """b'"03-Dec-2026 ' of a day number (days since the epoch)."""
+    return internal_date(day * 86400)[:13]
 
 
 def internal_date_fast(posix: float) -> bytes:
@@ -190,11 +194,7 @@ def internal_date_fast(posix: float) -> bytes:
     message."""
     seconds = math.floor(posix)
     day, rest = divmod(seconds, 86400)
-    prefix = _DAYS.get(day)
-    if prefix is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        prefix = _DAYS[day] = internal_date(day * 86400)[:13]
+    prefix = _day_prefix(day)
     hours, rest = divmod(rest, 3600)
     return prefix + b'%02d:%02d:%02d +0000"' % (hours, rest // 60, rest % 60)
 

@@ -107,7 +107,11 @@ def _lease(pick: Any) -> Any:
 
 
 _CLAIM = _lease(_PICK)
-_CLAIM_PG = _lease(_PICK.with_for_update(skip_locked=True))
+# PostgreSQL: the pick in a MATERIALIZED CTE, run once before the update; as a plain IN
+# (subquery ... LIMIT n FOR UPDATE SKIP LOCKED) the planner may run it as a join that
+# re-evaluates the pick, leasing more than n rows (tests/test_cluster.py)
+_CLAIM_PG = _lease(select(_PICK.with_for_update(skip_locked=True)
+                          .cte("picked").prefix_with("MATERIALIZED").c.id))
 _DUE_EXISTS = select(Q.c.id).where(_due(_NOW)).limit(1)
 _NEXT_DUE = (select(func.min(case((Q.c.lease_until > Q.c.next_attempt_at, Q.c.lease_until),
                                   else_=Q.c.next_attempt_at)))

@@ -77,14 +77,9 @@ NULL_PATH = "<>"  # the null reverse-path in the envelope (stored and queued as 
 _SEAL_INLINE_MAX = 1024 * 1024  # larger messages are encrypted in a worker thread
 
 
-_HOOK_NAMES: dict[type, list[str]] = {}
-
-
+@functools.cache  # one entry per handler class
 def _hook_names(cls: type) -> list[str]:
-    names = _HOOK_NAMES.get(cls)
-    if names is None:
-        names = _HOOK_NAMES[cls] = sorted(n for n in dir(cls) if n.startswith("handle_"))
-    return names
+    return sorted(n for n in dir(cls) if n.startswith("handle_"))
 
 
 @functools.lru_cache(maxsize=256)
@@ -142,7 +137,7 @@ class SmtpHandler:
         """The ``handle_*`` hooks only: aiosmtpd's ``__init__`` reads them, and looks for
         ``auth_*`` mechanisms, by ``dir()`` and ``inspect.getmembers`` on every
         connection (a getattr of every attribute)."""
-        return _hook_names(type(self))
+        return _hook_names(type(self))  # type: ignore[arg-type]  # typeshed: a class is Hashable
 
     # ------------------------------------------------------------------ audit
     def _emit(self, session: MssSession, *records: AuditRecord) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import io
 import re
 import ssl
@@ -191,15 +192,9 @@ class ReplyFlushingReader(asyncio.StreamReader):
         await super()._wait_for_data(func_name)  # type: ignore[misc]
 
 
-_METHOD_NAMES: dict[type, list[str]] = {}
-
-
+@functools.cache  # one entry per protocol class
 def _method_names(cls: type) -> list[str]:
-    names = _METHOD_NAMES.get(cls)
-    if names is None:
-        names = _METHOD_NAMES[cls] = sorted(
-            name for name in dir(cls) if name.startswith(("auth_", "smtp_")))
-    return names
+    return sorted(name for name in dir(cls) if name.startswith(("auth_", "smtp_")))
 
 
 class MssSMTP(SMTP):
@@ -210,7 +205,7 @@ class MssSMTP(SMTP):
         """The SASL (``auth_*``) and command (``smtp_*``) methods only: aiosmtpd's
         ``__init__`` finds them, on every connection, by ``dir()`` and
         ``inspect.getmembers`` (a getattr of each of ~300 attributes, properties run)."""
-        return _method_names(type(self))
+        return _method_names(type(self))  # type: ignore[arg-type]  # typeshed: a class is Hashable
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's, with the common case (a path of dot-atoms, RFC 5321 §4.1.2) read by
