@@ -97,6 +97,13 @@ def make_source(config: DirectoryConfig) -> Source:
     raise SyncError(f"directory.source = {config.source!r} is unknown")
 
 
+def origin(dn: str) -> str:
+    """The source an entry came from: the extraction's and the FHIR API's rows are named
+    "<source>:..." (directory/extraction.py, directory/fhir.py), an LDAP entry by its DN."""
+    head, sep, _ = dn.partition(":")
+    return head if sep and "=" not in head else "ldap"
+
+
 class DirectorySync:
     def __init__(self, engine: Engine, config: DirectoryConfig, actor: str = "mss",
                  source: Source | None = None) -> None:
@@ -343,13 +350,19 @@ class DirectorySync:
         """Apply one changed row; False when rejected or unchanged."""
         e, seen = db.directory_entries, db.directory_seen
         dn = row["dn"]
-        holder = conn.execute(select(e.c.dn).where(e.c.mail == row["mail"])).scalar()
-        if holder is not None and holder != dn:
+        found = conn.execute(select(e.c.dn).where(e.c.mail == row["mail"])).scalar()
+        holder = str(found) if found is not None and found != dn else None
+        if holder is not None and origin(holder) == report.source:  # two entries, one source
             self._reject(report, f"{row['mail']} is held by {holder} and {dn}")
             return False
         if conn.execute(select(seen.c.mail).where(
                 (seen.c.source == report.source) & (seen.c.mail == row["mail"]))).first() is None:
             conn.execute(insert(seen).values(source=report.source, mail=row["mail"]))
+        if holder is not None:  # another source's entry (the last extraction): this one wins
+            conn.execute(delete(e).where(e.c.dn == holder))
+            report.changed += 1
+            conn.execute(insert(e).values(**row, updated_at=time.time()))
+            return True
         old = conn.execute(select(e.c.digest).where(e.c.dn == dn)).scalar()
         if old == row["digest"]:
             return False

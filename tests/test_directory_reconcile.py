@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from directory import reconcile
 from directory.extraction import ExtractionSource, to_row
@@ -75,9 +76,17 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     config = DirectoryConfig(source="extraction")
     DirectorySync(engine, config, source=ApiStandIn()).full()
     DirectorySync(engine, config, source=ExtractionSource(zipped)).full()
-    api = DirectorySync(engine, config, source=ApiStandIn(["nouveau.3@medecin.mssante.fr"]))
+    # the API's updates on the extraction's load: a new mailbox, and one the extraction
+    # holds (the API's newer entry takes its place: no "held by two entries" refusal)
+    api = DirectorySync(engine, config, source=ApiStandIn(["nouveau.3@medecin.mssante.fr",
+                                                           data.mail_of(10)]))
     report = api.incremental()
-    assert (report.kind, report.added, report.rejected) == ("incremental", 1, 1)
+    assert (report.kind, report.added, report.changed, report.rejected) == (
+        "incremental", 1, 1, 1)
+    with engine.connect() as conn:
+        assert conn.execute(select(db.directory_entries.c.dn).where(
+            db.directory_entries.c.mail == data.mail_of(10))).scalar() == \
+            f"fhir:PractitionerRole/{data.mail_of(10)}#{data.mail_of(10)}"
     engine.dispose()
     yield node
 
